@@ -1,0 +1,190 @@
+"""`PostgresStorage`: bot state in PostgreSQL, for several replicas behind one bot registration.
+
+One psycopg 3 `AsyncConnection` per storage, one transaction at a time (an asyncio lock): the bot's
+storage traffic is small, and a single connection keeps failure handling simple. A connection that
+dropped (server restart, failover, idle kill) is replaced on the next call; a transaction that
+failed on a dropped connection *before* COMMIT was sent is retried once on a new connection (the
+server rolled it back), while a failure during COMMIT is reported as StorageUnavailable because its
+outcome is unknown.
+
+Schema migration runs under `pg_advisory_xact_lock`, so replicas starting together take turns.
+`schema=` puts the bot's tables in their own schema (created if missing), e.g. for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from adapters.storage import SqlStorage, StorageError, StorageUnavailable, Transaction
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Key of the advisory lock held while migrating ("mlopsbot" in ASCII, fits a signed bigint).
+MIGRATION_LOCK_KEY = 0x6D6C6F7073626F74
+
+# libpq settings applied unless the DSN sets them: fail fast, and notice dead peers.
+_CONNECTION_DEFAULTS = {
+    "connect_timeout": "5",
+    "application_name": "mlops-bot",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+}
+
+
+def to_psycopg(sql: str) -> str:
+    """Rewrite qmark placeholders (`?`) as psycopg's `%s`, escaping literal `%` first."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def quote_identifier(name: str) -> str:
+    """`name` as a PostgreSQL quoted identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+class PostgresStorage(SqlStorage):
+    """Bot state in the PostgreSQL database at `dsn` (a libpq URI or key=value string)."""
+
+    dialect = "postgres"
+
+    def __init__(self, dsn: str, *, schema: str | None = None, ping_timeout: float = 5.0) -> None:
+        try:
+            params = conninfo_to_dict(dsn)
+        except psycopg.ProgrammingError as exc:
+            raise ValueError(f"Invalid PostgreSQL connection string: {exc}") from None
+        for key, value in _CONNECTION_DEFAULTS.items():
+            params.setdefault(key, value)
+        self._conninfo = make_conninfo("", **params)
+        self.where = (f"{params.get('host', 'localhost')}:{params.get('port', 5432)}"
+                      f"/{params.get('dbname', '')}")
+        self.schema = schema
+        self.ping_timeout = ping_timeout
+        self._connection: psycopg.AsyncConnection | None = None
+        self._is_open = False
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"PostgresStorage({self.where!r}, schema={self.schema!r})"
+
+    async def open(self) -> None:
+        async with self._lock:
+            self._is_open = True
+            try:
+                await self._connect()
+            except BaseException:
+                self._is_open = False
+                raise
+        try:
+            await self._migrate()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._is_open = False
+            await self._discard()
+
+    async def run_transaction(self, work: Callable[[Transaction], Awaitable[T]], *, write: bool = True) -> T:
+        async with self._lock:
+            for attempt in (1, 2):
+                if not self._is_open:
+                    raise StorageUnavailable(f"The PostgreSQL storage at {self.where} is not open.")
+                connection = await self._connect()
+                committing = False
+                try:
+                    await connection.execute("BEGIN")
+                    result = await work(_PostgresTransaction(connection))
+                    committing = True
+                    await connection.execute("COMMIT")
+                    return result
+                except psycopg.Error as exc:
+                    if connection.broken or connection.closed:
+                        await self._discard()
+                        if attempt == 1 and not committing:
+                            log.warning("PostgreSQL connection to %s dropped (%s); retrying on a new one",
+                                        self.where, exc)
+                            continue
+                        raise StorageUnavailable(f"Lost the connection to PostgreSQL at {self.where}: "
+                                                 f"{exc}") from exc
+                    await self._rollback(connection)
+                    kind = StorageUnavailable if isinstance(exc, psycopg.OperationalError) else StorageError
+                    raise kind(f"PostgreSQL at {self.where}: {exc}") from exc
+                except asyncio.CancelledError:
+                    await self._discard()  # the protocol state is unknown: start afresh next time
+                    raise
+                except BaseException:
+                    await self._rollback(connection)
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _prepare_migration(self, tx: Transaction) -> None:
+        await tx.fetch("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK_KEY,))
+        if self.schema:
+            await tx.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(self.schema)}")
+
+    # ------------------------------------------------------------ connection
+
+    async def _connect(self) -> psycopg.AsyncConnection:
+        """The live connection, opening a new one if there is none or it dropped."""
+        connection = self._connection
+        if connection is not None and not connection.closed and not connection.broken:
+            return connection
+        await self._discard()
+        try:
+            # autocommit: run_transaction sends BEGIN/COMMIT itself. No server-side prepared
+            # statements, so that transaction-mode poolers (PgBouncer) work.
+            connection = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True,
+                                                               prepare_threshold=None)
+        except psycopg.Error as exc:
+            raise StorageUnavailable(f"Cannot connect to PostgreSQL at {self.where}: {exc}") from exc
+        try:
+            if self.schema:
+                await connection.execute(f"SET search_path TO {quote_identifier(self.schema)}")
+        except psycopg.Error as exc:
+            await connection.close()
+            raise StorageUnavailable(f"Cannot set up the PostgreSQL session at {self.where}: {exc}") from exc
+        self._connection = connection
+        return connection
+
+    async def _discard(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                await connection.close()
+            except Exception:  # already dead; nothing more to release
+                pass
+
+    async def _rollback(self, connection: psycopg.AsyncConnection) -> None:
+        try:
+            await connection.execute("ROLLBACK")
+        except psycopg.Error:
+            await self._discard()
+
+
+class _PostgresTransaction:
+    """The `Transaction` handed to `run_transaction` work, on the storage's connection."""
+
+    def __init__(self, connection: psycopg.AsyncConnection) -> None:
+        self._connection = connection
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        cursor = await self._run(sql, params)
+        return cursor.rowcount
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cursor = await self._run(sql, params)
+        return await cursor.fetchall()
+
+    async def _run(self, sql: str, params: Sequence[Any]) -> psycopg.AsyncCursor:
+        if params:
+            return await self._connection.execute(to_psycopg(sql), tuple(params))
+        return await self._connection.execute(sql)
