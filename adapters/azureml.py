@@ -1,0 +1,570 @@
+"""`AzureMLService`: the `MLService` port over a real Azure ML workspace (azure-ai-ml's `MLClient`).
+
+    svc = build_azure_service(sub, rg, "ws-prod", environment="prod")          # production
+    svc = AzureMLService(MLClient(cred, sub, rg, ws, transport=replay, polling_interval=0))  # tests
+
+Every SDK call runs inside `self._call(kind, name, role)`, and every SDK exception goes through the
+one function `translate_error`, which maps by type:
+
+    ResourceNotFoundError                          -> NotFound(kind, name)
+    ResourceExistsError, HTTP 409                  -> Conflict
+    HTTP 400, azure.ai.ml ValidationException      -> InvalidRequest
+    ClientAuthenticationError, HTTP 401/403        -> PermissionDenied(identity=..., role=...)
+    ServiceRequestError/ServiceResponseError (incl. timeouts), HTTP 408/429/5xx -> Unavailable
+    anything else from azure                       -> ServiceError
+Azure's error code is kept in `code=`, its message in the message.
+
+Choices worth knowing:
+- Model metrics: numeric values of the model version's `properties` (where MLflow/AutoML put them)
+  and, failing that, of its tags; keys that look like system keys (`azureml.`, `mlflow.`, `_`) are
+  skipped. Tags stay in `tags` as well.
+- `list_models()` without a name reads the model containers, then the latest version of each (one
+  call per model). With a stage, it is the newest version in that stage for each model.
+- `set_traffic` validates like Azure does (deployments exist, integer percentages summing to 100)
+  before calling Azure, then PUTs the whole endpoint with the new split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import replace
+from datetime import datetime
+from itertools import islice
+from typing import Any, Callable, Iterator
+
+from azure.ai.ml import Input, MLClient
+from azure.ai.ml.exceptions import MlException, ValidationException
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+
+from adapters.azure_metrics import EndpointMetricsSource, EndpointRef
+from adapters.service import (
+    RESOURCE_KINDS,
+    STAGES,
+    BatchEndpoint,
+    Compute,
+    Conflict,
+    Deployment,
+    EndpointMetrics,
+    InvalidRequest,
+    Job,
+    ModelVersion,
+    NotFound,
+    OnlineEndpoint,
+    Operation,
+    PermissionDenied,
+    Schedule,
+    ServiceError,
+    Unavailable,
+    WorkspaceInfo,
+)
+
+DATA_SCIENTIST = "AzureML Data Scientist"
+COMPUTE_OPERATOR = "AzureML Compute Operator"
+READER = "Reader"
+MIN_INSTANCES, MAX_INSTANCES = 1, 20   # managed online deployments need ≥ 1; 20 is the default quota
+ALL_SCHEDULES = "All"            # ScheduleListViewType.ALL: enabled and disabled schedules
+
+_MODEL_VERSION_ID = re.compile(r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/?$", re.IGNORECASE)
+_SYSTEM_KEY = re.compile(r"^(azureml\.|mlflow\.|_)", re.IGNORECASE)
+_JOB_SCAN_LIMIT = 500            # list_jobs never reads more than this many jobs to find `limit` matches
+
+
+# ---------------------------------------------------------------- error translation
+
+
+def translate_error(exc: BaseException, *, kind: str = "", name: str = "", identity: str = "",
+                    role: str = DATA_SCIENTIST) -> ServiceError:
+    """The one place that turns an Azure SDK exception into our ServiceError tree."""
+    if isinstance(exc, ServiceError):
+        return exc
+    code, message = _azure_code_and_message(exc)
+    status = getattr(getattr(exc, "response", None), "status_code", None) or getattr(exc, "status_code", None)
+    if isinstance(exc, ResourceNotFoundError) or status == 404:
+        return NotFound(kind or "resource", name, code=code or "ResourceNotFound")
+    if isinstance(exc, ClientAuthenticationError) or status in (401, 403):
+        who = identity or "the bot's identity"
+        return PermissionDenied(f"{who} may not do this in Azure ML (needs role '{role}'): {message}",
+                                identity=identity or None, role=role, code=code)
+    if isinstance(exc, ResourceExistsError) or status == 409:
+        return Conflict(message, code=code)
+    if isinstance(exc, ValidationException) or status == 400:
+        return InvalidRequest(message, code=code)
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError)) or status in (408, 429) or (
+            status is not None and status >= 500):
+        return Unavailable(f"Azure ML did not answer: {message}", code=code)
+    if isinstance(exc, (AzureError, MlException)):
+        return ServiceError(message, code=code)
+    return ServiceError(f"{type(exc).__name__}: {exc}")
+
+
+def _azure_code_and_message(exc: BaseException) -> tuple[str | None, str]:
+    """Azure's error code and plain message (without the SDK's '(Code) ... Code: ... Message:' wrapping)."""
+    error = getattr(exc, "error", None)          # ODataV4Format on HttpResponseError
+    code = getattr(error, "code", None) or None
+    message = getattr(error, "message", None)
+    if not message:
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    if code is None and isinstance(exc, HttpResponseError) and exc.response is not None:
+        code = exc.response.headers.get("x-ms-error-code")
+    return code, str(message).strip().splitlines()[0]
+
+
+# ---------------------------------------------------------------- small converters
+
+
+def _text(value: Any) -> str:
+    """Plain text of an SDK value (enums give their value, None gives "")."""
+    if value is None:
+        return ""
+    return str(getattr(value, "value", value))
+
+
+def model_ref(model: Any) -> str:
+    """'name:version' from a deployment's model reference (ARM id, 'azureml:name:version', or entity)."""
+    if model is None:
+        return ""
+    if not isinstance(model, str):
+        name, version = getattr(model, "name", None), getattr(model, "version", None)
+        return f"{name}:{version}" if name and version else _text(getattr(model, "id", ""))
+    match = _MODEL_VERSION_ID.search(model)
+    if match:
+        return f"{match['name']}:{match['version']}"
+    if model.startswith("azureml:"):
+        return model[len("azureml:"):]
+    return model
+
+
+def _metrics_from(properties: dict[str, Any] | None, tags: dict[str, Any] | None) -> dict[str, float]:
+    """Numeric, non-system values of the model properties, else of its tags."""
+    for source in (properties or {}, tags or {}):
+        found = {}
+        for key, value in source.items():
+            if _SYSTEM_KEY.match(str(key)) or isinstance(value, bool):
+                continue
+            try:
+                found[str(key)] = float(value)
+            except (TypeError, ValueError):
+                continue
+        if found:
+            return found
+    return {}
+
+
+def _created(entity: Any) -> tuple[datetime | None, str]:
+    context = getattr(entity, "creation_context", None)
+    if context is None:
+        return None, ""
+    by = getattr(context, "created_by", None)
+    if isinstance(by, dict):                    # run history (pipeline steps) gives a user object
+        by = by.get("userName") or by.get("user_name")
+    elif by is not None and not isinstance(by, str):
+        by = getattr(by, "user_name", None) or getattr(by, "userName", None)
+    return getattr(context, "created_at", None), _text(by)
+
+
+def _when(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None
+
+
+# ---------------------------------------------------------------- the service
+
+
+class AzureMLService:
+    """One Azure ML workspace through azure-ai-ml. Synchronous; see adapters.nonblocking."""
+
+    def __init__(self, ml_client: MLClient, *, environment: str = "prod", identity: str = "",
+                 metrics: EndpointMetricsSource | None = None) -> None:
+        self.ml = ml_client
+        self.environment = environment
+        self.identity = identity or type(getattr(ml_client, "_credential", None)).__name__
+        self.metrics = metrics
+
+    # -- plumbing
+    @contextlib.contextmanager
+    def _call(self, kind: str = "", name: str = "", role: str = DATA_SCIENTIST) -> Iterator[None]:
+        """Run SDK calls; any exception leaves as our ServiceError (see translate_error)."""
+        try:
+            yield
+        except ServiceError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - translated, never swallowed
+            raise translate_error(exc, kind=kind, name=name, identity=self.identity, role=role) from exc
+
+    def _operation(self, kind: str, target: str, start: Callable[[], Any], summary: Callable[[Any], str], *,
+                   resource: str, name: str, role: str = DATA_SCIENTIST) -> Operation:
+        """Start a `begin_*` call now; the Operation's wait(timeout) waits for its poller."""
+        with self._call(resource, name, role):
+            poller = start()
+
+        def wait(timeout: float | None = None) -> str:
+            with self._call(resource, name, role):
+                result = poller.result(timeout)
+                if not poller.done():
+                    raise Unavailable(f"{kind} of {target} still running after {timeout:g} s.")
+            return summary(result)
+
+        return Operation(kind, target, wait)
+
+    @property
+    def workspace_name(self) -> str:
+        return self.ml.workspace_name or ""
+
+    def workspace(self) -> WorkspaceInfo:
+        with self._call("workspace", self.workspace_name, READER):
+            ws = self.ml.workspaces.get(self.workspace_name)
+        return WorkspaceInfo(name=self.workspace_name, environment=self.environment, backend="azure",
+                             subscription_id=self.ml.subscription_id, resource_group=self.ml.resource_group_name,
+                             location=_text(ws.location), description=_text(ws.description))
+
+    def names(self, kind: str) -> list[str]:
+        if kind not in RESOURCE_KINDS:
+            raise InvalidRequest(f"Unknown kind '{kind}'; one of {', '.join(RESOURCE_KINDS)}.")
+        with self._call(kind):
+            if kind == "model":
+                items: Any = self.ml.models.list()
+            elif kind == "endpoint":
+                items = self.ml.online_endpoints.list()
+            elif kind == "batch_endpoint":
+                items = self.ml.batch_endpoints.list()
+            elif kind == "deployment":
+                items = [d for e in self.ml.online_endpoints.list() for d in self.ml.online_deployments.list(e.name)]
+            elif kind == "job":
+                items = islice((j for j in self.ml.jobs.list() if j is not None), _JOB_SCAN_LIMIT)
+            elif kind == "schedule":
+                items = self.ml.schedules.list(list_view_type=ALL_SCHEDULES)
+            else:
+                items = self.ml.compute.list()
+            return sorted({item.name for item in items if item is not None and item.name})
+
+    # ------------------------------------------------------------ models
+
+    def _model(self, model: Any) -> ModelVersion:
+        created_at, created_by = _created(model)
+        tags = {str(k): _text(v) for k, v in (model.tags or {}).items()}
+        return ModelVersion(name=model.name, version=_text(model.version), stage=model.stage or "None",
+                            description=model.description or "", tags=tags,
+                            metrics=_metrics_from(model.properties, model.tags), created_at=created_at,
+                            created_by=created_by, path=_text(model.path))
+
+    def list_models(self, name: str | None = None, stage: str | None = None) -> list[ModelVersion]:
+        stage = _canonical_stage(stage) if stage else None
+        if name:
+            with self._call("model", name):
+                versions = [self._model(m) for m in self.ml.models.list(name=name, stage=stage)]
+            if stage:            # the service filters by stage; keep the port's guarantee anyway
+                versions = [v for v in versions if v.stage.lower() == stage.lower()]
+            return sorted(versions, key=_version_key, reverse=True)
+        with self._call("model"):
+            containers = list(self.ml.models.list())
+        found = []
+        for container in containers:
+            if stage:
+                in_stage = self.list_models(container.name, stage)
+                if in_stage:
+                    found.append(in_stage[0])
+            elif container.latest_version:
+                found.append(self.get_model(container.name, _text(container.latest_version)))
+        return sorted(found, key=lambda m: m.name)
+
+    def get_model(self, name: str, version: str | None = None) -> ModelVersion:
+        if version:
+            with self._call("model", name):
+                return self._model(self.ml.models.get(name, version=version))
+        # not label="latest": for an unknown name the SDK raises a ValidationException, not a 404
+        versions = self.list_models(name)
+        if not versions:
+            raise NotFound("model", name)
+        return versions[0]
+
+    def set_model_stage(self, name: str, version: str, stage: str) -> ModelVersion:
+        stage = _canonical_stage(stage)
+        with self._call("model", name):
+            model = self.ml.models.get(name, version=version)
+            model.stage = stage
+            return self._model(self.ml.models.create_or_update(model))
+
+    # ------------------------------------------------------------ online endpoints
+
+    def _deployment(self, d: Any) -> Deployment:
+        return Deployment(name=d.name, endpoint=d.endpoint_name or "", model=model_ref(d.model),
+                          instance_type=_text(d.instance_type), instance_count=int(d.instance_count or 0),
+                          provisioning_state=_text(d.provisioning_state))
+
+    def _endpoint(self, e: Any, deployments: list[Any]) -> OnlineEndpoint:
+        return OnlineEndpoint(
+            name=e.name, provisioning_state=_text(e.provisioning_state), auth_mode=_text(e.auth_mode),
+            scoring_uri=_text(e.scoring_uri), description=e.description or "",
+            traffic={k: int(v) for k, v in (e.traffic or {}).items()},
+            mirror_traffic={k: int(v) for k, v in (e.mirror_traffic or {}).items()},
+            deployments=tuple(sorted((self._deployment(d) for d in deployments), key=lambda d: d.name)),
+            tags={str(k): _text(v) for k, v in (e.tags or {}).items()})
+
+    def list_endpoints(self) -> list[OnlineEndpoint]:
+        with self._call("endpoint"):
+            endpoints = list(self.ml.online_endpoints.list())
+            return sorted((self._endpoint(e, list(self.ml.online_deployments.list(e.name))) for e in endpoints),
+                          key=lambda e: e.name)
+
+    def get_endpoint(self, name: str) -> OnlineEndpoint:
+        with self._call("endpoint", name):
+            endpoint = self.ml.online_endpoints.get(name)
+            return self._endpoint(endpoint, list(self.ml.online_deployments.list(name)))
+
+    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> Operation:
+        with self._call("endpoint", endpoint):
+            current = self.ml.online_endpoints.get(endpoint)
+            deployments = {d.name for d in self.ml.online_deployments.list(endpoint)}
+        for deployment in traffic:
+            if deployment not in deployments:
+                raise NotFound("deployment", deployment,
+                               f"Endpoint '{endpoint}' has no deployment named '{deployment}'.")
+        for deployment, percent in traffic.items():
+            if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
+                raise InvalidRequest(f"Traffic for '{deployment}' must be a whole percentage 0-100, not {percent!r}.")
+        if sum(traffic.values()) != 100:
+            raise InvalidRequest(f"Traffic must sum to 100, not {sum(traffic.values())}.")
+        current.traffic = dict(traffic)
+        split = ", ".join(f"{k}={v}" for k, v in traffic.items())
+        return self._operation(
+            "traffic", f"endpoint {endpoint}", lambda: self.ml.online_endpoints.begin_create_or_update(current),
+            lambda result: f"Traffic of {endpoint} is now {split}.", resource="endpoint", name=endpoint)
+
+    def scale_deployment(self, endpoint: str, deployment: str, instance_count: int) -> Operation:
+        if isinstance(instance_count, bool) or not isinstance(instance_count, int) or not (
+                MIN_INSTANCES <= instance_count <= MAX_INSTANCES):
+            raise InvalidRequest(f"Instance count must be a whole number from {MIN_INSTANCES} to {MAX_INSTANCES}, "
+                                 f"not {instance_count!r}.")
+        with self._call("endpoint", endpoint):
+            self.ml.online_endpoints.get(endpoint)
+        with self._call("deployment", deployment):
+            current = self.ml.online_deployments.get(deployment, endpoint)
+        current.instance_count = instance_count
+        return self._operation(
+            "scale", f"deployment {endpoint}/{deployment}",
+            lambda: self.ml.online_deployments.begin_create_or_update(current, skip_script_validation=True),
+            lambda result: f"{endpoint}/{deployment} now runs {instance_count} instance(s).",
+            resource="deployment", name=deployment)
+
+    def deployment_logs(self, endpoint: str, deployment: str, lines: int = 50) -> str:
+        with self._call("endpoint", endpoint):
+            self.ml.online_endpoints.get(endpoint)
+        with self._call("deployment", deployment):
+            return self.ml.online_deployments.get_logs(deployment, endpoint, lines)
+
+    def endpoint_metrics(self, endpoint: str, window_minutes: int = 60) -> EndpointMetrics:
+        if self.metrics is None:
+            raise Unavailable("Endpoint metrics are not configured for this workspace (no Azure Monitor source).")
+        with self._call("endpoint", endpoint):
+            found = self.ml.online_endpoints.get(endpoint)
+            deployments = tuple(sorted(d.name for d in self.ml.online_deployments.list(endpoint)))
+        ref = EndpointRef(name=endpoint, resource_id=found.id, deployments=deployments)
+        return self.metrics.endpoint_metrics([ref], window_minutes)[endpoint]
+
+    # ------------------------------------------------------------ batch endpoints
+
+    def list_batch_endpoints(self) -> list[BatchEndpoint]:
+        with self._call("batch_endpoint"):
+            endpoints = list(self.ml.batch_endpoints.list())
+            result = []
+            for e in endpoints:
+                deployments = tuple(sorted(d.name for d in self.ml.batch_deployments.list(e.name)))
+                defaults = getattr(e, "defaults", None)
+                result.append(BatchEndpoint(
+                    name=e.name, provisioning_state=_text(e.provisioning_state),
+                    default_deployment=_text(getattr(defaults, "deployment_name", "")),
+                    scoring_uri=_text(e.scoring_uri), description=e.description or "", deployments=deployments))
+        return sorted(result, key=lambda e: e.name)
+
+    def invoke_batch_endpoint(self, endpoint: str, input_uri: str, deployment: str | None = None) -> Job:
+        if not input_uri:
+            raise InvalidRequest("A batch invocation needs an input URI.")
+        kind = "uri_file" if re.search(r"\.[A-Za-z0-9]{1,5}$", input_uri.rstrip("/")) else "uri_folder"
+        with self._call("batch_endpoint", endpoint):
+            self.ml.batch_endpoints.get(endpoint)
+        with self._call("deployment" if deployment else "batch_endpoint", deployment or endpoint):
+            job = self.ml.batch_endpoints.invoke(endpoint, deployment_name=deployment,
+                                                 input=Input(type=kind, path=input_uri))
+        return replace(self._job(job), type="batch")
+
+    def list_batch_jobs(self, endpoint: str) -> list[Job]:
+        with self._call("batch_endpoint", endpoint):
+            self.ml.batch_endpoints.get(endpoint)
+            return [replace(self._job(j), type="batch") for j in self.ml.batch_endpoints.list_jobs(endpoint)
+                    if j is not None]
+
+    # ------------------------------------------------------------ jobs
+
+    def _job(self, job: Any, parent: str = "", children: tuple[Job, ...] = ()) -> Job:
+        created_at, created_by = _created(job)
+        properties = getattr(job, "properties", None) or {}
+        compute = _text(getattr(job, "compute", "")).rsplit("/", 1)[-1]
+        return Job(name=job.name, status=_text(job.status) or "Unknown", type=_text(getattr(job, "type", "")) or "job",
+                   display_name=_text(getattr(job, "display_name", "")),
+                   experiment=_text(getattr(job, "experiment_name", "")), compute=compute,
+                   created_at=created_at, started_at=_when(properties.get("StartTimeUtc")),
+                   ended_at=_when(properties.get("EndTimeUtc")), created_by=created_by,
+                   error=_text(properties.get("azureml.error") or ""), parent=parent, children=children,
+                   tags={str(k): _text(v) for k, v in (getattr(job, "tags", None) or {}).items()})
+
+    def list_jobs(self, status: str | None = None, limit: int = 20) -> list[Job]:
+        with self._call("job"):
+            found = []
+            for job in islice(self.ml.jobs.list(), _JOB_SCAN_LIMIT):
+                if job is None:                 # pipeline children come back as None: skip them
+                    continue
+                converted = self._job(job)
+                if status and converted.status.lower() != status.lower():
+                    continue
+                found.append(converted)
+                if len(found) >= limit:
+                    break
+        return sorted(found, key=lambda j: j.created_at.timestamp() if j.created_at else 0.0, reverse=True)
+
+    def get_job(self, name: str) -> Job:
+        with self._call("job", name):
+            job = self.ml.jobs.get(name)
+            children: tuple[Job, ...] = ()
+            if _text(job.type).lower() == "pipeline":
+                children = tuple(self._job(c, parent=name) for c in self.ml.jobs.list(parent_job_name=name)
+                                 if c is not None)
+        parent = self._job(job)
+        # run history reports steps as type "base" and experiment by id: say "step" and the parent's experiment
+        children = tuple(replace(c, type="step" if c.type == "base" else c.type, experiment=parent.experiment)
+                         for c in children)
+        return replace(parent, children=children)
+
+    def cancel_job(self, name: str) -> Operation:
+        return self._operation("cancel", f"job {name}", lambda: self.ml.jobs.begin_cancel(name),
+                               lambda result: f"Cancellation of job {name} accepted.", resource="job", name=name)
+
+    # ------------------------------------------------------------ schedules
+
+    def _schedule(self, s: Any) -> Schedule:
+        trigger = s.trigger
+        if _text(getattr(trigger, "type", "")).lower() == "cron" or hasattr(trigger, "expression"):
+            kind, expression = "cron", _text(trigger.expression)
+        else:
+            pattern = getattr(trigger, "schedule", None)
+            at = ""
+            if pattern is not None and pattern.hours and pattern.minutes is not None:
+                minutes = pattern.minutes if isinstance(pattern.minutes, list) else [pattern.minutes]
+                hours = pattern.hours if isinstance(pattern.hours, list) else [pattern.hours]
+                at = " at " + ", ".join(f"{h:02d}:{m:02d}" for h in hours for m in minutes)
+            kind = "recurrence"
+            expression = f"every {trigger.interval} {_text(trigger.frequency)}{at}"
+        create_job = getattr(s, "create_job", None)
+        if create_job is not None:
+            target = create_job if isinstance(create_job, str) else (
+                getattr(create_job, "display_name", None) or getattr(create_job, "name", None) or "")
+            action = f"job {str(target).rsplit('/', 1)[-1]}".strip()
+        elif getattr(s, "create_monitor", None) is not None:
+            action = "monitor"
+        else:
+            action = _text(getattr(s, "type", ""))
+        return Schedule(name=s.name, enabled=bool(s.is_enabled), trigger=kind, expression=expression,
+                        time_zone=_text(getattr(trigger, "time_zone", "")) or "UTC", action=action,
+                        provisioning_state=_text(s.provisioning_state), description=s.description or "")
+
+    def list_schedules(self) -> list[Schedule]:
+        with self._call("schedule"):
+            return sorted((self._schedule(s) for s in self.ml.schedules.list(list_view_type=ALL_SCHEDULES)),
+                          key=lambda s: s.name)
+
+    def enable_schedule(self, name: str) -> Operation:
+        return self._operation("schedule", f"schedule {name}", lambda: self.ml.schedules.begin_enable(name),
+                               lambda result: f"Schedule {name} enabled.", resource="schedule", name=name)
+
+    def disable_schedule(self, name: str) -> Operation:
+        return self._operation("schedule", f"schedule {name}", lambda: self.ml.schedules.begin_disable(name),
+                               lambda result: f"Schedule {name} disabled.", resource="schedule", name=name)
+
+    def trigger_schedule(self, name: str) -> Job:
+        with self._call("schedule", name):
+            result = self.ml.schedules.trigger(name)
+        with self._call("job", result.job_name):
+            return self._job(self.ml.jobs.get(result.job_name))
+
+    # ------------------------------------------------------------ compute
+
+    def _compute(self, c: Any) -> Compute:
+        state = _text(getattr(c, "state", "")) or _text(c.provisioning_state)
+        return Compute(name=c.name, type=_text(c.type), state=state, size=_text(getattr(c, "size", "")),
+                       min_nodes=getattr(c, "min_instances", None), max_nodes=getattr(c, "max_instances", None),
+                       current_nodes=None)
+
+    def list_compute(self) -> list[Compute]:
+        with self._call("compute"):
+            return sorted((self._compute(c) for c in self.ml.compute.list()), key=lambda c: c.name)
+
+    def start_compute(self, name: str) -> Operation:
+        return self._operation("compute", f"compute {name}", lambda: self.ml.compute.begin_start(name),
+                               lambda result: f"Compute {name} started.", resource="compute", name=name,
+                               role=COMPUTE_OPERATOR)
+
+    def stop_compute(self, name: str) -> Operation:
+        return self._operation("compute", f"compute {name}", lambda: self.ml.compute.begin_stop(name),
+                               lambda result: f"Compute {name} stopped.", resource="compute", name=name,
+                               role=COMPUTE_OPERATOR)
+
+
+def _canonical_stage(stage: str) -> str:
+    """One of STAGES, matched case-insensitively. Azure accepts any text; the bot keeps to these four."""
+    for known in STAGES:
+        if stage.strip().lower() == known.lower():
+            return known
+    raise InvalidRequest(f"Unknown stage '{stage}'; use one of {', '.join(STAGES)}.")
+
+
+def _version_key(model: ModelVersion) -> tuple[int, Any]:
+    """Numeric versions sort numerically (10 after 9); others after them, as text."""
+    return (1, int(model.version), "") if model.version.isdigit() else (0, 0, model.version)
+
+
+# ---------------------------------------------------------------- factory
+
+
+def build_azure_service(subscription_id: str, resource_group: str, workspace_name: str, *, environment: str,
+                        managed_identity_client_id: str | None = None, retry_total: int = 3,
+                        retry_backoff_factor: float = 0.8, retry_backoff_max: float = 30.0,
+                        timeout: float = 30.0, connection_timeout: float = 10.0,
+                        metrics_endpoint: str | None = None) -> AzureMLService:
+    """The production service: real credential, bounded retries (429/5xx, back-off) and timeouts.
+
+    `managed_identity_client_id` selects a user-assigned managed identity; otherwise
+    DefaultAzureCredential (environment, workload identity, managed identity, Azure CLI, ...).
+    `metrics_endpoint` (e.g. "https://westeurope.metrics.monitor.azure.com") enables endpoint health
+    from Azure Monitor; without it `endpoint_metrics` raises Unavailable.
+    """
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    from adapters.azure_metrics import AzureMonitorMetrics
+
+    if managed_identity_client_id:
+        credential: Any = ManagedIdentityCredential(client_id=managed_identity_client_id)
+        identity = f"managed identity {managed_identity_client_id}"
+    else:
+        credential = DefaultAzureCredential()
+        identity = "DefaultAzureCredential"
+    pipeline = dict(retry_total=retry_total, retry_connect=retry_total, retry_read=retry_total,
+                    retry_status=retry_total, retry_backoff_factor=retry_backoff_factor,
+                    retry_backoff_max=retry_backoff_max, connection_timeout=connection_timeout,
+                    read_timeout=timeout)
+    ml_client = MLClient(credential, subscription_id, resource_group, workspace_name, **pipeline)
+    metrics = AzureMonitorMetrics.create(metrics_endpoint, credential, **pipeline) if metrics_endpoint else None
+    return AzureMLService(ml_client, environment=environment, identity=identity, metrics=metrics)
