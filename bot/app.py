@@ -1,0 +1,157 @@
+"""The composition root: `create_app(settings)` chooses every implementation and wires the host.
+
+Routes:
+    POST /api/messages   Bot Framework activities (JWT-validated when an app id is set)
+    GET  /healthz        liveness: the process answers
+    GET  /readyz         readiness: storage reachable and a backend configured
+
+Malformed requests are answered with 4xx and a short JSON reason before they reach botbuilder,
+whose own parsing would turn them into HTTP 500.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aiohttp import web
+
+from adapters.nonblocking import NonBlockingService
+from adapters.storage import Storage, StorageError, open_storage
+from bot.handler import ChatHandler
+from bot.settings import Settings
+from bot.teams import TeamsBot, build_adapter
+from commands.catalog import catalog
+from commands.context import Workspaces
+
+log = logging.getLogger(__name__)
+
+MAX_ACTIVITY_BYTES = 256 * 1024
+HANDLER = web.AppKey("handler", ChatHandler)
+BOT = web.AppKey("bot", TeamsBot)
+STORAGE = web.AppKey("storage", Storage)
+POOL = web.AppKey("pool", ThreadPoolExecutor)
+
+
+def build_workspaces(settings: Settings, pool: ThreadPoolExecutor, *, reset_demo: bool = False) -> Workspaces:
+    """The configured backend's workspaces, each behind the non-blocking facade."""
+    def wrap(service: Any, name: str, environment: str) -> NonBlockingService:
+        return NonBlockingService(service, name=name, environment=environment, pool=pool,
+                                  timeout=settings.azure_timeout)
+
+    if settings.backend == "local":
+        from adapters.local import LocalWorkspace
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        local = LocalWorkspace(settings.data_dir / "workspace.db")
+        if reset_demo:
+            local.reset(demo=True)
+        info = local.workspace()
+        return Workspaces([wrap(local, info.name, info.environment)])
+
+    from adapters.azureml import build_azure_service
+    return Workspaces([
+        wrap(build_azure_service(ws.subscription_id, ws.resource_group, ws.name, environment=ws.environment,
+                                 managed_identity_client_id=settings.managed_identity_client_id or None,
+                                 timeout=settings.azure_timeout, metrics_endpoint=ws.metrics_endpoint or None),
+             ws.name, ws.environment)
+        for ws in settings.azure_workspaces
+    ])
+
+
+def create_app(settings: Settings, *, workspaces: Workspaces | None = None, storage: Storage | None = None,
+               reset_demo: bool = False) -> web.Application:
+    pool = ThreadPoolExecutor(max_workers=settings.azure_max_concurrency, thread_name_prefix="azureml")
+    workspaces = workspaces or build_workspaces(settings, pool, reset_demo=reset_demo)
+    if settings.backend == "local":
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    storage = storage or open_storage(settings.effective_storage_url)
+    handler = ChatHandler(catalog(), workspaces, settings.role_book(), development=settings.development,
+                          allowed_tenants=settings.allowed_tenants)
+    adapter = build_adapter(settings.app_id, settings.app_password, settings.app_type, settings.app_tenant_id)
+    bot = TeamsBot(handler, storage, adapter, settings.app_id)
+
+    app = web.Application(client_max_size=MAX_ACTIVITY_BYTES, middlewares=[_never_500])
+    app[HANDLER], app[BOT], app[STORAGE], app[POOL] = handler, bot, storage, pool
+    app.router.add_post("/api/messages", messages)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.on_startup.append(_open_storage)
+    app.on_shutdown.append(_drain)
+    app.on_cleanup.append(_close)
+    log.info("configured: %s", settings.public_summary())
+    return app
+
+
+async def _open_storage(app: web.Application) -> None:
+    await app[STORAGE].open()
+
+
+async def _drain(app: web.Application) -> None:
+    await app[BOT].drain()
+
+
+async def _close(app: web.Application) -> None:
+    await app[STORAGE].close()
+    app[POOL].shutdown(wait=False, cancel_futures=True)
+
+
+def _problem(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status)
+
+
+@web.middleware
+async def _never_500(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:  # noqa: BLE001 - a stack trace must never reach the caller
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _problem(500, "internal error")
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    problem = await _check_activity(request)
+    if problem is not None:
+        return problem
+    return await request.app[BOT].process(request)
+
+
+async def _check_activity(request: web.Request) -> web.Response | None:
+    """Reject what botbuilder would choke on, with the reason."""
+    if "application/json" not in request.headers.get("Content-Type", ""):
+        return _problem(415, "expected Content-Type: application/json")
+    if request.content_length is not None and request.content_length > MAX_ACTIVITY_BYTES:
+        return _problem(413, f"activity larger than {MAX_ACTIVITY_BYTES} bytes")
+    try:
+        body = json.loads(await request.read())
+    except web.HTTPRequestEntityTooLarge:
+        return _problem(413, f"activity larger than {MAX_ACTIVITY_BYTES} bytes")
+    except (ValueError, UnicodeDecodeError):
+        return _problem(400, "body is not JSON")
+    if not isinstance(body, dict) or not isinstance(body.get("type"), str) or not body["type"]:
+        return _problem(400, "an activity needs a 'type'")
+    if body["type"] in ("message", "invoke", "conversationUpdate", "installationUpdate"):
+        conversation, sender = body.get("conversation"), body.get("from")
+        if not isinstance(conversation, dict) or not isinstance(conversation.get("id"), str):
+            return _problem(400, "an activity needs 'conversation.id'")
+        if not isinstance(sender, dict) or not isinstance(sender.get("id"), str):
+            return _problem(400, "an activity needs 'from.id'")
+        if not isinstance(body.get("serviceUrl"), str) or not body["serviceUrl"].startswith(("http://", "https://")):
+            return _problem(400, "an activity needs a 'serviceUrl'")
+    return None
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        await request.app[STORAGE].ping()
+    except StorageError as error:
+        return web.json_response({"status": "unavailable", "storage": str(error)}, status=503)
+    names = [ws.name for ws in request.app[HANDLER].workspaces]
+    return web.json_response({"status": "ready", "storage": "ok", "workspaces": names})

@@ -1,0 +1,84 @@
+"""`mlops-bot chat`: the same handler as in Teams, in a terminal; cards are shown as text.
+
+Useful to try every command without Teams. You are a development user (not authenticated).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Awaitable, TextIO
+
+from bot.app import build_workspaces
+from bot.handler import ChatHandler, Request, explain
+from bot.settings import Settings
+from commands.catalog import catalog
+from commands.context import Reply, User
+
+PROMPT = "you> "
+CONVERSATION = "terminal"
+
+
+def render(reply: Reply) -> str:
+    """A card's plain-text form is its fallback text, which `Reply.text` already holds."""
+    return reply.text
+
+
+class TerminalChat:
+    def __init__(self, handler: ChatHandler, user: User, out: TextIO) -> None:
+        self.handler = handler
+        self.user = user
+        self.out = out
+        self._pending: set[asyncio.Task] = set()
+
+    def _later(self, outcome: Awaitable[Reply]) -> None:
+        async def deliver() -> None:
+            try:
+                reply = await outcome
+            except Exception as error:  # noqa: BLE001 - told to the user like any other reply
+                reply = explain(error)
+            self.say(reply)
+        task = asyncio.get_running_loop().create_task(deliver())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    def say(self, reply: Reply) -> None:
+        print("\n".join(f"bot> {line}" if i == 0 else f"     {line}"
+                        for i, line in enumerate(render(reply).splitlines() or [""])), file=self.out, flush=True)
+
+    async def ask(self, text: str) -> Reply:
+        reply = await self.handler.handle(Request(self.user, CONVERSATION, text=text), self._later)
+        self.say(reply)
+        return reply
+
+    async def finish(self) -> None:
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=30)
+
+
+async def run_chat(settings: Settings, *, user_name: str, reset_demo: bool = False,
+                   stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
+    pool = ThreadPoolExecutor(max_workers=settings.azure_max_concurrency)
+    workspaces = build_workspaces(settings, pool, reset_demo=reset_demo)
+    handler = ChatHandler(catalog(), workspaces, settings.role_book(), development=settings.development)
+    chat = TerminalChat(handler, User(id="local-developer", name=user_name), out)
+    print(f"MLOps bot, workspace {workspaces.default.name} ({workspaces.default.environment}). "
+          "Type `help`, or `quit` to leave.", file=out, flush=True)
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            if stdin.isatty():
+                print(PROMPT, end="", file=out, flush=True)
+            line = await loop.run_in_executor(None, stdin.readline)
+            if not line:
+                break
+            line = line.strip()
+            if line in ("quit", "exit"):
+                break
+            if line:
+                await chat.ask(line)
+        await chat.finish()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return 0

@@ -1,0 +1,94 @@
+"""`mlops-bot`: serve the bot, chat with it in the terminal, or build the Teams app package.
+
+    mlops-bot serve [--host H] [--port P] [--data-dir D] [--reset-demo]
+    mlops-bot chat  [--data-dir D] [--as NAME] [--reset-demo]
+    mlops-bot manifest --app-id GUID [--out app.zip] [--version 1.0.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from bot.settings import SettingsError, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlops-bot", description="Run Azure Machine Learning from Microsoft Teams.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the bot's web server (POST /api/messages)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1; MLOPSBOT_HOST)")
+    serve.add_argument("--port", type=int, help="port (default 3978; MLOPSBOT_PORT)")
+    serve.add_argument("--data-dir", type=Path, help="where SQLite files live (default ./data; MLOPSBOT_DATA_DIR)")
+    serve.add_argument("--reset-demo", action="store_true", help="wipe the local workspace and load the demo")
+
+    chat = sub.add_parser("chat", help="talk to the bot in this terminal, no Teams needed")
+    chat.add_argument("--data-dir", type=Path, help="where SQLite files live (default ./data)")
+    chat.add_argument("--as", dest="user", default="Local Developer", help="your display name")
+    chat.add_argument("--reset-demo", action="store_true", help="wipe the local workspace and load the demo")
+
+    manifest = sub.add_parser("manifest", help="build the Teams app package (manifest.json + icons, zipped)")
+    manifest.add_argument("--app-id", required=True, help="the bot's Microsoft App ID (a GUID)")
+    manifest.add_argument("--out", type=Path, default=Path("app.zip"), help="where to write the zip")
+    manifest.add_argument("--version", default="1.0.0", help="the app version shown in Teams")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "chat":
+            return _chat(args)
+        return _manifest(args)
+    except SettingsError as error:
+        print(f"mlops-bot: {error}", file=sys.stderr)
+        return 2
+
+
+def _overrides(args: argparse.Namespace, *names: str) -> dict[str, object]:
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from bot.app import create_app
+    settings = load_settings(**_overrides(args, "host", "port", "data_dir"))
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings, reset_demo=args.reset_demo)
+    where = f"http://{settings.host}:{settings.port}/api/messages"
+    print(f"MLOps bot listening on {where}" + (" (development mode: no Microsoft App ID)"
+                                              if settings.development else ""), flush=True)
+    web.run_app(app, host=settings.host, port=settings.port, print=None)
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from bot.chat import run_chat
+    settings = load_settings(**_overrides(args, "data_dir"), host="127.0.0.1")
+    logging.basicConfig(level="WARNING")
+    return asyncio.run(run_chat(settings, user_name=args.user, reset_demo=args.reset_demo))
+
+
+def _manifest(args: argparse.Namespace) -> int:
+    from commands.catalog import catalog
+    from manifest.build import build_manifest, write_package
+    try:
+        manifest = build_manifest(args.app_id, [(c.name, c.summary) for c in catalog()], version=args.version)
+    except ValueError as error:
+        print(f"mlops-bot manifest: {error}", file=sys.stderr)
+        return 2
+    out = write_package(manifest, args.out)
+    print(f"Wrote {out}: upload it in Teams (Apps > Manage your apps > Upload an app).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""All configuration, read once from the environment (and an optional .env file), failing fast.
+
+Names follow Azure Bot Service (`MicrosoftAppId`, `MicrosoftAppPassword`, `MicrosoftAppType`,
+`MicrosoftAppTenantId`); everything of our own starts with `MLOPSBOT_`. No other module reads
+`os.environ`.
+
+The one relaxed rule: an empty Microsoft App ID is accepted only for the local backend on a
+loopback address (the Agents Playground and `mlops-bot chat`). Anything else refuses to start and
+says what to set.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+from commands.context import Role, RoleBook
+
+
+class SettingsError(Exception):
+    """The configuration is unusable; the message says what to set."""
+
+
+class AzureWorkspace(BaseModel):
+    """One Azure ML workspace the bot may operate."""
+
+    name: str
+    subscription_id: str
+    resource_group: str
+    environment: str = "prod"
+    metrics_endpoint: str = ""       # regional Azure Monitor endpoint, e.g. https://westeurope.metrics.monitor.azure.com
+
+
+def _list(value: object) -> object:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    # Bot Framework identity (Azure Bot Service names)
+    app_id: str = Field("", validation_alias=AliasChoices("MicrosoftAppId", "MICROSOFT_APP_ID"))
+    app_password: str = Field("", validation_alias=AliasChoices("MicrosoftAppPassword", "MICROSOFT_APP_PASSWORD"),
+                              repr=False)
+    app_type: Literal["MultiTenant", "SingleTenant", "UserAssignedMSI"] = Field(
+        "MultiTenant", validation_alias=AliasChoices("MicrosoftAppType", "MICROSOFT_APP_TYPE"))
+    app_tenant_id: str = Field("", validation_alias=AliasChoices("MicrosoftAppTenantId", "MICROSOFT_APP_TENANT_ID"))
+
+    # Host
+    host: str = Field("127.0.0.1", validation_alias="MLOPSBOT_HOST")
+    port: int = Field(3978, ge=1, le=65535, validation_alias="MLOPSBOT_PORT")
+    data_dir: Path = Field(Path("data"), validation_alias="MLOPSBOT_DATA_DIR")
+    storage_url: str = Field("", validation_alias="MLOPSBOT_STORAGE_URL",
+                             description="sqlite:///path or postgresql://...; default: SQLite in the data dir")
+    log_level: str = Field("INFO", validation_alias="MLOPSBOT_LOG_LEVEL")
+
+    # Backend
+    backend: Literal["local", "azure"] = Field("local", validation_alias="MLOPSBOT_BACKEND")
+    azure_workspaces: Annotated[list[AzureWorkspace], NoDecode] = Field(
+        default_factory=list, validation_alias="MLOPSBOT_AZURE_WORKSPACES")
+    managed_identity_client_id: str = Field("", validation_alias="MLOPSBOT_MANAGED_IDENTITY_CLIENT_ID")
+    azure_timeout: float = Field(30.0, gt=0, validation_alias="MLOPSBOT_AZURE_TIMEOUT")
+    azure_max_concurrency: int = Field(8, ge=1, le=64, validation_alias="MLOPSBOT_AZURE_MAX_CONCURRENCY")
+
+    # Who may do what
+    allowed_tenants: Annotated[list[str], NoDecode] = Field(default_factory=list,
+                                                            validation_alias="MLOPSBOT_ALLOWED_TENANTS")
+    admins: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="MLOPSBOT_ADMINS")
+    approvers: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="MLOPSBOT_APPROVERS")
+    operators: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="MLOPSBOT_OPERATORS")
+    default_role: str = Field("", validation_alias="MLOPSBOT_DEFAULT_ROLE",
+                              description="role of everyone not listed; default viewer (admin in development mode)")
+
+    _split = field_validator("allowed_tenants", "admins", "approvers", "operators", mode="before")(_list)
+
+    @field_validator("azure_workspaces", mode="before")
+    @classmethod
+    def _workspaces(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return []
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"MLOPSBOT_AZURE_WORKSPACES must be a JSON list of objects with name, "
+                                 f"subscription_id, resource_group, environment ({error})") from None
+        return value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        if value and not value.lower().startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("MLOPSBOT_STORAGE_URL must be sqlite:///absolute/path.db or postgresql://user@host/db")
+        return value
+
+    @field_validator("default_role")
+    @classmethod
+    def _role(cls, value: str) -> str:
+        if value:
+            Role.parse(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Settings":
+        if not self.app_id and not self.development:
+            raise ValueError(
+                "MicrosoftAppId is required: without it the bot cannot verify who is calling. An empty app id "
+                "is only allowed with MLOPSBOT_BACKEND=local on a loopback host (127.0.0.1, ::1, localhost); "
+                f"this configuration has backend={self.backend} and host={self.host}.")
+        if self.app_id and self.app_type != "UserAssignedMSI" and not self.app_password:
+            raise ValueError("MicrosoftAppPassword is required with MicrosoftAppId (or set "
+                             "MicrosoftAppType=UserAssignedMSI).")
+        if self.app_type in ("SingleTenant", "UserAssignedMSI") and self.app_id and not self.app_tenant_id:
+            raise ValueError(f"MicrosoftAppTenantId is required with MicrosoftAppType={self.app_type}.")
+        if self.backend == "azure" and not self.azure_workspaces:
+            raise ValueError('MLOPSBOT_BACKEND=azure needs MLOPSBOT_AZURE_WORKSPACES, e.g. '
+                             '[{"name":"ml-prod","subscription_id":"...","resource_group":"...","environment":"prod"}]')
+        names = [w.name for w in self.azure_workspaces]
+        if len(set(names)) != len(names):
+            raise ValueError("MLOPSBOT_AZURE_WORKSPACES names must be unique.")
+        return self
+
+    @property
+    def development(self) -> bool:
+        """No app id, local backend, loopback only: the Agents Playground and local chat."""
+        return not self.app_id and self.backend == "local" and _is_loopback(self.host)
+
+    @property
+    def effective_storage_url(self) -> str:
+        return self.storage_url or f"sqlite:///{(self.data_dir / 'bot.db').resolve()}"
+
+    def role_book(self) -> RoleBook:
+        default = Role.parse(self.default_role) if self.default_role else (
+            Role.ADMIN if self.development else Role.VIEWER)
+        assignments: dict[str, Role] = {}
+        for role, ids in ((Role.OPERATOR, self.operators), (Role.APPROVER, self.approvers),
+                          (Role.ADMIN, self.admins)):
+            assignments.update({i: role for i in ids})
+        return RoleBook(assignments, default)
+
+    def public_summary(self) -> dict[str, object]:
+        """What may be logged: never a password or a secret."""
+        return {"app_id": self.app_id or "(none: development mode)", "backend": self.backend,
+                "host": self.host, "port": self.port, "storage": _redact(self.effective_storage_url),
+                "workspaces": [w.name for w in self.azure_workspaces] or ["local"]}
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _redact(url: str) -> str:
+    """postgresql://user:secret@host/db -> postgresql://user:***@host/db"""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest and ":" in rest.split("@", 1)[0]:
+        user = rest.split("@", 1)[0].split(":", 1)[0]
+        rest = f"{user}:***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings; raise SettingsError with a readable message when they are unusable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        problems = "; ".join(_problem(e) for e in error.errors())
+        raise SettingsError(f"The bot's configuration is not usable: {problems}") from None
+
+
+def _problem(error: dict) -> str:
+    where = ".".join(str(p) for p in error.get("loc", ()) if p != "__root__")
+    message = str(error.get("msg", "")).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message

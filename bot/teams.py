@@ -1,0 +1,245 @@
+"""The Teams seam: the only module that imports botbuilder.
+
+It turns Bot Framework activities into `Request`s for the `ChatHandler` and its `Reply`s back
+into activities:
+
+- messages in personal chat, group chat and channels (the bot's @mention removed) and
+  `Action.Submit` messages (`value = {"verb": ..., "args": [...]}`) go to the command registry;
+- `adaptiveCard/action` invokes (Action.Execute) are answered here with an
+  `AdaptiveCardInvokeResponse` model, not a pre-serialized dict: botbuilder 4.17.1's
+  `CloudAdapter.process` serializes the invoke body itself, and `ActivityHandler`'s own handling
+  hands it a dict, which fails with HTTP 500 on every click;
+- a conversation reference is stored on installationUpdate, conversationUpdate and every message,
+  so that follow-ups (and later alerts and digests) can be sent proactively;
+- a short welcome is posted when the bot is added to a conversation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import re
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Awaitable
+
+import requests
+from aiohttp import web
+from botbuilder.core import (
+    ActivityHandler, CardFactory, InvokeResponse, MessageFactory, TurnContext,
+)
+from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
+from botbuilder.schema import (
+    Activity, AdaptiveCardInvokeResponse, ChannelAccount, ConversationReference,
+)
+
+from adapters.storage import ConversationRecord, Storage
+from bot.handler import ChatHandler, Request, explain
+from commands.context import Reply, User
+from commands.ui import card, text
+
+log = logging.getLogger(__name__)
+
+CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
+WELCOME = ("Hi, I'm the MLOps bot. I run Azure Machine Learning from chat. Try `models`, `endpoints`, "
+           "`endpoint <name>`, `jobs --status Failed` or `help`.")
+
+
+class _AdapterSettings:
+    """The attribute names ConfigurationBotFrameworkAuthentication reads."""
+
+    def __init__(self, app_id: str, app_password: str, app_type: str, tenant_id: str) -> None:
+        self.APP_ID = app_id
+        self.APP_PASSWORD = app_password
+        self.APP_TYPE = app_type
+        self.APP_TENANTID = tenant_id
+
+
+def build_adapter(app_id: str, app_password: str, app_type: str, tenant_id: str) -> CloudAdapter:
+    """A CloudAdapter that validates every inbound JWT when an app id is set."""
+    adapter = CloudAdapter(ConfigurationBotFrameworkAuthentication(
+        _AdapterSettings(app_id, app_password, app_type, tenant_id)))
+
+    async def on_error(context: TurnContext, error: Exception) -> None:
+        incident = uuid.uuid4().hex[:8]
+        log.error("incident %s in a turn", incident, exc_info=error)
+        try:
+            await context.send_activity(f"Sorry, something went wrong on my side (incident {incident}).")
+        except Exception:  # noqa: BLE001 - the connector may be the thing that failed
+            log.warning("incident %s: could not tell the user", incident)
+
+    adapter.on_turn_error = on_error
+    return adapter
+
+
+def reply_activity(reply: Reply) -> Activity:
+    if reply.card is None:
+        return MessageFactory.text(reply.text)
+    activity = MessageFactory.attachment(CardFactory.adaptive_card(reply.card))
+    activity.summary = reply.text.splitlines()[0][:200] if reply.text else None
+    return activity
+
+
+_TAG = re.compile(r"<[^>]+>")
+
+
+def command_text(activity: Activity) -> str:
+    """The typed words: the bot's @mention removed, Teams' HTML and entities undone."""
+    value = activity.text or ""
+    bot_id = activity.recipient.id if isinstance(activity.recipient, ChannelAccount) else None
+    for entity in activity.entities or []:
+        props = entity.additional_properties or {}
+        mentioned = props.get("mentioned") or {}
+        if entity.type == "mention" and props.get("text") and (bot_id is None or mentioned.get("id") == bot_id):
+            value = value.replace(props["text"], " ")
+    value = re.sub(r"<at>.*?</at>", " ", value) if bot_id is None else value
+    return " ".join(html.unescape(_TAG.sub(" ", value)).split())
+
+
+def user_of(activity: Activity) -> User:
+    sender = activity.from_property or ChannelAccount(id="", name="")
+    tenant = ""
+    if activity.conversation is not None and activity.conversation.tenant_id:
+        tenant = activity.conversation.tenant_id
+    channel_data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
+    tenant = (channel_data.get("tenant") or {}).get("id") or tenant
+    return User(id=sender.aad_object_id or sender.id or "", name=sender.name or "someone", tenant_id=tenant)
+
+
+def conversation_record(activity: Activity) -> ConversationRecord | None:
+    conversation = activity.conversation
+    if conversation is None or not conversation.id or not activity.service_url:
+        return None
+    channel_data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
+    kind = conversation.conversation_type or ("channel" if channel_data.get("channel") else "personal")
+    reference = TurnContext.get_conversation_reference(activity)
+    sender = activity.from_property
+    return ConversationRecord(
+        conversation_id=conversation.id,
+        kind=kind,
+        reference=reference.serialize(),
+        tenant_id=user_of(activity).tenant_id,
+        team_id=(channel_data.get("team") or {}).get("id", "") or "",
+        channel_id=(channel_data.get("channel") or {}).get("id", "") or "",
+        user_id=(sender.aad_object_id or "") if kind == "personal" and sender else "",
+        updated_at=datetime.now(timezone.utc),
+    )
+
+
+class TeamsBot(ActivityHandler):
+    def __init__(self, handler: ChatHandler, storage: Storage, adapter: CloudAdapter, app_id: str) -> None:
+        self.handler = handler
+        self.storage = storage
+        self.adapter = adapter
+        self.app_id = app_id
+        self._follow_ups: set[asyncio.Task] = set()
+
+    async def process(self, request: web.Request) -> web.StreamResponse:
+        """Hand an aiohttp request to the CloudAdapter: JWT validation, then this bot's turn.
+
+        Errors inside a turn are handled by the adapter's on_turn_error, so what escapes here
+        comes from authentication. botbuilder raises PermissionError for a missing or wrong token
+        (the adapter answers 401) but lets other failures through: a malformed token (jwt's
+        DecodeError), an unknown key id (IndexError), a bad signature. All of those are 401 too;
+        only an unreachable key server is our problem (503), never a 500.
+        """
+        try:
+            return await self.adapter.process(request, self)
+        except web.HTTPException:
+            raise
+        except requests.RequestException:
+            log.error("cannot fetch the Bot Framework signing keys", exc_info=True)
+            raise web.HTTPServiceUnavailable(text="cannot verify the caller's token right now") from None
+        except Exception as error:  # noqa: BLE001 - see the docstring
+            log.warning("rejected a request whose token did not validate: %r", error)
+            raise web.HTTPUnauthorized() from None
+
+    async def on_turn(self, turn_context: TurnContext) -> None:
+        record = conversation_record(turn_context.activity)
+        if record is not None:
+            await self.storage.save_conversation(record)
+        await super().on_turn(turn_context)
+
+    # ------------------------------------------------------------ messages and card actions
+
+    async def on_message_activity(self, turn_context: TurnContext) -> None:
+        activity = turn_context.activity
+        value = activity.value if isinstance(activity.value, dict) else None
+        if value is not None and "verb" in value:            # Action.Submit from one of our cards
+            request = self._request(activity, verb=value.get("verb"), args=value.get("args", []))
+        else:
+            request = self._request(activity, text=command_text(activity))
+        reply = await self.handler.handle(request, self._later(activity))
+        await turn_context.send_activity(reply_activity(reply))
+
+    async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse | None:
+        if turn_context.activity.name != "adaptiveCard/action":
+            return await super().on_invoke_activity(turn_context)
+        value = turn_context.activity.value if isinstance(turn_context.activity.value, dict) else {}
+        action = value.get("action") if isinstance(value.get("action"), dict) else {}
+        data = action.get("data") if isinstance(action.get("data"), dict) else {}
+        request = self._request(turn_context.activity, verb=action.get("verb"), args=data.get("args", []))
+        reply = await self.handler.handle(request, self._later(turn_context.activity))
+        answer = reply.card or _message_card(reply.text)
+        return InvokeResponse(status=200, body=AdaptiveCardInvokeResponse(
+            status_code=200, type=CARD_CONTENT_TYPE, value=answer))
+
+    def _request(self, activity: Activity, *, text: str | None = None, verb: Any = None,
+                 args: Any = ()) -> Request:
+        return Request(user=user_of(activity), conversation_id=activity.conversation.id if activity.conversation
+                       else "", text=text, verb=verb, args=args if isinstance(args, list) else [args])
+
+    # ------------------------------------------------------------ installs and welcome
+
+    async def on_members_added_activity(self, members_added: list[ChannelAccount],
+                                        turn_context: TurnContext) -> None:
+        bot_id = turn_context.activity.recipient.id if turn_context.activity.recipient else None
+        if any(member.id == bot_id for member in members_added):
+            await turn_context.send_activity(MessageFactory.text(WELCOME))
+
+    async def on_installation_update_add(self, turn_context: TurnContext) -> None:
+        """Teams also sends conversationUpdate (membersAdded: the bot), which welcomes; the
+        reference was stored in on_turn."""
+
+    # ------------------------------------------------------------ follow-ups
+
+    def _later(self, activity: Activity):
+        if activity.conversation is None or not activity.service_url:
+            return None
+        reference = TurnContext.get_conversation_reference(activity)
+
+        def schedule(outcome: Awaitable[Reply]) -> None:
+            task = asyncio.get_running_loop().create_task(self._deliver(reference, outcome))
+            self._follow_ups.add(task)
+            task.add_done_callback(self._follow_ups.discard)
+
+        return schedule
+
+    async def _deliver(self, reference: ConversationReference, outcome: Awaitable[Reply]) -> None:
+        try:
+            reply = await outcome
+        except Exception as error:  # noqa: BLE001 - the user gets told, whatever happened
+            reply = explain(error)
+        await self.send(reference, reply)
+
+    async def send(self, reference: ConversationReference | dict, reply: Reply) -> None:
+        """Send a Reply proactively into a stored conversation."""
+        if isinstance(reference, dict):
+            reference = ConversationReference().deserialize(reference)
+
+        async def callback(turn_context: TurnContext) -> None:
+            await turn_context.send_activity(reply_activity(reply))
+
+        await self.adapter.continue_conversation(reference, callback, bot_app_id=self.app_id)
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Let pending follow-ups finish (used at shutdown and by tests)."""
+        if self._follow_ups:
+            await asyncio.wait(set(self._follow_ups), timeout=timeout)
+
+
+
+def _message_card(message: str) -> dict:
+    """Clicks must answer with a card (it replaces the clicked one); wrap a text reply in one."""
+    return card("MLOps bot", [text(message)])

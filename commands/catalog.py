@@ -1,0 +1,22 @@
+"""The bot's commands, declared in the modules imported here, in the order `help` shows them.
+
+`python -m commands.catalog` prints the README's command reference (a test keeps them equal).
+"""
+
+from commands import models, endpoints, jobs, platform, general  # noqa: F401  (declaring registers)
+from commands.registry import CATALOG, Registry
+
+
+def catalog() -> Registry:
+    return CATALOG
+
+
+def reference_table() -> str:
+    """The README's command reference, generated from the declarations."""
+    lines = ["| command | what it does | example | role |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{c.usage}` | {c.summary} | `{c.example}` | {c.role.label} |" for c in CATALOG]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(reference_table())

@@ -1,0 +1,52 @@
+"""Commands about the bot itself and the caller: help, whoami, workspace."""
+
+from __future__ import annotations
+
+from commands.context import Context, Reply
+from commands.registry import CATALOG, Arg, UnknownCommand, command, suggest
+from commands.ui import card, columns, facts, reply, section, text
+
+
+@command("help", Arg("command", nargs="?", help="a command to explain"),
+         summary="List what I can do for you, or explain one command.", example="help traffic",
+         uses_workspace=False)
+async def help_(ctx: Context, command: str | None) -> Reply:
+    if command:
+        found = CATALOG.find(command)
+        if found is None:
+            raise UnknownCommand(command, suggest(command, [c.name for c in CATALOG]))
+        body = [text(line) for line in found.help().splitlines()]
+        return reply(card(f"help {found.name}", body))
+    allowed = CATALOG.allowed(ctx.role)
+    rows = [columns(text(f"**{c.name}**"), text(c.summary), widths=["auto", "stretch"]) for c in allowed]
+    hidden = len(list(CATALOG)) - len(allowed)
+    body = [*rows, text("Type `help <command>` for its usage and an example, e.g. `help endpoint`.", subtle=True)]
+    if hidden:
+        body.append(text(f"{hidden} more command{'s' if hidden > 1 else ''} need a higher role than "
+                         f"yours ({ctx.role.label}).", subtle=True))
+    return reply(card("What I can do", body))
+
+
+@command("whoami", summary="Show who you are to me and what your role lets you do.", example="whoami",
+         uses_workspace=False)
+async def whoami(ctx: Context) -> Reply:
+    body = [facts([("Name", ctx.user.name), ("User id", ctx.user.id), ("Tenant", ctx.user.tenant_id),
+                   ("Role", ctx.role.label)])]
+    if ctx.development:
+        body.append(text("Development mode: no Microsoft App ID is configured, so identities are not "
+                         "verified.", color="Warning"))
+    return reply(card(f"You are {ctx.user.name}", body))
+
+
+@command("workspace", summary="Show the Azure ML workspace I work on, and the others configured.",
+         example="workspace --workspace ml-dev")
+async def workspace(ctx: Context) -> Reply:
+    info = await ctx.ml.workspace()
+    body = [facts([("Name", info.name), ("Environment", info.environment), ("Backend", info.backend),
+                   ("Subscription", info.subscription_id), ("Resource group", info.resource_group),
+                   ("Location", info.location), ("Description", info.description)])]
+    others = [ws for ws in ctx.workspaces if ws.name != info.name]
+    if others:
+        body.append(section("Also configured"))
+        body += [text(f"{ws.name} ({ws.environment})") for ws in others]
+    return reply(card(f"Workspace {info.name}", body, subtitle=f"Environment: {info.environment}"))

@@ -1,0 +1,78 @@
+"""Model registry commands: models, model."""
+
+from __future__ import annotations
+
+import argparse
+
+from adapters.service import STAGES, ModelVersion
+from commands.context import Context, Reply
+from commands.registry import Arg, UsageError, command
+from commands.ui import button, card, columns, facts, limited, reply, section, text, when
+
+
+def stage_name(value: str) -> str:
+    """Stages are matched case-insensitively: `--stage production` means Production."""
+    for stage in STAGES:
+        if stage.lower() == value.lower():
+            return stage
+    raise argparse.ArgumentTypeError(f"unknown stage '{value}' (use one of {', '.join(STAGES)})")
+
+
+STAGE_COLORS = {"Production": "Good", "Staging": "Warning", "Archived": "Default"}
+
+
+def _headline_metrics(model: ModelVersion, n: int = 3) -> str:
+    return ", ".join(f"{k} {v:.3g}" for k, v in list(model.metrics.items())[:n])
+
+
+def model_row(model: ModelVersion, *, by_version: bool) -> dict:
+    title = f"**{model.name}**" + ("" if by_version else f" v{model.version}")
+    if by_version:
+        title = f"**v{model.version}**"
+    detail = " · ".join(p for p in (model.stage, _headline_metrics(model), when(model.created_at)) if p)
+    target = model.ref if by_version else model.name
+    action = button("Details" if by_version else "Versions", "model" if by_version else "models", target)
+    return columns([text(title), text(detail, subtle=True, spacing="None")],
+                   {"type": "ActionSet", "actions": [action]}, widths=["stretch", "auto"])
+
+
+def models_card(models: list[ModelVersion], *, name: str | None, stage: str | None, workspace: str) -> dict:
+    scope = f" in {stage}" if stage else ""
+    title = f"Versions of {name}{scope}" if name else f"Registered models{scope}"
+    body = limited(models, lambda m: model_row(m, by_version=bool(name)),
+                   noun="version" if name else "model", more_hint="Narrow it with `--stage`.")
+    return card(title, body, subtitle=workspace)
+
+
+def model_card(model: ModelVersion, *, workspace: str) -> dict:
+    body = [
+        text(model.stage, weight="Bolder", color=STAGE_COLORS.get(model.stage)),
+        facts([("Version", model.version), ("Created", when(model.created_at)), ("By", model.created_by),
+               ("Description", model.description), ("Path", model.path)]),
+    ]
+    if model.metrics:
+        body += [section("Metrics"), facts(sorted(model.metrics.items()))]
+    if model.tags:
+        body += [section("Tags"), facts(sorted(model.tags.items()))]
+    return card(f"Model {model.ref}", body, subtitle=workspace,
+                actions=[button("All versions", "models", model.name)])
+
+
+@command("models", Arg("name", nargs="?", help="a model name, to list its versions"),
+         Arg("--stage", type=stage_name, help="only versions in this stage", metavar="STAGE"),
+         summary="List registered models, or the versions of one model.",
+         example="models fraud-model --stage Production")
+async def models(ctx: Context, name: str | None, stage: str | None) -> Reply:
+    found = await ctx.ml.list_models(name, stage)
+    return reply(models_card(found, name=name, stage=stage, workspace=ctx.where))
+
+
+@command("model", Arg("ref", help="name or name:version (latest when no version)", metavar="name[:version]"),
+         summary="Show one model version: stage, metrics, tags.", example="model fraud-model:3")
+async def model(ctx: Context, ref: str) -> Reply:
+    name, _, version = ref.partition(":")
+    if not name or (ref.endswith(":") and not version):
+        raise UsageError(f"'{ref}' is not a model reference. Usage: `model name[:version]`, e.g. `model fraud-model:3`.")
+    found = await ctx.ml.get_model(name, version or None)
+    return reply(model_card(found, workspace=ctx.where))
+

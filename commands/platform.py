@@ -1,0 +1,64 @@
+"""Schedule and compute commands: schedules, schedule, compute, start, stop."""
+
+from __future__ import annotations
+
+from adapters.service import Compute, Schedule
+from commands.changes import accepted
+from commands.context import Context, Reply, Role
+from commands.registry import Arg, command
+from commands.ui import card, columns, limited, reply, text
+
+
+def schedule_row(schedule: Schedule) -> dict:
+    state = "enabled" if schedule.enabled else "disabled"
+    detail = " · ".join(p for p in (f"{schedule.trigger} `{schedule.expression}` {schedule.time_zone}",
+                                    schedule.action) if p)
+    return columns([text(f"**{schedule.name}**"), text(detail, subtle=True, spacing="None")],
+                   text(state, color="Good" if schedule.enabled else "Warning"), widths=["stretch", "auto"])
+
+
+def compute_row(compute: Compute) -> dict:
+    nodes = ""
+    if compute.max_nodes is not None:
+        nodes = f" · nodes {compute.current_nodes or 0} (min {compute.min_nodes or 0}, max {compute.max_nodes})"
+    detail = f"{compute.type} · {compute.size or '?'}{nodes}"
+    return columns([text(f"**{compute.name}**"), text(detail, subtle=True, spacing="None")],
+                   text(compute.state, color="Good" if compute.state in ("Running", "Succeeded") else None),
+                   widths=["stretch", "auto"])
+
+
+@command("schedules", summary="List job and monitor schedules, enabled or not.", example="schedules")
+async def schedules(ctx: Context) -> Reply:
+    found = await ctx.ml.list_schedules()
+    return reply(card("Schedules", limited(found, schedule_row, noun="schedule"), subtitle=ctx.where))
+
+
+@command("compute", summary="List compute clusters and instances with their state.", example="compute")
+async def compute(ctx: Context) -> Reply:
+    found = await ctx.ml.list_compute()
+    return reply(card("Compute", limited(found, compute_row, noun="compute target"), subtitle=ctx.where))
+
+
+@command("schedule", Arg("action", choices=("enable", "disable", "run"), help="what to do"),
+         Arg("name", help="a schedule, as `schedules` shows it"),
+         summary="Enable or disable a schedule, or run it once now.", role=Role.OPERATOR,
+         example="schedule disable nightly-churn-retrain")
+async def schedule(ctx: Context, action: str, name: str) -> Reply:
+    if action == "run":
+        job = await ctx.ml.trigger_schedule(name)
+        return Reply(f"⏳ Schedule {name} started job {job.name} ({job.status}). Follow it with `job {job.name}`. "
+                     f"[{ctx.where}]")
+    change = ctx.ml.enable_schedule if action == "enable" else ctx.ml.disable_schedule
+    return accepted(ctx, await change(name), f"Schedule {name} is being {action}d.")
+
+
+@command("start", Arg("compute", help="a compute instance"), summary="Start a stopped compute instance.",
+         role=Role.OPERATOR, example="start ds-ci-alice")
+async def start(ctx: Context, compute: str) -> Reply:
+    return accepted(ctx, await ctx.ml.start_compute(compute), f"Compute {compute} is starting.")
+
+
+@command("stop", Arg("compute", help="a compute instance"), summary="Stop a compute instance to save money.",
+         role=Role.OPERATOR, example="stop ds-ci-alice")
+async def stop(ctx: Context, compute: str) -> Reply:
+    return accepted(ctx, await ctx.ml.stop_compute(compute), f"Compute {compute} is stopping.")

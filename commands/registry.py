@@ -1,0 +1,279 @@
+"""The command registry: one declaration per command gives its parser, usage, help, example and role.
+
+    @command("traffic", Arg("endpoint"), Arg("split", nargs="+", metavar="deployment=percent"),
+             summary="Shift traffic between deployments of an online endpoint.",
+             role=Role.OPERATOR, example="traffic fraud-api blue=90 green=10")
+    async def traffic(ctx: Context, endpoint: str, split: list[str]) -> Reply: ...
+
+Every command that talks to a workspace also accepts `--workspace NAME` (declared here once, not
+per command). Typed text and card buttons both end in `Registry.invoke`, so parsing, permission
+checks and errors have one path.
+
+Error tree (raised here, turned into replies by the bot's handler)::
+
+    CommandError
+    ├── UsageError        the words don't fit the command (carries the usage line)
+    ├── UnknownCommand    no such command (carries "did you mean" suggestions)
+    ├── UnknownName       no such model / endpoint / ... (carries suggestions from the workspace)
+    └── Forbidden         the caller's role is below the command's
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import inspect
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Sequence
+
+from adapters.service import NotFound
+from commands.context import Context, Reply, Role, UnknownWorkspace
+
+MAX_INPUT_BYTES = 4096
+
+
+class CommandError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UsageError(CommandError):
+    pass
+
+
+class UnknownCommand(CommandError):
+    def __init__(self, word: str, suggestions: list[str]) -> None:
+        hint = f" Did you mean {_either(suggestions)}?" if suggestions else ""
+        super().__init__(f"I don't know the command '{word}'.{hint} Type `help` to see what I can do.")
+        self.word = word
+        self.suggestions = suggestions
+
+
+class UnknownName(CommandError):
+    def __init__(self, error: NotFound, suggestions: list[str]) -> None:
+        hint = f" Did you mean {_either(suggestions)}?" if suggestions else ""
+        super().__init__(f"{error.message}{hint}")
+        self.kind = error.kind
+        self.name = error.name
+        self.suggestions = suggestions
+
+
+class Forbidden(CommandError):
+    pass
+
+
+def _either(words: list[str]) -> str:
+    quoted = [f"`{w}`" for w in words]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def suggest(word: str, candidates: Sequence[str], n: int = 3) -> list[str]:
+    """Close matches, case-insensitively, in the candidates' own spelling."""
+    by_lower = {c.lower(): c for c in candidates}
+    return [by_lower[m] for m in difflib.get_close_matches(word.lower(), list(by_lower), n=n, cutoff=0.6)]
+
+
+@dataclass(frozen=True)
+class Arg:
+    """A positional argument (`Arg("endpoint")`) or an option (`Arg("--stage")`)."""
+
+    name: str
+    help: str = ""
+    nargs: str | None = None          # None, "?", "*" or "+"
+    choices: Sequence[str] | None = None
+    type: Callable[[str], Any] = str
+    default: Any = None
+    metavar: str | None = None
+
+    @property
+    def is_option(self) -> bool:
+        return self.name.startswith("--")
+
+    @property
+    def dest(self) -> str:
+        return self.name.lstrip("-").replace("-", "_")
+
+    @property
+    def shown(self) -> str:
+        return self.metavar or (self.dest.upper() if self.is_option else self.dest)
+
+    def usage(self) -> str:
+        if self.is_option:
+            return f"[{self.name} {self.shown}]"
+        return {None: f"<{self.shown}>", "?": f"[{self.shown}]", "*": f"[{self.shown} ...]",
+                "+": f"<{self.shown}> ..."}[self.nargs]
+
+
+WORKSPACE_ARG = Arg("--workspace", help="which configured workspace (default: the first)", metavar="NAME")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        raise UsageError(message or "invalid arguments")
+
+
+Handler = Callable[..., Awaitable[Reply]]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    args: tuple[Arg, ...]
+    summary: str
+    role: Role
+    example: str
+    handler: Handler
+    aliases: tuple[str, ...] = ()
+    uses_workspace: bool = True
+    parser: argparse.ArgumentParser = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        parser = _Parser(prog=self.name, add_help=False, allow_abbrev=False)
+        for arg in self.all_args:
+            kwargs: dict[str, Any] = {"help": arg.help, "type": arg.type, "default": arg.default}
+            if arg.nargs:
+                kwargs["nargs"] = arg.nargs
+            if arg.choices:
+                kwargs["choices"] = list(arg.choices)
+            if arg.is_option:
+                kwargs["dest"] = arg.dest
+            parser.add_argument(arg.name, **kwargs)
+        object.__setattr__(self, "parser", parser)
+
+    @property
+    def all_args(self) -> tuple[Arg, ...]:
+        return self.args + ((WORKSPACE_ARG,) if self.uses_workspace else ())
+
+    @property
+    def usage(self) -> str:
+        return " ".join([self.name, *(a.usage() for a in self.all_args)])
+
+    def help(self) -> str:
+        lines = [f"**{self.name}**: {self.summary}", f"Usage: `{self.usage}`"]
+        lines += [f"- `{a.name if a.is_option else a.shown}`: {a.help}" + (
+            f" (one of {', '.join(a.choices)})" if a.choices else "") for a in self.all_args if a.help]
+        lines.append(f"Example: `{self.example}`")
+        if self.role > Role.VIEWER:
+            lines.append(f"Needs the {self.role.label} role.")
+        return "\n".join(lines)
+
+    def parse(self, argv: Sequence[str]) -> dict[str, Any]:
+        try:
+            namespace = self.parser.parse_args(list(argv))
+        except UsageError as error:
+            raise UsageError(f"{_sentence(error.message)} Usage: `{self.usage}` (e.g. `{self.example}`)") from None
+        return vars(namespace)
+
+
+def _sentence(message: str) -> str:
+    message = message.strip()
+    message = message[:1].upper() + message[1:]
+    return message if message.endswith(".") else message + "."
+
+
+def tokenize(text: str) -> list[str]:
+    """Split typed text like a shell: quotes group words; smart quotes count as quotes."""
+    if len(text.encode("utf-8")) > MAX_INPUT_BYTES:
+        raise UsageError(f"That message is too long for a command (over {MAX_INPUT_BYTES // 1024} KB). "
+                         "Commands are short, e.g. `models fraud-model`.")
+    text = text.translate(str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'",
+                                         "\u00a0": " "}))
+    try:
+        return shlex.split(text)
+    except ValueError:
+        raise UsageError("A quotation mark is not closed. Put quotes around names with spaces, "
+                         'like `model "fraud model"`.') from None
+
+
+class Registry:
+    """All commands, in declaration order (the order `help` and the Teams manifest show)."""
+
+    def __init__(self) -> None:
+        self._commands: dict[str, Command] = {}
+        self._aliases: dict[str, str] = {}
+
+    def command(self, name: str, *args: Arg, summary: str, example: str, role: Role = Role.VIEWER,
+                aliases: Sequence[str] = (), uses_workspace: bool = True) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            if name in self._commands or name in self._aliases:
+                raise ValueError(f"command {name!r} declared twice")
+            cmd = Command(name, tuple(args), summary, role, example, handler, tuple(aliases), uses_workspace)
+            _check_signature(cmd)
+            self._commands[name] = cmd
+            for alias in aliases:
+                self._aliases[alias] = name
+            return handler
+        return register
+
+    def __iter__(self):
+        return iter(self._commands.values())
+
+    def find(self, word: str) -> Command | None:
+        word = word.lower()
+        return self._commands.get(self._aliases.get(word, word))
+
+    def allowed(self, role: Role) -> list[Command]:
+        return [c for c in self if c.role <= role]
+
+    async def run(self, ctx: Context, text: str) -> Reply:
+        """Run typed text such as `models fraud-model --stage Production`."""
+        tokens = tokenize(text)
+        if not tokens:
+            tokens = ["help"]
+        cmd = self.find(tokens[0])
+        if cmd is None:
+            names = [c.name for c in self.allowed(ctx.role)]
+            raise UnknownCommand(tokens[0], suggest(tokens[0], names))
+        return await self.invoke(ctx, cmd, tokens[1:])
+
+    async def run_action(self, ctx: Context, verb: str, args: Sequence[Any]) -> Reply:
+        """Run a card button: `verb` is a command name, `args` its words (ids only)."""
+        cmd = self.find(verb) if isinstance(verb, str) else None
+        if cmd is None or not isinstance(args, (list, tuple)) or not all(isinstance(a, (str, int)) for a in args):
+            raise UsageError("That button doesn't carry a command I know. It may come from an older "
+                             "version of this bot; type `help` to see the commands.")
+        return await self.invoke(ctx, cmd, [str(a) for a in args])
+
+    async def invoke(self, ctx: Context, cmd: Command, argv: Sequence[str]) -> Reply:
+        if ctx.role < cmd.role:
+            raise Forbidden(f"`{cmd.name}` needs the {cmd.role.label} role; you have {ctx.role.label}. "
+                            "Ask a bot admin to grant it.")
+        kwargs = cmd.parse(argv)
+        if cmd.uses_workspace:
+            ctx.workspace = kwargs.pop("workspace")
+            try:
+                ctx.ml  # noqa: B018 - resolves the name, raising for an unknown workspace
+            except UnknownWorkspace as error:
+                raise UsageError(str(error)) from None
+        try:
+            return await cmd.handler(ctx, **kwargs)
+        except NotFound as error:
+            raise UnknownName(error, await _similar_names(ctx, error)) from None
+
+
+async def _similar_names(ctx: Context, error: NotFound) -> list[str]:
+    if ":" in error.name or error.kind == "deployment":
+        return []   # a version or deployment of something that exists: the message lists the real ones
+    try:
+        return suggest(error.name, await ctx.ml.names(error.kind))
+    except Exception:  # suggestions are a courtesy: never let them hide the real answer
+        return []
+
+
+def _check_signature(cmd: Command) -> None:
+    """Fail at import time when a handler's parameters don't match its declared arguments."""
+    params = list(inspect.signature(cmd.handler).parameters)
+    expected = ["ctx", *(a.dest for a in cmd.args)]
+    if params != expected:
+        raise TypeError(f"handler for {cmd.name!r} takes {params}, its declaration gives {expected}")
+
+
+CATALOG = Registry()
+command = CATALOG.command

@@ -1,0 +1,153 @@
+"""Small pure helpers that build Adaptive Cards 1.5, and the plain-text rendering of any card.
+
+A card is built once; its plain-text form (`as_text`) serves as the card's `fallbackText`, the
+message's text in clients that show no cards, and the terminal chat.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Callable, Iterable, Sequence, TypeVar
+
+from commands.context import Reply
+
+# Teams refuses messages over about 28 KB; keep cards well below it (the activity adds its own
+# bytes): the body gets 20 KB, the fallback text (shown only by clients without cards) 2 KB.
+MAX_CARD_BYTES = 20_000
+MAX_FALLBACK_CHARS = 2_000
+MAX_ROWS = 15
+
+T = TypeVar("T")
+Element = dict[str, Any]
+
+
+def text(value: str, *, weight: str | None = None, size: str | None = None, color: str | None = None,
+         subtle: bool = False, wrap: bool = True, spacing: str | None = None) -> Element:
+    block: Element = {"type": "TextBlock", "text": value, "wrap": wrap}
+    for key, val in (("weight", weight), ("size", size), ("color", color), ("spacing", spacing)):
+        if val:
+            block[key] = val
+    if subtle:
+        block["isSubtle"] = True
+    return block
+
+
+def facts(pairs: Iterable[tuple[str, Any]]) -> Element:
+    return {"type": "FactSet", "facts": [{"title": str(k), "value": _show(v)} for k, v in pairs]}
+
+
+def columns(*cells: Sequence[Element] | Element, widths: Sequence[str] | None = None) -> Element:
+    """A row of columns; each cell is an element or a list of elements."""
+    cols = []
+    for i, cell in enumerate(cells):
+        items = list(cell) if isinstance(cell, (list, tuple)) else [cell]
+        cols.append({"type": "Column", "width": widths[i] if widths else "stretch", "items": items})
+    return {"type": "ColumnSet", "columns": cols}
+
+
+def button(title: str, verb: str, *args: str, style: str | None = None) -> Element:
+    """An Action.Execute that runs command `verb` with words `args` (ids only: state is reloaded)."""
+    action: Element = {"type": "Action.Execute", "title": title, "verb": verb, "data": {"args": list(args)}}
+    if style:
+        action["style"] = style
+    return action
+
+
+def section(title: str) -> Element:
+    return text(title, weight="Bolder", spacing="Medium")
+
+
+def card(title: str, body: Sequence[Element], *, subtitle: str = "", actions: Sequence[Element] = ()) -> Element:
+    """A complete card; `subtitle` names the workspace so nobody confuses dev with prod."""
+    head = [text(title, weight="Bolder", size="Medium")]
+    if subtitle:
+        head.append(text(subtitle, subtle=True, spacing="None"))
+    result: Element = {
+        "type": "AdaptiveCard",
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "version": "1.5",
+        "body": head + list(body),
+        "msteams": {"width": "Full"},
+    }
+    if actions:
+        result["actions"] = list(actions)
+    fallback = as_text(result)
+    result["fallbackText"] = fallback if len(fallback) <= MAX_FALLBACK_CHARS else fallback[:MAX_FALLBACK_CHARS] + "…"
+    return result
+
+
+def reply(card_: Element) -> Reply:
+    """The card, and its whole plain-text form (for the terminal chat and message previews)."""
+    return Reply(text=as_text(card_), card=card_)
+
+
+def limited(items: Sequence[T], render: Callable[[T], Element], *, noun: str, limit: int = MAX_ROWS,
+            more_hint: str = "") -> list[Element]:
+    """Render at most `limit` items, then an "N more" line, so no card outgrows a Teams message."""
+    shown = [render(item) for item in items[:limit]]
+    while shown and len(json.dumps(shown)) > MAX_CARD_BYTES:
+        shown.pop()
+    rest = len(items) - len(shown)
+    if rest > 0:
+        shown.append(text(f"… and {rest} more {noun}{'' if rest == 1 else 's'}." + (f" {more_hint}" if more_hint else ""),
+                          subtle=True))
+    if not items:
+        shown.append(text(f"No {noun}s.", subtle=True))
+    return shown
+
+
+def when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "—"
+
+
+def _show(value: Any) -> str:
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, datetime):
+        return when(value)
+    return str(value)
+
+
+# ---------------------------------------------------------------- plain text
+
+
+def as_text(card_: Element) -> str:
+    """A readable plain-text rendering of a card (buttons shown as the commands they run)."""
+    lines: list[str] = []
+    for element in card_.get("body", []):
+        _render(element, lines, "")
+    actions = card_.get("actions", [])
+    if actions:
+        lines.append("Actions: " + " | ".join(_action_text(a) for a in actions))
+    return "\n".join(lines)
+
+
+def _render(element: Element, lines: list[str], indent: str) -> None:
+    kind = element.get("type")
+    if kind == "TextBlock":
+        lines.append(indent + element["text"].replace("**", ""))
+    elif kind == "FactSet":
+        lines.extend(f"{indent}{f['title']}: {f['value']}" for f in element["facts"])
+    elif kind == "ColumnSet":
+        parts = []
+        for column in element.get("columns", []):
+            sub: list[str] = []
+            for item in column.get("items", []):
+                _render(item, sub, "")
+            parts.append(" ".join(s.strip() for s in sub if s.strip()))
+        lines.append(indent + "  ".join(p for p in parts if p))
+    elif kind == "Container":
+        for item in element.get("items", []):
+            _render(item, lines, indent)
+    elif kind == "ActionSet":
+        lines.append(indent + "Actions: " + " | ".join(_action_text(a) for a in element.get("actions", [])))
+
+
+def _action_text(action: Element) -> str:
+    if action.get("type") == "Action.Execute":
+        words = " ".join(action.get("data", {}).get("args", []))
+        return f"{action['title']} (`{action['verb']}{' ' + words if words else ''}`)"
+    return action.get("title", "")

@@ -1,0 +1,117 @@
+"""Settings fail fast with a message that says what to set; the host answers health probes."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from bot.cli import main
+from bot.settings import SettingsError, load_settings
+from commands.context import Role
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch, tmp_path):
+    for name in ("MicrosoftAppId", "MicrosoftAppPassword", "MicrosoftAppType", "MicrosoftAppTenantId",
+                 "MLOPSBOT_BACKEND", "MLOPSBOT_HOST", "MLOPSBOT_AZURE_WORKSPACES", "MLOPSBOT_DEFAULT_ROLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_development_mode_needs_loopback_and_the_local_backend():
+    settings = load_settings()
+    assert (settings.development, settings.host, settings.port, settings.backend) == (True, "127.0.0.1", 3978, "local")
+    assert settings.role_book().default is Role.ADMIN
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    ({"host": "0.0.0.0"}, "MicrosoftAppId is required"),
+    ({"backend": "azure"}, "MicrosoftAppId is required"),
+    ({"app_id": "11111111-2222-3333-4444-555555555555"}, "MicrosoftAppPassword is required"),
+    ({"app_id": "x", "app_password": "y", "app_type": "SingleTenant"}, "MicrosoftAppTenantId is required"),
+    ({"app_id": "x", "app_password": "y", "backend": "azure"}, "MLOPSBOT_BACKEND=azure needs MLOPSBOT_AZURE_WORKSPACES"),
+    ({"default_role": "boss"}, "unknown role 'boss'"),
+    ({"storage_url": "mysql://db"}, "MLOPSBOT_STORAGE_URL must be"),
+])
+def test_unusable_settings_refuse_with_a_reason(overrides, needle):
+    with pytest.raises(SettingsError) as error:
+        load_settings(**overrides)
+    assert needle in str(error.value)
+
+
+def test_environment_names_follow_azure_bot_service(monkeypatch):
+    monkeypatch.setenv("MicrosoftAppId", "11111111-2222-3333-4444-555555555555")
+    monkeypatch.setenv("MicrosoftAppPassword", "s3cret-value")
+    monkeypatch.setenv("MLOPSBOT_HOST", "0.0.0.0")
+    monkeypatch.setenv("MLOPSBOT_ADMINS", "aad-1, aad-2")
+    monkeypatch.setenv("MLOPSBOT_OPERATORS", "aad-3")
+    settings = load_settings()
+    assert settings.development is False
+    book = settings.role_book()
+    assert (book.assignments, book.default) == ({"aad-1": Role.ADMIN, "aad-2": Role.ADMIN, "aad-3": Role.OPERATOR},
+                                                Role.VIEWER)
+    assert "s3cret-value" not in repr(settings) and "s3cret-value" not in json.dumps(settings.public_summary())
+
+
+def test_azure_workspaces_are_read_from_json(monkeypatch):
+    monkeypatch.setenv("MLOPSBOT_AZURE_WORKSPACES", json.dumps([
+        {"name": "ml-prod", "subscription_id": "sub", "resource_group": "rg", "environment": "prod"},
+        {"name": "ml-dev", "subscription_id": "sub", "resource_group": "rg-dev", "environment": "dev"}]))
+    settings = load_settings(app_id="a", app_password="p", backend="azure", host="0.0.0.0")
+    assert [(w.name, w.environment) for w in settings.azure_workspaces] == [("ml-prod", "prod"), ("ml-dev", "dev")]
+
+
+def test_storage_password_is_redacted_in_the_logged_summary():
+    settings = load_settings(storage_url="postgresql://bot:hunter2@db:5432/bot")
+    assert settings.public_summary()["storage"] == "postgresql://bot:***@db:5432/bot"
+
+
+def test_serve_refuses_to_start_without_an_app_id_on_a_public_address(capsys):
+    assert main(["serve", "--host", "0.0.0.0"]) == 2
+    assert "MicrosoftAppId is required" in capsys.readouterr().err
+
+
+async def test_healthz_and_readyz(aiohttp_client, settings):
+    from bot.app import create_app
+    client = await aiohttp_client(create_app(settings, reset_demo=True))
+    assert (await client.get("/healthz")).status == 200
+    ready = await client.get("/readyz")
+    assert (ready.status, await ready.json()) == (200, {"status": "ready", "storage": "ok", "workspaces": ["ml-prod"]})
+
+
+async def test_readyz_is_503_when_storage_is_gone(aiohttp_client, settings):
+    from bot.app import STORAGE, create_app
+    app = create_app(settings, reset_demo=True)
+    client = await aiohttp_client(app)
+    await app[STORAGE].close()
+    ready = await client.get("/readyz")
+    assert ready.status == 503
+    assert (await ready.json())["status"] == "unavailable"
+
+
+def test_terminal_chat_runs_the_same_commands(settings):
+    import asyncio
+
+    from bot.chat import run_chat
+    out = io.StringIO()
+    stdin = io.StringIO("models\nmodles\nquit\n")
+    assert asyncio.run(run_chat(settings, user_name="Tess", reset_demo=True, stdin=stdin, out=out)) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "MLOps bot, workspace ml-prod (prod). Type `help`, or `quit` to leave."
+    assert lines[1] == "bot> Registered models"
+    assert "     fraud-model v4 Staging · auc 0.953, precision 0.88, recall 0.79" in "\n".join(lines)
+    assert lines[-1] == ("bot> I don't know the command 'modles'. Did you mean `models` or `model`? "
+                         "Type `help` to see what I can do.")
+
+
+def test_manifest_command_builds_a_package_from_the_registry(tmp_path, capsys):
+    import zipfile
+    out = tmp_path / "app.zip"
+    assert main(["manifest", "--app-id", "11111111-2222-3333-4444-555555555555", "--out", str(out)]) == 0
+    with zipfile.ZipFile(out) as package:
+        manifest = json.loads(package.read("manifest.json"))
+    titles = [c["title"] for c in manifest["bots"][0]["commandLists"][0]["commands"]]
+    assert titles[:4] == ["models", "model", "endpoints", "endpoint"]
+    assert main(["manifest", "--app-id", "not-a-guid", "--out", str(out)]) == 2
