@@ -62,9 +62,12 @@ def explain(error: Exception, request: Request | None = None) -> Reply:
     if isinstance(error, CommandError):
         return Reply(error.message)
     if isinstance(error, PermissionDenied):
-        who = f" I ran as {error.identity}." if error.identity else ""
-        role = f" Assign it the Azure role **{error.role}** on the workspace." if error.role else ""
-        return Reply(f"Azure refused: {error.message}.{who}{role}".replace("..", "."))
+        text = f"Azure refused: {error.message.rstrip('.')}."
+        if error.identity and error.identity not in text:
+            text += f" I ran as {error.identity}."
+        if error.role:
+            text += f" Assign it the Azure role **{error.role}** on the workspace."
+        return Reply(text)
     if isinstance(error, Unavailable):
         return Reply(f"The workspace is not answering right now ({error.message}). Try again in a minute.")
     if isinstance(error, ServiceError):

@@ -646,3 +646,19 @@ def ml_client(transport: ReplayTransport, **kwargs: Any) -> Any:
     kwargs.setdefault("retry_total", 0)
     return MLClient(FakeCredential(), SUBSCRIPTION, RESOURCE_GROUP, WORKSPACE, transport=transport,
                     polling_interval=0, **kwargs)
+
+
+def demo_azure(identity: str = "mlops-bot-test-identity") -> tuple[FakeWorkspace, Any]:
+    """The demo workspace (adapters.demo) served over replay, and an AzureMLService reading it."""
+    from datetime import datetime, timezone
+
+    from adapters.azure_metrics import AzureMonitorMetrics
+    from adapters.azureml import AzureMLService
+    from adapters.demo import build_demo
+
+    workspace = FakeWorkspace(seed=False)
+    workspace.seed_from_demo(build_demo(datetime.now(timezone.utc)))
+    workspace.transport.add("POST", r"/metrics:getBatch$", handler=monitor_answer)
+    metrics = AzureMonitorMetrics(metrics_client(workspace.transport))
+    return workspace, AzureMLService(ml_client(workspace.transport), environment="prod", identity=identity,
+                                     metrics=metrics)

@@ -6,14 +6,10 @@ sent. The fake workspace is built from the published REST examples (tests/fixtur
 
 from __future__ import annotations
 
-import asyncio
-import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from adapters.azureml import COMPUTE_OPERATOR, DATA_SCIENTIST, AzureMLService, model_ref
-from adapters.nonblocking import NonBlockingService
 from adapters.service import (
     Conflict,
     InvalidRequest,
@@ -314,19 +310,3 @@ def test_no_metrics_source_is_unavailable(svc):
     assert "not configured" in info.value.message
 
 
-# ---------------------------------------------------------------- off the event loop
-
-
-async def test_a_turn_stuck_in_the_sdk_does_not_delay_another(workspace):
-    """A 2 s answer for the jobs list holds one worker thread, not the event loop."""
-    workspace.transport.add("GET", r"/jobs$", json={"value": []}, delay=2.0, first=True)
-    svc = AzureMLService(ml_client(workspace.transport))
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        facade = NonBlockingService(svc, name="ml-prod", environment="prod", pool=pool, timeout=10)
-        slow = asyncio.create_task(facade.list_jobs())
-        await asyncio.sleep(0.05)
-        started = time.monotonic()
-        endpoint = await facade.get_endpoint("fraud-api")
-        fast_elapsed = time.monotonic() - started
-        assert endpoint.name == "fraud-api" and fast_elapsed < 1.0
-        assert await slow == []

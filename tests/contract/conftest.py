@@ -23,19 +23,9 @@ def make_local(tmp_path: Path) -> MLService:
 
 def make_azure(tmp_path: Path) -> MLService:
     """AzureMLService over a real MLClient and the replay transport, serving the same demo workspace."""
-    from datetime import datetime, timezone
+    from tests.replay import demo_azure
 
-    from adapters.azure_metrics import AzureMonitorMetrics
-    from adapters.azureml import AzureMLService
-    from adapters.demo import build_demo
-    from tests.replay import FakeWorkspace, metrics_client, ml_client, monitor_answer
-
-    workspace = FakeWorkspace(seed=False)
-    workspace.seed_from_demo(build_demo(datetime.now(timezone.utc)))
-    workspace.transport.add("POST", r"/metrics:getBatch$", handler=monitor_answer)
-    metrics = AzureMonitorMetrics(metrics_client(workspace.transport))
-    return AzureMLService(ml_client(workspace.transport), environment="prod", identity="contract-test",
-                          metrics=metrics)
+    return demo_azure(identity="contract-test")[1]
 
 
 IMPLEMENTATIONS: dict[str, Callable[[Path], MLService]] = {

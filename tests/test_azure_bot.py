@@ -1,0 +1,137 @@
+"""The whole bot over Azure: commands run against AzureMLService on a replayed workspace.
+
+The replayed workspace is the demo (adapters.demo) served by tests/replay.py's FakeWorkspace to a
+real MLClient, so the same questions get the same answers as on the local backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from adapters.local import LocalWorkspace
+from adapters.nonblocking import NonBlockingService
+from bot.app import create_app
+from commands.catalog import catalog
+from commands.context import Workspaces
+from tests.card_schema import assert_valid_card
+from tests.conftest import Chat
+from tests.replay import ReplayResponse, demo_azure
+from tests.teams_client import ALICE, BOB, TeamsStandIn
+
+READ_ONLY = [c for c in catalog() if c.role.name == "VIEWER"]
+
+
+@pytest.fixture
+def pool():
+    executor = ThreadPoolExecutor(max_workers=4)
+    yield executor
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
+@pytest.fixture
+def azure(pool, tmp_path):
+    """Two workspaces: ml-prod on (replayed) Azure, ml-dev on the local backend."""
+    fake, service = demo_azure()
+    dev = LocalWorkspace(tmp_path / "dev.db", name="ml-dev", environment="dev")
+    workspaces = Workspaces([
+        NonBlockingService(service, name="ml-prod", environment="prod", pool=pool, timeout=10),
+        NonBlockingService(dev, name="ml-dev", environment="dev", pool=pool, timeout=10),
+    ])
+    return fake, workspaces
+
+
+@pytest.fixture
+def azure_chat(azure) -> Chat:
+    return Chat(azure[1])
+
+
+@pytest.mark.parametrize("typed", [c.example for c in READ_ONLY if c.name != "logs"] + ["models", "jobs"])
+async def test_every_read_only_command_works_on_azure(azure_chat, typed):
+    reply = await azure_chat(typed)
+    assert "incident" not in reply.text and "refused" not in reply.text, reply.text
+    if reply.card is not None:
+        assert_valid_card(reply.card)
+
+
+async def test_azure_answers_like_the_local_backend(azure_chat, chat):
+    for typed in ("models", "models fraud-model", "jobs --status Failed", "endpoints"):
+        on_azure, on_local = await azure_chat(typed), await chat(typed)
+        assert _rows(on_azure) == _rows(on_local), typed
+
+
+def _rows(reply) -> list[str]:
+    return [e["columns"][0]["items"][0]["text"] for e in reply.card["body"] if e["type"] == "ColumnSet"]
+
+
+async def test_every_card_names_its_workspace(azure_chat):
+    prod = await azure_chat("endpoints")
+    dev = await azure_chat("endpoints --workspace ml-dev")
+    assert prod.card["body"][1]["text"] == "Workspace ml-prod (prod)"
+    assert dev.card["body"][1]["text"] == "Workspace ml-dev (dev)"
+
+
+async def test_traffic_change_is_a_put_of_the_endpoint_and_is_reported(azure, azure_chat):
+    fake, _ = azure
+    fake.transport.clear()
+    ack = await azure_chat("traffic fraud-api blue=70 green=30")
+    assert ack.text.startswith("⏳ Traffic on fraud-api is moving to blue=70 green=30.")
+    [outcome] = [await f for f in azure_chat.follow_ups]
+    assert outcome.text.startswith("✅ ")
+    [put] = [r for r in fake.transport.mutations() if r.method == "PUT"]
+    assert put.path.endswith("/onlineEndpoints/fraud-api")
+    assert put.api_version == "2022-02-01-preview"
+    assert put.body["properties"]["traffic"] == {"blue": 70, "green": 30}
+
+
+async def test_a_missing_azure_role_is_explained(azure, azure_chat):
+    fake, _ = azure
+    fake.transport.fail("GET", r"/computes$", 403, "AuthorizationFailed",
+                        "The client does not have authorization to perform action "
+                        "'Microsoft.MachineLearningServices/workspaces/computes/read'")
+    reply = await azure_chat("compute")
+    assert reply.text.startswith("Azure refused: mlops-bot-test-identity may not do this in Azure ML")
+    assert "The client does not have authorization" in reply.text
+    assert reply.text.endswith("Assign it the Azure role **AzureML Data Scientist** on the workspace.")
+
+
+@pytest.fixture
+async def azure_bot(aiohttp_server, settings, azure):
+    server = await aiohttp_server(create_app(settings, workspaces=azure[1]))
+    async with TeamsStandIn(str(server.make_url("/api/messages"))) as teams:
+        yield azure[0], teams
+
+
+async def test_endpoint_over_http_on_azure(azure_bot):
+    _, teams = azure_bot
+    [reply] = await teams.say("endpoint fraud-api")
+    assert "Traffic: blue=90 green=10" in reply.card["fallbackText"]
+    assert "Latency p99" in reply.card["fallbackText"]
+
+
+async def test_a_turn_stuck_in_the_sdk_does_not_delay_another_conversation(azure_bot):
+    """Alice's `jobs` hangs inside the Azure SDK until released; Bob's turn is answered meanwhile."""
+    fake, teams = azure_bot
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck(request, match):
+        entered.set()
+        release.wait(10)
+        return ReplayResponse(json={"value": []})
+
+    fake.transport.add("GET", r"/jobs$", handler=stuck, first=True, times=1)
+    alice = asyncio.create_task(teams.post(teams.message("jobs", user=ALICE)))
+    await asyncio.get_running_loop().run_in_executor(None, entered.wait, 5)
+
+    [bob_reply] = await teams.say("endpoint churn-api", user=BOB)
+
+    assert bob_reply.conversation_id == f"a:personal-{BOB.id}"
+    assert not alice.done()
+    release.set()
+    assert (await alice).status in (200, 201)
+    [alice_reply] = (await teams.connector.wait_for(2))[1:]
+    assert alice_reply.conversation_id == f"a:personal-{ALICE.id}"
+    assert "Recent jobs" in alice_reply.card["fallbackText"]
