@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import inspect
+import logging
 import shlex
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
@@ -31,6 +32,7 @@ from adapters.service import NotFound
 from commands.context import Context, Reply, Role, UnknownWorkspace
 
 MAX_INPUT_BYTES = 4096
+log = logging.getLogger(__name__)
 
 
 class CommandError(Exception):
@@ -252,6 +254,9 @@ class Registry:
                 ctx.ml  # noqa: B018 - resolves the name, raising for an unknown workspace
             except UnknownWorkspace as error:
                 raise UsageError(str(error)) from None
+        if cmd.role > Role.VIEWER:
+            log.info("change requested: %s (%s) ran %s %s in %s", ctx.user.name, ctx.user.id, cmd.name,
+                     " ".join(argv), ctx.ml.name if cmd.uses_workspace else "-")
         try:
             return await cmd.handler(ctx, **kwargs)
         except NotFound as error:

@@ -106,3 +106,10 @@ async def test_card_button_cancel_over_http(teams):
     assert status == 200
     assert "Job amber_river_7d3kq9wz is being canceled" in body["value"]["fallbackText"]
     await asyncio.wait_for(teams.connector.wait_for(2), 5)
+
+
+async def test_changes_are_logged_with_who_asked(chat, caplog):
+    caplog.set_level("INFO", logger="commands.registry")
+    await chat("scale fraud-api green 2")
+    assert [r.getMessage() for r in caplog.records] == [
+        "change requested: Dana Dev (dev-1) ran scale fraud-api green 2 in ml-prod"]

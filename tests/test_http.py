@@ -205,3 +205,23 @@ async def test_published_teams_activities_are_accepted(teams, name):
     assert response.status in (200, 201)
     for sent in teams.connector.sent:
         assert "incident" not in (words_of(sent) or "")
+
+
+async def test_bot_added_to_a_team_welcomes_and_remembers_the_channel(aiohttp_server, settings):
+    server = await aiohttp_server(create_app(settings, reset_demo=True))
+    async with TeamsStandIn(str(server.make_url("/api/messages"))) as teams:
+        for name in ("teams_installationupdate_add_team.json", "teams_conversationupdate_bot_added_to_team.json"):
+            response = await teams.post(published(name, teams.service_url))
+            assert response.status in (200, 201)
+        [welcome] = teams.connector.sent          # one welcome, though Teams sent two events
+        storage = open_storage(settings.effective_storage_url)
+        await storage.open()
+        try:
+            [channel] = await storage.list_conversations(kind="channel")
+        finally:
+            await storage.close()
+    assert welcome.text.startswith("Hi, I'm the MLOps bot.")
+    assert welcome.conversation_id == "19:0b7f32667e064dd9b25d7969801541f4@thread.tacv2"
+    assert (channel.conversation_id, channel.tenant_id) == ("19:0b7f32667e064dd9b25d7969801541f4@thread.tacv2",
+                                                            "b28fdbfd-2b78-4f93-b0f8-8881793f0f8f")
+    assert channel.team_id.startswith("19:")
