@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 
 from adapters.service import BatchEndpoint, EndpointMetrics, OnlineEndpoint, ServiceError
 from commands.changes import accepted
 from commands.context import Context, Reply, Role
-from commands.registry import Arg, UsageError, command
+from commands.registry import Arg, UsageError, command, whole_number
 from commands.ui import button, card, columns, facts, limited, reply, section, text
 
 STATE_COLORS = {"Succeeded": "Good", "Failed": "Attention", "Updating": "Warning", "Creating": "Warning",
@@ -116,26 +115,6 @@ def parse_split(words: list[str]) -> dict[str, int]:
     return split
 
 
-def instance_count(value: str) -> int:
-    try:
-        count = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number of instances") from None
-    if not 1 <= count <= 100:
-        raise argparse.ArgumentTypeError("instances must be between 1 and 100")
-    return count
-
-
-def line_count(value: str) -> int:
-    try:
-        count = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{value}' is not a number of lines") from None
-    if not 1 <= count <= 500:
-        raise argparse.ArgumentTypeError("lines must be between 1 and 500")
-    return count
-
-
 @command("traffic", Arg("endpoint", help="an online endpoint"),
          Arg("split", nargs="+", metavar="deployment=percent", help="the new split; it must add up to 100"),
          summary="Shift traffic between deployments of an online endpoint (blue/green, canary).",
@@ -147,7 +126,7 @@ async def traffic(ctx: Context, endpoint: str, split: list[str]) -> Reply:
 
 
 @command("scale", Arg("endpoint", help="an online endpoint"), Arg("deployment", help="one of its deployments"),
-         Arg("instances", type=instance_count, help="how many instances (1 to 100)"),
+         Arg("instances", type=whole_number(1, 100, "instances"), help="how many instances (1 to 100)"),
          summary="Change how many instances serve one deployment.", role=Role.OPERATOR,
          example="scale fraud-api green 3")
 async def scale(ctx: Context, endpoint: str, deployment: str, instances: int) -> Reply:
@@ -157,7 +136,7 @@ async def scale(ctx: Context, endpoint: str, deployment: str, instances: int) ->
 
 
 @command("logs", Arg("endpoint", help="an online endpoint"), Arg("deployment", help="one of its deployments"),
-         Arg("--lines", type=line_count, default=30, help="how many lines from the end (default 30)", metavar="N"),
+         Arg("--lines", type=whole_number(1, 500, "lines"), default=30, help="how many lines from the end (default 30)", metavar="N"),
          summary="Show the last lines of a deployment's container log.", example="logs fraud-api green --lines 50")
 async def logs(ctx: Context, endpoint: str, deployment: str, lines: int) -> Reply:
     tail = await ctx.ml.deployment_logs(endpoint, deployment, lines)

@@ -2,34 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
-
 from adapters.service import JOB_STATUSES, Job
 from commands.changes import accepted
 from commands.context import Context, Reply, Role
-from commands.registry import Arg, command
+from commands.registry import Arg, command, one_of, whole_number
 from commands.ui import button, card, columns, facts, limited, reply, section, text, when
 
 STATUS_COLORS = {"Completed": "Good", "Failed": "Attention", "Canceled": "Warning", "NotResponding": "Attention"}
 MAX_JOBS = 50
-
-
-def job_status(value: str) -> str:
-    """Statuses are matched case-insensitively: `--status failed` means Failed."""
-    for status in JOB_STATUSES:
-        if status.lower() == value.lower():
-            return status
-    raise argparse.ArgumentTypeError(f"unknown status '{value}' (use one of {', '.join(JOB_STATUSES)})")
-
-
-def job_limit(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{value}' is not a number") from None
-    if not 1 <= number <= MAX_JOBS:
-        raise argparse.ArgumentTypeError(f"the limit must be between 1 and {MAX_JOBS}")
-    return number
 
 
 def status_text(job: Job) -> dict:
@@ -68,8 +48,8 @@ def job_card(job: Job, *, workspace: str) -> dict:
     return card(f"Job {job.display_name or job.name}", body, subtitle=workspace, actions=actions)
 
 
-@command("jobs", Arg("--status", type=job_status, help="only jobs in this status", metavar="STATUS"),
-         Arg("--limit", type=job_limit, default=10, help=f"how many (1 to {MAX_JOBS}, default 10)", metavar="N"),
+@command("jobs", Arg("--status", type=one_of(JOB_STATUSES, "status"), help="only jobs in this status", metavar="STATUS"),
+         Arg("--limit", type=whole_number(1, MAX_JOBS, "jobs"), default=10, help=f"how many (1 to {MAX_JOBS}, default 10)", metavar="N"),
          summary="List recent jobs and pipelines, newest first.", example="jobs --status Failed --limit 5")
 async def jobs(ctx: Context, status: str | None, limit: int) -> Reply:
     found = await ctx.ml.list_jobs(status=status, limit=limit)

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
-
 from adapters.service import STAGES, ModelVersion
 from commands.context import Context, Reply
-from commands.registry import Arg, UsageError, command
+from commands.registry import Arg, UsageError, command, one_of
 from commands.ui import button, card, columns, facts, limited, reply, section, text, when
-
-
-def stage_name(value: str) -> str:
-    """Stages are matched case-insensitively: `--stage production` means Production."""
-    for stage in STAGES:
-        if stage.lower() == value.lower():
-            return stage
-    raise argparse.ArgumentTypeError(f"unknown stage '{value}' (use one of {', '.join(STAGES)})")
 
 
 STAGE_COLORS = {"Production": "Good", "Staging": "Warning", "Archived": "Default"}
@@ -59,7 +49,7 @@ def model_card(model: ModelVersion, *, workspace: str) -> dict:
 
 
 @command("models", Arg("name", nargs="?", help="a model name, to list its versions"),
-         Arg("--stage", type=stage_name, help="only versions in this stage", metavar="STAGE"),
+         Arg("--stage", type=one_of(STAGES, "stage"), help="only versions in this stage", metavar="STAGE"),
          summary="List registered models, or the versions of one model.",
          example="models fraud-model --stage Production")
 async def models(ctx: Context, name: str | None, stage: str | None) -> Reply:

@@ -108,6 +108,29 @@ class Arg:
                 "+": f"<{self.shown}> ..."}[self.nargs]
 
 
+def whole_number(low: int, high: int, what: str) -> Callable[[str], int]:
+    """An argument type: a whole number of `what` from `low` to `high`."""
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{value}' is not a whole number of {what}") from None
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be between {low} and {high}")
+        return number
+    return parse
+
+
+def one_of(values: Sequence[str], what: str) -> Callable[[str], str]:
+    """An argument type: one of `values`, matched case-insensitively, given back in its own spelling."""
+    def parse(value: str) -> str:
+        for known in values:
+            if known.lower() == value.lower():
+                return known
+        raise argparse.ArgumentTypeError(f"unknown {what} '{value}' (use one of {', '.join(values)})")
+    return parse
+
+
 WORKSPACE_ARG = Arg("--workspace", help="which configured workspace (default: the first)", metavar="NAME")
 
 

@@ -119,8 +119,8 @@ async def test_jobs_filters_by_status_and_limits(chat):
 
 
 @pytest.mark.parametrize("typed,start", [
-    ("jobs --limit 0", "Argument --limit: the limit must be between 1 and 50."),
-    ("jobs --limit many", "Argument --limit: 'many' is not a number."),
+    ("jobs --limit 0", "Argument --limit: jobs must be between 1 and 50."),
+    ("jobs --limit many", "Argument --limit: 'many' is not a whole number of jobs."),
     ("jobs --status Sleeping", "Argument --status: unknown status 'Sleeping'"),
     ("jobs --colour red", "Unrecognized arguments: --colour red."),
     ("endpoint", "The following arguments are required: name."),
