@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
@@ -87,7 +88,7 @@ class SqliteStorage(SqlStorage):
         # isolation_level=None: no implicit transactions; run_transaction issues BEGIN/COMMIT itself.
         connection = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         try:
-            connection.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(connection, self.busy_timeout)
             connection.execute("PRAGMA foreign_keys=ON")
         except BaseException:
             connection.close()
@@ -105,6 +106,20 @@ class SqliteStorage(SqlStorage):
             if code is not None and code & 0xFF in _UNAVAILABLE_CODES:
                 raise StorageUnavailable(f"SQLite storage at {self.path}: {exc}") from exc
             raise StorageError(f"SQLite storage at {self.path}: {exc}") from exc
+
+
+def _switch_to_wal(connection: sqlite3.Connection, timeout: float) -> None:
+    """Switching a new file to WAL needs an exclusive lock, and SQLite may answer "database is
+    locked" at once, without its busy handler, while another process does the same: retry."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 class _SqliteTransaction:
