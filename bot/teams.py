@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 WELCOME = ("Hi, I'm the MLOps bot. I run Azure Machine Learning from chat. Try `models`, `endpoints`, "
-           "`endpoint <name>`, `jobs --status Failed` or `help`.")
+           "`endpoint fraud-api`, `jobs --status Failed` or `help`.")
 
 
 class _AdapterSettings:
@@ -134,6 +134,7 @@ class TeamsBot(ActivityHandler):
         self.adapter = adapter
         self.app_id = app_id
         self._follow_ups: set[asyncio.Task] = set()
+        self._welcomed: set[str] = set()
 
     async def process(self, request: web.Request) -> web.StreamResponse:
         """Hand an aiohttp request to the CloudAdapter: JWT validation, then this bot's turn.
@@ -194,8 +195,13 @@ class TeamsBot(ActivityHandler):
 
     async def on_members_added_activity(self, members_added: list[ChannelAccount],
                                         turn_context: TurnContext) -> None:
-        bot_id = turn_context.activity.recipient.id if turn_context.activity.recipient else None
-        if any(member.id == bot_id for member in members_added):
+        """Welcome once per conversation and process: Teams clients (and the Agents Playground on
+        every page load) repeat the bot-added events."""
+        activity = turn_context.activity
+        bot_id = activity.recipient.id if activity.recipient else None
+        conversation = activity.conversation.id if activity.conversation else ""
+        if any(member.id == bot_id for member in members_added) and conversation not in self._welcomed:
+            self._welcomed.add(conversation)
             await turn_context.send_activity(MessageFactory.text(WELCOME))
 
     async def on_installation_update_add(self, turn_context: TurnContext) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from adapters.service import STAGES, ModelVersion
 from commands.context import Context, Reply
 from commands.registry import Arg, UsageError, command, one_of
@@ -15,28 +17,38 @@ def _headline_metrics(model: ModelVersion, n: int = 3) -> str:
     return ", ".join(f"{k} {v:.3g}" for k, v in list(model.metrics.items())[:n])
 
 
-def model_row(model: ModelVersion, *, by_version: bool) -> dict:
-    title = f"**{model.name}**" + ("" if by_version else f" v{model.version}")
-    if by_version:
-        title = f"**v{model.version}**"
-    detail = " · ".join(p for p in (model.stage, _headline_metrics(model), when(model.created_at)) if p)
+def stage_label(stage: str) -> str:
+    return "no stage" if stage == "None" else stage
+
+
+def model_row(model: ModelVersion, *, by_version: bool, in_production: str = "") -> dict:
+    """One row: a version (`by_version`) or a model's latest version, with what serves in Production."""
+    title = f"**v{model.version}**" if by_version else f"**{model.name}** v{model.version}"
+    serving = ""
+    if not by_version and model.stage != "Production":
+        serving = f"Production: v{in_production}" if in_production else "nothing in Production"
+    detail = " · ".join(p for p in (stage_label(model.stage), serving, _headline_metrics(model),
+                                    when(model.created_at)) if p)
     target = model.ref if by_version else model.name
     action = button("Details" if by_version else "Versions", "model" if by_version else "models", target)
     return columns([text(title), text(detail, subtle=True, spacing="None")],
                    {"type": "ActionSet", "actions": [action]}, widths=["stretch", "auto"])
 
 
-def models_card(models: list[ModelVersion], *, name: str | None, stage: str | None, workspace: str) -> dict:
+def models_card(models: list[ModelVersion], *, name: str | None, stage: str | None, workspace: str,
+                production: dict[str, str] | None = None) -> dict:
+    """`production` maps a model name to its version in Production (for the overview)."""
     scope = f" in {stage}" if stage else ""
     title = f"Versions of {name}{scope}" if name else f"Registered models{scope}"
-    body = limited(models, lambda m: model_row(m, by_version=bool(name)),
+    serving = production or {}
+    body = limited(models, lambda m: model_row(m, by_version=bool(name), in_production=serving.get(m.name, "")),
                    noun="version" if name else "model", more_hint="Narrow it with `--stage`.")
     return card(title, body, subtitle=workspace)
 
 
 def model_card(model: ModelVersion, *, workspace: str) -> dict:
     body = [
-        text(model.stage, weight="Bolder", color=STAGE_COLORS.get(model.stage)),
+        text(stage_label(model.stage), weight="Bolder", color=STAGE_COLORS.get(model.stage)),
         facts([("Version", model.version), ("Created", when(model.created_at)), ("By", model.created_by),
                ("Description", model.description), ("Path", model.path)]),
     ]
@@ -53,8 +65,12 @@ def model_card(model: ModelVersion, *, workspace: str) -> dict:
          summary="List registered models, or the versions of one model.",
          example="models fraud-model --stage Production")
 async def models(ctx: Context, name: str | None, stage: str | None) -> Reply:
-    found = await ctx.ml.list_models(name, stage)
-    return reply(models_card(found, name=name, stage=stage, workspace=ctx.where))
+    if name or stage:
+        found, production = await ctx.ml.list_models(name, stage), {}
+    else:   # the overview also says which version serves in Production
+        found, serving = await asyncio.gather(ctx.ml.list_models(), ctx.ml.list_models(stage="Production"))
+        production = {m.name: m.version for m in serving}
+    return reply(models_card(found, name=name, stage=stage, workspace=ctx.where, production=production))
 
 
 @command("model", Arg("ref", help="name or name:version (latest when no version)", metavar="name[:version]"),

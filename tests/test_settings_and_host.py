@@ -101,7 +101,7 @@ def test_terminal_chat_runs_the_same_commands(settings):
     lines = out.getvalue().splitlines()
     assert lines[0] == "MLOps bot, workspace ml-prod (prod). Type `help`, or `quit` to leave."
     assert lines[1] == "bot> Registered models"
-    assert "     fraud-model v4 Staging · auc 0.953, precision 0.88, recall 0.79" in "\n".join(lines)
+    assert "     fraud-model v4 Staging · Production: v3 · auc 0.953, precision 0.88, recall 0.79" in "\n".join(lines)
     assert lines[-1] == ("bot> I don't know the command 'modles'. Did you mean `models` or `model`? "
                          "Type `help` to see what I can do.")
 
