@@ -1,0 +1,103 @@
+"""The bot through the Microsoft 365 Agents Playground in headless Chromium (issue #4).
+
+Each test is a short conversation as a person would have it, and keeps screenshots under
+tests/e2e/output/<test name>/. The bot runs once per session over a fresh demo workspace.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.harness import MEGAN
+
+pytestmark = pytest.mark.e2e
+
+
+def test_help_lists_the_commands(chat):
+    chat.send("help")
+    answer = chat.bot_replies_text()
+    chat.screenshot("help")
+    assert "models" in answer
+    assert "endpoint" in answer
+
+
+def test_models_card_lists_the_demo_models(chat):
+    chat.send("models")
+    answer = chat.bot_replies_text()
+    chat.screenshot("models")
+    for model in ("fraud-model v4", "churn-model v3", "credit-risk v3", "demand-forecast v2"):
+        assert model in answer, answer
+
+
+def test_endpoint_card_shows_deployments_and_traffic(chat):
+    chat.send("endpoint fraud-api")
+    answer = chat.bot_replies_text()
+    chat.screenshot("endpoint")
+    assert "Endpoint fraud-api" in answer
+    assert "blue=90 green=10" in answer, answer
+    assert "90%" in answer and "10%" in answer, f"no traffic split shown: {answer!r}"
+
+
+def test_card_button_replaces_the_card(chat):
+    chat.send("endpoint fraud-api")
+    chat.bot_replies_text()
+    chat.screenshot("before-click")
+    updated = chat.click_card_button("Refresh")
+    chat.screenshot("after-click")
+    assert "fraud-api" in updated
+    assert "blue" in updated and "green" in updated
+    log = chat.log_panel_text()
+    assert "invoke 200" in log, log[-1500:]
+
+
+def test_mistyped_command_gets_did_you_mean(chat):
+    chat.send("modles")
+    answer = chat.last_bot_message_text()
+    chat.screenshot("did-you-mean")
+    assert "Did you mean" in answer
+    assert "models" in answer
+
+
+def test_whoami_shows_the_current_user(chat):
+    chat.send("whoami")
+    answer = chat.bot_replies_text()
+    chat.screenshot("whoami")
+    assert "Alex Wilber" in answer
+
+
+def test_failed_jobs_filter(chat):
+    chat.send("jobs --status Failed")
+    answer = chat.bot_replies_text()
+    chat.screenshot("failed-jobs")
+    assert "Failed" in answer
+    for other in ("Running", "Completed", "Queued"):
+        assert other not in answer, f"{other} job listed under --status Failed: {answer!r}"
+
+
+def test_mention_in_channel_is_answered_in_the_thread(chat):
+    chat.mention_bot_in_channel("whoami")
+    answer = chat.last_bot_message_text()
+    chat.screenshot("channel-mention")
+    assert "Alex Wilber" in answer
+    # The answer sits inside the post's thread, not as a new post.
+    post = chat.page.get_by_role("group").filter(has_text="whoami").last
+    assert "Alex Wilber" in post.inner_text().split("whoami", 1)[1]
+
+
+@pytest.mark.parametrize("playground_user", [MEGAN], indirect=True)
+def test_second_user_sees_their_own_name(chat):
+    chat.send("whoami")
+    answer = chat.bot_replies_text()
+    chat.screenshot("whoami-megan")
+    assert "Megan Bowen" in answer
+    assert "Alex Wilber" not in answer
+
+
+def test_switch_user_within_a_test(chat):
+    chat.send("whoami")
+    assert "Alex Wilber" in chat.bot_replies_text()
+    chat.switch_user(MEGAN)
+    chat.send("whoami")
+    answer = chat.bot_replies_text()
+    chat.screenshot("after-switch")
+    assert "Megan Bowen" in answer
