@@ -1,6 +1,6 @@
 """Fixtures for the end-to-end suite: bot + Agents Playground + headless Chromium.
 
-Started once per session: the bot subprocess, Chromium, and one playground per configured
+Started once for the e2e package (torn down when its last test is done): the bot subprocess, Chromium, and one playground per configured
 current user (see harness.PlaygroundPool). Each test gets a fresh browser context (an empty
 chat history) through the `chat` fixture.
 
@@ -38,6 +38,9 @@ def _in_ci() -> bool:
 
 def pytest_collection_modifyitems(config, items):
     e2e_items = [item for item in items if E2E_DIR in item.path.parents]
+    # Run the e2e suite last: playwright's sync API keeps an event loop running in this thread
+    # until its fixtures (package-scoped) are torn down, and async tests cannot run beside it.
+    items[:] = [item for item in items if item not in e2e_items] + e2e_items
     for item in e2e_items:
         item.add_marker(pytest.mark.e2e)
     missing = harness.missing_prerequisites()
@@ -49,7 +52,7 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def e2e_prerequisites():
     missing = harness.missing_prerequisites()
     if missing:
@@ -58,12 +61,12 @@ def e2e_prerequisites():
                     + ". Run tests/e2e/install.sh in the CI image.", pytrace=False)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def e2e_tmp(tmp_path_factory, e2e_prerequisites):
     return tmp_path_factory.mktemp("e2e")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def bot_server(e2e_tmp):
     """The bot as a subprocess on a free port (`python -m bot.cli serve ... --reset-demo`)."""
     bot = harness.BotProcess(data_dir=e2e_tmp / "bot-data", log_path=e2e_tmp / "bot.log")
@@ -75,7 +78,7 @@ def bot_server(e2e_tmp):
         _keep_log(bot.log_path, "bot.log")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playgrounds(bot_server, e2e_tmp):
     """Agents Playground processes pointed at the bot, one per configured current user."""
     pool = PlaygroundPool(bot_server.messages_url, e2e_tmp)
@@ -87,7 +90,7 @@ def playgrounds(bot_server, e2e_tmp):
             _keep_log(log, f"{log.parent.name}.log")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(e2e_prerequisites):
     from playwright.sync_api import sync_playwright
 
