@@ -53,8 +53,11 @@ class Chat:
 
 
 @pytest.fixture
-def chat(workspaces) -> Chat:
-    return Chat(workspaces)
+async def chat(workspaces):
+    conversation = Chat(workspaces)
+    yield conversation
+    for outcome in conversation.follow_ups:     # finish what a test left running
+        await outcome
 
 
 @pytest.fixture
