@@ -11,6 +11,7 @@ whose own parsing would turn them into HTTP 500.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ from adapters.nonblocking import NonBlockingService
 from adapters.storage import Storage, StorageError, open_storage
 from bot.handler import ChatHandler
 from bot.settings import Settings
-from bot.teams import TeamsBot, build_adapter
+from bot.teams import TeamsBot, build_adapter, keep_signing_keys_fresh
 from commands.catalog import catalog
 from commands.context import Workspaces
 
@@ -78,6 +79,8 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.on_startup.append(_open_storage)
+    if settings.app_id:
+        app.cleanup_ctx.append(_signing_keys)
     app.on_shutdown.append(_drain)
     app.on_cleanup.append(_close)
     log.info("configured: %s", settings.public_summary())
@@ -86,6 +89,12 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
 
 async def _open_storage(app: web.Application) -> None:
     await app[STORAGE].open()
+
+
+async def _signing_keys(app: web.Application):
+    task = asyncio.get_running_loop().create_task(keep_signing_keys_fresh())
+    yield
+    task.cancel()
 
 
 async def _drain(app: web.Application) -> None:

@@ -21,7 +21,7 @@ import html
 import logging
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable
 
 import requests
@@ -30,6 +30,8 @@ from botbuilder.core import (
     ActivityHandler, CardFactory, InvokeResponse, MessageFactory, TurnContext,
 )
 from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
+from botframework.connector.auth import AuthenticationConstants
+from botframework.connector.auth.jwt_token_extractor import JwtTokenExtractor
 from botbuilder.schema import (
     Activity, AdaptiveCardInvokeResponse, ChannelAccount, ConversationReference,
 )
@@ -71,6 +73,27 @@ def build_adapter(app_id: str, app_password: str, app_type: str, tenant_id: str)
 
     adapter.on_turn_error = on_error
     return adapter
+
+
+KEY_REFRESH_SECONDS = 12 * 3600
+
+
+async def keep_signing_keys_fresh() -> None:
+    """Fetch the Bot Framework channel's signing keys in a worker thread, every 12 hours.
+
+    botbuilder 4.17.1 fetches them with blocking `requests` calls inside request handling,
+    on the event loop, whenever its copy is over a day old. Refreshing it here, off the loop and
+    twice as often, means a request never waits for that fetch.
+    """
+    metadata = JwtTokenExtractor.get_open_id_metadata(AuthenticationConstants.TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL)
+    while True:
+        if datetime.now() - metadata.last_updated > timedelta(seconds=KEY_REFRESH_SECONDS):
+            try:
+                await asyncio.to_thread(lambda: asyncio.run(metadata._refresh()))  # noqa: SLF001
+                log.info("refreshed the Bot Framework signing keys")
+            except Exception as error:  # noqa: BLE001 - retried later; validation fetches them itself too
+                log.warning("could not refresh the Bot Framework signing keys: %r", error)
+        await asyncio.sleep(KEY_REFRESH_SECONDS / 12)
 
 
 def reply_activity(reply: Reply) -> Activity:

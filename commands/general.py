@@ -39,7 +39,7 @@ async def whoami(ctx: Context) -> Reply:
 
 
 @command("workspace", summary="Show the Azure ML workspace I work on, and the others configured.",
-         example="workspace --workspace ml-dev")
+         example="workspace")
 async def workspace(ctx: Context) -> Reply:
     info = await ctx.ml.workspace()
     body = [facts([("Name", info.name), ("Environment", info.environment), ("Backend", info.backend),

@@ -6,6 +6,7 @@ replies, so these tests see exactly what Teams would.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,6 +16,7 @@ import pytest
 from adapters.storage import open_storage
 from bot.app import create_app
 from bot.settings import load_settings
+from commands.catalog import catalog
 from tests.card_schema import assert_valid_card
 from tests.signing_keys import SigningKey, trust
 from tests.teams_client import ALICE, BOB, TeamsStandIn
@@ -50,6 +52,16 @@ async def test_every_command_answers_over_http(teams, typed, expected):
     assert reply.conversation_id == f"a:personal-{ALICE.id}"
     for word in expected:
         assert word in words_of(reply), (word, words_of(reply))
+    if reply.card:
+        assert_valid_card(reply.card)
+
+
+@pytest.mark.parametrize("typed", [c.example for c in catalog()], ids=[c.name for c in catalog()])
+async def test_every_documented_example_runs_over_http(teams, typed):
+    [reply] = await teams.say(typed)
+    words = words_of(reply)
+    for failure in ("incident", "refused", "Usage:", "I don't know", "No "):
+        assert not words.startswith(failure) and "incident" not in words, words
     if reply.card:
         assert_valid_card(reply.card)
 
@@ -226,3 +238,28 @@ async def test_bot_added_to_a_team_welcomes_and_remembers_the_channel(aiohttp_se
     assert (channel.conversation_id, channel.tenant_id) == ("19:0b7f32667e064dd9b25d7969801541f4@thread.tacv2",
                                                             "b28fdbfd-2b78-4f93-b0f8-8881793f0f8f")
     assert channel.team_id.startswith("19:")
+
+
+async def test_signing_keys_are_refreshed_off_the_event_loop(monkeypatch):
+    import threading
+    from datetime import datetime
+
+    from botframework.connector.auth import AuthenticationConstants
+    from botframework.connector.auth.jwt_token_extractor import JwtTokenExtractor, _OpenIdMetadata
+
+    from bot.teams import keep_signing_keys_fresh
+
+    stale = _OpenIdMetadata(AuthenticationConstants.TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL)
+    monkeypatch.setitem(JwtTokenExtractor.metadataCache, stale.url, stale)
+    refreshed_on = []
+
+    async def refresh():
+        refreshed_on.append(threading.current_thread())
+        stale.last_updated = datetime.now()
+
+    monkeypatch.setattr(stale, "_refresh", refresh)
+    task = asyncio.create_task(keep_signing_keys_fresh())
+    while not refreshed_on:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    assert refreshed_on[0] is not threading.main_thread()
