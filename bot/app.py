@@ -65,8 +65,6 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
                reset_demo: bool = False) -> web.Application:
     pool = ThreadPoolExecutor(max_workers=settings.azure_max_concurrency, thread_name_prefix="azureml")
     workspaces = workspaces or build_workspaces(settings, pool, reset_demo=reset_demo)
-    if settings.backend == "local":
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or open_storage(settings.effective_storage_url)
     handler = ChatHandler(catalog(), workspaces, settings.role_book(), development=settings.development,
                           allowed_tenants=settings.allowed_tenants)

@@ -150,7 +150,7 @@ class Settings(BaseSettings):
         """What may be logged: never a password or a secret."""
         return {"app_id": self.app_id or "(none: development mode)", "backend": self.backend,
                 "host": self.host, "port": self.port, "storage": _redact(self.effective_storage_url),
-                "workspaces": [w.name for w in self.azure_workspaces] or ["local"]}
+                "workspaces": [w.name for w in self.azure_workspaces] or [f"local ({self.data_dir / 'workspace.db'})"]}
 
 
 def _is_loopback(host: str) -> bool:
