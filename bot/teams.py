@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import random
 import re
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -31,6 +32,7 @@ from botbuilder.core import (
 )
 from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
 from botframework.connector.auth import AuthenticationConstants
+from msrest.exceptions import HttpOperationError
 from botframework.connector.auth.jwt_token_extractor import JwtTokenExtractor
 from botbuilder.schema import (
     Activity, AdaptiveCardInvokeResponse, ChannelAccount, ConversationReference,
@@ -94,6 +96,37 @@ async def keep_signing_keys_fresh() -> None:
             except Exception as error:  # noqa: BLE001 - retried later; validation fetches them itself too
                 log.warning("could not refresh the Bot Framework signing keys: %r", error)
         await asyncio.sleep(KEY_REFRESH_SECONDS / 12)
+
+
+RETRYABLE_STATUSES = {412, 429, 502, 504}
+SEND_ATTEMPTS = 4
+
+
+async def send_with_retry(turn_context: TurnContext, activity: Activity) -> None:
+    """Send, retrying what Teams asks us to retry (429 throttling, 412, 502, 504) with exponential
+    back-off and jitter, honouring Retry-After. Teams limits a bot to 7 messages a second per
+    conversation, so a burst of follow-ups or alerts will meet 429s."""
+    for attempt in range(SEND_ATTEMPTS):
+        try:
+            await turn_context.send_activity(activity)
+            return
+        except HttpOperationError as error:
+            response = getattr(error, "response", None)
+            status = getattr(response, "status_code", None)
+            if status not in RETRYABLE_STATUSES or attempt == SEND_ATTEMPTS - 1:
+                raise
+            delay = _retry_after(response)
+            if delay is None:
+                delay = 0.5 * 2 ** attempt * (0.5 + random.random())
+            log.info("Teams answered %s; sending again in %.1f s", status, delay)
+            await asyncio.sleep(min(delay, 30.0))
+
+
+def _retry_after(response: Any) -> float | None:
+    try:
+        return max(0.0, float(response.headers.get("Retry-After")))
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 def reply_activity(reply: Reply) -> Activity:
@@ -195,7 +228,7 @@ class TeamsBot(ActivityHandler):
         else:
             request = self._request(activity, text=command_text(activity))
         reply = await self.handler.handle(request, self._later(activity))
-        await turn_context.send_activity(reply_activity(reply))
+        await send_with_retry(turn_context, reply_activity(reply))
 
     async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse | None:
         if turn_context.activity.name != "adaptiveCard/action":
@@ -258,7 +291,7 @@ class TeamsBot(ActivityHandler):
             reference = ConversationReference().deserialize(reference)
 
         async def callback(turn_context: TurnContext) -> None:
-            await turn_context.send_activity(reply_activity(reply))
+            await send_with_retry(turn_context, reply_activity(reply))
 
         await self.adapter.continue_conversation(reference, callback, bot_app_id=self.app_id)
 

@@ -62,6 +62,8 @@ class Connector:
     """The Bot Connector service the bot replies to (its serviceUrl)."""
 
     sent: list[Sent] = field(default_factory=list)
+    refused: list[Sent] = field(default_factory=list)
+    failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)   # answer these first
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
@@ -72,6 +74,11 @@ class Connector:
         return app
 
     async def _receive(self, request: web.Request) -> web.Response:
+        if self.failures:
+            status, headers = self.failures.pop(0)
+            self.refused.append(Sent(request.method, request.path, await request.json()))
+            return web.json_response({"error": {"code": "Throttled", "message": "slow down"}}, status=status,
+                                     headers=headers)
         self.sent.append(Sent(request.method, request.path, await request.json()))
         self.arrived.set()
         return web.json_response({"id": f"activity-{next(self._ids)}"})

@@ -66,6 +66,21 @@ async def test_every_documented_example_runs_over_http(teams, typed):
         assert_valid_card(reply.card)
 
 
+async def test_throttled_replies_are_sent_again(teams):
+    teams.connector.failures = [(429, {"Retry-After": "0"}), (502, {"Retry-After": "0"})]
+    [reply] = await teams.say("whoami")
+    assert [r.body["attachments"][0]["content"]["body"][0]["text"] for r in teams.connector.refused] == [
+        "You are Alice Analyst"] * 2
+    assert reply.card["body"][0]["text"] == "You are Alice Analyst"
+
+
+async def test_a_reply_refused_for_good_is_not_retried(teams):
+    teams.connector.failures = [(403, {})]
+    response = await teams.post(teams.message("whoami"))
+    assert response.status in (200, 201)
+    assert len(teams.connector.refused) == 1
+
+
 async def test_mistyped_command_gets_did_you_mean(teams):
     [reply] = await teams.say("modles")
     assert reply.text == ("I don't know the command 'modles'. Did you mean `models` or `model`? "
