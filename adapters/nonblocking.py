@@ -11,6 +11,10 @@ so every call made by the bot goes through `NonBlockingService`:
 A call that outlives its timeout raises `Unavailable`; its thread finishes on its own (Python
 cannot kill threads), which is why the pool is bounded: a stuck backend can use at most
 `max_workers` threads and later calls wait their turn (within their own timeout).
+
+Waiting for a long-running operation (a poller that may take many minutes) happens in a second
+pool, `wait_pool`, so that pending traffic shifts or compute starts never hold the threads that
+answer people's questions.
 """
 
 from __future__ import annotations
@@ -53,11 +57,13 @@ class NonBlockingService:
     """Async facade over one workspace. Method names and arguments are those of `MLService`."""
 
     def __init__(self, service: MLService, *, name: str, environment: str, pool: Executor,
-                 timeout: float = 30.0, operation_timeout: float = 1800.0) -> None:
+                 wait_pool: Executor | None = None, timeout: float = 30.0,
+                 operation_timeout: float = 1800.0) -> None:
         self.service = service
         self.name = name
         self.environment = environment
         self._pool = pool
+        self._wait_pool = wait_pool or pool
         self._timeout = timeout
         self._operation_timeout = operation_timeout
 
@@ -69,7 +75,7 @@ class NonBlockingService:
         async def call(*args: Any, **kwargs: Any) -> Any:
             result = await run_blocking(self._pool, self._timeout, f"to {method}", target, *args, **kwargs)
             if isinstance(result, Operation):
-                return PendingOperation(result.kind, result.target, result, self._pool,
+                return PendingOperation(result.kind, result.target, result, self._wait_pool,
                                         self._operation_timeout)
             return result
 

@@ -33,13 +33,23 @@ MAX_ACTIVITY_BYTES = 256 * 1024
 HANDLER = web.AppKey("handler", ChatHandler)
 BOT = web.AppKey("bot", TeamsBot)
 STORAGE = web.AppKey("storage", Storage)
-POOL = web.AppKey("pool", ThreadPoolExecutor)
+POOLS = web.AppKey("pools", tuple)
+MAX_PENDING_OPERATIONS = 32
 
 
-def build_workspaces(settings: Settings, pool: ThreadPoolExecutor, *, reset_demo: bool = False) -> Workspaces:
+def thread_pools(settings: Settings) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
+    """Threads for SDK calls, and separate ones for waiting on long-running operations."""
+    return (ThreadPoolExecutor(max_workers=settings.azure_max_concurrency, thread_name_prefix="azureml"),
+            ThreadPoolExecutor(max_workers=MAX_PENDING_OPERATIONS, thread_name_prefix="azureml-wait"))
+
+
+def build_workspaces(settings: Settings, pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor], *,
+                     reset_demo: bool = False) -> Workspaces:
     """The configured backend's workspaces, each behind the non-blocking facade."""
+    calls, waits = pools
+
     def wrap(service: Any, name: str, environment: str) -> NonBlockingService:
-        return NonBlockingService(service, name=name, environment=environment, pool=pool,
+        return NonBlockingService(service, name=name, environment=environment, pool=calls, wait_pool=waits,
                                   timeout=settings.azure_timeout)
 
     if settings.backend == "local":
@@ -63,8 +73,8 @@ def build_workspaces(settings: Settings, pool: ThreadPoolExecutor, *, reset_demo
 
 def create_app(settings: Settings, *, workspaces: Workspaces | None = None, storage: Storage | None = None,
                reset_demo: bool = False) -> web.Application:
-    pool = ThreadPoolExecutor(max_workers=settings.azure_max_concurrency, thread_name_prefix="azureml")
-    workspaces = workspaces or build_workspaces(settings, pool, reset_demo=reset_demo)
+    pools = thread_pools(settings)
+    workspaces = workspaces or build_workspaces(settings, pools, reset_demo=reset_demo)
     storage = storage or open_storage(settings.effective_storage_url)
     handler = ChatHandler(catalog(), workspaces, settings.role_book(), development=settings.development,
                           allowed_tenants=settings.allowed_tenants)
@@ -72,7 +82,7 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     bot = TeamsBot(handler, storage, adapter, settings.app_id)
 
     app = web.Application(client_max_size=MAX_ACTIVITY_BYTES, middlewares=[_never_500])
-    app[HANDLER], app[BOT], app[STORAGE], app[POOL] = handler, bot, storage, pool
+    app[HANDLER], app[BOT], app[STORAGE], app[POOLS] = handler, bot, storage, pools
     app.router.add_post("/api/messages", messages)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -101,7 +111,8 @@ async def _drain(app: web.Application) -> None:
 
 async def _close(app: web.Application) -> None:
     await app[STORAGE].close()
-    app[POOL].shutdown(wait=False, cancel_futures=True)
+    for pool in app[POOLS]:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _problem(status: int, reason: str) -> web.Response:

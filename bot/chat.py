@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from typing import Awaitable, TextIO
 
-from bot.app import build_workspaces
+from bot.app import build_workspaces, thread_pools
 from bot.handler import ChatHandler, Request, explain
 from bot.settings import Settings
 from commands.catalog import catalog
@@ -59,8 +58,8 @@ class TerminalChat:
 
 async def run_chat(settings: Settings, *, user_name: str, reset_demo: bool = False,
                    stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
-    pool = ThreadPoolExecutor(max_workers=settings.azure_max_concurrency)
-    workspaces = build_workspaces(settings, pool, reset_demo=reset_demo)
+    pools = thread_pools(settings)
+    workspaces = build_workspaces(settings, pools, reset_demo=reset_demo)
     handler = ChatHandler(catalog(), workspaces, settings.role_book(), development=settings.development)
     chat = TerminalChat(handler, User(id="local-developer", name=user_name), out)
     print(f"MLOps bot, workspace {workspaces.default.name} ({workspaces.default.environment}). "
@@ -80,5 +79,6 @@ async def run_chat(settings: Settings, *, user_name: str, reset_demo: bool = Fal
                 await chat.ask(line)
         await chat.finish()
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
     return 0

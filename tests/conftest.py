@@ -25,15 +25,16 @@ def settings(tmp_path, monkeypatch) -> Settings:
 
 
 @pytest.fixture
-def pool():
-    executor = ThreadPoolExecutor(max_workers=4)
-    yield executor
-    executor.shutdown(wait=True)
+def pools():
+    executors = (ThreadPoolExecutor(max_workers=4), ThreadPoolExecutor(max_workers=4))
+    yield executors
+    for executor in executors:
+        executor.shutdown(wait=True)
 
 
 @pytest.fixture
-def workspaces(settings, pool):
-    return build_workspaces(settings, pool, reset_demo=True)
+def workspaces(settings, pools):
+    return build_workspaces(settings, pools, reset_demo=True)
 
 
 class Chat:

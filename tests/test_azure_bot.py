@@ -135,3 +135,26 @@ async def test_a_turn_stuck_in_the_sdk_does_not_delay_another_conversation(azure
     [alice_reply] = (await teams.connector.wait_for(2))[1:]
     assert alice_reply.conversation_id == f"a:personal-{ALICE.id}"
     assert "Recent jobs" in alice_reply.card["fallbackText"]
+
+
+async def test_a_pending_operation_does_not_hold_the_threads_that_answer_questions(tmp_path):
+    """One thread for calls: while a compute stop is still polling, `endpoint` is answered."""
+    fake, service = demo_azure()
+    entered, release = threading.Event(), threading.Event()
+
+    def still_running(request, match):
+        entered.set()
+        release.wait(10)
+        return ReplayResponse(status=200)
+
+    fake.transport.add("GET", r"/operationResults/[^/]+$", handler=still_running, first=True, times=1)
+    with ThreadPoolExecutor(max_workers=1) as calls, ThreadPoolExecutor(max_workers=1) as waits:
+        ws = NonBlockingService(service, name="ml-prod", environment="prod", pool=calls, wait_pool=waits)
+        pending = await ws.stop_compute("ds-ci-alice")
+        waiting = asyncio.create_task(pending.wait())
+        await asyncio.get_running_loop().run_in_executor(None, entered.wait, 5)
+        endpoint = await ws.get_endpoint("fraud-api")
+        assert endpoint.traffic == {"blue": 90, "green": 10}
+        assert not waiting.done()
+        release.set()
+        assert "ds-ci-alice" in await waiting
