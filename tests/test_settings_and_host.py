@@ -115,3 +115,20 @@ def test_manifest_command_builds_a_package_from_the_registry(tmp_path, capsys):
     titles = [c["title"] for c in manifest["bots"][0]["commandLists"][0]["commands"]]
     assert titles[:4] == ["models", "model", "endpoints", "endpoint"]
     assert main(["manifest", "--app-id", "not-a-guid", "--out", str(out)]) == 2
+
+
+def test_azure_backend_builds_one_service_per_configured_workspace(tmp_path, monkeypatch):
+    from adapters.azureml import AzureMLService
+    from bot.app import HANDLER, create_app
+    monkeypatch.setenv("MLOPSBOT_AZURE_WORKSPACES", json.dumps([
+        {"name": "ml-prod", "subscription_id": "00000000-0000-0000-0000-000000000001", "resource_group": "rg",
+         "environment": "prod", "metrics_endpoint": "https://westeurope.metrics.monitor.azure.com"},
+        {"name": "ml-dev", "subscription_id": "00000000-0000-0000-0000-000000000001", "resource_group": "rg-dev",
+         "environment": "dev"}]))
+    settings = load_settings(app_id="11111111-2222-3333-4444-555555555555", app_password="p", backend="azure",
+                             host="0.0.0.0", data_dir=tmp_path / "data", managed_identity_client_id="mi-client")
+    app = create_app(settings)
+    workspaces = list(app[HANDLER].workspaces)
+    assert [(w.name, w.environment) for w in workspaces] == [("ml-prod", "prod"), ("ml-dev", "dev")]
+    assert all(isinstance(w.service, AzureMLService) for w in workspaces)
+    assert workspaces[0].service.metrics is not None and workspaces[1].service.metrics is None
