@@ -10,7 +10,7 @@ import sys
 from typing import Awaitable, TextIO
 
 from bot.app import build_workspaces, thread_pools
-from bot.handler import ChatHandler, Request, explain
+from bot.handler import ChatHandler, FollowUps, Request
 from bot.settings import Settings
 from commands.catalog import catalog
 from commands.context import Reply, User
@@ -19,32 +19,22 @@ PROMPT = "you> "
 CONVERSATION = "terminal"
 
 
-def render(reply: Reply) -> str:
-    """A card's plain-text form is its fallback text, which `Reply.text` already holds."""
-    return reply.text
-
-
 class TerminalChat:
     def __init__(self, handler: ChatHandler, user: User, out: TextIO) -> None:
         self.handler = handler
         self.user = user
         self.out = out
-        self._pending: set[asyncio.Task] = set()
+        self._follow_ups = FollowUps()
 
     def _later(self, outcome: Awaitable[Reply]) -> None:
-        async def deliver() -> None:
-            try:
-                reply = await outcome
-            except Exception as error:  # noqa: BLE001 - told to the user like any other reply
-                reply = explain(error)
+        async def say(reply: Reply) -> None:
             self.say(reply)
-        task = asyncio.get_running_loop().create_task(deliver())
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._follow_ups.schedule(outcome, say)
 
     def say(self, reply: Reply) -> None:
+        """The reply's text: for a card, its whole plain-text rendering."""
         print("\n".join(f"bot> {line}" if i == 0 else f"     {line}"
-                        for i, line in enumerate(render(reply).splitlines() or [""])), file=self.out, flush=True)
+                        for i, line in enumerate(reply.text.splitlines() or [""])), file=self.out, flush=True)
 
     async def ask(self, text: str) -> Reply:
         reply = await self.handler.handle(Request(self.user, CONVERSATION, text=text), self._later)
@@ -52,8 +42,7 @@ class TerminalChat:
         return reply
 
     async def finish(self) -> None:
-        if self._pending:
-            await asyncio.wait(set(self._pending), timeout=30)
+        await self._follow_ups.drain(timeout=30)
 
 
 async def run_chat(settings: Settings, *, user_name: str, reset_demo: bool = False,

@@ -8,10 +8,11 @@ It knows nothing of botbuilder, so the terminal chat and the Teams seam share it
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from adapters.service import PermissionDenied, ServiceError, Unavailable
 from commands.context import Context, FollowUp, Reply, RoleBook, User, Workspaces
@@ -76,5 +77,33 @@ def explain(error: Exception, request: Request | None = None) -> Reply:
     incident = uuid.uuid4().hex[:8]
     log.exception("incident %s while handling %r", incident,
                   request.text if request and request.text else (request.verb if request else None))
-    return Reply(f"Sorry, something went wrong on my side (incident {incident}). "
-                 "The team can look it up in the logs.")
+    return Reply(apology(incident))
+
+
+def apology(incident: str) -> str:
+    return f"Sorry, something went wrong on my side (incident {incident}). The team can look it up in the logs."
+
+
+class FollowUps:
+    """Replies that come after the turn (long operations): each outcome runs as a task, a failure
+    becomes words like any other error, and the Reply goes to `deliver`."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task] = set()
+
+    def schedule(self, outcome: Awaitable[Reply], deliver: Callable[[Reply], Awaitable[None]]) -> None:
+        async def run() -> None:
+            try:
+                reply = await outcome
+            except Exception as error:  # noqa: BLE001 - the user gets told, whatever happened
+                reply = explain(error)
+            await deliver(reply)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, timeout: float) -> None:
+        """Let pending follow-ups finish (at shutdown, and at the end of a terminal chat)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)

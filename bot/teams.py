@@ -39,7 +39,7 @@ from botbuilder.schema import (
 )
 
 from adapters.storage import ConversationRecord, Storage
-from bot.handler import ChatHandler, Request, explain
+from bot.handler import ChatHandler, FollowUps, Request, apology
 from commands.context import Reply, User
 from commands.ui import card, text
 
@@ -69,7 +69,7 @@ def build_adapter(app_id: str, app_password: str, app_type: str, tenant_id: str)
         incident = uuid.uuid4().hex[:8]
         log.error("incident %s in a turn", incident, exc_info=error)
         try:
-            await context.send_activity(f"Sorry, something went wrong on my side (incident {incident}).")
+            await context.send_activity(apology(incident))
         except Exception:  # noqa: BLE001 - the connector may be the thing that failed
             log.warning("incident %s: could not tell the user", incident)
 
@@ -189,7 +189,7 @@ class TeamsBot(ActivityHandler):
         self.storage = storage
         self.adapter = adapter
         self.app_id = app_id
-        self._follow_ups: set[asyncio.Task] = set()
+        self._follow_ups = FollowUps()
         self._welcomed: set[str] = set()
 
     async def process(self, request: web.Request) -> web.StreamResponse:
@@ -260,10 +260,6 @@ class TeamsBot(ActivityHandler):
             self._welcomed.add(conversation)
             await turn_context.send_activity(MessageFactory.text(WELCOME))
 
-    async def on_installation_update_add(self, turn_context: TurnContext) -> None:
-        """Teams also sends conversationUpdate (membersAdded: the bot), which welcomes; the
-        reference was stored in on_turn."""
-
     # ------------------------------------------------------------ follow-ups
 
     def _later(self, activity: Activity):
@@ -272,18 +268,9 @@ class TeamsBot(ActivityHandler):
         reference = TurnContext.get_conversation_reference(activity)
 
         def schedule(outcome: Awaitable[Reply]) -> None:
-            task = asyncio.get_running_loop().create_task(self._deliver(reference, outcome))
-            self._follow_ups.add(task)
-            task.add_done_callback(self._follow_ups.discard)
+            self._follow_ups.schedule(outcome, lambda reply: self.send(reference, reply))
 
         return schedule
-
-    async def _deliver(self, reference: ConversationReference, outcome: Awaitable[Reply]) -> None:
-        try:
-            reply = await outcome
-        except Exception as error:  # noqa: BLE001 - the user gets told, whatever happened
-            reply = explain(error)
-        await self.send(reference, reply)
 
     async def send(self, reference: ConversationReference | dict, reply: Reply) -> None:
         """Send a Reply proactively into a stored conversation."""
@@ -296,9 +283,8 @@ class TeamsBot(ActivityHandler):
         await self.adapter.continue_conversation(reference, callback, bot_app_id=self.app_id)
 
     async def drain(self, timeout: float = 5.0) -> None:
-        """Let pending follow-ups finish (used at shutdown and by tests)."""
-        if self._follow_ups:
-            await asyncio.wait(set(self._follow_ups), timeout=timeout)
+        """Let pending follow-ups finish (used at shutdown)."""
+        await self._follow_ups.drain(timeout)
 
 
 
