@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from commands.context import Context, Reply
-from commands.registry import CATALOG, Arg, UnknownCommand, command, suggest
+from commands.registry import CATALOG, Arg, command
 from commands.ui import card, columns, facts, reply, section, text
 
 
@@ -12,9 +12,7 @@ from commands.ui import card, columns, facts, reply, section, text
          uses_workspace=False)
 async def help_(ctx: Context, command: str | None) -> Reply:
     if command:
-        found = CATALOG.find(command)
-        if found is None:
-            raise UnknownCommand(command, suggest(command, [c.name for c in CATALOG]))
+        found = CATALOG.lookup(command)
         body = [text(line) for line in found.help().splitlines()]
         return reply(card(f"help {found.name}", body))
     allowed = CATALOG.allowed(ctx.role)

@@ -155,7 +155,6 @@ class Command:
     role: Role
     example: str
     handler: Handler
-    aliases: tuple[str, ...] = ()
     uses_workspace: bool = True
     parser: argparse.ArgumentParser = field(init=False, repr=False, compare=False)
 
@@ -222,18 +221,15 @@ class Registry:
 
     def __init__(self) -> None:
         self._commands: dict[str, Command] = {}
-        self._aliases: dict[str, str] = {}
 
     def command(self, name: str, *args: Arg, summary: str, example: str, role: Role = Role.VIEWER,
-                aliases: Sequence[str] = (), uses_workspace: bool = True) -> Callable[[Handler], Handler]:
+                uses_workspace: bool = True) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            if name in self._commands or name in self._aliases:
+            if name in self._commands:
                 raise ValueError(f"command {name!r} declared twice")
-            cmd = Command(name, tuple(args), summary, role, example, handler, tuple(aliases), uses_workspace)
+            cmd = Command(name, tuple(args), summary, role, example, handler, uses_workspace)
             _check_signature(cmd)
             self._commands[name] = cmd
-            for alias in aliases:
-                self._aliases[alias] = name
             return handler
         return register
 
@@ -241,8 +237,15 @@ class Registry:
         return iter(self._commands.values())
 
     def find(self, word: str) -> Command | None:
-        word = word.lower()
-        return self._commands.get(self._aliases.get(word, word))
+        return self._commands.get(word.lower())
+
+    def lookup(self, word: str, role: Role | None = None) -> Command:
+        """The command named `word`, or UnknownCommand suggesting names (those `role` may run)."""
+        found = self.find(word)
+        if found is None:
+            names = [c.name for c in (self.allowed(role) if role is not None else self)]
+            raise UnknownCommand(word, suggest(word, names))
+        return found
 
     def allowed(self, role: Role) -> list[Command]:
         return [c for c in self if c.role <= role]
@@ -252,11 +255,7 @@ class Registry:
         tokens = tokenize(text)
         if not tokens:
             tokens = ["help"]
-        cmd = self.find(tokens[0])
-        if cmd is None:
-            names = [c.name for c in self.allowed(ctx.role)]
-            raise UnknownCommand(tokens[0], suggest(tokens[0], names))
-        return await self.invoke(ctx, cmd, tokens[1:])
+        return await self.invoke(ctx, self.lookup(tokens[0], ctx.role), tokens[1:])
 
     async def run_action(self, ctx: Context, verb: str, args: Sequence[Any]) -> Reply:
         """Run a card button: `verb` is a command name, `args` its words (ids only)."""
