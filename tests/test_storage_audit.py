@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import uuid
 from datetime import datetime, timedelta, timezone
 
+import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
-from adapters.storage import audit
+from adapters.storage import StorageError, approvals, audit
+from adapters.storage.postgres import PostgresStorage, quote_identifier
 from adapters.storage.audit import GENESIS_HASH, AuditEntry, AuditRecord, Verification
 from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema, storage  # noqa: F401 (fixtures)
+from tests.test_storage_unit_of_work import request as approval_request
 
 NOON = datetime(2025, 3, 14, 12, 0, 0, 123456, tzinfo=timezone.utc)
 
@@ -228,3 +233,42 @@ def test_entries_reject_naive_times_and_non_dict_fields():
         entry(parameters=["blue"])
     assert entry(at=datetime(2025, 3, 14, 13, 0, tzinfo=timezone(timedelta(hours=1)))).at == datetime(
         2025, 3, 14, 12, 0, tzinfo=timezone.utc)
+
+
+# The grants the README gives for a bot role that may append to the audit log but never change it.
+APPEND_ONLY_GRANTS = """
+GRANT USAGE ON SCHEMA {schema} TO {role};
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role};
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {role};
+REVOKE UPDATE, DELETE, TRUNCATE ON {schema}.audit_log FROM {role};
+"""
+
+
+@pytest.mark.postgres
+async def test_a_role_granted_as_the_readme_says_appends_but_cannot_change_audit_rows(postgres_dsn, postgres_schema):
+    owner = PostgresStorage(postgres_dsn, schema=postgres_schema)
+    await owner.open()
+    await owner.close()
+    role = f"mlopsbot_limited_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        for statement in APPEND_ONLY_GRANTS.format(schema=quote_identifier(postgres_schema), role=role).split(";"):
+            if statement.strip():
+                admin.execute(statement)
+    bot = PostgresStorage(make_conninfo(postgres_dsn, user=role), schema=postgres_schema)
+    try:
+        await bot.open()       # an up-to-date schema needs no DDL, so no CREATE right
+        await append_all(bot, [entry(0), entry(1)])
+        created = await bot.run_transaction(lambda tx: approvals.create(tx, approval_request()))
+        assert created.id == 1
+
+        for statement in ("UPDATE audit_log SET actor_name = 'Mallory'", "DELETE FROM audit_log",
+                          "UPDATE audit_log SET seq = seq + 100"):
+            with pytest.raises(StorageError, match="permission denied"):
+                await bot.run_transaction(lambda tx, s=statement: tx.execute(s))
+        assert await verify(bot) == Verification(True, 2, None, "")
+    finally:
+        await bot.close()
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")

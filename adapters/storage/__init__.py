@@ -426,11 +426,18 @@ class SqlStorage:
     async def _prepare_migration(self, tx: Transaction) -> None:
         """Hook run first in the migration transaction (PostgreSQL takes its advisory lock here)."""
 
+    async def _has_table(self, tx: Transaction, name: str) -> bool:
+        rows = await tx.fetch("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        return bool(rows)
+
     async def _migrate(self) -> None:
         """Apply the missing `MIGRATIONS`, all in one transaction."""
         async def work(tx: Transaction) -> None:
             await self._prepare_migration(tx)
-            await tx.execute(_MIGRATIONS_TABLE[self.dialect])
+            # Only DDL when something is missing, so a role without CREATE rights (see the README
+            # on an append-only audit log) can open an up-to-date database.
+            if not await self._has_table(tx, "schema_migrations"):
+                await tx.execute(_MIGRATIONS_TABLE[self.dialect])
             applied = {int(version) for (version,) in await tx.fetch("SELECT version FROM schema_migrations")}
             for migration in MIGRATIONS:
                 if migration.version in applied:

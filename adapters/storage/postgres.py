@@ -145,8 +145,12 @@ class PostgresStorage(SqlStorage):
 
     async def _prepare_migration(self, tx: Transaction) -> None:
         await tx.fetch("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK_KEY,))
-        if self.schema:
-            await tx.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(self.schema)}")
+        if self.schema and not await tx.fetch("SELECT 1 FROM pg_namespace WHERE nspname = ?", (self.schema,)):
+            await tx.execute(f"CREATE SCHEMA {quote_identifier(self.schema)}")
+
+    async def _has_table(self, tx: Transaction, name: str) -> bool:
+        rows = await tx.fetch("SELECT to_regclass(?) IS NOT NULL", (name,))
+        return bool(rows[0][0])
 
     # ------------------------------------------------------------ connection
 
