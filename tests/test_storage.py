@@ -239,6 +239,55 @@ async def test_postgres_reconnects_after_the_connection_drops(postgres_dsn, post
         await storage.close()
 
 
+@pytest.mark.postgres
+async def test_postgres_never_runs_the_work_again_after_the_connection_drops_during_it(postgres_dsn,
+                                                                                      postgres_schema):
+    application = f"mlopsbot-test-{uuid.uuid4().hex[:8]}"
+    storage = PostgresStorage(make_conninfo(postgres_dsn, application_name=application), schema=postgres_schema)
+    await storage.open()
+    calls = []
+
+    async def work(tx: Transaction) -> None:
+        calls.append(1)
+        await tx.execute("INSERT INTO conversations (conversation_id, kind, reference, tenant_id, updated_at) "
+                         "VALUES (?, ?, ?, ?, ?)", ("a:1", "personal", "{}", TENANT, NOON.isoformat()))
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                          (application,))
+        await tx.execute("SELECT 1")
+
+    try:
+        with pytest.raises(StorageUnavailable, match="rolled back"):
+            await storage.run_transaction(work)
+
+        assert calls == [1]
+        assert await storage.get_conversation("a:1") is None
+    finally:
+        await storage.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_retries_once_when_begin_finds_a_dead_connection(postgres_dsn, postgres_schema):
+    application = f"mlopsbot-test-{uuid.uuid4().hex[:8]}"
+    storage = PostgresStorage(make_conninfo(postgres_dsn, application_name=application), schema=postgres_schema)
+    await storage.open()
+    calls = []
+
+    async def work(tx: Transaction) -> list:
+        calls.append(1)
+        return await tx.fetch("SELECT 41 + 1")
+
+    try:
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                          (application,))
+
+        assert await storage.run_transaction(work) == [(42,)]
+        assert calls == [1]
+    finally:
+        await storage.close()
+
+
 # ---------------------------------------------------------------- choosing an implementation
 
 

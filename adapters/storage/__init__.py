@@ -85,6 +85,10 @@ class Storage(Protocol):
     async def list_conversations(self, *, kind: str | None = None) -> list[ConversationRecord]:
         """All records (of one kind if given), ordered by conversation_id."""
 
+    async def run_transaction(self, work: Callable[[Transaction], Awaitable[T]], *, write: bool = True) -> T:
+        """Run `await work(tx)` in one transaction (a unit of work): committed if it returns, rolled
+        back if it raises. `work` composes the table modules' functions, all on `tx`."""
+
 
 # ---------------------------------------------------------------- migrations
 

@@ -47,6 +47,8 @@ class OutboxItem:
 _COLUMNS = ("id, conversation_id, tenant_id, dedupe_key, payload, state, attempts, not_before, lease_owner, "
             "lease_until, activity_id, last_error, created_at, sent_at")
 
+_QUALIFIED = ", ".join(f"outbox.{column.strip()}" for column in _COLUMNS.split(","))
+
 
 def _from_row(row: Sequence[Any]) -> OutboxItem:
     (item_id, conversation_id, tenant_id, dedupe_key, payload, state, attempts, not_before, lease_owner,
@@ -87,12 +89,22 @@ async def claim(tx: Transaction, owner: str, *, now: datetime, lease_seconds: fl
         return []
     moment = encode_time(utc(now, "now"))
     until = encode_time(utc(now, "now") + timedelta(seconds=lease_seconds))
-    rows = await tx.fetch(
-        f"UPDATE outbox SET lease_owner = ?, lease_until = ?, attempts = attempts + 1 "
-        f"WHERE id IN (SELECT id FROM outbox WHERE state = ? AND not_before <= ? "
-        f"AND (lease_until IS NULL OR lease_until <= ?) ORDER BY id LIMIT ?{for_update(tx, skip_locked=True)}) "
-        f"RETURNING {_COLUMNS}",
-        (owner, until, PENDING, moment, moment, int(limit)))
+    due = "SELECT id FROM outbox WHERE state = ? AND not_before <= ? AND (lease_until IS NULL OR lease_until <= ?) " \
+          "ORDER BY id LIMIT ?"
+    if tx.dialect == "postgres":
+        # A materialized CTE runs the locking SELECT exactly once (a subquery in WHERE may be
+        # re-evaluated by the planner and lock more than `limit` rows).
+        rows = await tx.fetch(
+            f"WITH due AS MATERIALIZED ({due}{for_update(tx, skip_locked=True)}) "
+            f"UPDATE outbox SET lease_owner = ?, lease_until = ?, attempts = outbox.attempts + 1 "
+            f"FROM due WHERE outbox.id = due.id RETURNING {_QUALIFIED}",
+            (PENDING, moment, moment, int(limit), owner, until))
+    else:
+        # SQLite: the write transaction (BEGIN IMMEDIATE) already excludes every other claimer.
+        rows = await tx.fetch(
+            f"UPDATE outbox SET lease_owner = ?, lease_until = ?, attempts = attempts + 1 "
+            f"WHERE id IN ({due}) RETURNING {_COLUMNS}",
+            (owner, until, PENDING, moment, moment, int(limit)))
     return sorted((_from_row(row) for row in rows), key=lambda item: item.id)
 
 
