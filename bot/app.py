@@ -1,9 +1,15 @@
 """The composition root: `create_app(settings)` chooses every implementation and wires the host.
 
 Routes:
-    POST /api/messages   Bot Framework activities (JWT-validated when an app id is set)
-    GET  /healthz        liveness: the process answers
-    GET  /readyz         readiness: storage reachable and a backend configured
+    POST /api/messages       Bot Framework activities (JWT-validated when an app id is set)
+    POST /api/approvals      a pipeline asks for an approval (bearer token; bot/api.py)
+    GET  /api/approvals/{id} its state, for the pipeline to poll
+    GET  /api/audit          the audit trail as JSON lines or CSV
+    GET  /healthz            liveness: the process answers
+    GET  /readyz             readiness: storage reachable and a backend configured
+
+Background tasks, started with the app: the outbox worker (every proactive message) and the
+expiry of approval requests.
 
 Malformed requests are answered with 4xx and a short JSON reason before they reach botbuilder,
 whose own parsing would turn them into HTTP 500.
@@ -14,18 +20,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import socket
+import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
 from adapters.nonblocking import NonBlockingService
 from adapters.storage import Storage, StorageError, open_storage
+from adapters.storage.outbox import OutboxItem
+from bot.api import ApprovalsApi
 from bot.handler import ChatHandler
+from bot.outbox import OutboxWorker
 from bot.settings import Settings
 from bot.teams import TeamsBot, build_adapter, keep_signing_keys_fresh
 from commands.catalog import catalog
-from commands.context import Workspaces
+from commands.context import Reply, Workspaces
+from commands.gate import Gate, record_policy
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +49,10 @@ BOT = web.AppKey("bot", TeamsBot)
 STORAGE = web.AppKey("storage", Storage)
 POOLS = web.AppKey("pools", tuple)
 MAX_PENDING_OPERATIONS = 32
+EXPIRY_CHECK_SECONDS = 60.0
+WORKER = web.AppKey("outbox", OutboxWorker)
+TASKS = web.AppKey("tasks", object)
+GATE = web.AppKey("gate", Gate)
 
 
 def thread_pools(settings: Settings) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
@@ -72,21 +90,31 @@ def build_workspaces(settings: Settings, pools: tuple[ThreadPoolExecutor, Thread
 
 
 def create_app(settings: Settings, *, workspaces: Workspaces | None = None, storage: Storage | None = None,
-               reset_demo: bool = False) -> web.Application:
+               reset_demo: bool = False, clock: Callable[[], datetime] | None = None) -> web.Application:
     pools = thread_pools(settings)
     workspaces = workspaces or build_workspaces(settings, pools, reset_demo=reset_demo)
     storage = storage or open_storage(settings.effective_storage_url)
+    clock = clock or (lambda: datetime.now(timezone.utc))
+    tasks = BackgroundTasks()
+    gate = Gate(settings.policy(), storage, clock=clock, approval_channel=settings.approval_channel,
+                spawn=tasks.spawn)
     handler = ChatHandler(catalog(), workspaces, settings.role_book(), development=settings.development,
-                          allowed_tenants=settings.allowed_tenants)
+                          allowed_tenants=settings.allowed_tenants, store=storage, gate=gate, clock=clock)
     adapter = build_adapter(settings.app_id, settings.app_password, settings.app_type, settings.app_tenant_id)
     bot = TeamsBot(handler, storage, adapter, settings.app_id)
+    worker = OutboxWorker(storage, bot.deliver, owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
+                          on_sent=lambda item, activity_id: _remember(handler, item, activity_id), clock=clock)
+    gate.wake_outbox = worker.wake
 
     app = web.Application(client_max_size=MAX_ACTIVITY_BYTES, middlewares=[_never_500])
     app[HANDLER], app[BOT], app[STORAGE], app[POOLS] = handler, bot, storage, pools
+    app[WORKER], app[TASKS], app[GATE] = worker, tasks, gate
     app.router.add_post("/api/messages", messages)
+    app.router.add_routes(ApprovalsApi(handler, settings.api_token).routes())
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.on_startup.append(_open_storage)
+    app.cleanup_ctx.append(_storage)         # cleanup contexts run in order: storage before the tasks
+    app.cleanup_ctx.append(_background)
     if settings.app_id:
         app.cleanup_ctx.append(_signing_keys)
     app.on_shutdown.append(_drain)
@@ -95,8 +123,62 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     return app
 
 
-async def _open_storage(app: web.Application) -> None:
+async def _storage(app: web.Application):
     await app[STORAGE].open()
+    await record_policy(app[STORAGE], app[GATE].policy, app[HANDLER].clock())
+    yield
+
+
+async def _remember(handler: ChatHandler, item: OutboxItem, activity_id: str) -> None:
+    """An outbox message that carries a request's card: remember where it landed."""
+    track = str(item.payload.get("track") or "")
+    if track:
+        await handler.delivered(Reply("", track=track), item.conversation_id, activity_id)
+
+
+async def _background(app: web.Application):
+    """The outbox worker and the approval expiry loop run as long as the app."""
+    tasks = app[TASKS]
+    tasks.spawn(app[WORKER].run())
+    tasks.spawn(_expire_requests(app[GATE]))
+    yield
+    await tasks.cancel()
+
+
+async def _expire_requests(gate: Gate, every: float = EXPIRY_CHECK_SECONDS) -> None:
+    while True:
+        try:
+            await gate.expire_due()
+        except StorageError as error:
+            log.warning("could not expire approval requests: %s", error)
+        await asyncio.sleep(every)
+
+
+class BackgroundTasks:
+    """Tasks that outlive a turn (outcomes of approved changes, loops); cancelled at shutdown."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task] = set()
+
+    def spawn(self, awaitable: Awaitable[Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self._logged(awaitable))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _logged(awaitable: Awaitable[Any]) -> None:
+        try:
+            await awaitable
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a background task must not die silently
+            log.exception("a background task failed")
+
+    async def cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5)
 
 
 async def _signing_keys(app: web.Application):

@@ -12,10 +12,12 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Sequence
 
 from adapters.service import PermissionDenied, ServiceError, Unavailable
-from commands.context import Context, FollowUp, Reply, RoleBook, User, Workspaces
+from adapters.storage import StorageUnavailable, grants
+from commands.context import Context, FollowUp, Reply, Role, RoleBook, User, Workspaces
 from commands.registry import CommandError, Registry
 
 log = logging.getLogger(__name__)
@@ -28,20 +30,49 @@ class Request:
     text: str | None = None                       # typed command
     verb: str | None = None                       # card button: command name ...
     args: Sequence[Any] = field(default_factory=list)   # ... and its words
+    activity_id: str = ""                         # the Teams activity (audit, redelivery)
+    conversation_kind: str = ""                   # personal | groupChat | channel
+    mentioned: tuple[User, ...] = ()              # other people @mentioned, ids resolved
 
 
 class ChatHandler:
     def __init__(self, registry: Registry, workspaces: Workspaces, roles: RoleBook, *,
-                 development: bool = False, allowed_tenants: Sequence[str] = ()) -> None:
+                 development: bool = False, allowed_tenants: Sequence[str] = (), store: Any = None,
+                 gate: Any = None, clock: Callable[[], datetime] | None = None) -> None:
         self.registry = registry
         self.workspaces = workspaces
         self.roles = roles
         self.development = development
         self.allowed_tenants = set(allowed_tenants)
+        self.store = store              # the bot's storage: grants, approvals, audit
+        self.gate = gate                # commands.gate.Gate
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
 
-    def context(self, user: User, conversation_id: str, later: FollowUp | None = None) -> Context:
-        return Context(user=user, role=self.roles.role_of(user), workspaces=self.workspaces,
-                       conversation_id=conversation_id, development=self.development, later=later)
+    async def role_of(self, user: User) -> tuple[Role, str]:
+        """The caller's role and its source, from the environment, a stored grant, or the default."""
+        if self.store is None:
+            return self.roles.placed(user)
+
+        async def read(tx) -> tuple[Role | None, bool]:
+            found = await grants.get_grant(tx, user.id) if user.id else None
+            return (Role.parse(found.role) if found else None), (found is not None or await grants.any_grant(tx))
+
+        granted, any_grant = await self.store.run_transaction(read, write=False)
+        return self.roles.placed(user, granted, any_grant=any_grant)
+
+    async def context(self, request: Request, later: FollowUp | None = None) -> Context:
+        role, source = await self.role_of(request.user)
+        return Context(user=request.user, role=role, workspaces=self.workspaces,
+                       conversation_id=request.conversation_id, development=self.development, later=later,
+                       activity_id=request.activity_id, conversation_kind=request.conversation_kind,
+                       gate=self.gate, store=self.store, role_source=source, role_book=self.roles,
+                       mentioned=tuple(request.mentioned), clock=self.clock)
+
+    async def context_for(self, user: User, conversation_id: str, *, role: Role, pipeline: Any = None) -> Context:
+        """A context for a caller that is not a chat user (the pipeline API): a fixed role."""
+        return Context(user=user, role=role, workspaces=self.workspaces, conversation_id=conversation_id,
+                       development=self.development, gate=self.gate, store=self.store, role_source="api",
+                       role_book=self.roles, clock=self.clock, pipeline=pipeline)
 
     def tenant_allowed(self, tenant_id: str) -> bool:
         return not self.allowed_tenants or tenant_id in self.allowed_tenants
@@ -50,13 +81,19 @@ class ChatHandler:
         if not self.tenant_allowed(request.user.tenant_id):
             log.warning("refused a request from tenant %s", request.user.tenant_id or "(none)")
             return Reply("This bot is not enabled for your organization. Ask your Teams admin.")
-        ctx = self.context(request.user, request.conversation_id, later)
         try:
+            ctx = await self.context(request, later)
             if request.verb is not None:
                 return await self.registry.run_action(ctx, request.verb, request.args)
             return await self.registry.run(ctx, request.text or "")
         except Exception as error:  # noqa: BLE001 - this is the one place errors become replies
             return explain(error, request)
+
+    async def delivered(self, reply: Reply, conversation_id: str, activity_id: str) -> None:
+        """The host sent `reply` as message `activity_id`: approval cards remember where they are."""
+        kind, _, key = reply.track.partition(":")
+        if kind == "approval" and key.isdigit() and self.gate is not None and activity_id:
+            await self.gate.card_sent(int(key), conversation_id, activity_id)
 
 
 def explain(error: Exception, request: Request | None = None) -> Reply:
@@ -71,6 +108,9 @@ def explain(error: Exception, request: Request | None = None) -> Reply:
         return Reply(text)
     if isinstance(error, Unavailable):
         return Reply(f"The workspace is not answering right now ({error.message}). Try again in a minute.")
+    if isinstance(error, StorageUnavailable):
+        return Reply("My own database is not answering right now, so I cannot check roles or record "
+                     "changes. Try again in a minute.")
     if isinstance(error, ServiceError):
         code = f" ({error.code})" if error.code else ""
         return Reply(f"The workspace refused{code}: {error.message}")

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
 from commands.context import Role, RoleBook
+from commands.policy import Policy, load_policy
 
 
 class SettingsError(Exception):
@@ -79,6 +80,12 @@ class Settings(BaseSettings):
     default_role: str = Field("", validation_alias="MLOPSBOT_DEFAULT_ROLE",
                               description="role of everyone not listed; default viewer (admin in development mode)")
 
+    # Approvals and the pipeline API
+    policy_file: str = Field("", validation_alias="MLOPSBOT_POLICY_FILE")
+    approval_channel: str = Field("", validation_alias="MLOPSBOT_APPROVAL_CHANNEL",
+                                  description="conversation id where requests from personal chats are also posted")
+    api_token: str = Field("", validation_alias="MLOPSBOT_API_TOKEN", repr=False)
+
     _split = field_validator("allowed_tenants", "admins", "approvers", "operators", mode="before")(_list)
 
     @field_validator("azure_workspaces", mode="before")
@@ -107,6 +114,23 @@ class Settings(BaseSettings):
         if value:
             Role.parse(value)
         return value
+
+    @field_validator("policy_file")
+    @classmethod
+    def _policy_file(cls, value: str) -> str:
+        if value:
+            load_policy(value)           # a bad file refuses to start, naming the line
+        return value
+
+    @field_validator("api_token")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        if value and len(value) < 32:
+            raise ValueError("MLOPSBOT_API_TOKEN must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return value
+
+    def policy(self) -> Policy:
+        return load_policy(self.policy_file)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":
@@ -138,13 +162,13 @@ class Settings(BaseSettings):
         return self.storage_url or f"sqlite:///{(self.data_dir / 'bot.db').resolve()}"
 
     def role_book(self) -> RoleBook:
-        default = Role.parse(self.default_role) if self.default_role else (
-            Role.ADMIN if self.development else Role.VIEWER)
+        """Development mode without MLOPSBOT_DEFAULT_ROLE: everyone is Admin until a role is assigned."""
+        default = Role.parse(self.default_role) if self.default_role else Role.VIEWER
         assignments: dict[str, Role] = {}
         for role, ids in ((Role.OPERATOR, self.operators), (Role.APPROVER, self.approvers),
                           (Role.ADMIN, self.admins)):
             assignments.update({i: role for i in ids})
-        return RoleBook(assignments, default)
+        return RoleBook(assignments, default, open_until_assigned=self.development and not self.default_role)
 
     def public_summary(self) -> dict[str, object]:
         """What may be logged: never a password or a secret."""

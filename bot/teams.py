@@ -30,6 +30,7 @@ from aiohttp import web
 from botbuilder.core import (
     ActivityHandler, CardFactory, InvokeResponse, MessageFactory, TurnContext,
 )
+from botbuilder.core.teams import TeamsInfo
 from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
 from botframework.connector.auth import AuthenticationConstants
 from msrest.exceptions import HttpOperationError
@@ -40,6 +41,7 @@ from botbuilder.schema import (
 
 from adapters.storage import ConversationRecord, Storage
 from bot.handler import ChatHandler, FollowUps, Request, apology
+from bot.outbox import DeliveryFailed
 from commands.context import Reply, User
 from commands.ui import card, text
 
@@ -102,14 +104,14 @@ RETRYABLE_STATUSES = {412, 429, 502, 504}
 SEND_ATTEMPTS = 4
 
 
-async def send_with_retry(turn_context: TurnContext, activity: Activity) -> None:
+async def send_with_retry(turn_context: TurnContext, activity: Activity) -> str:
     """Send, retrying what Teams asks us to retry (429 throttling, 412, 502, 504) with exponential
     back-off and jitter, honouring Retry-After. Teams limits a bot to 7 messages a second per
     conversation, so a burst of follow-ups or alerts will meet 429s."""
     for attempt in range(SEND_ATTEMPTS):
         try:
-            await turn_context.send_activity(activity)
-            return
+            response = await turn_context.send_activity(activity)
+            return response.id if response is not None and response.id else ""
         except HttpOperationError as error:
             response = getattr(error, "response", None)
             status = getattr(response, "status_code", None)
@@ -120,6 +122,7 @@ async def send_with_retry(turn_context: TurnContext, activity: Activity) -> None
                 delay = 0.5 * 2 ** attempt * (0.5 + random.random())
             log.info("Teams answered %s; sending again in %.1f s", status, delay)
             await asyncio.sleep(min(delay, 30.0))
+    return ""
 
 
 def _retry_after(response: Any) -> float | None:
@@ -151,6 +154,21 @@ def command_text(activity: Activity) -> str:
             value = value.replace(props["text"], " ")
     value = re.sub(r"<at>.*?</at>", " ", value) if bot_id is None else value
     return " ".join(html.unescape(_TAG.sub(" ", value)).split())
+
+
+def _other_mentions(activity: Activity) -> list[tuple[str, str, str]]:
+    """(text as typed, Teams user id, name) of every @mention that is not the bot."""
+    bot_id = activity.recipient.id if isinstance(activity.recipient, ChannelAccount) else None
+    found = []
+    for entity in activity.entities or []:
+        props = entity.additional_properties or {}
+        mentioned = props.get("mentioned") or {}
+        if entity.type != "mention" or not isinstance(mentioned, dict) or mentioned.get("id") == bot_id:
+            continue
+        if isinstance(props.get("text"), str) and isinstance(mentioned.get("id"), str):
+            shown = " ".join(html.unescape(_TAG.sub(" ", props["text"])).split())
+            found.append((shown, mentioned["id"], str(mentioned.get("name") or shown)))
+    return found
 
 
 def user_of(activity: Activity) -> User:
@@ -191,6 +209,7 @@ class TeamsBot(ActivityHandler):
         self.app_id = app_id
         self._follow_ups = FollowUps()
         self._welcomed: set[str] = set()
+        self._mentioned: tuple[User, ...] = ()
 
     async def process(self, request: web.Request) -> web.StreamResponse:
         """Hand an aiohttp request to the CloudAdapter: JWT validation, then this bot's turn.
@@ -226,9 +245,12 @@ class TeamsBot(ActivityHandler):
         if value is not None and "verb" in value:            # Action.Submit from one of our cards
             request = self._request(activity, verb=value.get("verb"), args=value.get("args", []))
         else:
-            request = self._request(activity, text=command_text(activity))
+            words = await self._resolve_mentions(turn_context)
+            request = self._request(activity, text=words, mentioned=self._mentioned)
         reply = await self.handler.handle(request, self._later(activity))
-        await send_with_retry(turn_context, reply_activity(reply))
+        activity_id = await send_with_retry(turn_context, reply_activity(reply))
+        if reply.track:
+            await self.handler.delivered(reply, request.conversation_id, activity_id)
 
     async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse | None:
         if turn_context.activity.name != "adaptiveCard/action":
@@ -243,9 +265,36 @@ class TeamsBot(ActivityHandler):
             status_code=200, type=CARD_CONTENT_TYPE, value=answer))
 
     def _request(self, activity: Activity, *, text: str | None = None, verb: Any = None,
-                 args: Any = ()) -> Request:
-        return Request(user=user_of(activity), conversation_id=activity.conversation.id if activity.conversation
-                       else "", text=text, verb=verb, args=args if isinstance(args, list) else [args])
+                 args: Any = (), mentioned: tuple[User, ...] = ()) -> Request:
+        conversation = activity.conversation
+        return Request(user=user_of(activity), conversation_id=conversation.id if conversation else "",
+                       text=text, verb=verb, args=args if isinstance(args, list) else [args],
+                       activity_id=activity.id or "", conversation_kind=(conversation.conversation_type or "")
+                       if conversation else "", mentioned=mentioned)
+
+    async def _resolve_mentions(self, turn_context: TurnContext) -> str:
+        """The typed words, with each @mention of a person replaced by their Entra object id
+        (looked up with Teams' member API), so that `grant @Bob approver` names Bob exactly."""
+        activity = turn_context.activity
+        typed = command_text(activity)
+        self._mentioned = ()
+        people = _other_mentions(activity)
+        if not people:
+            return typed
+        found: list[User] = []
+        for shown, member_id, name in people:
+            try:
+                member = await TeamsInfo.get_member(turn_context, member_id)
+                object_id = member.aad_object_id or ""
+                upn = getattr(member, "user_principal_name", "") or ""
+            except Exception as error:  # noqa: BLE001 - the member API is optional: say so below
+                log.info("could not resolve a mention: %r", error)
+                object_id, upn = "", ""
+            if object_id:
+                found.append(User(id=object_id, name=name or shown, tenant_id=user_of(activity).tenant_id, upn=upn))
+            typed = typed.replace(shown, f" {object_id or shown.replace(' ', '_')} ")
+        self._mentioned = tuple(found)
+        return " ".join(typed.split())
 
     # ------------------------------------------------------------ installs and welcome
 
@@ -281,6 +330,42 @@ class TeamsBot(ActivityHandler):
             await send_with_retry(turn_context, reply_activity(reply))
 
         await self.adapter.continue_conversation(reference, callback, bot_app_id=self.app_id)
+
+    async def deliver(self, conversation_id: str, payload: dict, update_activity_id: str | None) -> str:
+        """Send (or edit) one outbox message in a stored conversation; return Teams' activity id.
+        Failures become DeliveryFailed with Teams' status, so the outbox worker can decide."""
+        record = await self.storage.get_conversation(conversation_id)
+        if record is None:
+            raise DeliveryFailed(f"no stored conversation {conversation_id}", status=404)
+        reference = ConversationReference().deserialize(record.reference)
+        reply = Reply(str(payload.get("text") or ""), card=payload.get("card"))
+        outcome: dict[str, Any] = {}
+
+        async def callback(turn_context: TurnContext) -> None:
+            activity = reply_activity(reply)
+            try:
+                if update_activity_id:
+                    activity.id = update_activity_id
+                    await turn_context.update_activity(activity)
+                    outcome["id"] = update_activity_id
+                else:
+                    response = await turn_context.send_activity(activity)
+                    outcome["id"] = response.id if response is not None and response.id else ""
+            except Exception as error:  # noqa: BLE001 - re-raised below, outside botbuilder's turn
+                outcome["error"] = error
+
+        try:
+            await self.adapter.continue_conversation(reference, callback, bot_app_id=self.app_id)
+        except Exception as error:  # noqa: BLE001 - token or network failures before the callback
+            outcome["error"] = error
+        error = outcome.get("error")
+        if error is None:
+            return outcome.get("id", "")
+        if isinstance(error, HttpOperationError):
+            response = getattr(error, "response", None)
+            raise DeliveryFailed(str(error)[:200], status=getattr(response, "status_code", None),
+                                 retry_after=_retry_after(response))
+        raise DeliveryFailed(repr(error)[:200])
 
     async def drain(self, timeout: float = 5.0) -> None:
         """Let pending follow-ups finish (used at shutdown)."""

@@ -13,8 +13,9 @@ async def outcome(operation: PendingOperation, where: str) -> Reply:
         summary = await operation.wait()
     except ServiceError as error:
         code = f" ({error.code})" if error.code else ""
-        return Reply(f"❌ The {operation.kind} change on {operation.target} failed{code}: {error.message} [{where}]")
-    return Reply(f"✅ {summary} [{where}]")
+        return Reply(f"❌ The {operation.kind} change on {operation.target} failed{code}: {error.message} [{where}]",
+                     ok=False)
+    return Reply(f"✅ {summary} [{where}]", ok=True)
 
 
 def accepted(ctx: Context, operation: PendingOperation, what: str) -> Reply:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from enum import IntEnum
 from typing import Any, Awaitable, Callable
 
@@ -35,6 +36,7 @@ class User:
     id: str                  # Entra object id (aadObjectId) when known, else the channel's user id
     name: str
     tenant_id: str = ""
+    upn: str = ""            # user principal name, when Teams' member API told us
 
 
 @dataclass(frozen=True)
@@ -43,17 +45,36 @@ class Reply:
 
     text: str
     card: dict[str, Any] | None = None
+    ok: bool | None = None       # for the outcome of a change: did it succeed?
+    track: str = ""              # e.g. "approval:42": the host tells the gate where this message landed
 
 
 @dataclass(frozen=True)
 class RoleBook:
-    """Role assignments by user id (Entra object id); everyone else gets `default`."""
+    """Role assignments from the environment, by user id (Entra object id, never a display name).
+
+    Everyone else has the role an admin granted them in chat (stored; see commands.admin), or
+    `default`. `open_until_assigned` is development mode's convenience: everyone is Admin while no
+    role is assigned anywhere (environment or grant); from the first assignment on, `default`.
+    """
 
     assignments: dict[str, Role] = field(default_factory=dict)
     default: Role = Role.VIEWER
+    open_until_assigned: bool = False
 
-    def role_of(self, user: User) -> Role:
-        return self.assignments.get(user.id, self.default)
+    def role_of(self, user: User, granted: Role | None = None, *, any_grant: bool = False) -> Role:
+        """`granted`: the user's stored grant, if any; `any_grant`: whether anyone has one."""
+        return self.placed(user, granted, any_grant=any_grant)[0]
+
+    def placed(self, user: User, granted: Role | None = None, *, any_grant: bool = False) -> tuple[Role, str]:
+        """The role and where it comes from: "environment", "grant" or "default"."""
+        if user.id and user.id in self.assignments:
+            return self.assignments[user.id], "environment"
+        if user.id and granted is not None:
+            return granted, "grant"
+        if self.open_until_assigned and not self.assignments and not any_grant:
+            return Role.ADMIN, "default"
+        return self.default, "default"
 
 
 class UnknownWorkspace(LookupError):
@@ -96,6 +117,19 @@ class Context:
     development: bool = False          # no Microsoft App ID: identities are not authenticated
     later: FollowUp | None = None      # deliver a Reply to this conversation when an awaitable finishes
     workspace: str | None = None       # the --workspace the command was given, if any
+    activity_id: str = ""              # the Teams activity that asked (audit; redeliveries are ignored)
+    conversation_kind: str = ""        # personal | groupChat | channel
+    gate: Any = None                   # commands.gate.Gate: every change passes it
+    store: Any = None                  # the bot's storage (adapters.storage.SqlStorage)
+    role_source: str = "default"       # where the role comes from: environment, grant or default
+    role_book: RoleBook | None = None  # the environment's assignments (for `roles`, `grant`)
+    mentioned: tuple[User, ...] = ()   # people @mentioned in the message (not the bot), ids resolved
+    reason: str = ""                   # a change command's --reason
+    pipeline: Any = None               # commands.gate.Pipeline when a CI/CD pipeline asks (the API)
+    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+
+    def now(self) -> datetime:
+        return self.clock()
 
     @property
     def ml(self) -> NonBlockingService:

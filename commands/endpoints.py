@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from adapters.service import BatchEndpoint, EndpointMetrics, OnlineEndpoint, ServiceError
+from adapters.service import BatchEndpoint, EndpointMetrics, InvalidRequest, NotFound, OnlineEndpoint, ServiceError
 from commands.changes import accepted
 from commands.context import Context, Reply, Role
+from commands.gate import Change, Stale, executes
 from commands.registry import Arg, UsageError, command, whole_number
 from commands.ui import button, card, columns, facts, limited, reply, section, text
 
@@ -118,9 +119,36 @@ def parse_split(words: list[str]) -> dict[str, int]:
 @command("traffic", Arg("endpoint", help="an online endpoint"),
          Arg("split", nargs="+", metavar="deployment=percent", help="the new split; it must add up to 100"),
          summary="Shift traffic between deployments of an online endpoint (blue/green, canary).",
-         role=Role.OPERATOR, example="traffic fraud-api blue=90 green=10")
+         role=Role.OPERATOR, example="traffic fraud-api blue=90 green=10", change=True)
 async def traffic(ctx: Context, endpoint: str, split: list[str]) -> Reply:
     new = parse_split(split)
+    current = await ctx.ml.get_endpoint(endpoint)
+    _check_split(current, new)
+    return await ctx.gate.submit(ctx, Change(
+        action="traffic", workspace=ctx.ml.name, environment=ctx.ml.environment, target=f"endpoint {endpoint}",
+        parameters={"endpoint": endpoint, "traffic": new}, before={"traffic": dict(current.traffic)},
+        after={"traffic": new},
+        summary=f"Traffic on {endpoint}: {traffic_text(current.traffic)} → {traffic_text(new)}"))
+
+
+def _check_split(endpoint: OnlineEndpoint, new: dict[str, int]) -> None:
+    """Refuse, before anyone is asked, what the workspace would refuse."""
+    deployments = [d.name for d in endpoint.deployments]
+    for name in new:
+        if name not in deployments:
+            raise NotFound("deployment", f"{endpoint.name}/{name}", f"Endpoint {endpoint.name} has no deployment "
+                           f"named '{name}' (it has: {', '.join(deployments) or 'none'}).")
+    if sum(new.values()) != 100:
+        raise InvalidRequest(f"Traffic must sum to 100, got {sum(new.values())}.")
+
+
+@executes("traffic")
+async def apply_traffic(ctx: Context, change: Change) -> Reply:
+    endpoint, new = change.parameters["endpoint"], change.parameters["traffic"]
+    current = await ctx.ml.get_endpoint(endpoint)
+    if current.traffic != change.before["traffic"]:
+        raise Stale(f"the split on {endpoint} is now {traffic_text(current.traffic)}, no longer "
+                    f"{traffic_text(change.before['traffic'])}.")
     operation = await ctx.ml.set_traffic(endpoint, new)
     return accepted(ctx, operation, f"Traffic on {endpoint} is moving to {traffic_text(new)}.")
 

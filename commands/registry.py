@@ -132,6 +132,8 @@ def one_of(values: Sequence[str], what: str) -> Callable[[str], str]:
 
 
 WORKSPACE_ARG = Arg("--workspace", help="which configured workspace (default: the first)", metavar="NAME")
+REASON_ARG = Arg("--reason", help="why: shown to approvers and kept in the audit trail", metavar="TEXT")
+MAX_REASON_CHARS = 500
 
 
 class _Parser(argparse.ArgumentParser):
@@ -156,6 +158,7 @@ class Command:
     example: str
     handler: Handler
     uses_workspace: bool = True
+    change: bool = False              # passes the gate; takes --reason
     parser: argparse.ArgumentParser = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -173,7 +176,8 @@ class Command:
 
     @property
     def all_args(self) -> tuple[Arg, ...]:
-        return self.args + ((WORKSPACE_ARG,) if self.uses_workspace else ())
+        return (self.args + ((WORKSPACE_ARG,) if self.uses_workspace else ())
+                + ((REASON_ARG,) if self.change else ()))
 
     @property
     def usage(self) -> str:
@@ -187,6 +191,31 @@ class Command:
         if self.role > Role.VIEWER:
             lines.append(f"Needs the {self.role.label} role.")
         return "\n".join(lines)
+
+    def argv(self, parameters: dict[str, Any]) -> list[str]:
+        """The words that give these named parameters (the pipeline API names arguments, chat
+        types words): positionals in order, options as `--name value`. ValueError names a problem."""
+        known = {a.dest: a for a in self.args}
+        unknown = sorted(set(parameters) - set(known))
+        if unknown:
+            raise ValueError(f"unknown parameter '{unknown[0]}' for {self.name} (known: {', '.join(known) or 'none'})")
+        words: list[str] = []
+        for arg in self.args:
+            value = parameters.get(arg.dest)
+            if value is None:
+                if not arg.is_option and arg.nargs not in ("?", "*"):
+                    raise ValueError(f"{self.name} needs the parameter '{arg.dest}'")
+                continue
+            if isinstance(value, dict):
+                values = [f"{k}={v}" for k, v in value.items()]
+            elif isinstance(value, list):
+                values = [str(v) for v in value]
+            elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                values = str(value).split() if arg.nargs in ("+", "*") else [str(value)]
+            else:
+                raise ValueError(f"parameter '{arg.dest}' must be text, a number, a list or an object")
+            words += ([arg.name] if arg.is_option else []) + values
+        return words
 
     def parse(self, argv: Sequence[str]) -> dict[str, Any]:
         try:
@@ -223,11 +252,11 @@ class Registry:
         self._commands: dict[str, Command] = {}
 
     def command(self, name: str, *args: Arg, summary: str, example: str, role: Role = Role.VIEWER,
-                uses_workspace: bool = True) -> Callable[[Handler], Handler]:
+                uses_workspace: bool = True, change: bool = False) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             if name in self._commands:
                 raise ValueError(f"command {name!r} declared twice")
-            cmd = Command(name, tuple(args), summary, role, example, handler, uses_workspace)
+            cmd = Command(name, tuple(args), summary, role, example, handler, uses_workspace, change)
             _check_signature(cmd)
             self._commands[name] = cmd
             return handler
@@ -235,6 +264,13 @@ class Registry:
 
     def __iter__(self):
         return iter(self._commands.values())
+
+    def arrange(self, modules: Sequence[str]) -> None:
+        """Order the commands by the module that declares them (then by declaration)."""
+        rank = {name: i for i, name in enumerate(modules)}
+        ordered = sorted(enumerate(self._commands.values()),
+                         key=lambda item: (rank.get(item[1].handler.__module__, len(rank)), item[0]))
+        self._commands = {cmd.name: cmd for _, cmd in ordered}
 
     def find(self, word: str) -> Command | None:
         return self._commands.get(word.lower())
@@ -270,6 +306,11 @@ class Registry:
             raise Forbidden(f"`{cmd.name}` needs the {cmd.role.label} role; you have {ctx.role.label}. "
                             "Ask a bot admin to grant it.")
         kwargs = cmd.parse(argv)
+        if cmd.change:
+            reason = kwargs.pop("reason") or ""
+            if len(reason) > MAX_REASON_CHARS:
+                raise UsageError(f"The reason is too long ({len(reason)} characters; at most {MAX_REASON_CHARS}).")
+            ctx.reason = reason
         if cmd.uses_workspace:
             ctx.workspace = kwargs.pop("workspace")
             try:

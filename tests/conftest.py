@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import itertools
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -10,7 +13,10 @@ from bot.app import build_workspaces, create_app
 from bot.handler import ChatHandler, Request
 from bot.settings import Settings, load_settings
 from commands.catalog import catalog
+from adapters.storage import open_storage
 from commands.context import Reply, Role, RoleBook, User
+from commands.gate import Gate
+from commands.policy import Policy, parse_policy
 from tests.teams_client import TeamsStandIn
 
 DEV = User(id="dev-1", name="Dana Dev", tenant_id="t1")
@@ -21,7 +27,9 @@ def settings(tmp_path, monkeypatch) -> Settings:
     for name in ("MicrosoftAppId", "MicrosoftAppPassword", "MLOPSBOT_BACKEND", "MLOPSBOT_STORAGE_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)          # no stray .env file is read
-    return load_settings(data_dir=tmp_path / "data", host="127.0.0.1")
+    policy = tmp_path / "direct-policy.toml"        # the commands' own tests: no gate in the way
+    policy.write_text('[[rule]]\nmode = "direct"\n')
+    return load_settings(data_dir=tmp_path / "data", host="127.0.0.1", policy_file=str(policy))
 
 
 @pytest.fixture
@@ -37,33 +45,85 @@ def workspaces(settings, pools):
     return build_workspaces(settings, pools, reset_demo=True)
 
 
+class Clock:
+    """A clock tests move by hand."""
+
+    def __init__(self, start: datetime = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)) -> None:
+        self.moment = start
+
+    def __call__(self) -> datetime:
+        return self.moment
+
+    def advance(self, **delta: float) -> None:
+        self.moment += timedelta(**delta)
+
+
+# Everything runs at once: the tests of the commands themselves. Approval tests use the defaults.
+DIRECT_POLICY = parse_policy('[[rule]]\nmode = "direct"\n', source="tests: everything direct")
+
+
 class Chat:
-    """In-process conversation with the bot's handler: `await chat("models")` -> Reply."""
+    """In-process conversation with the bot's handler: `await chat("models")` -> Reply.
 
-    def __init__(self, workspaces, role: Role = Role.ADMIN) -> None:
-        self.handler = ChatHandler(catalog(), workspaces, RoleBook(default=role))
-        self.user = DEV
+    It has real storage (SQLite) and the real gate; `background` collects what the gate runs
+    after a turn (outcomes of approved changes), `follow_ups` what a command posts later."""
+
+    def __init__(self, workspaces, store, role: Role = Role.ADMIN, *, policy: Policy = DIRECT_POLICY,
+                 roles: RoleBook | None = None, clock: Clock | None = None, user: User = DEV) -> None:
+        self.clock = clock or Clock()
+        self.background: list = []
+        self.gate = Gate(policy, store, clock=self.clock, spawn=self.background.append)
+        self.handler = ChatHandler(catalog(), workspaces, roles or RoleBook(default=role), store=store,
+                                   gate=self.gate, clock=self.clock)
+        self.user = user
         self.follow_ups: list = []
+        self._activities = itertools.count(1)
 
-    async def __call__(self, text: str) -> Reply:
-        return await self.handler.handle(Request(self.user, "conv-1", text=text), self.follow_ups.append)
+    def request(self, *, text: str | None = None, verb: str | None = None, args=(), activity_id: str | None = None,
+                conversation: str = "conv-1", kind: str = "personal") -> Request:
+        return Request(self.user, conversation, text=text, verb=verb, args=list(args),
+                       activity_id=activity_id or f"activity-{next(self._activities)}", conversation_kind=kind)
 
-    async def click(self, verb: str, *args: str) -> Reply:
-        return await self.handler.handle(Request(self.user, "conv-1", verb=verb, args=list(args)),
-                                         self.follow_ups.append)
+    async def __call__(self, text: str, **kw) -> Reply:
+        return await self.handler.handle(self.request(text=text, **kw), self.follow_ups.append)
+
+    async def click(self, verb: str, *args: str, **kw) -> Reply:
+        return await self.handler.handle(self.request(verb=verb, args=args, **kw), self.follow_ups.append)
+
+    def as_(self, user: User) -> "Chat":
+        """The same conversation, another person typing."""
+        other = copy.copy(self)
+        other.user = user
+        return other
+
+    async def settle(self) -> list[Reply]:
+        """Await what the turns left running: follow-ups and the gate's background outcomes."""
+        done = []
+        while self.follow_ups or self.background:
+            pending, self.follow_ups[:], self.background[:] = [*self.follow_ups, *self.background], [], []
+            for awaitable in pending:
+                done.append(await awaitable)
+        return done
 
 
 @pytest.fixture
-async def chat(workspaces):
-    conversation = Chat(workspaces)
+async def store(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'bot.db'}")
+    await storage.open()
+    yield storage
+    await storage.close()
+
+
+@pytest.fixture
+async def chat(workspaces, store):
+    conversation = Chat(workspaces, store)
     yield conversation
-    for outcome in conversation.follow_ups:     # finish what a test left running
-        await outcome
+    await conversation.settle()                 # finish what a test left running
 
 
 @pytest.fixture
-def viewer_chat(workspaces) -> Chat:
-    return Chat(workspaces, Role.VIEWER)
+def viewer_chat(workspaces, store) -> Chat:
+    return Chat(workspaces, store, Role.VIEWER)
 
 
 @pytest.fixture

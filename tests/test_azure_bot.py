@@ -45,8 +45,8 @@ def azure(pool, tmp_path):
 
 
 @pytest.fixture
-def azure_chat(azure) -> Chat:
-    return Chat(azure[1])
+def azure_chat(azure, store) -> Chat:
+    return Chat(azure[1], store)
 
 
 @pytest.mark.parametrize("typed", [c.example for c in READ_ONLY if c.name != "logs"] + ["models", "jobs"])

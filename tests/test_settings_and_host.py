@@ -9,7 +9,7 @@ import pytest
 
 from bot.cli import main
 from bot.settings import SettingsError, load_settings
-from commands.context import Role
+from commands.context import Role, User
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +23,19 @@ def clean_environment(monkeypatch, tmp_path):
 def test_development_mode_needs_loopback_and_the_local_backend():
     settings = load_settings()
     assert (settings.development, settings.host, settings.port, settings.backend) == (True, "127.0.0.1", 3978, "local")
-    assert settings.role_book().default is Role.ADMIN
+    book = settings.role_book()
+    someone = User(id="00000000-0000-0000-0000-000000000001", name="Someone")
+    assert book.role_of(someone) is Role.ADMIN                       # nobody has a role yet: open
+    assert book.role_of(someone, any_grant=True) is Role.VIEWER      # once anyone is granted one: closed
+
+
+def test_development_mode_is_admin_only_while_no_role_is_assigned():
+    someone = User(id="00000000-0000-0000-0000-000000000001", name="00000000-0000-0000-0000-00000000ad01")
+    book = load_settings(admins="00000000-0000-0000-0000-00000000ad01").role_book()
+    assert book.role_of(someone) is Role.VIEWER        # named like the admin's id, but is not the admin
+    assert book.role_of(User(id="00000000-0000-0000-0000-00000000ad01", name="Ada")) is Role.ADMIN
+    explicit = load_settings(default_role="operator").role_book()
+    assert explicit.role_of(someone) is Role.OPERATOR
 
 
 @pytest.mark.parametrize("overrides,needle", [

@@ -1,0 +1,264 @@
+"""The HTTP API for pipelines: an approval gate (`/api/approvals`) and the audit export (`/api/audit`).
+
+    POST /api/approvals        open a request; 201 {"id": 42, "state": "pending", ...}
+    GET  /api/approvals/{id}   its state, votes and decider, for the pipeline to poll
+    GET  /api/audit?format=jsonl|csv&since=7d|2026-11-01T00:00:00Z
+
+Every call carries `Authorization: Bearer <MLOPSBOT_API_TOKEN>`, compared in constant time; without
+a configured token the API is off (503). Bad bodies get 400 (not JSON) or 422 naming the field;
+never 500. See docs/ci-gate.md for GitHub Actions and Azure Pipelines steps.
+
+A request with `"execute": true` names a change command (`traffic`, `scale`, ...) and its
+arguments; the bot checks them like a typed command, reads the "before", and carries out the
+change once approved. With `"execute": false` the bot is only the gate: any action and target,
+and the pipeline does the change itself after polling `approved`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hmac
+import io
+import json
+import logging
+from dataclasses import asdict
+from datetime import datetime, timezone
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, Field, StrictBool, ValidationError, field_validator
+
+from adapters.storage import approvals as approval_store, audit as audit_log
+from adapters.storage.approvals import Approval
+from bot.handler import ChatHandler, explain
+from commands.audit import parse_since
+from commands.context import Role, User
+from commands.gate import Change, Pipeline
+from commands.policy import APPROVAL, Rule
+from commands.registry import CommandError
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+class GateRequest(BaseModel):
+    """The body of POST /api/approvals."""
+
+    model_config = {"extra": "forbid"}
+
+    action: str = Field(min_length=1, max_length=64)
+    workspace: str = Field("", max_length=128)
+    target: str = Field("", max_length=300)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    reason: str = Field("", max_length=1000)
+    requester: str = Field(min_length=1, max_length=200)
+    conversation: str = Field(min_length=1, max_length=400)
+    run_url: str = Field("", max_length=1000)
+    execute: StrictBool = False
+    before: dict[str, Any] = Field(default_factory=dict)
+    after: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("run_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not value.startswith("https://"):
+            raise ValueError("must be an https:// URL")
+        return value
+
+    @field_validator("parameters", "before", "after")
+    @classmethod
+    def _small(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(value)) > 8192:
+            raise ValueError("is too large (8 KB at most)")
+        return value
+
+
+def _problem(status: int, reason: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": reason, **extra}, status=status)
+
+
+def authorized(request: web.Request, token: str) -> web.Response | None:
+    """None when the caller presented the API token; otherwise the response to give."""
+    if not token:
+        return _problem(503, "the API is off: set MLOPSBOT_API_TOKEN to enable it")
+    given = request.headers.get("Authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+        return web.json_response({"error": "missing or wrong bearer token"}, status=401,
+                                 headers={"WWW-Authenticate": "Bearer"})
+    return None
+
+
+def approval_json(request: Approval) -> dict[str, Any]:
+    votes = [{"voter": v.voter_name, "voter_id": v.voter_id, "decision": v.decision, "comment": v.comment,
+              "at": v.at.isoformat()} for v in request.votes]
+    deciders = [v["voter"] for v in votes if (v["decision"] == "reject") == (request.state == "rejected")]
+    return {"id": request.id, "state": request.state, "action": request.action, "workspace": request.workspace,
+            "environment": request.environment, "target": request.target,
+            "summary": request.parameters.get("_summary", request.target), "requester": request.requester_name,
+            "reason": request.reason, "quorum": request.quorum, "approvals": len(request.approvals),
+            "votes": votes, "decided_by": deciders if request.state not in ("pending", "expired", "withdrawn") else [],
+            "result": request.result, "execute": request.execute, "run_url": request.run_url,
+            "created_at": request.created_at.isoformat(), "expires_at": request.expires_at.isoformat(),
+            "updated_at": request.updated_at.isoformat()}
+
+
+class ApprovalsApi:
+    def __init__(self, handler: ChatHandler, token: str) -> None:
+        self.handler = handler
+        self.token = token
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/api/approvals", self.create), web.get("/api/approvals/{id}", self.read),
+                web.get("/api/audit", self.export)]
+
+    async def create(self, request: web.Request) -> web.Response:
+        denied = authorized(request, self.token)
+        if denied is not None:
+            return denied
+        if request.content_type != "application/json":
+            return _problem(415, "expected Content-Type: application/json")
+        try:
+            raw = await request.content.read(MAX_BODY_BYTES + 1)
+            if len(raw) > MAX_BODY_BYTES:
+                return _problem(413, f"body larger than {MAX_BODY_BYTES} bytes")
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return _problem(400, "body is not JSON")
+        try:
+            gate_request = GateRequest.model_validate(body)
+        except ValidationError as error:
+            first = error.errors()[0]
+            field = ".".join(str(p) for p in first.get("loc", ())) or "body"
+            return _problem(422, f"{field}: {first.get('msg', 'invalid')}", field=field)
+        try:
+            approval = await self._open(gate_request)
+        except _Unprocessable as error:
+            return _problem(422, str(error), field=error.field)
+        return web.json_response(approval_json(approval), status=201,
+                                 headers={"Location": f"/api/approvals/{approval.id}"})
+
+    async def _open(self, body: GateRequest) -> Approval:
+        handler = self.handler
+        if handler.gate is None or handler.store is None:
+            raise _Unprocessable("approvals are not available", "action")
+        conversation = await handler.store.get_conversation(body.conversation)
+        if conversation is None:
+            raise _Unprocessable(f"the bot is not in conversation '{body.conversation}' (add it to the channel "
+                                 "first, or @mention it there once)", "conversation")
+        try:
+            workspace = handler.workspaces.get(body.workspace or None)
+        except LookupError as error:
+            raise _Unprocessable(str(error), "workspace") from None
+        pipeline = Pipeline(run_url=body.run_url, conversation_id=conversation.conversation_id,
+                            tenant_id=conversation.tenant_id, execute=body.execute)
+        requester = User(id=f"pipeline:{body.requester}", name=body.requester, tenant_id=conversation.tenant_id)
+        if body.execute:
+            command = handler.registry.find(body.action)
+            if command is None or body.action not in handler.gate.executable_actions():
+                raise _Unprocessable(f"'{body.action}' is not a change I can carry out; use one of "
+                                     f"{', '.join(handler.gate.executable_actions())}, or execute: false",
+                                     "action")
+            try:
+                argv = command.argv(body.parameters) + ["--workspace", workspace.name] + (
+                    ["--reason", body.reason] if body.reason else [])
+            except ValueError as error:
+                raise _Unprocessable(str(error), "parameters") from None
+            ctx = await handler.context_for(requester, conversation.conversation_id, role=Role.OPERATOR,
+                                            pipeline=pipeline)
+            try:
+                reply = await handler.registry.invoke(ctx, command, argv)
+            except CommandError as error:
+                raise _Unprocessable(error.message, "parameters") from None
+            except Exception as error:  # noqa: BLE001 - a workspace error is the caller's to read
+                raise _Unprocessable(explain(error).text, "parameters") from None
+            approval_id = int(reply.track.partition(":")[2]) if reply.track.startswith("approval:") else None
+            if approval_id is None:
+                raise _Unprocessable(reply.text, "parameters")
+            return await self._get(approval_id)
+        rule = handler.gate.rule(body.action, workspace.environment)
+        if rule.mode != APPROVAL:
+            rule = Rule(APPROVAL, source="api default")
+        change = Change(action=body.action, workspace=workspace.name, environment=workspace.environment,
+                        target=body.target or body.action, parameters=body.parameters, before=body.before,
+                        after=body.after, summary=f"{body.action} {body.target}".strip(), reason=body.reason)
+        ctx = await handler.context_for(requester, conversation.conversation_id, role=Role.OPERATOR,
+                                        pipeline=pipeline)
+        reply = await handler.gate.open_request(ctx, change, rule)
+        return await self._get(int(reply.track.partition(":")[2]))
+
+    async def _get(self, approval_id: int) -> Approval:
+        async def read(tx) -> Approval | None:
+            return await approval_store.get(tx, approval_id)
+        found = await self.handler.store.run_transaction(read, write=False)
+        assert found is not None
+        return found
+
+    async def read(self, request: web.Request) -> web.Response:
+        denied = authorized(request, self.token)
+        if denied is not None:
+            return denied
+        raw = request.match_info["id"]
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 10:
+            return _problem(400, "the approval id is a number")
+
+        async def read(tx) -> Approval | None:
+            return await approval_store.get(tx, int(raw))
+        found = await self.handler.store.run_transaction(read, write=False)
+        if found is None:
+            return _problem(404, f"no approval request {raw}")
+        return web.json_response(approval_json(found))
+
+    async def export(self, request: web.Request) -> web.StreamResponse:
+        denied = authorized(request, self.token)
+        if denied is not None:
+            return denied
+        fmt = request.query.get("format", "jsonl")
+        if fmt not in ("jsonl", "csv"):
+            return _problem(400, "format must be jsonl or csv")
+        since = None
+        if request.query.get("since"):
+            try:
+                since = _since(request.query["since"], self.handler.clock())
+            except ValueError as error:
+                return _problem(400, f"since: {error}")
+
+        async def read(tx):
+            return await audit_log.scan(tx, since=since)
+        records = await self.handler.store.run_transaction(read, write=False)
+        rows = [_record_dict(r) for r in records]
+        if fmt == "jsonl":
+            text = "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows)
+            return web.Response(text=text, content_type="application/x-ndjson")
+        out = io.StringIO()
+        columns = list(rows[0]) if rows else ["seq"]
+        writer = csv.DictWriter(out, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: json.dumps(v, ensure_ascii=False, sort_keys=True) if isinstance(v, (dict, list))
+                             else v for k, v in row.items()})
+        return web.Response(text=out.getvalue(), content_type="text/csv")
+
+
+class _Unprocessable(Exception):
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _since(value: str, now: datetime) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            return now - parse_since(value)
+        except CommandError:
+            raise ValueError("use an ISO 8601 time (2026-11-01T00:00:00Z) or a span (7d, 12h)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _record_dict(record) -> dict[str, Any]:
+    row = asdict(record)
+    row["at"] = record.at.isoformat()
+    return row

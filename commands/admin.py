@@ -1,0 +1,131 @@
+"""Who may do what: grant, revoke, roles, policies.
+
+Roles come from three places, strongest first: the environment (`MLOPSBOT_ADMINS`,
+`MLOPSBOT_APPROVERS`, `MLOPSBOT_OPERATORS`, changed only by redeploying), grants an admin made in
+chat (stored, audited), and the default role. A user is named by Entra object id (aadObjectId)
+or by @mention, which the Teams seam resolves to the member's object id; never by display name.
+"""
+
+from __future__ import annotations
+
+import re
+
+from adapters.storage import audit, grants
+from adapters.storage.grants import Grant
+from commands.context import Context, Reply, Role, User
+from commands.policy import CHANGE_ACTIONS
+from commands.registry import CATALOG, Arg, UsageError, command, one_of
+from commands.ui import card, columns, facts, limited, reply, section, text, when
+
+_OBJECT_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+ROLE_NAMES = tuple(r.name.lower() for r in Role)
+
+
+def _person(ctx: Context, word: str) -> User:
+    """The user a command names: an @mention (resolved by the seam) or an Entra object id."""
+    for person in ctx.mentioned:
+        if word in (person.id, person.name):
+            return person
+    if _OBJECT_ID.match(word):
+        return User(id=word.lower(), name=word.lower(), tenant_id=ctx.user.tenant_id)
+    raise UsageError(f"'{word}' is not a person I can identify. @mention them, or give their Entra object id "
+                     "(a GUID such as 00000000-0000-0000-0000-000000000b0b, shown by `whoami`).")
+
+
+def _store(ctx: Context):
+    if ctx.store is None or ctx.role_book is None:
+        raise UsageError("Role management is not available here.")
+    return ctx.store
+
+
+def _audit_entry(ctx: Context, event: str, person: User, before: str, after: str) -> audit.AuditEntry:
+    return audit.AuditEntry(at=ctx.now(), event=event, actor_id=ctx.user.id, actor_name=ctx.user.name,
+                            actor_upn=ctx.user.upn, tenant_id=ctx.user.tenant_id, action="role",
+                            target=f"user {person.name} ({person.id})", before={"role": before},
+                            after={"role": after}, activity_id=ctx.activity_id)
+
+
+@command("grant", Arg("user", help="an @mention or an Entra object id"),
+         Arg("role", type=one_of(ROLE_NAMES, "role"), help="viewer, operator, approver or admin"),
+         summary="Give someone a role (admins only).", role=Role.ADMIN,
+         example="grant 00000000-0000-0000-0000-000000000b0b approver", uses_workspace=False)
+async def grant(ctx: Context, user: str, role: str) -> Reply:
+    store = _store(ctx)
+    person = _person(ctx, user)
+    fixed = ctx.role_book.assignments.get(person.id)
+    if fixed is not None:
+        raise UsageError(f"{person.name} is {fixed.label} through the environment (MLOPSBOT_{fixed.name}S); "
+                         "change it there.")
+
+    async def work(tx) -> Grant | None:
+        previous = await grants.put_grant(tx, Grant(user_id=person.id, user_name=person.name, role=role,
+                                                    granted_by_id=ctx.user.id, granted_by_name=ctx.user.name,
+                                                    granted_at=ctx.now()))
+        await audit.append(tx, _audit_entry(ctx, "role_granted", person, previous.role if previous else "", role))
+        return previous
+
+    previous = await store.run_transaction(work)
+    was = f" (was {previous.role.capitalize()})" if previous else ""
+    return Reply(f"{person.name} is now {role.capitalize()}{was}. Recorded in the audit trail.")
+
+
+@command("revoke", Arg("user", help="an @mention or an Entra object id"),
+         summary="Take back a role granted in chat (admins only).", role=Role.ADMIN,
+         example="revoke 00000000-0000-0000-0000-000000000b0b", uses_workspace=False)
+async def revoke(ctx: Context, user: str) -> Reply:
+    store = _store(ctx)
+    person = _person(ctx, user)
+
+    async def work(tx) -> Grant | None:
+        removed = await grants.remove_grant(tx, person.id)
+        if removed is not None:
+            await audit.append(tx, _audit_entry(ctx, "role_revoked", User(person.id, removed.user_name),
+                                                removed.role, ""))
+        return removed
+
+    removed = await store.run_transaction(work)
+    if removed is None:
+        fixed = ctx.role_book.assignments.get(person.id)
+        where = f" Their {fixed.label} role comes from the environment." if fixed else ""
+        return Reply(f"{person.name} has no role granted in chat.{where}")
+    return Reply(f"{removed.user_name} is no longer {removed.role.capitalize()}; they now have the default role. "
+                 "Recorded in the audit trail.")
+
+
+@command("roles", summary="Show who has which role, and where it comes from.", example="roles",
+         uses_workspace=False)
+async def roles(ctx: Context) -> Reply:
+    store = _store(ctx)
+    stored = await store.run_transaction(grants.list_grants, write=False)
+    rows = [(user_id, "", role, "environment") for user_id, role in ctx.role_book.assignments.items()]
+    rows += [(g.user_id, g.user_name, Role.parse(g.role), f"granted by {g.granted_by_name}, {when(g.granted_at)}")
+             for g in stored]
+    rows.sort(key=lambda row: (-row[2], row[1] or row[0]))
+
+    def row(item) -> dict:
+        user_id, name, role, source = item
+        who = f"**{name}** {user_id}" if name and name != user_id else f"**{user_id}**"
+        return columns([text(who, wrap=True), text(source, subtle=True, spacing="None")],
+                       text(role.label), widths=["stretch", "auto"])
+
+    default, _ = ctx.role_book.placed(User(id="", name=""), any_grant=bool(stored))
+    body = limited(rows, row, noun="assignment")
+    body.append(text(f"Everyone else: {default.label}.", subtle=True))
+    return reply(card("Roles", body))
+
+
+@command("policies", summary="Show what each change needs: nothing, a confirmation, or approvals.",
+         example="policies", uses_workspace=False)
+async def policies(ctx: Context) -> Reply:
+    if ctx.gate is None:
+        raise UsageError("Policies are not available here.")
+    environments = [ws.environment for ws in ctx.workspaces]
+    body = []
+    for environment in dict.fromkeys(environments):
+        names = ", ".join(ws.name for ws in ctx.workspaces if ws.environment == environment)
+        body.append(section(f"{environment} ({names})"))
+        body.append(facts([(action, ctx.gate.rule(action, environment).describe()) for action in CHANGE_ACTIONS
+                           if CATALOG.find(action)]))
+    source = ctx.gate.policy.source or "the built-in defaults (no MLOPSBOT_POLICY_FILE)"
+    body.append(text(f"From {source}.", subtle=True))
+    return reply(card("Policies", body))

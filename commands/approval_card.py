@@ -1,0 +1,120 @@
+"""The approval card: a pure function of a stored request, the same for everyone who sees it.
+
+It shows what will change exactly (before -> after), where, who asked and why, the votes so far
+(n of N), the expiry, and at the end who decided and what happened. Its buttons carry only the
+request id; the gate reloads everything from storage.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Sequence
+
+from adapters.storage.approvals import (
+    APPROVED, EXECUTING, EXPIRED, FAILED, PENDING, REJECTED, SUCCEEDED, WITHDRAWN, Approval,
+)
+from commands.policy import REQUESTER_ONLY
+from commands.ui import button, card, columns, facts, limited, section, text, when
+
+STATE_LABELS = {
+    PENDING: ("Waiting for approval", "Warning"), APPROVED: ("Approved", "Good"),
+    EXECUTING: ("Approved, being carried out", "Accent"), SUCCEEDED: ("Approved and done", "Good"),
+    FAILED: ("Approved, but it failed", "Attention"), REJECTED: ("Rejected", "Attention"),
+    EXPIRED: ("Expired without a decision", "Default"), WITHDRAWN: ("Withdrawn by the requester", "Default"),
+}
+MAX_REFRESH_USERS = 60          # Teams refreshes a card automatically for at most 60 listed users
+
+
+def show_value(value: Any) -> str:
+    """`{"blue": 90, "green": 10}` -> "blue=90 green=10"; other values as themselves."""
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items()) or "—"
+    if value is None or value == "":
+        return "—"
+    return str(value)
+
+
+def change_lines(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str, str]]:
+    """One (what, "before → after") pair per changed key."""
+    keys = list(dict.fromkeys([*before, *after]))
+    return [(key.replace("_", " ").capitalize(), f"{show_value(before.get(key))} → {show_value(after.get(key))}")
+            for key in keys]
+
+
+def _is_confirmation(request: Approval) -> bool:
+    return request.approver_role == REQUESTER_ONLY
+
+
+def approval_card(request: Approval, now: datetime, *, approver_ids: Sequence[str] = ()) -> dict:
+    """The request's card as everyone sees it. `approver_ids` (Teams user ids, `29:...`) get the
+    card refreshed for them automatically (Teams does this for at most 60 users)."""
+    confirm = _is_confirmation(request)
+    label, color = STATE_LABELS.get(request.state, (request.state, "Default"))
+    if confirm and request.state == PENDING:
+        label = "Waiting for the requester to confirm"
+    kind = "Confirmation" if confirm else "Approval request"
+    summary = str(request.parameters.get("_summary") or request.target)
+    body = [
+        text(f"**{label}**", color=color),
+        text(summary, weight="Bolder", wrap=True),
+        facts([*change_lines(request.before, request.after),
+               ("Workspace", f"{request.workspace} ({request.environment})"),
+               ("Asked by", request.requester_name + (" (pipeline)" if request.source == "api" else "")),
+               ("Reason", request.reason or "—"),
+               ("Asked", when(request.created_at))]
+              + ([] if confirm else [("Approvals", f"{len(request.approvals)} of {request.quorum}"
+                                      + ("" if request.allow_self else " (not the requester)"))])
+              + ([("Expires", _expiry(request.expires_at, now))] if request.state == PENDING else [])
+              + ([("Pipeline run", request.run_url)] if request.run_url else [])),
+    ]
+    if request.votes:
+        body.append(section("Votes"))
+        body += limited(list(request.votes), _vote_row, noun="vote")
+    if request.result and request.state not in (PENDING,):
+        body += [section("Outcome"), text(request.result, wrap=True,
+                                          color="Attention" if request.state == FAILED else None)]
+    actions: list[dict] = []
+    if request.state == PENDING:
+        if confirm:
+            actions = [button(f"Confirm {request.action}", "confirm", str(request.id), style="positive"),
+                       button("Cancel request", "withdraw", str(request.id), style="destructive")]
+        else:
+            actions = [button("Approve", "approve", str(request.id), style="positive"),
+                       button("Reject", "reject", str(request.id), style="destructive")]
+            body.append(text(f"Or type `approve {request.id}` or `reject {request.id} <reason>`. "
+                             f"Needs the {request.approver_role.capitalize()} role.", subtle=True))
+    result = card(f"{kind} #{request.id}", body, subtitle=f"Workspace {request.workspace} ({request.environment})",
+                  actions=actions)
+    if request.state == PENDING and approver_ids:
+        result["refresh"] = {"action": {"type": "Action.Execute", "verb": "approval",
+                                        "data": {"args": [str(request.id)]}},
+                             "userIds": list(dict.fromkeys(approver_ids))[:MAX_REFRESH_USERS]}
+    return result
+
+
+def _vote_row(vote) -> dict:
+    mark = "✅ approved" if vote.decision == "approve" else "❌ rejected"
+    comment = f": {vote.comment}" if vote.comment else ""
+    return text(f"{vote.voter_name} {mark} {when(vote.at)}{comment}", wrap=True)
+
+
+def _expiry(moment: datetime, now: datetime) -> str:
+    left = moment - now
+    hours = int(left.total_seconds() // 3600)
+    minutes = int(left.total_seconds() // 60) % 60
+    remaining = "expired" if left.total_seconds() <= 0 else (f"in {hours} h {minutes} min" if hours else f"in {minutes} min")
+    return f"{when(moment)} ({remaining})"
+
+
+def approval_row(request: Approval) -> dict:
+    label, color = STATE_LABELS.get(request.state, (request.state, "Default"))
+    summary = str(request.parameters.get("_summary") or request.target)
+    detail = f"{request.workspace} · asked by {request.requester_name} · {when(request.created_at)}"
+    if request.state == PENDING and not _is_confirmation(request):
+        detail += f" · {len(request.approvals)} of {request.quorum} approvals"
+    return columns([text(f"**#{request.id}** {summary}", wrap=True), text(detail, subtle=True, spacing="None")],
+                   text(label, color=color),
+                   {"type": "ActionSet", "actions": [button("Open", "approval", str(request.id))]},
+                   widths=["stretch", "auto", "auto"])
+
+

@@ -1,0 +1,72 @@
+"""Approval requests in chat: approvals, approval, approve, reject, confirm, withdraw.
+
+Each is a thin command over `commands.gate.Gate`, which decides and records; the card is
+`commands.approval_card.approval_card`.
+"""
+
+from __future__ import annotations
+
+from commands.approval_card import approval_row
+from commands.context import Context, Reply, Role
+from commands.registry import Arg, UsageError, command, whole_number
+from commands.ui import card, limited, reply
+
+REQUEST_ID = whole_number(1, 2**31 - 1, "a request id")
+
+
+def _gate(ctx: Context):
+    if ctx.gate is None:
+        raise UsageError("Approvals are not available in this chat.")
+    return ctx.gate
+
+
+# ---------------------------------------------------------------- commands
+
+@command("approvals", Arg("which", nargs="?", choices=("pending", "mine", "all"),
+                          help="pending (default), mine (asked by or waiting for you) or all"),
+         summary="List approval requests: pending ones, yours, or all.", example="approvals pending",
+         uses_workspace=False)
+async def approvals_(ctx: Context, which: str | None) -> Reply:
+    which = which or "pending"
+    gate = _gate(ctx)
+    found = await gate.list_requests(ctx, which)
+    title = {"pending": "Pending approval requests", "mine": "Your approval requests",
+             "all": "Approval requests"}[which]
+    return reply(card(title, limited(found, approval_row, noun="request")))
+
+
+@command("approval", Arg("id", type=REQUEST_ID, help="the request number, as the card shows it"),
+         summary="Show one approval request with its votes and outcome.", example="approval 42",
+         uses_workspace=False)
+async def approval(ctx: Context, id: int) -> Reply:
+    return await _gate(ctx).show(ctx, id)
+
+
+@command("approve", Arg("id", type=REQUEST_ID, help="the request number"),
+         Arg("comment", nargs="*", help="an optional comment, kept in the audit trail"),
+         summary="Approve a change someone asked for.", role=Role.OPERATOR, example="approve 42 looks good",
+         uses_workspace=False)
+async def approve(ctx: Context, id: int, comment: list[str]) -> Reply:
+    return await _gate(ctx).vote(ctx, id, "approve", " ".join(comment))
+
+
+@command("reject", Arg("id", type=REQUEST_ID, help="the request number"),
+         Arg("reason", nargs="*", help="why, kept in the audit trail"),
+         summary="Reject a change someone asked for.", role=Role.OPERATOR,
+         example="reject 42 not during the sale", uses_workspace=False)
+async def reject(ctx: Context, id: int, reason: list[str]) -> Reply:
+    return await _gate(ctx).vote(ctx, id, "reject", " ".join(reason))
+
+
+@command("confirm", Arg("id", type=REQUEST_ID, help="the request number"),
+         summary="Confirm a change you asked for (when the policy asks for a confirmation).",
+         role=Role.OPERATOR, example="confirm 42", uses_workspace=False)
+async def confirm(ctx: Context, id: int) -> Reply:
+    return await _gate(ctx).vote(ctx, id, "approve", "")
+
+
+@command("withdraw", Arg("id", type=REQUEST_ID, help="the request number"),
+         summary="Withdraw a change you asked for that is still waiting.", role=Role.OPERATOR,
+         example="withdraw 42", uses_workspace=False)
+async def withdraw(ctx: Context, id: int) -> Reply:
+    return await _gate(ctx).withdraw(ctx, id)

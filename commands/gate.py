@@ -1,0 +1,466 @@
+"""The gate every change passes: policy decides, approvals are stored, execution happens once.
+
+A change command reads what it is about to change, builds a `Change` (what, where, before ->
+after) and returns `await ctx.gate.submit(ctx, change)`. The gate asks the policy:
+
+    direct     the executor runs now (audited: executed, then succeeded / failed)
+    confirm    a request only its requester can confirm (Confirm / Cancel card)
+    approval   a request that `quorum` eligible people approve (Approve / Reject card)
+
+An approved or confirmed request runs the stored `Change` through the same executor as the
+direct path: one code path for "do it", whatever allowed it. Executors are declared next to their
+command with `@executes("traffic")`; each re-reads its target first and raises `Stale` when it is
+no longer the "before" that was approved.
+
+Every decision is a compare-and-set in storage written in the same transaction as its audit
+record and the outbox items that update the cards (one unit of work), so two clicks, two
+replicas or a redelivered activity can never execute a request twice or count a vote twice, and
+a crash never leaves a decision without its record.
+
+Lifecycle: pending -> approved -> executing -> succeeded | failed; or rejected, expired, withdrawn.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+
+from adapters.service import ServiceError
+from adapters.storage import approvals, audit, inbox, outbox
+from adapters.storage.approvals import (
+    APPROVED, EXECUTING, FAILED, PENDING, REJECTED, SUCCEEDED, WITHDRAWN, Approval, NewApproval, Vote,
+)
+from commands.context import Context, Reply, Role, User
+from commands.approval_card import approval_card
+from commands.policy import APPROVAL, CONFIRM, DIRECT, REQUESTER_ONLY, Policy, Rule
+
+log = logging.getLogger(__name__)
+
+Executor = Callable[[Context, "Change"], Awaitable[Reply]]
+EXECUTORS: dict[str, Executor] = {}
+
+
+class Stale(Exception):
+    """The target changed since the request was made; the message says how."""
+
+
+class Refused(Exception):
+    """A vote, confirmation or withdrawal that is not allowed; the message says why."""
+
+
+def executes(action: str) -> Callable[[Executor], Executor]:
+    """Declare the function that performs an approved (or direct) change of `action`."""
+    def register(fn: Executor) -> Executor:
+        if action in EXECUTORS:
+            raise ValueError(f"executor for {action!r} declared twice")
+        EXECUTORS[action] = fn
+        return fn
+    return register
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change, complete enough to be shown, approved, audited and executed later.
+
+    `parameters` is all the executor needs (JSON); `before`/`after` are what people see on the card
+    and what the executor re-checks; `summary` is one line ("traffic on fraud-api: ...").
+    """
+
+    action: str
+    workspace: str
+    environment: str
+    target: str
+    parameters: dict[str, Any]
+    before: dict[str, Any]
+    after: dict[str, Any]
+    summary: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A request from a CI/CD pipeline (POST /api/approvals): always asks for approval, in the
+    conversation it names, and links the pipeline run."""
+
+    run_url: str
+    conversation_id: str
+    tenant_id: str
+    execute: bool = True
+
+
+def change_of(request: Approval) -> Change:
+    return Change(request.action, request.workspace, request.environment, request.target,
+                  dict(request.parameters), dict(request.before), dict(request.after),
+                  str(request.parameters.get("_summary", request.target)), request.reason)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Gate:
+    """The one place that decides and records. `store` is the bot's SqlStorage."""
+
+    policy: Policy
+    store: Any
+    clock: Callable[[], datetime] = _utc_now
+    approval_channel: str = ""                          # also ask here for requests from personal chats
+    wake_outbox: Callable[[], None] = lambda: None      # the host's outbox worker: new items to send
+    spawn: Callable[[Awaitable[Any]], None] = lambda awaitable: None   # run in the background (host's tasks)
+
+    # ------------------------------------------------------------ asking
+
+    def rule(self, action: str, environment: str) -> Rule:
+        return self.policy.rule(action, environment)
+
+    def executable_actions(self) -> list[str]:
+        return sorted(EXECUTORS)
+
+    async def submit(self, ctx: Context, change: Change) -> Reply:
+        if ctx.reason and not change.reason:
+            change = replace(change, reason=ctx.reason)
+        rule = self.rule(change.action, change.environment)
+        if ctx.pipeline is not None:                     # a pipeline's gate always asks people
+            if rule.mode != APPROVAL:
+                rule = Rule(APPROVAL, source="api default")
+            return await self.open_request(ctx, change, rule)
+        if rule.mode == DIRECT:
+            return await self.run_direct(ctx, change)
+        return await self.open_request(ctx, change, rule)
+
+    async def open_request(self, ctx: Context, change: Change, rule: Rule) -> Reply:
+        now = self.clock()
+        confirm = rule.mode == CONFIRM
+        conversation = ctx.conversation_id
+        pipeline = ctx.pipeline
+        new = NewApproval(
+            action=change.action, workspace=change.workspace, environment=change.environment,
+            target=change.target, parameters={**change.parameters, "_summary": change.summary},
+            before=change.before, after=change.after, reason=change.reason,
+            requester_id=ctx.user.id, requester_name=ctx.user.name, tenant_id=ctx.user.tenant_id,
+            conversation_id=conversation, quorum=1 if confirm else rule.quorum,
+            allow_self=True if confirm else rule.allow_self,
+            approver_role=REQUESTER_ONLY if confirm else rule.approver_role.name.lower(),
+            created_at=now, expires_at=now + rule.expiry, execute=pipeline.execute if pipeline else True,
+            source="api" if pipeline else "chat", run_url=pipeline.run_url if pipeline else "")
+
+        async def work(tx) -> Approval:
+            request = await approvals.create(tx, new)
+            await audit.append(tx, self._entry(ctx.user, "requested", request, activity_id=ctx.activity_id,
+                                               detail={"mode": rule.mode, "policy": rule.source}))
+            if pipeline is not None:                      # no turn to answer in: post the card
+                await outbox.enqueue(tx, conversation, {**self._card_payload(request, now),
+                                                        "track": f"approval:{request.id}"},
+                                     dedupe_key=f"approval:{request.id}:card:{conversation}",
+                                     tenant_id=pipeline.tenant_id, now=now)
+            elif (not confirm and self.approval_channel and ctx.conversation_kind == "personal"
+                    and self.approval_channel != conversation):
+                await outbox.enqueue(tx, self.approval_channel, self._card_payload(request, now),
+                                     dedupe_key=f"approval:{request.id}:card:{self.approval_channel}",
+                                     tenant_id=ctx.user.tenant_id, now=now)
+            return request
+
+        request = await self.store.run_transaction(work)
+        self.wake_outbox()
+        return Reply(text=f"{'Confirmation' if confirm else 'Approval request'} #{request.id}: {change.summary}",
+                     card=self.card(request, now), track=f"approval:{request.id}")
+
+    # ------------------------------------------------------------ deciding
+
+    async def vote(self, ctx: Context, approval_id: int, decision: str, comment: str = "") -> Reply:
+        """Approve or reject (or, for a confirmation, confirm or cancel) request `approval_id`."""
+        now = self.clock()
+
+        async def work(tx) -> tuple[str, Approval | None]:
+            if ctx.activity_id and not await inbox.first_time(tx, f"activity:{ctx.activity_id}", now):
+                return "duplicate", None
+            request = await approvals.get(tx, approval_id, for_update=True)
+            if request is None:
+                raise Refused(f"There is no approval request #{approval_id}. Type `approvals` to see the open ones.")
+            if request.state != PENDING:
+                return "closed", request
+            if request.expires_at <= now:
+                await self._close(tx, request, "expired", now, actor=ctx.user, activity_id=ctx.activity_id)
+                return "expired", await approvals.get(tx, approval_id)
+            self._check_eligible(ctx, request, decision)
+            vote = Vote(voter_id=ctx.user.id, voter_name=ctx.user.name, decision=decision,
+                        comment=comment[:500], activity_id=ctx.activity_id, at=now)
+            if not await approvals.add_vote(tx, approval_id, vote):
+                return "already", request
+            event = "rejected" if decision == "reject" else ("confirmed" if self._is_confirmation(request) else "approved")
+            await audit.append(tx, self._entry(ctx.user, f"vote:{decision}", request, activity_id=ctx.activity_id,
+                                               detail={"comment": comment[:500]} if comment else {}))
+            request = await approvals.get(tx, approval_id)
+            if decision == "reject":
+                await approvals.transition(tx, approval_id, PENDING, REJECTED, now=now,
+                                           result=f"rejected by {ctx.user.name}" + (f": {comment}" if comment else ""))
+                await audit.append(tx, self._entry(ctx.user, "rejected", request, activity_id=ctx.activity_id))
+            elif len(request.approvals) >= request.quorum:
+                await approvals.transition(tx, approval_id, PENDING, APPROVED, now=now)
+                await audit.append(tx, self._entry(ctx.user, event, request, activity_id=ctx.activity_id))
+            request = await approvals.get(tx, approval_id)
+            await self._update_cards(tx, request, now)
+            return "voted", request
+
+        try:
+            status, request = await self.store.run_transaction(work)
+        except Refused as refusal:
+            return Reply(str(refusal))
+        self.wake_outbox()
+        if status == "duplicate":
+            return Reply("Already handled.")   # a redelivered activity: nothing happens twice
+        assert request is not None
+        if status == "already":
+            return Reply(f"You have already voted on request #{approval_id}.", card=self.card(request, now))
+        if status in ("closed", "expired"):
+            return Reply(f"Request #{approval_id} is {request.state}; nothing to decide any more.",
+                         card=self.card(request, now))
+        if request.state == APPROVED:
+            if request.execute:
+                return await self.execute(ctx, request)
+            return Reply(f"Request #{approval_id} is approved; the pipeline that asked will carry it out.",
+                         card=self.card(request, now))
+        verb = {"approve": "Approved", "reject": "Rejected"}[decision]
+        return Reply(f"{verb}: request #{approval_id} ({len(request.approvals)} of {request.quorum} approvals).",
+                     card=self.card(request, now))
+
+    async def withdraw(self, ctx: Context, approval_id: int) -> Reply:
+        now = self.clock()
+
+        async def work(tx) -> Approval:
+            request = await approvals.get(tx, approval_id, for_update=True)
+            if request is None:
+                raise Refused(f"There is no approval request #{approval_id}.")
+            if request.requester_id != ctx.user.id and ctx.role < Role.ADMIN:
+                raise Refused(f"Only {request.requester_name}, who asked, or an Admin can withdraw request "
+                              f"#{approval_id}.")
+            if request.state != PENDING:
+                raise Refused(f"Request #{approval_id} is {request.state}; it can no longer be withdrawn.")
+            await self._close(tx, request, WITHDRAWN, now, actor=ctx.user, activity_id=ctx.activity_id)
+            return await approvals.get(tx, approval_id)
+
+        try:
+            request = await self.store.run_transaction(work)
+        except Refused as refusal:
+            return Reply(str(refusal))
+        self.wake_outbox()
+        return Reply(f"Request #{approval_id} withdrawn.", card=self.card(request, now))
+
+    async def expire_due(self) -> int:
+        """Mark every pending request past its expiry as expired and update its cards."""
+        now = self.clock()
+
+        async def work(tx) -> int:
+            count = 0
+            for request in await approvals.due_to_expire(tx, now):
+                if await self._close(tx, request, "expired", now, actor=None):
+                    count += 1
+            return count
+
+        count = await self.store.run_transaction(work)
+        if count:
+            self.wake_outbox()
+        return count
+
+    def card(self, request: Approval, now: datetime) -> dict:
+        return approval_card(request, now)
+
+    async def list_requests(self, ctx: Context, which: str) -> list[Approval]:
+        async def work(tx) -> list[Approval]:
+            if which == "pending":
+                return await approvals.find(tx, states=[PENDING])
+            if which == "mine":
+                asked = await approvals.find(tx, requester_id=ctx.user.id)
+                voted = await approvals.find(tx, voter_id=ctx.user.id)
+                waiting = [r for r in await approvals.find(tx, states=[PENDING]) if self._may_vote(ctx, r)]
+                merged = {r.id: r for r in [*asked, *voted, *waiting]}
+                return sorted(merged.values(), key=lambda r: -r.id)
+            return await approvals.find(tx)
+        return await self.store.run_transaction(work, write=False)
+
+    async def show(self, ctx: Context, approval_id: int) -> Reply:
+        request = await self._get(approval_id)
+        if request is None:
+            return Reply(f"There is no approval request #{approval_id}. Type `approvals all` to see them.")
+        return Reply(f"Request #{approval_id}: {request.state}", card=self.card(request, self.clock()))
+
+    def _may_vote(self, ctx: Context, request: Approval) -> bool:
+        try:
+            self._check_eligible(ctx, request, "approve")
+        except Refused:
+            return False
+        return True
+
+    async def card_sent(self, approval_id: int, conversation_id: str, activity_id: str) -> None:
+        """The host sent the request's card as a turn reply: remember it so updates can edit it."""
+        async def work(tx) -> None:
+            await approvals.set_card(tx, approval_id, conversation_id, activity_id)
+        await self.store.run_transaction(work)
+
+    # ------------------------------------------------------------ executing
+
+    async def run_direct(self, ctx: Context, change: Change) -> Reply:
+        """Policy says direct: run now, audited before and after."""
+        async def begin(tx) -> None:
+            await audit.append(tx, self._entry(ctx.user, "executed", change, activity_id=ctx.activity_id,
+                                               detail={"mode": DIRECT}))
+        await self.store.run_transaction(begin)
+        return await self._perform(ctx, change, None)
+
+    async def execute(self, ctx: Context, request: Approval) -> Reply:
+        """Run an approved request exactly once (the approved -> executing compare-and-set decides)."""
+        now = self.clock()
+
+        async def claim(tx) -> bool:
+            won = await approvals.transition(tx, request.id, APPROVED, EXECUTING, now=now)
+            if won:
+                await audit.append(tx, self._entry(ctx.user, "executed", request, activity_id=ctx.activity_id))
+            return won
+
+        if not await self.store.run_transaction(claim):
+            current = await self._get(request.id)
+            return Reply(f"Request #{request.id} is already {current.state}.", card=self.card(current, now))
+        workspace_ctx = replace(ctx, workspace=request.workspace, later=None)
+        return await self._perform(workspace_ctx, change_of(request), request)
+
+    async def _perform(self, ctx: Context, change: Change, request: Approval | None) -> Reply:
+        executor = EXECUTORS.get(change.action)
+        if executor is None:
+            return await self._finish(ctx, change, request, Reply(f"❌ I don't know how to carry out {change.action}.", ok=False))
+        pending: list[Awaitable[Reply]] = []
+        original_later = ctx.later
+        run_ctx = replace(ctx, later=pending.append)
+        try:
+            reply = await executor(run_ctx, change)
+        except Stale as stale:
+            return await self._finish(ctx, change, request, Reply(
+                f"❌ Not done: {stale} The request was for {change.summary}; ask again if it is still wanted.",
+                ok=False))
+        except ServiceError as error:
+            code = f" ({error.code})" if error.code else ""
+            return await self._finish(ctx, change, request, Reply(f"❌ {change.summary} failed{code}: {error.message}", ok=False))
+        if not pending:                       # an immediate change: done
+            return await self._finish(ctx, change, request, replace(reply, ok=True if reply.ok is None else reply.ok))
+        outcome = pending[0]
+
+        async def finished() -> Reply:
+            try:
+                result = await outcome
+            except ServiceError as error:
+                result = Reply(f"❌ {change.summary} failed: {error.message}", ok=False)
+            await self._finish(ctx, change, request, result, announce=request is not None)
+            return result
+
+        if request is None and original_later is not None:
+            original_later(finished())         # the direct path: the host posts the outcome
+        else:
+            self.spawn(finished())              # an approved request: the outcome updates its card
+        if request is not None:
+            current = await self._get(request.id)
+            return Reply(reply.text, card=self.card(current, self.clock()))
+        return reply
+
+    async def _finish(self, ctx: Context, change: Change, request: Approval | None, result: Reply, *,
+                      announce: bool = False) -> Reply:
+        now = self.clock()
+        state = SUCCEEDED if result.ok else FAILED
+        summary = result.text.splitlines()[0] if result.text else state
+
+        async def work(tx) -> Approval | None:
+            subject = request or change
+            await audit.append(tx, self._entry(ctx.user, state, subject, activity_id=ctx.activity_id,
+                                               outcome=summary))
+            if request is None:
+                return None
+            await approvals.transition(tx, request.id, (EXECUTING, APPROVED), state, now=now, result=summary)
+            current = await approvals.get(tx, request.id)
+            await self._update_cards(tx, current, now)
+            return current
+
+        current = await self.store.run_transaction(work)
+        if current is None:
+            return result
+        self.wake_outbox()
+        return Reply(result.text, card=self.card(current, now), ok=result.ok)
+
+    # ------------------------------------------------------------ helpers
+
+    def _is_confirmation(self, request: Approval) -> bool:
+        return request.approver_role == REQUESTER_ONLY
+
+    def _check_eligible(self, ctx: Context, request: Approval, decision: str) -> None:
+        if self._is_confirmation(request):
+            if ctx.user.id != request.requester_id:
+                raise Refused(f"Only {request.requester_name}, who asked, can confirm or cancel request #{request.id}.")
+            return
+        needed = Role.parse(request.approver_role)
+        if ctx.user.id == request.requester_id and not request.allow_self and decision == "approve":
+            raise Refused(f"You asked for request #{request.id}, so you cannot approve it yourself; "
+                          f"someone else with the {needed.label} role must.")
+        if ctx.role < needed:
+            raise Refused(f"Voting on request #{request.id} needs the {needed.label} role; you have "
+                          f"{ctx.role.label}. A bot admin can grant it with `grant <user> {needed.name.lower()}`.")
+
+    async def _close(self, tx, request: Approval, state: str, now: datetime, *, actor: User | None,
+                     activity_id: str = "") -> bool:
+        won = await approvals.transition(tx, request.id, PENDING, state, now=now,
+                                         result=f"{state} by {actor.name}" if actor else state)
+        if won:
+            who = actor or User(id="mlops-bot", name="MLOps bot")
+            await audit.append(tx, self._entry(who, state, request, activity_id=activity_id))
+            await self._update_cards(tx, await approvals.get(tx, request.id), now)
+        return won
+
+    async def _update_cards(self, tx, request: Approval, now: datetime) -> None:
+        """Every copy of the request's card is edited for everyone, through the outbox."""
+        payload = self._card_payload(request, now)
+        version = f"{request.state}:{len(request.votes)}"
+        if request.card_activity_id:
+            await outbox.enqueue(tx, request.card_conversation_id, {**payload, "update": request.card_activity_id},
+                                 dedupe_key=f"approval:{request.id}:update:{request.card_conversation_id}:{version}",
+                                 tenant_id=request.tenant_id, now=now)
+        if self.approval_channel:
+            original = f"approval:{request.id}:card:{self.approval_channel}"
+            if await outbox.find_items(tx, dedupe_key=original):
+                await outbox.enqueue(tx, self.approval_channel, {**payload, "update_of": original},
+                                     dedupe_key=f"approval:{request.id}:update:{self.approval_channel}:{version}",
+                                     tenant_id=request.tenant_id, now=now)
+
+    def _card_payload(self, request: Approval, now: datetime) -> dict[str, Any]:
+        card = self.card(request, now)
+        return {"text": card.get("fallbackText", ""), "card": card}
+
+    async def _get(self, approval_id: int) -> Approval | None:
+        async def work(tx) -> Approval | None:
+            return await approvals.get(tx, approval_id)
+        return await self.store.run_transaction(work, write=False)
+
+    def _entry(self, actor: User, event: str, subject: Approval | Change, *, activity_id: str = "", outcome: str = "",
+               detail: dict[str, Any] | None = None) -> audit.AuditEntry:
+        params = {k: v for k, v in subject.parameters.items() if not k.startswith("_")}
+        return audit.AuditEntry(
+            at=self.clock(), event=event, actor_id=actor.id, actor_name=actor.name,
+            actor_upn=getattr(actor, "upn", ""), tenant_id=actor.tenant_id, action=subject.action,
+            workspace=subject.workspace, target=subject.target, parameters=params,
+            before=dict(subject.before), after=dict(subject.after),
+            approval_id=subject.id if isinstance(subject, Approval) else None,
+            outcome=outcome, activity_id=activity_id, detail=dict(detail or {}))
+
+
+async def record_policy(store: Any, policy: Policy, now: datetime) -> None:
+    """Audit the policy in force when it differs from the last one recorded (one record per change,
+    not per start)."""
+    digest = policy.digest()
+
+    async def work(tx) -> None:
+        last = await audit.query(tx, action="policy_loaded", limit=1)
+        if last and last[0].detail.get("sha256") == digest:
+            return
+        await audit.append(tx, audit.AuditEntry(
+            at=now, event="policy_loaded", actor_id="mlops-bot", actor_name="MLOps bot",
+            detail={"source": policy.source or "defaults", "sha256": digest}))
+
+    await store.run_transaction(work)

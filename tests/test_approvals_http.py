@@ -1,0 +1,180 @@
+"""Approvals over HTTP through the real CloudAdapter, and the pipeline API (POST /api/approvals).
+
+Alice is an Operator, Bob an Approver, Carol has no role (Viewer); roles come from the
+environment lists, by Entra object id."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from bot.app import create_app
+from bot.settings import load_settings
+from tests.card_schema import assert_valid_card
+from tests.teams_client import ALICE, BOB, Person, TeamsStandIn
+
+CAROL = Person("29:1carol", "Carol Curious", "00000000-0000-0000-0000-00000000ca20")
+CHANNEL = "19:ml-platform@thread.tacv2;messageid=1700000000000"
+TOKEN = "t" * 40
+
+
+@pytest.fixture
+def roles_settings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return load_settings(data_dir=tmp_path / "data", host="127.0.0.1", operators=ALICE.aad_object_id,
+                         approvers=BOB.aad_object_id, api_token=TOKEN)
+
+
+@pytest.fixture
+async def app_server(aiohttp_server, roles_settings):
+    return await aiohttp_server(create_app(roles_settings, reset_demo=True))
+
+
+@pytest.fixture
+async def teams(app_server):
+    async with TeamsStandIn(str(app_server.make_url("/api/messages"))) as stand_in:
+        yield stand_in
+
+
+async def wait_until(predicate, timeout: float = 5.0) -> None:
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.02)
+    await asyncio.wait_for(poll(), timeout)
+
+
+def card_words(sent) -> str:
+    return sent.card["fallbackText"] if sent.card else sent.text
+
+
+async def test_an_operators_production_change_is_approved_by_someone_else(teams):
+    [asked] = await teams.say("traffic fraud-api blue=0 green=100 --reason 'green is better'", mention=True,
+                              conversation=CHANNEL, kind="channel")
+    assert_valid_card(asked.card)
+    assert "Waiting for approval" in card_words(asked)
+    assert "Asked by: Alice Analyst" in card_words(asked)
+    card_activity = f"activity-{len(teams.connector.sent)}"
+
+    status, own = await teams.click(asked.card, "Approve", conversation=CHANNEL, kind="channel")
+    assert status == 200
+    messages = [s for s in teams.connector.sent if s.method == "POST"]
+    assert any("cannot approve it yourself" in (card_words(s) or "") for s in messages) or \
+        "cannot approve it yourself" in json.dumps(own)
+
+    status, body = await teams.click(asked.card, "Approve", user=BOB, conversation=CHANNEL, kind="channel")
+    assert status == 200
+    assert_valid_card(body["value"])
+
+    # everyone's copy of the card is edited in place, finally showing the outcome
+    def finished() -> bool:
+        return any(s.method == "PUT" and s.path.endswith(card_activity) and "Approved and done" in card_words(s)
+                   for s in teams.connector.sent)
+    await wait_until(finished)
+    [reply] = await teams.say("endpoint fraud-api", conversation=CHANNEL, kind="channel")
+    assert "Traffic: green=100" in card_words(reply)
+    [trail] = await teams.say("audit --target fraud-api", conversation=CHANNEL, kind="channel")
+    story = card_words(trail)
+    for line in ("Alice Analyst requested traffic endpoint fraud-api in ml-prod (request #1)",
+                 "Bob Builder approved traffic endpoint fraud-api in ml-prod (request #1)",
+                 "Bob Builder succeeded traffic endpoint fraud-api in ml-prod (request #1)"):
+        assert line in story, (line, story)
+
+
+async def test_a_viewer_is_refused_and_grant_makes_them_an_approver(teams):
+    [asked] = await teams.say("traffic fraud-api blue=0 green=100")
+    await teams.click(asked.card, "Approve", user=CAROL)
+    [refused] = await teams.say("approve 1", user=CAROL)
+    assert refused.text.startswith("`approve` needs the Operator role; you have Viewer.")
+    [denied] = await teams.say(f"grant {CAROL.aad_object_id} approver", user=BOB)
+    assert denied.text.startswith("`grant` needs the Admin role")
+
+
+# ---------------------------------------------------------------- the pipeline API
+
+def gate_body(**overrides):
+    body = {"action": "traffic", "workspace": "ml-prod", "parameters": {"endpoint": "fraud-api",
+                                                                        "split": {"blue": 0, "green": 100}},
+            "reason": "release 2026.11.3", "requester": "GitHub Actions (release.yml)",
+            "conversation": CHANNEL, "run_url": "https://github.com/contoso/fraud/actions/runs/42", "execute": True}
+    body.update(overrides)
+    return body
+
+
+async def api(teams, method: str, path: str, *, body=None, token: str | None = TOKEN, raw: bytes | None = None):
+    url = teams.bot_url.replace("/api/messages", path)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if raw is not None:
+        headers["Content-Type"] = "application/json"
+    async with teams.session.request(method, url, json=body if raw is None else None, data=raw,
+                                     headers=headers) as response:
+        text = await response.text()
+        return response.status, (json.loads(text) if text and response.content_type == "application/json" else text)
+
+
+async def test_a_pipeline_gates_on_an_approval_and_polls_it(teams):
+    await teams.say("hello", mention=True, conversation=CHANNEL, kind="channel")   # the bot knows the channel
+    status, created = await api(teams, "POST", "/api/approvals", body=gate_body())
+    assert status == 201, created
+    assert (created["id"], created["state"], created["summary"]) == (
+        1, "pending", "Traffic on fraud-api: blue=90 green=10 → green=100")
+
+    def card_posted() -> bool:
+        return any(s.card and "Approval request #1" in card_words(s) for s in teams.connector.sent)
+    await wait_until(card_posted)
+    posted = next(s for s in teams.connector.sent if s.card and "Approval request #1" in card_words(s))
+    assert posted.conversation_id == CHANNEL.split(";")[0] or CHANNEL in posted.path
+    assert "Pipeline run: https://github.com/contoso/fraud/actions/runs/42" in card_words(posted)
+
+    status, body = await teams.click(posted.card, "Approve", user=BOB, conversation=CHANNEL, kind="channel")
+    assert status == 200
+
+    async def state() -> str:
+        return (await api(teams, "GET", "/api/approvals/1"))[1]["state"]
+    for _ in range(100):
+        if await state() == "succeeded":
+            break
+        await asyncio.sleep(0.05)
+    status, polled = await api(teams, "GET", "/api/approvals/1")
+    assert (status, polled["state"], polled["decided_by"], polled["approvals"]) == (200, "succeeded", ["Bob Builder"], 1)
+    await wait_until(lambda: any(s.method == "PUT" and "Approved and done" in card_words(s)
+                                 for s in teams.connector.sent))
+    [reply] = await teams.say("endpoint fraud-api")
+    assert "Traffic: green=100" in card_words(reply)
+
+    status, exported = await api(teams, "GET", "/api/audit?format=jsonl")
+    events = [json.loads(line)["event"] for line in exported.splitlines()]
+    assert events[-5:] == ["requested", "vote:approve", "approved", "executed", "succeeded"]
+    status, table = await api(teams, "GET", "/api/audit?format=csv&since=7d")
+    assert status == 200 and table.splitlines()[0].startswith("action,") or "seq" in table.splitlines()[0]
+
+
+@pytest.mark.parametrize("body,status,field", [
+    ({"action": "traffic"}, 422, "requester"),
+    (gate_body(execute="yes"), 422, "execute"),
+    (gate_body(run_url="javascript:alert(1)"), 422, "run_url"),
+    (gate_body(action="delete-everything"), 422, "action"),
+    (gate_body(parameters={"endpoint": "fraud-api"}), 422, "parameters"),
+    (gate_body(parameters={"endpoint": "fraud-api", "split": "blue=50 green=60"}), 422, "parameters"),
+    (gate_body(conversation="19:unknown@thread.tacv2"), 422, "conversation"),
+    (gate_body(workspace="ml-prdo"), 422, "workspace"),
+    (gate_body(extra="field"), 422, "extra"),
+])
+async def test_bad_gate_requests_get_422_naming_the_field(teams, body, status, field):
+    await teams.say("hello", mention=True, conversation=CHANNEL, kind="channel")
+    got, answer = await api(teams, "POST", "/api/approvals", body=body)
+    assert (got, answer["field"]) == (status, field), answer
+
+
+async def test_the_api_refuses_without_the_token_and_never_answers_500(teams):
+    assert (await api(teams, "POST", "/api/approvals", body=gate_body(), token=None))[0] == 401
+    assert (await api(teams, "POST", "/api/approvals", body=gate_body(), token="x" * 40))[0] == 401
+    assert (await api(teams, "GET", "/api/approvals/1", token="wrong"))[0] == 401
+    assert (await api(teams, "GET", "/api/audit", token=None))[0] == 401
+    assert (await api(teams, "POST", "/api/approvals", raw=b"[" * 5000))[0] == 400
+    assert (await api(teams, "POST", "/api/approvals", raw=b"not json"))[0] == 400
+    assert (await api(teams, "GET", "/api/approvals/99"))[0] == 404
+    assert (await api(teams, "GET", "/api/approvals/abc"))[0] == 400
+    assert (await api(teams, "GET", "/api/audit?format=xml"))[0] == 400
+    assert (await api(teams, "GET", "/api/audit?since=yesterday"))[0] == 400
