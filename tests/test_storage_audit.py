@@ -64,8 +64,9 @@ async def test_append_chains_records_with_sha256_over_the_canonical_encoding(sto
 async def test_query_filters_newest_first(storage):
     records = await append_all(storage, [
         entry(0),
-        entry(1, event="approved", actor_id="aad-ann", actor_name="Ann Approver"),
-        entry(2, event="role_granted", action="", target="aad-bob", actor_name="Ann Approver", actor_id="aad-ann"),
+        entry(1, event="approved", actor_id="aad-ann", actor_name="Ann Approver", actor_upn="ann@contoso.com"),
+        entry(2, event="role_granted", action="", target="aad-bob", actor_name="Ann Approver", actor_id="aad-ann",
+              actor_upn="ann@contoso.com"),
         entry(3, event="executed", target="churn-api", action="scale"),
         entry(4, event="succeeded", target="CHURN-api_v2%", action="scale"),
     ])
@@ -76,6 +77,7 @@ async def test_query_filters_newest_first(storage):
     assert await seqs() == [5, 4, 3, 2, 1]
     assert await seqs(actor="ann") == [3, 2]
     assert await seqs(actor="AAD-ANN") == [3, 2]
+    assert await seqs(actor="OLIVE@contoso") == [5, 4, 1]      # the UPN
     assert await seqs(target="churn") == [5, 4]
     assert await seqs(target="_v2%") == [5]                  # LIKE wildcards match themselves
     assert await seqs(target="api_") == [5]
@@ -125,9 +127,12 @@ async def chain(storage):
 
 
 @pytest.mark.parametrize("column, value", [
-    ("actor_name", "Mallory"), ("event", "rejected"), ("target", "churn-api"), ("approval_id", 8),
-    ("parameters", '{"n":7,"split":{"blue":100,"green":0}}'), ("detail", "{}"), ("outcome", "succeeded"),
-    ("at", "2025-03-14T12:07:00.123457+00:00"), ("prev_hash", "f" * 64), ("hash", "e" * 64),
+    ("at", "2025-03-14T12:07:00.123457+00:00"), ("event", "rejected"), ("actor_id", "aad-mallory"),
+    ("actor_name", "Mallory"), ("actor_upn", "mallory@contoso.com"), ("tenant_id", "t2"), ("action", "scale"),
+    ("workspace", "ml-dev"), ("target", "churn-api"), ("parameters", '{"n":7,"split":{"blue":100,"green":0}}'),
+    ("before_state", '{"blue":10,"green":90}'), ("after_state", "{}"), ("approval_id", 8),
+    ("approval_id", None), ("outcome", "succeeded"), ("activity_id", "act-x"), ("detail", "{}"),
+    ("prev_hash", "f" * 64), ("hash", "e" * 64),
 ])
 async def test_verify_names_an_altered_record(chain, column, value):
     storage, records, sql = chain
