@@ -287,3 +287,12 @@ async def test_a_role_granted_as_the_readme_says_appends_but_cannot_change_audit
         with psycopg.connect(postgres_dsn, autocommit=True) as admin:
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
+
+
+async def test_to_dict_is_the_canonical_record_plus_its_hash(storage):
+    (record,) = await append_all(storage, [entry(0)])
+
+    exported = audit.to_dict(record)
+
+    assert exported == {**json.loads(record.canonical()), "hash": record.hash}
+    assert exported["at"] == "2025-03-14T12:00:00.123456+00:00"
