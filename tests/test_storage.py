@@ -18,7 +18,7 @@ from psycopg.conninfo import make_conninfo
 
 from adapters.storage import (MIGRATIONS, ConversationRecord, StorageError, StorageUnavailable, Transaction,
                               open_storage)
-from adapters.storage.postgres import PostgresStorage, quote_identifier, to_psycopg
+from adapters.storage.postgres import PostgresStorage, to_psycopg
 from adapters.storage.sqlite import SqliteStorage
 from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema, storage  # noqa: F401 (fixtures)
 

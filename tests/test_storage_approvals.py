@@ -180,6 +180,8 @@ async def test_due_to_expire_lists_pending_requests_past_their_expiry(storage):
 def test_new_approval_and_vote_reject_bad_values():
     with pytest.raises(ValueError, match="timezone-aware"):
         request(created_at=datetime(2025, 3, 14, 12, 0))
+    with pytest.raises(ValueError, match="expires_at must be after"):
+        request(expires_at=NOON)
     with pytest.raises(ValueError, match="quorum"):
         request(quorum=0)
     with pytest.raises(ValueError, match="source"):

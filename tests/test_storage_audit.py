@@ -64,8 +64,9 @@ async def test_append_chains_records_with_sha256_over_the_canonical_encoding(sto
 async def test_query_filters_newest_first(storage):
     records = await append_all(storage, [
         entry(0),
-        entry(1, event="approved", actor_id="aad-ann", actor_name="Ann Approver"),
-        entry(2, event="role_granted", action="", target="aad-bob", actor_name="Ann Approver", actor_id="aad-ann"),
+        entry(1, event="approved", actor_id="aad-ann", actor_name="Ann Approver", actor_upn="ann@contoso.com"),
+        entry(2, event="role_granted", action="", target="aad-bob", actor_name="Ann Approver", actor_id="aad-ann",
+              actor_upn="ann@contoso.com"),
         entry(3, event="executed", target="churn-api", action="scale"),
         entry(4, event="succeeded", target="CHURN-api_v2%", action="scale"),
     ])
@@ -76,6 +77,7 @@ async def test_query_filters_newest_first(storage):
     assert await seqs() == [5, 4, 3, 2, 1]
     assert await seqs(actor="ann") == [3, 2]
     assert await seqs(actor="AAD-ANN") == [3, 2]
+    assert await seqs(actor="OLIVE@contoso") == [5, 4, 1]      # the UPN
     assert await seqs(target="churn") == [5, 4]
     assert await seqs(target="_v2%") == [5]                  # LIKE wildcards match themselves
     assert await seqs(target="api_") == [5]
@@ -124,18 +126,31 @@ async def chain(storage):
     return storage, records, sql
 
 
-@pytest.mark.parametrize("column, value", [
-    ("actor_name", "Mallory"), ("event", "rejected"), ("target", "churn-api"), ("approval_id", 8),
-    ("parameters", '{"n":7,"split":{"blue":100,"green":0}}'), ("detail", "{}"), ("outcome", "succeeded"),
-    ("at", "2025-03-14T12:07:00.123457+00:00"), ("prev_hash", "f" * 64), ("hash", "e" * 64),
-])
-async def test_verify_names_an_altered_record(chain, column, value):
-    storage, records, sql = chain
+TAMPERED = [
+    ("at", "2025-03-14T12:07:00.123457+00:00"), ("event", "rejected"), ("actor_id", "aad-mallory"),
+    ("actor_name", "Mallory"), ("actor_upn", "mallory@contoso.com"), ("tenant_id", "t2"), ("action", "scale"),
+    ("workspace", "ml-dev"), ("target", "churn-api"), ("parameters", '{"n":7,"split":{"blue":100,"green":0}}'),
+    ("before_state", '{"blue":10,"green":90}'), ("after_state", "{}"), ("approval_id", 8),
+    ("approval_id", None), ("outcome", "succeeded"), ("activity_id", "act-x"), ("detail", "{}"),
+    ("prev_hash", "f" * 64), ("hash", "e" * 64),
+]
 
-    await sql(f"UPDATE audit_log SET {column} = ? WHERE seq = 8", (value,))
 
-    result = await verify(storage)
-    assert (result.ok, result.first_bad_seq, result.problem) == (False, 8, "record 8 was altered")
+async def test_verify_names_a_record_altered_in_any_column(chain):
+    storage, _, sql = chain
+
+    async def column_of_8(tx, column):
+        return (await tx.fetch(f"SELECT {column} FROM audit_log WHERE seq = 8"))[0][0]
+
+    for column, value in TAMPERED:
+        original = await storage.run_transaction(lambda tx: column_of_8(tx, column))
+        await sql(f"UPDATE audit_log SET {column} = ? WHERE seq = 8", (value,))
+
+        result = await verify(storage)
+
+        assert (column, result.ok, result.first_bad_seq, result.problem) == (column, False, 8, "record 8 was altered")
+        await sql(f"UPDATE audit_log SET {column} = ? WHERE seq = 8", (original,))
+        assert (column, (await verify(storage)).ok) == (column, True)
 
 
 async def test_verify_names_an_altered_record_whose_hash_was_recomputed(chain):
@@ -272,3 +287,12 @@ async def test_a_role_granted_as_the_readme_says_appends_but_cannot_change_audit
         with psycopg.connect(postgres_dsn, autocommit=True) as admin:
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
+
+
+async def test_to_dict_is_the_canonical_record_plus_its_hash(storage):
+    (record,) = await append_all(storage, [entry(0)])
+
+    exported = audit.to_dict(record)
+
+    assert exported == {**json.loads(record.canonical()), "hash": record.hash}
+    assert exported["at"] == "2025-03-14T12:00:00.123456+00:00"

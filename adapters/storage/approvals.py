@@ -64,6 +64,8 @@ class NewApproval:
             raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {self.source!r}")
         if not self.action or not self.requester_id:
             raise ValueError("action and requester_id must not be empty")
+        if self.expires_at <= self.created_at:
+            raise ValueError("expires_at must be after created_at")
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,7 @@ async def query(tx: Transaction, *, since: datetime | None = None, actor: str | 
                 target: str | None = None, action: str | None = None, limit: int = 50) -> list[AuditRecord]:
     """Records matching every given filter, newest first (at most `limit`).
 
-    `actor` matches the actor's id or name (case-insensitive substring), `target` is a
+    `actor` matches the actor's id, name or UPN (case-insensitive substring), `target` is a
     case-insensitive substring of the target, `action` equals the action or the event.
     """
     where, params = [], []
@@ -149,8 +149,9 @@ async def query(tx: Transaction, *, since: datetime | None = None, actor: str | 
         where.append("at >= ?")
         params.append(encode_time(utc(since, "since")))
     if actor:
-        where.append("(LOWER(actor_id) LIKE ? ESCAPE '\\' OR LOWER(actor_name) LIKE ? ESCAPE '\\')")
-        params.extend([_contains(actor)] * 2)
+        where.append("(LOWER(actor_id) LIKE ? ESCAPE '\\' OR LOWER(actor_name) LIKE ? ESCAPE '\\' "
+                     "OR LOWER(actor_upn) LIKE ? ESCAPE '\\')")
+        params.extend([_contains(actor)] * 3)
     if target:
         where.append("LOWER(target) LIKE ? ESCAPE '\\'")
         params.append(_contains(target))
