@@ -158,3 +158,18 @@ async def test_two_storages_claiming_at_once_get_disjoint_items(make_storage):
     owners = {i.id: i.lease_owner for i in stored}
     assert all(owners[i.id] == "replica-a" for i in a) and all(owners[i.id] == "replica-b" for i in b)
     assert {i.attempts for i in stored} == {1}
+
+
+async def test_prune_deletes_only_old_settled_items(storage):
+    old_sent, old_dead, old_pending = [await enqueue(storage, n) for n in range(3)]
+    new_sent = await enqueue(storage, 3, now=NOON + timedelta(days=8))
+    await claim(storage, "replica-a", now=NOON + timedelta(days=8))
+
+    async def settle(tx):
+        await outbox.mark_sent(tx, old_sent, "replica-a", "a1", now=NOON)
+        await outbox.mark_dead(tx, old_dead, "replica-a", "404")
+        await outbox.mark_sent(tx, new_sent, "replica-a", "a2", now=NOON + timedelta(days=8))
+    await storage.run_transaction(settle)
+
+    assert await storage.run_transaction(lambda tx: outbox.prune(tx, NOON + timedelta(days=7))) == 2
+    assert [i.id for i in await storage.run_transaction(lambda tx: outbox.find_items(tx))] == [old_pending, new_sent]

@@ -153,3 +153,13 @@ async def find_items(tx: Transaction, *, state: str | None = None, conversation_
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     rows = await tx.fetch(f"SELECT {_COLUMNS} FROM outbox{clause} ORDER BY id", params)
     return [_from_row(row) for row in rows]
+
+
+async def prune(tx: Transaction, older_than: datetime) -> int:
+    """Delete settled (sent or dead) items created before `older_than`; return how many.
+
+    Pending items are never pruned. Keep items as long as a message may still be updated through
+    its stored activity id (e.g. an approval card).
+    """
+    return await tx.execute("DELETE FROM outbox WHERE state IN (?, ?) AND created_at < ?",
+                            (SENT, DEAD, encode_time(utc(older_than, "older_than"))))
