@@ -96,9 +96,10 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     storage = storage or open_storage(settings.effective_storage_url)
     clock = clock or (lambda: datetime.now(timezone.utc))
     tasks = BackgroundTasks()
-    gate = Gate(settings.policy(), storage, clock=clock, approval_channel=settings.approval_channel,
+    roles = settings.role_book()
+    gate = Gate(settings.policy(), storage, clock=clock, roles=roles, approval_channel=settings.approval_channel,
                 spawn=tasks.spawn)
-    handler = ChatHandler(catalog(), workspaces, settings.role_book(), development=settings.development,
+    handler = ChatHandler(catalog(), workspaces, roles, development=settings.development,
                           allowed_tenants=settings.allowed_tenants, store=storage, gate=gate, clock=clock)
     adapter = build_adapter(settings.app_id, settings.app_password, settings.app_type, settings.app_tenant_id)
     bot = TeamsBot(handler, storage, adapter, settings.app_id)

@@ -45,9 +45,11 @@ def _is_confirmation(request: Approval) -> bool:
     return request.approver_role == REQUESTER_ONLY
 
 
-def approval_card(request: Approval, now: datetime, *, approver_ids: Sequence[str] = ()) -> dict:
-    """The request's card as everyone sees it. `approver_ids` (Teams user ids, `29:...`) get the
-    card refreshed for them automatically (Teams does this for at most 60 users)."""
+def approval_card(request: Approval, now: datetime, *, approver_ids: Sequence[str] = (),
+                  buttons: bool = True) -> dict:
+    """The request's card. `buttons`: show Approve / Reject (Confirm / Cancel) while it is pending.
+    `approver_ids` (Teams user ids, `29:...`, at most 60) get the card refreshed for them by Teams
+    (verb `approval`), which answers each with their own view: buttons only for who may decide."""
     confirm = _is_confirmation(request)
     label, color = STATE_LABELS.get(request.state, (request.state, "Default"))
     if confirm and request.state == PENDING:
@@ -74,7 +76,12 @@ def approval_card(request: Approval, now: datetime, *, approver_ids: Sequence[st
         body += [section("Outcome"), text(request.result, wrap=True,
                                           color="Attention" if request.state == FAILED else None)]
     actions: list[dict] = []
-    if request.state == PENDING:
+    if request.state == PENDING and not buttons:
+        body.append(text(f"Approvers see the buttons; or type `approve {request.id}` or "
+                         f"`reject {request.id} <reason>`.", subtle=True) if not confirm else
+                    text(f"{request.requester_name} can `confirm {request.id}` or `withdraw {request.id}`.",
+                         subtle=True))
+    elif request.state == PENDING:
         if confirm:
             actions = [button(f"Confirm {request.action}", "confirm", str(request.id), style="positive"),
                        button("Cancel request", "withdraw", str(request.id), style="destructive")]

@@ -23,16 +23,16 @@ Lifecycle: pending -> approved -> executing -> succeeded | failed; or rejected, 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 from adapters.service import ServiceError
-from adapters.storage import approvals, audit, inbox, outbox
+from adapters.storage import approvals, audit, grants, inbox, outbox, people
 from adapters.storage.approvals import (
     APPROVED, EXECUTING, FAILED, PENDING, REJECTED, SUCCEEDED, WITHDRAWN, Approval, NewApproval, Vote,
 )
-from commands.context import Context, Reply, Role, User
+from commands.context import Context, Reply, Role, RoleBook, User
 from commands.approval_card import approval_card
 from commands.policy import APPROVAL, CONFIRM, DIRECT, REQUESTER_ONLY, Policy, Rule
 
@@ -107,6 +107,7 @@ class Gate:
     policy: Policy
     store: Any
     clock: Callable[[], datetime] = _utc_now
+    roles: RoleBook = field(default_factory=RoleBook)   # the environment's assignments (grants are stored)
     approval_channel: str = ""                          # also ask here for requests from personal chats
     wake_outbox: Callable[[], None] = lambda: None      # the host's outbox worker: new items to send
     spawn: Callable[[Awaitable[Any]], None] = lambda awaitable: None   # run in the background (host's tasks)
@@ -147,26 +148,26 @@ class Gate:
             created_at=now, expires_at=now + rule.expiry, execute=pipeline.execute if pipeline else True,
             source="api" if pipeline else "chat", run_url=pipeline.run_url if pipeline else "")
 
-        async def work(tx) -> Approval:
+        async def work(tx) -> tuple[Approval, dict]:
             request = await approvals.create(tx, new)
             await audit.append(tx, self._entry(ctx.user, "requested", request, activity_id=ctx.activity_id,
                                                detail={"mode": rule.mode, "policy": rule.source}))
+            payload = await self._card_payload(tx, request, now)
             if pipeline is not None:                      # no turn to answer in: post the card
-                await outbox.enqueue(tx, conversation, {**self._card_payload(request, now),
-                                                        "track": f"approval:{request.id}"},
+                await outbox.enqueue(tx, conversation, {**payload, "track": f"approval:{request.id}"},
                                      dedupe_key=f"approval:{request.id}:card:{conversation}",
                                      tenant_id=pipeline.tenant_id, now=now)
             elif (not confirm and self.approval_channel and ctx.conversation_kind == "personal"
                     and self.approval_channel != conversation):
-                await outbox.enqueue(tx, self.approval_channel, self._card_payload(request, now),
+                await outbox.enqueue(tx, self.approval_channel, payload,
                                      dedupe_key=f"approval:{request.id}:card:{self.approval_channel}",
                                      tenant_id=ctx.user.tenant_id, now=now)
-            return request
+            return request, payload["card"]
 
-        request = await self.store.run_transaction(work)
+        request, card = await self.store.run_transaction(work)
         self.wake_outbox()
         return Reply(text=f"{'Confirmation' if confirm else 'Approval request'} #{request.id}: {change.summary}",
-                     card=self.card(request, now), track=f"approval:{request.id}")
+                     card=card, track=f"approval:{request.id}")
 
     # ------------------------------------------------------------ deciding
 
@@ -214,18 +215,18 @@ class Gate:
             return Reply("Already handled.")   # a redelivered activity: nothing happens twice
         assert request is not None
         if status == "already":
-            return Reply(f"You have already voted on request #{approval_id}.", card=self.card(request, now))
+            return Reply(f"You have already voted on request #{approval_id}.", card=self.card(request, now, ctx))
         if status in ("closed", "expired"):
             return Reply(f"Request #{approval_id} is {request.state}; nothing to decide any more.",
-                         card=self.card(request, now))
+                         card=self.card(request, now, ctx))
         if request.state == APPROVED:
             if request.execute:
                 return await self.execute(ctx, request)
             return Reply(f"Request #{approval_id} is approved; the pipeline that asked will carry it out.",
-                         card=self.card(request, now))
+                         card=self.card(request, now, ctx))
         verb = {"approve": "Approved", "reject": "Rejected"}[decision]
         return Reply(f"{verb}: request #{approval_id} ({len(request.approvals)} of {request.quorum} approvals).",
-                     card=self.card(request, now))
+                     card=self.card(request, now, ctx))
 
     async def withdraw(self, ctx: Context, approval_id: int) -> Reply:
         now = self.clock()
@@ -247,7 +248,7 @@ class Gate:
         except Refused as refusal:
             return Reply(str(refusal))
         self.wake_outbox()
-        return Reply(f"Request #{approval_id} withdrawn.", card=self.card(request, now))
+        return Reply(f"Request #{approval_id} withdrawn.", card=self.card(request, now, ctx))
 
     async def expire_due(self) -> int:
         """Mark every pending request past its expiry as expired and update its cards."""
@@ -265,8 +266,29 @@ class Gate:
             self.wake_outbox()
         return count
 
-    def card(self, request: Approval, now: datetime) -> dict:
-        return approval_card(request, now)
+    def card(self, request: Approval, now: datetime, viewer: Context | None = None,
+             approver_ids: Sequence[str] = ()) -> dict:
+        """The card for one `viewer` (buttons only if they may act), or for everyone (buttons for
+        all when no eligible approver's Teams id is known, else refreshed for those approvers)."""
+        if viewer is None:
+            return approval_card(request, now, approver_ids=approver_ids, buttons=not approver_ids)
+        may_act = self._may_vote(viewer, request) and viewer.user.id not in {v.voter_id for v in request.votes}
+        return approval_card(request, now, buttons=may_act)
+
+    async def _approvers(self, tx, request: Approval) -> list[str]:
+        """Teams ids of the people who may decide `request` (for `refresh.userIds`)."""
+        if request.approver_role == REQUESTER_ONLY:
+            wanted = [request.requester_id]
+        else:
+            needed = Role.parse(request.approver_role)
+            wanted = [uid for uid, role in self.roles.assignments.items() if role >= needed]
+            wanted += [g.user_id for g in await grants.list_grants(tx) if Role.parse(g.role) >= needed
+                       and g.user_id not in self.roles.assignments]
+            if not request.allow_self:
+                wanted = [uid for uid in wanted if uid != request.requester_id]
+        voted = {v.voter_id for v in request.votes}
+        known = await people.teams_ids(tx, [uid for uid in wanted if uid not in voted])
+        return sorted(known.values())
 
     async def list_requests(self, ctx: Context, which: str) -> list[Approval]:
         async def work(tx) -> list[Approval]:
@@ -285,7 +307,7 @@ class Gate:
         request = await self._get(approval_id)
         if request is None:
             return Reply(f"There is no approval request #{approval_id}. Type `approvals all` to see them.")
-        return Reply(f"Request #{approval_id}: {request.state}", card=self.card(request, self.clock()))
+        return Reply(f"Request #{approval_id}: {request.state}", card=self.card(request, self.clock(), ctx))
 
     def _may_vote(self, ctx: Context, request: Approval) -> bool:
         try:
@@ -322,7 +344,7 @@ class Gate:
 
         if not await self.store.run_transaction(claim):
             current = await self._get(request.id)
-            return Reply(f"Request #{request.id} is already {current.state}.", card=self.card(current, now))
+            return Reply(f"Request #{request.id} is already {current.state}.", card=self.card(current, now, ctx))
         workspace_ctx = replace(ctx, workspace=request.workspace, later=None)
         return await self._perform(workspace_ctx, change_of(request), request)
 
@@ -360,7 +382,7 @@ class Gate:
             self.spawn(finished())              # an approved request: the outcome updates its card
         if request is not None:
             current = await self._get(request.id)
-            return Reply(reply.text, card=self.card(current, self.clock()))
+            return Reply(reply.text, card=self.card(current, self.clock(), ctx))
         return reply
 
     async def _finish(self, ctx: Context, change: Change, request: Approval | None, result: Reply, *,
@@ -384,7 +406,7 @@ class Gate:
         if current is None:
             return result
         self.wake_outbox()
-        return Reply(result.text, card=self.card(current, now), ok=result.ok)
+        return Reply(result.text, card=self.card(current, now, ctx), ok=result.ok)
 
     # ------------------------------------------------------------ helpers
 
@@ -416,7 +438,7 @@ class Gate:
 
     async def _update_cards(self, tx, request: Approval, now: datetime) -> None:
         """Every copy of the request's card is edited for everyone, through the outbox."""
-        payload = self._card_payload(request, now)
+        payload = await self._card_payload(tx, request, now)
         version = f"{request.state}:{len(request.votes)}"
         if request.card_activity_id:
             await outbox.enqueue(tx, request.card_conversation_id, {**payload, "update": request.card_activity_id},
@@ -429,8 +451,8 @@ class Gate:
                                      dedupe_key=f"approval:{request.id}:update:{self.approval_channel}:{version}",
                                      tenant_id=request.tenant_id, now=now)
 
-    def _card_payload(self, request: Approval, now: datetime) -> dict[str, Any]:
-        card = self.card(request, now)
+    async def _card_payload(self, tx, request: Approval, now: datetime) -> dict[str, Any]:
+        card = self.card(request, now, approver_ids=await self._approvers(tx, request))
         return {"text": card.get("fallbackText", ""), "card": card}
 
     async def _get(self, approval_id: int) -> Approval | None:

@@ -72,8 +72,9 @@ class Chat:
                  roles: RoleBook | None = None, clock: Clock | None = None, user: User = DEV) -> None:
         self.clock = clock or Clock()
         self.background: list = []
-        self.gate = Gate(policy, store, clock=self.clock, spawn=self.background.append)
-        self.handler = ChatHandler(catalog(), workspaces, roles or RoleBook(default=role), store=store,
+        roles = roles or RoleBook(default=role)
+        self.gate = Gate(policy, store, clock=self.clock, roles=roles, spawn=self.background.append)
+        self.handler = ChatHandler(catalog(), workspaces, roles, store=store,
                                    gate=self.gate, clock=self.clock)
         self.user = user
         self.follow_ups: list = []

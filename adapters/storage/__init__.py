@@ -359,6 +359,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         sqlite=("ALTER TABLE conversations ADD COLUMN gone_at TEXT",),
         postgres=("ALTER TABLE conversations ADD COLUMN gone_at TIMESTAMPTZ",),
     ),
+    Migration(
+        8, "people",
+        sqlite=("""CREATE TABLE people (
+                       object_id TEXT PRIMARY KEY, teams_id TEXT NOT NULL, name TEXT NOT NULL,
+                       tenant_id TEXT NOT NULL, seen_at TEXT NOT NULL)""",),
+        postgres=("""CREATE TABLE people (
+                         object_id TEXT PRIMARY KEY, teams_id TEXT NOT NULL, name TEXT NOT NULL,
+                         tenant_id TEXT NOT NULL, seen_at TIMESTAMPTZ NOT NULL)""",),
+    ),
 )
 
 _MIGRATIONS_TABLE = {

@@ -1,0 +1,35 @@
+"""People the bot has met: a user's Entra object id and their Teams user id (`29:...`).
+
+Cards address people by Teams id (`refresh.userIds` shows an approval card's buttons only to
+eligible approvers), while roles are assigned by Entra object id; this table joins the two. The
+Teams seam records the pair whenever someone writes to the bot.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Sequence
+
+from adapters.storage.base import Transaction, encode_time
+
+
+async def remember(tx: Transaction, object_id: str, teams_id: str, name: str, tenant_id: str, *,
+                   now: datetime) -> None:
+    """Insert or refresh one person."""
+    await tx.execute(
+        "INSERT INTO people (object_id, teams_id, name, tenant_id, seen_at) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (object_id) DO UPDATE SET teams_id = excluded.teams_id, name = excluded.name, "
+        "tenant_id = excluded.tenant_id, seen_at = excluded.seen_at",
+        (object_id, teams_id, name, tenant_id, encode_time(now)))
+
+
+async def teams_ids(tx: Transaction, object_ids: Sequence[str]) -> dict[str, str]:
+    """Entra object id -> Teams user id, for those of `object_ids` the bot has met."""
+    wanted = sorted(set(object_ids))
+    found: dict[str, str] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start:start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        rows = await tx.fetch(f"SELECT object_id, teams_id FROM people WHERE object_id IN ({marks})", chunk)
+        found.update({object_id: teams_id for object_id, teams_id in rows})
+    return found
