@@ -27,6 +27,12 @@ composes several of them in ONE transaction, committed together or not at all:
 
     won = await storage.run_transaction(decide)
 
+Inside a unit of work, take row locks before the audit head: `approvals.get(..., for_update=True)`
+or `transition` first, `audit.append` last. The head lock serializes every audited transaction
+across replicas until it commits, so a consistent order avoids PostgreSQL deadlocks and keeps the
+lock short. `work` must use only `tx` (never the storage's own methods) and must not call out to
+Teams or Azure: enqueue in the outbox instead.
+
 A feature adds its tables by appending a `Migration` to `MIGRATIONS` (never editing one).
 
 SQL conventions: statements use qmark placeholders (`?`); `PostgresStorage` rewrites them to
