@@ -116,6 +116,7 @@ class ReplayTransport(HttpTransport):
     def __init__(self) -> None:
         self.routes: list[Route] = []
         self.requests: list[RecordedRequest] = []
+        self.sleeps: list[float] = []             # what the pipeline asked to wait (retry back-off, polling)
         self._lock = threading.Lock()
 
     # -- configuration
@@ -215,7 +216,8 @@ class ReplayTransport(HttpTransport):
         pass
 
     def sleep(self, duration: float) -> None:      # polling and retry back-off: never wait in tests
-        pass
+        with self._lock:
+            self.sleeps.append(duration)
 
 
 # ---------------------------------------------------------------- fixtures

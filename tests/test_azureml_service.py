@@ -526,3 +526,46 @@ def test_unusable_location_asks_for_the_setting(location):
     with pytest.raises(Unavailable) as info:
         regional_metrics_endpoint(location)
     assert "set metrics_endpoint" in info.value.message
+
+
+# ---------------------------------------------------------------- boundaries and the production pipeline
+
+
+@pytest.mark.parametrize("count, accepted", [(0, False), (1, True), (20, True), (21, False), (True, False)])
+def test_scale_bounds_are_checked_before_azure(svc, workspace, count, accepted):
+    if accepted:
+        svc.scale_deployment("fraud-api", "green", count).wait(5)
+        assert only_mutation(workspace).body == {"sku": {"capacity": count}}
+    else:
+        with pytest.raises(InvalidRequest) as info:
+            svc.scale_deployment("fraud-api", "green", count)
+        assert info.value.message == f"Instance count must be a whole number from 1 to 20, not {count!r}."
+        assert workspace.transport.sent() == []
+
+
+def test_endpoint_scoring_uri_and_states(svc):
+    fraud = svc.get_endpoint("fraud-api")
+    assert fraud.scoring_uri == "https://fraud-api.westeurope.inference.ml.azure.com/score"
+    assert (fraud.auth_mode, fraud.mirror_traffic) == ("aml_token", {})     # the SDK gives its YAML spelling
+
+
+def production_service(workspace: FakeWorkspace, **kwargs):
+    return build_azure_service(SUBSCRIPTION, RESOURCE_GROUP, WORKSPACE, environment="prod", credential=FakeCredential(),
+                               client_options={"transport": workspace.transport}, **kwargs)
+
+
+def test_production_pipeline_retries_exactly_retry_total_times(workspace):
+    workspace.transport.fail("GET", r"/onlineEndpoints$", 503, "ServiceUnavailable", "Busy.")
+    svc = production_service(workspace, retry_total=2, retry_backoff_factor=0)
+    with pytest.raises(Unavailable):
+        svc.list_endpoints()
+    assert len(workspace.transport.sent("GET", r"/onlineEndpoints$")) == 3        # the first try and 2 retries
+
+
+def test_production_pipeline_waits_as_long_as_retry_after_says(workspace):
+    workspace.transport.add("GET", r"/onlineEndpoints$", status=429, headers={"Retry-After": "7"},
+                            json={"error": {"code": "TooManyRequests", "message": "Slow down."}}, times=1, first=True)
+    svc = production_service(workspace, retry_total=3, retry_backoff_factor=0)
+    assert [e.name for e in svc.list_endpoints()] == ["churn-api", "fraud-api"]
+    assert len(workspace.transport.sent("GET", r"/onlineEndpoints$")) == 2
+    assert 7 in workspace.transport.sleeps
