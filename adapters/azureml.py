@@ -416,16 +416,22 @@ class AzureMLService:
             raise Conflict(f"Deployment {endpoint}/{deployment} is still {state}: Azure ML accepts no new change to "
                            f"a deployment until its current operation has finished. Try again once it shows "
                            f"Succeeded.", code="DeploymentBusy")
-        # The SDK's own REST operations (same pipeline, credential, retries and api-version as
-        # ml.online_deployments); azure-ai-ml has no public call for a partial update.
-        rest = self.ml.online_deployments._online_deployment  # noqa: SLF001
         return self._operation(
             "scale", f"deployment {endpoint}/{deployment}",
-            lambda: rest.begin_update(resource_group_name=self.ml.resource_group_name,
-                                      workspace_name=self.workspace_name, endpoint_name=endpoint,
-                                      deployment_name=deployment, body={"sku": {"capacity": instance_count}}),
+            lambda: self._deployments_rest().begin_update(
+                resource_group_name=self.ml.resource_group_name, workspace_name=self.workspace_name,
+                endpoint_name=endpoint, deployment_name=deployment, body={"sku": {"capacity": instance_count}}),
             lambda result: f"{endpoint}/{deployment} now runs {instance_count} instance(s).",
             resource="deployment", name=deployment)
+
+    def _deployments_rest(self) -> Any:
+        """The SDK's own REST operations for online deployments (same pipeline, credential, retries and
+        api-version as `ml.online_deployments`): azure-ai-ml has no public call for a partial update."""
+        rest = getattr(self.ml.online_deployments, "_online_deployment", None)
+        if rest is None or not hasattr(rest, "begin_update"):
+            raise ServiceError("This azure-ai-ml version offers no partial update of a deployment; "
+                               "the bot needs azure-ai-ml 1.35.")
+        return rest
 
     def deployment_logs(self, endpoint: str, deployment: str, lines: int = 50) -> str:
         with self._call("endpoint", endpoint):
@@ -623,7 +629,8 @@ def _check_not_mirrored(endpoint: str, found: Any, traffic: dict[str, int]) -> N
     mirrored = {str(k).lower(): int(v) for k, v in (found.mirror_traffic or {}).items() if int(v)}
     for deployment, percent in traffic.items():
         if percent and deployment.lower() in mirrored:
-            raise InvalidRequest(f"Deployment {deployment} receives mirrored traffic ({mirrored[deployment.lower()]} %) "
+            share = mirrored[deployment.lower()]
+            raise InvalidRequest(f"Deployment {deployment} receives mirrored traffic ({share} %) "
                                  f"on {endpoint}; Azure ML does not let a deployment take both live and mirrored "
                                  f"traffic. Stop mirroring to it first, or leave its live share at 0.",
                                  code="MirroredDeployment")

@@ -282,7 +282,8 @@ class LocalWorkspace:
                 raise InvalidRequest(f"Traffic must sum to 100, got {total}.")
             for name, percent in traffic.items():
                 if percent and current.mirror_traffic.get(name):
-                    raise InvalidRequest(f"Deployment {name} receives mirrored traffic ({current.mirror_traffic[name]} %) "
+                    mirrored = current.mirror_traffic[name]
+                    raise InvalidRequest(f"Deployment {name} receives mirrored traffic ({mirrored} %) "
                                          f"on {endpoint}; Azure ML does not let a deployment take both live and "
                                          f"mirrored traffic. Stop mirroring to it first, or leave its live share at 0.",
                                          code="MirroredDeployment")

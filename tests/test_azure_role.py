@@ -63,7 +63,8 @@ def allowed(action: str) -> bool:
 def requests() -> list[RecordedRequest]:
     workspace = FakeWorkspace()
     workspace.transport.add("POST", r"/metrics:getBatch$", handler=monitor_answer)
-    svc = AzureMLService(ml_client(workspace.transport), metrics=AzureMonitorMetrics(metrics_client(workspace.transport)))
+    metrics = AzureMonitorMetrics(metrics_client(workspace.transport))
+    svc = AzureMLService(ml_client(workspace.transport), metrics=metrics)
     svc.workspace()
     for kind in ("model", "endpoint", "batch_endpoint", "deployment", "job", "schedule", "compute"):
         svc.names(kind)

@@ -274,7 +274,8 @@ def test_why_scale_does_not_put_the_deployment_back(svc, workspace):
 
 
 def test_scale_refuses_a_deployment_still_updating(svc, workspace):
-    workspace.get("onlineEndpoints", "fraud-api", "deployments", "green")["properties"]["provisioningState"] = "Updating"
+    green = workspace.get("onlineEndpoints", "fraud-api", "deployments", "green")
+    green["properties"]["provisioningState"] = "Updating"
     with pytest.raises(Conflict) as info:
         svc.scale_deployment("fraud-api", "green", 2)
     assert info.value.code == "DeploymentBusy" and "still Updating" in info.value.message
