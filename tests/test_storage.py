@@ -8,7 +8,6 @@ each in a fresh schema dropped afterwards. Without a server they are skipped, ex
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -19,10 +18,10 @@ from psycopg.conninfo import make_conninfo
 
 from adapters.storage import (MIGRATIONS, ConversationRecord, StorageError, StorageUnavailable, Transaction,
                               open_storage)
-from adapters.storage_postgres import PostgresStorage, quote_identifier, to_psycopg
-from adapters.storage_sqlite import SqliteStorage
+from adapters.storage.postgres import PostgresStorage, to_psycopg
+from adapters.storage.sqlite import SqliteStorage
+from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema, storage  # noqa: F401 (fixtures)
 
-POSTGRES_DSN = os.environ.get("MLOPSBOT_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 NOON = datetime(2025, 3, 14, 12, 0, 0, 123456, tzinfo=timezone.utc)
 
@@ -46,62 +45,6 @@ def conversation(conversation_id: str = "19:general@thread.tacv2", kind: str = "
     return ConversationRecord(conversation_id=conversation_id, kind=kind, reference=reference,
                               tenant_id=TENANT, user_id=user_id, updated_at=updated_at,
                               **{**defaults, **fields})
-
-
-# ---------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def postgres_dsn() -> str:
-    """The test server's DSN; skips (or fails, when CI=true) if it does not answer."""
-    try:
-        with psycopg.connect(POSTGRES_DSN, connect_timeout=3):
-            pass
-    except psycopg.Error as exc:
-        message = f"PostgreSQL at {POSTGRES_DSN} is unreachable: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return POSTGRES_DSN
-
-
-@pytest.fixture
-def postgres_schema(postgres_dsn: str):
-    """A schema name unique to this test; the schema is dropped afterwards."""
-    name = f"mlopsbot_test_{uuid.uuid4().hex[:12]}"
-    yield name
-    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
-        connection.execute(f"DROP SCHEMA IF EXISTS {quote_identifier(name)} CASCADE")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def make_storage(request: pytest.FixtureRequest, tmp_path):
-    """A factory of unopened storages that all point at the same (fresh) database; closes them after."""
-    made = []
-    if request.param == "postgres":
-        dsn = request.getfixturevalue("postgres_dsn")
-        schema = request.getfixturevalue("postgres_schema")
-
-        def build():
-            return PostgresStorage(dsn, schema=schema)
-    else:
-        def build():
-            return open_storage(f"sqlite://{tmp_path}/state/bot.db")
-
-    def make():
-        made.append(build())
-        return made[-1]
-
-    yield make
-    for storage in made:
-        await storage.close()
-
-
-@pytest.fixture
-async def storage(make_storage):
-    storage = make_storage()
-    await storage.open()
-    return storage
 
 
 # ---------------------------------------------------------------- conversations
@@ -292,6 +235,55 @@ async def test_postgres_reconnects_after_the_connection_drops(postgres_dsn, post
 
         assert await storage.get_conversation(conversation().conversation_id) == conversation()
         await storage.ping()
+    finally:
+        await storage.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_never_runs_the_work_again_after_the_connection_drops_during_it(postgres_dsn,
+                                                                                      postgres_schema):
+    application = f"mlopsbot-test-{uuid.uuid4().hex[:8]}"
+    storage = PostgresStorage(make_conninfo(postgres_dsn, application_name=application), schema=postgres_schema)
+    await storage.open()
+    calls = []
+
+    async def work(tx: Transaction) -> None:
+        calls.append(1)
+        await tx.execute("INSERT INTO conversations (conversation_id, kind, reference, tenant_id, updated_at) "
+                         "VALUES (?, ?, ?, ?, ?)", ("a:1", "personal", "{}", TENANT, NOON.isoformat()))
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                          (application,))
+        await tx.execute("SELECT 1")
+
+    try:
+        with pytest.raises(StorageUnavailable, match="rolled back"):
+            await storage.run_transaction(work)
+
+        assert calls == [1]
+        assert await storage.get_conversation("a:1") is None
+    finally:
+        await storage.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_retries_once_when_begin_finds_a_dead_connection(postgres_dsn, postgres_schema):
+    application = f"mlopsbot-test-{uuid.uuid4().hex[:8]}"
+    storage = PostgresStorage(make_conninfo(postgres_dsn, application_name=application), schema=postgres_schema)
+    await storage.open()
+    calls = []
+
+    async def work(tx: Transaction) -> list:
+        calls.append(1)
+        return await tx.fetch("SELECT 41 + 1")
+
+    try:
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                          (application,))
+
+        assert await storage.run_transaction(work) == [(42,)]
+        assert calls == [1]
     finally:
         await storage.close()
 

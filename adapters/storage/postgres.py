@@ -2,10 +2,12 @@
 
 One psycopg 3 `AsyncConnection` per storage, one transaction at a time (an asyncio lock): the bot's
 storage traffic is small, and a single connection keeps failure handling simple. A connection that
-dropped (server restart, failover, idle kill) is replaced on the next call; a transaction that
-failed on a dropped connection *before* COMMIT was sent is retried once on a new connection (the
-server rolled it back), while a failure during COMMIT is reported as StorageUnavailable because its
-outcome is unknown.
+dropped (server restart, failover, idle kill) is replaced on the next call. A transaction is
+retried (once, on a new connection) only when BEGIN itself failed on a dead connection, that is
+before the work ran: a work function is never run twice, so its writes are never applied twice.
+A connection lost during the work is reported as StorageUnavailable (the server rolled it back);
+one lost during COMMIT likewise, with the outcome unknown: callers make such writes idempotent
+(compare-and-set transitions, unique vote and dedupe keys) rather than blindly retrying them.
 
 Schema migration runs under `pg_advisory_xact_lock`, so replicas starting together take turns.
 `schema=` puts the bot's tables in their own schema (created if missing), e.g. for tests.
@@ -20,7 +22,8 @@ from typing import Any, Awaitable, Callable, Sequence, TypeVar
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from adapters.storage import SqlStorage, StorageError, StorageUnavailable, Transaction
+from adapters.storage import SqlStorage
+from adapters.storage.base import StorageError, StorageUnavailable, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +102,25 @@ class PostgresStorage(SqlStorage):
                 if not self._is_open:
                     raise StorageUnavailable(f"The PostgreSQL storage at {self.where} is not open.")
                 connection = await self._connect()
-                committing = False
                 try:
                     await connection.execute("BEGIN")
+                except psycopg.Error as exc:
+                    # Nothing ran yet: the one failure worth a retry is a connection that had died
+                    # while idle (server restart, failover, idle kill), found out by BEGIN.
+                    broken = connection.broken or connection.closed
+                    await self._discard()
+                    if broken and attempt == 1:
+                        log.warning("PostgreSQL connection to %s dropped (%s); retrying on a new one",
+                                    self.where, exc)
+                        continue
+                    raise StorageUnavailable(f"PostgreSQL at {self.where}: {exc}") from exc
+                except asyncio.CancelledError:
+                    await self._discard()
+                    raise
+                # From here on the work has run: never run it again. A failure before COMMIT rolls
+                # back; a failure *during* COMMIT leaves the outcome unknown, which the error says.
+                committing = False
+                try:
                     result = await work(_PostgresTransaction(connection))
                     committing = True
                     await connection.execute("COMMIT")
@@ -109,12 +128,10 @@ class PostgresStorage(SqlStorage):
                 except psycopg.Error as exc:
                     if connection.broken or connection.closed:
                         await self._discard()
-                        if attempt == 1 and not committing:
-                            log.warning("PostgreSQL connection to %s dropped (%s); retrying on a new one",
-                                        self.where, exc)
-                            continue
-                        raise StorageUnavailable(f"Lost the connection to PostgreSQL at {self.where}: "
-                                                 f"{exc}") from exc
+                        outcome = ("whether the transaction committed is unknown" if committing
+                                   else "the transaction was rolled back")
+                        raise StorageUnavailable(f"Lost the connection to PostgreSQL at {self.where} "
+                                                 f"({outcome}): {exc}") from exc
                     await self._rollback(connection)
                     kind = StorageUnavailable if isinstance(exc, psycopg.OperationalError) else StorageError
                     raise kind(f"PostgreSQL at {self.where}: {exc}") from exc
@@ -128,8 +145,12 @@ class PostgresStorage(SqlStorage):
 
     async def _prepare_migration(self, tx: Transaction) -> None:
         await tx.fetch("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK_KEY,))
-        if self.schema:
-            await tx.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(self.schema)}")
+        if self.schema and not await tx.fetch("SELECT 1 FROM pg_namespace WHERE nspname = ?", (self.schema,)):
+            await tx.execute(f"CREATE SCHEMA {quote_identifier(self.schema)}")
+
+    async def _has_table(self, tx: Transaction, name: str) -> bool:
+        rows = await tx.fetch("SELECT to_regclass(?) IS NOT NULL", (name,))
+        return bool(rows[0][0])
 
     # ------------------------------------------------------------ connection
 
@@ -172,6 +193,8 @@ class PostgresStorage(SqlStorage):
 
 class _PostgresTransaction:
     """The `Transaction` handed to `run_transaction` work, on the storage's connection."""
+
+    dialect = "postgres"
 
     def __init__(self, connection: psycopg.AsyncConnection) -> None:
         self._connection = connection

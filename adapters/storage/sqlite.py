@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
-from adapters.storage import SqlStorage, StorageError, StorageUnavailable, Transaction
+from adapters.storage import SqlStorage
+from adapters.storage.base import StorageError, StorageUnavailable, Transaction
 
 T = TypeVar("T")
 
@@ -124,6 +125,8 @@ def _switch_to_wal(connection: sqlite3.Connection, timeout: float) -> None:
 
 class _SqliteTransaction:
     """The `Transaction` handed to `run_transaction` work: statements go to the worker thread."""
+
+    dialect = "sqlite"
 
     def __init__(self, storage: SqliteStorage, connection: sqlite3.Connection) -> None:
         self._storage = storage

@@ -1,0 +1,89 @@
+"""What every storage module shares: the errors, the `Transaction` seam and the value codecs.
+
+This module imports nothing from the rest of the package, so that the package's `__init__`, the
+two implementations and the table modules can all build on it without import circles.
+
+Error tree::
+
+    StorageError                 the database refused the statement (bug, constraint, ...)
+    └── StorageUnavailable       not open, unreachable, locked or timed out; retry later
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, Protocol, Sequence
+
+# ---------------------------------------------------------------- errors
+
+
+class StorageError(Exception):
+    """The database failed or refused an operation."""
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot be reached right now (closed, down, locked, timed out)."""
+
+
+# ---------------------------------------------------------------- the transaction seam
+
+
+class Transaction(Protocol):
+    """Statements inside one `SqlStorage.run_transaction` call; qmark (`?`) placeholders.
+
+    `dialect` is "sqlite" or "postgres", for the few statements that differ (row locks).
+    """
+
+    dialect: str
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; return the number of rows it changed."""
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a query (or a statement with RETURNING); return all its rows as tuples."""
+
+
+def for_update(tx: Transaction, *, skip_locked: bool = False) -> str:
+    """The row-lock clause for a SELECT: PostgreSQL locks rows; SQLite needs none because its write
+    transactions start with BEGIN IMMEDIATE and so already exclude every other writer."""
+    if tx.dialect != "postgres":
+        return ""
+    return " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
+
+
+# ---------------------------------------------------------------- codecs
+
+
+def encode_time(moment: datetime) -> str:
+    """A UTC ISO 8601 string with microseconds: sorts as text on SQLite, parses on PostgreSQL."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def decode_time(value: datetime | str) -> datetime:
+    """A UTC datetime from a stored value (TEXT on SQLite, TIMESTAMPTZ on PostgreSQL)."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def decode_optional_time(value: datetime | str | None) -> datetime | None:
+    return None if value is None else decode_time(value)
+
+
+def encode_json(value: Any) -> str:
+    """JSON text for a stored value (NaN and infinities are refused: JSONB cannot hold them)."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, sort_keys=True)
+
+
+def decode_json(value: Any) -> Any:
+    """A JSON value from a stored one (TEXT on SQLite, already decoded JSONB on PostgreSQL)."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def utc(moment: datetime, name: str) -> datetime:
+    """`moment` in UTC; ValueError naming the field when it is naive or not a datetime."""
+    if not isinstance(moment, datetime) or moment.tzinfo is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime")
+    return moment.astimezone(timezone.utc)
