@@ -22,11 +22,12 @@ metric Azure has no data for stays None. Errors are translated like the rest of 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Iterable, Protocol, Sequence
 
-from adapters.service import DeploymentMetrics, EndpointMetrics, ServiceError
+from adapters.service import DeploymentMetrics, EndpointMetrics, ServiceError, Unavailable
 
 ENDPOINT_NAMESPACE = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints"
 DEPLOYMENT_NAMESPACE = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments"
@@ -35,6 +36,21 @@ REQUESTS_METRIC = "RequestsPerMinute"
 STATUS_DIMENSION = "statusCodeClass"
 DEPLOYMENT_METRICS = ("CpuUtilizationPercentage", "GpuUtilizationPercentage", "DeploymentCapacity")
 MONITORING_READER = "Monitoring Reader"
+PUBLIC_CLOUD_METRICS_HOST = "metrics.monitor.azure.com"
+_REGION = re.compile(r"[a-z0-9]+")
+
+
+def regional_metrics_endpoint(location: str) -> str:
+    """Azure Monitor's metrics endpoint for a workspace location (public cloud).
+
+    ARM gives locations as "westeurope" (or, from some APIs, "West Europe"): both map to
+    https://westeurope.metrics.monitor.azure.com. Anything else is refused rather than put in a host name.
+    """
+    region = re.sub(r"\s+", "", location or "").lower()
+    if not _REGION.fullmatch(region):
+        raise Unavailable(f"Cannot tell the Azure Monitor endpoint for workspace location {location!r}; "
+                          f"set metrics_endpoint for this workspace.")
+    return f"https://{region}.{PUBLIC_CLOUD_METRICS_HOST}"
 
 
 @dataclass(frozen=True)
@@ -82,11 +98,11 @@ class AzureMonitorMetrics:
         self.identity = identity
 
     @classmethod
-    def create(cls, endpoint: str, credential: Any, **pipeline: Any) -> "AzureMonitorMetrics":
+    def create(cls, endpoint: str, credential: Any, *, identity: str = "", **pipeline: Any) -> "AzureMonitorMetrics":
         """A MetricsClient for the regional endpoint of the workspace (e.g. https://westeurope.metrics.monitor.azure.com)."""
         from azure.monitor.querymetrics import MetricsClient
 
-        return cls(MetricsClient(endpoint, credential, **pipeline))
+        return cls(MetricsClient(endpoint, credential, **pipeline), identity=identity)
 
     def _query(self, resource_ids: list[str], namespace: str, names: Iterable[str], window: timedelta,
                filter: str | None = None) -> dict[str, dict[str, Any]]:

@@ -18,16 +18,27 @@ Choices worth knowing:
 - Model metrics: numeric values of the model version's `properties` (where MLflow/AutoML put them)
   and, failing that, of its tags; keys that look like system keys (`azureml.`, `mlflow.`, `_`) are
   skipped. Tags stay in `tags` as well.
-- `list_models()` without a name reads the model containers, then the latest version of each (one
-  call per model). With a stage, it is the newest version in that stage for each model.
-- `set_traffic` validates like Azure does (deployments exist, integer percentages summing to 100)
-  before calling Azure, then PUTs the whole endpoint with the new split.
+- `list_models()` without a name reads the model containers (following Azure's pages, at most
+  1000), then the latest version of each: one GET per model, at most 8 at once, all within
+  `model_read_budget` seconds (Unavailable, with counts, if Azure is slower). With a stage, it is
+  the newest version in that stage for each model, read the same way.
+- `set_traffic` validates like Azure does (deployments exist, integer percentages summing to 100,
+  no live traffic on a mirrored deployment, endpoint not Creating/Updating/Deleting) before calling
+  Azure. Online endpoints have no ETag and the SDK PUTs the whole endpoint, so the endpoint is read
+  again right before the PUT and the change is refused (Conflict "TrafficChanged") if its live split
+  is no longer the one the caller saw (`expected`) or, without it, the one first read.
+- `scale_deployment` PATCHes only `sku.capacity` (the published OnlineDeployments_Update shape): the
+  SDK's GET-then-PUT would drop `modelMountPath`, `identity` and `kind` from the deployment.
+- Endpoint metrics: the configured Azure Monitor source, or one for the workspace's region
+  (https://<location>.metrics.monitor.azure.com) built on first use.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import replace
 from datetime import datetime
 from itertools import islice
@@ -45,7 +56,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from adapters.azure_metrics import EndpointMetricsSource, EndpointRef
+from adapters.azure_metrics import EndpointMetricsSource, EndpointRef, regional_metrics_endpoint
 from adapters.service import (
     RESOURCE_KINDS,
     STAGES,
@@ -68,7 +79,6 @@ from adapters.service import (
 )
 
 DATA_SCIENTIST = "AzureML Data Scientist"
-COMPUTE_OPERATOR = "AzureML Compute Operator"
 READER = "Reader"
 MIN_INSTANCES, MAX_INSTANCES = 1, 20   # managed online deployments need ≥ 1; 20 is the default quota
 ALL_SCHEDULES = "All"            # ScheduleListViewType.ALL: enabled and disabled schedules
@@ -76,6 +86,10 @@ ALL_SCHEDULES = "All"            # ScheduleListViewType.ALL: enabled and disable
 _MODEL_VERSION_ID = re.compile(r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/?$", re.IGNORECASE)
 _SYSTEM_KEY = re.compile(r"^(azureml\.|mlflow\.|_)", re.IGNORECASE)
 _JOB_SCAN_LIMIT = 500            # list_jobs never reads more than this many jobs to find `limit` matches
+_MODEL_SCAN_LIMIT = 1000         # list_models() reads at most this many models (pages of Azure's list)
+_MODEL_READERS = 8               # latest versions read at once (polite to ARM's per-identity read budget)
+MODEL_READ_BUDGET = 20.0         # seconds for all of them: below the bot's 30 s call timeout, with an answer
+BUSY_STATES = ("Creating", "Updating", "Deleting")   # provisioning states in which Azure refuses a change
 
 
 # ---------------------------------------------------------------- error translation
@@ -189,11 +203,18 @@ class AzureMLService:
     """One Azure ML workspace through azure-ai-ml. Synchronous; see adapters.nonblocking."""
 
     def __init__(self, ml_client: MLClient, *, environment: str = "prod", identity: str = "",
-                 metrics: EndpointMetricsSource | None = None) -> None:
+                 metrics: EndpointMetricsSource | None = None,
+                 metrics_for_endpoint: Callable[[str], EndpointMetricsSource] | None = None,
+                 model_read_budget: float = MODEL_READ_BUDGET) -> None:
+        """`metrics_for_endpoint(url)` builds the metrics source on first use, for the Azure Monitor
+        endpoint of the workspace's region (read from the workspace), when `metrics` is not given."""
         self.ml = ml_client
         self.environment = environment
         self.identity = identity or type(getattr(ml_client, "_credential", None)).__name__
         self.metrics = metrics
+        self._metrics_for_endpoint = metrics_for_endpoint
+        self._metrics_lock = threading.Lock()
+        self.model_read_budget = model_read_budget
 
     # -- plumbing
     @contextlib.contextmanager
@@ -270,17 +291,38 @@ class AzureMLService:
             if stage:            # the service filters by stage; keep the port's guarantee anyway
                 versions = [v for v in versions if v.stage.lower() == stage.lower()]
             return sorted(versions, key=_version_key, reverse=True)
-        with self._call("model"):
-            containers = list(self.ml.models.list())
-        found = []
-        for container in containers:
-            if stage:
-                in_stage = self.list_models(container.name, stage)
-                if in_stage:
-                    found.append(in_stage[0])
-            elif container.latest_version:
-                found.append(self.get_model(container.name, _text(container.latest_version)))
+        with self._call("model"):          # the pager follows Azure's nextLink pages
+            containers = [c for c in islice(self.ml.models.list(), _MODEL_SCAN_LIMIT) if c is not None and c.name]
+        if stage:
+            found = self._read_each(containers, lambda c: next(iter(self.list_models(c.name, stage)), None), stage)
+        else:
+            found = self._read_each(containers, self._latest_of, stage)
         return sorted(found, key=lambda m: m.name)
+
+    def _latest_of(self, container: Any) -> ModelVersion | None:
+        """The version the container names as latest (one GET); its listing if that version is gone."""
+        if container.latest_version:
+            with contextlib.suppress(NotFound):
+                return self.get_model(container.name, _text(container.latest_version))
+        return next(iter(self.list_models(container.name)), None)
+
+    def _read_each(self, containers: list[Any], read: Callable[[Any], ModelVersion | None],
+                   stage: str | None) -> list[ModelVersion]:
+        """`read` every container, at most _MODEL_READERS at once, within `model_read_budget` seconds."""
+        if not containers:
+            return []
+        pool = ThreadPoolExecutor(max_workers=min(_MODEL_READERS, len(containers)), thread_name_prefix="model-read")
+        try:
+            futures = [pool.submit(read, c) for c in containers]
+            done, pending = wait(futures, timeout=self.model_read_budget)
+            if pending:
+                what = f"the newest {stage} version" if stage else "the latest version"
+                raise Unavailable(f"Azure ML took longer than {self.model_read_budget:g} s to read {what} of "
+                                  f"{len(containers)} models ({len(done)} read); ask about one model by name.")
+            results = [f.result() for f in futures]        # the first failure, already translated
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return [r for r in results if r is not None]
 
     def get_model(self, name: str, version: str | None = None) -> ModelVersion:
         if version:
@@ -326,10 +368,13 @@ class AzureMLService:
             endpoint = self.ml.online_endpoints.get(name)
             return self._endpoint(endpoint, list(self.ml.online_deployments.list(name)))
 
-    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> Operation:
+    def set_traffic(self, endpoint: str, traffic: dict[str, int],
+                    expected: dict[str, int] | None = None) -> Operation:
         with self._call("endpoint", endpoint):
             current = self.ml.online_endpoints.get(endpoint)
             deployments = {d.name for d in self.ml.online_deployments.list(endpoint)}
+        seen = _live_split(expected if expected is not None else current.traffic or {})
+        _check_traffic_change(endpoint, current, seen)
         for deployment in traffic:
             if deployment not in deployments:
                 raise NotFound("deployment", deployment,
@@ -339,13 +384,25 @@ class AzureMLService:
                 raise InvalidRequest(f"Traffic for '{deployment}' must be a whole percentage 0-100, not {percent!r}.")
         if sum(traffic.values()) != 100:
             raise InvalidRequest(f"Traffic must sum to 100, not {sum(traffic.values())}.")
-        current.traffic = dict(traffic)
+        _check_not_mirrored(endpoint, current, traffic)
         split = ", ".join(f"{k}={v}" for k, v in traffic.items())
+
+        def start() -> Any:
+            # Azure offers no ETag on online endpoints and the SDK PUTs the whole endpoint: read it again
+            # right before the PUT, so a split someone else set meanwhile is reported, never overwritten.
+            fresh = self.ml.online_endpoints.get(endpoint)
+            _check_traffic_change(endpoint, fresh, seen)
+            _check_not_mirrored(endpoint, fresh, traffic)
+            fresh.traffic = dict(traffic)
+            return self.ml.online_endpoints.begin_create_or_update(fresh)
+
         return self._operation(
-            "traffic", f"endpoint {endpoint}", lambda: self.ml.online_endpoints.begin_create_or_update(current),
+            "traffic", f"endpoint {endpoint}", start,
             lambda result: f"Traffic of {endpoint} is now {split}.", resource="endpoint", name=endpoint)
 
     def scale_deployment(self, endpoint: str, deployment: str, instance_count: int) -> Operation:
+        """PATCH only the deployment's `sku.capacity` (never a PUT of the GET'd deployment: the SDK's
+        converter drops `modelMountPath`, `identity` and `kind` from such a PUT)."""
         if isinstance(instance_count, bool) or not isinstance(instance_count, int) or not (
                 MIN_INSTANCES <= instance_count <= MAX_INSTANCES):
             raise InvalidRequest(f"Instance count must be a whole number from {MIN_INSTANCES} to {MAX_INSTANCES}, "
@@ -354,12 +411,27 @@ class AzureMLService:
             self.ml.online_endpoints.get(endpoint)
         with self._call("deployment", deployment):
             current = self.ml.online_deployments.get(deployment, endpoint)
-        current.instance_count = instance_count
+        state = _text(current.provisioning_state)
+        if state in BUSY_STATES:
+            raise Conflict(f"Deployment {endpoint}/{deployment} is still {state}: Azure ML accepts no new change to "
+                           f"a deployment until its current operation has finished. Try again once it shows "
+                           f"Succeeded.", code="DeploymentBusy")
         return self._operation(
             "scale", f"deployment {endpoint}/{deployment}",
-            lambda: self.ml.online_deployments.begin_create_or_update(current, skip_script_validation=True),
+            lambda: self._deployments_rest().begin_update(
+                resource_group_name=self.ml.resource_group_name, workspace_name=self.workspace_name,
+                endpoint_name=endpoint, deployment_name=deployment, body={"sku": {"capacity": instance_count}}),
             lambda result: f"{endpoint}/{deployment} now runs {instance_count} instance(s).",
             resource="deployment", name=deployment)
+
+    def _deployments_rest(self) -> Any:
+        """The SDK's own REST operations for online deployments (same pipeline, credential, retries and
+        api-version as `ml.online_deployments`): azure-ai-ml has no public call for a partial update."""
+        rest = getattr(self.ml.online_deployments, "_online_deployment", None)
+        if rest is None or not hasattr(rest, "begin_update"):
+            raise ServiceError("This azure-ai-ml version offers no partial update of a deployment; "
+                               "the bot needs azure-ai-ml 1.35.")
+        return rest
 
     def deployment_logs(self, endpoint: str, deployment: str, lines: int = 50) -> str:
         with self._call("endpoint", endpoint):
@@ -368,13 +440,23 @@ class AzureMLService:
             return self.ml.online_deployments.get_logs(deployment, endpoint, lines)
 
     def endpoint_metrics(self, endpoint: str, window_minutes: int = 60) -> EndpointMetrics:
-        if self.metrics is None:
-            raise Unavailable("Endpoint metrics are not configured for this workspace (no Azure Monitor source).")
+        source = self._metrics_source()
         with self._call("endpoint", endpoint):
             found = self.ml.online_endpoints.get(endpoint)
             deployments = tuple(sorted(d.name for d in self.ml.online_deployments.list(endpoint)))
         ref = EndpointRef(name=endpoint, resource_id=found.id, deployments=deployments)
-        return self.metrics.endpoint_metrics([ref], window_minutes)[endpoint]
+        return source.endpoint_metrics([ref], window_minutes)[endpoint]
+
+    def _metrics_source(self) -> EndpointMetricsSource:
+        """The configured source, or one for the workspace's region, built once on first use."""
+        if self.metrics is None and self._metrics_for_endpoint is not None:
+            with self._metrics_lock:
+                if self.metrics is None:
+                    url = regional_metrics_endpoint(self.workspace().location)
+                    self.metrics = self._metrics_for_endpoint(url)
+        if self.metrics is None:
+            raise Unavailable("Endpoint metrics are not configured for this workspace (no Azure Monitor source).")
+        return self.metrics
 
     # ------------------------------------------------------------ batch endpoints
 
@@ -514,13 +596,44 @@ class AzureMLService:
 
     def start_compute(self, name: str) -> Operation:
         return self._operation("compute", f"compute {name}", lambda: self.ml.compute.begin_start(name),
-                               lambda result: f"Compute {name} started.", resource="compute", name=name,
-                               role=COMPUTE_OPERATOR)
+                               lambda result: f"Compute {name} started.", resource="compute", name=name)
 
     def stop_compute(self, name: str) -> Operation:
         return self._operation("compute", f"compute {name}", lambda: self.ml.compute.begin_stop(name),
-                               lambda result: f"Compute {name} stopped.", resource="compute", name=name,
-                               role=COMPUTE_OPERATOR)
+                               lambda result: f"Compute {name} stopped.", resource="compute", name=name)
+
+
+def _live_split(traffic: dict[str, Any]) -> dict[str, int]:
+    """Deployments taking live traffic, names lower-cased (the SDK lower-cases them on PUT); 0 % = absent."""
+    return {str(name).lower(): int(percent) for name, percent in traffic.items() if int(percent)}
+
+
+def _split_words(split: dict[str, int]) -> str:
+    return ", ".join(f"{name}={percent}" for name, percent in sorted(split.items())) or "none"
+
+
+def _check_traffic_change(endpoint: str, found: Any, seen: dict[str, int]) -> None:
+    """Conflict if the endpoint is mid-operation, or its live split is no longer `seen`."""
+    state = _text(found.provisioning_state)
+    if state in BUSY_STATES:
+        raise Conflict(f"Endpoint {endpoint} is still {state}: Azure ML accepts no new change to an endpoint until "
+                       f"its current operation has finished. Try again once it shows Succeeded.", code="EndpointBusy")
+    now = _live_split(found.traffic or {})
+    if now != seen:
+        raise Conflict(f"The traffic of {endpoint} changed since it was read: it is now {_split_words(now)}, not "
+                       f"{_split_words(seen)}. Nothing was changed; look at the endpoint again and repeat the "
+                       f"change if it still applies.", code="TrafficChanged")
+
+
+def _check_not_mirrored(endpoint: str, found: Any, traffic: dict[str, int]) -> None:
+    mirrored = {str(k).lower(): int(v) for k, v in (found.mirror_traffic or {}).items() if int(v)}
+    for deployment, percent in traffic.items():
+        if percent and deployment.lower() in mirrored:
+            share = mirrored[deployment.lower()]
+            raise InvalidRequest(f"Deployment {deployment} receives mirrored traffic ({share} %) "
+                                 f"on {endpoint}; Azure ML does not let a deployment take both live and mirrored "
+                                 f"traffic. Stop mirroring to it first, or leave its live share at 0.",
+                                 code="MirroredDeployment")
 
 
 def _canonical_stage(stage: str) -> str:
@@ -543,20 +656,25 @@ def build_azure_service(subscription_id: str, resource_group: str, workspace_nam
                         managed_identity_client_id: str | None = None, retry_total: int = 3,
                         retry_backoff_factor: float = 0.8, retry_backoff_max: float = 30.0,
                         timeout: float = 30.0, connection_timeout: float = 10.0,
-                        metrics_endpoint: str | None = None) -> AzureMLService:
+                        metrics_endpoint: str | None = None, credential: Any = None,
+                        client_options: dict[str, Any] | None = None) -> AzureMLService:
     """The production service: real credential, bounded retries (429/5xx, back-off) and timeouts.
 
     `managed_identity_client_id` selects a user-assigned managed identity; otherwise
     DefaultAzureCredential (environment, workload identity, managed identity, Azure CLI, ...).
-    `metrics_endpoint` (e.g. "https://westeurope.metrics.monitor.azure.com") enables endpoint health
-    from Azure Monitor; without it `endpoint_metrics` raises Unavailable.
+    `metrics_endpoint` (e.g. "https://westeurope.metrics.monitor.azure.com") is Azure Monitor's
+    regional endpoint for endpoint health; without it, it is derived from the workspace's location on
+    first use (public cloud: https://<location>.metrics.monitor.azure.com; sovereign clouds set it).
+    `credential` and `client_options` (e.g. a `transport`) are for tests.
     """
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
     from adapters.azure_metrics import AzureMonitorMetrics
 
-    if managed_identity_client_id:
-        credential: Any = ManagedIdentityCredential(client_id=managed_identity_client_id)
+    if credential is not None:
+        identity = type(credential).__name__
+    elif managed_identity_client_id:
+        credential = ManagedIdentityCredential(client_id=managed_identity_client_id)
         identity = f"managed identity {managed_identity_client_id}"
     else:
         credential = DefaultAzureCredential()
@@ -564,7 +682,12 @@ def build_azure_service(subscription_id: str, resource_group: str, workspace_nam
     pipeline = dict(retry_total=retry_total, retry_connect=retry_total, retry_read=retry_total,
                     retry_status=retry_total, retry_backoff_factor=retry_backoff_factor,
                     retry_backoff_max=retry_backoff_max, connection_timeout=connection_timeout,
-                    read_timeout=timeout)
+                    read_timeout=timeout, **(client_options or {}))
     ml_client = MLClient(credential, subscription_id, resource_group, workspace_name, **pipeline)
-    metrics = AzureMonitorMetrics.create(metrics_endpoint, credential, **pipeline) if metrics_endpoint else None
-    return AzureMLService(ml_client, environment=environment, identity=identity, metrics=metrics)
+
+    def metrics_for(url: str) -> AzureMonitorMetrics:
+        return AzureMonitorMetrics.create(url, credential, identity=identity, **pipeline)
+
+    metrics = metrics_for(metrics_endpoint) if metrics_endpoint else None
+    return AzureMLService(ml_client, environment=environment, identity=identity, metrics=metrics,
+                          metrics_for_endpoint=metrics_for)

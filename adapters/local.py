@@ -50,6 +50,7 @@ from adapters.service import (
 
 SCHEMA_VERSION = 1
 MIN_INSTANCES, MAX_INSTANCES = 1, 20
+BUSY_STATES = ("Creating", "Updating", "Deleting")   # provisioning states in which Azure refuses a change
 MAX_METRICS_WINDOW = 30 * 24 * 60          # minutes; Azure Monitor keeps 93 days, we allow 30
 MAX_LOG_LINES = 5000
 METRICS_BUCKET_SECONDS = 300
@@ -131,6 +132,11 @@ def _done(kind: str, target: str, summary: str) -> Operation:
 
 def _split_text(traffic: dict[str, int]) -> str:
     return ", ".join(f"{name}={percent}" for name, percent in traffic.items())
+
+
+def _live_split(traffic: dict[str, int]) -> dict[str, int]:
+    """The deployments that take live traffic; 0 % and absent mean the same, as in Azure."""
+    return {name: int(percent) for name, percent in traffic.items() if int(percent)}
 
 
 class LocalWorkspace:
@@ -251,9 +257,19 @@ class LocalWorkspace:
         with self._tx() as conn:
             return self._endpoint(conn, name)
 
-    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> Operation:
+    def set_traffic(self, endpoint: str, traffic: dict[str, int],
+                    expected: dict[str, int] | None = None) -> Operation:
         with self._tx() as conn:
             current = self._endpoint(conn, endpoint)
+            if current.provisioning_state in BUSY_STATES:
+                raise Conflict(f"Endpoint {endpoint} is still {current.provisioning_state}: Azure ML accepts no new "
+                               f"change to an endpoint until its current operation has finished. Try again once it "
+                               f"shows Succeeded.", code="EndpointBusy")
+            if expected is not None and _live_split(expected) != _live_split(current.traffic):
+                raise Conflict(f"The traffic of {endpoint} changed since it was read: it is now "
+                               f"{_split_text(_live_split(current.traffic)) or 'none'}, not "
+                               f"{_split_text(_live_split(expected)) or 'none'}. Nothing was changed; look at the "
+                               f"endpoint again and repeat the change if it still applies.", code="TrafficChanged")
             deployments = [d.name for d in current.deployments]
             for name in traffic:
                 if name not in deployments:
@@ -266,8 +282,11 @@ class LocalWorkspace:
                 raise InvalidRequest(f"Traffic must sum to 100, got {total}.")
             for name, percent in traffic.items():
                 if percent and current.mirror_traffic.get(name):
-                    raise InvalidRequest(f"Deployment {name} receives mirrored traffic; a deployment cannot "
-                                         f"receive both live and mirrored traffic.")
+                    mirrored = current.mirror_traffic[name]
+                    raise InvalidRequest(f"Deployment {name} receives mirrored traffic ({mirrored} %) "
+                                         f"on {endpoint}; Azure ML does not let a deployment take both live and "
+                                         f"mirrored traffic. Stop mirroring to it first, or leave its live share at 0.",
+                                         code="MirroredDeployment")
             split = {name: int(traffic.get(name, 0)) for name in deployments}
             conn.execute("UPDATE endpoints SET traffic = ? WHERE name = ?", (json.dumps(split), endpoint))
         return _done("traffic", f"endpoint {endpoint}", f"Traffic on {endpoint} is now {_split_text(split)}.")

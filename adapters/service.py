@@ -254,8 +254,17 @@ class MLService(Protocol):
 
     def get_endpoint(self, name: str) -> OnlineEndpoint: ...
 
-    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> Operation:
-        """Replace the whole split. Percentages over existing deployments, summing to 100."""
+    def set_traffic(self, endpoint: str, traffic: dict[str, int],
+                    expected: dict[str, int] | None = None) -> Operation:
+        """Replace the whole split. Percentages over existing deployments, summing to 100.
+
+        `expected` is the split the caller saw before deciding (deployments at 0 % may be left out).
+        If the endpoint's live split is no longer that one when the change is about to be written,
+        nothing is written and Conflict (code "TrafficChanged") says what the split is now; without
+        `expected`, the split read at the start of this call is the reference. Also refused: an
+        endpoint still Creating/Updating/Deleting (Conflict, code "EndpointBusy") and live traffic
+        on a deployment that receives mirrored traffic (InvalidRequest, code "MirroredDeployment").
+        """
         ...
 
     def scale_deployment(self, endpoint: str, deployment: str, instance_count: int) -> Operation: ...

@@ -70,6 +70,7 @@ class RecordedRequest:
     api_version: str | None
     query: dict[str, list[str]]
     body: Any                                   # parsed JSON, or None
+    host: str = ""                              # e.g. "management.azure.com", "westeurope.metrics.monitor.azure.com"
 
 
 @dataclass
@@ -115,6 +116,7 @@ class ReplayTransport(HttpTransport):
     def __init__(self) -> None:
         self.routes: list[Route] = []
         self.requests: list[RecordedRequest] = []
+        self.sleeps: list[float] = []             # what the pipeline asked to wait (retry back-off, polling)
         self._lock = threading.Lock()
 
     # -- configuration
@@ -168,7 +170,7 @@ class ReplayTransport(HttpTransport):
         except (TypeError, ValueError):
             body = raw
         recorded = RecordedRequest(request.method.upper(), url.path, (query.get("api-version") or [None])[0],
-                                   query, body)
+                                   query, body, url.hostname or "")
         with self._lock:
             self.requests.append(recorded)
             route, match = self._match(recorded)
@@ -214,7 +216,8 @@ class ReplayTransport(HttpTransport):
         pass
 
     def sleep(self, duration: float) -> None:      # polling and retry back-off: never wait in tests
-        pass
+        with self._lock:
+            self.sleeps.append(duration)
 
 
 # ---------------------------------------------------------------- fixtures
@@ -370,8 +373,10 @@ class FakeWorkspace:
     Every request is recorded on `transport`.
     """
 
-    def __init__(self, transport: ReplayTransport | None = None, *, seed: bool = True) -> None:
+    def __init__(self, transport: ReplayTransport | None = None, *, seed: bool = True,
+                 page_size: int | None = None) -> None:
         self.transport = transport or ReplayTransport()
+        self.page_size = page_size               # list answers in pages of this size, linked by nextLink
         self.resources: dict[str, dict[str, Any]] = {}
         self.batch_jobs: dict[str, list[dict[str, Any]]] = {}
         self.child_runs: dict[str, list[dict[str, Any]]] = {}
@@ -514,8 +519,10 @@ class FakeWorkspace:
         t.add("POST", rf"{ws}/computes/(?P<name>[^/]+)/(?P<action>start|stop|restart)$", handler=self._compute_action)
         t.add("POST", rf"{ws}/schedules/(?P<name>[^/]+)/trigger$", handler=self._trigger)
         t.add("GET", r"/operationResults/[^/]+$", status=200)        # a finished long-running operation
+        t.add("GET", r"/mfeOperationsStatus/[^/]+$", json={"status": "Succeeded"})   # Azure-AsyncOperation: done
         t.add("GET", rf"{ws}/.+", handler=self._get)
         t.add("PUT", rf"{ws}/.+", handler=self._put)
+        t.add("PATCH", rf"{ws}/onlineEndpoints/[^/]+/deployments/[^/]+$", handler=self._patch_deployment)
 
     def _tail(self, body: Any) -> str:
         lines = self.logs.splitlines(keepends=True)
@@ -537,8 +544,34 @@ class FakeWorkspace:
                 children.sort(key=lambda c: int(c["name"]) if c["name"].isdigit() else 0, reverse=True)
             if collection == "jobs":
                 children.sort(key=lambda c: c["systemData"]["createdAt"], reverse=True)
-            return ReplayResponse(json=page(children))
+            return ReplayResponse(json=self._page(request, children))
         return _not_found(request.path)
+
+    def _page(self, request: RecordedRequest, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """One page of a list answer; with `page_size`, a nextLink carries `$skipToken` like ARM's."""
+        if not self.page_size:
+            return page(items)
+        skip = int((request.query.get("$skipToken") or ["0"])[0])
+        answer: dict[str, Any] = {"value": items[skip:skip + self.page_size]}
+        if skip + self.page_size < len(items):
+            answer["nextLink"] = (f"https://management.azure.com{request.path}?api-version={request.api_version}"
+                                  f"&$skipToken={skip + self.page_size}")
+        return answer
+
+    def _patch_deployment(self, request: RecordedRequest, match: Any) -> ReplayResponse:
+        """ARM's partial update (PartialMinimalTrackedResourceWithSku): merge `sku` and `tags`, answer 202."""
+        deployment = self.resources.get(request.path.rstrip("/").lower())
+        if deployment is None:
+            return _not_found(request.path)
+        body = request.body or {}
+        deployment.setdefault("sku", {}).update(body.get("sku") or {})
+        if "tags" in body:
+            deployment["tags"] = body["tags"]
+        deployment["properties"]["provisioningState"] = "Succeeded"
+        status = (f"https://management.azure.com/subscriptions/{SUBSCRIPTION}/providers/"
+                  f"Microsoft.MachineLearningServices/locations/{LOCATION}/mfeOperationsStatus/"
+                  f"op-{time.monotonic_ns()}?api-version=2023-04-01-preview")
+        return ReplayResponse(202, headers={"Azure-AsyncOperation": status, "Location": _operation_result()})
 
     def _put(self, request: RecordedRequest, match: Any) -> ReplayResponse:
         key = request.path.rstrip("/").lower()

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import fnmatch
+import http.server
 import json
+import os
 import shlex
+import socket
+import subprocess
+import sys
+import threading
 import tomllib
 from pathlib import Path
 
@@ -63,15 +69,41 @@ def copy_sources(dockerfile) -> list[str]:
     return sources
 
 
+def stages(dockerfile) -> list[list[tuple[str, str]]]:
+    """The instructions of each build stage (a stage starts at FROM)."""
+    result: list[list[tuple[str, str]]] = []
+    for kw, args in dockerfile:
+        if kw == "FROM":
+            result.append([])
+        assert result, "an instruction before the first FROM"
+        result[-1].append((kw, args))
+    return result
+
+
+@pytest.fixture(scope="module")
+def runtime(dockerfile) -> list[tuple[str, str]]:
+    """The final stage: what the image that runs is made of."""
+    return stages(dockerfile)[-1]
+
+
+def env_of(stage) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for args in args_of(stage, "ENV"):
+        for word in shlex.split(args):
+            name, _, value = word.partition("=")
+            values[name] = value
+    return values
+
+
 def test_slim_python_311_base(dockerfile):
-    assert args_of(dockerfile, "FROM")[0].split()[0] == "python:3.11-slim"
+    assert {args.split()[0] for args in args_of(dockerfile, "FROM")} == {"python:3.11-slim"}
 
 
-def test_runs_as_a_non_root_user(dockerfile):
-    users = args_of(dockerfile, "USER")
+def test_runs_as_a_non_root_user(runtime):
+    users = args_of(runtime, "USER")
     assert users, "no USER instruction: the container would run as root"
     assert users[-1].split(":")[0] not in ("root", "0")
-    keywords = [kw for kw, _ in dockerfile]
+    keywords = [kw for kw, _ in runtime]
     assert max(i for i, kw in enumerate(keywords) if kw == "USER") < keywords.index("CMD")
 
 
@@ -79,27 +111,97 @@ def test_installs_the_package_without_pip_cache(dockerfile):
     assert any("pip install --no-cache-dir ." in run for run in args_of(dockerfile, "RUN"))
 
 
-def test_exposes_the_bot_port(dockerfile):
-    assert "3978" in " ".join(args_of(dockerfile, "EXPOSE")).split()
+def test_the_source_tree_does_not_reach_the_runtime_image(dockerfile, runtime):
+    """Multi-stage: the package is installed (not editable) in a build stage; the image gets the venv only."""
+    assert len(stages(dockerfile)) >= 2
+    build_stage = args_of(dockerfile, "FROM")[0].split()
+    assert [w.lower() for w in build_stage[1:]] == ["as", "build"]
+    assert not any(" -e " in f" {run} " or "--editable" in run for run in args_of(dockerfile, "RUN"))
+    runtime_copies = [shlex.split(args) for kw, args in runtime if kw in ("COPY", "ADD")]
+    assert runtime_copies == [["--from=build", "/opt/mlops-bot", "/opt/mlops-bot"]]
+    assert "/app" not in " ".join(args for _, args in runtime)
+    assert env_of(runtime)["PATH"].startswith("/opt/mlops-bot/bin:")
 
 
-def test_healthcheck_probes_healthz_with_python(dockerfile):
-    [healthcheck] = args_of(dockerfile, "HEALTHCHECK")
+def test_exposes_the_bot_port(runtime):
+    assert "3978" in " ".join(args_of(runtime, "EXPOSE")).split()
+    assert env_of(runtime)["MLOPSBOT_PORT"] == "3978"
+
+
+def healthcheck_script(runtime) -> str:
+    [healthcheck] = args_of(runtime, "HEALTHCHECK")
     _, _, command = healthcheck.partition("CMD ")
     argv = exec_form(command)
-    assert argv[0] == "python"
-    assert "urllib.request" in argv[-1]
-    assert "http://127.0.0.1:3978/healthz" in argv[-1]
-    compile(argv[-1], "<healthcheck>", "exec")
+    assert argv[:2] == ["python", "-c"]
+    compile(argv[2], "<healthcheck>", "exec")
+    return argv[2]
 
 
-def test_cmd_serves_on_all_interfaces_with_data_volume(dockerfile):
-    [cmd] = args_of(dockerfile, "CMD")
-    assert exec_form(cmd) == [
-        "mlops-bot", "serve", "--host", "0.0.0.0", "--port", "3978", "--data-dir", "/data",
-    ]
-    assert "/data" in args_of(dockerfile, "VOLUME")[0]
-    assert any("chown" in run and "/data" in run for run in args_of(dockerfile, "RUN"))
+def test_healthcheck_probes_healthz_with_python_on_mlopsbot_port(runtime):
+    script = healthcheck_script(runtime)
+    assert "urllib.request" in script and "/healthz" in script
+    assert "3978" not in script.replace("or 3978", "")        # only as the default when the variable is unset
+    assert "MLOPSBOT_PORT" in script
+
+
+class Healthz(http.server.BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.send_response(self.status if self.path == "/healthz" else 404)
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def run_healthcheck(script: str, port: int | None) -> int:
+    env = {k: v for k, v in os.environ.items() if k != "MLOPSBOT_PORT"}
+    if port is not None:
+        env["MLOPSBOT_PORT"] = str(port)
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=20).returncode
+
+
+@pytest.mark.parametrize("status, healthy", [(200, True), (503, False)])
+def test_healthcheck_follows_mlopsbot_port(runtime, status, healthy):
+    """The image's own health check command, run against a server on another port than 3978."""
+    handler = type("Handler", (Healthz,), {"status": status})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        assert port != 3978
+        assert (run_healthcheck(healthcheck_script(runtime), port) == 0) is healthy
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_healthcheck_fails_when_nothing_listens(runtime):
+    with socket.socket() as probe:                     # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert run_healthcheck(healthcheck_script(runtime), port) == 1
+
+
+def test_cmd_serves_on_all_interfaces_with_data_volume(runtime):
+    [cmd] = args_of(runtime, "CMD")
+    assert exec_form(cmd) == ["mlops-bot", "serve"]          # no --port: MLOPSBOT_PORT decides
+    env = env_of(runtime)
+    assert (env["MLOPSBOT_HOST"], env["MLOPSBOT_DATA_DIR"]) == ("0.0.0.0", "/data")
+    assert "/data" in args_of(runtime, "VOLUME")[0]
+    assert any("chown" in run and "/data" in run for run in args_of(runtime, "RUN"))
+
+
+def test_the_image_environment_is_what_the_settings_read(runtime):
+    from bot.settings import Settings
+
+    fields = {name: info.validation_alias for name, info in Settings.model_fields.items()}
+    env = env_of(runtime)
+    for name in ("host", "port", "data_dir"):
+        assert fields[name] in env, name
 
 
 def test_cmd_program_is_the_packages_console_script(dockerfile):
@@ -147,3 +249,9 @@ def test_dockerignore_keeps_copied_paths_in_the_context(dockerfile):
 
 def test_dockerfile_mentions_that_a_public_host_needs_an_app_id():
     assert "MicrosoftAppId" in (REPO / "Dockerfile").read_text(encoding="utf-8")
+
+
+def test_readme_says_podman_needs_the_docker_format_for_the_healthcheck():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "podman build --format docker" in readme
+    assert "HEALTHCHECK" in readme
