@@ -149,7 +149,7 @@ async def apply_traffic(ctx: Context, change: Change) -> Reply:
     if current.traffic != change.before["traffic"]:
         raise Stale(f"the split on {endpoint} is now {traffic_text(current.traffic)}, no longer "
                     f"{traffic_text(change.before['traffic'])}.")
-    operation = await ctx.ml.set_traffic(endpoint, new)
+    operation = await ctx.ml.set_traffic(endpoint, new, expected=change.before["traffic"])
     return accepted(ctx, operation, f"Traffic on {endpoint} is moving to {traffic_text(new)}.")
 
 
