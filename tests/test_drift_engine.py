@@ -297,3 +297,21 @@ def test_importing_the_bot_loads_no_heavy_library():
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'scipy', 'pyarrow'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_threads_give_the_same_report():
+    rng = np.random.default_rng(12)
+    reference = {"a": rng.normal(0, 1, 60_000), "b": rng.exponential(1, 60_000), "c": ["x", "y", "z"] * 20_000}
+    current = {"a": rng.normal(0.2, 1, 60_000), "b": rng.exponential(1.1, 60_000), "c": ["x", "y", "y"] * 20_000}
+    assert compare(reference, current, workers=3).to_dict() == compare(reference, current, workers=1).to_dict()
+
+
+def test_the_engine_is_a_leaf_package():
+    from pathlib import Path
+
+    package = Path(__file__).parent.parent / "adapters" / "drift"
+    for module in package.glob("*.py"):
+        for line in module.read_text().splitlines():
+            words = line.split()
+            if words[:1] in (["import"], ["from"]) and len(words) > 1:
+                assert words[1].split(".")[0] not in ("bot", "commands", "botbuilder", "aiohttp"), (module.name, line)

@@ -64,17 +64,17 @@ def prepare(name: str, reference: Any, current: Any, categorical: bool = False) 
     c = _normalise(name, current)
     if categorical:
         return PreparedPair("categorical", _categories(_as_strings(r)), _categories(_as_strings(c)))
-    r_numbers = r if _is_float_array(r) else _all_numbers(r)
+    r_numbers = r if _is_numbers(r) else _all_numbers(r)
     if r_numbers is not None and _non_null(r_numbers) == 0:
         # Nothing to learn from the reference: let the current column decide the kind.
-        c_numbers = c if _is_float_array(c) else _all_numbers(c)
+        c_numbers = c if _is_numbers(c) else _all_numbers(c)
         note = "the reference has no values; the current column decided the kind"
         if c_numbers is None:
             return PreparedPair("categorical", _categories(_as_strings(r)), _categories(c), (note,))
         return PreparedPair("numerical", _numerical(r_numbers), _numerical(c_numbers), (note,))
     if r_numbers is None:
         return PreparedPair("categorical", _categories(r), _categories(_as_strings(c)))
-    if _is_float_array(c):
+    if _is_numbers(c):
         return PreparedPair("numerical", _numerical(r_numbers), _numerical(c))
     c_numbers, not_numbers = _some_numbers(c)
     notes = (f"{not_numbers:,} current value{'s are' if not_numbers != 1 else ' is'} not "
@@ -133,7 +133,7 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
-def _is_float_array(column: Any) -> bool:
+def _is_numbers(column: Any) -> bool:
     import numpy as np
 
     return isinstance(column, np.ndarray)
