@@ -3,12 +3,14 @@
     mlops-bot serve [--host H] [--port P] [--data-dir D] [--reset-demo]
     mlops-bot chat  [--data-dir D] [--as NAME] [--reset-demo]
     mlops-bot manifest --app-id GUID [--out app.zip] [--version 1.0.0]
+    mlops-bot drift --reference REF.csv --current CUR.csv [--categorical COL,...] [--features COL,...] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from pathlib import Path
@@ -36,7 +38,25 @@ def _parser() -> argparse.ArgumentParser:
     manifest.add_argument("--app-id", required=True, help="the bot's Microsoft App ID (a GUID)")
     manifest.add_argument("--out", type=Path, default=Path("app.zip"), help="where to write the zip")
     manifest.add_argument("--version", default="1.0.0", help="the app version shown in Teams")
+
+    drift = sub.add_parser("drift", help="compare two data files feature by feature (drift and data quality)",
+                           description="Compare a current data file with a reference one, feature by feature, "
+                                       "with Azure ML's drift and data quality metrics; worst first.")
+    drift.add_argument("--reference", required=True, type=Path, help="reference data (CSV, CSV.gz or Parquet)")
+    drift.add_argument("--current", required=True, type=Path, help="current data, same columns")
+    drift.add_argument("--categorical", type=_column_list, default=[], metavar="COL,...",
+                       help="columns to compare as categories even when their values are numbers")
+    drift.add_argument("--features", type=_column_list, metavar="COL,...",
+                       help="columns to compare (default: every column of the reference)")
+    drift.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
+
+
+def _column_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected column names separated by commas")
+    return names
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "chat":
             return _chat(args)
+        if args.command == "drift":
+            return _drift(args)
         return _manifest(args)
     except SettingsError as error:
         print(f"mlops-bot: {error}", file=sys.stderr)
@@ -87,6 +109,20 @@ def _manifest(args: argparse.Namespace) -> int:
         return 2
     out = write_package(manifest, args.out)
     print(f"Wrote {out}: upload it in Teams (Apps > Manage your apps > Upload an app).")
+    return 0
+
+
+def _drift(args: argparse.Namespace) -> int:
+    from adapters.drift import DriftInputError, compare_files, render_table
+    try:
+        report = compare_files(args.reference, args.current, categorical=args.categorical, features=args.features)
+    except DriftInputError as error:
+        print(f"mlops-bot drift: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, allow_nan=False))
+    else:
+        print(render_table(report, reference_label=str(args.reference), current_label=str(args.current)))
     return 0
 
 

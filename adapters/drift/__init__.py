@@ -1,0 +1,37 @@
+"""The drift engine: pure computation, numpy/pyarrow columns in, a table of figures out.
+
+Azure ML model monitoring's metrics, defined exactly as DESIGN.md section 4 states them (see
+`definitions`): per numerical feature `normalized_wasserstein_distance`, `jensen_shannon_distance`
+(log base 2), `population_stability_index` (natural log, +1 per bin),
+`two_sample_kolmogorov_smirnov_test` (p-value); per categorical feature `jensen_shannon_distance`,
+`population_stability_index`, `pearsons_chi_squared_test` (p-value); and data quality
+`null_value_rate`, `out_of_bounds_rate`. Prediction drift is the same computation on the model's
+outputs.
+
+A leaf package: it imports nothing from commands/ or bot/, and numpy, scipy and pyarrow only
+inside functions, so importing it (or the bot) does not load them.
+
+    from adapters.drift import compare, compare_files, render_table
+    report = compare_files("reference.csv", "current.csv", categorical=["country"])
+    report.to_dict()        # {"features": [...], "summary": {...}}, worst first, no NaN
+"""
+
+from adapters.drift.definitions import DEFAULT_THRESHOLDS, DEFINITIONS, Thresholds, psi_band
+from adapters.drift.engine import compare, feature_drift, prediction_drift
+from adapters.drift.errors import (
+    DriftError,
+    DriftInputError,
+    MissingColumn,
+    NoRows,
+    UnreadableFile,
+    UnsupportedColumn,
+)
+from adapters.drift.files import compare_files
+from adapters.drift.render import render_table
+from adapters.drift.results import DriftReport, FeatureDrift, MetricResult
+
+__all__ = [
+    "DEFAULT_THRESHOLDS", "DEFINITIONS", "DriftError", "DriftInputError", "DriftReport", "FeatureDrift",
+    "MetricResult", "MissingColumn", "NoRows", "Thresholds", "UnreadableFile", "UnsupportedColumn",
+    "compare", "compare_files", "feature_drift", "prediction_drift", "psi_band", "render_table",
+]

@@ -1,0 +1,116 @@
+"""What each drift figure means: names (Azure ML's), definitions (with the log base), thresholds.
+
+The definitions are the ones in DESIGN.md section 4, written so that any two implementations
+agree to 1e-9. Cards, the command-line table and the JSON all take their wording from here, so a
+figure is never shown without saying what it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+Kind = Literal["numerical", "categorical"]
+
+NORMALIZED_WASSERSTEIN = "normalized_wasserstein_distance"
+JENSEN_SHANNON = "jensen_shannon_distance"
+PSI = "population_stability_index"
+KOLMOGOROV_SMIRNOV = "two_sample_kolmogorov_smirnov_test"
+CHI_SQUARED = "pearsons_chi_squared_test"
+NULL_VALUE_RATE = "null_value_rate"
+OUT_OF_BOUNDS_RATE = "out_of_bounds_rate"
+
+NUMERICAL_DRIFT_METRICS = (NORMALIZED_WASSERSTEIN, JENSEN_SHANNON, PSI, KOLMOGOROV_SMIRNOV)
+CATEGORICAL_DRIFT_METRICS = (JENSEN_SHANNON, PSI, CHI_SQUARED)
+DATA_QUALITY_METRICS = (NULL_VALUE_RATE, OUT_OF_BOUNDS_RATE)
+ALL_METRICS = (NORMALIZED_WASSERSTEIN, JENSEN_SHANNON, PSI, KOLMOGOROV_SMIRNOV, CHI_SQUARED,
+               NULL_VALUE_RATE, OUT_OF_BOUNDS_RATE)
+
+# Azure ML's data drift signal judges a feature by one metric per data type (its defaults).
+PRIMARY_METRIC: dict[str, str] = {"numerical": NORMALIZED_WASSERSTEIN, "categorical": JENSEN_SHANNON}
+
+# p-values breach when they fall below their threshold; every other figure when it rises above.
+P_VALUES = frozenset({KOLMOGOROV_SMIRNOV, CHI_SQUARED})
+
+PSI_MODERATE = 0.1
+PSI_SIGNIFICANT = 0.25
+
+BINS = "k = ⌈log2(min(n_r, n_c)) + 1⌉ equal-width bins over [min, max] of both samples (np.histogram)"
+
+DEFINITIONS: dict[str, str] = {
+    NORMALIZED_WASSERSTEIN:
+        "Wasserstein-1 distance between reference and current values (scipy.stats.wasserstein_distance) "
+        "divided by max(population standard deviation of the reference, 0.001)",
+    JENSEN_SHANNON:
+        "Jensen-Shannon distance, log base 2 (0 = same distribution, 1 = disjoint), no smoothing, over "
+        f"{BINS} (numerical) or the categories seen in either sample (categorical); "
+        "Evidently's natural-log figure is 0.8326 times this one",
+    PSI:
+        "population stability index Σ (q_i − p_i)·ln(q_i / p_i), natural log, with 1 added to every "
+        f"bin's count: p_i = (count_r,i + 1)/(n_r + k), q_i = (count_c,i + 1)/(n_c + k); {BINS} (numerical) "
+        "or one bin per category (categorical); bands: < 0.1 none, 0.1 to 0.25 moderate, > 0.25 significant",
+    KOLMOGOROV_SMIRNOV:
+        "p-value of the two-sided two-sample Kolmogorov-Smirnov test (scipy.stats.ks_2samp, default "
+        "method: exact up to 10,000 values per side, asymptotic above)",
+    CHI_SQUARED:
+        "p-value of Pearson's chi-squared test on the 2 × k table of reference and current category "
+        "counts, no continuity correction (scipy.stats.chi2_contingency, correction=False)",
+    NULL_VALUE_RATE:
+        "share of current rows that are missing (an empty field, a null, NaN or ±inf)",
+    OUT_OF_BOUNDS_RATE:
+        "share of current non-null values outside [min, max] of the reference (numerical; values that "
+        "are not numbers count as outside) or not seen in the reference (categorical)",
+}
+
+SHORT_NAMES: dict[str, str] = {
+    NORMALIZED_WASSERSTEIN: "NWD",
+    JENSEN_SHANNON: "JSD",
+    PSI: "PSI",
+    KOLMOGOROV_SMIRNOV: "KS p",
+    CHI_SQUARED: "chi2 p",
+    NULL_VALUE_RATE: "null",
+    OUT_OF_BOUNDS_RATE: "OOB",
+}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Where each metric breaches. Defaults: Azure ML's (distances 0.1, data quality 0.0), the
+    seed's PSI band for "significant" (0.25) and the usual 0.05 for the tests' p-values."""
+
+    normalized_wasserstein_distance: float = 0.1
+    jensen_shannon_distance: float = 0.1
+    population_stability_index: float = PSI_SIGNIFICANT
+    two_sample_kolmogorov_smirnov_test: float = 0.05
+    pearsons_chi_squared_test: float = 0.05
+    null_value_rate: float = 0.0
+    out_of_bounds_rate: float = 0.0
+
+    def of(self, metric: str) -> float:
+        return float(getattr(self, metric))
+
+    def breached(self, metric: str, value: float | None) -> bool:
+        if value is None:
+            return False
+        threshold = self.of(metric)
+        return value < threshold if metric in P_VALUES else value > threshold
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+
+def psi_band(value: float | None) -> str | None:
+    """The seed's PSI bands: < 0.1 none, 0.1 to 0.25 moderate, > 0.25 significant."""
+    if value is None:
+        return None
+    if value < PSI_MODERATE:
+        return "none"
+    return "moderate" if value <= PSI_SIGNIFICANT else "significant"
+
+
+def breach_rule(metric: str, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> str:
+    """"> 0.1" or "< 0.05": how a figure of this metric breaches, for legends and cards."""
+    return f"{'<' if metric in P_VALUES else '>'} {thresholds.of(metric):g}"
