@@ -154,6 +154,7 @@ class BotProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("MicrosoftApp", "MLOPSBOT_"))}  # local backend, empty app id
+        env.update(ROLES)                # Alex operates, Megan approves, everyone else views
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         env["PYTHONUNBUFFERED"] = "1"
         log = open(self.log_path, "wb")
@@ -193,6 +194,7 @@ ISAIAH = PlaygroundUser("user-id-isaiah", "Isaiah Langer", "00000000-0000-0000-0
 PATTI = PlaygroundUser("user-id-patti", "Patti Fernandez", "00000000-0000-0000-0000-000000000a05", "pattif@example.com")
 LYNNE = PlaygroundUser("user-id-lynne", "Lynne Robbins", "00000000-0000-0000-0000-000000000a06", "lynner@example.com")
 KNOWN_USERS = (ALEX, MEGAN, ADELE, ISAIAH, PATTI, LYNNE)
+ROLES = {"MLOPSBOT_OPERATORS": ALEX.aad_object_id, "MLOPSBOT_APPROVERS": MEGAN.aad_object_id}
 
 
 def playground_config(current_user: PlaygroundUser = ALEX) -> str:

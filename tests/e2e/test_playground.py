@@ -101,3 +101,29 @@ def test_switch_user_within_a_test(chat):
     answer = chat.bot_replies_text()
     chat.screenshot("after-switch")
     assert "Megan Bowen" in answer
+
+
+def test_a_production_change_is_approved_by_someone_else(chat):
+    """Alex (Operator) asks for a production traffic change in the channel; the approval card
+    appears; Alex's own Approve is refused; Megan (Approver) approves; the change runs once and
+    `audit` tells the story."""
+    chat.mention_bot_in_channel("traffic fraud-api blue=0 green=100 --reason 'green passed shadow'")
+    card = chat.last_bot_message_text()
+    chat.screenshot("approval-card")
+    assert "Approval request #1" in card and "Waiting for approval" in card, card
+    assert "blue=90 green=10 → blue=0 green=100" in card, card
+    chat.click_card_button("Approve")
+    refused = "\n".join(chat.bot_messages()[-2:])
+    chat.screenshot("own-approve-refused")
+    assert "cannot approve it yourself" in refused, refused
+
+    chat.switch_user(MEGAN)
+    chat.send("approve 1 looks good")
+    outcome = chat.bot_replies_text()
+    chat.screenshot("approved")
+    assert "Approved" in outcome and "Megan Bowen ✅ approved" in outcome, outcome
+    chat.send("audit --target fraud-api")
+    story = chat.bot_replies_text()
+    chat.screenshot("audit")
+    for line in ("Alex Wilber requested traffic endpoint fraud-api", "Megan Bowen approved traffic endpoint fraud-api"):
+        assert line in story, story
