@@ -33,6 +33,14 @@ def parse_since(value: str) -> timedelta:
 
 def record_line(record: AuditRecord) -> str:
     """One sentence a person reads: when, who, what, where, how it ended."""
+    whom = record.target.removeprefix("user ")
+    if record.event == "role_granted":
+        was = f" (was {record.before['role'].capitalize()})" if record.before.get("role") else ""
+        return f"{record.actor_name} made {whom} {record.after.get('role', '?').capitalize()}{was}"
+    if record.event == "role_revoked":
+        return f"{record.actor_name} took back {whom}'s {record.before.get('role', '?').capitalize()} role"
+    if record.event == "policy_loaded":
+        return f"{record.actor_name} loaded the policy from {record.detail.get('source', '?')}"
     what = record.event.replace("vote:", "voted to ").replace("_", " ")
     subject = " ".join(p for p in (record.action, record.target) if p)
     where = f" in {record.workspace}" if record.workspace else ""

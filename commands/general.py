@@ -14,6 +14,9 @@ async def help_(ctx: Context, command: str | None) -> Reply:
     if command:
         found = CATALOG.lookup(command)
         body = [text(line) for line in found.help().splitlines()]
+        if found.change and ctx.gate is not None:     # the same answer the gate will give
+            body += [text(f"In {ws.name} ({ws.environment}) it {ctx.gate.rule(found.name, ws.environment).describe()}.")
+                     for ws in ctx.workspaces]
         return reply(card(f"help {found.name}", body))
     allowed = CATALOG.allowed(ctx.role)
     rows = [columns(text(f"**{c.name}**"), text(c.summary), widths=["auto", "stretch"]) for c in allowed]

@@ -65,6 +65,7 @@ class Connector:
     refused: list[Sent] = field(default_factory=list)
     failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)   # answer these first
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    members: dict[str, "Person"] = field(default_factory=dict)    # Teams' member API, by Teams user id
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def app(self) -> web.Application:
@@ -74,6 +75,13 @@ class Connector:
         return app
 
     async def _receive(self, request: web.Request) -> web.Response:
+        if request.method == "GET" and "/members/" in request.path:
+            member = self.members.get(request.path.rsplit("/members/", 1)[1])
+            if member is None:
+                return web.json_response({"error": {"code": "MemberNotFoundInConversation"}}, status=404)
+            return web.json_response({"id": member.id, "name": member.name, "aadObjectId": member.aad_object_id,
+                                      "userPrincipalName": f"{member.name.split()[0].lower()}@contoso.com",
+                                      "tenantId": TENANT})
         if self.failures:
             status, headers = self.failures.pop(0)
             self.refused.append(Sent(request.method, request.path, await request.json()))
@@ -144,13 +152,22 @@ class TeamsStandIn:
         body.update(extra)
         return body
 
-    def message(self, text: str, *, mention: bool = False, **kw: Any) -> dict[str, Any]:
+    def message(self, text: str, *, mention: bool = False, people: tuple["Person", ...] = (),
+                **kw: Any) -> dict[str, Any]:
+        """`people` are @mentioned where `@Name` stands in `text`, as Teams sends it (<at>Name</at>)."""
+        entities = []
+        for person in people:
+            text = text.replace(f"@{person.name}", f"<at>{person.name}</at>")
+            entities.append({"type": "mention", "text": f"<at>{person.name}</at>",
+                             "mentioned": {"id": person.id, "name": person.name}})
         if mention:
             tag = "<at>MLOps bot</at>"
             body = self.activity("message", text=f"{tag} {text}", **kw)
             body["entities"] = [{"type": "mention", "text": tag,
-                                 "mentioned": {"id": BOT_ID, "name": "MLOps bot"}}]
+                                 "mentioned": {"id": BOT_ID, "name": "MLOps bot"}}, *entities]
             return body
+        if entities:
+            return self.activity("message", text=text, entities=entities, **kw)
         return self.activity("message", text=text, textFormat="plain", **kw)
 
     def invoke(self, verb: str, args: list[str], **kw: Any) -> dict[str, Any]:

@@ -246,3 +246,31 @@ async def test_audit_verify_finds_the_first_altered_record(olga, store):
     broken = (await olga("audit verify")).text
     assert "❌ The audit trail was tampered with: record 2 was altered." in broken
     assert "First bad record: 2" in broken
+
+
+async def test_a_request_from_a_personal_chat_is_also_posted_in_the_approval_channel(olga, store):
+    olga.gate.approval_channel = "19:approvals@thread.tacv2"
+    await olga("traffic fraud-api blue=0 green=100", kind="personal")
+    await olga("traffic fraud-api blue=50 green=50", conversation="19:ml@thread.tacv2", kind="channel")
+    items = await store.run_transaction(lambda tx: outbox.find_items(tx, conversation_id="19:approvals@thread.tacv2"),
+                                        write=False)
+    assert [i.dedupe_key for i in items] == ["approval:1:card:19:approvals@thread.tacv2"]
+    assert "Approval request #1" in items[0].payload["card"]["fallbackText"]
+    await olga.as_(ARNE)("reject 1")
+    items = await store.run_transaction(lambda tx: outbox.find_items(tx, conversation_id="19:approvals@thread.tacv2"),
+                                        write=False)
+    assert [i.payload.get("update_of") for i in items] == [None, "approval:1:card:19:approvals@thread.tacv2"]
+    assert "Rejected" in items[1].payload["card"]["fallbackText"]
+
+
+async def test_policies_shows_the_rules_in_force(olga):
+    text = (await olga("policies")).text
+    assert "prod (ml-prod)" in text
+    assert "traffic: needs 1 approval from an Approver other than the requester within 24 h" in text
+    assert "cancel: asks you to confirm first" in text
+    assert "From the built-in defaults (no MLOPSBOT_POLICY_FILE)." in text
+
+
+async def test_help_for_a_change_says_what_it_needs_here(olga):
+    text = (await olga("help traffic")).text
+    assert "In ml-prod (prod) it needs 1 approval from an Approver other than the requester within 24 h." in text

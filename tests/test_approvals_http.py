@@ -178,3 +178,40 @@ async def test_the_api_refuses_without_the_token_and_never_answers_500(teams):
     assert (await api(teams, "GET", "/api/approvals/abc"))[0] == 400
     assert (await api(teams, "GET", "/api/audit?format=xml"))[0] == 400
     assert (await api(teams, "GET", "/api/audit?since=yesterday"))[0] == 400
+
+
+ADA = Person("29:1ada", "Ada Admin", "00000000-0000-0000-0000-0000000000ad")
+
+
+@pytest.fixture
+async def admin_teams(aiohttp_server, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(data_dir=tmp_path / "data", host="127.0.0.1", admins=ADA.aad_object_id,
+                             operators=ALICE.aad_object_id)
+    server = await aiohttp_server(create_app(settings, reset_demo=True))
+    async with TeamsStandIn(str(server.make_url("/api/messages"))) as stand_in:
+        stand_in.connector.members = {CAROL.id: CAROL}
+        yield stand_in
+
+
+async def test_an_admin_grants_a_role_by_mention_and_roles_shows_where_it_comes_from(admin_teams):
+    teams = admin_teams
+    [granted] = await teams.say("grant @Carol Curious approver", user=ADA, mention=True, conversation=CHANNEL,
+                                kind="channel", people=(CAROL,))
+    assert granted.text == "Carol Curious is now Approver. Recorded in the audit trail."
+    [who] = await teams.say("whoami", user=CAROL)
+    assert "Approver" in card_words(who)
+    [table] = await teams.say("roles", user=CAROL)
+    words = card_words(table)
+    assert f"Carol Curious {CAROL.aad_object_id}" in words and "granted by Ada Admin" in words
+    assert f"{ADA.aad_object_id}" in words and "environment" in words
+    assert "Everyone else: Viewer." in words
+    [stranger] = await teams.say("grant @Bob Builder approver", user=ADA, mention=True, conversation=CHANNEL,
+                                 kind="channel", people=(BOB,))
+    assert "is not a person I can identify" in stranger.text          # not in the team: no object id
+    [revoked] = await teams.say(f"revoke {CAROL.aad_object_id}", user=ADA)
+    assert revoked.text.startswith("Carol Curious is no longer Approver")
+    [trail] = await teams.say("audit --action role", user=ADA)
+    story = card_words(trail)
+    assert f"Ada Admin made Carol Curious ({CAROL.aad_object_id}) Approver" in story
+    assert f"Ada Admin took back Carol Curious ({CAROL.aad_object_id})'s Approver role" in story
