@@ -84,6 +84,9 @@ def apology(incident: str) -> str:
     return f"Sorry, something went wrong on my side (incident {incident}). The team can look it up in the logs."
 
 
+ACK_WAIT_SECONDS = 60.0     # an acknowledgement is sent within the turn; this only bounds a stuck one
+
+
 class FollowUps:
     """Replies that come after the turn (long operations): each outcome runs as a task, a failure
     becomes words like any other error, and the Reply goes to `deliver`."""
@@ -91,12 +94,20 @@ class FollowUps:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task] = set()
 
-    def schedule(self, outcome: Awaitable[Reply], deliver: Callable[[Reply], Awaitable[None]]) -> None:
+    def schedule(self, outcome: Awaitable[Reply], deliver: Callable[[Reply], Awaitable[None]], *,
+                 after: asyncio.Event | None = None) -> None:
+        """Run `outcome` now; deliver its Reply once `after` is set (the turn's acknowledgement
+        was sent), so the conversation reads acknowledgement first, outcome second."""
         async def run() -> None:
             try:
                 reply = await outcome
             except Exception as error:  # noqa: BLE001 - the user gets told, whatever happened
                 reply = explain(error)
+            if after is not None:
+                try:
+                    await asyncio.wait_for(after.wait(), ACK_WAIT_SECONDS)
+                except asyncio.TimeoutError:
+                    log.warning("delivering a follow-up although its acknowledgement was not sent in time")
             await deliver(reply)
 
         task = asyncio.get_running_loop().create_task(run())

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 
 from adapters.service import BatchEndpoint, EndpointMetrics, OnlineEndpoint, ServiceError
 from commands.changes import accepted
 from commands.context import Context, Reply, Role
 from commands.registry import Arg, UsageError, command, whole_number
-from commands.ui import button, card, columns, facts, limited, reply, section, text
+from commands.ui import MAX_CARD_BYTES, button, card, columns, facts, limited, reply, section, text
 
 STATE_COLORS = {"Succeeded": "Good", "Failed": "Attention", "Updating": "Warning", "Creating": "Warning",
                 "Deleting": "Warning"}
@@ -76,7 +78,7 @@ def endpoint_card(endpoint: OnlineEndpoint, metrics: EndpointMetrics | None, met
     body.append(section(f"Health{window}"))
     body.append(health_facts(metrics) if metrics else text(f"Health figures unavailable: {metrics_error}", subtle=True))
     return card(f"Endpoint {endpoint.name}", body, subtitle=workspace,
-                actions=[button("Refresh", "endpoint", endpoint.name)])
+                actions=[button("Refresh", "endpoint", endpoint.name, refresh=True)])
 
 
 @command("endpoints", summary="List online and batch endpoints with their traffic.", example="endpoints")
@@ -140,11 +142,44 @@ async def scale(ctx: Context, endpoint: str, deployment: str, instances: int) ->
          summary="Show the last lines of a deployment's container log.", example="logs fraud-api green --lines 50")
 async def logs(ctx: Context, endpoint: str, deployment: str, lines: int) -> Reply:
     tail = await ctx.ml.deployment_logs(endpoint, deployment, lines)
-    shown = tail[-6000:]
-    body = [text(f"```\n{shown}\n```" if shown.strip() else "The log is empty.", size="Small")]
-    if len(tail) > len(shown):
-        body.insert(0, text(f"Showing the last {len(shown)} characters.", subtle=True))
-    return reply(card(f"Logs of {endpoint}/{deployment}", body, subtitle=ctx.where))
+    return reply(log_card(tail, title=f"Logs of {endpoint}/{deployment}", workspace=ctx.where))
+
+
+ERROR_LINE = re.compile(r"^\S+ \S+ E |\b(ERROR|CRITICAL|FATAL|Traceback|Exception)\b")
+WARNING_LINE = re.compile(r"^\S+ \S+ W |\bWARN(ING)?\b")
+MAX_LOG_LINE_CHARS = 400
+
+
+def log_line(line: str) -> dict:
+    """One log line in a monospace TextBlock of its own; errors in red and marked, warnings in amber."""
+    shown = line if len(line) <= MAX_LOG_LINE_CHARS else line[:MAX_LOG_LINE_CHARS] + " …"
+    color = "Attention" if ERROR_LINE.search(line) else "Warning" if WARNING_LINE.search(line) else None
+    block = text(f"{'❗ ' if color == 'Attention' else ''}{shown or ' '}", size="Small", color=color, spacing="None")
+    block["fontType"] = "Monospace"
+    return block
+
+
+def log_card(tail: str, *, title: str, workspace: str) -> dict:
+    """The log's last lines, oldest first and newest last, as many as fit in one Teams card."""
+    all_lines = tail.rstrip("\n").split("\n") if tail.strip() else []
+    blocks = [log_line(line) for line in all_lines]
+    budget = MAX_CARD_BYTES - 1_500          # room for the title, the note and the fallback's share
+    size = 0
+    kept = 0
+    for block in reversed(blocks):          # keep the newest lines
+        size += len(json.dumps(block, ensure_ascii=False).encode("utf-8")) + 2
+        if size > budget:
+            break
+        kept += 1
+    shown = blocks[len(blocks) - kept:]
+    errors = sum(1 for block in shown if block.get("color") == "Attention")
+    note = [f"{kept} line{'s' if kept != 1 else ''}, newest last"]
+    if kept < len(blocks):
+        note = [f"The last {kept} of {len(blocks)} lines (all that fit in one message), newest last"]
+    if errors:
+        note.append(f"{errors} error line{'s' if errors != 1 else ''} marked ❗")
+    body = [text(" · ".join(note) + ".", subtle=True)] + shown if blocks else [text("The log is empty.", subtle=True)]
+    return card(title, body, subtitle=workspace)
 
 
 @command("batch", Arg("endpoint", help="a batch endpoint"), Arg("input", help="the data to score (an azureml:// or https:// URI)"),

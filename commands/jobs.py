@@ -42,9 +42,9 @@ def job_card(job: Job, *, workspace: str) -> dict:
         body += [section("Error"), text(job.error, color="Attention")]
     if job.children:
         body += [section("Steps"), *limited(list(job.children), child_row, noun="step")]
-    actions = [button("Refresh", "job", job.name)]
+    actions = [button("Refresh", "job", job.name, refresh=True)]
     if not job.terminal:
-        actions.append(button("Cancel", "cancel", job.name, style="destructive"))
+        actions.append(button("Cancel job", "cancel", job.name, style="destructive"))
     return card(f"Job {job.display_name or job.name}", body, subtitle=workspace, actions=actions)
 
 

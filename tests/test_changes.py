@@ -89,7 +89,7 @@ async def test_logs_show_the_tail(chat):
 
 async def test_running_job_card_offers_cancel(chat):
     reply = await chat("job amber_river_7d3kq9wz")
-    assert [a["title"] for a in reply.card["actions"]] == ["Refresh", "Cancel"]
+    assert [a["title"] for a in reply.card["actions"]] == ["Refresh", "Cancel job"]
 
 
 async def test_follow_up_is_posted_proactively_over_http(teams):
@@ -102,10 +102,13 @@ async def test_follow_up_is_posted_proactively_over_http(teams):
 
 async def test_card_button_cancel_over_http(teams):
     [reply] = await teams.say("job amber_river_7d3kq9wz")
-    status, body = await teams.click(reply.card, "Cancel")
+    status, body = await teams.click(reply.card, "Cancel job")
     assert status == 200
-    assert "Job amber_river_7d3kq9wz is being canceled" in body["value"]["fallbackText"]
-    await asyncio.wait_for(teams.connector.wait_for(2), 5)
+    assert body["type"] == "application/vnd.microsoft.activity.message"    # the job card stays
+    assert body["value"].startswith("⏳ Job amber_river_7d3kq9wz is being canceled")
+    ack, done = (await asyncio.wait_for(teams.connector.wait_for(3), 5))[1:]
+    assert ack.text.startswith("⏳ Job amber_river_7d3kq9wz is being canceled")
+    assert done.text.startswith("✅ Job amber_river_7d3kq9wz is now Canceled")
 
 
 async def test_changes_are_logged_with_who_asked(chat, caplog):
