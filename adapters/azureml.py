@@ -47,6 +47,8 @@ from azure.core.exceptions import (
 
 from adapters.azure_metrics import EndpointMetricsSource, EndpointRef
 from adapters.service import (
+    MAX_INSTANCES,
+    MIN_INSTANCES,
     RESOURCE_KINDS,
     STAGES,
     BatchEndpoint,
@@ -70,7 +72,6 @@ from adapters.service import (
 DATA_SCIENTIST = "AzureML Data Scientist"
 COMPUTE_OPERATOR = "AzureML Compute Operator"
 READER = "Reader"
-MIN_INSTANCES, MAX_INSTANCES = 1, 20   # managed online deployments need ≥ 1; 20 is the default quota
 ALL_SCHEDULES = "All"            # ScheduleListViewType.ALL: enabled and disabled schedules
 
 _MODEL_VERSION_ID = re.compile(r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/?$", re.IGNORECASE)

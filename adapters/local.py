@@ -43,13 +43,12 @@ from typing import Any, Callable, Iterator
 from adapters import demo as demo_data
 from adapters.demo import Health, JobTemplate, Plan
 from adapters.service import (
-    JOB_STATUSES, RESOURCE_KINDS, STAGES, TERMINAL_JOB_STATUSES, BatchEndpoint, Compute, Conflict, Deployment,
+    JOB_STATUSES, MAX_INSTANCES, MIN_INSTANCES, RESOURCE_KINDS, STAGES, TERMINAL_JOB_STATUSES, BatchEndpoint, Compute, Conflict, Deployment,
     DeploymentMetrics, EndpointMetrics, InvalidRequest, Job, ModelVersion, NotFound, OnlineEndpoint, Operation,
     Schedule, ServiceError, WorkspaceInfo,
 )
 
 SCHEMA_VERSION = 1
-MIN_INSTANCES, MAX_INSTANCES = 1, 20
 MAX_METRICS_WINDOW = 30 * 24 * 60          # minutes; Azure Monitor keeps 93 days, we allow 30
 MAX_LOG_LINES = 5000
 METRICS_BUCKET_SECONDS = 300

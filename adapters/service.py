@@ -76,6 +76,11 @@ JOB_STATUSES = (
 )
 TERMINAL_JOB_STATUSES = ("Completed", "Failed", "Canceled")
 
+# Bounds of changes, declared once: help, the parser, the commands' checks and both workspaces
+# read them here. Managed online deployments need at least 1 instance; 20 is Azure's default quota.
+MIN_INSTANCES, MAX_INSTANCES = 1, 20
+TRAFFIC_TOTAL = 100              # an endpoint's live traffic split adds up to exactly this
+
 
 @dataclass(frozen=True)
 class WorkspaceInfo:

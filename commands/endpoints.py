@@ -6,7 +6,9 @@ import asyncio
 import json
 import re
 
-from adapters.service import BatchEndpoint, EndpointMetrics, OnlineEndpoint, ServiceError
+from adapters.service import (
+    MAX_INSTANCES, MIN_INSTANCES, TRAFFIC_TOTAL, BatchEndpoint, EndpointMetrics, OnlineEndpoint, ServiceError,
+)
 from commands.changes import accepted
 from commands.context import Context, Reply, Role
 from commands.registry import Arg, UsageError, command, whole_number
@@ -118,23 +120,48 @@ def parse_split(words: list[str]) -> dict[str, int]:
 
 
 @command("traffic", Arg("endpoint", help="an online endpoint"),
-         Arg("split", nargs="+", metavar="deployment=percent", help="the new split; it must add up to 100"),
+         Arg("split", nargs="+", metavar="deployment=percent", help=f"the new split; it must add up to {TRAFFIC_TOTAL}"),
          summary="Shift traffic between deployments of an online endpoint (blue/green, canary).",
          role=Role.OPERATOR, example="traffic fraud-api blue=90 green=10")
 async def traffic(ctx: Context, endpoint: str, split: list[str]) -> Reply:
     new = parse_split(split)
+    total = sum(new.values())
+    if total != TRAFFIC_TOTAL:          # checked here, before anything is sent to the workspace
+        raise UsageError(f"The split adds up to {total}%; it must add up to exactly {TRAFFIC_TOTAL}%. "
+                         f"E.g. `traffic {endpoint} blue=90 green=10`.")
+    current = await ctx.ml.get_endpoint(endpoint)
+    known = [d.name for d in current.deployments]
+    unknown = [name for name in new if name not in known]
+    if unknown:
+        raise UsageError(f"Endpoint {endpoint} has no deployment named '{unknown[0]}' "
+                         f"(it has: {', '.join(known) or 'none'}).")
+    if {k: v for k, v in current.traffic.items() if v} == {k: v for k, v in new.items() if v}:
+        return Reply(f"Traffic on {endpoint} is already {traffic_text(current.traffic)}; nothing to change. "
+                     f"[{ctx.where}]")
     operation = await ctx.ml.set_traffic(endpoint, new)
     return accepted(ctx, operation, f"Traffic on {endpoint} is moving to {traffic_text(new)}.")
 
 
+def _instances(count: int) -> str:
+    return f"{count} instance{'s' if count != 1 else ''}"
+
+
 @command("scale", Arg("endpoint", help="an online endpoint"), Arg("deployment", help="one of its deployments"),
-         Arg("instances", type=whole_number(1, 100, "instances"), help="how many instances (1 to 100)"),
+         Arg("instances", type=whole_number(MIN_INSTANCES, MAX_INSTANCES, "instances"),
+             help=f"how many instances ({MIN_INSTANCES} to {MAX_INSTANCES})"),
          summary="Change how many instances serve one deployment.", role=Role.OPERATOR,
          example="scale fraud-api green 3")
 async def scale(ctx: Context, endpoint: str, deployment: str, instances: int) -> Reply:
+    current = await ctx.ml.get_endpoint(endpoint)
+    found = next((d for d in current.deployments if d.name == deployment), None)
+    if found is None:
+        raise UsageError(f"Endpoint {endpoint} has no deployment named '{deployment}' "
+                         f"(it has: {', '.join(d.name for d in current.deployments) or 'none'}).")
+    if found.instance_count == instances:
+        return Reply(f"{endpoint}/{deployment} already runs {_instances(instances)}; nothing to change. "
+                     f"[{ctx.where}]")
     operation = await ctx.ml.scale_deployment(endpoint, deployment, instances)
-    return accepted(ctx, operation, f"{endpoint}/{deployment} is scaling to {instances} instance"
-                                    f"{'s' if instances != 1 else ''}.")
+    return accepted(ctx, operation, f"{endpoint}/{deployment} is scaling to {_instances(instances)}.")
 
 
 @command("logs", Arg("endpoint", help="an online endpoint"), Arg("deployment", help="one of its deployments"),

@@ -18,7 +18,7 @@ async def help_(ctx: Context, command: str | None) -> Reply:
     allowed = CATALOG.allowed(ctx.role)
     rows = [columns(text(f"**{c.name}**"), text(c.summary), widths=["auto", "stretch"]) for c in allowed]
     hidden = len(list(CATALOG)) - len(allowed)
-    body = [*rows, text("Type `help <command>` for its usage and an example, e.g. `help endpoint`.", subtle=True)]
+    body = [*rows, text("Type `help ‹command›` for its usage and an example, e.g. `help endpoint`.", subtle=True)]
     if hidden:
         body.append(text(f"{hidden} more command{'s' if hidden > 1 else ''} need a higher role than "
                          f"yours ({ctx.role.label}).", subtle=True))

@@ -48,17 +48,30 @@ async def schedule(ctx: Context, action: str, name: str) -> Reply:
         job = await ctx.ml.trigger_schedule(name)
         return Reply(f"⏳ Schedule {name} started job {job.name} ({job.status}). Follow it with `job {job.name}`. "
                      f"[{ctx.where}]")
+    found = next((s for s in await ctx.ml.list_schedules() if s.name == name), None)
+    if found is not None and found.enabled == (action == "enable"):
+        return Reply(f"Schedule {name} is already {action}d; nothing to change. [{ctx.where}]")
     change = ctx.ml.enable_schedule if action == "enable" else ctx.ml.disable_schedule
     return accepted(ctx, await change(name), f"Schedule {name} is being {action}d.")
+
+
+async def _already(ctx: Context, name: str, state: str) -> Reply | None:
+    """The answer to a start or stop that would change nothing, asked before any operation starts."""
+    found = next((c for c in await ctx.ml.list_compute() if c.name == name), None)
+    if found is not None and found.type == "computeinstance" and found.state == state:
+        return Reply(f"Compute instance {name} is already {state}; nothing to change. [{ctx.where}]")
+    return None
 
 
 @command("start", Arg("compute", help="a compute instance"), summary="Start a stopped compute instance.",
          role=Role.OPERATOR, example="start ds-ci-alice")
 async def start(ctx: Context, compute: str) -> Reply:
-    return accepted(ctx, await ctx.ml.start_compute(compute), f"Compute {compute} is starting.")
+    return await _already(ctx, compute, "Running") or accepted(
+        ctx, await ctx.ml.start_compute(compute), f"Compute {compute} is starting.")
 
 
 @command("stop", Arg("compute", help="a compute instance"), summary="Stop a compute instance to save money.",
          role=Role.OPERATOR, example="stop ds-ci-alice")
 async def stop(ctx: Context, compute: str) -> Reply:
-    return accepted(ctx, await ctx.ml.stop_compute(compute), f"Compute {compute} is stopping.")
+    return await _already(ctx, compute, "Stopped") or accepted(
+        ctx, await ctx.ml.stop_compute(compute), f"Compute {compute} is stopping.")

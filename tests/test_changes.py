@@ -28,12 +28,13 @@ async def test_traffic_change_acknowledges_then_reports(chat):
 
 
 @pytest.mark.parametrize("typed,answer", [
-    ("traffic fraud-api blue=90 green=20", "The workspace refused: Traffic must sum to 100, got 110."),
+    ("traffic fraud-api blue=90 green=20", "The split adds up to 110%; it must add up to exactly 100%."),
     ("traffic fraud-api blue=90 purple=10",
      "Endpoint fraud-api has no deployment named 'purple' (it has: blue, green)."),
     ("traffic fraud-api blue:90", "'blue:90' is not deployment=percent."),
     ("traffic fraud-api blue=90 blue=10", "Deployment 'blue' is given twice."),
-    ("scale fraud-api green 0", "Argument instances: instances must be between 1 and 100."),
+    ("scale fraud-api green 0", "Instances must be between 1 and 20."),
+    ("scale fraud-api green 21", "Instances must be between 1 and 20."),
 ])
 async def test_invalid_changes_are_refused_and_nothing_changes(chat, typed, answer):
     reply = await chat(typed)

@@ -26,7 +26,7 @@ SAMPLES = Path(__file__).parent / "fixtures" / "teams"
 # (typed command, words the reply must contain)
 EVERY_COMMAND = [
     ("help", ["What I can do", "models", "endpoint", "jobs"]),
-    ("help traffic", ["Usage: `traffic <endpoint> <deployment=percent> ...", "Needs the Operator role."]),
+    ("help traffic", ["Usage: `traffic ‹endpoint› ‹deployment=percent› ...", "Needs the Operator role."]),
     ("whoami", ["You are Alice Analyst", ALICE.aad_object_id, "Admin"]),
     ("workspace", ["Workspace ml-prod", "prod", "local"]),
     ("models", ["Registered models", "fraud-model", "churn-model", "credit-risk"]),

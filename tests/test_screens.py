@@ -98,3 +98,77 @@ async def test_an_outcome_is_never_posted_before_its_acknowledgement(teams):
     ack, done = await teams.connector.wait_for(2)
     assert ack.text.startswith("⏳ fraud-api/green is scaling to 3 instances.")
     assert done.text.startswith("✅ Deployment green on fraud-api now runs 3 instances")
+
+
+# ---------------------------------------------------------------- 14. words, not internals
+
+
+async def test_usage_errors_are_phrased_for_a_person_over_http(teams):
+    [reply] = await teams.say("traffic fraud-api")
+    assert reply.text == ("Something is missing: ‹deployment=percent› (the new split; it must add up to 100). "
+                          "Usage: `traffic ‹endpoint› ‹deployment=percent› ... [--workspace NAME]` "
+                          "(e.g. `traffic fraud-api blue=90 green=10`)")
+    assert "<" not in reply.text and "&lt;" not in reply.text and "argument" not in reply.text.lower()
+
+
+@pytest.mark.parametrize("typed,answer", [
+    ("schedule pause nightly", "'pause' is not a choice for ‹action›: use enable, disable or run."),
+    ("jobs --limit", "`--limit` needs a value: how many (1 to 50, default 10)."),
+    ("logs fraud-api", "Something is missing: ‹deployment› (one of its deployments)."),
+])
+async def test_every_argparse_message_is_rephrased(chat, typed, answer):
+    assert (await chat(typed)).text.startswith(answer + " Usage: `")
+
+
+@pytest.mark.parametrize("typed,suggested", [
+    ("status", None),                     # close to `start` by letters, but `start` changes something
+    ("stpo", "`stop`"),                   # a plain typo of a change command is still offered
+    ("scael", "`scale`"),
+    ("modle", "`model` or `models`"),     # read commands keep the looser match
+])
+async def test_did_you_mean_offers_a_change_command_only_for_a_plain_typo(chat, typed, suggested):
+    text = (await chat(typed)).text
+    if suggested is None:
+        assert text == f"I don't know the command '{typed}'. Type `help` to see what I can do."
+    else:
+        assert text == f"I don't know the command '{typed}'. Did you mean {suggested}? Type `help` to see what I can do."
+
+
+async def test_help_shows_placeholders_without_angle_brackets(chat):
+    explained = await chat("help scale")
+    assert explained.card["body"][2]["text"].startswith("Usage: `scale ‹endpoint› ‹deployment› ‹instances›")
+
+
+# ---------------------------------------------------------------- 15. one truth for limits, checked first
+
+
+async def test_a_split_that_does_not_add_up_is_refused_before_any_call(chat):
+    # the endpoint does not exist: had the workspace been asked, the answer would be "No endpoint named"
+    reply = await chat("traffic no-such-api blue=60 green=60")
+    assert reply.text == "The split adds up to 120%; it must add up to exactly 100%. E.g. `traffic no-such-api blue=90 green=10`."
+    assert chat.follow_ups == []
+
+
+async def test_instance_bounds_are_declared_once(chat):
+    from adapters import azureml, local
+    from adapters.service import MAX_INSTANCES
+    assert local.MAX_INSTANCES is azureml.MAX_INSTANCES is MAX_INSTANCES == 20
+    explained = await chat("help scale")
+    assert "- `instances`: how many instances (1 to 20)" in [b["text"] for b in explained.card["body"]]
+    assert (await chat("scale fraud-api green 20")).text.startswith("⏳ fraud-api/green is scaling to 20 instances.")
+    assert (await chat("scale fraud-api green 21")).text.startswith("Instances must be between 1 and 20.")
+
+
+@pytest.mark.parametrize("typed,answer", [
+    ("scale fraud-api blue 3", "fraud-api/blue already runs 3 instances; nothing to change."),
+    ("traffic fraud-api green=10 blue=90", "Traffic on fraud-api is already blue=90 green=10; nothing to change."),
+    ("schedule disable credit-risk-retrain", "Schedule credit-risk-retrain is already disabled; nothing to change."),
+    ("schedule enable nightly-churn-retrain", "Schedule nightly-churn-retrain is already enabled; nothing to change."),
+    ("start ds-ci-alice", "Compute instance ds-ci-alice is already Running; nothing to change."),
+    ("stop ds-ci-bob", "Compute instance ds-ci-bob is already Stopped; nothing to change."),
+])
+async def test_a_change_that_changes_nothing_starts_no_operation(teams, typed, answer):
+    [reply] = await teams.say(typed)
+    assert reply.text == answer + " [Workspace ml-prod (prod)]"
+    await asyncio.sleep(0.2)
+    assert len(teams.connector.sent) == 1           # no follow-up: no operation was started
