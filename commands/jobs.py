@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adapters.service import JOB_STATUSES, Job
+from adapters.service import JOB_STATUSES, Job, NotFound
 from commands.changes import accepted
 from commands.context import Context, Reply, Role
 from commands.registry import Arg, command, one_of, whole_number
@@ -10,6 +10,7 @@ from commands.ui import button, card, columns, facts, limited, reply, section, t
 
 STATUS_COLORS = {"Completed": "Good", "Failed": "Attention", "Canceled": "Warning", "NotResponding": "Attention"}
 MAX_JOBS = 50
+DISPLAY_NAME_SCAN = 200      # how many recent jobs a display name is looked up among
 
 
 def status_text(job: Job) -> dict:
@@ -18,7 +19,8 @@ def status_text(job: Job) -> dict:
 
 def job_row(job: Job) -> dict:
     title = job.display_name or job.name
-    detail = " · ".join(p for p in (job.type, job.experiment, when(job.created_at)) if p)
+    detail = " · ".join(p for p in (f"id {job.name}" if job.display_name and job.display_name != job.name else "",
+                                    job.type, job.experiment, when(job.created_at)) if p)
     return columns([text(f"**{title}**"), text(detail, subtle=True, spacing="None")], status_text(job),
                    {"type": "ActionSet", "actions": [button("Details", "job", job.name)]},
                    widths=["stretch", "auto", "auto"])
@@ -56,10 +58,19 @@ async def jobs(ctx: Context, status: str | None, limit: int) -> Reply:
     return reply(jobs_card(found, status=status, workspace=ctx.where))
 
 
-@command("job", Arg("name", help="a job name, as `jobs` shows it"),
+@command("job", Arg("name", help="a job's id, or its display name when no other job has it"),
          summary="Show one job: status, times, error, pipeline steps.", example="job frosty_kettle_8k2x9q7m")
 async def job(ctx: Context, name: str) -> Reply:
-    return reply(job_card(await ctx.ml.get_job(name), workspace=ctx.where))
+    try:
+        return reply(job_card(await ctx.ml.get_job(name), workspace=ctx.where))
+    except NotFound:
+        named = [j for j in await ctx.ml.list_jobs(limit=DISPLAY_NAME_SCAN) if j.display_name.lower() == name.lower()]
+        if not named:
+            raise
+    if len(named) == 1:
+        return reply(job_card(await ctx.ml.get_job(named[0].name), workspace=ctx.where))
+    return reply(card(f"{len(named)} jobs are named {named[0].display_name}", [
+        text("Pick one by its id:", subtle=True), *limited(named, job_row, noun="job")], subtitle=ctx.where))
 
 
 @command("cancel", Arg("job", help="a running or queued job"), summary="Cancel a running or queued job.",

@@ -172,3 +172,42 @@ async def test_a_change_that_changes_nothing_starts_no_operation(teams, typed, a
     assert reply.text == answer + " [Workspace ml-prod (prod)]"
     await asyncio.sleep(0.2)
     assert len(teams.connector.sent) == 1           # no follow-up: no operation was started
+
+
+# ---------------------------------------------------------------- 12. jobs by the name people see
+
+
+async def test_a_unique_display_name_opens_the_job_over_http(teams):
+    [reply] = await teams.say("job train-fraud-pipeline")
+    assert reply.card["body"][0]["text"] == "Job train-fraud-pipeline"
+    assert {"title": "Name", "value": "frosty_kettle_8k2x9q7m"} in reply.card["body"][3]["facts"]
+
+
+async def test_a_shared_display_name_lists_the_matching_ids(chat):
+    reply = await chat("job churn-retrain-pipeline")
+    assert reply.card["body"][0]["text"] == "2 jobs are named churn-retrain-pipeline"
+    ids = [a["data"]["args"] for a in _actions(reply.card["body"])]
+    assert ids == [["brave_orchid_4n6tj1pc"], ["sunny_mango_0c4vy6tb"]]
+
+
+async def test_an_unknown_job_name_still_gets_did_you_mean(chat):
+    assert (await chat("job frosty_kettle_8k2x9q7")).text == (
+        "No job named 'frosty_kettle_8k2x9q7'. Did you mean `frosty_kettle_8k2x9q7m`?")
+
+
+async def test_every_job_row_shows_the_id(chat):
+    reply = await chat("jobs --limit 3")
+    details = [row["columns"][0]["items"][1]["text"] for row in reply.card["body"] if row["type"] == "ColumnSet"]
+    assert [d.split(" · ")[0] for d in details] == ["id quiet_lamp_2m8vq4xk", "id brave_orchid_4n6tj1pc",
+                                                      "id amber_river_7d3kq9wz"]
+
+
+def _actions(node):
+    if isinstance(node, dict):
+        if node.get("type") == "Action.Execute":
+            yield node
+        for value in node.values():
+            yield from _actions(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _actions(value)
