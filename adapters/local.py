@@ -721,18 +721,25 @@ def simulated_metrics(endpoint: OnlineEndpoint, load_rpm: float, health: dict[st
         share = endpoint.traffic.get(dep.name, 0) / 100
         live = total * share
         mirrored = total * endpoint.mirror_traffic.get(dep.name, 0) / 100
+        own: dict[str, float] = {}
+        dep_p50 = dep_p99 = None
         if live:
             client_errors = live * h.rate_4xx * wobble()
             server_errors = live * h.rate_5xx * wobble()
-            by_status["2xx"] += live - client_errors - server_errors
-            by_status["4xx"] += client_errors
-            by_status["5xx"] += server_errors
-            p50 += share * h.p50_ms * wobble()
-            p99 += share * h.p99_ms * wobble()
+            own = {"2xx": live - client_errors - server_errors, "4xx": client_errors, "5xx": server_errors}
+            for key, value in own.items():
+                by_status[key] += value
+            dep_p50, dep_p99 = h.p50_ms * wobble(), h.p99_ms * wobble()
+            p50 += share * dep_p50
+            p99 += share * dep_p99
         per_instance = (live + mirrored) / max(dep.instance_count, 1)
         cpu = min(99.0, h.idle_cpu + h.cpu_per_rpm * per_instance * wobble())
-        per_deployment.append(DeploymentMetrics(dep.name, cpu_utilization=round(cpu, 1),
-                                                capacity=float(dep.instance_count)))
+        per_deployment.append(DeploymentMetrics(
+            dep.name, cpu_utilization=round(cpu, 1), capacity=float(dep.instance_count),
+            latency_p50_ms=round(dep_p50, 1) if dep_p50 is not None else None,
+            latency_p99_ms=round(dep_p99, 1) if dep_p99 is not None else None,
+            requests_per_minute=round(sum(own.values()), 2),
+            requests_by_status={key: round(value, 2) for key, value in own.items()}))
     served = sum(endpoint.traffic.values()) > 0
     return EndpointMetrics(
         endpoint.name, window_minutes,
@@ -740,7 +747,7 @@ def simulated_metrics(endpoint: OnlineEndpoint, load_rpm: float, health: dict[st
         latency_p99_ms=round(p99, 1) if served else None,
         requests_per_minute=round(sum(by_status.values()), 2),
         requests_by_status={key: round(value, 2) for key, value in by_status.items()} if served else {},
-        deployments=tuple(per_deployment))
+        deployments=tuple(per_deployment), read_at=now)
 
 
 def simulated_log(dep: Deployment, health: Health, now: datetime, lines: int) -> list[str]:

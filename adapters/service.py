@@ -190,10 +190,27 @@ class Compute:
 
 @dataclass(frozen=True)
 class DeploymentMetrics:
+    """One deployment's share of the endpoint's figures, so a canary can be compared with the rest
+    (Azure Monitor splits every online endpoint metric by its `deployment` dimension)."""
+
     deployment: str
     cpu_utilization: float | None = None     # percent
     gpu_utilization: float | None = None     # percent
     capacity: float | None = None            # instances
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    requests_per_minute: float | None = None
+    requests_by_status: dict[str, float] = field(default_factory=dict)   # "2xx" -> per minute
+
+    @property
+    def error_rate(self) -> float | None:
+        return _error_rate(self.requests_by_status)
+
+
+def _error_rate(by_status: dict[str, float]) -> float | None:
+    """The share of requests answered 5xx; None when there were none."""
+    total = sum(by_status.values())
+    return by_status.get("5xx", 0.0) / total if total else None
 
 
 @dataclass(frozen=True)
@@ -207,13 +224,11 @@ class EndpointMetrics:
     requests_per_minute: float | None = None
     requests_by_status: dict[str, float] = field(default_factory=dict)   # "2xx" -> per minute
     deployments: tuple[DeploymentMetrics, ...] = ()
+    read_at: datetime | None = None          # when the figures were read (None: the caller knows)
 
     @property
     def error_rate(self) -> float | None:
-        total = sum(self.requests_by_status.values())
-        if not total:
-            return None
-        return self.requests_by_status.get("5xx", 0.0) / total
+        return _error_rate(self.requests_by_status)
 
 
 @dataclass(frozen=True)

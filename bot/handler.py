@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
 
 from adapters.service import PermissionDenied, ServiceError, Unavailable
-from commands.context import Context, FollowUp, Reply, RoleBook, User, Workspaces
+from commands.context import Context, FollowUp, HealthThresholds, Reply, RoleBook, User, Workspaces
 from commands.registry import CommandError, Registry
 
 log = logging.getLogger(__name__)
@@ -32,16 +32,19 @@ class Request:
 
 class ChatHandler:
     def __init__(self, registry: Registry, workspaces: Workspaces, roles: RoleBook, *,
-                 development: bool = False, allowed_tenants: Sequence[str] = ()) -> None:
+                 development: bool = False, allowed_tenants: Sequence[str] = (),
+                 health: HealthThresholds | None = None) -> None:
         self.registry = registry
         self.workspaces = workspaces
         self.roles = roles
         self.development = development
         self.allowed_tenants = set(allowed_tenants)
+        self.health = health or HealthThresholds()
 
     def context(self, user: User, conversation_id: str, later: FollowUp | None = None) -> Context:
         return Context(user=user, role=self.roles.role_of(user), workspaces=self.workspaces,
-                       conversation_id=conversation_id, development=self.development, later=later)
+                       conversation_id=conversation_id, development=self.development, later=later,
+                       health=self.health)
 
     def tenant_allowed(self, tenant_id: str) -> bool:
         return not self.allowed_tenants or tenant_id in self.allowed_tenants

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from datetime import datetime, timezone
 
 from adapters.service import (
-    MAX_INSTANCES, MIN_INSTANCES, TRAFFIC_TOTAL, BatchEndpoint, EndpointMetrics, OnlineEndpoint, ServiceError,
+    MAX_INSTANCES, MIN_INSTANCES, TRAFFIC_TOTAL, BatchEndpoint, DeploymentMetrics, EndpointMetrics, OnlineEndpoint,
+    ServiceError,
 )
 from commands.changes import accepted
-from commands.context import Context, Reply, Role
+from commands.context import Context, HealthThresholds, Reply, Role
 from commands.registry import Arg, UsageError, command, whole_number
 from commands.ui import MAX_CARD_BYTES, button, card, columns, facts, limited, reply, section, text
 
@@ -43,24 +45,72 @@ def endpoints_card(online: list[OnlineEndpoint], batch: list[BatchEndpoint], *, 
 
 
 def _fmt(value: float | None, unit: str = "", digits: int = 0) -> str:
-    return "—" if value is None else f"{value:.{digits}f}{unit}"
+    return "—" if value is None else f"{value:,.{digits}f}{unit}"
+
+
+def _percent(rate: float | None) -> str:
+    return "—" if rate is None else f"{rate:.2%}"
 
 
 def health_facts(metrics: EndpointMetrics) -> dict:
-    error_rate = metrics.error_rate
     return facts([
         ("Latency p50", _fmt(metrics.latency_p50_ms, " ms")),
         ("Latency p99", _fmt(metrics.latency_p99_ms, " ms")),
         ("Requests", _fmt(metrics.requests_per_minute, " /min", 1)),
-        ("5xx errors", "—" if error_rate is None else f"{error_rate:.2%}"),
+        ("5xx errors", _percent(metrics.error_rate)),
     ])
 
 
+def health_problems(p99_ms: float | None, error_rate: float | None, limits: HealthThresholds) -> list[str]:
+    """What is over its threshold, in words; empty when the figures are healthy."""
+    problems = []
+    if p99_ms is not None and p99_ms > limits.p99_ms:
+        problems.append(f"p99 {p99_ms:,.0f} ms is over {limits.p99_ms:,.0f} ms")
+    if error_rate is not None and error_rate * 100 > limits.error_percent:
+        problems.append(f"5xx {error_rate:.2%} is over {limits.error_percent:g}%")
+    return problems
+
+
+def health_headline(endpoint: OnlineEndpoint, metrics: EndpointMetrics | None,
+                    limits: HealthThresholds) -> tuple[str, str | None]:
+    """One line and its colour, judged by the figures (a Succeeded deployment can still be failing
+    its callers), with the provisioning state when it is not Succeeded."""
+    state = "" if endpoint.provisioning_state == "Succeeded" else f"{endpoint.provisioning_state} · "
+    state_color = STATE_COLORS.get(endpoint.provisioning_state)
+    if metrics is None:
+        return f"{state}Health unknown", state_color if state else None
+    if metrics.latency_p99_ms is None and metrics.error_rate is None:
+        return f"{state}No live requests in the last {metrics.window_minutes} min", state_color if state else None
+    problems = health_problems(metrics.latency_p99_ms, metrics.error_rate, limits)
+    if problems:
+        return f"{state}Unhealthy: {'; '.join(problems)}", "Attention"
+    figures = f"p99 {_fmt(metrics.latency_p99_ms, ' ms')}, 5xx {_percent(metrics.error_rate)}"
+    for usage in metrics.deployments:   # a small canary can fail while the endpoint's average looks fine
+        own = health_problems(usage.latency_p99_ms, usage.error_rate, limits)
+        if own:
+            return f"{state}Deployment {usage.deployment} is unhealthy: {'; '.join(own)} (endpoint: {figures})", \
+                "Warning"
+    return f"{state}Healthy: {figures}", state_color if state else "Good"
+
+
+def deployment_figures(usage: DeploymentMetrics | None, limits: HealthThresholds) -> dict | None:
+    """A deployment's own figures, red when over a threshold, so a canary stands out from the rest."""
+    if usage is None or usage.latency_p99_ms is None and usage.error_rate is None:
+        return text("no live requests", subtle=True, spacing="None") if usage is not None else None
+    line = (f"p99 {_fmt(usage.latency_p99_ms, ' ms')} · 5xx {_percent(usage.error_rate)} · "
+            f"{_fmt(usage.requests_per_minute, ' /min', 1)}")
+    if health_problems(usage.latency_p99_ms, usage.error_rate, limits):
+        return text(f"⚠ {line}", color="Attention", spacing="None")
+    return text(line, subtle=True, spacing="None")
+
+
 def endpoint_card(endpoint: OnlineEndpoint, metrics: EndpointMetrics | None, metrics_error: str, *,
-                  workspace: str) -> dict:
+                  workspace: str, limits: HealthThresholds = HealthThresholds(),
+                  read_at: datetime | None = None) -> dict:
+    headline, color = health_headline(endpoint, metrics, limits)
     body = [
-        text(endpoint.provisioning_state, weight="Bolder", color=STATE_COLORS.get(endpoint.provisioning_state)),
-        facts([("Traffic", traffic_text(endpoint.traffic)),
+        text(headline, weight="Bolder", color=color),
+        facts([("State", endpoint.provisioning_state), ("Traffic", traffic_text(endpoint.traffic)),
                ("Mirrored", traffic_text(endpoint.mirror_traffic) if endpoint.mirror_traffic else "—"),
                ("Auth", endpoint.auth_mode), ("Scoring URI", endpoint.scoring_uri),
                ("Description", endpoint.description)]),
@@ -72,13 +122,21 @@ def endpoint_card(endpoint: OnlineEndpoint, metrics: EndpointMetrics | None, met
         usage = utilisation.get(d.name)
         cpu = f" · CPU {usage.cpu_utilization:.0f}%" if usage and usage.cpu_utilization is not None else ""
         detail = f"{d.model or 'model ?'} · {d.instance_count} × {d.instance_type or '?'} · {d.provisioning_state}{cpu}"
-        return columns([text(f"**{d.name}**"), text(detail, subtle=True, spacing="None")],
-                       text(f"**{endpoint.traffic.get(d.name, 0)}%**"), widths=["stretch", "auto"])
+        figures = deployment_figures(usage, limits)
+        left = [text(f"**{d.name}**"), text(detail, subtle=True, spacing="None")] + ([figures] if figures else [])
+        return columns(left, text(f"**{endpoint.traffic.get(d.name, 0)}%**"), widths=["stretch", "auto"])
 
     body += limited(list(endpoint.deployments), deployment_row, noun="deployment")
-    window = f" (last {metrics.window_minutes} min)" if metrics else ""
-    body.append(section(f"Health{window}"))
-    body.append(health_facts(metrics) if metrics else text(f"Health figures unavailable: {metrics_error}", subtle=True))
+    if metrics:
+        moment = metrics.read_at or read_at
+        read = f", read {moment.astimezone(timezone.utc).strftime('%H:%M')} UTC" if moment else ""
+        body.append(section(f"Health (last {metrics.window_minutes} min{read})"))
+        body.append(health_facts(metrics))
+        body.append(text(f"Healthy means p99 ≤ {limits.p99_ms:,.0f} ms and 5xx ≤ {limits.error_percent:g}%.",
+                         subtle=True, size="Small"))
+    else:
+        body.append(section("Health"))
+        body.append(text(f"Health figures unavailable: {metrics_error}", subtle=True))
     return card(f"Endpoint {endpoint.name}", body, subtitle=workspace,
                 actions=[button("Refresh", "endpoint", endpoint.name, refresh=True)])
 
@@ -93,8 +151,9 @@ async def endpoints(ctx: Context) -> Reply:
          summary="Show an online endpoint: deployments, traffic split, instances, health.",
          example="endpoint fraud-api")
 async def endpoint(ctx: Context, name: str) -> Reply:
+    asked = datetime.now(timezone.utc)
     found, (metrics, error) = await asyncio.gather(ctx.ml.get_endpoint(name), _metrics(ctx, name))
-    return reply(endpoint_card(found, metrics, error, workspace=ctx.where))
+    return reply(endpoint_card(found, metrics, error, workspace=ctx.where, limits=ctx.health, read_at=asked))
 
 
 async def _metrics(ctx: Context, name: str) -> tuple[EndpointMetrics | None, str]:

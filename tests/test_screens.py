@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import pytest
 
 from bot.app import create_app
 from bot.settings import load_settings
+from commands.context import HealthThresholds
 from commands.endpoints import log_card
 from commands.ui import MAX_CARD_BYTES
 from tests.card_schema import assert_valid_card
@@ -211,3 +213,46 @@ def _actions(node):
     elif isinstance(node, list):
         for value in node:
             yield from _actions(value)
+
+
+# ---------------------------------------------------------------- 13. health you can trust at a glance
+
+
+async def test_an_endpoint_failing_its_callers_is_red_whatever_its_provisioning_state(teams):
+    [reply] = await teams.say("endpoint churn-api")
+    headline = reply.card["body"][2]
+    assert headline["color"] == "Attention"
+    assert re.fullmatch(r"Unhealthy: p99 2,\d{3} ms is over 1,000 ms; 5xx 3\.\d\d% is over 1%", headline["text"])
+    assert {"title": "State", "value": "Succeeded"} in reply.card["body"][3]["facts"]
+    titles = [b["text"] for b in reply.card["body"] if b.get("weight") == "Bolder"]
+    assert any(re.fullmatch(r"Health \(last 60 min, read \d\d:\d\d UTC\)", t) for t in titles), titles
+
+
+async def test_figures_per_deployment_let_a_canary_be_compared(workspaces):
+    from tests.conftest import Chat
+    chat = Chat(workspaces)
+    chat.handler.health = HealthThresholds(p99_ms=120, error_percent=1)     # green's p99 is about 140 ms
+    reply = await chat("endpoint fraud-api")
+    rows = {r["columns"][0]["items"][0]["text"]: r["columns"][0]["items"][2]
+            for r in reply.card["body"] if r["type"] == "ColumnSet"}
+    assert set(rows) == {"**blue**", "**green**"}
+    assert rows["**blue**"].get("color") is None and rows["**blue**"]["text"].startswith("p99 ")
+    assert rows["**green**"]["color"] == "Attention" and rows["**green**"]["text"].startswith("⚠ p99 1")
+    headline = reply.card["body"][2]        # the endpoint's weighted p99 is healthy; its canary is not
+    assert headline["color"] == "Warning"
+    assert re.fullmatch(r"Deployment green is unhealthy: p99 1\d\d ms is over 120 ms "
+                        r"\(endpoint: p99 \d+ ms, 5xx 0\.\d\d%\)", headline["text"]), headline["text"]
+    healthy = await Chat(workspaces)("endpoint fraud-api")
+    assert healthy.card["body"][2]["color"] == "Good"
+    assert re.fullmatch(r"Healthy: p99 \d+ ms, 5xx 0\.\d\d%", healthy.card["body"][2]["text"])
+
+
+def test_health_thresholds_come_from_settings(settings, monkeypatch):
+    monkeypatch.setenv("MLOPSBOT_HEALTH_P99_MS", "2500")
+    monkeypatch.setenv("MLOPSBOT_HEALTH_5XX_PERCENT", "5")
+    configured = load_settings(data_dir=settings.data_dir, host="127.0.0.1")
+    assert configured.health_thresholds() == HealthThresholds(p99_ms=2500, error_percent=5)
+    assert settings.health_thresholds() == HealthThresholds(p99_ms=1000, error_percent=1)
+    app = create_app(configured, reset_demo=True)
+    from bot.app import HANDLER
+    assert app[HANDLER].health == HealthThresholds(p99_ms=2500, error_percent=5)
