@@ -48,6 +48,7 @@ from azure.core.exceptions import (
 from adapters.azure_metrics import EndpointMetricsSource, EndpointRef
 from adapters.service import (
     MAX_INSTANCES,
+    BatchDeployment,
     MIN_INSTANCES,
     RESOURCE_KINDS,
     STAGES,
@@ -522,6 +523,23 @@ class AzureMLService:
         return self._operation("compute", f"compute {name}", lambda: self.ml.compute.begin_stop(name),
                                lambda result: f"Compute {name} stopped.", resource="compute", name=name,
                                role=COMPUTE_OPERATOR)
+
+    # ------------------------------------------------------------ added for issue 7 (kept at the end)
+
+    def get_batch_endpoint(self, name: str) -> BatchEndpoint:
+        """`batch_endpoints.get` and `batch_deployments.list`: the endpoint and its deployments."""
+        with self._call("batch_endpoint", name):
+            found = self.ml.batch_endpoints.get(name)
+            deployments = sorted(self.ml.batch_deployments.list(endpoint_name=name), key=lambda d: d.name)
+        defaults = getattr(found, "defaults", None)
+        details = tuple(BatchDeployment(
+            name=d.name, endpoint=name, model=model_ref(d.model), compute=_text(d.compute).rsplit("/", 1)[-1],
+            instance_count=getattr(getattr(d, "resources", None), "instance_count", None),
+            provisioning_state=_text(d.provisioning_state)) for d in deployments)
+        return BatchEndpoint(
+            name=found.name, provisioning_state=_text(found.provisioning_state),
+            default_deployment=_text(getattr(defaults, "deployment_name", "")), scoring_uri=_text(found.scoring_uri),
+            description=found.description or "", deployments=tuple(d.name for d in details), details=details)
 
 
 def _canonical_stage(stage: str) -> str:

@@ -36,14 +36,14 @@ import random
 import sqlite3
 import threading
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
 from adapters import demo as demo_data
 from adapters.demo import Health, JobTemplate, Plan
 from adapters.service import (
-    JOB_STATUSES, MAX_INSTANCES, MIN_INSTANCES, RESOURCE_KINDS, STAGES, TERMINAL_JOB_STATUSES, BatchEndpoint, Compute, Conflict, Deployment,
+    JOB_STATUSES, MAX_INSTANCES, MIN_INSTANCES, RESOURCE_KINDS, STAGES, TERMINAL_JOB_STATUSES, BatchDeployment, BatchEndpoint, Compute, Conflict, Deployment,
     DeploymentMetrics, EndpointMetrics, InvalidRequest, Job, ModelVersion, NotFound, OnlineEndpoint, Operation,
     Schedule, ServiceError, WorkspaceInfo,
 )
@@ -311,6 +311,14 @@ class LocalWorkspace:
         with self._tx() as conn:
             names = [row["name"] for row in conn.execute("SELECT name FROM batch_endpoints ORDER BY name")]
             return [self._batch_endpoint(conn, name) for name in names]
+
+    def get_batch_endpoint(self, name: str) -> BatchEndpoint:
+        with self._tx() as conn:
+            found = self._batch_endpoint(conn, name)
+            details = tuple(
+                BatchDeployment(row["name"], name, row["model"], row["compute"], provisioning_state="Succeeded")
+                for row in conn.execute("SELECT * FROM batch_deployments WHERE endpoint = ? ORDER BY rowid", (name,)))
+        return replace(found, details=details)
 
     def invoke_batch_endpoint(self, endpoint: str, input_uri: str, deployment: str | None = None) -> Job:
         with self._tx() as conn:

@@ -134,6 +134,16 @@ class OnlineEndpoint:
 
 
 @dataclass(frozen=True)
+class BatchDeployment:
+    name: str
+    endpoint: str
+    model: str = ""                  # "name:version" when known
+    compute: str = ""                # the compute cluster's name
+    instance_count: int | None = None
+    provisioning_state: str = ""
+
+
+@dataclass(frozen=True)
 class BatchEndpoint:
     name: str
     provisioning_state: str
@@ -141,6 +151,7 @@ class BatchEndpoint:
     scoring_uri: str = ""
     description: str = ""
     deployments: tuple[str, ...] = ()
+    details: tuple[BatchDeployment, ...] = ()   # filled by get_batch_endpoint, in `deployments` order
 
 
 @dataclass(frozen=True)
@@ -286,6 +297,10 @@ class MLService(Protocol):
 
     # batch endpoints
     def list_batch_endpoints(self) -> list[BatchEndpoint]: ...
+
+    def get_batch_endpoint(self, name: str) -> BatchEndpoint:
+        """One batch endpoint with its deployments' `details` (model, compute, instances)."""
+        ...
 
     def invoke_batch_endpoint(self, endpoint: str, input_uri: str, deployment: str | None = None) -> Job: ...
 

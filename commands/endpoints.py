@@ -8,11 +8,12 @@ import re
 from datetime import datetime, timezone
 
 from adapters.service import (
-    MAX_INSTANCES, MIN_INSTANCES, TRAFFIC_TOTAL, BatchEndpoint, DeploymentMetrics, EndpointMetrics, OnlineEndpoint,
-    ServiceError,
+    MAX_INSTANCES, MIN_INSTANCES, TRAFFIC_TOTAL, BatchDeployment, BatchEndpoint, DeploymentMetrics, EndpointMetrics,
+    Job, NotFound, OnlineEndpoint, ServiceError,
 )
 from commands.changes import accepted
 from commands.context import Context, HealthThresholds, Reply, Role
+from commands.job_rows import job_row
 from commands.registry import Arg, UsageError, command, whole_number
 from commands.ui import MAX_CARD_BYTES, button, card, columns, facts, limited, reply, section, text
 
@@ -34,8 +35,41 @@ def endpoint_row(endpoint: OnlineEndpoint) -> dict:
 
 
 def batch_row(endpoint: BatchEndpoint) -> dict:
-    detail = f"{endpoint.provisioning_state} · default deployment {endpoint.default_deployment or '—'}"
-    return columns([text(f"**{endpoint.name}** (batch)"), text(detail, subtle=True, spacing="None")])
+    count = len(endpoint.deployments)
+    detail = (f"{endpoint.provisioning_state} · default deployment {endpoint.default_deployment or '—'} · "
+              f"{count} deployment{'s' if count != 1 else ''}")
+    return columns([text(f"**{endpoint.name}** (batch)"), text(detail, subtle=True, spacing="None")],
+                   {"type": "ActionSet", "actions": [button("Details", "endpoint", endpoint.name)]},
+                   widths=["stretch", "auto"])
+
+
+RECENT_BATCH_JOBS = 5
+
+
+def batch_endpoint_card(endpoint: BatchEndpoint, jobs: list[Job], *, workspace: str) -> dict:
+    """A batch endpoint: its deployments (the default marked), and its most recent scoring jobs."""
+    body = [
+        text(endpoint.provisioning_state, weight="Bolder", color=STATE_COLORS.get(endpoint.provisioning_state)),
+        facts([("Default deployment", endpoint.default_deployment or "none: `batch` needs --deployment"),
+               ("Scoring URI", endpoint.scoring_uri), ("Description", endpoint.description)]),
+        section("Deployments"),
+    ]
+
+    def deployment_row(d: BatchDeployment) -> dict:
+        instances = f"{d.instance_count} × " if d.instance_count else ""
+        detail = " · ".join(p for p in (d.model or "model ?", f"{instances}{d.compute or 'compute ?'}",
+                                        d.provisioning_state) if p)
+        marker = text("**default**", color="Good") if d.name == endpoint.default_deployment else text("")
+        return columns([text(f"**{d.name}**"), text(detail, subtle=True, spacing="None")], marker,
+                       widths=["stretch", "auto"])
+
+    details = list(endpoint.details) or [BatchDeployment(name, endpoint.name) for name in endpoint.deployments]
+    body += limited(details, deployment_row, noun="deployment")
+    body.append(section("Recent jobs"))
+    body += limited(jobs[:RECENT_BATCH_JOBS], job_row, noun="job")
+    body.append(text(f"Score new data with `batch {endpoint.name} ‹data URI›`.", subtle=True))
+    return card(f"Batch endpoint {endpoint.name}", body, subtitle=workspace,
+                actions=[button("Refresh", "endpoint", endpoint.name, refresh=True)])
 
 
 def endpoints_card(online: list[OnlineEndpoint], batch: list[BatchEndpoint], *, workspace: str) -> dict:
@@ -147,10 +181,23 @@ async def endpoints(ctx: Context) -> Reply:
     return reply(endpoints_card(online, batch, workspace=ctx.where))
 
 
-@command("endpoint", Arg("name", help="an online endpoint"),
-         summary="Show an online endpoint: deployments, traffic split, instances, health.",
+@command("endpoint", Arg("name", help="an online or batch endpoint"),
+         summary="Show an endpoint: an online one's deployments, traffic, instances and health; a batch "
+                 "one's deployments and recent jobs.",
          example="endpoint fraud-api")
 async def endpoint(ctx: Context, name: str) -> Reply:
+    try:
+        return await _online_endpoint(ctx, name)
+    except NotFound as missing:
+        try:
+            found = await ctx.ml.get_batch_endpoint(name)
+        except NotFound:
+            raise missing from None
+    jobs = await ctx.ml.list_batch_jobs(name)
+    return reply(batch_endpoint_card(found, jobs, workspace=ctx.where))
+
+
+async def _online_endpoint(ctx: Context, name: str) -> Reply:
     asked = datetime.now(timezone.utc)
     found, (metrics, error) = await asyncio.gather(ctx.ml.get_endpoint(name), _metrics(ctx, name))
     return reply(endpoint_card(found, metrics, error, workspace=ctx.where, limits=ctx.health, read_at=asked))

@@ -6,24 +6,11 @@ from adapters.service import JOB_STATUSES, Job, NotFound
 from commands.changes import accepted
 from commands.context import Context, Reply, Role
 from commands.registry import Arg, command, one_of, whole_number
+from commands.job_rows import job_row, status_text
 from commands.ui import button, card, columns, facts, limited, reply, section, text, when
 
-STATUS_COLORS = {"Completed": "Good", "Failed": "Attention", "Canceled": "Warning", "NotResponding": "Attention"}
 MAX_JOBS = 50
 DISPLAY_NAME_SCAN = 200      # how many recent jobs a display name is looked up among
-
-
-def status_text(job: Job) -> dict:
-    return text(f"**{job.status}**", color=STATUS_COLORS.get(job.status))
-
-
-def job_row(job: Job) -> dict:
-    title = job.display_name or job.name
-    detail = " · ".join(p for p in (f"id {job.name}" if job.display_name and job.display_name != job.name else "",
-                                    job.type, job.experiment, when(job.created_at)) if p)
-    return columns([text(f"**{title}**"), text(detail, subtle=True, spacing="None")], status_text(job),
-                   {"type": "ActionSet", "actions": [button("Details", "job", job.name)]},
-                   widths=["stretch", "auto", "auto"])
 
 
 def jobs_card(jobs: list[Job], *, status: str | None, workspace: str) -> dict:

@@ -310,3 +310,11 @@ def test_no_metrics_source_is_unavailable(svc):
     assert "not configured" in info.value.message
 
 
+
+
+def test_get_batch_endpoint_reads_the_endpoint_and_its_deployments(svc):
+    from adapters.service import BatchDeployment
+    found = svc.get_batch_endpoint("fraud-batch")
+    assert (found.name, found.default_deployment, found.provisioning_state) == ("fraud-batch", "nightly", "Succeeded")
+    assert found.details == (BatchDeployment("nightly", "fraud-batch", model="fraud-model:2", compute="cpu-cluster",
+                                             instance_count=2, provisioning_state="Succeeded"),)

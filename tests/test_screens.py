@@ -256,3 +256,29 @@ def test_health_thresholds_come_from_settings(settings, monkeypatch):
     app = create_app(configured, reset_demo=True)
     from bot.app import HANDLER
     assert app[HANDLER].health == HealthThresholds(p99_ms=2500, error_percent=5)
+
+
+# ---------------------------------------------------------------- 11. batch endpoints are first-class
+
+
+async def test_endpoint_shows_a_batch_endpoint_with_deployments_default_and_recent_jobs(teams):
+    [listing] = await teams.say("endpoints")
+    batch_rows = [r for r in listing.card["body"] if r["type"] == "ColumnSet" and "(batch)" in
+                  r["columns"][0]["items"][0]["text"]]
+    assert [r["columns"][1]["items"][0]["actions"][0]["data"]["args"] for r in batch_rows] == [
+        ["churn-batch"], ["forecast-batch"]]
+    [reply] = await teams.say("endpoint churn-batch")
+    card = reply.card
+    assert_valid_card(card)
+    assert card["body"][0]["text"] == "Batch endpoint churn-batch"
+    assert {"title": "Default deployment", "value": "nightly"} in card["body"][3]["facts"]
+    rows = [r for r in card["body"] if r["type"] == "ColumnSet"]
+    deployments = [(r["columns"][0]["items"][0]["text"], r["columns"][1]["items"][0]["text"]) for r in rows[:2]]
+    assert ("**nightly**", "**default**") in deployments
+    jobs = [r for r in rows if r["columns"][-1]["items"][0].get("type") == "ActionSet"]
+    assert [j["columns"][0]["items"][0]["text"] for j in jobs] == ["**churn-batch nightly scoring**"]
+    assert jobs[0]["columns"][2]["items"][0]["actions"][0]["data"]["args"] == ["olive_comet_5h2rk8sd"]
+
+
+async def test_an_endpoint_that_is_neither_online_nor_batch_is_not_found(chat):
+    assert (await chat("endpoint churn-bat")).text.startswith("No endpoint named 'churn-bat'.")
