@@ -123,7 +123,7 @@ async def test_jobs_filters_by_status_and_limits(chat):
     ("jobs --limit many", "'many' is not a whole number of jobs."),
     ("jobs --status Sleeping", "Unknown status 'Sleeping'"),
     ("jobs --colour red", "I didn't expect `--colour red` here."),
-    ("endpoint", "Something is missing: ‹name› (an online endpoint)."),
+    ("endpoint", "Something is missing: ‹name› (an online or batch endpoint)."),
     ('model "fraud-model', "A quotation mark is not closed."),
 ])
 async def test_bad_arguments_get_a_usage_line(chat, typed, start):
