@@ -320,7 +320,8 @@ class LocalWorkspace:
                 for row in conn.execute("SELECT * FROM batch_deployments WHERE endpoint = ? ORDER BY rowid", (name,)))
         return replace(found, details=details)
 
-    def invoke_batch_endpoint(self, endpoint: str, input_uri: str, deployment: str | None = None) -> Job:
+    def invoke_batch_endpoint(self, endpoint: str, input_uri: str, deployment: str | None = None, *,
+                              tags: dict[str, str] | None = None) -> Job:
         with self._tx() as conn:
             batch = self._batch_endpoint(conn, endpoint)
             if not input_uri or ":" not in input_uri:
@@ -339,7 +340,8 @@ class LocalWorkspace:
             name = self._new_job_name(conn, now)
             self._insert_job(conn, Job(
                 name, "Queued", "batch", f"{endpoint} {chosen} scoring", endpoint, compute, now,
-                created_by=BOT_IDENTITY, tags={"endpoint": endpoint, "deployment": chosen, "input": input_uri}),
+                created_by=BOT_IDENTITY,
+                tags={**(tags or {}), "endpoint": endpoint, "deployment": chosen, "input": input_uri}),
                 Plan(now + timedelta(minutes=1), now + timedelta(minutes=12)))
             return self._job(conn, name)
 
@@ -394,14 +396,14 @@ class LocalWorkspace:
     def disable_schedule(self, name: str) -> Operation:
         return self._set_schedule_enabled(name, False)
 
-    def trigger_schedule(self, name: str) -> Job:
+    def trigger_schedule(self, name: str, *, tags: dict[str, str] | None = None) -> Job:
         """Submit the schedule's job now (Queued); pipelines get their steps as child jobs."""
         with self._tx() as conn:
             row = self._schedule_row(conn, name)
             template = _template_from_json(row["template"])
             now = self._now()
             job_name = self._new_job_name(conn, now)
-            tags = {"schedule": name}
+            tags = {**(tags or {}), "schedule": name}
             if template.steps:
                 self._insert_job(conn, Job(job_name, "Queued", template.type, template.display_name,
                                            template.experiment, template.compute, now,

@@ -75,6 +75,7 @@ JOB_STATUSES = (
     "CancelRequested", "Completed", "Failed", "Canceled", "NotResponding", "Paused", "Unknown",
 )
 TERMINAL_JOB_STATUSES = ("Completed", "Failed", "Canceled")
+REQUESTED_BY = "mlops-bot.requested-by"      # job tag: the person who started the job from chat
 
 # Bounds of changes, declared once: help, the parser, the commands' checks and both workspaces
 # read them here. Managed online deployments need at least 1 instance; 20 is Azure's default quota.
@@ -302,7 +303,10 @@ class MLService(Protocol):
         """One batch endpoint with its deployments' `details` (model, compute, instances)."""
         ...
 
-    def invoke_batch_endpoint(self, endpoint: str, input_uri: str, deployment: str | None = None) -> Job: ...
+    def invoke_batch_endpoint(self, endpoint: str, input_uri: str, deployment: str | None = None, *,
+                              tags: dict[str, str] | None = None) -> Job:
+        """Start a scoring job; `tags` (e.g. who asked, REQUESTED_BY) go on the job where the backend allows."""
+        ...
 
     def list_batch_jobs(self, endpoint: str) -> list[Job]: ...
 
@@ -322,7 +326,9 @@ class MLService(Protocol):
 
     def disable_schedule(self, name: str) -> Operation: ...
 
-    def trigger_schedule(self, name: str) -> Job: ...
+    def trigger_schedule(self, name: str, *, tags: dict[str, str] | None = None) -> Job:
+        """Run the schedule's job once now; `tags` as for invoke_batch_endpoint."""
+        ...
 
     # compute
     def list_compute(self) -> list[Compute]: ...

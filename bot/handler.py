@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
 
 from adapters.service import PermissionDenied, ServiceError, Unavailable
-from commands.context import Context, FollowUp, HealthThresholds, Reply, RoleBook, User, Workspaces
+from commands.context import Context, FollowUp, HealthThresholds, Reply, RoleBook, User, Watching, Workspaces
 from commands.registry import CommandError, Registry
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ class FollowUps:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task] = set()
+        self._watches: set[asyncio.Task] = set()
 
     def schedule(self, outcome: Awaitable[Reply], deliver: Callable[[Reply], Awaitable[None]], *,
                  after: asyncio.Event | None = None) -> None:
@@ -114,10 +115,18 @@ class FollowUps:
             await deliver(reply)
 
         task = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks = self._watches if isinstance(outcome, Watching) else self._tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def drain(self, timeout: float) -> None:
-        """Let pending follow-ups finish (at shutdown, and at the end of a terminal chat)."""
+        """Let pending outcomes finish (at shutdown, and at the end of a terminal chat); stop watches,
+        which may run for hours."""
+        if self._watches:
+            log.warning("stopped watching %d job(s) started from chat; their end will not be reported",
+                        len(self._watches))
+            for task in set(self._watches):
+                task.cancel()
+            await asyncio.wait(set(self._watches), timeout=timeout)
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)

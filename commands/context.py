@@ -85,6 +85,25 @@ class Workspaces:
 FollowUp = Callable[[Awaitable[Reply]], None]
 
 
+class Watching:
+    """A follow-up that watches something which may take hours (a job started from chat).
+
+    Unlike an operation's outcome, nobody waits for it at shutdown: it is cancelled (and, until
+    watches are durable, forgotten)."""
+
+    def __init__(self, outcome: Awaitable[Reply], what: str) -> None:
+        self.outcome = outcome
+        self.what = what
+
+    def __await__(self):
+        return self.outcome.__await__()
+
+    def close(self) -> None:
+        close = getattr(self.outcome, "close", None)
+        if callable(close):
+            close()
+
+
 @dataclass(frozen=True)
 class HealthThresholds:
     """Where an endpoint's figures stop being healthy (settings MLOPSBOT_HEALTH_P99_MS and

@@ -11,7 +11,7 @@ from adapters.service import (
     MAX_INSTANCES, MIN_INSTANCES, TRAFFIC_TOTAL, BatchDeployment, BatchEndpoint, DeploymentMetrics, EndpointMetrics,
     Job, NotFound, OnlineEndpoint, ServiceError,
 )
-from commands.changes import accepted
+from commands.changes import accepted, requested_tags, started
 from commands.context import Context, HealthThresholds, Reply, Role
 from commands.job_rows import job_row
 from commands.registry import Arg, UsageError, command, whole_number
@@ -322,6 +322,5 @@ def log_card(tail: str, *, title: str, workspace: str) -> dict:
 async def batch(ctx: Context, endpoint: str, input: str, deployment: str | None) -> Reply:
     if not input.startswith(("azureml:", "https://", "abfss://", "wasbs://")):
         raise UsageError(f"'{input}' is not a data URI. Use an azureml://, https://, abfss:// or wasbs:// URI.")
-    job = await ctx.ml.invoke_batch_endpoint(endpoint, input, deployment)
-    return Reply(f"⏳ Batch job {job.name} started on {endpoint} ({job.status}). Follow it with `job {job.name}`. "
-                 f"[{ctx.where}]")
+    job = await ctx.ml.invoke_batch_endpoint(endpoint, input, deployment, tags=requested_tags(ctx))
+    return started(ctx, job, f"Batch scoring on {endpoint}")

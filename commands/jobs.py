@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adapters.service import JOB_STATUSES, Job, NotFound
+from adapters.service import JOB_STATUSES, REQUESTED_BY, Job, NotFound
 from commands.changes import accepted
 from commands.context import Context, Reply, Role
 from commands.registry import Arg, command, one_of, whole_number
@@ -22,11 +22,18 @@ def child_row(job: Job) -> dict:
     return columns(text(job.display_name or job.name), status_text(job), widths=["stretch", "auto"])
 
 
+def requested_or_created(job: Job) -> tuple[str, str]:
+    """Jobs the bot started say who asked for them, not the bot's own identity."""
+    if job.tags.get(REQUESTED_BY):
+        return "Requested by", f"{job.tags[REQUESTED_BY]} from chat"
+    return "By", job.created_by
+
+
 def job_card(job: Job, *, workspace: str) -> dict:
     body = [status_text(job),
             facts([("Name", job.name), ("Type", job.type), ("Experiment", job.experiment), ("Compute", job.compute),
                    ("Created", when(job.created_at)), ("Started", when(job.started_at)),
-                   ("Ended", when(job.ended_at)), ("By", job.created_by)])]
+                   ("Ended", when(job.ended_at)), requested_or_created(job)])]
     if job.error:
         body += [section("Error"), text(job.error, color="Attention")]
     if job.children:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from adapters.service import Compute, Schedule
-from commands.changes import accepted
+from commands.changes import accepted, requested_tags, started
 from commands.context import Context, Reply, Role
 from commands.registry import Arg, command
 from commands.ui import card, columns, limited, reply, text
@@ -45,9 +45,8 @@ async def compute(ctx: Context) -> Reply:
          example="schedule disable nightly-churn-retrain")
 async def schedule(ctx: Context, action: str, name: str) -> Reply:
     if action == "run":
-        job = await ctx.ml.trigger_schedule(name)
-        return Reply(f"⏳ Schedule {name} started job {job.name} ({job.status}). Follow it with `job {job.name}`. "
-                     f"[{ctx.where}]")
+        job = await ctx.ml.trigger_schedule(name, tags=requested_tags(ctx))
+        return started(ctx, job, f"Schedule {name}")
     found = next((s for s in await ctx.ml.list_schedules() if s.name == name), None)
     if found is not None and found.enabled == (action == "enable"):
         return Reply(f"Schedule {name} is already {action}d; nothing to change. [{ctx.where}]")

@@ -80,7 +80,7 @@ async def test_schedule_run_starts_a_job(chat):
 async def test_batch_needs_a_data_uri(chat):
     assert (await chat("batch churn-batch data.csv")).text.startswith("'data.csv' is not a data URI.")
     started = await chat("batch churn-batch azureml://datastores/blob/paths/churn/")
-    assert started.text.startswith("⏳ Batch job ")
+    assert started.text.startswith("⏳ Batch scoring on churn-batch started job ")
 
 
 async def test_logs_show_the_tail(chat):
