@@ -96,7 +96,7 @@ class FollowUps:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task] = set()
-        self._watches: set[asyncio.Task] = set()
+        self._watches: dict[asyncio.Task, Watching] = {}
 
     def schedule(self, outcome: Awaitable[Reply], deliver: Callable[[Reply], Awaitable[None]], *,
                  after: asyncio.Event | None = None) -> None:
@@ -115,9 +115,12 @@ class FollowUps:
             await deliver(reply)
 
         task = asyncio.get_running_loop().create_task(run())
-        tasks = self._watches if isinstance(outcome, Watching) else self._tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        if isinstance(outcome, Watching):
+            self._watches[task] = outcome
+            task.add_done_callback(lambda done: self._watches.pop(done, None))
+        else:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def drain(self, timeout: float) -> None:
         """Let pending outcomes finish (at shutdown, and at the end of a terminal chat); stop watches,
@@ -125,8 +128,11 @@ class FollowUps:
         if self._watches:
             log.warning("stopped watching %d job(s) started from chat; their end will not be reported",
                         len(self._watches))
-            for task in set(self._watches):
+            watches = dict(self._watches)
+            for task in watches:
                 task.cancel()
-            await asyncio.wait(set(self._watches), timeout=timeout)
+            await asyncio.wait(set(watches), timeout=timeout)
+            for watch in watches.values():
+                watch.close()               # one cancelled before it started was never awaited
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
