@@ -190,7 +190,7 @@ class LocalWorkspace:
 
     def workspace(self) -> WorkspaceInfo:
         return WorkspaceInfo(self.name, self.environment, "local", location=demo_data.LOCATION,
-                             description=f"Embedded local workspace at {self.path}.")
+                             description="Embedded local workspace: Azure ML emulated on the bot's own data.")
 
     def names(self, kind: str) -> list[str]:
         """All names of `kind`; for "deployment", "endpoint/deployment" pairs of online and batch endpoints."""
@@ -664,8 +664,8 @@ class LocalWorkspace:
                 raise NotFound("compute", name)
             if row["type"] != "computeinstance":
                 raise InvalidRequest(f"Only compute instances can be started or stopped; {name} is a "
-                                     f"{row['type']} cluster, which scales between {row['min_nodes']} and "
-                                     f"{row['max_nodes']} nodes on its own.")
+                                     f"compute cluster ({row['type']}), which scales between {row['min_nodes']} "
+                                     f"and {row['max_nodes']} nodes on its own.")
             if row["state"] == state:
                 raise Conflict(f"Compute instance {name} is already {state}.")
             conn.execute("UPDATE compute SET state = ? WHERE name = ?", (state, name))

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from adapters.service import Compute, Schedule
 from commands.changes import accepted, requested_tags, started
 from commands.context import Context, Reply, Role
 from commands.registry import Arg, command
-from commands.ui import card, columns, limited, reply, text
+from commands.schedule_times import next_run_text
+from commands.ui import button, card, columns, limited, reply, text
 
 
-def schedule_row(schedule: Schedule) -> dict:
+def schedule_row(schedule: Schedule, now: datetime) -> dict:
     state = "enabled" if schedule.enabled else "disabled"
     detail = " · ".join(p for p in (f"{schedule.trigger} `{schedule.expression}` {schedule.time_zone}",
-                                    schedule.action) if p)
-    return columns([text(f"**{schedule.name}**"), text(detail, subtle=True, spacing="None")],
+                                    next_run_text(schedule, now), schedule.action) if p)
+    switch = (button("Disable schedule", "schedule", "disable", schedule.name) if schedule.enabled
+              else button("Enable schedule", "schedule", "enable", schedule.name))
+    actions = [switch, button("Run schedule now", "schedule", "run", schedule.name)]
+    return columns([text(f"**{schedule.name}**"), text(detail, subtle=True, spacing="None"),
+                    {"type": "ActionSet", "actions": actions}],
                    text(state, color="Good" if schedule.enabled else "Warning"), widths=["stretch", "auto"])
 
 
@@ -22,15 +29,21 @@ def compute_row(compute: Compute) -> dict:
     if compute.max_nodes is not None:
         nodes = f" · nodes {compute.current_nodes or 0} (min {compute.min_nodes or 0}, max {compute.max_nodes})"
     detail = f"{compute.type} · {compute.size or '?'}{nodes}"
-    return columns([text(f"**{compute.name}**"), text(detail, subtle=True, spacing="None")],
-                   text(compute.state, color="Good" if compute.state in ("Running", "Succeeded") else None),
+    left = [text(f"**{compute.name}**"), text(detail, subtle=True, spacing="None")]
+    if compute.type == "computeinstance" and compute.state in ("Running", "Stopped"):
+        action = (button("Stop compute", "stop", compute.name) if compute.state == "Running"
+                  else button("Start compute", "start", compute.name))
+        left.append({"type": "ActionSet", "actions": [action]})
+    return columns(left, text(compute.state, color="Good" if compute.state in ("Running", "Succeeded") else None),
                    widths=["stretch", "auto"])
 
 
 @command("schedules", summary="List job and monitor schedules, enabled or not.", example="schedules")
 async def schedules(ctx: Context) -> Reply:
     found = await ctx.ml.list_schedules()
-    return reply(card("Schedules", limited(found, schedule_row, noun="schedule"), subtitle=ctx.where))
+    now = datetime.now(timezone.utc)
+    return reply(card("Schedules", limited(found, lambda s: schedule_row(s, now), noun="schedule"),
+                      subtitle=ctx.where))
 
 
 @command("compute", summary="List compute clusters and instances with their state.", example="compute")

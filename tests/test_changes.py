@@ -61,7 +61,8 @@ async def test_scale_cancel_schedule_and_compute(chat):
     assert "2 × Standard_DS3_v2" in (await chat("endpoint fraud-api")).text
     assert "Canceled" in (await chat("job amber_river_7d3kq9wz")).text
     assert "nightly-churn-retrain" in (await chat("schedules")).text
-    assert "ds-ci-alice computeinstance · Standard_DS11_v2  Stopped" in (await chat("compute")).text
+    [alice] = [line for line in (await chat("compute")).text.splitlines() if line.startswith("ds-ci-alice ")]
+    assert alice == "ds-ci-alice computeinstance · Standard_DS11_v2 Actions: Start compute (`start ds-ci-alice`)  Stopped"
 
 
 async def test_cancel_a_finished_job_is_a_conflict(chat):

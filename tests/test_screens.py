@@ -356,3 +356,72 @@ async def test_shutdown_stops_watches_without_waiting_for_them():
     started = loop.time()
     await follow_ups.drain(timeout=5)
     assert loop.time() - started < 1 and delivered == []
+
+
+# ---------------------------------------------------------------- 17. small things
+
+
+async def test_workspace_card_shows_no_server_path_and_says_the_environment_once(chat, settings):
+    reply = await chat("workspace")
+    assert str(settings.data_dir) not in json.dumps(reply.card)
+    assert reply.text.count("prod") == 1 + reply.text.count("ml-prod")     # "Environment: prod" only
+    assert {"title": "Description", "value": "Embedded local workspace: Azure ML emulated on the bot's own data."} \
+        in reply.card["body"][1]["facts"]
+
+
+async def test_whoami_says_what_the_role_allows(viewer_chat):
+    reply = await viewer_chat("whoami")
+    assert reply.card["body"][2]["text"] == (
+        "As Viewer you can look at everything, but change nothing. `traffic`, `scale`, `batch`, `cancel`, "
+        "`schedule`, `start` and `stop` need the Operator role.")
+
+
+async def test_stopping_a_cluster_is_explained_in_good_grammar(chat):
+    assert (await chat("stop cpu-cluster")).text == (
+        "The workspace refused: Only compute instances can be started or stopped; cpu-cluster is a compute "
+        "cluster (amlcompute), which scales between 0 and 4 nodes on its own.")
+
+
+def test_next_run_follows_cron_in_the_schedules_own_time_zone():
+    from datetime import datetime, timezone
+
+    from adapters.service import Schedule
+    from commands.schedule_times import next_run_text
+    now = datetime(2026, 11, 26, 23, 0, tzinfo=timezone.utc)
+    nightly = Schedule("n", True, "cron", "0 2 * * *", "UTC")
+    weekly = Schedule("w", True, "recurrence", "every 1 week on Monday at 06:00", "W. Europe Standard Time")
+    summer = Schedule("s", True, "cron", "30 6 * * *", "Europe/Berlin")
+    assert next_run_text(nightly, now) == "next Fri 2026-11-27 02:00 UTC"
+    assert next_run_text(weekly, now) == "next Mon 2026-11-30 05:00 UTC (Mon 06:00 W. Europe Standard Time)"
+    assert next_run_text(summer, datetime(2026, 7, 1, 12, 0, tzinfo=timezone.utc)) == (
+        "next Thu 2026-07-02 04:30 UTC (Thu 06:30 Europe/Berlin)")
+    assert next_run_text(Schedule("d", False, "cron", "0 2 * * *"), now) == ""
+    assert next_run_text(Schedule("x", True, "cron", "0 2 * * *", "Mars/Olympus"), now) == "next run unknown"
+
+
+async def test_schedules_and_compute_have_buttons_named_by_their_effect(teams):
+    [schedules] = await teams.say("schedules")
+    rows = {r["columns"][0]["items"][0]["text"]: r for r in schedules.card["body"] if r["type"] == "ColumnSet"}
+    def titles(row):
+        return [a["title"] for a in row["columns"][0]["items"][2]["actions"]]
+    assert titles(rows["**nightly-churn-retrain**"]) == ["Disable schedule", "Run schedule now"]
+    assert titles(rows["**credit-risk-retrain**"]) == ["Enable schedule", "Run schedule now"]
+    assert "next " in rows["**nightly-churn-retrain**"]["columns"][0]["items"][1]["text"]
+    status, body = await teams.click(rows["**nightly-churn-retrain**"], "Disable schedule")
+    assert (status, body["type"]) == (200, "application/vnd.microsoft.activity.message")
+    assert body["value"].startswith("⏳ Schedule nightly-churn-retrain is being disabled.")
+    done = (await teams.connector.wait_for(3))[2]
+    assert done.text.startswith("✅ Schedule nightly-churn-retrain is now disabled.")
+    [compute] = await teams.say("compute")
+    buttons = {a["title"]: a["data"]["args"] for a in _actions(compute.card["body"])}
+    assert buttons == {"Stop compute": ["ds-ci-alice"], "Start compute": ["ds-ci-bob"]}
+    assert_valid_card(schedules.card) is None and assert_valid_card(compute.card) is None
+
+
+async def test_a_long_model_path_wraps_on_its_own_line(chat):
+    reply = await chat("model fraud-model:3")
+    path = next(b for i, b in enumerate(reply.card["body"]) if reply.card["body"][i - 1].get("text") == "Path")
+    model = await chat.handler.workspaces.default.get_model("fraud-model", "3")
+    assert len(model.path) > 60
+    assert (path["type"], path["text"], path["wrap"]) == ("TextBlock", model.path, True)
+    assert all(f["title"] != "Path" for b in reply.card["body"] if b["type"] == "FactSet" for f in b["facts"])
