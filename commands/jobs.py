@@ -19,7 +19,10 @@ def jobs_card(jobs: list[Job], *, status: str | None, workspace: str) -> dict:
 
 
 def child_row(job: Job) -> dict:
-    return columns(text(job.display_name or job.name), status_text(job), widths=["stretch", "auto"])
+    """A pipeline step, with its id (which `job` and the Azure portal know it by)."""
+    named = [text(job.display_name)] if job.display_name and job.display_name != job.name else []
+    return columns(named + [text(f"id {job.name}", subtle=True, spacing="None" if named else None)],
+                   status_text(job), widths=["stretch", "auto"])
 
 
 def requested_or_created(job: Job) -> tuple[str, str]:

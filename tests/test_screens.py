@@ -204,6 +204,14 @@ async def test_every_job_row_shows_the_id(chat):
                                                       "id amber_river_7d3kq9wz"]
 
 
+async def test_pipeline_steps_show_their_ids(chat):
+    reply = await chat("job frosty_kettle_8k2x9q7m")
+    steps = [r["columns"][0]["items"] for r in reply.card["body"] if r["type"] == "ColumnSet"]
+    assert [(s[0]["text"], s[1]["text"]) for s in steps] == [
+        ("prep_data", "id plucky_cheese_9t2mh5vd"), ("train_model", "id loyal_pillow_3q8bn6xe"),
+        ("evaluate_model", "id shy_tiger_6w1kr8pz"), ("register_model", "id polite_muffin_1d5yj9sc")]
+
+
 def _actions(node):
     if isinstance(node, dict):
         if node.get("type") == "Action.Execute":
