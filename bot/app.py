@@ -77,7 +77,7 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     workspaces = workspaces or build_workspaces(settings, pools, reset_demo=reset_demo)
     storage = storage or open_storage(settings.effective_storage_url)
     handler = ChatHandler(catalog(), workspaces, settings.role_book(), development=settings.development,
-                          allowed_tenants=settings.allowed_tenants)
+                          allowed_tenants=settings.allowed_tenants, health=settings.health_thresholds())
     adapter = build_adapter(settings.app_id, settings.app_password, settings.app_type, settings.app_tenant_id)
     bot = TeamsBot(handler, storage, adapter, settings.app_id)
 

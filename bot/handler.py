@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
 
 from adapters.service import PermissionDenied, ServiceError, Unavailable
-from commands.context import Context, FollowUp, Reply, RoleBook, User, Workspaces
+from commands.context import Context, FollowUp, HealthThresholds, Reply, RoleBook, User, Watching, Workspaces
 from commands.registry import CommandError, Registry
 
 log = logging.getLogger(__name__)
@@ -32,16 +32,19 @@ class Request:
 
 class ChatHandler:
     def __init__(self, registry: Registry, workspaces: Workspaces, roles: RoleBook, *,
-                 development: bool = False, allowed_tenants: Sequence[str] = ()) -> None:
+                 development: bool = False, allowed_tenants: Sequence[str] = (),
+                 health: HealthThresholds | None = None) -> None:
         self.registry = registry
         self.workspaces = workspaces
         self.roles = roles
         self.development = development
         self.allowed_tenants = set(allowed_tenants)
+        self.health = health or HealthThresholds()
 
     def context(self, user: User, conversation_id: str, later: FollowUp | None = None) -> Context:
         return Context(user=user, role=self.roles.role_of(user), workspaces=self.workspaces,
-                       conversation_id=conversation_id, development=self.development, later=later)
+                       conversation_id=conversation_id, development=self.development, later=later,
+                       health=self.health)
 
     def tenant_allowed(self, tenant_id: str) -> bool:
         return not self.allowed_tenants or tenant_id in self.allowed_tenants
@@ -84,26 +87,52 @@ def apology(incident: str) -> str:
     return f"Sorry, something went wrong on my side (incident {incident}). The team can look it up in the logs."
 
 
+ACK_WAIT_SECONDS = 60.0     # an acknowledgement is sent within the turn; this only bounds a stuck one
+
+
 class FollowUps:
     """Replies that come after the turn (long operations): each outcome runs as a task, a failure
     becomes words like any other error, and the Reply goes to `deliver`."""
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task] = set()
+        self._watches: dict[asyncio.Task, Watching] = {}
 
-    def schedule(self, outcome: Awaitable[Reply], deliver: Callable[[Reply], Awaitable[None]]) -> None:
+    def schedule(self, outcome: Awaitable[Reply], deliver: Callable[[Reply], Awaitable[None]], *,
+                 after: asyncio.Event | None = None) -> None:
+        """Run `outcome` now; deliver its Reply once `after` is set (the turn's acknowledgement
+        was sent), so the conversation reads acknowledgement first, outcome second."""
         async def run() -> None:
             try:
                 reply = await outcome
             except Exception as error:  # noqa: BLE001 - the user gets told, whatever happened
                 reply = explain(error)
+            if after is not None:
+                try:
+                    await asyncio.wait_for(after.wait(), ACK_WAIT_SECONDS)
+                except asyncio.TimeoutError:
+                    log.warning("delivering a follow-up although its acknowledgement was not sent in time")
             await deliver(reply)
 
         task = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if isinstance(outcome, Watching):
+            self._watches[task] = outcome
+            task.add_done_callback(lambda done: self._watches.pop(done, None))
+        else:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def drain(self, timeout: float) -> None:
-        """Let pending follow-ups finish (at shutdown, and at the end of a terminal chat)."""
+        """Let pending outcomes finish (at shutdown, and at the end of a terminal chat); stop watches,
+        which may run for hours."""
+        if self._watches:
+            log.warning("stopped watching %d job(s) started from chat; their end will not be reported",
+                        len(self._watches))
+            watches = dict(self._watches)
+            for task in watches:
+                task.cancel()
+            await asyncio.wait(set(watches), timeout=timeout)
+            for watch in watches.values():
+                watch.close()               # one cancelled before it started was never awaited
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)

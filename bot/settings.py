@@ -20,7 +20,7 @@ from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
-from commands.context import Role, RoleBook
+from commands.context import HealthThresholds, Role, RoleBook
 
 
 class SettingsError(Exception):
@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     default_role: str = Field("", validation_alias="MLOPSBOT_DEFAULT_ROLE",
                               description="role of everyone not listed; default viewer (admin in development mode)")
 
+    # When an endpoint's health turns red (its card colours and summarises by these figures)
+    health_p99_ms: float = Field(1000.0, gt=0, validation_alias="MLOPSBOT_HEALTH_P99_MS",
+                                 description="p99 latency above this many ms is unhealthy")
+    health_5xx_percent: float = Field(1.0, ge=0, le=100, validation_alias="MLOPSBOT_HEALTH_5XX_PERCENT",
+                                      description="5xx answers above this percent of requests is unhealthy")
+
     _split = field_validator("allowed_tenants", "admins", "approvers", "operators", mode="before")(_list)
 
     @field_validator("azure_workspaces", mode="before")
@@ -136,6 +142,9 @@ class Settings(BaseSettings):
     @property
     def effective_storage_url(self) -> str:
         return self.storage_url or f"sqlite:///{(self.data_dir / 'bot.db').resolve()}"
+
+    def health_thresholds(self) -> HealthThresholds:
+        return HealthThresholds(p99_ms=self.health_p99_ms, error_percent=self.health_5xx_percent)
 
     def role_book(self) -> RoleBook:
         default = Role.parse(self.default_role) if self.default_role else (

@@ -41,7 +41,7 @@ from botbuilder.schema import (
 from adapters.storage import ConversationRecord, Storage
 from bot.handler import ChatHandler, FollowUps, Request, apology
 from commands.context import Reply, User
-from commands.ui import card, text
+from commands.ui import stamped
 
 log = logging.getLogger(__name__)
 
@@ -227,20 +227,34 @@ class TeamsBot(ActivityHandler):
             request = self._request(activity, verb=value.get("verb"), args=value.get("args", []))
         else:
             request = self._request(activity, text=command_text(activity))
-        reply = await self.handler.handle(request, self._later(activity))
-        await send_with_retry(turn_context, reply_activity(reply))
+        acknowledged = asyncio.Event()
+        try:
+            reply = await self.handler.handle(request, self._later(activity, acknowledged))
+            await send_with_retry(turn_context, reply_activity(reply))
+        finally:
+            acknowledged.set()            # follow-ups wait for this: an outcome never precedes its ack
 
     async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse | None:
+        """A card button (Action.Execute). The clicked card is never destroyed: a Refresh button
+        (`data.refresh`) updates it in place, stamped "as of"; every other click (navigation, a
+        change, or anything refused or failed) leaves it as it was and posts the answer as a new
+        message, and the invoke is answered with a short `activity.message` that Teams shows to
+        the clicker without touching the card."""
         if turn_context.activity.name != "adaptiveCard/action":
             return await super().on_invoke_activity(turn_context)
         value = turn_context.activity.value if isinstance(turn_context.activity.value, dict) else {}
         action = value.get("action") if isinstance(value.get("action"), dict) else {}
         data = action.get("data") if isinstance(action.get("data"), dict) else {}
         request = self._request(turn_context.activity, verb=action.get("verb"), args=data.get("args", []))
-        reply = await self.handler.handle(request, self._later(turn_context.activity))
-        answer = reply.card or _message_card(reply.text)
-        return InvokeResponse(status=200, body=AdaptiveCardInvokeResponse(
-            status_code=200, type=CARD_CONTENT_TYPE, value=answer))
+        acknowledged = asyncio.Event()
+        try:
+            reply = await self.handler.handle(request, self._later(turn_context.activity, acknowledged))
+            if data.get("refresh") is True and reply.card is not None:
+                return _invoke_answer(CARD_CONTENT_TYPE, stamped(reply.card, datetime.now(timezone.utc)))
+            await send_with_retry(turn_context, reply_activity(reply))
+            return _invoke_answer(MESSAGE_CONTENT_TYPE, _toast(reply))
+        finally:
+            acknowledged.set()
 
     def _request(self, activity: Activity, *, text: str | None = None, verb: Any = None,
                  args: Any = ()) -> Request:
@@ -262,13 +276,15 @@ class TeamsBot(ActivityHandler):
 
     # ------------------------------------------------------------ follow-ups
 
-    def _later(self, activity: Activity):
+    def _later(self, activity: Activity, acknowledged: asyncio.Event | None = None):
+        """Follow-ups for this turn; each is delivered only after `acknowledged` is set (the turn's
+        own answer was sent), so an outcome never arrives before its acknowledgement."""
         if activity.conversation is None or not activity.service_url:
             return None
         reference = TurnContext.get_conversation_reference(activity)
 
         def schedule(outcome: Awaitable[Reply]) -> None:
-            self._follow_ups.schedule(outcome, lambda reply: self.send(reference, reply))
+            self._follow_ups.schedule(outcome, lambda reply: self.send(reference, reply), after=acknowledged)
 
         return schedule
 
@@ -288,6 +304,24 @@ class TeamsBot(ActivityHandler):
 
 
 
-def _message_card(message: str) -> dict:
-    """Clicks must answer with a card (it replaces the clicked one); wrap a text reply in one."""
-    return card("MLOps bot", [text(message)])
+MESSAGE_CONTENT_TYPE = "application/vnd.microsoft.activity.message"
+MAX_TOAST_CHARS = 150
+
+
+class _MessageInvokeResponse(AdaptiveCardInvokeResponse):
+    """botbuilder's model types `value` as an object; a message answer's value is a string."""
+
+    _attribute_map = {**AdaptiveCardInvokeResponse._attribute_map, "value": {"key": "value", "type": "str"}}
+
+
+def _invoke_answer(content_type: str, value: Any) -> InvokeResponse:
+    """An Action.Execute answer: a card (replaces the clicked one, for the clicker) or a message
+    (Teams shows it briefly and leaves the card as it was)."""
+    model = _MessageInvokeResponse if isinstance(value, str) else AdaptiveCardInvokeResponse
+    return InvokeResponse(status=200, body=model(status_code=200, type=content_type, value=value))
+
+
+def _toast(reply: Reply) -> str:
+    """The short message a click answers with; the full answer is the message posted below."""
+    first = (reply.text or "").strip().splitlines()[0] if (reply.text or "").strip() else "Done."
+    return first if len(first) <= MAX_TOAST_CHARS else first[:MAX_TOAST_CHARS - 1] + "…"

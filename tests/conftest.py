@@ -10,7 +10,7 @@ from bot.app import build_workspaces, create_app
 from bot.handler import ChatHandler, Request
 from bot.settings import Settings, load_settings
 from commands.catalog import catalog
-from commands.context import Reply, Role, RoleBook, User
+from commands.context import Reply, Role, RoleBook, User, Watching
 from tests.teams_client import TeamsStandIn
 
 DEV = User(id="dev-1", name="Dana Dev", tenant_id="t1")
@@ -57,8 +57,11 @@ class Chat:
 async def chat(workspaces):
     conversation = Chat(workspaces)
     yield conversation
-    for outcome in conversation.follow_ups:     # finish what a test left running
-        await outcome
+    for outcome in conversation.follow_ups:     # finish what a test left running; stop watches
+        if isinstance(outcome, Watching):
+            outcome.close()
+        else:
+            await outcome
 
 
 @pytest.fixture
