@@ -58,6 +58,9 @@ from azure.core.exceptions import (
 
 from adapters.azure_metrics import EndpointMetricsSource, EndpointRef, regional_metrics_endpoint
 from adapters.service import (
+    MAX_INSTANCES,
+    BatchDeployment,
+    MIN_INSTANCES,
     RESOURCE_KINDS,
     STAGES,
     BatchEndpoint,
@@ -80,7 +83,6 @@ from adapters.service import (
 
 DATA_SCIENTIST = "AzureML Data Scientist"
 READER = "Reader"
-MIN_INSTANCES, MAX_INSTANCES = 1, 20   # managed online deployments need ≥ 1; 20 is the default quota
 ALL_SCHEDULES = "All"            # ScheduleListViewType.ALL: enabled and disabled schedules
 
 _MODEL_VERSION_ID = re.compile(r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/?$", re.IGNORECASE)
@@ -473,7 +475,10 @@ class AzureMLService:
                     scoring_uri=_text(e.scoring_uri), description=e.description or "", deployments=deployments))
         return sorted(result, key=lambda e: e.name)
 
-    def invoke_batch_endpoint(self, endpoint: str, input_uri: str, deployment: str | None = None) -> Job:
+    def invoke_batch_endpoint(self, endpoint: str, input_uri: str, deployment: str | None = None, *,
+                              tags: dict[str, str] | None = None) -> Job:
+        """`tags` are not sent: azure-ai-ml 1.35's `batch_endpoints.invoke` takes no tags (only
+        job_name, experiment_name, inputs, outputs), so who asked is known to the bot only."""
         if not input_uri:
             raise InvalidRequest("A batch invocation needs an input URI.")
         kind = "uri_file" if re.search(r"\.[A-Za-z0-9]{1,5}$", input_uri.rstrip("/")) else "uri_folder"
@@ -576,7 +581,8 @@ class AzureMLService:
         return self._operation("schedule", f"schedule {name}", lambda: self.ml.schedules.begin_disable(name),
                                lambda result: f"Schedule {name} disabled.", resource="schedule", name=name)
 
-    def trigger_schedule(self, name: str) -> Job:
+    def trigger_schedule(self, name: str, *, tags: dict[str, str] | None = None) -> Job:
+        """`tags` are not sent: the trigger call carries only the schedule time."""
         with self._call("schedule", name):
             result = self.ml.schedules.trigger(name)
         with self._call("job", result.job_name):
@@ -601,6 +607,23 @@ class AzureMLService:
     def stop_compute(self, name: str) -> Operation:
         return self._operation("compute", f"compute {name}", lambda: self.ml.compute.begin_stop(name),
                                lambda result: f"Compute {name} stopped.", resource="compute", name=name)
+
+    # ------------------------------------------------------------ added for issue 7 (kept at the end)
+
+    def get_batch_endpoint(self, name: str) -> BatchEndpoint:
+        """`batch_endpoints.get` and `batch_deployments.list`: the endpoint and its deployments."""
+        with self._call("batch_endpoint", name):
+            found = self.ml.batch_endpoints.get(name)
+            deployments = sorted(self.ml.batch_deployments.list(endpoint_name=name), key=lambda d: d.name)
+        defaults = getattr(found, "defaults", None)
+        details = tuple(BatchDeployment(
+            name=d.name, endpoint=name, model=model_ref(d.model), compute=_text(d.compute).rsplit("/", 1)[-1],
+            instance_count=getattr(getattr(d, "resources", None), "instance_count", None),
+            provisioning_state=_text(d.provisioning_state)) for d in deployments)
+        return BatchEndpoint(
+            name=found.name, provisioning_state=_text(found.provisioning_state),
+            default_deployment=_text(getattr(defaults, "deployment_name", "")), scoring_uri=_text(found.scoring_uri),
+            description=found.description or "", deployments=tuple(d.name for d in details), details=details)
 
 
 def _live_split(traffic: dict[str, Any]) -> dict[str, int]:

@@ -36,20 +36,19 @@ import random
 import sqlite3
 import threading
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
 from adapters import demo as demo_data
 from adapters.demo import Health, JobTemplate, Plan
 from adapters.service import (
-    JOB_STATUSES, RESOURCE_KINDS, STAGES, TERMINAL_JOB_STATUSES, BatchEndpoint, Compute, Conflict, Deployment,
+    JOB_STATUSES, MAX_INSTANCES, MIN_INSTANCES, RESOURCE_KINDS, STAGES, TERMINAL_JOB_STATUSES, BatchDeployment, BatchEndpoint, Compute, Conflict, Deployment,
     DeploymentMetrics, EndpointMetrics, InvalidRequest, Job, ModelVersion, NotFound, OnlineEndpoint, Operation,
     Schedule, ServiceError, WorkspaceInfo,
 )
 
 SCHEMA_VERSION = 1
-MIN_INSTANCES, MAX_INSTANCES = 1, 20
 BUSY_STATES = ("Creating", "Updating", "Deleting")   # provisioning states in which Azure refuses a change
 MAX_METRICS_WINDOW = 30 * 24 * 60          # minutes; Azure Monitor keeps 93 days, we allow 30
 MAX_LOG_LINES = 5000
@@ -197,7 +196,7 @@ class LocalWorkspace:
 
     def workspace(self) -> WorkspaceInfo:
         return WorkspaceInfo(self.name, self.environment, "local", location=demo_data.LOCATION,
-                             description=f"Embedded local workspace at {self.path}.")
+                             description="Embedded local workspace: Azure ML emulated on the bot's own data.")
 
     def names(self, kind: str) -> list[str]:
         """All names of `kind`; for "deployment", "endpoint/deployment" pairs of online and batch endpoints."""
@@ -332,7 +331,16 @@ class LocalWorkspace:
             names = [row["name"] for row in conn.execute("SELECT name FROM batch_endpoints ORDER BY name")]
             return [self._batch_endpoint(conn, name) for name in names]
 
-    def invoke_batch_endpoint(self, endpoint: str, input_uri: str, deployment: str | None = None) -> Job:
+    def get_batch_endpoint(self, name: str) -> BatchEndpoint:
+        with self._tx() as conn:
+            found = self._batch_endpoint(conn, name)
+            details = tuple(
+                BatchDeployment(row["name"], name, row["model"], row["compute"], provisioning_state="Succeeded")
+                for row in conn.execute("SELECT * FROM batch_deployments WHERE endpoint = ? ORDER BY rowid", (name,)))
+        return replace(found, details=details)
+
+    def invoke_batch_endpoint(self, endpoint: str, input_uri: str, deployment: str | None = None, *,
+                              tags: dict[str, str] | None = None) -> Job:
         with self._tx() as conn:
             batch = self._batch_endpoint(conn, endpoint)
             if not input_uri or ":" not in input_uri:
@@ -351,7 +359,8 @@ class LocalWorkspace:
             name = self._new_job_name(conn, now)
             self._insert_job(conn, Job(
                 name, "Queued", "batch", f"{endpoint} {chosen} scoring", endpoint, compute, now,
-                created_by=BOT_IDENTITY, tags={"endpoint": endpoint, "deployment": chosen, "input": input_uri}),
+                created_by=BOT_IDENTITY,
+                tags={**(tags or {}), "endpoint": endpoint, "deployment": chosen, "input": input_uri}),
                 Plan(now + timedelta(minutes=1), now + timedelta(minutes=12)))
             return self._job(conn, name)
 
@@ -406,14 +415,14 @@ class LocalWorkspace:
     def disable_schedule(self, name: str) -> Operation:
         return self._set_schedule_enabled(name, False)
 
-    def trigger_schedule(self, name: str) -> Job:
+    def trigger_schedule(self, name: str, *, tags: dict[str, str] | None = None) -> Job:
         """Submit the schedule's job now (Queued); pipelines get their steps as child jobs."""
         with self._tx() as conn:
             row = self._schedule_row(conn, name)
             template = _template_from_json(row["template"])
             now = self._now()
             job_name = self._new_job_name(conn, now)
-            tags = {"schedule": name}
+            tags = {**(tags or {}), "schedule": name}
             if template.steps:
                 self._insert_job(conn, Job(job_name, "Queued", template.type, template.display_name,
                                            template.experiment, template.compute, now,
@@ -674,8 +683,8 @@ class LocalWorkspace:
                 raise NotFound("compute", name)
             if row["type"] != "computeinstance":
                 raise InvalidRequest(f"Only compute instances can be started or stopped; {name} is a "
-                                     f"{row['type']} cluster, which scales between {row['min_nodes']} and "
-                                     f"{row['max_nodes']} nodes on its own.")
+                                     f"compute cluster ({row['type']}), which scales between {row['min_nodes']} "
+                                     f"and {row['max_nodes']} nodes on its own.")
             if row["state"] == state:
                 raise Conflict(f"Compute instance {name} is already {state}.")
             conn.execute("UPDATE compute SET state = ? WHERE name = ?", (state, name))
@@ -741,18 +750,25 @@ def simulated_metrics(endpoint: OnlineEndpoint, load_rpm: float, health: dict[st
         share = endpoint.traffic.get(dep.name, 0) / 100
         live = total * share
         mirrored = total * endpoint.mirror_traffic.get(dep.name, 0) / 100
+        own: dict[str, float] = {}
+        dep_p50 = dep_p99 = None
         if live:
             client_errors = live * h.rate_4xx * wobble()
             server_errors = live * h.rate_5xx * wobble()
-            by_status["2xx"] += live - client_errors - server_errors
-            by_status["4xx"] += client_errors
-            by_status["5xx"] += server_errors
-            p50 += share * h.p50_ms * wobble()
-            p99 += share * h.p99_ms * wobble()
+            own = {"2xx": live - client_errors - server_errors, "4xx": client_errors, "5xx": server_errors}
+            for key, value in own.items():
+                by_status[key] += value
+            dep_p50, dep_p99 = h.p50_ms * wobble(), h.p99_ms * wobble()
+            p50 += share * dep_p50
+            p99 += share * dep_p99
         per_instance = (live + mirrored) / max(dep.instance_count, 1)
         cpu = min(99.0, h.idle_cpu + h.cpu_per_rpm * per_instance * wobble())
-        per_deployment.append(DeploymentMetrics(dep.name, cpu_utilization=round(cpu, 1),
-                                                capacity=float(dep.instance_count)))
+        per_deployment.append(DeploymentMetrics(
+            dep.name, cpu_utilization=round(cpu, 1), capacity=float(dep.instance_count),
+            latency_p50_ms=round(dep_p50, 1) if dep_p50 is not None else None,
+            latency_p99_ms=round(dep_p99, 1) if dep_p99 is not None else None,
+            requests_per_minute=round(sum(own.values()), 2),
+            requests_by_status={key: round(value, 2) for key, value in own.items()}))
     served = sum(endpoint.traffic.values()) > 0
     return EndpointMetrics(
         endpoint.name, window_minutes,
@@ -760,7 +776,7 @@ def simulated_metrics(endpoint: OnlineEndpoint, load_rpm: float, health: dict[st
         latency_p99_ms=round(p99, 1) if served else None,
         requests_per_minute=round(sum(by_status.values()), 2),
         requests_by_status={key: round(value, 2) for key, value in by_status.items()} if served else {},
-        deployments=tuple(per_deployment))
+        deployments=tuple(per_deployment), read_at=now)
 
 
 def simulated_log(dep: Deployment, health: Health, now: datetime, lines: int) -> list[str]:

@@ -75,6 +75,12 @@ JOB_STATUSES = (
     "CancelRequested", "Completed", "Failed", "Canceled", "NotResponding", "Paused", "Unknown",
 )
 TERMINAL_JOB_STATUSES = ("Completed", "Failed", "Canceled")
+REQUESTED_BY = "mlops-bot.requested-by"      # job tag: the person who started the job from chat
+
+# Bounds of changes, declared once: help, the parser, the commands' checks and both workspaces
+# read them here. Managed online deployments need at least 1 instance; 20 is Azure's default quota.
+MIN_INSTANCES, MAX_INSTANCES = 1, 20
+TRAFFIC_TOTAL = 100              # an endpoint's live traffic split adds up to exactly this
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,16 @@ class OnlineEndpoint:
 
 
 @dataclass(frozen=True)
+class BatchDeployment:
+    name: str
+    endpoint: str
+    model: str = ""                  # "name:version" when known
+    compute: str = ""                # the compute cluster's name
+    instance_count: int | None = None
+    provisioning_state: str = ""
+
+
+@dataclass(frozen=True)
 class BatchEndpoint:
     name: str
     provisioning_state: str
@@ -136,6 +152,7 @@ class BatchEndpoint:
     scoring_uri: str = ""
     description: str = ""
     deployments: tuple[str, ...] = ()
+    details: tuple[BatchDeployment, ...] = ()   # filled by get_batch_endpoint, in `deployments` order
 
 
 @dataclass(frozen=True)
@@ -185,10 +202,27 @@ class Compute:
 
 @dataclass(frozen=True)
 class DeploymentMetrics:
+    """One deployment's share of the endpoint's figures, so a canary can be compared with the rest
+    (Azure Monitor splits every online endpoint metric by its `deployment` dimension)."""
+
     deployment: str
     cpu_utilization: float | None = None     # percent
     gpu_utilization: float | None = None     # percent
     capacity: float | None = None            # instances
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    requests_per_minute: float | None = None
+    requests_by_status: dict[str, float] = field(default_factory=dict)   # "2xx" -> per minute
+
+    @property
+    def error_rate(self) -> float | None:
+        return _error_rate(self.requests_by_status)
+
+
+def _error_rate(by_status: dict[str, float]) -> float | None:
+    """The share of requests answered 5xx; None when there were none."""
+    total = sum(by_status.values())
+    return by_status.get("5xx", 0.0) / total if total else None
 
 
 @dataclass(frozen=True)
@@ -202,13 +236,11 @@ class EndpointMetrics:
     requests_per_minute: float | None = None
     requests_by_status: dict[str, float] = field(default_factory=dict)   # "2xx" -> per minute
     deployments: tuple[DeploymentMetrics, ...] = ()
+    read_at: datetime | None = None          # when the figures were read (None: the caller knows)
 
     @property
     def error_rate(self) -> float | None:
-        total = sum(self.requests_by_status.values())
-        if not total:
-            return None
-        return self.requests_by_status.get("5xx", 0.0) / total
+        return _error_rate(self.requests_by_status)
 
 
 @dataclass(frozen=True)
@@ -276,7 +308,14 @@ class MLService(Protocol):
     # batch endpoints
     def list_batch_endpoints(self) -> list[BatchEndpoint]: ...
 
-    def invoke_batch_endpoint(self, endpoint: str, input_uri: str, deployment: str | None = None) -> Job: ...
+    def get_batch_endpoint(self, name: str) -> BatchEndpoint:
+        """One batch endpoint with its deployments' `details` (model, compute, instances)."""
+        ...
+
+    def invoke_batch_endpoint(self, endpoint: str, input_uri: str, deployment: str | None = None, *,
+                              tags: dict[str, str] | None = None) -> Job:
+        """Start a scoring job; `tags` (e.g. who asked, REQUESTED_BY) go on the job where the backend allows."""
+        ...
 
     def list_batch_jobs(self, endpoint: str) -> list[Job]: ...
 
@@ -296,7 +335,9 @@ class MLService(Protocol):
 
     def disable_schedule(self, name: str) -> Operation: ...
 
-    def trigger_schedule(self, name: str) -> Job: ...
+    def trigger_schedule(self, name: str, *, tags: dict[str, str] | None = None) -> Job:
+        """Run the schedule's job once now; `tags` as for invoke_batch_endpoint."""
+        ...
 
     # compute
     def list_compute(self) -> list[Compute]: ...

@@ -100,7 +100,8 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     gate = Gate(settings.policy(), storage, clock=clock, roles=roles, approval_channel=settings.approval_channel,
                 spawn=tasks.spawn)
     handler = ChatHandler(catalog(), workspaces, roles, development=settings.development,
-                          allowed_tenants=settings.allowed_tenants, store=storage, gate=gate, clock=clock)
+                          allowed_tenants=settings.allowed_tenants, store=storage, gate=gate, clock=clock,
+                          health=settings.health_thresholds())
     adapter = build_adapter(settings.app_id, settings.app_password, settings.app_type, settings.app_tenant_id)
     bot = TeamsBot(handler, storage, adapter, settings.app_id)
     worker = OutboxWorker(storage, bot.deliver, owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",

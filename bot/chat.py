@@ -49,7 +49,8 @@ async def run_chat(settings: Settings, *, user_name: str, reset_demo: bool = Fal
                    stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
     pools = thread_pools(settings)
     workspaces = build_workspaces(settings, pools, reset_demo=reset_demo)
-    handler = ChatHandler(catalog(), workspaces, settings.role_book(), development=settings.development)
+    handler = ChatHandler(catalog(), workspaces, settings.role_book(), development=settings.development,
+                          health=settings.health_thresholds())
     chat = TerminalChat(handler, User(id="local-developer", name=user_name), out)
     print(f"MLOps bot, workspace {workspaces.default.name} ({workspaces.default.environment}). "
           "Type `help`, or `quit` to leave.", file=out, flush=True)

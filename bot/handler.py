@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable, Sequence
 
 from adapters.service import PermissionDenied, ServiceError, Unavailable
 from adapters.storage import StorageUnavailable, grants
-from commands.context import Context, FollowUp, Reply, Role, RoleBook, User, Workspaces
+from commands.context import Context, FollowUp, HealthThresholds, Reply, Role, RoleBook, User, Watching, Workspaces
 from commands.registry import CommandError, Registry
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,8 @@ class Request:
 class ChatHandler:
     def __init__(self, registry: Registry, workspaces: Workspaces, roles: RoleBook, *,
                  development: bool = False, allowed_tenants: Sequence[str] = (), store: Any = None,
-                 gate: Any = None, clock: Callable[[], datetime] | None = None) -> None:
+                 gate: Any = None, clock: Callable[[], datetime] | None = None,
+                 health: HealthThresholds | None = None) -> None:
         self.registry = registry
         self.workspaces = workspaces
         self.roles = roles
@@ -47,6 +48,7 @@ class ChatHandler:
         self.store = store              # the bot's storage: grants, approvals, audit
         self.gate = gate                # commands.gate.Gate
         self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.health = health or HealthThresholds()
 
     async def role_of(self, user: User) -> tuple[Role, str]:
         """The caller's role and its source, from the environment, a stored grant, or the default."""
@@ -66,13 +68,13 @@ class ChatHandler:
                        conversation_id=request.conversation_id, development=self.development, later=later,
                        activity_id=request.activity_id, conversation_kind=request.conversation_kind,
                        gate=self.gate, store=self.store, role_source=source, role_book=self.roles,
-                       mentioned=tuple(request.mentioned), clock=self.clock)
+                       mentioned=tuple(request.mentioned), clock=self.clock, health=self.health)
 
     async def context_for(self, user: User, conversation_id: str, *, role: Role, pipeline: Any = None) -> Context:
         """A context for a caller that is not a chat user (the pipeline API): a fixed role."""
         return Context(user=user, role=role, workspaces=self.workspaces, conversation_id=conversation_id,
                        development=self.development, gate=self.gate, store=self.store, role_source="api",
-                       role_book=self.roles, clock=self.clock, pipeline=pipeline)
+                       role_book=self.roles, clock=self.clock, pipeline=pipeline, health=self.health)
 
     def tenant_allowed(self, tenant_id: str) -> bool:
         return not self.allowed_tenants or tenant_id in self.allowed_tenants
@@ -124,26 +126,52 @@ def apology(incident: str) -> str:
     return f"Sorry, something went wrong on my side (incident {incident}). The team can look it up in the logs."
 
 
+ACK_WAIT_SECONDS = 60.0     # an acknowledgement is sent within the turn; this only bounds a stuck one
+
+
 class FollowUps:
     """Replies that come after the turn (long operations): each outcome runs as a task, a failure
     becomes words like any other error, and the Reply goes to `deliver`."""
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task] = set()
+        self._watches: dict[asyncio.Task, Watching] = {}
 
-    def schedule(self, outcome: Awaitable[Reply], deliver: Callable[[Reply], Awaitable[None]]) -> None:
+    def schedule(self, outcome: Awaitable[Reply], deliver: Callable[[Reply], Awaitable[None]], *,
+                 after: asyncio.Event | None = None) -> None:
+        """Run `outcome` now; deliver its Reply once `after` is set (the turn's acknowledgement
+        was sent), so the conversation reads acknowledgement first, outcome second."""
         async def run() -> None:
             try:
                 reply = await outcome
             except Exception as error:  # noqa: BLE001 - the user gets told, whatever happened
                 reply = explain(error)
+            if after is not None:
+                try:
+                    await asyncio.wait_for(after.wait(), ACK_WAIT_SECONDS)
+                except asyncio.TimeoutError:
+                    log.warning("delivering a follow-up although its acknowledgement was not sent in time")
             await deliver(reply)
 
         task = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if isinstance(outcome, Watching):
+            self._watches[task] = outcome
+            task.add_done_callback(lambda done: self._watches.pop(done, None))
+        else:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def drain(self, timeout: float) -> None:
-        """Let pending follow-ups finish (at shutdown, and at the end of a terminal chat)."""
+        """Let pending outcomes finish (at shutdown, and at the end of a terminal chat); stop watches,
+        which may run for hours."""
+        if self._watches:
+            log.warning("stopped watching %d job(s) started from chat; their end will not be reported",
+                        len(self._watches))
+            watches = dict(self._watches)
+            for task in watches:
+                task.cancel()
+            await asyncio.wait(set(watches), timeout=timeout)
+            for watch in watches.values():
+                watch.close()               # one cancelled before it started was never awaited
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)

@@ -20,7 +20,7 @@ from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
-from commands.context import Role, RoleBook
+from commands.context import HealthThresholds, Role, RoleBook
 from commands.policy import Policy, load_policy
 
 
@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     approval_channel: str = Field("", validation_alias="MLOPSBOT_APPROVAL_CHANNEL",
                                   description="conversation id where requests from personal chats are also posted")
     api_token: str = Field("", validation_alias="MLOPSBOT_API_TOKEN", repr=False)
+    # When an endpoint's health turns red (its card colours and summarises by these figures)
+    health_p99_ms: float = Field(1000.0, gt=0, validation_alias="MLOPSBOT_HEALTH_P99_MS",
+                                 description="p99 latency above this many ms is unhealthy")
+    health_5xx_percent: float = Field(1.0, ge=0, le=100, validation_alias="MLOPSBOT_HEALTH_5XX_PERCENT",
+                                      description="5xx answers above this percent of requests is unhealthy")
 
     _split = field_validator("allowed_tenants", "admins", "approvers", "operators", mode="before")(_list)
 
@@ -160,6 +165,9 @@ class Settings(BaseSettings):
     @property
     def effective_storage_url(self) -> str:
         return self.storage_url or f"sqlite:///{(self.data_dir / 'bot.db').resolve()}"
+
+    def health_thresholds(self) -> HealthThresholds:
+        return HealthThresholds(p99_ms=self.health_p99_ms, error_percent=self.health_5xx_percent)
 
     def role_book(self) -> RoleBook:
         """Development mode without MLOPSBOT_DEFAULT_ROLE: everyone is Admin until a role is assigned."""

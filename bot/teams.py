@@ -43,7 +43,7 @@ from adapters.storage import ConversationRecord, Storage
 from bot.handler import ChatHandler, FollowUps, Request, apology
 from bot.outbox import DeliveryFailed
 from commands.context import Reply, User
-from commands.ui import card, text
+from commands.ui import stamped
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,6 @@ class TeamsBot(ActivityHandler):
         self.app_id = app_id
         self._follow_ups = FollowUps()
         self._welcomed: set[str] = set()
-        self._mentioned: tuple[User, ...] = ()
 
     async def process(self, request: web.Request) -> web.StreamResponse:
         """Hand an aiohttp request to the CloudAdapter: JWT validation, then this bot's turn.
@@ -245,24 +244,40 @@ class TeamsBot(ActivityHandler):
         if value is not None and "verb" in value:            # Action.Submit from one of our cards
             request = self._request(activity, verb=value.get("verb"), args=value.get("args", []))
         else:
-            words = await self._resolve_mentions(turn_context)
-            request = self._request(activity, text=words, mentioned=self._mentioned)
-        reply = await self.handler.handle(request, self._later(activity))
-        activity_id = await send_with_retry(turn_context, reply_activity(reply))
-        if reply.track:
-            await self.handler.delivered(reply, request.conversation_id, activity_id)
+            words, mentioned = await self._resolve_mentions(turn_context)
+            request = self._request(activity, text=words, mentioned=mentioned)
+        acknowledged = asyncio.Event()
+        try:
+            reply = await self.handler.handle(request, self._later(activity, acknowledged))
+            activity_id = await send_with_retry(turn_context, reply_activity(reply))
+            if reply.track:
+                await self.handler.delivered(reply, request.conversation_id, activity_id)
+        finally:
+            acknowledged.set()            # follow-ups wait for this: an outcome never precedes its ack
 
     async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse | None:
+        """A card button (Action.Execute). The clicked card is never destroyed: a Refresh button
+        (`data.refresh`) updates it in place, stamped "as of"; every other click (navigation, a
+        change, or anything refused or failed) leaves it as it was and posts the answer as a new
+        message, and the invoke is answered with a short `activity.message` that Teams shows to
+        the clicker without touching the card."""
         if turn_context.activity.name != "adaptiveCard/action":
             return await super().on_invoke_activity(turn_context)
         value = turn_context.activity.value if isinstance(turn_context.activity.value, dict) else {}
         action = value.get("action") if isinstance(value.get("action"), dict) else {}
         data = action.get("data") if isinstance(action.get("data"), dict) else {}
         request = self._request(turn_context.activity, verb=action.get("verb"), args=data.get("args", []))
-        reply = await self.handler.handle(request, self._later(turn_context.activity))
-        answer = reply.card or _message_card(reply.text)
-        return InvokeResponse(status=200, body=AdaptiveCardInvokeResponse(
-            status_code=200, type=CARD_CONTENT_TYPE, value=answer))
+        acknowledged = asyncio.Event()
+        try:
+            reply = await self.handler.handle(request, self._later(turn_context.activity, acknowledged))
+            if data.get("refresh") is True and reply.card is not None:
+                return _invoke_answer(CARD_CONTENT_TYPE, stamped(reply.card, datetime.now(timezone.utc)))
+            activity_id = await send_with_retry(turn_context, reply_activity(reply))
+            if reply.track:
+                await self.handler.delivered(reply, request.conversation_id, activity_id)
+            return _invoke_answer(MESSAGE_CONTENT_TYPE, _toast(reply))
+        finally:
+            acknowledged.set()
 
     def _request(self, activity: Activity, *, text: str | None = None, verb: Any = None,
                  args: Any = (), mentioned: tuple[User, ...] = ()) -> Request:
@@ -272,15 +287,14 @@ class TeamsBot(ActivityHandler):
                        activity_id=activity.id or "", conversation_kind=(conversation.conversation_type or "")
                        if conversation else "", mentioned=mentioned)
 
-    async def _resolve_mentions(self, turn_context: TurnContext) -> str:
+    async def _resolve_mentions(self, turn_context: TurnContext) -> tuple[str, tuple[User, ...]]:
         """The typed words, with each @mention of a person replaced by their Entra object id
         (looked up with Teams' member API), so that `grant @Bob approver` names Bob exactly."""
         activity = turn_context.activity
         typed = command_text(activity)
-        self._mentioned = ()
         people = _other_mentions(activity)
         if not people:
-            return typed
+            return typed, ()
         found: list[User] = []
         for shown, member_id, name in people:
             try:
@@ -293,8 +307,7 @@ class TeamsBot(ActivityHandler):
             if object_id:
                 found.append(User(id=object_id, name=name or shown, tenant_id=user_of(activity).tenant_id, upn=upn))
             typed = typed.replace(shown, f" {object_id or shown.replace(' ', '_')} ")
-        self._mentioned = tuple(found)
-        return " ".join(typed.split())
+        return " ".join(typed.split()), tuple(found)
 
     # ------------------------------------------------------------ installs and welcome
 
@@ -311,13 +324,15 @@ class TeamsBot(ActivityHandler):
 
     # ------------------------------------------------------------ follow-ups
 
-    def _later(self, activity: Activity):
+    def _later(self, activity: Activity, acknowledged: asyncio.Event | None = None):
+        """Follow-ups for this turn; each is delivered only after `acknowledged` is set (the turn's
+        own answer was sent), so an outcome never arrives before its acknowledgement."""
         if activity.conversation is None or not activity.service_url:
             return None
         reference = TurnContext.get_conversation_reference(activity)
 
         def schedule(outcome: Awaitable[Reply]) -> None:
-            self._follow_ups.schedule(outcome, lambda reply: self.send(reference, reply))
+            self._follow_ups.schedule(outcome, lambda reply: self.send(reference, reply), after=acknowledged)
 
         return schedule
 
@@ -373,6 +388,24 @@ class TeamsBot(ActivityHandler):
 
 
 
-def _message_card(message: str) -> dict:
-    """Clicks must answer with a card (it replaces the clicked one); wrap a text reply in one."""
-    return card("MLOps bot", [text(message)])
+MESSAGE_CONTENT_TYPE = "application/vnd.microsoft.activity.message"
+MAX_TOAST_CHARS = 150
+
+
+class _MessageInvokeResponse(AdaptiveCardInvokeResponse):
+    """botbuilder's model types `value` as an object; a message answer's value is a string."""
+
+    _attribute_map = {**AdaptiveCardInvokeResponse._attribute_map, "value": {"key": "value", "type": "str"}}
+
+
+def _invoke_answer(content_type: str, value: Any) -> InvokeResponse:
+    """An Action.Execute answer: a card (replaces the clicked one, for the clicker) or a message
+    (Teams shows it briefly and leaves the card as it was)."""
+    model = _MessageInvokeResponse if isinstance(value, str) else AdaptiveCardInvokeResponse
+    return InvokeResponse(status=200, body=model(status_code=200, type=content_type, value=value))
+
+
+def _toast(reply: Reply) -> str:
+    """The short message a click answers with; the full answer is the message posted below."""
+    first = (reply.text or "").strip().splitlines()[0] if (reply.text or "").strip() else "Done."
+    return first if len(first) <= MAX_TOAST_CHARS else first[:MAX_TOAST_CHARS - 1] + "…"

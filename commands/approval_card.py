@@ -83,18 +83,20 @@ def approval_card(request: Approval, now: datetime, *, approver_ids: Sequence[st
                          subtle=True))
     elif request.state == PENDING:
         if confirm:
-            actions = [button(f"Confirm {request.action}", "confirm", str(request.id), style="positive"),
-                       button("Cancel request", "withdraw", str(request.id), style="destructive")]
+            actions = [button(f"Confirm {request.action}", "confirm", str(request.id), style="positive", refresh=True),
+                       button("Cancel request", "withdraw", str(request.id), style="destructive", refresh=True)]
         else:
-            actions = [button("Approve", "approve", str(request.id), style="positive"),
-                       button("Reject", "reject", str(request.id), style="destructive")]
+            # A vote edits the card it was cast on (in place, for the voter; for everyone else the
+            # gate edits the posted message), so these buttons are `refresh` buttons.
+            actions = [button("Approve", "approve", str(request.id), style="positive", refresh=True),
+                       button("Reject", "reject", str(request.id), style="destructive", refresh=True)]
             body.append(text(f"Or type `approve {request.id}` or `reject {request.id} <reason>`. "
                              f"Needs the {request.approver_role.capitalize()} role.", subtle=True))
     result = card(f"{kind} #{request.id}", body, subtitle=f"Workspace {request.workspace} ({request.environment})",
                   actions=actions)
     if request.state == PENDING and approver_ids:
         result["refresh"] = {"action": {"type": "Action.Execute", "verb": "approval",
-                                        "data": {"args": [str(request.id)]}},
+                                        "data": {"args": [str(request.id)], "refresh": True}},
                              "userIds": list(dict.fromkeys(approver_ids))[:MAX_REFRESH_USERS]}
     return result
 

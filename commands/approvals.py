@@ -6,12 +6,20 @@ Each is a thin command over `commands.gate.Gate`, which decides and records; the
 
 from __future__ import annotations
 
+import argparse
+
 from commands.approval_card import approval_row
 from commands.context import Context, Reply, Role
-from commands.registry import Arg, UsageError, command, whole_number
+from commands.registry import Arg, UsageError, command
 from commands.ui import card, limited, reply
 
-REQUEST_ID = whole_number(1, 2**31 - 1, "a request id")
+def REQUEST_ID(value: str) -> int:
+    """An argument type: a request number as cards and `approvals` show it (#42 or 42)."""
+    digits = value.removeprefix("#")
+    if not (digits.isascii() and digits.isdigit()) or not 0 < len(digits) <= 9 or int(digits) == 0:
+        raise argparse.ArgumentTypeError(f"'{value[:20]}' is not a request number; they look like 42 "
+                                         "(type `approvals` to see them)")
+    return int(digits)
 
 
 def _gate(ctx: Context):

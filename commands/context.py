@@ -106,6 +106,34 @@ class Workspaces:
 FollowUp = Callable[[Awaitable[Reply]], None]
 
 
+class Watching:
+    """A follow-up that watches something which may take hours (a job started from chat).
+
+    Unlike an operation's outcome, nobody waits for it at shutdown: it is cancelled (and, until
+    watches are durable, forgotten)."""
+
+    def __init__(self, outcome: Awaitable[Reply], what: str) -> None:
+        self.outcome = outcome
+        self.what = what
+
+    def __await__(self):
+        return self.outcome.__await__()
+
+    def close(self) -> None:
+        close = getattr(self.outcome, "close", None)
+        if callable(close):
+            close()
+
+
+@dataclass(frozen=True)
+class HealthThresholds:
+    """Where an endpoint's figures stop being healthy (settings MLOPSBOT_HEALTH_P99_MS and
+    MLOPSBOT_HEALTH_5XX_PERCENT)."""
+
+    p99_ms: float = 1000.0
+    error_percent: float = 1.0        # 5xx answers, percent of all requests
+
+
 @dataclass
 class Context:
     """One turn: who asks, with which role, where, and the workspaces they can reach."""
@@ -126,6 +154,7 @@ class Context:
     mentioned: tuple[User, ...] = ()   # people @mentioned in the message (not the bot), ids resolved
     reason: str = ""                   # a change command's --reason
     pipeline: Any = None               # commands.gate.Pipeline when a CI/CD pipeline asks (the API)
+    health: HealthThresholds = field(default_factory=HealthThresholds)
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
 
     def now(self) -> datetime:

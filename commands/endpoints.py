@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+from datetime import datetime, timezone
 
-from adapters.service import BatchEndpoint, EndpointMetrics, InvalidRequest, NotFound, OnlineEndpoint, ServiceError
-from commands.changes import accepted
-from commands.context import Context, Reply, Role
+from adapters.service import (
+    MAX_INSTANCES, MIN_INSTANCES, TRAFFIC_TOTAL, BatchDeployment, BatchEndpoint, DeploymentMetrics, EndpointMetrics,
+    Job, NotFound, OnlineEndpoint, ServiceError,
+)
+from commands.changes import accepted, requested_tags, started
+from commands.context import Context, HealthThresholds, Reply, Role
+from commands.job_rows import job_row
 from commands.gate import Change, Stale, executes
 from commands.registry import Arg, UsageError, command, whole_number
-from commands.ui import button, card, columns, facts, limited, reply, section, text
+from commands.ui import MAX_CARD_BYTES, button, card, columns, facts, limited, reply, section, text
 
 STATE_COLORS = {"Succeeded": "Good", "Failed": "Attention", "Updating": "Warning", "Creating": "Warning",
                 "Deleting": "Warning"}
@@ -29,8 +36,41 @@ def endpoint_row(endpoint: OnlineEndpoint) -> dict:
 
 
 def batch_row(endpoint: BatchEndpoint) -> dict:
-    detail = f"{endpoint.provisioning_state} · default deployment {endpoint.default_deployment or '—'}"
-    return columns([text(f"**{endpoint.name}** (batch)"), text(detail, subtle=True, spacing="None")])
+    count = len(endpoint.deployments)
+    detail = (f"{endpoint.provisioning_state} · default deployment {endpoint.default_deployment or '—'} · "
+              f"{count} deployment{'s' if count != 1 else ''}")
+    return columns([text(f"**{endpoint.name}** (batch)"), text(detail, subtle=True, spacing="None")],
+                   {"type": "ActionSet", "actions": [button("Details", "endpoint", endpoint.name)]},
+                   widths=["stretch", "auto"])
+
+
+RECENT_BATCH_JOBS = 5
+
+
+def batch_endpoint_card(endpoint: BatchEndpoint, jobs: list[Job], *, workspace: str) -> dict:
+    """A batch endpoint: its deployments (the default marked), and its most recent scoring jobs."""
+    body = [
+        text(endpoint.provisioning_state, weight="Bolder", color=STATE_COLORS.get(endpoint.provisioning_state)),
+        facts([("Default deployment", endpoint.default_deployment or "none: `batch` needs --deployment"),
+               ("Scoring URI", endpoint.scoring_uri), ("Description", endpoint.description)]),
+        section("Deployments"),
+    ]
+
+    def deployment_row(d: BatchDeployment) -> dict:
+        instances = f"{d.instance_count} × " if d.instance_count else ""
+        detail = " · ".join(p for p in (d.model or "model ?", f"{instances}{d.compute or 'compute ?'}",
+                                        d.provisioning_state) if p)
+        marker = text("**default**", color="Good") if d.name == endpoint.default_deployment else text("")
+        return columns([text(f"**{d.name}**"), text(detail, subtle=True, spacing="None")], marker,
+                       widths=["stretch", "auto"])
+
+    details = list(endpoint.details) or [BatchDeployment(name, endpoint.name) for name in endpoint.deployments]
+    body += limited(details, deployment_row, noun="deployment")
+    body.append(section("Recent jobs"))
+    body += limited(jobs[:RECENT_BATCH_JOBS], job_row, noun="job")
+    body.append(text(f"Score new data with `batch {endpoint.name} ‹data URI›`.", subtle=True))
+    return card(f"Batch endpoint {endpoint.name}", body, subtitle=workspace,
+                actions=[button("Refresh", "endpoint", endpoint.name, refresh=True)])
 
 
 def endpoints_card(online: list[OnlineEndpoint], batch: list[BatchEndpoint], *, workspace: str) -> dict:
@@ -40,24 +80,72 @@ def endpoints_card(online: list[OnlineEndpoint], batch: list[BatchEndpoint], *, 
 
 
 def _fmt(value: float | None, unit: str = "", digits: int = 0) -> str:
-    return "—" if value is None else f"{value:.{digits}f}{unit}"
+    return "—" if value is None else f"{value:,.{digits}f}{unit}"
+
+
+def _percent(rate: float | None) -> str:
+    return "—" if rate is None else f"{rate:.2%}"
 
 
 def health_facts(metrics: EndpointMetrics) -> dict:
-    error_rate = metrics.error_rate
     return facts([
         ("Latency p50", _fmt(metrics.latency_p50_ms, " ms")),
         ("Latency p99", _fmt(metrics.latency_p99_ms, " ms")),
         ("Requests", _fmt(metrics.requests_per_minute, " /min", 1)),
-        ("5xx errors", "—" if error_rate is None else f"{error_rate:.2%}"),
+        ("5xx errors", _percent(metrics.error_rate)),
     ])
 
 
+def health_problems(p99_ms: float | None, error_rate: float | None, limits: HealthThresholds) -> list[str]:
+    """What is over its threshold, in words; empty when the figures are healthy."""
+    problems = []
+    if p99_ms is not None and p99_ms > limits.p99_ms:
+        problems.append(f"p99 {p99_ms:,.0f} ms is over {limits.p99_ms:,.0f} ms")
+    if error_rate is not None and error_rate * 100 > limits.error_percent:
+        problems.append(f"5xx {error_rate:.2%} is over {limits.error_percent:g}%")
+    return problems
+
+
+def health_headline(endpoint: OnlineEndpoint, metrics: EndpointMetrics | None,
+                    limits: HealthThresholds) -> tuple[str, str | None]:
+    """One line and its colour, judged by the figures (a Succeeded deployment can still be failing
+    its callers), with the provisioning state when it is not Succeeded."""
+    state = "" if endpoint.provisioning_state == "Succeeded" else f"{endpoint.provisioning_state} · "
+    state_color = STATE_COLORS.get(endpoint.provisioning_state)
+    if metrics is None:
+        return f"{state}Health unknown", state_color if state else None
+    if metrics.latency_p99_ms is None and metrics.error_rate is None:
+        return f"{state}No live requests in the last {metrics.window_minutes} min", state_color if state else None
+    problems = health_problems(metrics.latency_p99_ms, metrics.error_rate, limits)
+    if problems:
+        return f"{state}Unhealthy: {'; '.join(problems)}", "Attention"
+    figures = f"p99 {_fmt(metrics.latency_p99_ms, ' ms')}, 5xx {_percent(metrics.error_rate)}"
+    for usage in metrics.deployments:   # a small canary can fail while the endpoint's average looks fine
+        own = health_problems(usage.latency_p99_ms, usage.error_rate, limits)
+        if own:
+            return f"{state}Deployment {usage.deployment} is unhealthy: {'; '.join(own)} (endpoint: {figures})", \
+                "Warning"
+    return f"{state}Healthy: {figures}", state_color if state else "Good"
+
+
+def deployment_figures(usage: DeploymentMetrics | None, limits: HealthThresholds) -> dict | None:
+    """A deployment's own figures, red when over a threshold, so a canary stands out from the rest."""
+    if usage is None or usage.latency_p99_ms is None and usage.error_rate is None:
+        return text("no live requests", subtle=True, spacing="None") if usage is not None else None
+    line = (f"p99 {_fmt(usage.latency_p99_ms, ' ms')} · 5xx {_percent(usage.error_rate)} · "
+            f"{_fmt(usage.requests_per_minute, ' /min', 1)}")
+    if health_problems(usage.latency_p99_ms, usage.error_rate, limits):
+        return text(f"⚠ {line}", color="Attention", spacing="None")
+    return text(line, subtle=True, spacing="None")
+
+
 def endpoint_card(endpoint: OnlineEndpoint, metrics: EndpointMetrics | None, metrics_error: str, *,
-                  workspace: str) -> dict:
+                  workspace: str, limits: HealthThresholds = HealthThresholds(),
+                  read_at: datetime | None = None) -> dict:
+    headline, color = health_headline(endpoint, metrics, limits)
     body = [
-        text(endpoint.provisioning_state, weight="Bolder", color=STATE_COLORS.get(endpoint.provisioning_state)),
-        facts([("Traffic", traffic_text(endpoint.traffic)),
+        text(headline, weight="Bolder", color=color),
+        facts([("State", endpoint.provisioning_state), ("Traffic", traffic_text(endpoint.traffic)),
                ("Mirrored", traffic_text(endpoint.mirror_traffic) if endpoint.mirror_traffic else "—"),
                ("Auth", endpoint.auth_mode), ("Scoring URI", endpoint.scoring_uri),
                ("Description", endpoint.description)]),
@@ -69,15 +157,23 @@ def endpoint_card(endpoint: OnlineEndpoint, metrics: EndpointMetrics | None, met
         usage = utilisation.get(d.name)
         cpu = f" · CPU {usage.cpu_utilization:.0f}%" if usage and usage.cpu_utilization is not None else ""
         detail = f"{d.model or 'model ?'} · {d.instance_count} × {d.instance_type or '?'} · {d.provisioning_state}{cpu}"
-        return columns([text(f"**{d.name}**"), text(detail, subtle=True, spacing="None")],
-                       text(f"**{endpoint.traffic.get(d.name, 0)}%**"), widths=["stretch", "auto"])
+        figures = deployment_figures(usage, limits)
+        left = [text(f"**{d.name}**"), text(detail, subtle=True, spacing="None")] + ([figures] if figures else [])
+        return columns(left, text(f"**{endpoint.traffic.get(d.name, 0)}%**"), widths=["stretch", "auto"])
 
     body += limited(list(endpoint.deployments), deployment_row, noun="deployment")
-    window = f" (last {metrics.window_minutes} min)" if metrics else ""
-    body.append(section(f"Health{window}"))
-    body.append(health_facts(metrics) if metrics else text(f"Health figures unavailable: {metrics_error}", subtle=True))
+    if metrics:
+        moment = metrics.read_at or read_at
+        read = f", read {moment.astimezone(timezone.utc).strftime('%H:%M')} UTC" if moment else ""
+        body.append(section(f"Health (last {metrics.window_minutes} min{read})"))
+        body.append(health_facts(metrics))
+        body.append(text(f"Healthy means p99 ≤ {limits.p99_ms:,.0f} ms and 5xx ≤ {limits.error_percent:g}%.",
+                         subtle=True, size="Small"))
+    else:
+        body.append(section("Health"))
+        body.append(text(f"Health figures unavailable: {metrics_error}", subtle=True))
     return card(f"Endpoint {endpoint.name}", body, subtitle=workspace,
-                actions=[button("Refresh", "endpoint", endpoint.name)])
+                actions=[button("Refresh", "endpoint", endpoint.name, refresh=True)])
 
 
 @command("endpoints", summary="List online and batch endpoints with their traffic.", example="endpoints")
@@ -86,12 +182,26 @@ async def endpoints(ctx: Context) -> Reply:
     return reply(endpoints_card(online, batch, workspace=ctx.where))
 
 
-@command("endpoint", Arg("name", help="an online endpoint"),
-         summary="Show an online endpoint: deployments, traffic split, instances, health.",
+@command("endpoint", Arg("name", help="an online or batch endpoint"),
+         summary="Show an endpoint: an online one's deployments, traffic, instances and health; a batch "
+                 "one's deployments and recent jobs.",
          example="endpoint fraud-api")
 async def endpoint(ctx: Context, name: str) -> Reply:
+    try:
+        return await _online_endpoint(ctx, name)
+    except NotFound as missing:
+        try:
+            found = await ctx.ml.get_batch_endpoint(name)
+        except NotFound:
+            raise missing from None
+    jobs = await ctx.ml.list_batch_jobs(name)
+    return reply(batch_endpoint_card(found, jobs, workspace=ctx.where))
+
+
+async def _online_endpoint(ctx: Context, name: str) -> Reply:
+    asked = datetime.now(timezone.utc)
     found, (metrics, error) = await asyncio.gather(ctx.ml.get_endpoint(name), _metrics(ctx, name))
-    return reply(endpoint_card(found, metrics, error, workspace=ctx.where))
+    return reply(endpoint_card(found, metrics, error, workspace=ctx.where, limits=ctx.health, read_at=asked))
 
 
 async def _metrics(ctx: Context, name: str) -> tuple[EndpointMetrics | None, str]:
@@ -117,29 +227,29 @@ def parse_split(words: list[str]) -> dict[str, int]:
 
 
 @command("traffic", Arg("endpoint", help="an online endpoint"),
-         Arg("split", nargs="+", metavar="deployment=percent", help="the new split; it must add up to 100"),
+         Arg("split", nargs="+", metavar="deployment=percent", help=f"the new split; it must add up to {TRAFFIC_TOTAL}"),
          summary="Shift traffic between deployments of an online endpoint (blue/green, canary).",
          role=Role.OPERATOR, example="traffic fraud-api blue=90 green=10", change=True)
 async def traffic(ctx: Context, endpoint: str, split: list[str]) -> Reply:
     new = parse_split(split)
+    total = sum(new.values())
+    if total != TRAFFIC_TOTAL:          # checked here, before anything is sent to the workspace
+        raise UsageError(f"The split adds up to {total}%; it must add up to exactly {TRAFFIC_TOTAL}%. "
+                         f"E.g. `traffic {endpoint} blue=90 green=10`.")
     current = await ctx.ml.get_endpoint(endpoint)
-    _check_split(current, new)
+    known = [d.name for d in current.deployments]
+    unknown = [name for name in new if name not in known]
+    if unknown:
+        raise UsageError(f"Endpoint {endpoint} has no deployment named '{unknown[0]}' "
+                         f"(it has: {', '.join(known) or 'none'}).")
+    if {k: v for k, v in current.traffic.items() if v} == {k: v for k, v in new.items() if v}:
+        return Reply(f"Traffic on {endpoint} is already {traffic_text(current.traffic)}; nothing to change. "
+                     f"[{ctx.where}]")
     return await ctx.gate.submit(ctx, Change(
         action="traffic", workspace=ctx.ml.name, environment=ctx.ml.environment, target=f"endpoint {endpoint}",
         parameters={"endpoint": endpoint, "traffic": new}, before={"traffic": dict(current.traffic)},
         after={"traffic": new},
         summary=f"Traffic on {endpoint}: {traffic_text(current.traffic)} → {traffic_text(new)}"))
-
-
-def _check_split(endpoint: OnlineEndpoint, new: dict[str, int]) -> None:
-    """Refuse, before anyone is asked, what the workspace would refuse."""
-    deployments = [d.name for d in endpoint.deployments]
-    for name in new:
-        if name not in deployments:
-            raise NotFound("deployment", f"{endpoint.name}/{name}", f"Endpoint {endpoint.name} has no deployment "
-                           f"named '{name}' (it has: {', '.join(deployments) or 'none'}).")
-    if sum(new.values()) != 100:
-        raise InvalidRequest(f"Traffic must sum to 100, got {sum(new.values())}.")
 
 
 @executes("traffic")
@@ -153,14 +263,26 @@ async def apply_traffic(ctx: Context, change: Change) -> Reply:
     return accepted(ctx, operation, f"Traffic on {endpoint} is moving to {traffic_text(new)}.")
 
 
+def _instances(count: int) -> str:
+    return f"{count} instance{'s' if count != 1 else ''}"
+
+
 @command("scale", Arg("endpoint", help="an online endpoint"), Arg("deployment", help="one of its deployments"),
-         Arg("instances", type=whole_number(1, 100, "instances"), help="how many instances (1 to 100)"),
+         Arg("instances", type=whole_number(MIN_INSTANCES, MAX_INSTANCES, "instances"),
+             help=f"how many instances ({MIN_INSTANCES} to {MAX_INSTANCES})"),
          summary="Change how many instances serve one deployment.", role=Role.OPERATOR,
          example="scale fraud-api green 3")
 async def scale(ctx: Context, endpoint: str, deployment: str, instances: int) -> Reply:
+    current = await ctx.ml.get_endpoint(endpoint)
+    found = next((d for d in current.deployments if d.name == deployment), None)
+    if found is None:
+        raise UsageError(f"Endpoint {endpoint} has no deployment named '{deployment}' "
+                         f"(it has: {', '.join(d.name for d in current.deployments) or 'none'}).")
+    if found.instance_count == instances:
+        return Reply(f"{endpoint}/{deployment} already runs {_instances(instances)}; nothing to change. "
+                     f"[{ctx.where}]")
     operation = await ctx.ml.scale_deployment(endpoint, deployment, instances)
-    return accepted(ctx, operation, f"{endpoint}/{deployment} is scaling to {instances} instance"
-                                    f"{'s' if instances != 1 else ''}.")
+    return accepted(ctx, operation, f"{endpoint}/{deployment} is scaling to {_instances(instances)}.")
 
 
 @command("logs", Arg("endpoint", help="an online endpoint"), Arg("deployment", help="one of its deployments"),
@@ -168,11 +290,44 @@ async def scale(ctx: Context, endpoint: str, deployment: str, instances: int) ->
          summary="Show the last lines of a deployment's container log.", example="logs fraud-api green --lines 50")
 async def logs(ctx: Context, endpoint: str, deployment: str, lines: int) -> Reply:
     tail = await ctx.ml.deployment_logs(endpoint, deployment, lines)
-    shown = tail[-6000:]
-    body = [text(f"```\n{shown}\n```" if shown.strip() else "The log is empty.", size="Small")]
-    if len(tail) > len(shown):
-        body.insert(0, text(f"Showing the last {len(shown)} characters.", subtle=True))
-    return reply(card(f"Logs of {endpoint}/{deployment}", body, subtitle=ctx.where))
+    return reply(log_card(tail, title=f"Logs of {endpoint}/{deployment}", workspace=ctx.where))
+
+
+ERROR_LINE = re.compile(r"^\S+ \S+ E |\b(ERROR|CRITICAL|FATAL|Traceback|Exception)\b")
+WARNING_LINE = re.compile(r"^\S+ \S+ W |\bWARN(ING)?\b")
+MAX_LOG_LINE_CHARS = 400
+
+
+def log_line(line: str) -> dict:
+    """One log line in a monospace TextBlock of its own; errors in red and marked, warnings in amber."""
+    shown = line if len(line) <= MAX_LOG_LINE_CHARS else line[:MAX_LOG_LINE_CHARS] + " …"
+    color = "Attention" if ERROR_LINE.search(line) else "Warning" if WARNING_LINE.search(line) else None
+    block = text(f"{'❗ ' if color == 'Attention' else ''}{shown or ' '}", size="Small", color=color, spacing="None")
+    block["fontType"] = "Monospace"
+    return block
+
+
+def log_card(tail: str, *, title: str, workspace: str) -> dict:
+    """The log's last lines, oldest first and newest last, as many as fit in one Teams card."""
+    all_lines = tail.rstrip("\n").split("\n") if tail.strip() else []
+    blocks = [log_line(line) for line in all_lines]
+    budget = MAX_CARD_BYTES - 1_500          # room for the title, the note and the fallback's share
+    size = 0
+    kept = 0
+    for block in reversed(blocks):          # keep the newest lines
+        size += len(json.dumps(block, ensure_ascii=False).encode("utf-8")) + 2
+        if size > budget:
+            break
+        kept += 1
+    shown = blocks[len(blocks) - kept:]
+    errors = sum(1 for block in shown if block.get("color") == "Attention")
+    note = [f"{kept} line{'s' if kept != 1 else ''}, newest last"]
+    if kept < len(blocks):
+        note = [f"The last {kept} of {len(blocks)} lines (all that fit in one message), newest last"]
+    if errors:
+        note.append(f"{errors} error line{'s' if errors != 1 else ''} marked ❗")
+    body = [text(" · ".join(note) + ".", subtle=True)] + shown if blocks else [text("The log is empty.", subtle=True)]
+    return card(title, body, subtitle=workspace)
 
 
 @command("batch", Arg("endpoint", help="a batch endpoint"), Arg("input", help="the data to score (an azureml:// or https:// URI)"),
@@ -182,6 +337,5 @@ async def logs(ctx: Context, endpoint: str, deployment: str, lines: int) -> Repl
 async def batch(ctx: Context, endpoint: str, input: str, deployment: str | None) -> Reply:
     if not input.startswith(("azureml:", "https://", "abfss://", "wasbs://")):
         raise UsageError(f"'{input}' is not a data URI. Use an azureml://, https://, abfss:// or wasbs:// URI.")
-    job = await ctx.ml.invoke_batch_endpoint(endpoint, input, deployment)
-    return Reply(f"⏳ Batch job {job.name} started on {endpoint} ({job.status}). Follow it with `job {job.name}`. "
-                 f"[{ctx.where}]")
+    job = await ctx.ml.invoke_batch_endpoint(endpoint, input, deployment, tags=requested_tags(ctx))
+    return started(ctx, job, f"Batch scoring on {endpoint}")

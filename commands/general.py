@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from commands.context import Context, Reply
+from commands.context import Context, Reply, Role
 from commands.registry import CATALOG, Arg, command
 from commands.ui import card, columns, facts, reply, section, text
 
@@ -21,7 +21,7 @@ async def help_(ctx: Context, command: str | None) -> Reply:
     allowed = CATALOG.allowed(ctx.role)
     rows = [columns(text(f"**{c.name}**"), text(c.summary), widths=["auto", "stretch"]) for c in allowed]
     hidden = len(list(CATALOG)) - len(allowed)
-    body = [*rows, text("Type `help <command>` for its usage and an example, e.g. `help endpoint`.", subtle=True)]
+    body = [*rows, text("Type `help ‹command›` for its usage and an example, e.g. `help endpoint`.", subtle=True)]
     if hidden:
         body.append(text(f"{hidden} more command{'s' if hidden > 1 else ''} need a higher role than "
                          f"yours ({ctx.role.label}).", subtle=True))
@@ -32,11 +32,30 @@ async def help_(ctx: Context, command: str | None) -> Reply:
          uses_workspace=False)
 async def whoami(ctx: Context) -> Reply:
     body = [facts([("Name", ctx.user.name), ("User id", ctx.user.id), ("Tenant", ctx.user.tenant_id),
-                   ("Role", ctx.role.label)])]
+                   ("Role", ctx.role.label)]), text(role_allows(ctx.role))]
     if ctx.development:
         body.append(text("Development mode: no Microsoft App ID is configured, so identities are not "
                          "verified.", color="Warning"))
     return reply(card(f"You are {ctx.user.name}", body))
+
+
+def role_allows(role: Role) -> str:
+    """What `role` may do, from the same declarations the permission check reads."""
+    allowed = CATALOG.allowed(role)
+    changes = [f"`{c.name}`" for c in allowed if c.role > Role.VIEWER]
+    refused = [c for c in CATALOG if c.role > role]
+    text_ = f"As {role.label} you can look at everything"
+    text_ += f" and change things with {_and(changes)}." if changes else ", but change nothing."
+    if refused:
+        needs = sorted({c.role for c in refused})
+        text_ += " " + " ".join(f"{_and([f'`{c.name}`' for c in refused if c.role == r])} "
+                                f"need{'s' if sum(c.role == r for c in refused) == 1 else ''} the {r.label} role."
+                                for r in needs)
+    return text_
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 @command("workspace", summary="Show the Azure ML workspace I work on, and the others configured.",
@@ -50,4 +69,4 @@ async def workspace(ctx: Context) -> Reply:
     if others:
         body.append(section("Also configured"))
         body += [text(f"{ws.name} ({ws.environment})") for ws in others]
-    return reply(card(f"Workspace {info.name}", body, subtitle=f"Environment: {info.environment}"))
+    return reply(card(f"Workspace {info.name}", body))

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-from adapters.service import JOB_STATUSES, Job
+from adapters.service import JOB_STATUSES, REQUESTED_BY, Job, NotFound
 from commands.changes import accepted
 from commands.context import Context, Reply, Role
 from commands.registry import Arg, command, one_of, whole_number
+from commands.job_rows import job_row, status_text
 from commands.ui import button, card, columns, facts, limited, reply, section, text, when
 
-STATUS_COLORS = {"Completed": "Good", "Failed": "Attention", "Canceled": "Warning", "NotResponding": "Attention"}
 MAX_JOBS = 50
-
-
-def status_text(job: Job) -> dict:
-    return text(f"**{job.status}**", color=STATUS_COLORS.get(job.status))
-
-
-def job_row(job: Job) -> dict:
-    title = job.display_name or job.name
-    detail = " · ".join(p for p in (job.type, job.experiment, when(job.created_at)) if p)
-    return columns([text(f"**{title}**"), text(detail, subtle=True, spacing="None")], status_text(job),
-                   {"type": "ActionSet", "actions": [button("Details", "job", job.name)]},
-                   widths=["stretch", "auto", "auto"])
+DISPLAY_NAME_SCAN = 200      # how many recent jobs a display name is looked up among
 
 
 def jobs_card(jobs: list[Job], *, status: str | None, workspace: str) -> dict:
@@ -30,21 +19,31 @@ def jobs_card(jobs: list[Job], *, status: str | None, workspace: str) -> dict:
 
 
 def child_row(job: Job) -> dict:
-    return columns(text(job.display_name or job.name), status_text(job), widths=["stretch", "auto"])
+    """A pipeline step, with its id (which `job` and the Azure portal know it by)."""
+    named = [text(job.display_name)] if job.display_name and job.display_name != job.name else []
+    return columns(named + [text(f"id {job.name}", subtle=True, spacing="None" if named else None)],
+                   status_text(job), widths=["stretch", "auto"])
+
+
+def requested_or_created(job: Job) -> tuple[str, str]:
+    """Jobs the bot started say who asked for them, not the bot's own identity."""
+    if job.tags.get(REQUESTED_BY):
+        return "Requested by", f"{job.tags[REQUESTED_BY]} from chat"
+    return "By", job.created_by
 
 
 def job_card(job: Job, *, workspace: str) -> dict:
     body = [status_text(job),
             facts([("Name", job.name), ("Type", job.type), ("Experiment", job.experiment), ("Compute", job.compute),
                    ("Created", when(job.created_at)), ("Started", when(job.started_at)),
-                   ("Ended", when(job.ended_at)), ("By", job.created_by)])]
+                   ("Ended", when(job.ended_at)), requested_or_created(job)])]
     if job.error:
         body += [section("Error"), text(job.error, color="Attention")]
     if job.children:
         body += [section("Steps"), *limited(list(job.children), child_row, noun="step")]
-    actions = [button("Refresh", "job", job.name)]
+    actions = [button("Refresh", "job", job.name, refresh=True)]
     if not job.terminal:
-        actions.append(button("Cancel", "cancel", job.name, style="destructive"))
+        actions.append(button("Cancel job", "cancel", job.name, style="destructive"))
     return card(f"Job {job.display_name or job.name}", body, subtitle=workspace, actions=actions)
 
 
@@ -56,10 +55,19 @@ async def jobs(ctx: Context, status: str | None, limit: int) -> Reply:
     return reply(jobs_card(found, status=status, workspace=ctx.where))
 
 
-@command("job", Arg("name", help="a job name, as `jobs` shows it"),
+@command("job", Arg("name", help="a job's id, or its display name when no other job has it"),
          summary="Show one job: status, times, error, pipeline steps.", example="job frosty_kettle_8k2x9q7m")
 async def job(ctx: Context, name: str) -> Reply:
-    return reply(job_card(await ctx.ml.get_job(name), workspace=ctx.where))
+    try:
+        return reply(job_card(await ctx.ml.get_job(name), workspace=ctx.where))
+    except NotFound:
+        named = [j for j in await ctx.ml.list_jobs(limit=DISPLAY_NAME_SCAN) if j.display_name.lower() == name.lower()]
+        if not named:
+            raise
+    if len(named) == 1:
+        return reply(job_card(await ctx.ml.get_job(named[0].name), workspace=ctx.where))
+    return reply(card(f"{len(named)} jobs are named {named[0].display_name}", [
+        text("Pick one by its id:", subtle=True), *limited(named, job_row, noun="job")], subtitle=ctx.where))
 
 
 @command("cancel", Arg("job", help="a running or queued job"), summary="Cancel a running or queued job.",

@@ -50,8 +50,10 @@ def model_card(model: ModelVersion, *, workspace: str) -> dict:
     body = [
         text(stage_label(model.stage), weight="Bolder", color=STAGE_COLORS.get(model.stage)),
         facts([("Version", model.version), ("Created", when(model.created_at)), ("By", model.created_by),
-               ("Description", model.description), ("Path", model.path)]),
+               ("Description", model.description)]),
     ]
+    if model.path:      # a long URI: its own wrapping line, not a fact value Teams cuts off
+        body += [section("Path"), text(model.path, size="Small", spacing="None")]
     if model.metrics:
         body += [section("Metrics"), facts(sorted(model.metrics.items()))]
     if model.tags:

@@ -24,6 +24,7 @@ import argparse
 import difflib
 import inspect
 import logging
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
@@ -32,6 +33,10 @@ from adapters.service import NotFound
 from commands.context import Context, Reply, Role, UnknownWorkspace
 
 MAX_INPUT_BYTES = 4096
+# A required word in a usage line: single guillemets, not < >. Teams reads `<endpoint>` in a
+# message as an HTML tag (it vanishes, or shows as `&lt;endpoint&gt;` once escaped inside code),
+# while ‹endpoint› needs no escaping and reads the same in messages, cards and the terminal.
+OPEN, CLOSE = "\u2039", "\u203a"
 log = logging.getLogger(__name__)
 
 
@@ -77,6 +82,33 @@ def suggest(word: str, candidates: Sequence[str], n: int = 3) -> list[str]:
     return [by_lower[m] for m in difflib.get_close_matches(word.lower(), list(by_lower), n=n, cutoff=0.6)]
 
 
+def suggest_commands(word: str, commands: Sequence["Command"], n: int = 3) -> list[str]:
+    """Commands close to `word`. A command that changes something is offered only for a plain
+    typo of its name (one letter wrong, missing, extra or swapped): `status` must never lead
+    anyone to `start`. When some close command starts with the same letter as `word`, only those
+    are offered (people rarely mistype the first letter: `modles` is `models`, not `roles`)."""
+    close = suggest(word, [c.name for c in commands], n=n)
+    changes = {c.name for c in commands if c.role > Role.VIEWER}
+    close = [name for name in close if name not in changes or typo_distance(word.lower(), name) <= 1]
+    same_start = [name for name in close if word[:1].lower() == name[:1]]
+    return same_start or close
+
+
+def typo_distance(a: str, b: str) -> int:
+    """Edits (insert, delete, substitute, swap two neighbours) that turn `a` into `b`."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        current = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[len(b)]
+
+
 @dataclass(frozen=True)
 class Arg:
     """A positional argument (`Arg("endpoint")`) or an option (`Arg("--stage")`)."""
@@ -104,8 +136,8 @@ class Arg:
     def usage(self) -> str:
         if self.is_option:
             return f"[{self.name} {self.shown}]"
-        return {None: f"<{self.shown}>", "?": f"[{self.shown}]", "*": f"[{self.shown} ...]",
-                "+": f"<{self.shown}> ..."}[self.nargs]
+        return {None: f"{OPEN}{self.shown}{CLOSE}", "?": f"[{self.shown}]", "*": f"[{self.shown} ...]",
+                "+": f"{OPEN}{self.shown}{CLOSE} ..."}[self.nargs]
 
 
 def whole_number(low: int, high: int, what: str) -> Callable[[str], int]:
@@ -137,10 +169,12 @@ MAX_REASON_CHARS = 500
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of printing and exiting."""
+    """argparse that raises instead of printing and exiting, in words for a person."""
+
+    described: dict[str, "Arg"] = {}      # argparse's name for an argument -> its declaration
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
+        raise UsageError(_in_words(message, self.described))
 
     def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
         raise UsageError(message or "invalid arguments")
@@ -172,6 +206,7 @@ class Command:
             if arg.is_option:
                 kwargs["dest"] = arg.dest
             parser.add_argument(arg.name, **kwargs)
+        parser.described = {name: a for a in self.all_args for name in {a.name, a.dest, a.shown}}
         object.__setattr__(self, "parser", parser)
 
     @property
@@ -223,6 +258,48 @@ class Command:
         except UsageError as error:
             raise UsageError(f"{_sentence(error.message)} Usage: `{self.usage}` (e.g. `{self.example}`)") from None
         return vars(namespace)
+
+
+_REQUIRED = re.compile(r"^the following arguments are required: (.+)$")
+_UNRECOGNIZED = re.compile(r"^unrecognized arguments: (.+)$")
+_ABOUT = re.compile(r"^argument (\S+?)(?:/\S+)?: (.+)$", re.S)
+_CHOICE = re.compile(r"^invalid choice: '(.*)' \(choose from (.+)\)$", re.S)
+
+
+def _in_words(message: str, described: dict[str, "Arg"]) -> str:
+    """argparse's messages, which name its internals ("the following arguments are required:
+    split"), rephrased for a person; anything unforeseen passes through unchanged."""
+    message = message.strip()
+    if found := _REQUIRED.match(message):
+        missing = [described.get(name.strip()) for name in found.group(1).split(",")]
+        wanted = [f"{OPEN}{a.shown}{CLOSE}" + (f" ({a.help})" if a.help else "") if a else "more words"
+                  for a in missing]
+        return f"Something is missing: {_and(wanted)}"
+    if found := _UNRECOGNIZED.match(message):
+        return f"I didn't expect `{_clip(found.group(1))}` here"
+    if found := _ABOUT.match(message):
+        name, problem = found.group(1), found.group(2).strip()
+        arg = described.get(name)
+        shown = name if name.startswith("--") else f"{OPEN}{arg.shown if arg else name}{CLOSE}"
+        if problem in ("expected one argument", "expected at least one argument"):
+            return f"`{name}` needs a value" + (f": {arg.help}" if arg and arg.help else "")
+        if choice := _CHOICE.match(problem):
+            options = [o.strip().strip("'") for o in choice.group(2).split(",")]
+            return f"'{_clip(choice.group(1))}' is not a choice for {shown}: use {_or(options)}"
+        return problem[:1].upper() + problem[1:]
+    return message
+
+
+def _clip(value: str, limit: int = 60) -> str:
+    return value if len(value) <= limit else value[:limit] + "…"
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _or(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
 
 
 def _sentence(message: str) -> str:
@@ -279,8 +356,8 @@ class Registry:
         """The command named `word`, or UnknownCommand suggesting names (those `role` may run)."""
         found = self.find(word)
         if found is None:
-            names = [c.name for c in (self.allowed(role) if role is not None else self)]
-            raise UnknownCommand(word, suggest(word, names))
+            commands = self.allowed(role) if role is not None else list(self)
+            raise UnknownCommand(word, suggest_commands(word, commands))
         return found
 
     def allowed(self, role: Role) -> list[Command]:

@@ -46,9 +46,17 @@ def columns(*cells: Sequence[Element] | Element, widths: Sequence[str] | None = 
     return {"type": "ColumnSet", "columns": cols}
 
 
-def button(title: str, verb: str, *args: str, style: str | None = None) -> Element:
-    """An Action.Execute that runs command `verb` with words `args` (ids only: state is reloaded)."""
-    action: Element = {"type": "Action.Execute", "title": title, "verb": verb, "data": {"args": list(args)}}
+def button(title: str, verb: str, *args: str, style: str | None = None, refresh: bool = False) -> Element:
+    """An Action.Execute that runs command `verb` with words `args` (ids only: state is reloaded).
+
+    A `refresh` button reloads the card it sits on and replaces it in place; every other button
+    (navigation, or a change, whose title names its effect) leaves its card alone and the answer
+    comes as a new message. The Teams seam reads the distinction from `data.refresh`.
+    """
+    data: Element = {"args": list(args)}
+    if refresh:
+        data["refresh"] = True
+    action: Element = {"type": "Action.Execute", "title": title, "verb": verb, "data": data}
     if style:
         action["style"] = style
     return action
@@ -72,6 +80,18 @@ def card(title: str, body: Sequence[Element], *, subtitle: str = "", actions: Se
     }
     if actions:
         result["actions"] = list(actions)
+    fallback = as_text(result)
+    result["fallbackText"] = fallback if len(fallback) <= MAX_FALLBACK_CHARS else fallback[:MAX_FALLBACK_CHARS] + "…"
+    return result
+
+
+def stamped(card_: Element, moment: datetime) -> Element:
+    """The card refreshed at `moment`: "As of ..." under its title (replacing an older stamp)."""
+    body = [b for b in card_.get("body", []) if not b.get("id") == "as-of"]
+    stamp = text(f"As of {moment.strftime('%H:%M:%S')} UTC", subtle=True, spacing="None")
+    stamp["id"] = "as-of"
+    body.insert(min(2, len(body)), stamp)
+    result = {**card_, "body": body}
     fallback = as_text(result)
     result["fallbackText"] = fallback if len(fallback) <= MAX_FALLBACK_CHARS else fallback[:MAX_FALLBACK_CHARS] + "…"
     return result

@@ -170,9 +170,10 @@ class TeamsStandIn:
             return self.activity("message", text=text, entities=entities, **kw)
         return self.activity("message", text=text, textFormat="plain", **kw)
 
-    def invoke(self, verb: str, args: list[str], **kw: Any) -> dict[str, Any]:
+    def invoke(self, verb: str, args: list[str], *, data: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+        """An Action.Execute click; Teams sends the button's whole `data` (`args` and any flags)."""
         return self.activity("invoke", name="adaptiveCard/action", value={
-            "action": {"type": "Action.Execute", "verb": verb, "data": {"args": args}},
+            "action": {"type": "Action.Execute", "verb": verb, "data": {**(data or {}), "args": args}},
             "trigger": "manual"}, **kw)
 
     # ------------------------------------------------------------ sending
@@ -205,7 +206,7 @@ class TeamsStandIn:
         """Press a card's Action.Execute button by title; return (HTTP status, invoke response body)."""
         action = find_action(card, title)
         assert self.session is not None
-        body = self.invoke(action["verb"], action["data"]["args"], **kw)
+        body = self.invoke(action["verb"], action["data"]["args"], data=action["data"], **kw)
         async with self.session.post(self.bot_url, json=body) as response:
             return response.status, await response.json()
 

@@ -230,7 +230,8 @@ async def test_approvals_lists_pending_mine_and_all(olga, store):
     everything = (await olga("approvals all")).text
     assert everything.index("#2") < everything.index("#1")
     assert (await olga("approval 9")).text == "There is no approval request #9. Type `approvals all` to see them."
-    assert (await olga("approve x")).text.startswith("Argument id:")   # a usage message, not an incident
+    assert (await olga("approve x")).text.startswith("'x' is not a request number; they look like 42")
+    assert (await olga("approval #1")).text.startswith("Request #1: pending")
 
 
 async def test_audit_verify_finds_the_first_altered_record(olga, store):

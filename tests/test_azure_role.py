@@ -97,6 +97,7 @@ def requests() -> list[RecordedRequest]:
     svc.list_batch_endpoints()
     svc.invoke_batch_endpoint("fraud-batch", "azureml://datastores/workspaceblobstore/paths/fraud/")
     svc.list_batch_jobs("fraud-batch")
+    svc.get_batch_endpoint("fraud-batch")
     svc.list_jobs()
     svc.get_job("nightly-fraud-pipeline")
     svc.cancel_job("train-fraud-043").wait(5)

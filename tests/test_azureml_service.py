@@ -570,3 +570,9 @@ def test_production_pipeline_waits_as_long_as_retry_after_says(workspace):
     assert [e.name for e in svc.list_endpoints()] == ["churn-api", "fraud-api"]
     assert len(workspace.transport.sent("GET", r"/onlineEndpoints$")) == 2
     assert 7 in workspace.transport.sleeps
+def test_get_batch_endpoint_reads_the_endpoint_and_its_deployments(svc):
+    from adapters.service import BatchDeployment
+    found = svc.get_batch_endpoint("fraud-batch")
+    assert (found.name, found.default_deployment, found.provisioning_state) == ("fraud-batch", "nightly", "Succeeded")
+    assert found.details == (BatchDeployment("nightly", "fraud-batch", model="fraud-model:2", compute="cpu-cluster",
+                                             instance_count=2, provisioning_state="Succeeded"),)

@@ -28,12 +28,13 @@ async def test_traffic_change_acknowledges_then_reports(chat):
 
 
 @pytest.mark.parametrize("typed,answer", [
-    ("traffic fraud-api blue=90 green=20", "The workspace refused: Traffic must sum to 100, got 110."),
+    ("traffic fraud-api blue=90 green=20", "The split adds up to 110%; it must add up to exactly 100%."),
     ("traffic fraud-api blue=90 purple=10",
      "Endpoint fraud-api has no deployment named 'purple' (it has: blue, green)."),
     ("traffic fraud-api blue:90", "'blue:90' is not deployment=percent."),
     ("traffic fraud-api blue=90 blue=10", "Deployment 'blue' is given twice."),
-    ("scale fraud-api green 0", "Argument instances: instances must be between 1 and 100."),
+    ("scale fraud-api green 0", "Instances must be between 1 and 20."),
+    ("scale fraud-api green 21", "Instances must be between 1 and 20."),
 ])
 async def test_invalid_changes_are_refused_and_nothing_changes(chat, typed, answer):
     reply = await chat(typed)
@@ -60,7 +61,8 @@ async def test_scale_cancel_schedule_and_compute(chat):
     assert "2 × Standard_DS3_v2" in (await chat("endpoint fraud-api")).text
     assert "Canceled" in (await chat("job amber_river_7d3kq9wz")).text
     assert "nightly-churn-retrain" in (await chat("schedules")).text
-    assert "ds-ci-alice computeinstance · Standard_DS11_v2  Stopped" in (await chat("compute")).text
+    [alice] = [line for line in (await chat("compute")).text.splitlines() if line.startswith("ds-ci-alice ")]
+    assert alice == "ds-ci-alice computeinstance · Standard_DS11_v2 Actions: Start compute (`start ds-ci-alice`)  Stopped"
 
 
 async def test_cancel_a_finished_job_is_a_conflict(chat):
@@ -79,7 +81,7 @@ async def test_schedule_run_starts_a_job(chat):
 async def test_batch_needs_a_data_uri(chat):
     assert (await chat("batch churn-batch data.csv")).text.startswith("'data.csv' is not a data URI.")
     started = await chat("batch churn-batch azureml://datastores/blob/paths/churn/")
-    assert started.text.startswith("⏳ Batch job ")
+    assert started.text.startswith("⏳ Batch scoring on churn-batch started job ")
 
 
 async def test_logs_show_the_tail(chat):
@@ -89,7 +91,7 @@ async def test_logs_show_the_tail(chat):
 
 async def test_running_job_card_offers_cancel(chat):
     reply = await chat("job amber_river_7d3kq9wz")
-    assert [a["title"] for a in reply.card["actions"]] == ["Refresh", "Cancel"]
+    assert [a["title"] for a in reply.card["actions"]] == ["Refresh", "Cancel job"]
 
 
 async def test_follow_up_is_posted_proactively_over_http(teams):
@@ -102,10 +104,13 @@ async def test_follow_up_is_posted_proactively_over_http(teams):
 
 async def test_card_button_cancel_over_http(teams):
     [reply] = await teams.say("job amber_river_7d3kq9wz")
-    status, body = await teams.click(reply.card, "Cancel")
+    status, body = await teams.click(reply.card, "Cancel job")
     assert status == 200
-    assert "Job amber_river_7d3kq9wz is being canceled" in body["value"]["fallbackText"]
-    await asyncio.wait_for(teams.connector.wait_for(2), 5)
+    assert body["type"] == "application/vnd.microsoft.activity.message"    # the job card stays
+    assert body["value"].startswith("⏳ Job amber_river_7d3kq9wz is being canceled")
+    ack, done = (await asyncio.wait_for(teams.connector.wait_for(3), 5))[1:]
+    assert ack.text.startswith("⏳ Job amber_river_7d3kq9wz is being canceled")
+    assert done.text.startswith("✅ Job amber_river_7d3kq9wz is now Canceled")
 
 
 async def test_changes_are_logged_with_who_asked(chat, caplog):

@@ -67,7 +67,7 @@ async def test_models_stage_filter_is_case_insensitive(chat):
 async def test_models_with_an_unknown_stage_gets_usage(chat):
     reply = await chat("models --stage Prod")
     assert reply.card is None
-    assert reply.text.startswith("Argument --stage: unknown stage 'Prod' (use one of None, Staging, Production, Archived).")
+    assert reply.text.startswith("Unknown stage 'Prod' (use one of None, Staging, Production, Archived).")
     assert "Usage: `models [name] [--stage STAGE] [--workspace NAME]`" in reply.text
 
 
@@ -119,11 +119,11 @@ async def test_jobs_filters_by_status_and_limits(chat):
 
 
 @pytest.mark.parametrize("typed,start", [
-    ("jobs --limit 0", "Argument --limit: jobs must be between 1 and 50."),
-    ("jobs --limit many", "Argument --limit: 'many' is not a whole number of jobs."),
-    ("jobs --status Sleeping", "Argument --status: unknown status 'Sleeping'"),
-    ("jobs --colour red", "Unrecognized arguments: --colour red."),
-    ("endpoint", "The following arguments are required: name."),
+    ("jobs --limit 0", "Jobs must be between 1 and 50."),
+    ("jobs --limit many", "'many' is not a whole number of jobs."),
+    ("jobs --status Sleeping", "Unknown status 'Sleeping'"),
+    ("jobs --colour red", "I didn't expect `--colour red` here."),
+    ("endpoint", "Something is missing: ‹name› (an online or batch endpoint)."),
     ('model "fraud-model', "A quotation mark is not closed."),
 ])
 async def test_bad_arguments_get_a_usage_line(chat, typed, start):

@@ -26,7 +26,7 @@ SAMPLES = Path(__file__).parent / "fixtures" / "teams"
 # (typed command, words the reply must contain)
 EVERY_COMMAND = [
     ("help", ["What I can do", "models", "endpoint", "jobs"]),
-    ("help traffic", ["Usage: `traffic <endpoint> <deployment=percent> ...", "Needs the Operator role."]),
+    ("help traffic", ["Usage: `traffic ‹endpoint› ‹deployment=percent› ...", "Needs the Operator role."]),
     ("whoami", ["You are Alice Analyst", ALICE.aad_object_id, "Admin"]),
     ("workspace", ["Workspace ml-prod", "prod", "local"]),
     ("models", ["Registered models", "fraud-model", "churn-model", "credit-risk"]),
@@ -99,21 +99,25 @@ async def test_channel_mention_is_stripped_and_answered_in_the_thread(teams):
     assert "Registered models" in reply.card["fallbackText"]
 
 
-async def test_card_click_returns_200_with_the_replacement_card(teams):
+async def test_navigation_click_posts_a_new_message_and_keeps_the_card(teams):
     [reply] = await teams.say("models")
     status, body = await teams.click(reply.card, "Versions")   # first row: churn-model
     assert status == 200
     assert body["statusCode"] == 200
-    assert body["type"] == "application/vnd.microsoft.card.adaptive"
-    assert body["value"]["body"][0]["text"] == "Versions of churn-model"
-    assert_valid_card(body["value"])
+    assert body["type"] == "application/vnd.microsoft.activity.message"
+    assert body["value"] == "Versions of churn-model"
+    [posted] = (await teams.connector.wait_for(2))[1:]
+    assert posted.card["body"][0]["text"] == "Versions of churn-model"
+    assert_valid_card(posted.card)
 
 
-async def test_click_with_a_foreign_verb_answers_a_card_not_an_error(teams):
+async def test_click_with_a_foreign_verb_keeps_the_card_and_explains_in_a_message(teams):
     status, body = await teams.click({"actions": [{"type": "Action.Execute", "title": "Go", "verb": "food",
                                                   "data": {"args": ["x"]}}]}, "Go")
     assert status == 200
-    assert "doesn't carry a command I know" in body["value"]["fallbackText"]
+    assert body["type"] == "application/vnd.microsoft.activity.message"
+    [posted] = await teams.connector.wait_for(1)
+    assert "doesn't carry a command I know" in posted.text
 
 
 async def test_action_submit_runs_the_same_command(teams):

@@ -258,3 +258,15 @@ def test_batch_endpoints_are_named(ml):
     assert set(ml.names("batch_endpoint")) >= {e.name for e in endpoints}
     for endpoint in endpoints:
         assert endpoint.default_deployment in endpoint.deployments + ("",)
+
+
+def test_a_batch_endpoint_comes_with_its_deployments(ml):
+    for listed in ml.list_batch_endpoints():
+        found = ml.get_batch_endpoint(listed.name)
+        assert (found.name, found.default_deployment, found.deployments) == (
+            listed.name, listed.default_deployment, listed.deployments)
+        assert [d.name for d in found.details] == list(found.deployments)
+        assert all(d.endpoint == listed.name and d.model and d.compute for d in found.details)
+    with pytest.raises(NotFound) as caught:
+        ml.get_batch_endpoint(MISSING)
+    assert (caught.value.kind, caught.value.name) == ("batch_endpoint", MISSING)
