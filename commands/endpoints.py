@@ -271,18 +271,38 @@ def _instances(count: int) -> str:
          Arg("instances", type=whole_number(MIN_INSTANCES, MAX_INSTANCES, "instances"),
              help=f"how many instances ({MIN_INSTANCES} to {MAX_INSTANCES})"),
          summary="Change how many instances serve one deployment.", role=Role.OPERATOR,
-         example="scale fraud-api green 3")
+         example="scale fraud-api green 3", change=True)
 async def scale(ctx: Context, endpoint: str, deployment: str, instances: int) -> Reply:
+    found = await _deployment(ctx, endpoint, deployment)
+    if found.instance_count == instances:
+        return Reply(f"{endpoint}/{deployment} already runs {_instances(instances)}; nothing to change. "
+                     f"[{ctx.where}]")
+    return await ctx.gate.submit(ctx, Change(
+        action="scale", workspace=ctx.ml.name, environment=ctx.ml.environment,
+        target=f"deployment {endpoint}/{deployment}",
+        parameters={"endpoint": endpoint, "deployment": deployment, "instances": instances},
+        before={"instances": found.instance_count}, after={"instances": instances},
+        summary=f"Scale {endpoint}/{deployment}: {found.instance_count} → {_instances(instances)}"))
+
+
+@executes("scale")
+async def apply_scale(ctx: Context, change: Change) -> Reply:
+    endpoint, deployment, instances = (change.parameters[k] for k in ("endpoint", "deployment", "instances"))
+    found = await _deployment(ctx, endpoint, deployment)
+    if found.instance_count != change.before["instances"]:
+        raise Stale(f"{endpoint}/{deployment} now runs {_instances(found.instance_count)}, no longer "
+                    f"{_instances(change.before['instances'])}.")
+    operation = await ctx.ml.scale_deployment(endpoint, deployment, instances)
+    return accepted(ctx, operation, f"{endpoint}/{deployment} is scaling to {_instances(instances)}.")
+
+
+async def _deployment(ctx: Context, endpoint: str, deployment: str):
     current = await ctx.ml.get_endpoint(endpoint)
     found = next((d for d in current.deployments if d.name == deployment), None)
     if found is None:
         raise UsageError(f"Endpoint {endpoint} has no deployment named '{deployment}' "
                          f"(it has: {', '.join(d.name for d in current.deployments) or 'none'}).")
-    if found.instance_count == instances:
-        return Reply(f"{endpoint}/{deployment} already runs {_instances(instances)}; nothing to change. "
-                     f"[{ctx.where}]")
-    operation = await ctx.ml.scale_deployment(endpoint, deployment, instances)
-    return accepted(ctx, operation, f"{endpoint}/{deployment} is scaling to {_instances(instances)}.")
+    return found
 
 
 @command("logs", Arg("endpoint", help="an online endpoint"), Arg("deployment", help="one of its deployments"),
@@ -333,9 +353,25 @@ def log_card(tail: str, *, title: str, workspace: str) -> dict:
 @command("batch", Arg("endpoint", help="a batch endpoint"), Arg("input", help="the data to score (an azureml:// or https:// URI)"),
          Arg("--deployment", help="a deployment other than the default", metavar="NAME"),
          summary="Start a batch scoring job on a batch endpoint.", role=Role.OPERATOR,
-         example="batch churn-batch azureml://datastores/workspaceblobstore/paths/churn/2026-11/")
+         example="batch churn-batch azureml://datastores/workspaceblobstore/paths/churn/2026-11/", change=True)
 async def batch(ctx: Context, endpoint: str, input: str, deployment: str | None) -> Reply:
     if not input.startswith(("azureml:", "https://", "abfss://", "wasbs://")):
         raise UsageError(f"'{input}' is not a data URI. Use an azureml://, https://, abfss:// or wasbs:// URI.")
-    job = await ctx.ml.invoke_batch_endpoint(endpoint, input, deployment, tags=requested_tags(ctx))
+    found = await ctx.ml.get_batch_endpoint(endpoint)
+    if deployment and deployment not in found.deployments:
+        raise UsageError(f"Batch endpoint {endpoint} has no deployment named '{deployment}' "
+                         f"(it has: {', '.join(found.deployments) or 'none'}).")
+    used = deployment or found.default_deployment or "default"
+    return await ctx.gate.submit(ctx, Change(
+        action="batch", workspace=ctx.ml.name, environment=ctx.ml.environment, target=f"batch endpoint {endpoint}",
+        parameters={"endpoint": endpoint, "input": input, "deployment": deployment},
+        before={}, after={"scoring": f"{input} with {used}"},
+        summary=f"Batch scoring on {endpoint} ({used}) of {input}"))
+
+
+@executes("batch")
+async def apply_batch(ctx: Context, change: Change) -> Reply:
+    endpoint = change.parameters["endpoint"]
+    job = await ctx.ml.invoke_batch_endpoint(endpoint, change.parameters["input"], change.parameters["deployment"],
+                                             tags=requested_tags(ctx))
     return started(ctx, job, f"Batch scoring on {endpoint}")

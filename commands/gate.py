@@ -32,7 +32,7 @@ from adapters.storage import approvals, audit, grants, inbox, outbox, people
 from adapters.storage.approvals import (
     APPROVED, EXECUTING, FAILED, PENDING, REJECTED, SUCCEEDED, WITHDRAWN, Approval, NewApproval, Vote,
 )
-from commands.context import Context, Reply, Role, RoleBook, User
+from commands.context import Context, Reply, Role, RoleBook, User, Watching
 from commands.approval_card import approval_card
 from commands.policy import APPROVAL, CONFIRM, DIRECT, REQUESTER_ONLY, Policy, Rule
 
@@ -345,7 +345,7 @@ class Gate:
         if not await self.store.run_transaction(claim):
             current = await self._get(request.id)
             return Reply(f"Request #{request.id} is already {current.state}.", card=self.card(current, now, ctx))
-        workspace_ctx = replace(ctx, workspace=request.workspace, later=None)
+        workspace_ctx = replace(ctx, workspace=request.workspace)
         return await self._perform(workspace_ctx, change_of(request), request)
 
     async def _perform(self, ctx: Context, change: Change, request: Approval | None) -> Reply:
@@ -354,7 +354,14 @@ class Gate:
             return await self._finish(ctx, change, request, Reply(f"❌ I don't know how to carry out {change.action}.", ok=False))
         pending: list[Awaitable[Reply]] = []
         original_later = ctx.later
-        run_ctx = replace(ctx, later=pending.append)
+
+        def later(awaitable: Awaitable[Reply]) -> None:
+            if isinstance(awaitable, Watching):      # a started job's watch: the change itself is done
+                (original_later or self.spawn)(awaitable)
+            else:
+                pending.append(awaitable)
+
+        run_ctx = replace(ctx, later=later)
         try:
             reply = await executor(run_ctx, change)
         except Stale as stale:
@@ -379,7 +386,7 @@ class Gate:
         if request is None and original_later is not None:
             original_later(finished())         # the direct path: the host posts the outcome
         else:
-            self.spawn(finished())              # an approved request: the outcome updates its card
+            self.spawn(finished())              # an approved request: the outcome edits its card
         if request is not None:
             current = await self._get(request.id)
             return Reply(reply.text, card=self.card(current, self.clock(), ctx))

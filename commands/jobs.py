@@ -5,6 +5,7 @@ from __future__ import annotations
 from adapters.service import JOB_STATUSES, REQUESTED_BY, Job, NotFound
 from commands.changes import accepted
 from commands.context import Context, Reply, Role
+from commands.gate import Change, Stale, executes
 from commands.registry import Arg, command, one_of, whole_number
 from commands.job_rows import job_row, status_text
 from commands.ui import button, card, columns, facts, limited, reply, section, text, when
@@ -71,7 +72,22 @@ async def job(ctx: Context, name: str) -> Reply:
 
 
 @command("cancel", Arg("job", help="a running or queued job"), summary="Cancel a running or queued job.",
-         role=Role.OPERATOR, example="cancel amber_river_7d3kq9wz")
+         role=Role.OPERATOR, example="cancel amber_river_7d3kq9wz", change=True)
 async def cancel(ctx: Context, job: str) -> Reply:
+    found = await ctx.ml.get_job(job)
+    if found.terminal:
+        return Reply(f"Job {job} has already ended ({found.status}); nothing to cancel. [{ctx.where}]")
+    return await ctx.gate.submit(ctx, Change(
+        action="cancel", workspace=ctx.ml.name, environment=ctx.ml.environment, target=f"job {job}",
+        parameters={"job": job}, before={"status": found.status}, after={"status": "Canceled"},
+        summary=f"Cancel job {found.display_name or job} ({job}), now {found.status}"))
+
+
+@executes("cancel")
+async def apply_cancel(ctx: Context, change: Change) -> Reply:
+    job = change.parameters["job"]
+    found = await ctx.ml.get_job(job)
+    if found.terminal:
+        raise Stale(f"job {job} has ended meanwhile ({found.status}).")
     operation = await ctx.ml.cancel_job(job)
     return accepted(ctx, operation, f"Job {job} is being canceled.")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from adapters.service import Compute, Schedule
+from adapters.service import Compute, InvalidRequest, NotFound, Schedule
 from commands.changes import accepted, requested_tags, started
 from commands.context import Context, Reply, Role
+from commands.gate import Change, Stale, executes
 from commands.registry import Arg, command
 from commands.schedule_times import next_run_text
 from commands.ui import button, card, columns, limited, reply, text
@@ -55,35 +56,85 @@ async def compute(ctx: Context) -> Reply:
 @command("schedule", Arg("action", choices=("enable", "disable", "run"), help="what to do"),
          Arg("name", help="a schedule, as `schedules` shows it"),
          summary="Enable or disable a schedule, or run it once now.", role=Role.OPERATOR,
-         example="schedule disable nightly-churn-retrain")
+         example="schedule disable nightly-churn-retrain", change=True)
 async def schedule(ctx: Context, action: str, name: str) -> Reply:
+    found = next((s for s in await ctx.ml.list_schedules() if s.name == name), None)
+    if found is None:
+        raise NotFound("schedule", name)
+    if action != "run" and found.enabled == (action == "enable"):
+        return Reply(f"Schedule {name} is already {action}d; nothing to change. [{ctx.where}]")
+    state = "enabled" if found.enabled else "disabled"
+    return await ctx.gate.submit(ctx, Change(
+        action="schedule", workspace=ctx.ml.name, environment=ctx.ml.environment, target=f"schedule {name}",
+        parameters={"schedule": name, "do": action},
+        before={} if action == "run" else {"state": state},
+        after={"run": "once, now"} if action == "run" else {"state": f"{action}d"},
+        summary=f"Run schedule {name} once now" if action == "run" else f"{action.capitalize()} schedule {name}"))
+
+
+@executes("schedule")
+async def apply_schedule(ctx: Context, change: Change) -> Reply:
+    name, action = change.parameters["schedule"], change.parameters["do"]
     if action == "run":
         job = await ctx.ml.trigger_schedule(name, tags=requested_tags(ctx))
         return started(ctx, job, f"Schedule {name}")
     found = next((s for s in await ctx.ml.list_schedules() if s.name == name), None)
-    if found is not None and found.enabled == (action == "enable"):
-        return Reply(f"Schedule {name} is already {action}d; nothing to change. [{ctx.where}]")
-    change = ctx.ml.enable_schedule if action == "enable" else ctx.ml.disable_schedule
-    return accepted(ctx, await change(name), f"Schedule {name} is being {action}d.")
+    if found is None:
+        raise Stale(f"schedule {name} no longer exists.")
+    if ("enabled" if found.enabled else "disabled") != change.before["state"]:
+        raise Stale(f"schedule {name} is already {action}d.")
+    change_state = ctx.ml.enable_schedule if action == "enable" else ctx.ml.disable_schedule
+    return accepted(ctx, await change_state(name), f"Schedule {name} is being {action}d.")
 
 
-async def _already(ctx: Context, name: str, state: str) -> Reply | None:
-    """The answer to a start or stop that would change nothing, asked before any operation starts."""
-    found = next((c for c in await ctx.ml.list_compute() if c.name == name), None)
-    if found is not None and found.type == "computeinstance" and found.state == state:
-        return Reply(f"Compute instance {name} is already {state}; nothing to change. [{ctx.where}]")
-    return None
+async def _compute(ctx: Context, name: str):
+    return next((c for c in await ctx.ml.list_compute() if c.name == name), None)
+
+
+async def _compute_change(ctx: Context, name: str, action: str, wanted: str) -> Reply:
+    """Start or stop: nothing to do when it already is so; otherwise through the gate."""
+    found = await _compute(ctx, name)
+    if found is None:
+        raise NotFound("compute", name)
+    if found.type != "computeinstance":           # refused before anyone is asked to confirm it
+        raise InvalidRequest(f"Only compute instances can be started or stopped; {name} is a compute cluster "
+                             f"({found.type}), which scales between {found.min_nodes or 0} and "
+                             f"{found.max_nodes if found.max_nodes is not None else '?'} nodes on its own.")
+    if found.state == wanted:
+        return Reply(f"Compute instance {name} is already {wanted}; nothing to change. [{ctx.where}]")
+    return await ctx.gate.submit(ctx, Change(
+        action=action, workspace=ctx.ml.name, environment=ctx.ml.environment, target=f"compute {name}",
+        parameters={"compute": name}, before={"state": found.state},
+        after={"state": wanted}, summary=f"{action.capitalize()} compute {name}"))
+
+
+async def _apply_compute(ctx: Context, change: Change, wanted: str) -> Reply:
+    name = change.parameters["compute"]
+    found = await _compute(ctx, name)
+    if found is not None and found.state == wanted:
+        raise Stale(f"compute {name} is already {wanted}.")
+    if change.action == "start":
+        return accepted(ctx, await ctx.ml.start_compute(name), f"Compute {name} is starting.")
+    return accepted(ctx, await ctx.ml.stop_compute(name), f"Compute {name} is stopping.")
 
 
 @command("start", Arg("compute", help="a compute instance"), summary="Start a stopped compute instance.",
-         role=Role.OPERATOR, example="start ds-ci-alice")
+         role=Role.OPERATOR, example="start ds-ci-alice", change=True)
 async def start(ctx: Context, compute: str) -> Reply:
-    return await _already(ctx, compute, "Running") or accepted(
-        ctx, await ctx.ml.start_compute(compute), f"Compute {compute} is starting.")
+    return await _compute_change(ctx, compute, "start", "Running")
+
+
+@executes("start")
+async def apply_start(ctx: Context, change: Change) -> Reply:
+    return await _apply_compute(ctx, change, "Running")
 
 
 @command("stop", Arg("compute", help="a compute instance"), summary="Stop a compute instance to save money.",
-         role=Role.OPERATOR, example="stop ds-ci-alice")
+         role=Role.OPERATOR, example="stop ds-ci-alice", change=True)
 async def stop(ctx: Context, compute: str) -> Reply:
-    return await _already(ctx, compute, "Stopped") or accepted(
-        ctx, await ctx.ml.stop_compute(compute), f"Compute {compute} is stopping.")
+    return await _compute_change(ctx, compute, "stop", "Stopped")
+
+
+@executes("stop")
+async def apply_stop(ctx: Context, change: Change) -> Reply:
+    return await _apply_compute(ctx, change, "Stopped")

@@ -206,7 +206,6 @@ async def test_the_requester_withdraws_and_others_cannot(olga, store):
     assert (await olga("withdraw 1")).text == "Request #1 is withdrawn; it can no longer be withdrawn."
 
 
-@pytest.mark.skip(reason="cancel passes the gate once the change commands are converted")
 async def test_a_confirmation_is_for_the_requester_only(olga, store):
     reply = await olga("cancel amber_river_7d3kq9wz --reason stuck")
     assert reply.text.startswith("Confirmation #1: ")
@@ -275,3 +274,40 @@ async def test_policies_shows_the_rules_in_force(olga):
 async def test_help_for_a_change_says_what_it_needs_here(olga):
     text = (await olga("help traffic")).text
     assert "In ml-prod (prod) it needs 1 approval from an Approver other than the requester within 24 h." in text
+
+
+@pytest.mark.parametrize("typed,mode,summary", [
+    ("scale fraud-api green 3", "approval", "Scale fraud-api/green: 1 → 3 instances"),
+    ("batch churn-batch azureml://datastores/workspaceblobstore/paths/churn/", "approval",
+     "Batch scoring on churn-batch (nightly) of azureml://datastores/workspaceblobstore/paths/churn/"),
+    ("cancel amber_river_7d3kq9wz", "confirm", "Cancel job "),
+    ("schedule disable nightly-churn-retrain", "confirm", "Disable schedule nightly-churn-retrain"),
+    ("schedule run nightly-churn-retrain", "confirm", "Run schedule nightly-churn-retrain once now"),
+    ("stop ds-ci-alice", "confirm", "Stop compute ds-ci-alice"),
+])
+async def test_every_change_command_passes_the_gate_in_production(olga, store, typed, mode, summary):
+    reply = await olga(typed + " --reason 'maintenance window'")
+    assert reply.track == "approval:1", reply.text
+    request = await request_of(store, 1)
+    assert (request.approver_role == "requester") == (mode == "confirm")
+    assert request.parameters["_summary"].startswith(summary), request.parameters["_summary"]
+    assert request.reason == "maintenance window"
+    assert olga.follow_ups == []          # nothing started
+
+
+async def test_a_confirmed_change_runs_and_is_audited(olga, store):
+    await olga("stop ds-ci-alice")
+    done = await olga.click("confirm", "1")
+    assert done.text.startswith("⏳ Compute ds-ci-alice is stopping.")
+    await olga.settle()
+    assert "Stopped" in (await olga("compute")).text
+    assert [e for e, _, _ in await events(store)] == ["requested", "vote:approve", "confirmed", "executed",
+                                                      "succeeded"]
+
+
+async def test_a_started_job_is_reported_by_its_watch_not_held_by_the_gate(olga, store):
+    await olga("schedule run nightly-churn-retrain")
+    started = await olga.click("confirm", "1")
+    assert started.text.startswith("⏳ Schedule nightly-churn-retrain started job ")
+    request = await request_of(store, 1)
+    assert request.state == "succeeded"           # the job started: the change is done; its watch reports the end

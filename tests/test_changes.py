@@ -65,10 +65,11 @@ async def test_scale_cancel_schedule_and_compute(chat):
     assert alice == "ds-ci-alice computeinstance · Standard_DS11_v2 Actions: Start compute (`start ds-ci-alice`)  Stopped"
 
 
-async def test_cancel_a_finished_job_is_a_conflict(chat):
+async def test_cancel_a_finished_job_changes_nothing(chat):
     reply = await chat("cancel frosty_kettle_8k2x9q7m")
-    assert reply.text.startswith("The workspace refused: ")
-    assert "already Failed" in reply.text
+    assert reply.text == ("Job frosty_kettle_8k2x9q7m has already ended (Failed); nothing to cancel. "
+                          "[Workspace ml-prod (prod)]")
+    assert chat.follow_ups == []
 
 
 async def test_schedule_run_starts_a_job(chat):
