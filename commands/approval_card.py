@@ -102,7 +102,7 @@ def approval_card(request: Approval, now: datetime, *, approver_ids: Sequence[st
 
 
 def _vote_row(vote) -> dict:
-    mark = "✅ approved" if vote.decision == "approve" else "❌ rejected"
+    mark = "approved" if vote.decision == "approve" else "rejected"
     comment = f": {vote.comment}" if vote.comment else ""
     return text(f"{vote.voter_name} {mark} {when(vote.at)}{comment}", wrap=True)
 
