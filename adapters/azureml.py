@@ -40,9 +40,10 @@ import re
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from itertools import islice
 from typing import Any, Callable, Iterator
+from urllib.parse import quote
 
 from azure.ai.ml import Input, MLClient
 from azure.ai.ml.exceptions import MlException, ValidationException
@@ -57,6 +58,7 @@ from azure.core.exceptions import (
 )
 
 from adapters.azure_metrics import EndpointMetricsSource, EndpointRef, regional_metrics_endpoint
+from adapters.local_monitors import check_window, resolve
 from adapters.service import (
     RESOURCE_KINDS,
     STAGES,
@@ -77,6 +79,7 @@ from adapters.service import (
     Unavailable,
     WorkspaceInfo,
 )
+from adapters.service import DriftReport, MetricThreshold, Monitor, MonitorRun, MonitorSignal, SignalReport
 
 DATA_SCIENTIST = "AzureML Data Scientist"
 READER = "Reader"
@@ -90,6 +93,8 @@ _MODEL_SCAN_LIMIT = 1000         # list_models() reads at most this many models 
 _MODEL_READERS = 8               # latest versions read at once (polite to ARM's per-identity read budget)
 MODEL_READ_BUDGET = 20.0         # seconds for all of them: below the bot's 30 s call timeout, with an answer
 BUSY_STATES = ("Creating", "Updating", "Deleting")   # provisioning states in which Azure refuses a change
+BREACH_TAG = "azureml_modelmonitor_threshold_breached"   # set by Azure's monitoring on a breaching run
+MONITOR_RUN_SCAN = 100           # runs of one monitor read at most (newest first)
 
 
 # ---------------------------------------------------------------- error translation
@@ -602,6 +607,78 @@ class AzureMLService:
         return self._operation("compute", f"compute {name}", lambda: self.ml.compute.begin_stop(name),
                                lambda result: f"Compute {name} stopped.", resource="compute", name=name)
 
+    # ------------------------------------------------------------ model monitoring
+
+    def _monitor_schedules(self) -> list[Any]:
+        return [s for s in self.ml.schedules.list(list_view_type=ALL_SCHEDULES)
+                if getattr(s, "create_monitor", None) is not None]
+
+    def _monitor_runs(self, name: str, limit: int = MONITOR_RUN_SCAN) -> list[Any]:
+        """The jobs the monitor's schedule created, newest first."""
+        runs = [j for j in islice(self.ml.jobs.list(schedule_defined=True, scheduled_job_name=name), limit)
+                if j is not None]
+        return sorted(runs, key=lambda j: _created(j)[0] or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
+
+    def _monitor_run(self, job: Any, signals: tuple[str, ...], *, read_steps: bool) -> MonitorRun:
+        """A run's outcome from Azure's breach tag, on the pipeline job or (when `read_steps`) on its steps."""
+        converted = self._job(job)
+        messages = [converted.tags[BREACH_TAG]] if BREACH_TAG in converted.tags else []
+        if read_steps and not messages and converted.status == "Completed":
+            messages = [c.tags[BREACH_TAG] for c in (self._job(c) for c in self.ml.jobs.list(parent_job_name=job.name)
+                                                      if c is not None) if BREACH_TAG in c.tags]
+        if messages:
+            text = " ".join(m for m in messages if m and m.lower() != "true")
+            named = tuple(s for s in signals if s in text) if text else ()
+            return MonitorRun(converted.name, converted.status, converted.started_at or converted.created_at, True,
+                              named, text)
+        known = converted.status == "Completed" and read_steps
+        return MonitorRun(converted.name, converted.status, converted.started_at or converted.created_at,
+                          False if known else None, (), converted.error)
+
+    def _monitor(self, schedule: Any, *, with_last_run: bool = True) -> Monitor:
+        definition = schedule.create_monitor
+        target = getattr(definition, "monitoring_target", None)
+        signals = tuple(_signal(name, signal) for name, signal in (definition.monitoring_signals or {}).items())
+        last = None
+        if with_last_run:
+            runs = self._monitor_runs(schedule.name, limit=MONITOR_RUN_SCAN)
+            last = self._monitor_run(runs[0], tuple(s.name for s in signals), read_steps=True) if runs else None
+        plain = self._schedule(schedule)
+        return Monitor(name=schedule.name, model=_asset_ref(getattr(target, "model_id", None), "models"),
+                       endpoint=_asset_ref(getattr(target, "endpoint_deployment_id", None), "onlineEndpoints"),
+                       signals=signals, schedule=f"{plain.expression} {plain.time_zone}".strip(),
+                       enabled=plain.enabled, last_run=last)
+
+    def list_monitors(self) -> list[Monitor]:
+        with self._call("schedule"):
+            return sorted((self._monitor(s) for s in self._monitor_schedules()), key=lambda m: m.name)
+
+    def drift_report(self, target: str, window_days: int = 7) -> DriftReport:
+        check_window(window_days)
+        with self._call("schedule"):
+            schedules = {s.name: s for s in self._monitor_schedules()}
+            chosen = resolve([self._monitor(s, with_last_run=False) for s in schedules.values()], target)
+            runs = self._monitor_runs(chosen.name)
+            signals = tuple(s.name for s in chosen.signals)
+            since = datetime.now(timezone.utc) - timedelta(days=window_days)
+            latest = self._monitor_run(runs[0], signals, read_steps=True) if runs else None
+            in_window = [self._monitor_run(j, signals, read_steps=False) for j in runs[1:]
+                         if (_created(j)[0] or since) >= since]
+        monitor = replace(chosen, last_run=latest)
+        window = tuple(reversed(([latest] if latest and latest.started_at and latest.started_at >= since else [])
+                                + in_window))
+        reports = tuple(SignalReport(s.name, s.kind, (s.name in latest.breached_signals) if latest and latest.breached
+                                     and latest.breached_signals else (False if latest and latest.breached is False
+                                                                       else None))
+                        for s in chosen.signals)
+        return DriftReport(monitor, window_days, latest, window, reports, figures_source="",
+                           figures_note=AZURE_FIGURES_NOTE, studio_url=self._studio_monitoring_url())
+
+    def _studio_monitoring_url(self) -> str:
+        wsid = (f"/subscriptions/{self.ml.subscription_id}/resourcegroups/{self.ml.resource_group_name}"
+                f"/workspaces/{self.workspace_name}")
+        return f"https://ml.azure.com/monitoring?wsid={quote(wsid, safe='/')}"
+
 
 def _live_split(traffic: dict[str, Any]) -> dict[str, int]:
     """Deployments taking live traffic, names lower-cased (the SDK lower-cases them on PUT); 0 % = absent."""
@@ -647,6 +724,65 @@ def _canonical_stage(stage: str) -> str:
 def _version_key(model: ModelVersion) -> tuple[int, Any]:
     """Numeric versions sort numerically (10 after 9); others after them, as text."""
     return (1, int(model.version), "") if model.version.isdigit() else (0, 0, model.version)
+
+
+# ---------------------------------------------------------------- model monitoring helpers
+
+AZURE_FIGURES_NOTE = (
+    "Per-feature figures are not read from Azure yet: Azure's monitoring components log each one as an MLflow run "
+    "tagged azureml.monitor_name, azureml.signal_name, azureml.metric_name and azureml.group_0 (the feature), a "
+    "format of theirs that may change. The outcome above comes from Azure's breach tag; open the studio for the "
+    "figures.")
+_SIGNAL_KINDS = {"DataDriftSignal": "data_drift", "PredictionDriftSignal": "prediction_drift",
+                 "DataQualitySignal": "data_quality", "FeatureAttributionDriftSignal": "feature_attribution_drift",
+                 "ModelPerformanceSignal": "model_performance"}
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def _metric_name(name: str) -> str:
+    """Azure's REST metric names (normalizedWassersteinDistance) as the SDK/engine spell them."""
+    return _CAMEL.sub("_", name).lower() if name and name[0].islower() and not "_" in name else name
+
+
+def _signal(name: str, signal: Any) -> MonitorSignal:
+    """Our MonitorSignal from an SDK signal: its kind, metric thresholds (per data type) and features."""
+    thresholds: list[MetricThreshold] = []
+    configured = getattr(signal, "metric_thresholds", None)
+    for item in (configured if isinstance(configured, list) else [configured] if configured is not None else []):
+        for data_type in ("numerical", "categorical"):
+            group = getattr(item, data_type, None)
+            if group is None:
+                continue
+            for metric, value in vars(group).items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and not metric.startswith("_") \
+                        and metric != "metric_threshold":
+                    thresholds.append(MetricThreshold(metric, float(value), data_type))
+        metric = getattr(item, "metric", None) or getattr(item, "metric_name", None)
+        value = getattr(item, "threshold", None)
+        if metric and isinstance(value, (int, float)):
+            thresholds.append(MetricThreshold(_metric_name(_text(metric)), float(value),
+                                              _text(getattr(item, "data_type", "")).lower()))
+    features = getattr(signal, "features", None)
+    names = tuple(features) if isinstance(features, (list, tuple)) else ()
+    window = getattr(getattr(getattr(signal, "production_data", None), "data_window", None), "lookback_window_size",
+                     None)
+    days = int(window[1:-1]) if isinstance(window, str) and re.fullmatch(r"P\d+D", window) else None
+    return MonitorSignal(name, _SIGNAL_KINDS.get(type(signal).__name__, "custom"), tuple(thresholds), names, days)
+
+
+def _asset_ref(asset_id: str | None, collection: str) -> str:
+    """`fraud-model:3` from a model id, `fraud-api/blue` from a deployment id (ARM or azureml: form)."""
+    if not asset_id:
+        return ""
+    text = str(asset_id)
+    if text.startswith("azureml:"):
+        parts = text[len("azureml:"):].split(":")
+        return (":" if collection == "models" else "/").join(p for p in parts if p)
+    if collection == "models":
+        match = _MODEL_VERSION_ID.search(text)
+        return f"{match['name']}:{match['version']}" if match else text.rsplit("/", 1)[-1]
+    match = re.search(r"/onlineEndpoints/(?P<e>[^/]+)(?:/deployments/(?P<d>[^/]+))?", text, re.IGNORECASE)
+    return (f"{match['e']}/{match['d']}" if match['d'] else match['e']) if match else text
 
 
 # ---------------------------------------------------------------- factory

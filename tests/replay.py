@@ -380,6 +380,7 @@ class FakeWorkspace:
         self.resources: dict[str, dict[str, Any]] = {}
         self.batch_jobs: dict[str, list[dict[str, Any]]] = {}
         self.child_runs: dict[str, list[dict[str, Any]]] = {}
+        self.schedule_jobs: dict[str, list[str]] = {}   # schedule name -> names of the jobs it created
         self.logs = "2025-01-11T10:00:00Z INFO  Scoring request received\n2025-01-11T10:00:01Z INFO  200 OK\n"
         self._routes()
         if seed:
@@ -431,6 +432,24 @@ class FakeWorkspace:
         self.add(from_handwritten("ml/handwritten/batch_deployments/get.json"))
         self.batch_jobs["fraud-batch"] = [load("ml/handwritten/batch_endpoints/job.json")]
 
+    def seed_monitor(self, breached: bool = True) -> None:
+        """The monitor schedule `fraud-model-monitor` and three of its daily runs (pipeline jobs); the
+        latest run's evaluation step carries Azure's breach tag when `breached`."""
+        self.add(from_handwritten("ml/handwritten/schedules/monitor_schedule.json"))
+        names = []
+        for day in (8, 9, 10):
+            name = f"fraud-model-monitor-202603{day:02d}0300"
+            body = pipeline_job(name, "Completed", created_at=f"2026-03-{day:02d}T03:00:00Z")
+            body["properties"].update(displayName="fraud-model-monitor", experimentName="fraud-model-monitor")
+            self.add(body)
+            names.append(name)
+        self.schedule_jobs["fraud-model-monitor"] = names
+        step = child_run(f"{names[-1]}-evaluate", names[-1], "Completed", "data-drift evaluate metrics threshold")
+        if breached:
+            step["tags"] = {"azureml_modelmonitor_threshold_breached":
+                            "Signal data-drift breached: merchant_category jensen_shannon_distance 0.197 > 0.1."}
+        self.child_runs[names[-1]] = [step]
+
     def seed_from_demo(self, demo: Any) -> None:
         """The same workspace the local backend serves (adapters.demo), as Azure would return it.
 
@@ -478,6 +497,7 @@ class FakeWorkspace:
             if schedule.trigger == "cron":
                 props["trigger"].update(expression=schedule.expression, timeZone=schedule.time_zone)
             self.add(body)
+        self.seed_monitor()             # replaces the demo's fraud-model-monitor with a real monitor schedule
         for c in demo.compute:
             source = "amlcompute.json" if c.type == "amlcompute" else "computeinstance.json"
             body = from_handwritten(f"ml/handwritten/computes/{source}", id=arm_id("computes", c.name), name=c.name)
@@ -544,6 +564,9 @@ class FakeWorkspace:
                 children.sort(key=lambda c: int(c["name"]) if c["name"].isdigit() else 0, reverse=True)
             if collection == "jobs":
                 children.sort(key=lambda c: c["systemData"]["createdAt"], reverse=True)
+                scheduled = (request.query.get("scheduleId") or [None])[0]
+                if scheduled is not None:       # jobs.list(schedule_defined=True, scheduled_job_name=...)
+                    children = [c for c in children if c["name"] in self.schedule_jobs.get(scheduled, [])]
             return ReplayResponse(json=self._page(request, children))
         return _not_found(request.path)
 

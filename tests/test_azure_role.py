@@ -78,6 +78,7 @@ class Recording:
 @pytest.fixture(scope="module")
 def requests() -> list[RecordedRequest]:
     workspace = FakeWorkspace()
+    workspace.seed_monitor()
     workspace.transport.add("POST", r"/metrics:getBatch$", handler=monitor_answer)
     metrics = AzureMonitorMetrics(metrics_client(workspace.transport))
     svc = Recording(AzureMLService(ml_client(workspace.transport), metrics=metrics))
@@ -107,6 +108,8 @@ def requests() -> list[RecordedRequest]:
     svc.list_compute()
     svc.stop_compute("ada-ci").wait(5)
     svc.start_compute("ada-ci").wait(5)
+    svc.list_monitors()
+    svc.drift_report("fraud-model-monitor", 7)
     # the replay's stand-in for Azure's operation status URLs (see NOT_REPLAYED)
     return [r for r in workspace.transport.sent() if "/operationResults/" not in r.path]
 
