@@ -36,6 +36,7 @@ Choices worth knowing:
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -79,13 +80,16 @@ from adapters.service import (
     Unavailable,
     WorkspaceInfo,
 )
-from adapters.service import DriftReport, MetricThreshold, Monitor, MonitorRun, MonitorSignal, SignalReport
+from adapters.service import (
+    DriftReport, FeatureFigure, MetricThreshold, Monitor, MonitorRun, MonitorSignal, SignalReport,
+)
 
 DATA_SCIENTIST = "AzureML Data Scientist"
 READER = "Reader"
 MIN_INSTANCES, MAX_INSTANCES = 1, 20   # managed online deployments need ≥ 1; 20 is the default quota
 ALL_SCHEDULES = "All"            # ScheduleListViewType.ALL: enabled and disabled schedules
 
+log = logging.getLogger(__name__)
 _MODEL_VERSION_ID = re.compile(r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/?$", re.IGNORECASE)
 _SYSTEM_KEY = re.compile(r"^(azureml\.|mlflow\.|_)", re.IGNORECASE)
 _JOB_SCAN_LIMIT = 500            # list_jobs never reads more than this many jobs to find `limit` matches
@@ -660,19 +664,112 @@ class AzureMLService:
             chosen = resolve([self._monitor(s, with_last_run=False) for s in schedules.values()], target)
             runs = self._monitor_runs(chosen.name)
             signals = tuple(s.name for s in chosen.signals)
-            since = datetime.now(timezone.utc) - timedelta(days=window_days)
+            since = self.clock() - timedelta(days=window_days)
             latest = self._monitor_run(runs[0], signals, read_steps=True) if runs else None
             in_window = [self._monitor_run(j, signals, read_steps=False) for j in runs[1:]
                          if (_created(j)[0] or since) >= since]
         monitor = replace(chosen, last_run=latest)
         window = tuple(reversed(([latest] if latest and latest.started_at and latest.started_at >= since else [])
                                 + in_window))
-        reports = tuple(SignalReport(s.name, s.kind, (s.name in latest.breached_signals) if latest and latest.breached
-                                     and latest.breached_signals else (False if latest and latest.breached is False
-                                                                       else None))
-                        for s in chosen.signals)
-        return DriftReport(monitor, window_days, latest, window, reports, figures_source="",
-                           figures_note=AZURE_FIGURES_NOTE, studio_url=self._studio_monitoring_url())
+        figures: dict[str, list[FeatureFigure]] = {}
+        note = "The monitor has not run yet." if not runs else ""
+        if runs:
+            try:
+                figures = self._read_figures(chosen, _text(getattr(runs[0], "experiment_name", "")), since)
+            except Exception as exc:  # noqa: BLE001 - the figures are extra: the outcome stands without them
+                log.warning("monitor %s: per-feature figures not read: %s", chosen.name, exc)
+                note = (f"Per-feature figures could not be read from Azure's monitoring components "
+                        f"({translate_error(exc).message}). {FIGURES_FORMAT} The outcome above comes from "
+                        f"Azure's breach tag; the studio shows the figures.")
+            else:
+                if not any(figures.values()):
+                    note = (f"No per-feature figures were found for this monitor. {FIGURES_FORMAT} The outcome "
+                            f"above comes from Azure's breach tag; the studio shows the figures.")
+        reports = []
+        for s in chosen.signals:
+            found = tuple(figures.get(s.name, ()))
+            if latest is not None and latest.breached and latest.breached_signals:
+                breached: bool | None = s.name in latest.breached_signals
+            elif latest is not None and latest.breached is False:
+                breached = False
+            else:
+                breached = any(f.breached for f in found) if found else None
+            reports.append(SignalReport(s.name, s.kind, breached, found))
+        return DriftReport(monitor, window_days, latest, window, tuple(reports),
+                           figures_source=FIGURES_SOURCE if any(figures.values()) else "", figures_note=note,
+                           studio_url=self._studio_monitoring_url())
+
+    # Azure's monitoring components (Azure/azureml-assets, model_monitor_metric_outputter) log one MLflow
+    # run per (monitor, signal, metric, feature), tagged azureml.monitor_name / signal_name / metric_name /
+    # group_0, with metrics "value" and "threshold" logged at step = the monitoring window's Unix time.
+
+    clock: Callable[[], datetime] = staticmethod(lambda: datetime.now(timezone.utc))
+
+    def _mlflow_base(self) -> str:
+        """https://<region>.api.azureml.ms/mlflow/v1.0/subscriptions/.../workspaces/<ws> (the tracking URI)."""
+        uri = _text(self.ml.workspaces.get(self.workspace_name).mlflow_tracking_uri)
+        if not uri:
+            raise ServiceError("the workspace reports no MLflow tracking URI")
+        return "https://" + uri.split("://", 1)[-1].rstrip("/")
+
+    def _mlflow_call(self, method: str, url: str, **kwargs: Any) -> Any:
+        from azure.core.rest import HttpRequest
+
+        with self._mlflow_lock:
+            if getattr(self, "_mlflow_client", None) is None:
+                self._mlflow_client = _mlflow_client(self.ml)
+        response = self._mlflow_client.send_request(HttpRequest(method, url, **kwargs))
+        response.raise_for_status()
+        return response.json()
+
+    _mlflow_lock = threading.Lock()
+
+    def _read_figures(self, monitor: Monitor, experiment: str, since: datetime) -> dict[str, list[FeatureFigure]]:
+        """Per signal, the latest figure of every (feature, metric) with its history since `since`."""
+        if not experiment:
+            raise ServiceError("the monitor's runs name no experiment")
+        base = self._mlflow_base()
+        found = self._mlflow_call("GET", f"{base}/api/2.0/mlflow/experiments/get-by-name",
+                                  params={"experiment_name": experiment})
+        experiment_id = found["experiment"]["experiment_id"]
+        runs: list[dict[str, Any]] = []
+        token = None
+        for _ in range(MLFLOW_PAGES):
+            body: dict[str, Any] = {"experiment_ids": [experiment_id], "max_results": 1000,
+                                    "filter": f"tags.`azureml.monitor_name` = '{monitor.name}'"}
+            if token:
+                body["page_token"] = token
+            page = self._mlflow_call("POST", f"{base}/api/2.0/mlflow/runs/search", json=body)
+            runs += page.get("runs", [])
+            token = page.get("next_page_token")
+            if not token:
+                break
+        data_types = {(s.name, t.metric): {x.data_type for x in s.thresholds if x.metric == t.metric}
+                      for s in monitor.signals for t in s.thresholds}
+        figures: dict[str, list[FeatureFigure]] = {}
+        for run in runs:
+            tags = {t["key"]: t["value"] for t in run.get("data", {}).get("tags", [])}
+            signal, metric, feature = (tags.get("azureml.signal_name"), tags.get("azureml.metric_name"),
+                                       tags.get("azureml.group_0"))
+            if not signal or not metric or not feature or metric == "azureml.metrics":
+                continue
+            latest = {m["key"]: m for m in run.get("data", {}).get("metrics", [])}
+            if "value" not in latest:
+                continue
+            metric = _metric_name(metric)
+            value = float(latest["value"]["value"])
+            threshold = float(latest["threshold"]["value"]) if "threshold" in latest else None
+            history = self._mlflow_call("GET", f"{base}/api/2.0/mlflow/metrics/get-history",
+                                        params={"run_id": run["info"]["run_id"], "metric_key": "value"})
+            points = sorted((p for p in history.get("metrics", []) if int(p.get("step", 0)) >= since.timestamp()
+                             and int(p.get("step", 0)) <= int(latest["value"].get("step", 0))),
+                            key=lambda p: int(p.get("step", 0)))
+            kinds = data_types.get((signal, metric), set()) - {""}
+            breached = threshold is not None and (value < threshold if metric in _P_VALUES else value > threshold)
+            figures.setdefault(signal, []).append(FeatureFigure(
+                feature, metric, value, threshold, breached, kinds.pop() if len(kinds) == 1 else "",
+                tuple(float(p["value"]) for p in points) or (value,)))
+        return figures
 
     def _studio_monitoring_url(self) -> str:
         wsid = (f"/subscriptions/{self.ml.subscription_id}/resourcegroups/{self.ml.resource_group_name}"
@@ -728,11 +825,13 @@ def _version_key(model: ModelVersion) -> tuple[int, Any]:
 
 # ---------------------------------------------------------------- model monitoring helpers
 
-AZURE_FIGURES_NOTE = (
-    "Per-feature figures are not read from Azure yet: Azure's monitoring components log each one as an MLflow run "
-    "tagged azureml.monitor_name, azureml.signal_name, azureml.metric_name and azureml.group_0 (the feature), a "
-    "format of theirs that may change. The outcome above comes from Azure's breach tag; open the studio for the "
-    "figures.")
+MLFLOW_PAGES = 5                 # pages of MLflow's runs/search read at most (1000 runs each)
+FIGURES_FORMAT = ("Azure's monitoring components log each figure as an MLflow run tagged azureml.monitor_name, "
+                  "azureml.signal_name, azureml.metric_name and azureml.group_0 (the feature): a format of "
+                  "theirs, not a documented API, which may change.")
+FIGURES_SOURCE = ("read from the MLflow runs of Azure's monitoring components (tags azureml.signal_name, "
+                  "azureml.metric_name, azureml.group_0: their format, which may change)")
+_P_VALUES = ("two_sample_kolmogorov_smirnov_test", "pearsons_chi_squared_test")
 _SIGNAL_KINDS = {"DataDriftSignal": "data_drift", "PredictionDriftSignal": "prediction_drift",
                  "DataQualitySignal": "data_quality", "FeatureAttributionDriftSignal": "feature_attribution_drift",
                  "ModelPerformanceSignal": "model_performance"}
@@ -740,8 +839,25 @@ _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
 def _metric_name(name: str) -> str:
-    """Azure's REST metric names (normalizedWassersteinDistance) as the SDK/engine spell them."""
-    return _CAMEL.sub("_", name).lower() if name and name[0].islower() and not "_" in name else name
+    """Azure's metric names (NormalizedWassersteinDistance, normalizedWassersteinDistance) as the engine spells
+    them (normalized_wasserstein_distance)."""
+    return name if "_" in name else _CAMEL.sub("_", name).lower()
+
+
+def _mlflow_client(ml_client: MLClient) -> Any:
+    """A PipelineClient for the workspace's MLflow tracking API: the MLClient's credential (an ARM token, which
+    Azure ML's tracking server accepts) and its pipeline options (transport, retries, timeouts)."""
+    from azure.core import PipelineClient
+    from azure.core.pipeline.policies import (
+        BearerTokenCredentialPolicy, HeadersPolicy, RetryPolicy, UserAgentPolicy,
+    )
+
+    options = dict(getattr(ml_client, "_kwargs", {}) or {})
+    transport = options.pop("transport", None)
+    retry = {k: v for k, v in options.items() if k.startswith("retry_")}
+    policies = [HeadersPolicy(), UserAgentPolicy(base_user_agent="mlops-bot"), RetryPolicy(**retry),
+                BearerTokenCredentialPolicy(ml_client._credential, "https://management.azure.com/.default")]
+    return PipelineClient("https://api.azureml.ms", policies=policies, transport=transport)
 
 
 def _signal(name: str, signal: Any) -> MonitorSignal:

@@ -361,6 +361,26 @@ def from_handwritten(relative: str, **changes: Any) -> dict[str, Any]:
     return body
 
 
+def mlflow_metric_run(signal: str, metric: str, feature: str, values: list[float],
+                      threshold: float | None) -> dict[str, Any]:
+    """An MLflow run as Azure's monitoring components leave it (ml/handwritten/mlflow/metric_run.json): one
+    per (monitor, signal, metric, feature), with "value" and "threshold" logged once per daily run of the
+    monitor (2026-03-08..10, 03:00 UTC) at step = that time in Unix seconds. Returned as {"run", "history"}."""
+    run = copy.deepcopy(load("ml/handwritten/mlflow/metric_run.json"))
+    run_id = f"{signal or 'parent'}-{metric}-{feature}".lower()
+    run["info"].update(run_id=run_id, run_uuid=run_id, run_name=f"{signal}_{metric}")
+    tags = {"azureml.monitor_name": "fraud-model-monitor", "azureml.signal_name": signal,
+            "azureml.metric_name": metric, "azureml.group_0": feature}
+    run["data"]["tags"] = [{"key": k, "value": v} for k, v in tags.items() if v]
+    steps = [1772938800 + day * 86400 for day in range(len(values))]       # 2026-03-08T03:00:00Z, ...
+    history = [{"key": "value", "value": v, "timestamp": step * 1000, "step": step} for v, step in zip(values, steps)]
+    if threshold is not None:
+        history += [{"key": "threshold", "value": threshold, "timestamp": step * 1000, "step": step} for step in steps]
+    latest = {p["key"]: p for p in history}            # the last logged point of each metric
+    run["data"]["metrics"] = list(latest.values())
+    return {"run": run, "history": history}
+
+
 # ---------------------------------------------------------------- a small stateful workspace
 
 
@@ -449,6 +469,45 @@ class FakeWorkspace:
             step["tags"] = {"azureml_modelmonitor_threshold_breached":
                             "Signal data-drift breached: merchant_category jensen_shannon_distance 0.197 > 0.1."}
         self.child_runs[names[-1]] = [step]
+        self.mlflow_experiments = {"fraud-model-monitor": "9d5e2c1b-4a3f-4e6d-8c7b-1a2b3c4d5e6f"}
+        # the figures Azure's monitoring components logged, per (signal, metric, feature): value per run
+        # (oldest first, one per daily run above) and threshold
+        self.mlflow_runs = [
+            mlflow_metric_run("data-drift", "JensenShannonDistance", "merchant_category", [0.15, 0.169, 0.197], 0.1),
+            mlflow_metric_run("data-drift", "NormalizedWassersteinDistance", "transaction_amount",
+                              [0.036, 0.037, 0.0322], 0.1),
+            mlflow_metric_run("data-drift", "NormalizedWassersteinDistance", "customer_age", [0.041, 0.021, 0.05], 0.1),
+            mlflow_metric_run("data-quality", "NullValueRate", "country", [0.001, 0.002, 0.00267], 0.01),
+        ]
+        self.mlflow_runs.append(mlflow_metric_run("", "azureml.metrics", "", [], None))   # the parent run
+        base = r"/mlflow/v1\.0/subscriptions/[^/]+/resourceGroups/[^/]+/providers/[^/]+/workspaces/[^/]+/api/2\.0/mlflow"
+        t = self.transport
+        t.add("GET", base + r"/experiments/get-by-name$", handler=self._mlflow_experiment, first=True)
+        t.add("POST", base + r"/runs/search$", handler=self._mlflow_search, first=True)
+        t.add("GET", base + r"/metrics/get-history$", handler=self._mlflow_history, first=True)
+
+    def _mlflow_experiment(self, request: RecordedRequest, match: Any) -> ReplayResponse:
+        name = (request.query.get("experiment_name") or [""])[0]
+        if name not in self.mlflow_experiments:
+            return ReplayResponse(404, {"error_code": "RESOURCE_DOES_NOT_EXIST",
+                                        "message": f"Experiment '{name}' does not exist."})
+        return ReplayResponse(json={"experiment": {"experiment_id": self.mlflow_experiments[name], "name": name,
+                                                   "lifecycle_stage": "active"}})
+
+    def _mlflow_search(self, request: RecordedRequest, match: Any) -> ReplayResponse:
+        wanted = re.search(r"tags\.`azureml\.monitor_name` = '([^']*)'", request.body.get("filter", ""))
+        runs = [r["run"] for r in self.mlflow_runs
+                if r["run"]["info"]["experiment_id"] in request.body.get("experiment_ids", [])
+                and wanted and {"key": "azureml.monitor_name", "value": wanted[1]} in r["run"]["data"]["tags"]]
+        return ReplayResponse(json={"runs": runs} if runs else {})
+
+    def _mlflow_history(self, request: RecordedRequest, match: Any) -> ReplayResponse:
+        run_id = (request.query.get("run_id") or [""])[0]
+        key = (request.query.get("metric_key") or [""])[0]
+        for r in self.mlflow_runs:
+            if r["run"]["info"]["run_id"] == run_id:
+                return ReplayResponse(json={"metrics": [p for p in r["history"] if p["key"] == key]})
+        return ReplayResponse(404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"Run {run_id} not found."})
 
     def seed_from_demo(self, demo: Any) -> None:
         """The same workspace the local backend serves (adapters.demo), as Azure would return it.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import pytest
 
 from adapters.azureml import AzureMLService
@@ -13,10 +15,15 @@ from tests.replay import FakeWorkspace, ml_client
 SCHEDULE = "fraud-model-monitor"
 
 
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)       # the day of the replayed monitor's latest run
+
+
 def service(breached: bool = True) -> tuple[FakeWorkspace, AzureMLService]:
     workspace = FakeWorkspace()
     workspace.seed_monitor(breached=breached)
-    return workspace, AzureMLService(ml_client(workspace.transport))
+    svc = AzureMLService(ml_client(workspace.transport))
+    svc.clock = lambda: NOW
+    return workspace, svc
 
 
 def test_monitor_schedules_become_monitors_with_signals_and_thresholds():
@@ -47,21 +54,57 @@ def test_a_run_without_the_breach_tag_is_within_thresholds():
     assert (monitor.last_run.status, monitor.last_run.breached) == ("Completed", False)
 
 
-def test_drift_report_gives_the_outcome_and_says_why_there_are_no_figures():
-    _, svc = service()
+def test_drift_report_reads_the_figures_azures_components_logged_in_mlflow():
+    workspace, svc = service()
     report = svc.drift_report("fraud-api", 7)
     assert report.monitor.name == SCHEDULE
+    assert [r.name for r in report.runs] == ["fraud-model-monitor-202603080300", "fraud-model-monitor-202603090300",
+                                             "fraud-model-monitor-202603100300"]
     assert report.latest.breached is True
-    assert [(s.name, s.breached, s.figures) for s in report.signals] == [
-        ("data-drift", True, ()), ("prediction-drift", False, ()), ("data-quality", False, ())]
-    assert "azureml.group_0" in report.figures_note and "may change" in report.figures_note
+    drift, prediction, quality = report.signals
+    assert (drift.name, drift.breached, prediction.breached, quality.breached) == ("data-drift", True, False, False)
+    assert [(f.feature, f.metric, f.value, f.threshold, f.breached, f.data_type, f.history) for f in drift.figures] == [
+        ("merchant_category", "jensen_shannon_distance", 0.197, 0.1, True, "categorical", (0.15, 0.169, 0.197)),
+        ("transaction_amount", "normalized_wasserstein_distance", 0.0322, 0.1, False, "numerical", (0.036, 0.037, 0.0322)),
+        ("customer_age", "normalized_wasserstein_distance", 0.05, 0.1, False, "numerical", (0.041, 0.021, 0.05))]
+    assert [(f.feature, f.metric, f.value) for f in quality.figures] == [("country", "null_value_rate", 0.00267)]
+    assert "their format, which may change" in report.figures_source and report.figures_note == ""
+    search = workspace.transport.sent("POST", r"/api/2\.0/mlflow/runs/search$")[0]
+    assert search.host == "westeurope.api.azureml.ms"
+    assert search.body["experiment_ids"] == ["9d5e2c1b-4a3f-4e6d-8c7b-1a2b3c4d5e6f"]
+    assert search.body["filter"] == "tags.`azureml.monitor_name` = 'fraud-model-monitor'"
     assert report.studio_url == ("https://ml.azure.com/monitoring?wsid=/subscriptions/00000000-1111-2222-3333-"
                                  "444444444444/resourcegroups/rg-mlops/workspaces/ws-prod")
     card = drift_card(report, workspace="Workspace ws-prod (prod)")
     assert_valid_card(card)
     assert {"type": "Action.OpenUrl", "title": "Open in Azure ML studio", "url": report.studio_url} in card["actions"]
-    assert "Latest run: threshold breached: data-drift" in card["fallbackText"]
+    text = card["fallbackText"]
+    assert "merchant_category (categorical)  JSD 0.197 > 0.1  ▆▇█" in text
+    assert "MLflow runs of Azure's monitoring components" in text
     assert_valid_card(monitors_card(svc.list_monitors(), workspace="Workspace ws-prod (prod)"))
+
+
+def test_without_readable_figures_the_report_keeps_the_outcome_and_says_why():
+    workspace, svc = service()
+    workspace.transport.fail("POST", r"/api/2\.0/mlflow/runs/search$", 403, "AuthorizationFailed",
+                             "The identity may not read runs.")
+    report = svc.drift_report("fraud-model-monitor", 7)
+    assert report.latest.breached is True and report.latest.breached_signals == ("data-drift",)
+    assert [(s.name, s.breached, s.figures) for s in report.signals] == [
+        ("data-drift", True, ()), ("prediction-drift", False, ()), ("data-quality", False, ())]
+    assert report.figures_note.startswith("Per-feature figures could not be read from Azure's monitoring components")
+    assert "azureml.group_0" in report.figures_note and "may change" in report.figures_note
+    card = drift_card(report, workspace="Workspace ws-prod (prod)")
+    assert_valid_card(card)
+    assert "Latest run: threshold breached: data-drift" in card["fallbackText"]
+
+
+def test_no_logged_figures_is_said_plainly():
+    workspace, svc = service()
+    workspace.mlflow_runs.clear()
+    report = svc.drift_report("fraud-model-monitor", 7)
+    assert report.figures_note.startswith("No per-feature figures were found for this monitor.")
+    assert all(s.figures == () for s in report.signals)
 
 
 def test_an_unwatched_target_is_not_found_with_a_suggestion():

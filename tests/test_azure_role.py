@@ -44,6 +44,11 @@ def action_for(request: RecordedRequest) -> str | None:
         return None
     if path.startswith("/history/v1.0/") and "/runs/" in path:
         return f"{ML}/workspaces/experiments/runs/read"
+    if path.startswith("/mlflow/v1.0/"):              # the workspace's MLflow tracking API (monitor figures)
+        if path.endswith("/experiments/get-by-name"):
+            return f"{ML}/workspaces/experiments/read"
+        assert path.endswith(("/runs/search", "/metrics/get-history")), path
+        return f"{ML}/workspaces/experiments/runs/read"
     path = re.sub(r"^/mferp/managementfrontend", "", path)
     match = re.match(r"^/subscriptions/[^/]+(?:/resourceGroups/[^/]+)?/providers/(?P<ns>[^/]+)/(?P<rest>.+)$",
                      path, re.IGNORECASE)
