@@ -59,7 +59,7 @@ from azure.core.exceptions import (
 )
 
 from adapters.azure_metrics import EndpointMetricsSource, EndpointRef, regional_metrics_endpoint
-from adapters.local_monitors import check_window, resolve
+from adapters.monitor_targets import check_window, resolve
 from adapters.service import (
     RESOURCE_KINDS,
     STAGES,

@@ -15,7 +15,8 @@ Data, all generated deterministically (seeded by monitor, feature set and day):
   `transaction_amount` grows from the epoch on, so its distance crosses the threshold within a
   couple of days; the other monitors stay quiet.
 
-Runs are computed lazily, like the local jobs: whenever monitors are read, every run the schedule
+Runs are computed lazily, like the local jobs (a disabled monitor does not run; runs it missed are
+computed when it is read after being enabled again, up to `MAX_CATCH_UP`): whenever monitors are read, every run the schedule
 says is due by the (injected) clock is computed and stored, at most `MAX_CATCH_UP` per monitor
 (older missed runs are skipped, as a paused scheduler would). A new workspace starts with
 `HISTORY_DAYS` days of runs behind it, so trends show at once. Each run compares the previous
@@ -36,9 +37,9 @@ from dataclasses import asdict, dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
+from adapters.monitor_targets import check_window, resolve
 from adapters.service import (
-    DriftReport, FeatureFigure, InvalidRequest, MetricThreshold, Monitor, MonitorRun, MonitorSignal, NotFound,
-    SignalReport,
+    DriftReport, FeatureFigure, MetricThreshold, Monitor, MonitorRun, MonitorSignal, NotFound, SignalReport,
 )
 
 REFERENCE_ROWS = 4000
@@ -46,7 +47,6 @@ DAILY_ROWS = 1500
 HISTORY_DAYS = 10          # runs a new demo workspace starts with
 MAX_CATCH_UP = 30          # at most this many due runs are computed per monitor in one catch-up
 RUN_AT = time(3, 0)        # every monitor runs daily at 03:00 UTC
-MAX_WINDOW_DAYS = 90
 FIGURES_SOURCE = ("computed by the local workspace with the bot's drift engine "
                   "(same definitions as Azure ML model monitoring)")
 
@@ -356,9 +356,9 @@ def breach_message(signals: list[str]) -> str:
 def catch_up(conn: sqlite3.Connection, now: datetime, names: list[str] | None = None) -> None:
     """Compute and store every run that is due by `now` (for `names`, or every enabled monitor)."""
     epoch_day = _epoch_day(conn)
-    rows = conn.execute("SELECT name, definition, created_at FROM monitors WHERE enabled = 1").fetchall()
-    for name, definition, created_at in rows:
-        if names is not None and name not in names:
+    rows = conn.execute("SELECT name, definition, created_at, enabled FROM monitors").fetchall()
+    for name, definition, created_at, enabled in rows:
+        if (names is not None and name not in names) or not _enabled(conn, name, enabled):
             continue
         last = conn.execute("SELECT MAX(run_at) FROM monitor_runs WHERE monitor = ?", (name,)).fetchone()[0]
         spec = _spec_from_json(definition)
@@ -388,12 +388,19 @@ def _schedule_text() -> str:
     return f"every 1 day at {RUN_AT.strftime('%H:%M')} UTC"
 
 
+def _enabled(conn: sqlite3.Connection, name: str, enabled: int) -> bool:
+    """A monitor with a schedule of the same name (the demo's fraud-model-monitor) runs while that schedule is
+    enabled (`schedule disable fraud-model-monitor` pauses it, as on Azure, where the monitor *is* the schedule)."""
+    row = conn.execute("SELECT enabled FROM schedules WHERE name = ?", (name,)).fetchone()
+    return bool(row[0] if row is not None else enabled)
+
+
 def _monitor(conn: sqlite3.Connection, name: str, definition: str, enabled: int) -> Monitor:
     spec = _spec_from_json(definition)
     last = conn.execute("SELECT * FROM monitor_runs WHERE monitor = ? ORDER BY run_at DESC LIMIT 1",
                         (name,)).fetchone()
-    return Monitor(spec.name, spec.model, spec.endpoint, spec.signals, _schedule_text(), bool(enabled),
-                   _run_from_row(last) if last else None)
+    return Monitor(spec.name, spec.model, spec.endpoint, spec.signals, _schedule_text(),
+                   _enabled(conn, name, enabled), _run_from_row(last) if last else None)
 
 
 def list_monitors(conn: sqlite3.Connection, now: datetime) -> list[Monitor]:
@@ -407,38 +414,6 @@ def monitor_spec(conn: sqlite3.Connection, name: str) -> MonitorSpec:
     if row is None:
         raise NotFound("monitor", name)
     return _spec_from_json(row[0])
-
-
-def resolve(monitors: list[Monitor], target: str) -> Monitor:
-    """The one monitor watching `target` (monitor, model, "model:version", endpoint or "endpoint/deployment")."""
-    wanted = target.strip().lower()
-    for monitor in monitors:
-        if monitor.name.lower() == wanted:
-            return monitor
-    found = [m for m in monitors if wanted in (m.model.lower(), m.model_name.lower(), m.endpoint.lower(),
-                                               m.endpoint_name.lower())]
-    if len(found) == 1:
-        return found[0]
-    if found:
-        raise InvalidRequest(f"Several monitors watch '{target}': {', '.join(m.name for m in found)}. "
-                             f"Name one of them.")
-    raise unknown_target(monitors, target)
-
-
-def unknown_target(monitors: list[Monitor], target: str) -> NotFound:
-    import difflib
-
-    words = sorted({w for m in monitors for w in (m.name, m.model_name, m.endpoint_name) if w})
-    close = difflib.get_close_matches(target.lower(), [w.lower() for w in words], n=1, cutoff=0.6)
-    hint = f" Did you mean `{close[0]}`?" if close else ""
-    watched = ", ".join(f"{m.model_name or m.name} ({m.endpoint_name or 'no endpoint'})" for m in monitors)
-    return NotFound("monitor", target, f"No monitor watches '{target}'.{hint} "
-                    + (f"Monitored: {watched}." if monitors else "This workspace has no monitors."))
-
-
-def check_window(window_days: int) -> None:
-    if not isinstance(window_days, int) or isinstance(window_days, bool) or not 1 <= window_days <= MAX_WINDOW_DAYS:
-        raise InvalidRequest(f"The window must be from 1 to {MAX_WINDOW_DAYS} days, got {window_days!r}.")
 
 
 def drift_report(conn: sqlite3.Connection, now: datetime, target: str, window_days: int) -> DriftReport:

@@ -111,3 +111,37 @@ def test_an_unwatched_target_is_not_found_with_a_suggestion():
     _, svc = service()
     with pytest.raises(NotFound, match="Did you mean `fraud-model-monitor`"):
         svc.drift_report("fraud-model-monitr", 7)
+
+
+@pytest.fixture
+async def azure_teams(aiohttp_server, settings):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from adapters.nonblocking import NonBlockingService
+    from bot.app import create_app
+    from commands.context import Workspaces
+    from tests.replay import demo_azure
+    from tests.teams_client import TeamsStandIn
+
+    pool = ThreadPoolExecutor(max_workers=4)
+    fake, svc = demo_azure()
+    svc.clock = lambda: NOW
+    workspaces = Workspaces([NonBlockingService(svc, name="ml-prod", environment="prod", pool=pool, timeout=10)])
+    server = await aiohttp_server(create_app(settings, workspaces=workspaces))
+    async with TeamsStandIn(str(server.make_url("/api/messages"))) as teams:
+        yield fake, teams
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def test_drift_and_monitors_over_http_on_azure(azure_teams):
+    fake, teams = azure_teams
+    [reply] = await teams.say("drift fraud-api --window 7d")
+    assert_valid_card(reply.card)
+    text = reply.card["fallbackText"]
+    assert reply.card["body"][0]["text"] == "Drift of fraud-model-monitor on fraud-api/blue"
+    assert "Latest run: threshold breached: data-drift" in text
+    assert "merchant_category (categorical)  JSD 0.197 > 0.1  ▆▇█" in text
+    assert any(a.get("type") == "Action.OpenUrl" for a in reply.card["actions"])
+    status, body = await teams.click(reply.card, "All monitors")
+    assert status == 200
+    assert "1 monitor, 1 breached at the last run." in body["value"]["fallbackText"]

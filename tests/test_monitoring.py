@@ -238,3 +238,15 @@ async def test_drift_over_http_through_the_cloud_adapter(teams):
     assert_valid_card(body["value"])
     [listed] = await teams.say("monitors")
     assert "3 monitors, 1 breached at the last run." in listed.card["fallbackText"]
+
+
+def test_disabling_the_monitors_schedule_pauses_it(ws, clock):
+    ws.list_monitors()
+    ws.disable_schedule("fraud-model-monitor").wait(None)
+    clock.advance(days=2)
+    paused = {m.name: m for m in ws.list_monitors()}
+    assert paused["fraud-model-monitor"].enabled is False
+    assert paused["fraud-model-monitor"].last_run.started_at.day == 10        # no run while paused
+    assert paused["churn-model-monitor"].last_run.started_at.day == 12
+    with pytest.raises(InvalidRequest, match="Name a model"):
+        ws.drift_report("  ", 7)
