@@ -654,8 +654,15 @@ class AzureMLService:
                        enabled=plain.enabled, last_run=last)
 
     def list_monitors(self) -> list[Monitor]:
+        """Every monitor schedule with its latest run (read for up to _MONITOR_READERS monitors at once)."""
         with self._call("schedule"):
-            return sorted((self._monitor(s) for s in self._monitor_schedules()), key=lambda m: m.name)
+            schedules = self._monitor_schedules()
+            if not schedules:
+                return []
+            with ThreadPoolExecutor(max_workers=min(_MONITOR_READERS, len(schedules)),
+                                    thread_name_prefix="monitor-read") as pool:
+                monitors = list(pool.map(self._monitor, schedules))
+        return sorted(monitors, key=lambda m: m.name)
 
     def drift_report(self, target: str, window_days: int = 7) -> DriftReport:
         check_window(window_days)
@@ -728,6 +735,8 @@ class AzureMLService:
         """Per signal, the latest figure of every (feature, metric) with its history since `since`."""
         if not experiment:
             raise ServiceError("the monitor's runs name no experiment")
+        if "'" in monitor.name or "`" in monitor.name:      # Azure's names never hold them; never build a bad filter
+            raise ServiceError(f"the monitor name {monitor.name!r} cannot be used in an MLflow filter")
         base = self._mlflow_base()
         found = self._mlflow_call("GET", f"{base}/api/2.0/mlflow/experiments/get-by-name",
                                   params={"experiment_name": experiment})
@@ -746,29 +755,34 @@ class AzureMLService:
                 break
         data_types = {(s.name, t.metric): {x.data_type for x in s.thresholds if x.metric == t.metric}
                       for s in monitor.signals for t in s.thresholds}
-        figures: dict[str, list[FeatureFigure]] = {}
+        wanted = []
         for run in runs:
             tags = {t["key"]: t["value"] for t in run.get("data", {}).get("tags", [])}
             signal, metric, feature = (tags.get("azureml.signal_name"), tags.get("azureml.metric_name"),
                                        tags.get("azureml.group_0"))
-            if not signal or not metric or not feature or metric == "azureml.metrics":
-                continue
             latest = {m["key"]: m for m in run.get("data", {}).get("metrics", [])}
-            if "value" not in latest:
-                continue
-            metric = _metric_name(metric)
+            if signal and metric and feature and metric != "azureml.metrics" and "value" in latest:
+                wanted.append((run["info"]["run_id"], signal, _metric_name(metric), feature, latest))
+
+        def history(run_id: str) -> list[dict[str, Any]]:
+            answer = self._mlflow_call("GET", f"{base}/api/2.0/mlflow/metrics/get-history",
+                                       params={"run_id": run_id, "metric_key": "value"})
+            return answer.get("metrics", [])
+
+        with ThreadPoolExecutor(max_workers=_MONITOR_READERS, thread_name_prefix="mlflow-read") as pool:
+            histories = list(pool.map(history, [w[0] for w in wanted]))
+        figures: dict[str, list[FeatureFigure]] = {}
+        for (_, signal, metric, feature, latest), points in zip(wanted, histories):
             value = float(latest["value"]["value"])
             threshold = float(latest["threshold"]["value"]) if "threshold" in latest else None
-            history = self._mlflow_call("GET", f"{base}/api/2.0/mlflow/metrics/get-history",
-                                        params={"run_id": run["info"]["run_id"], "metric_key": "value"})
-            points = sorted((p for p in history.get("metrics", []) if int(p.get("step", 0)) >= since.timestamp()
-                             and int(p.get("step", 0)) <= int(latest["value"].get("step", 0))),
-                            key=lambda p: int(p.get("step", 0)))
+            last_step = int(latest["value"].get("step", 0))
+            trend = sorted((p for p in points if since.timestamp() <= int(p.get("step", 0)) <= last_step),
+                           key=lambda p: int(p.get("step", 0)))
             kinds = data_types.get((signal, metric), set()) - {""}
             breached = threshold is not None and (value < threshold if metric in _P_VALUES else value > threshold)
             figures.setdefault(signal, []).append(FeatureFigure(
                 feature, metric, value, threshold, breached, kinds.pop() if len(kinds) == 1 else "",
-                tuple(float(p["value"]) for p in points) or (value,)))
+                tuple(float(p["value"]) for p in trend) or (value,)))
         return figures
 
     def _studio_monitoring_url(self) -> str:
@@ -825,6 +839,7 @@ def _version_key(model: ModelVersion) -> tuple[int, Any]:
 
 # ---------------------------------------------------------------- model monitoring helpers
 
+_MONITOR_READERS = 8             # monitors (or MLflow figure histories) read at once
 MLFLOW_PAGES = 5                 # pages of MLflow's runs/search read at most (1000 runs each)
 FIGURES_FORMAT = ("Azure's monitoring components log each figure as an MLflow run tagged azureml.monitor_name, "
                   "azureml.signal_name, azureml.metric_name and azureml.group_0 (the feature): a format of "
