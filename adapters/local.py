@@ -170,8 +170,10 @@ class LocalWorkspace:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 if demo:
                     self._seed(conn, self._now())
+            # a file written before monitors existed gets the demo's monitors if it holds the demo
             had_monitors = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'monitors'").fetchone()
-            local_monitors.ensure_schema(conn, self._now(), seed=demo and not had_monitors)
+            holds_demo = conn.execute("SELECT 1 FROM endpoints WHERE name = 'fraud-api'").fetchone()
+            local_monitors.ensure_schema(conn, self._now(), seed=demo and not had_monitors and bool(holds_demo))
 
     # ------------------------------------------------------------ lifecycle
 

@@ -250,3 +250,20 @@ def test_disabling_the_monitors_schedule_pauses_it(ws, clock):
     assert paused["churn-model-monitor"].last_run.started_at.day == 12
     with pytest.raises(InvalidRequest, match="Name a model"):
         ws.drift_report("  ", 7)
+
+
+def test_a_workspace_file_from_before_monitors_gets_them_when_it_holds_the_demo(tmp_path, clock):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    LocalWorkspace(path, clock=clock).close()
+    LocalWorkspace(tmp_path / "bare.db", clock=clock, demo=False).close()
+    for name in (path, tmp_path / "bare.db"):
+        with sqlite3.connect(name) as conn:         # as a file written by the previous version
+            for table in local_monitors.TABLES:
+                conn.execute(f"DROP TABLE {table}")
+    with LocalWorkspace(path, clock=clock) as upgraded:
+        assert [m.name for m in upgraded.list_monitors()] == [
+            "churn-model-monitor", "credit-risk-monitor", "fraud-model-monitor"]
+    with LocalWorkspace(tmp_path / "bare.db", clock=clock) as bare:   # no demo in it: no demo monitors either
+        assert bare.list_monitors() == []
