@@ -36,13 +36,15 @@ Choices worth knowing:
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from itertools import islice
 from typing import Any, Callable, Iterator
+from urllib.parse import quote
 
 from azure.ai.ml import Input, MLClient
 from azure.ai.ml.exceptions import MlException, ValidationException
@@ -57,6 +59,7 @@ from azure.core.exceptions import (
 )
 
 from adapters.azure_metrics import EndpointMetricsSource, EndpointRef, regional_metrics_endpoint
+from adapters.monitor_targets import check_window, resolve
 from adapters.service import (
     MAX_INSTANCES,
     BatchDeployment,
@@ -80,11 +83,15 @@ from adapters.service import (
     Unavailable,
     WorkspaceInfo,
 )
+from adapters.service import (
+    DriftReport, FeatureFigure, MetricThreshold, Monitor, MonitorRun, MonitorSignal, SignalReport,
+)
 
 DATA_SCIENTIST = "AzureML Data Scientist"
 READER = "Reader"
 ALL_SCHEDULES = "All"            # ScheduleListViewType.ALL: enabled and disabled schedules
 
+log = logging.getLogger(__name__)
 _MODEL_VERSION_ID = re.compile(r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/?$", re.IGNORECASE)
 _SYSTEM_KEY = re.compile(r"^(azureml\.|mlflow\.|_)", re.IGNORECASE)
 _JOB_SCAN_LIMIT = 500            # list_jobs never reads more than this many jobs to find `limit` matches
@@ -92,6 +99,8 @@ _MODEL_SCAN_LIMIT = 1000         # list_models() reads at most this many models 
 _MODEL_READERS = 8               # latest versions read at once (polite to ARM's per-identity read budget)
 MODEL_READ_BUDGET = 20.0         # seconds for all of them: below the bot's 30 s call timeout, with an answer
 BUSY_STATES = ("Creating", "Updating", "Deleting")   # provisioning states in which Azure refuses a change
+BREACH_TAG = "azureml_modelmonitor_threshold_breached"   # set by Azure's monitoring on a breaching run
+MONITOR_RUN_SCAN = 100           # runs of one monitor read at most (newest first)
 
 
 # ---------------------------------------------------------------- error translation
@@ -625,6 +634,185 @@ class AzureMLService:
             default_deployment=_text(getattr(defaults, "deployment_name", "")), scoring_uri=_text(found.scoring_uri),
             description=found.description or "", deployments=tuple(d.name for d in details), details=details)
 
+    # ------------------------------------------------------------ model monitoring
+
+    def _monitor_schedules(self) -> list[Any]:
+        return [s for s in self.ml.schedules.list(list_view_type=ALL_SCHEDULES)
+                if getattr(s, "create_monitor", None) is not None]
+
+    def _monitor_runs(self, name: str, limit: int = MONITOR_RUN_SCAN) -> list[Any]:
+        """The jobs the monitor's schedule created, newest first."""
+        runs = [j for j in islice(self.ml.jobs.list(schedule_defined=True, scheduled_job_name=name), limit)
+                if j is not None]
+        return sorted(runs, key=lambda j: _created(j)[0] or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
+
+    def _monitor_run(self, job: Any, signals: tuple[str, ...], *, read_steps: bool) -> MonitorRun:
+        """A run's outcome from Azure's breach tag, on the pipeline job or (when `read_steps`) on its steps."""
+        converted = self._job(job)
+        messages = [converted.tags[BREACH_TAG]] if BREACH_TAG in converted.tags else []
+        if read_steps and not messages and converted.status == "Completed":
+            messages = [c.tags[BREACH_TAG] for c in (self._job(c) for c in self.ml.jobs.list(parent_job_name=job.name)
+                                                      if c is not None) if BREACH_TAG in c.tags]
+        if messages:
+            text = " ".join(m for m in messages if m and m.lower() != "true")
+            named = tuple(s for s in signals if s in text) if text else ()
+            return MonitorRun(converted.name, converted.status, converted.started_at or converted.created_at, True,
+                              named, text)
+        known = converted.status == "Completed" and read_steps
+        return MonitorRun(converted.name, converted.status, converted.started_at or converted.created_at,
+                          False if known else None, (), converted.error)
+
+    def _monitor(self, schedule: Any, *, with_last_run: bool = True) -> Monitor:
+        definition = schedule.create_monitor
+        target = getattr(definition, "monitoring_target", None)
+        signals = tuple(_signal(name, signal) for name, signal in (definition.monitoring_signals or {}).items())
+        last = None
+        if with_last_run:
+            runs = self._monitor_runs(schedule.name, limit=MONITOR_RUN_SCAN)
+            last = self._monitor_run(runs[0], tuple(s.name for s in signals), read_steps=True) if runs else None
+        plain = self._schedule(schedule)
+        return Monitor(name=schedule.name, model=_asset_ref(getattr(target, "model_id", None), "models"),
+                       endpoint=_asset_ref(getattr(target, "endpoint_deployment_id", None), "onlineEndpoints"),
+                       signals=signals, schedule=f"{plain.expression} {plain.time_zone}".strip(),
+                       enabled=plain.enabled, last_run=last)
+
+    def list_monitors(self) -> list[Monitor]:
+        """Every monitor schedule with its latest run (read for up to _MONITOR_READERS monitors at once)."""
+        with self._call("schedule"):
+            schedules = self._monitor_schedules()
+            if not schedules:
+                return []
+            with ThreadPoolExecutor(max_workers=min(_MONITOR_READERS, len(schedules)),
+                                    thread_name_prefix="monitor-read") as pool:
+                monitors = list(pool.map(self._monitor, schedules))
+        return sorted(monitors, key=lambda m: m.name)
+
+    def drift_report(self, target: str, window_days: int = 7) -> DriftReport:
+        check_window(window_days)
+        with self._call("schedule"):
+            schedules = {s.name: s for s in self._monitor_schedules()}
+            chosen = resolve([self._monitor(s, with_last_run=False) for s in schedules.values()], target)
+            runs = self._monitor_runs(chosen.name)
+            signals = tuple(s.name for s in chosen.signals)
+            since = self.clock() - timedelta(days=window_days)
+            latest = self._monitor_run(runs[0], signals, read_steps=True) if runs else None
+            in_window = [self._monitor_run(j, signals, read_steps=False) for j in runs[1:]
+                         if (_created(j)[0] or since) >= since]
+        monitor = replace(chosen, last_run=latest)
+        window = tuple(reversed(([latest] if latest and latest.started_at and latest.started_at >= since else [])
+                                + in_window))
+        figures: dict[str, list[FeatureFigure]] = {}
+        note = "The monitor has not run yet." if not runs else ""
+        if runs:
+            try:
+                figures = self._read_figures(chosen, _text(getattr(runs[0], "experiment_name", "")), since)
+            except Exception as exc:  # noqa: BLE001 - the figures are extra: the outcome stands without them
+                log.warning("monitor %s: per-feature figures not read: %s", chosen.name, exc)
+                note = (f"Per-feature figures could not be read from Azure's monitoring components "
+                        f"({translate_error(exc).message}). {FIGURES_FORMAT} The outcome above comes from "
+                        f"Azure's breach tag; the studio shows the figures.")
+            else:
+                if not any(figures.values()):
+                    note = (f"No per-feature figures were found for this monitor. {FIGURES_FORMAT} The outcome "
+                            f"above comes from Azure's breach tag; the studio shows the figures.")
+        reports = []
+        for s in chosen.signals:
+            found = tuple(figures.get(s.name, ()))
+            if latest is not None and latest.breached and latest.breached_signals:
+                breached: bool | None = s.name in latest.breached_signals
+            elif latest is not None and latest.breached is False:
+                breached = False
+            else:
+                breached = any(f.breached for f in found) if found else None
+            reports.append(SignalReport(s.name, s.kind, breached, found))
+        return DriftReport(monitor, window_days, latest, window, tuple(reports),
+                           figures_source=FIGURES_SOURCE if any(figures.values()) else "", figures_note=note,
+                           studio_url=self._studio_monitoring_url())
+
+    # Azure's monitoring components (Azure/azureml-assets, model_monitor_metric_outputter) log one MLflow
+    # run per (monitor, signal, metric, feature), tagged azureml.monitor_name / signal_name / metric_name /
+    # group_0, with metrics "value" and "threshold" logged at step = the monitoring window's Unix time.
+
+    clock: Callable[[], datetime] = staticmethod(lambda: datetime.now(timezone.utc))
+
+    def _mlflow_base(self) -> str:
+        """https://<region>.api.azureml.ms/mlflow/v1.0/subscriptions/.../workspaces/<ws> (the tracking URI)."""
+        uri = _text(self.ml.workspaces.get(self.workspace_name).mlflow_tracking_uri)
+        if not uri:
+            raise ServiceError("the workspace reports no MLflow tracking URI")
+        return "https://" + uri.split("://", 1)[-1].rstrip("/")
+
+    def _mlflow_call(self, method: str, url: str, **kwargs: Any) -> Any:
+        from azure.core.rest import HttpRequest
+
+        with self._mlflow_lock:
+            if getattr(self, "_mlflow_client", None) is None:
+                self._mlflow_client = _mlflow_client(self.ml)
+        response = self._mlflow_client.send_request(HttpRequest(method, url, **kwargs))
+        response.raise_for_status()
+        return response.json()
+
+    _mlflow_lock = threading.Lock()
+
+    def _read_figures(self, monitor: Monitor, experiment: str, since: datetime) -> dict[str, list[FeatureFigure]]:
+        """Per signal, the latest figure of every (feature, metric) with its history since `since`."""
+        if not experiment:
+            raise ServiceError("the monitor's runs name no experiment")
+        if "'" in monitor.name or "`" in monitor.name:      # Azure's names never hold them; never build a bad filter
+            raise ServiceError(f"the monitor name {monitor.name!r} cannot be used in an MLflow filter")
+        base = self._mlflow_base()
+        found = self._mlflow_call("GET", f"{base}/api/2.0/mlflow/experiments/get-by-name",
+                                  params={"experiment_name": experiment})
+        experiment_id = found["experiment"]["experiment_id"]
+        runs: list[dict[str, Any]] = []
+        token = None
+        for _ in range(MLFLOW_PAGES):
+            body: dict[str, Any] = {"experiment_ids": [experiment_id], "max_results": 1000,
+                                    "filter": f"tags.`azureml.monitor_name` = '{monitor.name}'"}
+            if token:
+                body["page_token"] = token
+            page = self._mlflow_call("POST", f"{base}/api/2.0/mlflow/runs/search", json=body)
+            runs += page.get("runs", [])
+            token = page.get("next_page_token")
+            if not token:
+                break
+        data_types = {(s.name, t.metric): {x.data_type for x in s.thresholds if x.metric == t.metric}
+                      for s in monitor.signals for t in s.thresholds}
+        wanted = []
+        for run in runs:
+            tags = {t["key"]: t["value"] for t in run.get("data", {}).get("tags", [])}
+            signal, metric, feature = (tags.get("azureml.signal_name"), tags.get("azureml.metric_name"),
+                                       tags.get("azureml.group_0"))
+            latest = {m["key"]: m for m in run.get("data", {}).get("metrics", [])}
+            if signal and metric and feature and metric != "azureml.metrics" and "value" in latest:
+                wanted.append((run["info"]["run_id"], signal, _metric_name(metric), feature, latest))
+
+        def history(run_id: str) -> list[dict[str, Any]]:
+            answer = self._mlflow_call("GET", f"{base}/api/2.0/mlflow/metrics/get-history",
+                                       params={"run_id": run_id, "metric_key": "value"})
+            return answer.get("metrics", [])
+
+        with ThreadPoolExecutor(max_workers=_MONITOR_READERS, thread_name_prefix="mlflow-read") as pool:
+            histories = list(pool.map(history, [w[0] for w in wanted]))
+        figures: dict[str, list[FeatureFigure]] = {}
+        for (_, signal, metric, feature, latest), points in zip(wanted, histories):
+            value = float(latest["value"]["value"])
+            threshold = float(latest["threshold"]["value"]) if "threshold" in latest else None
+            last_step = int(latest["value"].get("step", 0))
+            trend = sorted((p for p in points if since.timestamp() <= int(p.get("step", 0)) <= last_step),
+                           key=lambda p: int(p.get("step", 0)))
+            kinds = data_types.get((signal, metric), set()) - {""}
+            breached = threshold is not None and (value < threshold if metric in _P_VALUES else value > threshold)
+            figures.setdefault(signal, []).append(FeatureFigure(
+                feature, metric, value, threshold, breached, kinds.pop() if len(kinds) == 1 else "",
+                tuple(float(p["value"]) for p in trend) or (value,)))
+        return figures
+
+    def _studio_monitoring_url(self) -> str:
+        wsid = (f"/subscriptions/{self.ml.subscription_id}/resourcegroups/{self.ml.resource_group_name}"
+                f"/workspaces/{self.workspace_name}")
+        return f"https://ml.azure.com/monitoring?wsid={quote(wsid, safe='/')}"
+
 
 def _live_split(traffic: dict[str, Any]) -> dict[str, int]:
     """Deployments taking live traffic, names lower-cased (the SDK lower-cases them on PUT); 0 % = absent."""
@@ -670,6 +858,85 @@ def _canonical_stage(stage: str) -> str:
 def _version_key(model: ModelVersion) -> tuple[int, Any]:
     """Numeric versions sort numerically (10 after 9); others after them, as text."""
     return (1, int(model.version), "") if model.version.isdigit() else (0, 0, model.version)
+
+
+# ---------------------------------------------------------------- model monitoring helpers
+
+_MONITOR_READERS = 8             # monitors (or MLflow figure histories) read at once
+MLFLOW_PAGES = 5                 # pages of MLflow's runs/search read at most (1000 runs each)
+FIGURES_FORMAT = ("Azure's monitoring components log each figure as an MLflow run tagged azureml.monitor_name, "
+                  "azureml.signal_name, azureml.metric_name and azureml.group_0 (the feature): a format of "
+                  "theirs, not a documented API, which may change.")
+FIGURES_SOURCE = ("read from the MLflow runs of Azure's monitoring components (tags azureml.signal_name, "
+                  "azureml.metric_name, azureml.group_0: their format, which may change)")
+_P_VALUES = ("two_sample_kolmogorov_smirnov_test", "pearsons_chi_squared_test")
+_SIGNAL_KINDS = {"DataDriftSignal": "data_drift", "PredictionDriftSignal": "prediction_drift",
+                 "DataQualitySignal": "data_quality", "FeatureAttributionDriftSignal": "feature_attribution_drift",
+                 "ModelPerformanceSignal": "model_performance"}
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def _metric_name(name: str) -> str:
+    """Azure's metric names (NormalizedWassersteinDistance, normalizedWassersteinDistance) as the engine spells
+    them (normalized_wasserstein_distance)."""
+    return name if "_" in name else _CAMEL.sub("_", name).lower()
+
+
+def _mlflow_client(ml_client: MLClient) -> Any:
+    """A PipelineClient for the workspace's MLflow tracking API: the MLClient's credential (an ARM token, which
+    Azure ML's tracking server accepts) and its pipeline options (transport, retries, timeouts)."""
+    from azure.core import PipelineClient
+    from azure.core.pipeline.policies import (
+        BearerTokenCredentialPolicy, HeadersPolicy, RetryPolicy, UserAgentPolicy,
+    )
+
+    options = dict(getattr(ml_client, "_kwargs", {}) or {})
+    transport = options.pop("transport", None)
+    retry = {k: v for k, v in options.items() if k.startswith("retry_")}
+    policies = [HeadersPolicy(), UserAgentPolicy(base_user_agent="mlops-bot"), RetryPolicy(**retry),
+                BearerTokenCredentialPolicy(ml_client._credential, "https://management.azure.com/.default")]
+    return PipelineClient("https://api.azureml.ms", policies=policies, transport=transport)
+
+
+def _signal(name: str, signal: Any) -> MonitorSignal:
+    """Our MonitorSignal from an SDK signal: its kind, metric thresholds (per data type) and features."""
+    thresholds: list[MetricThreshold] = []
+    configured = getattr(signal, "metric_thresholds", None)
+    for item in (configured if isinstance(configured, list) else [configured] if configured is not None else []):
+        for data_type in ("numerical", "categorical"):
+            group = getattr(item, data_type, None)
+            if group is None:
+                continue
+            for metric, value in vars(group).items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and not metric.startswith("_") \
+                        and metric != "metric_threshold":
+                    thresholds.append(MetricThreshold(metric, float(value), data_type))
+        metric = getattr(item, "metric", None) or getattr(item, "metric_name", None)
+        value = getattr(item, "threshold", None)
+        if metric and isinstance(value, (int, float)):
+            thresholds.append(MetricThreshold(_metric_name(_text(metric)), float(value),
+                                              _text(getattr(item, "data_type", "")).lower()))
+    features = getattr(signal, "features", None)
+    names = tuple(features) if isinstance(features, (list, tuple)) else ()
+    window = getattr(getattr(getattr(signal, "production_data", None), "data_window", None), "lookback_window_size",
+                     None)
+    days = int(window[1:-1]) if isinstance(window, str) and re.fullmatch(r"P\d+D", window) else None
+    return MonitorSignal(name, _SIGNAL_KINDS.get(type(signal).__name__, "custom"), tuple(thresholds), names, days)
+
+
+def _asset_ref(asset_id: str | None, collection: str) -> str:
+    """`fraud-model:3` from a model id, `fraud-api/blue` from a deployment id (ARM or azureml: form)."""
+    if not asset_id:
+        return ""
+    text = str(asset_id)
+    if text.startswith("azureml:"):
+        parts = text[len("azureml:"):].split(":")
+        return (":" if collection == "models" else "/").join(p for p in parts if p)
+    if collection == "models":
+        match = _MODEL_VERSION_ID.search(text)
+        return f"{match['name']}:{match['version']}" if match else text.rsplit("/", 1)[-1]
+    match = re.search(r"/onlineEndpoints/(?P<e>[^/]+)(?:/deployments/(?P<d>[^/]+))?", text, re.IGNORECASE)
+    return (f"{match['e']}/{match['d']}" if match['d'] else match['e']) if match else text
 
 
 # ---------------------------------------------------------------- factory

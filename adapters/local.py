@@ -41,12 +41,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
 from adapters import demo as demo_data
+from adapters import local_monitors
 from adapters.demo import Health, JobTemplate, Plan
 from adapters.service import (
     JOB_STATUSES, MAX_INSTANCES, MIN_INSTANCES, RESOURCE_KINDS, STAGES, TERMINAL_JOB_STATUSES, BatchDeployment, BatchEndpoint, Compute, Conflict, Deployment,
     DeploymentMetrics, EndpointMetrics, InvalidRequest, Job, ModelVersion, NotFound, OnlineEndpoint, Operation,
     Schedule, ServiceError, WorkspaceInfo,
 )
+from adapters.service import DriftReport, Monitor
 
 SCHEMA_VERSION = 1
 BUSY_STATES = ("Creating", "Updating", "Deleting")   # provisioning states in which Azure refuses a change
@@ -167,6 +169,10 @@ class LocalWorkspace:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 if demo:
                     self._seed(conn, self._now())
+            # a file written before monitors existed gets the demo's monitors if it holds the demo
+            had_monitors = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'monitors'").fetchone()
+            holds_demo = conn.execute("SELECT 1 FROM endpoints WHERE name = 'fraud-api'").fetchone()
+            local_monitors.ensure_schema(conn, self._now(), seed=demo and not had_monitors and bool(holds_demo))
 
     # ------------------------------------------------------------ lifecycle
 
@@ -185,8 +191,10 @@ class LocalWorkspace:
         with self._tx() as conn:
             for table in _TABLES:
                 conn.execute(f"DELETE FROM {table}")
+            local_monitors.wipe(conn)
             if demo:
                 self._seed(conn, self._now())
+                local_monitors.seed_demo(conn, self._now())
 
     def seed_demo(self) -> None:
         """Replace whatever the workspace holds with the demo (same as `reset(demo=True)`)."""
@@ -689,6 +697,17 @@ class LocalWorkspace:
                 raise Conflict(f"Compute instance {name} is already {state}.")
             conn.execute("UPDATE compute SET state = ? WHERE name = ?", (state, name))
         return _done("compute", f"compute {name}", f"Compute instance {name} is now {state}.")
+
+    # ------------------------------------------------------------ model monitoring (adapters.local_monitors)
+
+    def list_monitors(self) -> list[Monitor]:
+        """The monitors, after computing every run their schedule made due by the clock."""
+        with self._tx() as conn:
+            return local_monitors.list_monitors(conn, self._now())
+
+    def drift_report(self, target: str, window_days: int = 7) -> DriftReport:
+        with self._tx() as conn:
+            return local_monitors.drift_report(conn, self._now(), target, window_days)
 
 
 # ---------------------------------------------------------------- rows

@@ -345,3 +345,114 @@ class MLService(Protocol):
     def start_compute(self, name: str) -> Operation: ...
 
     def stop_compute(self, name: str) -> Operation: ...
+
+    # model monitoring
+    def list_monitors(self) -> list[Monitor]:
+        """Every monitor, by name, with its signals and its latest run."""
+        ...
+
+    def drift_report(self, target: str, window_days: int = 7) -> DriftReport:
+        """The monitor of `target` (a monitor, model or endpoint name): its latest run's figures per
+        signal and feature, with their history over the last `window_days` days (1 to 90).
+        NotFound if no monitor watches `target`; InvalidRequest if several do (it names them)."""
+        ...
+
+
+# ---------------------------------------------------------------- model monitoring (value types)
+#
+# A monitor watches one deployed model (Azure ML: a `MonitorSchedule`); each of its signals (data
+# drift, prediction drift, data quality, ...) judges some features by some metrics against
+# thresholds; each run gives one figure per (signal, feature, metric). Metric names are Azure ML's
+# (see adapters.drift.definitions for what they mean).
+
+MONITOR_SIGNAL_KINDS = ("data_drift", "prediction_drift", "data_quality", "feature_attribution_drift",
+                        "model_performance", "custom")
+
+
+@dataclass(frozen=True)
+class MetricThreshold:
+    """One metric a signal judges by: breaches above `threshold` (below it for p-values)."""
+
+    metric: str                      # e.g. "normalized_wasserstein_distance"
+    threshold: float
+    data_type: str = ""              # "numerical" | "categorical" | "" (any)
+
+
+@dataclass(frozen=True)
+class MonitorSignal:
+    name: str                        # as the monitor names it, e.g. "data-drift"
+    kind: str                        # one of MONITOR_SIGNAL_KINDS
+    thresholds: tuple[MetricThreshold, ...] = ()
+    features: tuple[str, ...] = ()   # empty: every feature (or Azure's top-N by importance)
+    lookback_days: int | None = None  # how much production data one run compares
+
+
+@dataclass(frozen=True)
+class MonitorRun:
+    """One run of a monitor. `breached` is None when the outcome cannot be known (still running, failed)."""
+
+    name: str
+    status: str                      # Completed | Failed | Running | ... (JOB_STATUSES)
+    started_at: datetime | None = None
+    breached: bool | None = None
+    breached_signals: tuple[str, ...] = ()
+    message: str = ""                # e.g. Azure's breach message, or a failure
+
+
+@dataclass(frozen=True)
+class Monitor:
+    name: str
+    model: str = ""                  # "name:version", or "name" when the version is not pinned
+    endpoint: str = ""               # "endpoint/deployment" or "endpoint"
+    signals: tuple[MonitorSignal, ...] = ()
+    schedule: str = ""               # "every 1 day at 03:00" or a cron expression
+    enabled: bool = True
+    last_run: MonitorRun | None = None
+
+    @property
+    def model_name(self) -> str:
+        return self.model.split(":", 1)[0]
+
+    @property
+    def endpoint_name(self) -> str:
+        return self.endpoint.split("/", 1)[0]
+
+
+@dataclass(frozen=True)
+class FeatureFigure:
+    """One (feature, metric) of a signal in the latest run, with its recent history (oldest first, latest last)."""
+
+    feature: str
+    metric: str
+    value: float | None
+    threshold: float | None
+    breached: bool
+    data_type: str = ""              # "numerical" | "categorical" | ""
+    history: tuple[float | None, ...] = ()
+
+
+@dataclass(frozen=True)
+class SignalReport:
+    name: str
+    kind: str
+    breached: bool | None            # None: not known (see DriftReport.figures_note)
+    figures: tuple[FeatureFigure, ...] = ()
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """What a monitor found: the latest run's outcome and, when readable, its per-feature figures.
+
+    `figures_source` says where the figures come from (computed by the local workspace, or read
+    from Azure's monitoring components, whose output format is theirs and may change);
+    `figures_note` says why there are none when `signals` carry no figures.
+    """
+
+    monitor: Monitor
+    window_days: int
+    latest: MonitorRun | None
+    runs: tuple[MonitorRun, ...] = ()            # within the window, oldest first
+    signals: tuple[SignalReport, ...] = ()
+    figures_source: str = ""
+    figures_note: str = ""
+    studio_url: str = ""

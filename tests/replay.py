@@ -361,6 +361,26 @@ def from_handwritten(relative: str, **changes: Any) -> dict[str, Any]:
     return body
 
 
+def mlflow_metric_run(signal: str, metric: str, feature: str, values: list[float],
+                      threshold: float | None) -> dict[str, Any]:
+    """An MLflow run as Azure's monitoring components leave it (ml/handwritten/mlflow/metric_run.json): one
+    per (monitor, signal, metric, feature), with "value" and "threshold" logged once per daily run of the
+    monitor (2026-03-08..10, 03:00 UTC) at step = that time in Unix seconds. Returned as {"run", "history"}."""
+    run = copy.deepcopy(load("ml/handwritten/mlflow/metric_run.json"))
+    run_id = f"{signal or 'parent'}-{metric}-{feature}".lower()
+    run["info"].update(run_id=run_id, run_uuid=run_id, run_name=f"{signal}_{metric}")
+    tags = {"azureml.monitor_name": "fraud-model-monitor", "azureml.signal_name": signal,
+            "azureml.metric_name": metric, "azureml.group_0": feature}
+    run["data"]["tags"] = [{"key": k, "value": v} for k, v in tags.items() if v]
+    steps = [1772938800 + day * 86400 for day in range(len(values))]       # 2026-03-08T03:00:00Z, ...
+    history = [{"key": "value", "value": v, "timestamp": step * 1000, "step": step} for v, step in zip(values, steps)]
+    if threshold is not None:
+        history += [{"key": "threshold", "value": threshold, "timestamp": step * 1000, "step": step} for step in steps]
+    latest = {p["key"]: p for p in history}            # the last logged point of each metric
+    run["data"]["metrics"] = list(latest.values())
+    return {"run": run, "history": history}
+
+
 # ---------------------------------------------------------------- a small stateful workspace
 
 
@@ -380,6 +400,7 @@ class FakeWorkspace:
         self.resources: dict[str, dict[str, Any]] = {}
         self.batch_jobs: dict[str, list[dict[str, Any]]] = {}
         self.child_runs: dict[str, list[dict[str, Any]]] = {}
+        self.schedule_jobs: dict[str, list[str]] = {}   # schedule name -> names of the jobs it created
         self.logs = "2025-01-11T10:00:00Z INFO  Scoring request received\n2025-01-11T10:00:01Z INFO  200 OK\n"
         self._routes()
         if seed:
@@ -431,6 +452,63 @@ class FakeWorkspace:
         self.add(from_handwritten("ml/handwritten/batch_deployments/get.json"))
         self.batch_jobs["fraud-batch"] = [load("ml/handwritten/batch_endpoints/job.json")]
 
+    def seed_monitor(self, breached: bool = True) -> None:
+        """The monitor schedule `fraud-model-monitor` and three of its daily runs (pipeline jobs); the
+        latest run's evaluation step carries Azure's breach tag when `breached`."""
+        self.add(from_handwritten("ml/handwritten/schedules/monitor_schedule.json"))
+        names = []
+        for day in (8, 9, 10):
+            name = f"fraud-model-monitor-202603{day:02d}0300"
+            body = pipeline_job(name, "Completed", created_at=f"2026-03-{day:02d}T03:00:00Z")
+            body["properties"].update(displayName="fraud-model-monitor", experimentName="fraud-model-monitor")
+            self.add(body)
+            names.append(name)
+        self.schedule_jobs["fraud-model-monitor"] = names
+        step = child_run(f"{names[-1]}-evaluate", names[-1], "Completed", "data-drift evaluate metrics threshold")
+        if breached:
+            step["tags"] = {"azureml_modelmonitor_threshold_breached":
+                            "Signal data-drift breached: merchant_category jensen_shannon_distance 0.197 > 0.1."}
+        self.child_runs[names[-1]] = [step]
+        self.mlflow_experiments = {"fraud-model-monitor": "9d5e2c1b-4a3f-4e6d-8c7b-1a2b3c4d5e6f"}
+        # the figures Azure's monitoring components logged, per (signal, metric, feature): value per run
+        # (oldest first, one per daily run above) and threshold
+        self.mlflow_runs = [
+            mlflow_metric_run("data-drift", "JensenShannonDistance", "merchant_category", [0.15, 0.169, 0.197], 0.1),
+            mlflow_metric_run("data-drift", "NormalizedWassersteinDistance", "transaction_amount",
+                              [0.036, 0.037, 0.0322], 0.1),
+            mlflow_metric_run("data-drift", "NormalizedWassersteinDistance", "customer_age", [0.041, 0.021, 0.05], 0.1),
+            mlflow_metric_run("data-quality", "NullValueRate", "country", [0.001, 0.002, 0.00267], 0.01),
+        ]
+        self.mlflow_runs.append(mlflow_metric_run("", "azureml.metrics", "", [], None))   # the parent run
+        base = r"/mlflow/v1\.0/subscriptions/[^/]+/resourceGroups/[^/]+/providers/[^/]+/workspaces/[^/]+/api/2\.0/mlflow"
+        t = self.transport
+        t.add("GET", base + r"/experiments/get-by-name$", handler=self._mlflow_experiment, first=True)
+        t.add("POST", base + r"/runs/search$", handler=self._mlflow_search, first=True)
+        t.add("GET", base + r"/metrics/get-history$", handler=self._mlflow_history, first=True)
+
+    def _mlflow_experiment(self, request: RecordedRequest, match: Any) -> ReplayResponse:
+        name = (request.query.get("experiment_name") or [""])[0]
+        if name not in self.mlflow_experiments:
+            return ReplayResponse(404, {"error_code": "RESOURCE_DOES_NOT_EXIST",
+                                        "message": f"Experiment '{name}' does not exist."})
+        return ReplayResponse(json={"experiment": {"experiment_id": self.mlflow_experiments[name], "name": name,
+                                                   "lifecycle_stage": "active"}})
+
+    def _mlflow_search(self, request: RecordedRequest, match: Any) -> ReplayResponse:
+        wanted = re.search(r"tags\.`azureml\.monitor_name` = '([^']*)'", request.body.get("filter", ""))
+        runs = [r["run"] for r in self.mlflow_runs
+                if r["run"]["info"]["experiment_id"] in request.body.get("experiment_ids", [])
+                and wanted and {"key": "azureml.monitor_name", "value": wanted[1]} in r["run"]["data"]["tags"]]
+        return ReplayResponse(json={"runs": runs} if runs else {})
+
+    def _mlflow_history(self, request: RecordedRequest, match: Any) -> ReplayResponse:
+        run_id = (request.query.get("run_id") or [""])[0]
+        key = (request.query.get("metric_key") or [""])[0]
+        for r in self.mlflow_runs:
+            if r["run"]["info"]["run_id"] == run_id:
+                return ReplayResponse(json={"metrics": [p for p in r["history"] if p["key"] == key]})
+        return ReplayResponse(404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"Run {run_id} not found."})
+
     def seed_from_demo(self, demo: Any) -> None:
         """The same workspace the local backend serves (adapters.demo), as Azure would return it.
 
@@ -478,6 +556,7 @@ class FakeWorkspace:
             if schedule.trigger == "cron":
                 props["trigger"].update(expression=schedule.expression, timeZone=schedule.time_zone)
             self.add(body)
+        self.seed_monitor()             # replaces the demo's fraud-model-monitor with a real monitor schedule
         for c in demo.compute:
             source = "amlcompute.json" if c.type == "amlcompute" else "computeinstance.json"
             body = from_handwritten(f"ml/handwritten/computes/{source}", id=arm_id("computes", c.name), name=c.name)
@@ -544,6 +623,9 @@ class FakeWorkspace:
                 children.sort(key=lambda c: int(c["name"]) if c["name"].isdigit() else 0, reverse=True)
             if collection == "jobs":
                 children.sort(key=lambda c: c["systemData"]["createdAt"], reverse=True)
+                scheduled = (request.query.get("scheduleId") or [None])[0]
+                if scheduled is not None:       # jobs.list(schedule_defined=True, scheduled_job_name=...)
+                    children = [c for c in children if c["name"] in self.schedule_jobs.get(scheduled, [])]
             return ReplayResponse(json=self._page(request, children))
         return _not_found(request.path)
 

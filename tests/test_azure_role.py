@@ -44,6 +44,11 @@ def action_for(request: RecordedRequest) -> str | None:
         return None
     if path.startswith("/history/v1.0/") and "/runs/" in path:
         return f"{ML}/workspaces/experiments/runs/read"
+    if path.startswith("/mlflow/v1.0/"):              # the workspace's MLflow tracking API (monitor figures)
+        if path.endswith("/experiments/get-by-name"):
+            return f"{ML}/workspaces/experiments/read"
+        assert path.endswith(("/runs/search", "/metrics/get-history")), path
+        return f"{ML}/workspaces/experiments/runs/read"
     path = re.sub(r"^/mferp/managementfrontend", "", path)
     match = re.match(r"^/subscriptions/[^/]+(?:/resourceGroups/[^/]+)?/providers/(?P<ns>[^/]+)/(?P<rest>.+)$",
                      path, re.IGNORECASE)
@@ -78,6 +83,7 @@ class Recording:
 @pytest.fixture(scope="module")
 def requests() -> list[RecordedRequest]:
     workspace = FakeWorkspace()
+    workspace.seed_monitor()
     workspace.transport.add("POST", r"/metrics:getBatch$", handler=monitor_answer)
     metrics = AzureMonitorMetrics(metrics_client(workspace.transport))
     svc = Recording(AzureMLService(ml_client(workspace.transport), metrics=metrics))
@@ -108,6 +114,8 @@ def requests() -> list[RecordedRequest]:
     svc.list_compute()
     svc.stop_compute("ada-ci").wait(5)
     svc.start_compute("ada-ci").wait(5)
+    svc.list_monitors()
+    svc.drift_report("fraud-model-monitor", 7)
     # the replay's stand-in for Azure's operation status URLs (see NOT_REPLAYED)
     return [r for r in workspace.transport.sent() if "/operationResults/" not in r.path]
 

@@ -270,3 +270,38 @@ def test_a_batch_endpoint_comes_with_its_deployments(ml):
     with pytest.raises(NotFound) as caught:
         ml.get_batch_endpoint(MISSING)
     assert (caught.value.kind, caught.value.name) == ("batch_endpoint", MISSING)
+
+
+# ---------------------------------------------------------------- model monitoring
+
+
+def test_monitors_are_named_with_signals_and_a_last_run(ml):
+    from adapters.service import MONITOR_SIGNAL_KINDS, Monitor
+
+    monitors = ml.list_monitors()
+    if not monitors:
+        pytest.skip("the workspace has no monitors")
+    assert [m.name for m in monitors] == sorted(m.name for m in monitors)
+    for monitor in monitors:
+        assert isinstance(monitor, Monitor) and monitor.signals
+        assert all(s.kind in MONITOR_SIGNAL_KINDS and s.thresholds for s in monitor.signals)
+        assert monitor.last_run is not None and monitor.last_run.status == "Completed"
+        assert monitor.last_run.breached in (True, False)
+
+
+def test_drift_report_of_a_monitor_found_by_its_endpoint(ml):
+    monitor = next((m for m in ml.list_monitors() if m.endpoint), None)
+    if monitor is None:
+        pytest.skip("the workspace has no monitor of an endpoint")
+    report = ml.drift_report(monitor.endpoint_name, 7)
+    assert report.monitor.name == monitor.name
+    assert report.latest == monitor.last_run
+    assert [s.name for s in report.signals] == [s.name for s in monitor.signals]
+    assert bool(any(s.figures for s in report.signals)) != bool(report.figures_note)
+
+
+def test_drift_report_refuses_unknown_targets_and_bad_windows(ml):
+    with pytest.raises(NotFound):
+        ml.drift_report(MISSING, 7)
+    with pytest.raises(InvalidRequest):
+        ml.drift_report(MISSING, 0)

@@ -1,0 +1,148 @@
+"""Monitors on Azure ML: monitor schedules and their runs read through a real MLClient over replay."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from adapters.azureml import AzureMLService
+from adapters.service import MetricThreshold, NotFound
+from commands.monitoring import drift_card, monitors_card
+from tests.card_schema import assert_valid_card
+from tests.replay import FakeWorkspace, ml_client
+
+SCHEDULE = "fraud-model-monitor"
+
+
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)       # the day of the replayed monitor's latest run
+
+
+def service(breached: bool = True) -> tuple[FakeWorkspace, AzureMLService]:
+    workspace = FakeWorkspace()
+    workspace.seed_monitor(breached=breached)
+    svc = AzureMLService(ml_client(workspace.transport))
+    svc.clock = lambda: NOW
+    return workspace, svc
+
+
+def test_monitor_schedules_become_monitors_with_signals_and_thresholds():
+    workspace, svc = service()
+    [monitor] = svc.list_monitors()              # the job schedules (nightly-train, weekly-eval) are not monitors
+    assert (monitor.name, monitor.endpoint, monitor.schedule, monitor.enabled) == (
+        SCHEDULE, "fraud-api/blue", "every 1 day at 03:00 UTC", True)
+    assert [(s.name, s.kind) for s in monitor.signals] == [
+        ("data-drift", "data_drift"), ("prediction-drift", "prediction_drift"), ("data-quality", "data_quality")]
+    drift, _, quality = monitor.signals
+    assert drift.thresholds == (MetricThreshold("normalized_wasserstein_distance", 0.1, "numerical"),
+                                MetricThreshold("jensen_shannon_distance", 0.1, "categorical"))
+    assert set(quality.thresholds) == {MetricThreshold("null_value_rate", 0.01, "numerical"),
+                                       MetricThreshold("out_of_bounds_rate", 0.02, "numerical"),
+                                       MetricThreshold("null_value_rate", 0.01, "categorical"),
+                                       MetricThreshold("out_of_bounds_rate", 0.02, "categorical")}
+    assert drift.features == ("transaction_amount", "merchant_category", "customer_age", "hour_of_day", "country")
+    assert drift.lookback_days == 1
+    assert monitor.last_run.name == "fraud-model-monitor-202603100300"
+    assert (monitor.last_run.breached, monitor.last_run.breached_signals) == (True, ("data-drift",))
+    [runs] = [r for r in workspace.transport.sent("GET", r"/jobs$")]
+    assert runs.query["scheduled"] == ["true"] and runs.query["scheduleId"] == [SCHEDULE]
+
+
+def test_a_run_without_the_breach_tag_is_within_thresholds():
+    _, svc = service(breached=False)
+    [monitor] = svc.list_monitors()
+    assert (monitor.last_run.status, monitor.last_run.breached) == ("Completed", False)
+
+
+def test_drift_report_reads_the_figures_azures_components_logged_in_mlflow():
+    workspace, svc = service()
+    report = svc.drift_report("fraud-api", 7)
+    assert report.monitor.name == SCHEDULE
+    assert [r.name for r in report.runs] == ["fraud-model-monitor-202603080300", "fraud-model-monitor-202603090300",
+                                             "fraud-model-monitor-202603100300"]
+    assert report.latest.breached is True
+    drift, prediction, quality = report.signals
+    assert (drift.name, drift.breached, prediction.breached, quality.breached) == ("data-drift", True, False, False)
+    assert [(f.feature, f.metric, f.value, f.threshold, f.breached, f.data_type, f.history) for f in drift.figures] == [
+        ("merchant_category", "jensen_shannon_distance", 0.197, 0.1, True, "categorical", (0.15, 0.169, 0.197)),
+        ("transaction_amount", "normalized_wasserstein_distance", 0.0322, 0.1, False, "numerical", (0.036, 0.037, 0.0322)),
+        ("customer_age", "normalized_wasserstein_distance", 0.05, 0.1, False, "numerical", (0.041, 0.021, 0.05))]
+    assert [(f.feature, f.metric, f.value) for f in quality.figures] == [("country", "null_value_rate", 0.00267)]
+    assert "their format, which may change" in report.figures_source and report.figures_note == ""
+    search = workspace.transport.sent("POST", r"/api/2\.0/mlflow/runs/search$")[0]
+    assert search.host == "westeurope.api.azureml.ms"
+    assert search.body["experiment_ids"] == ["9d5e2c1b-4a3f-4e6d-8c7b-1a2b3c4d5e6f"]
+    assert search.body["filter"] == "tags.`azureml.monitor_name` = 'fraud-model-monitor'"
+    assert report.studio_url == ("https://ml.azure.com/monitoring?wsid=/subscriptions/00000000-1111-2222-3333-"
+                                 "444444444444/resourcegroups/rg-mlops/workspaces/ws-prod")
+    card = drift_card(report, workspace="Workspace ws-prod (prod)")
+    assert_valid_card(card)
+    assert {"type": "Action.OpenUrl", "title": "Open in Azure ML studio", "url": report.studio_url} in card["actions"]
+    text = card["fallbackText"]
+    assert "merchant_category (categorical)  JSD 0.197 > 0.1  ▆▇█" in text
+    assert "MLflow runs of Azure's monitoring components" in text
+    assert_valid_card(monitors_card(svc.list_monitors(), workspace="Workspace ws-prod (prod)"))
+
+
+def test_without_readable_figures_the_report_keeps_the_outcome_and_says_why():
+    workspace, svc = service()
+    workspace.transport.fail("POST", r"/api/2\.0/mlflow/runs/search$", 403, "AuthorizationFailed",
+                             "The identity may not read runs.")
+    report = svc.drift_report("fraud-model-monitor", 7)
+    assert report.latest.breached is True and report.latest.breached_signals == ("data-drift",)
+    assert [(s.name, s.breached, s.figures) for s in report.signals] == [
+        ("data-drift", True, ()), ("prediction-drift", False, ()), ("data-quality", False, ())]
+    assert report.figures_note.startswith("Per-feature figures could not be read from Azure's monitoring components")
+    assert "azureml.group_0" in report.figures_note and "may change" in report.figures_note
+    card = drift_card(report, workspace="Workspace ws-prod (prod)")
+    assert_valid_card(card)
+    assert "Latest run: threshold breached: data-drift" in card["fallbackText"]
+
+
+def test_no_logged_figures_is_said_plainly():
+    workspace, svc = service()
+    workspace.mlflow_runs.clear()
+    report = svc.drift_report("fraud-model-monitor", 7)
+    assert report.figures_note.startswith("No per-feature figures were found for this monitor.")
+    assert all(s.figures == () for s in report.signals)
+
+
+def test_an_unwatched_target_is_not_found_with_a_suggestion():
+    _, svc = service()
+    with pytest.raises(NotFound, match="Did you mean `fraud-model-monitor`"):
+        svc.drift_report("fraud-model-monitr", 7)
+
+
+@pytest.fixture
+async def azure_teams(aiohttp_server, settings):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from adapters.nonblocking import NonBlockingService
+    from bot.app import create_app
+    from commands.context import Workspaces
+    from tests.replay import demo_azure
+    from tests.teams_client import TeamsStandIn
+
+    pool = ThreadPoolExecutor(max_workers=4)
+    fake, svc = demo_azure()
+    svc.clock = lambda: NOW
+    workspaces = Workspaces([NonBlockingService(svc, name="ml-prod", environment="prod", pool=pool, timeout=10)])
+    server = await aiohttp_server(create_app(settings, workspaces=workspaces))
+    async with TeamsStandIn(str(server.make_url("/api/messages"))) as teams:
+        yield fake, teams
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def test_drift_and_monitors_over_http_on_azure(azure_teams):
+    fake, teams = azure_teams
+    [reply] = await teams.say("drift fraud-api --window 7d")
+    assert_valid_card(reply.card)
+    text = reply.card["fallbackText"]
+    assert reply.card["body"][0]["text"] == "Drift of fraud-model-monitor on fraud-api/blue"
+    assert "Latest run: threshold breached: data-drift" in text
+    assert "merchant_category (categorical)  JSD 0.197 > 0.1  ▆▇█" in text
+    assert any(a.get("type") == "Action.OpenUrl" for a in reply.card["actions"])
+    status, body = await teams.click(reply.card, "All monitors")
+    assert status == 200
+    posted = teams.connector.sent[-1].card          # navigation posts its answer as a new message
+    assert "1 monitor, 1 breached at the last run." in posted["fallbackText"]
