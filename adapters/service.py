@@ -99,6 +99,8 @@ class ModelVersion:
     created_at: datetime | None = None
     created_by: str = ""
     path: str = ""
+    archived: bool = False           # Azure's archive (`is_archived`): hidden from default lists, still usable
+    job: str = ""                    # the training job that produced it, when known
 
     @property
     def ref(self) -> str:
@@ -225,6 +227,84 @@ class Operation:
     wait: Callable[[float | None], str]
 
 
+@dataclass(frozen=True)
+class FeatureStore:
+    """An Azure ML feature store: a workspace of kind `featurestore`, with its own assets and roles."""
+
+    name: str
+    location: str = ""
+    description: str = ""
+    resource_group: str = ""
+    subscription_id: str = ""
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    type: str                        # Azure's FeatureDataType: String, Integer, Long, Float, Double, Boolean, ...
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class FeatureEntity:
+    """An entity a feature set is keyed on; `join_keys` are its index columns as (name, type)."""
+
+    name: str
+    version: str = ""
+    join_keys: tuple[tuple[str, str], ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Materialization:
+    """One materialization job of a feature set version (backfill or the recurrent schedule)."""
+
+    job: str
+    status: str
+    type: str = ""                   # "backfill" | "recurrent" | ""
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """A feature set version. `list_feature_sets` fills only the summary (name, latest version,
+    description, tags); `get_feature_set` fills entities, features and materialization too."""
+
+    name: str
+    version: str
+    store: str
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    stage: str = ""
+    entities: tuple[FeatureEntity, ...] = ()
+    features: tuple[Feature, ...] = ()
+    offline_enabled: bool = False
+    online_enabled: bool = False
+    schedule: str = ""               # materialization schedule, e.g. "every 1 day at 02:00", "" when none
+    last_materialization: Materialization | None = None
+    versions: tuple[str, ...] = ()   # every version, newest first (get_feature_set)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+TRAINING_SCHEDULE_TAG = "training_schedule"     # model tag naming the schedule that retrains it
+
+
+def training_schedule(model: str, versions: list[ModelVersion]) -> str:
+    """The schedule named by the newest version (of `versions`, newest first) with a training_schedule tag."""
+    for version in versions:
+        name = version.tags.get(TRAINING_SCHEDULE_TAG, "").strip()
+        if name:
+            return name
+    raise InvalidRequest(f"No version of {model} names its retraining schedule: tag one with "
+                         f"{TRAINING_SCHEDULE_TAG}=<schedule name>, or trigger the schedule directly.",
+                         code="NoTrainingSchedule")
+
+
 # ---------------------------------------------------------------- the port
 
 
@@ -304,3 +384,30 @@ class MLService(Protocol):
     def start_compute(self, name: str) -> Operation: ...
 
     def stop_compute(self, name: str) -> Operation: ...
+
+    # model archive, retraining and the feature store (issue 9); keep new port methods below this line
+    def archive_model(self, name: str, version: str) -> ModelVersion:
+        """Azure's archive of one version (`is_archived`); its stage is kept. Archiving twice is a no-op."""
+        ...
+
+    def restore_model(self, name: str, version: str) -> ModelVersion:
+        """Undo `archive_model`; its stage is kept. Restoring a version that is not archived is a no-op."""
+        ...
+
+    def trigger_retraining(self, model: str) -> Job:
+        """Start the model's retraining: trigger the schedule named in its newest version's
+        `training_schedule` tag and return the job that starts. InvalidRequest if no version names one."""
+        ...
+
+    def list_feature_stores(self) -> list[FeatureStore]:
+        """The feature stores beside this workspace (Azure: its resource group), by name."""
+        ...
+
+    def list_feature_sets(self, store: str) -> list[FeatureSet]:
+        """The feature sets of `store` (their latest version, summary only), by name."""
+        ...
+
+    def get_feature_set(self, store: str, name: str, version: str | None = None) -> FeatureSet:
+        """One feature set version in full (latest when no version): entities with their join keys,
+        features with types, materialization settings and the last materialization job."""
+        ...
