@@ -228,6 +228,16 @@ class Operation:
 
 
 @dataclass(frozen=True)
+class AzureScope:
+    """Where an Azure ML workspace lives, as configured (known without a call): for studio links."""
+
+    subscription_id: str
+    resource_group: str
+    workspace: str
+    tenant_id: str = ""
+
+
+@dataclass(frozen=True)
 class FeatureStore:
     """An Azure ML feature store: a workspace of kind `featurestore`, with its own assets and roles."""
 

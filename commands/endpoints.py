@@ -8,6 +8,7 @@ from adapters.service import BatchEndpoint, EndpointMetrics, OnlineEndpoint, Ser
 from commands.changes import accepted
 from commands.context import Context, Reply, Role
 from commands.registry import Arg, UsageError, command, whole_number
+from commands.studio import open_in_studio, studio
 from commands.ui import button, card, columns, facts, limited, reply, section, text
 
 STATE_COLORS = {"Succeeded": "Good", "Failed": "Attention", "Updating": "Warning", "Creating": "Warning",
@@ -53,7 +54,7 @@ def health_facts(metrics: EndpointMetrics) -> dict:
 
 
 def endpoint_card(endpoint: OnlineEndpoint, metrics: EndpointMetrics | None, metrics_error: str, *,
-                  workspace: str) -> dict:
+                  workspace: str, studio_url: str | None = None) -> dict:
     body = [
         text(endpoint.provisioning_state, weight="Bolder", color=STATE_COLORS.get(endpoint.provisioning_state)),
         facts([("Traffic", traffic_text(endpoint.traffic)),
@@ -76,7 +77,7 @@ def endpoint_card(endpoint: OnlineEndpoint, metrics: EndpointMetrics | None, met
     body.append(section(f"Health{window}"))
     body.append(health_facts(metrics) if metrics else text(f"Health figures unavailable: {metrics_error}", subtle=True))
     return card(f"Endpoint {endpoint.name}", body, subtitle=workspace,
-                actions=[button("Refresh", "endpoint", endpoint.name)])
+                actions=[button("Refresh", "endpoint", endpoint.name)] + open_in_studio(studio_url))
 
 
 @command("endpoints", summary="List online and batch endpoints with their traffic.", example="endpoints")
@@ -90,7 +91,9 @@ async def endpoints(ctx: Context) -> Reply:
          example="endpoint fraud-api")
 async def endpoint(ctx: Context, name: str) -> Reply:
     found, (metrics, error) = await asyncio.gather(ctx.ml.get_endpoint(name), _metrics(ctx, name))
-    return reply(endpoint_card(found, metrics, error, workspace=ctx.where))
+    site = studio(ctx)
+    return reply(endpoint_card(found, metrics, error, workspace=ctx.where,
+                               studio_url=site.endpoint(found.name) if site else None))
 
 
 async def _metrics(ctx: Context, name: str) -> tuple[EndpointMetrics | None, str]:

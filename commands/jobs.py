@@ -6,6 +6,7 @@ from adapters.service import JOB_STATUSES, Job
 from commands.changes import accepted
 from commands.context import Context, Reply, Role
 from commands.registry import Arg, command, one_of, whole_number
+from commands.studio import open_in_studio, studio
 from commands.ui import button, card, columns, facts, limited, reply, section, text, when
 
 STATUS_COLORS = {"Completed": "Good", "Failed": "Attention", "Canceled": "Warning", "NotResponding": "Attention"}
@@ -33,7 +34,7 @@ def child_row(job: Job) -> dict:
     return columns(text(job.display_name or job.name), status_text(job), widths=["stretch", "auto"])
 
 
-def job_card(job: Job, *, workspace: str) -> dict:
+def job_card(job: Job, *, workspace: str, studio_url: str | None = None) -> dict:
     body = [status_text(job),
             facts([("Name", job.name), ("Type", job.type), ("Experiment", job.experiment), ("Compute", job.compute),
                    ("Created", when(job.created_at)), ("Started", when(job.started_at)),
@@ -45,7 +46,8 @@ def job_card(job: Job, *, workspace: str) -> dict:
     actions = [button("Refresh", "job", job.name)]
     if not job.terminal:
         actions.append(button("Cancel", "cancel", job.name, style="destructive"))
-    return card(f"Job {job.display_name or job.name}", body, subtitle=workspace, actions=actions)
+    return card(f"Job {job.display_name or job.name}", body, subtitle=workspace,
+                actions=actions + open_in_studio(studio_url))
 
 
 @command("jobs", Arg("--status", type=one_of(JOB_STATUSES, "status"), help="only jobs in this status", metavar="STATUS"),
@@ -59,7 +61,8 @@ async def jobs(ctx: Context, status: str | None, limit: int) -> Reply:
 @command("job", Arg("name", help="a job name, as `jobs` shows it"),
          summary="Show one job: status, times, error, pipeline steps.", example="job frosty_kettle_8k2x9q7m")
 async def job(ctx: Context, name: str) -> Reply:
-    return reply(job_card(await ctx.ml.get_job(name), workspace=ctx.where))
+    found, site = await ctx.ml.get_job(name), studio(ctx)
+    return reply(job_card(found, workspace=ctx.where, studio_url=site.job(found.name) if site else None))
 
 
 @command("cancel", Arg("job", help="a running or queued job"), summary="Cancel a running or queued job.",
