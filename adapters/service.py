@@ -306,6 +306,8 @@ TRAINING_SCHEDULE_TAG = "training_schedule"     # model tag naming the schedule 
 
 def training_schedule(model: str, versions: list[ModelVersion]) -> str:
     """The schedule named by the newest version (of `versions`, newest first) with a training_schedule tag."""
+    if not versions:
+        raise NotFound("model", model)
     for version in versions:
         name = version.tags.get(TRAINING_SCHEDULE_TAG, "").strip()
         if name:
