@@ -293,7 +293,8 @@ class AzureMLService:
                             description=model.description or "", tags=tags,
                             metrics=_metrics_from(model.properties, model.tags), created_at=created_at,
                             created_by=created_by, path=_text(model.path),
-                            job=_text(getattr(model, "job_name", None) or (model.properties or {}).get("azureml.runId")))
+                            job=_text(getattr(model, "job_name", None)
+                                      or (model.properties or {}).get("azureml.runId")))
 
     def list_models(self, name: str | None = None, stage: str | None = None) -> list[ModelVersion]:
         stage = _canonical_stage(stage) if stage else None
@@ -692,8 +693,9 @@ class AzureMLService:
     def list_feature_stores(self) -> list[FeatureStore]:
         with self._call("feature_store", role=READER):
             stores = [s for s in self.ml.feature_stores.list() if s is not None and s.name]
+        group = self.ml.resource_group_name
         return sorted((FeatureStore(name=s.name, location=_text(s.location), description=s.description or "",
-                                    resource_group=_text(getattr(s, "resource_group", "")) or self.ml.resource_group_name,
+                                    resource_group=_text(getattr(s, "resource_group", "")) or group,
                                     subscription_id=self.ml.subscription_id) for s in stores), key=lambda s: s.name)
 
     def _store_client(self, store: str) -> MLClient:
@@ -716,14 +718,14 @@ class AzureMLService:
             raise PermissionDenied(
                 f"{error.identity or 'The bot'} may not read feature store {store}. A feature store is a workspace "
                 f"of its own: the bot's identity needs a role on the feature store itself ({FEATURE_STORE_ROLE}, or "
-                f"the MLOps bot custom role assigned on the store or its resource group), not only on {self.workspace_name}.",
-                identity=error.identity, role=FEATURE_STORE_ROLE, code=error.code) from None
-        except NotFound as error:
-            if error.kind == "feature_set":
-                raise
+                f"the MLOps bot custom role assigned on the store or its resource group), not only on "
+                f"{self.workspace_name}.",
+                identity=error.identity, role=FEATURE_STORE_ROLE, code=error.code,
+                scope=f"the feature store {store}") from None
+        except NotFound:
             names = [s.name for s in self.list_feature_stores()]
             if store in names:
-                raise
+                raise                    # the store is there: what is missing is inside it
             raise NotFound("feature_store", store, f"No feature store named '{store}' "
                            f"(feature stores: {', '.join(names) or 'none'}).") from None
 
@@ -738,8 +740,13 @@ class AzureMLService:
 
     def get_feature_set(self, store: str, name: str, version: str | None = None) -> FeatureSet:
         client = self._store_client(store)
-        with self._store_call(store):
-            listed = [v for v in client.feature_sets.list(name, list_view_type=ALL_ASSETS) if v is not None]
+        try:
+            with self._store_call(store, "feature_set", name):
+                listed = [v for v in client.feature_sets.list(name, list_view_type=ALL_ASSETS) if v is not None]
+        except NotFound as error:
+            if error.kind != "feature_set":
+                raise
+            listed = []              # Azure answers an unknown feature set with 404 or with no versions
         versions = tuple(sorted((_text(v.version) for v in listed), key=_text_version_key, reverse=True))
         if not versions:
             names = [f.name for f in self.list_feature_sets(store)]

@@ -774,7 +774,8 @@ class LocalWorkspace:
             self._feature_store(conn, store)
             latest: dict[str, sqlite3.Row] = {}
             for row in conn.execute("SELECT * FROM feature_sets WHERE store = ?", (store,)):
-                if row["name"] not in latest or _version_key(row["version"]) > _version_key(latest[row["name"]]["version"]):
+                newest = latest.get(row["name"])
+                if newest is None or _version_key(row["version"]) > _version_key(newest["version"]):
                     latest[row["name"]] = row
             return [FeatureSet(row["name"], row["version"], store, row["description"], json.loads(row["tags"]))
                     for _, row in sorted(latest.items())]

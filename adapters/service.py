@@ -57,13 +57,15 @@ class Unavailable(ServiceError):
 
 
 class PermissionDenied(ServiceError):
-    """`identity` says who the bot ran as; `role` names the Azure role that would allow the call."""
+    """`identity` says who the bot ran as; `role` names the Azure role that would allow the call, and
+    `scope` where to assign it when that is not the workspace (e.g. "the feature store contoso-features")."""
 
     def __init__(self, message: str, *, identity: str | None = None, role: str | None = None,
-                 code: str | None = None) -> None:
+                 code: str | None = None, scope: str | None = None) -> None:
         super().__init__(message, code=code)
         self.identity = identity
         self.role = role
+        self.scope = scope
 
 
 # ---------------------------------------------------------------- value types

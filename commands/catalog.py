@@ -3,7 +3,7 @@
 `python -m commands.catalog` prints the README's command reference (a test keeps them equal).
 """
 
-from commands import models, endpoints, jobs, compare, featurestore, platform, general  # noqa: F401  (declaring registers)
+from commands import models, endpoints, jobs, compare, featurestore, platform, general  # noqa: F401  (registers)
 from commands.registry import CATALOG, Registry
 
 

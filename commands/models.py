@@ -87,5 +87,6 @@ async def model(ctx: Context, ref: str) -> Reply:
         raise UsageError(f"'{ref}' is not a model reference. Usage: `model name[:version]`, e.g. `model fraud-model:3`.")
     found = await ctx.ml.get_model(name, version or None)
     site = studio(ctx)
-    return reply(model_card(found, workspace=ctx.where, studio_url=site.model(found.name, found.version) if site else None))
+    url = site.model(found.name, found.version) if site else None
+    return reply(model_card(found, workspace=ctx.where, studio_url=url))
 

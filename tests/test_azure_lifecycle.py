@@ -183,3 +183,13 @@ def test_an_unknown_store_is_not_found_naming_the_stores(svc):
     with pytest.raises(NotFound) as missing:
         svc.list_feature_sets("contoso-featurez")
     assert missing.value.message == "No feature store named 'contoso-featurez' (feature stores: contoso-features)."
+
+
+def test_an_unknown_feature_set_answered_404_names_the_feature_sets(svc, workspace):
+    workspace.transport.fail("GET", r"/featuresets/transactionz/versions$", 404, "UserError",
+                             "Could not find asset with name transactionz")
+    with pytest.raises(NotFound) as missing:
+        svc.get_feature_set(STORE, "transactionz")
+    assert (missing.value.kind, missing.value.message) == (
+        "feature_set", "Feature store contoso-features has no feature set named 'transactionz' "
+                       "(it has: customers, transactions).")

@@ -271,3 +271,21 @@ async def test_a_feature_set_button_click_over_http(teams):
     assert status == 200
     assert body["value"]["body"][0]["text"] == "Feature set customers:1"
     assert_valid_card(body["value"])
+
+
+async def test_no_role_on_the_feature_store_tells_where_to_assign_one():
+    workspace, service = demo_azure(identity="mi-mlops-bot")
+    workspace.transport.fail("GET", r"/workspaces/contoso-features/featuresets$", 403, "AuthorizationFailed",
+                             "The client does not have authorization to perform action.")
+    pool = ThreadPoolExecutor(max_workers=2)
+    try:
+        ml = NonBlockingService(service, name=WORKSPACE, environment="prod", pool=pool)
+        handler = ChatHandler(catalog(), Workspaces([ml]), RoleBook(default=Role.VIEWER))
+        reply = await handler.handle(Request(User("u-1", "Uma"), "c", text="featuresets"), lambda outcome: None)
+    finally:
+        pool.shutdown(wait=True)
+    assert reply.text == (
+        "Azure refused: mi-mlops-bot may not read feature store contoso-features. A feature store is a workspace of "
+        "its own: the bot's identity needs a role on the feature store itself (AzureML Data Scientist, or the MLOps "
+        "bot custom role assigned on the store or its resource group), not only on ws-prod. Assign it the Azure "
+        "role **AzureML Data Scientist** on the feature store contoso-features.")
