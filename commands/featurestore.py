@@ -13,7 +13,8 @@ from commands.studio import open_in_studio, studio
 from commands.ui import button, card, columns, facts, limited, reply, section, text, when
 
 STORE_ARG = Arg("--store", help="which feature store (default: the only one)", metavar="NAME")
-MATERIALIZATION_COLORS = {"Completed": "Good", "Failed": "Attention", "Canceled": "Warning"}
+NO_STORE_HINT = ("On Azure, feature stores are the workspaces of kind featurestore in the workspace's resource group "
+                 "that the bot's identity may read: it needs a role on each store itself.")
 
 
 def stores_card(stores: list[FeatureStore], *, workspace: str) -> dict:
@@ -23,7 +24,10 @@ def stores_card(stores: list[FeatureStore], *, workspace: str) -> dict:
                        {"type": "ActionSet", "actions": [button("Feature sets", "featuresets", "--store", store.name)]},
                        widths=["stretch", "auto"])
 
-    return card("Feature stores", limited(stores, row, noun="feature store"), subtitle=workspace)
+    body = limited(stores, row, noun="feature store")
+    if not stores:
+        body.append(text(NO_STORE_HINT, subtle=True))
+    return card("Feature stores", body, subtitle=workspace)
 
 
 def feature_sets_card(store: str, sets: list[FeatureSet], *, workspace: str, studio_url: str | None = None) -> dict:
@@ -85,7 +89,7 @@ async def _store(ctx: Context, store: str | None) -> str:
             raise UsageError(f"No feature store named '{store}'.{hint} Feature stores: {', '.join(stores) or 'none'}.")
         return store
     if not stores:
-        raise UsageError("This workspace has no feature store beside it (Azure: none in its resource group).")
+        raise UsageError(f"I see no feature store beside this workspace. {NO_STORE_HINT}")
     if len(stores) > 1:
         raise UsageError(f"There are {len(stores)} feature stores; name one with `--store`: {', '.join(stores)}.")
     return stores[0]

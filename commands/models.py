@@ -60,7 +60,8 @@ def model_card(model: ModelVersion, *, workspace: str, studio_url: str | None = 
     if model.tags:
         body += [section("Tags"), facts(sorted(model.tags.items()))]
     return card(f"Model {model.ref}", body, subtitle=workspace,
-                actions=[button("All versions", "models", model.name)] + open_in_studio(studio_url))
+                actions=[button("All versions", "models", model.name)]
+                + ([button("Training job", "job", model.job)] if model.job else []) + open_in_studio(studio_url))
 
 
 @command("models", Arg("name", nargs="?", help="a model name, to list its versions"),

@@ -121,6 +121,13 @@ async def test_models_in_staging_name_the_version_in_production(chat):
     assert [d.split(" · ")[:2] for d in details] == [["Staging", "Production: v2"], ["Staging", "Production: v3"]]
 
 
+async def test_a_model_card_names_and_opens_its_training_job(chat):
+    reply = await chat("model fraud-model:4")
+    assert fact(reply, "Training job") == "gentle_fox_1k9sz7ra"
+    assert buttons(reply) == [("All versions", "models", ["fraud-model"]), ("Training job", "job", ["gentle_fox_1k9sz7ra"])]
+    assert (await chat.click("job", "gentle_fox_1k9sz7ra")).card["body"][0]["text"] == "Job register-fraud-model-v4"
+
+
 async def test_archived_versions_are_marked(chat, workspaces):
     await workspaces.default.archive_model("fraud-model", "1")
     reply = await chat("models fraud-model")
@@ -186,8 +193,13 @@ async def test_feature_store_refusals(chat, typed, answer):
 
 async def test_without_a_store_featuresets_says_so(chat, workspaces):
     workspaces.default.service.reset(demo=False)
-    assert (await chat("featuresets")).text == ("This workspace has no feature store beside it "
-                                                 "(Azure: none in its resource group).")
+    assert (await chat("featuresets")).text == (
+        "I see no feature store beside this workspace. On Azure, feature stores are the workspaces of kind "
+        "featurestore in the workspace's resource group that the bot's identity may read: it needs a role on each "
+        "store itself.")
+    assert (await chat("featurestores")).text.splitlines()[2:] == [
+        "No feature stores.", "On Azure, feature stores are the workspaces of kind featurestore in the workspace's "
+        "resource group that the bot's identity may read: it needs a role on each store itself."]
 
 
 # ---------------------------------------------------------------- studio links (Azure)
