@@ -31,6 +31,14 @@ Choices worth knowing:
   SDK's GET-then-PUT would drop `modelMountPath`, `identity` and `kind` from the deployment.
 - Endpoint metrics: the configured Azure Monitor source, or one for the workspace's region
   (https://<location>.metrics.monitor.azure.com) built on first use.
+- Model versions are read through the SDK's REST version operations (same requests as `models.get`
+  and `models.list`), because the Model entity drops `isArchived`; lists by name use listViewType
+  All, archived versions flagged. Archive/restore are `models.archive`/`models.restore`; a stage
+  change of an archived version PUTs the stored body with only `stage` changed, never through
+  `models.create_or_update`, whose PUT always sends `isArchived: false`.
+- A feature store is a workspace of its own: `feature_stores.list()` finds them in the resource
+  group, and everything inside one goes through a second MLClient bound to the store (same
+  credential and pipeline settings), so the bot's identity needs a role on the store itself.
 """
 
 from __future__ import annotations

@@ -14,12 +14,15 @@ Design:
 * one sqlite3 connection (`check_same_thread=False`) guarded by a lock, because the bot calls it
   from a thread pool; every public call is one `BEGIN IMMEDIATE ... COMMIT` transaction, so a
   rejected change writes nothing and an accepted one is never half-written;
-* the schema is versioned with `PRAGMA user_version` (SCHEMA_VERSION);
+* the schema is versioned with `PRAGMA user_version` (SCHEMA_VERSION); a file of an older version
+  is migrated in place by `_MIGRATIONS` when opened;
 * changes are immediate: an `Operation` is returned only after the change is committed, and its
   `wait` just returns the one-line summary;
 * time comes from the injected `clock`; on every call, Queued/Running jobs with a plan progress to
   the state the clock says they are in, and pipelines follow their steps (a failed step fails the
   pipeline and cancels the steps still pending, as Azure does by default);
+* a completed run of the schedule a model names in its `training_schedule` tag registers a new
+  version of that model (as the register step of a real training pipeline does), once per run;
 * metrics and logs are simulated deterministically from each deployment's `demo.Health`, the
   current traffic split and instance count, seeded by endpoint and a 5-minute time bucket.
 
