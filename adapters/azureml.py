@@ -31,6 +31,14 @@ Choices worth knowing:
   SDK's GET-then-PUT would drop `modelMountPath`, `identity` and `kind` from the deployment.
 - Endpoint metrics: the configured Azure Monitor source, or one for the workspace's region
   (https://<location>.metrics.monitor.azure.com) built on first use.
+- Model versions are read through the SDK's REST version operations (same requests as `models.get`
+  and `models.list`), because the Model entity drops `isArchived`; lists by name use listViewType
+  All, archived versions flagged. Archive/restore are `models.archive`/`models.restore`; a stage
+  change of an archived version PUTs the stored body with only `stage` changed, never through
+  `models.create_or_update`, whose PUT always sends `isArchived: false`.
+- A feature store is a workspace of its own: `feature_stores.list()` finds them in the resource
+  group, and everything inside one goes through a second MLClient bound to the store (same
+  credential and pipeline settings), so the bot's identity needs a role on the store itself.
 """
 
 from __future__ import annotations
@@ -85,11 +93,14 @@ from adapters.service import (
 )
 from adapters.service import (
     DriftReport, FeatureFigure, MetricThreshold, Monitor, MonitorRun, MonitorSignal, SignalReport,
+    TRAINING_SCHEDULE_TAG, Feature, FeatureEntity, FeatureSet, FeatureStore, Materialization, training_schedule,
 )
 
 DATA_SCIENTIST = "AzureML Data Scientist"
 READER = "Reader"
 ALL_SCHEDULES = "All"            # ScheduleListViewType.ALL: enabled and disabled schedules
+ALL_ASSETS = "All"               # ListViewType.ALL: active and archived asset versions
+FEATURE_STORE_ROLE = "AzureML Data Scientist"   # needed on the feature store itself (a workspace of its own)
 
 log = logging.getLogger(__name__)
 _MODEL_VERSION_ID = re.compile(r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/?$", re.IGNORECASE)
@@ -292,13 +303,17 @@ class AzureMLService:
         return ModelVersion(name=model.name, version=_text(model.version), stage=model.stage or "None",
                             description=model.description or "", tags=tags,
                             metrics=_metrics_from(model.properties, model.tags), created_at=created_at,
-                            created_by=created_by, path=_text(model.path))
+                            created_by=created_by, path=_text(model.path),
+                            job=_text(getattr(model, "job_name", None)
+                                      or (model.properties or {}).get("azureml.runId")))
 
     def list_models(self, name: str | None = None, stage: str | None = None) -> list[ModelVersion]:
         stage = _canonical_stage(stage) if stage else None
-        if name:
+        if name:   # every version, archived ones too (flagged): the REST list keeps `isArchived`
+            ops, scope = self._model_versions_rest()
             with self._call("model", name):
-                versions = [self._model(m) for m in self.ml.models.list(name=name, stage=stage)]
+                versions = [self._model_from_arm(m) for m in ops.list(
+                    name=name, list_view_type=ALL_ASSETS, **({"params": {"stage": stage}} if stage else {}), **scope)]
             if stage:            # the service filters by stage; keep the port's guarantee anyway
                 versions = [v for v in versions if v.stage.lower() == stage.lower()]
             return sorted(versions, key=_version_key, reverse=True)
@@ -337,8 +352,9 @@ class AzureMLService:
 
     def get_model(self, name: str, version: str | None = None) -> ModelVersion:
         if version:
+            ops, scope = self._model_versions_rest()
             with self._call("model", name):
-                return self._model(self.ml.models.get(name, version=version))
+                return self._model_from_arm(ops.get(name=name, version=version, **scope))
         # not label="latest": for an unknown name the SDK raises a ValidationException, not a 404
         versions = self.list_models(name)
         if not versions:
@@ -346,9 +362,17 @@ class AzureMLService:
         return versions[0]
 
     def set_model_stage(self, name: str, version: str, stage: str) -> ModelVersion:
+        from azure.ai.ml.entities import Model
+
         stage = _canonical_stage(stage)
+        ops, scope = self._model_versions_rest()
         with self._call("model", name):
-            model = self.ml.models.get(name, version=version)
+            arm = ops.get(name=name, version=version, **scope)        # what models.get reads, isArchived kept
+            if getattr(arm.properties, "is_archived", False):
+                # never `models.create_or_update` for an archived version: its PUT sends isArchived: false
+                arm.properties.stage = stage
+                return self._model_from_arm(ops.create_or_update(name=name, version=version, body=arm, **scope))
+            model = Model._from_rest_object(arm)
             model.stage = stage
             return self._model(self.ml.models.create_or_update(model))
 
@@ -813,6 +837,166 @@ class AzureMLService:
                 f"/workspaces/{self.workspace_name}")
         return f"https://ml.azure.com/monitoring?wsid={quote(wsid, safe='/')}"
 
+    # ------------------------------------------------------------ model archive, retraining, feature store (issue 9)
+
+    _store_lock = threading.Lock()           # guards each instance's `_store_clients` (one MLClient per store)
+
+    def _model_versions_rest(self) -> tuple[Any, dict[str, str]]:
+        """The SDK's REST operations for model versions and the scope they need. Only they expose
+        `isArchived` (the Model entity drops it) and can PUT a version back without un-archiving it
+        (`Model._to_rest_object` always sends `isArchived: false`)."""
+        ops = getattr(self.ml.models, "_model_versions_operation", None)
+        if ops is None or not hasattr(ops, "create_or_update"):
+            raise ServiceError("This azure-ai-ml version offers no model version operations; the bot needs "
+                               "azure-ai-ml 1.35.")
+        return ops, {"resource_group_name": self.ml.resource_group_name, "workspace_name": self.workspace_name}
+
+    def _model_from_arm(self, arm: Any) -> ModelVersion:
+        from azure.ai.ml.entities import Model
+
+        archived = bool(getattr(arm.properties, "is_archived", False))
+        return replace(self._model(Model._from_rest_object(arm)), archived=archived)
+
+    def _read_model_version(self, name: str, version: str) -> ModelVersion:
+        ops, scope = self._model_versions_rest()
+        with self._call("model", f"{name}:{version}"):
+            return self._model_from_arm(ops.get(name=name, version=version, **scope))
+
+    def _put_stage_keeping_archive(self, name: str, version: str, stage: str) -> ModelVersion:
+        """GET the version as Azure stores it, change `stage` only, PUT it back (isArchived kept)."""
+        ops, scope = self._model_versions_rest()
+        with self._call("model", f"{name}:{version}"):
+            arm = ops.get(name=name, version=version, **scope)
+            arm.properties.stage = stage
+            return self._model_from_arm(ops.create_or_update(name=name, version=version, body=arm, **scope))
+
+    def _set_archived(self, name: str, version: str, archived: bool) -> ModelVersion:
+        before = self._read_model_version(name, version)
+        if before.archived == archived:
+            return before
+        with self._call("model", f"{name}:{version}"):
+            if archived:
+                self.ml.models.archive(name, version=version)
+            else:
+                self.ml.models.restore(name, version=version)
+        after = self._read_model_version(name, version)
+        if after.stage != before.stage:
+            # the SDK's archive/restore PUT leaves `stage` out of its body; if Azure dropped it, put it back
+            after = self._put_stage_keeping_archive(name, version, before.stage)
+        return after
+
+    def archive_model(self, name: str, version: str) -> ModelVersion:
+        return self._set_archived(name, version, True)
+
+    def restore_model(self, name: str, version: str) -> ModelVersion:
+        return self._set_archived(name, version, False)
+
+    def trigger_retraining(self, model: str) -> Job:
+        schedule = training_schedule(model, self.list_models(model))
+        try:
+            return self.trigger_schedule(schedule)
+        except NotFound as error:
+            if error.kind != "schedule":
+                raise
+            raise NotFound("schedule", schedule, f"Model {model} names schedule '{schedule}' in its "
+                           f"'{TRAINING_SCHEDULE_TAG}' tag, but there is no such schedule.") from None
+
+    def list_feature_stores(self) -> list[FeatureStore]:
+        with self._call("feature_store", role=READER):
+            stores = [s for s in self.ml.feature_stores.list() if s is not None and s.name]
+        group = self.ml.resource_group_name
+        return sorted((FeatureStore(name=s.name, location=_text(s.location), description=s.description or "",
+                                    resource_group=_text(getattr(s, "resource_group", "")) or group,
+                                    subscription_id=self.ml.subscription_id) for s in stores), key=lambda s: s.name)
+
+    def _store_client(self, store: str) -> MLClient:
+        """A second MLClient bound to the feature store (a workspace of its own), same credential and
+        pipeline settings (retries, timeouts, transport) as the workspace's client."""
+        with AzureMLService._store_lock:
+            clients = self.__dict__.setdefault("_store_clients", {})
+            if store not in clients:
+                clients[store] = MLClient(self.ml._credential, self.ml.subscription_id, self.ml.resource_group_name,
+                                          store, **self.ml._kwargs)
+            return clients[store]
+
+    @contextlib.contextmanager
+    def _store_call(self, store: str, kind: str = "feature_store", name: str = "") -> Iterator[None]:
+        """Like `_call`, for a feature store: a missing store and a missing role say so by name."""
+        try:
+            with self._call(kind, name or store, role=FEATURE_STORE_ROLE):
+                yield
+        except PermissionDenied as error:
+            raise PermissionDenied(
+                f"{error.identity or 'The bot'} may not read feature store {store}. A feature store is a workspace "
+                f"of its own: the bot's identity needs a role on the feature store itself ({FEATURE_STORE_ROLE}, or "
+                f"the MLOps bot custom role assigned on the store or its resource group), not only on "
+                f"{self.workspace_name}.",
+                identity=error.identity, role=FEATURE_STORE_ROLE, code=error.code,
+                scope=f"the feature store {store}") from None
+        except NotFound:
+            names = [s.name for s in self.list_feature_stores()]
+            if store in names:
+                raise                    # the store is there: what is missing is inside it
+            raise NotFound("feature_store", store, f"No feature store named '{store}' "
+                           f"(feature stores: {', '.join(names) or 'none'}).") from None
+
+    def list_feature_sets(self, store: str) -> list[FeatureSet]:
+        client = self._store_client(store)
+        with self._store_call(store):
+            containers = [c for c in client.feature_sets.list() if c is not None and c.name]
+        return sorted((FeatureSet(name=c.name, version=_text(getattr(c, "latest_version", "")), store=store,
+                                  description=c.description or "",
+                                  tags={str(k): _text(v) for k, v in (c.tags or {}).items()})
+                       for c in containers), key=lambda f: f.name)
+
+    def get_feature_set(self, store: str, name: str, version: str | None = None) -> FeatureSet:
+        client = self._store_client(store)
+        try:
+            with self._store_call(store, "feature_set", name):
+                listed = [v for v in client.feature_sets.list(name, list_view_type=ALL_ASSETS) if v is not None]
+        except NotFound as error:
+            if error.kind != "feature_set":
+                raise
+            listed = []              # Azure answers an unknown feature set with 404 or with no versions
+        versions = tuple(sorted((_text(v.version) for v in listed), key=_text_version_key, reverse=True))
+        if not versions:
+            names = [f.name for f in self.list_feature_sets(store)]
+            raise NotFound("feature_set", name, f"Feature store {store} has no feature set named '{name}' "
+                                                f"(it has: {', '.join(names) or 'none'}).")
+        chosen = versions[0] if version is None else str(version)
+        if chosen not in versions:
+            raise NotFound("feature_set", f"{name}:{version}", f"Feature set {name} has no version {version} "
+                           f"(versions: {', '.join(reversed(versions))}).")
+        with self._store_call(store, "feature_set", f"{name}:{chosen}"):
+            found = client.feature_sets.get(name, chosen)
+            features = tuple(Feature(f.name, _data_type(f.data_type), f.description or "")
+                             for f in client.feature_sets.list_features(name, chosen) if f is not None)
+            entities = tuple(self._feature_entity(client, ref) for ref in (found.entities or []))
+            runs = [m for m in client.feature_sets.list_materialization_operations(name, chosen) if m is not None]
+        settings = found.materialization_settings
+        last = max(runs, key=lambda m: (_created(m)[0].timestamp() if _created(m)[0] else 0.0, m.name or ""),
+                   default=None)
+        return FeatureSet(
+            name=name, version=chosen, store=store, description=found.description or "",
+            tags={str(k): _text(v) for k, v in (found.tags or {}).items()}, stage=_text(found.stage),
+            entities=entities, features=features,
+            offline_enabled=bool(settings and settings.offline_enabled),
+            online_enabled=bool(settings and settings.online_enabled),
+            schedule=_recurrence_text(settings.schedule) if settings and settings.schedule else "",
+            last_materialization=_materialization(last) if last is not None else None, versions=versions)
+
+    @staticmethod
+    def _feature_entity(client: MLClient, ref: str) -> FeatureEntity:
+        """'azureml:account:1' (or an ARM id .../featurestoreEntities/account/versions/1) with its join keys."""
+        match = re.search(r"featurestoreEntities/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$", ref, re.IGNORECASE)
+        if match:
+            entity_name, entity_version = match["name"], match["version"]
+        else:
+            entity_name, _, entity_version = ref.removeprefix("azureml:").partition(":")
+        entity = client.feature_store_entities.get(entity_name, entity_version)
+        keys = tuple((c.name, _data_type(c.type)) for c in (entity.index_columns or []))
+        return FeatureEntity(entity_name, entity_version, keys, entity.description or "")
+
 
 def _live_split(traffic: dict[str, Any]) -> dict[str, int]:
     """Deployments taking live traffic, names lower-cased (the SDK lower-cases them on PUT); 0 % = absent."""
@@ -937,6 +1121,51 @@ def _asset_ref(asset_id: str | None, collection: str) -> str:
         return f"{match['name']}:{match['version']}" if match else text.rsplit("/", 1)[-1]
     match = re.search(r"/onlineEndpoints/(?P<e>[^/]+)(?:/deployments/(?P<d>[^/]+))?", text, re.IGNORECASE)
     return (f"{match['e']}/{match['d']}" if match['d'] else match['e']) if match else text
+
+
+# ---------------------------------------------------------------- issue 9 helpers (feature store)
+
+
+def _text_version_key(version: str) -> tuple[int, int, str]:
+    return (1, int(version), "") if version.isdigit() else (0, 0, version)
+
+
+def _recurrence_text(trigger: Any) -> str:
+    """'every 3 hours', 'every 1 day at 02:00' from a RecurrenceTrigger."""
+    frequency = _text(getattr(trigger, "frequency", "")).lower()
+    interval = getattr(trigger, "interval", None) or 1
+    unit = frequency + ("s" if interval != 1 and frequency else "")
+    pattern = getattr(trigger, "schedule", None)
+    at = ""
+    if pattern is not None and pattern.hours not in (None, []) and pattern.minutes not in (None, []):
+        hours = pattern.hours if isinstance(pattern.hours, list) else [pattern.hours]
+        minutes = pattern.minutes if isinstance(pattern.minutes, list) else [pattern.minutes]
+        at = " at " + ", ".join(f"{h:02d}:{m:02d}" for h in hours for m in minutes)
+    return f"every {interval} {unit}{at}".strip() if frequency else ""
+
+
+def _materialization(run: Any) -> Materialization:
+    kind = str(getattr(getattr(run, "type", None), "name", "")).lower()     # MaterializationType's values are 1, 2
+    return Materialization(job=run.name, status=_text(run.status) or "Unknown",
+                           type="backfill" if "backfill" in kind else "recurrent" if "recurrent" in kind else "",
+                           window_start=_utc(getattr(run, "feature_window_start_time", None)),
+                           window_end=_utc(getattr(run, "feature_window_end_time", None)),
+                           created_at=_created(run)[0])
+
+
+def _utc(value: Any) -> datetime | None:
+    """The SDK parses feature windows without a zone; Azure writes them in UTC ('...Z')."""
+    moment = _when(value)
+    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
+
+
+FEATURE_DATA_TYPES = ("String", "Integer", "Long", "Float", "Double", "Binary", "Datetime", "Boolean")
+
+
+def _data_type(value: Any) -> str:
+    """Azure's FeatureDataType spelling ('String'), whatever case the SDK's enums give ('string')."""
+    text = _text(value)
+    return next((known for known in FEATURE_DATA_TYPES if known.lower() == text.lower()), text)
 
 
 # ---------------------------------------------------------------- factory

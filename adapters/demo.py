@@ -107,12 +107,14 @@ def model_path(name: str, version: int) -> str:
 
 def _models(now: datetime) -> list[ModelVersion]:
     def mv(name: str, version: int, stage: str, days_ago: float, by: str, tags: dict[str, str],
-           metrics: dict[str, float], description: str) -> ModelVersion:
+           metrics: dict[str, float], description: str, job: str = "") -> ModelVersion:
         return ModelVersion(name, str(version), stage, description, tags, metrics,
-                            now - timedelta(days=days_ago), by, model_path(name, version))
+                            now - timedelta(days=days_ago), by, model_path(name, version), job=job)
 
-    fraud = {"framework": "lightgbm", "team": "fraud", "task": "classification"}
-    churn = {"framework": "xgboost", "team": "growth", "task": "classification"}
+    fraud = {"framework": "lightgbm", "team": "fraud", "task": "classification",
+             "training_schedule": "weekly-fraud-retrain"}
+    churn = {"framework": "xgboost", "team": "growth", "task": "classification",
+             "training_schedule": "nightly-churn-retrain"}
     credit = {"framework": "scikit-learn", "team": "risk", "task": "classification"}
     demand = {"framework": "lightgbm", "team": "supply-chain", "task": "forecasting"}
     return [
@@ -123,13 +125,14 @@ def _models(now: datetime) -> list[ModelVersion]:
         mv("fraud-model", 3, "Production", 60, "Alice Martin", {**fraud, "dataset": "transactions:6"},
            {"auc": 0.941, "precision": 0.87, "recall": 0.75}, "Adds device fingerprint features."),
         mv("fraud-model", 4, "Staging", 2, "Bob Nguyen", {**fraud, "dataset": "transactions:7"},
-           {"auc": 0.953, "precision": 0.88, "recall": 0.79}, "Retrained on Q1 data; canary on fraud-api/green."),
+           {"auc": 0.953, "precision": 0.88, "recall": 0.79}, "Retrained on Q1 data; canary on fraud-api/green.",
+           "gentle_fox_1k9sz7ra"),
         mv("churn-model", 1, "Archived", 200, "Carla Diaz", {**churn, "dataset": "customers:2"},
            {"auc": 0.842, "f1": 0.61}, "First churn model."),
         mv("churn-model", 2, "Production", 90, "Carla Diaz", {**churn, "dataset": "customers:4"},
            {"auc": 0.871, "f1": 0.66}, "Adds support-ticket features."),
         mv("churn-model", 3, "None", 1, "Carla Diaz", {**churn, "dataset": "customers:5"},
-           {"auc": 0.868, "f1": 0.67}, "Candidate from the nightly retraining pipeline."),
+           {"auc": 0.868, "f1": 0.67}, "Candidate from the nightly retraining pipeline.", "sunny_mango_0c4vy6tb"),
         mv("credit-risk", 1, "Archived", 365, "Dan Okafor", {**credit, "dataset": "loans:1"},
            {"auc": 0.781, "ks": 0.42, "gini": 0.562}, "Logistic regression scorecard."),
         mv("credit-risk", 2, "Production", 150, "Dan Okafor", {**credit, "dataset": "loans:3"},
@@ -279,6 +282,7 @@ def _jobs(now: datetime) -> list[PlannedJob]:
 
 def _schedules() -> list[tuple[Schedule, JobTemplate]]:
     churn_steps = (("prep_data", 8), ("train_model", 30), ("evaluate_model", 6), ("register_model", 2))
+    fraud_steps = (("prep_data", 14), ("train_model", 33), ("evaluate_model", 3), ("register_model", 2))
     return [
         (Schedule("nightly-churn-retrain", True, "cron", "0 2 * * *", "UTC", "job churn-retrain-pipeline",
                   "Succeeded", "Retrains churn-model every night on yesterday's customer snapshot."),
@@ -293,6 +297,9 @@ def _schedules() -> list[tuple[Schedule, JobTemplate]]:
         (Schedule("credit-risk-retrain", False, "cron", "0 4 1 * *", "UTC", "job train-credit-risk-xgb",
                   "Succeeded", "Monthly credit-risk retraining; paused while the out-of-memory failure is fixed."),
          JobTemplate("command", "train-credit-risk-xgb", "credit-risk-training", "cpu-cluster", 25)),
+        (Schedule("weekly-fraud-retrain", True, "cron", "0 3 * * 0", "UTC", "job train-fraud-pipeline", "Succeeded",
+                  "Retrains fraud-model every Sunday on the last 90 days of transactions (feature store)."),
+         JobTemplate("pipeline", "train-fraud-pipeline", "fraud-training", "cpu-cluster", 52, fraud_steps)),
     ]
 
 

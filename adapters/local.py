@@ -14,12 +14,15 @@ Design:
 * one sqlite3 connection (`check_same_thread=False`) guarded by a lock, because the bot calls it
   from a thread pool; every public call is one `BEGIN IMMEDIATE ... COMMIT` transaction, so a
   rejected change writes nothing and an accepted one is never half-written;
-* the schema is versioned with `PRAGMA user_version` (SCHEMA_VERSION);
+* the schema is versioned with `PRAGMA user_version` (SCHEMA_VERSION); a file of an older version
+  is migrated in place by `_MIGRATIONS` when opened;
 * changes are immediate: an `Operation` is returned only after the change is committed, and its
   `wait` just returns the one-line summary;
 * time comes from the injected `clock`; on every call, Queued/Running jobs with a plan progress to
   the state the clock says they are in, and pipelines follow their steps (a failed step fails the
   pipeline and cancels the steps still pending, as Azure does by default);
+* a completed run of the schedule a model names in its `training_schedule` tag registers a new
+  version of that model (as the register step of a real training pipeline does), once per run;
 * metrics and logs are simulated deterministically from each deployment's `demo.Health`, the
   current traffic split and instance count, seeded by endpoint and a 5-minute time bucket.
 
@@ -42,6 +45,7 @@ from typing import Any, Callable, Iterator
 
 from adapters import demo as demo_data
 from adapters import local_monitors
+from adapters import demo_feature_store
 from adapters.demo import Health, JobTemplate, Plan
 from adapters.service import (
     JOB_STATUSES, MAX_INSTANCES, MIN_INSTANCES, RESOURCE_KINDS, STAGES, TERMINAL_JOB_STATUSES, BatchDeployment, BatchEndpoint, Compute, Conflict, Deployment,
@@ -49,8 +53,11 @@ from adapters.service import (
     Schedule, ServiceError, WorkspaceInfo,
 )
 from adapters.service import DriftReport, Monitor
+from adapters.service import (  # issue 9: model archive, retraining, feature store
+    TRAINING_SCHEDULE_TAG, Feature, FeatureEntity, FeatureSet, FeatureStore, Materialization, training_schedule,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2                         # _SCHEMA is version 1; _MIGRATIONS lead from there
 BUSY_STATES = ("Creating", "Updating", "Deleting")   # provisioning states in which Azure refuses a change
 MAX_METRICS_WINDOW = 30 * 24 * 60          # minutes; Azure Monitor keeps 93 days, we allow 30
 MAX_LOG_LINES = 5000
@@ -58,7 +65,7 @@ METRICS_BUCKET_SECONDS = 300
 BOT_IDENTITY = "mlops-bot"                 # created_by of jobs the bot submits
 
 _TABLES = ("models", "endpoints", "deployments", "batch_endpoints", "batch_deployments", "jobs", "schedules",
-           "compute")
+           "compute", "feature_stores", "feature_entities", "feature_sets", "materializations")
 
 _SCHEMA = """
 CREATE TABLE models (
@@ -93,6 +100,28 @@ CREATE TABLE compute (
     name TEXT PRIMARY KEY, type TEXT NOT NULL, state TEXT NOT NULL, size TEXT NOT NULL,
     min_nodes INTEGER, max_nodes INTEGER, current_nodes INTEGER);
 """
+
+# Each entry takes a file from the version before to this one (ALTER/CREATE only, data kept).
+_MIGRATIONS = {
+    2: """
+ALTER TABLE models ADD COLUMN archived INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE models ADD COLUMN job TEXT NOT NULL DEFAULT '';
+CREATE TABLE feature_stores (
+    name TEXT PRIMARY KEY, location TEXT NOT NULL, description TEXT NOT NULL);
+CREATE TABLE feature_entities (
+    store TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, description TEXT NOT NULL,
+    join_keys TEXT NOT NULL, PRIMARY KEY (store, name, version));
+CREATE TABLE feature_sets (
+    store TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, description TEXT NOT NULL,
+    tags TEXT NOT NULL, stage TEXT NOT NULL, entities TEXT NOT NULL, features TEXT NOT NULL,
+    offline_enabled INTEGER NOT NULL, online_enabled INTEGER NOT NULL, schedule TEXT NOT NULL,
+    created_at TEXT NOT NULL, PRIMARY KEY (store, name, version));
+CREATE TABLE materializations (
+    store TEXT NOT NULL, feature_set TEXT NOT NULL, version TEXT NOT NULL, job TEXT NOT NULL,
+    status TEXT NOT NULL, type TEXT NOT NULL, window_start TEXT, window_end TEXT, created_at TEXT NOT NULL,
+    PRIMARY KEY (store, job));
+""",
+}
 
 _ADJECTIVES = ("amber", "brave", "calm", "eager", "frosty", "gentle", "happy", "jolly", "keen", "lucid",
                "mellow", "neat", "olive", "quiet", "silver", "sunny", "tidy", "witty", "zen", "bold")
@@ -166,9 +195,14 @@ class LocalWorkspace:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+            for target in range(max(version, 1) + 1, SCHEMA_VERSION + 1):     # v1 files are migrated in place
+                for statement in _MIGRATIONS[target].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                if demo:
-                    self._seed(conn, self._now())
+            if version == 0 and demo:
+                self._seed(conn, self._now())
             # a file written before monitors existed gets the demo's monitors if it holds the demo
             had_monitors = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'monitors'").fetchone()
             holds_demo = conn.execute("SELECT 1 FROM endpoints WHERE name = 'fraud-api'").fetchone()
@@ -502,6 +536,7 @@ class LocalWorkspace:
                              "WHERE name = ?", (row["name"],))
         if due:
             self._settle_pipelines(conn)
+            self._register_retrained_models(conn)
 
     def _settle_pipelines(self, conn: sqlite3.Connection) -> None:
         """Derive each unfinished pipeline's state from its steps."""
@@ -554,6 +589,7 @@ class LocalWorkspace:
             _insert(conn, "schedules", {**asdict(schedule), "template": asdict(template)})
         for compute in demo.compute:
             _insert(conn, "compute", asdict(compute))
+        self._seed_feature_stores(conn, demo_feature_store.build_feature_stores(now))
 
     @staticmethod
     def _insert_job(conn: sqlite3.Connection, job: Job, plan: Plan | None = None) -> None:
@@ -580,7 +616,8 @@ class LocalWorkspace:
     @staticmethod
     def _model_from_row(row: sqlite3.Row) -> ModelVersion:
         return ModelVersion(row["name"], row["version"], row["stage"], row["description"], json.loads(row["tags"]),
-                            json.loads(row["metrics"]), _dt(row["created_at"]), row["created_by"], row["path"])
+                            json.loads(row["metrics"]), _dt(row["created_at"]), row["created_by"], row["path"],
+                            bool(row["archived"]), row["job"])
 
     def _all_models(self, conn: sqlite3.Connection) -> list[ModelVersion]:
         return [self._model_from_row(row) for row in conn.execute("SELECT * FROM models")]
@@ -708,6 +745,132 @@ class LocalWorkspace:
     def drift_report(self, target: str, window_days: int = 7) -> DriftReport:
         with self._tx() as conn:
             return local_monitors.drift_report(conn, self._now(), target, window_days)
+
+    # ------------------------------------------------------------ model archive, retraining, feature store (issue 9)
+
+    def archive_model(self, name: str, version: str) -> ModelVersion:
+        return self._set_archived(name, version, True)
+
+    def restore_model(self, name: str, version: str) -> ModelVersion:
+        return self._set_archived(name, version, False)
+
+    def _set_archived(self, name: str, version: str, archived: bool) -> ModelVersion:
+        with self._tx() as conn:
+            model = self._model(conn, name, str(version))
+            conn.execute("UPDATE models SET archived = ? WHERE name = ? AND version = ?",
+                         (int(archived), model.name, model.version))
+            return self._model(conn, name, model.version)
+
+    def trigger_retraining(self, model: str) -> Job:
+        """Trigger the schedule the model names; the pipeline registers a new version when it completes
+        (see `_register_retrained_models`), as the register step of a real training pipeline does."""
+        with self._tx() as conn:
+            schedule = training_schedule(model, self._model_versions(conn, model))
+        try:
+            return self.trigger_schedule(schedule)
+        except NotFound:
+            raise NotFound("schedule", schedule, f"Model {model} names schedule '{schedule}' in its "
+                           f"'{TRAINING_SCHEDULE_TAG}' tag, but there is no such schedule.") from None
+
+    def _register_retrained_models(self, conn: sqlite3.Connection) -> None:
+        """Each completed run of a model's training schedule registers one new version of that model
+        (next number, no stage, the tags of the version that names the schedule, metrics as measured)."""
+        runs = conn.execute(
+            "SELECT j.name, j.display_name, j.ended_at, j.created_by, m.name AS model FROM jobs j "
+            "JOIN (SELECT DISTINCT name, json_extract(tags, '$.training_schedule') AS schedule FROM models "
+            "      WHERE json_extract(tags, '$.training_schedule') IS NOT NULL) m "
+            "  ON json_extract(j.tags, '$.schedule') = m.schedule "
+            "WHERE j.parent = '' AND j.status = 'Completed' "
+            "  AND NOT EXISTS (SELECT 1 FROM models r WHERE r.name = m.name AND r.job = j.name) "
+            "ORDER BY j.ended_at, j.name").fetchall()
+        for run in runs:
+            versions = self._model_versions(conn, run["model"])
+            basis = next(v for v in versions if v.tags.get(TRAINING_SCHEDULE_TAG))
+            number = max((int(v.version) for v in versions if v.version.isdigit()), default=0) + 1
+            rng = random.Random(f"{run['model']}|{run['name']}")
+            metrics = {key: round(value * (1 + rng.uniform(-0.02, 0.02)), 4) for key, value in basis.metrics.items()}
+            model = ModelVersion(run["model"], str(number), "None",
+                                 f"Retrained by {run['display_name']} (job {run['name']}).", dict(basis.tags),
+                                 metrics, _dt(run["ended_at"]), run["created_by"],
+                                 demo_data.model_path(run["model"], number), False, run["name"])
+            _insert(conn, "models", {**asdict(model), "created_at": _iso(model.created_at)})
+
+    def list_feature_stores(self) -> list[FeatureStore]:
+        with self._tx() as conn:
+            return [FeatureStore(row["name"], row["location"], row["description"])
+                    for row in conn.execute("SELECT * FROM feature_stores ORDER BY name")]
+
+    def list_feature_sets(self, store: str) -> list[FeatureSet]:
+        with self._tx() as conn:
+            self._feature_store(conn, store)
+            latest: dict[str, sqlite3.Row] = {}
+            for row in conn.execute("SELECT * FROM feature_sets WHERE store = ?", (store,)):
+                newest = latest.get(row["name"])
+                if newest is None or _version_key(row["version"]) > _version_key(newest["version"]):
+                    latest[row["name"]] = row
+            return [FeatureSet(row["name"], row["version"], store, row["description"], json.loads(row["tags"]))
+                    for _, row in sorted(latest.items())]
+
+    def get_feature_set(self, store: str, name: str, version: str | None = None) -> FeatureSet:
+        with self._tx() as conn:
+            self._feature_store(conn, store)
+            rows = sorted(conn.execute("SELECT * FROM feature_sets WHERE store = ? AND name = ?", (store, name)),
+                          key=lambda r: _version_key(r["version"]), reverse=True)
+            if not rows:
+                names = sorted({r[0] for r in conn.execute("SELECT name FROM feature_sets WHERE store = ?", (store,))})
+                raise NotFound("feature_set", name, f"Feature store {store} has no feature set named '{name}' "
+                                                    f"(it has: {', '.join(names) or 'none'}).")
+            versions = tuple(r["version"] for r in rows)
+            row = rows[0] if version is None else next((r for r in rows if r["version"] == str(version)), None)
+            if row is None:
+                raise NotFound("feature_set", f"{name}:{version}", f"Feature set {name} has no version {version} "
+                               f"(versions: {', '.join(reversed(versions))}).")
+            entities = []
+            for ref in json.loads(row["entities"]):
+                entity_name, _, entity_version = ref.partition(":")
+                found = conn.execute("SELECT * FROM feature_entities WHERE store = ? AND name = ? AND version = ?",
+                                     (store, entity_name, entity_version)).fetchone()
+                keys = tuple(tuple(k) for k in json.loads(found["join_keys"])) if found else ()
+                entities.append(FeatureEntity(entity_name, entity_version, keys,
+                                              found["description"] if found else ""))
+            last = conn.execute("SELECT * FROM materializations WHERE store = ? AND feature_set = ? AND version = ? "
+                                "ORDER BY created_at DESC, job DESC LIMIT 1", (store, name, row["version"])).fetchone()
+            materialization = None if last is None else Materialization(
+                last["job"], last["status"], last["type"], _dt(last["window_start"]), _dt(last["window_end"]),
+                _dt(last["created_at"]))
+            return FeatureSet(name, row["version"], store, row["description"], json.loads(row["tags"]), row["stage"],
+                              tuple(entities), tuple(Feature(*f) for f in json.loads(row["features"])),
+                              bool(row["offline_enabled"]), bool(row["online_enabled"]), row["schedule"],
+                              materialization, versions)
+
+    @staticmethod
+    def _feature_store(conn: sqlite3.Connection, store: str) -> None:
+        if conn.execute("SELECT 1 FROM feature_stores WHERE name = ?", (store,)).fetchone() is None:
+            names = [r[0] for r in conn.execute("SELECT name FROM feature_stores ORDER BY name")]
+            raise NotFound("feature_store", store, f"No feature store named '{store}' "
+                                                   f"(feature stores: {', '.join(names) or 'none'}).")
+
+    @staticmethod
+    def _seed_feature_stores(conn: sqlite3.Connection, stores: list[demo_feature_store.DemoFeatureStore]) -> None:
+        for demo in stores:
+            name = demo.store.name
+            _insert(conn, "feature_stores", {"name": name, "location": demo.store.location,
+                                             "description": demo.store.description})
+            for entity in demo.entities:
+                _insert(conn, "feature_entities", {"store": name, "name": entity.name, "version": entity.version,
+                                                   "description": entity.description, "join_keys": entity.join_keys})
+            for fs, created_at in demo.feature_sets:
+                _insert(conn, "feature_sets", {
+                    "store": name, "name": fs.name, "version": fs.version, "description": fs.description,
+                    "tags": fs.tags, "stage": fs.stage, "entities": [f"{e.name}:{e.version}" for e in fs.entities],
+                    "features": [[f.name, f.type, f.description] for f in fs.features],
+                    "offline_enabled": fs.offline_enabled, "online_enabled": fs.online_enabled,
+                    "schedule": fs.schedule, "created_at": created_at})
+            for feature_set, version, job in demo.materializations:
+                _insert(conn, "materializations", {
+                    "store": name, "feature_set": feature_set, "version": version, "job": job.job,
+                    "status": job.status, "type": job.type, "window_start": job.window_start,
+                    "window_end": job.window_end, "created_at": job.created_at})
 
 
 # ---------------------------------------------------------------- rows

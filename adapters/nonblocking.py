@@ -25,7 +25,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from adapters.service import MLService, Operation, Unavailable
+from adapters.service import AzureScope, MLService, Operation, Unavailable
 
 
 async def run_blocking(pool: Executor, timeout: float, what: str, fn: Callable[..., Any], *args: Any,
@@ -58,10 +58,11 @@ class NonBlockingService:
 
     def __init__(self, service: MLService, *, name: str, environment: str, pool: Executor,
                  wait_pool: Executor | None = None, timeout: float = 30.0,
-                 operation_timeout: float = 1800.0) -> None:
+                 operation_timeout: float = 1800.0, azure: AzureScope | None = None) -> None:
         self.service = service
         self.name = name
         self.environment = environment
+        self.azure = azure               # where the workspace lives in Azure (None: local), for studio links
         self._pool = pool
         self._wait_pool = wait_pool or pool
         self._timeout = timeout

@@ -57,13 +57,15 @@ class Unavailable(ServiceError):
 
 
 class PermissionDenied(ServiceError):
-    """`identity` says who the bot ran as; `role` names the Azure role that would allow the call."""
+    """`identity` says who the bot ran as; `role` names the Azure role that would allow the call, and
+    `scope` where to assign it when that is not the workspace (e.g. "the feature store contoso-features")."""
 
     def __init__(self, message: str, *, identity: str | None = None, role: str | None = None,
-                 code: str | None = None) -> None:
+                 code: str | None = None, scope: str | None = None) -> None:
         super().__init__(message, code=code)
         self.identity = identity
         self.role = role
+        self.scope = scope
 
 
 # ---------------------------------------------------------------- value types
@@ -105,6 +107,8 @@ class ModelVersion:
     created_at: datetime | None = None
     created_by: str = ""
     path: str = ""
+    archived: bool = False           # Azure's archive (`is_archived`): hidden from default lists, still usable
+    job: str = ""                    # the training job that produced it, when known
 
     @property
     def ref(self) -> str:
@@ -257,6 +261,96 @@ class Operation:
     wait: Callable[[float | None], str]
 
 
+@dataclass(frozen=True)
+class AzureScope:
+    """Where an Azure ML workspace lives, as configured (known without a call): for studio links."""
+
+    subscription_id: str
+    resource_group: str
+    workspace: str
+    tenant_id: str = ""
+
+
+@dataclass(frozen=True)
+class FeatureStore:
+    """An Azure ML feature store: a workspace of kind `featurestore`, with its own assets and roles."""
+
+    name: str
+    location: str = ""
+    description: str = ""
+    resource_group: str = ""
+    subscription_id: str = ""
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    type: str                        # Azure's FeatureDataType: String, Integer, Long, Float, Double, Boolean, ...
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class FeatureEntity:
+    """An entity a feature set is keyed on; `join_keys` are its index columns as (name, type)."""
+
+    name: str
+    version: str = ""
+    join_keys: tuple[tuple[str, str], ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Materialization:
+    """One materialization job of a feature set version (backfill or the recurrent schedule)."""
+
+    job: str
+    status: str
+    type: str = ""                   # "backfill" | "recurrent" | ""
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """A feature set version. `list_feature_sets` fills only the summary (name, latest version,
+    description, tags); `get_feature_set` fills entities, features and materialization too."""
+
+    name: str
+    version: str
+    store: str
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    stage: str = ""
+    entities: tuple[FeatureEntity, ...] = ()
+    features: tuple[Feature, ...] = ()
+    offline_enabled: bool = False
+    online_enabled: bool = False
+    schedule: str = ""               # materialization schedule, e.g. "every 1 day at 02:00", "" when none
+    last_materialization: Materialization | None = None
+    versions: tuple[str, ...] = ()   # every version, newest first (get_feature_set)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+TRAINING_SCHEDULE_TAG = "training_schedule"     # model tag naming the schedule that retrains it
+
+
+def training_schedule(model: str, versions: list[ModelVersion]) -> str:
+    """The schedule named by the newest version (of `versions`, newest first) with a training_schedule tag."""
+    if not versions:
+        raise NotFound("model", model)
+    for version in versions:
+        name = version.tags.get(TRAINING_SCHEDULE_TAG, "").strip()
+        if name:
+            return name
+    raise InvalidRequest(f"No version of {model} names its retraining schedule: tag one with "
+                         f"{TRAINING_SCHEDULE_TAG}=<schedule name>, or trigger the schedule directly.",
+                         code="NoTrainingSchedule")
+
+
 # ---------------------------------------------------------------- the port
 
 
@@ -355,6 +449,33 @@ class MLService(Protocol):
         """The monitor of `target` (a monitor, model or endpoint name): its latest run's figures per
         signal and feature, with their history over the last `window_days` days (1 to 90).
         NotFound if no monitor watches `target`; InvalidRequest if several do (it names them)."""
+        ...
+
+    # model archive, retraining and the feature store (issue 9); keep new port methods below this line
+    def archive_model(self, name: str, version: str) -> ModelVersion:
+        """Azure's archive of one version (`is_archived`); its stage is kept. Archiving twice is a no-op."""
+        ...
+
+    def restore_model(self, name: str, version: str) -> ModelVersion:
+        """Undo `archive_model`; its stage is kept. Restoring a version that is not archived is a no-op."""
+        ...
+
+    def trigger_retraining(self, model: str) -> Job:
+        """Start the model's retraining: trigger the schedule named in its newest version's
+        `training_schedule` tag and return the job that starts. InvalidRequest if no version names one."""
+        ...
+
+    def list_feature_stores(self) -> list[FeatureStore]:
+        """The feature stores beside this workspace (Azure: its resource group), by name."""
+        ...
+
+    def list_feature_sets(self, store: str) -> list[FeatureSet]:
+        """The feature sets of `store` (their latest version, summary only), by name."""
+        ...
+
+    def get_feature_set(self, store: str, name: str, version: str | None = None) -> FeatureSet:
+        """One feature set version in full (latest when no version): entities with their join keys,
+        features with types, materialization settings and the last materialization job."""
         ...
 
 

@@ -30,6 +30,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from adapters.nonblocking import NonBlockingService
+from adapters.service import AzureScope
 from adapters.storage import Storage, StorageError, open_storage
 from adapters.storage.outbox import OutboxItem
 from bot.api import ApprovalsApi
@@ -66,9 +67,9 @@ def build_workspaces(settings: Settings, pools: tuple[ThreadPoolExecutor, Thread
     """The configured backend's workspaces, each behind the non-blocking facade."""
     calls, waits = pools
 
-    def wrap(service: Any, name: str, environment: str) -> NonBlockingService:
+    def wrap(service: Any, name: str, environment: str, azure: AzureScope | None = None) -> NonBlockingService:
         return NonBlockingService(service, name=name, environment=environment, pool=calls, wait_pool=waits,
-                                  timeout=settings.azure_timeout)
+                                  timeout=settings.azure_timeout, azure=azure)
 
     if settings.backend == "local":
         from adapters.local import LocalWorkspace
@@ -84,7 +85,8 @@ def build_workspaces(settings: Settings, pools: tuple[ThreadPoolExecutor, Thread
         wrap(build_azure_service(ws.subscription_id, ws.resource_group, ws.name, environment=ws.environment,
                                  managed_identity_client_id=settings.managed_identity_client_id or None,
                                  timeout=settings.azure_timeout, metrics_endpoint=ws.metrics_endpoint or None),
-             ws.name, ws.environment)
+             ws.name, ws.environment,
+             AzureScope(ws.subscription_id, ws.resource_group, ws.name, ws.tenant_id or settings.app_tenant_id))
         for ws in settings.azure_workspaces
     ])
 

@@ -106,7 +106,7 @@ def explain(error: Exception, request: Request | None = None) -> Reply:
         if error.identity and error.identity not in text:
             text += f" I ran as {error.identity}."
         if error.role:
-            text += f" Assign it the Azure role **{error.role}** on the workspace."
+            text += f" Assign it the Azure role **{error.role}** on {getattr(error, 'scope', None) or 'the workspace'}."
         return Reply(text)
     if isinstance(error, Unavailable):
         return Reply(f"The workspace is not answering right now ({error.message}). Try again in a minute.")

@@ -36,6 +36,7 @@ class AzureWorkspace(BaseModel):
     resource_group: str
     environment: str = "prod"
     metrics_endpoint: str = ""       # regional Azure Monitor endpoint, e.g. https://westeurope.metrics.monitor.azure.com
+    tenant_id: str = ""              # Entra tenant for studio links (`tid`); default MicrosoftAppTenantId
 
 
 def _list(value: object) -> object:

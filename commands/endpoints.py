@@ -16,6 +16,7 @@ from commands.context import Context, HealthThresholds, Reply, Role
 from commands.job_rows import job_row
 from commands.gate import Change, Stale, executes
 from commands.registry import Arg, UsageError, command, whole_number
+from commands.studio import open_in_studio, studio
 from commands.ui import MAX_CARD_BYTES, button, card, columns, facts, limited, reply, section, text
 
 STATE_COLORS = {"Succeeded": "Good", "Failed": "Attention", "Updating": "Warning", "Creating": "Warning",
@@ -141,7 +142,7 @@ def deployment_figures(usage: DeploymentMetrics | None, limits: HealthThresholds
 
 def endpoint_card(endpoint: OnlineEndpoint, metrics: EndpointMetrics | None, metrics_error: str, *,
                   workspace: str, limits: HealthThresholds = HealthThresholds(),
-                  read_at: datetime | None = None) -> dict:
+                  read_at: datetime | None = None, studio_url: str | None = None) -> dict:
     headline, color = health_headline(endpoint, metrics, limits)
     body = [
         text(headline, weight="Bolder", color=color),
@@ -173,7 +174,7 @@ def endpoint_card(endpoint: OnlineEndpoint, metrics: EndpointMetrics | None, met
         body.append(section("Health"))
         body.append(text(f"Health figures unavailable: {metrics_error}", subtle=True))
     return card(f"Endpoint {endpoint.name}", body, subtitle=workspace,
-                actions=[button("Refresh", "endpoint", endpoint.name, refresh=True)])
+                actions=[button("Refresh", "endpoint", endpoint.name, refresh=True)] + open_in_studio(studio_url))
 
 
 @command("endpoints", summary="List online and batch endpoints with their traffic.", example="endpoints")
@@ -201,7 +202,9 @@ async def endpoint(ctx: Context, name: str) -> Reply:
 async def _online_endpoint(ctx: Context, name: str) -> Reply:
     asked = datetime.now(timezone.utc)
     found, (metrics, error) = await asyncio.gather(ctx.ml.get_endpoint(name), _metrics(ctx, name))
-    return reply(endpoint_card(found, metrics, error, workspace=ctx.where, limits=ctx.health, read_at=asked))
+    site = studio(ctx)
+    return reply(endpoint_card(found, metrics, error, workspace=ctx.where, limits=ctx.health, read_at=asked,
+                               studio_url=site.endpoint(found.name) if site else None))
 
 
 async def _metrics(ctx: Context, name: str) -> tuple[EndpointMetrics | None, str]:

@@ -8,6 +8,7 @@ from commands.context import Context, Reply, Role
 from commands.gate import Change, Stale, executes
 from commands.registry import Arg, command, one_of, whole_number
 from commands.job_rows import job_row, status_text
+from commands.studio import open_in_studio, studio
 from commands.ui import button, card, columns, facts, limited, reply, section, text, when
 
 MAX_JOBS = 50
@@ -33,7 +34,7 @@ def requested_or_created(job: Job) -> tuple[str, str]:
     return "By", job.created_by
 
 
-def job_card(job: Job, *, workspace: str) -> dict:
+def job_card(job: Job, *, workspace: str, studio_url: str | None = None) -> dict:
     body = [status_text(job),
             facts([("Name", job.name), ("Type", job.type), ("Experiment", job.experiment), ("Compute", job.compute),
                    ("Created", when(job.created_at)), ("Started", when(job.started_at)),
@@ -45,7 +46,8 @@ def job_card(job: Job, *, workspace: str) -> dict:
     actions = [button("Refresh", "job", job.name, refresh=True)]
     if not job.terminal:
         actions.append(button("Cancel job", "cancel", job.name, style="destructive"))
-    return card(f"Job {job.display_name or job.name}", body, subtitle=workspace, actions=actions)
+    return card(f"Job {job.display_name or job.name}", body, subtitle=workspace,
+                actions=actions + open_in_studio(studio_url))
 
 
 @command("jobs", Arg("--status", type=one_of(JOB_STATUSES, "status"), help="only jobs in this status", metavar="STATUS"),
@@ -59,16 +61,18 @@ async def jobs(ctx: Context, status: str | None, limit: int) -> Reply:
 @command("job", Arg("name", help="a job's id, or its display name when no other job has it"),
          summary="Show one job: status, times, error, pipeline steps.", example="job frosty_kettle_8k2x9q7m")
 async def job(ctx: Context, name: str) -> Reply:
+    site = studio(ctx)
     try:
-        return reply(job_card(await ctx.ml.get_job(name), workspace=ctx.where))
+        found = await ctx.ml.get_job(name)
     except NotFound:
         named = [j for j in await ctx.ml.list_jobs(limit=DISPLAY_NAME_SCAN) if j.display_name.lower() == name.lower()]
         if not named:
             raise
-    if len(named) == 1:
-        return reply(job_card(await ctx.ml.get_job(named[0].name), workspace=ctx.where))
-    return reply(card(f"{len(named)} jobs are named {named[0].display_name}", [
-        text("Pick one by its id:", subtle=True), *limited(named, job_row, noun="job")], subtitle=ctx.where))
+        if len(named) > 1:
+            return reply(card(f"{len(named)} jobs are named {named[0].display_name}", [
+                text("Pick one by its id:", subtle=True), *limited(named, job_row, noun="job")], subtitle=ctx.where))
+        found = await ctx.ml.get_job(named[0].name)
+    return reply(job_card(found, workspace=ctx.where, studio_url=site.job(found.name) if site else None))
 
 
 @command("cancel", Arg("job", help="a running or queued job"), summary="Cancel a running or queued job.",

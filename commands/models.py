@@ -7,6 +7,7 @@ import asyncio
 from adapters.service import STAGES, ModelVersion
 from commands.context import Context, Reply
 from commands.registry import Arg, UsageError, command, one_of
+from commands.studio import open_in_studio, studio
 from commands.ui import button, card, columns, facts, limited, reply, section, text, when
 
 
@@ -27,8 +28,8 @@ def model_row(model: ModelVersion, *, by_version: bool, in_production: str = "")
     serving = ""
     if not by_version and model.stage != "Production":
         serving = f"Production: v{in_production}" if in_production else "nothing in Production"
-    detail = " · ".join(p for p in (stage_label(model.stage), serving, _headline_metrics(model),
-                                    when(model.created_at)) if p)
+    detail = " · ".join(p for p in (stage_label(model.stage), "archived" if model.archived else "", serving,
+                                    _headline_metrics(model), when(model.created_at)) if p)
     target = model.ref if by_version else model.name
     action = button("Details" if by_version else "Versions", "model" if by_version else "models", target)
     return columns([text(title), text(detail, subtle=True, spacing="None")],
@@ -46,12 +47,14 @@ def models_card(models: list[ModelVersion], *, name: str | None, stage: str | No
     return card(title, body, subtitle=workspace)
 
 
-def model_card(model: ModelVersion, *, workspace: str) -> dict:
+def model_card(model: ModelVersion, *, workspace: str, studio_url: str | None = None) -> dict:
     body = [
         text(stage_label(model.stage), weight="Bolder", color=STAGE_COLORS.get(model.stage)),
         facts([("Version", model.version), ("Created", when(model.created_at)), ("By", model.created_by),
-               ("Description", model.description)]),
+               ("Training job", model.job), ("Description", model.description)]),
     ]
+    if model.archived:
+        body.insert(1, text("Archived: hidden from default lists, still usable by deployments.", subtle=True))
     if model.path:      # a long URI: its own wrapping line, not a fact value Teams cuts off
         body += [section("Path"), text(model.path, size="Small", spacing="None")]
     if model.metrics:
@@ -59,7 +62,8 @@ def model_card(model: ModelVersion, *, workspace: str) -> dict:
     if model.tags:
         body += [section("Tags"), facts(sorted(model.tags.items()))]
     return card(f"Model {model.ref}", body, subtitle=workspace,
-                actions=[button("All versions", "models", model.name)])
+                actions=[button("All versions", "models", model.name)]
+                + ([button("Training job", "job", model.job)] if model.job else []) + open_in_studio(studio_url))
 
 
 @command("models", Arg("name", nargs="?", help="a model name, to list its versions"),
@@ -67,10 +71,13 @@ def model_card(model: ModelVersion, *, workspace: str) -> dict:
          summary="List registered models, or the versions of one model.",
          example="models fraud-model --stage Production")
 async def models(ctx: Context, name: str | None, stage: str | None) -> Reply:
-    if name or stage:
+    if name:
         found, production = await ctx.ml.list_models(name, stage), {}
-    else:   # the overview also says which version serves in Production
-        found, serving = await asyncio.gather(ctx.ml.list_models(), ctx.ml.list_models(stage="Production"))
+    elif stage == "Production":
+        found = await ctx.ml.list_models(stage=stage)
+        production = {m.name: m.version for m in found}
+    else:   # the overview (also of another stage) says which version serves in Production
+        found, serving = await asyncio.gather(ctx.ml.list_models(stage=stage), ctx.ml.list_models(stage="Production"))
         production = {m.name: m.version for m in serving}
     return reply(models_card(found, name=name, stage=stage, workspace=ctx.where, production=production))
 
@@ -82,5 +89,7 @@ async def model(ctx: Context, ref: str) -> Reply:
     if not name or (ref.endswith(":") and not version):
         raise UsageError(f"'{ref}' is not a model reference. Usage: `model name[:version]`, e.g. `model fraud-model:3`.")
     found = await ctx.ml.get_model(name, version or None)
-    return reply(model_card(found, workspace=ctx.where))
+    site = studio(ctx)
+    url = site.model(found.name, found.version) if site else None
+    return reply(model_card(found, workspace=ctx.where, studio_url=url))
 

@@ -619,6 +619,10 @@ class FakeWorkspace:
             stage = (request.query.get("stage") or [None])[0]
             if stage:
                 children = [c for c in children if c["properties"].get("stage") == stage]
+            view = (request.query.get("listViewType") or ["ActiveOnly"])[0]    # ARM's default: archived hidden
+            if view != "All":
+                children = [c for c in children
+                            if bool(c["properties"].get("isArchived")) == (view == "ArchivedOnly")]
             if collection == "versions":
                 children.sort(key=lambda c: int(c["name"]) if c["name"].isdigit() else 0, reverse=True)
             if collection == "jobs":
@@ -771,8 +775,13 @@ def demo_azure(identity: str = "mlops-bot-test-identity") -> tuple[FakeWorkspace
     from adapters.azureml import AzureMLService
     from adapters.demo import build_demo
 
+    from adapters.demo_feature_store import build_feature_stores
+    from tests.replay_feature_store import serve_feature_stores
+
     workspace = FakeWorkspace(seed=False)
-    workspace.seed_from_demo(build_demo(datetime.now(timezone.utc)))
+    now = datetime.now(timezone.utc)
+    workspace.seed_from_demo(build_demo(now))
+    serve_feature_stores(workspace, build_feature_stores(now))
     workspace.transport.add("POST", r"/metrics:getBatch$", handler=monitor_answer)
     metrics = AzureMonitorMetrics(metrics_client(workspace.transport))
     return workspace, AzureMLService(ml_client(workspace.transport), environment="prod", identity=identity,

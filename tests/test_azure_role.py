@@ -12,14 +12,17 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from adapters.azure_metrics import AzureMonitorMetrics
 from adapters.azureml import AzureMLService
+from adapters.demo_feature_store import build_feature_stores
 from adapters.service import MLService
-from tests.replay import FakeWorkspace, RecordedRequest, metrics_client, ml_client, monitor_answer
+from tests.replay import FakeWorkspace, RecordedRequest, metrics_client, ml_client, model_version, monitor_answer
+from tests.replay_feature_store import serve_feature_stores
 
 ROLE = json.loads((Path(__file__).parent.parent / "docs" / "azure-custom-role.json").read_text(encoding="utf-8"))
 ML = "Microsoft.MachineLearningServices"
@@ -116,6 +119,16 @@ def requests() -> list[RecordedRequest]:
     svc.start_compute("ada-ci").wait(5)
     svc.list_monitors()
     svc.drift_report("fraud-model-monitor", 7)
+    # issue 9: model archive, retraining, the feature store (a second MLClient bound to the store)
+    serve_feature_stores(workspace, build_feature_stores(datetime.now(timezone.utc)))
+    workspace.add(model_version("churn-model", "2", tags={"training_schedule": "nightly-train"}))
+    svc.archive_model("fraud-model", "1")
+    svc.set_model_stage("fraud-model", "1", "Archived")
+    svc.restore_model("fraud-model", "1")
+    svc.trigger_retraining("churn-model")
+    svc.list_feature_stores()
+    svc.list_feature_sets("contoso-features")
+    svc.get_feature_set("contoso-features", "transactions")
     # the replay's stand-in for Azure's operation status URLs (see NOT_REPLAYED)
     return [r for r in workspace.transport.sent() if "/operationResults/" not in r.path]
 

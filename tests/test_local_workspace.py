@@ -108,7 +108,8 @@ def test_get_model(ws):
 
 def test_versions_order_numerically(ws, db):
     with sqlite3.connect(db) as conn:
-        conn.execute("INSERT INTO models VALUES ('fraud-model', '10', 'None', '', '{}', '{}', ?, 'Bob Nguyen', '')",
+        conn.execute("INSERT INTO models (name, version, stage, description, tags, metrics, created_at, created_by, "
+                     "path) VALUES ('fraud-model', '10', 'None', '', '{}', '{}', ?, 'Bob Nguyen', '')",
                      (NOW.isoformat(),))
     assert [m.version for m in ws.list_models("fraud-model")] == ["10", "4", "3", "2", "1"]
     assert ws.get_model("fraud-model").version == "10"
@@ -165,7 +166,8 @@ def test_schedules_and_compute(ws):
         ("credit-risk-retrain", False, "cron", "0 4 1 * *"),
         ("fraud-model-monitor", True, "recurrence", "every 1 day at 03:00"),
         ("nightly-churn-retrain", True, "cron", "0 2 * * *"),
-        ("weekly-demand-forecast", True, "recurrence", "every 1 week on Monday at 06:00")]
+        ("weekly-demand-forecast", True, "recurrence", "every 1 week on Monday at 06:00"),
+        ("weekly-fraud-retrain", True, "cron", "0 3 * * 0")]
     compute = {c.name: c for c in ws.list_compute()}
     assert (compute["cpu-cluster"].type, compute["cpu-cluster"].state, compute["cpu-cluster"].size) == (
         "amlcompute", "Succeeded", "Standard_DS3_v2")
