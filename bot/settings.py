@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     approval_channel: str = Field("", validation_alias="MLOPSBOT_APPROVAL_CHANNEL",
                                   description="conversation id where requests from personal chats are also posted")
     api_token: str = Field("", validation_alias="MLOPSBOT_API_TOKEN", repr=False)
+    # Event Grid and Azure Monitor webhooks (bot/ingress.py): the shared key in ?code= or x-functions-key
+    webhook_key: str = Field("", validation_alias="MLOPSBOT_WEBHOOK_KEY", repr=False)
 
     _split = field_validator("allowed_tenants", "admins", "approvers", "operators", mode="before")(_list)
 
@@ -127,6 +129,14 @@ class Settings(BaseSettings):
     def _token(cls, value: str) -> str:
         if value and len(value) < 32:
             raise ValueError("MLOPSBOT_API_TOKEN must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return value
+
+    @field_validator("webhook_key")
+    @classmethod
+    def _webhook_key(cls, value: str) -> str:
+        if value and (len(value) < 32 or not value.isascii() or any(c in value for c in "&#?/ %+")):
+            raise ValueError("MLOPSBOT_WEBHOOK_KEY must be at least 32 URL-safe ASCII characters "
+                             "(it travels in webhook URLs; e.g. `openssl rand -hex 32`)")
         return value
 
     def policy(self) -> Policy:
