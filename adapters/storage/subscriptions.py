@@ -53,6 +53,9 @@ async def add(tx: Transaction, new: NewSubscription, now: datetime) -> tuple[Sub
     """Store the subscription; (it, True), or (the identical one already stored, False)."""
     if not new.conversation_id or not new.kind:
         raise ValueError("conversation_id and kind must not be empty")
+    existing = await _same(tx, new)
+    if existing is not None:                 # looked up first, so a repeat does not use up an id
+        return existing, False
     rows = await tx.fetch(
         "INSERT INTO subscriptions (conversation_id, tenant_id, kind, workspace, model, endpoint, severity, "
         "created_by_id, created_by_name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -62,11 +65,15 @@ async def add(tx: Transaction, new: NewSubscription, now: datetime) -> tuple[Sub
          new.created_by_id, new.created_by_name, encode_time(utc(now, "now"))))
     if rows:
         return _from_row(rows[0]), True
+    return await _same(tx, new), False       # another replica stored it in the meantime
+
+
+async def _same(tx: Transaction, new: NewSubscription) -> Subscription | None:
     rows = await tx.fetch(
         f"SELECT {_COLUMNS} FROM subscriptions WHERE conversation_id = ? AND kind = ? AND workspace = ? "
         "AND model = ? AND endpoint = ? AND severity = ?",
         (new.conversation_id, new.kind, new.workspace, new.model, new.endpoint, new.severity))
-    return _from_row(rows[0]), False
+    return _from_row(rows[0]) if rows else None
 
 
 async def for_conversation(tx: Transaction, conversation_id: str) -> list[Subscription]:
