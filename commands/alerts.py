@@ -104,6 +104,16 @@ async def _send_cards(tx, alert: Alert, now: datetime, shown: dict[str, str], wa
     return count
 
 
+async def approval_subscribers(tx, workspace: str, environment: str = "") -> list[tuple[str, str]]:
+    """(conversation_id, tenant_id) of conversations subscribed to approval requests in `workspace`."""
+    request = Event(id="", kind="approvals", type="approval", key="", status=INFO, title="", workspace=workspace)
+    found: dict[str, str] = {}
+    for subscription in await subscriptions.of_kind(tx, "approvals"):
+        if matches(subscription, request) and not await conversations.is_gone(tx, subscription.conversation_id):
+            found.setdefault(subscription.conversation_id, subscription.tenant_id)
+    return sorted(found.items())
+
+
 # ---------------------------------------------------------------- subscriptions
 
 def _may_manage(ctx: Context) -> None:

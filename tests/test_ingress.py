@@ -365,3 +365,20 @@ async def test_without_a_key_the_webhooks_are_off(aiohttp_server, tmp_path, monk
     async with TeamsStandIn(str(server.make_url("/api/messages"))) as teams:
         status, answer, _ = await hook(teams, "/api/events", breach())
         assert (status, answer) == (503, {"error": "webhooks are off: set MLOPSBOT_WEBHOOK_KEY"})
+
+
+async def test_a_channel_subscribed_to_approvals_gets_each_request_and_its_outcome(teams):
+    [answer] = await teams.say("subscribe approvals --workspace ml-prod", conversation=CHANNEL, kind="channel")
+    assert answer.text.startswith("Subscribed this channel: #1 approvals (workspace ml-prod)")
+    [asked] = await teams.say("traffic fraud-api blue=0 green=100 --reason 'green is better'")   # Alice, personal
+
+    def copy_in_channel():
+        return [s for s in teams.connector.sent if CHANNEL in s.path and s.card
+                and "Approval request #1" in s.card.get("fallbackText", "")]
+    await wait_until(lambda: len(copy_in_channel()) == 1)
+    [posted] = copy_in_channel()
+    status, _ = await teams.click(posted.card, "Approve", user=BOB, conversation=CHANNEL, kind="channel")
+    assert status == 200
+    posted_id = f"activity-{teams.connector.sent.index(posted) + 1}"
+    await wait_until(lambda: any(s.method == "PUT" and s.path.endswith(posted_id)
+                                 and "Approved and done" in s.card.get("fallbackText", "") for s in teams.connector.sent))
