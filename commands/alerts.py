@@ -18,6 +18,7 @@ Operator role, and both are audited.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -129,6 +130,28 @@ def _store(ctx: Context):
     return ctx.store
 
 
+def home(ctx: Context) -> str:
+    """Where a conversation's subscriptions live: a channel as a whole, not the thread the command
+    was typed in (Teams gives a channel message the id `19:...@thread.tacv2;messageid=...`), so
+    each alert becomes its own post in the channel."""
+    if ctx.conversation_kind == "channel":
+        return ctx.conversation_id.split(";", 1)[0]
+    return ctx.conversation_id
+
+
+async def _reach_channel(tx, ctx: Context, target: str) -> None:
+    """Store a reference to the channel itself (copied from the thread's), so the outbox can post there."""
+    if target == ctx.conversation_id:
+        return
+    thread = await conversations.get_conversation(tx, ctx.conversation_id)
+    if thread is None:
+        return
+    reference = dict(thread.reference)
+    reference["conversation"] = {**(reference.get("conversation") or {}), "id": target}
+    reference.pop("activityId", None)
+    await conversations.save_conversation(tx, replace(thread, conversation_id=target, reference=reference))
+
+
 def _filter(value: str | None, what: str) -> str:
     value = (value or "").strip()
     if len(value) > MAX_FILTER_CHARS:
@@ -166,16 +189,18 @@ async def subscribe(ctx: Context, kind: str, workspace: str | None, model: str |
             hint = f" Did you mean `{close[0]}`?" if close else ""
             raise UsageError(f"No workspace named '{workspace}'.{hint} Configured: {', '.join(names)}.")
         workspace = known[workspace.lower()]
-    new = NewSubscription(ctx.conversation_id, kind, tenant_id=ctx.user.tenant_id, workspace=workspace,
+    where_to = home(ctx)
+    new = NewSubscription(where_to, kind, tenant_id=ctx.user.tenant_id, workspace=workspace,
                           model=_filter(model, "model"), endpoint=_filter(endpoint, "endpoint"),
                           severity=severity or "", created_by_id=ctx.user.id, created_by_name=ctx.user.name)
     now = ctx.now()
 
     async def work(tx) -> tuple[Subscription, bool]:
+        await _reach_channel(tx, ctx, where_to)
         found, created = await subscriptions.add(tx, new, now)
         if created:
             await audit.append(tx, _entry(ctx, "subscribed", "subscribe", describe(found),
-                                          {"conversation": ctx.conversation_id, "subscription": found.id}))
+                                          {"conversation": where_to, "subscription": found.id}))
         return found, created
 
     found, created = await store.run_transaction(work)
@@ -206,10 +231,10 @@ async def unsubscribe(ctx: Context, which: str) -> Reply:
                          f"{hint} Usage: `unsubscribe <id|kind>` (e.g. `unsubscribe 3`)")
 
     async def work(tx) -> list[Subscription]:
-        removed = await subscriptions.remove(tx, ctx.conversation_id, **criteria)
+        removed = await subscriptions.remove(tx, home(ctx), **criteria)
         for sub in removed:
             await audit.append(tx, _entry(ctx, "unsubscribed", "unsubscribe", describe(sub),
-                                          {"conversation": ctx.conversation_id, "subscription": sub.id}))
+                                          {"conversation": sub.conversation_id, "subscription": sub.id}))
         return removed
 
     removed = await store.run_transaction(work)
@@ -222,7 +247,7 @@ async def unsubscribe(ctx: Context, which: str) -> Reply:
          uses_workspace=False)
 async def subscriptions_(ctx: Context) -> Reply:
     store = _store(ctx)
-    found = await store.run_transaction(lambda tx: subscriptions.for_conversation(tx, ctx.conversation_id),
+    found = await store.run_transaction(lambda tx: subscriptions.for_conversation(tx, home(ctx)),
                                         write=False)
 
     def row(sub: Subscription) -> dict:

@@ -241,7 +241,9 @@ async def test_a_bad_alert_condition_is_422_naming_the_field(teams):
 
 
 async def test_a_drift_breach_becomes_one_card_per_subscribed_conversation_and_updates_in_place(teams):
-    [answer] = await teams.say("subscribe drift --workspace ml-prod", conversation=CHANNEL, kind="channel")
+    # typed in a thread of the channel: the subscription (and every alert) belongs to the channel itself
+    [answer] = await teams.say("subscribe drift --workspace ml-prod", mention=True, kind="channel",
+                               conversation=CHANNEL + ";messageid=1732600000000")
     assert answer.text == ("Subscribed this channel: #1 drift (workspace ml-prod). `subscriptions` lists them; "
                            "`unsubscribe 1` stops it.")
     [mine] = await teams.say("subscribe drift --model fraud-model")                    # Alice's personal chat
@@ -252,6 +254,7 @@ async def test_a_drift_breach_becomes_one_card_per_subscribed_conversation_and_u
     assert (status, answer) == (200, {"accepted": 1, "duplicates": 0, "ignored": 0, "cards": 2})
     await wait_until(lambda: len(cards_in(teams)) == 1 and len(cards_in(teams, "a:personal-29:1alice")) == 1)
     [posted] = cards_in(teams)
+    assert posted.conversation_id == CHANNEL         # the channel itself, not the thread `subscribe` was typed in
     card = posted.card
     assert_valid_card(card)
     words = card["fallbackText"]
