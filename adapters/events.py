@@ -99,8 +99,9 @@ class Event:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Event":
-        values = dict(data)
-        values["figures"] = tuple(Figure(**f) for f in data.get("figures", ()))
+        values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}   # tolerate older rows
+        values["figures"] = tuple(Figure(f["feature"], f["metric"], f["value"], f.get("threshold"))
+                                  for f in data.get("figures", ()))
         values["links"] = tuple(tuple(link) for link in data.get("links", ()))
         values["facts"] = tuple(tuple(fact) for fact in data.get("facts", ()))
         return cls(**values)

@@ -112,6 +112,7 @@ class OutboxWorker:
         self.limiter = RateLimiter(lambda: self.monotonic())
         self._wake = asyncio.Event()
         self._held: dict[str, float] = {}      # conversation -> monotonic time Teams asked us to wait until
+        self._lease_ends = 0.0                 # monotonic time the current batch's leases run out
 
     def wake(self) -> None:
         self._wake.set()
@@ -142,6 +143,7 @@ class OutboxWorker:
             return await outbox.claim(tx, self.owner, now=now, lease_seconds=self.lease_seconds, limit=self.batch)
 
         items = await self.store.run_transaction(claim)
+        self._lease_ends = self.monotonic() + self.lease_seconds
         for item in items:
             await self._deliver(item)
         return len(items)
@@ -154,8 +156,10 @@ class OutboxWorker:
         if held > 0:
             await self._postpone(item, held)
             return
+        self._held.pop(item.conversation_id, None)
         wait = self.limiter.delay(item.conversation_id, item.tenant_id)
-        if wait > MAX_INLINE_WAIT:
+        # never wait long while leased, nor past half the lease (another replica could take the item)
+        if wait > MAX_INLINE_WAIT or self.monotonic() + wait > self._lease_ends - self.lease_seconds / 2:
             await self._postpone(item, wait)
             return
         if wait > 0:

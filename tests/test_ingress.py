@@ -385,3 +385,15 @@ async def test_a_channel_subscribed_to_approvals_gets_each_request_and_its_outco
     posted_id = f"activity-{teams.connector.sent.index(posted) + 1}"
     await wait_until(lambda: any(s.method == "PUT" and s.path.endswith(posted_id)
                                  and "Approved and done" in s.card.get("fallbackText", "") for s in teams.connector.sent))
+
+
+@pytest.mark.parametrize("key", ["short", "x" * 31, "a" * 32 + "&code=2", "é" * 40])
+def test_an_unusable_webhook_key_refuses_to_start(key, tmp_path, monkeypatch):
+    from bot.settings import SettingsError
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SettingsError, match="MLOPSBOT_WEBHOOK_KEY must be at least 32 URL-safe ASCII characters"):
+        load_settings(data_dir=tmp_path / "data", host="127.0.0.1", webhook_key=key)
+
+
+def test_the_webhook_key_is_never_in_the_logged_settings(alert_settings):
+    assert KEY not in repr(alert_settings) and KEY not in json.dumps(alert_settings.public_summary(), default=str)

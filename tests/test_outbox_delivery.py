@@ -245,3 +245,21 @@ async def test_an_update_waits_for_its_message_and_posts_anew_when_that_one_is_g
     assert [(s.method, s.text) for s in connector.sent] == [("POST", "v1"), ("PUT", "v2"), ("POST", "v3")]
     assert connector.sent[1].path.endswith("/activities/activity-1")
     await storage.close()
+
+
+async def test_the_tenant_limit_holds_across_conversations(tmp_path, connector):
+    storage = open_storage(f"sqlite://{tmp_path}/bot.db")
+    names = [f"19:t{n}@thread.tacv2" for n in range(45)]
+    await prepared(storage, connector, *names)
+    for name in names:
+        await enqueue(storage, name, "hello")
+    time, deliveries = TestTime(), []
+    worker = worker_for(storage, time, "replica-a", deliveries)
+    worker.batch = 50
+
+    await drain(storage, [worker], time)
+
+    times = sorted(t for t, _, _ in deliveries)
+    assert len(times) == 45 == len(posted(connector))
+    assert max(sum(1 for t in times if start <= t < start + 1.0) for start in times) == 30
+    await storage.close()
