@@ -36,7 +36,7 @@ from adapters.storage import Storage, StorageError, open_storage
 from adapters.storage.outbox import OutboxItem
 from bot.api import ApprovalsApi
 from bot.handler import ChatHandler
-from bot.ingress import Ingress
+from bot.ingress import Ingress, prune_forever
 from bot.outbox import OutboxWorker
 from bot.settings import Settings
 from bot.teams import TeamsBot, build_adapter, keep_signing_keys_fresh
@@ -146,6 +146,7 @@ async def _background(app: web.Application):
     tasks = app[TASKS]
     tasks.spawn(app[WORKER].run())
     tasks.spawn(_expire_requests(app[GATE]))
+    tasks.spawn(prune_forever(app[STORAGE], app[HANDLER].clock))
     yield
     await tasks.cancel()
 

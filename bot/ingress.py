@@ -22,6 +22,7 @@ the wrong shape (the reason names the field); 503 storage down (the sender retri
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from typing import Any, Callable
@@ -140,6 +141,32 @@ class Ingress:
                  ignored, cards)
         return web.json_response({"accepted": accepted, "duplicates": duplicates, "ignored": ignored,
                                   "cards": cards})
+
+
+INBOX_DAYS = 7          # Event Grid retries for 24 h; Teams redelivers within minutes
+OUTBOX_DAYS = 30        # settled items; an alert card older than this is posted anew when it fires again
+PRUNE_EVERY = 6 * 3600.0
+
+
+async def prune_forever(store: Any, clock: Callable, *, every: float = PRUNE_EVERY) -> None:
+    """Forget old dedupe keys and settled outbox items, so neither table grows without end."""
+    from datetime import timedelta
+
+    from adapters.storage import StorageError, outbox
+
+    while True:
+        now = clock()
+
+        async def work(tx) -> tuple[int, int]:
+            return (await inbox.prune(tx, now - timedelta(days=INBOX_DAYS)),
+                    await outbox.prune(tx, now - timedelta(days=OUTBOX_DAYS)))
+        try:
+            keys, items = await store.run_transaction(work)
+            if keys or items:
+                log.info("pruned %d dedupe keys and %d settled outbox items", keys, items)
+        except StorageError as error:
+            log.warning("could not prune the inbox and outbox: %s", error)
+        await asyncio.sleep(every)
 
 
 def _problem(status: int, reason: str) -> web.Response:

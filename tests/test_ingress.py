@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -397,3 +398,34 @@ def test_an_unusable_webhook_key_refuses_to_start(key, tmp_path, monkeypatch):
 
 def test_the_webhook_key_is_never_in_the_logged_settings(alert_settings):
     assert KEY not in repr(alert_settings) and KEY not in json.dumps(alert_settings.public_summary(), default=str)
+
+
+async def test_pruning_forgets_old_dedupe_keys_and_settled_items_only(tmp_path):
+    from adapters.storage import inbox, open_storage, outbox
+    from bot.ingress import prune_forever
+
+    now = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
+    storage = open_storage(f"sqlite://{tmp_path}/bot.db")
+    await storage.open()
+    await storage.run_transaction(lambda tx: inbox.first_time(tx, "eventgrid:old", now - timedelta(days=8)))
+    await storage.run_transaction(lambda tx: inbox.first_time(tx, "eventgrid:new", now - timedelta(days=1)))
+    await storage.run_transaction(lambda tx: outbox.enqueue(tx, "c", {"text": "old"}, dedupe_key="old",
+                                                            now=now - timedelta(days=40)))
+    task = asyncio.get_running_loop().create_task(prune_forever(storage, lambda: now, every=3600))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    assert [await storage.run_transaction(lambda tx: inbox.first_time(tx, key, now)) for key in
+            ("eventgrid:old", "eventgrid:new")] == [True, False]
+    assert [i.dedupe_key for i in await storage.run_transaction(lambda tx: outbox.find_items(tx))] == ["old"]  # pending
+    await storage.close()
+
+
+def test_an_azure_monitor_alert_on_an_online_endpoint_offers_rollback():
+    from commands.alert_card import AlertState, alert_card
+    body = fired_alert()
+    body["data"]["essentials"]["alertTargetIDs"] = [WORKSPACE_TOPIC + "/onlineEndpoints/fraud-api"]
+    event = parse_common_alert(body)
+    assert (event.workspace, event.endpoint) == ("ml-prod", "fraud-api")
+    moment = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
+    card = alert_card(event, AlertState(3, "fired", 1, moment), moment)
+    assert find_action(card, "Rollback")["data"] == {"args": ["fraud-api"]}
