@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -214,3 +215,27 @@ async def test_subscriptions_and_alerts_tables_on_sqlite_and_postgresql(storage)
     assert await storage.run_transaction(lambda tx: alerts.cards(tx, 1), write=False) == [("c-one", "alert:1:r1:c-one")]
     removed = await storage.run_transaction(lambda tx: subscription_table.remove(tx, "c-one", kind="drift"))
     assert [s.id for s in removed] == [1]
+
+
+async def test_two_replicas_receiving_the_same_event_at_once_accept_it_once(make_storage):  # noqa: F811
+    import json as _json
+
+    from bot.ingress import Ingress
+
+    one, two = make_storage(), make_storage()
+    await one.open()
+    await two.open()
+    await one.save_conversation(ConversationRecord("c-one", "channel", {"conversation": {"id": "c-one"}},
+                                                   "t1", "", "", "", NOW))
+    await one.run_transaction(lambda tx: subscription_table.add(tx, NewSubscription("c-one", "drift"), NOW))
+    replicas = [Ingress(store, "k" * 32, clock=lambda: NOW, wake=lambda: None) for store in (one, two)]
+    answers = await asyncio.gather(*(r._accept([drift_event(id="same")], "eventgrid") for r in replicas),
+                                   *(r._accept([drift_event(id=f"other-{n}")], "eventgrid")
+                                     for n, r in enumerate(replicas)))
+    bodies = [_json.loads(a.text) for a in answers]
+    assert sorted((b["accepted"], b["duplicates"]) for b in bodies[:2]) == [(0, 1), (1, 0)]
+    assert [b["accepted"] for b in bodies[2:]] == [1, 1]
+    alert = await one.run_transaction(lambda tx: alerts.get(tx, 1), write=False)
+    assert alert.fired_count == 3
+    queued = await one.run_transaction(lambda tx: outbox.find_items(tx), write=False)
+    assert [("update_of" in i.payload) for i in queued] == [False, True, True]     # one card, edited twice
