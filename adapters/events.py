@@ -296,12 +296,17 @@ def _breach_figures(value: Any) -> tuple[Figure, ...]:
 def _run_links(base: dict[str, Any], run_id: str) -> tuple[tuple[str, str], ...]:
     if not (base["subscription_id"] and base["resource_group"] and base["workspace"]):
         return ()
-    return (("Open the run in the studio", f"https://ml.azure.com/runs/{run_id}?wsid={workspace_id(base)}"),)
+    if any(c in "{}" for part in (base["subscription_id"], base["resource_group"], base["workspace"]) for c in part):
+        return ()           # the docs' placeholders: no link rather than a broken one
+    return (("Open the run in the studio", studio_url(f"runs/{_quote(run_id)}", base)),
+            ("Model monitoring in the studio", studio_url("monitoring", base)))
 
 
-def workspace_id(base: dict[str, Any]) -> str:
-    return (f"/subscriptions/{base['subscription_id']}/resourceGroups/{base['resource_group']}"
-            f"/providers/Microsoft.MachineLearningServices/workspaces/{base['workspace']}")
+def studio_url(page: str, base: dict[str, Any]) -> str:
+    """An Azure ML studio page of the workspace (`wsid` as the studio writes it)."""
+    wsid = (f"/subscriptions/{base['subscription_id']}/resourcegroups/{base['resource_group']}"
+            f"/workspaces/{base['workspace']}")
+    return f"https://ml.azure.com/{page}?wsid={_quote(wsid, safe='/')}"
 
 
 # ---------------------------------------------------------------- Azure Monitor
@@ -418,9 +423,9 @@ def _https(value: Any) -> bool:
     return isinstance(value, str) and value.startswith("https://") and len(value) < 2000
 
 
-def _quote(text: str) -> str:
+def _quote(text: str, safe: str = "") -> str:
     from urllib.parse import quote
-    return quote(text, safe="")
+    return quote(text, safe=safe)
 
 
 def with_status(event: Event, status: str) -> Event:

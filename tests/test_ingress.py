@@ -86,7 +86,12 @@ def test_run_status_changed_sample_is_a_failed_job():
     [event] = parse_event_grid(real_topic(sample("eventgrid/ml/eventgrid_schema/RunStatusChanged.json"))).events
     assert (event.kind, event.status, event.workspace, event.severity, event.title) == (
         "jobs", "fired", "ml-prod", "Sev2", "Run AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc_5 failed")
-    assert event.links[0][1].startswith("https://ml.azure.com/runs/AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc_5?wsid=")
+    assert event.links[0] == ("Open the run in the studio", "https://ml.azure.com/runs/AutoML_ad912b2d-6467-4f32-"
+                              "a616-dbe4af6dd8fc_5?wsid=/subscriptions/00000000-0000-0000-0000-000000000001/"
+                              "resourcegroups/rg-ml/workspaces/ml-prod")
+    # the docs' own sample keeps its {placeholders}: no link rather than a broken one
+    [raw] = parse_event_grid(sample("eventgrid/ml/eventgrid_schema/RunStatusChanged.json")).events
+    assert (raw.workspace, raw.links) == ("{workspace-name}", ())
 
 
 def test_run_status_changed_with_the_breach_tag_is_a_drift_alert_with_figures():
