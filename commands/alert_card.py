@@ -68,9 +68,9 @@ def alert_card(event: Event, state: AlertState, now: datetime) -> dict[str, Any]
     actions: list[Element] = [{"type": "Action.OpenUrl", "title": title_, "url": url}
                               for title_, url in event.links[:2] if url.startswith("https://")]
     if not resolved and event.kind in ("drift", "alerts", "jobs"):
-        if event.endpoint:
+        if event.endpoint and event.kind != "jobs":
             actions.append(button("Rollback", "rollback", event.endpoint, style="destructive"))
-        if event.model:
+        if event.model and event.kind != "jobs":
             actions.append(button("Retrain", "retrain", event.model))
         if not state.acknowledged_by:
             actions.append(button("Acknowledge", "acknowledge", str(state.id)))

@@ -434,3 +434,18 @@ def test_an_azure_monitor_alert_on_an_online_endpoint_offers_rollback():
     moment = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
     card = alert_card(event, AlertState(3, "fired", 1, moment), moment)
     assert find_action(card, "Rollback")["data"] == {"args": ["fraud-api"]}
+
+
+async def test_a_failed_run_reaches_a_jobs_subscription(teams):
+    await teams.say("subscribe jobs --workspace ml-prod", conversation=CHANNEL, kind="channel")
+    status, answer, _ = await hook(teams, "/api/events",
+                                   real_topic(sample("eventgrid/ml/eventgrid_schema/RunStatusChanged.json")))
+    assert (status, answer["cards"]) == (200, 1)
+    await wait_until(lambda: len(cards_in(teams)) == 1)
+    [posted] = cards_in(teams)
+    assert_valid_card(posted.card)
+    words = posted.card["fallbackText"]
+    assert words.splitlines()[0] == "🟠 Run AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc_5 failed"
+    assert "Severity: Sev2 (warning)" in words and "Experiment automl-local-regression" in words
+    assert [a["title"] for a in posted.card["actions"]] == [
+        "Open the run in the studio", "Model monitoring in the studio", "Acknowledge", "Snooze 24 h"]
