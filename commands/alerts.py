@@ -174,7 +174,8 @@ def describe(subscription: Subscription) -> str:
          Arg("--endpoint", help="only events about this endpoint", metavar="E"),
          Arg("--severity", type=one_of(SEVERITIES, "severity"), metavar="S",
              help="only alerts at least this severe (Sev0 most severe .. Sev4)"),
-         summary="Post drift alerts, Azure Monitor alerts, job, model or approval events in this chat.",
+         summary="Post drift alerts, Azure Monitor alerts, job, model or approval events in this chat "
+                 "(Operators by default; the policy's [subscriptions] role decides).",
          example="subscribe drift --model fraud-model", uses_workspace=False)
 async def subscribe(ctx: Context, kind: str, workspace: str | None, model: str | None, endpoint: str | None,
                     severity: str | None) -> Reply:
@@ -214,7 +215,8 @@ async def subscribe(ctx: Context, kind: str, workspace: str | None, model: str |
 
 @command("unsubscribe", Arg("which", help="a subscription number, or a kind to remove all of that kind",
                             metavar="id|kind"),
-         summary="Stop a subscription of this chat (by number, or all of one kind).", example="unsubscribe 3",
+         summary="Stop a subscription of this chat (by number, or all of one kind); same role as subscribe.",
+         example="unsubscribe 3",
          uses_workspace=False)
 async def unsubscribe(ctx: Context, which: str) -> Reply:
     _may_manage(ctx)

@@ -18,7 +18,8 @@ def catalog() -> Registry:
 def reference_table() -> str:
     """The README's command reference, generated from the declarations."""
     lines = ["| command | what it does | example | role |", "| --- | --- | --- | --- |"]
-    lines += [f"| `{c.usage}` | {c.summary} | `{c.example}` | {c.role.label} |" for c in CATALOG]
+    cell = lambda text: text.replace("|", "\\|")   # noqa: E731 - a `|` would end the table cell, even in code
+    lines += [f"| `{cell(c.usage)}` | {cell(c.summary)} | `{cell(c.example)}` | {c.role.label} |" for c in CATALOG]
     return "\n".join(lines)
 
 
