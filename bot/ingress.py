@@ -28,6 +28,7 @@ import logging
 from typing import Any, Callable
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from adapters.events import Event, Malformed, loads, parse_common_alert, parse_event_grid
 from adapters.storage import StorageUnavailable, inbox
@@ -167,6 +168,14 @@ async def prune_forever(store: Any, clock: Callable, *, every: float = PRUNE_EVE
         except StorageError as error:
             log.warning("could not prune the inbox and outbox: %s", error)
         await asyncio.sleep(every)
+
+
+class AccessLogWithoutSecrets(AbstractAccessLogger):
+    """aiohttp's access log without query strings: webhook URLs carry the key in `?code=`."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info('%s "%s %s" %s %s %.3fs', request.remote, request.method, request.path, response.status,
+                         response.body_length, time)
 
 
 def _problem(status: int, reason: str) -> web.Response:

@@ -449,3 +449,25 @@ async def test_a_failed_run_reaches_a_jobs_subscription(teams):
     assert "Severity: Sev2 (warning)" in words and "Experiment automl-local-regression" in words
     assert [a["title"] for a in posted.card["actions"]] == [
         "Open the run in the studio", "Model monitoring in the studio", "Acknowledge", "Snooze 24 h"]
+
+
+def test_the_access_log_never_shows_the_key_in_the_query():
+    import logging
+
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from bot.ingress import AccessLogWithoutSecrets
+
+    lines = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("test.access")
+    logger.addHandler(Keep())
+    logger.setLevel(logging.INFO)
+    AccessLogWithoutSecrets(logger, "").log(make_mocked_request("POST", f"/api/events?code={KEY}"),
+                                            web.json_response({"accepted": 1}), 0.0042)
+    assert len(lines) == 1 and KEY not in lines[0] and '"POST /api/events" 200' in lines[0]
