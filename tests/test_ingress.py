@@ -471,3 +471,12 @@ def test_the_access_log_never_shows_the_key_in_the_query():
     AccessLogWithoutSecrets(logger, "").log(make_mocked_request("POST", f"/api/events?code={KEY}"),
                                             web.json_response({"accepted": 1}), 0.0042)
     assert len(lines) == 1 and KEY not in lines[0] and '"POST /api/events" 200' in lines[0]
+
+
+async def test_the_readme_demo_breach_becomes_a_card(teams):
+    await teams.say("subscribe drift", conversation=CHANNEL, kind="channel")
+    demo = json.loads((Path(__file__).parent.parent / "docs" / "examples" / "drift-breach.eventgrid.json").read_text())
+    status, answer, _ = await hook(teams, "/api/events", demo)
+    assert (status, answer) == (200, {"accepted": 1, "duplicates": 0, "ignored": 0, "cards": 1})
+    await wait_until(lambda: len(cards_in(teams)) == 1)
+    assert find_action(cards_in(teams)[0].card, "Rollback")["data"] == {"args": ["fraud-api"]}
