@@ -30,7 +30,7 @@ from commands.alert_card import AlertState, alert_card, worst_first
 from commands.context import Context, Reply, Role
 from commands.policy import parse_duration
 from commands.registry import Arg, Forbidden, UsageError, command, one_of, suggest, whole_number
-from commands.ui import card, facts, limited, reply, text
+from commands.ui import button, card, columns, limited, reply, text
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,9 @@ async def subscriptions_(ctx: Context) -> Reply:
                                         write=False)
 
     def row(sub: Subscription) -> dict:
-        return text(f"{describe(sub)} · by {sub.created_by_name or 'unknown'}")
+        return columns(text(f"{describe(sub)} · by {sub.created_by_name or 'unknown'}"),
+                       {"type": "ActionSet", "actions": [button("Stop", "unsubscribe", str(sub.id))]},
+                       widths=["stretch", "auto"])
 
     body = limited(found, row, noun="subscription")
     if not found:

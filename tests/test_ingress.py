@@ -480,3 +480,13 @@ async def test_the_readme_demo_breach_becomes_a_card(teams):
     assert (status, answer) == (200, {"accepted": 1, "duplicates": 0, "ignored": 0, "cards": 1})
     await wait_until(lambda: len(cards_in(teams)) == 1)
     assert find_action(cards_in(teams)[0].card, "Rollback")["data"] == {"args": ["fraud-api"]}
+
+
+async def test_subscriptions_list_with_a_stop_button_over_http(teams):
+    await teams.say("subscribe models", conversation=CHANNEL, kind="channel")
+    [listed] = await teams.say("subscriptions", conversation=CHANNEL, kind="channel")
+    assert_valid_card(listed.card)
+    status, body = await teams.click(listed.card, "Stop", conversation=CHANNEL, kind="channel")
+    assert (status, body["value"]["fallbackText"]) == (200, "MLOps bot\nRemoved #1 models (everything).")
+    status, body = await teams.click(listed.card, "Stop", user=CAROL, conversation=CHANNEL, kind="channel")
+    assert "Managing subscriptions needs the Operator role" in body["value"]["fallbackText"]
