@@ -490,3 +490,21 @@ async def test_subscriptions_list_with_a_stop_button_over_http(teams):
     assert (status, body["value"]["fallbackText"]) == (200, "MLOps bot\nRemoved #1 models (everything).")
     status, body = await teams.click(listed.card, "Stop", user=CAROL, conversation=CHANNEL, kind="channel")
     assert "Managing subscriptions needs the Operator role" in body["value"]["fallbackText"]
+
+
+def test_model_deployed_and_run_completed_in_the_documented_shapes():
+    # Hand-written from the Event Grid docs' data field tables (no published sample of these two).
+    deployed = {"topic": WORKSPACE_TOPIC, "subject": "endpoints/fraud-api", "id": "d-1",
+                "eventType": "Microsoft.MachineLearningServices.ModelDeployed", "eventTime": "2026-11-26T09:00:00Z",
+                "data": {"ServiceName": "fraud-api", "ServiceComputeType": "Managed",
+                         "ModelIds": "fraud-model:3,fraud-features:1", "ServiceTags": {}, "ServiceProperties": {}},
+                "dataVersion": "", "metadataVersion": "1"}
+    completed = {"topic": WORKSPACE_TOPIC, "subject": "experiments/e/runs/train-7", "id": "c-1",
+                 "eventType": "Microsoft.MachineLearningServices.RunCompleted", "eventTime": "2026-11-26T09:00:00Z",
+                 "data": {"experimentId": "e", "experimentName": "fraud-training", "runId": "train-7",
+                          "runType": None, "runTags": {}, "runProperties": {}},
+                 "dataVersion": "", "metadataVersion": "1"}
+    first, second = parse_event_grid([deployed, completed]).events
+    assert (first.kind, first.endpoint, first.model, first.title, first.summary) == (
+        "models", "fraud-api", "fraud-model", "Deployed to fraud-api", "Models: fraud-model:3, fraud-features:1")
+    assert (second.kind, second.status, second.title, second.severity) == ("jobs", "info", "Run train-7 completed", "")
