@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from adapters.events import INFO, KINDS, RESOLVED, SEVERITIES, Event
-from adapters.storage import alerts, audit, conversations, outbox, subscriptions
+from adapters.storage import alerts, audit, conversations, inbox, outbox, subscriptions
 from adapters.storage.alerts import Alert
 from adapters.storage.subscriptions import NewSubscription, Subscription
 from commands.alert_card import AlertState, alert_card, worst_first
@@ -105,7 +105,7 @@ async def _send_cards(tx, alert: Alert, now: datetime, shown: dict[str, str], wa
     return count
 
 
-async def approval_subscribers(tx, workspace: str, environment: str = "") -> list[tuple[str, str]]:
+async def approval_subscribers(tx, workspace: str) -> list[tuple[str, str]]:
     """(conversation_id, tenant_id) of conversations subscribed to approval requests in `workspace`."""
     request = Event(id="", kind="approvals", type="approval", key="", status=INFO, title="", workspace=workspace)
     found: dict[str, str] = {}
@@ -294,12 +294,16 @@ async def _change_alert(ctx: Context, alert_id: int, event_name: str, change, de
     now = ctx.now()
 
     async def work(tx) -> Alert | None:
-        if await alerts.get(tx, alert_id, for_update_lock=True) is None:
+        current = await alerts.get(tx, alert_id, for_update_lock=True)
+        if current is None:
             return None
+        if ctx.activity_id and not await inbox.first_time(tx, f"activity:{ctx.activity_id}", now):
+            return current                      # Teams redelivered the click: recorded once already
         changed = await change(tx, now)
         await _send_cards(tx, changed, now, dict(await alerts.cards(tx, changed.id)), {})
         event = Event.from_json(changed.event)
-        await audit.append(tx, _entry(ctx, event_name, "alert", event.title, {"alert": changed.id, "key": changed.key, **(detail or {})},
+        await audit.append(tx, _entry(ctx, event_name, "alert", event.title,
+                                      {"alert": changed.id, "key": changed.key, **(detail or {})},
                                       workspace=event.workspace))
         return changed
 

@@ -239,3 +239,16 @@ async def test_two_replicas_receiving_the_same_event_at_once_accept_it_once(make
     assert alert.fired_count == 3
     queued = await one.run_transaction(lambda tx: outbox.find_items(tx), write=False)
     assert [("update_of" in i.payload) for i in queued] == [False, True, True]     # one card, edited twice
+
+
+async def test_a_redelivered_acknowledge_is_recorded_once(chat, store):
+    from adapters.storage import audit
+    await subscribed(store, chat, "c-one", "subscribe drift")
+    await store.run_transaction(lambda tx: publish(tx, drift_event(), NOW))
+    first = await chat.click("acknowledge", "1", activity_id="click-1", conversation="c-one")
+    again = await chat.click("acknowledge", "1", activity_id="click-1", conversation="c-one")
+    assert "Acknowledged: by Dana Dev" in first.text and "Acknowledged: by Dana Dev" in again.text
+    records = await store.run_transaction(lambda tx: audit.scan(tx), write=False)
+    assert [r.event for r in records].count("acknowledged") == 1
+    updates = [i for i in await items(store) if i.payload.get("update_of")]
+    assert len(updates) == 1
