@@ -37,6 +37,7 @@ from commands.alerts import publish
 log = logging.getLogger(__name__)
 
 MAX_WEBHOOK_BYTES = 1024 * 1024      # Event Grid delivers batches of at most 1 MB
+SMALL_BODY_BYTES = 64 * 1024
 
 
 class Ingress:
@@ -72,6 +73,8 @@ class Ingress:
                 raise web.HTTPRequestEntityTooLarge(max_size=MAX_WEBHOOK_BYTES, actual_size=len(raw))
         if not raw:
             raise ValueError("the body is empty")
+        if len(raw) > SMALL_BODY_BYTES:        # decoding a large body takes a while: not on the event loop
+            return await asyncio.get_running_loop().run_in_executor(None, loads, bytes(raw))
         return loads(bytes(raw))
 
     # ------------------------------------------------------------ routes

@@ -508,3 +508,27 @@ def test_model_deployed_and_run_completed_in_the_documented_shapes():
     assert (first.kind, first.endpoint, first.model, first.title, first.summary) == (
         "models", "fraud-api", "fraud-model", "Deployed to fraud-api", "Models: fraud-model:3, fraud-features:1")
     assert (second.kind, second.status, second.title, second.severity) == ("jobs", "info", "Run train-7 completed", "")
+
+
+@pytest.mark.parametrize("text,deep", [
+    ('{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}', False),     # brackets inside a string don't count
+    ("[" * 32 + "]" * 32, False),
+    ("[" * 33 + "]" * 33, True),
+    ('["\\\\"' + ', [' * 40 + "]" * 40 + "]", True),                     # an escaped backslash ends the string
+    ('["\\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["]', False),         # an escaped quote does not
+])
+def test_nesting_depth_is_measured_outside_strings(text, deep):
+    from adapters.events import loads
+    if deep:
+        with pytest.raises(ValueError, match="nested deeper than 32"):
+            loads(text.encode())
+    else:
+        loads(text.encode())
+
+
+async def test_a_large_valid_batch_is_accepted(teams):
+    registered = real_topic(sample("eventgrid/ml/eventgrid_schema/ModelRegistered.json"))[0]
+    batch = [dict(registered, id=f"bulk-{n}") for n in range(400)]
+    assert len(json.dumps(batch)) > 64 * 1024
+    status, answer, _ = await hook(teams, "/api/events", batch)
+    assert (status, answer) == (200, {"accepted": 400, "duplicates": 0, "ignored": 0, "cards": 0})
