@@ -93,16 +93,22 @@ async def _send_cards(tx, alert: Alert, now: datetime, shown: dict[str, str], wa
         key = f"alert:{alert.id}:r{alert.revision}:{conversation_id}"
         record = await conversations.get_conversation(tx, conversation_id)
         tenant = wanted.get(conversation_id) or (record.tenant_id if record else "")
-        if conversation_id in shown:
+        if conversation_id in shown and not await _card_lost(tx, shown[conversation_id]):
             item = {**payload, "update_of": shown[conversation_id]}
         elif quiet:
             continue
-        else:
+        else:                                # first card here, or the first one was lost: post (again)
             item = payload
             await alerts.remember_card(tx, alert.id, conversation_id, key)
         if await outbox.enqueue(tx, conversation_id, item, dedupe_key=key, tenant_id=tenant, now=now) is not None:
             count += 1
     return count
+
+
+async def _card_lost(tx, first_key: str) -> bool:
+    """The first card's outbox item was pruned or given up: an edit would have nothing to edit."""
+    found = await outbox.find_items(tx, dedupe_key=first_key)
+    return not found or found[0].state == outbox.DEAD
 
 
 async def approval_subscribers(tx, workspace: str) -> list[tuple[str, str]]:

@@ -252,3 +252,13 @@ async def test_a_redelivered_acknowledge_is_recorded_once(chat, store):
     assert [r.event for r in records].count("acknowledged") == 1
     updates = [i for i in await items(store) if i.payload.get("update_of")]
     assert len(updates) == 1
+
+
+async def test_when_the_first_card_is_lost_the_next_firing_posts_a_new_one_and_edits_that(chat, store):
+    await subscribed(store, chat, "c-one", "subscribe drift")
+    await store.run_transaction(lambda tx: publish(tx, drift_event(), NOW))
+    await store.run_transaction(lambda tx: tx.execute("DELETE FROM outbox"))        # pruned after 30 days
+    await store.run_transaction(lambda tx: publish(tx, drift_event(id="e2"), NOW + timedelta(days=31)))
+    await store.run_transaction(lambda tx: publish(tx, drift_event(id="e3"), NOW + timedelta(days=32)))
+    assert [(i.dedupe_key, i.payload.get("update_of")) for i in await items(store)] == [
+        ("alert:1:r2:c-one", None), ("alert:1:r3:c-one", "alert:1:r2:c-one")]

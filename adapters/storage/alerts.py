@@ -112,11 +112,11 @@ async def cards(tx: Transaction, alert_id: int) -> list[tuple[str, str]]:
     return [(conversation, key) for conversation, key in rows]
 
 
-async def remember_card(tx: Transaction, alert_id: int, conversation_id: str, first_key: str) -> bool:
-    changed = await tx.execute("INSERT INTO alert_cards (alert_id, conversation_id, first_key) VALUES (?, ?, ?) "
-                               "ON CONFLICT (alert_id, conversation_id) DO NOTHING",
-                               (alert_id, conversation_id, first_key))
-    return changed == 1
+async def remember_card(tx: Transaction, alert_id: int, conversation_id: str, first_key: str) -> None:
+    """The outbox dedupe key of the alert's card in this conversation (replacing a lost one)."""
+    await tx.execute("INSERT INTO alert_cards (alert_id, conversation_id, first_key) VALUES (?, ?, ?) "
+                     "ON CONFLICT (alert_id, conversation_id) DO UPDATE SET first_key = excluded.first_key",
+                     (alert_id, conversation_id, first_key))
 
 
 async def recent(tx: Transaction, limit: int = 20) -> list[Alert]:
