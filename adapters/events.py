@@ -333,10 +333,12 @@ def parse_common_alert(body: Any) -> Event:
         links.append(("Open the alert in the Azure portal",
                       f"https://portal.azure.com/#view/Microsoft_Azure_Monitoring_Alerts/AlertDetails.ReactView/"
                       f"alertId~/{_quote(alert_id)}"))
-    for condition_link in context.get("condition", {}).get("allOf", []) if isinstance(context.get("condition"),
-                                                                                        dict) else []:
-        if isinstance(condition_link, dict) and _https(condition_link.get("linkToFilteredSearchResultsUI")):
-            links.append(("Open the query results", condition_link["linkToFilteredSearchResultsUI"]))
+    candidates = [c for c in (context.get("condition") or {}).get("allOf") or [] if isinstance(c, dict)] \
+        if isinstance(context.get("condition"), dict) else []
+    for holder, key in [*((c, "linkToFilteredSearchResultsUI") for c in candidates),
+                        (context, "LinkToFilteredSearchResultsUI"), (context, "LinkToSearchResultsUI")]:
+        if _https(holder.get(key)):
+            links.append(("Open the query results", holder[key]))
             break
     return Event(id=f"{alert_id}:{condition}:{moment}", kind="alerts", type=f"AzureMonitor.{essentials['signalType']}",
                  key=f"azmon:{rule.lower()}:{target}", status=RESOLVED if condition == "Resolved" else FIRED,
@@ -369,6 +371,15 @@ def _alert_condition(context: dict[str, Any]) -> tuple[tuple[tuple[str, str], ..
         number, limit = _number(value), _number(threshold)
         if number is not None:
             figures.append(Figure(name, name, number, limit))
+    if not criteria and "SearchQuery" in context:       # log alerts V1 (Log Analytics, Application Insights)
+        count, threshold = _number(context.get("ResultCount")), _number(context.get("Threshold"))
+        operator = _OPERATORS.get(_text(context.get("Operator")), _text(context.get("Operator")))
+        facts.append(("Query", _text(context.get("SearchQuery"))[:300]))
+        facts.append(("Results", f"{_text(context.get('ResultCount')) or '?'} ({operator} "
+                                 f"{_text(context.get('Threshold'))} breaches)"))
+        lines.append(f"{_text(context.get('ResultCount'))} results")
+        if count is not None:
+            figures.append(Figure("results", "result count", count, threshold))
     window = _text(condition.get("windowSize"))
     if window:
         facts.append(("Window", window))

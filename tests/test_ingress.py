@@ -532,3 +532,18 @@ async def test_a_large_valid_batch_is_accepted(teams):
     assert len(json.dumps(batch)) > 64 * 1024
     status, answer, _ = await hook(teams, "/api/events", batch)
     assert (status, answer) == (200, {"accepted": 400, "duplicates": 0, "ignored": 0, "cards": 0})
+
+
+def test_a_log_alert_v1_in_the_common_schema():
+    # alertContext of a Log Analytics alert (V1), hand-written from the common schema doc's field list
+    body = fired_alert()
+    body["data"]["essentials"]["signalType"] = "Log"
+    body["data"]["alertContext"] = {
+        "SearchQuery": "AmlOnlineEndpointTrafficLog | where ResponseCode >= 500", "SearchIntervalStartTimeUtc":
+        "2026-11-26T08:55:00Z", "SearchIntervalEndtimeUtc": "2026-11-26T09:00:00Z", "ResultCount": 17,
+        "LinkToSearchResultsUI": "https://portal.azure.com#@tenant/blade/Microsoft_OperationsManagementSuite_Workspace",
+        "SeverityDescription": "Warning", "Threshold": 5, "Operator": "Greater Than", "IncludedSearchResults": "True"}
+    event = parse_common_alert(body)
+    assert ("Results", "17 (Greater Than 5 breaches)") in event.facts
+    assert [(f.value, f.threshold) for f in event.figures] == [(17.0, 5.0)]
+    assert event.links[-1][0] == "Open the query results"
