@@ -364,8 +364,8 @@ def _alert_condition(context: dict[str, Any]) -> tuple[tuple[tuple[str, str], ..
         label = f"{aggregation} {name}".strip()
         facts.append((label, f"{shown or '?'} ({operator} {threshold} breaches)".strip()))
         lines.append(f"{label} {shown} {operator} {threshold}")
-        dimensions = ", ".join(f"{_text(d.get('name'))}={_text(d.get('value'))}" for d in criterion.get("dimensions") or []
-                               if isinstance(d, dict))
+        dimensions = ", ".join(f"{_text(d.get('name'))}={_text(d.get('value'))}"
+                               for d in criterion.get("dimensions") or [] if isinstance(d, dict))
         if dimensions:
             facts.append(("Dimensions", dimensions[:200]))
         number, limit = _number(value), _number(threshold)

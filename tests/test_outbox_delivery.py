@@ -8,7 +8,6 @@ rate limits and Retry-After are measured without waiting.
 from __future__ import annotations
 
 import asyncio
-import collections
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -262,4 +261,32 @@ async def test_the_tenant_limit_holds_across_conversations(tmp_path, connector):
     times = sorted(t for t, _, _ in deliveries)
     assert len(times) == 45 == len(posted(connector))
     assert max(sum(1 for t in times if start <= t < start + 1.0) for start in times) == 30
+    await storage.close()
+
+
+async def test_the_delivery_loop_survives_an_unexpected_error(tmp_path, connector):
+    storage = open_storage(f"sqlite://{tmp_path}/bot.db")
+    await prepared(storage, connector, ALPHA)
+    await enqueue(storage, ALPHA, "after the hiccup")
+
+    class FailsOnce:
+        """The real storage, whose first transaction hits a bug-like error (not a StorageError)."""
+
+        def __init__(self, inner):
+            self.inner, self.failed = inner, False
+
+        async def run_transaction(self, work, **kw):
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("surprise")
+            return await self.inner.run_transaction(work, **kw)
+
+    bot = TeamsBot(None, storage, build_adapter("", "", "", ""), "")
+    worker = OutboxWorker(FailsOnce(storage), bot.deliver, owner="replica-a", poll_seconds=0.01)
+    task = asyncio.get_running_loop().create_task(worker.run())
+    try:
+        await connector.wait_for(1)
+    finally:
+        task.cancel()
+    assert posted(connector) == [(ALPHA, "after the hiccup")]
     await storage.close()

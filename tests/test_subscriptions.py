@@ -9,13 +9,15 @@ import pytest
 
 from adapters.events import FIRED, INFO, RESOLVED, Event, Figure
 from adapters.storage import ConversationRecord, alerts, conversations, outbox
-from adapters.storage.subscriptions import Subscription
+from adapters.storage import subscriptions as subscription_table
+from adapters.storage.subscriptions import NewSubscription, Subscription
 from commands.alert_card import AlertState, alert_card, sparkline, worst_first
 from commands.alerts import matches, publish
 from commands.context import Role
 from commands.policy import PolicyError, parse_policy
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat
+from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema, storage  # noqa: F401 - fixtures
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
 VIEWERS_MAY = parse_policy('[subscriptions]\nrole = "viewer"\n[[rule]]\nmode = "direct"\n')
@@ -192,10 +194,6 @@ def test_sparkline():
 
 
 # ---------------------------------------------------------------- on both databases
-
-from adapters.storage import subscriptions as subscription_table  # noqa: E402
-from adapters.storage.subscriptions import NewSubscription  # noqa: E402
-from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema, storage  # noqa: E402,F401
 
 
 async def test_subscriptions_and_alerts_tables_on_sqlite_and_postgresql(storage):  # noqa: F811
