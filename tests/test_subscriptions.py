@@ -260,3 +260,10 @@ async def test_when_the_first_card_is_lost_the_next_firing_posts_a_new_one_and_e
     await store.run_transaction(lambda tx: publish(tx, drift_event(id="e3"), NOW + timedelta(days=32)))
     assert [(i.dedupe_key, i.payload.get("update_of")) for i in await items(store)] == [
         ("alert:1:r2:c-one", None), ("alert:1:r3:c-one", "alert:1:r2:c-one")]
+
+
+async def test_policies_say_who_may_manage_subscriptions(workspaces, store):
+    assert "Subscriptions (`subscribe`, `unsubscribe`): Operators and above." in (
+        await Chat(workspaces, store)("policies")).text
+    assert "Subscriptions (`subscribe`, `unsubscribe`): Viewers and above." in (
+        await Chat(workspaces, store, policy=VIEWERS_MAY)("policies")).text
