@@ -5,6 +5,8 @@ Routes:
     POST /api/approvals      a pipeline asks for an approval (bearer token; bot/api.py)
     GET  /api/approvals/{id} its state, for the pipeline to poll
     GET  /api/audit          the audit trail as JSON lines or CSV
+    POST /api/events         Event Grid (and OPTIONS: the CloudEvents handshake; bot/ingress.py)
+    POST /api/alerts         Azure Monitor alerts, common alert schema (bot/ingress.py)
     GET  /healthz            liveness: the process answers
     GET  /readyz             readiness: storage reachable and a backend configured
 
@@ -35,6 +37,7 @@ from adapters.storage import Storage, StorageError, open_storage
 from adapters.storage.outbox import OutboxItem
 from bot.api import ApprovalsApi
 from bot.handler import ChatHandler
+from bot.ingress import Ingress, prune_forever
 from bot.outbox import OutboxWorker
 from bot.settings import Settings
 from bot.teams import TeamsBot, build_adapter, keep_signing_keys_fresh
@@ -115,6 +118,7 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     app[WORKER], app[TASKS], app[GATE] = worker, tasks, gate
     app.router.add_post("/api/messages", messages)
     app.router.add_routes(ApprovalsApi(handler, settings.api_token).routes())
+    app.router.add_routes(Ingress(storage, settings.webhook_key, clock=clock, wake=worker.wake).routes())
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.cleanup_ctx.append(_storage)         # cleanup contexts run in order: storage before the tasks
@@ -145,6 +149,7 @@ async def _background(app: web.Application):
     tasks = app[TASKS]
     tasks.spawn(app[WORKER].run())
     tasks.spawn(_expire_requests(app[GATE]))
+    tasks.spawn(prune_forever(app[STORAGE], app[HANDLER].clock))
     yield
     await tasks.cancel()
 

@@ -88,7 +88,8 @@ def _serve(args: argparse.Namespace) -> int:
     where = f"http://{settings.host}:{settings.port}/api/messages"
     print(f"MLOps bot listening on {where}" + (" (development mode: no Microsoft App ID)"
                                               if settings.development else ""), flush=True)
-    web.run_app(app, host=settings.host, port=settings.port, print=None)
+    from bot.ingress import AccessLogWithoutSecrets
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log_class=AccessLogWithoutSecrets)
     return 0
 
 

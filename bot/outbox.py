@@ -13,8 +13,15 @@ activity id Teams returned, so that later updates can edit that message.
 
 Failures: 429, 412, 502 and 504 (and network errors) are retried with exponential back-off and
 jitter, honouring Retry-After; 403 and 404 mean the bot was removed from the conversation: the
-item is marked dead and the conversation skipped, not retried forever. A dedupe key per item
-keeps a redelivered event from posting twice.
+conversation is marked gone (adapters.storage.conversations), the item dead, and later items for
+that conversation are settled dead without a send, until the bot is added again. A dedupe key per
+item keeps a redelivered event from posting twice.
+
+Nothing is lost to throttling: a 429 holds back the whole conversation until Retry-After (so its
+later items neither jump the queue nor provoke more 429s), and throttling never counts towards
+giving up; only other failures do (MAX_ATTEMPTS), or an item older than MAX_AGE. A send that does
+not fit the rate limits within MAX_INLINE_WAIT is postponed in storage rather than waited for
+while holding its lease. The limits are counted per replica.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Protocol
 
-from adapters.storage import StorageError, outbox
+from adapters.storage import StorageError, conversations, outbox
 from adapters.storage.outbox import OutboxItem
 
 log = logging.getLogger(__name__)
@@ -36,6 +43,9 @@ RETRYABLE = {412, 429, 502, 504}
 GONE = {403, 404}
 MAX_ATTEMPTS = 12
 MAX_BACKOFF_SECONDS = 300.0
+MAX_AGE = timedelta(hours=24)        # even throttled items give up after a day
+MAX_INLINE_WAIT = 2.0                # seconds a send may wait for the rate limits while leased
+NOT_SENT_YET_SECONDS = 1.0           # an update waits this long for the message it edits
 
 # Teams' documented limits for one bot: per conversation (thread) and per tenant.
 CONVERSATION_WINDOWS = ((1.0, 7), (2.0, 8), (30.0, 60), (3600.0, 1800))
@@ -101,6 +111,8 @@ class OutboxWorker:
     def __post_init__(self) -> None:
         self.limiter = RateLimiter(lambda: self.monotonic())
         self._wake = asyncio.Event()
+        self._held: dict[str, float] = {}      # conversation -> monotonic time Teams asked us to wait until
+        self._lease_ends = 0.0                 # monotonic time the current batch's leases run out
 
     def wake(self) -> None:
         self._wake.set()
@@ -112,6 +124,9 @@ class OutboxWorker:
                 done = await self.run_once()
             except StorageError as error:
                 log.warning("outbox: storage unavailable (%s); trying again shortly", error)
+                done = 0
+            except Exception:  # noqa: BLE001 - a bug in one pass must not stop delivery for good
+                log.exception("outbox: a delivery pass failed; trying again shortly")
                 done = 0
             if not done:
                 self._wake.clear()
@@ -128,20 +143,35 @@ class OutboxWorker:
             return await outbox.claim(tx, self.owner, now=now, lease_seconds=self.lease_seconds, limit=self.batch)
 
         items = await self.store.run_transaction(claim)
+        self._lease_ends = self.monotonic() + self.lease_seconds
         for item in items:
             await self._deliver(item)
         return len(items)
 
     async def _deliver(self, item: OutboxItem) -> None:
+        if await self.store.run_transaction(lambda tx: conversations.is_gone(tx, item.conversation_id), write=False):
+            await self._give_up(item, "the bot was removed from this conversation (marked gone)")
+            return
+        held = self._held.get(item.conversation_id, 0.0) - self.monotonic()
+        if held > 0:
+            await self._postpone(item, held)
+            return
+        self._held.pop(item.conversation_id, None)
         wait = self.limiter.delay(item.conversation_id, item.tenant_id)
+        # never wait long while leased, nor past half the lease (another replica could take the item)
+        if wait > MAX_INLINE_WAIT or self.monotonic() + wait > self._lease_ends - self.lease_seconds / 2:
+            await self._postpone(item, wait)
+            return
         if wait > 0:
             await self.sleep(wait)
         update = item.payload.get("update") or None
         try:
             if item.payload.get("update_of"):
-                update = await self._activity_of(item.payload["update_of"])
-                if update is None:
-                    raise DeliveryFailed("the message to update has not been sent yet", status=None, retry_after=1.0)
+                found, update = await self._activity_of(item.payload["update_of"])
+                if found == "pending":
+                    await self._postpone(item, NOT_SENT_YET_SECONDS)
+                    return
+                # sent: edit it; dead or pruned: there is nothing to edit, so post the new version
             self.limiter.record(item.conversation_id, item.tenant_id)
             activity_id = await self.deliver(item.conversation_id, item.payload, update)
         except DeliveryFailed as failure:
@@ -158,23 +188,44 @@ class OutboxWorker:
         if await self.store.run_transaction(sent) and self.on_sent is not None:
             await self.on_sent(item, activity_id or "")
 
-    async def _activity_of(self, dedupe_key: str) -> str | None:
+    async def _activity_of(self, dedupe_key: str) -> tuple[str, str | None]:
+        """("sent", its activity id), ("pending", None) or ("missing", None) for the item with this key."""
         async def read(tx) -> list[OutboxItem]:
             return await outbox.find_items(tx, dedupe_key=dedupe_key)
         found = await self.store.run_transaction(read, write=False)
-        return next((i.activity_id for i in found if i.state == "sent" and i.activity_id), None)
+        if not found or found[0].state == "dead" or (found[0].state == "sent" and not found[0].activity_id):
+            return "missing", None
+        return (("sent", found[0].activity_id) if found[0].state == "sent" else ("pending", None))
+
+    async def _postpone(self, item: OutboxItem, seconds: float) -> None:
+        until = self.clock() + timedelta(seconds=seconds)
+        await self.store.run_transaction(lambda tx: outbox.postpone(tx, item.id, self.owner, until))
+
+    async def _give_up(self, item: OutboxItem, reason: str, *, gone: bool = False) -> None:
+        log.warning("outbox: giving up on item %s to %s (%s)", item.id, item.conversation_id, reason)
+        now = self.clock()
+
+        async def dead(tx) -> None:
+            if gone:
+                await conversations.mark_conversation_gone(tx, item.conversation_id, now)
+            await outbox.mark_dead(tx, item.id, self.owner, reason[:500])
+        await self.store.run_transaction(dead)
 
     async def _failed(self, item: OutboxItem, failure: DeliveryFailed) -> None:
         reason = f"{failure.status or 'network'}: {failure}"[:500]
-        if failure.status in GONE or item.attempts >= MAX_ATTEMPTS or (
+        throttled = failure.status == 429
+        too_old = self.clock() - item.created_at > MAX_AGE
+        if failure.status in GONE:
+            await self._give_up(item, reason, gone=True)
+            return
+        if too_old or (item.attempts >= MAX_ATTEMPTS and not throttled) or (
                 failure.status is not None and failure.status not in RETRYABLE and failure.status >= 400):
-            log.warning("outbox: giving up on item %s to %s (%s)", item.id, item.conversation_id, reason)
-
-            async def dead(tx) -> None:
-                await outbox.mark_dead(tx, item.id, self.owner, reason)
-            await self.store.run_transaction(dead)
+            await self._give_up(item, reason)
             return
         delay = failure.retry_after if failure.retry_after is not None else backoff(item.attempts)
+        if throttled or failure.retry_after is not None:
+            self._held[item.conversation_id] = max(self._held.get(item.conversation_id, 0.0),
+                                                   self.monotonic() + delay)
         log.info("outbox: item %s to %s failed (%s); again in %.1f s", item.id, item.conversation_id, reason, delay)
 
         async def later(tx) -> None:

@@ -91,6 +91,8 @@ class Settings(BaseSettings):
                                  description="p99 latency above this many ms is unhealthy")
     health_5xx_percent: float = Field(1.0, ge=0, le=100, validation_alias="MLOPSBOT_HEALTH_5XX_PERCENT",
                                       description="5xx answers above this percent of requests is unhealthy")
+    # Event Grid and Azure Monitor webhooks (bot/ingress.py): the shared key in ?code= or x-functions-key
+    webhook_key: str = Field("", validation_alias="MLOPSBOT_WEBHOOK_KEY", repr=False)
 
     _split = field_validator("allowed_tenants", "admins", "approvers", "operators", mode="before")(_list)
 
@@ -133,6 +135,14 @@ class Settings(BaseSettings):
     def _token(cls, value: str) -> str:
         if value and len(value) < 32:
             raise ValueError("MLOPSBOT_API_TOKEN must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return value
+
+    @field_validator("webhook_key")
+    @classmethod
+    def _webhook_key(cls, value: str) -> str:
+        if value and (len(value) < 32 or not value.isascii() or any(c in value for c in "&#?/ %+")):
+            raise ValueError("MLOPSBOT_WEBHOOK_KEY must be at least 32 URL-safe ASCII characters "
+                             "(it travels in webhook URLs; e.g. `openssl rand -hex 32`)")
         return value
 
     def policy(self) -> Policy:

@@ -126,6 +126,8 @@ async def policies(ctx: Context) -> Reply:
         body.append(section(f"{environment} ({names})"))
         body.append(facts([(action, ctx.gate.rule(action, environment).describe()) for action in CHANGE_ACTIONS
                            if CATALOG.find(action)]))
+    role = getattr(ctx.gate.policy, "subscription_role", Role.OPERATOR)
+    body.append(text(f"Subscriptions (`subscribe`, `unsubscribe`): {role.label}s and above.", spacing="Medium"))
     source = ctx.gate.policy.source or "the built-in defaults (no MLOPSBOT_POLICY_FILE)"
     body.append(text(f"From {source}.", subtle=True))
     return reply(card("Policies", body))

@@ -3,14 +3,14 @@
 `python -m commands.catalog` prints the README's command reference (a test keeps them equal).
 """
 
-from commands import (models, endpoints, jobs, compare, featurestore, monitoring, platform, approvals, audit, admin,
-                      general)
+from commands import (models, endpoints, jobs, compare, featurestore, monitoring, platform, approvals, alerts, audit,
+                      admin, general)
 from commands.registry import CATALOG, Registry
 
 # Declaring registers, in import order; another module may import one of these first (bot.api
 # imports commands.audit), so the order `help` and the manifest show is set here, once.
 CATALOG.arrange([module.__name__ for module in (models, endpoints, jobs, compare, featurestore, monitoring, platform,
-                                                approvals, audit, admin, general)])
+                                                approvals, alerts, audit, admin, general)])
 
 
 def catalog() -> Registry:
@@ -20,7 +20,8 @@ def catalog() -> Registry:
 def reference_table() -> str:
     """The README's command reference, generated from the declarations."""
     lines = ["| command | what it does | example | role |", "| --- | --- | --- | --- |"]
-    lines += [f"| `{c.usage}` | {c.summary} | `{c.example}` | {c.role.label} |" for c in CATALOG]
+    cell = lambda text: text.replace("|", "\\|")   # noqa: E731 - a `|` would end the table cell, even in code
+    lines += [f"| `{cell(c.usage)}` | {cell(c.summary)} | `{cell(c.example)}` | {c.role.label} |" for c in CATALOG]
     return "\n".join(lines)
 
 

@@ -33,6 +33,7 @@ from adapters.storage.approvals import (
     APPROVED, EXECUTING, FAILED, PENDING, REJECTED, SUCCEEDED, WITHDRAWN, Approval, NewApproval, Vote,
 )
 from commands.context import Context, Reply, Role, RoleBook, User, Watching
+from commands.alerts import approval_subscribers
 from commands.approval_card import approval_card
 from commands.policy import APPROVAL, CONFIRM, DIRECT, REQUESTER_ONLY, Policy, Rule
 
@@ -162,6 +163,11 @@ class Gate:
                 await outbox.enqueue(tx, self.approval_channel, payload,
                                      dedupe_key=f"approval:{request.id}:card:{self.approval_channel}",
                                      tenant_id=ctx.user.tenant_id, now=now)
+            if not confirm:                               # conversations subscribed to approvals (`subscribe approvals`)
+                for target, tenant in await approval_subscribers(tx, change.workspace):
+                    if target not in (conversation, self.approval_channel):
+                        await outbox.enqueue(tx, target, payload, dedupe_key=f"approval:{request.id}:card:{target}",
+                                             tenant_id=tenant or ctx.user.tenant_id, now=now)
             return request, payload["card"]
 
         request, card = await self.store.run_transaction(work)
@@ -451,11 +457,14 @@ class Gate:
             await outbox.enqueue(tx, request.card_conversation_id, {**payload, "update": request.card_activity_id},
                                  dedupe_key=f"approval:{request.id}:update:{request.card_conversation_id}:{version}",
                                  tenant_id=request.tenant_id, now=now)
-        if self.approval_channel:
-            original = f"approval:{request.id}:card:{self.approval_channel}"
+        copies = [self.approval_channel] if self.approval_channel else []
+        copies += [target for target, _ in await approval_subscribers(tx, request.workspace)
+                   if target not in copies and target != request.card_conversation_id]
+        for target in copies:
+            original = f"approval:{request.id}:card:{target}"
             if await outbox.find_items(tx, dedupe_key=original):
-                await outbox.enqueue(tx, self.approval_channel, {**payload, "update_of": original},
-                                     dedupe_key=f"approval:{request.id}:update:{self.approval_channel}:{version}",
+                await outbox.enqueue(tx, target, {**payload, "update_of": original},
+                                     dedupe_key=f"approval:{request.id}:update:{target}:{version}",
                                      tenant_id=request.tenant_id, now=now)
 
     async def _card_payload(self, tx, request: Approval, now: datetime) -> dict[str, Any]:

@@ -25,6 +25,12 @@ wins, so specific rules go after general ones:
     approver_role = "approver"    # operator | approver | admin; default approver
     expiry = "4h"                 # 30m, 4h, 2d; default 24h
 
+Who may manage a conversation's subscriptions (`subscribe`, `unsubscribe`; operators by
+default) is a top-level table:
+
+    [subscriptions]
+    role = "viewer"               # viewer | operator | approver | admin
+
 `load_policy` validates the whole file at start-up and names the line of the first problem.
 """
 
@@ -98,8 +104,10 @@ class _Match:
 class Policy:
     """Defaults overridden by the rules of a policy file (the last matching rule wins)."""
 
-    def __init__(self, rules: Iterable[_Match] = (), *, source: str = "", text: str = "") -> None:
+    def __init__(self, rules: Iterable[_Match] = (), *, source: str = "", text: str = "",
+                 subscription_role: Role = Role.OPERATOR) -> None:
         self._rules = list(rules)
+        self.subscription_role = subscription_role   # who may subscribe / unsubscribe a conversation
         self.source = source          # the file it came from ("" for the defaults)
         self.text = text              # the file's content, for the audit trail's fingerprint
 
@@ -167,10 +175,11 @@ def parse_policy(text: str, *, source: str = "policy") -> Policy:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise PolicyError(f"{source}: {error}") from None
-    unknown = set(document) - {"rule"}
+    unknown = set(document) - {"rule", "subscriptions"}
     if unknown:
         raise PolicyError(f"{source} line {_line_of(text, sorted(unknown)[0])}: unknown section or key "
-                          f"'{sorted(unknown)[0]}' (only [[rule]] tables are allowed)")
+                          f"'{sorted(unknown)[0]}' (only [[rule]] tables and [subscriptions] are allowed)")
+    subscription_role = _subscription_role(document.get("subscriptions", {}), text, source)
     rules = document.get("rule", [])
     if not isinstance(rules, list):
         raise PolicyError(f"{source} line {_line_of(text, 'rule')}: write rules as [[rule]] tables")
@@ -182,7 +191,22 @@ def parse_policy(text: str, *, source: str = "policy") -> Policy:
             matches.append(_parse_rule(table, f"{source} line {line}"))
         except ValueError as error:
             raise PolicyError(f"{source} line {line} (rule {index + 1}): {error}") from None
-    return Policy(matches, source=source, text=text)
+    return Policy(matches, source=source, text=text, subscription_role=subscription_role)
+
+
+def _subscription_role(table: Any, text: str, source: str) -> Role:
+    where = f"{source} line {_line_of(text, '[subscriptions]')}"
+    if not isinstance(table, dict):
+        raise PolicyError(f"{where}: write [subscriptions] as a table with a role")
+    unknown = set(table) - {"role"}
+    if unknown:
+        raise PolicyError(f"{where}: unknown key '{sorted(unknown)[0]}' in [subscriptions] (known: role)")
+    value = table.get("role", "operator")
+    try:
+        return Role.parse(value) if isinstance(value, str) else Role.parse(repr(value))
+    except ValueError:
+        raise PolicyError(f"{where}: [subscriptions] role must be viewer, operator, approver or admin, "
+                          f"not {value!r}") from None
 
 
 def _parse_rule(table: Any, where: str) -> _Match:

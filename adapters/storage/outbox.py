@@ -163,3 +163,14 @@ async def prune(tx: Transaction, older_than: datetime) -> int:
     """
     return await tx.execute("DELETE FROM outbox WHERE state IN (?, ?) AND created_at < ?",
                             (SENT, DEAD, encode_time(utc(older_than, "older_than"))))
+
+
+async def postpone(tx: Transaction, item_id: int, owner: str, not_before: datetime) -> bool:
+    """Release the lease unsent, due again at `not_before`, without counting the claim as an
+    attempt (the sender held it back: a rate limit, a conversation Teams asked to wait for)."""
+    changed = await tx.execute(
+        "UPDATE outbox SET not_before = ?, lease_owner = '', lease_until = NULL, "
+        "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END "
+        "WHERE id = ? AND state = ? AND lease_owner = ?",
+        (encode_time(utc(not_before, "not_before")), item_id, PENDING, owner))
+    return changed == 1

@@ -1,0 +1,434 @@
+"""Events from Azure, parsed into our own small types: Event Grid (its own schema and CloudEvents
+1.0, single or batched) and Azure Monitor's common alert schema.
+
+Pure functions over decoded JSON; no aiohttp, no botbuilder, so the host (bot/ingress.py) and any
+other caller (a test, a monitor) share them.
+
+    parsed = parse_event_grid(body)          # EventGridBatch: .validation_code or .events / .ignored
+    event = parse_common_alert(body)         # Event (kind "alerts")
+
+Anything that is not the shape it claims raises `Malformed` with a reason fit for the HTTP answer
+(the caller answers 422). Event Grid event types we do not handle are counted in `ignored`.
+
+Handled Event Grid types (Microsoft.MachineLearningServices.*):
+
+    RunStatusChanged   with the run tag `azureml_modelmonitor_threshold_breached`: a drift alert
+                       (kind "drift"); without it, a job status (kind "jobs")
+    RunCompleted       kind "jobs" (or "drift" when the breach tag is there)
+    ModelRegistered    kind "models"
+    ModelDeployed      kind "models", with the endpoint (the service name)
+
+How an Azure ML monitor's per-feature figures reach us: the breach tag's value, when it is JSON,
+may list them (`[{"feature", "metric", "value", "threshold"}]`, or a `{"features": [...]}`
+object); this reading depends on the monitoring components' format, so anything else degrades
+to the outcome alone (no figures), never to an error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+ML = "Microsoft.MachineLearningServices."
+VALIDATION_TYPE = "Microsoft.EventGrid.SubscriptionValidationEvent"
+BREACH_TAG = "azureml_modelmonitor_threshold_breached"
+KINDS = ("drift", "alerts", "jobs", "models", "approvals")
+FIRED, RESOLVED, INFO = "fired", "resolved", "info"
+SEVERITIES = ("Sev0", "Sev1", "Sev2", "Sev3", "Sev4")
+MAX_EVENTS = 500
+MAX_DEPTH = 32
+MAX_FIGURES = 50
+
+_ARM = re.compile(r"/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)/providers/"
+                  r"microsoft\.machinelearningservices/workspaces/(?P<ws>[^/]+)"
+                  r"(?:/onlineendpoints/(?P<endpoint>[^/]+)(?:/deployments/(?P<deployment>[^/]+))?)?", re.I)
+
+
+class Malformed(ValueError):
+    """The payload is JSON but not the shape it should be; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One per-feature figure of a drift signal: `metric` is Azure ML's name for it."""
+
+    feature: str
+    metric: str
+    value: float
+    threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing that happened, as the bot tells people about it.
+
+    `id` is the sender's event id (deduplication); `key` names the alert across its firings
+    (the same key fires again, updates, resolves); `status` is fired, resolved or info.
+    """
+
+    id: str
+    kind: str                      # drift | alerts | jobs | models
+    type: str                      # the sender's event type
+    key: str
+    status: str
+    title: str
+    source: str = ""               # eventgrid | azure-monitor | local
+    severity: str = ""             # Sev0 (critical) .. Sev4, "" when the sender has none
+    workspace: str = ""
+    subscription_id: str = ""
+    resource_group: str = ""
+    model: str = ""
+    endpoint: str = ""
+    deployment: str = ""
+    monitor: str = ""
+    signal: str = ""
+    summary: str = ""
+    time: str = ""
+    figures: tuple[Figure, ...] = ()
+    links: tuple[tuple[str, str], ...] = ()        # (title, https url)
+    facts: tuple[tuple[str, str], ...] = ()        # (name, value) shown as they are
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["links"] = [list(link) for link in self.links]
+        data["facts"] = [list(fact) for fact in self.facts]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Event":
+        values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}   # tolerate older rows
+        values["figures"] = tuple(Figure(f["feature"], f["metric"], f["value"], f.get("threshold"))
+                                  for f in data.get("figures", ()))
+        values["links"] = tuple(tuple(link) for link in data.get("links", ()))
+        values["facts"] = tuple(tuple(fact) for fact in data.get("facts", ()))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class EventGridBatch:
+    validation_code: str = ""                     # answer {"validationResponse": code}
+    events: tuple[Event, ...] = ()
+    ignored: tuple[str, ...] = ()                 # ids of events of types we do not handle
+    schema: str = "eventgrid"                     # eventgrid | cloudevents
+
+
+# ---------------------------------------------------------------- JSON safety
+
+def loads(raw: bytes) -> Any:
+    """Decode a webhook body: UTF-8 JSON, at most MAX_DEPTH levels deep. ValueError otherwise."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError("the body is not UTF-8") from None
+    if _too_deep(text):
+        raise ValueError(f"the JSON is nested deeper than {MAX_DEPTH} levels")
+    try:
+        return json.loads(text, parse_constant=_no_constants)
+    except (json.JSONDecodeError, RecursionError):
+        raise ValueError("the body is not JSON") from None
+
+
+def _no_constants(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
+
+
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')       # unrolled: no backtracking per character
+_BRACKETS = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def _too_deep(text: str) -> bool:
+    """Bracket depth outside strings, without recursion (json.loads recurses) and at C speed:
+    strings and everything but brackets are cut out by regular expressions, then summed."""
+    brackets = _BRACKETS.sub("", _STRING.sub("", text))
+    return any(depth > MAX_DEPTH for depth in itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets)))
+
+
+# ---------------------------------------------------------------- Event Grid
+
+def parse_event_grid(body: Any) -> EventGridBatch:
+    """An Event Grid delivery: an array of events (or one event), Event Grid schema or CloudEvents."""
+    items = body if isinstance(body, list) else [body]
+    if not items:
+        raise Malformed("the batch holds no events")
+    if len(items) > MAX_EVENTS:
+        raise Malformed(f"a batch holds at most {MAX_EVENTS} events, not {len(items)}")
+    if not all(isinstance(item, dict) for item in items):
+        raise Malformed("each event must be a JSON object")
+    cloud = [("specversion" in item) for item in items]
+    if any(cloud) and not all(cloud):
+        raise Malformed("a batch mixes CloudEvents and Event Grid events")
+    schema = "cloudevents" if cloud[0] else "eventgrid"
+    events, ignored = [], []
+    for index, item in enumerate(items):
+        envelope = _cloud_envelope(item, index) if schema == "cloudevents" else _grid_envelope(item, index)
+        if envelope["type"] == VALIDATION_TYPE:
+            code = envelope["data"].get("validationCode") if isinstance(envelope["data"], dict) else None
+            if not isinstance(code, str) or not code:
+                raise Malformed(f"event {index}: a SubscriptionValidationEvent needs data.validationCode")
+            return EventGridBatch(validation_code=code, schema=schema)
+        event = _ml_event(envelope, index)
+        if event is None:
+            ignored.append(envelope["id"])
+        else:
+            events.append(event)
+    return EventGridBatch(events=tuple(events), ignored=tuple(ignored), schema=schema)
+
+
+def _grid_envelope(item: dict[str, Any], index: int) -> dict[str, Any]:
+    for name in ("id", "eventType", "subject", "eventTime"):
+        if not isinstance(item.get(name), str) or (name != "subject" and not item[name]):
+            raise Malformed(f"event {index}: '{name}' must be a string (Event Grid schema)")
+    return {"id": item["id"], "type": item["eventType"], "subject": item["subject"], "time": item["eventTime"],
+            "topic": item.get("topic") if isinstance(item.get("topic"), str) else "", "data": item.get("data")}
+
+
+def _cloud_envelope(item: dict[str, Any], index: int) -> dict[str, Any]:
+    if item.get("specversion") != "1.0":
+        raise Malformed(f"event {index}: only CloudEvents specversion 1.0 is understood")
+    for name in ("id", "type", "source"):
+        if not isinstance(item.get(name), str) or not item[name]:
+            raise Malformed(f"event {index}: '{name}' must be a non-empty string (CloudEvents 1.0)")
+    data = item.get("data")
+    if data is None and isinstance(item.get("data_base64"), str):
+        raise Malformed(f"event {index}: binary data (data_base64) is not understood; send JSON data")
+    return {"id": item["id"], "type": item["type"], "subject": _text(item.get("subject")),
+            "time": _text(item.get("time")), "topic": item["source"], "data": data}
+
+
+def _ml_event(envelope: dict[str, Any], index: int) -> Event | None:
+    kind = envelope["type"][len(ML):] if envelope["type"].startswith(ML) else ""
+    if kind not in ("RunStatusChanged", "RunCompleted", "ModelRegistered", "ModelDeployed"):
+        return None
+    data = envelope["data"]
+    if not isinstance(data, dict):
+        raise Malformed(f"event {index}: 'data' must be an object for {envelope['type']}")
+    where = _arm(envelope["topic"])
+    base = dict(id=envelope["id"], type=envelope["type"], source="eventgrid", time=envelope["time"],
+                workspace=where.get("ws", ""), subscription_id=where.get("sub", ""),
+                resource_group=where.get("rg", ""))
+    if kind in ("RunStatusChanged", "RunCompleted"):
+        return _run_event(kind, data, envelope, base, index)
+    if kind == "ModelRegistered":
+        name, version = _text(data.get("ModelName")), _text(data.get("ModelVersion"))
+        if not name:
+            raise Malformed(f"event {index}: ModelRegistered needs data.ModelName")
+        return Event(kind="models", key=f"model:{base['workspace']}:{name}:{version}", status=INFO,
+                     title=f"Model {name}:{version} registered", model=name,
+                     summary=_tags_text(data.get("ModelTags")), facts=(("Version", version),), **base)
+    service = _text(data.get("ServiceName"))
+    if not service:
+        raise Malformed(f"event {index}: ModelDeployed needs data.ServiceName")
+    models = [m.strip() for m in _text(data.get("ModelIds")).split(",") if m.strip()]
+    model = models[0].split(":")[0] if models else ""
+    return Event(kind="models", key=f"deployed:{base['workspace']}:{service}:{envelope['id']}", status=INFO,
+                 title=f"Deployed to {service}", model=model, endpoint=service,
+                 summary=f"Models: {', '.join(models) or 'not named'}",
+                 facts=(("Compute", _text(data.get("ServiceComputeType")) or "unknown"),), **base)
+
+
+def _run_event(kind: str, data: dict[str, Any], envelope: dict[str, Any], base: dict[str, Any],
+               index: int) -> Event:
+    run_id = _text(data.get("runId"))
+    if not run_id:
+        raise Malformed(f"event {index}: {kind} needs data.runId")
+    tags = data.get("runTags") if isinstance(data.get("runTags"), dict) else {}
+    properties = data.get("runProperties") if isinstance(data.get("runProperties"), dict) else {}
+    status = _text(data.get("runStatus")) or ("Completed" if kind == "RunCompleted" else "")
+    experiment = _text(data.get("experimentName"))
+    if BREACH_TAG in tags:
+        monitor = (_text(tags.get("azureml.monitor_name")) or _text(properties.get("azureml.monitor_name"))
+                   or _text(tags.get("azureml.ScheduleName")) or _text(properties.get("azureml.ScheduleName"))
+                   or experiment or run_id)
+        signal = _text(tags.get("azureml.signal_name")) or _text(properties.get("azureml.signal_name"))
+        figures = _breach_figures(tags.get(BREACH_TAG))
+        return Event(kind="drift", key=f"drift:{base['workspace']}:{monitor}:{signal}", status=FIRED,
+                     title=f"Drift: monitor {monitor} breached its thresholds", monitor=monitor, signal=signal,
+                     model=_text(tags.get("azureml.model_name")) or _text(properties.get("model_name")),
+                     endpoint=_text(tags.get("azureml.endpoint_name")),
+                     deployment=_text(tags.get("azureml.deployment_name")),
+                     summary=(f"Run {run_id} of {experiment or 'the monitor'} ({status or 'finished'})"
+                              + ("" if figures else "; per-feature figures not readable from the event")),
+                     figures=figures, links=_run_links(base, run_id), facts=(("Run", run_id),), **base)
+    failed = status.lower() in ("failed", "canceled", "cancelled")
+    return Event(kind="jobs", key=f"run:{base['workspace']}:{run_id}:{status.lower()}",
+                 status=FIRED if failed else INFO, severity="Sev2" if failed else "",
+                 title=f"Run {run_id} {status.lower() or 'changed'}",
+                 summary=f"Experiment {experiment}" if experiment else "",
+                 model=_text(properties.get("model_name")), links=_run_links(base, run_id),
+                 facts=(("Status", status or "unknown"), ("Run", run_id)), **base)
+
+
+def _breach_figures(value: Any) -> tuple[Figure, ...]:
+    """Per-feature figures from the breach tag's value, when it carries them (see the module doc)."""
+    try:
+        decoded = json.loads(value) if isinstance(value, str) else value
+    except (ValueError, RecursionError):
+        return ()
+    if isinstance(decoded, dict):
+        decoded = decoded.get("features")
+    if not isinstance(decoded, list):
+        return ()
+    figures = []
+    for item in decoded[:MAX_FIGURES]:
+        if not isinstance(item, dict):
+            continue
+        number, threshold = _number(item.get("value")), _number(item.get("threshold"))
+        feature, metric = _text(item.get("feature")), _text(item.get("metric"))
+        if feature and metric and number is not None:
+            figures.append(Figure(feature, metric, number, threshold))
+    return tuple(figures)
+
+
+def _run_links(base: dict[str, Any], run_id: str) -> tuple[tuple[str, str], ...]:
+    if not (base["subscription_id"] and base["resource_group"] and base["workspace"]):
+        return ()
+    if any(c in "{}" for part in (base["subscription_id"], base["resource_group"], base["workspace"]) for c in part):
+        return ()           # the docs' placeholders: no link rather than a broken one
+    return (("Open the run in the studio", studio_url(f"runs/{_quote(run_id)}", base)),
+            ("Model monitoring in the studio", studio_url("monitoring", base)))
+
+
+def studio_url(page: str, base: dict[str, Any]) -> str:
+    """An Azure ML studio page of the workspace (`wsid` as the studio writes it)."""
+    wsid = (f"/subscriptions/{base['subscription_id']}/resourcegroups/{base['resource_group']}"
+            f"/workspaces/{base['workspace']}")
+    return f"https://ml.azure.com/{page}?wsid={_quote(wsid, safe='/')}"
+
+
+# ---------------------------------------------------------------- Azure Monitor
+
+def parse_common_alert(body: Any) -> Event:
+    """An Azure Monitor action-group webhook in the common alert schema (metric or log alert)."""
+    if not isinstance(body, dict) or body.get("schemaId") != "azureMonitorCommonAlertSchema":
+        raise Malformed("expected Azure Monitor's common alert schema (schemaId azureMonitorCommonAlertSchema)")
+    data = body.get("data")
+    essentials = data.get("essentials") if isinstance(data, dict) else None
+    if not isinstance(essentials, dict):
+        raise Malformed("data.essentials is missing")
+    for name in ("alertId", "alertRule", "monitorCondition", "signalType"):
+        if not isinstance(essentials.get(name), str) or not essentials[name]:
+            raise Malformed(f"data.essentials.{name} must be a non-empty string")
+    condition = essentials["monitorCondition"]
+    if condition not in ("Fired", "Resolved"):
+        raise Malformed(f"data.essentials.monitorCondition must be Fired or Resolved, not {condition!r}")
+    severity = _text(essentials.get("severity"))
+    if severity and severity not in SEVERITIES:
+        raise Malformed(f"data.essentials.severity must be one of {', '.join(SEVERITIES)}, not {severity!r}")
+    targets = [t for t in essentials.get("alertTargetIDs") or [] if isinstance(t, str)]
+    where = next((found for found in (_arm(t) for t in targets) if found), {})
+    context = data.get("alertContext") if isinstance(data.get("alertContext"), dict) else {}
+    facts, summary, figures = _alert_condition(context)
+    rule = essentials["alertRule"]
+    moment = _text(essentials.get("resolvedDateTime" if condition == "Resolved" else "firedDateTime"))
+    target = targets[0].lower() if targets else ""
+    items = ", ".join(_text(c) for c in essentials.get("configurationItems") or [] if _text(c))
+    links = []
+    alert_id = essentials["alertId"]
+    if alert_id.startswith("/subscriptions/"):
+        links.append(("Open the alert in the Azure portal",
+                      f"https://portal.azure.com/#view/Microsoft_Azure_Monitoring_Alerts/AlertDetails.ReactView/"
+                      f"alertId~/{_quote(alert_id)}"))
+    candidates = [c for c in (context.get("condition") or {}).get("allOf") or [] if isinstance(c, dict)] \
+        if isinstance(context.get("condition"), dict) else []
+    for holder, key in [*((c, "linkToFilteredSearchResultsUI") for c in candidates),
+                        (context, "LinkToFilteredSearchResultsUI"), (context, "LinkToSearchResultsUI")]:
+        if _https(holder.get(key)):
+            links.append(("Open the query results", holder[key]))
+            break
+    return Event(id=f"{alert_id}:{condition}:{moment}", kind="alerts", type=f"AzureMonitor.{essentials['signalType']}",
+                 key=f"azmon:{rule.lower()}:{target}", status=RESOLVED if condition == "Resolved" else FIRED,
+                 title=f"{rule}" + (f" on {items}" if items else ""), source="azure-monitor", severity=severity,
+                 workspace=where.get("ws", ""), subscription_id=where.get("sub", ""),
+                 resource_group=where.get("rg", ""), endpoint=where.get("endpoint") or "",
+                 deployment=where.get("deployment") or "",
+                 summary=_text(essentials.get("description")) or summary, time=moment,
+                 figures=figures, links=tuple(links),
+                 facts=(("Signal", essentials["signalType"]), *facts))
+
+
+def _alert_condition(context: dict[str, Any]) -> tuple[tuple[tuple[str, str], ...], str, tuple[Figure, ...]]:
+    condition = context.get("condition") if isinstance(context.get("condition"), dict) else {}
+    criteria = [c for c in condition.get("allOf") or [] if isinstance(c, dict)]
+    facts, lines, figures = [], [], []
+    for criterion in criteria[:10]:
+        name = _text(criterion.get("metricName")) or _text(criterion.get("searchQuery"))[:120] or "condition"
+        operator = _OPERATORS.get(_text(criterion.get("operator")), _text(criterion.get("operator")))
+        threshold, value = _text(criterion.get("threshold")), criterion.get("metricValue")
+        aggregation = _text(criterion.get("timeAggregation"))
+        shown = f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else _text(value)
+        label = f"{aggregation} {name}".strip()
+        facts.append((label, f"{shown or '?'} ({operator} {threshold} breaches)".strip()))
+        lines.append(f"{label} {shown} {operator} {threshold}")
+        dimensions = ", ".join(f"{_text(d.get('name'))}={_text(d.get('value'))}"
+                               for d in criterion.get("dimensions") or [] if isinstance(d, dict))
+        if dimensions:
+            facts.append(("Dimensions", dimensions[:200]))
+        number, limit = _number(value), _number(threshold)
+        if number is not None:
+            figures.append(Figure(name, name, number, limit))
+    if not criteria and "SearchQuery" in context:       # log alerts V1 (Log Analytics, Application Insights)
+        count, threshold = _number(context.get("ResultCount")), _number(context.get("Threshold"))
+        operator = _OPERATORS.get(_text(context.get("Operator")), _text(context.get("Operator")))
+        facts.append(("Query", _text(context.get("SearchQuery"))[:300]))
+        facts.append(("Results", f"{_text(context.get('ResultCount')) or '?'} ({operator} "
+                                 f"{_text(context.get('Threshold'))} breaches)"))
+        lines.append(f"{_text(context.get('ResultCount'))} results")
+        if count is not None:
+            figures.append(Figure("results", "result count", count, threshold))
+    window = _text(condition.get("windowSize"))
+    if window:
+        facts.append(("Window", window))
+    return tuple(facts), "; ".join(lines), tuple(figures)
+
+
+_OPERATORS = {"GreaterThan": ">", "GreaterThanOrEqual": "≥", "LessThan": "<", "LessThanOrEqual": "≤",
+              "Equal": "=", "NotEqual": "≠", "GreaterOrLessThan": "≷"}
+
+
+# ---------------------------------------------------------------- helpers
+
+def _arm(resource_id: str) -> dict[str, str]:
+    found = _ARM.search(resource_id or "")
+    return {k: v for k, v in found.groupdict().items() if v} if found else {}
+
+
+def _text(value: Any) -> str:
+    if value is None or isinstance(value, (dict, list)):
+        return ""
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
+    return str(value).strip()[:500]
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _tags_text(tags: Any) -> str:
+    if not isinstance(tags, dict) or not tags:
+        return ""
+    return "Tags: " + ", ".join(f"{_text(k)}={_text(v)}" for k, v in list(tags.items())[:10])
+
+
+def _https(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("https://") and len(value) < 2000
+
+
+def _quote(text: str, safe: str = "") -> str:
+    from urllib.parse import quote
+    return quote(text, safe=safe)
+
+
+def with_status(event: Event, status: str) -> Event:
+    return replace(event, status=status)

@@ -1,0 +1,185 @@
+"""Webhooks from Azure: Event Grid (POST/OPTIONS /api/events) and Azure Monitor (POST /api/alerts).
+
+Both authenticate with the shared key MLOPSBOT_WEBHOOK_KEY, given as the `code` query parameter
+or the `x-functions-key` header (as Azure Functions take it, so an Event Grid subscription or an
+action group carries it in its URL), compared in constant time. Without a configured key both
+routes answer 503: webhooks are off.
+
+    POST /api/events?code=KEY     Event Grid schema or CloudEvents 1.0, one event or a batch;
+                                  the SubscriptionValidationEvent is answered {"validationResponse": code}
+    OPTIONS /api/events?code=KEY  the CloudEvents abuse-protection handshake: WebHook-Allowed-Origin
+    POST /api/alerts?code=KEY     Azure Monitor common alert schema (metric and log alerts, Fired/Resolved)
+
+Each event is deduplicated by its id in storage (`inbox`, so a redelivery after a restart is
+still a duplicate), and in the SAME transaction its alert is recorded and one card per subscribed
+conversation is put in the outbox (commands.alerts.publish). So the answer comes as soon as that
+one short transaction commits, and either all of an event is accepted or none of it is (Event
+Grid then redelivers). The outbox worker sends the cards.
+
+Answers: 200 with counts; 400 not JSON / too deep; 401 no or wrong key; 413 too large; 422 JSON of
+the wrong shape (the reason names the field); 503 storage down (the sender retries). Never 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from typing import Any, Callable
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from adapters.events import Event, Malformed, loads, parse_common_alert, parse_event_grid
+from adapters.storage import StorageUnavailable, inbox
+from commands.alerts import publish
+
+log = logging.getLogger(__name__)
+
+MAX_WEBHOOK_BYTES = 1024 * 1024      # Event Grid delivers batches of at most 1 MB
+SMALL_BODY_BYTES = 64 * 1024
+
+
+class Ingress:
+    def __init__(self, store: Any, key: str, *, clock: Callable, wake: Callable[[], None]) -> None:
+        self.store = store
+        self.key = key
+        self.clock = clock
+        self.wake = wake
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/api/events", self.events), web.options("/api/events", self.handshake),
+                web.post("/api/alerts", self.alerts)]
+
+    # ------------------------------------------------------------ authentication and body
+
+    def _refused(self, request: web.Request) -> web.Response | None:
+        if not self.key:
+            return _problem(503, "webhooks are off: set MLOPSBOT_WEBHOOK_KEY")
+        given = request.query.get("code") or request.headers.get("x-functions-key") or ""
+        if not given:
+            return _problem(401, "missing key: pass ?code=KEY or the x-functions-key header")
+        if not hmac.compare_digest(given.encode("utf-8", "replace"), self.key.encode("utf-8")):
+            return _problem(401, "wrong key")
+        return None
+
+    async def _body(self, request: web.Request) -> Any:
+        if request.content_length is not None and request.content_length > MAX_WEBHOOK_BYTES:
+            raise web.HTTPRequestEntityTooLarge(max_size=MAX_WEBHOOK_BYTES, actual_size=request.content_length)
+        raw = bytearray()
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            raw += chunk
+            if len(raw) > MAX_WEBHOOK_BYTES:
+                raise web.HTTPRequestEntityTooLarge(max_size=MAX_WEBHOOK_BYTES, actual_size=len(raw))
+        if not raw:
+            raise ValueError("the body is empty")
+        if len(raw) > SMALL_BODY_BYTES:        # decoding a large body takes a while: not on the event loop
+            return await asyncio.get_running_loop().run_in_executor(None, loads, bytes(raw))
+        return loads(bytes(raw))
+
+    # ------------------------------------------------------------ routes
+
+    async def handshake(self, request: web.Request) -> web.Response:
+        """CloudEvents 1.0 webhook validation: allow the origin that asks (after the key check)."""
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        origin = request.headers.get("WebHook-Request-Origin", "").strip()
+        if not origin or len(origin) > 255 or any(c in origin for c in "\r\n,"):
+            return _problem(400, "the CloudEvents handshake needs one WebHook-Request-Origin header")
+        return web.Response(status=200, headers={"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "120",
+                                                 "Allow": "POST, OPTIONS"})
+
+    async def events(self, request: web.Request) -> web.Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        try:
+            batch = parse_event_grid(await self._body(request))
+        except web.HTTPRequestEntityTooLarge:
+            return _problem(413, f"body larger than {MAX_WEBHOOK_BYTES} bytes")
+        except Malformed as error:
+            return _problem(422, str(error))
+        except ValueError as error:
+            return _problem(400, str(error))
+        if batch.validation_code:
+            log.info("event grid: subscription validation answered")
+            return web.json_response({"validationResponse": batch.validation_code})
+        return await self._accept(list(batch.events), "eventgrid", ignored=len(batch.ignored))
+
+    async def alerts(self, request: web.Request) -> web.Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        try:
+            event = parse_common_alert(await self._body(request))
+        except web.HTTPRequestEntityTooLarge:
+            return _problem(413, f"body larger than {MAX_WEBHOOK_BYTES} bytes")
+        except Malformed as error:
+            return _problem(422, str(error))
+        except ValueError as error:
+            return _problem(400, str(error))
+        return await self._accept([event], "azure-monitor")
+
+    async def _accept(self, events: list[Event], source: str, *, ignored: int = 0) -> web.Response:
+        now = self.clock()
+
+        async def work(tx) -> tuple[int, int, int]:
+            accepted = duplicates = cards = 0
+            for event in events:
+                if not await inbox.first_time(tx, f"{source}:{event.id}", now):
+                    duplicates += 1
+                    continue
+                accepted += 1
+                cards += await publish(tx, event, now)
+            return accepted, duplicates, cards
+
+        try:
+            accepted, duplicates, cards = await self.store.run_transaction(work)
+        except StorageUnavailable as error:
+            log.warning("%s: storage unavailable (%s); the sender will retry", source, error)
+            return _problem(503, "storage unavailable; retry later")
+        if cards:
+            self.wake()
+        log.info("%s: %d accepted, %d duplicates, %d ignored, %d cards queued", source, accepted, duplicates,
+                 ignored, cards)
+        return web.json_response({"accepted": accepted, "duplicates": duplicates, "ignored": ignored,
+                                  "cards": cards})
+
+
+INBOX_DAYS = 7          # Event Grid retries for 24 h; Teams redelivers within minutes
+OUTBOX_DAYS = 30        # settled items; an alert card older than this is posted anew when it fires again
+PRUNE_EVERY = 6 * 3600.0
+
+
+async def prune_forever(store: Any, clock: Callable, *, every: float = PRUNE_EVERY) -> None:
+    """Forget old dedupe keys and settled outbox items, so neither table grows without end."""
+    from datetime import timedelta
+
+    from adapters.storage import StorageError, outbox
+
+    while True:
+        now = clock()
+
+        async def work(tx) -> tuple[int, int]:
+            return (await inbox.prune(tx, now - timedelta(days=INBOX_DAYS)),
+                    await outbox.prune(tx, now - timedelta(days=OUTBOX_DAYS)))
+        try:
+            keys, items = await store.run_transaction(work)
+            if keys or items:
+                log.info("pruned %d dedupe keys and %d settled outbox items", keys, items)
+        except StorageError as error:
+            log.warning("could not prune the inbox and outbox: %s", error)
+        await asyncio.sleep(every)
+
+
+class AccessLogWithoutSecrets(AbstractAccessLogger):
+    """aiohttp's access log without query strings: webhook URLs carry the key in `?code=`."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info('%s "%s %s" %s %s %.3fs', request.remote, request.method, request.path, response.status,
+                         response.body_length, time)
+
+
+def _problem(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status)

@@ -1,0 +1,158 @@
+"""The alert card: a pure function of the event, its alert's stored state and the time.
+
+    alert_card(event, state, now) -> Adaptive Card 1.5 dict
+
+It shows the signal and its monitor, per-feature figures against their thresholds (worst first,
+each metric named with its definition and log base), the PSI band where a PSI figure is there, a
+small trend over the alert's recent firings, links to the studio or portal, and the buttons
+Rollback (`rollback <endpoint>`), Retrain (`retrain <model>`), Acknowledge (`acknowledge <id>`)
+and Snooze 24 h (`snooze <id>`). Buttons carry ids only; every click is re-checked by its command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from adapters.drift.definitions import DEFINITIONS, P_VALUES, SHORT_NAMES, psi_band
+from adapters.events import FIRED, RESOLVED, Event, Figure
+from commands.ui import Element, button, card, columns, facts, section, text, when
+
+MAX_FEATURES = 10
+SPARKS = "▁▂▃▄▅▆▇█"
+SEVERITY_WORDS = {"Sev0": "critical", "Sev1": "error", "Sev2": "warning", "Sev3": "informational",
+                  "Sev4": "verbose"}
+
+
+@dataclass(frozen=True)
+class AlertState:
+    """What storage knows of the alert across its firings (adapters.storage.alerts.Alert, trimmed)."""
+
+    id: int
+    status: str
+    fired_count: int
+    first_at: datetime
+    history: tuple[float, ...] = ()
+    acknowledged_by: str = ""
+    acknowledged_at: datetime | None = None
+    snoozed_by: str = ""
+    snoozed_until: datetime | None = None
+
+
+def alert_card(event: Event, state: AlertState, now: datetime) -> dict[str, Any]:
+    resolved = state.status == RESOLVED
+    icon = "✅" if resolved else ("🔴" if event.severity in ("Sev0", "Sev1") else "🟠") if state.status == FIRED \
+        else "ℹ️"
+    title = f"{icon} {'Resolved: ' if resolved else ''}{event.title}"
+    where = " · ".join(p for p in (f"Workspace {event.workspace}" if event.workspace else "",
+                                   f"alert #{state.id}") if p)
+    body: list[Element] = []
+    body.append(facts(_headline(event, state, now)))
+    if event.summary:
+        body.append(text(event.summary, subtle=True))
+    figures = worst_first(event.figures)
+    if figures:
+        body.append(section("Per feature, worst first" if event.kind == "drift" else "Condition"))
+        body.append(_figure_header())
+        body += [_figure_row(f) for f in figures[:MAX_FEATURES]]
+        if len(figures) > MAX_FEATURES:
+            body.append(text(f"… and {len(figures) - MAX_FEATURES} more", subtle=True))
+        body += _legend(figures)
+    elif event.kind == "drift":
+        body.append(text("Per-feature figures could not be read for this run (they depend on the monitoring "
+                         "components' format); the outcome above is what Azure ML reported.", subtle=True))
+    trend = sparkline(state.history)
+    if trend:
+        body.append(text(f"Trend over the last {len(state.history)} firings: {trend}", spacing="Small"))
+    actions: list[Element] = [{"type": "Action.OpenUrl", "title": title_, "url": url}
+                              for title_, url in event.links[:2] if url.startswith("https://")]
+    if not resolved and event.kind in ("drift", "alerts", "jobs"):
+        if event.endpoint and event.kind != "jobs":
+            actions.append(button("Rollback", "rollback", event.endpoint, style="destructive"))
+        if event.model and event.kind != "jobs":
+            actions.append(button("Retrain", "retrain", event.model))
+        if not state.acknowledged_by:
+            actions.append(button("Acknowledge", "acknowledge", str(state.id), refresh=True))   # edits this card
+        if not (state.snoozed_until and state.snoozed_until > now):
+            actions.append(button("Snooze 24 h", "snooze", str(state.id), refresh=True))
+    return card(title, body, subtitle=where, actions=actions[:6])
+
+
+def _headline(event: Event, state: AlertState, now: datetime) -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    if event.monitor:
+        rows.append(("Monitor", event.monitor))
+    if event.signal:
+        rows.append(("Signal", event.signal))
+    if event.severity:
+        rows.append(("Severity", f"{event.severity} ({SEVERITY_WORDS.get(event.severity, '')})"))
+    for label, value in (("Model", event.model), ("Endpoint", event.endpoint), ("Deployment", event.deployment)):
+        if value:
+            rows.append((label, value))
+    rows += [(k, v) for k, v in event.facts if k not in dict(rows)]
+    status = {FIRED: "Firing", RESOLVED: "Resolved"}.get(state.status, "Reported")
+    if state.fired_count > 1:
+        status += f" (fired {state.fired_count} times since {when(state.first_at)})"
+    rows.append(("Status", status))
+    if event.time:
+        rows.append(("At", event.time))
+    if state.acknowledged_by:
+        rows.append(("Acknowledged", f"by {state.acknowledged_by}, {when(state.acknowledged_at)}"))
+    if state.snoozed_until and state.snoozed_until > now:
+        rows.append(("Snoozed", f"until {when(state.snoozed_until)} by {state.snoozed_by}"))
+    return rows
+
+
+def severity_of(figure: Figure) -> float:
+    """How far beyond its threshold a figure is (> 1 breaches), for ordering worst first."""
+    if figure.threshold is None or figure.threshold == 0:
+        return figure.value if figure.metric not in P_VALUES else 1 - figure.value
+    if figure.metric in P_VALUES:
+        return figure.threshold / max(figure.value, 1e-300)
+    return figure.value / figure.threshold
+
+
+def breached(figure: Figure) -> bool:
+    if figure.threshold is None:
+        return False
+    return figure.value < figure.threshold if figure.metric in P_VALUES else figure.value > figure.threshold
+
+
+def worst_first(figures: tuple[Figure, ...]) -> list[Figure]:
+    return sorted(figures, key=lambda f: (-severity_of(f), f.feature, f.metric))
+
+
+def _figure_header() -> Element:
+    cell = lambda words: text(words, weight="Bolder", wrap=False)  # noqa: E731
+    return columns(cell("Feature"), cell("Metric"), cell("Value"), cell("Threshold"),
+                   widths=["stretch", "stretch", "auto", "auto"])
+
+
+def _figure_row(figure: Figure) -> Element:
+    over = breached(figure)
+    rule = "" if figure.threshold is None else f"{'<' if figure.metric in P_VALUES else '>'} {figure.threshold:g}"
+    value = f"{figure.value:.4g}" + (" ⚠" if over else "")
+    band = psi_band(figure.value) if figure.metric == "population_stability_index" else None
+    metric = SHORT_NAMES.get(figure.metric, figure.metric) + (f" ({band})" if band else "")
+    return columns(text(figure.feature), text(metric), text(value, color="Attention" if over else None),
+                   text(rule or "—"), widths=["stretch", "stretch", "auto", "auto"])
+
+
+def _legend(figures: list[Figure]) -> list[Element]:
+    named = [m for m in dict.fromkeys(f.metric for f in figures) if m in DEFINITIONS]
+    lines = [f"{SHORT_NAMES[m]} = {m}: {DEFINITIONS[m]}." for m in named]
+    if any(f.metric == "population_stability_index" for f in figures):
+        lines.append("PSI bands: < 0.1 none, 0.1 to 0.25 moderate, > 0.25 significant.")
+    return [text(line, subtle=True, size="Small") for line in lines]
+
+
+def sparkline(values: tuple[float, ...] | list[float]) -> str:
+    """▁▂▃… scaled between the smallest and largest value; "" for fewer than two values."""
+    values = [v for v in values if isinstance(v, (int, float))]
+    if len(values) < 2:
+        return ""
+    low, high = min(values), max(values)
+    if high == low:
+        return SPARKS[3] * len(values)
+    return "".join(SPARKS[min(len(SPARKS) - 1, int((v - low) / (high - low) * len(SPARKS)))] for v in values)

@@ -1,0 +1,329 @@
+"""Subscriptions and alerts: subscribe, unsubscribe, subscriptions, acknowledge, snooze; and
+`publish`, which turns one event into one card per subscribed conversation, through the outbox.
+
+    await store.run_transaction(lambda tx: publish(tx, event, now))   # ingress, monitors
+
+The same alert (same `Event.key`) firing again edits the card it already has in each conversation
+(outbox payload `update_of` the first card's dedupe key) instead of posting anew; Resolved edits
+the card too and never posts a new one. While an alert is snoozed its cards are still kept up to
+date but nothing new is posted. A conversation hears an event when one of its subscriptions of
+the event's kind matches: every filter given (workspace, model, endpoint: equal, ignoring case;
+severity: at least that severe, Sev0 being the most severe) must hold.
+
+Who may subscribe and unsubscribe a conversation is the policy's `[subscriptions] role`
+(operators by default); `subscriptions` is open to everyone. Acknowledge and Snooze need the
+Operator role, and both are audited.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from adapters.events import INFO, KINDS, RESOLVED, SEVERITIES, Event
+from adapters.storage import alerts, audit, conversations, inbox, outbox, subscriptions
+from adapters.storage.alerts import Alert
+from adapters.storage.subscriptions import NewSubscription, Subscription
+from commands.alert_card import AlertState, alert_card, worst_first
+from commands.context import Context, Reply, Role
+from commands.policy import parse_duration
+from commands.registry import Arg, Forbidden, UsageError, command, one_of, suggest, whole_number
+from commands.ui import button, card, columns, limited, reply, text
+
+log = logging.getLogger(__name__)
+
+ALERT_ID = whole_number(1, 2**62, "an alert id")
+SUBSCRIPTION_KINDS = KINDS
+MAX_SNOOZE = timedelta(days=7)
+DEFAULT_SNOOZE = timedelta(hours=24)
+MAX_FILTER_CHARS = 200
+
+
+# ---------------------------------------------------------------- publishing
+
+def matches(subscription: Subscription, event: Event) -> bool:
+    """Does this subscription want this event? (Its kind and every filter it sets.)"""
+    if subscription.kind != event.kind:
+        return False
+    for wanted, actual in ((subscription.workspace, event.workspace), (subscription.model, event.model),
+                           (subscription.endpoint, event.endpoint)):
+        if wanted and wanted.lower() != (actual or "").lower():
+            return False
+    if subscription.severity and event.severity:
+        return SEVERITIES.index(event.severity) <= SEVERITIES.index(subscription.severity)
+    return True
+
+
+def state_of(alert: Alert) -> AlertState:
+    return AlertState(id=alert.id, status=alert.status, fired_count=alert.fired_count, first_at=alert.first_at,
+                      history=tuple(alert.history), acknowledged_by=alert.acknowledged_by,
+                      acknowledged_at=alert.acknowledged_at, snoozed_by=alert.snoozed_by,
+                      snoozed_until=alert.snoozed_until)
+
+
+def payload_of(alert: Alert, now: datetime) -> dict[str, Any]:
+    event = Event.from_json(alert.event)
+    built = alert_card(event, state_of(alert), now)
+    return {"text": built["fallbackText"], "card": built}
+
+
+async def publish(tx, event: Event, now: datetime) -> int:
+    """Record the event's alert and enqueue its card for every matching conversation; how many items."""
+    worst = worst_first(event.figures)
+    alert, _ = await alerts.record(tx, event.key, event.kind, event.status, event.to_json(),
+                                   worst[0].value if worst else None, now, fired=event.status not in (RESOLVED, INFO))
+    wanted = {}
+    for subscription in await subscriptions.of_kind(tx, event.kind):
+        if matches(subscription, event):
+            wanted.setdefault(subscription.conversation_id, subscription.tenant_id)
+    shown = dict(await alerts.cards(tx, alert.id))
+    return await _send_cards(tx, alert, now, shown, wanted)
+
+
+async def _send_cards(tx, alert: Alert, now: datetime, shown: dict[str, str], wanted: dict[str, str]) -> int:
+    """Edit the card in each conversation that has one; post one where `wanted` and none yet."""
+    payload = payload_of(alert, now)
+    quiet = alert.status in (RESOLVED,) or alert.snoozed(now)
+    count = 0
+    for conversation_id in sorted(set(shown) | set(wanted)):
+        if await conversations.is_gone(tx, conversation_id):
+            continue
+        key = f"alert:{alert.id}:r{alert.revision}:{conversation_id}"
+        record = await conversations.get_conversation(tx, conversation_id)
+        tenant = wanted.get(conversation_id) or (record.tenant_id if record else "")
+        if conversation_id in shown and not await _card_lost(tx, shown[conversation_id]):
+            item = {**payload, "update_of": shown[conversation_id]}
+        elif quiet:
+            continue
+        else:                                # first card here, or the first one was lost: post (again)
+            item = payload
+            await alerts.remember_card(tx, alert.id, conversation_id, key)
+        if await outbox.enqueue(tx, conversation_id, item, dedupe_key=key, tenant_id=tenant, now=now) is not None:
+            count += 1
+    return count
+
+
+async def _card_lost(tx, first_key: str) -> bool:
+    """The first card's outbox item was pruned or given up: an edit would have nothing to edit."""
+    found = await outbox.find_items(tx, dedupe_key=first_key)
+    return not found or found[0].state == outbox.DEAD
+
+
+async def approval_subscribers(tx, workspace: str) -> list[tuple[str, str]]:
+    """(conversation_id, tenant_id) of conversations subscribed to approval requests in `workspace`."""
+    request = Event(id="", kind="approvals", type="approval", key="", status=INFO, title="", workspace=workspace)
+    found: dict[str, str] = {}
+    for subscription in await subscriptions.of_kind(tx, "approvals"):
+        if matches(subscription, request) and not await conversations.is_gone(tx, subscription.conversation_id):
+            found.setdefault(subscription.conversation_id, subscription.tenant_id)
+    return sorted(found.items())
+
+
+# ---------------------------------------------------------------- subscriptions
+
+def _may_manage(ctx: Context) -> None:
+    needed = ctx.gate.policy.subscription_role if ctx.gate is not None else Role.OPERATOR
+    if ctx.role < needed:
+        raise Forbidden(f"Managing subscriptions needs the {needed.label} role; you have {ctx.role.label}. "
+                        "Ask a bot admin to grant it (the policy's [subscriptions] role sets who may).")
+
+
+def _store(ctx: Context):
+    if ctx.store is None or not ctx.conversation_id:
+        raise UsageError("Subscriptions are not available in this chat.")
+    return ctx.store
+
+
+def home(ctx: Context) -> str:
+    """Where a conversation's subscriptions live: a channel as a whole, not the thread the command
+    was typed in (Teams gives a channel message the id `19:...@thread.tacv2;messageid=...`), so
+    each alert becomes its own post in the channel."""
+    if ctx.conversation_kind == "channel":
+        return ctx.conversation_id.split(";", 1)[0]
+    return ctx.conversation_id
+
+
+async def _reach_channel(tx, ctx: Context, target: str) -> None:
+    """Store a reference to the channel itself (copied from the thread's), so the outbox can post there."""
+    if target == ctx.conversation_id:
+        return
+    thread = await conversations.get_conversation(tx, ctx.conversation_id)
+    if thread is None:
+        return
+    reference = dict(thread.reference)
+    reference["conversation"] = {**(reference.get("conversation") or {}), "id": target}
+    reference.pop("activityId", None)
+    await conversations.save_conversation(tx, replace(thread, conversation_id=target, reference=reference))
+
+
+def _filter(value: str | None, what: str) -> str:
+    value = (value or "").strip()
+    if len(value) > MAX_FILTER_CHARS:
+        raise UsageError(f"The {what} filter is too long (at most {MAX_FILTER_CHARS} characters).")
+    return value
+
+
+def describe(subscription: Subscription) -> str:
+    filters = [f"{name} {value}" for name, value in (("workspace", subscription.workspace),
+                                                      ("model", subscription.model),
+                                                      ("endpoint", subscription.endpoint),
+                                                      ("severity ≤", subscription.severity)) if value]
+    return f"#{subscription.id} {subscription.kind}" + (f" ({', '.join(filters)})" if filters else " (everything)")
+
+
+@command("subscribe", Arg("kind", type=one_of(SUBSCRIPTION_KINDS, "kind"), metavar="|".join(SUBSCRIPTION_KINDS),
+                          help="what to hear about"),
+         Arg("--workspace", help="only events of this workspace", metavar="W"),
+         Arg("--model", help="only events about this model", metavar="M"),
+         Arg("--endpoint", help="only events about this endpoint", metavar="E"),
+         Arg("--severity", type=one_of(SEVERITIES, "severity"), metavar="S",
+             help="only alerts at least this severe (Sev0 most severe .. Sev4)"),
+         summary="Post drift alerts, Azure Monitor alerts, job, model or approval events in this chat "
+                 "(Operators by default; the policy's [subscriptions] role decides).",
+         example="subscribe drift --model fraud-model", uses_workspace=False)
+async def subscribe(ctx: Context, kind: str, workspace: str | None, model: str | None, endpoint: str | None,
+                    severity: str | None) -> Reply:
+    _may_manage(ctx)
+    store = _store(ctx)
+    workspace = _filter(workspace, "workspace")
+    if workspace:
+        names = [ws.name for ws in ctx.workspaces]
+        known = {n.lower(): n for n in names}
+        if workspace.lower() not in known:
+            close = suggest(workspace, names)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            raise UsageError(f"No workspace named '{workspace}'.{hint} Configured: {', '.join(names)}.")
+        workspace = known[workspace.lower()]
+    where_to = home(ctx)
+    new = NewSubscription(where_to, kind, tenant_id=ctx.user.tenant_id, workspace=workspace,
+                          model=_filter(model, "model"), endpoint=_filter(endpoint, "endpoint"),
+                          severity=severity or "", created_by_id=ctx.user.id, created_by_name=ctx.user.name)
+    now = ctx.now()
+
+    async def work(tx) -> tuple[Subscription, bool]:
+        await _reach_channel(tx, ctx, where_to)
+        found, created = await subscriptions.add(tx, new, now)
+        if created:
+            await audit.append(tx, _entry(ctx, "subscribed", "subscribe", describe(found),
+                                          {"conversation": where_to, "subscription": found.id}))
+        return found, created
+
+    found, created = await store.run_transaction(work)
+    if not created:
+        return Reply(f"This chat already has that subscription: {describe(found)}.")
+    where = {"personal": "this chat", "groupChat": "this group chat", "channel": "this channel"}.get(
+        ctx.conversation_kind, "this conversation")
+    return Reply(f"Subscribed {where}: {describe(found)}. `subscriptions` lists them; "
+                 f"`unsubscribe {found.id}` stops it.")
+
+
+@command("unsubscribe", Arg("which", help="a subscription number, or a kind to remove all of that kind",
+                            metavar="id|kind"),
+         summary="Stop a subscription of this chat (by number, or all of one kind); same role as subscribe.",
+         example="unsubscribe 3",
+         uses_workspace=False)
+async def unsubscribe(ctx: Context, which: str) -> Reply:
+    _may_manage(ctx)
+    store = _store(ctx)
+    word = which.strip().lstrip("#")
+    if word.isdigit():
+        criteria: dict[str, Any] = {"id": int(word)}
+    elif word.lower() in SUBSCRIPTION_KINDS:
+        criteria = {"kind": word.lower()}
+    else:
+        close = suggest(word, list(SUBSCRIPTION_KINDS))
+        hint = f" Did you mean `{close[0]}`?" if close else ""
+        raise UsageError(f"'{which}' is neither a subscription number nor a kind ({', '.join(SUBSCRIPTION_KINDS)})."
+                         f"{hint} Usage: `unsubscribe <id|kind>` (e.g. `unsubscribe 3`)")
+
+    async def work(tx) -> list[Subscription]:
+        removed = await subscriptions.remove(tx, home(ctx), **criteria)
+        for sub in removed:
+            await audit.append(tx, _entry(ctx, "unsubscribed", "unsubscribe", describe(sub),
+                                          {"conversation": sub.conversation_id, "subscription": sub.id}))
+        return removed
+
+    removed = await store.run_transaction(work)
+    if not removed:
+        return Reply(f"This chat has no subscription {which}. `subscriptions` lists them.")
+    return Reply("Removed " + "; ".join(describe(s) for s in removed) + ".")
+
+
+@command("subscriptions", summary="List what this chat is subscribed to.", example="subscriptions",
+         uses_workspace=False)
+async def subscriptions_(ctx: Context) -> Reply:
+    store = _store(ctx)
+    found = await store.run_transaction(lambda tx: subscriptions.for_conversation(tx, home(ctx)),
+                                        write=False)
+
+    def row(sub: Subscription) -> dict:
+        return columns(text(f"{describe(sub)} · by {sub.created_by_name or 'unknown'}"),
+                       {"type": "ActionSet", "actions": [button("Stop", "unsubscribe", str(sub.id))]},
+                       widths=["stretch", "auto"])
+
+    body = limited(found, row, noun="subscription")
+    if not found:
+        body.append(text("Try `subscribe drift` or `subscribe alerts --severity Sev1`.", subtle=True))
+    return reply(card("Subscriptions of this chat", body))
+
+
+# ---------------------------------------------------------------- acting on an alert
+
+@command("acknowledge", Arg("id", type=ALERT_ID, help="the alert number, as its card shows it"),
+         summary="Acknowledge an alert: every copy of its card shows who is on it.", role=Role.OPERATOR,
+         example="acknowledge 7", uses_workspace=False)
+async def acknowledge(ctx: Context, id: int) -> Reply:
+    return await _change_alert(ctx, id, "acknowledged", lambda tx, now: alerts.acknowledge(tx, id, ctx.user.name, now))
+
+
+@command("snooze", Arg("id", type=ALERT_ID, help="the alert number"),
+         Arg("duration", nargs="?", help="how long, like 4h or 2d (default 24h, at most 7d)"),
+         summary="Snooze an alert: its cards stay up to date but nothing new is posted.", role=Role.OPERATOR,
+         example="snooze 7 24h", uses_workspace=False)
+async def snooze(ctx: Context, id: int, duration: str | None) -> Reply:
+    try:
+        length = parse_duration(duration) if duration else DEFAULT_SNOOZE
+    except ValueError as error:
+        raise UsageError(f"{str(error)[:1].upper()}{str(error)[1:]}. Usage: `snooze <id> [duration]` "
+                         "(e.g. `snooze 7 24h`)") from None
+    if length > MAX_SNOOZE:
+        raise UsageError("An alert can be snoozed for at most 7 days.")
+    until = ctx.now() + length
+    return await _change_alert(ctx, id, "snoozed", lambda tx, now: alerts.snooze(tx, id, ctx.user.name, until),
+                               {"until": until.isoformat()})
+
+
+async def _change_alert(ctx: Context, alert_id: int, event_name: str, change, detail: dict | None = None) -> Reply:
+    store = _store(ctx)
+    now = ctx.now()
+
+    async def work(tx) -> Alert | None:
+        current = await alerts.get(tx, alert_id, for_update_lock=True)
+        if current is None:
+            return None
+        if ctx.activity_id and not await inbox.first_time(tx, f"activity:{ctx.activity_id}", now):
+            return current                      # Teams redelivered the click: recorded once already
+        changed = await change(tx, now)
+        await _send_cards(tx, changed, now, dict(await alerts.cards(tx, changed.id)), {})
+        event = Event.from_json(changed.event)
+        await audit.append(tx, _entry(ctx, event_name, "alert", event.title,
+                                      {"alert": changed.id, "key": changed.key, **(detail or {})},
+                                      workspace=event.workspace))
+        return changed
+
+    changed = await store.run_transaction(work)
+    if changed is None:
+        raise UsageError(f"There is no alert #{alert_id}.")
+    if ctx.gate is not None:
+        ctx.gate.wake_outbox()
+    built = alert_card(Event.from_json(changed.event), state_of(changed), now)
+    return Reply(text=built["fallbackText"], card=built)
+
+
+def _entry(ctx: Context, event: str, action: str, target: str, detail: dict[str, Any], *,
+           workspace: str = "") -> audit.AuditEntry:
+    return audit.AuditEntry(at=ctx.now(), event=event, actor_id=ctx.user.id, actor_name=ctx.user.name,
+                            actor_upn=ctx.user.upn, tenant_id=ctx.user.tenant_id, action=action,
+                            workspace=workspace, target=target[:200], activity_id=ctx.activity_id, detail=detail)

@@ -1,0 +1,549 @@
+"""Event Grid and Azure Monitor webhooks over HTTP, into subscribed conversations as alert cards.
+
+Every Event Grid and alert sample in tests/fixtures/azure (see its SOURCES.md) goes through the
+real app: POST /api/events and /api/alerts, deduplication in storage, subscriptions matched,
+cards through the outbox to a Bot Connector stand-in, buttons clicked through the CloudAdapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from adapters.events import BREACH_TAG, Malformed, parse_common_alert, parse_event_grid
+from bot.app import create_app
+from bot.settings import load_settings
+from tests.card_schema import assert_valid_card
+from tests.teams_client import ALICE, BOB, Person, TeamsStandIn, find_action
+
+FIXTURES = Path(__file__).parent / "fixtures" / "azure"
+KEY = "k" * 8 + "0123456789abcdef0123456789abcdef"
+CAROL = Person("29:1carol", "Carol Curious", "00000000-0000-0000-0000-00000000ca20")
+CHANNEL = "19:ml-alerts@thread.tacv2"
+WORKSPACE_TOPIC = ("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-ml/providers/"
+                   "Microsoft.MachineLearningServices/workspaces/ml-prod")
+
+
+def sample(path: str):
+    return json.loads((FIXTURES / path).read_text())
+
+
+def real_topic(events):
+    """The docs' `{subscription-id}` placeholders replaced by a real workspace id."""
+    events = copy.deepcopy(events)
+    for event in events:
+        event["topic"] = WORKSPACE_TOPIC
+    return events
+
+
+FIGURES = [{"feature": "amount", "metric": "normalized_wasserstein_distance", "value": 0.31, "threshold": 0.1},
+           {"feature": "country", "metric": "jensen_shannon_distance", "value": 0.12, "threshold": 0.1},
+           {"feature": "amount", "metric": "population_stability_index", "value": 0.42, "threshold": 0.25},
+           {"feature": "age", "metric": "normalized_wasserstein_distance", "value": 0.02, "threshold": 0.1}]
+
+
+def breach(event_id: str = "breach-1", figures=FIGURES):
+    """RunStatusChanged as Azure ML's monitoring sends it for a breaching run (the sample, tagged)."""
+    [event] = real_topic(sample("eventgrid/ml/eventgrid_schema/RunStatusChanged.json"))
+    event["id"] = event_id
+    event["data"]["runStatus"] = "Completed"
+    event["data"]["runTags"] = {BREACH_TAG: json.dumps(figures), "azureml.monitor_name": "fraud-monitor",
+                                "azureml.signal_name": "data-drift", "azureml.model_name": "fraud-model",
+                                "azureml.endpoint_name": "fraud-api"}
+    return [event]
+
+
+def as_cloud_event(event):
+    """The CloudEvents 1.0 form of an Event Grid schema event (Event Grid's documented mapping)."""
+    return {"specversion": "1.0", "id": event["id"], "type": event["eventType"], "source": event["topic"],
+            "subject": event["subject"], "time": event["eventTime"], "datacontenttype": "application/json",
+            "data": event["data"]}
+
+
+def fired_alert():
+    body = sample("alerts/common_alert_schema/sample_alert_payload_metric.json")
+    body["data"]["essentials"]["monitorCondition"] = "Fired"
+    del body["data"]["essentials"]["resolvedDateTime"]
+    body["data"]["alertContext"] = sample("alerts/common_alert_schema/alertContext_metric_static_threshold.json")[
+        "alertContext"]
+    return body
+
+
+# ---------------------------------------------------------------- parsing every sample
+
+def test_the_validation_sample_gives_its_code():
+    batch = parse_event_grid(sample("eventgrid/validation/SubscriptionValidationEvent.json"))
+    assert {"validationResponse": batch.validation_code} == sample(
+        "eventgrid/validation/SubscriptionValidationResponse.json")
+
+
+def test_run_status_changed_sample_is_a_failed_job():
+    [event] = parse_event_grid(real_topic(sample("eventgrid/ml/eventgrid_schema/RunStatusChanged.json"))).events
+    assert (event.kind, event.status, event.workspace, event.severity, event.title) == (
+        "jobs", "fired", "ml-prod", "Sev2", "Run AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc_5 failed")
+    assert event.links[0] == ("Open the run in the studio", "https://ml.azure.com/runs/AutoML_ad912b2d-6467-4f32-"
+                              "a616-dbe4af6dd8fc_5?wsid=/subscriptions/00000000-0000-0000-0000-000000000001/"
+                              "resourcegroups/rg-ml/workspaces/ml-prod")
+    # the docs' own sample keeps its {placeholders}: no link rather than a broken one
+    [raw] = parse_event_grid(sample("eventgrid/ml/eventgrid_schema/RunStatusChanged.json")).events
+    assert (raw.workspace, raw.links) == ("{workspace-name}", ())
+
+
+def test_run_status_changed_with_the_breach_tag_is_a_drift_alert_with_figures():
+    [event] = parse_event_grid(breach()).events
+    assert (event.kind, event.monitor, event.signal, event.model, event.endpoint, event.key) == (
+        "drift", "fraud-monitor", "data-drift", "fraud-model", "fraud-api", "drift:ml-prod:fraud-monitor:data-drift")
+    assert [(f.feature, f.metric, f.value, f.threshold) for f in event.figures] == [
+        (f["feature"], f["metric"], f["value"], f["threshold"]) for f in FIGURES]
+
+
+def test_a_breach_whose_figures_cannot_be_read_keeps_the_outcome():
+    [event] = parse_event_grid(breach(figures="true")).events
+    assert (event.kind, event.figures) == ("drift", ())
+    assert "per-feature figures not readable" in event.summary
+
+
+def test_model_registered_sample_in_both_schemas():
+    [grid] = parse_event_grid(sample("eventgrid/ml/eventgrid_schema/ModelRegistered.json")).events
+    [cloud] = parse_event_grid([as_cloud_event(e) for e in real_topic(
+        sample("eventgrid/ml/eventgrid_schema/ModelRegistered.json"))]).events
+    for event in (grid, cloud):
+        assert (event.kind, event.model, event.title, event.status) == (
+            "models", "sklearn_regression_model", "Model sklearn_regression_model:20 registered", "info")
+    assert cloud.workspace == "ml-prod"
+
+
+def test_common_alert_samples():
+    resolved = parse_common_alert(sample("alerts/common_alert_schema/sample_alert_payload_metric.json"))
+    fired = parse_common_alert(fired_alert())
+    assert (resolved.kind, resolved.status, resolved.severity, resolved.title) == (
+        "alerts", "resolved", "Sev3", "WCUS-R2-Gen2 on wcus-r2-gen2")
+    assert fired.status == "fired" and fired.key == resolved.key
+    assert [(f.metric, f.value, f.threshold) for f in resolved.figures] == [("Percentage CPU", 7.727, 25.0)]
+    assert [(f.metric, f.value, f.threshold) for f in fired.figures] == [("Percentage CPU", 31.1105, 25.0)]
+    assert ("Average Percentage CPU", "31.1105 (> 25 breaches)") in fired.facts
+
+
+def test_a_log_alert_in_the_common_schema():
+    body = fired_alert()
+    body["data"]["essentials"]["signalType"] = "Log"
+    body["data"]["alertContext"] = {"conditionType": "LogQueryCriteria", "condition": {
+        "windowSize": "PT10M", "allOf": [{
+            "searchQuery": "AmlOnlineEndpointConsoleLog | where Message has 'error'", "metricMeasureColumn": None,
+            "targetResourceTypes": "['Microsoft.MachineLearningServices/workspaces']", "operator": "GreaterThan",
+            "threshold": "10", "timeAggregation": "Count", "dimensions": [], "metricValue": 42,
+            "failingPeriods": {"numberOfEvaluationPeriods": 1, "minFailingPeriodsToAlert": 1},
+            "linkToFilteredSearchResultsUI": "https://portal.azure.com#@tenant/blade/Microsoft_Azure_Monitoring_Logs"}]}}
+    event = parse_common_alert(body)
+    assert (event.type, event.figures[0].value, event.links[-1][0]) == (
+        "AzureMonitor.Log", 42.0, "Open the query results")
+
+
+@pytest.mark.parametrize("body,reason", [
+    ([], "no events"),
+    ([1, 2], "JSON object"),
+    ([{"id": "1", "eventType": "x"}], "'subject'"),
+    ([{"specversion": "0.3", "id": "1", "type": "t", "source": "s"}], "specversion 1.0"),
+    ([{"id": "1", "eventType": "Microsoft.MachineLearningServices.ModelRegistered", "subject": "",
+       "eventTime": "2026-01-01T00:00:00Z", "data": "oops"}], "'data' must be an object"),
+])
+def test_malformed_event_grid_batches_name_the_problem(body, reason):
+    with pytest.raises(Malformed, match=reason):
+        parse_event_grid(body)
+
+
+# ---------------------------------------------------------------- over HTTP
+
+@pytest.fixture
+def alert_settings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return load_settings(data_dir=tmp_path / "data", host="127.0.0.1", operators=ALICE.aad_object_id,
+                         approvers=BOB.aad_object_id, webhook_key=KEY)
+
+
+@pytest.fixture
+async def teams(aiohttp_server, alert_settings):
+    server = await aiohttp_server(create_app(alert_settings, reset_demo=True))
+    async with TeamsStandIn(str(server.make_url("/api/messages"))) as stand_in:
+        yield stand_in
+
+
+async def hook(teams, path: str, body=None, *, key: str | None = KEY, header: bool = False, raw: bytes | None = None,
+               method: str = "POST", headers: dict | None = None, content_type: str = "application/json"):
+    url = teams.bot_url.replace("/api/messages", path)
+    sent_headers = {"Content-Type": content_type, **(headers or {})}
+    if key is not None and header:
+        sent_headers["x-functions-key"] = key
+    elif key is not None:
+        url += f"?code={key}"
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    async with teams.session.request(method, url, data=data, headers=sent_headers) as response:
+        text = await response.text()
+        answer = json.loads(text) if text and response.content_type == "application/json" else text
+        return response.status, answer, dict(response.headers)
+
+
+def cards_in(teams, conversation: str = CHANNEL):
+    return [s for s in teams.connector.sent if s.card and conversation in s.path and "alert #" in json.dumps(s.card)]
+
+
+async def wait_until(predicate, timeout: float = 5.0) -> None:
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.02)
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def test_the_event_grid_validation_handshake(teams):
+    status, answer, _ = await hook(teams, "/api/events", sample("eventgrid/validation/SubscriptionValidationEvent.json"))
+    assert (status, answer) == (200, sample("eventgrid/validation/SubscriptionValidationResponse.json"))
+
+
+async def test_the_cloudevents_options_handshake(teams):
+    status, _, headers = await hook(teams, "/api/events", method="OPTIONS",
+                                    headers={"WebHook-Request-Origin": "eventgrid.azure.net"})
+    assert (status, headers["WebHook-Allowed-Origin"]) == (200, "eventgrid.azure.net")
+    assert (await hook(teams, "/api/events", method="OPTIONS", key=None,
+                       headers={"WebHook-Request-Origin": "eventgrid.azure.net"}))[0] == 401
+    assert (await hook(teams, "/api/events", method="OPTIONS"))[0] == 400
+
+
+async def test_webhooks_need_the_key_in_the_query_or_the_header(teams):
+    body = sample("eventgrid/validation/SubscriptionValidationEvent.json")
+    alert = fired_alert()
+    for path, payload in (("/api/events", body), ("/api/alerts", alert)):
+        status, answer, _ = await hook(teams, path, payload, key=None)
+        assert (status, answer) == (401, {"error": "missing key: pass ?code=KEY or the x-functions-key header"})
+        assert (await hook(teams, path, payload, key=KEY[:-1] + "x"))[:2] == (401, {"error": "wrong key"})
+        assert (await hook(teams, path, payload, key=KEY[:-1] + "x", header=True))[0] == 401
+        assert (await hook(teams, path, payload, key=KEY, header=True))[0] == 200
+
+
+@pytest.mark.parametrize("path", ["/api/events", "/api/alerts"])
+async def test_bad_bodies_get_4xx_with_a_reason_never_500(teams, path):
+    assert (await hook(teams, path, raw=b"not json"))[:2] == (400, {"error": "the body is not JSON"})
+    assert (await hook(teams, path, raw=b""))[:2] == (400, {"error": "the body is empty"})
+    status, answer, _ = await hook(teams, path, raw=b"[" * 100_000 + b"]" * 100_000)
+    assert (status, answer) == (400, {"error": "the JSON is nested deeper than 32 levels"})
+    status, answer, _ = await hook(teams, path, raw=b'{"a": "' + b"x" * (2 * 1024 * 1024) + b'"}')
+    assert (status, answer) == (413, {"error": "body larger than 1048576 bytes"})
+    assert (await hook(teams, path, raw=b'\xff\xfe'))[0] == 400
+    assert (await hook(teams, path, raw=b'{"a": NaN}'))[0] == 400
+    status, answer, _ = await hook(teams, path, {"hello": "world"})
+    assert status == 422 and answer["error"]
+
+
+async def test_a_bad_alert_condition_is_422_naming_the_field(teams):
+    body = fired_alert()
+    body["data"]["essentials"]["monitorCondition"] = "Exploded"
+    status, answer, _ = await hook(teams, "/api/alerts", body)
+    assert (status, answer) == (422, {"error": "data.essentials.monitorCondition must be Fired or Resolved, "
+                                               "not 'Exploded'"})
+
+
+async def test_a_drift_breach_becomes_one_card_per_subscribed_conversation_and_updates_in_place(teams):
+    # typed in a thread of the channel: the subscription (and every alert) belongs to the channel itself
+    [answer] = await teams.say("subscribe drift --workspace ml-prod", mention=True, kind="channel",
+                               conversation=CHANNEL + ";messageid=1732600000000")
+    assert answer.text == ("Subscribed this channel: #1 drift (workspace ml-prod). `subscriptions` lists them; "
+                           "`unsubscribe 1` stops it.")
+    [mine] = await teams.say("subscribe drift --model fraud-model")                    # Alice's personal chat
+    assert mine.text.startswith("Subscribed this chat: #2 drift (model fraud-model)")
+    [other] = await teams.say("subscribe drift --model other-model", user=BOB)          # does not match
+
+    status, answer, _ = await hook(teams, "/api/events", breach("breach-1"))
+    assert (status, answer) == (200, {"accepted": 1, "duplicates": 0, "ignored": 0, "cards": 2})
+    await wait_until(lambda: len(cards_in(teams)) == 1 and len(cards_in(teams, "a:personal-29:1alice")) == 1)
+    [posted] = cards_in(teams)
+    assert posted.conversation_id == CHANNEL         # the channel itself, not the thread `subscribe` was typed in
+    card = posted.card
+    assert_valid_card(card)
+    words = card["fallbackText"]
+    assert "Monitor: fraud-monitor" in words and "Signal: data-drift" in words
+    # per feature, worst first: amount's PSI is 0.42/0.25 = 1.68x, its NWD 3.1x, country's JSD 1.2x
+    rows = [line for line in words.splitlines() if line.startswith(("amount", "country", "age"))]
+    assert rows == ["amount  NWD  0.31 ⚠  > 0.1", "amount  PSI (significant)  0.42 ⚠  > 0.25",
+                    "country  JSD  0.12 ⚠  > 0.1", "age  NWD  0.02  > 0.1"]
+    assert "JSD = jensen_shannon_distance: Jensen-Shannon distance, log base 2" in words
+    assert "PSI bands: < 0.1 none, 0.1 to 0.25 moderate, > 0.25 significant." in words
+    assert [(a["title"], a["verb"], a["data"]["args"]) for a in card["actions"] if a["type"] == "Action.Execute"] == [
+        ("Rollback", "rollback", ["fraud-api"]), ("Retrain", "retrain", ["fraud-model"]),
+        ("Acknowledge", "acknowledge", ["1"]), ("Snooze 24 h", "snooze", ["1"])]
+    assert card["actions"][0]["type"] == "Action.OpenUrl" and card["actions"][0]["url"].startswith("https://ml.azure.com/")
+    assert not [s for s in teams.connector.sent if "personal-29:1bob" in s.path and s.card and "alert #" in
+                json.dumps(s.card)]
+
+    # Event Grid redelivers the same event: nothing new
+    status, answer, _ = await hook(teams, "/api/events", breach("breach-1"))
+    assert answer == {"accepted": 1 - 1, "duplicates": 1, "ignored": 0, "cards": 0}
+
+    # the same monitor breaches again (a new run): each card is edited, nothing new is posted
+    first_activity = f"activity-{teams.connector.sent.index(posted) + 1}"
+    before = len(teams.connector.sent)
+    worse = [dict(f, value=f["value"] * 2) for f in FIGURES]
+    status, answer, _ = await hook(teams, "/api/events", breach("breach-2", worse))
+    assert answer["cards"] == 2
+    await wait_until(lambda: len(teams.connector.sent) >= before + 2)
+    updates = teams.connector.sent[before:]
+    assert {s.method for s in updates} == {"PUT"}
+    channel_update = next(s for s in updates if CHANNEL in s.path)
+    assert channel_update.path.endswith(first_activity)
+    assert "fired 2 times" in channel_update.card["fallbackText"]
+    assert "Trend over the last 2 firings: ▁█" in channel_update.card["fallbackText"]
+
+    # Acknowledge through the card: recorded, audited, every copy edited
+    status, body = await teams.click(channel_update.card, "Acknowledge", conversation=CHANNEL, kind="channel")
+    assert status == 200 and "Acknowledged: by Alice Analyst" in body["value"]["fallbackText"]
+    await wait_until(lambda: any(s.method == "PUT" and "Acknowledged: by Alice Analyst" in (s.card or {}).get(
+        "fallbackText", "") and "personal-29:1alice" in s.path for s in teams.connector.sent))
+    [trail] = await teams.say("audit --action alert", conversation=CHANNEL, kind="channel")
+    assert "Alice Analyst acknowledged" in trail.card["fallbackText"]
+
+    # a viewer cannot snooze; an operator can
+    status, body = await teams.click(channel_update.card, "Snooze 24 h", user=CAROL, conversation=CHANNEL, kind="channel")
+    assert "`snooze` needs the Operator role" in json.dumps(body)
+    status, body = await teams.click(channel_update.card, "Snooze 24 h", conversation=CHANNEL, kind="channel")
+    assert "Snoozed: until" in body["value"]["fallbackText"]
+    assert [a["title"] for a in body["value"]["actions"] if a["type"] == "Action.Execute"] == ["Rollback", "Retrain"]
+
+
+async def test_an_azure_monitor_alert_fires_then_resolves_on_the_same_card(teams):
+    await teams.say("subscribe alerts --severity Sev3", conversation=CHANNEL, kind="channel")
+    await teams.say("subscribe alerts --severity Sev1", user=ALICE)          # Sev3 is not severe enough here
+    status, answer, _ = await hook(teams, "/api/alerts", fired_alert())
+    assert (status, answer["cards"]) == (200, 1)
+    await wait_until(lambda: len(cards_in(teams)) == 1)
+    [fired] = cards_in(teams)
+    assert_valid_card(fired.card)
+    assert fired.card["body"][0]["text"] == "🟠 WCUS-R2-Gen2 on wcus-r2-gen2"
+    assert "Average Percentage CPU: 31.1105 (> 25 breaches)" in fired.card["fallbackText"]
+
+    status, answer, _ = await hook(teams, "/api/alerts",
+                                   sample("alerts/common_alert_schema/sample_alert_payload_metric.json"))
+    assert (status, answer["cards"]) == (200, 1)
+    await wait_until(lambda: any(s.method == "PUT" for s in teams.connector.sent))
+    [resolved] = [s for s in teams.connector.sent if s.method == "PUT"]
+    assert resolved.path.endswith(f"activity-{teams.connector.sent.index(fired) + 1}")
+    assert resolved.card["body"][0]["text"] == "✅ Resolved: WCUS-R2-Gen2 on wcus-r2-gen2"
+    assert_valid_card(resolved.card)
+    assert not [a for a in resolved.card.get("actions", []) if a["type"] == "Action.Execute"]
+
+
+async def test_a_cloudevents_batch_handles_known_types_and_ignores_others(teams):
+    await teams.say("subscribe models", conversation=CHANNEL, kind="channel")
+    registered = [as_cloud_event(e) for e in real_topic(sample("eventgrid/ml/eventgrid_schema/ModelRegistered.json"))]
+    other = dict(registered[0], id="other-1", type="Microsoft.Storage.BlobCreated", data={"url": "x"})
+    status, answer, _ = await hook(teams, "/api/events", [*registered, other],
+                                   content_type="application/cloudevents-batch+json")
+    assert (status, answer) == (200, {"accepted": 1, "duplicates": 0, "ignored": 1, "cards": 1})
+    await wait_until(lambda: len(cards_in(teams)) == 1)
+    assert "Model sklearn_regression_model:20 registered" in cards_in(teams)[0].card["fallbackText"]
+    # a single CloudEvent (application/cloudevents+json) is accepted too, and deduplicated by id
+    status, answer, _ = await hook(teams, "/api/events", registered[0], content_type="application/cloudevents+json")
+    assert answer["duplicates"] == 1
+
+
+async def test_every_event_grid_sample_is_accepted_and_deduplicated_by_id(teams):
+    status, answer, _ = await hook(teams, "/api/events", sample("eventgrid/ml/eventgrid_schema/RunStatusChanged.json"))
+    assert (status, answer) == (200, {"accepted": 1, "duplicates": 0, "ignored": 0, "cards": 0})
+    # The docs give both samples the same event id, so the second is (rightly) a duplicate.
+    status, answer, _ = await hook(teams, "/api/events", sample("eventgrid/ml/eventgrid_schema/ModelRegistered.json"))
+    assert (status, answer) == (200, {"accepted": 0, "duplicates": 1, "ignored": 0, "cards": 0})
+
+
+async def test_deduplication_survives_a_restart(aiohttp_server, alert_settings):
+    first = await aiohttp_server(create_app(alert_settings, reset_demo=True))
+    async with TeamsStandIn(str(first.make_url("/api/messages"))) as teams:
+        assert (await hook(teams, "/api/events", breach("once")))[1]["accepted"] == 1
+    await first.close()
+    second = await aiohttp_server(create_app(alert_settings))
+    async with TeamsStandIn(str(second.make_url("/api/messages"))) as teams:
+        assert (await hook(teams, "/api/events", breach("once")))[1] == {
+            "accepted": 0, "duplicates": 1, "ignored": 0, "cards": 0}
+
+
+async def test_without_a_key_the_webhooks_are_off(aiohttp_server, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    server = await aiohttp_server(create_app(load_settings(data_dir=tmp_path / "data", host="127.0.0.1"),
+                                             reset_demo=True))
+    async with TeamsStandIn(str(server.make_url("/api/messages"))) as teams:
+        status, answer, _ = await hook(teams, "/api/events", breach())
+        assert (status, answer) == (503, {"error": "webhooks are off: set MLOPSBOT_WEBHOOK_KEY"})
+
+
+async def test_a_channel_subscribed_to_approvals_gets_each_request_and_its_outcome(teams):
+    [answer] = await teams.say("subscribe approvals --workspace ml-prod", conversation=CHANNEL, kind="channel")
+    assert answer.text.startswith("Subscribed this channel: #1 approvals (workspace ml-prod)")
+    [asked] = await teams.say("traffic fraud-api blue=0 green=100 --reason 'green is better'")   # Alice, personal
+
+    def copy_in_channel():
+        return [s for s in teams.connector.sent if CHANNEL in s.path and s.card
+                and "Approval request #1" in s.card.get("fallbackText", "")]
+    await wait_until(lambda: len(copy_in_channel()) == 1)
+    [posted] = copy_in_channel()
+    status, _ = await teams.click(posted.card, "Approve", user=BOB, conversation=CHANNEL, kind="channel")
+    assert status == 200
+    posted_id = f"activity-{teams.connector.sent.index(posted) + 1}"
+    await wait_until(lambda: any(s.method == "PUT" and s.path.endswith(posted_id)
+                                 and "Approved and done" in s.card.get("fallbackText", "") for s in teams.connector.sent))
+
+
+@pytest.mark.parametrize("key", ["short", "x" * 31, "a" * 32 + "&code=2", "é" * 40])
+def test_an_unusable_webhook_key_refuses_to_start(key, tmp_path, monkeypatch):
+    from bot.settings import SettingsError
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SettingsError, match="MLOPSBOT_WEBHOOK_KEY must be at least 32 URL-safe ASCII characters"):
+        load_settings(data_dir=tmp_path / "data", host="127.0.0.1", webhook_key=key)
+
+
+def test_the_webhook_key_is_never_in_the_logged_settings(alert_settings):
+    assert KEY not in repr(alert_settings) and KEY not in json.dumps(alert_settings.public_summary(), default=str)
+
+
+async def test_pruning_forgets_old_dedupe_keys_and_settled_items_only(tmp_path):
+    from adapters.storage import inbox, open_storage, outbox
+    from bot.ingress import prune_forever
+
+    now = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
+    storage = open_storage(f"sqlite://{tmp_path}/bot.db")
+    await storage.open()
+    await storage.run_transaction(lambda tx: inbox.first_time(tx, "eventgrid:old", now - timedelta(days=8)))
+    await storage.run_transaction(lambda tx: inbox.first_time(tx, "eventgrid:new", now - timedelta(days=1)))
+    await storage.run_transaction(lambda tx: outbox.enqueue(tx, "c", {"text": "old"}, dedupe_key="old",
+                                                            now=now - timedelta(days=40)))
+    task = asyncio.get_running_loop().create_task(prune_forever(storage, lambda: now, every=3600))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    assert [await storage.run_transaction(lambda tx: inbox.first_time(tx, key, now)) for key in
+            ("eventgrid:old", "eventgrid:new")] == [True, False]
+    assert [i.dedupe_key for i in await storage.run_transaction(lambda tx: outbox.find_items(tx))] == ["old"]  # pending
+    await storage.close()
+
+
+def test_an_azure_monitor_alert_on_an_online_endpoint_offers_rollback():
+    from commands.alert_card import AlertState, alert_card
+    body = fired_alert()
+    body["data"]["essentials"]["alertTargetIDs"] = [WORKSPACE_TOPIC + "/onlineEndpoints/fraud-api"]
+    event = parse_common_alert(body)
+    assert (event.workspace, event.endpoint) == ("ml-prod", "fraud-api")
+    moment = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
+    card = alert_card(event, AlertState(3, "fired", 1, moment), moment)
+    assert find_action(card, "Rollback")["data"] == {"args": ["fraud-api"]}
+
+
+async def test_a_failed_run_reaches_a_jobs_subscription(teams):
+    await teams.say("subscribe jobs --workspace ml-prod", conversation=CHANNEL, kind="channel")
+    status, answer, _ = await hook(teams, "/api/events",
+                                   real_topic(sample("eventgrid/ml/eventgrid_schema/RunStatusChanged.json")))
+    assert (status, answer["cards"]) == (200, 1)
+    await wait_until(lambda: len(cards_in(teams)) == 1)
+    [posted] = cards_in(teams)
+    assert_valid_card(posted.card)
+    words = posted.card["fallbackText"]
+    assert words.splitlines()[0] == "🟠 Run AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc_5 failed"
+    assert "Severity: Sev2 (warning)" in words and "Experiment automl-local-regression" in words
+    assert [a["title"] for a in posted.card["actions"]] == [
+        "Open the run in the studio", "Model monitoring in the studio", "Acknowledge", "Snooze 24 h"]
+
+
+def test_the_access_log_never_shows_the_key_in_the_query():
+    import logging
+
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from bot.ingress import AccessLogWithoutSecrets
+
+    lines = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("test.access")
+    logger.addHandler(Keep())
+    logger.setLevel(logging.INFO)
+    AccessLogWithoutSecrets(logger, "").log(make_mocked_request("POST", f"/api/events?code={KEY}"),
+                                            web.json_response({"accepted": 1}), 0.0042)
+    assert len(lines) == 1 and KEY not in lines[0] and '"POST /api/events" 200' in lines[0]
+
+
+async def test_the_readme_demo_breach_becomes_a_card(teams):
+    await teams.say("subscribe drift", conversation=CHANNEL, kind="channel")
+    demo = json.loads((Path(__file__).parent.parent / "docs" / "examples" / "drift-breach.eventgrid.json").read_text())
+    status, answer, _ = await hook(teams, "/api/events", demo)
+    assert (status, answer) == (200, {"accepted": 1, "duplicates": 0, "ignored": 0, "cards": 1})
+    await wait_until(lambda: len(cards_in(teams)) == 1)
+    assert find_action(cards_in(teams)[0].card, "Rollback")["data"] == {"args": ["fraud-api"]}
+
+
+async def test_subscriptions_list_with_a_stop_button_over_http(teams):
+    await teams.say("subscribe models", conversation=CHANNEL, kind="channel")
+    [listed] = await teams.say("subscriptions", conversation=CHANNEL, kind="channel")
+    assert_valid_card(listed.card)
+    status, body = await teams.click(listed.card, "Stop", conversation=CHANNEL, kind="channel")
+    assert (status, teams.connector.sent[-1].text) == (200, "Removed #1 models (everything).")   # a new message
+    status, body = await teams.click(listed.card, "Stop", user=CAROL, conversation=CHANNEL, kind="channel")
+    assert "Managing subscriptions needs the Operator role" in teams.connector.sent[-1].text
+
+
+def test_model_deployed_and_run_completed_in_the_documented_shapes():
+    # Hand-written from the Event Grid docs' data field tables (no published sample of these two).
+    deployed = {"topic": WORKSPACE_TOPIC, "subject": "endpoints/fraud-api", "id": "d-1",
+                "eventType": "Microsoft.MachineLearningServices.ModelDeployed", "eventTime": "2026-11-26T09:00:00Z",
+                "data": {"ServiceName": "fraud-api", "ServiceComputeType": "Managed",
+                         "ModelIds": "fraud-model:3,fraud-features:1", "ServiceTags": {}, "ServiceProperties": {}},
+                "dataVersion": "", "metadataVersion": "1"}
+    completed = {"topic": WORKSPACE_TOPIC, "subject": "experiments/e/runs/train-7", "id": "c-1",
+                 "eventType": "Microsoft.MachineLearningServices.RunCompleted", "eventTime": "2026-11-26T09:00:00Z",
+                 "data": {"experimentId": "e", "experimentName": "fraud-training", "runId": "train-7",
+                          "runType": None, "runTags": {}, "runProperties": {}},
+                 "dataVersion": "", "metadataVersion": "1"}
+    first, second = parse_event_grid([deployed, completed]).events
+    assert (first.kind, first.endpoint, first.model, first.title, first.summary) == (
+        "models", "fraud-api", "fraud-model", "Deployed to fraud-api", "Models: fraud-model:3, fraud-features:1")
+    assert (second.kind, second.status, second.title, second.severity) == ("jobs", "info", "Run train-7 completed", "")
+
+
+@pytest.mark.parametrize("text,deep", [
+    ('{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}', False),     # brackets inside a string don't count
+    ("[" * 32 + "]" * 32, False),
+    ("[" * 33 + "]" * 33, True),
+    ('["\\\\"' + ', [' * 40 + "]" * 40 + "]", True),                     # an escaped backslash ends the string
+    ('["\\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["]', False),         # an escaped quote does not
+])
+def test_nesting_depth_is_measured_outside_strings(text, deep):
+    from adapters.events import loads
+    if deep:
+        with pytest.raises(ValueError, match="nested deeper than 32"):
+            loads(text.encode())
+    else:
+        loads(text.encode())
+
+
+async def test_a_large_valid_batch_is_accepted(teams):
+    registered = real_topic(sample("eventgrid/ml/eventgrid_schema/ModelRegistered.json"))[0]
+    batch = [dict(registered, id=f"bulk-{n}") for n in range(400)]
+    assert len(json.dumps(batch)) > 64 * 1024
+    status, answer, _ = await hook(teams, "/api/events", batch)
+    assert (status, answer) == (200, {"accepted": 400, "duplicates": 0, "ignored": 0, "cards": 0})
+
+
+def test_a_log_alert_v1_in_the_common_schema():
+    # alertContext of a Log Analytics alert (V1), hand-written from the common schema doc's field list
+    body = fired_alert()
+    body["data"]["essentials"]["signalType"] = "Log"
+    body["data"]["alertContext"] = {
+        "SearchQuery": "AmlOnlineEndpointTrafficLog | where ResponseCode >= 500", "SearchIntervalStartTimeUtc":
+        "2026-11-26T08:55:00Z", "SearchIntervalEndtimeUtc": "2026-11-26T09:00:00Z", "ResultCount": 17,
+        "LinkToSearchResultsUI": "https://portal.azure.com#@tenant/blade/Microsoft_OperationsManagementSuite_Workspace",
+        "SeverityDescription": "Warning", "Threshold": 5, "Operator": "Greater Than", "IncludedSearchResults": "True"}
+    event = parse_common_alert(body)
+    assert ("Results", "17 (Greater Than 5 breaches)") in event.facts
+    assert [(f.value, f.threshold) for f in event.figures] == [(17.0, 5.0)]
+    assert event.links[-1][0] == "Open the query results"

@@ -1,0 +1,269 @@
+"""Subscriptions (who hears what), publishing events into the outbox, and the alert card itself."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from adapters.events import FIRED, INFO, RESOLVED, Event, Figure
+from adapters.storage import ConversationRecord, alerts, conversations, outbox
+from adapters.storage import subscriptions as subscription_table
+from adapters.storage.subscriptions import NewSubscription, Subscription
+from commands.alert_card import AlertState, alert_card, sparkline, worst_first
+from commands.alerts import matches, publish
+from commands.context import Role
+from commands.policy import PolicyError, parse_policy
+from tests.card_schema import assert_valid_card
+from tests.conftest import Chat
+from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema, storage  # noqa: F401 - fixtures
+
+NOW = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
+VIEWERS_MAY = parse_policy('[subscriptions]\nrole = "viewer"\n[[rule]]\nmode = "direct"\n')
+
+
+def drift_event(**overrides) -> Event:
+    values = dict(id="e1", kind="drift", type="local", key="drift:ml-prod:fraud-monitor:data-drift", status=FIRED,
+                  title="Drift on fraud-model", workspace="ml-prod", model="fraud-model", endpoint="fraud-api",
+                  monitor="fraud-monitor", signal="data-drift",
+                  figures=(Figure("amount", "normalized_wasserstein_distance", 0.3, 0.1),))
+    values.update(overrides)
+    return Event(**values)
+
+
+# ---------------------------------------------------------------- commands
+
+async def test_operators_manage_subscriptions_by_default_and_everyone_lists_them(workspaces, store):
+    viewer = Chat(workspaces, store, Role.VIEWER)
+    operator = Chat(workspaces, store, Role.OPERATOR)
+    refused = await viewer("subscribe drift")
+    assert refused.text == ("Managing subscriptions needs the Operator role; you have Viewer. Ask a bot admin to "
+                            "grant it (the policy's [subscriptions] role sets who may).")
+    assert (await operator("subscribe drift --model fraud-model")).text.startswith(
+        "Subscribed this chat: #1 drift (model fraud-model).")
+    assert (await operator("subscribe drift --model fraud-model")).text == (
+        "This chat already has that subscription: #1 drift (model fraud-model).")
+    await operator("subscribe alerts --severity sev1 --workspace ML-PROD")
+    listed = await viewer("subscriptions")
+    assert "#1 drift (model fraud-model) · by Dana Dev" in listed.text
+    assert "#2 alerts (workspace ml-prod, severity ≤ Sev1) · by Dana Dev" in listed.text
+    assert (await viewer("unsubscribe 1")).text.startswith("Managing subscriptions needs the Operator role")
+    assert (await operator("unsubscribe 1", conversation="another-chat")).text == (
+        "This chat has no subscription 1. `subscriptions` lists them.")
+    assert (await operator("unsubscribe alerts")).text == (
+        "Removed #2 alerts (workspace ml-prod, severity ≤ Sev1).")
+    assert (await operator("unsubscribe #1")).text == "Removed #1 drift (model fraud-model)."
+    assert "No subscriptions." in (await viewer("subscriptions")).text
+
+
+async def test_the_policy_decides_who_may_subscribe(workspaces, store):
+    viewer = Chat(workspaces, store, Role.VIEWER, policy=VIEWERS_MAY)
+    assert (await viewer("subscribe jobs")).text.startswith("Subscribed this chat: #1 jobs (everything).")
+    admins_only = parse_policy('[subscriptions]\nrole = "admin"\n')
+    operator = Chat(workspaces, store, Role.OPERATOR, policy=admins_only)
+    assert (await operator("unsubscribe jobs")).text.startswith("Managing subscriptions needs the Admin role")
+
+
+@pytest.mark.parametrize("text,answer", [
+    ("subscribe drfit", "Unknown kind 'drfit' (use one of drift, alerts, jobs, models, approvals)."),
+    ("subscribe alerts --severity high", "Unknown severity 'high' (use one of Sev0, Sev1, Sev2, Sev3, Sev4)"),
+    ("subscribe drift --workspace ml-prdo", "No workspace named 'ml-prdo'. Did you mean `ml-prod`?"),
+    ("unsubscribe drfit", "'drfit' is neither a subscription number nor a kind (drift, alerts, jobs, models, "
+                          "approvals). Did you mean `drift`?"),
+    ("snooze 1 forever", "'forever' is not a duration like 30m, 4h or 2d"),
+    ("snooze 1 8d", "An alert can be snoozed for at most 7 days."),
+    ("acknowledge 99", "There is no alert #99."),
+])
+async def test_bad_words_get_a_clear_answer(chat, text, answer):
+    assert answer in (await chat(text)).text
+
+
+@pytest.mark.parametrize("policy,message", [
+    ('[subscriptions]\nrole = "boss"\n', "[subscriptions] role must be viewer, operator, approver or admin"),
+    ('[subscriptions]\nrole = "viewer"\nwho = 1\n', "unknown key 'who' in [subscriptions]"),
+    ('subscriptions = 3\n', "write [subscriptions] as a table"),
+])
+def test_bad_subscription_policies_name_the_problem(policy, message):
+    with pytest.raises(PolicyError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_policy(policy)
+
+
+# ---------------------------------------------------------------- matching
+
+def sub(**filters) -> Subscription:
+    return Subscription(conversation_id="c", kind=filters.pop("kind", "drift"), **filters)
+
+
+@pytest.mark.parametrize("subscription,event,expected", [
+    (sub(), drift_event(), True),
+    (sub(kind="alerts"), drift_event(), False),
+    (sub(workspace="ML-Prod"), drift_event(), True),
+    (sub(workspace="ml-dev"), drift_event(), False),
+    (sub(model="fraud-model", endpoint="fraud-api"), drift_event(), True),
+    (sub(model="fraud-model", endpoint="other-api"), drift_event(), False),
+    (sub(kind="alerts", severity="Sev2"), drift_event(kind="alerts", severity="Sev1"), True),
+    (sub(kind="alerts", severity="Sev2"), drift_event(kind="alerts", severity="Sev2"), True),
+    (sub(kind="alerts", severity="Sev2"), drift_event(kind="alerts", severity="Sev3"), False),
+    (sub(severity="Sev0"), drift_event(severity=""), True),     # events without a severity are not filtered by it
+])
+def test_subscription_filters(subscription, event, expected):
+    assert matches(subscription, event) is expected
+
+
+# ---------------------------------------------------------------- publishing
+
+async def subscribed(store, chat_as, conversation: str, words: str) -> None:
+    await store.save_conversation(ConversationRecord(conversation, "channel", {"conversation": {"id": conversation}},
+                                                     "t1", "", "", "", NOW))
+    assert (await chat_as(words, conversation=conversation)).text.startswith("Subscribed")
+
+
+async def items(store):
+    return await store.run_transaction(lambda tx: outbox.find_items(tx), write=False)
+
+
+async def test_publishing_posts_once_then_edits_and_respects_snooze_resolution_and_gone(chat, store):
+    await subscribed(store, chat, "c-one", "subscribe drift")
+    await subscribed(store, chat, "c-two", "subscribe drift --endpoint fraud-api")
+    await subscribed(store, chat, "c-three", "subscribe drift --endpoint other-api")
+
+    assert await store.run_transaction(lambda tx: publish(tx, drift_event(), NOW)) == 2
+    first = await items(store)
+    assert [(i.conversation_id, i.dedupe_key, "update_of" in i.payload) for i in first] == [
+        ("c-one", "alert:1:r1:c-one", False), ("c-two", "alert:1:r1:c-two", False)]
+
+    # fires again: edits both cards
+    again = drift_event(id="e2", figures=(Figure("amount", "normalized_wasserstein_distance", 0.5, 0.1),))
+    assert await store.run_transaction(lambda tx: publish(tx, again, NOW + timedelta(hours=1))) == 2
+    second = (await items(store))[2:]
+    assert [(i.conversation_id, i.payload["update_of"]) for i in second] == [
+        ("c-one", "alert:1:r1:c-one"), ("c-two", "alert:1:r1:c-two")]
+    alert = await store.run_transaction(lambda tx: alerts.get(tx, 1), write=False)
+    assert (alert.fired_count, alert.history, alert.revision) == (2, [0.3, 0.5], 2)
+
+    # a new conversation subscribes while the alert is snoozed: it gets nothing new; the others are edited
+    await store.run_transaction(lambda tx: alerts.snooze(tx, 1, "Dana Dev", NOW + timedelta(days=1)))
+    await subscribed(store, chat, "c-four", "subscribe drift")
+    await store.run_transaction(lambda tx: conversations.mark_conversation_gone(tx, "c-two", NOW))
+    assert await store.run_transaction(lambda tx: publish(tx, drift_event(id="e3"), NOW + timedelta(hours=2))) == 1
+    assert [i.conversation_id for i in (await items(store))[4:]] == ["c-one"]
+
+    # resolved: edits the card where there is one, never posts a new one
+    assert await store.run_transaction(lambda tx: publish(tx, drift_event(id="e4", status=RESOLVED),
+                                                          NOW + timedelta(hours=3))) == 1
+    last = (await items(store))[-1]
+    assert (last.conversation_id, last.payload["update_of"]) == ("c-one", "alert:1:r1:c-one")
+    assert last.payload["card"]["body"][0]["text"] == "✅ Resolved: Drift on fraud-model"
+
+
+# ---------------------------------------------------------------- the card
+
+STATE = AlertState(id=7, status=FIRED, fired_count=3, first_at=NOW, history=(0.1, 0.2, 0.4))
+
+
+@pytest.mark.parametrize("event,state", [
+    (drift_event(), STATE),
+    (drift_event(figures=()), STATE),
+    (drift_event(status=RESOLVED), AlertState(7, RESOLVED, 3, NOW)),
+    (drift_event(kind="models", status=INFO, figures=(), model="m", endpoint=""), AlertState(8, INFO, 0, NOW)),
+    (drift_event(figures=tuple(Figure(f"f{n}", "population_stability_index", n / 10, 0.25) for n in range(30))),
+     STATE),
+])
+def test_alert_cards_are_valid_adaptive_cards(event, state):
+    assert_valid_card(alert_card(event, state, NOW))
+
+
+def test_the_card_names_its_metrics_and_orders_features_worst_first():
+    figures = (Figure("age", "two_sample_kolmogorov_smirnov_test", 0.04, 0.05),
+               Figure("amount", "population_stability_index", 0.2, 0.25),
+               Figure("country", "pearsons_chi_squared_test", 0.0001, 0.05))
+    assert [f.feature for f in worst_first(figures)] == ["country", "age", "amount"]
+    words = alert_card(drift_event(figures=figures), STATE, NOW)["fallbackText"]
+    assert "country  chi2 p  0.0001 ⚠  < 0.05" in words
+    assert "amount  PSI (moderate)  0.2  > 0.25" in words
+    assert "KS p = two_sample_kolmogorov_smirnov_test: p-value of the two-sided two-sample" in words
+    assert "Trend over the last 3 firings: ▁▃█" in words
+    assert "Status: Firing (fired 3 times since 2026-11-26 09:00 UTC)" in words
+
+
+def test_sparkline():
+    assert sparkline([]) == "" and sparkline([1.0]) == ""
+    assert sparkline([0, 1, 2, 3, 4, 5, 6, 7]) == "▁▂▃▄▅▆▇█"
+    assert sparkline([2, 2, 2]) == "▄▄▄"
+
+
+# ---------------------------------------------------------------- on both databases
+
+
+async def test_subscriptions_and_alerts_tables_on_sqlite_and_postgresql(storage):  # noqa: F811
+    new = NewSubscription("c-one", "drift", tenant_id="t1", model="fraud-model", created_by_id="u1",
+                          created_by_name="Dana Dev")
+    first, created = await storage.run_transaction(lambda tx: subscription_table.add(tx, new, NOW))
+    again, created_again = await storage.run_transaction(lambda tx: subscription_table.add(tx, new, NOW))
+    assert (first.id, created, again.id, created_again, first.created_at) == (1, True, 1, False, NOW)
+    await storage.save_conversation(ConversationRecord("c-one", "channel", {"conversation": {"id": "c-one"}},
+                                                       "t1", "", "", "", NOW))
+    assert await storage.run_transaction(lambda tx: publish(tx, drift_event(), NOW)) == 1
+    assert await storage.run_transaction(lambda tx: publish(tx, drift_event(id="e2"), NOW)) == 1
+    acknowledged = await storage.run_transaction(lambda tx: alerts.acknowledge(tx, 1, "Bob Builder", NOW))
+    assert (acknowledged.acknowledged_by, acknowledged.acknowledged_at, acknowledged.fired_count,
+            acknowledged.history, acknowledged.event["monitor"]) == ("Bob Builder", NOW, 2, [0.3, 0.3],
+                                                                     "fraud-monitor")
+    assert await storage.run_transaction(lambda tx: alerts.cards(tx, 1), write=False) == [("c-one", "alert:1:r1:c-one")]
+    removed = await storage.run_transaction(lambda tx: subscription_table.remove(tx, "c-one", kind="drift"))
+    assert [s.id for s in removed] == [1]
+
+
+async def test_two_replicas_receiving_the_same_event_at_once_accept_it_once(make_storage):  # noqa: F811
+    import json as _json
+
+    from bot.ingress import Ingress
+
+    one, two = make_storage(), make_storage()
+    await one.open()
+    await two.open()
+    await one.save_conversation(ConversationRecord("c-one", "channel", {"conversation": {"id": "c-one"}},
+                                                   "t1", "", "", "", NOW))
+    await one.run_transaction(lambda tx: subscription_table.add(tx, NewSubscription("c-one", "drift"), NOW))
+    replicas = [Ingress(store, "k" * 32, clock=lambda: NOW, wake=lambda: None) for store in (one, two)]
+    answers = await asyncio.gather(*(r._accept([drift_event(id="same")], "eventgrid") for r in replicas),
+                                   *(r._accept([drift_event(id=f"other-{n}")], "eventgrid")
+                                     for n, r in enumerate(replicas)))
+    bodies = [_json.loads(a.text) for a in answers]
+    assert sorted((b["accepted"], b["duplicates"]) for b in bodies[:2]) == [(0, 1), (1, 0)]
+    assert [b["accepted"] for b in bodies[2:]] == [1, 1]
+    alert = await one.run_transaction(lambda tx: alerts.get(tx, 1), write=False)
+    assert alert.fired_count == 3
+    queued = await one.run_transaction(lambda tx: outbox.find_items(tx), write=False)
+    assert [("update_of" in i.payload) for i in queued] == [False, True, True]     # one card, edited twice
+
+
+async def test_a_redelivered_acknowledge_is_recorded_once(chat, store):
+    from adapters.storage import audit
+    await subscribed(store, chat, "c-one", "subscribe drift")
+    await store.run_transaction(lambda tx: publish(tx, drift_event(), NOW))
+    first = await chat.click("acknowledge", "1", activity_id="click-1", conversation="c-one")
+    again = await chat.click("acknowledge", "1", activity_id="click-1", conversation="c-one")
+    assert "Acknowledged: by Dana Dev" in first.text and "Acknowledged: by Dana Dev" in again.text
+    records = await store.run_transaction(lambda tx: audit.scan(tx), write=False)
+    assert [r.event for r in records].count("acknowledged") == 1
+    updates = [i for i in await items(store) if i.payload.get("update_of")]
+    assert len(updates) == 1
+
+
+async def test_when_the_first_card_is_lost_the_next_firing_posts_a_new_one_and_edits_that(chat, store):
+    await subscribed(store, chat, "c-one", "subscribe drift")
+    await store.run_transaction(lambda tx: publish(tx, drift_event(), NOW))
+    await store.run_transaction(lambda tx: tx.execute("DELETE FROM outbox"))        # pruned after 30 days
+    await store.run_transaction(lambda tx: publish(tx, drift_event(id="e2"), NOW + timedelta(days=31)))
+    await store.run_transaction(lambda tx: publish(tx, drift_event(id="e3"), NOW + timedelta(days=32)))
+    assert [(i.dedupe_key, i.payload.get("update_of")) for i in await items(store)] == [
+        ("alert:1:r2:c-one", None), ("alert:1:r3:c-one", "alert:1:r2:c-one")]
+
+
+async def test_policies_say_who_may_manage_subscriptions(workspaces, store):
+    assert "Subscriptions (`subscribe`, `unsubscribe`): Operators and above." in (
+        await Chat(workspaces, store)("policies")).text
+    assert "Subscriptions (`subscribe`, `unsubscribe`): Viewers and above." in (
+        await Chat(workspaces, store, policy=VIEWERS_MAY)("policies")).text
