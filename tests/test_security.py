@@ -270,3 +270,286 @@ async def test_a_button_with_the_most_arguments_allowed_still_runs(teams):
         status, body = response.status, await response.json()
     assert status == 200
     assert body["value"]["body"][0]["text"] == "Endpoint fraud-api"
+
+
+# ---------------------------------------------------------------- 5. secrets never logged
+
+
+@pytest.mark.parametrize("url,shown", [
+    ("postgresql://bot:hunter2@db:5432/bot", "postgresql://bot:***@db:5432/bot"),
+    ("postgresql://bot@db/bot?password=hunter2&sslmode=require",
+     "postgresql://bot@db/bot?password=***&sslmode=require"),
+    ("postgresql://db/bot?sslpassword=hunter2&sslkey=/k.pem&application_name=bot",
+     "postgresql://db/bot?sslpassword=***&sslkey=***&application_name=bot"),
+    ("postgresql://db/bot?PassWord=hunter2&client_secret=hunter2&api_token=hunter2&access%5Fkey=hunter2",
+     "postgresql://db/bot?PassWord=***&client_secret=***&api_token=***&access%5Fkey=***"),
+    ("postgresql://bot:p%40ss@db/bot?options=-c%20search_path%3Dbot", "postgresql://bot:***@db/bot?options=-c%20search_path%3Dbot"),
+    ("sqlite:////data/bot.db", "sqlite:////data/bot.db"),
+])
+def test_storage_secrets_are_redacted_in_the_logged_summary(url, shown, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLOPSBOT_STORAGE_URL", raising=False)
+    assert load_settings(storage_url=url).public_summary()["storage"] == shown
+
+
+async def test_readyz_tells_callers_only_unavailable_and_logs_the_reason(aiohttp_client, settings, caplog):
+    from bot.app import STORAGE
+    app = create_app(settings, reset_demo=True)
+    client = await aiohttp_client(app)
+    await app[STORAGE].close()
+    caplog.set_level(logging.ERROR)
+    ready = await client.get("/readyz")
+    assert (ready.status, await ready.json()) == (503, {"status": "unavailable", "storage": "unavailable"})
+    [logged] = [r for r in caplog.records if r.name == "bot.app"]
+    assert logged.getMessage().startswith("readiness: storage unavailable: ") and len(logged.getMessage()) > 33
+
+
+# ---------------------------------------------------------------- 6. the tenant allow-list comes first
+
+OTHER_TENANT = "00000000-0000-0000-0000-0000000041fe"
+NOT_ENABLED = "This bot is not enabled for your organization. Ask your Teams admin."
+
+
+@pytest.fixture
+async def only_other_tenant(aiohttp_server, tmp_path, monkeypatch):
+    bot_ = await started(aiohttp_server, tmp_path, monkeypatch, allowed_tenants=[OTHER_TENANT])
+    yield bot_
+    await bot_.storage.close()
+
+
+async def test_a_refused_tenant_is_told_and_leaves_no_trace(only_other_tenant):
+    async with TeamsStandIn(only_other_tenant.url) as teams:
+        [reply] = await teams.say("models")
+        async with teams.session.post(teams.bot_url, json=teams.invoke("models", [])) as response:
+            status, clicked = response.status, await response.json()
+    assert reply.text == NOT_ENABLED
+    assert (status, NOT_ENABLED in json.dumps(clicked)) == (200, True)
+    assert await only_other_tenant.storage.list_conversations() == []
+
+
+async def test_a_refused_tenant_adding_the_bot_gets_no_welcome_and_no_stored_reference(only_other_tenant):
+    from tests.test_http import published
+    async with TeamsStandIn(only_other_tenant.url) as teams:
+        for name in ("teams_installationupdate_add_team.json", "teams_conversationupdate_bot_added_to_team.json"):
+            response = await teams.post(published(name, teams.service_url))
+            assert response.status in (200, 201)
+        await asyncio.sleep(0.1)
+        assert teams.connector.sent == []
+    assert await only_other_tenant.storage.list_conversations() == []
+
+
+async def test_an_activity_without_a_tenant_is_refused_when_tenants_are_listed(only_other_tenant):
+    async with TeamsStandIn(only_other_tenant.url) as teams:
+        body = teams.message("models")
+        del body["channelData"], body["conversation"]["tenantId"]
+        [reply] = await teams.send(body)
+    assert reply.text == NOT_ENABLED
+    assert await only_other_tenant.storage.list_conversations() == []
+
+
+async def test_an_allowed_tenant_named_only_by_the_conversation_is_served(only_other_tenant):
+    """Teams sends `conversation.tenantId`; botbuilder's schema expects `tenantID`: read both."""
+    async with TeamsStandIn(only_other_tenant.url) as teams:
+        body = teams.message("whoami")
+        del body["channelData"]
+        body["conversation"]["tenantId"] = OTHER_TENANT
+        [reply] = await teams.send(body)
+    assert reply.card["body"][0]["text"] == "You are Alice Analyst"
+    [record] = await only_other_tenant.storage.list_conversations()
+    assert record.tenant_id == OTHER_TENANT
+
+
+async def test_the_listed_tenant_in_channel_data_is_served(aiohttp_server, tmp_path, monkeypatch):
+    bot_ = await started(aiohttp_server, tmp_path, monkeypatch, allowed_tenants=[OTHER_TENANT, TENANT])
+    async with TeamsStandIn(bot_.url) as teams:
+        [reply] = await teams.say("whoami")
+    assert reply.card["body"][0]["text"] == "You are Alice Analyst"
+    assert [r.tenant_id for r in await bot_.storage.list_conversations()] == [TENANT]
+    await bot_.storage.close()
+
+
+# ---------------------------------------------------------------- 7. replies go only to Teams' own hosts
+
+
+@pytest.fixture
+async def production(aiohttp_server, tmp_path, monkeypatch):
+    """A bot with an app id and the default serviceUrl allow-list, trusting one signing key."""
+    key = SigningKey("channel-key-1")
+    trust(monkeypatch, key)
+    bot_ = await started(aiohttp_server, tmp_path, monkeypatch, host="0.0.0.0", app_id=APP_ID,
+                         app_password="not-a-real-secret")
+    bot_.key = key
+    yield bot_
+    await bot_.storage.close()
+
+
+@pytest.mark.parametrize("service_url", [
+    "https://evil.example/", "http://smba.trafficmanager.net/amer/", "https://smba.trafficmanager.net.evil.example/",
+    "https://evil-botframework.com/", "https://smba.trafficmanager.net:8443/amer/", "https://botframework.com.evil/",
+])
+async def test_a_signed_activity_cannot_send_replies_to_a_foreign_service_url(production, service_url):
+    async with TeamsStandIn(production.url) as teams:
+        body = teams.message("whoami", serviceUrl=service_url)
+        token = production.key.token(audience=APP_ID, service_url=service_url)
+        async with teams.session.post(teams.bot_url, json=body,
+                                      headers={"Authorization": f"Bearer {token}"}) as response:
+            assert response.status == 400
+            assert "serviceUrl" in (await response.json())["error"]
+    assert await production.storage.list_conversations() == []
+
+
+@pytest.mark.parametrize("service_url,allowed", [
+    ("https://smba.trafficmanager.net/amer/", True),
+    ("https://smba.trafficmanager.net:443/emea/", True),
+    ("https://SMBA.trafficmanager.net/teams/", True),
+    ("https://smba.infra.gcc.teams.microsoft.com/gcc/", True),
+    ("https://webchat.botframework.com/", True),
+    ("https://smba.infra.gov.teams.microsoft.us/teams/", False),      # GCC High: set the hosts for it
+    ("https://user@smba.trafficmanager.net.evil.example/", False),
+    ("https://evil.example/?https://smba.trafficmanager.net/", False),
+    ("http://127.0.0.1:3978/", False),
+    ("not a url at all", False),
+])
+def test_the_default_service_hosts(service_url, allowed):
+    from bot.settings import DEFAULT_SERVICE_URL_HOSTS
+    from bot.teams import service_url_problem
+    assert (service_url_problem(service_url, DEFAULT_SERVICE_URL_HOSTS) is None) == allowed
+
+
+def test_sovereign_clouds_set_their_own_service_hosts(tmp_path, monkeypatch):
+    from bot.teams import service_url_problem
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLOPSBOT_SERVICE_URL_HOSTS", "smba.infra.gov.teams.microsoft.us, *.botframework.azure.us")
+    hosts = load_settings(app_id=APP_ID, app_password="p", host="0.0.0.0").service_url_hosts
+    assert hosts == ["smba.infra.gov.teams.microsoft.us", "*.botframework.azure.us"]
+    assert service_url_problem("https://smba.infra.gov.teams.microsoft.us/teams/", hosts) is None
+    assert service_url_problem("https://smba.trafficmanager.net/amer/", hosts) is not None
+
+
+@pytest.mark.parametrize("entry", ["http://smba.trafficmanager.net", "https://smba.trafficmanager.net",
+                                   "smba.trafficmanager.net/amer", "evil*.example"])
+def test_service_hosts_are_host_names_and_only_loopback_may_use_http(entry, tmp_path, monkeypatch):
+    from bot.settings import SettingsError
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SettingsError, match="MLOPSBOT_SERVICE_URL_HOSTS"):
+        load_settings(app_id=APP_ID, app_password="p", host="0.0.0.0", service_url_hosts=[entry])
+
+
+# ---------------------------------------------------------------- 8. logs cannot be forged
+
+
+async def test_control_characters_in_names_and_commands_are_escaped_in_log_lines(teams, caplog):
+    from bot.logsafe import FORMAT, EscapingFormatter
+    caplog.set_level(logging.INFO)
+    mallory = Person("29:1mallory", "Mal\n2026-11-26 INFO change approved by Alice\x1b[2K\u202e", "mallory-aad")
+    [reply] = await teams.say("scale fraud-api green 2", user=mallory)
+    assert reply.text.startswith("⏳")
+    lines = [EscapingFormatter(FORMAT).format(r) for r in caplog.records if r.name.startswith(("bot.", "commands."))]
+    [change] = [line for line in lines if "change requested" in line]
+    assert "\n" not in change and "\x1b" not in change and "\u202e" not in change
+    assert "Mal\\n2026-11-26 INFO change approved by Alice\\x1b[2K\\u202e (mallory-aad) ran scale" in change
+    await teams.connector.wait_for(2)          # the follow-up
+
+
+def test_the_escaping_formatter_keeps_tracebacks_readable():
+    from bot.logsafe import FORMAT, EscapingFormatter
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "incident %s for %s", ("ab12", "a\rb"),
+                                   sys.exc_info())
+    formatted = EscapingFormatter(FORMAT).format(record)
+    first, *rest = formatted.split("\n")
+    assert first.endswith("incident ab12 for a\\rb")
+    assert rest[0] == "Traceback (most recent call last):" and rest[-1] == "ValueError: boom"
+
+
+# ---------------------------------------------------------------- 20. roles, by id and enforced
+
+
+ADMIN_ID = ALICE.aad_object_id
+IMPOSTOR = Person("29:1impostor", ADMIN_ID, "00000000-0000-0000-0000-0000000001e5")   # *named* like the admin
+OPERATOR = Person("29:1olga", "Olga Operator", "00000000-0000-0000-0000-0000000000a9")
+
+
+@pytest.fixture
+async def roles(aiohttp_server, tmp_path, monkeypatch):
+    bot_ = await started(aiohttp_server, tmp_path, monkeypatch, default_role="viewer", admins=[ADMIN_ID],
+                         operators=[OPERATOR.aad_object_id])
+    async with TeamsStandIn(bot_.url) as teams:
+        yield teams
+    await bot_.storage.close()
+
+
+@pytest.mark.parametrize("person,role", [(ALICE, "Admin"), (OPERATOR, "Operator"), (BOB, "Viewer"),
+                                         (IMPOSTOR, "Viewer")])
+async def test_roles_are_looked_up_by_user_id_never_by_name(roles, person, role):
+    [reply] = await roles.say("whoami", user=person)
+    assert role in reply.card["fallbackText"]
+    assert [r for r in ("Admin", "Operator", "Approver", "Viewer") if r in reply.card["fallbackText"]] == [role]
+
+
+@pytest.mark.parametrize("typed", ["scale fraud-api green 2", "traffic fraud-api blue=80 green=20",
+                                   "cancel frosty_kettle_8k2x9q7m"])
+async def test_a_viewer_is_refused_every_change_typed(roles, typed):
+    for person in (BOB, IMPOSTOR):
+        [reply] = await roles.say(typed, user=person)
+        assert reply.text.startswith(f"`{typed.split()[0]}` needs the Operator role; you have Viewer.")
+    [endpoint] = await roles.say("endpoint fraud-api", user=BOB)
+    assert "blue=90 green=10" in endpoint.card["fallbackText"]          # nothing moved
+
+
+async def test_a_viewer_is_refused_a_change_clicked(roles):
+    async with roles.session.post(roles.bot_url, json=roles.invoke("scale", ["fraud-api", "green", "2"],
+                                                                   user=IMPOSTOR)) as response:
+        body = json.dumps(await response.json())
+    assert "needs the Operator role; you have Viewer." in body
+    assert not any("scaling" in (s.text or "") for s in roles.connector.sent)
+
+
+@pytest.mark.parametrize("person", [OPERATOR, ALICE], ids=["operator", "admin"])
+async def test_an_operator_and_an_admin_may_change(roles, person):
+    [reply] = await roles.say("scale fraud-api green 2", user=person)
+    assert reply.text.startswith("⏳ fraud-api/green is scaling to 2 instances.")
+    [_, done] = await roles.connector.wait_for(2)                       # the follow-up
+    assert "green" in (done.text or json.dumps(done.card))
+
+
+# ---------------------------------------------------------------- 20. the reply retry loop
+
+
+@pytest.fixture
+def pauses(monkeypatch):
+    waited: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        waited.append(seconds)
+
+    monkeypatch.setattr(bot.teams, "_pause", pause)
+    return waited
+
+
+async def test_replies_are_tried_exactly_send_attempts_times(teams, pauses):
+    assert bot.teams.SEND_ATTEMPTS == 4
+    teams.connector.failures = [(429, {"Retry-After": "0"})] * 4       # a fifth try would succeed
+    response = await teams.post(teams.message("whoami"))
+    assert response.status in (200, 201)
+    assert len(teams.connector.refused) == 4
+    [apology] = teams.connector.sent              # the turn's error handler, not a fifth try
+    assert apology.text.startswith("Sorry, something went wrong on my side") and apology.card is None
+    assert pauses == [0.0, 0.0, 0.0]
+
+
+async def test_the_last_allowed_attempt_delivers(teams, pauses):
+    teams.connector.failures = [(503 - 1, {})] * 3                      # 502 three times
+    [reply] = await teams.say("whoami")
+    assert reply.card["body"][0]["text"] == "You are Alice Analyst"
+    assert len(pauses) == 3 and 0.25 <= pauses[0] <= 0.75 and 0.5 <= pauses[1] <= 1.5 and 1 <= pauses[2] <= 3
+
+
+async def test_retry_after_is_honoured_and_capped(teams, pauses):
+    teams.connector.failures = [(429, {"Retry-After": "7"}), (412, {"Retry-After": "120"})]
+    [reply] = await teams.say("whoami")
+    assert pauses == [7.0, 30.0]
+    assert len(teams.connector.refused) == 2
