@@ -263,6 +263,16 @@ async def test_card_button_arguments_are_bounded_and_never_echoed(teams, args):
     assert "more than a command can hold" in raw.decode()
 
 
+@pytest.mark.parametrize("verb,args", [("endpoint", [True]), ("endpoint", [{"id": "fraud-api"}]),
+                                       (["endpoint"], ["fraud-api"]), ("x" * 65, ["fraud-api"])])
+async def test_a_button_of_the_wrong_shape_is_refused_in_words(teams, verb, args):
+    body = teams.invoke("endpoint", [])
+    body["value"]["action"]["verb"], body["value"]["action"]["data"]["args"] = verb, args
+    async with teams.session.post(teams.bot_url, json=body) as response:
+        status, answer = response.status, json.dumps(await response.json())
+    assert (status, "doesn't carry a command I know" in answer) == (200, True)
+
+
 async def test_a_button_with_the_most_arguments_allowed_still_runs(teams):
     words = ["endpoint", "fraud-api"] + ["--workspace", "ml-prod"] * 15      # 32 words
     status, body = 0, None
@@ -284,12 +294,27 @@ async def test_a_button_with_the_most_arguments_allowed_still_runs(teams):
     ("postgresql://db/bot?PassWord=hunter2&client_secret=hunter2&api_token=hunter2&access%5Fkey=hunter2",
      "postgresql://db/bot?PassWord=***&client_secret=***&api_token=***&access%5Fkey=***"),
     ("postgresql://bot:p%40ss@db/bot?options=-c%20search_path%3Dbot", "postgresql://bot:***@db/bot?options=-c%20search_path%3Dbot"),
+    ("postgresql://db/bot?password=hunter=2&user=bot", "postgresql://db/bot?password=***&user=bot"),
     ("sqlite:////data/bot.db", "sqlite:////data/bot.db"),
 ])
 def test_storage_secrets_are_redacted_in_the_logged_summary(url, shown, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLOPSBOT_STORAGE_URL", raising=False)
     assert load_settings(storage_url=url).public_summary()["storage"] == shown
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"port": 0}, "port: Input should be greater than or equal to 1"),
+    ({"storage_url": "mysql://db"},
+     "storage_url: MLOPSBOT_STORAGE_URL must be sqlite:///absolute/path.db or postgresql://user@host/db"),
+    ({"default_role": "overlord"}, "default_role: "),
+])
+def test_a_bad_setting_is_named_in_the_refusal(overrides, message, tmp_path, monkeypatch):
+    from bot.settings import SettingsError
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SettingsError) as refused:
+        load_settings(**overrides)
+    assert str(refused.value).startswith("The bot's configuration is not usable: " + message)
 
 
 async def test_readyz_tells_callers_only_unavailable_and_logs_the_reason(aiohttp_client, settings, caplog):
