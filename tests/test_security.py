@@ -274,7 +274,7 @@ async def test_a_button_of_the_wrong_shape_is_refused_in_words(teams, verb, args
 
 
 async def test_a_button_with_the_most_arguments_allowed_still_runs(teams):
-    words = ["endpoint", "fraud-api"] + ["--workspace", "ml-prod"] * 15      # 32 words
+    words = ["endpoint", "fraud-api", "--workspace=ml-prod"] + ["--workspace", "ml-prod"] * 15   # 32 args
     status, body = 0, None
     async with teams.session.post(teams.bot_url, json=teams.invoke(words[0], words[1:])) as response:
         status, body = response.status, await response.json()
@@ -578,3 +578,25 @@ async def test_retry_after_is_honoured_and_capped(teams, pauses):
     [reply] = await teams.say("whoami")
     assert pauses == [7.0, 30.0]
     assert len(teams.connector.refused) == 2
+
+
+@pytest.mark.parametrize("length,refused", [(4073, False), (4074, True)])
+async def test_button_arguments_may_fill_exactly_what_typed_text_may(teams, length, refused):
+    args = ["fraud-api", "--workspace", "w" * length]          # 10 + 12 + length + 1 bytes with separators
+    async with teams.session.post(teams.bot_url, json=teams.invoke("endpoint", args)) as response:
+        answer = json.dumps(await response.json())
+    assert ("more than a command can hold" in answer) == refused
+
+
+async def test_a_tenant_named_only_in_channel_data_is_checked(only_other_tenant):
+    async with TeamsStandIn(only_other_tenant.url) as teams:
+        refused = teams.message("whoami")
+        del refused["conversation"]["tenantId"]
+        [answer] = await teams.send(refused)
+        served = teams.message("whoami")
+        del served["conversation"]["tenantId"]
+        served["channelData"]["tenant"]["id"] = OTHER_TENANT
+        [reply] = await teams.send(served)
+    assert answer.text == NOT_ENABLED
+    assert reply.card["body"][0]["text"] == "You are Alice Analyst"
+    assert [r.tenant_id for r in await only_other_tenant.storage.list_conversations()] == [OTHER_TENANT]
