@@ -108,7 +108,8 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
                           allowed_tenants=settings.allowed_tenants, store=storage, gate=gate, clock=clock,
                           health=settings.health_thresholds())
     adapter = build_adapter(settings.app_id, settings.app_password, settings.app_type, settings.app_tenant_id)
-    bot = TeamsBot(handler, storage, adapter, settings.app_id)
+    bot = TeamsBot(handler, storage, adapter, settings.app_id,
+                   service_url_hosts=() if settings.development else settings.service_url_hosts)
     worker = OutboxWorker(storage, bot.deliver, owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
                           on_sent=lambda item, activity_id: _remember(handler, item, activity_id), clock=clock)
     gate.wake_outbox = worker.wake
@@ -229,8 +230,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
 
 
 async def _check_activity(request: web.Request) -> web.Response | None:
-    """Reject what botbuilder would choke on, with the reason."""
-    if "application/json" not in request.headers.get("Content-Type", ""):
+    """Reject what botbuilder would choke on, with the reason, before authentication (so a 4xx
+    says what is wrong with the request, never "token did not validate")."""
+    if request.content_type != "application/json":      # the parsed media type, any charset
         return _problem(415, "expected Content-Type: application/json")
     if request.content_length is not None and request.content_length > MAX_ACTIVITY_BYTES:
         return _problem(413, f"activity larger than {MAX_ACTIVITY_BYTES} bytes")
@@ -238,19 +240,33 @@ async def _check_activity(request: web.Request) -> web.Response | None:
         body = json.loads(await request.read())
     except web.HTTPRequestEntityTooLarge:
         return _problem(413, f"activity larger than {MAX_ACTIVITY_BYTES} bytes")
+    except RecursionError:
+        log.warning("refused a request from %s: JSON nested too deeply to parse", request.remote)
+        return _problem(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     except (ValueError, UnicodeDecodeError):
         return _problem(400, "body is not JSON")
-    if not isinstance(body, dict) or not isinstance(body.get("type"), str) or not body["type"]:
-        return _problem(400, "an activity needs a 'type'")
-    if body["type"] in ("message", "invoke", "conversationUpdate", "installationUpdate"):
-        conversation, sender = body.get("conversation"), body.get("from")
-        if not isinstance(conversation, dict) or not isinstance(conversation.get("id"), str):
-            return _problem(400, "an activity needs 'conversation.id'")
-        if not isinstance(sender, dict) or not isinstance(sender.get("id"), str):
-            return _problem(400, "an activity needs 'from.id'")
-        if not isinstance(body.get("serviceUrl"), str) or not body["serviceUrl"].startswith(("http://", "https://")):
-            return _problem(400, "an activity needs a 'serviceUrl'")
-    return None
+    if _depth(body) > MAX_JSON_DEPTH:
+        log.warning("refused a request from %s: JSON nested too deeply", request.remote)
+        return _problem(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    problem = request.app[BOT].check_activity(body)
+    return _problem(400, problem) if problem else None
+
+
+MAX_JSON_DEPTH = 32
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in `value` (iteratively: no recursion to exhaust)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        if isinstance(node, list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_JSON_DEPTH:
+                stack.extend((child, depth + 1) for child in node if isinstance(child, (dict, list)))
+    return deepest
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -261,6 +277,7 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         await request.app[STORAGE].ping()
     except StorageError as error:
-        return web.json_response({"status": "unavailable", "storage": str(error)}, status=503)
+        log.error("readiness: storage unavailable: %s", error)
+        return web.json_response({"status": "unavailable", "storage": "unavailable"}, status=503)
     names = [ws.name for ws in request.app[HANDLER].workspaces]
     return web.json_response({"status": "ready", "storage": "ok", "workspaces": names})

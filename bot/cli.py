@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from bot.logsafe import configure_logging
 from bot.settings import SettingsError, load_settings
 
 
@@ -83,7 +84,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from bot.app import create_app
     settings = load_settings(**_overrides(args, "host", "port", "data_dir"))
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     app = create_app(settings, reset_demo=args.reset_demo)
     where = f"http://{settings.host}:{settings.port}/api/messages"
     print(f"MLOps bot listening on {where}" + (" (development mode: no Microsoft App ID)"
@@ -96,7 +97,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _chat(args: argparse.Namespace) -> int:
     from bot.chat import run_chat
     settings = load_settings(**_overrides(args, "data_dir"), host="127.0.0.1")
-    logging.basicConfig(level="WARNING")
+    configure_logging("WARNING")
     return asyncio.run(run_chat(settings, user_name=args.user, reset_demo=args.reset_demo))
 
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote_plus
 
 from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -22,6 +24,11 @@ from typing_extensions import Annotated
 
 from commands.context import HealthThresholds, Role, RoleBook
 from commands.policy import Policy, load_policy
+
+
+# The Teams and Bot Framework connector hosts of the public cloud and GCC (sovereign clouds:
+# smba.infra.gov.teams.microsoft.us for GCC High, smba.infra.dod.teams.microsoft.us for DoD).
+DEFAULT_SERVICE_URL_HOSTS = ("smba.trafficmanager.net", "smba.infra.gcc.teams.microsoft.com", "*.botframework.com")
 
 
 class SettingsError(Exception):
@@ -94,7 +101,26 @@ class Settings(BaseSettings):
     # Event Grid and Azure Monitor webhooks (bot/ingress.py): the shared key in ?code= or x-functions-key
     webhook_key: str = Field("", validation_alias="MLOPSBOT_WEBHOOK_KEY", repr=False)
 
-    _split = field_validator("allowed_tenants", "admins", "approvers", "operators", mode="before")(_list)
+    # Where replies may go (the activity's serviceUrl), when an app id is set
+    service_url_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_SERVICE_URL_HOSTS), validation_alias="MLOPSBOT_SERVICE_URL_HOSTS",
+        description="hosts an activity's serviceUrl may name (https only); *.suffix matches subdomains")
+
+    _split = field_validator("allowed_tenants", "admins", "approvers", "operators", "service_url_hosts",
+                             mode="before")(_list)
+
+    @field_validator("service_url_hosts")
+    @classmethod
+    def _service_hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            scheme, sep, host = entry.lower().rpartition("://")
+            if sep and not (scheme == "http" and _is_loopback(host)):
+                raise ValueError(f"MLOPSBOT_SERVICE_URL_HOSTS lists host names (e.g. smba.trafficmanager.net, "
+                                 f"*.botframework.com), not '{entry}'; only a loopback host may be given as "
+                                 "http://127.0.0.1 (a local stand-in for the connector)")
+            if not host or "/" in host or host.count("*") > (1 if host.startswith("*.") else 0):
+                raise ValueError(f"MLOPSBOT_SERVICE_URL_HOSTS: '{entry}' is not a host name or *.domain")
+        return [v.lower() for v in value]
 
     @field_validator("azure_workspaces", mode="before")
     @classmethod
@@ -205,13 +231,27 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+_SECRET_PARAMETER = re.compile(r"pass|secret|key|token|credential|auth", re.IGNORECASE)
+
+
 def _redact(url: str) -> str:
-    """postgresql://user:secret@host/db -> postgresql://user:***@host/db"""
+    """postgresql://user:secret@host/db?sslpassword=x -> postgresql://user:***@host/db?sslpassword=***
+
+    Any query parameter named like a password, secret, key, token or credential is hidden too
+    (libpq reads `password`, `sslpassword`, `sslkey`... from the query as well as from user:pass@)."""
     scheme, sep, rest = url.partition("://")
-    if "@" in rest and ":" in rest.split("@", 1)[0]:
-        user = rest.split("@", 1)[0].split(":", 1)[0]
-        rest = f"{user}:***@" + rest.split("@", 1)[1]
-    return scheme + sep + rest
+    rest, qsep, query = rest.partition("?")
+    if "@" in rest and ":" in rest.rsplit("@", 1)[0]:
+        user = rest.rsplit("@", 1)[0].split(":", 1)[0]
+        rest = f"{user}:***@" + rest.rsplit("@", 1)[1]
+    if qsep:
+        query = "&".join(_redact_parameter(part) for part in query.split("&"))
+    return scheme + sep + rest + qsep + query
+
+
+def _redact_parameter(part: str) -> str:
+    name, equals, _ = part.partition("=")
+    return f"{name}=***" if equals and _SECRET_PARAMETER.search(unquote_plus(name)) else part
 
 
 def load_settings(**overrides: object) -> Settings:

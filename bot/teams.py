@@ -23,7 +23,8 @@ import random
 import re
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable
+from typing import Any, Awaitable, Callable, Sequence
+from urllib.parse import urlsplit
 
 import requests
 from aiohttp import web
@@ -34,12 +35,12 @@ from botbuilder.core.teams import TeamsInfo
 from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
 from botframework.connector.auth import AuthenticationConstants
 from msrest.exceptions import HttpOperationError
-from botframework.connector.auth.jwt_token_extractor import JwtTokenExtractor
+from botframework.connector.auth.jwt_token_extractor import JwtTokenExtractor, _OpenIdMetadata
 from botbuilder.schema import (
-    Activity, AdaptiveCardInvokeResponse, ChannelAccount, ConversationReference,
+    Activity, ActivityTypes, AdaptiveCardInvokeResponse, ChannelAccount, ConversationReference,
 )
 
-from adapters.storage import ConversationRecord, Storage
+from adapters.storage import ConversationRecord, Storage, people
 from bot.handler import ChatHandler, FollowUps, Request, apology
 from bot.outbox import DeliveryFailed
 from commands.context import Reply, User
@@ -64,6 +65,7 @@ class _AdapterSettings:
 
 def build_adapter(app_id: str, app_password: str, app_type: str, tenant_id: str) -> CloudAdapter:
     """A CloudAdapter that validates every inbound JWT when an app id is set."""
+    guard_signing_key_fetches()
     adapter = CloudAdapter(ConfigurationBotFrameworkAuthentication(
         _AdapterSettings(app_id, app_password, app_type, tenant_id)))
 
@@ -80,24 +82,115 @@ def build_adapter(app_id: str, app_password: str, app_type: str, tenant_id: str)
 
 
 KEY_REFRESH_SECONDS = 12 * 3600
+KEY_FETCH_TIMEOUT = 5.0            # seconds, for each of the two HTTP calls of one key fetch
+KEY_MAX_AGE = timedelta(days=1)    # botbuilder's own limit: older keys are fetched again before use
+KEY_RETRY_AFTER_UNKNOWN = timedelta(hours=1)   # botbuilder's: an unknown key id refetches at most hourly
+KEY_FAILURE_QUIET = timedelta(seconds=30)      # after a failed fetch, requests get 503 at once this long
 
 
-async def keep_signing_keys_fresh() -> None:
-    """Fetch the Bot Framework channel's signing keys in a worker thread, every 12 hours.
+class SigningKeysUnavailable(Exception):
+    """The Bot Framework signing keys cannot be fetched right now; the caller is answered 503."""
 
-    botbuilder 4.17.1 fetches them with blocking `requests` calls inside request handling,
-    on the event loop, whenever its copy is over a day old. Refreshing it here, off the loop and
-    twice as often, means a request never waits for that fetch.
-    """
-    metadata = JwtTokenExtractor.get_open_id_metadata(AuthenticationConstants.TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL)
+
+class UnknownSigningKey(Exception):
+    """The token names a key id the channel does not publish; the caller is answered 401."""
+
+
+def _download_keys(url: str, timeout: float) -> list[dict]:
+    """Blocking: the OpenID metadata document, then its key set. Runs in a worker thread only."""
+    response = requests.get(url, timeout=timeout)
+    response.raise_for_status()
+    keys = requests.get(response.json()["jwks_uri"], timeout=timeout)
+    keys.raise_for_status()
+    found = keys.json()["keys"]
+    if not isinstance(found, list):
+        raise ValueError("the key set has no list of keys")
+    return found
+
+
+async def _refresh_keys(metadata: _OpenIdMetadata) -> None:
+    """Fetch `metadata`'s keys in a worker thread, at most one fetch per key set at a time, and
+    wait for it no longer than KEY_FETCH_TIMEOUT. Raise SigningKeysUnavailable if that fails, at
+    once while the previous fetch failed less than KEY_FAILURE_QUIET ago."""
+    failed_at = getattr(metadata, "_mlopsbot_failed_at", None)
+    if failed_at is not None and datetime.now() - failed_at < KEY_FAILURE_QUIET:
+        raise SigningKeysUnavailable(f"the last fetch of {metadata.url} failed {failed_at:%H:%M:%S}")
+    loop = asyncio.get_running_loop()
+    fetch: asyncio.Future | None = getattr(metadata, "_mlopsbot_fetch", None)
+    if fetch is None or fetch.done() or fetch.get_loop() is not loop:
+        fetch = loop.create_task(_fetch_into(metadata))
+        fetch.add_done_callback(lambda done: done.cancelled() or done.exception())   # reported by waiters
+        metadata._mlopsbot_fetch = fetch  # type: ignore[attr-defined]
+    try:
+        await asyncio.wait_for(asyncio.shield(fetch), KEY_FETCH_TIMEOUT)
+    except asyncio.TimeoutError:
+        metadata._mlopsbot_failed_at = datetime.now()  # type: ignore[attr-defined]
+        raise SigningKeysUnavailable(f"fetching {metadata.url} took over {KEY_FETCH_TIMEOUT:g} s") from None
+
+
+async def _fetch_into(metadata: _OpenIdMetadata) -> None:
+    try:
+        keys = await asyncio.to_thread(_download_keys, metadata.url, KEY_FETCH_TIMEOUT)
+    except Exception as error:  # noqa: BLE001 - any failure to fetch means: keys cannot be had now
+        metadata._mlopsbot_failed_at = datetime.now()  # type: ignore[attr-defined]
+        raise SigningKeysUnavailable(f"cannot fetch {metadata.url}: {error!r}") from None
+    metadata.keys, metadata.last_updated = keys, datetime.now()
+    metadata._mlopsbot_failed_at = None  # type: ignore[attr-defined]
+
+
+async def _get_signing_key(metadata: _OpenIdMetadata, key_id: str):
+    """Replaces botbuilder's `_OpenIdMetadata.get`, which fetches with blocking `requests` calls
+    without a timeout on the event loop: the same rules (keys older than a day are fetched again;
+    an unknown key id fetches again at most hourly), but every fetch runs off the loop, bounded."""
+    if metadata.last_updated < datetime.now() - KEY_MAX_AGE:
+        await _refresh_keys(metadata)
+    key = _find_key(metadata, key_id)
+    if key is None and metadata.last_updated < datetime.now() - KEY_RETRY_AFTER_UNKNOWN:
+        await _refresh_keys(metadata)
+        key = _find_key(metadata, key_id)
+    if key is None:
+        raise UnknownSigningKey(f"no signing key with id {key_id!r}")
+    return key
+
+
+def _find_key(metadata: _OpenIdMetadata, key_id: str):
+    if not any(isinstance(k, dict) and k.get("kid") == key_id for k in metadata.keys or []):
+        return None
+    return metadata._find(key_id)  # noqa: SLF001
+
+
+def guard_signing_key_fetches() -> None:
+    """Make every botbuilder signing-key lookup and refresh non-blocking (idempotent).
+
+    botbuilder creates one `_OpenIdMetadata` per metadata URL (channel, emulator, government...)
+    on demand, so the class itself is patched: no instance can fetch on the event loop."""
+    _OpenIdMetadata.get = _get_signing_key  # type: ignore[method-assign]
+    _OpenIdMetadata._refresh = _refresh_keys  # type: ignore[method-assign]  # noqa: SLF001
+
+
+async def keep_signing_keys_fresh(url: str = AuthenticationConstants.TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL, *,
+                                  pause: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+    """Fetch the channel's signing keys off the loop every 12 hours (twice as often as botbuilder
+    would), so that a request rarely waits for a fetch; after a failure, try again with
+    exponential back-off (30 s doubling to 30 min, with jitter)."""
+    guard_signing_key_fetches()
+    metadata = JwtTokenExtractor.get_open_id_metadata(url)
+    failures = 0
     while True:
         if datetime.now() - metadata.last_updated > timedelta(seconds=KEY_REFRESH_SECONDS):
+            metadata._mlopsbot_failed_at = None   # the refresher's own retries are paced below
             try:
-                await asyncio.to_thread(lambda: asyncio.run(metadata._refresh()))  # noqa: SLF001
+                await _refresh_keys(metadata)
+                failures = 0
                 log.info("refreshed the Bot Framework signing keys")
-            except Exception as error:  # noqa: BLE001 - retried later; validation fetches them itself too
-                log.warning("could not refresh the Bot Framework signing keys: %r", error)
-        await asyncio.sleep(KEY_REFRESH_SECONDS / 12)
+            except SigningKeysUnavailable as error:
+                failures += 1
+                delay = min(30.0 * 2 ** (failures - 1), 1800.0) * (0.75 + random.random() / 2)
+                log.warning("could not refresh the Bot Framework signing keys (%s); trying again in %.0f s",
+                            error, delay)
+                await pause(delay)
+                continue
+        await pause(KEY_REFRESH_SECONDS / 12)
 
 
 RETRYABLE_STATUSES = {412, 429, 502, 504}
@@ -121,8 +214,13 @@ async def send_with_retry(turn_context: TurnContext, activity: Activity) -> str:
             if delay is None:
                 delay = 0.5 * 2 ** attempt * (0.5 + random.random())
             log.info("Teams answered %s; sending again in %.1f s", status, delay)
-            await asyncio.sleep(min(delay, 30.0))
+            await _pause(min(delay, 30.0))
     return ""
+
+
+async def _pause(seconds: float) -> None:
+    """The wait between send attempts (a seam for tests, which record it instead of waiting)."""
+    await asyncio.sleep(seconds)
 
 
 def _retry_after(response: Any) -> float | None:
@@ -171,14 +269,31 @@ def _other_mentions(activity: Activity) -> list[tuple[str, str, str]]:
     return found
 
 
+def tenant_of(activity: Activity) -> str:
+    """The Entra tenant the activity comes from: Teams' `channelData.tenant.id`, else the
+    conversation's `tenantId`. botbuilder 4.17.1's schema maps `tenant_id` to the key `tenantID`,
+    but Teams (and every published sample) sends `conversation.tenantId`, which botbuilder keeps
+    among the additional properties. `check_activity` has refused activities where the two differ."""
+    channel_data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
+    tenant = channel_data.get("tenant")
+    if isinstance(tenant, dict) and isinstance(tenant.get("id"), str) and tenant["id"]:
+        return tenant["id"]
+    return _conversation_tenant(activity.conversation) or ""
+
+
+def _conversation_tenant(conversation: Any) -> str | None:
+    if conversation is None:
+        return None
+    extra = getattr(conversation, "additional_properties", None) or {}
+    found = extra.get("tenantId") if isinstance(extra, dict) else None
+    found = found or conversation.tenant_id
+    return found if isinstance(found, str) and found else None
+
+
 def user_of(activity: Activity) -> User:
     sender = activity.from_property or ChannelAccount(id="", name="")
-    tenant = ""
-    if activity.conversation is not None and activity.conversation.tenant_id:
-        tenant = activity.conversation.tenant_id
-    channel_data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
-    tenant = (channel_data.get("tenant") or {}).get("id") or tenant
-    return User(id=sender.aad_object_id or sender.id or "", name=sender.name or "someone", tenant_id=tenant)
+    return User(id=sender.aad_object_id or sender.id or "", name=sender.name or "someone",
+                tenant_id=tenant_of(activity))
 
 
 def conversation_record(activity: Activity) -> ConversationRecord | None:
@@ -201,14 +316,91 @@ def conversation_record(activity: Activity) -> ConversationRecord | None:
     )
 
 
+CONVERSATION_TYPES = ("personal", "groupChat", "channel")
+
+
+def activity_problem(body: dict) -> str | None:
+    """What makes `body` unusable as an activity, naming the field; None when it is fine.
+
+    Run before authentication and before botbuilder parses the body: botbuilder's parsing lets
+    wrong types through to the turn (or fails with errors that read like a bad token)."""
+    if not isinstance(body, dict) or not isinstance(body.get("type"), str) or not body["type"]:
+        return "an activity needs a 'type'"
+    sender, conversation = body.get("from"), body.get("conversation")
+    if not isinstance(conversation, dict) or not _text(conversation.get("id")):
+        return "an activity needs 'conversation.id'"
+    if not isinstance(sender, dict) or not _text(sender.get("id")):
+        return "an activity needs 'from.id'"
+    if not isinstance(body.get("serviceUrl"), str) or not body["serviceUrl"].startswith(("http://", "https://")):
+        return "an activity needs a 'serviceUrl'"
+    for where, value in (("from.name", sender.get("name")), ("from.aadObjectId", sender.get("aadObjectId")),
+                         ("conversation.tenantId", conversation.get("tenantId")), ("text", body.get("text")),
+                         ("conversation.name", conversation.get("name"))):
+        if value is not None and not isinstance(value, str):
+            return f"'{where}' must be a string"
+    kind = conversation.get("conversationType")
+    if kind is not None and kind not in CONVERSATION_TYPES:
+        return f"'conversation.conversationType' must be one of {', '.join(CONVERSATION_TYPES)}"
+    if body.get("recipient") is not None and not (isinstance(body["recipient"], dict)
+                                                  and _text(body["recipient"].get("id"))):
+        return "'recipient' must be an object with an 'id'"
+    channel_data = body.get("channelData")
+    if channel_data is not None and not isinstance(channel_data, dict):
+        return "'channelData' must be an object"
+    for name in ("tenant", "team", "channel"):
+        part = (channel_data or {}).get(name)
+        if part is not None and not (isinstance(part, dict) and (part.get("id") is None or _text(part["id"]))):
+            return f"'channelData.{name}' must be an object with a string 'id'"
+    tenant = ((channel_data or {}).get("tenant") or {}).get("id")
+    if tenant and conversation.get("tenantId") and tenant != conversation["tenantId"]:
+        return "'channelData.tenant.id' and 'conversation.tenantId' name different tenants"
+    for name in ("membersAdded", "membersRemoved", "entities", "attachments"):
+        items = body.get(name)
+        if items is not None and not (isinstance(items, list) and all(isinstance(i, dict) for i in items)):
+            return f"'{name}' must be a list of objects"
+    for name in ("membersAdded", "membersRemoved"):
+        if not all(_text(member.get("id")) for member in body.get(name) or []):
+            return f"every member in '{name}' needs an 'id'"
+    try:
+        Activity().deserialize(body)
+    except Exception as error:  # noqa: BLE001 - msrest's DeserializationError and what it wraps
+        return f"the activity cannot be read: {str(error)[:200]}"
+    return None
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def service_url_problem(service_url: str, allowed_hosts: Sequence[str]) -> str | None:
+    """None when replies may go to `service_url`: https to an allowed host (`*.domain` matches
+    its subdomains), or http to a loopback host listed as `http://host`."""
+    try:
+        url = urlsplit(service_url)
+        host, port = (url.hostname or "").lower(), url.port
+    except ValueError:
+        return "'serviceUrl' is not a URL"
+    if url.scheme == "http" and f"http://{host}" in allowed_hosts:
+        return None
+    if url.scheme != "https" or port not in (None, 443):
+        return "'serviceUrl' must be an https URL of a Teams or Bot Framework service"
+    for allowed in allowed_hosts:
+        if host == allowed or (allowed.startswith("*.") and host.endswith(allowed[1:])):
+            return None
+    return f"'serviceUrl' host {host!r} is not a Teams or Bot Framework service (MLOPSBOT_SERVICE_URL_HOSTS)"
+
+
 class TeamsBot(ActivityHandler):
-    def __init__(self, handler: ChatHandler, storage: Storage, adapter: CloudAdapter, app_id: str) -> None:
+    def __init__(self, handler: ChatHandler, storage: Storage, adapter: CloudAdapter, app_id: str, *,
+                 service_url_hosts: Sequence[str] = ()) -> None:
         self.handler = handler
+        self.service_url_hosts = tuple(service_url_hosts)   # empty: any (development mode only)
         self.storage = storage
         self.adapter = adapter
         self.app_id = app_id
         self._follow_ups = FollowUps()
         self._welcomed: set[str] = set()
+        self._people_seen: set[tuple[str, str, str]] = set()
 
     async def process(self, request: web.Request) -> web.StreamResponse:
         """Hand an aiohttp request to the CloudAdapter: JWT validation, then this bot's turn.
@@ -216,25 +408,58 @@ class TeamsBot(ActivityHandler):
         Errors inside a turn are handled by the adapter's on_turn_error, so what escapes here
         comes from authentication. botbuilder raises PermissionError for a missing or wrong token
         (the adapter answers 401) but lets other failures through: a malformed token (jwt's
-        DecodeError), an unknown key id (IndexError), a bad signature. All of those are 401 too;
-        only an unreachable key server is our problem (503), never a 500.
+        DecodeError), an unknown key id, a bad signature. All of those are 401 too; only signing
+        keys that cannot be fetched are our problem (503, fast: see `guard_signing_key_fetches`),
+        never a 500.
         """
         try:
             return await self.adapter.process(request, self)
         except web.HTTPException:
             raise
-        except requests.RequestException:
-            log.error("cannot fetch the Bot Framework signing keys", exc_info=True)
-            raise web.HTTPServiceUnavailable(text="cannot verify the caller's token right now") from None
+        except (SigningKeysUnavailable, requests.RequestException) as error:
+            log.error("cannot verify a token: %s", error)
+            raise web.HTTPServiceUnavailable(text="cannot verify the caller's token right now",
+                                             headers={"Retry-After": "30"}) from None
         except Exception as error:  # noqa: BLE001 - see the docstring
             log.warning("rejected a request whose token did not validate: %r", error)
             raise web.HTTPUnauthorized() from None
 
+    def check_activity(self, body: Any) -> str | None:
+        """Why `body` must be refused before anything else happens (400), or None."""
+        problem = activity_problem(body)
+        if problem is None and self.service_url_hosts:
+            problem = service_url_problem(body["serviceUrl"], self.service_url_hosts)
+        if problem is not None:
+            log.warning("refused an activity: %s", problem)
+        return problem
+
     async def on_turn(self, turn_context: TurnContext) -> None:
-        record = conversation_record(turn_context.activity)
+        activity = turn_context.activity
+        if not self.handler.tenant_allowed(tenant_of(activity)):
+            # the allow-list comes first: no stored reference, no welcome; a person who writes is told
+            log.warning("refused a %s activity from tenant %s", activity.type, tenant_of(activity) or "(none)")
+            if activity.type in (ActivityTypes.message, ActivityTypes.invoke):
+                await super().on_turn(turn_context)      # the handler answers "not enabled" in words
+            return
+        record = conversation_record(activity)
         if record is not None:
             await self.storage.save_conversation(record)
+        await self._remember_person(activity)
         await super().on_turn(turn_context)
+
+    async def _remember_person(self, activity: Activity) -> None:
+        """Note the sender's Teams id beside their Entra object id (once per process and pair), so
+        that approval cards can be refreshed for eligible approvers (`refresh.userIds`)."""
+        sender = activity.from_property
+        if sender is None or not sender.aad_object_id or not sender.id:
+            return
+        key = (sender.aad_object_id, sender.id, sender.name or "")
+        if key in self._people_seen:
+            return
+        tenant, now = tenant_of(activity), datetime.now(timezone.utc)
+        await self.storage.run_transaction(
+            lambda tx: people.remember(tx, key[0], key[1], key[2], tenant, now=now))
+        self._people_seen.add(key)
 
     # ------------------------------------------------------------ messages and card actions
 

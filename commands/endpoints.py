@@ -216,16 +216,19 @@ async def _metrics(ctx: Context, name: str) -> tuple[EndpointMetrics | None, str
 
 
 def parse_split(words: list[str]) -> dict[str, int]:
-    """`blue=90 green=10` -> {"blue": 90, "green": 10}; the workspace checks names and the sum."""
+    """`blue=90 green=10` -> {"blue": 90, "green": 10}; the workspace checks names and the sum.
+    Percentages are ASCII digits only: int() would take '²' or '٣' and choke on 5,000 digits."""
     split: dict[str, int] = {}
     for word in words:
         name, sep, value = word.partition("=")
-        if not sep or not name or not value.strip().rstrip("%").isdigit():
-            raise UsageError(f"'{word}' is not deployment=percent. Usage: `traffic <endpoint> "
+        percent = value.strip().removesuffix("%")
+        if not sep or not name or not re.fullmatch(r"[0-9]{1,3}", percent):
+            shown = word if len(word) <= 40 else word[:40] + "…"
+            raise UsageError(f"'{shown}' is not deployment=percent. Usage: `traffic <endpoint> "
                              "<deployment=percent> ...`, e.g. `traffic fraud-api blue=90 green=10`.")
         if name in split:
             raise UsageError(f"Deployment '{name}' is given twice.")
-        split[name] = int(value.strip().rstrip("%"))
+        split[name] = int(percent)
     return split
 
 

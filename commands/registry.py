@@ -37,6 +37,7 @@ MAX_INPUT_BYTES = 4096
 # message as an HTML tag (it vanishes, or shows as `&lt;endpoint&gt;` once escaped inside code),
 # while ‹endpoint› needs no escaping and reads the same in messages, cards and the terminal.
 OPEN, CLOSE = "\u2039", "\u203a"
+MAX_ACTION_ARGS = 32    # words a card button may carry
 log = logging.getLogger(__name__)
 
 
@@ -141,13 +142,15 @@ class Arg:
 
 
 def whole_number(low: int, high: int, what: str) -> Callable[[str], int]:
-    """An argument type: a whole number of `what` from `low` to `high`."""
+    """An argument type: a whole number of `what` from `low` to `high`, in ASCII digits (int()
+    would also take '²' or '٣' and fail on thousands of digits)."""
     def parse(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{value}' is not a whole number of {what}") from None
-        if not low <= number <= high:
+        digits = value.strip()
+        if not re.fullmatch(r"[+-]?[0-9]+", digits):
+            shown = value if len(value) <= 20 else value[:20] + "…"
+            raise argparse.ArgumentTypeError(f"'{shown}' is not a whole number of {what}")
+        number = int(digits) if len(digits) <= 12 else None
+        if number is None or not low <= number <= high:
             raise argparse.ArgumentTypeError(f"{what} must be between {low} and {high}")
         return number
     return parse
@@ -371,12 +374,18 @@ class Registry:
         return await self.invoke(ctx, self.lookup(tokens[0], ctx.role), tokens[1:])
 
     async def run_action(self, ctx: Context, verb: str, args: Sequence[Any]) -> Reply:
-        """Run a card button: `verb` is a command name, `args` its words (ids only)."""
-        cmd = self.find(verb) if isinstance(verb, str) else None
-        if cmd is None or not isinstance(args, (list, tuple)) or not all(isinstance(a, (str, int)) for a in args):
+        """Run a card button: `verb` is a command name, `args` its words (ids only), bounded like
+        typed text: a forged button cannot make the bot parse (or echo back) more than a message."""
+        cmd = self.find(verb) if isinstance(verb, str) and len(verb) <= 64 else None
+        if cmd is None or not isinstance(args, (list, tuple)) or not all(
+                isinstance(a, str) or (isinstance(a, int) and not isinstance(a, bool)) for a in args):
             raise UsageError("That button doesn't carry a command I know. It may come from an older "
                              "version of this bot; type `help` to see the commands.")
-        return await self.invoke(ctx, cmd, [str(a) for a in args])
+        words = [str(a) for a in args[:MAX_ACTION_ARGS + 1]]
+        if len(args) > MAX_ACTION_ARGS or sum(len(w.encode("utf-8")) + 1 for w in words) > MAX_INPUT_BYTES:
+            raise UsageError("That button carries more than a command can hold. It may come from an older "
+                             "version of this bot; type `help` to see the commands.")
+        return await self.invoke(ctx, cmd, words)
 
     async def invoke(self, ctx: Context, cmd: Command, argv: Sequence[str]) -> Reply:
         if ctx.role < cmd.role:

@@ -215,3 +215,22 @@ async def test_an_admin_grants_a_role_by_mention_and_roles_shows_where_it_comes_
     story = card_words(trail)
     assert f"Ada Admin made Carol Curious ({CAROL.aad_object_id}) Approver" in story
     assert f"Ada Admin took back Carol Curious ({CAROL.aad_object_id})'s Approver role" in story
+
+
+async def test_approvers_who_wrote_to_the_bot_get_the_buttons_by_refresh(teams):
+    await teams.say("whoami", user=BOB)                                   # Bob is now known by his Teams id
+    [asked] = await teams.say("traffic fraud-api blue=0 green=100", conversation=CHANNEL, kind="channel",
+                              mention=True)
+    card = asked.card
+    assert card["refresh"]["userIds"] == [BOB.id]
+    assert card["refresh"]["action"]["verb"] == "approval"
+    assert not card.get("actions")                                        # everyone else: no buttons
+    assert "Approvers see the buttons" in card["fallbackText"]
+    async def refreshed_for(person) -> dict:            # what Teams does for a user in refresh.userIds
+        body = teams.invoke("approval", ["1"], user=person, conversation=CHANNEL, kind="channel")
+        body["value"]["action"]["data"] = card["refresh"]["action"]["data"]
+        async with teams.session.post(teams.bot_url, json=body) as response:
+            return (await response.json())["value"]
+
+    assert [a["title"] for a in (await refreshed_for(BOB))["actions"]] == ["Approve", "Reject"]   # Bob's own view
+    assert not (await refreshed_for(CAROL)).get("actions")                                        # Carol's: none

@@ -175,7 +175,7 @@ async def secured(aiohttp_server, tmp_path, monkeypatch):
     """A bot with a Microsoft App ID, trusting one channel signing key (`secured.key`)."""
     monkeypatch.chdir(tmp_path)
     settings = load_settings(data_dir=tmp_path / "data", host="0.0.0.0", app_id=APP_ID,
-                             app_password="not-a-real-secret")
+                             app_password="not-a-real-secret", service_url_hosts=["http://127.0.0.1"])
     key = SigningKey("channel-key-1")
     trust(monkeypatch, key)
     server = await aiohttp_server(create_app(settings, reset_demo=True))
@@ -257,28 +257,3 @@ async def test_bot_added_to_a_team_welcomes_and_remembers_the_channel(aiohttp_se
     assert (channel.conversation_id, channel.tenant_id) == ("19:0b7f32667e064dd9b25d7969801541f4@thread.tacv2",
                                                             "b28fdbfd-2b78-4f93-b0f8-8881793f0f8f")
     assert channel.team_id.startswith("19:")
-
-
-async def test_signing_keys_are_refreshed_off_the_event_loop(monkeypatch):
-    import threading
-    from datetime import datetime
-
-    from botframework.connector.auth import AuthenticationConstants
-    from botframework.connector.auth.jwt_token_extractor import JwtTokenExtractor, _OpenIdMetadata
-
-    from bot.teams import keep_signing_keys_fresh
-
-    stale = _OpenIdMetadata(AuthenticationConstants.TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL)
-    monkeypatch.setitem(JwtTokenExtractor.metadataCache, stale.url, stale)
-    refreshed_on = []
-
-    async def refresh():
-        refreshed_on.append(threading.current_thread())
-        stale.last_updated = datetime.now()
-
-    monkeypatch.setattr(stale, "_refresh", refresh)
-    task = asyncio.create_task(keep_signing_keys_fresh())
-    while not refreshed_on:
-        await asyncio.sleep(0.01)
-    task.cancel()
-    assert refreshed_on[0] is not threading.main_thread()
