@@ -681,6 +681,29 @@ class LocalWorkspace:
             conn.execute("UPDATE compute SET state = ? WHERE name = ?", (state, name))
         return _done("compute", f"compute {name}", f"Compute instance {name} is now {state}.")
 
+    # ------------------------------------------------------------ demo switches (local only, not in the port)
+
+    def degrade_deployment(self, endpoint: str, deployment: str) -> str:
+        """Make a deployment slow and failing (p99 x8, 8 % 5xx), so that a watch sees a breach."""
+        with self._tx() as conn:
+            self._deployment(conn, endpoint, deployment)
+            health = self._health(conn, endpoint, deployment)
+            worse = Health(health.p50_ms * 4, max(health.p99_ms * 8, health.p99_ms + 800), health.rate_4xx,
+                           max(0.08, health.rate_5xx * 10), health.cpu_per_rpm * 2, health.idle_cpu)
+            conn.execute("UPDATE deployments SET health = ? WHERE endpoint = ? AND name = ?",
+                         (json.dumps(asdict(worse)), endpoint, deployment))
+        return (f"Deployment {deployment} on {endpoint} is now degraded: p99 about {worse.p99_ms:.0f} ms, "
+                f"{worse.rate_5xx:.0%} of requests answered 5xx.")
+
+    def heal_deployment(self, endpoint: str, deployment: str) -> str:
+        """Give a deployment back its demo health."""
+        with self._tx() as conn:
+            self._deployment(conn, endpoint, deployment)
+            health = demo_data.build_demo(self._now()).health.get((endpoint, deployment), Health())
+            conn.execute("UPDATE deployments SET health = ? WHERE endpoint = ? AND name = ?",
+                         (json.dumps(asdict(health)), endpoint, deployment))
+        return f"Deployment {deployment} on {endpoint} is healthy again (p99 about {health.p99_ms:.0f} ms)."
+
 
 # ---------------------------------------------------------------- rows
 
@@ -748,11 +771,14 @@ def simulated_metrics(endpoint: OnlineEndpoint, load_rpm: float, health: dict[st
             by_status["4xx"] += client_errors
             by_status["5xx"] += server_errors
             p50 += share * h.p50_ms * wobble()
-            p99 += share * h.p99_ms * wobble()
+            own_p99 = h.p99_ms * wobble()
+            p99 += share * own_p99
         per_instance = (live + mirrored) / max(dep.instance_count, 1)
         cpu = min(99.0, h.idle_cpu + h.cpu_per_rpm * per_instance * wobble())
-        per_deployment.append(DeploymentMetrics(dep.name, cpu_utilization=round(cpu, 1),
-                                                capacity=float(dep.instance_count)))
+        per_deployment.append(DeploymentMetrics(
+            dep.name, cpu_utilization=round(cpu, 1), capacity=float(dep.instance_count),
+            latency_p99_ms=round(own_p99, 1) if live else None,
+            error_rate=round(server_errors / live, 5) if live else None))
     served = sum(endpoint.traffic.values()) > 0
     return EndpointMetrics(
         endpoint.name, window_minutes,

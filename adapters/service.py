@@ -189,6 +189,8 @@ class DeploymentMetrics:
     cpu_utilization: float | None = None     # percent
     gpu_utilization: float | None = None     # percent
     capacity: float | None = None            # instances
+    latency_p99_ms: float | None = None      # its own requests' p99, when the backend splits by deployment
+    error_rate: float | None = None          # share of its requests answered 5xx, likewise
 
 
 @dataclass(frozen=True)

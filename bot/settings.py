@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     approval_channel: str = Field("", validation_alias="MLOPSBOT_APPROVAL_CHANNEL",
                                   description="conversation id where requests from personal chats are also posted")
     api_token: str = Field("", validation_alias="MLOPSBOT_API_TOKEN", repr=False)
+    watch_minutes: int = Field(15, ge=1, le=24 * 60, validation_alias="MLOPSBOT_WATCH_MINUTES",
+                               description="minutes the bot watches an endpoint after a traffic change")
 
     _split = field_validator("allowed_tenants", "admins", "approvers", "operators", mode="before")(_list)
 

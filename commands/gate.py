@@ -40,6 +40,14 @@ log = logging.getLogger(__name__)
 
 Executor = Callable[[Context, "Change"], Awaitable[Reply]]
 EXECUTORS: dict[str, Executor] = {}
+# Observers of an action (commands/rollout.py: traffic history and the watch after a change).
+# A preparer runs just before the executor, outside any transaction, and may read the workspace;
+# what it returns ("notes") reaches the recorders. A recorder runs inside the transaction that
+# audits the change's success, so what it writes is committed with that record or not at all.
+Preparer = Callable[[Context, "Change"], Awaitable[dict[str, Any]]]
+Recorder = Callable[[Any, Context, "Change", "Approval | None", datetime, dict[str, Any]], Awaitable[None]]
+PREPARERS: dict[str, list[Preparer]] = {}
+RECORDERS: dict[str, list[Recorder]] = {}
 
 
 class Stale(Exception):
@@ -56,6 +64,24 @@ def executes(action: str) -> Callable[[Executor], Executor]:
         if action in EXECUTORS:
             raise ValueError(f"executor for {action!r} declared twice")
         EXECUTORS[action] = fn
+        return fn
+    return register
+
+
+def prepares(*actions: str) -> Callable[[Preparer], Preparer]:
+    """Declare a function run before the executor of each of `actions` (its failure never blocks the change)."""
+    def register(fn: Preparer) -> Preparer:
+        for action in actions:
+            PREPARERS.setdefault(action, []).append(fn)
+        return fn
+    return register
+
+
+def records(*actions: str) -> Callable[[Recorder], Recorder]:
+    """Declare a function that writes, in the success record's transaction, what a change of `actions` did."""
+    def register(fn: Recorder) -> Recorder:
+        for action in actions:
+            RECORDERS.setdefault(action, []).append(fn)
         return fn
     return register
 
@@ -352,6 +378,12 @@ class Gate:
         executor = EXECUTORS.get(change.action)
         if executor is None:
             return await self._finish(ctx, change, request, Reply(f"❌ I don't know how to carry out {change.action}.", ok=False))
+        notes: dict[str, Any] = {}
+        for prepare in PREPARERS.get(change.action, ()):
+            try:
+                notes.update(await prepare(ctx, change))
+            except ServiceError as error:     # figures for later are extras: never block the change
+                log.info("could not prepare %s for %s: %s", prepare.__name__, change.action, error.message)
         pending: list[Awaitable[Reply]] = []
         original_later = ctx.later
         run_ctx = replace(ctx, later=pending.append)
@@ -365,7 +397,8 @@ class Gate:
             code = f" ({error.code})" if error.code else ""
             return await self._finish(ctx, change, request, Reply(f"❌ {change.summary} failed{code}: {error.message}", ok=False))
         if not pending:                       # an immediate change: done
-            return await self._finish(ctx, change, request, replace(reply, ok=True if reply.ok is None else reply.ok))
+            return await self._finish(ctx, change, request, replace(reply, ok=True if reply.ok is None else reply.ok),
+                                      notes=notes)
         outcome = pending[0]
 
         async def finished() -> Reply:
@@ -373,7 +406,7 @@ class Gate:
                 result = await outcome
             except ServiceError as error:
                 result = Reply(f"❌ {change.summary} failed: {error.message}", ok=False)
-            await self._finish(ctx, change, request, result, announce=request is not None)
+            await self._finish(ctx, change, request, result, announce=request is not None, notes=notes)
             return result
 
         if request is None and original_later is not None:
@@ -386,13 +419,16 @@ class Gate:
         return reply
 
     async def _finish(self, ctx: Context, change: Change, request: Approval | None, result: Reply, *,
-                      announce: bool = False) -> Reply:
+                      announce: bool = False, notes: dict[str, Any] | None = None) -> Reply:
         now = self.clock()
         state = SUCCEEDED if result.ok else FAILED
         summary = result.text.splitlines()[0] if result.text else state
 
         async def work(tx) -> Approval | None:
             subject = request or change
+            if result.ok:
+                for record in RECORDERS.get(change.action, ()):
+                    await record(tx, ctx, change, request, now, notes or {})
             await audit.append(tx, self._entry(ctx.user, state, subject, activity_id=ctx.activity_id,
                                                outcome=summary))
             if request is None:
