@@ -43,7 +43,7 @@ def canary_split(current: dict[str, int], deployments: list[str], deployment: st
     the name). When the others have no traffic now they share the rest equally.
 
     >>> canary_split({"blue": 90, "green": 10}, ["blue", "green", "red"], "red", 5)
-    {'blue': 85, 'green': 10, 'red': 5}
+    {'blue': 86, 'green': 9, 'red': 5}
     """
     if deployment not in deployments:
         raise ValueError(f"unknown deployment {deployment!r}")
