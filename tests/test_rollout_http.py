@@ -1,0 +1,99 @@
+"""canary, history, rollback, demo degrade and the verdict card over HTTP, through the real CloudAdapter.
+
+Production defaults: Alice (Operator) asks, Bob (Approver, and Admin for the demo switch) approves."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.app import WATCHES, create_app
+from bot.settings import load_settings
+from tests.card_schema import assert_valid_card
+from tests.conftest import Clock
+from tests.teams_client import ALICE, BOB, TeamsStandIn, find_action
+from tests.test_approvals_http import CAROL, card_words, wait_until
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+async def app_server(aiohttp_server, tmp_path, monkeypatch, clock):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(data_dir=tmp_path / "data", host="127.0.0.1", operators=ALICE.aad_object_id,
+                             approvers=BOB.aad_object_id, admins=BOB.aad_object_id, watch_minutes=10)
+    return await aiohttp_server(create_app(settings, reset_demo=True, clock=clock))
+
+
+@pytest.fixture
+async def teams(app_server):
+    async with TeamsStandIn(str(app_server.make_url("/api/messages"))) as stand_in:
+        yield stand_in
+
+
+async def split(teams) -> str:
+    [reply] = await teams.say("endpoint fraud-api", user=BOB)
+    return next(line for line in card_words(reply).splitlines() if line.startswith("Traffic:"))
+
+
+async def approve_and_wait(teams, asked, words: str) -> None:
+    count = len(teams.connector.sent)
+    status, _ = await teams.click(asked.card, "Approve", user=BOB)
+    assert status == 200
+    await wait_until(lambda: any(s.method == "PUT" and "Approved and done" in card_words(s)
+                                 for s in teams.connector.sent[count:]))
+    assert words in await split(teams)
+
+
+async def test_canary_verdict_and_one_click_rollback(teams, app_server, clock):
+    [asked] = await teams.say("canary fraud-api green 50 --reason 'v4 canary'")
+    assert_valid_card(asked.card)
+    assert "Canary on fraud-api: green to 50 % (blue=90 green=10 → blue=50 green=50)" in card_words(asked)
+    await approve_and_wait(teams, asked, "Traffic: blue=50 green=50")
+
+    [shown] = await teams.say("history fraud-api")
+    assert_valid_card(shown.card)
+    assert "#1 blue=90 green=10 → blue=50 green=50" in card_words(shown)
+    assert "canary · Alice Analyst · request #1 · “v4 canary”" in card_words(shown)
+
+    [degraded] = await teams.say("demo degrade fraud-api green", user=BOB)
+    assert degraded.text.startswith("🧪 Deployment green on fraud-api is now degraded")
+    [refused] = await teams.say("demo degrade fraud-api green")
+    assert refused.text.startswith("`demo` needs the Admin role; you have Operator.")
+
+    clock.advance(minutes=11)
+    assert await app_server.app[WATCHES].run_once() == 1
+    await wait_until(lambda: any(s.card and "Degraded after the canary on fraud-api" in card_words(s)
+                                 for s in teams.connector.sent))
+    [verdict] = [s for s in teams.connector.sent if s.card and "Degraded after the canary" in card_words(s)]
+    assert_valid_card(verdict.card)
+    assert verdict.method == "POST" and verdict.conversation_id == f"a:personal-{ALICE.id}"
+    assert find_action(verdict.card, "Rollback")["data"] == {"args": ["fraud-api", "--to", "1"]}
+
+    status, body = await teams.click(verdict.card, "Rollback")          # production: an approval request
+    assert status == 200
+    assert "Rollback of fraud-api (undo #1): blue=50 green=50 → blue=90 green=10" in body["value"]["fallbackText"]
+    status, approved = await teams.click(body["value"], "Approve", user=BOB)
+    assert status == 200
+    assert await split(teams) == "Traffic: blue=90 green=10"
+
+    status, again = await teams.click(verdict.card, "Rollback")         # a second click changes nothing
+    assert status == 200
+    assert "fraud-api already has the split from before #1 (blue=90 green=10)" in again["value"]["fallbackText"]
+
+
+async def test_refusals_over_http(teams):
+    [viewer] = await teams.say("canary fraud-api green 10", user=CAROL)
+    assert viewer.text.startswith("`canary` needs the Operator role; you have Viewer.")
+    [unknown] = await teams.say("canary fraud-api purple 10")
+    assert unknown.text == "Endpoint fraud-api has no deployment named 'purple' (it has: blue, green)."
+    [bad] = await teams.say("canary fraud-api green 150")
+    assert bad.text.startswith("Argument percent: percent must be between 0 and 100.")
+    [nothing] = await teams.say("rollback fraud-api")
+    assert nothing.text.startswith("Nothing to roll back: the bot has recorded no traffic change of fraud-api")
+    [rollback_viewer] = await teams.say("rollback fraud-api", user=CAROL)
+    assert rollback_viewer.text.startswith("`rollback` needs the Operator role; you have Viewer.")
+    [history] = await teams.say("history fraud-apy")
+    assert "Did you mean `fraud-api`?" in history.text
