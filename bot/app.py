@@ -108,6 +108,7 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     worker = OutboxWorker(storage, bot.deliver, owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
                           on_sent=lambda item, activity_id: _remember(handler, item, activity_id), clock=clock)
     gate.wake_outbox = worker.wake
+    gate.owner = worker.owner
     watch_loop = WatchLoop(storage, workspaces, gate, owner=worker.owner, window_minutes=settings.watch_minutes,
                            clock=clock)
 

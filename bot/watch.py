@@ -1,6 +1,8 @@
-"""The scheduler loop of the watches after a traffic change (commands/watch.py decides).
+"""The scheduler loop: watches after a traffic change (commands/watch.py decides), and long
+operations that a stopped process left in flight (commands.gate.Gate.recover_operations).
 
-One loop: wake every `poll_seconds` (or when woken), claim the watches whose window has passed
+One loop: wake every `poll_seconds`, report the operations other processes left unreported (their
+resource is re-checked; the first pass runs at start-up), claim the watches whose window has passed
 with a compare-and-set in storage (one replica gets each; a claim whose lease ran out, after a
 crash, is taken over), conclude each (figures, verdict, automatic rollback, one card through the
 outbox). Watches are stored, so a restart only delays a verdict.
@@ -43,6 +45,16 @@ class WatchLoop:
             await asyncio.sleep(self.poll_seconds)
 
     async def run_once(self) -> int:
+        """Report operations stopped processes left in flight, then conclude every watch whose
+        window has passed; return how many outcomes and verdicts were posted."""
+        try:
+            recovered = await self.gate.recover_operations(self.workspaces)
+        except Exception:  # noqa: BLE001 - the watches still run; the next pass tries again
+            log.exception("could not recover pending operations")
+            recovered = 0
+        return recovered + await self.conclude_due()
+
+    async def conclude_due(self) -> int:
         """Conclude every watch whose window has passed; return how many verdicts were posted."""
         now = self.clock()
 

@@ -25,7 +25,7 @@ from adapters.storage.approvals import Approval
 from adapters.storage.traffic_history import Entry, live
 from commands.context import Context, Reply, Role
 from commands.endpoints import traffic_text
-from commands.gate import Change, Stale, executes, prepares, records
+from commands.gate import Change, Stale, executes, prepares, rechecks, records
 from commands.registry import Arg, UsageError, command, one_of, whole_number
 from commands.ui import button, card, columns, limited, reply, text
 
@@ -238,6 +238,19 @@ async def _apply_split(ctx: Context, change: Change) -> Reply:
                     f"{traffic_text(change.before['traffic'])}.")
     operation = await ctx.ml.set_traffic(endpoint, new, expected=change.before["traffic"])
     return accepted(ctx, operation, f"Traffic on {endpoint} is moving to {traffic_text(new)}.")
+
+
+@rechecks(*WATCHED_ACTIONS)
+async def split_applied(ctx: Context, change: Change) -> Reply | None:
+    """After a restart: has the endpoint taken the split (None while Azure ML is still updating it)?"""
+    endpoint = await ctx.ml.get_endpoint(change.parameters["endpoint"])
+    wanted = live(change.parameters["traffic"])
+    if live(endpoint.traffic) == wanted:
+        return Reply(f"✅ Traffic on {endpoint.name} is now {traffic_text(wanted)}. [{ctx.where}]", ok=True)
+    if endpoint.provisioning_state in ("Creating", "Updating"):
+        return None
+    return Reply(f"❌ {change.summary} did not take effect: the split is {traffic_text(endpoint.traffic)} "
+                 f"(the endpoint is {endpoint.provisioning_state}). [{ctx.where}]", ok=False)
 
 
 @prepares(*WATCHED_ACTIONS)

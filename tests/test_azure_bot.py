@@ -79,7 +79,7 @@ async def test_traffic_change_is_a_put_of_the_endpoint_and_is_reported(azure, az
     fake.transport.clear()
     ack = await azure_chat("traffic fraud-api blue=70 green=30")
     assert ack.text.startswith("⏳ Traffic on fraud-api is moving to blue=70 green=30.")
-    [outcome] = [await f for f in azure_chat.follow_ups]
+    [outcome] = await azure_chat.settle()         # the gate awaits the operation in the background
     assert outcome.text.startswith("✅ ")
     [put] = [r for r in fake.transport.mutations() if r.method == "PUT"]
     assert put.path.endswith("/onlineEndpoints/fraud-api")

@@ -222,10 +222,10 @@ async def test_a_healthy_change_gets_one_healthy_verdict(chat, store, workspaces
     await chat.settle()
     loop = watch_loop(chat, store, workspaces)
     chat.clock.advance(minutes=WINDOW - 1)
-    assert await loop.run_once() == 0                 # the window has not passed
+    assert await loop.conclude_due() == 0                 # the window has not passed
     chat.clock.advance(minutes=2)
-    assert await loop.run_once() == 1
-    assert await loop.run_once() == 0                 # one verdict, never two
+    assert await loop.conclude_due() == 1
+    assert await loop.conclude_due() == 0                 # one verdict, never two
     [payload] = await verdicts(store)
     assert_valid_card(payload["card"])
     assert payload["card"]["body"][0]["text"] == "✅ Healthy after the traffic on fraud-api"
@@ -238,7 +238,7 @@ async def test_a_degraded_deployment_gets_a_degraded_verdict_with_the_figures(ch
     await chat.settle()
     await chat("demo degrade fraud-api green")
     chat.clock.advance(minutes=WINDOW + 1)
-    assert await watch_loop(chat, store, workspaces).run_once() == 1
+    assert await watch_loop(chat, store, workspaces).conclude_due() == 1
     [payload] = await verdicts(store)
     words = payload["card"]["fallbackText"]
     assert payload["card"]["body"][0]["text"] == "⚠️ Degraded after the canary on fraud-api"
@@ -263,7 +263,7 @@ async def test_auto_rollback_rolls_back_exactly_once_and_says_so(workspaces, sto
     chat.clock.advance(minutes=WINDOW + 1)
     loop = watch_loop(chat, store, workspaces)
     loop2 = WatchLoop(store, workspaces, chat.gate, owner="other-replica", window_minutes=WINDOW, clock=chat.clock)
-    assert [await loop.run_once(), await loop2.run_once(), await loop.run_once()] == [1, 0, 0]
+    assert [await loop.conclude_due(), await loop2.conclude_due(), await loop.conclude_due()] == [1, 0, 0]
     await chat.settle()
     assert await split_of(chat) == "Traffic: blue=90 green=10"
     [payload] = await verdicts(store)
@@ -291,7 +291,7 @@ async def test_a_watch_survives_a_restart_and_a_lost_claim_is_taken_over(chat, s
                                        lease_seconds=60)
     assert len(await store.run_transaction(claim)) == 1
     restarted = watch_loop(chat, store, workspaces)          # a new process, same database
-    assert await restarted.run_once() == 0                   # the lease still holds
+    assert await restarted.conclude_due() == 0                   # the lease still holds
     chat.clock.advance(minutes=2)
-    assert await restarted.run_once() == 1
+    assert await restarted.conclude_due() == 1
     assert len(await verdicts(store)) == 1
