@@ -260,6 +260,9 @@ class TeamsBot(ActivityHandler):
         data = action.get("data") if isinstance(action.get("data"), dict) else {}
         request = self._request(turn_context.activity, verb=action.get("verb"), args=data.get("args", []))
         reply = await self.handler.handle(request, self._later(turn_context.activity))
+        clicked = turn_context.activity.reply_to_id      # the message whose card the answer replaces
+        if reply.track and clicked:                      # so an outcome or a vote can edit it later
+            await self.handler.delivered(reply, request.conversation_id, clicked)
         answer = reply.card or _message_card(reply.text)
         return InvokeResponse(status=200, body=AdaptiveCardInvokeResponse(
             status_code=200, type=CARD_CONTENT_TYPE, value=answer))

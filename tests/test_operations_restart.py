@@ -126,3 +126,18 @@ async def test_over_http_a_restarted_bot_edits_the_acknowledgement_with_the_outc
         assert done.path.endswith("/activity-1") and done.conversation_id == f"a:personal-{ALICE.id}"
         [audit] = await teams.say("audit --target fraud-api")
         assert "succeeded traffic endpoint fraud-api" in audit.card["fallbackText"]
+
+
+async def test_a_clicked_change_edits_the_clicked_message_with_its_outcome(aiohttp_server, restart_settings):
+    server = await aiohttp_server(create_app(restart_settings, reset_demo=True))
+    async with TeamsStandIn(str(server.make_url("/api/messages"))) as teams:
+        await teams.say("traffic fraud-api blue=50 green=50")
+        await wait_until(lambda: len(teams.connector.sent) >= 2)
+        [history] = await teams.say("history fraud-api")                   # message activity-3
+        status, body = await teams.click(history.card, "Rollback", replyToId="activity-3")
+        assert status == 200
+        assert "Traffic on fraud-api is moving to blue=90 green=10" in body["value"]["fallbackText"]
+        await wait_until(lambda: any(s.method == "PUT" and s.path.endswith("/activity-3")
+                                     for s in teams.connector.sent))
+        [edited] = [s for s in teams.connector.sent if s.method == "PUT" and s.path.endswith("/activity-3")]
+        assert edited.text == "✅ Traffic on fraud-api is now blue=90, green=10. [Workspace ml-prod (prod)]"
