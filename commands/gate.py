@@ -365,13 +365,14 @@ class Gate:
 
     # ------------------------------------------------------------ executing
 
-    async def run_direct(self, ctx: Context, change: Change) -> Reply:
-        """Policy says direct: run now, audited before and after."""
+    async def run_direct(self, ctx: Context, change: Change, *, wait: bool = False) -> Reply:
+        """Policy says direct: run now, audited before and after. `wait`: return the outcome of a
+        long operation rather than its acknowledgement (the caller reports it: the watch's rollback)."""
         async def begin(tx) -> None:
             await audit.append(tx, self._entry(ctx.user, "executed", change, activity_id=ctx.activity_id,
                                                detail={"mode": DIRECT}))
         await self.store.run_transaction(begin)
-        return await self._perform(ctx, change, None)
+        return await self._perform(ctx, change, None, wait=wait)
 
     async def execute(self, ctx: Context, request: Approval) -> Reply:
         """Run an approved request exactly once (the approved -> executing compare-and-set decides)."""
@@ -389,7 +390,7 @@ class Gate:
         workspace_ctx = replace(ctx, workspace=request.workspace, later=None)
         return await self._perform(workspace_ctx, change_of(request), request)
 
-    async def _perform(self, ctx: Context, change: Change, request: Approval | None) -> Reply:
+    async def _perform(self, ctx: Context, change: Change, request: Approval | None, *, wait: bool = False) -> Reply:
         executor = EXECUTORS.get(change.action)
         if executor is None:
             return await self._finish(ctx, change, request, Reply(f"❌ I don't know how to carry out {change.action}.", ok=False))
@@ -423,9 +424,11 @@ class Gate:
             except ServiceError as error:
                 result = Reply(f"❌ {change.summary} failed: {error.message}", ok=False)
             await self._finish(ctx, change, request, result, announce=request is not None, notes=notes,
-                               operation_id=op_id, in_turn=False)
+                               operation_id=op_id, in_turn=wait)
             return result
 
+        if wait:
+            return await finished()
         # The outcome edits what the turn showed: the approval card, or (direct) the acknowledgement,
         # whose activity id the host reports through `ack_sent` (the track below).
         self.spawn(finished())

@@ -160,9 +160,8 @@ async def _roll_back(watch: Watch, *, workspaces: Any, store: Any, gate: Any,
     """Undo the watched change as the MLOps bot, directly (the policy asked for it); one line."""
     from commands.rollout import plan_rollback
 
-    outcomes: list = []
     ctx = Context(user=BOT_USER, role=Role.ADMIN, workspaces=workspaces, conversation_id=watch.conversation_id,
-                  workspace=watch.workspace, gate=gate, store=store, clock=clock, later=outcomes.append,
+                  workspace=watch.workspace, gate=gate, store=store, clock=clock,
                   reason=f"automatic rollback: the {watch.action} of change #{watch.history_id} degraded "
                          f"{watch.endpoint}")
     try:
@@ -172,7 +171,5 @@ async def _roll_back(watch: Watch, *, workspaces: Any, store: Any, gate: Any,
     if isinstance(planned, Reply):
         return f"Automatic rollback not needed or not possible: {planned.text}"
     planned = replace(planned, reason=ctx.reason)
-    answer = await gate.run_direct(ctx, planned)
-    for outcome in outcomes:
-        answer = await outcome
+    answer = await gate.run_direct(ctx, planned, wait=True)
     return f"Rolled back automatically by the MLOps bot: {answer.text}"
