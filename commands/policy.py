@@ -24,6 +24,8 @@ wins, so specific rules go after general ones:
     allow_self = false            # may the requester vote? default false
     approver_role = "approver"    # operator | approver | admin; default approver
     expiry = "4h"                 # 30m, 4h, 2d; default 24h
+    auto_rollback = true          # traffic, canary: roll back by itself when the watch after the
+                                  # change finds the endpoint degraded (commands/watch.py); default false
 
 `load_policy` validates the whole file at start-up and names the line of the first problem.
 """
@@ -74,6 +76,10 @@ class Rule:
 
     def describe(self) -> str:
         """In words, as `help` and `policies` show it."""
+        words = self._describe_mode()
+        return words + "; rolled back by itself if the endpoint degrades" if self.auto_rollback else words
+
+    def _describe_mode(self) -> str:
         if self.mode == DIRECT:
             return "runs at once"
         if self.mode == CONFIRM:

@@ -303,3 +303,10 @@ async def test_a_watch_survives_a_restart_and_a_lost_claim_is_taken_over(chat, s
     chat.clock.advance(minutes=2)
     assert await restarted.conclude_due() == 1
     assert len(await verdicts(store)) == 1
+
+
+async def test_policies_show_auto_rollback(workspaces, store):
+    chat = Chat(workspaces, store, policy=AUTO)
+    shown = (await chat("policies")).text
+    assert "runs at once; rolled back by itself if the endpoint degrades" in shown
+    assert AUTO.rule("scale", "prod").describe() == "runs at once"
