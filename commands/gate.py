@@ -490,8 +490,8 @@ class Gate:
         for op in unreported:
             change = Change(**op.change)
             request = await self._get(op.approval_id) if op.approval_id else None
-            ctx = Context(user=User(op.actor_id, op.actor_name, op.tenant_id), role=Role.ADMIN, workspaces=workspaces,
-                          conversation_id=op.conversation_id, workspace=change.workspace, activity_id=op.activity_id,
+            ctx = Context(user=User(op.actor_id, op.actor_name, op.tenant_id), role=Role.ADMIN,
+                          workspaces=workspaces, conversation_id=op.conversation_id, workspace=change.workspace, activity_id=op.activity_id,
                           gate=self, store=self.store, clock=self.clock)
             recheck = RECHECKS.get(change.action)
             try:

@@ -145,8 +145,8 @@ async def conclude(watch: Watch, *, workspaces: Any, store: Any, gate: Any, wind
         if not await watches.finish(tx, watch.id, owner, verdict=verdict, now=now):
             return False
         if watch.conversation_id:
-            await outbox.enqueue(tx, watch.conversation_id, {"text": payload_card["fallbackText"], "card": payload_card},
-                                 dedupe_key=f"watch:{watch.id}:verdict", tenant_id=watch.tenant_id, now=now)
+            await outbox.enqueue(tx, watch.conversation_id,
+                                 {"text": payload_card["fallbackText"], "card": payload_card}, dedupe_key=f"watch:{watch.id}:verdict", tenant_id=watch.tenant_id, now=now)
         return True
 
     if not await store.run_transaction(work):

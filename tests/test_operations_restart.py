@@ -65,7 +65,8 @@ async def test_an_operation_left_in_flight_is_reported_once_after_a_restart(work
     async def history(tx):
         return await traffic_history.for_endpoint(tx, "ml-prod", "fraud-api")
     [entry] = await store.run_transaction(history, write=False)
-    assert (entry.after, entry.reason, entry.actor_name) == ({"blue": 30, "green": 70}, "before the restart", "Dana Dev")
+    assert (entry.after, entry.reason, entry.actor_name) == (
+        {"blue": 30, "green": 70}, "before the restart", "Dana Dev")
 
     late = await orphan                  # the old process's wait finishing after all changes nothing
     assert late.ok is True

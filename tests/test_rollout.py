@@ -7,11 +7,11 @@ import pytest
 
 from adapters.storage import audit as audit_log, outbox, traffic_history, watches
 from bot.watch import WatchLoop
-from commands.context import Role, RoleBook
+from commands.context import Role
 from commands.policy import Policy, parse_policy
 from commands.rollout import canary_split
 from tests.card_schema import assert_valid_card
-from tests.conftest import Chat, Clock
+from tests.conftest import Chat
 from tests.test_approvals import ARNE, OLGA, ROLES, VIC
 
 WINDOW = 15
@@ -169,7 +169,8 @@ async def test_a_split_changed_outside_the_bot_is_recorded_when_first_seen(chat,
 async def test_canary_refusals(chat, viewer_chat):
     assert (await chat("canary fraud-api purple 10")).text == (
         "Endpoint fraud-api has no deployment named 'purple' (it has: blue, green).")
-    assert (await chat("canary fraud-api green 101")).text.startswith("Argument percent: percent must be between 0 and 100")
+    assert (await chat("canary fraud-api green 101")).text.startswith(
+        "Argument percent: percent must be between 0 and 100")
     assert (await chat("canary fraud-api green")).text.startswith("The following arguments are required: percent")
     assert (await chat("canary fraud-api green 10")).text.startswith("green already has 10 % of fraud-api")
     assert (await viewer_chat("canary fraud-api green 50")).text.startswith(
@@ -281,7 +282,7 @@ async def test_auto_rollback_rolls_back_exactly_once_and_says_so(workspaces, sto
         return [i.payload.get("text", "") for i in await outbox.find_items(tx)]
     verdict_text, canary_outcome = await store.run_transaction(texts, write=False)
     assert verdict_text.startswith("⚠️ Degraded after the canary on fraud-api")
-    assert canary_outcome == "✅ Traffic on fraud-api is now blue=40, green=60. [Workspace ml-prod (prod)]"  # no ack here
+    assert canary_outcome == "✅ Traffic on fraud-api is now blue=40, green=60. [Workspace ml-prod (prod)]"
 
     async def open_watches(tx):
         return [w for w in await watches.for_endpoint(tx, "ml-prod", "fraud-api") if w.state != "done"]

@@ -69,7 +69,8 @@ def _from_row(row: Sequence[Any]) -> PendingOperation:
 async def create(tx: Transaction, op: NewOperation) -> PendingOperation:
     rows = await tx.fetch(
         "INSERT INTO pending_operations (owner, change, notes, approval_id, actor_id, actor_name, tenant_id, "
-        f"conversation_id, activity_id, started_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
+        "conversation_id, activity_id, started_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        f"RETURNING {_COLUMNS}",
         (op.owner, encode_json(op.change), encode_json(op.notes), op.approval_id, op.actor_id, op.actor_name,
          op.tenant_id, op.conversation_id, op.activity_id, encode_time(op.started_at), PENDING))
     return _from_row(rows[0])
