@@ -61,6 +61,14 @@ class Finding:
         return f"{self.subject}: 5xx {self.before:.2%} → {self.after:.2%}"
 
 
+def _comparable(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Is there at least one figure known both before and after the change?"""
+    pairs = [(before, after)] + [((before.get("deployments") or {}).get(name) or before, figs)
+                                 for name, figs in (after.get("deployments") or {}).items()]
+    return any(b.get(key) is not None and a.get(key) is not None
+               for b, a in pairs for key in ("p99_ms", "error_rate"))
+
+
 def _breaches(subject: str, before: dict, after: dict) -> list[Finding]:
     found = []
     b, a = before.get("p99_ms"), after.get("p99_ms")
@@ -130,11 +138,12 @@ async def conclude(watch: Watch, *, workspaces: Any, store: Any, gate: Any, wind
         verdict.update(state="unknown", after={}, findings=[], split="?",
                        note=f"Could not read the endpoint's figures: {error.message}")
     else:
-        findings = judge(watch.baseline, after) if watch.baseline else []
+        findings = judge(watch.baseline, after)
         verdict.update(after=after, findings=[f.describe() for f in findings],
                        state="degraded" if findings else "healthy")
-        if not watch.baseline:
-            verdict.update(state="unknown", note="There were no figures from before the change to compare with.")
+        if not findings and not _comparable(watch.baseline, after):
+            verdict.update(state="unknown", note="There are no figures to compare: the endpoint reported no p99 "
+                                                 "latency or 5xx rate before the change, or none since.")
     if verdict["state"] == "degraded" and watch.auto_rollback:
         verdict["rolled_back"] = await _roll_back(watch, workspaces=workspaces, store=store, gate=gate, clock=clock)
     now = clock()
