@@ -28,6 +28,7 @@ from commands.endpoints import traffic_text
 from commands.gate import Change, Stale, executes, prepares, rechecks, records
 from commands.registry import Arg, UsageError, command, one_of, whole_number
 from commands.ui import button, card, columns, limited, reply, text
+from commands.watch import figures
 
 WATCHED_ACTIONS = ("traffic", "canary", "rollback")
 BASELINE_MINUTES = 60          # the figures a change is compared with: the hour before it
@@ -76,16 +77,21 @@ async def _read(ctx: Context, name: str) -> tuple[OnlineEndpoint, list[Entry]]:
     workspace = ctx.ml.name
 
     async def work(tx) -> list[Entry]:
-        noted = await traffic_history.note_outside_change(tx, workspace, name, endpoint.traffic, now)
-        if noted is not None:
-            await audit.append(tx, audit.AuditEntry(
-                at=now, event="observed", actor_id="mlops-bot", actor_name="MLOps bot", action="traffic",
-                workspace=workspace, target=f"endpoint {name}", before={"traffic": noted.before},
-                after={"traffic": noted.after}, outcome="split changed outside the bot",
-                detail={"history_id": noted.id}))
+        await note_outside(tx, workspace, name, endpoint.traffic, now)
         return await traffic_history.for_endpoint(tx, workspace, name)
 
     return endpoint, await ctx.store.run_transaction(work)
+
+
+async def note_outside(tx, workspace: str, name: str, traffic: dict[str, int], now) -> Entry | None:
+    """Record (history and audit) a live split that differs from the last one recorded."""
+    noted = await traffic_history.note_outside_change(tx, workspace, name, traffic, now)
+    if noted is not None:
+        await audit.append(tx, audit.AuditEntry(
+            at=now, event="observed", actor_id="mlops-bot", actor_name="MLOps bot", action="traffic",
+            workspace=workspace, target=f"endpoint {name}", before={"traffic": noted.before},
+            after={"traffic": noted.after}, outcome="split changed outside the bot", detail={"history_id": noted.id}))
+    return noted
 
 
 def _split_change(ctx: Context, action: str, endpoint: OnlineEndpoint, new: dict[str, int], summary: str,
@@ -256,8 +262,6 @@ async def split_applied(ctx: Context, change: Change) -> Reply | None:
 @prepares(*WATCHED_ACTIONS)
 async def read_baseline(ctx: Context, change: Change) -> dict[str, Any]:
     """The endpoint's figures just before the change: what the watch compares with."""
-    from commands.watch import figures
-
     metrics = await ctx.ml.endpoint_metrics(change.parameters["endpoint"], BASELINE_MINUTES)
     return {"baseline": figures(metrics)}
 

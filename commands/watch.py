@@ -128,10 +128,13 @@ async def conclude(watch: Watch, *, workspaces: Any, store: Any, gate: Any, wind
                    clock: Callable[[], datetime]) -> dict[str, Any] | None:
     """Evaluate a claimed watch, roll back if the policy says so, post the verdict; return it
     (None when another replica took the watch over meanwhile)."""
+    from commands.rollout import note_outside    # not at the top: commands.rollout imports this module
     service = workspaces.get(watch.workspace)
     verdict: dict[str, Any] = {"window_minutes": window_minutes, "baseline": watch.baseline}
+    live_split: dict[str, int] | None = None
     try:
         endpoint = await service.get_endpoint(watch.endpoint)
+        live_split = dict(endpoint.traffic)
         verdict["split"] = traffic_text(endpoint.traffic)
         after = figures(await service.endpoint_metrics(watch.endpoint, window_minutes))
     except ServiceError as error:
@@ -146,6 +149,7 @@ async def conclude(watch: Watch, *, workspaces: Any, store: Any, gate: Any, wind
                                                  "latency or 5xx rate before the change, or none since.")
     if verdict["state"] == "degraded" and watch.auto_rollback:
         verdict["rolled_back"] = await _roll_back(watch, workspaces=workspaces, store=store, gate=gate, clock=clock)
+        live_split = None                 # read before the bot's own rollback: no longer what is live
     now = clock()
     where = f"Workspace {service.name} ({service.environment})"
     payload_card = verdict_card(watch, verdict, workspace=where)
@@ -153,6 +157,8 @@ async def conclude(watch: Watch, *, workspaces: Any, store: Any, gate: Any, wind
     async def work(tx) -> bool:
         if not await watches.finish(tx, watch.id, owner, verdict=verdict, now=now):
             return False
+        if live_split is not None:         # someone changed the split outside the bot meanwhile?
+            await note_outside(tx, watch.workspace, watch.endpoint, live_split, now)
         if watch.conversation_id:
             await outbox.enqueue(tx, watch.conversation_id,
                                  {"text": payload_card["fallbackText"], "card": payload_card}, dedupe_key=f"watch:{watch.id}:verdict", tenant_id=watch.tenant_id, now=now)
@@ -167,7 +173,7 @@ async def conclude(watch: Watch, *, workspaces: Any, store: Any, gate: Any, wind
 async def _roll_back(watch: Watch, *, workspaces: Any, store: Any, gate: Any,
                      clock: Callable[[], datetime]) -> str:
     """Undo the watched change as the MLOps bot, directly (the policy asked for it); one line."""
-    from commands.rollout import plan_rollback
+    from commands.rollout import plan_rollback   # not at the top: commands.rollout imports this module
 
     ctx = Context(user=BOT_USER, role=Role.ADMIN, workspaces=workspaces, conversation_id=watch.conversation_id,
                   workspace=watch.workspace, gate=gate, store=store, clock=clock,

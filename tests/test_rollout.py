@@ -311,3 +311,17 @@ async def test_policies_show_auto_rollback(workspaces, store):
     shown = (await chat("policies")).text
     assert "runs at once; rolled back by itself if the endpoint degrades" in shown
     assert AUTO.rule("scale", "prod").describe() == "runs at once"
+
+
+async def test_the_watch_records_a_split_changed_outside_the_bot_during_its_window(chat, store, workspaces):
+    await chat("traffic fraud-api blue=50 green=50")
+    await chat.settle()
+    workspaces.default.service.set_traffic("fraud-api", {"blue": 100, "green": 0}).wait(None)   # the portal
+    chat.clock.advance(minutes=WINDOW + 1)
+    assert await watch_loop(chat, store, workspaces).conclude_due() == 1
+    [payload] = await verdicts(store)
+    assert "after change #1 (blue=100)" in payload["card"]["fallbackText"]
+    entries = await history_entries(store)
+    assert [(e.source, e.before, e.after) for e in entries] == [
+        ("outside", {"blue": 50, "green": 50}, {"blue": 100}),
+        ("bot", {"blue": 90, "green": 10}, {"blue": 50, "green": 50})]
