@@ -116,3 +116,22 @@ async def test_an_operation_is_finished_once_and_posted_once(make_storage):
     stored, unposted = await two.run_transaction(read, write=False)
     assert (stored.state, stored.posted, stored.ack_activity_id, unposted) == ("done", True, "activity-1", [])
     assert stored.outcome["text"] in ("from a", "from b")
+
+
+async def test_two_replicas_seeing_the_same_outside_change_record_it_once(make_storage):
+    replicas = [make_storage() for _ in range(4)]
+    for replica in replicas:
+        await replica.open()
+
+    async def first(tx):
+        await traffic_history.add(tx, entry())
+    await replicas[0].run_transaction(first)
+
+    async def seen(tx):
+        return await traffic_history.note_outside_change(tx, "ml-prod", "fraud-api", {"green": 100}, T0)
+    noted = await asyncio.gather(*(r.run_transaction(seen) for r in replicas))
+    assert sum(n is not None for n in noted) == 1
+
+    async def listed(tx):
+        return await traffic_history.for_endpoint(tx, "ml-prod", "fraud-api")
+    assert [e.source for e in await replicas[1].run_transaction(listed, write=False)] == ["outside", "bot"]

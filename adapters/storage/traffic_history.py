@@ -10,6 +10,10 @@ so the history and the audit trail never disagree. `source` is "bot" for what th
 "outside" for a split found changed by someone else (the portal, the CLI, a pipeline) when the bot
 next read the endpoint. Splits keep only deployments with live traffic (0 % and absent are the
 same in Azure ML), so comparing two splits is comparing two dicts.
+
+Replicas reading the same endpoint at once record an outside change once: on PostgreSQL
+`note_outside_change` first takes a transaction-scoped advisory lock on the endpoint (SQLite's
+write transactions already exclude each other). Like any row lock, take it before the audit head.
 """
 
 from __future__ import annotations
@@ -101,6 +105,8 @@ async def note_outside_change(tx: Transaction, workspace: str, endpoint: str, se
 
     Nothing is recorded when the endpoint has no history yet (there is nothing to differ from) or
     when the split is the recorded one. Returns the new entry, if any."""
+    if tx.dialect == "postgres":
+        await tx.fetch("SELECT pg_advisory_xact_lock(hashtext(?))", (f"traffic_history:{workspace}/{endpoint}",))
     last = await latest(tx, workspace, endpoint)
     if last is None or last.after == live(seen):
         return None
