@@ -53,6 +53,9 @@ RECORDERS: dict[str, list[Recorder]] = {}
 Recheck = Callable[[Context, "Change"], Awaitable["Reply | None"]]
 RECHECKS: dict[str, Recheck] = {}
 RECOVERY_GRACE = timedelta(minutes=1)     # an operation another process started this recently is its own
+# Without a recheck only the wait itself can tell, so another process gives up on it only after the
+# longest wait (NonBlockingService's operation timeout, 30 min) has surely passed.
+UNCHECKED_GRACE = timedelta(minutes=35)
 
 
 class Stale(Exception):
@@ -494,6 +497,8 @@ class Gate:
                           workspaces=workspaces, conversation_id=op.conversation_id, workspace=change.workspace, activity_id=op.activity_id,
                           gate=self, store=self.store, clock=self.clock)
             recheck = RECHECKS.get(change.action)
+            if recheck is None and op.started_at > now - UNCHECKED_GRACE:
+                continue                       # its process may still be waiting for it
             try:
                 result = await recheck(ctx, change) if recheck else Reply(
                     f"⚠️ The bot restarted while {change.summary} was in flight and cannot tell how it ended; "

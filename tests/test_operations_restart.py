@@ -142,3 +142,25 @@ async def test_a_clicked_change_edits_the_clicked_message_with_its_outcome(aioht
                                      for s in teams.connector.sent))
         [edited] = [s for s in teams.connector.sent if s.method == "PUT" and s.path.endswith("/activity-3")]
         assert edited.text == "✅ Traffic on fraud-api is now blue=90, green=10. [Workspace ml-prod (prod)]"
+
+
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited")
+async def test_an_operation_nobody_can_recheck_is_given_up_only_after_the_longest_wait(workspaces, store):
+    clock = Clock()
+    old = Chat(workspaces, store, clock=clock)
+    old.gate.owner = "old-process"
+    await old("traffic fraud-api blue=10 green=90")
+    old.background.clear()
+
+    async def disguise(tx):                  # as if it were a change without a recheck (none is declared)
+        await tx.execute("UPDATE pending_operations SET change = ? WHERE id = 1",
+                         ('{"action": "unknown-action", "workspace": "ml-prod", "environment": "prod", '
+                          '"target": "endpoint fraud-api", "parameters": {}, "before": {}, "after": {}, '
+                          '"summary": "Something slow", "reason": ""}',))
+    await store.run_transaction(disguise)
+    new = Gate(old.gate.policy, store, clock=clock, roles=old.gate.roles, owner="new-process")
+    clock.advance(minutes=30)
+    assert await new.recover_operations(workspaces) == 0
+    clock.advance(minutes=6)
+    assert await new.recover_operations(workspaces) == 1
+    assert (await events(store))[-1] == ("failed", "unknown-action")
