@@ -72,6 +72,9 @@ def canary_split(current: dict[str, int], deployments: list[str], deployment: st
 
 async def _read(ctx: Context, name: str) -> tuple[OnlineEndpoint, list[Entry]]:
     """The endpoint and its history, newest first; an outside change is recorded on the way."""
+    if ctx.store is None or ctx.gate is None:
+        raise UsageError("Traffic history lives in the bot's database, which this chat does not open; "
+                         "use the bot in Teams (or `mlops-bot serve`).")
     endpoint = await ctx.ml.get_endpoint(name)
     now = ctx.now()
     workspace = ctx.ml.name
