@@ -11,7 +11,7 @@ from bot.settings import load_settings
 from tests.card_schema import assert_valid_card
 from tests.conftest import Clock
 from tests.teams_client import ALICE, BOB, TeamsStandIn, find_action
-from tests.test_approvals_http import CAROL, card_words, wait_until
+from tests.test_approvals_http import CAROL, CHANNEL, TOKEN, api, card_words, wait_until
 
 
 @pytest.fixture
@@ -23,7 +23,8 @@ def clock():
 async def app_server(aiohttp_server, tmp_path, monkeypatch, clock):
     monkeypatch.chdir(tmp_path)
     settings = load_settings(data_dir=tmp_path / "data", host="127.0.0.1", operators=ALICE.aad_object_id,
-                             approvers=BOB.aad_object_id, admins=BOB.aad_object_id, watch_minutes=10)
+                             approvers=BOB.aad_object_id, admins=BOB.aad_object_id, watch_minutes=10,
+                             api_token=TOKEN)
     return await aiohttp_server(create_app(settings, reset_demo=True, clock=clock))
 
 
@@ -33,8 +34,19 @@ async def teams(app_server):
         yield stand_in
 
 
+async def ask(teams, typed: str, title: str, **kw):
+    """Type `typed` and return the answer whose card starts with `title` (the outbox may send card
+    updates to the same stand-in meanwhile)."""
+    def answers():
+        return [s for s in teams.connector.sent if s.method == "POST" and s.card and card_words(s).startswith(title)]
+    before = len(answers())
+    await teams.say(typed, **kw)
+    await wait_until(lambda: len(answers()) > before)
+    return answers()[-1]
+
+
 async def split(teams) -> str:
-    [reply] = await teams.say("endpoint fraud-api", user=BOB)
+    reply = await ask(teams, "endpoint fraud-api", "Endpoint fraud-api", user=BOB)
     return next(line for line in card_words(reply).splitlines() if line.startswith("Traffic:"))
 
 
@@ -53,7 +65,7 @@ async def test_canary_verdict_and_one_click_rollback(teams, app_server, clock):
     assert "Canary on fraud-api: green to 50 % (blue=90 green=10 → blue=50 green=50)" in card_words(asked)
     await approve_and_wait(teams, asked, "Traffic: blue=50 green=50")
 
-    [shown] = await teams.say("history fraud-api")
+    shown = await ask(teams, "history fraud-api", "Traffic history of fraud-api")
     assert_valid_card(shown.card)
     assert "#1 blue=90 green=10 → blue=50 green=50" in card_words(shown)
     assert "canary · Alice Analyst · request #1 · “v4 canary”" in card_words(shown)
@@ -97,3 +109,21 @@ async def test_refusals_over_http(teams):
     assert rollback_viewer.text.startswith("`rollback` needs the Operator role; you have Viewer.")
     [history] = await teams.say("history fraud-apy")
     assert "Did you mean `fraud-api`?" in history.text
+
+
+async def test_a_pipeline_asks_for_a_canary_and_the_history_names_it(teams):
+    await teams.say("hello", mention=True, conversation=CHANNEL, kind="channel")    # the bot knows the channel
+    status, created = await api(teams, "POST", "/api/approvals", body={
+        "action": "canary", "workspace": "ml-prod", "execute": True, "conversation": CHANNEL,
+        "parameters": {"endpoint": "fraud-api", "deployment": "green", "percent": 25},
+        "reason": "release 2026.11.4", "requester": "GitHub Actions (release.yml)",
+        "run_url": "https://github.com/contoso/fraud/actions/runs/43"})
+    assert status == 201, created
+    assert created["summary"] == "Canary on fraud-api: green to 25 % (blue=90 green=10 → blue=75 green=25)"
+    await wait_until(lambda: any(s.card and "Approval request #1" in card_words(s) for s in teams.connector.sent))
+    posted = next(s for s in teams.connector.sent if s.card and "Approval request #1" in card_words(s))
+    status, _ = await teams.click(posted.card, "Approve", user=BOB, conversation=CHANNEL, kind="channel")
+    assert status == 200
+    assert await split(teams) == "Traffic: blue=75 green=25"
+    shown = await ask(teams, "history fraud-api", "Traffic history of fraud-api", conversation=CHANNEL, kind="channel")
+    assert "canary · GitHub Actions (release.yml) · request #1 · “release 2026.11.4”" in card_words(shown)
