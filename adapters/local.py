@@ -872,6 +872,29 @@ class LocalWorkspace:
                     "status": job.status, "type": job.type, "window_start": job.window_start,
                     "window_end": job.window_end, "created_at": job.created_at})
 
+    # ------------------------------------------------------------ demo switches (local only, not in the port)
+
+    def degrade_deployment(self, endpoint: str, deployment: str) -> str:
+        """Make a deployment slow and failing (p99 x8, 8 % 5xx), so that a watch sees a breach."""
+        with self._tx() as conn:
+            self._deployment(conn, endpoint, deployment)
+            health = self._health(conn, endpoint, deployment)
+            worse = Health(health.p50_ms * 4, max(health.p99_ms * 8, health.p99_ms + 800), health.rate_4xx,
+                           max(0.08, health.rate_5xx * 10), health.cpu_per_rpm * 2, health.idle_cpu)
+            conn.execute("UPDATE deployments SET health = ? WHERE endpoint = ? AND name = ?",
+                         (json.dumps(asdict(worse)), endpoint, deployment))
+        return (f"Deployment {deployment} on {endpoint} is now degraded: p99 about {worse.p99_ms:.0f} ms, "
+                f"{worse.rate_5xx:.0%} of requests answered 5xx.")
+
+    def heal_deployment(self, endpoint: str, deployment: str) -> str:
+        """Give a deployment back its demo health."""
+        with self._tx() as conn:
+            self._deployment(conn, endpoint, deployment)
+            health = demo_data.build_demo(self._now()).health.get((endpoint, deployment), Health())
+            conn.execute("UPDATE deployments SET health = ? WHERE endpoint = ? AND name = ?",
+                         (json.dumps(asdict(health)), endpoint, deployment))
+        return f"Deployment {deployment} on {endpoint} is healthy again (p99 about {health.p99_ms:.0f} ms)."
+
 
 # ---------------------------------------------------------------- rows
 

@@ -10,8 +10,8 @@ Routes:
     GET  /healthz            liveness: the process answers
     GET  /readyz             readiness: storage reachable and a backend configured
 
-Background tasks, started with the app: the outbox worker (every proactive message) and the
-expiry of approval requests.
+Background tasks, started with the app: the outbox worker (every proactive message), the
+expiry of approval requests, and the watches after traffic changes (bot/watch.py).
 
 Malformed requests are answered with 4xx and a short JSON reason before they reach botbuilder,
 whose own parsing would turn them into HTTP 500.
@@ -39,6 +39,7 @@ from bot.api import ApprovalsApi
 from bot.handler import ChatHandler
 from bot.ingress import Ingress, prune_forever
 from bot.outbox import OutboxWorker
+from bot.watch import WatchLoop
 from bot.settings import Settings
 from bot.teams import TeamsBot, build_adapter, keep_signing_keys_fresh
 from commands.catalog import catalog
@@ -57,6 +58,7 @@ EXPIRY_CHECK_SECONDS = 60.0
 WORKER = web.AppKey("outbox", OutboxWorker)
 TASKS = web.AppKey("tasks", object)
 GATE = web.AppKey("gate", Gate)
+WATCHES = web.AppKey("watches", WatchLoop)
 
 
 def thread_pools(settings: Settings) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
@@ -113,10 +115,13 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     worker = OutboxWorker(storage, bot.deliver, owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
                           on_sent=lambda item, activity_id: _remember(handler, item, activity_id), clock=clock)
     gate.wake_outbox = worker.wake
+    gate.owner = worker.owner
+    watch_loop = WatchLoop(storage, workspaces, gate, owner=worker.owner, window_minutes=settings.watch_minutes,
+                           clock=clock)
 
     app = web.Application(client_max_size=MAX_ACTIVITY_BYTES, middlewares=[_never_500])
     app[HANDLER], app[BOT], app[STORAGE], app[POOLS] = handler, bot, storage, pools
-    app[WORKER], app[TASKS], app[GATE] = worker, tasks, gate
+    app[WORKER], app[TASKS], app[GATE], app[WATCHES] = worker, tasks, gate, watch_loop
     app.router.add_post("/api/messages", messages)
     app.router.add_routes(ApprovalsApi(handler, settings.api_token).routes())
     app.router.add_routes(Ingress(storage, settings.webhook_key, clock=clock, wake=worker.wake).routes())
@@ -151,6 +156,7 @@ async def _background(app: web.Application):
     tasks.spawn(app[WORKER].run())
     tasks.spawn(_expire_requests(app[GATE]))
     tasks.spawn(prune_forever(app[STORAGE], app[HANDLER].clock))
+    tasks.spawn(app[WATCHES].run())
     yield
     await tasks.cancel()
 

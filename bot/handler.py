@@ -96,6 +96,8 @@ class ChatHandler:
         kind, _, key = reply.track.partition(":")
         if kind == "approval" and key.isdigit() and self.gate is not None and activity_id:
             await self.gate.card_sent(int(key), conversation_id, activity_id)
+        if kind == "operation" and key.isdigit() and self.gate is not None and activity_id:
+            await self.gate.ack_sent(int(key), activity_id)     # the outcome will edit this message
 
 
 def explain(error: Exception, request: Request | None = None) -> Reply:

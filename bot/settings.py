@@ -100,6 +100,8 @@ class Settings(BaseSettings):
                                       description="5xx answers above this percent of requests is unhealthy")
     # Event Grid and Azure Monitor webhooks (bot/ingress.py): the shared key in ?code= or x-functions-key
     webhook_key: str = Field("", validation_alias="MLOPSBOT_WEBHOOK_KEY", repr=False)
+    watch_minutes: int = Field(15, ge=1, le=24 * 60, validation_alias="MLOPSBOT_WATCH_MINUTES",
+                               description="minutes the bot watches an endpoint after a traffic change")
 
     # Where replies may go (the activity's serviceUrl), when an app id is set
     service_url_hosts: Annotated[list[str], NoDecode] = Field(

@@ -496,6 +496,9 @@ class TeamsBot(ActivityHandler):
         try:
             reply = await self.handler.handle(request, self._later(turn_context.activity, acknowledged))
             if data.get("refresh") is True and reply.card is not None:
+                clicked = turn_context.activity.reply_to_id      # the message whose card this replaces
+                if reply.track and clicked:                      # so an outcome or a vote can edit it later
+                    await self.handler.delivered(reply, request.conversation_id, clicked)
                 return _invoke_answer(CARD_CONTENT_TYPE, stamped(reply.card, datetime.now(timezone.utc)))
             activity_id = await send_with_retry(turn_context, reply_activity(reply))
             if reply.track:

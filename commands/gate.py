@@ -23,12 +23,12 @@ Lifecycle: pending -> approved -> executing -> succeeded | failed; or rejected, 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Sequence
 
 from adapters.service import ServiceError
-from adapters.storage import approvals, audit, grants, inbox, outbox, people
+from adapters.storage import approvals, audit, grants, inbox, operations, outbox, people
 from adapters.storage.approvals import (
     APPROVED, EXECUTING, FAILED, PENDING, REJECTED, SUCCEEDED, WITHDRAWN, Approval, NewApproval, Vote,
 )
@@ -41,6 +41,22 @@ log = logging.getLogger(__name__)
 
 Executor = Callable[[Context, "Change"], Awaitable[Reply]]
 EXECUTORS: dict[str, Executor] = {}
+# Observers of an action (commands/rollout.py: traffic history and the watch after a change).
+# A preparer runs just before the executor, outside any transaction, and may read the workspace;
+# what it returns ("notes") reaches the recorders. A recorder runs inside the transaction that
+# audits the change's success, so what it writes is committed with that record or not at all.
+Preparer = Callable[[Context, "Change"], Awaitable[dict[str, Any]]]
+Recorder = Callable[[Any, Context, "Change", "Approval | None", datetime, dict[str, Any]], Awaitable[None]]
+PREPARERS: dict[str, list[Preparer]] = {}
+RECORDERS: dict[str, list[Recorder]] = {}
+# After a restart, how to tell the outcome of a long operation from its resource: a Reply (ok True
+# or False) when it has finished, None while it is still in progress.
+Recheck = Callable[[Context, "Change"], Awaitable["Reply | None"]]
+RECHECKS: dict[str, Recheck] = {}
+RECOVERY_GRACE = timedelta(minutes=1)     # an operation another process started this recently is its own
+# Without a recheck only the wait itself can tell, so another process gives up on it only after the
+# longest wait (NonBlockingService's operation timeout, 30 min) has surely passed.
+UNCHECKED_GRACE = timedelta(minutes=35)
 
 
 class Stale(Exception):
@@ -57,6 +73,33 @@ def executes(action: str) -> Callable[[Executor], Executor]:
         if action in EXECUTORS:
             raise ValueError(f"executor for {action!r} declared twice")
         EXECUTORS[action] = fn
+        return fn
+    return register
+
+
+def prepares(*actions: str) -> Callable[[Preparer], Preparer]:
+    """Declare a function run before the executor of each of `actions` (its failure never blocks the change)."""
+    def register(fn: Preparer) -> Preparer:
+        for action in actions:
+            PREPARERS.setdefault(action, []).append(fn)
+        return fn
+    return register
+
+
+def records(*actions: str) -> Callable[[Recorder], Recorder]:
+    """Declare a function that writes, in the success record's transaction, what a change of `actions` did."""
+    def register(fn: Recorder) -> Recorder:
+        for action in actions:
+            RECORDERS.setdefault(action, []).append(fn)
+        return fn
+    return register
+
+
+def rechecks(*actions: str) -> Callable[[Recheck], Recheck]:
+    """Declare how to tell, from the resource, whether a long operation of `actions` finished."""
+    def register(fn: Recheck) -> Recheck:
+        for action in actions:
+            RECHECKS[action] = fn
         return fn
     return register
 
@@ -112,6 +155,7 @@ class Gate:
     approval_channel: str = ""                          # also ask here for requests from personal chats
     wake_outbox: Callable[[], None] = lambda: None      # the host's outbox worker: new items to send
     spawn: Callable[[Awaitable[Any]], None] = lambda awaitable: None   # run in the background (host's tasks)
+    owner: str = "this-process"                         # who waits for the operations it starts (restarts)
 
     # ------------------------------------------------------------ asking
 
@@ -330,13 +374,14 @@ class Gate:
 
     # ------------------------------------------------------------ executing
 
-    async def run_direct(self, ctx: Context, change: Change) -> Reply:
-        """Policy says direct: run now, audited before and after."""
+    async def run_direct(self, ctx: Context, change: Change, *, wait: bool = False) -> Reply:
+        """Policy says direct: run now, audited before and after. `wait`: return the outcome of a
+        long operation rather than its acknowledgement (the caller reports it: the watch's rollback)."""
         async def begin(tx) -> None:
             await audit.append(tx, self._entry(ctx.user, "executed", change, activity_id=ctx.activity_id,
                                                detail={"mode": DIRECT}))
         await self.store.run_transaction(begin)
-        return await self._perform(ctx, change, None)
+        return await self._perform(ctx, change, None, wait=wait)
 
     async def execute(self, ctx: Context, request: Approval) -> Reply:
         """Run an approved request exactly once (the approved -> executing compare-and-set decides)."""
@@ -354,10 +399,16 @@ class Gate:
         workspace_ctx = replace(ctx, workspace=request.workspace)
         return await self._perform(workspace_ctx, change_of(request), request)
 
-    async def _perform(self, ctx: Context, change: Change, request: Approval | None) -> Reply:
+    async def _perform(self, ctx: Context, change: Change, request: Approval | None, *, wait: bool = False) -> Reply:
         executor = EXECUTORS.get(change.action)
         if executor is None:
             return await self._finish(ctx, change, request, Reply(f"❌ I don't know how to carry out {change.action}.", ok=False))
+        notes: dict[str, Any] = {}
+        for prepare in PREPARERS.get(change.action, ()):
+            try:
+                notes.update(await prepare(ctx, change))
+            except ServiceError as error:     # figures for later are extras: never block the change
+                log.info("could not prepare %s for %s: %s", prepare.__name__, change.action, error.message)
         pending: list[Awaitable[Reply]] = []
         original_later = ctx.later
 
@@ -368,17 +419,20 @@ class Gate:
                 pending.append(awaitable)
 
         run_ctx = replace(ctx, later=later)
+        op_id = await self._remember(ctx, change, request, notes)     # reported even if this process stops
         try:
             reply = await executor(run_ctx, change)
         except Stale as stale:
             return await self._finish(ctx, change, request, Reply(
                 f"❌ Not done: {stale} The request was for {change.summary}; ask again if it is still wanted.",
-                ok=False))
+                ok=False), operation_id=op_id)
         except ServiceError as error:
             code = f" ({error.code})" if error.code else ""
-            return await self._finish(ctx, change, request, Reply(f"❌ {change.summary} failed{code}: {error.message}", ok=False))
+            return await self._finish(ctx, change, request, Reply(f"❌ {change.summary} failed{code}: {error.message}",
+                                                                  ok=False), operation_id=op_id)
         if not pending:                       # an immediate change: done
-            return await self._finish(ctx, change, request, replace(reply, ok=True if reply.ok is None else reply.ok))
+            return await self._finish(ctx, change, request, replace(reply, ok=True if reply.ok is None else reply.ok),
+                                      notes=notes, operation_id=op_id)
         outcome = pending[0]
 
         async def finished() -> Reply:
@@ -386,28 +440,126 @@ class Gate:
                 result = await outcome
             except ServiceError as error:
                 result = Reply(f"❌ {change.summary} failed: {error.message}", ok=False)
-            await self._finish(ctx, change, request, result, announce=request is not None)
+            await self._finish(ctx, change, request, result, announce=request is not None, notes=notes,
+                               operation_id=op_id, in_turn=wait)
             return result
 
-        if request is None and original_later is not None:
-            original_later(finished())         # the direct path: the host posts the outcome
-        else:
-            self.spawn(finished())              # an approved request: the outcome edits its card
+        if wait:
+            return await finished()
+        # The outcome edits what the turn showed: the approval card, or (direct) the acknowledgement,
+        # whose activity id the host reports through `ack_sent` (the track below).
+        self.spawn(finished())
         if request is not None:
             current = await self._get(request.id)
             return Reply(reply.text, card=self.card(current, self.clock(), ctx))
-        return reply
+        return replace(reply, track=f"operation:{op_id}")
+
+    async def _remember(self, ctx: Context, change: Change, request: Approval | None, notes: dict[str, Any]) -> int:
+        new = operations.NewOperation(
+            owner=self.owner, change=asdict(change), notes=notes, actor_id=ctx.user.id, actor_name=ctx.user.name,
+            tenant_id=ctx.user.tenant_id, conversation_id=ctx.conversation_id, activity_id=ctx.activity_id,
+            started_at=self.clock(), approval_id=request.id if request else None)
+
+        async def work(tx) -> int:
+            return (await operations.create(tx, new)).id
+        return await self.store.run_transaction(work)
+
+    async def ack_sent(self, operation_id: int, activity_id: str) -> None:
+        """The host sent the acknowledgement of operation `operation_id` as `activity_id`: its outcome
+        will edit that message (at once, when the outcome is already known)."""
+        now = self.clock()
+
+        async def work(tx) -> bool:
+            op = await operations.get(tx, operation_id, lock=True)
+            if op is None or op.posted:
+                return False
+            op = await operations.set_ack(tx, operation_id, activity_id)
+            if op is not None and op.state == operations.DONE:
+                return await self._post_outcome(tx, op, now)
+            return False
+
+        if await self.store.run_transaction(work):
+            self.wake_outbox()
+
+    async def _post_outcome(self, tx, op: "operations.PendingOperation", now: datetime) -> bool:
+        """Put the outcome in the outbox: an edit of the acknowledgement when it landed, else a new message."""
+        if not op.conversation_id or not await operations.mark_posted(tx, op.id):
+            return False
+        payload: dict[str, Any] = {"text": str(op.outcome.get("text") or "")}
+        if op.ack_activity_id:
+            payload["update"] = op.ack_activity_id
+        await outbox.enqueue(tx, op.conversation_id, payload, dedupe_key=f"operation:{op.id}:outcome",
+                             tenant_id=op.tenant_id, now=now)
+        return True
+
+    async def recover_operations(self, workspaces: Any) -> int:
+        """Report what other (stopped) processes left in flight: re-check each operation's resource
+        and record and post its outcome; post outcomes whose acknowledgement never landed. Returns
+        how many outcomes were reported or posted."""
+        now = self.clock()
+
+        async def read(tx):
+            return (await operations.unreported(tx, not_owned_by=self.owner, started_before=now - RECOVERY_GRACE),
+                    await operations.done_unposted(tx, finished_before=now - RECOVERY_GRACE))
+
+        unreported, unposted = await self.store.run_transaction(read, write=False)
+        count = 0
+        for op in unreported:
+            change = Change(**op.change)
+            request = await self._get(op.approval_id) if op.approval_id else None
+            ctx = Context(user=User(op.actor_id, op.actor_name, op.tenant_id), role=Role.ADMIN,
+                          workspaces=workspaces, conversation_id=op.conversation_id, workspace=change.workspace, activity_id=op.activity_id,
+                          gate=self, store=self.store, clock=self.clock)
+            recheck = RECHECKS.get(change.action)
+            if recheck is None and op.started_at > now - UNCHECKED_GRACE:
+                continue                       # its process may still be waiting for it
+            try:
+                result = await recheck(ctx, change) if recheck else Reply(
+                    f"⚠️ The bot restarted while {change.summary} was in flight and cannot tell how it ended; "
+                    f"look at {change.target} to check.", ok=False)
+            except ServiceError as error:
+                log.info("operation %s: cannot re-check %s yet: %s", op.id, change.target, error.message)
+                continue
+            if result is None:
+                continue                       # still in progress: look again on the next pass
+            await self._finish(ctx, change, request, result, notes=op.notes, operation_id=op.id, in_turn=False)
+            count += 1
+        for op in unposted:
+            async def post(tx, op=op) -> bool:
+                current = await operations.get(tx, op.id, lock=True)
+                return current is not None and not current.posted and await self._post_outcome(tx, current, now)
+            count += await self.store.run_transaction(post)
+        if count:
+            self.wake_outbox()
+        return count
 
     async def _finish(self, ctx: Context, change: Change, request: Approval | None, result: Reply, *,
-                      announce: bool = False) -> Reply:
+                      announce: bool = False, notes: dict[str, Any] | None = None, operation_id: int | None = None,
+                      in_turn: bool = True) -> Reply:
+        """Record the outcome once. `in_turn`: the turn's reply carries it; otherwise it edits the
+        approval card or the acknowledgement (operation `operation_id`)."""
         now = self.clock()
         state = SUCCEEDED if result.ok else FAILED
         summary = result.text.splitlines()[0] if result.text else state
+        lost = object()
 
-        async def work(tx) -> Approval | None:
+        async def work(tx) -> Any:
+            if operation_id is not None and not await operations.finish(
+                    tx, operation_id, outcome={"text": result.text, "ok": result.ok}, now=now):
+                return lost                    # another process reported it already
             subject = request or change
+            if result.ok:
+                for record in RECORDERS.get(change.action, ()):
+                    await record(tx, ctx, change, request, now, notes or {})
             await audit.append(tx, self._entry(ctx.user, state, subject, activity_id=ctx.activity_id,
                                                outcome=summary))
+            if operation_id is not None:
+                if in_turn or request is not None:
+                    await operations.mark_posted(tx, operation_id)
+                else:
+                    op = await operations.get(tx, operation_id, lock=True)
+                    if op is not None and op.ack_activity_id:
+                        await self._post_outcome(tx, op, now)
             if request is None:
                 return None
             await approvals.transition(tx, request.id, (EXECUTING, APPROVED), state, now=now, result=summary)
@@ -416,7 +568,10 @@ class Gate:
             return current
 
         current = await self.store.run_transaction(work)
+        if current is lost:
+            return result
         if current is None:
+            self.wake_outbox()
             return result
         self.wake_outbox()
         return Reply(result.text, card=self.card(current, now, ctx), ok=result.ok)

@@ -24,6 +24,8 @@ wins, so specific rules go after general ones:
     allow_self = false            # may the requester vote? default false
     approver_role = "approver"    # operator | approver | admin; default approver
     expiry = "4h"                 # 30m, 4h, 2d; default 24h
+    auto_rollback = true          # traffic, canary: roll back by itself when the watch after the
+                                  # change finds the endpoint degraded (commands/watch.py); default false
 
 Who may manage a conversation's subscriptions (`subscribe`, `unsubscribe`; operators by
 default) is a top-level table:
@@ -80,6 +82,10 @@ class Rule:
 
     def describe(self) -> str:
         """In words, as `help` and `policies` show it."""
+        words = self._describe_mode()
+        return words + "; rolled back by itself if the endpoint degrades" if self.auto_rollback else words
+
+    def _describe_mode(self) -> str:
         if self.mode == DIRECT:
             return "runs at once"
         if self.mode == CONFIRM:

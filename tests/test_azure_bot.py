@@ -17,6 +17,8 @@ from adapters.nonblocking import NonBlockingService
 from bot.app import create_app
 from commands.catalog import catalog
 from commands.context import Workspaces
+from adapters.storage import outbox
+from bot.watch import WatchLoop
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat
 from tests.replay import ReplayResponse, demo_azure
@@ -79,7 +81,7 @@ async def test_traffic_change_is_a_put_of_the_endpoint_and_is_reported(azure, az
     fake.transport.clear()
     ack = await azure_chat("traffic fraud-api blue=70 green=30")
     assert ack.text.startswith("⏳ Traffic on fraud-api is moving to blue=70 green=30.")
-    [outcome] = [await f for f in azure_chat.follow_ups]
+    [outcome] = await azure_chat.settle()         # the gate awaits the operation in the background
     assert outcome.text.startswith("✅ ")
     [put] = [r for r in fake.transport.mutations() if r.method == "PUT"]
     assert put.path.endswith("/onlineEndpoints/fraud-api")
@@ -158,3 +160,34 @@ async def test_a_pending_operation_does_not_hold_the_threads_that_answer_questio
         assert not waiting.done()
         release.set()
         assert "ds-ci-alice" in await waiting
+
+
+async def test_canary_and_rollback_are_puts_of_the_endpoint_on_azure(azure, azure_chat):
+    fake, _ = azure
+    fake.transport.clear()
+    ack = await azure_chat("canary fraud-api green 30 --reason 'v4 canary'")
+    assert ack.text.startswith("⏳ Traffic on fraud-api is moving to blue=70 green=30.")
+    [outcome] = await azure_chat.settle()
+    assert outcome.text.startswith("✅ ")
+    puts = [r for r in fake.transport.mutations() if r.method == "PUT"]
+    assert [p.body["properties"]["traffic"] for p in puts] == [{"blue": 70, "green": 30}]
+    history = (await azure_chat("history fraud-api")).text
+    assert "#1 blue=90 green=10 → blue=70 green=30" in history
+    rolled = await azure_chat("rollback fraud-api")
+    await azure_chat.settle()
+    puts = [r for r in fake.transport.mutations() if r.method == "PUT"]
+    assert rolled.text.startswith("⏳ Traffic on fraud-api is moving to blue=90 green=10."), rolled.text
+    assert [p.body["properties"]["traffic"] for p in puts] == [{"blue": 70, "green": 30}, {"blue": 90, "green": 10}]
+
+    azure_chat.clock.advance(minutes=16)
+    loop = WatchLoop(azure_chat.gate.store, azure[1], azure_chat.gate, owner="test", window_minutes=15,
+                     clock=azure_chat.clock)
+    assert await loop.conclude_due() == 2
+
+    async def verdicts(tx):
+        return [i.payload["card"] for i in await outbox.find_items(tx) if i.dedupe_key.startswith("watch:")]
+    cards = await azure_chat.gate.store.run_transaction(verdicts, write=False)
+    # the replayed workspace publishes no Azure Monitor figures for fraud-api: no verdict, and it says why
+    assert [c["body"][0]["text"] for c in cards] == ["❔ No verdict after the canary on fraud-api",
+                                                     "❔ No verdict after the rollback on fraud-api"]
+    assert "There are no figures to compare" in cards[0]["fallbackText"]

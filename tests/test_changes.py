@@ -11,10 +11,8 @@ from tests.teams_client import ALICE
 
 
 async def finish(chat: Chat) -> list[str]:
-    """Await the follow-ups a command scheduled; return their texts."""
-    replies = [await outcome for outcome in chat.follow_ups]
-    chat.follow_ups.clear()
-    return [r.text for r in replies]
+    """Await the outcomes a command left running (follow-ups, and the gate's operations); return their texts."""
+    return [r.text for r in await chat.settle()]
 
 
 async def test_traffic_change_acknowledges_then_reports(chat):
@@ -101,6 +99,7 @@ async def test_follow_up_is_posted_proactively_over_http(teams):
     [done] = (await teams.connector.wait_for(2))[1:]
     assert done.conversation_id == f"a:personal-{ALICE.id}"
     assert done.text.startswith("✅ ")
+    assert done.method == "PUT" and done.path.endswith("/activity-1")    # the acknowledgement, edited in place
 
 
 async def test_card_button_cancel_over_http(teams):

@@ -380,10 +380,9 @@ async def test_workspace_card_shows_no_server_path_and_says_the_environment_once
 async def test_whoami_says_what_the_role_allows(viewer_chat):
     reply = await viewer_chat("whoami")
     assert reply.card["body"][2]["text"] == (
-        "As Viewer you can look at everything, but change nothing. `traffic`, `scale`, `batch`, `cancel`, "
-        "`schedule`, `start`, `stop`, `approve`, `reject`, `confirm`, `withdraw`, `acknowledge` and `snooze` need "
-        "the Operator role. "
-        "`grant` and `revoke` need the Admin role.")
+        "As Viewer you can look at everything, but change nothing. `traffic`, `scale`, `batch`, `rollback`, "
+        "`canary`, `cancel`, `schedule`, `start`, `stop`, `approve`, `reject`, `confirm`, `withdraw`, "
+        "`acknowledge` and `snooze` need the Operator role. `demo`, `grant` and `revoke` need the Admin role.")
 
 
 async def test_stopping_a_cluster_is_explained_in_good_grammar(chat):

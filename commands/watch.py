@@ -1,0 +1,190 @@
+"""The watch after a traffic change: compare the endpoint's health with the figures before it.
+
+    baseline = figures(await ml.endpoint_metrics("fraud-api", 60))     # just before the change
+    ... the window (MLOPSBOT_WATCH_MINUTES) passes; bot/watch.py claims the stored watch ...
+    await conclude(watch, services, window_minutes=15, owner="replica-a")
+
+A deployment, or the endpoint as a whole, is *degraded* when, over the window after the change,
+
+    p99 latency  > 1.5 x its figure before AND at least 50 ms more, or
+    5xx rate     > 2 x its figure before AND at least 1 percentage point more.
+
+A deployment that took no traffic before (a new canary) is compared with the endpoint's figures
+before. Figures the backend does not report (per-deployment figures on Azure today) are skipped;
+the endpoint's own figures are always compared.
+
+`conclude` posts ONE verdict card (healthy, or degraded with the figures) with a Rollback button
+through the outbox, in the same transaction that marks the watch done. When the policy rule of the
+watched change says `auto_rollback = true` and the verdict is degraded, the bot first rolls the
+change back itself through the gate (audited as the MLOps bot) and the card says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Callable
+
+from adapters.service import EndpointMetrics, ServiceError
+from adapters.storage import outbox, watches
+from adapters.storage.watches import Watch
+from commands.context import Context, Reply, Role, User
+from commands.endpoints import traffic_text
+from commands.ui import button, card, facts, section, text
+
+P99_RATIO, P99_MARGIN_MS = 1.5, 50.0
+ERROR_RATIO, ERROR_MARGIN = 2.0, 0.01
+BOT_USER = User(id="mlops-bot", name="MLOps bot")
+
+
+def figures(metrics: EndpointMetrics) -> dict[str, Any]:
+    """p99 latency and 5xx rate of the endpoint and of each deployment that reports them (JSON)."""
+    deployments = {}
+    for dep in metrics.deployments:
+        p99, errors = getattr(dep, "latency_p99_ms", None), getattr(dep, "error_rate", None)
+        if p99 is not None or errors is not None:
+            deployments[dep.deployment] = {"p99_ms": p99, "error_rate": errors}
+    return {"p99_ms": metrics.latency_p99_ms, "error_rate": metrics.error_rate,
+            "window_minutes": metrics.window_minutes, "deployments": deployments}
+
+
+@dataclass(frozen=True)
+class Finding:
+    subject: str                 # "endpoint" or a deployment name
+    measure: str                 # "p99" | "5xx"
+    before: float
+    after: float
+
+    def describe(self) -> str:
+        if self.measure == "p99":
+            return f"{self.subject}: p99 {self.before:.0f} ms → {self.after:.0f} ms"
+        return f"{self.subject}: 5xx {self.before:.2%} → {self.after:.2%}"
+
+
+def _comparable(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Is there at least one figure known both before and after the change?"""
+    pairs = [(before, after)] + [((before.get("deployments") or {}).get(name) or before, figs)
+                                 for name, figs in (after.get("deployments") or {}).items()]
+    return any(b.get(key) is not None and a.get(key) is not None
+               for b, a in pairs for key in ("p99_ms", "error_rate"))
+
+
+def _breaches(subject: str, before: dict, after: dict) -> list[Finding]:
+    found = []
+    b, a = before.get("p99_ms"), after.get("p99_ms")
+    if b is not None and a is not None and a > b * P99_RATIO and a - b >= P99_MARGIN_MS:
+        found.append(Finding(subject, "p99", b, a))
+    b, a = before.get("error_rate"), after.get("error_rate")
+    if b is not None and a is not None and a > b * ERROR_RATIO and a - b >= ERROR_MARGIN:
+        found.append(Finding(subject, "5xx", b, a))
+    return found
+
+
+def judge(baseline: dict[str, Any], now: dict[str, Any]) -> list[Finding]:
+    """What got worse (empty: healthy)."""
+    found = _breaches("endpoint", baseline, now)
+    for name, after in sorted((now.get("deployments") or {}).items()):
+        before = (baseline.get("deployments") or {}).get(name) or baseline
+        found += _breaches(name, before, after)
+    return found
+
+
+def _show(value: float | None, kind: str) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.0f} ms" if kind == "p99" else f"{value:.2%}"
+
+
+def verdict_card(watch: Watch, verdict: dict[str, Any], *, workspace: str) -> dict:
+    degraded = verdict["state"] == "degraded"
+    label = {"degraded": "⚠️ Degraded", "healthy": "✅ Healthy"}.get(verdict["state"], "❔ No verdict")
+    title = f"{label} after the {watch.action} on {watch.endpoint}"
+    body = [text(f"Watched for {verdict['window_minutes']} min after change #{watch.history_id} "
+                 f"({verdict['split']}), asked by {watch.requester_name or 'someone'}"
+                 + (f", request #{watch.approval_id}" if watch.approval_id else "") + ".", wrap=True)]
+    if verdict.get("findings"):
+        body.append(section("What got worse"))
+        body += [text(f"- {line}", color="Attention") for line in verdict["findings"]]
+    before, after = verdict.get("baseline") or {}, verdict.get("after") or {}
+    rows = [("Endpoint", f"p99 {_show(before.get('p99_ms'), 'p99')} → {_show(after.get('p99_ms'), 'p99')}, "
+                         f"5xx {_show(before.get('error_rate'), '5xx')} → {_show(after.get('error_rate'), '5xx')}")]
+    for name, figs in sorted((after.get("deployments") or {}).items()):
+        was = (before.get("deployments") or {}).get(name) or {}
+        rows.append((name, f"p99 {_show(was.get('p99_ms'), 'p99')} → {_show(figs.get('p99_ms'), 'p99')}, "
+                           f"5xx {_show(was.get('error_rate'), '5xx')} → {_show(figs.get('error_rate'), '5xx')}"))
+    body += [section("Before → after"), facts(rows)]
+    if verdict.get("note"):
+        body.append(text(verdict["note"], subtle=True))
+    if verdict.get("rolled_back"):
+        body.append(text(f"↩️ {verdict['rolled_back']}", weight="Bolder"))
+    actions = [] if verdict.get("rolled_back") else [
+        button("Rollback", "rollback", watch.endpoint, "--to", str(watch.history_id),
+               style="destructive" if degraded else None)]
+    actions.append(button("History", "history", watch.endpoint))
+    return card(title, body, subtitle=workspace, actions=actions)
+
+
+async def conclude(watch: Watch, *, workspaces: Any, store: Any, gate: Any, window_minutes: int, owner: str,
+                   clock: Callable[[], datetime]) -> dict[str, Any] | None:
+    """Evaluate a claimed watch, roll back if the policy says so, post the verdict; return it
+    (None when another replica took the watch over meanwhile)."""
+    from commands.rollout import note_outside    # not at the top: commands.rollout imports this module
+    service = workspaces.get(watch.workspace)
+    verdict: dict[str, Any] = {"window_minutes": window_minutes, "baseline": watch.baseline}
+    live_split: dict[str, int] | None = None
+    try:
+        endpoint = await service.get_endpoint(watch.endpoint)
+        live_split = dict(endpoint.traffic)
+        verdict["split"] = traffic_text(endpoint.traffic)
+        after = figures(await service.endpoint_metrics(watch.endpoint, window_minutes))
+    except ServiceError as error:
+        verdict.update(state="unknown", after={}, findings=[], split="?",
+                       note=f"Could not read the endpoint's figures: {error.message}")
+    else:
+        findings = judge(watch.baseline, after)
+        verdict.update(after=after, findings=[f.describe() for f in findings],
+                       state="degraded" if findings else "healthy")
+        if not findings and not _comparable(watch.baseline, after):
+            verdict.update(state="unknown", note="There are no figures to compare: the endpoint reported no p99 "
+                                                 "latency or 5xx rate before the change, or none since.")
+    if verdict["state"] == "degraded" and watch.auto_rollback:
+        verdict["rolled_back"] = await _roll_back(watch, workspaces=workspaces, store=store, gate=gate, clock=clock)
+        live_split = None                 # read before the bot's own rollback: no longer what is live
+    now = clock()
+    where = f"Workspace {service.name} ({service.environment})"
+    payload_card = verdict_card(watch, verdict, workspace=where)
+
+    async def work(tx) -> bool:
+        if not await watches.finish(tx, watch.id, owner, verdict=verdict, now=now):
+            return False
+        if live_split is not None:         # someone changed the split outside the bot meanwhile?
+            await note_outside(tx, watch.workspace, watch.endpoint, live_split, now)
+        if watch.conversation_id:
+            await outbox.enqueue(tx, watch.conversation_id,
+                                 {"text": payload_card["fallbackText"], "card": payload_card}, dedupe_key=f"watch:{watch.id}:verdict", tenant_id=watch.tenant_id, now=now)
+        return True
+
+    if not await store.run_transaction(work):
+        return None
+    gate.wake_outbox()
+    return verdict
+
+
+async def _roll_back(watch: Watch, *, workspaces: Any, store: Any, gate: Any,
+                     clock: Callable[[], datetime]) -> str:
+    """Undo the watched change as the MLOps bot, directly (the policy asked for it); one line."""
+    from commands.rollout import plan_rollback   # not at the top: commands.rollout imports this module
+
+    ctx = Context(user=BOT_USER, role=Role.ADMIN, workspaces=workspaces, conversation_id=watch.conversation_id,
+                  workspace=watch.workspace, gate=gate, store=store, clock=clock,
+                  reason=f"automatic rollback: the {watch.action} of change #{watch.history_id} degraded "
+                         f"{watch.endpoint}")
+    try:
+        planned = await plan_rollback(ctx, watch.endpoint, watch.history_id)
+    except Exception as error:  # noqa: BLE001 - the verdict is posted whatever happens here
+        return f"Automatic rollback not possible: {error}"
+    if isinstance(planned, Reply):
+        return f"Automatic rollback not needed or not possible: {planned.text}"
+    planned = replace(planned, reason=ctx.reason)
+    answer = await gate.run_direct(ctx, planned, wait=True)
+    return f"Rolled back automatically by the MLOps bot: {answer.text}"
