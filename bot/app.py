@@ -96,6 +96,19 @@ def build_workspaces(settings: Settings, pools: tuple[ThreadPoolExecutor, Thread
     ])
 
 
+def build_handler(settings: Settings, workspaces: Workspaces, storage: Storage, *, clock: Callable[[], datetime],
+                  spawn: Callable[[Awaitable[Any]], None]) -> tuple[ChatHandler, Gate]:
+    """The command handler and the gate every change passes, over the configured policy and roles
+    (the web app and the terminal chat share it)."""
+    roles = settings.role_book()
+    gate = Gate(settings.policy(), storage, clock=clock, roles=roles, approval_channel=settings.approval_channel,
+                spawn=spawn)
+    handler = ChatHandler(catalog(), workspaces, roles, development=settings.development,
+                          allowed_tenants=settings.allowed_tenants, store=storage, gate=gate, clock=clock,
+                          health=settings.health_thresholds())
+    return handler, gate
+
+
 def create_app(settings: Settings, *, workspaces: Workspaces | None = None, storage: Storage | None = None,
                reset_demo: bool = False, clock: Callable[[], datetime] | None = None) -> web.Application:
     pools = thread_pools(settings)
@@ -103,12 +116,7 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     storage = storage or open_storage(settings.effective_storage_url)
     clock = clock or (lambda: datetime.now(timezone.utc))
     tasks = BackgroundTasks()
-    roles = settings.role_book()
-    gate = Gate(settings.policy(), storage, clock=clock, roles=roles, approval_channel=settings.approval_channel,
-                spawn=tasks.spawn)
-    handler = ChatHandler(catalog(), workspaces, roles, development=settings.development,
-                          allowed_tenants=settings.allowed_tenants, store=storage, gate=gate, clock=clock,
-                          health=settings.health_thresholds())
+    handler, gate = build_handler(settings, workspaces, storage, clock=clock, spawn=tasks.spawn)
     adapter = build_adapter(settings.app_id, settings.app_password, settings.app_type, settings.app_tenant_id)
     bot = TeamsBot(handler, storage, adapter, settings.app_id,
                    service_url_hosts=() if settings.development else settings.service_url_hosts)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from datetime import datetime, timezone
 from typing import Awaitable, TextIO
 
-from bot.app import build_workspaces, thread_pools
+from adapters.storage import open_storage
+from bot.app import build_handler, build_workspaces, thread_pools
 from bot.handler import ChatHandler, FollowUps, Request
 from bot.settings import Settings
 from commands.catalog import catalog
@@ -49,8 +51,11 @@ async def run_chat(settings: Settings, *, user_name: str, reset_demo: bool = Fal
                    stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
     pools = thread_pools(settings)
     workspaces = build_workspaces(settings, pools, reset_demo=reset_demo)
-    handler = ChatHandler(catalog(), workspaces, settings.role_book(), development=settings.development,
-                          health=settings.health_thresholds())
+    storage = open_storage(settings.effective_storage_url)       # the same approvals and audit as the bot
+    await storage.open()
+    background = FollowUps()
+    handler, _ = build_handler(settings, workspaces, storage, clock=lambda: datetime.now(timezone.utc),
+                               spawn=lambda outcome: background.schedule(outcome, _ignore))
     chat = TerminalChat(handler, User(id="local-developer", name=user_name), out)
     print(f"MLOps bot, workspace {workspaces.default.name} ({workspaces.default.environment}). "
           "Type `help`, or `quit` to leave.", file=out, flush=True)
@@ -68,7 +73,13 @@ async def run_chat(settings: Settings, *, user_name: str, reset_demo: bool = Fal
             if line:
                 await chat.ask(line)
         await chat.finish()
+        await background.drain(timeout=30)
     finally:
+        await storage.close()
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
     return 0
+
+
+async def _ignore(reply: Reply) -> None:
+    """Outcomes of approved requests edit their cards in Teams; the terminal shows nothing more."""

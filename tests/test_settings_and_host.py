@@ -144,3 +144,17 @@ def test_azure_backend_builds_one_service_per_configured_workspace(tmp_path, mon
     assert [(w.name, w.environment) for w in workspaces] == [("ml-prod", "prod"), ("ml-dev", "dev")]
     assert all(isinstance(w.service, AzureMLService) for w in workspaces)
     assert workspaces[0].service.metrics is not None and workspaces[1].service.metrics is None
+
+
+def test_terminal_chat_passes_the_same_gate_and_audit(tmp_path):
+    """`mlops-bot chat` is no back door: a production change becomes an approval request, audited."""
+    import asyncio
+    from bot.chat import run_chat
+    stdin = io.StringIO("traffic fraud-api blue=50 green=50\nendpoint fraud-api\naudit\nquit\n")
+    out = io.StringIO()
+    settings = load_settings(data_dir=tmp_path / "data", host="127.0.0.1")
+    assert asyncio.run(run_chat(settings, user_name="Terry", reset_demo=True, stdin=stdin, out=out)) == 0
+    text = out.getvalue()
+    assert "bot> Approval request #1: Traffic on fraud-api: blue=90 green=10 → blue=50 green=50" in text
+    assert "Traffic: blue=90 green=10" in text                                  # nothing changed yet
+    assert "Terry requested traffic endpoint fraud-api in ml-prod (request #1)" in text
