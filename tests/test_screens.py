@@ -381,7 +381,8 @@ async def test_whoami_says_what_the_role_allows(viewer_chat):
     reply = await viewer_chat("whoami")
     assert reply.card["body"][2]["text"] == (
         "As Viewer you can look at everything, but change nothing. `traffic`, `scale`, `batch`, `rollback`, "
-        "`canary`, `cancel`, `schedule`, `start`, `stop`, `approve`, `reject`, `confirm`, `withdraw`, "
+        "`canary`, `cancel`, `promote`, `archive`, `retrain`, `schedule`, `start`, `stop`, `approve`, `reject`, "
+        "`confirm`, `withdraw`, "
         "`acknowledge` and `snooze` need the Operator role. `demo`, `grant` and `revoke` need the Admin role.")
 
 

@@ -1,0 +1,128 @@
+"""The model lifecycle from chat: promote, archive, retrain. Each passes the gate like every change.
+
+Azure ML (SDK v2) has no stage-transition API: `stage` is a free-text field on a model version.
+Promoting a version to Production therefore sets its stage and moves the version that held
+Production to Archived, in one audited change; `archive` is Azure's own archive (`is_archived`),
+which hides a version from default lists and keeps it usable. `retrain` triggers the model's
+training schedule (named in its `training_schedule` tag), the way Azure supports re-running a
+pipeline; the job's end is reported in the conversation.
+"""
+
+from __future__ import annotations
+
+from adapters.service import STAGES, ModelVersion
+from commands.changes import started
+from commands.compare import compare_versions
+from commands.context import Context, Reply, Role
+from commands.gate import Change, Stale, executes
+from commands.registry import Arg, UsageError, command, one_of
+
+PROMOTABLE = tuple(s for s in STAGES if s != "None")      # Staging, Production, Archived
+MAX_METRICS_ON_CARD = 4
+
+
+def _ref(ref: str) -> tuple[str, str]:
+    name, _, version = ref.partition(":")
+    if not name or not version:
+        raise UsageError(f"'{ref}' is not model:version, e.g. `fraud-model:4`.")
+    return name, version
+
+
+def _scores(model: ModelVersion, against: ModelVersion | None) -> str:
+    """A few headline metrics, with the difference to the champion and which is better."""
+    if against is None:
+        return ", ".join(f"{k} {v:.4g}" for k, v in list(sorted(model.metrics.items()))[:MAX_METRICS_ON_CARD]) or "—"
+    rows = compare_versions(model, against)[:MAX_METRICS_ON_CARD]
+    marks = {"candidate": " better", "baseline": " worse", "equal": " same", "": ""}
+    return ", ".join(f"{r.metric} {r.candidate:.4g} ({r.difference:+.3g}{marks[r.better]})" for r in rows
+                     if r.candidate is not None and r.difference is not None) or "—"
+
+
+@command("promote", Arg("ref", help="the version to promote", metavar="model:version"),
+         Arg("stage", type=one_of(PROMOTABLE, "stage"), help="Staging, Production or Archived"),
+         summary="Move a model version to Staging, Production or Archived (Production archives the champion).",
+         role=Role.OPERATOR, example="promote fraud-model:4 Production", change=True)
+async def promote(ctx: Context, ref: str, stage: str) -> Reply:
+    name, version = _ref(ref)
+    model = await ctx.ml.get_model(name, version)
+    if model.stage == stage:
+        return Reply(f"{model.ref} is already in {stage}; nothing to change. [{ctx.where}]")
+    champion = None
+    if stage == "Production":
+        holders = [m for m in await ctx.ml.list_models(name, "Production") if m.version != model.version]
+        champion = holders[0] if holders else None
+    before = {"stage": f"{model.ref} {model.stage}"}
+    after = {"stage": f"{model.ref} {stage}"}
+    if champion is not None:
+        before["champion"] = f"{champion.ref} ({_scores(champion, None)})"
+        after["champion"] = f"{model.ref} ({_scores(model, champion)}); {champion.ref} → Archived"
+    return await ctx.gate.submit(ctx, Change(
+        action="promote", workspace=ctx.ml.name, environment=ctx.ml.environment, target=f"model {model.ref}",
+        parameters={"model": name, "version": model.version, "stage": stage, "from": model.stage,
+                    "demote": champion.version if champion else None},
+        before=before, after=after,
+        summary=f"Promote {model.ref}: {model.stage} → {stage}" + (
+            f" ({champion.ref} Production → Archived)" if champion else "")))
+
+
+@executes("promote")
+async def apply_promote(ctx: Context, change: Change) -> Reply:
+    p = change.parameters
+    model = await ctx.ml.get_model(p["model"], p["version"])
+    if model.stage != p["from"]:
+        raise Stale(f"{model.ref} is now in {model.stage}, no longer {p['from']}.")
+    if p["demote"]:
+        champion = await ctx.ml.get_model(p["model"], p["demote"])
+        if champion.stage != "Production":
+            raise Stale(f"{champion.ref} is no longer in Production (now {champion.stage}).")
+    await ctx.ml.set_model_stage(p["model"], p["version"], p["stage"])
+    if p["demote"]:
+        await ctx.ml.set_model_stage(p["model"], p["demote"], "Archived")
+    demoted = f"; {p['model']}:{p['demote']} is now Archived" if p["demote"] else ""
+    return Reply(f"✅ {model.ref} is now in {p['stage']}{demoted}. [{ctx.where}]", ok=True)
+
+
+@command("archive", Arg("ref", help="the version to archive", metavar="model:version"),
+         summary="Archive a model version (hidden from default lists, still usable by deployments).",
+         role=Role.OPERATOR, example="archive fraud-model:1", change=True)
+async def archive(ctx: Context, ref: str) -> Reply:
+    name, version = _ref(ref)
+    model = await ctx.ml.get_model(name, version)
+    if model.archived:
+        return Reply(f"{model.ref} is already archived; nothing to change. [{ctx.where}]")
+    return await ctx.gate.submit(ctx, Change(
+        action="archive", workspace=ctx.ml.name, environment=ctx.ml.environment, target=f"model {model.ref}",
+        parameters={"model": name, "version": model.version}, before={"archived": "no"},
+        after={"archived": "yes"}, summary=f"Archive {model.ref} ({model.stage})"))
+
+
+@executes("archive")
+async def apply_archive(ctx: Context, change: Change) -> Reply:
+    p = change.parameters
+    model = await ctx.ml.get_model(p["model"], p["version"])
+    if model.archived:
+        raise Stale(f"{model.ref} is already archived.")
+    await ctx.ml.archive_model(p["model"], p["version"])
+    return Reply(f"✅ {model.ref} is archived. [{ctx.where}]", ok=True)
+
+
+@command("retrain", Arg("model", help="a registered model"),
+         Arg("--schedule", help="trigger this schedule instead of the one the model names", metavar="NAME"),
+         summary="Retrain a model: trigger its training schedule; its end is reported here.",
+         role=Role.OPERATOR, example="retrain fraud-model", change=True)
+async def retrain(ctx: Context, model: str, schedule: str | None) -> Reply:
+    latest = await ctx.ml.get_model(model)
+    if schedule and schedule not in await ctx.ml.names("schedule"):
+        raise UsageError(f"There is no schedule named '{schedule}'. Type `schedules` to see them.")
+    how = f"schedule {schedule}" if schedule else f"its training schedule ({latest.tags.get('training_schedule') or 'none named'})"
+    return await ctx.gate.submit(ctx, Change(
+        action="retrain", workspace=ctx.ml.name, environment=ctx.ml.environment, target=f"model {model}",
+        parameters={"model": model, "schedule": schedule}, before={"latest": latest.ref},
+        after={"training": f"runs {how}"}, summary=f"Retrain {model} ({how})"))
+
+
+@executes("retrain")
+async def apply_retrain(ctx: Context, change: Change) -> Reply:
+    p = change.parameters
+    job = await (ctx.ml.trigger_schedule(p["schedule"]) if p["schedule"] else ctx.ml.trigger_retraining(p["model"]))
+    return started(ctx, job, f"Retraining of {p['model']}")
