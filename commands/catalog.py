@@ -3,14 +3,14 @@
 `python -m commands.catalog` prints the README's command reference (a test keeps them equal).
 """
 
-from commands import (models, endpoints, jobs, compare, featurestore, monitoring, platform, approvals, alerts, audit,
-                      admin, general)
+from commands import (models, endpoints, jobs, compare, featurestore, monitoring, platform, approvals, alerts, digest,
+                      audit, admin, general)
 from commands.registry import CATALOG, Registry
 
 # Declaring registers, in import order; another module may import one of these first (bot.api
 # imports commands.audit), so the order `help` and the manifest show is set here, once.
 CATALOG.arrange([module.__name__ for module in (models, endpoints, jobs, compare, featurestore, monitoring, platform,
-                                                approvals, alerts, audit, admin, general)])
+                                                approvals, alerts, digest, audit, admin, general)])
 
 
 def catalog() -> Registry:
