@@ -14,9 +14,10 @@ A replica that loses the claim sends nothing, so each due digest goes out once. 
 is the first fire time after *now*: after downtime a schedule sends one late digest (marked late),
 not one per missed window.
 
-Gathering reads the workspace concurrently, at most GATHER_CONCURRENCY calls at a time, one
-`endpoint_metrics` call per online endpoint; a part that cannot be read becomes a line under
-"Could not read", never a failed digest.
+Gathering reads the workspace concurrently, at most GATHER_CONCURRENCY calls at a time, and asks
+for endpoint figures in batches (`endpoints_metrics`, METRICS_BATCH endpoints a call: on Azure one
+Azure Monitor `query_resources` per metric group and batch); a part that cannot be read becomes a
+line under "Could not read" (or "figures unavailable" on its endpoint), never a failed digest.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable, TypeVar
 
 from adapters.service import Compute, DriftReport, EndpointMetrics, Job, Monitor, ModelVersion, OnlineEndpoint, \
@@ -46,13 +47,15 @@ T = TypeVar("T")
 
 GATHER_CONCURRENCY = 16            # workspace calls in flight at once for one digest
 METRICS_WINDOW_MINUTES = 60
+METRICS_BATCH = 50                 # endpoints per `endpoints_metrics` call (Azure Monitor's batch limit)
 HISTORY = 11                       # earlier digests kept per endpoint figure (sparkline: these + now)
 FIRST_LOOKBACK = timedelta(days=1)  # "failed since" for a chat's first digest
 EXPIRING_WITHIN = timedelta(hours=4)
 MAX_CRON_CHARS = 100
 ACTIONS = ("schedule", "now", "show", "off")
 SCHEDULE_ROLE = Role.OPERATOR
-USAGE = 'Usage: `digest schedule "<cron>" [--tz Europe/Berlin] [--workspace W]`, `digest now`, `digest show`, `digest off`'
+USAGE = ('Usage: `digest schedule "<cron>" [--tz Europe/Berlin] [--workspace W]`, `digest now`, `digest show`, '
+         '`digest off`')
 
 
 # ---------------------------------------------------------------- gathering
@@ -66,7 +69,7 @@ class Gathered:
 
 async def gather(ml: Any, store: Any, *, conversation_id: str, now: datetime,
                  health: HealthThresholds = HealthThresholds(), studio: Studio | None = None,
-                 concurrency: int = GATHER_CONCURRENCY) -> Gathered:
+                 concurrency: int = GATHER_CONCURRENCY, batch_size: int = METRICS_BATCH) -> Gathered:
     """Read everything a digest shows for workspace `ml` (a NonBlockingService) and this conversation."""
     limit = asyncio.Semaphore(concurrency)
     gaps: list[str] = []
@@ -91,20 +94,24 @@ async def gather(ml: Any, store: Any, *, conversation_id: str, now: datetime,
         read("running jobs", lambda: ml.list_jobs(status="Running", limit=100), []),
         read("compute", ml.list_compute, []))
 
-    async def metrics(endpoint: OnlineEndpoint) -> EndpointMetrics | ServiceError:
+    async def metrics(batch: list[OnlineEndpoint]) -> list[EndpointMetrics | ServiceError]:
+        """One batched call for `batch`; an endpoint the answer lacks, or a failed call, is unreadable."""
         async with limit:
             try:
-                return await ml.endpoint_metrics(endpoint.name, METRICS_WINDOW_MINUTES)
+                found = await ml.endpoints_metrics(batch, METRICS_WINDOW_MINUTES)
             except ServiceError as error:
-                return error
+                return [error] * len(batch)
+        return [found.get(e.name) or ServiceError("no figures for this endpoint") for e in batch]
 
     breached = [m for m in monitors if m.last_run is not None and m.last_run.breached]
 
     async def report(monitor: Monitor) -> DriftReport | None:
         return await read(f"drift of {monitor.name}", lambda: ml.drift_report(monitor.name), None)
 
-    figures, reports = await asyncio.gather(asyncio.gather(*(metrics(e) for e in endpoints)),
+    batches = [endpoints[i:i + batch_size] for i in range(0, len(endpoints), batch_size)]
+    answers, reports = await asyncio.gather(asyncio.gather(*(metrics(b) for b in batches)),
                                             asyncio.gather(*(report(m) for m in breached)))
+    figures = [figure for answer in answers for figure in answer]
     by_monitor = {m.name: r for m, r in zip(breached, reports) if r is not None}
 
     earlier = seen.get("endpoints", {})
@@ -207,15 +214,19 @@ def _running(compute: list[Compute], running_jobs: list[Job]) -> list[RunningCom
 
 async def send_due(store: Any, workspaces: Workspaces, now: datetime, *,
                    health: HealthThresholds = HealthThresholds(),
-                   studio_of: Callable[[Any], Studio | None] = lambda ml: None) -> int:
-    """Send every digest that is due at `now`; how many this caller claimed (and enqueued)."""
+                   studio_of: Callable[[Any], Studio | None] = lambda ml: None,
+                   failed: list[str] | None = None) -> int:
+    """Send every digest that is due at `now`; how many this caller claimed (and enqueued). A digest
+    that fails is logged and left due (its conversation appended to `failed`); the others still go."""
     sent = 0
     for schedule in await store.run_transaction(lambda tx: digests.due(tx, now), write=False):
         try:
             if await send_one(store, workspaces, schedule, now, health=health, studio_of=studio_of):
                 sent += 1
-        except DigestTimeError as error:          # the zone vanished from tzdata: say so, once a day
-            log.warning("digest of %s cannot be scheduled: %s", schedule.conversation_id, error)
+        except Exception:  # noqa: BLE001 - one broken schedule must not hold up the others
+            log.exception("the digest of %s could not be sent", schedule.conversation_id)
+            if failed is not None:
+                failed.append(schedule.conversation_id)
     return sent
 
 

@@ -10,7 +10,7 @@ command that shows them all; the whole card stays under Teams' size limit (ui.MA
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from commands.monitoring import sparkline

@@ -50,8 +50,8 @@ def parse_cron(expression: str) -> str:
     return cron
 
 
-_RANGES = {"minute": "0-59", "hour": "0-23", "day-of-month": "1-31, and a day that exists in the month given", "month": "1-12 or JAN-DEC",
-           "day-of-week": "0-7 or SUN-SAT, 0 and 7 are Sunday"}
+_RANGES = {"minute": "0-59", "hour": "0-23", "day-of-month": "1-31, and a day that exists in the month given",
+           "month": "1-12 or JAN-DEC", "day-of-week": "0-7 or SUN-SAT, 0 and 7 are Sunday"}
 
 
 @lru_cache(maxsize=1)
@@ -69,8 +69,8 @@ def parse_zone(name: str) -> ZoneInfo:
             return ZoneInfo(exact)
         except (ZoneInfoNotFoundError, ValueError):
             pass
-    close = [by_lower[m] for m in difflib.get_close_matches(cleaned.lower().replace(" ", "_"), list(by_lower),
-                                                             n=3, cutoff=0.6)]
+    wanted = cleaned.lower().replace(" ", "_")
+    close = [by_lower[m] for m in difflib.get_close_matches(wanted, list(by_lower), n=3, cutoff=0.6)]
     hint = f" Did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
     raise DigestTimeError(f"I don't know the time zone '{name}'.{hint} Use an IANA name such as Europe/Berlin, "
                           "America/New_York or UTC.")

@@ -5,7 +5,6 @@ The local workspace and the chat share one hand-moved clock, so every figure is 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -13,8 +12,8 @@ import pytest
 from adapters.local import LocalWorkspace
 from adapters.nonblocking import NonBlockingService
 from adapters.storage import approvals, audit, digests, outbox
-from commands.context import Role, User, Workspaces
-from commands.digest import gather, send_due
+from commands.context import Role, Workspaces
+from commands.digest import send_due
 from commands.digest_card import Digest, EndpointHealth, Figure, change_text, digest_card
 from commands.digest_times import jitter
 from commands.ui import MAX_CARD_BYTES, as_text
