@@ -5,7 +5,8 @@
     digest show / digest off
 
 A conversation has at most one schedule (a channel as a whole, not the thread it was typed in).
-Scheduling and stopping need the Operator role and are audited; `now` and `show` are open to all.
+Scheduling and stopping need the policy's [subscriptions] role (Operator by default) and are
+audited; `now` and `show` are open to all.
 
 Sending (`send_due`, called by the scheduler loop in bot/digests.py): for every schedule whose
 next_run has come, gather the digest, then in ONE transaction claim it by compare-and-set of its
@@ -234,6 +235,9 @@ async def send_one(store: Any, workspaces: Workspaces, schedule: DigestSchedule,
                    health: HealthThresholds = HealthThresholds(),
                    studio_of: Callable[[Any], Studio | None] = lambda ml: None) -> bool:
     """Gather and send one due digest, if this caller wins its claim."""
+    current = await store.run_transaction(lambda tx: digests.get(tx, schedule.conversation_id), write=False)
+    if current is None or current.next_run != schedule.next_run:
+        return False                           # sent by another replica meanwhile, changed or stopped: no work
     zone = parse_zone(schedule.time_zone)
     following = next_due(schedule.cron, zone, schedule.conversation_id, now)
     try:
@@ -244,7 +248,8 @@ async def send_one(store: Any, workspaces: Workspaces, schedule: DigestSchedule,
     late = fire if now - schedule.next_run > LATE_AFTER else None
     where = f"{schedule.cron} {schedule.time_zone}, next {show(following, zone)}"
     if ml is None:
-        payload = {"text": f"The scheduled digest could not run: {problem} (`digest schedule` again to fix it)."}
+        payload = {"text": f"The scheduled digest could not run: {problem} `digest schedule ... --workspace` "
+                           "with one of them fixes it."}
         snapshot = None
     else:
         gathered = await gather(ml, store, conversation_id=schedule.conversation_id, now=now, health=health,
@@ -279,7 +284,7 @@ LATE_AFTER = timedelta(minutes=15)
          Arg("cron", nargs="?", help='for schedule: a cron expression in quotes, e.g. "0 9 * * 1-5"'),
          Arg("--tz", help="the schedule's time zone (IANA, default UTC)", metavar="ZONE"),
          summary="A model-health digest of this chat's workspace: now, or on a schedule (cron, in a time zone); "
-                 "scheduling needs the Operator role.",
+                 "scheduling needs the Operator role (the policy's [subscriptions] role).",
          example='digest schedule "0 9 * * 1-5" --tz Europe/Berlin')
 async def digest(ctx: Context, action: str, cron: str | None, tz: str | None) -> Reply:
     if ctx.store is None or not ctx.conversation_id:
@@ -300,9 +305,12 @@ async def _now(ctx: Context, cron: str | None, tz: str | None) -> Reply:
 
 
 def _may_schedule(ctx: Context) -> None:
-    if ctx.role < SCHEDULE_ROLE:
-        raise Forbidden(f"Scheduling digests needs the {SCHEDULE_ROLE.label} role; you have {ctx.role.label}. "
-                        "Ask a bot admin to grant it.")
+    """What a conversation receives unasked is the policy's [subscriptions] role to decide
+    (Operator by default), for digests as for alert subscriptions."""
+    needed = ctx.gate.policy.subscription_role if ctx.gate is not None else SCHEDULE_ROLE
+    if ctx.role < needed:
+        raise Forbidden(f"Scheduling digests needs the {needed.label} role; you have {ctx.role.label}. "
+                        "Ask a bot admin to grant it (the policy's [subscriptions] role sets who may).")
 
 
 async def _schedule(ctx: Context, cron: str | None, tz: str | None) -> Reply:

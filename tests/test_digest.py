@@ -261,3 +261,32 @@ async def test_stopping_a_schedule_stops_its_digests(channel, store, clock, fixe
     clock.moment = datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
     assert await send_due(store, fixed_workspaces, clock()) == 0
     assert await digests_in_outbox(store) == []
+
+
+async def test_help_explains_digest_and_a_typo_is_caught(channel):
+    shown = await say(channel, "help digest")
+    assert 'digest schedule "0 9 * * 1-5" --tz Europe/Berlin' in shown.text
+    typo = await say(channel, "digets now")
+    assert "Did you mean `digest`?" in typo.text
+
+
+async def test_a_schedule_whose_workspace_is_gone_says_so_in_the_chat(channel, store, clock, fixed_workspaces):
+    await schedule_in(channel)
+    await store.run_transaction(lambda tx: tx.execute(
+        "UPDATE digest_schedules SET workspace = 'ml-old' WHERE conversation_id = ?", (CHANNEL,)))
+    clock.moment = datetime(2026, 11, 26, 8, 5, tzinfo=timezone.utc)
+    assert await send_due(store, fixed_workspaces, clock()) == 1
+    [item] = await digests_in_outbox(store)
+    assert item.payload == {"text": "The scheduled digest could not run: No workspace named 'ml-old'. Did you mean "
+                                    "`ml-prod`? Configured: ml-prod. `digest schedule ... --workspace` with one of them fixes "
+                                    "it."}
+
+
+async def test_the_policys_subscriptions_role_decides_who_schedules(fixed_workspaces, store, clock):
+    from commands.policy import parse_policy
+    open_policy = parse_policy('[subscriptions]\nrole = "viewer"\n\n[[rule]]\nmode = "direct"\n', source="test")
+    viewer = Chat(fixed_workspaces, store, Role.VIEWER, clock=clock, policy=open_policy)
+    assert (await say(viewer, 'digest schedule "0 9 * * *"')).text.startswith("Scheduled the model-health digest")
+    strict = parse_policy('[subscriptions]\nrole = "admin"\n\n[[rule]]\nmode = "direct"\n', source="test")
+    operator = Chat(fixed_workspaces, store, Role.OPERATOR, clock=clock, policy=strict)
+    assert "Scheduling digests needs the Admin role; you have Operator." in (await say(operator, "digest off")).text
