@@ -13,9 +13,10 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from commands.monitoring import sparkline
 from commands.ui import MAX_CARD_BYTES, button, card, columns, section, text, when
 
+BLOCKS = "▁▂▃▄▅▆▇█"
+TREND_SPAN = 0.2                   # a sparkline's height is at least 20% of the series' highest value
 MAX_ENDPOINTS = 8
 MAX_MODELS = 8
 MAX_JOBS = 5
@@ -116,7 +117,7 @@ def attention(digest: Digest) -> list[str]:
         items.append(_count(len(expiring), "approval") + " about to expire")
     idle = [c for c in digest.compute if c.idle]
     if idle:
-        items.append(_count(len(idle), "idle compute") + " running")
+        items.append(_count(len(idle), "idle compute target") + " still running")
     return items
 
 
@@ -248,8 +249,24 @@ def _figure(label: str, figure: Figure, unit: str, fmt: str) -> list[dict]:
         lines.append(text(change, subtle=True, spacing="None"))
     series = [*figure.history, figure.now]
     if sum(v is not None for v in series) >= 2:
-        lines.append(text(sparkline(series), spacing="None"))
+        lines.append(text(trend(series), spacing="None"))
     return lines
+
+
+def trend(values) -> str:
+    """One block per digest, scaled to the series' own range but never to less than TREND_SPAN of
+    its highest value (centred), so a real swing fills the height and a few percent of noise stays
+    near the middle; `·` where a digest had no figure."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return "·" * len(values)
+    low, high = min(known), max(known)
+    span = max(high - low, TREND_SPAN * abs(high))
+    if high == low:                # nothing moved: a flat line at mid height
+        return "".join("·" if v is None else BLOCKS[3] for v in values)
+    floor = low - (span - (high - low)) / 2
+    return "".join("·" if v is None else BLOCKS[min(len(BLOCKS) - 1, max(0, round((v - floor) / span * 7)))]
+                   for v in values)
 
 
 def change_text(figure: Figure) -> str:

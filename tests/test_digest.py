@@ -64,7 +64,7 @@ async def test_digest_now_shows_the_workspaces_figures(channel, local, clock):
     churn = metrics["churn-api"]
     # the headline names what needs attention, worst first
     assert words.splitlines()[2] == ("Needs attention: 1 endpoint unhealthy (churn-api); fraud-model drifting; "
-                                     "2 jobs failed; 1 idle compute running.")
+                                     "2 jobs failed; 1 idle compute target still running.")
     assert (f"p50 {churn.latency_p50_ms:.0f} ms  p99 {churn.latency_p99_ms:.0f} ms  "
             f"req/min {churn.requests_per_minute:.0f}  5xx {churn.error_rate * 100:.2f}%") in words
     assert f"p99 {churn.latency_p99_ms:.0f} ms > 1000 ms; 5xx {churn.error_rate * 100:.2f}% > 1%" in words
@@ -290,3 +290,12 @@ async def test_the_policys_subscriptions_role_decides_who_schedules(fixed_worksp
     strict = parse_policy('[subscriptions]\nrole = "admin"\n\n[[rule]]\nmode = "direct"\n', source="test")
     operator = Chat(fixed_workspaces, store, Role.OPERATOR, clock=clock, policy=strict)
     assert "Scheduling digests needs the Admin role; you have Operator." in (await say(operator, "digest off")).text
+
+
+def test_trend_blocks_scale_to_the_series_own_range():
+    from commands.digest_card import trend
+    assert trend([100.0, 200.0, 400.0]) == "▁▃█"         # a real swing fills the height
+    assert trend([100.0, 103.0, 106.0]) == "▄▄▅"         # a few percent stays near the middle
+    assert trend([5.0, None, 5.0]) == "▄·▄"
+    assert trend([0.0, 0.0]) == "▄▄"
+    assert trend([None, None]) == "··"

@@ -128,3 +128,24 @@ async def test_a_broken_schedule_does_not_hold_up_the_others(make_storage, works
     assert scheduler.failed == ["a:first"]
     assert [i.conversation_id for i in await digest_items(storage)] == ["b:second"]
     assert await scheduler.pause() == MAX_SLEEP           # retried in a minute, not in a hot loop
+
+
+async def test_the_loop_ticks_then_sleeps_until_the_next_digest_is_due(make_storage, workspaces):
+    storage = make_storage()
+    await storage.open()
+    await scheduled(storage, CHANNEL, "0 9 * * *")
+    clock = Clock(datetime(2026, 11, 26, 8, 0, tzinfo=timezone.utc) + jitter(CHANNEL) - timedelta(seconds=20))
+    pauses = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        clock.moment += timedelta(seconds=seconds)
+        if len(pauses) == 3:
+            raise asyncio.CancelledError
+
+    scheduler = DigestScheduler(storage, workspaces, clock=clock, sleep=sleep)
+    with pytest.raises(asyncio.CancelledError):
+        await scheduler.run()
+    # 20 s until due; then the digest goes out and the next is a day away (the loop looks every minute)
+    assert pauses == [20.0, MAX_SLEEP, MAX_SLEEP]
+    assert len(await digest_items(storage)) == 1
