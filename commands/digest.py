@@ -127,13 +127,17 @@ async def gather(ml: Any, store: Any, *, conversation_id: str, now: datetime,
                                           write=False)
     waiting = tuple(PendingApproval(a.id, f"{a.action} {a.target}", a.requester_name, a.expires_at,
                                     a.expires_at - now <= EXPIRING_WITHIN)
-                    for a in sorted(pending, key=lambda a: a.expires_at) if a.workspace in ("", ml.name))
+                    for a in sorted(pending, key=lambda a: a.expires_at)
+                    if a.workspace in ("", ml.name) and a.expires_at > now)      # expired: the sweep's to close
     digest = Digest(workspace=ml.name, environment=ml.environment, now=now, since=since, endpoints=tuple(rows),
                     models=tuple(models), failed_jobs=failed_jobs, approvals=waiting,
                     compute=tuple(_running(compute, running_jobs)), gaps=tuple(gaps))
+    # what could not be read this time keeps what the last digest saw, so the next one still compares
+    models_read = not any(gap.startswith("models in ") for gap in gaps)
     snapshot = {
-        "endpoints": {row.name: _history(row) for row in rows if not row.unreadable},
-        "stages": {f"{v.name}:{v.version}": v.stage for v in [*production, *staging]},
+        "endpoints": {row.name: _history(row) if not row.unreadable else earlier.get(row.name, {}) for row in rows},
+        "stages": ({f"{v.name}:{v.version}": v.stage for v in [*production, *staging]} if models_read
+                   else stages_before or {}),
     }
     return Gathered(digest, snapshot)
 

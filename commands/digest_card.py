@@ -123,10 +123,12 @@ def attention(digest: Digest) -> list[str]:
 
 def headline(digest: Digest) -> tuple[str, str]:
     items = attention(digest)
+    blind = bool(digest.gaps) or any(e.unreadable for e in digest.endpoints)
     if items:
-        return "Needs attention: " + "; ".join(items) + ".", "Attention"
-    if digest.gaps:
-        return "Nothing needs attention in what I could read (some parts were unreadable, see below).", "Warning"
+        return ("Needs attention: " + "; ".join(items) + "." +
+                (" Some parts could not be read (see below)." if blind else "")), "Attention"
+    if blind:
+        return "Nothing needs attention in what I could read; some parts could not be read (see below).", "Warning"
     return "All healthy: nothing needs attention.", "Good"
 
 

@@ -299,3 +299,32 @@ def test_trend_blocks_scale_to_the_series_own_range():
     assert trend([5.0, None, 5.0]) == "▄·▄"
     assert trend([0.0, 0.0]) == "▄▄"
     assert trend([None, None]) == "··"
+
+
+async def test_what_could_not_be_read_keeps_the_last_digests_figures(fixed_workspaces, store, clock, local):
+    from commands.digest import gather
+    ml = fixed_workspaces.default
+    first = await gather(ml, store, conversation_id=CHANNEL, now=clock())
+    await store.run_transaction(lambda tx: digests.remember(tx, CHANNEL, "ml-prod", first.snapshot, clock()))
+
+    class Failing:
+        """The same workspace, but its metrics and model listing are down."""
+        name, environment = ml.name, ml.environment
+
+        def __getattr__(self, method):
+            if method in ("endpoints_metrics", "list_models"):
+                async def down(*args, **kwargs):
+                    from adapters.service import Unavailable
+                    raise Unavailable("Azure Monitor did not answer within 30 s.")
+                return down
+            return getattr(ml, method)
+
+    clock.advance(hours=24)
+    second = await gather(Failing(), store, conversation_id=CHANNEL, now=clock())
+    assert [e.unreadable for e in second.digest.endpoints] == ["Azure Monitor did not answer within 30 s."] * 3
+    assert "models in Production: Azure Monitor did not answer within 30 s." in second.digest.gaps
+    assert second.snapshot == first.snapshot                     # nothing forgotten, nothing "new" next time
+    words = as_text(digest_card(second.digest))
+    assert "Figures unavailable: Azure Monitor did not answer within 30 s." in words
+    assert words.splitlines()[2] == ("Needs attention: 3 idle compute targets still running. "
+                                     "Some parts could not be read (see below).")
