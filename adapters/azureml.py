@@ -51,7 +51,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from itertools import islice
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import quote
 
 from azure.ai.ml import Input, MLClient
@@ -98,6 +98,7 @@ from adapters.service import (
 
 DATA_SCIENTIST = "AzureML Data Scientist"
 READER = "Reader"
+METRICS_BATCH = 50               # Azure Monitor's metrics:getBatch takes at most 50 resource ids per call
 ALL_SCHEDULES = "All"            # ScheduleListViewType.ALL: enabled and disabled schedules
 ALL_ASSETS = "All"               # ListViewType.ALL: active and archived asset versions
 FEATURE_STORE_ROLE = "AzureML Data Scientist"   # needed on the feature store itself (a workspace of its own)
@@ -481,6 +482,21 @@ class AzureMLService:
             deployments = tuple(sorted(d.name for d in self.ml.online_deployments.list(endpoint)))
         ref = EndpointRef(name=endpoint, resource_id=found.id, deployments=deployments)
         return source.endpoint_metrics([ref], window_minutes)[endpoint]
+
+    def endpoints_metrics(self, endpoints: Sequence[OnlineEndpoint], window_minutes: int = 60
+                          ) -> dict[str, EndpointMetrics]:
+        """Many endpoints' health in batched Azure Monitor queries: the ARM ids are built from the
+        workspace's scope (no extra ARM read per endpoint), METRICS_BATCH resources per call."""
+        if not endpoints:
+            return {}
+        source = self._metrics_source()
+        base = (f"/subscriptions/{self.ml.subscription_id}/resourceGroups/{self.ml.resource_group_name}"
+                f"/providers/Microsoft.MachineLearningServices/workspaces/{self.workspace_name}/onlineEndpoints/")
+        refs = [EndpointRef(e.name, base + e.name, tuple(sorted(d.name for d in e.deployments))) for e in endpoints]
+        found: dict[str, EndpointMetrics] = {}
+        for start in range(0, len(refs), METRICS_BATCH):
+            found.update(source.endpoint_metrics(refs[start:start + METRICS_BATCH], window_minutes))
+        return found
 
     def _metrics_source(self) -> EndpointMetricsSource:
         """The configured source, or one for the workspace's region, built once on first use."""

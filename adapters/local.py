@@ -41,7 +41,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from adapters import demo as demo_data
 from adapters import local_monitors
@@ -365,6 +365,10 @@ class LocalWorkspace:
             health = {d.name: self._health(conn, endpoint, d.name) for d in ep.deployments}
             now = self._now()
         return simulated_metrics(ep, load, health, now, window_minutes)
+
+    def endpoints_metrics(self, endpoints: Sequence[OnlineEndpoint], window_minutes: int = 60
+                          ) -> dict[str, EndpointMetrics]:
+        return {e.name: self.endpoint_metrics(e.name, window_minutes) for e in endpoints}
 
     # ------------------------------------------------------------ batch endpoints
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Literal, Protocol, runtime_checkable
+from typing import Callable, Literal, Protocol, Sequence, runtime_checkable
 
 # ---------------------------------------------------------------- errors
 
@@ -476,6 +476,14 @@ class MLService(Protocol):
     def get_feature_set(self, store: str, name: str, version: str | None = None) -> FeatureSet:
         """One feature set version in full (latest when no version): entities with their join keys,
         features with types, materialization settings and the last materialization job."""
+        ...
+
+    # model-health digests (issue 11)
+    def endpoints_metrics(self, endpoints: Sequence[OnlineEndpoint], window_minutes: int = 60
+                          ) -> dict[str, EndpointMetrics]:
+        """`endpoint_metrics` for many endpoints at once (as `list_endpoints` gave them), keyed by name,
+        in as few backend calls as the backend allows (Azure Monitor: one `query_resources` per
+        metric group and batch of METRICS_BATCH resources)."""
         ...
 
 

@@ -11,7 +11,8 @@ Routes:
     GET  /readyz             readiness: storage reachable and a backend configured
 
 Background tasks, started with the app: the outbox worker (every proactive message), the
-expiry of approval requests, and the watches after traffic changes (bot/watch.py).
+expiry of approval requests, the watches after traffic changes (bot/watch.py) and the digest
+scheduler (bot/digests.py).
 
 Malformed requests are answered with 4xx and a short JSON reason before they reach botbuilder,
 whose own parsing would turn them into HTTP 500.
@@ -36,6 +37,7 @@ from adapters.service import AzureScope
 from adapters.storage import Storage, StorageError, open_storage
 from adapters.storage.outbox import OutboxItem
 from bot.api import ApprovalsApi
+from bot.digests import DigestScheduler
 from bot.handler import ChatHandler
 from bot.ingress import Ingress, prune_forever
 from bot.outbox import OutboxWorker
@@ -56,6 +58,7 @@ POOLS = web.AppKey("pools", tuple)
 MAX_PENDING_OPERATIONS = 32
 EXPIRY_CHECK_SECONDS = 60.0
 WORKER = web.AppKey("outbox", OutboxWorker)
+DIGESTS = web.AppKey("digests", DigestScheduler)
 TASKS = web.AppKey("tasks", object)
 GATE = web.AppKey("gate", Gate)
 WATCHES = web.AppKey("watches", WatchLoop)
@@ -126,10 +129,13 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     gate.owner = worker.owner
     watch_loop = WatchLoop(storage, workspaces, gate, owner=worker.owner, window_minutes=settings.watch_minutes,
                            clock=clock)
+    scheduler = DigestScheduler(storage, workspaces, clock=clock, health=settings.health_thresholds(),
+                                wake=worker.wake)
 
     app = web.Application(client_max_size=MAX_ACTIVITY_BYTES, middlewares=[_never_500])
     app[HANDLER], app[BOT], app[STORAGE], app[POOLS] = handler, bot, storage, pools
     app[WORKER], app[TASKS], app[GATE], app[WATCHES] = worker, tasks, gate, watch_loop
+    app[DIGESTS] = scheduler
     app.router.add_post("/api/messages", messages)
     app.router.add_routes(ApprovalsApi(handler, settings.api_token).routes())
     app.router.add_routes(Ingress(storage, settings.webhook_key, clock=clock, wake=worker.wake).routes())
@@ -159,9 +165,10 @@ async def _remember(handler: ChatHandler, item: OutboxItem, activity_id: str) ->
 
 
 async def _background(app: web.Application):
-    """The outbox worker and the approval expiry loop run as long as the app."""
+    """The outbox worker, the approval expiry loop and the digest scheduler run as long as the app."""
     tasks = app[TASKS]
     tasks.spawn(app[WORKER].run())
+    tasks.spawn(app[DIGESTS].run())
     tasks.spawn(_expire_requests(app[GATE]))
     tasks.spawn(prune_forever(app[STORAGE], app[HANDLER].clock))
     tasks.spawn(app[WATCHES].run())

@@ -103,6 +103,7 @@ def requests() -> list[RecordedRequest]:
     svc.scale_deployment("fraud-api", "green", 2).wait(5)
     svc.deployment_logs("fraud-api", "blue")
     svc.endpoint_metrics("fraud-api")
+    svc.endpoints_metrics(svc.list_endpoints())          # issue 11: the digest's batched figures
     svc.list_batch_endpoints()
     svc.invoke_batch_endpoint("fraud-batch", "azureml://datastores/workspaceblobstore/paths/fraud/")
     svc.list_batch_jobs("fraud-batch")

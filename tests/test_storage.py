@@ -179,7 +179,6 @@ async def test_replicas_opening_a_fresh_database_at_once_all_succeed(make_storag
 
 
 def test_migrations_are_numbered_in_order_for_both_dialects():
-    # Versions are handed out per feature (9 may land after 10), so they ascend without repeats.
     versions = [m.version for m in MIGRATIONS]
     assert versions == list(range(1, len(MIGRATIONS) + 1))          # appended in order, none skipped
     assert len({m.name for m in MIGRATIONS}) == len(MIGRATIONS)

@@ -570,6 +570,51 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX pending_operations_open ON pending_operations (state, posted, started_at)",
         ),
     ),
+    # Scheduled model-health digests, one schedule per conversation, and what the last digest saw
+    # (issue 11). A replica claims a due digest by compare-and-set of next_run.
+    Migration(
+        12, "digest schedules",
+        sqlite=(
+            """CREATE TABLE digest_schedules (
+                   conversation_id TEXT PRIMARY KEY,
+                   tenant_id       TEXT NOT NULL DEFAULT '',
+                   workspace       TEXT NOT NULL DEFAULT '',
+                   cron            TEXT NOT NULL,
+                   time_zone       TEXT NOT NULL,
+                   next_run        TEXT NOT NULL,
+                   last_run        TEXT,
+                   created_by_id   TEXT NOT NULL,
+                   created_by_name TEXT NOT NULL,
+                   created_at      TEXT NOT NULL)""",
+            "CREATE INDEX digest_schedules_due ON digest_schedules (next_run)",
+            """CREATE TABLE digest_snapshots (
+                   conversation_id TEXT NOT NULL,
+                   workspace       TEXT NOT NULL,
+                   taken_at        TEXT NOT NULL,
+                   snapshot        TEXT NOT NULL,
+                   PRIMARY KEY (conversation_id, workspace))""",
+        ),
+        postgres=(
+            """CREATE TABLE digest_schedules (
+                   conversation_id TEXT PRIMARY KEY,
+                   tenant_id       TEXT NOT NULL DEFAULT '',
+                   workspace       TEXT NOT NULL DEFAULT '',
+                   cron            TEXT NOT NULL,
+                   time_zone       TEXT NOT NULL,
+                   next_run        TIMESTAMPTZ NOT NULL,
+                   last_run        TIMESTAMPTZ,
+                   created_by_id   TEXT NOT NULL,
+                   created_by_name TEXT NOT NULL,
+                   created_at      TIMESTAMPTZ NOT NULL)""",
+            "CREATE INDEX digest_schedules_due ON digest_schedules (next_run)",
+            """CREATE TABLE digest_snapshots (
+                   conversation_id TEXT NOT NULL,
+                   workspace       TEXT NOT NULL,
+                   taken_at        TIMESTAMPTZ NOT NULL,
+                   snapshot        JSONB NOT NULL,
+                   PRIMARY KEY (conversation_id, workspace))""",
+        ),
+    ),
 )
 
 _MIGRATIONS_TABLE = {
