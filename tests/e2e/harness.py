@@ -194,7 +194,8 @@ ISAIAH = PlaygroundUser("user-id-isaiah", "Isaiah Langer", "00000000-0000-0000-0
 PATTI = PlaygroundUser("user-id-patti", "Patti Fernandez", "00000000-0000-0000-0000-000000000a05", "pattif@example.com")
 LYNNE = PlaygroundUser("user-id-lynne", "Lynne Robbins", "00000000-0000-0000-0000-000000000a06", "lynner@example.com")
 KNOWN_USERS = (ALEX, MEGAN, ADELE, ISAIAH, PATTI, LYNNE)
-ROLES = {"MLOPSBOT_OPERATORS": ALEX.aad_object_id, "MLOPSBOT_APPROVERS": MEGAN.aad_object_id}
+ROLES = {"MLOPSBOT_OPERATORS": ALEX.aad_object_id, "MLOPSBOT_APPROVERS": MEGAN.aad_object_id,
+         "MLOPSBOT_WEBHOOK_KEY": "e2e-webhook-key-0123456789abcdefghij"}     # lets tests post Event Grid events
 
 
 def playground_config(current_user: PlaygroundUser = ALEX) -> str:

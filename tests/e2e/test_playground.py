@@ -135,3 +135,33 @@ def test_a_production_change_is_approved_by_someone_else(chat):
     chat.screenshot("audit")
     for line in ("Alex Wilber requested traffic endpoint fraud-api", "Megan Bowen approved traffic endpoint fraud-api"):
         assert line in story, story
+
+
+def test_a_drift_breach_reaches_a_subscribed_channel(chat, bot_server):
+    """Subscribe the channel to drift alerts, post Azure ML's breach event as Event Grid does, and
+    see the alert card arrive in the channel with its Rollback and Retrain buttons."""
+    import json
+    import urllib.request
+
+    from tests.e2e.harness import REPO_ROOT, ROLES
+
+    chat.mention_bot_in_channel("subscribe drift")
+    assert "drift" in chat.last_bot_message_text()
+    event = (REPO_ROOT / "docs" / "examples" / "drift-breach.eventgrid.json").read_bytes()
+    request = urllib.request.Request(f"{bot_server.base_url}/api/events?code={ROLES['MLOPSBOT_WEBHOOK_KEY']}",
+                                     data=event, headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.loads(response.read())["cards"] == 1
+    # The alert is a new post of the bot's in the channel (the page shows it at the top).
+    chat.page.get_by_text("Drift: monitor fraud-monitor breached its thresholds").first.wait_for()
+    chat.screenshot("drift-alert")
+    page = chat.page.inner_text("body")
+    assert "Per feature, worst first" in page and "amount" in page, page[:2000]
+    assert {"Rollback", "Retrain", "Acknowledge"} <= set(chat.card_buttons()), chat.card_buttons()
+
+
+def test_digest_now_in_the_channel(chat):
+    chat.mention_bot_in_channel("digest now")
+    digest = chat.last_bot_message_text()
+    chat.screenshot("digest")
+    assert "fraud-api" in digest and "fraud-model" in digest, digest
