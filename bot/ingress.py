@@ -90,35 +90,33 @@ class Ingress:
         return web.Response(status=200, headers={"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "120",
                                                  "Allow": "POST, OPTIONS"})
 
-    async def events(self, request: web.Request) -> web.Response:
+    async def _parsed(self, request: web.Request, parse: Callable[[Any], Any]) -> tuple[Any, web.Response | None]:
+        """(what `parse` made of the body, None), or (None, the answer refusing the request)."""
         refused = self._refused(request)
         if refused is not None:
-            return refused
+            return None, refused
         try:
-            batch = parse_event_grid(await self._body(request))
+            return parse(await self._body(request)), None
         except web.HTTPRequestEntityTooLarge:
-            return _problem(413, f"body larger than {MAX_WEBHOOK_BYTES} bytes")
+            return None, _problem(413, f"body larger than {MAX_WEBHOOK_BYTES} bytes")
         except Malformed as error:
-            return _problem(422, str(error))
+            return None, _problem(422, str(error))
         except ValueError as error:
-            return _problem(400, str(error))
+            return None, _problem(400, str(error))
+
+    async def events(self, request: web.Request) -> web.Response:
+        batch, refused = await self._parsed(request, parse_event_grid)
+        if refused is not None:
+            return refused
         if batch.validation_code:
             log.info("event grid: subscription validation answered")
             return web.json_response({"validationResponse": batch.validation_code})
         return await self._accept(list(batch.events), "eventgrid", ignored=len(batch.ignored))
 
     async def alerts(self, request: web.Request) -> web.Response:
-        refused = self._refused(request)
+        event, refused = await self._parsed(request, parse_common_alert)
         if refused is not None:
             return refused
-        try:
-            event = parse_common_alert(await self._body(request))
-        except web.HTTPRequestEntityTooLarge:
-            return _problem(413, f"body larger than {MAX_WEBHOOK_BYTES} bytes")
-        except Malformed as error:
-            return _problem(422, str(error))
-        except ValueError as error:
-            return _problem(400, str(error))
         return await self._accept([event], "azure-monitor")
 
     async def _accept(self, events: list[Event], source: str, *, ignored: int = 0) -> web.Response:
