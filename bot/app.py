@@ -240,6 +240,8 @@ async def _check_activity(request: web.Request) -> web.Response | None:
         return _problem(413, f"activity larger than {MAX_ACTIVITY_BYTES} bytes")
     except (ValueError, UnicodeDecodeError):
         return _problem(400, "body is not JSON")
+    except RecursionError:                      # e.g. 10,000 nested brackets: not an activity
+        return _problem(400, "body is nested too deeply")
     if not isinstance(body, dict) or not isinstance(body.get("type"), str) or not body["type"]:
         return _problem(400, "an activity needs a 'type'")
     if body["type"] in ("message", "invoke", "conversationUpdate", "installationUpdate"):
