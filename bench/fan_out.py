@@ -154,7 +154,11 @@ async def run(conversations: int, random_429: float, data: Path) -> dict:
     minimum = float(math.ceil(conversations / 30) - 1)
     lost = sum(1 for c in ids if connector.accepted[c] == 0)
     duplicated = sum(count - 1 for count in connector.accepted.values() if count > 1)
+    accepted = [t - started for t in connector.accepted_at]
+    timeline = {f"{q}%": round(accepted[max(0, math.ceil(len(accepted) * q / 100) - 1)], 2)
+                for q in (10, 50, 90, 99, 100)} if accepted else {}
     return {"conversations": conversations, "random_429_rate": random_429, "total_seconds": round(total, 2),
+            "accepted_by_seconds": timeline,
             "minimum_seconds": minimum, "ratio": round(total / minimum, 3) if minimum else None,
             "lost": lost, "duplicated": duplicated, "random_429s": connector.random_refusals,
             "limit_429s": connector.limit_refusals, "outbox_states": {str(s): int(n) for s, n in states},

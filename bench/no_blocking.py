@@ -15,7 +15,9 @@ MLOPSBOT_AZURE_MAX_CONCURRENCY threads.
    person's p50 and max latency, against the same turns without the stuck workspace.
    Target: no slower (within 50 ms).
 
-Both run at each pool size given (the default 8, and 64, the largest the setting allows).
+Both run at each pool size given (the default 8, and 64, the largest the setting allows), with the
+pool shared by the workspaces as bot.app builds it; and once more at the smallest size with one
+pool per workspace, to show what isolating the workspaces' threads would change.
 
     python bench/no_blocking.py [--users 50] [--duration 20] [--pool 8 64]
 """
@@ -85,10 +87,13 @@ async def turn(teams: TeamsStandIn, text: str, user: Person) -> float:
     return elapsed * 1000
 
 
-async def one_setting(pool_size: int, args: argparse.Namespace, data: Path) -> dict[str, Any]:
+async def one_setting(pool_size: int, args: argparse.Namespace, data: Path, *,
+                      own_pools: bool = False) -> dict[str, Any]:
+    """`own_pools`: each workspace gets its own thread pool (the app shares one among them)."""
     settings = load_settings(data_dir=data, host="127.0.0.1", azure_max_concurrency=pool_size)
     pools = thread_pools(settings)
     calls, waits = pools
+    stuck_calls_pool = thread_pools(settings)[0] if own_pools else calls
     healthy = LocalWorkspace(data / "healthy.db")
     healthy.reset(demo=True)
     stuck = LocalWorkspace(data / "stuck.db")
@@ -98,11 +103,12 @@ async def one_setting(pool_size: int, args: argparse.Namespace, data: Path) -> d
     workspaces = Workspaces([
         NonBlockingService(slow, name="ml-prod", environment="prod", pool=calls, wait_pool=waits,
                            timeout=settings.azure_timeout),
-        NonBlockingService(stuck_service, name="ml-stuck", environment="prod", pool=calls, wait_pool=waits,
+        NonBlockingService(stuck_service, name="ml-stuck", environment="prod", pool=stuck_calls_pool, wait_pool=waits,
                            timeout=settings.azure_timeout)])
     server = TestServer(create_app(settings, workspaces=workspaces))
     await server.start_server()
-    result: dict[str, Any] = {"pool_threads": pool_size}
+    result: dict[str, Any] = {"pool_threads": pool_size, "pools": "one per workspace" if own_pools else
+                              "shared by the workspaces (as bot.app builds them)"}
     async with TeamsStandIn(str(server.make_url("/api/messages"))) as teams:
         before = slow.calls
         await turn(teams, "endpoint fraud-api", person(0))                        # warm up
@@ -143,16 +149,17 @@ async def one_setting(pool_size: int, args: argparse.Namespace, data: Path) -> d
             "during_p50_ms": round(statistics.median(during), 1), "during_max_ms": round(max(during), 1),
             "stuck_turns_max_s": round(max(stuck_latencies) / 1000, 2), "load_1min": _common.load_average()}
     await server.close()
-    for executor in pools:
+    for executor in {*pools, stuck_calls_pool}:
         executor.shutdown(wait=False, cancel_futures=True)
     load = result["load"]
     isolation = result["isolation"]
     result["p99_met"] = load["p99_ms"] <= TARGET_P99_MS
     result["isolation_met"] = isolation["during_max_ms"] <= isolation["baseline_max_ms"] + ISOLATION_SLACK_MS
-    print(f"pool {pool_size:>2} threads: {load['users']} users, {load['turns']} turns, p50 {load['p50_ms']:.0f} ms, "
+    label = f"pool {pool_size:>2} threads{' per workspace' if own_pools else ''}"
+    print(f"{label}: {load['users']} users, {load['turns']} turns, p50 {load['p50_ms']:.0f} ms, "
           f"p99 {load['p99_ms']:.0f} ms (target {TARGET_P99_MS:.0f}: {'met' if result['p99_met'] else 'NOT met'}); "
           f"load {load['load_1min']}")
-    print(f"pool {pool_size:>2} threads: {args.stuck_calls} calls stuck {args.stuck:g} s in ml-stuck; another "
+    print(f"{label}: {args.stuck_calls} calls stuck {args.stuck:g} s in ml-stuck; another "
           f"conversation on ml-prod: median {isolation['baseline_p50_ms']:.0f} -> {isolation['during_p50_ms']:.0f} ms, "
           f"max {isolation['baseline_max_ms']:.0f} -> {isolation['during_max_ms']:.0f} ms "
           f"({'met' if result['isolation_met'] else 'NOT met'})", flush=True)
@@ -173,10 +180,10 @@ def main() -> None:
         os.environ.pop(name, None)
     load_before = _common.load_average()
     results = []
-    for size in args.pool:
+    for size, own in [(size, False) for size in args.pool] + [(min(args.pool), True)]:
         with tempfile.TemporaryDirectory() as data:
             os.chdir(data)
-            results.append(asyncio.run(one_setting(size, args, Path(data))))
+            results.append(asyncio.run(one_setting(size, args, Path(data), own_pools=own)))
     _common.write_results("no_blocking", {"backend_seconds": BACKEND_SECONDS, "settings": results},
                           {"p99_ms_at_most": TARGET_P99_MS,
                            "isolation": f"another conversation's max latency within {ISOLATION_SLACK_MS:g} ms "
