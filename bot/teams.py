@@ -158,9 +158,12 @@ def command_text(activity: Activity) -> str:
     value = activity.text or ""
     bot_id = activity.recipient.id if isinstance(activity.recipient, ChannelAccount) else None
     for entity in activity.entities or []:
-        props = entity.additional_properties or {}
+        props = getattr(entity, "additional_properties", None) or {}     # a null entity has none
         mentioned = props.get("mentioned") or {}
-        if entity.type == "mention" and props.get("text") and (bot_id is None or mentioned.get("id") == bot_id):
+        if entity is None or not isinstance(mentioned, dict):
+            continue
+        if entity.type == "mention" and isinstance(props.get("text"), str) and props["text"] and (
+                bot_id is None or mentioned.get("id") == bot_id):
             value = value.replace(props["text"], " ")
     value = re.sub(r"<at>.*?</at>", " ", value) if bot_id is None else value
     return " ".join(html.unescape(_TAG.sub(" ", value)).split())
@@ -171,9 +174,9 @@ def _other_mentions(activity: Activity) -> list[tuple[str, str, str]]:
     bot_id = activity.recipient.id if isinstance(activity.recipient, ChannelAccount) else None
     found = []
     for entity in activity.entities or []:
-        props = entity.additional_properties or {}
+        props = getattr(entity, "additional_properties", None) or {}
         mentioned = props.get("mentioned") or {}
-        if entity.type != "mention" or not isinstance(mentioned, dict) or mentioned.get("id") == bot_id:
+        if entity is None or entity.type != "mention" or not isinstance(mentioned, dict) or mentioned.get("id") == bot_id:
             continue
         if isinstance(props.get("text"), str) and isinstance(mentioned.get("id"), str):
             shown = " ".join(html.unescape(_TAG.sub(" ", props["text"])).split())
