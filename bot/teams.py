@@ -17,10 +17,12 @@ into activities:
 from __future__ import annotations
 
 import asyncio
+import collections
 import html
 import logging
 import random
 import re
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Sequence
@@ -35,6 +37,7 @@ from botbuilder.core.teams import TeamsInfo
 from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
 from botframework.connector.auth import AuthenticationConstants
 from msrest.exceptions import HttpOperationError
+from msrest.universal_http.requests import ClientRetryPolicy
 from botframework.connector.auth.jwt_token_extractor import JwtTokenExtractor, _OpenIdMetadata
 from botbuilder.schema import (
     Activity, ActivityTypes, AdaptiveCardInvokeResponse, ChannelAccount, ConversationReference,
@@ -51,6 +54,13 @@ log = logging.getLogger(__name__)
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 WELCOME = ("Hi, I'm the MLOps bot. I run Azure Machine Learning from chat. Try `models`, `endpoints`, "
            "`endpoint fraud-api`, `jobs --status Failed` or `help`.")
+
+
+# botbuilder builds two msrest clients per turn and per proactive send (the connector and the user
+# token client); each builds a retry policy from `[i for i in range(999) if i not in safe_codes]`,
+# with safe_codes a 500-element list: half a million comparisons, about 10 ms of CPU each time,
+# more than the rest of a `help` turn. The same codes as a frozenset give the same policy.
+ClientRetryPolicy.safe_codes = frozenset(ClientRetryPolicy.safe_codes)
 
 
 class _AdapterSettings:
@@ -246,9 +256,12 @@ def command_text(activity: Activity) -> str:
     value = activity.text or ""
     bot_id = activity.recipient.id if isinstance(activity.recipient, ChannelAccount) else None
     for entity in activity.entities or []:
-        props = entity.additional_properties or {}
+        props = getattr(entity, "additional_properties", None) or {}     # a null entity has none
         mentioned = props.get("mentioned") or {}
-        if entity.type == "mention" and props.get("text") and (bot_id is None or mentioned.get("id") == bot_id):
+        if entity is None or not isinstance(mentioned, dict):
+            continue
+        if entity.type == "mention" and isinstance(props.get("text"), str) and props["text"] and (
+                bot_id is None or mentioned.get("id") == bot_id):
             value = value.replace(props["text"], " ")
     value = re.sub(r"<at>.*?</at>", " ", value) if bot_id is None else value
     return " ".join(html.unescape(_TAG.sub(" ", value)).split())
@@ -259,9 +272,9 @@ def _other_mentions(activity: Activity) -> list[tuple[str, str, str]]:
     bot_id = activity.recipient.id if isinstance(activity.recipient, ChannelAccount) else None
     found = []
     for entity in activity.entities or []:
-        props = entity.additional_properties or {}
+        props = getattr(entity, "additional_properties", None) or {}
         mentioned = props.get("mentioned") or {}
-        if entity.type != "mention" or not isinstance(mentioned, dict) or mentioned.get("id") == bot_id:
+        if entity is None or entity.type != "mention" or not isinstance(mentioned, dict) or mentioned.get("id") == bot_id:
             continue
         if isinstance(props.get("text"), str) and isinstance(mentioned.get("id"), str):
             shown = " ".join(html.unescape(_TAG.sub(" ", props["text"])).split())
@@ -390,6 +403,58 @@ def service_url_problem(service_url: str, allowed_hosts: Sequence[str]) -> str |
     return f"'serviceUrl' host {host!r} is not a Teams or Bot Framework service (MLOPSBOT_SERVICE_URL_HOSTS)"
 
 
+def _reference_key(activity: Activity) -> tuple:
+    """Everything a stored ConversationRecord is made of, except the activity id: when it equals the
+    last one saved for this conversation, saving again would rewrite the same row."""
+    conversation = activity.conversation
+    sender = activity.from_property or ChannelAccount()
+    bot = activity.recipient or ChannelAccount()
+    channel_data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
+
+    def ids(key: str) -> str:
+        part = channel_data.get(key)
+        return str(part.get("id")) if isinstance(part, dict) else ""
+
+    return (activity.service_url, activity.channel_id, activity.locale, sender.id, sender.name,
+            sender.aad_object_id, sender.role, bot.id, bot.name, bot.role, conversation.id, conversation.name,
+            conversation.conversation_type, conversation.tenant_id, conversation.is_group,
+            ids("tenant"), ids("team"), ids("channel"))
+
+
+class SavedConversations:
+    """The conversations this process saved lately, to skip rewriting an unchanged reference on
+    every message. Bounded (least recently used first out) and each entry re-saved after
+    RESAVE_SECONDS, so that `updated_at` stays roughly current; forgotten when Teams says the bot
+    was removed (a later save must clear the "gone" mark)."""
+
+    MAX_ENTRIES = 10_000
+    RESAVE_SECONDS = 600.0
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self.clock = clock
+        self._saved: collections.OrderedDict[str, tuple[tuple, float]] = collections.OrderedDict()
+
+    def unchanged(self, conversation_id: str, key: tuple) -> bool:
+        entry = self._saved.get(conversation_id)
+        if entry is None or entry[0] != key or self.clock() - entry[1] > self.RESAVE_SECONDS:
+            return False
+        self._saved.move_to_end(conversation_id)
+        return True
+
+    def remember(self, conversation_id: str, key: tuple) -> None:
+        self._saved[conversation_id] = (key, self.clock())
+        self._saved.move_to_end(conversation_id)
+        while len(self._saved) > self.MAX_ENTRIES:
+            self._saved.popitem(last=False)
+
+    def forget(self, conversation_id: str) -> None:
+        self._saved.pop(conversation_id, None)
+
+
+# Activities that may mean the bot was (re)added or the conversation changed: always saved.
+ALWAYS_SAVED = {"installationUpdate", "conversationUpdate"}
+
+
 class TeamsBot(ActivityHandler):
     def __init__(self, handler: ChatHandler, storage: Storage, adapter: CloudAdapter, app_id: str, *,
                  service_url_hosts: Sequence[str] = ()) -> None:
@@ -401,6 +466,7 @@ class TeamsBot(ActivityHandler):
         self._follow_ups = FollowUps()
         self._welcomed: set[str] = set()
         self._people_seen: set[tuple[str, str, str]] = set()
+        self._saved = SavedConversations()
 
     async def process(self, request: web.Request) -> web.StreamResponse:
         """Hand an aiohttp request to the CloudAdapter: JWT validation, then this bot's turn.
@@ -441,9 +507,14 @@ class TeamsBot(ActivityHandler):
             if activity.type in (ActivityTypes.message, ActivityTypes.invoke):
                 await super().on_turn(turn_context)      # the handler answers "not enabled" in words
             return
-        record = conversation_record(activity)
-        if record is not None:
-            await self.storage.save_conversation(record)
+        if activity.conversation is not None and activity.conversation.id and activity.service_url:
+            key = _reference_key(activity)
+            conversation_id = activity.conversation.id
+            if activity.type in ALWAYS_SAVED or not self._saved.unchanged(conversation_id, key):
+                record = conversation_record(activity)
+                if record is not None:
+                    await self.storage.save_conversation(record)
+                    self._saved.remember(conversation_id, key)
         await self._remember_person(activity)
         await super().on_turn(turn_context)
 
@@ -606,6 +677,8 @@ class TeamsBot(ActivityHandler):
             return outcome.get("id", "")
         if isinstance(error, HttpOperationError):
             response = getattr(error, "response", None)
+            if getattr(response, "status_code", None) in (403, 404):
+                self._saved.forget(conversation_id)     # the next message from there clears "gone"
             raise DeliveryFailed(str(error)[:200], status=getattr(response, "status_code", None),
                                  retry_after=_retry_after(response))
         raise DeliveryFailed(repr(error)[:200])
