@@ -89,7 +89,8 @@ async def turn(teams: TeamsStandIn, text: str, user: Person) -> float:
 
 async def one_setting(pool_size: int, args: argparse.Namespace, data: Path, *,
                       own_pools: bool = False) -> dict[str, Any]:
-    """`own_pools`: each workspace gets its own thread pool (the app shares one among them)."""
+    """`own_pools`: each workspace gets its own thread pool, as bot.app.build_workspaces does; without
+    it, one pool shared by both (how the app was before, kept to show the difference)."""
     settings = load_settings(data_dir=data, host="127.0.0.1", azure_max_concurrency=pool_size)
     pools = thread_pools(settings)
     calls, waits = pools

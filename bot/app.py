@@ -54,7 +54,7 @@ MAX_ACTIVITY_BYTES = 256 * 1024
 HANDLER = web.AppKey("handler", ChatHandler)
 BOT = web.AppKey("bot", TeamsBot)
 STORAGE = web.AppKey("storage", Storage)
-POOLS = web.AppKey("pools", tuple)
+POOLS = web.AppKey("pools", list)
 MAX_PENDING_OPERATIONS = 32
 EXPIRY_CHECK_SECONDS = 60.0
 WORKER = web.AppKey("outbox", OutboxWorker)
@@ -64,18 +64,28 @@ GATE = web.AppKey("gate", Gate)
 WATCHES = web.AppKey("watches", WatchLoop)
 
 
-def thread_pools(settings: Settings) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
-    """Threads for SDK calls, and separate ones for waiting on long-running operations."""
-    return (ThreadPoolExecutor(max_workers=settings.azure_max_concurrency, thread_name_prefix="azureml"),
-            ThreadPoolExecutor(max_workers=MAX_PENDING_OPERATIONS, thread_name_prefix="azureml-wait"))
+def thread_pools(settings: Settings) -> list[ThreadPoolExecutor]:
+    """Threads for SDK calls, and separate ones for waiting on long-running operations.
+    `build_workspaces` adds one call pool per further workspace; shut them all down at the end."""
+    return [ThreadPoolExecutor(max_workers=settings.azure_max_concurrency, thread_name_prefix="azureml"),
+            ThreadPoolExecutor(max_workers=MAX_PENDING_OPERATIONS, thread_name_prefix="azureml-wait")]
 
 
-def build_workspaces(settings: Settings, pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor], *,
-                     reset_demo: bool = False) -> Workspaces:
-    """The configured backend's workspaces, each behind the non-blocking facade."""
-    calls, waits = pools
+def build_workspaces(settings: Settings, pools: list[ThreadPoolExecutor], *, reset_demo: bool = False) -> Workspaces:
+    """The configured backend's workspaces, each behind the non-blocking facade.
+
+    Each workspace has its own pool of call threads (the first uses `pools[0]`, the others get one
+    appended to `pools`): a workspace whose calls hang can exhaust only its own threads, never
+    delay another workspace's conversations (measured in bench/no_blocking.py)."""
+    waits, wrapped = pools[1], []
 
     def wrap(service: Any, name: str, environment: str, azure: AzureScope | None = None) -> NonBlockingService:
+        calls = pools[0]
+        if wrapped:                                  # a further workspace: threads of its own
+            calls = ThreadPoolExecutor(max_workers=settings.azure_max_concurrency,
+                                       thread_name_prefix=f"azureml-{name}"[:30])
+            pools.append(calls)
+        wrapped.append(name)
         return NonBlockingService(service, name=name, environment=environment, pool=calls, wait_pool=waits,
                                   timeout=settings.azure_timeout, azure=azure)
 

@@ -34,7 +34,7 @@ def settings(tmp_path, monkeypatch) -> Settings:
 
 @pytest.fixture
 def pools():
-    executors = (ThreadPoolExecutor(max_workers=4), ThreadPoolExecutor(max_workers=4))
+    executors = [ThreadPoolExecutor(max_workers=4), ThreadPoolExecutor(max_workers=4)]
     yield executors
     for executor in executors:
         executor.shutdown(wait=True)

@@ -131,7 +131,7 @@ def test_manifest_command_builds_a_package_from_the_registry(tmp_path, capsys):
 
 def test_azure_backend_builds_one_service_per_configured_workspace(tmp_path, monkeypatch):
     from adapters.azureml import AzureMLService
-    from bot.app import HANDLER, create_app
+    from bot.app import HANDLER, POOLS, create_app
     monkeypatch.setenv("MLOPSBOT_AZURE_WORKSPACES", json.dumps([
         {"name": "ml-prod", "subscription_id": "00000000-0000-0000-0000-000000000001", "resource_group": "rg",
          "environment": "prod", "metrics_endpoint": "https://westeurope.metrics.monitor.azure.com"},
@@ -144,6 +144,9 @@ def test_azure_backend_builds_one_service_per_configured_workspace(tmp_path, mon
     assert [(w.name, w.environment) for w in workspaces] == [("ml-prod", "prod"), ("ml-dev", "dev")]
     assert all(isinstance(w.service, AzureMLService) for w in workspaces)
     assert workspaces[0].service.metrics is not None and workspaces[1].service.metrics is None
+    # each workspace calls Azure on threads of its own: one that hangs cannot starve the other
+    assert workspaces[0]._pool is not workspaces[1]._pool
+    assert {id(w._pool) for w in workspaces} <= {id(p) for p in app[POOLS]}
 
 
 def test_terminal_chat_passes_the_same_gate_and_audit(tmp_path):
