@@ -9,6 +9,7 @@ request must leave every storage table with the row count it had before.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta, timezone
 import json
 import threading
 from dataclasses import replace
@@ -379,7 +380,8 @@ async def test_killed_between_approval_and_outcome_the_change_is_not_done_twice(
         await first.close()                              # killed while the change is being carried out
         gated.finish.set()
 
-        second = await aiohttp_server(create_app(hard_settings, workspaces=workspaces))
+        later = datetime.now(timezone.utc) + timedelta(minutes=2)
+        second = await aiohttp_server(create_app(hard_settings, workspaces=workspaces, clock=lambda: later))
         teams.bot_url = str(second.make_url("/api/messages"))
         status, body = await teams.click(asked.card, "Approve", user=BOB, conversation=CHANNEL, kind="channel")
         assert status == 200
@@ -392,9 +394,9 @@ async def test_killed_between_approval_and_outcome_the_change_is_not_done_twice(
         assert story.count("executed traffic endpoint fraud-api") == 1, story
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: a request left `executing` by a crash stays so for good; "
-                                       "nothing at start-up settles it (reported with issue 12)")
 async def test_a_change_interrupted_by_a_crash_is_reported_after_a_restart(aiohttp_server, hard_settings, pools):
+    """The restarted bot re-checks an operation another process left in flight once it is a minute
+    old (commands.gate.RECOVERY_GRACE): its clock here starts two minutes later."""
     hard_settings.data_dir.mkdir(parents=True, exist_ok=True)
     local = LocalWorkspace(hard_settings.data_dir / "workspace.db")
     local.reset(demo=True)
@@ -414,12 +416,15 @@ async def test_a_change_interrupted_by_a_crash_is_reported_after_a_restart(aioht
         await wait_until(executing)
         await first.close()
         gated.finish.set()
-        second = await aiohttp_server(create_app(hard_settings, workspaces=workspaces))
+        later = datetime.now(timezone.utc) + timedelta(minutes=2)
+        second = await aiohttp_server(create_app(hard_settings, workspaces=workspaces, clock=lambda: later))
 
         async def settled() -> bool:
             found = await second.app[STORAGE].run_transaction(lambda tx: approval_store.get(tx, 1), write=False)
             return found.state != "executing"
         await wait_until(settled, timeout=3.0)
+        found = await second.app[STORAGE].run_transaction(lambda tx: approval_store.get(tx, 1), write=False)
+        assert found.state == "succeeded"          # the re-check saw the split the change had set
 
 
 async def test_killed_between_claim_and_send_an_outbox_item_is_sent_once_after_a_restart(aiohttp_server,
