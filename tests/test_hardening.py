@@ -388,7 +388,9 @@ async def test_killed_between_approval_and_outcome_the_change_is_not_done_twice(
         await asyncio.sleep(0.3)
         assert gated.traffic_calls == 1                  # never carried out a second time
         request = await second.app[STORAGE].run_transaction(lambda tx: approval_store.get(tx, 1), write=False)
-        assert request.state == "executing"              # see test_..._is_reported_after_a_restart below
+        # still waiting for its outcome, or already settled by the re-check of the operation (see
+        # test_..._is_reported_after_a_restart below): either way carried out once
+        assert request.state in ("executing", "succeeded")
         [trail] = await teams.say("audit --target fraud-api", conversation=CHANNEL, kind="channel")
         story = trail.card["fallbackText"] if trail.card else trail.text
         assert story.count("executed traffic endpoint fraud-api") == 1, story
