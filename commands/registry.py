@@ -390,7 +390,7 @@ class Registry:
     async def invoke(self, ctx: Context, cmd: Command, argv: Sequence[str]) -> Reply:
         if ctx.role < cmd.role:
             raise Forbidden(f"`{cmd.name}` needs the {cmd.role.label} role; you have {ctx.role.label}. "
-                            "Ask a bot admin to grant it.")
+                            "Ask a bot admin to grant it (`roles` lists them).")
         kwargs = cmd.parse(argv)
         if cmd.change:
             reason = kwargs.pop("reason") or ""

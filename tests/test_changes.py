@@ -43,7 +43,7 @@ async def test_invalid_changes_are_refused_and_nothing_changes(chat, typed, answ
 
 async def test_viewers_cannot_change_anything(viewer_chat):
     reply = await viewer_chat("traffic fraud-api blue=100")
-    assert reply.text == "`traffic` needs the Operator role; you have Viewer. Ask a bot admin to grant it."
+    assert reply.text == "`traffic` needs the Operator role; you have Viewer. Ask a bot admin to grant it (`roles` lists them)."
     assert "Traffic: blue=90 green=10" in (await viewer_chat("endpoint fraud-api")).text
     assert "traffic" not in [line.split()[0] for line in (await viewer_chat("help")).text.splitlines()[1:-2]]
 

@@ -77,7 +77,7 @@ async def test_a_refused_click_keeps_the_card_and_explains_in_a_message(aiohttp_
         [reply] = await teams.say("job amber_river_7d3kq9wz")
         status, body = await teams.click(reply.card, "Cancel job")
         assert (status, body["type"]) == (200, "application/vnd.microsoft.activity.message")
-        assert body["value"] == "`cancel` needs the Operator role; you have Viewer. Ask a bot admin to grant it."
+        assert body["value"] == "`cancel` needs the Operator role; you have Viewer. Ask a bot admin to grant it (`roles` lists them)."
         [explained] = (await teams.connector.wait_for(2))[1:]
         assert explained.text == body["value"]
 
