@@ -14,6 +14,7 @@ from bot.settings import load_settings
 from commands.digest_times import jitter
 from tests.card_schema import assert_valid_card
 from tests.teams_client import ALICE, BOB, Person, TeamsStandIn
+from tests.conftest import Clock
 
 CAROL = Person("29:1carol", "Carol Curious", "00000000-0000-0000-0000-00000000ca20")
 THREAD = "19:ml-platform@thread.tacv2;messageid=1700000000000"
@@ -21,17 +22,9 @@ CHANNEL = "19:ml-platform@thread.tacv2"
 START = datetime(2026, 11, 26, 6, 0, tzinfo=timezone.utc)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.moment = START
-
-    def __call__(self) -> datetime:
-        return self.moment
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(START)
 
 
 @pytest.fixture

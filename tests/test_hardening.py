@@ -357,13 +357,18 @@ async def wait_until(predicate, timeout: float = 10.0) -> None:
     await asyncio.wait_for(poll(), timeout)
 
 
-async def test_killed_between_approval_and_outcome_the_change_is_not_done_twice(aiohttp_server, hard_settings, pools):
-    hard_settings.data_dir.mkdir(parents=True, exist_ok=True)
-    local = LocalWorkspace(hard_settings.data_dir / "workspace.db")
+def gated_workspace(settings, pools) -> tuple["Gated", Workspaces]:
+    """The demo workspace whose traffic changes wait until the test lets them finish."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    local = LocalWorkspace(settings.data_dir / "workspace.db")
     local.reset(demo=True)
     gated = Gated(local)
-    workspaces = Workspaces([NonBlockingService(gated, name="ml-prod", environment="prod", pool=pools[0],
-                                                wait_pool=pools[1])])
+    return gated, Workspaces([NonBlockingService(gated, name="ml-prod", environment="prod", pool=pools[0],
+                                                 wait_pool=pools[1])])
+
+
+async def test_killed_between_approval_and_outcome_the_change_is_not_done_twice(aiohttp_server, hard_settings, pools):
+    gated, workspaces = gated_workspace(hard_settings, pools)
     first = await aiohttp_server(create_app(hard_settings, workspaces=workspaces))
     async with TeamsStandIn(str(first.make_url("/api/messages"))) as teams:
         [asked] = await teams.say("traffic fraud-api blue=0 green=100 --reason 'green is better'", mention=True,
@@ -399,12 +404,7 @@ async def test_killed_between_approval_and_outcome_the_change_is_not_done_twice(
 async def test_a_change_interrupted_by_a_crash_is_reported_after_a_restart(aiohttp_server, hard_settings, pools):
     """The restarted bot re-checks an operation another process left in flight once it is a minute
     old (commands.gate.RECOVERY_GRACE): its clock here starts two minutes later."""
-    hard_settings.data_dir.mkdir(parents=True, exist_ok=True)
-    local = LocalWorkspace(hard_settings.data_dir / "workspace.db")
-    local.reset(demo=True)
-    gated = Gated(local)
-    workspaces = Workspaces([NonBlockingService(gated, name="ml-prod", environment="prod", pool=pools[0],
-                                                wait_pool=pools[1])])
+    gated, workspaces = gated_workspace(hard_settings, pools)
     first = await aiohttp_server(create_app(hard_settings, workspaces=workspaces))
     async with TeamsStandIn(str(first.make_url("/api/messages"))) as teams:
         [asked] = await teams.say("traffic fraud-api blue=0 green=100 --reason 'green is better'", mention=True,

@@ -10,24 +10,14 @@ import pytest
 from adapters import local as local_module
 from adapters.local import SCHEMA_VERSION, LocalWorkspace
 from adapters.service import InvalidRequest, NotFound
+from tests.conftest import Clock
 
 NOW = datetime(2025, 3, 10, 9, 30, tzinfo=timezone.utc)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(NOW)
 
 
 @pytest.fixture

@@ -10,26 +10,14 @@ import pytest
 
 from adapters.local import SCHEMA_VERSION, LocalWorkspace
 from adapters.service import Conflict, InvalidRequest, NotFound, ServiceError
+from tests.conftest import Clock
 
 NOW = datetime(2025, 3, 10, 9, 30, tzinfo=timezone.utc)
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: datetime = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(NOW)
 
 
 @pytest.fixture
@@ -521,7 +509,7 @@ def test_reset(ws, clock):
     ws.reset(demo=True)
     assert traffic(ws, "fraud-api") == {"blue": 90, "green": 10}
     assert len(ws.list_jobs(limit=100)) == 12
-    assert ws.get_job("quiet_lamp_2m8vq4xk").created_at == clock.now - timedelta(minutes=5)   # re-dated
+    assert ws.get_job("quiet_lamp_2m8vq4xk").created_at == clock() - timedelta(minutes=5)   # re-dated
     ws.reset(demo=False)
     assert (ws.list_models(), ws.list_endpoints(), ws.list_jobs(), ws.names("compute")) == ([], [], [], [])
     ws.seed_demo()

@@ -14,24 +14,14 @@ from adapters.service import InvalidRequest, NotFound
 from commands.monitoring import drift_card, monitors_card, sparkline, window_days
 from commands.ui import MAX_CARD_BYTES
 from tests.card_schema import assert_valid_card
+from tests.conftest import Clock
 
 EPOCH = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
 
 
-class Clock:
-    def __init__(self, now: datetime = EPOCH) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(EPOCH)
 
 
 @pytest.fixture
