@@ -155,6 +155,7 @@ class BotProcess:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("MicrosoftApp", "MLOPSBOT_"))}  # local backend, empty app id
         env.update(ROLES)                # Alex operates, Megan approves, everyone else views
+        env.update(WATCH)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         env["PYTHONUNBUFFERED"] = "1"
         log = open(self.log_path, "wb")
@@ -196,6 +197,7 @@ LYNNE = PlaygroundUser("user-id-lynne", "Lynne Robbins", "00000000-0000-0000-000
 KNOWN_USERS = (ALEX, MEGAN, ADELE, ISAIAH, PATTI, LYNNE)
 ROLES = {"MLOPSBOT_OPERATORS": ALEX.aad_object_id, "MLOPSBOT_APPROVERS": MEGAN.aad_object_id,
          "MLOPSBOT_WEBHOOK_KEY": "e2e-webhook-key-0123456789abcdefghij"}     # lets tests post Event Grid events
+WATCH = {"MLOPSBOT_WATCH_MINUTES": "1"}   # the shortest window: a verdict card within about 90 s of a change
 
 
 def playground_config(current_user: PlaygroundUser = ALEX) -> str:
@@ -327,6 +329,16 @@ _TAG_MESSAGE_BODY_JS = """
 """
 
 
+@dataclass
+class _OpenPage:
+    """A user's page while another user acts (see Chat.switch_user)."""
+
+    context: object
+    page: object
+    view: str | None
+    seen: int
+
+
 class ChatError(AssertionError):
     """The UI did not do what a step expected (no reply, button missing, card error)."""
 
@@ -337,7 +349,7 @@ class Chat:
         chat.send("models");              text = chat.last_bot_message_text()
         chat.mention_bot_in_channel("whoami"); chat.last_bot_message_text()
         chat.click_card_button("Show deployments")
-        chat.switch_user(MEGAN)           # restarts nothing if that playground already runs
+        chat.switch_user(MEGAN)           # Alex's page stays open; switch_user(ALEX) returns to it
         chat.screenshot("models-card")    # tests/e2e/output/<test name>/models-card.png
     """
 
@@ -353,16 +365,27 @@ class Chat:
         self._seen = 0          # bot messages already returned (or present before the last send)
         self._view = None       # "personal" or the channel name
         self._clicks = 0
+        self._open: dict[str, _OpenPage] = {}     # user id -> that user's page, kept while away
         self.switch_user(user)
 
     # ------------------------------------------------------------------ session
 
     def switch_user(self, user: PlaygroundUser) -> None:
-        """Become `user`: a playground configured for them (started once), in a fresh page."""
-        playground = self.pool.get(user)
-        if self.context is not None:
-            self.context.close()
+        """Become `user`: a playground configured for them (started once), in their own page.
+
+        Each user's page stays open while another user acts, as two people at two screens:
+        the playground keeps chat history only in the page, so a message the bot sends to
+        someone who is away (an outcome, a verdict card) is on their page when they come back,
+        and `new_bot_messages()` then returns it."""
+        if self.page is not None:
+            self._open[self.user.id] = _OpenPage(self.context, self.page, self._view, self._seen)
         self.user = user
+        kept = self._open.pop(user.id, None)
+        if kept is not None:
+            self.context, self.page, self._view, self._seen = kept.context, kept.page, kept.view, kept.seen
+            self.page.bring_to_front()
+            return
+        playground = self.pool.get(user)
         self.context = self.browser.new_context(viewport={"width": 1400, "height": 900})
         self.context.set_default_timeout(self.timeout * 1000)
         # Only loopback: the UI's CDN font requests would otherwise hang on a DNS lookup.
@@ -374,9 +397,12 @@ class Chat:
         self._seen = 0
 
     def close(self) -> None:
-        if self.context is not None:
-            self.context.close()
-            self.context = None
+        contexts = [kept.context for kept in self._open.values()] + [self.context]
+        self._open.clear()
+        self.context = self.page = None
+        for context in contexts:
+            if context is not None:
+                context.close()
 
     # ------------------------------------------------------------------ navigation
 

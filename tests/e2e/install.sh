@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the e2e suite (tests/e2e) needs; safe to run again (does nothing when present).
 #   - Debian's chromium at /usr/bin/chromium (playwright cannot download browsers here)
+#   - a colour emoji font, so that screenshots show the cards' emoji
 #   - the Microsoft 365 Agents Playground, pinned by tests/e2e/playground/package-lock.json
 #   - the playwright Python package, into $PYTHON's environment (default: python3 on PATH)
 # Usage: tests/e2e/install.sh            PYTHON=/path/to/venv/bin/python tests/e2e/install.sh
@@ -15,6 +16,13 @@ if [ ! -x /usr/bin/chromium ]; then
     echo "e2e: installing chromium (apt)"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium
+fi
+
+# Emoji as Teams shows them on cards (✅, ⚠️); without a colour emoji font the screenshots show boxes.
+if ! fc-list 2>/dev/null | grep -qi "Noto Color Emoji"; then
+    echo "e2e: installing fonts-noto-color-emoji (apt)"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq fonts-noto-color-emoji
 fi
 
 command -v node >/dev/null && command -v npm >/dev/null || {

@@ -103,40 +103,6 @@ def test_switch_user_within_a_test(chat):
     assert "Megan Bowen" in answer
 
 
-def test_a_production_change_is_approved_by_someone_else(chat):
-    """Alex (Operator) asks for a production traffic change in the channel; the approval card
-    appears; Alex's own Approve is refused; Megan (Approver) approves; the change runs once and
-    `audit` tells the story."""
-    chat.switch_user(MEGAN)
-    chat.send("whoami")                       # the bot now knows Megan's Teams id: she is an approver
-    assert "Approver" in chat.bot_replies_text()
-    chat.switch_user(ALEX)
-    chat.mention_bot_in_channel("traffic fraud-api blue=0 green=100 --reason 'green passed shadow'")
-    card = chat.last_bot_message_text()
-    chat.screenshot("approval-card")
-    assert "Approval request #1" in card and "Waiting for approval" in card, card
-    assert "blue=90 green=10 → blue=0 green=100" in card, card
-    # Megan (an approver the bot has met) gets the buttons by Teams' card refresh, which the
-    # playground does not perform; everyone else's card says so. Alex approves by typing instead.
-    assert "Approvers see the buttons" in card, card
-    chat.screenshot("approval-card-in-channel")
-    chat.send("approve 1")
-    refused = chat.last_bot_message_text()
-    chat.screenshot("own-approve-refused")
-    assert "cannot approve it yourself" in refused, refused
-
-    chat.switch_user(MEGAN)
-    chat.send("approve 1 looks good")
-    outcome = chat.bot_replies_text()
-    chat.screenshot("approved")
-    assert "Approved" in outcome and "Megan Bowen approved" in outcome, outcome
-    chat.send("audit --target fraud-api")
-    story = chat.bot_replies_text()
-    chat.screenshot("audit")
-    for line in ("Alex Wilber requested traffic endpoint fraud-api", "Megan Bowen approved traffic endpoint fraud-api"):
-        assert line in story, story
-
-
 def test_a_drift_breach_reaches_a_subscribed_channel(chat, bot_server):
     """Subscribe the channel to drift alerts, post Azure ML's breach event as Event Grid does, and
     see the alert card arrive in the channel with its Rollback and Retrain buttons."""
@@ -174,3 +140,104 @@ def test_digest_now_in_the_channel(chat):
     digest = chat.last_bot_message_text()
     chat.screenshot("digest")
     assert "fraud-api" in digest and "fraud-model" in digest, digest
+
+
+# Last in the file: the watch after each change posts its verdict a minute later (the bot runs
+# with MLOPSBOT_WATCH_MINUTES=1), and no other test should find it on its page.
+@pytest.mark.timeout(420)
+def test_a_traffic_change_is_approved_watched_and_rolled_back(chat):
+    """Issue #9's story at a Teams client. Alex (Operator) asks in the channel for production
+    traffic to move to green; his own Approve is refused; Megan (Approver) approves from her
+    chat; Alex sees the change applied and, after the watch window, the verdict card in the
+    post's thread; he clicks its Rollback, which production also gates; Megan approves that;
+    the split is back to what it was, and `audit` tells the story."""
+    chat.switch_user(MEGAN)
+    chat.send("whoami")                       # the bot now knows Megan's Teams id: she is an approver
+    assert "Approver" in chat.bot_replies_text()
+    chat.switch_user(ALEX)
+    chat.send("endpoint fraud-api")
+    assert "blue=90 green=10" in chat.bot_replies_text()
+
+    chat.mention_bot_in_channel("traffic fraud-api blue=0 green=100 --reason 'green passed shadow'")
+    card = chat.last_bot_message_text()
+    chat.screenshot("approval-card")
+    change = _request_number(card)
+    assert "Waiting for approval" in card, card
+    assert "blue=90 green=10 → blue=0 green=100" in card, card
+    # Megan (an approver the bot has met) gets the buttons by Teams' card refresh, which the
+    # playground does not perform; everyone else's card says so. Alex approves by typing instead.
+    assert "Approvers see the buttons" in card, card
+    chat.send(f"approve {change}")
+    refused = chat.last_bot_message_text()
+    chat.screenshot("own-approve-refused")
+    assert "cannot approve it yourself" in refused, refused
+
+    chat.switch_user(MEGAN)
+    chat.send(f"approve {change} looks good")
+    outcome = chat.bot_replies_text()
+    chat.screenshot("approved")
+    assert "Approved" in outcome and "Megan Bowen approved" in outcome, outcome
+
+    # Back at Alex's screen (his page stayed open): the outcome and, once the watch window has
+    # passed, the verdict arrive in the post's thread by themselves.
+    chat.switch_user(ALEX)
+    chat.open_channel()
+    verdict = _wait_for_text(chat, "after the traffic on fraud-api", timeout=150)
+    chat.page.get_by_text("after the traffic on fraud-api").last.scroll_into_view_if_needed()
+    chat.screenshot("verdict")
+    assert "Healthy after the traffic on fraud-api" in verdict, verdict
+    assert f"request #{change}" in verdict and "(green=100)" in verdict, verdict
+    # The approval card in the thread was edited in place with the vote and the outcome.
+    approved = _wait_for_text(chat, f"Approval request #{change}", timeout=5)
+    assert "Approved and done" in approved and "Traffic on fraud-api is now blue=0, green=100." in approved, approved
+
+    invokes = len(chat.invoke_statuses())
+    chat.page.locator('button[title="Rollback"]').last.click()
+    rollback_card = _wait_for_text(chat, "blue=0 green=100 → blue=90 green=10", timeout=30)
+    assert chat.invoke_statuses()[invokes:] == [200], chat.invoke_statuses()
+    chat.screenshot("rollback-request")
+    rollback = _request_number(rollback_card)
+    assert rollback != change and "Waiting for approval" in rollback_card, rollback_card
+
+    chat.switch_user(MEGAN)
+    chat.send(f"approve {rollback}")
+    assert "Megan Bowen approved" in chat.bot_replies_text()
+
+    chat.switch_user(ALEX)
+    # The rollback's approval card, edited in place with the outcome.
+    done = _wait_for_text(chat, f"Approval request #{rollback}", "Approved and done", timeout=30)
+    chat.page.get_by_text("Traffic on fraud-api is now blue=90, green=10.").last.scroll_into_view_if_needed()
+    chat.screenshot("rolled-back")
+    assert "Traffic on fraud-api is now blue=90, green=10." in done, done
+    chat.send("endpoint fraud-api")
+    assert "blue=90 green=10" in chat.bot_replies_text()
+    chat.send("audit --target fraud-api")
+    story = chat.bot_replies_text()
+    chat.screenshot("audit")
+    for line in ("Alex Wilber requested traffic endpoint fraud-api", "Megan Bowen approved traffic endpoint fraud-api",
+                 "Alex Wilber requested rollback endpoint fraud-api", "Megan Bowen approved rollback endpoint fraud-api"):
+        assert line in story, story
+
+
+def _request_number(card: str) -> int:
+    import re
+
+    match = re.search(r"Approval request #(\d+)", card)
+    assert match, card
+    return int(match.group(1))
+
+
+def _wait_for_text(chat, *needles: str, timeout: float) -> str:
+    """Wait until a bot message on the page (new, or edited in place) contains every one of
+    `needles`; return the newest such message."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [message for message in chat.bot_messages() if all(needle in message for needle in needles)]
+        if found:
+            return found[-1]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no bot message with {needles!r} within {timeout:.0f}s; "
+                                 f"last: {chat.bot_messages()[-3:]!r}")
+        chat.page.wait_for_timeout(500)
