@@ -10,8 +10,8 @@ A deployment, or the endpoint as a whole, is *degraded* when, over the window af
     5xx rate     > 2 x its figure before AND at least 1 percentage point more.
 
 A deployment that took no traffic before (a new canary) is compared with the endpoint's figures
-before. Figures the backend does not report (per-deployment figures on Azure today) are skipped;
-the endpoint's own figures are always compared.
+before. Figures the backend does not report (a deployment without traffic in the window has none,
+on Azure as on the local workspace) are skipped; the endpoint's own figures are always compared.
 
 `conclude` posts ONE verdict card (healthy, or degraded with the figures) with a Rollback button
 through the outbox, in the same transaction that marks the watch done. When the policy rule of the

@@ -721,16 +721,51 @@ def _not_found(path: str) -> ReplayResponse:
                           headers={"x-ms-error-code": "UserError"})
 
 
+Dimensions = str | dict[str, str] | None     # a reading's dimension values (see monitor_answer)
+_FILTER_CLAUSE = re.compile(r"\s*(\w+)\s+eq\s+'([^']*)'\s*", re.IGNORECASE)
+
+
+def _dimensions_of(reading: Dimensions) -> dict[str, str]:
+    """A reading's dimension values: None (not split), "5xx" (statusCodeClass, the short form) or
+    {"deployment": "blue", "statusCodeClass": "5xx"}."""
+    if reading is None:
+        return {}
+    return {"statusCodeClass": reading} if isinstance(reading, str) else dict(reading)
+
+
+def _asked_split(request: RecordedRequest) -> dict[str, str]:
+    """The request's $filter as {dimension (lower case): value or "*"}; "a eq '*' and b eq '5xx'" only."""
+    text = (request.query.get("filter") or [""])[0]
+    asked = {}
+    for clause in filter(None, re.split(r"\s+and\s+", text.strip(), flags=re.IGNORECASE)):
+        match = _FILTER_CLAUSE.fullmatch(clause)
+        assert match, f"the replay reads only 'dimension eq value' clauses joined by 'and': {text!r}"
+        asked[match[1].lower()] = match[2]
+    return asked
+
+
+def _answers(dimensions: dict[str, str], asked: dict[str, str]) -> bool:
+    """Does a reading belong in the answer? Azure answers series split by exactly the filtered
+    dimensions, and only those with the asked value where the filter names one."""
+    own = {name.lower(): value for name, value in dimensions.items()}
+    return set(own) == set(asked) and all(want in ("*", own[name]) for name, want in asked.items())
+
+
 def monitor_answer(request: RecordedRequest, match: Any,
-                   readings: dict[str, dict[str, list[tuple[str | None, float]]]] | None = None) -> ReplayResponse:
+                   readings: dict[str, dict[str, list[tuple[Dimensions, float]]]] | None = None) -> ReplayResponse:
     """Azure Monitor's metrics:getBatch answer, shaped like monitor/metrics_dataplane/MetricBatchExample2.json.
 
-    `readings`: resource id -> metric name -> [(statusCodeClass or None, average)]; a metric without
-    readings comes back with no time series, as Azure answers for an endpoint without traffic.
+    `readings`: resource id -> metric name -> [(dimensions, average)], where dimensions is None for
+    an unsplit series, a statusCodeClass value ("5xx"), or {dimension name: value} such as
+    {"deployment": "blue", "statusCodeClass": "5xx"}. As Azure does, the answer holds the series
+    split by exactly the dimensions the request's filter names (`deployment eq '*' and
+    statusCodeClass eq '*'`; none without a filter), and names them in `metadatavalues` in lower
+    case (Azure answers "blobtype" for the dimension BlobType). A metric without matching readings
+    comes back with no time series, as Azure answers for an endpoint without traffic.
     """
     published = example("monitor/metrics_dataplane/MetricBatchExample2.json")
     template_value, names = published["values"][0], request.query["metricnames"][0].split(",")
-    namespace = request.query["metricnamespace"][0]
+    namespace, asked = request.query["metricnamespace"][0], _asked_split(request)
     values = []
     for rid in request.body["resourceids"]:
         value = copy.deepcopy(template_value)
@@ -739,9 +774,12 @@ def monitor_answer(request: RecordedRequest, match: Any,
             metric = copy.deepcopy(template_value["value"][0])
             metric.update(id=f"{rid}/providers/Microsoft.Insights/metrics/{name}", unit="Count",
                           name={"value": name, "localizedValue": name}, displayDescription=name, timeseries=[])
-            for dimension, average in (readings or {}).get(rid, {}).get(name, []):
-                meta = [{"name": {"value": "statusCodeClass", "localizedValue": "statusCodeClass"},
-                         "value": dimension}] if dimension else []
+            for reading, average in (readings or {}).get(rid, {}).get(name, []):
+                dimensions = _dimensions_of(reading)
+                if not _answers(dimensions, asked):
+                    continue
+                meta = [{"name": {"value": dim.lower(), "localizedValue": dim.lower()}, "value": val}
+                        for dim, val in dimensions.items()]
                 metric["timeseries"].append({"metadatavalues": meta,
                                              "data": [{"timeStamp": "2025-01-11T09:00:00Z", "average": average}]})
             value["value"].append(metric)

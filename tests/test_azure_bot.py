@@ -7,6 +7,7 @@ real MLClient, so the same questions get the same answers as on the local backen
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,7 +22,7 @@ from adapters.storage import outbox
 from bot.watch import WatchLoop
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat
-from tests.replay import ReplayResponse, demo_azure
+from tests.replay import ReplayResponse, arm_id, demo_azure, monitor_answer
 from tests.teams_client import ALICE, BOB, TeamsStandIn
 
 READ_ONLY = [c for c in catalog() if c.role.name == "VIEWER"]
@@ -191,3 +192,38 @@ async def test_canary_and_rollback_are_puts_of_the_endpoint_on_azure(azure, azur
     assert [c["body"][0]["text"] for c in cards] == ["❔ No verdict after the canary on fraud-api",
                                                      "❔ No verdict after the rollback on fraud-api"]
     assert "There are no figures to compare" in cards[0]["fallbackText"]
+
+
+def fraud_api_figures(*, green_p99_ms: float, endpoint_p99_ms: float) -> dict:
+    """What Azure Monitor reports for fraud-api (blue=70 green=30): the same requests and 5xx share
+    each time, blue's p99 steady; only green's p99 and the endpoint's own p99 are given."""
+    def requests(deployment: str, ok: float, failed: float) -> list:
+        return [({"deployment": deployment, "statusCodeClass": "2xx"}, ok),
+                ({"deployment": deployment, "statusCodeClass": "5xx"}, failed)]
+    return {arm_id("onlineEndpoints", "fraud-api"): {
+        "RequestLatency_P99": [(None, endpoint_p99_ms), ({"deployment": "blue"}, 300.0),
+                               ({"deployment": "green"}, green_p99_ms)],
+        "RequestsPerMinute": requests("blue", 69.5, 0.5) + requests("green", 29.7, 0.3)}}
+
+
+async def test_a_deployment_whose_p99_alone_got_worse_is_found_degraded_on_azure(azure, azure_chat):
+    fake, _ = azure
+    readings = fraud_api_figures(green_p99_ms=320.0, endpoint_p99_ms=310.0)
+    fake.transport.add("POST", r"/metrics:getBatch$", handler=functools.partial(monitor_answer, readings=readings),
+                       first=True)
+    await azure_chat("canary fraud-api green 30")                 # the baseline is read before the change
+    await azure_chat.settle()
+    readings.update(fraud_api_figures(green_p99_ms=900.0, endpoint_p99_ms=400.0))   # endpoint: < 1.5 x 310
+
+    azure_chat.clock.advance(minutes=16)
+    loop = WatchLoop(azure_chat.gate.store, azure[1], azure_chat.gate, owner="test", window_minutes=15,
+                     clock=azure_chat.clock)
+    assert await loop.conclude_due() == 1
+
+    async def verdicts(tx):
+        return [i.payload["card"] for i in await outbox.find_items(tx) if i.dedupe_key.startswith("watch:")]
+    [card] = await azure_chat.gate.store.run_transaction(verdicts, write=False)
+    assert card["body"][0]["text"] == "⚠️ Degraded after the canary on fraud-api"
+    worse = [e["text"] for e in card["body"] if e.get("color") == "Attention"]
+    assert worse == ["- green: p99 320 ms → 900 ms"]
+    assert "blue" in card["fallbackText"] and "p99 300 ms → 300 ms, 5xx 0.71% → 0.71%" in card["fallbackText"]

@@ -17,13 +17,26 @@ from tests.replay import (FakeWorkspace, ReplayResponse, ReplayTransport, arm_id
 
 FRAUD = arm_id("onlineEndpoints", "fraud-api")
 CHURN = arm_id("onlineEndpoints", "churn-api")
+SWAP = arm_id("onlineEndpoints", "swap-api")
 
-# resource id -> metric -> [(dimension value or None, average)]
+# resource id -> metric -> [(dimensions or None, average)]. Azure spells deployment names its own way
+# ("GREEN" for green); one series lists its dimensions in the other order (read by name, not position).
 READINGS = {
-    FRAUD: {"RequestLatency_P50": [(None, 42.0)], "RequestLatency_P99": [(None, 310.0)],
-            "RequestsPerMinute": [("2xx", 95.0), ("4xx", 3.0), ("5xx", 2.0)]},
-    CHURN: {"RequestLatency_P50": [(None, 12.5)], "RequestLatency_P99": [(None, 40.0)],
-            "RequestsPerMinute": [("2xx", 20.0)]},
+    FRAUD: {"RequestLatency_P50": [(None, 42.0), ({"deployment": "blue"}, 40.0), ({"deployment": "GREEN"}, 55.0)],
+            "RequestLatency_P99": [(None, 310.0), ({"deployment": "blue"}, 180.0), ({"deployment": "GREEN"}, 900.0)],
+            "RequestsPerMinute": [({"deployment": "blue", "statusCodeClass": "2xx"}, 80.0),
+                                  ({"deployment": "blue", "statusCodeClass": "4xx"}, 3.0),
+                                  ({"deployment": "blue", "statusCodeClass": "5xx"}, 1.0),
+                                  ({"deployment": "GREEN", "statusCodeClass": "2xx"}, 15.0),
+                                  ({"statusCodeClass": "5xx", "deployment": "GREEN"}, 1.0)]},
+    CHURN: {"RequestLatency_P50": [(None, 12.5), ({"deployment": "main"}, 12.5)],
+            "RequestLatency_P99": [(None, 40.0), ({"deployment": "main"}, 40.0)],
+            "RequestsPerMinute": [({"deployment": "main", "statusCodeClass": "2xx"}, 20.0)]},
+    # "old" took traffic earlier in the window and is gone now: it counts in the endpoint's figures only
+    SWAP: {"RequestLatency_P99": [(None, 120.0), ({"deployment": "new"}, 100.0), ({"deployment": "old"}, 150.0)],
+           "RequestsPerMinute": [({"deployment": "new", "statusCodeClass": "2xx"}, 30.0),
+                                 ({"deployment": "old", "statusCodeClass": "2xx"}, 9.0),
+                                 ({"deployment": "old", "statusCodeClass": "5xx"}, 1.0)]},
     f"{FRAUD}/deployments/blue": {"CpuUtilizationPercentage": [(None, 71.0)], "DeploymentCapacity": [(None, 3.0)]},
     f"{FRAUD}/deployments/green": {"CpuUtilizationPercentage": [(None, 22.0)], "DeploymentCapacity": [(None, 1.0)]},
     f"{CHURN}/deployments/main": {"CpuUtilizationPercentage": [(None, 10.0)], "GpuUtilizationPercentage": [(None, 55.0)],
@@ -47,7 +60,7 @@ def metrics(transport) -> AzureMonitorMetrics:
     return AzureMonitorMetrics(metrics_client(transport), identity="mi-mlops-bot")
 
 
-def test_many_endpoints_in_three_batch_calls(metrics, transport):
+def test_many_endpoints_in_four_batch_calls(metrics, transport):
     report = metrics.endpoint_metrics([EndpointRef("fraud-api", FRAUD, ("blue", "green")),
                                        EndpointRef("churn-api", CHURN, ("main",))], window_minutes=60)
     fraud, churn = report["fraud-api"], report["churn-api"]
@@ -59,17 +72,49 @@ def test_many_endpoints_in_three_batch_calls(metrics, transport):
     assert churn.deployments[0].gpu_utilization == 55.0 and churn.error_rate == 0.0
 
     calls = transport.sent("POST")
-    assert len(calls) == 3
+    assert len(calls) == 4
     assert {c.query["metricnamespace"][0] for c in calls} == {ENDPOINT_NAMESPACE, DEPLOYMENT_NAMESPACE}
-    latency, requests, deployments = calls
-    assert latency.query["metricnames"] == ["RequestLatency_P50,RequestLatency_P99"]
-    assert latency.body == {"resourceids": [FRAUD, CHURN]}
+    latency, latency_by_deployment, requests, deployments = calls
+    assert latency.query["metricnames"] == latency_by_deployment.query["metricnames"] == [
+        "RequestLatency_P50,RequestLatency_P99"]
+    assert "filter" not in latency.query                   # percentiles of the whole endpoint: unsplit
+    assert latency_by_deployment.query["filter"] == ["deployment eq '*'"]
+    assert latency.body == latency_by_deployment.body == requests.body == {"resourceids": [FRAUD, CHURN]}
     assert requests.query["metricnames"] == ["RequestsPerMinute"]
-    assert requests.query["filter"] == ["statusCodeClass eq '*'"]
+    assert requests.query["filter"] == ["deployment eq '*' and statusCodeClass eq '*'"]
     assert deployments.query["metricnames"] == ["CpuUtilizationPercentage,GpuUtilizationPercentage,DeploymentCapacity"]
     assert deployments.body["resourceids"] == [f"{FRAUD}/deployments/blue", f"{FRAUD}/deployments/green",
                                                f"{CHURN}/deployments/main"]
     assert latency.api_version == "2024-02-01" and latency.query["interval"] == ["PT1H"]
+
+
+def test_each_deployment_has_its_own_latency_and_error_rate(metrics):
+    fraud = metrics.endpoint_metrics([EndpointRef("fraud-api", FRAUD, ("blue", "green"))], 60)["fraud-api"]
+    blue, green = fraud.deployments
+    assert (blue.latency_p50_ms, blue.latency_p99_ms, green.latency_p50_ms, green.latency_p99_ms) == (
+        40.0, 180.0, 55.0, 900.0)
+    assert blue.requests_by_status == {"2xx": 80.0, "4xx": 3.0, "5xx": 1.0} and blue.requests_per_minute == 84.0
+    assert green.requests_by_status == {"2xx": 15.0, "5xx": 1.0} and green.requests_per_minute == 16.0
+    assert (blue.error_rate, green.error_rate) == (pytest.approx(1 / 84), pytest.approx(1 / 16))
+    # the endpoint's requests are its deployments' added up; its percentiles are Azure's own
+    assert fraud.requests_by_status == {"2xx": 95.0, "4xx": 3.0, "5xx": 2.0}
+    assert fraud.latency_p99_ms == 310.0
+
+
+def test_a_deployment_without_series_stays_empty_not_zero(metrics):
+    fraud = metrics.endpoint_metrics([EndpointRef("fraud-api", FRAUD, ("blue", "green", "idle"))], 60)["fraud-api"]
+    idle = fraud.deployments[2]
+    assert (idle.deployment, idle.latency_p50_ms, idle.latency_p99_ms, idle.requests_per_minute, idle.error_rate,
+            idle.requests_by_status, idle.cpu_utilization) == ("idle", None, None, None, None, {}, None)
+    assert fraud.requests_per_minute == 100.0
+
+
+def test_a_deployment_gone_since_still_counts_in_the_endpoint_figures(metrics):
+    swap = metrics.endpoint_metrics([EndpointRef("swap-api", SWAP, ("new",))], 60)["swap-api"]
+    assert swap.requests_by_status == {"2xx": 39.0, "5xx": 1.0} and swap.error_rate == pytest.approx(0.025)
+    assert [(d.deployment, d.latency_p99_ms, d.requests_per_minute, d.error_rate) for d in swap.deployments] == [
+        ("new", 100.0, 30.0, 0.0)]
+    assert swap.latency_p99_ms == 120.0
 
 
 def test_no_traffic_leaves_values_empty(metrics):

@@ -14,8 +14,10 @@ def test_many_endpoints_are_read_in_batches_of_resource_ids():
     workspace = FakeWorkspace()
     endpoints = [OnlineEndpoint(f"ep-{i:03d}", "Succeeded", traffic={"blue": 100},
                                 deployments=(Deployment("blue", f"ep-{i:03d}"),)) for i in range(120)]
+    requests = [({"deployment": "blue", "statusCodeClass": "2xx"}, 99.0),
+                ({"deployment": "blue", "statusCodeClass": "5xx"}, 1.0)]
     readings = {f"{WORKSPACE_ID}/onlineEndpoints/ep-{i:03d}": {"RequestLatency_P99": [(None, 100.0 + i)],
-                                                               "RequestsPerMinute": [("2xx", 99.0), ("5xx", 1.0)]}
+                                                               "RequestsPerMinute": requests}
                 for i in range(120)}
     workspace.transport.add("POST", r"/metrics:getBatch$", handler=functools.partial(monitor_answer, readings=readings))
     svc = build_azure_service(SUBSCRIPTION, RESOURCE_GROUP, WORKSPACE, environment="prod", retry_total=0,
@@ -23,10 +25,11 @@ def test_many_endpoints_are_read_in_batches_of_resource_ids():
                               metrics_endpoint="https://westeurope.metrics.monitor.azure.com")
     found = svc.endpoints_metrics(endpoints, 60)
     calls = workspace.transport.sent("POST", r"/metrics:getBatch$")
-    # three metric groups (latency, requests by status, deployments) per batch of at most 50 endpoints
+    # four metric groups (latency, latency by deployment, requests by deployment and status, deployments)
+    # per batch of at most 50 endpoints
     assert METRICS_BATCH == 50
-    assert len(calls) == 3 * 3
-    assert sorted(len(c.body["resourceids"]) for c in calls) == [20, 20, 20, 50, 50, 50, 50, 50, 50]
+    assert len(calls) == 4 * 3
+    assert sorted(len(c.body["resourceids"]) for c in calls) == [20] * 4 + [50] * 8
     assert workspace.transport.sent("GET") == []          # the ARM ids come from the workspace's scope
     assert sorted(found) == [e.name for e in endpoints]
     assert found["ep-007"].latency_p99_ms == 107.0
