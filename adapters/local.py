@@ -552,17 +552,19 @@ class LocalWorkspace:
                                  (parent,)).fetchall()
             failed = [s for s in steps if s["status"] == "Failed"]
             ended = max((s["ended_at"] for s in steps if s["ended_at"]), default=None)
+            # its first step's start, also when one look finds the whole pipeline already ended
+            started = min((s["started_at"] for s in steps if s["started_at"]), default=None)
             if failed:
                 conn.execute("UPDATE jobs SET status = 'Canceled', ended_at = ? WHERE parent = ? AND "
                              "status NOT IN (?, ?, ?)", (ended, parent, *TERMINAL_JOB_STATUSES))
                 error = f"Step {failed[0]['display_name']} failed: {failed[0]['error']}"
-                conn.execute("UPDATE jobs SET status = 'Failed', error = ?, ended_at = ? WHERE name = ?",
-                             (error, ended, parent))
+                conn.execute("UPDATE jobs SET status = 'Failed', error = ?, ended_at = ?, "
+                             "started_at = COALESCE(started_at, ?) WHERE name = ?", (error, ended, started, parent))
             elif all(s["status"] in TERMINAL_JOB_STATUSES for s in steps):
                 status = "Canceled" if any(s["status"] == "Canceled" for s in steps) else "Completed"
-                conn.execute("UPDATE jobs SET status = ?, ended_at = ? WHERE name = ?", (status, ended, parent))
-            elif any(s["started_at"] for s in steps):
-                started = min(s["started_at"] for s in steps if s["started_at"])
+                conn.execute("UPDATE jobs SET status = ?, ended_at = ?, started_at = COALESCE(started_at, ?) "
+                             "WHERE name = ?", (status, ended, started, parent))
+            elif started:
                 conn.execute("UPDATE jobs SET status = 'Running', started_at = COALESCE(started_at, ?) "
                              "WHERE name = ?", (started, parent))
 

@@ -6,14 +6,16 @@ Useful to try every command without Teams. You are a development user (not authe
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from datetime import datetime, timezone
 from typing import Awaitable, TextIO
 
-from adapters.storage import open_storage
+from adapters.storage import StorageError, open_storage
 from bot.app import build_handler, build_workspaces, thread_pools
 from bot.handler import ChatHandler, FollowUps, Request
 from bot.settings import Settings
+from bot.watch import follow_jobs
 from commands.catalog import catalog
 from commands.context import Reply, User
 
@@ -60,6 +62,7 @@ async def run_chat(settings: Settings, *, user_name: str, reset_demo: bool = Fal
     print(f"MLOps bot, workspace {workspaces.default.name} ({workspaces.default.environment}). "
           "Type `help`, or `quit` to leave.", file=out, flush=True)
     loop = asyncio.get_running_loop()
+    jobs = loop.create_task(report_ended_jobs(storage, workspaces, chat))
     try:
         while True:
             if stdin.isatty():
@@ -75,10 +78,26 @@ async def run_chat(settings: Settings, *, user_name: str, reset_demo: bool = Fal
         await chat.finish()
         await background.drain(timeout=30)
     finally:
+        jobs.cancel()
+        await asyncio.gather(jobs, return_exceptions=True)
         await storage.close()
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
     return 0
+
+
+async def report_ended_jobs(storage, workspaces, chat: TerminalChat, *, every: float = 5.0) -> None:
+    """Print the end of the jobs started in this terminal while the chat is open. Their watches are
+    stored, so a job still running when you leave is reported in the next terminal chat."""
+    async def say(reply: Reply) -> None:
+        chat.say(reply)
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await follow_jobs(storage, workspaces, owner=f"terminal-{os.getpid()}", clock=lambda: datetime.now(timezone.utc),
+                              conversation_id=CONVERSATION, deliver=say)
+        except StorageError as error:
+            print(f"(could not look at the jobs started here: {error})", file=chat.out, flush=True)
 
 
 async def _ignore(reply: Reply) -> None:

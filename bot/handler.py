@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable, Sequence
 
 from adapters.service import PermissionDenied, ServiceError, Unavailable
 from adapters.storage import StorageUnavailable, grants
-from commands.context import Context, FollowUp, HealthThresholds, Reply, Role, RoleBook, User, Watching, Workspaces
+from commands.context import Context, FollowUp, HealthThresholds, Reply, Role, RoleBook, User, Workspaces
 from commands.registry import CommandError, Registry
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,6 @@ class FollowUps:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task] = set()
-        self._watches: dict[asyncio.Task, Watching] = {}
 
     def schedule(self, outcome: Awaitable[Reply], deliver: Callable[[Reply], Awaitable[None]], *,
                  after: asyncio.Event | None = None) -> None:
@@ -156,24 +155,11 @@ class FollowUps:
             await deliver(reply)
 
         task = asyncio.get_running_loop().create_task(run())
-        if isinstance(outcome, Watching):
-            self._watches[task] = outcome
-            task.add_done_callback(lambda done: self._watches.pop(done, None))
-        else:
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def drain(self, timeout: float) -> None:
-        """Let pending outcomes finish (at shutdown, and at the end of a terminal chat); stop watches,
-        which may run for hours."""
-        if self._watches:
-            log.warning("stopped watching %d job(s) started from chat; their end will not be reported",
-                        len(self._watches))
-            watches = dict(self._watches)
-            for task in watches:
-                task.cancel()
-            await asyncio.wait(set(watches), timeout=timeout)
-            for watch in watches.values():
-                watch.close()               # one cancelled before it started was never awaited
+        """Let pending outcomes finish (at shutdown, and at the end of a terminal chat). Jobs started
+        from chat are not among them: their watches are stored (bot/watch.py)."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)

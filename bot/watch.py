@@ -1,8 +1,11 @@
-"""The scheduler loop: watches after a traffic change (commands/watch.py decides), and long
-operations that a stopped process left in flight (commands.gate.Gate.recover_operations).
+"""The scheduler loop: watches after a traffic change (commands/watch.py decides), jobs started
+from chat until they end (commands/job_watch.py), and long operations that a stopped process left
+in flight (commands.gate.Gate.recover_operations).
 
 One loop: wake every `poll_seconds`, report the operations other processes left unreported (their
-resource is re-checked; the first pass runs at start-up), claim the watches whose window has passed
+resource is re-checked; the first pass runs at start-up), look at the jobs whose next check is due
+(claimed like the watches; an ended job's report goes out through the outbox in the transaction that
+closes its watch), claim the watches whose window has passed
 with a compare-and-set in storage (one replica gets each; a claim whose lease ran out, after a
 crash, is taken over), conclude each (figures, verdict, automatic rollback, one card through the
 outbox). Watches are stored, so a restart only delays a verdict.
@@ -19,7 +22,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from adapters.storage import StorageError, watches
+from adapters.service import ServiceError
+from adapters.storage import StorageError, job_watches, outbox, watches
+from adapters.storage.job_watches import JobWatch
+from commands.context import Reply, UnknownWorkspace
+from commands.job_watch import JOB_POLL_SECONDS, report
 from commands.watch import conclude
 
 log = logging.getLogger(__name__)
@@ -52,7 +59,12 @@ class WatchLoop:
         except Exception:  # noqa: BLE001 - the watches still run; the next pass tries again
             log.exception("could not recover pending operations")
             recovered = 0
-        return recovered + await self.conclude_due()
+        return recovered + await self.follow_jobs() + await self.conclude_due()
+
+    async def follow_jobs(self) -> int:
+        """Report every watched job that ended; return how many reports were posted."""
+        return await follow_jobs(self.store, self.workspaces, owner=self.owner, clock=self.clock,
+                                 lease_seconds=self.lease_seconds, wake=self.gate.wake_outbox)
 
     async def conclude_due(self) -> int:
         """Conclude every watch whose window has passed; return how many verdicts were posted."""
@@ -72,3 +84,51 @@ class WatchLoop:
                 continue
             posted += verdict is not None
         return posted
+
+
+async def follow_jobs(store: Any, workspaces: Any, *, owner: str, clock: Callable[[], datetime],
+                      lease_seconds: float = 300.0, conversation_id: str | None = None,
+                      deliver: Callable[[Reply], Any] | None = None, wake: Callable[[], None] | None = None) -> int:
+    """Look at the watched jobs whose check is due: an ended job's report goes to the outbox (or to
+    `deliver`, for the terminal chat, after its watch is closed), a running one is looked at again
+    in JOB_POLL_SECONDS. `conversation_id`: only that conversation's watches. Returns reports made."""
+    now = clock()
+
+    async def claim(tx) -> list[JobWatch]:
+        return await job_watches.claim_due(tx, owner, now=now, lease_seconds=lease_seconds,
+                                           conversation_id=conversation_id)
+
+    reported = 0
+    for watch in await store.run_transaction(claim):
+        try:
+            reply = await report(workspaces.get(watch.workspace), watch, now=now)
+        except UnknownWorkspace:
+            reply = Reply(f"I stopped watching job {watch.job_name} ({watch.what}): workspace {watch.workspace} "
+                          f"is no longer configured in the bot.", ok=False)
+        except ServiceError as error:          # a blip, or a workspace gone from the configuration
+            log.info("job %s: cannot look at it now (%s); trying again later", watch.job_name, error.message)
+            reply = None
+        except Exception:  # noqa: BLE001 - one watch must not stop the others; it is looked at again
+            log.exception("job %s: looking at it failed", watch.job_name)
+            reply = None
+
+        async def close(tx, watch=watch, reply=reply) -> bool:
+            if reply is None:
+                await job_watches.release(tx, watch.id, owner, next_check=now + timedelta(seconds=JOB_POLL_SECONDS))
+                return False
+            if not await job_watches.finish(tx, watch.id, owner, outcome={"text": reply.text, "ok": reply.ok},
+                                            now=now):
+                return False                       # another replica took it over meanwhile
+            if deliver is None and watch.conversation_id:
+                payload = {"text": reply.text, **({"card": reply.card} if reply.card else {})}
+                await outbox.enqueue(tx, watch.conversation_id, payload, dedupe_key=f"job-watch:{watch.id}:end",
+                                     tenant_id=watch.tenant_id, now=now)
+            return True
+
+        if await store.run_transaction(close):
+            reported += 1
+            if deliver is not None:
+                await deliver(reply)
+    if reported and wake is not None and deliver is None:
+        wake()
+    return reported

@@ -106,25 +106,6 @@ class Workspaces:
 FollowUp = Callable[[Awaitable[Reply]], None]
 
 
-class Watching:
-    """A follow-up that watches something which may take hours (a job started from chat).
-
-    Unlike an operation's outcome, nobody waits for it at shutdown: it is cancelled (and, until
-    watches are durable, forgotten)."""
-
-    def __init__(self, outcome: Awaitable[Reply], what: str) -> None:
-        self.outcome = outcome
-        self.what = what
-
-    def __await__(self):
-        return self.outcome.__await__()
-
-    def close(self) -> None:
-        close = getattr(self.outcome, "close", None)
-        if callable(close):
-            close()
-
-
 @dataclass(frozen=True)
 class HealthThresholds:
     """Where an endpoint's figures stop being healthy (settings MLOPSBOT_HEALTH_P99_MS and
@@ -154,6 +135,7 @@ class Context:
     mentioned: tuple[User, ...] = ()   # people @mentioned in the message (not the bot), ids resolved
     reason: str = ""                   # a change command's --reason
     pipeline: Any = None               # commands.gate.Pipeline when a CI/CD pipeline asks (the API)
+    approval: Any = None               # the approval request being carried out (None: a direct change)
     health: HealthThresholds = field(default_factory=HealthThresholds)
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
 
@@ -168,6 +150,18 @@ class Context:
     def where(self) -> str:
         """The workspace line every card carries, so nobody mistakes prod for dev."""
         return f"Workspace {self.ml.name} ({self.ml.environment})"
+
+    @property
+    def asked_by(self) -> str:
+        """Who asked for what runs now: the requester of an approved change, not its approver."""
+        return self.approval.requester_name if self.approval is not None else self.user.name
+
+    @property
+    def asked_in(self) -> tuple[str, str]:
+        """(conversation id, tenant id) where it was asked: later reports of the change go there."""
+        if self.approval is not None:
+            return self.approval.conversation_id, self.approval.tenant_id
+        return self.conversation_id, self.user.tenant_id
 
     def follow_up(self, outcome: Awaitable[Reply]) -> None:
         if self.later is None:

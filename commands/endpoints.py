@@ -380,4 +380,4 @@ async def apply_batch(ctx: Context, change: Change) -> Reply:
     endpoint = change.parameters["endpoint"]
     job = await ctx.ml.invoke_batch_endpoint(endpoint, change.parameters["input"], change.parameters["deployment"],
                                              tags=requested_tags(ctx))
-    return started(ctx, job, f"Batch scoring on {endpoint}")
+    return await started(ctx, job, f"Batch scoring on {endpoint}")

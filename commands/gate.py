@@ -32,7 +32,7 @@ from adapters.storage import approvals, audit, grants, inbox, operations, outbox
 from adapters.storage.approvals import (
     APPROVED, EXECUTING, FAILED, PENDING, REJECTED, SUCCEEDED, WITHDRAWN, Approval, NewApproval, Vote,
 )
-from commands.context import Context, Reply, Role, RoleBook, User, Watching
+from commands.context import Context, Reply, Role, RoleBook, User
 from commands.alerts import approval_subscribers
 from commands.approval_card import approval_card
 from commands.policy import APPROVAL, CONFIRM, DIRECT, REQUESTER_ONLY, Policy, Rule
@@ -410,15 +410,7 @@ class Gate:
             except ServiceError as error:     # figures for later are extras: never block the change
                 log.info("could not prepare %s for %s: %s", prepare.__name__, change.action, error.message)
         pending: list[Awaitable[Reply]] = []
-        original_later = ctx.later
-
-        def later(awaitable: Awaitable[Reply]) -> None:
-            if isinstance(awaitable, Watching):      # a started job's watch: the change itself is done
-                (original_later or self.spawn)(awaitable)
-            else:
-                pending.append(awaitable)
-
-        run_ctx = replace(ctx, later=later)
+        run_ctx = replace(ctx, later=pending.append, approval=request)
         op_id = await self._remember(ctx, change, request, notes)     # reported even if this process stops
         try:
             reply = await executor(run_ctx, change)

@@ -125,4 +125,4 @@ async def retrain(ctx: Context, model: str, schedule: str | None) -> Reply:
 async def apply_retrain(ctx: Context, change: Change) -> Reply:
     p = change.parameters
     job = await (ctx.ml.trigger_schedule(p["schedule"]) if p["schedule"] else ctx.ml.trigger_retraining(p["model"]))
-    return started(ctx, job, f"Retraining of {p['model']}")
+    return await started(ctx, job, f"Retraining of {p['model']}", model=p['model'])

@@ -77,7 +77,7 @@ async def apply_schedule(ctx: Context, change: Change) -> Reply:
     name, action = change.parameters["schedule"], change.parameters["do"]
     if action == "run":
         job = await ctx.ml.trigger_schedule(name, tags=requested_tags(ctx))
-        return started(ctx, job, f"Schedule {name}")
+        return await started(ctx, job, f"Schedule {name}")
     found = next((s for s in await ctx.ml.list_schedules() if s.name == name), None)
     if found is None:
         raise Stale(f"schedule {name} no longer exists.")

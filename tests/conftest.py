@@ -14,7 +14,7 @@ from bot.handler import ChatHandler, Request
 from bot.settings import Settings, load_settings
 from commands.catalog import catalog
 from adapters.storage import open_storage
-from commands.context import Reply, Role, RoleBook, User, Watching
+from commands.context import Reply, Role, RoleBook, User
 from commands.gate import Gate
 from commands.policy import Policy, parse_policy
 from tests.teams_client import TeamsStandIn
@@ -103,10 +103,7 @@ class Chat:
         while self.follow_ups or self.background:
             pending, self.follow_ups[:], self.background[:] = [*self.follow_ups, *self.background], [], []
             for awaitable in pending:
-                if isinstance(awaitable, Watching):     # a job watch polls until the job ends: stop it
-                    awaitable.close()
-                else:
-                    done.append(await awaitable)
+                done.append(await awaitable)
         return done
 
 

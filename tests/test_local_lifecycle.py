@@ -48,6 +48,14 @@ def test_retraining_runs_the_pipeline_and_registers_one_new_version(ws, clock):
     assert [m.version for m in ws.list_models("fraud-model")] == ["5", "4", "3", "2", "1"]
 
 
+def test_a_pipeline_first_seen_ended_still_has_its_start(ws, clock):
+    job = ws.trigger_retraining("fraud-model")
+    clock.advance(hours=2)                                      # nobody looked while it ran
+    done = ws.get_job(job.name)
+    assert (done.status, done.started_at, done.ended_at) == (
+        "Completed", NOW + timedelta(minutes=2), NOW + timedelta(minutes=54))
+
+
 def test_a_retraining_run_that_fails_or_is_canceled_registers_nothing(ws, clock):
     job = ws.trigger_retraining("churn-model")
     ws.cancel_job(job.name).wait(None)

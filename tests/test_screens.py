@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from datetime import datetime, timezone
 
 import pytest
 
@@ -296,33 +297,37 @@ async def test_an_endpoint_that_is_neither_online_nor_batch_is_not_found(chat):
 
 
 async def test_a_job_started_from_chat_names_who_asked_and_reports_its_end(aiohttp_server, settings, pools,
-                                                                           monkeypatch, tmp_path):
-    from datetime import datetime, timedelta, timezone
-
+                                                                           tmp_path):
     from adapters.local import LocalWorkspace
     from adapters.nonblocking import NonBlockingService
-    from commands import changes
+    from bot.app import WATCHES
     from commands.context import Workspaces
+    from tests.conftest import Clock
 
-    now = [datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)]
-    local = LocalWorkspace(tmp_path / "clocked.db", clock=lambda: now[0])
+    clock = Clock(datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc))
+    local = LocalWorkspace(tmp_path / "clocked.db", clock=clock)
     workspaces = Workspaces([NonBlockingService(local, name="ml-prod", environment="prod", pool=pools[0],
                                                 wait_pool=pools[1], timeout=5)])
-    monkeypatch.setattr(changes, "JOB_POLL_SECONDS", 0.02)
-    server = await aiohttp_server(create_app(settings, workspaces=workspaces))
+    server = await aiohttp_server(create_app(settings, workspaces=workspaces, clock=clock))
+    follow = server.app[WATCHES].follow_jobs
     async with TeamsStandIn(str(server.make_url("/api/messages"))) as teams:
         [ack] = await teams.say("batch churn-batch azureml://datastores/blob/paths/churn/")
         job = re.search(r"started job (\S+) \(Queued\)", ack.text).group(1)
         assert ack.text.startswith("⏳ Batch scoring on churn-batch started job ")
         [shown] = await teams.say(f"job {job}")
         assert {"title": "Requested by", "value": "Alice Analyst from chat"} in shown.card["body"][3]["facts"]
-        await asyncio.sleep(0.1)
-        assert len(teams.connector.sent) == 2                   # still running: nothing reported yet
-        now[0] += timedelta(minutes=15)                         # the local workspace's batch jobs take 12
+        assert await follow() == 0                              # not due yet
+        clock.advance(minutes=5)
+        assert await follow() == 0                              # still running: nothing reported
+        assert len(teams.connector.sent) == 2
+        clock.advance(minutes=10)                               # the local workspace's batch jobs take 12
+        assert await follow() == 1
         [ended] = (await teams.connector.wait_for(3))[2:]
         assert ended.conversation_id == ack.conversation_id
         assert ended.card["body"][0]["text"] == "✅ Job churn-batch nightly scoring completed"
         assert {"title": "Requested by", "value": "Alice Analyst from chat"} in ended.card["body"][3]["facts"]
+        clock.advance(minutes=5)
+        assert await follow() == 0                              # reported once
         status, body = await teams.click(ended.card, "Details")
         assert status == 200
         [details] = (await teams.connector.wait_for(4))[3:]
@@ -330,40 +335,16 @@ async def test_a_job_started_from_chat_names_who_asked_and_reports_its_end(aioht
     local.close()
 
 
-async def test_schedule_run_tags_the_job_with_who_asked(chat):
+async def test_schedule_run_tags_the_job_with_who_asked(chat, store):
+    from adapters.storage import job_watches
+
     started = await chat("schedule run nightly-churn-retrain")
     job = re.search(r"started job (\S+) ", started.text).group(1)
     shown = await chat(f"job {job}")
     assert {"title": "Requested by", "value": "Dana Dev from chat"} in shown.card["body"][3]["facts"]
-    assert len(chat.follow_ups) == 1                            # the watch that reports its end
-
-
-async def test_a_watch_gives_up_after_its_budget_and_says_so(workspaces):
-    from commands.changes import job_ended
-    reply = await job_ended(workspaces.default, "amber_river_7d3kq9wz", requested_by="Dana", where="w",
-                            poll_seconds=0.01, watch_seconds=0.05)
-    assert reply.text.startswith("Job amber_river_7d3kq9wz has not ended after ")
-    assert reply.text.endswith("I stopped watching it. `job amber_river_7d3kq9wz` shows where it is. [w]")
-
-
-async def test_shutdown_stops_watches_without_waiting_for_them():
-    from bot.handler import FollowUps
-    from commands.context import Reply, Watching
-    delivered = []
-
-    async def forever():
-        await asyncio.sleep(3600)
-        return Reply("never")
-
-    async def deliver(reply):
-        delivered.append(reply)
-
-    follow_ups = FollowUps()
-    follow_ups.schedule(Watching(forever(), "job x"), deliver)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    await follow_ups.drain(timeout=5)
-    assert loop.time() - started < 1 and delivered == []
+    [watch] = await store.run_transaction(job_watches.open_watches, write=False)     # its end will be reported
+    assert (watch.job_name, watch.what, watch.requester_name, watch.conversation_id) == (
+        job, "Schedule nightly-churn-retrain", "Dana Dev", "conv-1")
 
 
 # ---------------------------------------------------------------- 17. small things
