@@ -421,7 +421,7 @@ class AzureMLService:
         if sum(traffic.values()) != 100:
             raise InvalidRequest(f"Traffic must sum to 100, not {sum(traffic.values())}.")
         _check_not_mirrored(endpoint, current, traffic)
-        split = ", ".join(f"{k}={v}" for k, v in traffic.items())
+        split = " ".join(f"{k}={v}" for k, v in traffic.items())
 
         def start() -> Any:
             # Azure offers no ETag on online endpoints and the SDK PUTs the whole endpoint: read it again
@@ -434,7 +434,7 @@ class AzureMLService:
 
         return self._operation(
             "traffic", f"endpoint {endpoint}", start,
-            lambda result: f"Traffic of {endpoint} is now {split}.", resource="endpoint", name=endpoint)
+            lambda result: f"Traffic on {endpoint} is now {split}.", resource="endpoint", name=endpoint)
 
     def scale_deployment(self, endpoint: str, deployment: str, instance_count: int) -> Operation:
         """PATCH only the deployment's `sku.capacity` (never a PUT of the GET'd deployment: the SDK's
@@ -1020,7 +1020,7 @@ def _live_split(traffic: dict[str, Any]) -> dict[str, int]:
 
 
 def _split_words(split: dict[str, int]) -> str:
-    return ", ".join(f"{name}={percent}" for name, percent in sorted(split.items())) or "none"
+    return " ".join(f"{name}={percent}" for name, percent in sorted(split.items())) or "none"
 
 
 def _check_traffic_change(endpoint: str, found: Any, seen: dict[str, int]) -> None:

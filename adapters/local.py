@@ -161,7 +161,7 @@ def _done(kind: str, target: str, summary: str) -> Operation:
 
 
 def _split_text(traffic: dict[str, int]) -> str:
-    return ", ".join(f"{name}={percent}" for name, percent in traffic.items())
+    return " ".join(f"{name}={percent}" for name, percent in traffic.items())
 
 
 def _live_split(traffic: dict[str, int]) -> dict[str, int]:

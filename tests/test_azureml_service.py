@@ -160,7 +160,7 @@ def test_set_traffic_puts_the_whole_endpoint(svc, workspace):
     assert (put.method, put.path, put.api_version) == ("PUT", f"{WS}/onlineEndpoints/fraud-api", "2022-02-01-preview")
     assert put.body["properties"]["traffic"] == {"blue": 50, "green": 50}
     assert put.body["location"] == "westeurope" and put.body["properties"]["authMode"] == "AMLToken"
-    assert op.wait(5) == "Traffic of fraud-api is now blue=50, green=50."
+    assert op.wait(5) == "Traffic on fraud-api is now blue=50 green=50."
     assert svc.get_endpoint("fraud-api").traffic == {"blue": 50, "green": 50}
 
 
@@ -179,7 +179,7 @@ def test_set_traffic_refuses_when_the_split_is_not_the_one_seen(svc, workspace):
         svc.set_traffic("fraud-api", {"blue": 50, "green": 50}, expected={"blue": 80, "green": 20})
     assert info.value.code == "TrafficChanged"
     assert info.value.message.startswith("The traffic of fraud-api changed since it was read: it is now "
-                                         "blue=90, green=10, not blue=80, green=20.")
+                                         "blue=90 green=10, not blue=80 green=20.")
     assert workspace.transport.mutations() == []
 
 
@@ -203,7 +203,7 @@ def test_set_traffic_moved_between_read_and_put_is_reported_not_overwritten(svc,
     with pytest.raises(Conflict) as info:                # validation passed on read 1; the re-read refuses
         svc.set_traffic("fraud-api", {"blue": 50, "green": 50})
     assert len(reads) == 2
-    assert info.value.code == "TrafficChanged" and "it is now blue=100, not blue=90, green=10" in info.value.message
+    assert info.value.code == "TrafficChanged" and "it is now blue=100, not blue=90 green=10" in info.value.message
     assert workspace.transport.mutations() == []
     assert svc.get_endpoint("fraud-api").traffic == {"blue": 100, "green": 0}
 

@@ -182,12 +182,12 @@ def test_set_traffic(ws):
     operation = ws.set_traffic("fraud-api", {"blue": 50, "green": 50})
     assert (operation.kind, operation.target) == ("traffic", "endpoint fraud-api")
     assert traffic(ws, "fraud-api") == {"blue": 50, "green": 50}        # applied before wait
-    assert operation.wait(None) == "Traffic on fraud-api is now blue=50, green=50."
-    assert operation.wait() == "Traffic on fraud-api is now blue=50, green=50."
+    assert operation.wait(None) == "Traffic on fraud-api is now blue=50 green=50."
+    assert operation.wait() == "Traffic on fraud-api is now blue=50 green=50."
 
 
 def test_omitted_deployments_get_zero(ws):
-    assert ws.set_traffic("fraud-api", {"green": 100}).wait(None) == "Traffic on fraud-api is now blue=0, green=100."
+    assert ws.set_traffic("fraud-api", {"green": 100}).wait(None) == "Traffic on fraud-api is now blue=0 green=100."
     assert traffic(ws, "fraud-api") == {"blue": 0, "green": 100}
 
 

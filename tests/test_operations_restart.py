@@ -145,7 +145,7 @@ async def test_a_clicked_change_edits_its_acknowledgement_with_its_outcome(aioht
         await wait_until(lambda: any(s.method == "PUT" and s.path.endswith(f"/{ack_id}")
                                      for s in teams.connector.sent))
         [edited] = [s for s in teams.connector.sent if s.method == "PUT" and s.path.endswith(f"/{ack_id}")]
-        assert edited.text == "✅ Traffic on fraud-api is now blue=90, green=10. [Workspace ml-prod (prod)]"
+        assert edited.text == "✅ Traffic on fraud-api is now blue=90 green=10. [Workspace ml-prod (prod)]"
         assert not any(s.method == "PUT" and s.path.endswith("/activity-3") for s in teams.connector.sent)
 
 

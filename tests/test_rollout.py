@@ -269,7 +269,7 @@ async def test_auto_rollback_rolls_back_exactly_once_and_says_so(workspaces, sto
     assert await split_of(chat) == "Traffic: blue=90 green=10"
     [payload] = await verdicts(store)
     words = payload["card"]["fallbackText"]
-    assert "↩️ Rolled back automatically by the MLOps bot: ✅ Traffic on fraud-api is now blue=90, green=10." in words
+    assert "↩️ Rolled back automatically by the MLOps bot: ✅ Traffic on fraud-api is now blue=90 green=10." in words
     assert [a["title"] for a in payload["card"]["actions"]] == ["History"]
     records = await store.run_transaction(audit_log.scan, write=False)
     rollbacks = [(r.event, r.actor_name) for r in records if r.action == "rollback"]
@@ -282,7 +282,7 @@ async def test_auto_rollback_rolls_back_exactly_once_and_says_so(workspaces, sto
         return [i.payload.get("text", "") for i in await outbox.find_items(tx)]
     verdict_text, canary_outcome = await store.run_transaction(texts, write=False)
     assert verdict_text.startswith("⚠️ Degraded after the canary on fraud-api")
-    assert canary_outcome == "✅ Traffic on fraud-api is now blue=40, green=60. [Workspace ml-prod (prod)]"
+    assert canary_outcome == "✅ Traffic on fraud-api is now blue=40 green=60. [Workspace ml-prod (prod)]"
 
     async def open_watches(tx):
         return [w for w in await watches.for_endpoint(tx, "ml-prod", "fraud-api") if w.state != "done"]

@@ -40,7 +40,7 @@ def set_local_state(ws: LocalWorkspace, endpoint: str, state: str) -> None:
 def test_local_applies_a_change_from_the_split_it_was_given(local):
     seen = local.get_endpoint("fraud-api").traffic
     assert local.set_traffic("fraud-api", {"blue": 50, "green": 50}, expected=seen).wait(None) == (
-        "Traffic on fraud-api is now blue=50, green=50.")
+        "Traffic on fraud-api is now blue=50 green=50.")
 
 
 def test_local_refuses_a_split_that_moved_and_says_what_it_is_now(local):
@@ -50,7 +50,7 @@ def test_local_refuses_a_split_that_moved_and_says_what_it_is_now(local):
         local.set_traffic("fraud-api", {"blue": 50, "green": 50}, expected=seen)
     assert info.value.code == "TrafficChanged"
     assert info.value.message == ("The traffic of fraud-api changed since it was read: it is now green=100, not "
-                                  "blue=90, green=10. Nothing was changed; look at the endpoint again and repeat "
+                                  "blue=90 green=10. Nothing was changed; look at the endpoint again and repeat "
                                   "the change if it still applies.")
     assert local.get_endpoint("fraud-api").traffic == {"blue": 0, "green": 100}
 
@@ -91,7 +91,7 @@ def test_both_backends_word_the_refusals_alike(backend, local, azure):
     with pytest.raises(Conflict) as moved:
         ml.set_traffic("fraud-api", {"blue": 50, "green": 50}, expected={"blue": 80, "green": 20})
     assert moved.value.message.startswith("The traffic of fraud-api changed since it was read: it is now "
-                                          "blue=90, green=10, not blue=80, green=20.")
+                                          "blue=90 green=10, not blue=80 green=20.")
     make_busy()
     with pytest.raises(Conflict) as busy:
         ml.set_traffic("fraud-api", {"blue": 50, "green": 50})

@@ -189,7 +189,7 @@ def test_a_traffic_change_is_approved_watched_and_rolled_back(chat):
     assert f"request #{change}" in verdict and "(green=100)" in verdict, verdict
     # The approval card in the thread was edited in place with the vote and the outcome.
     approved = _wait_for_text(chat, f"Approval request #{change}", timeout=5)
-    assert "Approved and done" in approved and "Traffic on fraud-api is now blue=0, green=100." in approved, approved
+    assert "Approved and done" in approved and "Traffic on fraud-api is now blue=0 green=100." in approved, approved
 
     invokes = len(chat.invoke_statuses())
     chat.page.locator('button[title="Rollback"]').last.click()
@@ -206,9 +206,9 @@ def test_a_traffic_change_is_approved_watched_and_rolled_back(chat):
     chat.switch_user(ALEX)
     # The rollback's approval card, edited in place with the outcome.
     done = _wait_for_text(chat, f"Approval request #{rollback}", "Approved and done", timeout=30)
-    chat.page.get_by_text("Traffic on fraud-api is now blue=90, green=10.").last.scroll_into_view_if_needed()
+    chat.page.get_by_text("Traffic on fraud-api is now blue=90 green=10.").last.scroll_into_view_if_needed()
     chat.screenshot("rolled-back")
-    assert "Traffic on fraud-api is now blue=90, green=10." in done, done
+    assert "Traffic on fraud-api is now blue=90 green=10." in done, done
     chat.send("endpoint fraud-api")
     assert "blue=90 green=10" in chat.bot_replies_text()
     chat.send("audit --target fraud-api")
