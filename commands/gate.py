@@ -32,7 +32,7 @@ from adapters.storage import approvals, audit, grants, inbox, operations, outbox
 from adapters.storage.approvals import (
     APPROVED, EXECUTING, FAILED, PENDING, REJECTED, SUCCEEDED, WITHDRAWN, Approval, NewApproval, Vote,
 )
-from commands.context import Context, Reply, Role, RoleBook, User
+from commands.context import Context, Reply, Role, RoleBook, UnknownWorkspace, User
 from commands.alerts import approval_subscribers
 from commands.approval_card import approval_card
 from commands.policy import APPROVAL, CONFIRM, DIRECT, REQUESTER_ONLY, Policy, Rule
@@ -144,6 +144,30 @@ def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+# Teams redelivers an activity it thinks was not answered in time; the second copy must not ask
+# or do anything again. Keyed like votes (one activity is one command).
+REDELIVERED = Reply("Teams delivered that message twice; the first one is being handled, so this copy does "
+                    "nothing. Type `approvals` or look above for its answer.")
+
+
+async def first_delivery(tx, ctx: Context, now: datetime) -> bool:
+    """True the first time this turn's activity asks for a change (always, without an activity id)."""
+    return not ctx.activity_id or await inbox.first_time(tx, f"activity:{ctx.activity_id}", now)
+
+
+async def _recheck(ctx: Context, change: Change, recheck: Any) -> Reply | None:
+    """How an operation a stopped process left in flight ended (None: still running)."""
+    try:
+        ctx.ml
+    except UnknownWorkspace:
+        return Reply(f"⚠️ The bot restarted while {change.summary} was in flight, and workspace {change.workspace} "
+                     f"is no longer configured, so it cannot tell how it ended.", ok=False)
+    if recheck is None:
+        return Reply(f"⚠️ The bot restarted while {change.summary} was in flight and cannot tell how it ended; "
+                     f"look at {change.target} to check.", ok=False)
+    return await recheck(ctx, change)
+
+
 @dataclass
 class Gate:
     """The one place that decides and records. `store` is the bot's SqlStorage."""
@@ -193,7 +217,9 @@ class Gate:
             created_at=now, expires_at=now + rule.expiry, execute=pipeline.execute if pipeline else True,
             source="api" if pipeline else "chat", run_url=pipeline.run_url if pipeline else "")
 
-        async def work(tx) -> tuple[Approval, dict]:
+        async def work(tx) -> tuple[Approval, dict] | None:
+            if not await first_delivery(tx, ctx, now):
+                return None
             request = await approvals.create(tx, new)
             await audit.append(tx, self._entry(ctx.user, "requested", request, activity_id=ctx.activity_id,
                                                detail={"mode": rule.mode, "policy": rule.source}))
@@ -214,7 +240,10 @@ class Gate:
                                              tenant_id=tenant or ctx.user.tenant_id, now=now)
             return request, payload["card"]
 
-        request, card = await self.store.run_transaction(work)
+        opened = await self.store.run_transaction(work)
+        if opened is None:
+            return REDELIVERED
+        request, card = opened
         self.wake_outbox()
         return Reply(text=f"{'Confirmation' if confirm else 'Approval request'} #{request.id}: {change.summary}",
                      card=card, track=f"approval:{request.id}")
@@ -377,10 +406,14 @@ class Gate:
     async def run_direct(self, ctx: Context, change: Change, *, wait: bool = False) -> Reply:
         """Policy says direct: run now, audited before and after. `wait`: return the outcome of a
         long operation rather than its acknowledgement (the caller reports it: the watch's rollback)."""
-        async def begin(tx) -> None:
+        async def begin(tx) -> bool:
+            if not await first_delivery(tx, ctx, self.clock()):
+                return False
             await audit.append(tx, self._entry(ctx.user, "executed", change, activity_id=ctx.activity_id,
                                                detail={"mode": DIRECT}))
-        await self.store.run_transaction(begin)
+            return True
+        if not await self.store.run_transaction(begin):
+            return REDELIVERED
         return await self._perform(ctx, change, None, wait=wait)
 
     async def execute(self, ctx: Context, request: Approval) -> Reply:
@@ -506,11 +539,12 @@ class Gate:
             if recheck is None and op.started_at > now - UNCHECKED_GRACE:
                 continue                       # its process may still be waiting for it
             try:
-                result = await recheck(ctx, change) if recheck else Reply(
-                    f"⚠️ The bot restarted while {change.summary} was in flight and cannot tell how it ended; "
-                    f"look at {change.target} to check.", ok=False)
+                result = await _recheck(ctx, change, recheck)
             except ServiceError as error:
                 log.info("operation %s: cannot re-check %s yet: %s", op.id, change.target, error.message)
+                continue
+            except Exception:  # noqa: BLE001 - one operation must not stop the report of the others
+                log.exception("operation %s: re-checking %s failed", op.id, change.target)
                 continue
             if result is None:
                 continue                       # still in progress: look again on the next pass
