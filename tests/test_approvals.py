@@ -164,6 +164,25 @@ async def test_a_redelivered_activity_is_ignored(olga, store):
     assert len((await request_of(store, 2)).votes) == 1
 
 
+async def test_a_redelivered_change_asks_and_runs_once(olga, store, workspaces):
+    """Teams redelivers an activity it thinks went unanswered: the copy opens no second request,
+    and under a direct rule runs nothing a second time."""
+    first = await olga("traffic fraud-api blue=50 green=50", activity_id="teams-activity-9")
+    again = await olga("traffic fraud-api blue=50 green=50", activity_id="teams-activity-9")
+    assert first.text.startswith("Approval request #1: ")
+    assert again.text == ("Teams delivered that message twice; the first one is being handled, so this copy does "
+                          "nothing. Type `approvals` or look above for its answer.")
+    assert await request_of(store, 2) is None
+    olga.gate.policy = parse_policy('[[rule]]\nmode = "direct"\n')
+    await olga("retrain fraud-model", activity_id="teams-activity-10")
+    await olga("retrain fraud-model", activity_id="teams-activity-10")
+    await olga.settle()
+    assert [e for e, _, _ in await events(store)].count("executed") == 1
+    running = [j for j in await workspaces.default.list_jobs(limit=100) if j.display_name == "train-fraud-pipeline"
+               and j.status in ("Queued", "Running")]
+    assert len(running) == 1
+
+
 async def test_a_target_changed_since_the_request_is_refused_on_the_card(olga, store, workspaces):
     await olga("traffic fraud-api blue=0 green=100")
     await workspaces.default.set_traffic("fraud-api", {"blue": 70, "green": 30})   # someone else, meanwhile

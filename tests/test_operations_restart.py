@@ -169,3 +169,38 @@ async def test_an_operation_nobody_can_recheck_is_given_up_only_after_the_longes
     clock.advance(minutes=6)
     assert await new.recover_operations(workspaces) == 1
     assert (await events(store))[-1] == ("failed", "unknown-action")
+
+
+async def test_an_operation_on_a_workspace_no_longer_configured_does_not_stop_the_others(workspaces, store):
+    from dataclasses import asdict
+
+    from commands.gate import Change
+
+    clock = Clock()
+    old = Chat(workspaces, store, clock=clock)
+    old.gate.owner = "old-process"
+
+    async def orphan(workspace: str, target: str) -> None:
+        change = Change("traffic", workspace, "prod", f"endpoint {target}", {"endpoint": target,
+                        "traffic": {"blue": 50, "green": 50}}, {"traffic": {"blue": 90, "green": 10}},
+                        {"traffic": {"blue": 50, "green": 50}}, f"Traffic on {target}")
+        await store.run_transaction(lambda tx: operations.create(tx, operations.NewOperation(
+            owner="old-process", change=asdict(change), notes={}, actor_id="u-1", actor_name="Olga", tenant_id="t1",
+            conversation_id="conv-1", activity_id="", started_at=clock(), approval_id=None)))
+
+    await orphan("ml-old", "fraud-api")              # its workspace was removed from the configuration
+    ack = await old("traffic fraud-api blue=30 green=70")
+    await old.handler.delivered(ack, "conv-1", "ack-activity-1")
+    for outcome in old.background:                   # the process stops with both in flight
+        outcome.close()
+    old.background.clear()
+
+    clock.advance(minutes=5)
+    new = Gate(old.gate.policy, store, clock=clock, roles=old.gate.roles, owner="new-process")
+    assert await new.recover_operations(workspaces) == 2
+    clock.advance(minutes=2)                         # no acknowledgement to edit: posted on a later pass
+    assert await new.recover_operations(workspaces) == 1
+    assert [i.payload["text"] for i in await outbox_items(store)] == [
+        "✅ Traffic on fraud-api is now green=70 blue=30. [Workspace ml-prod (prod)]",      # edits its acknowledgement
+        "⚠️ The bot restarted while Traffic on fraud-api was in flight, and workspace ml-old is no longer "
+        "configured, so it cannot tell how it ended."]
