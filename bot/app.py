@@ -117,7 +117,7 @@ def build_handler(settings: Settings, workspaces: Workspaces, storage: Storage, 
     gate = Gate(settings.policy(), storage, clock=clock, roles=roles, approval_channel=settings.approval_channel,
                 spawn=spawn)
     handler = ChatHandler(catalog(), workspaces, roles, development=settings.development,
-                          allowed_tenants=settings.allowed_tenants, store=storage, gate=gate, clock=clock,
+                          allowed_tenants=settings.tenant_allow_list, store=storage, gate=gate, clock=clock,
                           health=settings.health_thresholds())
     return handler, gate
 
@@ -132,7 +132,8 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     handler, gate = build_handler(settings, workspaces, storage, clock=clock, spawn=tasks.spawn)
     adapter = build_adapter(settings.app_id, settings.app_password, settings.app_type, settings.app_tenant_id)
     bot = TeamsBot(handler, storage, adapter, settings.app_id,
-                   service_url_hosts=() if settings.development else settings.service_url_hosts)
+                   service_url_hosts=() if settings.development else settings.service_url_hosts,
+                   teams_only=not settings.development)
     worker = OutboxWorker(storage, bot.deliver, owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
                           on_sent=lambda item, activity_id: _remember(handler, item, activity_id), clock=clock)
     gate.wake_outbox = worker.wake

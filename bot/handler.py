@@ -91,6 +91,11 @@ class ChatHandler:
         except Exception as error:  # noqa: BLE001 - this is the one place errors become replies
             return explain(error, request)
 
+    def is_change(self, verb: object) -> bool:
+        """Whether the command `verb` changes something (passes the gate)."""
+        found = self.registry.find(verb) if isinstance(verb, str) and len(verb) <= 64 else None
+        return bool(found and found.change)
+
     async def delivered(self, reply: Reply, conversation_id: str, activity_id: str) -> None:
         """The host sent `reply` as message `activity_id`: approval cards remember where they are."""
         kind, _, key = reply.track.partition(":")

@@ -188,6 +188,14 @@ class Settings(BaseSettings):
                              "MicrosoftAppType=UserAssignedMSI).")
         if self.app_type in ("SingleTenant", "UserAssignedMSI") and self.app_id and not self.app_tenant_id:
             raise ValueError(f"MicrosoftAppTenantId is required with MicrosoftAppType={self.app_type}.")
+        if self.app_id and not self.allowed_tenants and not self.app_tenant_id:
+            raise ValueError(
+                "MLOPSBOT_ALLOWED_TENANTS is required for a multi-tenant app (MicrosoftAppType=MultiTenant with no "
+                "MicrosoftAppTenantId): list the Entra tenant ids whose people may use the bot, comma-separated, "
+                "or set it to * to let every tenant in (anyone who installs the app could then read your "
+                "workspaces as a Viewer).")
+        if "*" in self.allowed_tenants and len(self.allowed_tenants) > 1:
+            raise ValueError("MLOPSBOT_ALLOWED_TENANTS is either * (every tenant) or a list of tenant ids, not both.")
         if self.backend == "azure" and not self.azure_workspaces:
             raise ValueError('MLOPSBOT_BACKEND=azure needs MLOPSBOT_AZURE_WORKSPACES, e.g. '
                              '[{"name":"ml-prod","subscription_id":"...","resource_group":"...","environment":"prod"}]')
@@ -200,6 +208,16 @@ class Settings(BaseSettings):
     def development(self) -> bool:
         """No app id, local backend, loopback only: the Agents Playground and local chat."""
         return not self.app_id and self.backend == "local" and _is_loopback(self.host)
+
+    @property
+    def tenant_allow_list(self) -> list[str]:
+        """The tenants the bot answers; empty means every tenant (MLOPSBOT_ALLOWED_TENANTS=*, or
+        development mode). With an app id and no list, the app's own tenant (MicrosoftAppTenantId)."""
+        if "*" in self.allowed_tenants:
+            return []
+        if not self.allowed_tenants and self.app_id and self.app_tenant_id:
+            return [self.app_tenant_id]
+        return list(self.allowed_tenants)
 
     @property
     def effective_storage_url(self) -> str:

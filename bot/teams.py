@@ -303,10 +303,13 @@ def _conversation_tenant(conversation: Any) -> str | None:
     return found if isinstance(found, str) and found else None
 
 
-def user_of(activity: Activity) -> User:
+def user_of(activity: Activity, *, entra_only: bool = False) -> User:
+    """Who sent `activity`: their Entra object id, which roles and grants name. `entra_only`
+    (production): never the channel's own user id, which a Direct Line client chooses itself;
+    without an object id the sender is nobody in particular (the default role)."""
     sender = activity.from_property or ChannelAccount(id="", name="")
-    return User(id=sender.aad_object_id or sender.id or "", name=sender.name or "someone",
-                tenant_id=tenant_of(activity))
+    fallback = "" if entra_only else (sender.id or "")
+    return User(id=sender.aad_object_id or fallback, name=sender.name or "someone", tenant_id=tenant_of(activity))
 
 
 def conversation_record(activity: Activity) -> ConversationRecord | None:
@@ -330,6 +333,7 @@ def conversation_record(activity: Activity) -> ConversationRecord | None:
 
 
 CONVERSATION_TYPES = ("personal", "groupChat", "channel")
+TEAMS_CHANNEL = "msteams"
 
 
 def activity_problem(body: dict) -> str | None:
@@ -457,9 +461,12 @@ ALWAYS_SAVED = {"installationUpdate", "conversationUpdate"}
 
 class TeamsBot(ActivityHandler):
     def __init__(self, handler: ChatHandler, storage: Storage, adapter: CloudAdapter, app_id: str, *,
-                 service_url_hosts: Sequence[str] = ()) -> None:
+                 service_url_hosts: Sequence[str] = (), teams_only: bool = False) -> None:
         self.handler = handler
         self.service_url_hosts = tuple(service_url_hosts)   # empty: any (development mode only)
+        # Production: Teams' channel only, and people are their Entra object ids. An Azure Bot also
+        # has Direct Line and Web Chat, whose clients choose `from.id` themselves.
+        self.teams_only = teams_only
         self.storage = storage
         self.adapter = adapter
         self.app_id = app_id
@@ -493,6 +500,9 @@ class TeamsBot(ActivityHandler):
     def check_activity(self, body: Any) -> str | None:
         """Why `body` must be refused before anything else happens (400), or None."""
         problem = activity_problem(body)
+        if problem is None and self.teams_only and body.get("channelId") != TEAMS_CHANNEL:
+            problem = (f"this bot answers Microsoft Teams only (channelId '{TEAMS_CHANNEL}'), "
+                       f"not {str(body.get('channelId'))[:40]!r}")
         if problem is None and self.service_url_hosts:
             problem = service_url_problem(body["serviceUrl"], self.service_url_hosts)
         if problem is not None:
@@ -566,10 +576,11 @@ class TeamsBot(ActivityHandler):
         acknowledged = asyncio.Event()
         try:
             reply = await self.handler.handle(request, self._later(turn_context.activity, acknowledged))
-            if data.get("refresh") is True and reply.card is not None:
-                clicked = turn_context.activity.reply_to_id      # the message whose card this replaces
-                if reply.track and clicked:                      # so an outcome or a vote can edit it later
-                    await self.handler.delivered(reply, request.conversation_id, clicked)
+            # A refresh replaces the clicked card. Only our read-only and vote buttons ask for it, so a
+            # forged click asking a change to replace a card is answered as a new message instead; and the
+            # clicked message is never recorded as a request's card (where later edits go): the bot
+            # records the cards it sends itself.
+            if data.get("refresh") is True and reply.card is not None and not self.handler.is_change(request.verb):
                 return _invoke_answer(CARD_CONTENT_TYPE, stamped(reply.card, datetime.now(timezone.utc)))
             activity_id = await send_with_retry(turn_context, reply_activity(reply))
             if reply.track:
@@ -581,7 +592,8 @@ class TeamsBot(ActivityHandler):
     def _request(self, activity: Activity, *, text: str | None = None, verb: Any = None,
                  args: Any = (), mentioned: tuple[User, ...] = ()) -> Request:
         conversation = activity.conversation
-        return Request(user=user_of(activity), conversation_id=conversation.id if conversation else "",
+        return Request(user=user_of(activity, entra_only=self.teams_only),
+                       conversation_id=conversation.id if conversation else "",
                        text=text, verb=verb, args=args if isinstance(args, list) else [args],
                        activity_id=activity.id or "", conversation_kind=(conversation.conversation_type or "")
                        if conversation else "", mentioned=mentioned)

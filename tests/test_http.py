@@ -174,7 +174,7 @@ APP_ID = "11111111-2222-3333-4444-555555555555"
 async def secured(aiohttp_server, tmp_path, monkeypatch):
     """A bot with a Microsoft App ID, trusting one channel signing key (`secured.key`)."""
     monkeypatch.chdir(tmp_path)
-    settings = load_settings(data_dir=tmp_path / "data", host="0.0.0.0", app_id=APP_ID,
+    settings = load_settings(data_dir=tmp_path / "data", host="0.0.0.0", app_id=APP_ID, allowed_tenants=["*"],
                              app_password="not-a-real-secret", service_url_hosts=["http://127.0.0.1"])
     key = SigningKey("channel-key-1")
     trust(monkeypatch, key)

@@ -63,7 +63,7 @@ def black_hole(monkeypatch):
 
 @pytest.fixture
 async def secured(aiohttp_server, tmp_path, monkeypatch):
-    return await started(aiohttp_server, tmp_path, monkeypatch, host="0.0.0.0", app_id=APP_ID,
+    return await started(aiohttp_server, tmp_path, monkeypatch, host="0.0.0.0", app_id=APP_ID, allowed_tenants=["*"],
                          app_password="not-a-real-secret", service_url_hosts=["http://127.0.0.1"])
 
 
@@ -401,7 +401,7 @@ async def production(aiohttp_server, tmp_path, monkeypatch):
     """A bot with an app id and the default serviceUrl allow-list, trusting one signing key."""
     key = SigningKey("channel-key-1")
     trust(monkeypatch, key)
-    bot_ = await started(aiohttp_server, tmp_path, monkeypatch, host="0.0.0.0", app_id=APP_ID,
+    bot_ = await started(aiohttp_server, tmp_path, monkeypatch, host="0.0.0.0", app_id=APP_ID, allowed_tenants=["*"],
                          app_password="not-a-real-secret")
     bot_.key = key
     yield bot_
@@ -445,7 +445,7 @@ def test_sovereign_clouds_set_their_own_service_hosts(tmp_path, monkeypatch):
     from bot.teams import service_url_problem
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLOPSBOT_SERVICE_URL_HOSTS", "smba.infra.gov.teams.microsoft.us, *.botframework.azure.us")
-    hosts = load_settings(app_id=APP_ID, app_password="p", host="0.0.0.0").service_url_hosts
+    hosts = load_settings(app_id=APP_ID, app_password="p", host="0.0.0.0", allowed_tenants=["*"]).service_url_hosts
     assert hosts == ["smba.infra.gov.teams.microsoft.us", "*.botframework.azure.us"]
     assert service_url_problem("https://smba.infra.gov.teams.microsoft.us/teams/", hosts) is None
     assert service_url_problem("https://smba.trafficmanager.net/amer/", hosts) is not None
@@ -457,7 +457,7 @@ def test_service_hosts_are_host_names_and_only_loopback_may_use_http(entry, tmp_
     from bot.settings import SettingsError
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SettingsError, match="MLOPSBOT_SERVICE_URL_HOSTS"):
-        load_settings(app_id=APP_ID, app_password="p", host="0.0.0.0", service_url_hosts=[entry])
+        load_settings(app_id=APP_ID, app_password="p", host="0.0.0.0", allowed_tenants=["*"], service_url_hosts=[entry])
 
 
 # ---------------------------------------------------------------- 8. logs cannot be forged
@@ -602,3 +602,56 @@ async def test_a_tenant_named_only_in_channel_data_is_checked(only_other_tenant)
     assert answer.text == NOT_ENABLED
     assert reply.card["body"][0]["text"] == "You are Alice Analyst"
     assert [r.tenant_id for r in await only_other_tenant.storage.list_conversations()] == [OTHER_TENANT]
+
+
+# ---------------------------------------------------------------- 8. production: Teams only, people by Entra id
+
+
+async def test_production_refuses_an_activity_from_another_channel(production):
+    """An Azure Bot also has Direct Line and Web Chat, whose clients choose `from.id` themselves."""
+    async with TeamsStandIn(production.url) as teams:
+        body = teams.message("whoami", channelId="directline", serviceUrl="https://directline.botframework.com/")
+        token = production.key.token(audience=APP_ID, service_url=body["serviceUrl"])
+        async with teams.session.post(teams.bot_url, json=body,
+                                      headers={"Authorization": f"Bearer {token}"}) as response:
+            assert response.status == 400
+            assert (await response.json())["error"] == (
+                "this bot answers Microsoft Teams only (channelId 'msteams'), not 'directline'")
+    assert await production.storage.list_conversations() == []
+
+
+def test_production_knows_people_by_their_entra_object_id_only():
+    """A channel user id set to an admin's object id (what a Direct Line client could send) is
+    nobody in production; in development (the playground) the channel id stands in."""
+    from botbuilder.schema import Activity
+
+    from bot.teams import TeamsBot
+
+    body = TeamsStandIn("http://unused").activity("message", text="whoami", user=ALICE)
+    body["from"] = {"id": ALICE.aad_object_id, "name": "Alice Analyst"}        # no aadObjectId
+    activity = Activity().deserialize(body)
+    production = TeamsBot(None, None, None, APP_ID, teams_only=True)
+    development = TeamsBot(None, None, None, "", teams_only=False)
+    assert production._request(activity, text="whoami").user.id == ""
+    assert development._request(activity, text="whoami").user.id == ALICE.aad_object_id
+    body["from"]["aadObjectId"] = ALICE.aad_object_id
+    assert production._request(Activity().deserialize(body), text="whoami").user.id == ALICE.aad_object_id
+
+
+async def test_a_forged_refresh_cannot_make_a_change_replace_another_card(aiohttp_server, tmp_path, monkeypatch):
+    """A change clicked with `refresh` (our cards never ask that) answers as a new message; the
+    clicked message is not recorded as the request's card, so later edits cannot land on it."""
+    from adapters.storage import approvals
+
+    bot_ = await started(aiohttp_server, tmp_path, monkeypatch)       # development defaults: prod asks approval
+    async with TeamsStandIn(bot_.url) as teams:
+        body = teams.invoke("traffic", ["fraud-api", "blue=80", "green=20"], data={"refresh": True},
+                            replyToId="1:someone-elses-alert-card")
+        async with teams.session.post(teams.bot_url, json=body) as response:
+            answer = await response.json()
+        assert answer["type"] == "application/vnd.microsoft.activity.message", answer
+        [posted] = await teams.connector.wait_for(1)                    # the approval card, as a new message
+        assert posted.method == "POST" and "Approval request #1" in posted.card["fallbackText"]
+        request = await bot_.storage.run_transaction(lambda tx: approvals.get(tx, 1), write=False)
+        assert request.card_activity_id != "1:someone-elses-alert-card"
+    await bot_.storage.close()

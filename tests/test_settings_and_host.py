@@ -43,7 +43,8 @@ def test_development_mode_is_admin_only_while_no_role_is_assigned():
     ({"backend": "azure"}, "MicrosoftAppId is required"),
     ({"app_id": "11111111-2222-3333-4444-555555555555"}, "MicrosoftAppPassword is required"),
     ({"app_id": "x", "app_password": "y", "app_type": "SingleTenant"}, "MicrosoftAppTenantId is required"),
-    ({"app_id": "x", "app_password": "y", "backend": "azure"}, "MLOPSBOT_BACKEND=azure needs MLOPSBOT_AZURE_WORKSPACES"),
+    ({"app_id": "x", "app_password": "y", "backend": "azure", "allowed_tenants": ["*"]},
+     "MLOPSBOT_BACKEND=azure needs MLOPSBOT_AZURE_WORKSPACES"),
     ({"default_role": "boss"}, "unknown role 'boss'"),
     ({"storage_url": "mysql://db"}, "MLOPSBOT_STORAGE_URL must be"),
 ])
@@ -53,13 +54,32 @@ def test_unusable_settings_refuse_with_a_reason(overrides, needle):
     assert needle in str(error.value)
 
 
+APP = {"app_id": "11111111-2222-3333-4444-555555555555", "app_password": "p", "host": "0.0.0.0"}
+
+
+def test_a_bot_with_an_app_id_answers_only_the_tenants_it_is_told():
+    """An empty allow-list used to mean every tenant: anyone who installed the app (Viewer by
+    default) could read the workspaces, requests and audit trail."""
+    with pytest.raises(SettingsError) as refused:
+        load_settings(**APP)
+    assert "MLOPSBOT_ALLOWED_TENANTS is required for a multi-tenant app" in str(refused.value)
+    single = load_settings(**APP, app_type="SingleTenant", app_tenant_id="tenant-home")
+    assert single.tenant_allow_list == ["tenant-home"]                 # the app's own tenant by default
+    assert load_settings(**APP, allowed_tenants=["*"]).tenant_allow_list == []       # every tenant, said out loud
+    with pytest.raises(SettingsError, match="either \\* \\(every tenant\\) or a list"):
+        load_settings(**APP, allowed_tenants=["*", "tenant-a"])
+    assert load_settings().tenant_allow_list == []                     # development mode: the playground's
+
+
 def test_environment_names_follow_azure_bot_service(monkeypatch):
     monkeypatch.setenv("MicrosoftAppId", "11111111-2222-3333-4444-555555555555")
     monkeypatch.setenv("MicrosoftAppPassword", "s3cret-value")
     monkeypatch.setenv("MLOPSBOT_HOST", "0.0.0.0")
     monkeypatch.setenv("MLOPSBOT_ADMINS", "aad-1, aad-2")
     monkeypatch.setenv("MLOPSBOT_OPERATORS", "aad-3")
+    monkeypatch.setenv("MLOPSBOT_ALLOWED_TENANTS", "tenant-a, tenant-b")
     settings = load_settings()
+    assert settings.tenant_allow_list == ["tenant-a", "tenant-b"]
     assert settings.development is False
     book = settings.role_book()
     assert (book.assignments, book.default) == ({"aad-1": Role.ADMIN, "aad-2": Role.ADMIN, "aad-3": Role.OPERATOR},
@@ -71,7 +91,7 @@ def test_azure_workspaces_are_read_from_json(monkeypatch):
     monkeypatch.setenv("MLOPSBOT_AZURE_WORKSPACES", json.dumps([
         {"name": "ml-prod", "subscription_id": "sub", "resource_group": "rg", "environment": "prod"},
         {"name": "ml-dev", "subscription_id": "sub", "resource_group": "rg-dev", "environment": "dev"}]))
-    settings = load_settings(app_id="a", app_password="p", backend="azure", host="0.0.0.0")
+    settings = load_settings(app_id="a", app_password="p", backend="azure", host="0.0.0.0", allowed_tenants=["*"])
     assert [(w.name, w.environment) for w in settings.azure_workspaces] == [("ml-prod", "prod"), ("ml-dev", "dev")]
 
 
@@ -138,7 +158,8 @@ def test_azure_backend_builds_one_service_per_configured_workspace(tmp_path, mon
         {"name": "ml-dev", "subscription_id": "00000000-0000-0000-0000-000000000001", "resource_group": "rg-dev",
          "environment": "dev"}]))
     settings = load_settings(app_id="11111111-2222-3333-4444-555555555555", app_password="p", backend="azure",
-                             host="0.0.0.0", data_dir=tmp_path / "data", managed_identity_client_id="mi-client")
+                             host="0.0.0.0", data_dir=tmp_path / "data", managed_identity_client_id="mi-client",
+                             allowed_tenants=["72f988bf-86f1-41af-91ab-2d7cd011db47"])
     app = create_app(settings)
     workspaces = list(app[HANDLER].workspaces)
     assert [(w.name, w.environment) for w in workspaces] == [("ml-prod", "prod"), ("ml-dev", "dev")]
