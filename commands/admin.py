@@ -57,16 +57,31 @@ async def grant(ctx: Context, user: str, role: str) -> Reply:
         raise UsageError(f"{person.name} is {fixed.label} through the environment (MLOPSBOT_{fixed.name}S); "
                          "change it there.")
 
-    async def work(tx) -> Grant | None:
+    book = ctx.role_book
+
+    async def work(tx) -> tuple[Grant | None, bool]:
+        # Development mode makes everyone Admin until a role is assigned: the first grant would take
+        # Admin from the person granting it (and from everyone), leaving no admin. Keep them Admin.
+        keep_granter = (book is not None and book.open_until_assigned and not book.assignments
+                        and person.id != ctx.user.id and role != "admin" and not await grants.any_grant(tx))
         previous = await grants.put_grant(tx, Grant(user_id=person.id, user_name=person.name, role=role,
                                                     granted_by_id=ctx.user.id, granted_by_name=ctx.user.name,
                                                     granted_at=ctx.now()))
         await audit.append(tx, _audit_entry(ctx, "role_granted", person, previous.role if previous else "", role))
-        return previous
+        if keep_granter:
+            await grants.put_grant(tx, Grant(user_id=ctx.user.id, user_name=ctx.user.name, role="admin",
+                                             granted_by_id=ctx.user.id, granted_by_name=ctx.user.name,
+                                             granted_at=ctx.now()))
+            await audit.append(tx, _audit_entry(ctx, "role_granted", ctx.user, "", "admin"))
+        return previous, keep_granter
 
-    previous = await store.run_transaction(work)
+    previous, kept = await store.run_transaction(work)
     was = f" (was {previous.role.capitalize()})" if previous else ""
-    return Reply(f"{person.name} is now {role.capitalize()}{was}. Recorded in the audit trail.")
+    text = f"{person.name} is now {role.capitalize()}{was}. Recorded in the audit trail."
+    if kept:
+        text += (" You are now Admin by grant too: until now everyone was Admin (development mode, no role "
+                 "assigned), and the first role assigned ends that for everyone else.")
+    return Reply(text)
 
 
 @command("revoke", Arg("user", help="an @mention or an Entra object id"),
@@ -111,6 +126,9 @@ async def roles(ctx: Context) -> Reply:
     default, _ = ctx.role_book.placed(User(id="", name=""), any_grant=bool(stored))
     body = limited(rows, row, noun="assignment")
     body.append(text(f"Everyone else: {default.label}.", subtle=True))
+    if default < Role.ADMIN and not any(role == Role.ADMIN for _, _, role, _ in rows):
+        body.append(text("Nobody is Admin, so nobody can grant or revoke roles here. Set MLOPSBOT_ADMINS to the "
+                         "Entra object id of an admin (`whoami` shows yours) and restart the bot.", color="Attention"))
     return reply(card("Roles", body))
 
 
