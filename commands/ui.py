@@ -30,7 +30,7 @@ _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u20
 _LOOKALIKES = str.maketrans({"*": "\u2217", "~": "\u223c", "`": "\u02cb"})     # ∗ ∼ ˋ
 _OPENING_UNDERSCORES = re.compile(r"(?<![A-Za-z0-9_])_+")         # not inside a word: could open _italic_
 _JOINED = re.compile(r"\](?=[(\[:]|$)|\{(?=\{|$)")                 # ]( ][ ]: {{, or at the end
-_BLOCK_START = re.compile(r"[#>+-]|\d+[.)]")
+_BLOCK_START = re.compile(r">|(#+|[-+]|\d+[.)])( |$)|---")        # a quote, heading, list item or rule
 
 
 def plain(value: object) -> str:
@@ -54,7 +54,7 @@ def plain(value: object) -> str:
     - a zero-width space parts `](`, `][` and `]:` (no link, image or link definition: each needs
       its two characters side by side) and `{{` (no `{{DATE(...)}}` function), and follows a
       final `]` or `{`, which the text after the value could complete;
-    - one precedes a leading `#`, `>`, `-`, `+` or `1.` (no heading, quote or list).
+    - one precedes a leading `> `, `# `, `- `, `+ `, `1. ` or `---` (no quote, heading, list or rule).
 
     A bare URL stays a URL (clients may make it a link, showing where it goes). Pass only untrusted
     values through here; the bot's own markdown (`**v4**`, its links and `commands`) stays as it is.

@@ -9,19 +9,34 @@ shows, and that the bot's own markdown beside it is unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
+import re
+from pathlib import Path
 
 import pytest
 
+from adapters.events import BREACH_TAG
+from bot.app import create_app
 from bot.chat import TerminalChat
+from bot.settings import load_settings
 from commands.context import User
 from commands.ui import INVISIBLE, as_text, card, facts, plain, reply, text
+from tests.card_schema import assert_valid_card
+from tests.teams_client import ALICE, BOB, Person, TeamsStandIn
 
 Z = INVISIBLE
+KEY = "k" * 8 + "0123456789abcdef0123456789abcdef"
+CHANNEL = "19:ml-platform@thread.tacv2;messageid=1700000000000"
+MALLORY = Person("29:1mallory", "Mallory\n\n**Security Team** [verified](https://evil.example/badge)",
+                 "00000000-0000-0000-0000-0000000000ee")
+RUN_EVENT = Path(__file__).parent / "fixtures" / "azure" / "eventgrid/ml/eventgrid_schema/RunStatusChanged.json"
 
 LINK = "[Approved by CISO - click to view](https://evil.example/login)"
 FAKE_STATUS = "green passed shadow\n\n**Approved and done** ✅\n\nBob Builder approved 2026-11-26 10:02 UTC"
 PIXEL = "![x](https://evil.example/pixel.png) [see runbook](https://evil.example)"
+MONITOR = "fraud-monitor](https://evil.example) **Sev0 - [re-login to Azure](https://evil.example/aad)**"
 
 
 def texts(element: dict) -> list[str]:
@@ -60,6 +75,7 @@ def fact_values(card_: dict) -> dict[str, str]:
     ("ends with [", "ends with ["), ("ends with ]", f"ends with ]{Z}"),
     # what needs no change stays as it is: names, ids, log prefixes, plain words
     ("credit_score", "credit_score"), ("frosty_kettle_8k2x9q7m", "frosty_kettle_8k2x9q7m"),
+    ("31.1105 (> 25 breaches)", "31.1105 (> 25 breaches)"), ("-0.5", "-0.5"), ("#hashtag", "#hashtag"),
     ("2026-11-26 10:00:00,499 I [34] ready", "2026-11-26 10:00:00,499 I [34] ready"),
     ("  green   is better ", "green is better"), ("", ""), (None, ""), (3, "3"),
 ])
@@ -82,3 +98,96 @@ def test_the_terminal_shows_the_words_without_the_invisible_breaks():
     TerminalChat(handler=None, user=User("dev", "dev"), out=out).say(reply(built))
     assert out.getvalue() == ("bot> Approval request #1\n"
                               "     Reason: [Approved by CISO - click to view](https://evil.example/login)\n")
+
+
+# ---------------------------------------------------------------- over HTTP, through the CloudAdapter
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return load_settings(data_dir=tmp_path / "data", host="127.0.0.1",
+                         operators=f"{ALICE.aad_object_id},{MALLORY.aad_object_id}",
+                         approvers=BOB.aad_object_id, webhook_key=KEY)
+
+
+@pytest.fixture
+async def teams(aiohttp_server, settings):
+    server = await aiohttp_server(create_app(settings, reset_demo=True))
+    async with TeamsStandIn(str(server.make_url("/api/messages"))) as stand_in:
+        yield stand_in
+
+
+async def wait_until(predicate, timeout: float = 5.0) -> None:
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.02)
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def test_a_typed_reason_a_forged_reason_and_a_vote_comment_stay_text_on_the_approval_card(teams):
+    await teams.say("hello", mention=True, conversation=CHANNEL, kind="channel")
+    [typed] = await teams.say(f"traffic fraud-api blue=0 green=100 --reason '{LINK}'", mention=True,
+                              conversation=CHANNEL, kind="channel")
+    assert_valid_card(typed.card)
+    assert fact_values(typed.card)["Reason"] == f"[Approved by CISO - click to view]{Z}(https://evil.example/login)"
+    assert texts(typed.card)[2:4] == ["**Waiting for approval**", "Traffic on fraud-api: blue=90 green=10 → green=100"]
+
+    # a Submit no button sends, from someone whose display name is markdown too
+    forged = teams.activity("message", user=MALLORY, conversation=CHANNEL, kind="channel", value={
+        "verb": "traffic", "args": ["fraud-api", "blue=0", "green=100", "--reason", FAKE_STATUS]})
+    [asked] = await teams.send(forged)
+    shown = fact_values(asked.card)
+    assert shown["Reason"] == "green passed shadow ∗∗Approved and done∗∗ ✅ Bob Builder approved 2026-11-26 10:02 UTC"
+    assert shown["Asked by"] == f"Mallory ∗∗Security Team∗∗ [verified]{Z}(https://evil.example/badge)"
+    assert texts(asked.card)[2] == "**Waiting for approval**"
+    assert "\n" not in shown["Reason"] + shown["Asked by"]
+
+    [voted] = await teams.say(f"reject 1 '{PIXEL}'", user=BOB, conversation=CHANNEL, kind="channel")
+    assert_valid_card(voted.card)
+    comment = f"![x]{Z}(https://evil.example/pixel.png) [see runbook]{Z}(https://evil.example)"
+    [row] = [line for line in texts(voted.card) if line.startswith("Bob Builder rejected")]
+    assert re.fullmatch(r"Bob Builder rejected \d{4}-\d\d-\d\d \d\d:\d\d UTC: " + re.escape(comment), row), row
+    outcome = texts(voted.card)[texts(voted.card).index("Outcome") + 1]
+    assert outcome == f"rejected by Bob Builder: {comment}"
+    assert texts(voted.card)[2] == "**Rejected**"
+    # the plain-text forms (fallback, notification preview) carry the same inert words
+    assert "](" not in voted.card["fallbackText"] and "](" not in json.dumps(voted.body.get("summary"))
+
+
+def breach_with(monitor: str, signal: str, feature: str) -> list[dict]:
+    [event] = json.loads(RUN_EVENT.read_text())
+    event["id"] = "spoof-1"
+    event["topic"] = ("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-ml/providers/"
+                      "Microsoft.MachineLearningServices/workspaces/ml-prod")
+    event["data"]["runStatus"] = "Completed"
+    event["data"]["runTags"] = {
+        BREACH_TAG: json.dumps([{"feature": feature, "metric": "normalized_wasserstein_distance", "value": 0.31,
+                                 "threshold": 0.1}]),
+        "azureml.monitor_name": monitor, "azureml.signal_name": signal, "azureml.model_name": "fraud-model",
+        "azureml.endpoint_name": "fraud-api"}
+    return [event]
+
+
+async def test_a_run_tag_with_markdown_is_text_on_the_drift_alert_card(teams):
+    channel = CHANNEL.split(";")[0]
+    await teams.say("subscribe drift", mention=True, conversation=CHANNEL, kind="channel")
+    before = len(teams.connector.sent)
+    url = teams.bot_url.replace("/api/messages", f"/api/events?code={KEY}")
+    body = breach_with(MONITOR, "data-drift\n\n- **all clear**", "amount\n**fake row**")
+    async with teams.session.post(url, json=body) as response:
+        assert response.status == 200, await response.text()
+    await wait_until(lambda: any(s.card for s in teams.connector.sent[before:]))
+    [posted] = [s for s in teams.connector.sent[before:] if s.card]
+    assert posted.conversation_id == channel
+    alert = posted.card
+    assert_valid_card(alert)
+    monitor = f"fraud-monitor]{Z}(https://evil.example) ∗∗Sev0 - [re-login to Azure]{Z}(https://evil.example/aad)∗∗"
+    title = f"🟠 Drift: monitor {monitor} breached its thresholds"
+    assert texts(alert)[0] == title
+    assert alert["body"][0] == {"type": "TextBlock", "text": title, "wrap": True, "weight": "Bolder", "size": "Medium"}
+    shown = fact_values(alert)
+    assert shown["Monitor"] == monitor
+    assert shown["Signal"] == "data-drift - ∗∗all clear∗∗"
+    assert "amount ∗∗fake row∗∗" in texts(alert)
+    assert posted.body["summary"] == title           # the notification's preview line
+    assert "Per feature, worst first" in texts(alert)   # the bot's own section headings are untouched
