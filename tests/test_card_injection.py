@@ -13,15 +13,20 @@ import asyncio
 import io
 import json
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from adapters.events import BREACH_TAG
+from adapters.service import Job, ModelVersion
 from bot.app import create_app
 from bot.chat import TerminalChat
 from bot.settings import load_settings
 from commands.context import User
+from commands.job_rows import job_row
+from commands.jobs import job_card
+from commands.models import model_card
 from commands.ui import INVISIBLE, as_text, card, facts, plain, reply, text
 from tests.card_schema import assert_valid_card
 from tests.teams_client import ALICE, BOB, Person, TeamsStandIn
@@ -191,3 +196,34 @@ async def test_a_run_tag_with_markdown_is_text_on_the_drift_alert_card(teams):
     assert "amount ∗∗fake row∗∗" in texts(alert)
     assert posted.body["summary"] == title           # the notification's preview line
     assert "Per feature, worst first" in texts(alert)   # the bot's own section headings are untouched
+
+
+# ---------------------------------------------------------------- cards built from Azure's data
+
+def test_a_model_description_and_tags_from_the_registry_are_text():
+    model = ModelVersion("fraud-model", "9", stage="Staging",
+                         description="Approved for **Production** by the CISO.\n\n[Sign in](https://evil.example)",
+                         tags={"owner": "_risk team_", "[docs](https://evil.example)": "see **here**"})
+    built = model_card(model, workspace="Workspace ml-prod (prod)")
+    assert_valid_card(built)
+    shown = fact_values(built)
+    assert shown["Description"] == f"Approved for ∗∗Production∗∗ by the CISO. [Sign in]{Z}(https://evil.example)"
+    assert shown["owner"] == "ˍrisk team_"
+    assert shown[f"[docs]{Z}(https://evil.example)"] == "see ∗∗here∗∗"
+    assert texts(built)[0] == "Model fraud-model:9"
+
+
+def test_a_job_display_name_and_error_from_azure_are_text():
+    job = Job("frosty_kettle_8k2x9q7m", "Failed", display_name="**nightly** [rerun](https://evil.example)",
+              error="UserError: see [the fix](https://evil.example)\n# Approved",
+              created_at=datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc))
+    built = job_card(job, workspace="Workspace ml-prod (prod)")
+    assert_valid_card(built)
+    shown_name = f"∗∗nightly∗∗ [rerun]{Z}(https://evil.example)"
+    assert texts(built)[0] == f"Job {shown_name}"
+    assert texts(built)[2] == "**Failed**"                          # the bot's own bold status
+    error = texts(built)[texts(built).index("Error") + 1]
+    assert error == f"UserError: see [the fix]{Z}(https://evil.example) # Approved"
+    assert fact_values(built)["Name"] == "frosty_kettle_8k2x9q7m"
+    row = texts(job_row(job))
+    assert row[0] == f"**{shown_name}**"                            # bold by the bot, inert inside
