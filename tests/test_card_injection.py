@@ -19,14 +19,18 @@ from pathlib import Path
 import pytest
 
 from adapters.events import BREACH_TAG
-from adapters.service import Job, ModelVersion
+from adapters.service import Job, ModelVersion, OnlineEndpoint
+from adapters.storage.audit import AuditRecord
+from adapters.storage.traffic_history import Entry
 from bot.app import create_app
 from bot.chat import TerminalChat
 from bot.settings import load_settings
+from commands.audit import audit_card
 from commands.context import User
 from commands.job_rows import job_row
 from commands.jobs import job_card
 from commands.models import model_card
+from commands.rollout import history_card
 from commands.ui import INVISIBLE, as_text, card, facts, plain, reply, text
 from tests.card_schema import assert_valid_card
 from tests.teams_client import ALICE, BOB, Person, TeamsStandIn
@@ -227,3 +231,19 @@ def test_a_job_display_name_and_error_from_azure_are_text():
     assert fact_values(built)["Name"] == "frosty_kettle_8k2x9q7m"
     row = texts(job_row(job))
     assert row[0] == f"**{shown_name}**"                            # bold by the bot, inert inside
+
+
+def test_names_and_reasons_in_the_audit_trail_and_the_traffic_history_are_text():
+    at = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
+    mallory = f"Mallory ∗∗Security Team∗∗ [verified]{Z}(https://evil.example/badge)"
+    record = AuditRecord(at=at, event="requested", actor_id=MALLORY.id, actor_name=MALLORY.name, action="traffic",
+                         target="endpoint fraud-api", workspace="ml-prod", approval_id=2, seq=7)
+    trail = texts(audit_card([record], filters="actor **Bob**"))
+    assert trail[1] == "actor ∗∗Bob∗∗"
+    assert f"{mallory} requested traffic endpoint fraud-api in ml-prod (request #2)" in trail
+    entry = Entry(workspace="ml-prod", endpoint="fraud-api", at=at, action="traffic", before={"blue": 100},
+                  after={"blue": 0, "green": 100}, actor_id=MALLORY.id, actor_name=MALLORY.name, reason=LINK, id=3)
+    history = texts(history_card(OnlineEndpoint("fraud-api", "Succeeded", traffic={"green": 100}), [entry],
+                                 workspace="Workspace ml-prod (prod)"))
+    assert f"2026-11-26 10:00 UTC · traffic · {mallory} · “{plain(LINK)}”" in history
+    assert "**#3** blue=100 → green=100" in history                # the bot's own bold entry number
