@@ -18,6 +18,7 @@ from bot.settings import Settings
 from bot.watch import follow_jobs
 from commands.catalog import catalog
 from commands.context import Reply, User
+from commands.ui import INVISIBLE
 
 PROMPT = "you> "
 CONVERSATION = "terminal"
@@ -36,9 +37,11 @@ class TerminalChat:
         self._follow_ups.schedule(outcome, say)
 
     def say(self, reply: Reply) -> None:
-        """The reply's text: for a card, its whole plain-text rendering."""
+        """The reply's text: for a card, its whole plain-text rendering (without the zero-width
+        spaces that keep untrusted text inert in Teams: a terminal renders no markdown)."""
+        words = reply.text.replace(INVISIBLE, "")
         print("\n".join(f"bot> {line}" if i == 0 else f"     {line}"
-                        for i, line in enumerate(reply.text.splitlines() or [""])), file=self.out, flush=True)
+                        for i, line in enumerate(words.splitlines() or [""])), file=self.out, flush=True)
 
     async def ask(self, text: str) -> Reply:
         reply = await self.handler.handle(Request(self.user, CONVERSATION, text=text), self._later)

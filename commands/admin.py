@@ -15,7 +15,7 @@ from adapters.storage.grants import Grant
 from commands.context import Context, Reply, Role, User
 from commands.policy import CHANGE_ACTIONS
 from commands.registry import CATALOG, Arg, UsageError, command, one_of
-from commands.ui import card, columns, facts, limited, reply, section, text, when
+from commands.ui import card, columns, facts, limited, plain, reply, section, text, when
 
 _OBJECT_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 ROLE_NAMES = tuple(r.name.lower() for r in Role)
@@ -113,13 +113,13 @@ async def roles(ctx: Context) -> Reply:
     store = _store(ctx)
     stored = await store.run_transaction(grants.list_grants, write=False)
     rows = [(user_id, "", role, "environment") for user_id, role in ctx.role_book.assignments.items()]
-    rows += [(g.user_id, g.user_name, Role.parse(g.role), f"granted by {g.granted_by_name}, {when(g.granted_at)}")
-             for g in stored]
+    rows += [(g.user_id, g.user_name, Role.parse(g.role),
+              f"granted by {plain(g.granted_by_name)}, {when(g.granted_at)}") for g in stored]
     rows.sort(key=lambda row: (-row[2], row[1] or row[0]))
 
     def row(item) -> dict:
         user_id, name, role, source = item
-        who = f"**{name}** {user_id}" if name and name != user_id else f"**{user_id}**"
+        who = f"**{plain(name)}** {user_id}" if name and name != user_id else f"**{user_id}**"
         return columns([text(who, wrap=True), text(source, subtle=True, spacing="None")],
                        text(role.label), widths=["stretch", "auto"])
 

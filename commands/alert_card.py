@@ -17,7 +17,7 @@ from typing import Any
 
 from adapters.drift.definitions import DEFINITIONS, P_VALUES, SHORT_NAMES, psi_band
 from adapters.events import FIRED, RESOLVED, Event, Figure
-from commands.ui import Element, button, card, columns, facts, section, text, when
+from commands.ui import Element, button, card, columns, facts, plain, section, text, when
 
 MAX_FEATURES = 10
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -44,13 +44,13 @@ def alert_card(event: Event, state: AlertState, now: datetime) -> dict[str, Any]
     resolved = state.status == RESOLVED
     icon = "✅" if resolved else ("🔴" if event.severity in ("Sev0", "Sev1") else "🟠") if state.status == FIRED \
         else "ℹ️"
-    title = f"{icon} {'Resolved: ' if resolved else ''}{event.title}"
-    where = " · ".join(p for p in (f"Workspace {event.workspace}" if event.workspace else "",
+    title = f"{icon} {'Resolved: ' if resolved else ''}{plain(event.title)}"
+    where = " · ".join(p for p in (f"Workspace {plain(event.workspace)}" if event.workspace else "",
                                    f"alert #{state.id}") if p)
     body: list[Element] = []
     body.append(facts(_headline(event, state, now)))
     if event.summary:
-        body.append(text(event.summary, subtle=True))
+        body.append(text(plain(event.summary), subtle=True))
     figures = worst_first(event.figures)
     if figures:
         body.append(section("Per feature, worst first" if event.kind == "drift" else "Condition"))
@@ -80,6 +80,7 @@ def alert_card(event: Event, state: AlertState, now: datetime) -> dict[str, Any]
 
 
 def _headline(event: Event, state: AlertState, now: datetime) -> list[tuple[str, Any]]:
+    """The event's facts (all of them from Azure or a webhook: shown `plain`), then the alert's state."""
     rows: list[tuple[str, Any]] = []
     if event.monitor:
         rows.append(("Monitor", event.monitor))
@@ -91,16 +92,17 @@ def _headline(event: Event, state: AlertState, now: datetime) -> list[tuple[str,
         if value:
             rows.append((label, value))
     rows += [(k, v) for k, v in event.facts if k not in dict(rows)]
+    rows = [(plain(k), plain(v)) for k, v in rows]
     status = {FIRED: "Firing", RESOLVED: "Resolved"}.get(state.status, "Reported")
     if state.fired_count > 1:
         status += f" (fired {state.fired_count} times since {when(state.first_at)})"
     rows.append(("Status", status))
     if event.time:
-        rows.append(("At", event.time))
+        rows.append(("At", plain(event.time)))
     if state.acknowledged_by:
-        rows.append(("Acknowledged", f"by {state.acknowledged_by}, {when(state.acknowledged_at)}"))
+        rows.append(("Acknowledged", f"by {plain(state.acknowledged_by)}, {when(state.acknowledged_at)}"))
     if state.snoozed_until and state.snoozed_until > now:
-        rows.append(("Snoozed", f"until {when(state.snoozed_until)} by {state.snoozed_by}"))
+        rows.append(("Snoozed", f"until {when(state.snoozed_until)} by {plain(state.snoozed_by)}"))
     return rows
 
 
@@ -135,7 +137,7 @@ def _figure_row(figure: Figure) -> Element:
     value = f"{figure.value:.4g}" + (" ⚠" if over else "")
     band = psi_band(figure.value) if figure.metric == "population_stability_index" else None
     metric = SHORT_NAMES.get(figure.metric, figure.metric) + (f" ({band})" if band else "")
-    return columns(text(figure.feature), text(metric), text(value, color="Attention" if over else None),
+    return columns(text(plain(figure.feature)), text(plain(metric)), text(value, color="Attention" if over else None),
                    text(rule or "—"), widths=["stretch", "stretch", "auto", "auto"])
 
 

@@ -30,7 +30,7 @@ from commands.alert_card import AlertState, alert_card, worst_first
 from commands.context import Context, Reply, Role
 from commands.policy import parse_duration
 from commands.registry import Arg, Forbidden, UsageError, command, one_of, suggest, whole_number
-from commands.ui import button, card, columns, limited, reply, text
+from commands.ui import button, card, columns, limited, plain, reply, text
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ async def subscriptions_(ctx: Context) -> Reply:
                                         write=False)
 
     def row(sub: Subscription) -> dict:
-        return columns(text(f"{describe(sub)} · by {sub.created_by_name or 'unknown'}"),
+        return columns(text(plain(f"{describe(sub)} · by {sub.created_by_name or 'unknown'}")),
                        {"type": "ActionSet", "actions": [button("Stop", "unsubscribe", str(sub.id))]},
                        widths=["stretch", "auto"])
 

@@ -14,7 +14,7 @@ from adapters.storage.approvals import (
     APPROVED, EXECUTING, EXPIRED, FAILED, PENDING, REJECTED, SUCCEEDED, WITHDRAWN, Approval,
 )
 from commands.policy import REQUESTER_ONLY
-from commands.ui import button, card, columns, facts, limited, section, text, when
+from commands.ui import button, card, columns, facts, limited, plain, section, text, when
 
 STATE_LABELS = {
     PENDING: ("Waiting for approval", "Warning"), APPROVED: ("Approved", "Good"),
@@ -35,10 +35,10 @@ def show_value(value: Any) -> str:
 
 
 def change_lines(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str, str]]:
-    """One (what, "before → after") pair per changed key."""
+    """One (what, "before → after") pair per changed key (the pipeline API's caller names both)."""
     keys = list(dict.fromkeys([*before, *after]))
-    return [(key.replace("_", " ").capitalize(), f"{show_value(before.get(key))} → {show_value(after.get(key))}")
-            for key in keys]
+    return [(plain(key.replace("_", " ").capitalize()),
+             f"{plain(show_value(before.get(key)))} → {plain(show_value(after.get(key)))}") for key in keys]
 
 
 def _is_confirmation(request: Approval) -> bool:
@@ -55,14 +55,14 @@ def approval_card(request: Approval, now: datetime, *, approver_ids: Sequence[st
     if confirm and request.state == PENDING:
         label = "Waiting for the requester to confirm"
     kind = "Confirmation" if confirm else "Approval request"
-    summary = str(request.parameters.get("_summary") or request.target)
+    summary = plain(request.parameters.get("_summary") or request.target)
     body = [
         text(f"**{label}**", color=color),
         text(summary, weight="Bolder", wrap=True),
         facts([*change_lines(request.before, request.after),
                ("Workspace", f"{request.workspace} ({request.environment})"),
-               ("Asked by", request.requester_name + (" (pipeline)" if request.source == "api" else "")),
-               ("Reason", request.reason or "—"),
+               ("Asked by", plain(request.requester_name) + (" (pipeline)" if request.source == "api" else "")),
+               ("Reason", plain(request.reason)),
                ("Asked", when(request.created_at))]
               + ([] if confirm else [("Approvals", f"{len(request.approvals)} of {request.quorum}"
                                       + ("" if request.allow_self else " (not the requester)"))])
@@ -73,13 +73,13 @@ def approval_card(request: Approval, now: datetime, *, approver_ids: Sequence[st
         body.append(section("Votes"))
         body += limited(list(request.votes), _vote_row, noun="vote")
     if request.result and request.state not in (PENDING,):
-        body += [section("Outcome"), text(request.result, wrap=True,
+        body += [section("Outcome"), text(plain(request.result), wrap=True,
                                           color="Attention" if request.state == FAILED else None)]
     actions: list[dict] = []
     if request.state == PENDING and not buttons:
         body.append(text(f"Approvers see the buttons; or type `approve {request.id}` or "
                          f"`reject {request.id} <reason>`.", subtle=True) if not confirm else
-                    text(f"{request.requester_name} can `confirm {request.id}` or `withdraw {request.id}`.",
+                    text(f"{plain(request.requester_name)} can `confirm {request.id}` or `withdraw {request.id}`.",
                          subtle=True))
     elif request.state == PENDING:
         if confirm:
@@ -103,8 +103,8 @@ def approval_card(request: Approval, now: datetime, *, approver_ids: Sequence[st
 
 def _vote_row(vote) -> dict:
     mark = "approved" if vote.decision == "approve" else "rejected"
-    comment = f": {vote.comment}" if vote.comment else ""
-    return text(f"{vote.voter_name} {mark} {when(vote.at)}{comment}", wrap=True)
+    comment = f": {plain(vote.comment)}" if vote.comment else ""
+    return text(f"{plain(vote.voter_name)} {mark} {when(vote.at)}{comment}", wrap=True)
 
 
 def _expiry(moment: datetime, now: datetime) -> str:
@@ -117,8 +117,8 @@ def _expiry(moment: datetime, now: datetime) -> str:
 
 def approval_row(request: Approval) -> dict:
     label, color = STATE_LABELS.get(request.state, (request.state, "Default"))
-    summary = str(request.parameters.get("_summary") or request.target)
-    detail = f"{request.workspace} · asked by {request.requester_name} · {when(request.created_at)}"
+    summary = plain(request.parameters.get("_summary") or request.target)
+    detail = f"{request.workspace} · asked by {plain(request.requester_name)} · {when(request.created_at)}"
     if request.state == PENDING and not _is_confirmation(request):
         detail += f" · {len(request.approvals)} of {request.quorum} approvals"
     return columns([text(f"**#{request.id}** {summary}", wrap=True), text(detail, subtle=True, spacing="None")],

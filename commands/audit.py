@@ -15,7 +15,7 @@ from adapters.storage import audit as audit_log
 from adapters.storage.audit import AuditRecord
 from commands.context import Context, Reply
 from commands.registry import Arg, UsageError, command, whole_number
-from commands.ui import card, columns, facts, limited, reply, text, when
+from commands.ui import card, columns, facts, limited, plain, reply, text, when
 
 MAX_AUDIT_ROWS = 200
 _SINCE = re.compile(r"^(\d{1,5})([mhdw])$")
@@ -50,13 +50,13 @@ def record_line(record: AuditRecord) -> str:
 
 
 def audit_row(record: AuditRecord) -> dict:
-    return columns(text(f"#{record.seq}", subtle=True), [text(record_line(record), wrap=True),
+    return columns(text(f"#{record.seq}", subtle=True), [text(plain(record_line(record)), wrap=True),
                    text(when(record.at), subtle=True, spacing="None")], widths=["auto", "stretch"])
 
 
 def audit_card(records: list[AuditRecord], *, filters: str) -> dict:
     body = limited(records, audit_row, noun="record", more_hint="Narrow it with --since, --actor or --target.")
-    return card("Audit trail", body, subtitle=filters or "Latest records, newest first")
+    return card("Audit trail", body, subtitle=plain(filters) or "Latest records, newest first")
 
 
 @command("audit", Arg("verify", nargs="?", choices=("verify",), help="check the whole chain instead of listing"),

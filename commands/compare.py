@@ -16,7 +16,7 @@ from adapters.service import ModelVersion
 from commands.context import Context, Reply
 from commands.registry import Arg, UsageError, command
 from commands.studio import open_in_studio, studio
-from commands.ui import button, card, columns, facts, reply, section, text, when
+from commands.ui import button, card, columns, facts, plain, reply, section, text, when
 
 HIGHER_IS_BETTER = ("auc", "roc_auc", "auroc", "auprc", "pr_auc", "average_precision", "accuracy",
                     "balanced_accuracy", "f1", "f1_score", "f1_macro", "f1_micro", "f1_weighted", "precision",
@@ -111,13 +111,14 @@ def compare_card(candidate: ModelVersion, baseline: ModelVersion, *, workspace: 
         ("Stage", f"{a}: {_stage(candidate)} · {b}: {_stage(baseline)}"),
         ("Training job", f"{a}: {candidate.job or '—'} · {b}: {baseline.job or '—'}"),
         ("Created", f"{a}: {when(candidate.created_at)} · {b}: {when(baseline.created_at)}"),
-        ("By", f"{a}: {candidate.created_by or '—'} · {b}: {baseline.created_by or '—'}"),
+        ("By", f"{a}: {plain(candidate.created_by) or '—'} · {b}: {plain(baseline.created_by) or '—'}"),
     ])]
     keys = sorted(set(candidate.tags) | set(baseline.tags))
     if keys:
         body += [section("Tags"), facts(
-            (key + (" (differs)" if candidate.tags.get(key) != baseline.tags.get(key) else ""),
-             f"{a}: {candidate.tags.get(key, '—')} · {b}: {baseline.tags.get(key, '—')}") for key in keys)]
+            (plain(key) + (" (differs)" if candidate.tags.get(key) != baseline.tags.get(key) else ""),
+             f"{a}: {plain(candidate.tags.get(key, '—'))} · {b}: {plain(baseline.tags.get(key, '—'))}")
+            for key in keys)]
     actions = [button(f"Model {a}", "model", candidate.ref), button(f"Model {b}", "model", baseline.ref)]
     actions += open_in_studio(links[0], f"{a} in studio") + open_in_studio(links[1], f"{b} in studio")
     return card(f"{candidate.name}: {a} vs {b}", body, subtitle=workspace, actions=actions)

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from commands.ui import MAX_CARD_BYTES, button, card, columns, section, text, when
+from commands.ui import MAX_CARD_BYTES, button, card, columns, plain, section, text, when
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 TREND_SPAN = 0.2                   # a sparkline's height is at least 20% of the series' highest value
@@ -172,8 +172,8 @@ def _build(digest: Digest, n_endpoints: int, n_models: int, n_jobs: int, n_appro
                          subtle=True))
     for job in digest.failed_jobs[:n_jobs]:
         label = f"[{job.name}]({job.url})" if job.url else job.name
-        error = f": {job.error[:120]}" if job.error else ""
-        body.append(text(f"✗ {label} ({job.display_name or 'job'}), ended {when(job.ended_at)}{error}"))
+        error = f": {plain(job.error[:120])}" if job.error else ""
+        body.append(text(f"✗ {label} ({plain(job.display_name) or 'job'}), ended {when(job.ended_at)}{error}"))
     body += _more(len(digest.failed_jobs) - n_jobs, "failed job", "jobs --status Failed")
 
     body.append(section(f"Approvals waiting ({len(digest.approvals)})"))
@@ -181,7 +181,7 @@ def _build(digest: Digest, n_endpoints: int, n_models: int, n_jobs: int, n_appro
         body.append(text("None.", subtle=True))
     for approval in digest.approvals[:n_approvals]:
         flag = " ⚠ expires soon" if approval.expiring else ""
-        body.append(text(f"#{approval.id} {approval.summary}, asked by {approval.requester}; "
+        body.append(text(f"#{approval.id} {plain(approval.summary)}, asked by {plain(approval.requester)}; "
                          f"expires {when(approval.expires_at)}{flag}", color="Warning" if approval.expiring else None))
     body += _more(len(digest.approvals) - n_approvals, "approval", "approvals")
 
@@ -198,7 +198,7 @@ def _build(digest: Digest, n_endpoints: int, n_models: int, n_jobs: int, n_appro
 
     if digest.gaps:
         body.append(section("Could not read"))
-        body.extend(text(gap, subtle=True) for gap in digest.gaps[:5])
+        body.extend(text(plain(gap), subtle=True) for gap in digest.gaps[:5])
     if digest.schedule:
         body.append(text(f"Schedule: {digest.schedule}. `digest show` shows it, `digest off` stops it.",
                          subtle=True, spacing="Medium"))
@@ -233,7 +233,7 @@ def _endpoint(endpoint: EndpointHealth) -> list[dict]:
     out = [text(f"{mark}**{name}** — traffic {split}", spacing="Small",
                 color="Attention" if endpoint.problems else None)]
     if endpoint.unreadable:
-        out.append(text(f"Figures unavailable: {endpoint.unreadable}", subtle=True, spacing="None"))
+        out.append(text(f"Figures unavailable: {plain(endpoint.unreadable)}", subtle=True, spacing="None"))
         return out
     cells = [_figure("p50", endpoint.p50_ms, "ms", "{:.0f}"), _figure("p99", endpoint.p99_ms, "ms", "{:.0f}"),
              _figure("req/min", endpoint.rpm, "", "{:.0f}"), _figure("5xx", endpoint.error_percent, "%", "{:.2f}")]
@@ -289,7 +289,7 @@ def _model(model: ModelHealth) -> dict:
              "": "no monitor"}.get(model.drift, model.drift)
     parts = [f"**{name}** ({model.stage}) — {drift}"]
     if model.worst:
-        parts.append("worst: " + "; ".join(model.worst))
+        parts.append("worst: " + plain("; ".join(model.worst)))
     if model.stage_change:
         parts.append(f"stage: {model.stage_change}")
     return text(" · ".join(parts), color="Attention" if model.drift == "breached" else None, spacing="Small")

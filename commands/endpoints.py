@@ -17,7 +17,7 @@ from commands.job_rows import job_row
 from commands.gate import Change, Stale, executes
 from commands.registry import Arg, UsageError, command, whole_number
 from commands.studio import open_in_studio, studio
-from commands.ui import MAX_CARD_BYTES, button, card, columns, facts, limited, reply, section, text
+from commands.ui import MAX_CARD_BYTES, button, card, columns, facts, limited, plain, reply, section, text
 
 STATE_COLORS = {"Succeeded": "Good", "Failed": "Attention", "Updating": "Warning", "Creating": "Warning",
                 "Deleting": "Warning"}
@@ -53,7 +53,7 @@ def batch_endpoint_card(endpoint: BatchEndpoint, jobs: list[Job], *, workspace: 
     body = [
         text(endpoint.provisioning_state, weight="Bolder", color=STATE_COLORS.get(endpoint.provisioning_state)),
         facts([("Default deployment", endpoint.default_deployment or "none: `batch` needs --deployment"),
-               ("Scoring URI", endpoint.scoring_uri), ("Description", endpoint.description)]),
+               ("Scoring URI", endpoint.scoring_uri), ("Description", plain(endpoint.description))]),
         section("Deployments"),
     ]
 
@@ -149,7 +149,7 @@ def endpoint_card(endpoint: OnlineEndpoint, metrics: EndpointMetrics | None, met
         facts([("State", endpoint.provisioning_state), ("Traffic", traffic_text(endpoint.traffic)),
                ("Mirrored", traffic_text(endpoint.mirror_traffic) if endpoint.mirror_traffic else "—"),
                ("Auth", endpoint.auth_mode), ("Scoring URI", endpoint.scoring_uri),
-               ("Description", endpoint.description)]),
+               ("Description", plain(endpoint.description))]),
         section("Deployments"),
     ]
     utilisation = {d.deployment: d for d in (metrics.deployments if metrics else ())}
@@ -172,7 +172,7 @@ def endpoint_card(endpoint: OnlineEndpoint, metrics: EndpointMetrics | None, met
                          subtle=True, size="Small"))
     else:
         body.append(section("Health"))
-        body.append(text(f"Health figures unavailable: {metrics_error}", subtle=True))
+        body.append(text(f"Health figures unavailable: {plain(metrics_error)}", subtle=True))
     return card(f"Endpoint {endpoint.name}", body, subtitle=workspace,
                 actions=[button("Refresh", "endpoint", endpoint.name, refresh=True)] + open_in_studio(studio_url))
 
@@ -325,8 +325,9 @@ MAX_LOG_LINE_CHARS = 400
 
 
 def log_line(line: str) -> dict:
-    """One log line in a monospace TextBlock of its own; errors in red and marked, warnings in amber."""
-    shown = line if len(line) <= MAX_LOG_LINE_CHARS else line[:MAX_LOG_LINE_CHARS] + " …"
+    """One log line in a monospace TextBlock of its own; errors in red and marked, warnings in amber.
+    Whatever the scoring code logs (its callers' input too) is shown `plain`."""
+    shown = plain(line if len(line) <= MAX_LOG_LINE_CHARS else line[:MAX_LOG_LINE_CHARS] + " …")
     color = "Attention" if ERROR_LINE.search(line) else "Warning" if WARNING_LINE.search(line) else None
     block = text(f"{'❗ ' if color == 'Attention' else ''}{shown or ' '}", size="Small", color=color, spacing="None")
     block["fontType"] = "Monospace"

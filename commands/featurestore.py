@@ -10,7 +10,7 @@ from adapters.service import FeatureSet, FeatureStore, Materialization
 from commands.context import Context, Reply
 from commands.registry import Arg, UsageError, command, suggest
 from commands.studio import open_in_studio, studio
-from commands.ui import button, card, columns, facts, limited, reply, section, text, when
+from commands.ui import button, card, columns, facts, limited, plain, reply, section, text, when
 
 STORE_ARG = Arg("--store", help="which feature store (default: the only one)", metavar="NAME")
 NO_STORE_HINT = ("On Azure, feature stores are the workspaces of kind featurestore in the workspace's resource group "
@@ -19,7 +19,7 @@ NO_STORE_HINT = ("On Azure, feature stores are the workspaces of kind featuresto
 
 def stores_card(stores: list[FeatureStore], *, workspace: str) -> dict:
     def row(store: FeatureStore) -> dict:
-        detail = " · ".join(p for p in (store.location, store.description) if p)
+        detail = " · ".join(p for p in (store.location, plain(store.description)) if p)
         return columns([text(f"**{store.name}**"), text(detail, subtle=True, spacing="None")],
                        {"type": "ActionSet", "actions": [button("Feature sets", "featuresets", "--store", store.name)]},
                        widths=["stretch", "auto"])
@@ -32,7 +32,7 @@ def stores_card(stores: list[FeatureStore], *, workspace: str) -> dict:
 
 def feature_sets_card(store: str, sets: list[FeatureSet], *, workspace: str, studio_url: str | None = None) -> dict:
     def row(fs: FeatureSet) -> dict:
-        detail = " · ".join(p for p in (f"v{fs.version}", fs.description) if p)
+        detail = " · ".join(p for p in (f"v{fs.version}", plain(fs.description)) if p)
         return columns([text(f"**{fs.name}**"), text(detail, subtle=True, spacing="None")],
                        {"type": "ActionSet", "actions": [button("Details", "featureset", fs.name, "--store", store)]},
                        widths=["stretch", "auto"])
@@ -56,14 +56,15 @@ def feature_set_card(fs: FeatureSet, *, workspace: str, studio_url: str | None =
     others = [v for v in fs.versions if v != fs.version]
     body = [
         facts([("Store", fs.store), ("Version", fs.version + (f" (also: {', '.join(others)})" if others else "")),
-               ("Stage", fs.stage), ("Description", fs.description)]),
+               ("Stage", fs.stage), ("Description", plain(fs.description))]),
         section("Entities and join keys"),
     ]
     body += limited(list(fs.entities), lambda e: text(
-        f"**{e.name}**:{e.version} · join on " + (", ".join(f"{k} ({t})" for k, t in e.join_keys) or "—")),
+        f"**{plain(e.name)}**:{e.version} · join on " + (", ".join(plain(f"{k} ({t})") for k, t in e.join_keys)
+                                                         or "—")),
         noun="entity", more_hint="")
     body.append(section(f"Features ({len(fs.features)})"))
-    body += limited(list(fs.features), lambda f: columns(text(f.name), text(f.type, subtle=True),
+    body += limited(list(fs.features), lambda f: columns(text(plain(f.name)), text(plain(f.type), subtle=True),
                                                          widths=["stretch", "auto"]), noun="feature")
     last = fs.last_materialization
     body += [section("Materialization"), facts([

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from commands.context import Context, Reply, Role
 from commands.registry import CATALOG, Arg, command
-from commands.ui import card, columns, facts, reply, section, text
+from commands.ui import card, columns, facts, plain, reply, section, text
 
 
 @command("help", Arg("command", nargs="?", help="a command to explain"),
@@ -31,12 +31,12 @@ async def help_(ctx: Context, command: str | None) -> Reply:
 @command("whoami", summary="Show who you are to me and what your role lets you do.", example="whoami",
          uses_workspace=False)
 async def whoami(ctx: Context) -> Reply:
-    body = [facts([("Name", ctx.user.name), ("User id", ctx.user.id), ("Tenant", ctx.user.tenant_id),
+    body = [facts([("Name", plain(ctx.user.name)), ("User id", ctx.user.id), ("Tenant", ctx.user.tenant_id),
                    ("Role", ctx.role.label)]), text(role_allows(ctx.role))]
     if ctx.development:
         body.append(text("Development mode: no Microsoft App ID is configured, so identities are not "
                          "verified.", color="Warning"))
-    return reply(card(f"You are {ctx.user.name}", body))
+    return reply(card(f"You are {plain(ctx.user.name)}", body))
 
 
 def role_allows(role: Role) -> str:
@@ -64,7 +64,7 @@ async def workspace(ctx: Context) -> Reply:
     info = await ctx.ml.workspace()
     body = [facts([("Name", info.name), ("Environment", info.environment), ("Backend", info.backend),
                    ("Subscription", info.subscription_id), ("Resource group", info.resource_group),
-                   ("Location", info.location), ("Description", info.description)])]
+                   ("Location", info.location), ("Description", plain(info.description))])]
     others = [ws for ws in ctx.workspaces if ws.name != info.name]
     if others:
         body.append(section("Also configured"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from adapters.service import Job
-from commands.ui import button, columns, text, when
+from commands.ui import button, columns, plain, text, when
 
 STATUS_COLORS = {"Completed": "Good", "Failed": "Attention", "Canceled": "Warning", "NotResponding": "Attention"}
 
@@ -13,7 +13,7 @@ def status_text(job: Job) -> dict:
 
 
 def job_row(job: Job) -> dict:
-    title = job.display_name or job.name
+    title = plain(job.display_name or job.name)
     detail = " · ".join(p for p in (f"id {job.name}" if job.display_name and job.display_name != job.name else "",
                                     job.type, job.experiment, when(job.created_at)) if p)
     return columns([text(f"**{title}**"), text(detail, subtle=True, spacing="None")], status_text(job),

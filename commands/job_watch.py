@@ -21,7 +21,7 @@ from adapters.storage.job_watches import JobWatch, NewJobWatch
 from commands.context import Context, Reply
 from commands.job_rows import status_text
 from commands.models import stage_label
-from commands.ui import button, card, facts, reply, section, text, when
+from commands.ui import button, card, facts, plain, reply, section, text, when
 
 log = logging.getLogger(__name__)
 JOB_POLL_SECONDS = 60.0          # how often a job started from chat is looked at until it ends
@@ -92,10 +92,10 @@ def job_ended_card(job: Job, *, requested_by: str, where: str, model: str = "",
                    registered: list[ModelVersion] = ()) -> dict:
     icon = JOB_ENDED_ICONS.get(job.status, "")
     body = [status_text(job),
-            facts([("Name", job.name), ("Requested by", f"{requested_by} from chat"),
+            facts([("Name", job.name), ("Requested by", f"{plain(requested_by)} from chat"),
                    ("Started", when(job.started_at)), ("Ended", when(job.ended_at))])]
     if job.error:
-        body.append(text(job.error, color="Attention"))
+        body.append(text(plain(job.error), color="Attention"))
     actions = [button("Details", "job", job.name)]
     if registered:
         newest = registered[0]
@@ -105,7 +105,7 @@ def job_ended_card(job: Job, *, requested_by: str, where: str, model: str = "",
                     button("Promote to Staging", "promote", newest.ref, "Staging")]
     elif model and job.status == "Completed":
         body.append(text(f"No new version of {model} was registered by this run.", subtle=True))
-    return card(f"{icon} Job {job.display_name or job.name} {job.status.lower()}", body, subtitle=where,
+    return card(f"{icon} Job {plain(job.display_name or job.name)} {job.status.lower()}", body, subtitle=where,
                 actions=actions)
 
 

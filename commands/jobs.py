@@ -9,7 +9,7 @@ from commands.gate import Change, Stale, executes
 from commands.registry import Arg, command, one_of, whole_number
 from commands.job_rows import job_row, status_text
 from commands.studio import open_in_studio, studio
-from commands.ui import button, card, columns, facts, limited, reply, section, text, when
+from commands.ui import button, card, columns, facts, limited, plain, reply, section, text, when
 
 MAX_JOBS = 50
 DISPLAY_NAME_SCAN = 200      # how many recent jobs a display name is looked up among
@@ -22,7 +22,7 @@ def jobs_card(jobs: list[Job], *, status: str | None, workspace: str) -> dict:
 
 def child_row(job: Job) -> dict:
     """A pipeline step, with its id (which `job` and the Azure portal know it by)."""
-    named = [text(job.display_name)] if job.display_name and job.display_name != job.name else []
+    named = [text(plain(job.display_name))] if job.display_name and job.display_name != job.name else []
     return columns(named + [text(f"id {job.name}", subtle=True, spacing="None" if named else None)],
                    status_text(job), widths=["stretch", "auto"])
 
@@ -30,8 +30,8 @@ def child_row(job: Job) -> dict:
 def requested_or_created(job: Job) -> tuple[str, str]:
     """Jobs the bot started say who asked for them, not the bot's own identity."""
     if job.tags.get(REQUESTED_BY):
-        return "Requested by", f"{job.tags[REQUESTED_BY]} from chat"
-    return "By", job.created_by
+        return "Requested by", f"{plain(job.tags[REQUESTED_BY])} from chat"
+    return "By", plain(job.created_by)
 
 
 def job_card(job: Job, *, workspace: str, studio_url: str | None = None) -> dict:
@@ -40,13 +40,13 @@ def job_card(job: Job, *, workspace: str, studio_url: str | None = None) -> dict
                    ("Created", when(job.created_at)), ("Started", when(job.started_at)),
                    ("Ended", when(job.ended_at)), requested_or_created(job)])]
     if job.error:
-        body += [section("Error"), text(job.error, color="Attention")]
+        body += [section("Error"), text(plain(job.error), color="Attention")]
     if job.children:
         body += [section("Steps"), *limited(list(job.children), child_row, noun="step")]
     actions = [button("Refresh", "job", job.name, refresh=True)]
     if not job.terminal:
         actions.append(button("Cancel job", "cancel", job.name, style="destructive"))
-    return card(f"Job {job.display_name or job.name}", body, subtitle=workspace,
+    return card(f"Job {plain(job.display_name or job.name)}", body, subtitle=workspace,
                 actions=actions + open_in_studio(studio_url))
 
 
@@ -69,7 +69,7 @@ async def job(ctx: Context, name: str) -> Reply:
         if not named:
             raise
         if len(named) > 1:
-            return reply(card(f"{len(named)} jobs are named {named[0].display_name}", [
+            return reply(card(f"{len(named)} jobs are named {plain(named[0].display_name)}", [
                 text("Pick one by its id:", subtle=True), *limited(named, job_row, noun="job")], subtitle=ctx.where))
         found = await ctx.ml.get_job(named[0].name)
     return reply(job_card(found, workspace=ctx.where, studio_url=site.job(found.name) if site else None))

@@ -8,7 +8,7 @@ from adapters.service import STAGES, ModelVersion
 from commands.context import Context, Reply
 from commands.registry import Arg, UsageError, command, one_of
 from commands.studio import open_in_studio, studio
-from commands.ui import button, card, columns, facts, limited, reply, section, text, when
+from commands.ui import button, card, columns, facts, limited, plain, reply, section, text, when
 
 
 STAGE_COLORS = {"Production": "Good", "Staging": "Warning", "Archived": "Default"}
@@ -50,17 +50,17 @@ def models_card(models: list[ModelVersion], *, name: str | None, stage: str | No
 def model_card(model: ModelVersion, *, workspace: str, studio_url: str | None = None) -> dict:
     body = [
         text(stage_label(model.stage), weight="Bolder", color=STAGE_COLORS.get(model.stage)),
-        facts([("Version", model.version), ("Created", when(model.created_at)), ("By", model.created_by),
-               ("Training job", model.job), ("Description", model.description)]),
+        facts([("Version", model.version), ("Created", when(model.created_at)), ("By", plain(model.created_by)),
+               ("Training job", model.job), ("Description", plain(model.description))]),
     ]
     if model.archived:
         body.insert(1, text("Archived: hidden from default lists, still usable by deployments.", subtle=True))
     if model.path:      # a long URI: its own wrapping line, not a fact value Teams cuts off
-        body += [section("Path"), text(model.path, size="Small", spacing="None")]
+        body += [section("Path"), text(plain(model.path), size="Small", spacing="None")]
     if model.metrics:
         body += [section("Metrics"), facts(sorted(model.metrics.items()))]
     if model.tags:
-        body += [section("Tags"), facts(sorted(model.tags.items()))]
+        body += [section("Tags"), facts(sorted((plain(k), plain(v)) for k, v in model.tags.items()))]
     return card(f"Model {model.ref}", body, subtitle=workspace,
                 actions=[button("All versions", "models", model.name)]
                 + ([button("Training job", "job", model.job)] if model.job else []) + open_in_studio(studio_url))

@@ -17,7 +17,7 @@ from adapters.drift.definitions import DEFINITIONS, P_VALUES, PRIMARY_METRIC, PS
 from adapters.service import DriftReport, FeatureFigure, Monitor, MonitorRun, MonitorSignal, SignalReport
 from commands.context import Context, Reply
 from commands.registry import Arg, command
-from commands.ui import MAX_ROWS, button, card, columns, facts, limited, reply, section, text, when
+from commands.ui import MAX_ROWS, button, card, columns, facts, limited, plain, reply, section, text, when
 
 MAX_WINDOW_DAYS = 90
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -82,12 +82,12 @@ def outcome_text(run: MonitorRun | None) -> tuple[str, str | None]:
     if run is None:
         return "not run yet", None
     if run.status != "Completed":
-        return f"{run.status}" + (f": {run.message}" if run.message else ""), (
+        return f"{run.status}" + (f": {plain(run.message)}" if run.message else ""), (
             "Attention" if run.status == "Failed" else None)
     if run.breached is None:
         return "completed (outcome not reported)", None
     if run.breached:
-        return "threshold breached" + (f": {', '.join(run.breached_signals)}" if run.breached_signals else ""), \
+        return "threshold breached" + (f": {plain(', '.join(run.breached_signals))}" if run.breached_signals else ""), \
             "Attention"
     return "no threshold breached", "Good"
 
@@ -135,7 +135,7 @@ def _feature_row(feature: str, figures: list[FeatureFigure], kind: str) -> dict:
     head = _headline(figures, kind)
     others = [f for f in figures if f is not head and f.metric != PSI]
     psi = next((f for f in figures if f.metric == PSI), None)
-    name = f"**{feature}**" + (f" ({head.data_type})" if head.data_type else "")
+    name = f"**{plain(feature)}**" + (f" ({head.data_type})" if head.data_type else "")
     detail = " · ".join(figure_text(f) for f in others)
     cells = [[text(name), *([text(detail, subtle=True, spacing="None")] if detail else [])],
              text(figure_text(head), color="Attention" if head.breached else None),
@@ -150,7 +150,7 @@ def _feature_row(feature: str, figures: list[FeatureFigure], kind: str) -> dict:
 def _signal_block(signal: SignalReport) -> list[dict]:
     title = SIGNAL_TITLES.get(signal.kind, signal.kind)
     state = {True: "breached", False: "within thresholds", None: "outcome not known"}[signal.breached]
-    block = [section(f"{title} ({signal.name}): {state}")]
+    block = [section(f"{title} ({plain(signal.name)}): {state}")]
     if signal.breached:
         block[0]["color"] = "Attention"
     if signal.figures:
@@ -181,7 +181,7 @@ def drift_card(report: DriftReport, *, workspace: str) -> dict:
     if report.figures_source and any(s.figures for s in report.signals):
         body.append(text(f"Figures {report.figures_source}.", subtle=True, size="Small"))
     if report.figures_note:
-        body.append(text(report.figures_note, subtle=True))
+        body.append(text(plain(report.figures_note), subtle=True))
     for signal in report.signals:
         body += _signal_block(signal)
     body += _legend(report)
@@ -202,9 +202,9 @@ def signal_text(signal: MonitorSignal) -> str:
         types.setdefault((t.metric, t.threshold), []).append(t.data_type)
     rules = [rule_text(metric, threshold) + (f" ({kinds[0]})" if len(kinds) == 1 and kinds[0] else "")
              for (metric, threshold), kinds in types.items()]
-    features = ", ".join(signal.features) if signal.features else "all features"
+    features = plain(", ".join(signal.features)) if signal.features else "all features"
     title = SIGNAL_TITLES.get(signal.kind, signal.kind)
-    return f"{title} `{signal.name}`: {', '.join(rules) or 'default thresholds'} · {features}"
+    return f"{title} `{plain(signal.name)}`: {', '.join(rules) or 'default thresholds'} · {features}"
 
 
 def monitor_row(monitor: Monitor) -> dict:

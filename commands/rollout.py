@@ -27,7 +27,7 @@ from commands.context import Context, Reply, Role
 from commands.endpoints import traffic_text
 from commands.gate import Change, Stale, executes, prepares, rechecks, records
 from commands.registry import Arg, UsageError, command, one_of, whole_number
-from commands.ui import button, card, columns, limited, reply, text
+from commands.ui import button, card, columns, limited, plain, reply, text
 from commands.watch import figures
 
 WATCHED_ACTIONS = ("traffic", "canary", "rollback")
@@ -112,9 +112,9 @@ def _split_change(ctx: Context, action: str, endpoint: OnlineEndpoint, new: dict
 
 def history_card(endpoint: OnlineEndpoint, entries: list[Entry], *, workspace: str) -> dict:
     def row(entry: Entry) -> dict:
-        who = entry.actor_name if entry.source == "bot" else "changed outside the bot"
+        who = plain(entry.actor_name) if entry.source == "bot" else "changed outside the bot"
         approved = f" · request #{entry.approval_id}" if entry.approval_id else ""
-        why = f" · “{entry.reason}”" if entry.reason else ""
+        why = f" · “{plain(entry.reason)}”" if entry.reason else ""
         detail = f"{entry.at:%Y-%m-%d %H:%M} UTC · {entry.action} · {who}{approved}{why}"
         return columns([text(f"**#{entry.id}** {traffic_text(entry.before)} → {traffic_text(entry.after)}"),
                         text(detail, subtle=True, spacing="None")])

@@ -7,6 +7,7 @@ message's text in clients that show no cards, and the terminal chat.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
@@ -20,6 +21,53 @@ MAX_ROWS = 15
 
 T = TypeVar("T")
 Element = dict[str, Any]
+
+
+# ---------------------------------------------------------------- untrusted text
+
+INVISIBLE = "\u200b"                      # zero-width space: breaks markdown syntax, shows nothing
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_LOOKALIKES = str.maketrans({"*": "\u2217", "~": "\u223c", "`": "\u02cb"})     # ∗ ∼ ˋ
+_OPENING_UNDERSCORES = re.compile(r"(?<![A-Za-z0-9_])_+")         # not inside a word: could open _italic_
+_JOINED = re.compile(r"\](?=[(\[:]|$)|\{(?=\{|$)")                 # ]( ][ ]: {{, or at the end
+_BLOCK_START = re.compile(r">|(#+|[-+]|\d+[.)])( |$)|---")        # a quote, heading, list item or rule
+
+
+def plain(value: object) -> str:
+    """`value` (a name, a comment, a tag, an error from Azure: anything the bot did not write)
+    as card text that Teams shows as it is: on one line, with no markdown in effect.
+
+    Teams renders markdown in TextBlock text and in FactSet titles and values (bold, italic, lists,
+    links: "Text features", learn.microsoft.com/adaptive-cards/authoring-cards/text-features, and
+    "Format cards in Teams"). There is no reliable escape: a backslash is honoured on Windows and
+    macOS but shown on iOS and Android (MicrosoftDocs/msteams-docs#5793; microsoft/AdaptiveCards
+    #5590, #5758). A zero-width space only helps where the syntax needs two characters side by
+    side: CommonMark counts it as a letter, so `*\u200bbold*` is still emphasis, and so is a link
+    whose text starts with one. Hence the rule, certain under CommonMark and Adaptive Cards' own
+    parser alike, and readable:
+
+    - newlines, control and bidi-override characters become spaces; runs of spaces one space;
+    - `*`, `~` and a backtick become the look-alikes `∗`, `∼` and `ˋ` (no emphasis, no
+      strikethrough, no code);
+    - `_` stays inside a word (`credit_score`, which CommonMark never reads as emphasis) and becomes
+      `ˍ` where it could open emphasis (`_italic_`);
+    - a zero-width space parts `](`, `][` and `]:` (no link, image or link definition: each needs
+      its two characters side by side) and `{{` (no `{{DATE(...)}}` function), and follows a
+      final `]` or `{`, which the text after the value could complete;
+    - one precedes a leading `> `, `# `, `- `, `+ `, `1. ` or `---` (no quote, heading, list or rule).
+
+    A bare URL stays a URL (clients may make it a link, showing where it goes). Pass only untrusted
+    values through here; the bot's own markdown (`**v4**`, its links and `commands`) stays as it is.
+    """
+    if value is None:
+        return ""
+    words = " ".join(_CONTROLS.sub(" ", str(value)).split()).translate(_LOOKALIKES)
+    words = _OPENING_UNDERSCORES.sub(lambda run: "\u02cd" * len(run[0]), words)
+    words = _JOINED.sub(lambda found: found[0] + INVISIBLE, words)
+    return INVISIBLE + words if _BLOCK_START.match(words) else words
+
+
+# ---------------------------------------------------------------- elements
 
 
 def text(value: str, *, weight: str | None = None, size: str | None = None, color: str | None = None,
@@ -135,7 +183,11 @@ def _show(value: Any) -> str:
 
 
 def as_text(card_: Element) -> str:
-    """A readable plain-text rendering of a card (buttons shown as the commands they run)."""
+    """A readable plain-text rendering of a card (buttons shown as the commands they run).
+
+    Untrusted values keep their `plain` form: its look-alikes read as what they stand for, and its
+    zero-width spaces stay, since `fallbackText` may be rendered as markdown (the schema says so);
+    the terminal chat drops them."""
     lines: list[str] = []
     for element in card_.get("body", []):
         _render(element, lines, "")

@@ -30,7 +30,7 @@ from adapters.storage import outbox, watches
 from adapters.storage.watches import Watch
 from commands.context import Context, Reply, Role, User
 from commands.endpoints import traffic_text
-from commands.ui import button, card, facts, section, text
+from commands.ui import button, card, facts, plain, section, text
 
 P99_RATIO, P99_MARGIN_MS = 1.5, 50.0
 ERROR_RATIO, ERROR_MARGIN = 2.0, 0.01
@@ -100,7 +100,7 @@ def verdict_card(watch: Watch, verdict: dict[str, Any], *, workspace: str) -> di
     label = {"degraded": "⚠️ Degraded", "healthy": "✅ Healthy"}.get(verdict["state"], "❔ No verdict")
     title = f"{label} after the {watch.action} on {watch.endpoint}"
     body = [text(f"Watched for {verdict['window_minutes']} min after change #{watch.history_id} "
-                 f"({verdict['split']}), asked by {watch.requester_name or 'someone'}"
+                 f"({verdict['split']}), asked by {plain(watch.requester_name) or 'someone'}"
                  + (f", request #{watch.approval_id}" if watch.approval_id else "") + ".", wrap=True)]
     if verdict.get("findings"):
         body.append(section("What got worse"))
@@ -114,9 +114,9 @@ def verdict_card(watch: Watch, verdict: dict[str, Any], *, workspace: str) -> di
                            f"5xx {_show(was.get('error_rate'), '5xx')} → {_show(figs.get('error_rate'), '5xx')}"))
     body += [section("Before → after"), facts(rows)]
     if verdict.get("note"):
-        body.append(text(verdict["note"], subtle=True))
+        body.append(text(plain(verdict["note"]), subtle=True))
     if verdict.get("rolled_back"):
-        body.append(text(f"↩️ {verdict['rolled_back']}", weight="Bolder"))
+        body.append(text(f"↩️ {plain(verdict['rolled_back'])}", weight="Bolder"))
     actions = [] if verdict.get("rolled_back") else [
         button("Rollback", "rollback", watch.endpoint, "--to", str(watch.history_id),
                style="destructive" if degraded else None)]
