@@ -222,7 +222,7 @@ class ApprovalsApi:
             try:
                 since = _since(request.query["since"], self.handler.clock())
             except ValueError as error:
-                return _problem(400, f"since: {error}")
+                return _problem(400, f"since: {error}", field="since")
 
         async def read(tx):
             return await audit_log.scan(tx, since=since)
@@ -248,14 +248,24 @@ class _Unprocessable(Exception):
 
 
 def _since(value: str, now: datetime) -> datetime:
+    """An ISO 8601 time (UTC when it names no offset) or a span back from `now`, in UTC; ValueError
+    in words otherwise. A time whose UTC form leaves the years 1 to 9999 (0001-01-01T00:00:00+14:00)
+    is refused here: converting it raises OverflowError, which would otherwise be a 500."""
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         try:
-            return now - parse_since(value)
+            span = parse_since(value)
         except CommandError:
             raise ValueError("use an ISO 8601 time (2026-11-01T00:00:00Z) or a span (7d, 12h)") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        moment = None
+    try:
+        if moment is None:
+            return now - span
+        return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    except OverflowError:
+        shown = value if len(value) <= 40 else value[:40] + "…"
+        raise ValueError(f"'{shown}' is outside the years 1 to 9999 in UTC") from None
 
 
 def _record_dict(record) -> dict[str, Any]:

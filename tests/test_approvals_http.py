@@ -180,6 +180,23 @@ async def test_the_api_refuses_without_the_token_and_never_answers_500(teams):
     assert (await api(teams, "GET", "/api/audit?since=yesterday"))[0] == 400
 
 
+@pytest.mark.parametrize("query,value", [
+    ("since=0001-01-01T00:00:00%2B14:00", "0001-01-01T00:00:00+14:00"),      # year 0 in UTC
+    ("since=9999-12-31T23:59:59-14:00", "9999-12-31T23:59:59-14:00"),        # year 10000 in UTC
+    ("format=csv&since=0001-01-01T00:00:00%2B00:01", "0001-01-01T00:00:00+00:01"),
+])
+async def test_an_audit_time_with_no_utc_form_gets_400_naming_since(teams, query, value):
+    assert await api(teams, "GET", f"/api/audit?{query}") == (
+        400, {"error": f"since: '{value}' is outside the years 1 to 9999 in UTC", "field": "since"})
+
+
+async def test_the_first_and_last_utc_moments_are_valid_since_values(teams):
+    status, text = await api(teams, "GET", "/api/audit?since=0001-01-01T00:00:00Z")
+    assert status == 200 and json.loads(text.splitlines()[0])["event"] == "policy_loaded"
+    assert await api(teams, "GET", "/api/audit?since=9999-12-31T23:59:59.999999%2B00:00") == (200, "")
+    assert (await api(teams, "GET", "/api/audit?since=0001-01-01T14:00:00%2B14:00"))[0] == 200
+
+
 ADA = Person("29:1ada", "Ada Admin", "00000000-0000-0000-0000-0000000000ad")
 
 
