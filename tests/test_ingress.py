@@ -246,6 +246,44 @@ async def test_a_bad_alert_condition_is_422_naming_the_field(teams):
                                                "not 'Exploded'"})
 
 
+@pytest.mark.parametrize("field", ["alertTargetIDs", "configurationItems"])
+@pytest.mark.parametrize("value,kind", [(5, "a number"), (1.5, "a number"), (True, "a boolean"),
+                                        ("wcus-r2-gen2", "a string"), ({"0": "wcus-r2-gen2"}, "an object")])
+async def test_an_alert_list_field_of_another_type_is_422_naming_it(teams, field, value, kind):
+    body = fired_alert()
+    body["data"]["essentials"][field] = value
+    status, answer, _ = await hook(teams, "/api/alerts", body)
+    assert (status, answer) == (422, {"error": f"data.essentials.{field} must be a list of strings, not {kind}"})
+    body["data"]["essentials"][field] = None                 # null is "none given", as a missing field is
+    assert (await hook(teams, "/api/alerts", body))[:2] == (200, {"accepted": 1, "duplicates": 0, "ignored": 0,
+                                                                  "cards": 0})
+
+
+@pytest.mark.parametrize("path,value", [
+    (("condition", "allOf"), 5), (("condition", "allOf"), "x"), (("condition", "allOf"), True),
+    (("condition", "allOf", 0, "dimensions"), 7), (("condition", "allOf", 0, "dimensions"), {"name": "x"}),
+    (("condition", "allOf", 0, "metricValue"), 10 ** 400), (("condition", "allOf", 0, "threshold"), -10 ** 400),
+], ids=["allOf=5", "allOf=x", "allOf=true", "dimensions=7", "dimensions={}", "metricValue=1e400 int",
+        "threshold=-1e400 int"])
+async def test_an_alert_context_of_unexpected_types_is_read_as_far_as_it_goes(teams, path, value):
+    body = fired_alert()
+    node = body["data"]["alertContext"]
+    for name in path[:-1]:
+        node = node[name]
+    node[path[-1]] = value
+    status, answer, _ = await hook(teams, "/api/alerts", body)
+    assert (status, answer) == (200, {"accepted": 1, "duplicates": 0, "ignored": 0, "cards": 0})
+    event = parse_common_alert(body)
+    assert (event.title, event.status) == ("WCUS-R2-Gen2 on wcus-r2-gen2", "fired")
+
+
+def test_a_breach_figure_too_large_for_a_float_is_left_out():
+    figures = [{"feature": "amount", "metric": "psi", "value": 10 ** 400, "threshold": 0.1},
+               {"feature": "age", "metric": "psi", "value": 0.3, "threshold": 10 ** 400}]
+    [event] = parse_event_grid(breach(figures=figures)).events
+    assert [(f.feature, f.value, f.threshold) for f in event.figures] == [("age", 0.3, None)]
+
+
 async def test_a_drift_breach_becomes_one_card_per_subscribed_conversation_and_updates_in_place(teams):
     # typed in a thread of the channel: the subscription (and every alert) belongs to the channel itself
     [answer] = await teams.say("subscribe drift --workspace ml-prod", mention=True, kind="channel",
