@@ -238,6 +238,39 @@ async def test_bad_bodies_get_4xx_with_a_reason_never_500(teams, path):
     assert status == 422 and answer["error"]
 
 
+EVENT_GRID_415 = {"error": "expected Content-Type: application/json, application/cloudevents+json or "
+                           "application/cloudevents-batch+json"}
+AZURE_MONITOR_415 = {"error": "expected Content-Type: application/json"}
+
+
+@pytest.mark.parametrize("path,content_type,answer", [
+    ("/api/events", "application/json", None),                                   # Event Grid schema
+    ("/api/events", "application/json; charset=utf-8", None),
+    ("/api/events", "application/cloudevents+json; charset=utf-8", None),        # CloudEvents, one event
+    ("/api/events", "application/cloudevents-batch+json; charset=utf-8", None),  # CloudEvents, batched
+    ("/api/events", "text/plain", EVENT_GRID_415),
+    ("/api/events", "text/plain; x=application/json", EVENT_GRID_415),
+    ("/api/events", "application/x-www-form-urlencoded", EVENT_GRID_415),
+    ("/api/events", "application/octet-stream", EVENT_GRID_415),                 # what no Content-Type means
+    ("/api/alerts", "application/json", None),
+    ("/api/alerts", "Application/JSON; charset=utf-8", None),
+    ("/api/alerts", "application/cloudevents+json", AZURE_MONITOR_415),
+    ("/api/alerts", "text/plain", AZURE_MONITOR_415),
+    ("/api/alerts", "application/jsonp", AZURE_MONITOR_415),
+])
+async def test_webhooks_take_the_content_types_azure_sends_and_415_the_rest(teams, path, content_type, answer):
+    [subscribed] = await teams.say("subscribe drift" if path == "/api/events" else "subscribe alerts")
+    assert subscribed.text.startswith("Subscribed this chat")
+    body = fired_alert() if path == "/api/alerts" else [as_cloud_event(event) for event in breach()] \
+        if "cloudevents" in content_type else breach()
+    status, got, _ = await hook(teams, path, body, content_type=content_type)
+    if answer is None:
+        assert (status, got) == (200, {"accepted": 1, "duplicates": 0, "ignored": 0, "cards": 1})
+    else:
+        assert (status, got) == (415, answer)
+        assert (await hook(teams, path, body, key=None, content_type=content_type))[0] == 401   # the key first
+
+
 async def test_a_bad_alert_condition_is_422_naming_the_field(teams):
     body = fired_alert()
     body["data"]["essentials"]["monitorCondition"] = "Exploded"
