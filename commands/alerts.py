@@ -231,7 +231,7 @@ async def unsubscribe(ctx: Context, which: str) -> Reply:
     _may_manage(ctx)
     store = _store(ctx)
     word = which.strip().lstrip("#")
-    usage = "Usage: `unsubscribe <id|kind>` (e.g. `unsubscribe 3`)"
+    usage = "Usage: `unsubscribe ‹id|kind›` (e.g. `unsubscribe 3`)"
     if re.fullmatch(r"[+-]?[0-9]+", word):           # ASCII digits: str.isdigit() also takes '²'
         try:
             criteria: dict[str, Any] = {"id": SUBSCRIPTION_ID(word)}
@@ -293,7 +293,7 @@ async def snooze(ctx: Context, id: int, duration: str | None) -> Reply:
     try:
         length = parse_duration(duration) if duration else DEFAULT_SNOOZE
     except ValueError as error:
-        raise UsageError(f"{str(error)[:1].upper()}{str(error)[1:]}. Usage: `snooze <id> [duration]` "
+        raise UsageError(f"{str(error)[:1].upper()}{str(error)[1:]}. Usage: `snooze ‹id› [duration]` "
                          "(e.g. `snooze 7 24h`)") from None
     if length > MAX_SNOOZE:
         raise UsageError("An alert can be snoozed for at most 7 days.")

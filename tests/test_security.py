@@ -238,7 +238,8 @@ async def test_content_type_is_parsed_not_searched(teams, content_type, status):
 
 
 @pytest.mark.parametrize("typed,answer", [
-    ("traffic fraud-api blue=² green=98", "'blue=²' is not deployment=percent."),
+    ("traffic fraud-api blue=² green=98", "'blue=²' is not deployment=percent. Usage: `traffic ‹endpoint› "
+                                          "‹deployment=percent› ...`, e.g. `traffic fraud-api blue=90 green=10`."),
     ("traffic fraud-api blue=٩٠ green=10", "'blue=٩٠' is not deployment=percent."),
     ("traffic fraud-api blue=" + "9" * 4000 + " green=0", "' is not deployment=percent."),
     ("scale fraud-api green ³", "'³' is not a whole number of instances"),
@@ -251,7 +252,7 @@ async def test_unicode_digits_and_huge_numbers_get_a_usage_message(teams, typed,
     assert len(reply.text) < 400
 
 
-UNSUBSCRIBE_USAGE = "Usage: `unsubscribe <id|kind>` (e.g. `unsubscribe 3`)"
+UNSUBSCRIBE_USAGE = "Usage: `unsubscribe ‹id|kind›` (e.g. `unsubscribe 3`)"
 NOT_A_KIND = "is neither a subscription number nor a kind (drift, alerts, jobs, models, approvals)."
 NOT_A_REQUEST = "is not a request number; they look like 42 (type `approvals` to see them)."
 
@@ -273,7 +274,7 @@ NOT_A_REQUEST = "is not a request number; they look like 42 (type `approvals` to
     ("acknowledge 4611686018427387905", "An alert id must be between 1 and 4611686018427387904. Usage: "
                                         "`acknowledge ‹id›` (e.g. `acknowledge 7`)"),
     ("acknowledge 4611686018427387904", "There is no alert #4611686018427387904."),
-    ("snooze 7 ٣h", "'٣h' is not a duration like 30m, 4h or 2d. Usage: `snooze <id> [duration]` (e.g. "
+    ("snooze 7 ٣h", "'٣h' is not a duration like 30m, 4h or 2d. Usage: `snooze ‹id› [duration]` (e.g. "
                     "`snooze 7 24h`)"),
     ("audit --since ٣d", "'٣d' is not a time span. Use a number and a unit: 30m, 12h, 7d or 2w."),
     ("audit --limit ²", "'²' is not a whole number of records. Usage: `audit [verify] [--since SPAN] [--actor WHO] "
