@@ -8,7 +8,10 @@ other caller (a test, a monitor) share them.
     event = parse_common_alert(body)         # Event (kind "alerts")
 
 Anything that is not the shape it claims raises `Malformed` with a reason fit for the HTTP answer
-(the caller answers 422). Event Grid event types we do not handle are counted in `ignored`.
+(the caller answers 422): a field of the wrong JSON type is named (`data.essentials.alertTargetIDs
+must be a list of strings, not a number`), never iterated or converted blindly. The alert context
+is the exception: it varies by alert type, so whatever of it has an unexpected type is read as
+absent. Event Grid event types we do not handle are counted in `ignored`.
 
 Handled Event Grid types (Microsoft.MachineLearningServices.*):
 
@@ -319,21 +322,21 @@ def parse_common_alert(body: Any) -> Event:
     severity = _text(essentials.get("severity"))
     if severity and severity not in SEVERITIES:
         raise Malformed(f"data.essentials.severity must be one of {', '.join(SEVERITIES)}, not {severity!r}")
-    targets = [t for t in essentials.get("alertTargetIDs") or [] if isinstance(t, str)]
+    targets = [t for t in _listed(essentials, "alertTargetIDs") if isinstance(t, str)]
     where = next((found for found in (_arm(t) for t in targets) if found), {})
     context = data.get("alertContext") if isinstance(data.get("alertContext"), dict) else {}
     facts, summary, figures = _alert_condition(context)
     rule = essentials["alertRule"]
     moment = _text(essentials.get("resolvedDateTime" if condition == "Resolved" else "firedDateTime"))
     target = targets[0].lower() if targets else ""
-    items = ", ".join(_text(c) for c in essentials.get("configurationItems") or [] if _text(c))
+    items = ", ".join(_text(c) for c in _listed(essentials, "configurationItems") if _text(c))
     links = []
     alert_id = essentials["alertId"]
     if alert_id.startswith("/subscriptions/"):
         links.append(("Open the alert in the Azure portal",
                       f"https://portal.azure.com/#view/Microsoft_Azure_Monitoring_Alerts/AlertDetails.ReactView/"
                       f"alertId~/{_quote(alert_id)}"))
-    candidates = [c for c in (context.get("condition") or {}).get("allOf") or [] if isinstance(c, dict)] \
+    candidates = [c for c in _items(context["condition"].get("allOf")) if isinstance(c, dict)] \
         if isinstance(context.get("condition"), dict) else []
     for holder, key in [*((c, "linkToFilteredSearchResultsUI") for c in candidates),
                         (context, "LinkToFilteredSearchResultsUI"), (context, "LinkToSearchResultsUI")]:
@@ -353,22 +356,22 @@ def parse_common_alert(body: Any) -> Event:
 
 def _alert_condition(context: dict[str, Any]) -> tuple[tuple[tuple[str, str], ...], str, tuple[Figure, ...]]:
     condition = context.get("condition") if isinstance(context.get("condition"), dict) else {}
-    criteria = [c for c in condition.get("allOf") or [] if isinstance(c, dict)]
+    criteria = [c for c in _items(condition.get("allOf")) if isinstance(c, dict)]
     facts, lines, figures = [], [], []
     for criterion in criteria[:10]:
         name = _text(criterion.get("metricName")) or _text(criterion.get("searchQuery"))[:120] or "condition"
         operator = _OPERATORS.get(_text(criterion.get("operator")), _text(criterion.get("operator")))
         threshold, value = _text(criterion.get("threshold")), criterion.get("metricValue")
         aggregation = _text(criterion.get("timeAggregation"))
-        shown = f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else _text(value)
+        number, limit = _number(value), _number(threshold)
+        shown = f"{number:g}" if number is not None and isinstance(value, (int, float)) else _text(value)
         label = f"{aggregation} {name}".strip()
         facts.append((label, f"{shown or '?'} ({operator} {threshold} breaches)".strip()))
         lines.append(f"{label} {shown} {operator} {threshold}")
         dimensions = ", ".join(f"{_text(d.get('name'))}={_text(d.get('value'))}"
-                               for d in criterion.get("dimensions") or [] if isinstance(d, dict))
+                               for d in _items(criterion.get("dimensions")) if isinstance(d, dict))
         if dimensions:
             facts.append(("Dimensions", dimensions[:200]))
-        number, limit = _number(value), _number(threshold)
         if number is not None:
             figures.append(Figure(name, name, number, limit))
     if not criteria and "SearchQuery" in context:       # log alerts V1 (Log Analytics, Application Insights)
@@ -397,6 +400,31 @@ def _arm(resource_id: str) -> dict[str, str]:
     return {k: v for k, v in found.groupdict().items() if v} if found else {}
 
 
+def _listed(essentials: dict[str, Any], name: str) -> list[Any]:
+    """An essentials field the schema gives as an array: [] when absent or null, Malformed naming
+    it when it is anything but a list (a string would otherwise be read letter by letter)."""
+    value = essentials.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise Malformed(f"data.essentials.{name} must be a list of strings, not {_json_type(value)}")
+    return value
+
+
+def _items(value: Any) -> list[Any]:
+    """An alert-context array, or [] when it is not one: the context varies by alert type and is
+    read as far as it goes (as a context or condition that is not an object is), never refused."""
+    return value if isinstance(value, list) else []
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "a string", dict: "an object"}.get(type(value), type(value).__name__)
+
+
 def _text(value: Any) -> str:
     if value is None or isinstance(value, (dict, list)):
         return ""
@@ -410,7 +438,7 @@ def _number(value: Any) -> float | None:
         return None
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):      # OverflowError: an integer of 309+ digits
         return None
     return number if math.isfinite(number) else None
 

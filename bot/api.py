@@ -3,6 +3,7 @@
     POST /api/approvals        open a request; 201 {"id": 42, "state": "pending", ...}
     GET  /api/approvals/{id}   its state, votes and decider, for the pipeline to poll
     GET  /api/audit?format=jsonl|csv&since=7d|2026-11-01T00:00:00Z
+                               (in the CSV, a cell starting with = + - @, tab or CR gets a leading ')
 
 Every call carries `Authorization: Bearer <MLOPSBOT_API_TOKEN>`, compared in constant time; without
 a configured token the API is off (503). Bad bodies get 400 (not JSON) or 422 naming the field;
@@ -40,6 +41,8 @@ from commands.registry import CommandError
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection, OWASP).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class GateRequest(BaseModel):
@@ -222,7 +225,7 @@ class ApprovalsApi:
             try:
                 since = _since(request.query["since"], self.handler.clock())
             except ValueError as error:
-                return _problem(400, f"since: {error}")
+                return _problem(400, f"since: {error}", field="since")
 
         async def read(tx):
             return await audit_log.scan(tx, since=since)
@@ -236,8 +239,7 @@ class ApprovalsApi:
         writer = csv.DictWriter(out, fieldnames=columns)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: json.dumps(v, ensure_ascii=False, sort_keys=True) if isinstance(v, (dict, list))
-                             else v for k, v in row.items()})
+            writer.writerow({k: _csv_cell(v) for k, v in row.items()})
         return web.Response(text=out.getvalue(), content_type="text/csv")
 
 
@@ -248,14 +250,36 @@ class _Unprocessable(Exception):
 
 
 def _since(value: str, now: datetime) -> datetime:
+    """An ISO 8601 time (UTC when it names no offset) or a span back from `now`, in UTC; ValueError
+    in words otherwise. A time whose UTC form leaves the years 1 to 9999 (0001-01-01T00:00:00+14:00)
+    is refused here: converting it raises OverflowError, which would otherwise be a 500."""
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         try:
-            return now - parse_since(value)
+            span = parse_since(value)
         except CommandError:
             raise ValueError("use an ISO 8601 time (2026-11-01T00:00:00Z) or a span (7d, 12h)") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        moment = None
+    try:
+        if moment is None:
+            return now - span
+        return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    except OverflowError:
+        shown = value if len(value) <= 40 else value[:40] + "…"
+        raise ValueError(f"'{shown}' is outside the years 1 to 9999 in UTC") from None
+
+
+def _csv_cell(value: Any) -> Any:
+    """A CSV cell: objects and lists as JSON; text a spreadsheet would run as a formula (it starts
+    with = + - @, tab or CR: a requester `=HYPERLINK(...)`) behind a single quote, as OWASP
+    recommends against CSV injection. Only the CSV: the JSON lines and the stored chain keep every
+    value as it is (the hashes cover them)."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def _record_dict(record) -> dict[str, Any]:

@@ -10,14 +10,21 @@ routes answer 503: webhooks are off.
     OPTIONS /api/events?code=KEY  the CloudEvents abuse-protection handshake: WebHook-Allowed-Origin
     POST /api/alerts?code=KEY     Azure Monitor common alert schema (metric and log alerts, Fired/Resolved)
 
+Content types, as the senders document them: Event Grid posts its own schema as
+`application/json` and CloudEvents as `application/cloudevents+json` (learn.microsoft.com,
+"CloudEvents v1.0 schema with Azure Event Grid"); a batch of CloudEvents is
+`application/cloudevents-batch+json` in the CloudEvents HTTP binding. Azure Monitor posts JSON
+(`application/json`). Anything else is 415, as on /api/messages and /api/approvals.
+
 Each event is deduplicated by its id in storage (`inbox`, so a redelivery after a restart is
 still a duplicate), and in the SAME transaction its alert is recorded and one card per subscribed
 conversation is put in the outbox (commands.alerts.publish). So the answer comes as soon as that
 one short transaction commits, and either all of an event is accepted or none of it is (Event
 Grid then redelivers). The outbox worker sends the cards.
 
-Answers: 200 with counts; 400 not JSON / too deep; 401 no or wrong key; 413 too large; 422 JSON of
-the wrong shape (the reason names the field); 503 storage down (the sender retries). Never 500.
+Answers: 200 with counts; 400 not JSON / too deep; 401 no or wrong key; 413 too large; 415 another
+content type; 422 JSON of the wrong shape (the reason names the field); 503 storage down (the sender
+retries). Never 500.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ log = logging.getLogger(__name__)
 
 MAX_WEBHOOK_BYTES = 1024 * 1024      # Event Grid delivers batches of at most 1 MB
 SMALL_BODY_BYTES = 64 * 1024
+EVENT_GRID_TYPES = ("application/json", "application/cloudevents+json", "application/cloudevents-batch+json")
+AZURE_MONITOR_TYPES = ("application/json",)
 
 
 class Ingress:
@@ -90,11 +99,15 @@ class Ingress:
         return web.Response(status=200, headers={"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "120",
                                                  "Allow": "POST, OPTIONS"})
 
-    async def _parsed(self, request: web.Request, parse: Callable[[Any], Any]) -> tuple[Any, web.Response | None]:
+    async def _parsed(self, request: web.Request, parse: Callable[[Any], Any],
+                      content_types: tuple[str, ...]) -> tuple[Any, web.Response | None]:
         """(what `parse` made of the body, None), or (None, the answer refusing the request)."""
         refused = self._refused(request)
         if refused is not None:
             return None, refused
+        if request.content_type not in content_types:       # the media type, parameters (charset) aside
+            expected = " or ".join(filter(None, (", ".join(content_types[:-1]), content_types[-1])))
+            return None, _problem(415, f"expected Content-Type: {expected}")
         try:
             return parse(await self._body(request)), None
         except web.HTTPRequestEntityTooLarge:
@@ -105,7 +118,7 @@ class Ingress:
             return None, _problem(400, str(error))
 
     async def events(self, request: web.Request) -> web.Response:
-        batch, refused = await self._parsed(request, parse_event_grid)
+        batch, refused = await self._parsed(request, parse_event_grid, EVENT_GRID_TYPES)
         if refused is not None:
             return refused
         if batch.validation_code:
@@ -114,7 +127,7 @@ class Ingress:
         return await self._accept(list(batch.events), "eventgrid", ignored=len(batch.ignored))
 
     async def alerts(self, request: web.Request) -> web.Response:
-        event, refused = await self._parsed(request, parse_common_alert)
+        event, refused = await self._parsed(request, parse_common_alert, AZURE_MONITOR_TYPES)
         if refused is not None:
             return refused
         return await self._accept([event], "azure-monitor")

@@ -17,7 +17,9 @@ Operator role, and both are audited.
 
 from __future__ import annotations
 
+import argparse
 import logging
+import re
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,12 +31,13 @@ from adapters.storage.subscriptions import NewSubscription, Subscription
 from commands.alert_card import AlertState, alert_card, worst_first
 from commands.context import Context, Reply, Role
 from commands.policy import parse_duration
-from commands.registry import Arg, Forbidden, UsageError, command, one_of, suggest, whole_number
+from commands.registry import MAX_ID, Arg, Forbidden, UsageError, command, one_of, suggest, whole_number
 from commands.ui import button, card, columns, limited, plain, reply, text
 
 log = logging.getLogger(__name__)
 
-ALERT_ID = whole_number(1, 2**62, "an alert id")
+ALERT_ID = whole_number(1, MAX_ID, "an alert id")
+SUBSCRIPTION_ID = whole_number(1, MAX_ID, "a subscription number")
 SUBSCRIPTION_KINDS = KINDS
 MAX_SNOOZE = timedelta(days=7)
 DEFAULT_SNOOZE = timedelta(hours=24)
@@ -228,15 +231,19 @@ async def unsubscribe(ctx: Context, which: str) -> Reply:
     _may_manage(ctx)
     store = _store(ctx)
     word = which.strip().lstrip("#")
-    if word.isdigit():
-        criteria: dict[str, Any] = {"id": int(word)}
+    usage = "Usage: `unsubscribe ‹id|kind›` (e.g. `unsubscribe 3`)"
+    if re.fullmatch(r"[+-]?[0-9]+", word):           # ASCII digits: str.isdigit() also takes '²'
+        try:
+            criteria: dict[str, Any] = {"id": SUBSCRIPTION_ID(word)}
+        except argparse.ArgumentTypeError as error:
+            raise UsageError(f"{str(error)[:1].upper()}{str(error)[1:]}. {usage}") from None
     elif word.lower() in SUBSCRIPTION_KINDS:
         criteria = {"kind": word.lower()}
     else:
         close = suggest(word, list(SUBSCRIPTION_KINDS))
         hint = f" Did you mean `{close[0]}`?" if close else ""
         raise UsageError(f"'{which}' is neither a subscription number nor a kind ({', '.join(SUBSCRIPTION_KINDS)})."
-                         f"{hint} Usage: `unsubscribe <id|kind>` (e.g. `unsubscribe 3`)")
+                         f"{hint} {usage}")
 
     async def work(tx) -> list[Subscription]:
         removed = await subscriptions.remove(tx, home(ctx), **criteria)
@@ -286,7 +293,7 @@ async def snooze(ctx: Context, id: int, duration: str | None) -> Reply:
     try:
         length = parse_duration(duration) if duration else DEFAULT_SNOOZE
     except ValueError as error:
-        raise UsageError(f"{str(error)[:1].upper()}{str(error)[1:]}. Usage: `snooze <id> [duration]` "
+        raise UsageError(f"{str(error)[:1].upper()}{str(error)[1:]}. Usage: `snooze ‹id› [duration]` "
                          "(e.g. `snooze 7 24h`)") from None
     if length > MAX_SNOOZE:
         raise UsageError("An alert can be snoozed for at most 7 days.")

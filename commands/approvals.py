@@ -10,16 +10,19 @@ import argparse
 
 from commands.approval_card import approval_row
 from commands.context import Context, Reply, Role
-from commands.registry import Arg, UsageError, command
+from commands.registry import MAX_ID, Arg, UsageError, command, whole_number
 from commands.ui import card, limited, reply
+
+_REQUEST_NUMBER = whole_number(1, MAX_ID, "request number")
+
 
 def REQUEST_ID(value: str) -> int:
     """An argument type: a request number as cards and `approvals` show it (#42 or 42)."""
-    digits = value.removeprefix("#")
-    if not (digits.isascii() and digits.isdigit()) or not 0 < len(digits) <= 9 or int(digits) == 0:
+    try:
+        return _REQUEST_NUMBER(value.removeprefix("#"))
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"'{value[:20]}' is not a request number; they look like 42 "
-                                         "(type `approvals` to see them)")
-    return int(digits)
+                                         "(type `approvals` to see them)") from None
 
 
 def _gate(ctx: Context):

@@ -18,7 +18,7 @@ from commands.registry import Arg, UsageError, command, whole_number
 from commands.ui import card, columns, facts, limited, plain, reply, text, when
 
 MAX_AUDIT_ROWS = 200
-_SINCE = re.compile(r"^(\d{1,5})([mhdw])$")
+_SINCE = re.compile(r"^([0-9]{1,5})([mhdw])$")     # ASCII digits: \d also matches '٣'
 
 
 def parse_since(value: str) -> timedelta:

@@ -224,8 +224,8 @@ def parse_split(words: list[str]) -> dict[str, int]:
         percent = value.strip().removesuffix("%")
         if not sep or not name or not re.fullmatch(r"[0-9]{1,3}", percent):
             shown = word if len(word) <= 40 else word[:40] + "…"
-            raise UsageError(f"'{shown}' is not deployment=percent. Usage: `traffic <endpoint> "
-                             "<deployment=percent> ...`, e.g. `traffic fraud-api blue=90 green=10`.")
+            raise UsageError(f"'{shown}' is not deployment=percent. Usage: `traffic ‹endpoint› "
+                             "‹deployment=percent› ...`, e.g. `traffic fraud-api blue=90 green=10`.")
         if name in split:
             raise UsageError(f"Deployment '{name}' is given twice.")
         split[name] = int(percent)

@@ -29,7 +29,7 @@ DRIFT_KINDS = ("data_drift", "prediction_drift")
 
 def window_days(value: str) -> int:
     """`7d`, `7` or `7days`: a whole number of days from 1 to MAX_WINDOW_DAYS."""
-    match = re.fullmatch(r"(\d{1,3})\s*(d|day|days)?", value.strip().lower())
+    match = re.fullmatch(r"([0-9]{1,3})\s*(d|day|days)?", value.strip().lower())
     if not match or not 1 <= int(match[1]) <= MAX_WINDOW_DAYS:
         raise argparse.ArgumentTypeError(f"the window is a number of days such as 7d (1 to {MAX_WINDOW_DAYS}), "
                                          f"not '{value}'")

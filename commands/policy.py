@@ -61,7 +61,7 @@ ELSEWHERE_CONFIRM = ("traffic", "canary", "scale")
 DEFAULT_EXPIRY = timedelta(hours=24)
 CONFIRM_EXPIRY = timedelta(minutes=30)
 MAX_QUORUM = 10
-_DURATION = re.compile(r"^\s*(\d{1,6})\s*([mhd])\s*$")
+_DURATION = re.compile(r"^\s*([0-9]{1,6})\s*([mhd])\s*$")     # ASCII digits: \d also matches '٣'
 _RULE_KEYS = {"action", "environment", "mode", "quorum", "allow_self", "approver_role", "expiry",
               "auto_rollback"}
 

@@ -141,15 +141,20 @@ class Arg:
                 "+": f"{OPEN}{self.shown}{CLOSE} ..."}[self.nargs]
 
 
+MAX_ID = 2**62          # the largest id a typed command looks up: well inside SQLite's and PostgreSQL's BIGINT
+
+
 def whole_number(low: int, high: int, what: str) -> Callable[[str], int]:
     """An argument type: a whole number of `what` from `low` to `high`, in ASCII digits (int()
-    would also take '²' or '٣' and fail on thousands of digits)."""
+    would also take '²' or '٣' and fail on thousands of digits; SQLite refuses integers past 2**63)."""
+    widest = len(str(max(abs(low), abs(high))))
+
     def parse(value: str) -> int:
         digits = value.strip()
         if not re.fullmatch(r"[+-]?[0-9]+", digits):
             shown = value if len(value) <= 20 else value[:20] + "…"
             raise argparse.ArgumentTypeError(f"'{shown}' is not a whole number of {what}")
-        number = int(digits) if len(digits) <= 12 else None
+        number = int(digits) if len(digits.lstrip("+-").lstrip("0")) <= widest else None
         if number is None or not low <= number <= high:
             raise argparse.ArgumentTypeError(f"{what} must be between {low} and {high}")
         return number

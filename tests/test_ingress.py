@@ -238,12 +238,83 @@ async def test_bad_bodies_get_4xx_with_a_reason_never_500(teams, path):
     assert status == 422 and answer["error"]
 
 
+EVENT_GRID_415 = {"error": "expected Content-Type: application/json, application/cloudevents+json or "
+                           "application/cloudevents-batch+json"}
+AZURE_MONITOR_415 = {"error": "expected Content-Type: application/json"}
+
+
+@pytest.mark.parametrize("path,content_type,answer", [
+    ("/api/events", "application/json", None),                                   # Event Grid schema
+    ("/api/events", "application/json; charset=utf-8", None),
+    ("/api/events", "application/cloudevents+json; charset=utf-8", None),        # CloudEvents, one event
+    ("/api/events", "application/cloudevents-batch+json; charset=utf-8", None),  # CloudEvents, batched
+    ("/api/events", "text/plain", EVENT_GRID_415),
+    ("/api/events", "text/plain; x=application/json", EVENT_GRID_415),
+    ("/api/events", "application/x-www-form-urlencoded", EVENT_GRID_415),
+    ("/api/events", "application/octet-stream", EVENT_GRID_415),                 # what no Content-Type means
+    ("/api/alerts", "application/json", None),
+    ("/api/alerts", "Application/JSON; charset=utf-8", None),
+    ("/api/alerts", "application/cloudevents+json", AZURE_MONITOR_415),
+    ("/api/alerts", "text/plain", AZURE_MONITOR_415),
+    ("/api/alerts", "application/jsonp", AZURE_MONITOR_415),
+])
+async def test_webhooks_take_the_content_types_azure_sends_and_415_the_rest(teams, path, content_type, answer):
+    [subscribed] = await teams.say("subscribe drift" if path == "/api/events" else "subscribe alerts")
+    assert subscribed.text.startswith("Subscribed this chat")
+    body = fired_alert() if path == "/api/alerts" else [as_cloud_event(event) for event in breach()] \
+        if "cloudevents" in content_type else breach()
+    status, got, _ = await hook(teams, path, body, content_type=content_type)
+    if answer is None:
+        assert (status, got) == (200, {"accepted": 1, "duplicates": 0, "ignored": 0, "cards": 1})
+    else:
+        assert (status, got) == (415, answer)
+        assert (await hook(teams, path, body, key=None, content_type=content_type))[0] == 401   # the key first
+
+
 async def test_a_bad_alert_condition_is_422_naming_the_field(teams):
     body = fired_alert()
     body["data"]["essentials"]["monitorCondition"] = "Exploded"
     status, answer, _ = await hook(teams, "/api/alerts", body)
     assert (status, answer) == (422, {"error": "data.essentials.monitorCondition must be Fired or Resolved, "
                                                "not 'Exploded'"})
+
+
+@pytest.mark.parametrize("field", ["alertTargetIDs", "configurationItems"])
+@pytest.mark.parametrize("value,kind", [(5, "a number"), (1.5, "a number"), (True, "a boolean"),
+                                        ("wcus-r2-gen2", "a string"), ({"0": "wcus-r2-gen2"}, "an object")])
+async def test_an_alert_list_field_of_another_type_is_422_naming_it(teams, field, value, kind):
+    body = fired_alert()
+    body["data"]["essentials"][field] = value
+    status, answer, _ = await hook(teams, "/api/alerts", body)
+    assert (status, answer) == (422, {"error": f"data.essentials.{field} must be a list of strings, not {kind}"})
+    body["data"]["essentials"][field] = None                 # null is "none given", as a missing field is
+    assert (await hook(teams, "/api/alerts", body))[:2] == (200, {"accepted": 1, "duplicates": 0, "ignored": 0,
+                                                                  "cards": 0})
+
+
+@pytest.mark.parametrize("path,value", [
+    (("condition", "allOf"), 5), (("condition", "allOf"), "x"), (("condition", "allOf"), True),
+    (("condition", "allOf", 0, "dimensions"), 7), (("condition", "allOf", 0, "dimensions"), {"name": "x"}),
+    (("condition", "allOf", 0, "metricValue"), 10 ** 400), (("condition", "allOf", 0, "threshold"), -10 ** 400),
+], ids=["allOf=5", "allOf=x", "allOf=true", "dimensions=7", "dimensions={}", "metricValue=1e400 int",
+        "threshold=-1e400 int"])
+async def test_an_alert_context_of_unexpected_types_is_read_as_far_as_it_goes(teams, path, value):
+    body = fired_alert()
+    node = body["data"]["alertContext"]
+    for name in path[:-1]:
+        node = node[name]
+    node[path[-1]] = value
+    status, answer, _ = await hook(teams, "/api/alerts", body)
+    assert (status, answer) == (200, {"accepted": 1, "duplicates": 0, "ignored": 0, "cards": 0})
+    event = parse_common_alert(body)
+    assert (event.title, event.status) == ("WCUS-R2-Gen2 on wcus-r2-gen2", "fired")
+
+
+def test_a_breach_figure_too_large_for_a_float_is_left_out():
+    figures = [{"feature": "amount", "metric": "psi", "value": 10 ** 400, "threshold": 0.1},
+               {"feature": "age", "metric": "psi", "value": 0.3, "threshold": 10 ** 400}]
+    [event] = parse_event_grid(breach(figures=figures)).events
+    assert [(f.feature, f.value, f.threshold) for f in event.figures] == [("age", 0.3, None)]
 
 
 async def test_a_drift_breach_becomes_one_card_per_subscribed_conversation_and_updates_in_place(teams):

@@ -96,9 +96,12 @@ async def test_canary_verdict_and_one_click_rollback(teams, app_server, clock):
     assert status == 200
     assert await split(teams) == "Traffic: blue=90 green=10"
 
+    before = len(teams.connector.sent)
     status, again = await teams.click(verdict.card, "Rollback")         # a second click changes nothing
     assert status == 200
-    assert "fraud-api already has the split from before #1 (blue=90 green=10)" in teams.connector.sent[-1].text
+    # the answer, not sent[-1]: the outbox may still be editing the approval card in place (a PUT)
+    await wait_until(lambda: any("fraud-api already has the split from before #1 (blue=90 green=10)" in (s.text or "")
+                                 for s in teams.connector.sent[before:]))
 
 
 async def test_refusals_over_http(teams):

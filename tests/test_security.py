@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
@@ -237,7 +238,8 @@ async def test_content_type_is_parsed_not_searched(teams, content_type, status):
 
 
 @pytest.mark.parametrize("typed,answer", [
-    ("traffic fraud-api blue=² green=98", "'blue=²' is not deployment=percent."),
+    ("traffic fraud-api blue=² green=98", "'blue=²' is not deployment=percent. Usage: `traffic ‹endpoint› "
+                                          "‹deployment=percent› ...`, e.g. `traffic fraud-api blue=90 green=10`."),
     ("traffic fraud-api blue=٩٠ green=10", "'blue=٩٠' is not deployment=percent."),
     ("traffic fraud-api blue=" + "9" * 4000 + " green=0", "' is not deployment=percent."),
     ("scale fraud-api green ³", "'³' is not a whole number of instances"),
@@ -248,6 +250,60 @@ async def test_unicode_digits_and_huge_numbers_get_a_usage_message(teams, typed,
     [reply] = await teams.say(typed)
     assert answer in reply.text and "incident" not in reply.text
     assert len(reply.text) < 400
+
+
+UNSUBSCRIBE_USAGE = "Usage: `unsubscribe ‹id|kind›` (e.g. `unsubscribe 3`)"
+NOT_A_KIND = "is neither a subscription number nor a kind (drift, alerts, jobs, models, approvals)."
+NOT_A_REQUEST = "is not a request number; they look like 42 (type `approvals` to see them)."
+
+
+@pytest.mark.parametrize("typed,answer", [
+    ("unsubscribe 99999999999999999999",
+     f"A subscription number must be between 1 and 4611686018427387904. {UNSUBSCRIBE_USAGE}"),
+    ("unsubscribe ²", f"'²' {NOT_A_KIND} {UNSUBSCRIBE_USAGE}"),
+    ("unsubscribe ٣", f"'٣' {NOT_A_KIND} {UNSUBSCRIBE_USAGE}"),
+    ("unsubscribe #-1", f"A subscription number must be between 1 and 4611686018427387904. {UNSUBSCRIBE_USAGE}"),
+    ("unsubscribe 4611686018427387904", "This chat has no subscription 4611686018427387904. `subscriptions` lists "
+                                        "them."),
+    ("approve ²", f"'²' {NOT_A_REQUEST} Usage: `approve ‹id› [comment ...]` (e.g. `approve 42 looks good`)"),
+    ("approval 99999999999999999999", f"'99999999999999999999' {NOT_A_REQUEST} Usage: `approval ‹id›` "
+                                      "(e.g. `approval 42`)"),
+    ("approval 4611686018427387904", "There is no approval request #4611686018427387904. Type `approvals all` "
+                                     "to see them."),
+    ("acknowledge ²", "'²' is not a whole number of an alert id. Usage: `acknowledge ‹id›` (e.g. `acknowledge 7`)"),
+    ("acknowledge 4611686018427387905", "An alert id must be between 1 and 4611686018427387904. Usage: "
+                                        "`acknowledge ‹id›` (e.g. `acknowledge 7`)"),
+    ("acknowledge 4611686018427387904", "There is no alert #4611686018427387904."),
+    ("snooze 7 ٣h", "'٣h' is not a duration like 30m, 4h or 2d. Usage: `snooze ‹id› [duration]` (e.g. "
+                    "`snooze 7 24h`)"),
+    ("audit --since ٣d", "'٣d' is not a time span. Use a number and a unit: 30m, 12h, 7d or 2w."),
+    ("audit --limit ²", "'²' is not a whole number of records. Usage: `audit [verify] [--since SPAN] [--actor WHO] "
+                        "[--target WHAT] [--action ACTION] [--limit N]` (e.g. `audit --since 7d --target "
+                        "fraud-api`)"),
+    ("drift fraud-model --window ٣", "The window is a number of days such as 7d (1 to 90), not '٣'. Usage: "
+                                     "`drift ‹model/endpoint› [--window DAYS] [--workspace NAME]` (e.g. "
+                                     "`drift fraud-model --window 7d`)"),
+])
+async def test_ids_and_numbers_are_ascii_digits_in_range_or_a_usage_message(teams, typed, answer):
+    [reply] = await teams.say(typed)
+    assert reply.text == answer
+
+
+def test_a_whole_number_type_takes_its_whole_range_in_ascii_digits_only():
+    from commands.registry import whole_number
+    entry = whole_number(1, 10**12, "history entry")
+    assert [entry(v) for v in ("1", "+7", "0001", " 42 ", "1000000000000", "0" * 40 + "5")] == [
+        1, 7, 1, 42, 10**12, 5]          # 10**12 has 13 digits: it used to be refused by a 12-digit cap
+    for value, message in [("1000000000001", "history entry must be between 1 and 1000000000000"),
+                           ("0", "history entry must be between 1 and 1000000000000"),
+                           ("-5", "history entry must be between 1 and 1000000000000"),
+                           ("9" * 4000, "history entry must be between 1 and 1000000000000"),
+                           ("²", "'²' is not a whole number of history entry"),
+                           ("١٢", "'١٢' is not a whole number of history entry"),
+                           ("1e3", "'1e3' is not a whole number of history entry")]:
+        with pytest.raises(argparse.ArgumentTypeError) as refused:
+            entry(value)
+        assert str(refused.value) == message
 
 
 # ---------------------------------------------------------------- 3. bounded input and output

@@ -250,6 +250,13 @@ def test_entries_reject_naive_times_and_non_dict_fields():
         2025, 3, 14, 12, 0, tzinfo=timezone.utc)
 
 
+async def test_a_since_with_no_utc_form_is_a_value_error_naming_it(storage):  # noqa: F811
+    year_zero = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))
+    with pytest.raises(ValueError) as raised:
+        await storage.run_transaction(lambda tx: audit.scan(tx, since=year_zero), write=False)
+    assert str(raised.value) == "since is outside the years 1 to 9999 in UTC"
+
+
 # The grants the README gives for a bot role that may append to the audit log but never change it.
 APPEND_ONLY_GRANTS = """
 GRANT USAGE ON SCHEMA {schema} TO {role};

@@ -83,7 +83,11 @@ def decode_json(value: Any) -> Any:
 
 
 def utc(moment: datetime, name: str) -> datetime:
-    """`moment` in UTC; ValueError naming the field when it is naive or not a datetime."""
+    """`moment` in UTC; ValueError naming the field when it is naive, not a datetime, or has no UTC
+    form (0001-01-01T00:00:00+14:00 is still year 0 in UTC; astimezone raises OverflowError)."""
     if not isinstance(moment, datetime) or moment.tzinfo is None:
         raise ValueError(f"{name} must be a timezone-aware datetime")
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError(f"{name} is outside the years 1 to 9999 in UTC") from None
