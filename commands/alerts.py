@@ -8,7 +8,10 @@ The same alert (same `Event.key`) firing again edits the card it already has in 
 the card too and never posts a new one. While an alert is snoozed its cards are still kept up to
 date but nothing new is posted. A conversation hears an event when one of its subscriptions of
 the event's kind matches: every filter given (workspace, model, endpoint: equal, ignoring case;
-severity: at least that severe, Sev0 being the most severe) must hold.
+severity: at least that severe, Sev0 being the most severe) must hold. `subscribe` checks the
+workspace, model and endpoint names against what the workspaces have (a typo would never match)
+and refuses an unknown one with a "did you mean"; a name is kept unchecked only when the
+workspace cannot list its names, and the answer says so.
 
 Who may subscribe and unsubscribe a conversation is the policy's `[subscriptions] role`
 (operators by default); `subscriptions` is open to everyone. Acknowledge and Snooze need the
@@ -23,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from adapters.events import INFO, KINDS, RESOLVED, SEVERITIES, Event
+from adapters.service import ServiceError
 from adapters.storage import alerts, audit, conversations, inbox, outbox, subscriptions
 from adapters.storage.alerts import Alert
 from adapters.storage.subscriptions import NewSubscription, Subscription
@@ -196,9 +200,12 @@ async def subscribe(ctx: Context, kind: str, workspace: str | None, model: str |
             hint = f" Did you mean `{close[0]}`?" if close else ""
             raise UsageError(f"No workspace named '{workspace}'.{hint} Configured: {', '.join(names)}.")
         workspace = known[workspace.lower()]
+    unchecked: list[str] = []
+    model = await _known_name(ctx, _filter(model, "model"), "model", workspace, unchecked)
+    endpoint = await _known_name(ctx, _filter(endpoint, "endpoint"), "endpoint", workspace, unchecked)
     where_to = home(ctx)
     new = NewSubscription(where_to, kind, tenant_id=ctx.user.tenant_id, workspace=workspace,
-                          model=_filter(model, "model"), endpoint=_filter(endpoint, "endpoint"),
+                          model=model, endpoint=endpoint,
                           severity=severity or "", created_by_id=ctx.user.id, created_by_name=ctx.user.name)
     now = ctx.now()
 
@@ -216,7 +223,43 @@ async def subscribe(ctx: Context, kind: str, workspace: str | None, model: str |
     where = {"personal": "this chat", "groupChat": "this group chat", "channel": "this channel"}.get(
         ctx.conversation_kind, "this conversation")
     return Reply(f"Subscribed {where}: {describe(found)}. `subscriptions` lists them; "
-                 f"`unsubscribe {found.id}` stops it.")
+                 f"`unsubscribe {found.id}` stops it." + "".join(f" {note}" for note in unchecked))
+
+
+NAME_FILTERS = {"model": "models", "endpoint": "endpoints"}       # filter -> the command that lists them
+
+
+async def _known_name(ctx: Context, value: str, kind: str, workspace: str, unchecked: list[str]) -> str:
+    """`value` in the spelling of the workspace(s) that have it (all configured ones when the
+    subscription names none): a typo would make a subscription that never matches, so an unknown
+    name is refused with a "did you mean". A name is kept unchecked only when a workspace cannot
+    list its names (then `unchecked` gets a sentence saying so)."""
+    if not value:
+        return value
+    known: dict[str, str] = {}
+    failed: list[str] = []
+    for ws in ctx.workspaces:
+        if workspace and ws.name != workspace:
+            continue
+        try:
+            names = await ws.names(kind)
+        except ServiceError as error:
+            log.info("subscribe: could not list the %ss of %s (%s)", kind, ws.name, error.message)
+            failed.append(ws.name)
+            continue
+        for name in names:
+            known.setdefault(name.lower(), name)
+    if value.lower() in known:
+        return known[value.lower()]
+    if failed:
+        unchecked.append(f"I could not list the {kind}s of {', '.join(failed)} to check '{value}', so it is "
+                         f"kept as typed: it matches only events that name exactly that {kind}.")
+        return value
+    close = suggest(value, list(known.values()))
+    hint = f" Did you mean `{close[0]}`?" if close else ""
+    searched = [workspace] if workspace else [ws.name for ws in ctx.workspaces]
+    scope = f"workspace{'s' if len(searched) > 1 else ''} {', '.join(searched)}"
+    raise UsageError(f"No {kind} named '{value}' in {scope}.{hint} `{NAME_FILTERS[kind]}` lists them.")
 
 
 @command("unsubscribe", Arg("which", help="a subscription number, or a kind to remove all of that kind",

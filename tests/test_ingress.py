@@ -254,7 +254,7 @@ async def test_a_drift_breach_becomes_one_card_per_subscribed_conversation_and_u
                            "`unsubscribe 1` stops it.")
     [mine] = await teams.say("subscribe drift --model fraud-model")                    # Alice's personal chat
     assert mine.text.startswith("Subscribed this chat: #2 drift (model fraud-model)")
-    [other] = await teams.say("subscribe drift --model other-model", user=BOB)          # does not match
+    [other] = await teams.say("subscribe drift --model churn-model", user=BOB)          # does not match
 
     status, answer, _ = await hook(teams, "/api/events", breach("breach-1"))
     assert (status, answer) == (200, {"accepted": 1, "duplicates": 0, "ignored": 0, "cards": 2})

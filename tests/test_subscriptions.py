@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from adapters.events import FIRED, INFO, RESOLVED, Event, Figure
+from adapters.service import Unavailable
 from adapters.storage import ConversationRecord, alerts, conversations, outbox
 from adapters.storage import subscriptions as subscription_table
 from adapters.storage.subscriptions import NewSubscription, Subscription
@@ -89,6 +90,30 @@ def test_bad_subscription_policies_name_the_problem(policy, message):
         parse_policy(policy)
 
 
+async def test_a_model_or_endpoint_filter_must_name_one_the_workspace_has(chat, workspaces, monkeypatch):
+    # a typo would make a subscription that never matches: refused, with what was probably meant
+    assert (await chat("subscribe drift --model fraud-modle")).text == (
+        "No model named 'fraud-modle' in workspace ml-prod. Did you mean `fraud-model`? `models` lists them.")
+    assert (await chat("subscribe drift --endpoint fraud-apl --workspace ml-prod")).text == (
+        "No endpoint named 'fraud-apl' in workspace ml-prod. Did you mean `fraud-api`? `endpoints` lists them.")
+    assert (await chat("subscribe alerts --endpoint nowhere")).text == (
+        "No endpoint named 'nowhere' in workspace ml-prod. `endpoints` lists them.")
+    assert (await chat("subscriptions")).text.count("#") == 0
+    # known names are kept in the workspace's spelling
+    assert (await chat("subscribe drift --model FRAUD-MODEL --endpoint Fraud-Api")).text == (
+        "Subscribed this chat: #1 drift (model fraud-model, endpoint fraud-api). `subscriptions` lists them; "
+        "`unsubscribe 1` stops it.")
+
+    # a workspace that cannot list its names: the filter is kept as typed, and the answer says so
+    def unreachable(kind):
+        raise Unavailable("The workspace did not answer to names within 30 s.")
+    monkeypatch.setattr(workspaces.default.service, "names", unreachable)
+    assert (await chat("subscribe drift --model fraud-modle")).text == (
+        "Subscribed this chat: #2 drift (model fraud-modle). `subscriptions` lists them; `unsubscribe 2` stops "
+        "it. I could not list the models of ml-prod to check 'fraud-modle', so it is kept as typed: it matches "
+        "only events that name exactly that model.")
+
+
 # ---------------------------------------------------------------- matching
 
 def sub(**filters) -> Subscription:
@@ -126,7 +151,7 @@ async def items(store):
 async def test_publishing_posts_once_then_edits_and_respects_snooze_resolution_and_gone(chat, store):
     await subscribed(store, chat, "c-one", "subscribe drift")
     await subscribed(store, chat, "c-two", "subscribe drift --endpoint fraud-api")
-    await subscribed(store, chat, "c-three", "subscribe drift --endpoint other-api")
+    await subscribed(store, chat, "c-three", "subscribe drift --endpoint churn-api")
 
     assert await store.run_transaction(lambda tx: publish(tx, drift_event(), NOW)) == 2
     first = await items(store)
