@@ -15,7 +15,8 @@ workspace cannot list its names, and the answer says so.
 
 Who may subscribe and unsubscribe a conversation is the policy's `[subscriptions] role`
 (operators by default); `subscriptions` is open to everyone. Acknowledge and Snooze need the
-Operator role, and both are audited.
+Operator role, and both are audited. The first acknowledgement stays: a second one is told who
+acknowledged and when, and changes nothing.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from commands.alert_card import AlertState, alert_card, worst_first
 from commands.context import Context, Reply, Role
 from commands.policy import parse_duration
 from commands.registry import Arg, Forbidden, UsageError, command, one_of, suggest, whole_number
-from commands.ui import button, card, columns, limited, reply, text
+from commands.ui import button, card, columns, limited, reply, text, when
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +319,16 @@ async def subscriptions_(ctx: Context) -> Reply:
          summary="Acknowledge an alert: every copy of its card shows who is on it.", role=Role.OPERATOR,
          example="acknowledge 7", uses_workspace=False)
 async def acknowledge(ctx: Context, id: int) -> Reply:
-    return await _change_alert(ctx, id, "acknowledged", lambda tx, now: alerts.acknowledge(tx, id, ctx.user.name, now))
+    """The first acknowledger stays on the alert: a second one (another copy of the card, a stale
+    button, a typed command) is told who has it, and nothing changes."""
+    def taken(current: Alert, now: datetime) -> str | None:
+        if not current.acknowledged_by:
+            return None
+        at = current.acknowledged_at
+        moment = "" if at is None else f" at {at:%H:%M} UTC" if at.date() == now.date() else f" on {when(at)}"
+        return f"Already acknowledged by {current.acknowledged_by}{moment}."
+    return await _change_alert(ctx, id, "acknowledged", lambda tx, now: alerts.acknowledge(tx, id, ctx.user.name, now),
+                               refuse=taken)
 
 
 @command("snooze", Arg("id", type=ALERT_ID, help="the alert number"),
@@ -338,9 +348,13 @@ async def snooze(ctx: Context, id: int, duration: str | None) -> Reply:
                                {"until": until.isoformat()})
 
 
-async def _change_alert(ctx: Context, alert_id: int, event_name: str, change, detail: dict | None = None) -> Reply:
+async def _change_alert(ctx: Context, alert_id: int, event_name: str, change, detail: dict | None = None, *,
+                        refuse=None) -> Reply:
+    """Apply `change` to the alert (locked), edit its cards, audit it. `refuse(current, now)`, when
+    given, may answer a sentence instead: then nothing changes and no card is touched."""
     store = _store(ctx)
     now = ctx.now()
+    refusal: list[str] = []
 
     async def work(tx) -> Alert | None:
         current = await alerts.get(tx, alert_id, for_update_lock=True)
@@ -348,6 +362,9 @@ async def _change_alert(ctx: Context, alert_id: int, event_name: str, change, de
             return None
         if ctx.activity_id and not await inbox.first_time(tx, f"activity:{ctx.activity_id}", now):
             return current                      # Teams redelivered the click: recorded once already
+        if refuse is not None and (answer := refuse(current, now)):
+            refusal.append(answer)
+            return current
         changed = await change(tx, now)
         await _send_cards(tx, changed, now, dict(await alerts.cards(tx, changed.id)), {})
         event = Event.from_json(changed.event)
@@ -359,6 +376,8 @@ async def _change_alert(ctx: Context, alert_id: int, event_name: str, change, de
     changed = await store.run_transaction(work)
     if changed is None:
         raise UsageError(f"There is no alert #{alert_id}.")
+    if refusal:
+        return Reply(refusal[0])               # text only: a clicked card stays as it is
     if ctx.gate is not None:
         ctx.gate.wake_outbox()
     built = alert_card(Event.from_json(changed.event), state_of(changed), now)

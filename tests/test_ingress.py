@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -303,6 +304,18 @@ async def test_a_drift_breach_becomes_one_card_per_subscribed_conversation_and_u
         "fallbackText", "") and "personal-29:1alice" in s.path for s in teams.connector.sent))
     [trail] = await teams.say("audit --action alert", conversation=CHANNEL, kind="channel")
     assert "Alice Analyst acknowledged" in trail.card["fallbackText"]
+    # Bob clicks Acknowledge on a copy that still shows the button: Alice keeps it, no card is edited
+    acknowledged_at = re.search(r"Acknowledged: by Alice Analyst, \d{4}-\d\d-\d\d (\d\d:\d\d) UTC",
+                                body["value"]["fallbackText"]).group(1)
+    edits = len([s for s in teams.connector.sent if s.method == "PUT"])
+    status, body = await teams.click(channel_update.card, "Acknowledge", user=BOB, conversation=CHANNEL,
+                                     kind="channel")
+    assert (status, body["value"]) == (200, f"Already acknowledged by Alice Analyst at {acknowledged_at} UTC.")
+    assert teams.connector.sent[-1].text == f"Already acknowledged by Alice Analyst at {acknowledged_at} UTC."
+    await asyncio.sleep(0.2)
+    assert len([s for s in teams.connector.sent if s.method == "PUT"]) == edits
+    [trail] = await teams.say("audit --action alert", conversation=CHANNEL, kind="channel")
+    assert "Bob Builder" not in trail.card["fallbackText"]
 
     # a viewer cannot snooze; an operator can
     status, body = await teams.click(channel_update.card, "Snooze 24 h", user=CAROL, conversation=CHANNEL, kind="channel")

@@ -14,7 +14,7 @@ from adapters.storage import subscriptions as subscription_table
 from adapters.storage.subscriptions import NewSubscription, Subscription
 from commands.alert_card import AlertState, alert_card, sparkline, worst_first
 from commands.alerts import matches, publish
-from commands.context import Role
+from commands.context import Role, User
 from commands.policy import PolicyError, parse_policy
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat
@@ -275,6 +275,31 @@ async def test_a_redelivered_acknowledge_is_recorded_once(chat, store):
     assert [r.event for r in records].count("acknowledged") == 1
     updates = [i for i in await items(store) if i.payload.get("update_of")]
     assert len(updates) == 1
+
+
+async def test_the_first_acknowledgement_stays_and_a_second_is_told_who_has_it(chat, store):
+    from adapters.storage import audit
+    await subscribed(store, chat, "c-one", "subscribe drift")
+    await store.run_transaction(lambda tx: publish(tx, drift_event(), NOW))
+    chat.clock.advance(minutes=43)
+    first = await chat.click("acknowledge", "1", conversation="c-one")
+    assert "Acknowledged: by Dana Dev, 2026-11-26 09:43 UTC" in first.text
+    before = await items(store)
+
+    chat.clock.advance(minutes=5)
+    bob = chat.as_(User(id="bob-1", name="Bob Builder", tenant_id="t1"))
+    second = await bob.click("acknowledge", "1", conversation="c-one")
+    assert (second.text, second.card) == ("Already acknowledged by Dana Dev at 09:43 UTC.", None)
+    assert (await bob("acknowledge 1")).text == "Already acknowledged by Dana Dev at 09:43 UTC."
+    chat.clock.advance(days=1)
+    assert (await bob("acknowledge 1")).text == "Already acknowledged by Dana Dev on 2026-11-26 09:43 UTC."
+
+    alert = await store.run_transaction(lambda tx: alerts.get(tx, 1), write=False)
+    assert (alert.acknowledged_by, alert.acknowledged_at, alert.revision) == (
+        "Dana Dev", NOW + timedelta(minutes=43), 2)
+    assert await items(store) == before                         # no card edited
+    records = await store.run_transaction(lambda tx: audit.scan(tx), write=False)
+    assert [(r.event, r.actor_name) for r in records if r.action == "alert"] == [("acknowledged", "Dana Dev")]
 
 
 async def test_when_the_first_card_is_lost_the_next_firing_posts_a_new_one_and_edits_that(chat, store):
