@@ -28,7 +28,7 @@ from typing import Any
 
 from adapters.events import INFO, KINDS, RESOLVED, SEVERITIES, Event
 from adapters.service import ServiceError
-from adapters.storage import alerts, audit, conversations, inbox, outbox, subscriptions
+from adapters.storage import alerts, audit, conversations, inbox, outbox, subscriptions, traffic_history
 from adapters.storage.alerts import Alert
 from adapters.storage.subscriptions import NewSubscription, Subscription
 from commands.alert_card import AlertState, alert_card, worst_first
@@ -68,9 +68,23 @@ def state_of(alert: Alert) -> AlertState:
                       snoozed_until=alert.snoozed_until)
 
 
-def payload_of(alert: Alert, now: datetime) -> dict[str, Any]:
+async def rollback_target(tx, event: Event) -> int | None:
+    """The traffic change a Rollback button on the event's card would undo: the newest one the bot
+    recorded of the event's endpoint, when it has a split to restore. None: no Rollback button
+    (it could only answer "Nothing to roll back")."""
+    if not (event.endpoint and event.workspace) or event.kind not in ("drift", "alerts"):
+        return None
+    newest = await traffic_history.latest(tx, event.workspace, event.endpoint)
+    return newest.id if newest is not None and newest.before else None
+
+
+async def card_of(tx, alert: Alert, now: datetime) -> dict[str, Any]:
     event = Event.from_json(alert.event)
-    built = alert_card(event, state_of(alert), now)
+    return alert_card(event, state_of(alert), now, rollback_to=await rollback_target(tx, event))
+
+
+async def payload_of(tx, alert: Alert, now: datetime) -> dict[str, Any]:
+    built = await card_of(tx, alert, now)
     return {"text": built["fallbackText"], "card": built}
 
 
@@ -89,7 +103,7 @@ async def publish(tx, event: Event, now: datetime) -> int:
 
 async def _send_cards(tx, alert: Alert, now: datetime, shown: dict[str, str], wanted: dict[str, str]) -> int:
     """Edit the card in each conversation that has one; post one where `wanted` and none yet."""
-    payload = payload_of(alert, now)
+    payload = await payload_of(tx, alert, now)
     quiet = alert.status in (RESOLVED,) or alert.snoozed(now)
     count = 0
     for conversation_id in sorted(set(shown) | set(wanted)):
@@ -356,31 +370,31 @@ async def _change_alert(ctx: Context, alert_id: int, event_name: str, change, de
     now = ctx.now()
     refusal: list[str] = []
 
-    async def work(tx) -> Alert | None:
+    async def work(tx) -> tuple[Alert, dict[str, Any]] | None:
         current = await alerts.get(tx, alert_id, for_update_lock=True)
         if current is None:
             return None
         if ctx.activity_id and not await inbox.first_time(tx, f"activity:{ctx.activity_id}", now):
-            return current                      # Teams redelivered the click: recorded once already
+            return current, await card_of(tx, current, now)     # Teams redelivered the click: recorded once
         if refuse is not None and (answer := refuse(current, now)):
             refusal.append(answer)
-            return current
+            return current, {}
         changed = await change(tx, now)
         await _send_cards(tx, changed, now, dict(await alerts.cards(tx, changed.id)), {})
         event = Event.from_json(changed.event)
         await audit.append(tx, _entry(ctx, event_name, "alert", event.title,
                                       {"alert": changed.id, "key": changed.key, **(detail or {})},
                                       workspace=event.workspace))
-        return changed
+        return changed, await card_of(tx, changed, now)
 
-    changed = await store.run_transaction(work)
-    if changed is None:
+    done = await store.run_transaction(work)
+    if done is None:
         raise UsageError(f"There is no alert #{alert_id}.")
     if refusal:
         return Reply(refusal[0])               # text only: a clicked card stays as it is
     if ctx.gate is not None:
         ctx.gate.wake_outbox()
-    built = alert_card(Event.from_json(changed.event), state_of(changed), now)
+    built = done[1]
     return Reply(text=built["fallbackText"], card=built)
 
 

@@ -272,9 +272,9 @@ async def test_a_drift_breach_becomes_one_card_per_subscribed_conversation_and_u
                     "country  JSD  0.12 ⚠  > 0.1", "age  NWD  0.02  > 0.1"]
     assert "JSD = jensen_shannon_distance: Jensen-Shannon distance, log base 2" in words
     assert "PSI bands: < 0.1 none, 0.1 to 0.25 moderate, > 0.25 significant." in words
+    # no Rollback: the bot has recorded no traffic change of fraud-api, so there is nothing to roll back
     assert [(a["title"], a["verb"], a["data"]["args"]) for a in card["actions"] if a["type"] == "Action.Execute"] == [
-        ("Rollback", "rollback", ["fraud-api"]), ("Retrain", "retrain", ["fraud-model"]),
-        ("Acknowledge", "acknowledge", ["1"]), ("Snooze 24 h", "snooze", ["1"])]
+        ("Retrain", "retrain", ["fraud-model"]), ("Acknowledge", "acknowledge", ["1"]), ("Snooze 24 h", "snooze", ["1"])]
     assert card["actions"][0]["type"] == "Action.OpenUrl" and card["actions"][0]["url"].startswith("https://ml.azure.com/")
     assert not [s for s in teams.connector.sent if "personal-29:1bob" in s.path and s.card and "alert #" in
                 json.dumps(s.card)]
@@ -322,7 +322,7 @@ async def test_a_drift_breach_becomes_one_card_per_subscribed_conversation_and_u
     assert "`snooze` needs the Operator role" in json.dumps(body)
     status, body = await teams.click(channel_update.card, "Snooze 24 h", conversation=CHANNEL, kind="channel")
     assert "Snoozed: until" in body["value"]["fallbackText"]
-    assert [a["title"] for a in body["value"]["actions"] if a["type"] == "Action.Execute"] == ["Rollback", "Retrain"]
+    assert [a["title"] for a in body["value"]["actions"] if a["type"] == "Action.Execute"] == ["Retrain"]
 
 
 async def test_an_azure_monitor_alert_fires_then_resolves_on_the_same_card(teams):
@@ -445,8 +445,11 @@ def test_an_azure_monitor_alert_on_an_online_endpoint_offers_rollback():
     event = parse_common_alert(body)
     assert (event.workspace, event.endpoint) == ("ml-prod", "fraud-api")
     moment = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
-    card = alert_card(event, AlertState(3, "fired", 1, moment), moment)
-    assert find_action(card, "Rollback")["data"] == {"args": ["fraud-api"]}
+    card = alert_card(event, AlertState(3, "fired", 1, moment), moment, rollback_to=7)
+    assert find_action(card, "Rollback")["data"] == {"args": ["fraud-api", "--to", "7", "--workspace", "ml-prod"]}
+    nothing_to_undo = alert_card(event, AlertState(3, "fired", 1, moment), moment)
+    assert [a["title"] for a in nothing_to_undo["actions"]] == ["Open the alert in the Azure portal", "Acknowledge",
+                                                               "Snooze 24 h"]
 
 
 async def test_a_failed_run_reaches_a_jobs_subscription(teams):
@@ -492,7 +495,10 @@ async def test_the_readme_demo_breach_becomes_a_card(teams):
     status, answer, _ = await hook(teams, "/api/events", demo)
     assert (status, answer) == (200, {"accepted": 1, "duplicates": 0, "ignored": 0, "cards": 1})
     await wait_until(lambda: len(cards_in(teams)) == 1)
-    assert find_action(cards_in(teams)[0].card, "Rollback")["data"] == {"args": ["fraud-api"]}
+    # Retrain, not Rollback: the bot has recorded no traffic change of fraud-api to undo
+    assert [(a["title"], a["data"]["args"]) for a in cards_in(teams)[0].card["actions"]
+            if a["type"] == "Action.Execute"] == [("Retrain", ["fraud-model"]), ("Acknowledge", ["1"]),
+                                                  ("Snooze 24 h", ["1"])]
 
 
 async def test_subscriptions_list_with_a_stop_button_over_http(teams):

@@ -302,6 +302,40 @@ async def test_the_first_acknowledgement_stays_and_a_second_is_told_who_has_it(c
     assert [(r.event, r.actor_name) for r in records if r.action == "alert"] == [("acknowledged", "Dana Dev")]
 
 
+def action_args(card, title):
+    return [a["data"]["args"] for a in card["actions"] if a.get("title") == title]
+
+
+async def test_rollback_is_offered_only_when_the_bot_recorded_a_traffic_change_to_undo(chat, store):
+    from adapters.storage import traffic_history
+    await subscribed(store, chat, "c-one", "subscribe drift")
+    await store.run_transaction(lambda tx: publish(tx, drift_event(), NOW))
+    [posted] = await items(store)
+    assert action_args(posted.payload["card"], "Rollback") == []        # it could only say "Nothing to roll back"
+    assert [a["title"] for a in posted.payload["card"]["actions"]] == ["Retrain", "Acknowledge", "Snooze 24 h"]
+
+    def change(endpoint, before, after, workspace="ml-prod"):
+        return lambda tx: traffic_history.add(tx, traffic_history.NewEntry(
+            workspace=workspace, endpoint=endpoint, at=NOW, action="traffic", before=before, after=after,
+            actor_id="dev-1", actor_name="Dana Dev"))
+    await store.run_transaction(change("fraud-api", {}, {"blue": 100}))                  # #1: nothing before it
+    await store.run_transaction(change("churn-api", {"blue": 100}, {"blue": 50, "green": 50}))   # #2: another endpoint
+    await store.run_transaction(change("fraud-api", {"blue": 100}, {"blue": 50}, workspace="ml-dev"))  # #3
+    await store.run_transaction(lambda tx: publish(tx, drift_event(id="e2"), NOW + timedelta(hours=1)))
+    assert action_args((await items(store))[-1].payload["card"], "Rollback") == []
+
+    await store.run_transaction(change("fraud-api", {"blue": 100}, {"blue": 90, "green": 10}))   # #4
+    await store.run_transaction(lambda tx: publish(tx, drift_event(id="e3"), NOW + timedelta(hours=2)))
+    edited = (await items(store))[-1]
+    assert edited.payload["update_of"] == "alert:1:r1:c-one"
+    assert action_args(edited.payload["card"], "Rollback") == [["fraud-api", "--to", "4", "--workspace", "ml-prod"]]
+    clicked = await chat.click("snooze", "1", conversation="c-one")      # the card a click answers with, too
+    assert action_args(clicked.card, "Rollback") == [["fraud-api", "--to", "4", "--workspace", "ml-prod"]]
+    rolled = await chat.click("rollback", *action_args(clicked.card, "Rollback")[0], conversation="c-one")
+    assert rolled.text == ("⏳ Traffic on fraud-api is moving to blue=100. Azure ML is applying it; I'll post here "
+                           "when it's done. [Workspace ml-prod (prod)]")
+
+
 async def test_when_the_first_card_is_lost_the_next_firing_posts_a_new_one_and_edits_that(chat, store):
     await subscribed(store, chat, "c-one", "subscribe drift")
     await store.run_transaction(lambda tx: publish(tx, drift_event(), NOW))
