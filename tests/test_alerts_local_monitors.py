@@ -190,3 +190,9 @@ async def test_over_http_the_scheduler_posts_a_local_drift_alert_in_the_subscrib
             "fallbackText"]
         assert await app[WATCHES].run_once() == 0
         assert await app[STORAGE].run_transaction(lambda tx: alerts.get(tx, 3), write=False) is None
+
+
+def test_a_run_is_read_only_while_its_dedupe_key_is_remembered():
+    from bot.ingress import INBOX_DAYS
+    from bot.watch import LOCAL_BREACH_DAYS
+    assert (LOCAL_BREACH_DAYS, INBOX_DAYS) == (6, 7)     # pruned keys belong to runs no longer read
