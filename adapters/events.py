@@ -21,6 +21,9 @@ Handled Event Grid types (Microsoft.MachineLearningServices.*):
     ModelRegistered    kind "models"
     ModelDeployed      kind "models", with the endpoint (the service name)
 
+The local workspace's monitors have no Event Grid: `local_breach_events` makes the same drift
+alert of one of their breaching runs (the bot's scheduler reads them, bot/watch.py).
+
 How an Azure ML monitor's per-feature figures reach us: the breach tag's value, when it is JSON,
 may list them (`[{"feature", "metric", "value", "threshold"}]`, or a `{"features": [...]}`
 object); this reading depends on the monitoring components' format, so anything else degrades
@@ -301,6 +304,31 @@ def studio_url(page: str, base: dict[str, Any]) -> str:
     wsid = (f"/subscriptions/{base['subscription_id']}/resourcegroups/{base['resource_group']}"
             f"/workspaces/{base['workspace']}")
     return f"https://ml.azure.com/{page}?wsid={_quote(wsid, safe='/')}"
+
+
+# ---------------------------------------------------------------- the local workspace's monitors
+
+def local_breach_events(workspace: str, monitor: Any, run: Any, signals: Any) -> list[Event]:
+    """The drift alerts of one breaching run of a local monitor (adapters.local_monitors): one per
+    breached signal, with the same key as Azure ML's breach event of that monitor and signal (so
+    both fire, update and are acknowledged alike), and the run's per-feature figures.
+
+    `monitor`, `run` and `signals` are adapters.service's Monitor, MonitorRun and SignalReports."""
+    endpoint, _, deployment = monitor.endpoint.partition("/")
+    moment = run.started_at.strftime("%Y-%m-%dT%H:%M:%SZ") if run.started_at else ""
+    events = []
+    for signal in signals:
+        figures = tuple(Figure(f.feature, f.metric, f.value, f.threshold) for f in signal.figures
+                        if f.value is not None)[:MAX_FIGURES]
+        events.append(Event(
+            id=f"{run.name}:{signal.name}", kind="drift", type="local.MonitorRunCompleted",
+            key=f"drift:{workspace}:{monitor.name}:{signal.name}", status=FIRED,
+            title=f"Drift: monitor {monitor.name} breached its thresholds", source="local", workspace=workspace,
+            model=monitor.model_name, endpoint=endpoint, deployment=deployment, monitor=monitor.name,
+            signal=signal.name, time=moment,
+            summary=f"Computed by the local workspace with the bot's drift engine. {run.message}".strip(),
+            figures=figures, facts=(("Run", run.name),)))
+    return events
 
 
 # ---------------------------------------------------------------- Azure Monitor

@@ -52,7 +52,7 @@ from adapters.service import (
     DeploymentMetrics, EndpointMetrics, InvalidRequest, Job, ModelVersion, NotFound, OnlineEndpoint, Operation,
     Schedule, ServiceError, WorkspaceInfo,
 )
-from adapters.service import DriftReport, Monitor
+from adapters.service import DriftReport, Monitor, MonitorRun, SignalReport
 from adapters.service import (  # issue 9: model archive, retraining, feature store
     TRAINING_SCHEDULE_TAG, Feature, FeatureEntity, FeatureSet, FeatureStore, Materialization, training_schedule,
 )
@@ -877,6 +877,15 @@ class LocalWorkspace:
                     "store": name, "feature_set": feature_set, "version": version, "job": job.job,
                     "status": job.status, "type": job.type, "window_start": job.window_start,
                     "window_end": job.window_end, "created_at": job.created_at})
+
+    # ------------------------------------------------------------ local only, not in the port
+
+    def monitor_breaches(self, since: datetime) -> list[tuple[Monitor, MonitorRun, tuple[SignalReport, ...]]]:
+        """The monitor runs after `since` that breached a threshold, oldest first, with their breached
+        signals' figures (after computing the runs due by the clock). The bot's scheduler turns them
+        into drift alerts (bot/watch.py), as Azure ML's breach events are through Event Grid."""
+        with self._tx() as conn:
+            return local_monitors.breaches_since(conn, self._now(), since)
 
     # ------------------------------------------------------------ demo switches (local only, not in the port)
 

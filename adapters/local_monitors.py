@@ -375,6 +375,36 @@ def catch_up(conn: sqlite3.Connection, now: datetime, names: list[str] | None = 
                   int(f["breached"])) for f in figures])
 
 
+def breaches_since(conn: sqlite3.Connection, now: datetime, since: datetime
+                   ) -> list[tuple[Monitor, MonitorRun, tuple[SignalReport, ...]]]:
+    """Every run after `since` that breached a threshold, oldest first, with the figures of its
+    breached signals; the runs due by `now` are computed first. Runs at or before the epoch (the
+    history a new demo starts with) are never news, whatever `since` says."""
+    catch_up(conn, now)
+    epoch = conn.execute("SELECT value FROM monitor_meta WHERE key = 'epoch'").fetchone()
+    after = max(since, _dt(epoch[0])) if epoch else since
+    found = []
+    for row in conn.execute("SELECT * FROM monitor_runs WHERE run_at > ? AND breached = 1 ORDER BY run_at, monitor",
+                            (_iso(after),)).fetchall():
+        spec_row = conn.execute("SELECT name, definition, enabled FROM monitors WHERE name = ?",
+                                (row["monitor"],)).fetchone()
+        if spec_row is None:
+            continue
+        monitor, run = _monitor(conn, *spec_row), _run_from_row(row)
+        signals = []
+        for signal in monitor_spec(conn, monitor.name).signals:
+            if signal.name not in run.breached_signals:
+                continue
+            figures = tuple(FeatureFigure(r["feature"], r["metric"], r["value"], r["threshold"], bool(r["breached"]),
+                                          r["data_type"])
+                            for r in conn.execute("SELECT * FROM monitor_figures WHERE monitor = ? AND run_at = ? AND "
+                                                  "signal = ? ORDER BY rowid", (monitor.name, row["run_at"],
+                                                                                signal.name)))
+            signals.append(SignalReport(signal.name, signal.kind, True, figures))
+        found.append((monitor, run, tuple(signals)))
+    return found
+
+
 # ---------------------------------------------------------------- reading
 
 

@@ -11,8 +11,8 @@ Routes:
     GET  /readyz             readiness: storage reachable and a backend configured
 
 Background tasks, started with the app: the outbox worker (every proactive message), the
-expiry of approval requests, the watches after traffic changes (bot/watch.py) and the digest
-scheduler (bot/digests.py).
+expiry of approval requests, the watches after traffic changes, jobs and the local monitors'
+drift alerts (bot/watch.py) and the digest scheduler (bot/digests.py).
 
 Malformed requests are answered with 4xx and a short JSON reason before they reach botbuilder,
 whose own parsing would turn them into HTTP 500.

@@ -1,6 +1,7 @@
 """The scheduler loop: watches after a traffic change (commands/watch.py decides), jobs started
-from chat until they end (commands/job_watch.py), and long operations that a stopped process left
-in flight (commands.gate.Gate.recover_operations).
+from chat until they end (commands/job_watch.py), long operations that a stopped process left
+in flight (commands.gate.Gate.recover_operations), and the local workspace's monitor runs that
+breach their thresholds, which become drift alerts (`alert_monitor_breaches`).
 
 One loop: wake every `poll_seconds`, report the operations other processes left unreported (their
 resource is re-checked; the first pass runs at start-up), look at the jobs whose next check is due
@@ -10,26 +11,41 @@ with a compare-and-set in storage (one replica gets each; a claim whose lease ra
 crash, is taken over), conclude each (figures, verdict, automatic rollback, one card through the
 outbox). Watches are stored, so a restart only delays a verdict.
 
+Drift alerts of the local workspace: Azure ML's monitors announce a breach through Event Grid
+(bot/ingress.py); the local workspace's monitors have no one to announce theirs, so each pass
+reads their breaching runs and publishes each breached signal exactly as the webhook does (alert
+store, subscriptions, outbox; commands.alerts.publish), deduplicated in storage by run and signal
+(`inbox`, so once across replicas and restarts). Only while a conversation subscribes to drift
+(computing monitor runs nobody hears about is wasted work), and only runs newer than the oldest
+such subscription and than LOCAL_BREACH_DAYS (younger than the inbox's memory): a new
+subscription is not flooded with the demo's history, a restart only delays an alert.
+
     loop = WatchLoop(storage, workspaces, gate, owner="replica-1", window_minutes=15)
     await loop.run_once()      # tests: one pass with the injected clock
+    await loop.alert_monitor_breaches()      # only the local monitors' drift alerts
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
+from adapters.events import local_breach_events
 from adapters.service import ServiceError
-from adapters.storage import StorageError, job_watches, outbox, watches
+from adapters.storage import StorageError, inbox, job_watches, outbox, subscriptions, watches
 from adapters.storage.job_watches import JobWatch
+from commands.alerts import publish
 from commands.context import Reply, UnknownWorkspace
 from commands.job_watch import JOB_POLL_SECONDS, report
 from commands.watch import conclude
 
 log = logging.getLogger(__name__)
+
+LOCAL_BREACH_DAYS = 6          # < bot.ingress.INBOX_DAYS: a run's dedupe key outlives its chance of being read
+MAX_REMEMBERED = 10_000        # dedupe keys a process keeps in memory to skip storage on the next passes
 
 
 @dataclass
@@ -42,6 +58,7 @@ class WatchLoop:
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     poll_seconds: float = 30.0
     lease_seconds: float = 300.0
+    published: set = field(default_factory=set)    # local breaches this process has seen published
 
     async def run(self) -> None:
         while True:
@@ -52,14 +69,20 @@ class WatchLoop:
             await asyncio.sleep(self.poll_seconds)
 
     async def run_once(self) -> int:
-        """Report operations stopped processes left in flight, then conclude every watch whose
-        window has passed; return how many outcomes and verdicts were posted."""
+        """Report operations stopped processes left in flight, follow the watched jobs, conclude every
+        watch whose window has passed and publish the local monitors' new breaches; return how many
+        outcomes, reports, verdicts and alert cards were posted."""
         try:
             recovered = await self.gate.recover_operations(self.workspaces)
         except Exception:  # noqa: BLE001 - the watches still run; the next pass tries again
             log.exception("could not recover pending operations")
             recovered = 0
-        return recovered + await self.follow_jobs() + await self.conclude_due()
+        return recovered + await self.follow_jobs() + await self.conclude_due() + await self.alert_monitor_breaches()
+
+    async def alert_monitor_breaches(self) -> int:
+        """Publish the local monitors' new breaches as drift alerts; return how many cards were queued."""
+        return await alert_monitor_breaches(self.store, self.workspaces, clock=self.clock,
+                                            wake=self.gate.wake_outbox, published=self.published)
 
     async def follow_jobs(self) -> int:
         """Report every watched job that ended; return how many reports were posted."""
@@ -132,3 +155,53 @@ async def follow_jobs(store: Any, workspaces: Any, *, owner: str, clock: Callabl
     if reported and wake is not None and deliver is None:
         wake()
     return reported
+
+
+async def alert_monitor_breaches(store: Any, workspaces: Any, *, clock: Callable[[], datetime],
+                                 wake: Callable[[], None] | None = None, published: set | None = None) -> int:
+    """Publish, as drift alerts, the breaching runs of every workspace that has local monitors (the
+    local backend's `monitor_breaches`; Azure ML's breaches come through Event Grid), each run and
+    signal once (see the module doc). `published`: keys already handled, kept between passes so that
+    a pass with nothing new writes nothing. Returns how many cards were queued."""
+    published = set() if published is None else published
+    now = clock()
+    queued = 0
+    for ws in workspaces:
+        breaches = getattr(getattr(ws, "service", None), "monitor_breaches", None)
+        if breaches is None:
+            continue
+
+        async def listeners(tx, name=ws.name) -> list[datetime]:
+            return [s.created_at for s in await subscriptions.of_kind(tx, "drift")
+                    if s.created_at is not None and (not s.workspace or s.workspace.lower() == name.lower())]
+        since = await store.run_transaction(listeners, write=False)
+        if not since:
+            continue                                  # nobody subscribes to drift here: nothing to compute
+        try:
+            found = await asyncio.to_thread(breaches, max(min(since), now - timedelta(days=LOCAL_BREACH_DAYS)))
+        except Exception:  # noqa: BLE001 - one workspace must not stop the others; the next pass tries again
+            log.exception("could not read the breaches of the local monitors of %s", ws.name)
+            continue
+        events = [event for monitor, run, signals in found
+                  for event in local_breach_events(ws.name, monitor, run, signals)
+                  if f"local:{ws.name}:{event.id}" not in published]
+        if not events:
+            continue
+
+        async def work(tx, events=events, name=ws.name) -> tuple[int, int]:
+            fresh = cards = 0
+            for event in events:                      # oldest first: a later run edits the card of an earlier one
+                if await inbox.first_time(tx, f"local:{name}:{event.id}", now):
+                    fresh += 1
+                    cards += await publish(tx, event, now)
+            return fresh, cards
+        fresh, cards = await store.run_transaction(work)
+        queued += cards
+        if len(published) > MAX_REMEMBERED:
+            published.clear()
+        published.update(f"local:{ws.name}:{event.id}" for event in events)
+        if fresh:
+            log.info("local monitors of %s: %d breached signals published, %d cards queued", ws.name, fresh, cards)
+    if queued and wake is not None:
+        wake()
+    return queued

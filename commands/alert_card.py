@@ -1,12 +1,14 @@
 """The alert card: a pure function of the event, its alert's stored state and the time.
 
-    alert_card(event, state, now) -> Adaptive Card 1.5 dict
+    alert_card(event, state, now, rollback_to=None) -> Adaptive Card 1.5 dict
 
 It shows the signal and its monitor, per-feature figures against their thresholds (worst first,
 each metric named with its definition and log base), the PSI band where a PSI figure is there, a
 small trend over the alert's recent firings, links to the studio or portal, and the buttons
-Rollback (`rollback <endpoint>`), Retrain (`retrain <model>`), Acknowledge (`acknowledge <id>`)
-and Snooze 24 h (`snooze <id>`). Buttons carry ids only; every click is re-checked by its command.
+Rollback (`rollback <endpoint> --to <rollback_to>`, only when the caller found a traffic change of
+the endpoint to undo: `rollback_to` is its number in the traffic history), Retrain
+(`retrain <model>`), Acknowledge (`acknowledge <id>`) and Snooze 24 h (`snooze <id>`). Buttons
+carry ids only; every click is re-checked by its command.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class AlertState:
     snoozed_until: datetime | None = None
 
 
-def alert_card(event: Event, state: AlertState, now: datetime) -> dict[str, Any]:
+def alert_card(event: Event, state: AlertState, now: datetime, rollback_to: int | None = None) -> dict[str, Any]:
     resolved = state.status == RESOLVED
     icon = "✅" if resolved else ("🔴" if event.severity in ("Sev0", "Sev1") else "🟠") if state.status == FIRED \
         else "ℹ️"
@@ -68,8 +70,10 @@ def alert_card(event: Event, state: AlertState, now: datetime) -> dict[str, Any]
     actions: list[Element] = [{"type": "Action.OpenUrl", "title": title_, "url": url}
                               for title_, url in event.links[:2] if url.startswith("https://")]
     if not resolved and event.kind in ("drift", "alerts", "jobs"):
-        if event.endpoint and event.kind != "jobs":
-            actions.append(button("Rollback", "rollback", event.endpoint, style="destructive"))
+        if event.endpoint and event.kind != "jobs" and rollback_to is not None:
+            scope = ("--workspace", event.workspace) if event.workspace else ()
+            actions.append(button("Rollback", "rollback", event.endpoint, "--to", str(rollback_to), *scope,
+                                  style="destructive"))
         if event.model and event.kind != "jobs":
             actions.append(button("Retrain", "retrain", event.model))
         if not state.acknowledged_by:

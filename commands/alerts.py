@@ -8,11 +8,15 @@ The same alert (same `Event.key`) firing again edits the card it already has in 
 the card too and never posts a new one. While an alert is snoozed its cards are still kept up to
 date but nothing new is posted. A conversation hears an event when one of its subscriptions of
 the event's kind matches: every filter given (workspace, model, endpoint: equal, ignoring case;
-severity: at least that severe, Sev0 being the most severe) must hold.
+severity: at least that severe, Sev0 being the most severe) must hold. `subscribe` checks the
+workspace, model and endpoint names against what the workspaces have (a typo would never match)
+and refuses an unknown one with a "did you mean"; a name is kept unchecked only when the
+workspace cannot list its names, and the answer says so.
 
 Who may subscribe and unsubscribe a conversation is the policy's `[subscriptions] role`
 (operators by default); `subscriptions` is open to everyone. Acknowledge and Snooze need the
-Operator role, and both are audited.
+Operator role, and both are audited. The first acknowledgement stays: a second one is told who
+acknowledged and when, and changes nothing.
 """
 
 from __future__ import annotations
@@ -25,14 +29,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from adapters.events import INFO, KINDS, RESOLVED, SEVERITIES, Event
-from adapters.storage import alerts, audit, conversations, inbox, outbox, subscriptions
+from adapters.service import ServiceError
+from adapters.storage import alerts, audit, conversations, inbox, outbox, subscriptions, traffic_history
 from adapters.storage.alerts import Alert
 from adapters.storage.subscriptions import NewSubscription, Subscription
 from commands.alert_card import AlertState, alert_card, worst_first
 from commands.context import Context, Reply, Role
 from commands.policy import parse_duration
 from commands.registry import MAX_ID, Arg, Forbidden, UsageError, command, one_of, suggest, whole_number
-from commands.ui import button, card, columns, limited, plain, reply, text
+from commands.ui import button, card, columns, limited, plain, reply, text, when
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +71,23 @@ def state_of(alert: Alert) -> AlertState:
                       snoozed_until=alert.snoozed_until)
 
 
-def payload_of(alert: Alert, now: datetime) -> dict[str, Any]:
+async def rollback_target(tx, event: Event) -> int | None:
+    """The traffic change a Rollback button on the event's card would undo: the newest one the bot
+    recorded of the event's endpoint, when it has a split to restore. None: no Rollback button
+    (it could only answer "Nothing to roll back")."""
+    if not (event.endpoint and event.workspace) or event.kind not in ("drift", "alerts"):
+        return None
+    newest = await traffic_history.latest(tx, event.workspace, event.endpoint)
+    return newest.id if newest is not None and newest.before else None
+
+
+async def card_of(tx, alert: Alert, now: datetime) -> dict[str, Any]:
     event = Event.from_json(alert.event)
-    built = alert_card(event, state_of(alert), now)
+    return alert_card(event, state_of(alert), now, rollback_to=await rollback_target(tx, event))
+
+
+async def payload_of(tx, alert: Alert, now: datetime) -> dict[str, Any]:
+    built = await card_of(tx, alert, now)
     return {"text": built["fallbackText"], "card": built}
 
 
@@ -87,7 +106,7 @@ async def publish(tx, event: Event, now: datetime) -> int:
 
 async def _send_cards(tx, alert: Alert, now: datetime, shown: dict[str, str], wanted: dict[str, str]) -> int:
     """Edit the card in each conversation that has one; post one where `wanted` and none yet."""
-    payload = payload_of(alert, now)
+    payload = await payload_of(tx, alert, now)
     quiet = alert.status in (RESOLVED,) or alert.snoozed(now)
     count = 0
     for conversation_id in sorted(set(shown) | set(wanted)):
@@ -199,9 +218,12 @@ async def subscribe(ctx: Context, kind: str, workspace: str | None, model: str |
             hint = f" Did you mean `{close[0]}`?" if close else ""
             raise UsageError(f"No workspace named '{workspace}'.{hint} Configured: {', '.join(names)}.")
         workspace = known[workspace.lower()]
+    unchecked: list[str] = []
+    model = await _known_name(ctx, _filter(model, "model"), "model", workspace, unchecked)
+    endpoint = await _known_name(ctx, _filter(endpoint, "endpoint"), "endpoint", workspace, unchecked)
     where_to = home(ctx)
     new = NewSubscription(where_to, kind, tenant_id=ctx.user.tenant_id, workspace=workspace,
-                          model=_filter(model, "model"), endpoint=_filter(endpoint, "endpoint"),
+                          model=model, endpoint=endpoint,
                           severity=severity or "", created_by_id=ctx.user.id, created_by_name=ctx.user.name)
     now = ctx.now()
 
@@ -219,7 +241,43 @@ async def subscribe(ctx: Context, kind: str, workspace: str | None, model: str |
     where = {"personal": "this chat", "groupChat": "this group chat", "channel": "this channel"}.get(
         ctx.conversation_kind, "this conversation")
     return Reply(f"Subscribed {where}: {describe(found)}. `subscriptions` lists them; "
-                 f"`unsubscribe {found.id}` stops it.")
+                 f"`unsubscribe {found.id}` stops it." + "".join(f" {note}" for note in unchecked))
+
+
+NAME_FILTERS = {"model": "models", "endpoint": "endpoints"}       # filter -> the command that lists them
+
+
+async def _known_name(ctx: Context, value: str, kind: str, workspace: str, unchecked: list[str]) -> str:
+    """`value` in the spelling of the workspace(s) that have it (all configured ones when the
+    subscription names none): a typo would make a subscription that never matches, so an unknown
+    name is refused with a "did you mean". A name is kept unchecked only when a workspace cannot
+    list its names (then `unchecked` gets a sentence saying so)."""
+    if not value:
+        return value
+    known: dict[str, str] = {}
+    failed: list[str] = []
+    for ws in ctx.workspaces:
+        if workspace and ws.name != workspace:
+            continue
+        try:
+            names = await ws.names(kind)
+        except ServiceError as error:
+            log.info("subscribe: could not list the %ss of %s (%s)", kind, ws.name, error.message)
+            failed.append(ws.name)
+            continue
+        for name in names:
+            known.setdefault(name.lower(), name)
+    if value.lower() in known:
+        return known[value.lower()]
+    if failed:
+        unchecked.append(f"I could not list the {kind}s of {', '.join(failed)} to check '{value}', so it is "
+                         f"kept as typed: it matches only events that name exactly that {kind}.")
+        return value
+    close = suggest(value, list(known.values()))
+    hint = f" Did you mean `{close[0]}`?" if close else ""
+    searched = [workspace] if workspace else [ws.name for ws in ctx.workspaces]
+    scope = f"workspace{'s' if len(searched) > 1 else ''} {', '.join(searched)}"
+    raise UsageError(f"No {kind} named '{value}' in {scope}.{hint} `{NAME_FILTERS[kind]}` lists them.")
 
 
 @command("unsubscribe", Arg("which", help="a subscription number, or a kind to remove all of that kind",
@@ -282,7 +340,16 @@ async def subscriptions_(ctx: Context) -> Reply:
          summary="Acknowledge an alert: every copy of its card shows who is on it.", role=Role.OPERATOR,
          example="acknowledge 7", uses_workspace=False)
 async def acknowledge(ctx: Context, id: int) -> Reply:
-    return await _change_alert(ctx, id, "acknowledged", lambda tx, now: alerts.acknowledge(tx, id, ctx.user.name, now))
+    """The first acknowledger stays on the alert: a second one (another copy of the card, a stale
+    button, a typed command) is told who has it, and nothing changes."""
+    def taken(current: Alert, now: datetime) -> str | None:
+        if not current.acknowledged_by:
+            return None
+        at = current.acknowledged_at
+        moment = "" if at is None else f" at {at:%H:%M} UTC" if at.date() == now.date() else f" on {when(at)}"
+        return f"Already acknowledged by {current.acknowledged_by}{moment}."
+    return await _change_alert(ctx, id, "acknowledged", lambda tx, now: alerts.acknowledge(tx, id, ctx.user.name, now),
+                               refuse=taken)
 
 
 @command("snooze", Arg("id", type=ALERT_ID, help="the alert number"),
@@ -302,30 +369,39 @@ async def snooze(ctx: Context, id: int, duration: str | None) -> Reply:
                                {"until": until.isoformat()})
 
 
-async def _change_alert(ctx: Context, alert_id: int, event_name: str, change, detail: dict | None = None) -> Reply:
+async def _change_alert(ctx: Context, alert_id: int, event_name: str, change, detail: dict | None = None, *,
+                        refuse=None) -> Reply:
+    """Apply `change` to the alert (locked), edit its cards, audit it. `refuse(current, now)`, when
+    given, may answer a sentence instead: then nothing changes and no card is touched."""
     store = _store(ctx)
     now = ctx.now()
+    refusal: list[str] = []
 
-    async def work(tx) -> Alert | None:
+    async def work(tx) -> tuple[Alert, dict[str, Any]] | None:
         current = await alerts.get(tx, alert_id, for_update_lock=True)
         if current is None:
             return None
         if ctx.activity_id and not await inbox.first_time(tx, f"activity:{ctx.activity_id}", now):
-            return current                      # Teams redelivered the click: recorded once already
+            return current, await card_of(tx, current, now)     # Teams redelivered the click: recorded once
+        if refuse is not None and (answer := refuse(current, now)):
+            refusal.append(answer)
+            return current, {}
         changed = await change(tx, now)
         await _send_cards(tx, changed, now, dict(await alerts.cards(tx, changed.id)), {})
         event = Event.from_json(changed.event)
         await audit.append(tx, _entry(ctx, event_name, "alert", event.title,
                                       {"alert": changed.id, "key": changed.key, **(detail or {})},
                                       workspace=event.workspace))
-        return changed
+        return changed, await card_of(tx, changed, now)
 
-    changed = await store.run_transaction(work)
-    if changed is None:
+    done = await store.run_transaction(work)
+    if done is None:
         raise UsageError(f"There is no alert #{alert_id}.")
+    if refusal:
+        return Reply(refusal[0])               # text only: a clicked card stays as it is
     if ctx.gate is not None:
         ctx.gate.wake_outbox()
-    built = alert_card(Event.from_json(changed.event), state_of(changed), now)
+    built = done[1]
     return Reply(text=built["fallbackText"], card=built)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -325,7 +326,7 @@ async def test_a_drift_breach_becomes_one_card_per_subscribed_conversation_and_u
                            "`unsubscribe 1` stops it.")
     [mine] = await teams.say("subscribe drift --model fraud-model")                    # Alice's personal chat
     assert mine.text.startswith("Subscribed this chat: #2 drift (model fraud-model)")
-    [other] = await teams.say("subscribe drift --model other-model", user=BOB)          # does not match
+    [other] = await teams.say("subscribe drift --model churn-model", user=BOB)          # does not match
 
     status, answer, _ = await hook(teams, "/api/events", breach("breach-1"))
     assert (status, answer) == (200, {"accepted": 1, "duplicates": 0, "ignored": 0, "cards": 2})
@@ -342,9 +343,9 @@ async def test_a_drift_breach_becomes_one_card_per_subscribed_conversation_and_u
                     "country  JSD  0.12 ⚠  > 0.1", "age  NWD  0.02  > 0.1"]
     assert "JSD = jensen_shannon_distance: Jensen-Shannon distance, log base 2" in words
     assert "PSI bands: < 0.1 none, 0.1 to 0.25 moderate, > 0.25 significant." in words
+    # no Rollback: the bot has recorded no traffic change of fraud-api, so there is nothing to roll back
     assert [(a["title"], a["verb"], a["data"]["args"]) for a in card["actions"] if a["type"] == "Action.Execute"] == [
-        ("Rollback", "rollback", ["fraud-api"]), ("Retrain", "retrain", ["fraud-model"]),
-        ("Acknowledge", "acknowledge", ["1"]), ("Snooze 24 h", "snooze", ["1"])]
+        ("Retrain", "retrain", ["fraud-model"]), ("Acknowledge", "acknowledge", ["1"]), ("Snooze 24 h", "snooze", ["1"])]
     assert card["actions"][0]["type"] == "Action.OpenUrl" and card["actions"][0]["url"].startswith("https://ml.azure.com/")
     assert not [s for s in teams.connector.sent if "personal-29:1bob" in s.path and s.card and "alert #" in
                 json.dumps(s.card)]
@@ -374,13 +375,25 @@ async def test_a_drift_breach_becomes_one_card_per_subscribed_conversation_and_u
         "fallbackText", "") and "personal-29:1alice" in s.path for s in teams.connector.sent))
     [trail] = await teams.say("audit --action alert", conversation=CHANNEL, kind="channel")
     assert "Alice Analyst acknowledged" in trail.card["fallbackText"]
+    # Bob clicks Acknowledge on a copy that still shows the button: Alice keeps it, no card is edited
+    acknowledged_at = re.search(r"Acknowledged: by Alice Analyst, \d{4}-\d\d-\d\d (\d\d:\d\d) UTC",
+                                body["value"]["fallbackText"]).group(1)
+    edits = len([s for s in teams.connector.sent if s.method == "PUT"])
+    status, body = await teams.click(channel_update.card, "Acknowledge", user=BOB, conversation=CHANNEL,
+                                     kind="channel")
+    assert (status, body["value"]) == (200, f"Already acknowledged by Alice Analyst at {acknowledged_at} UTC.")
+    assert teams.connector.sent[-1].text == f"Already acknowledged by Alice Analyst at {acknowledged_at} UTC."
+    await asyncio.sleep(0.2)
+    assert len([s for s in teams.connector.sent if s.method == "PUT"]) == edits
+    [trail] = await teams.say("audit --action alert", conversation=CHANNEL, kind="channel")
+    assert "Bob Builder" not in trail.card["fallbackText"]
 
     # a viewer cannot snooze; an operator can
     status, body = await teams.click(channel_update.card, "Snooze 24 h", user=CAROL, conversation=CHANNEL, kind="channel")
     assert "`snooze` needs the Operator role" in json.dumps(body)
     status, body = await teams.click(channel_update.card, "Snooze 24 h", conversation=CHANNEL, kind="channel")
     assert "Snoozed: until" in body["value"]["fallbackText"]
-    assert [a["title"] for a in body["value"]["actions"] if a["type"] == "Action.Execute"] == ["Rollback", "Retrain"]
+    assert [a["title"] for a in body["value"]["actions"] if a["type"] == "Action.Execute"] == ["Retrain"]
 
 
 async def test_an_azure_monitor_alert_fires_then_resolves_on_the_same_card(teams):
@@ -503,8 +516,11 @@ def test_an_azure_monitor_alert_on_an_online_endpoint_offers_rollback():
     event = parse_common_alert(body)
     assert (event.workspace, event.endpoint) == ("ml-prod", "fraud-api")
     moment = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
-    card = alert_card(event, AlertState(3, "fired", 1, moment), moment)
-    assert find_action(card, "Rollback")["data"] == {"args": ["fraud-api"]}
+    card = alert_card(event, AlertState(3, "fired", 1, moment), moment, rollback_to=7)
+    assert find_action(card, "Rollback")["data"] == {"args": ["fraud-api", "--to", "7", "--workspace", "ml-prod"]}
+    nothing_to_undo = alert_card(event, AlertState(3, "fired", 1, moment), moment)
+    assert [a["title"] for a in nothing_to_undo["actions"]] == ["Open the alert in the Azure portal", "Acknowledge",
+                                                               "Snooze 24 h"]
 
 
 async def test_a_failed_run_reaches_a_jobs_subscription(teams):
@@ -550,7 +566,10 @@ async def test_the_readme_demo_breach_becomes_a_card(teams):
     status, answer, _ = await hook(teams, "/api/events", demo)
     assert (status, answer) == (200, {"accepted": 1, "duplicates": 0, "ignored": 0, "cards": 1})
     await wait_until(lambda: len(cards_in(teams)) == 1)
-    assert find_action(cards_in(teams)[0].card, "Rollback")["data"] == {"args": ["fraud-api"]}
+    # Retrain, not Rollback: the bot has recorded no traffic change of fraud-api to undo
+    assert [(a["title"], a["data"]["args"]) for a in cards_in(teams)[0].card["actions"]
+            if a["type"] == "Action.Execute"] == [("Retrain", ["fraud-model"]), ("Acknowledge", ["1"]),
+                                                  ("Snooze 24 h", ["1"])]
 
 
 async def test_subscriptions_list_with_a_stop_button_over_http(teams):

@@ -8,12 +8,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from adapters.events import FIRED, INFO, RESOLVED, Event, Figure
+from adapters.service import Unavailable
 from adapters.storage import ConversationRecord, alerts, conversations, outbox
 from adapters.storage import subscriptions as subscription_table
 from adapters.storage.subscriptions import NewSubscription, Subscription
 from commands.alert_card import AlertState, alert_card, sparkline, worst_first
 from commands.alerts import matches, publish
-from commands.context import Role
+from commands.context import Role, User
 from commands.policy import PolicyError, parse_policy
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat
@@ -89,6 +90,30 @@ def test_bad_subscription_policies_name_the_problem(policy, message):
         parse_policy(policy)
 
 
+async def test_a_model_or_endpoint_filter_must_name_one_the_workspace_has(chat, workspaces, monkeypatch):
+    # a typo would make a subscription that never matches: refused, with what was probably meant
+    assert (await chat("subscribe drift --model fraud-modle")).text == (
+        "No model named 'fraud-modle' in workspace ml-prod. Did you mean `fraud-model`? `models` lists them.")
+    assert (await chat("subscribe drift --endpoint fraud-apl --workspace ml-prod")).text == (
+        "No endpoint named 'fraud-apl' in workspace ml-prod. Did you mean `fraud-api`? `endpoints` lists them.")
+    assert (await chat("subscribe alerts --endpoint nowhere")).text == (
+        "No endpoint named 'nowhere' in workspace ml-prod. `endpoints` lists them.")
+    assert (await chat("subscriptions")).text.count("#") == 0
+    # known names are kept in the workspace's spelling
+    assert (await chat("subscribe drift --model FRAUD-MODEL --endpoint Fraud-Api")).text == (
+        "Subscribed this chat: #1 drift (model fraud-model, endpoint fraud-api). `subscriptions` lists them; "
+        "`unsubscribe 1` stops it.")
+
+    # a workspace that cannot list its names: the filter is kept as typed, and the answer says so
+    def unreachable(kind):
+        raise Unavailable("The workspace did not answer to names within 30 s.")
+    monkeypatch.setattr(workspaces.default.service, "names", unreachable)
+    assert (await chat("subscribe drift --model fraud-modle")).text == (
+        "Subscribed this chat: #2 drift (model fraud-modle). `subscriptions` lists them; `unsubscribe 2` stops "
+        "it. I could not list the models of ml-prod to check 'fraud-modle', so it is kept as typed: it matches "
+        "only events that name exactly that model.")
+
+
 # ---------------------------------------------------------------- matching
 
 def sub(**filters) -> Subscription:
@@ -126,7 +151,7 @@ async def items(store):
 async def test_publishing_posts_once_then_edits_and_respects_snooze_resolution_and_gone(chat, store):
     await subscribed(store, chat, "c-one", "subscribe drift")
     await subscribed(store, chat, "c-two", "subscribe drift --endpoint fraud-api")
-    await subscribed(store, chat, "c-three", "subscribe drift --endpoint other-api")
+    await subscribed(store, chat, "c-three", "subscribe drift --endpoint churn-api")
 
     assert await store.run_transaction(lambda tx: publish(tx, drift_event(), NOW)) == 2
     first = await items(store)
@@ -250,6 +275,65 @@ async def test_a_redelivered_acknowledge_is_recorded_once(chat, store):
     assert [r.event for r in records].count("acknowledged") == 1
     updates = [i for i in await items(store) if i.payload.get("update_of")]
     assert len(updates) == 1
+
+
+async def test_the_first_acknowledgement_stays_and_a_second_is_told_who_has_it(chat, store):
+    from adapters.storage import audit
+    await subscribed(store, chat, "c-one", "subscribe drift")
+    await store.run_transaction(lambda tx: publish(tx, drift_event(), NOW))
+    chat.clock.advance(minutes=43)
+    first = await chat.click("acknowledge", "1", conversation="c-one")
+    assert "Acknowledged: by Dana Dev, 2026-11-26 09:43 UTC" in first.text
+    before = await items(store)
+
+    chat.clock.advance(minutes=5)
+    bob = chat.as_(User(id="bob-1", name="Bob Builder", tenant_id="t1"))
+    second = await bob.click("acknowledge", "1", conversation="c-one")
+    assert (second.text, second.card) == ("Already acknowledged by Dana Dev at 09:43 UTC.", None)
+    assert (await bob("acknowledge 1")).text == "Already acknowledged by Dana Dev at 09:43 UTC."
+    chat.clock.advance(days=1)
+    assert (await bob("acknowledge 1")).text == "Already acknowledged by Dana Dev on 2026-11-26 09:43 UTC."
+
+    alert = await store.run_transaction(lambda tx: alerts.get(tx, 1), write=False)
+    assert (alert.acknowledged_by, alert.acknowledged_at, alert.revision) == (
+        "Dana Dev", NOW + timedelta(minutes=43), 2)
+    assert await items(store) == before                         # no card edited
+    records = await store.run_transaction(lambda tx: audit.scan(tx), write=False)
+    assert [(r.event, r.actor_name) for r in records if r.action == "alert"] == [("acknowledged", "Dana Dev")]
+
+
+def action_args(card, title):
+    return [a["data"]["args"] for a in card["actions"] if a.get("title") == title]
+
+
+async def test_rollback_is_offered_only_when_the_bot_recorded_a_traffic_change_to_undo(chat, store):
+    from adapters.storage import traffic_history
+    await subscribed(store, chat, "c-one", "subscribe drift")
+    await store.run_transaction(lambda tx: publish(tx, drift_event(), NOW))
+    [posted] = await items(store)
+    assert action_args(posted.payload["card"], "Rollback") == []        # it could only say "Nothing to roll back"
+    assert [a["title"] for a in posted.payload["card"]["actions"]] == ["Retrain", "Acknowledge", "Snooze 24 h"]
+
+    def change(endpoint, before, after, workspace="ml-prod"):
+        return lambda tx: traffic_history.add(tx, traffic_history.NewEntry(
+            workspace=workspace, endpoint=endpoint, at=NOW, action="traffic", before=before, after=after,
+            actor_id="dev-1", actor_name="Dana Dev"))
+    await store.run_transaction(change("fraud-api", {}, {"blue": 100}))                  # #1: nothing before it
+    await store.run_transaction(change("churn-api", {"blue": 100}, {"blue": 50, "green": 50}))   # #2: another endpoint
+    await store.run_transaction(change("fraud-api", {"blue": 100}, {"blue": 50}, workspace="ml-dev"))  # #3
+    await store.run_transaction(lambda tx: publish(tx, drift_event(id="e2"), NOW + timedelta(hours=1)))
+    assert action_args((await items(store))[-1].payload["card"], "Rollback") == []
+
+    await store.run_transaction(change("fraud-api", {"blue": 100}, {"blue": 90, "green": 10}))   # #4
+    await store.run_transaction(lambda tx: publish(tx, drift_event(id="e3"), NOW + timedelta(hours=2)))
+    edited = (await items(store))[-1]
+    assert edited.payload["update_of"] == "alert:1:r1:c-one"
+    assert action_args(edited.payload["card"], "Rollback") == [["fraud-api", "--to", "4", "--workspace", "ml-prod"]]
+    clicked = await chat.click("snooze", "1", conversation="c-one")      # the card a click answers with, too
+    assert action_args(clicked.card, "Rollback") == [["fraud-api", "--to", "4", "--workspace", "ml-prod"]]
+    rolled = await chat.click("rollback", *action_args(clicked.card, "Rollback")[0], conversation="c-one")
+    assert rolled.text == ("⏳ Traffic on fraud-api is moving to blue=100. Azure ML is applying it; I'll post here "
+                           "when it's done. [Workspace ml-prod (prod)]")
 
 
 async def test_when_the_first_card_is_lost_the_next_firing_posts_a_new_one_and_edits_that(chat, store):

@@ -105,7 +105,8 @@ def test_switch_user_within_a_test(chat):
 
 def test_a_drift_breach_reaches_a_subscribed_channel(chat, bot_server):
     """Subscribe the channel to drift alerts, post Azure ML's breach event as Event Grid does, and
-    see the alert card arrive in the channel with its Rollback and Retrain buttons."""
+    see the alert card arrive in the channel with its Retrain button (no Rollback: the bot has
+    recorded no traffic change of fraud-api yet, so there would be nothing to roll back)."""
     import json
     import urllib.request
 
@@ -123,16 +124,8 @@ def test_a_drift_breach_reaches_a_subscribed_channel(chat, bot_server):
     chat.screenshot("drift-alert")
     page = chat.page.inner_text("body")
     assert "Per feature, worst first" in page and "amount" in page, page[:2000]
-    assert {"Rollback", "Retrain", "Acknowledge"} <= set(chat.card_buttons()), chat.card_buttons()
-    # Rollback from the card runs the `rollback fraud-api` command through the gate: an approval
-    # request in production, or, when the bot has recorded no traffic change yet (this test alone),
-    # the answer that there is nothing to roll back.
-    import re
-    invokes = len(chat.invoke_statuses())
-    chat.page.locator('button[title="Rollback"]').first.click()
-    chat.page.get_by_text(re.compile("Nothing to roll back|Rollback of fraud-api")).first.wait_for()
-    assert chat.invoke_statuses()[invokes:] == [200]
-    chat.screenshot("drift-alert-rollback")
+    buttons = chat.card_buttons()
+    assert {"Retrain", "Acknowledge", "Snooze 24 h"} <= set(buttons) and "Rollback" not in buttons, buttons
 
 
 def test_digest_now_in_the_channel(chat):

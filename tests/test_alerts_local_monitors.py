@@ -1,0 +1,198 @@
+"""The local workspace's monitors raise drift alerts by themselves: a breaching run becomes the same
+alert as Azure ML's breach event, through the same path (alert store, subscriptions, outbox),
+driven by the bot's scheduler loop (bot/watch.py), once per run and signal across replicas and
+restarts, and never for the demo's history. The clock is moved by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+
+import pytest
+
+from adapters.local import LocalWorkspace
+from adapters.nonblocking import NonBlockingService
+from adapters.storage import ConversationRecord, alerts, outbox
+from bot.app import STORAGE, WATCHES, create_app
+from bot.settings import load_settings
+from bot.watch import WatchLoop
+from commands.context import Workspaces
+from tests.card_schema import assert_valid_card
+from tests.conftest import Chat, Clock
+from tests.teams_client import ALICE, BOB, TeamsStandIn
+
+START = Clock().moment                       # Thu 26 Nov 2026 09:00 UTC: the demo is seeded then
+CHANNEL = "19:ml-alerts@thread.tacv2"
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(START)
+
+
+@pytest.fixture
+def clocked(tmp_path, pools, clock):
+    """The demo workspace on the test's clock: its monitors run (daily at 03:00 UTC) as it moves."""
+    local = LocalWorkspace(tmp_path / "clocked.db", clock=clock)
+    yield Workspaces([NonBlockingService(local, name="ml-prod", environment="prod", pool=pools[0],
+                                         wait_pool=pools[1], timeout=30)])
+    local.close()
+
+
+async def items(store):
+    return await store.run_transaction(lambda tx: outbox.find_items(tx), write=False)
+
+
+async def subscribe(store, chat: Chat, conversation: str, words: str) -> None:
+    await store.save_conversation(ConversationRecord(conversation, "channel", {"conversation": {"id": conversation}},
+                                                     "t1", "", "", "", START))
+    assert (await chat(words, conversation=conversation)).text.startswith("Subscribed this chat")
+
+
+def figure_rows(card: dict) -> list[str]:
+    words = card["fallbackText"].splitlines()
+    start = words.index("Feature  Metric  Value  Threshold") + 1
+    return [line for line in words[start:] if "  " in line and "=" not in line]
+
+
+async def test_a_breaching_local_run_alerts_each_subscriber_once_and_fires_again_on_the_same_card(
+        clocked, store, clock, tmp_path, pools):
+    chat = Chat(clocked, store, clock=clock)
+    loop = WatchLoop(store, clocked, chat.gate, owner="replica-1", clock=clock)
+    assert await loop.alert_monitor_breaches() == 0          # no drift subscription: nothing to compute
+    await subscribe(store, chat, "c-all", "subscribe drift")
+    await subscribe(store, chat, "c-churn", "subscribe drift --model churn-model")   # churn stays quiet
+
+    # the demo's history breached almost every day, but it is history: nothing is posted
+    assert "Runs: 7 in the last 7 days, 4 breached" in (await chat("drift fraud-model")).text
+    assert await loop.run_once() == 0
+
+    # 27 Nov 03:00: fraud-model-monitor's run breaches data drift and prediction drift
+    clock.advance(days=1)
+    assert await loop.run_once() == 2
+    first = await items(store)
+    assert [(i.conversation_id, i.dedupe_key, "update_of" in i.payload) for i in first] == [
+        ("c-all", "alert:1:r1:c-all", False), ("c-all", "alert:2:r1:c-all", False)]
+    data_drift, prediction_drift = (i.payload["card"] for i in first)
+    for card in (data_drift, prediction_drift):
+        assert_valid_card(card)
+    words = data_drift["fallbackText"].splitlines()
+    assert words[:11] == [
+        "🟠 Drift: monitor fraud-model-monitor breached its thresholds", "Workspace ml-prod · alert #1",
+        "Monitor: fraud-model-monitor", "Signal: data-drift", "Model: fraud-model", "Endpoint: fraud-api",
+        "Deployment: blue", "Run: fraud-model-monitor-202611270300", "Status: Firing", "At: 2026-11-27T03:00:00Z",
+        "Computed by the local workspace with the bot's drift engine. Threshold breached: data-drift, "
+        "prediction-drift."]
+    assert figure_rows(data_drift) == [          # every feature of the signal, worst first
+        "merchant_category  JSD  0.2429 ⚠  > 0.1", "merchant_category  PSI (significant)  0.3343 ⚠  > 0.25",
+        "customer_age  NWD  0.06449  > 0.1", "transaction_amount  NWD  0.05991  > 0.1",
+        "hour_of_day  NWD  0.02403  > 0.1", "country  JSD  0.02365  > 0.1", "customer_age  PSI (none)  0.01754  > 0.25",
+        "hour_of_day  PSI (none)  0.01126  > 0.25", "transaction_amount  PSI (none)  0.007459  > 0.25",
+        "country  PSI (none)  0.002878  > 0.25"]
+    assert figure_rows(prediction_drift) == ["fraud_score  NWD  0.3204 ⚠  > 0.1",
+                                             "fraud_score  PSI (moderate)  0.1061  > 0.25"]
+    # the figures `drift` shows for that run
+    assert "merchant_category (categorical)  JSD 0.243 > 0.1" in (await chat("drift fraud-model")).text
+    # the same key as Azure ML's breach event of that monitor and signal
+    alert = await store.run_transaction(lambda tx: alerts.get(tx, 1), write=False)
+    assert (alert.key, alert.kind, alert.fired_count) == ("drift:ml-prod:fraud-model-monitor:data-drift", "drift", 1)
+
+    # each run is alerted once: the next pass, another replica, a restarted bot find nothing new
+    assert await loop.run_once() == 0
+    other_replica = WatchLoop(store, clocked, chat.gate, owner="replica-2", clock=clock)
+    assert await other_replica.run_once() == 0
+    restarted_local = LocalWorkspace(tmp_path / "clocked.db", clock=clock)
+    restarted = Workspaces([NonBlockingService(restarted_local, name="ml-prod", environment="prod", pool=pools[0],
+                                               timeout=30)])
+    assert await WatchLoop(store, restarted, chat.gate, owner="replica-3", clock=clock).run_once() == 0
+    restarted_local.close()
+    assert len(await items(store)) == 2
+
+    # the next day's run fires the same alerts again: both cards are edited, nothing new is posted
+    clock.advance(days=1)
+    assert await other_replica.run_once() == 2
+    again = (await items(store))[2:]
+    assert [(i.dedupe_key, i.payload["update_of"]) for i in again] == [
+        ("alert:1:r2:c-all", "alert:1:r1:c-all"), ("alert:2:r2:c-all", "alert:2:r1:c-all")]
+    assert "Status: Firing (fired 2 times since 2026-11-27 09:00 UTC)" in again[0].payload["text"]
+    assert "Run: fraud-model-monitor-202611280300" in again[0].payload["text"]
+
+    # the bot was down for two days: both runs are alerted when it is back, oldest first, on the same cards
+    clock.advance(days=2)
+    assert await loop.run_once() == 4
+    latest = await items(store)
+    assert [i.payload["update_of"] for i in latest[4:]] == ["alert:1:r1:c-all", "alert:2:r1:c-all"] * 2
+    assert "Run: fraud-model-monitor-202611300300" in latest[-1].payload["text"]
+    alert = await store.run_transaction(lambda tx: alerts.get(tx, 1), write=False)
+    assert alert.fired_count == 4
+    assert not [i for i in latest if i.conversation_id == "c-churn"]
+
+
+async def test_a_run_older_than_the_first_drift_subscription_is_not_news(clocked, store, clock):
+    chat = Chat(clocked, store, clock=clock)
+    loop = WatchLoop(store, clocked, chat.gate, owner="replica-1", clock=clock)
+    clock.advance(days=1)                         # 27 Nov 09:00: the 03:00 run breached, nobody listened
+    await subscribe(store, chat, "c-all", "subscribe drift --workspace ml-prod")
+    assert await loop.run_once() == 0
+    clock.advance(days=1)
+    assert await loop.run_once() == 2
+    assert ["Run: fraud-model-monitor-202611280300" in i.payload["text"] for i in await items(store)] == [True, True]
+
+
+# ---------------------------------------------------------------- over HTTP, through the CloudAdapter
+
+
+async def test_over_http_the_scheduler_posts_a_local_drift_alert_in_the_subscribed_channel(
+        aiohttp_server, tmp_path, monkeypatch, clocked, clock):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(data_dir=tmp_path / "data", host="127.0.0.1", operators=ALICE.aad_object_id,
+                             approvers=BOB.aad_object_id)
+    app = create_app(settings, workspaces=clocked, clock=clock)
+    server = await aiohttp_server(app)
+
+    def alert_cards():
+        return [s for s in teams.connector.sent if s.card and CHANNEL in s.path and "alert #" in json.dumps(s.card)]
+
+    async def until(predicate) -> None:
+        async def poll() -> None:
+            while not predicate():
+                await asyncio.sleep(0.02)
+        await asyncio.wait_for(poll(), 10)
+
+    async with TeamsStandIn(str(server.make_url("/api/messages"))) as teams:
+        [answer] = await teams.say("subscribe drift --model fraud-model", mention=True, kind="channel",
+                                   conversation=CHANNEL + ";messageid=1732600000000")
+        assert answer.text.startswith("Subscribed this channel: #1 drift (model fraud-model).")
+
+        clock.advance(days=1)
+        assert await app[WATCHES].run_once() == 2             # what the loop does on its next pass
+        await until(lambda: len(alert_cards()) == 2)
+        posted = alert_cards()
+        assert [(s.method, s.conversation_id) for s in posted] == [("POST", CHANNEL), ("POST", CHANNEL)]
+        assert [s.card["fallbackText"].splitlines()[3] for s in posted] == ["Signal: data-drift",
+                                                                             "Signal: prediction-drift"]
+        status, body = await teams.click(posted[0].card, "Acknowledge", conversation=CHANNEL, kind="channel")
+        assert status == 200 and "Acknowledged: by Alice Analyst" in body["value"]["fallbackText"]
+        await until(lambda: any(s.method == "PUT" for s in teams.connector.sent))     # the channel's copy, edited
+
+        clock.advance(days=1)
+        before = len(teams.connector.sent)
+        assert await app[WATCHES].run_once() == 2
+        await until(lambda: len(teams.connector.sent) >= before + 2)
+        edits = [s for s in teams.connector.sent[before:] if s.card and "alert #" in json.dumps(s.card)]
+        assert sorted((s.method, s.card["fallbackText"].splitlines()[1]) for s in edits) == [
+            ("PUT", "Workspace ml-prod · alert #1"), ("PUT", "Workspace ml-prod · alert #2")]
+        assert sorted(s.path.rsplit("/", 1)[1] for s in edits) == sorted(      # the connector numbers activities
+            f"activity-{teams.connector.sent.index(s) + 1}" for s in posted)
+        assert all("fired 2 times" in s.card["fallbackText"] for s in edits)
+        assert "Acknowledged: by Alice Analyst" in next(s for s in edits if "alert #1" in s.card["fallbackText"]).card[
+            "fallbackText"]
+        assert await app[WATCHES].run_once() == 0
+        assert await app[STORAGE].run_transaction(lambda tx: alerts.get(tx, 3), write=False) is None
+
+
+def test_a_run_is_read_only_while_its_dedupe_key_is_remembered():
+    from bot.ingress import INBOX_DAYS
+    from bot.watch import LOCAL_BREACH_DAYS
+    assert (LOCAL_BREACH_DAYS, INBOX_DAYS) == (6, 7)     # pruned keys belong to runs no longer read
