@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from adapters.service import ServiceError
 from adapters.storage import StorageError, job_watches, outbox, watches
 from adapters.storage.job_watches import JobWatch
-from commands.context import Reply, UnknownWorkspace
+from commands.context import HealthThresholds, Reply, UnknownWorkspace
 from commands.job_watch import JOB_POLL_SECONDS, report
 from commands.watch import conclude
 
@@ -42,6 +42,7 @@ class WatchLoop:
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     poll_seconds: float = 30.0
     lease_seconds: float = 300.0
+    health: HealthThresholds = field(default_factory=HealthThresholds)    # when a verdict is unhealthy
 
     async def run(self) -> None:
         while True:
@@ -78,7 +79,8 @@ class WatchLoop:
         for watch in await self.store.run_transaction(claim):
             try:
                 verdict = await conclude(watch, workspaces=self.workspaces, store=self.store, gate=self.gate,
-                                         window_minutes=self.window_minutes, owner=self.owner, clock=self.clock)
+                                         window_minutes=self.window_minutes, owner=self.owner, clock=self.clock,
+                                         health=self.health)
             except Exception:  # noqa: BLE001 - one watch must not stop the others; its lease runs out, it is retried
                 log.exception("watches: could not conclude watch %s on %s", watch.id, watch.endpoint)
                 continue

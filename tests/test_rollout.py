@@ -3,6 +3,8 @@ tests/test_rollout_http.py goes over HTTP)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from adapters.storage import audit as audit_log, outbox, traffic_history, watches
@@ -213,7 +215,7 @@ async def test_demo_degrade_is_admin_only_and_local(chat, workspaces):
     assert (await chat("demo break fraud-api green")).text.startswith("Unknown demo switch 'break' (use one of degrade, heal)")
     assert "no deployment named 'purple'" in (await chat("demo degrade fraud-api purple")).text
     done = await chat("demo degrade fraud-api green")
-    assert done.text.startswith("🧪 Deployment green on fraud-api is now degraded: p99 about 1120 ms, 8% of requests")
+    assert done.text.startswith("🧪 Deployment green on fraud-api is now degraded: p99 about 1,120 ms, 8% of requests")
     assert (await chat("demo heal fraud-api green")).text.startswith(
         "🧪 Deployment green on fraud-api is healthy again (p99 about 140 ms)")
 
@@ -325,3 +327,70 @@ async def test_the_watch_records_a_split_changed_outside_the_bot_during_its_wind
     assert [(e.source, e.before, e.after) for e in entries] == [
         ("outside", {"blue": 50, "green": 50}, {"blue": 100}),
         ("bot", {"blue": 90, "green": 10}, {"blue": 50, "green": 50})]
+
+
+async def test_a_rollback_that_leaves_a_failing_deployment_serving_is_not_called_healthy(chat, store, workspaces):
+    await chat("traffic fraud-api blue=0 green=100")
+    await chat.settle()
+    await chat("demo degrade fraud-api green")
+    loop = watch_loop(chat, store, workspaces)
+    chat.clock.advance(minutes=WINDOW + 1)
+    assert await loop.conclude_due() == 1                     # the change to green: degraded
+    await chat("rollback fraud-api")                          # back to blue=90 green=10: green still serves 10%
+    await chat.settle()
+    chat.clock.advance(minutes=WINDOW + 1)
+    assert await loop.conclude_due() == 1
+    changed, rolled_back = await verdicts(store)
+    assert changed["card"]["body"][0]["text"] == "⚠️ Degraded after the traffic on fraud-api"
+    card = rolled_back["card"]
+    assert_valid_card(card)
+    # not worse than before the rollback (the comparison stays as it is), but not healthy either
+    assert card["body"][0]["text"] == "⚠️ Still unhealthy after the rollback on fraud-api"
+    green = next(d for d in workspaces.default.service.endpoint_metrics("fraud-api", WINDOW).deployments
+                 if d.deployment == "green")
+    lines = [b.get("text") for b in card["body"]]
+    start = lines.index("Over the health thresholds")
+    assert lines[start:start + 3] == [
+        "Over the health thresholds",
+        f"- green: p99 {green.latency_p99_ms:,.0f} ms is over 1,000 ms; 5xx {green.error_rate:.2%} is over 1%",
+        "It was over them before the change too: the change neither caused this nor fixed it."]
+    assert "What got worse" not in lines and "✅" not in card["fallbackText"]
+    # the figures in one format (1,149 ms), as on the endpoint card
+    figures = {f["title"]: f["value"] for b in card["body"] if b["type"] == "FactSet" for f in b["facts"]}
+    assert re.fullmatch(rf"p99 1,\d{{3}} ms → {green.latency_p99_ms:,.0f} ms, 5xx \d\.\d\d% → {green.error_rate:.2%}",
+                        figures["green"]), figures
+    endpoint = (await chat("endpoint fraud-api")).card["body"][2]["text"]
+    assert endpoint.startswith("Deployment green is unhealthy: p99 ")
+
+
+async def test_a_deployment_without_traffic_does_not_make_the_verdict_unhealthy(chat, store, workspaces):
+    await chat("demo degrade fraud-api green")
+    await chat("traffic fraud-api blue=100 green=0")
+    await chat.settle()
+    chat.clock.advance(minutes=WINDOW + 1)
+    assert await watch_loop(chat, store, workspaces).conclude_due() == 1
+    [payload] = await verdicts(store)
+    assert payload["card"]["body"][0]["text"] == "✅ Healthy after the traffic on fraud-api"
+    assert [a["title"] for a in payload["card"]["actions"]] == ["Rollback", "History"]
+
+
+def test_an_unhealthy_verdict_that_was_healthy_before_says_it_is_not_degraded():
+    from datetime import datetime, timezone
+
+    from adapters.storage.watches import Watch
+    from commands.watch import verdict_card
+
+    watch = Watch(workspace="ml-prod", endpoint="fraud-api", action="canary", history_id=4, started_at=datetime.now(
+        timezone.utc), baseline={}, requester_name="Dana Dev")
+    verdict = {"state": "unhealthy", "window_minutes": 15, "split": "blue=80 green=20", "findings": [],
+               "unhealthy": ["endpoint: p99 1,040 ms is over 1,000 ms"], "unhealthy_before": False,
+               "baseline": {"p99_ms": 900.0, "error_rate": 0.001}, "after": {"p99_ms": 1040.0, "error_rate": 0.002}}
+    card = verdict_card(watch, verdict, workspace="Workspace ml-prod (prod)")
+    assert_valid_card(card)
+    assert [b["text"] for b in card["body"][:2] + card["body"][3:7]] == [
+        "⚠️ Unhealthy after the canary on fraud-api", "Workspace ml-prod (prod)",
+        "Over the health thresholds", "- endpoint: p99 1,040 ms is over 1,000 ms",
+        "Not worse than before the change by the watch's measure (p99 over 1.5 x and 50 ms more, or 5xx over 2 x "
+        "and 1 point more), but not healthy.", "Before → after"]
+    assert card["body"][7]["facts"] == [{"title": "Endpoint", "value": "p99 900 ms → 1,040 ms, 5xx 0.10% → 0.20%"}]
+    assert [a["title"] for a in card["actions"]] == ["Rollback", "History"]
