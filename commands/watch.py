@@ -20,7 +20,8 @@ commands.endpoints.unhealthy, the judgement the endpoint card and the digest use
 that left a failing deployment with a share of traffic.
 
 `conclude` posts ONE verdict card (healthy, unhealthy or degraded, with the figures) with a Rollback
-button through the outbox, in the same transaction that marks the watch done. When the policy rule of the
+button ("Undo this rollback" on a rollback's verdict) through the outbox, in the same transaction that
+marks the watch done. When the policy rule of the
 watched change says `auto_rollback = true` and the verdict is degraded, the bot first rolls the
 change back itself through the gate (audited as the MLOps bot) and the card says so.
 """
@@ -143,8 +144,9 @@ def verdict_card(watch: Watch, verdict: dict[str, Any], *, workspace: str) -> di
         body.append(text(verdict["note"], subtle=True))
     if verdict.get("rolled_back"):
         body.append(text(f"↩️ {verdict['rolled_back']}", weight="Bolder"))
+    undo = "Undo this rollback" if watch.action == "rollback" else "Rollback"    # the same action, named
     actions = [] if verdict.get("rolled_back") else [
-        button("Rollback", "rollback", watch.endpoint, "--to", str(watch.history_id),
+        button(undo, "rollback", watch.endpoint, "--to", str(watch.history_id),
                style="destructive" if degraded else None)]
     actions.append(button("History", "history", watch.endpoint))
     return card(title, body, subtitle=workspace, actions=actions)

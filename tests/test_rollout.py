@@ -359,6 +359,9 @@ async def test_a_rollback_that_leaves_a_failing_deployment_serving_is_not_called
     figures = {f["title"]: f["value"] for b in card["body"] if b["type"] == "FactSet" for f in b["facts"]}
     assert re.fullmatch(rf"p99 1,\d{{3}} ms → {green.latency_p99_ms:,.0f} ms, 5xx \d\.\d\d% → {green.error_rate:.2%}",
                         figures["green"]), figures
+    # the button undoes the rollback, and says so
+    assert [(a["title"], a["data"]["args"]) for a in card["actions"]] == [
+        ("Undo this rollback", ["fraud-api", "--to", "2"]), ("History", ["fraud-api"])]
     endpoint = (await chat("endpoint fraud-api")).card["body"][2]["text"]
     assert endpoint.startswith("Deployment green is unhealthy: p99 ")
 
