@@ -35,10 +35,17 @@ def show_value(value: Any) -> str:
 
 
 def change_lines(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str, str]]:
-    """One (what, "before → after") pair per changed key."""
-    keys = list(dict.fromkeys([*before, *after]))
-    return [(key.replace("_", " ").capitalize(), f"{show_value(before.get(key))} → {show_value(after.get(key))}")
-            for key in keys]
+    """One (what, "before → after") pair per changed key; a traffic split as everywhere else
+    (commands.endpoints.traffic_change: `blue=90 green=10 → blue=100 green=0`)."""
+    from commands.endpoints import traffic_change     # not at the top: it imports the gate, which imports this
+
+    def pair(key: str) -> str:
+        was, now = before.get(key), after.get(key)
+        if key == "traffic" and isinstance(was, dict) and isinstance(now, dict):
+            return traffic_change(was, now)
+        return f"{show_value(was)} → {show_value(now)}"
+
+    return [(key.replace("_", " ").capitalize(), pair(key)) for key in dict.fromkeys([*before, *after])]
 
 
 def _is_confirmation(request: Approval) -> bool:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
-from commands.endpoints import ms_text
+from commands.endpoints import ms_text, traffic_text
 from commands.ui import MAX_CARD_BYTES, button, card, columns, section, text, when
 
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -230,8 +230,7 @@ def _worst_models(models) -> list[ModelHealth]:
 
 def _endpoint(endpoint: EndpointHealth) -> list[dict]:
     name = f"[{endpoint.name}]({endpoint.url})" if endpoint.url else endpoint.name
-    split = " · ".join(f"{dep} {pct}%" for dep, pct in sorted(endpoint.traffic.items(), key=lambda kv: -kv[1])) \
-        or "no traffic"
+    split = traffic_text(endpoint.traffic)
     mark = "⚠ " if endpoint.problems else ""
     out = [text(f"{mark}**{name}** — traffic {split}", spacing="Small",
                 color="Attention" if endpoint.problems else None)]

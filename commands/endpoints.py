@@ -7,6 +7,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Iterable
 
 from adapters.service import (
     MAX_INSTANCES, MIN_INSTANCES, TRAFFIC_TOTAL, BatchDeployment, BatchEndpoint, DeploymentMetrics, EndpointMetrics,
@@ -24,9 +25,20 @@ STATE_COLORS = {"Succeeded": "Good", "Failed": "Attention", "Updating": "Warning
                 "Deleting": "Warning"}
 
 
-def traffic_text(traffic: dict[str, int]) -> str:
-    shown = [f"{name}={pct}" for name, pct in sorted(traffic.items(), key=lambda kv: -kv[1]) if pct]
+def traffic_text(traffic: dict[str, int], *, zero: Iterable[str] = ()) -> str:
+    """The one way a split is written: `blue=90 green=10`, largest share first (ties by name).
+    Deployments with 0% are left out, except those named in `zero` (shown as `green=0`)."""
+    shares = {**{name: 0 for name in zero}, **traffic}
+    shown = [f"{name}={pct}" for name, pct in sorted(shares.items(), key=lambda kv: (-kv[1], kv[0]))
+             if pct or name in zero]
     return " ".join(shown) or "no traffic"
+
+
+def traffic_change(before: dict[str, int], after: dict[str, int]) -> str:
+    """A split before → after: `blue=90 green=10 → blue=100 green=0`. A deployment whose share went
+    to or from 0 is shown as `=0` on that side, so nobody wonders where it went."""
+    moved = sorted(name for name in {*before, *after} if bool(before.get(name, 0)) != bool(after.get(name, 0)))
+    return f"{traffic_text(before, zero=moved)} → {traffic_text(after, zero=moved)}"
 
 
 def ms_text(value: float | None) -> str:
@@ -288,7 +300,7 @@ async def traffic(ctx: Context, endpoint: str, split: list[str]) -> Reply:
         action="traffic", workspace=ctx.ml.name, environment=ctx.ml.environment, target=f"endpoint {endpoint}",
         parameters={"endpoint": endpoint, "traffic": new}, before={"traffic": dict(current.traffic)},
         after={"traffic": new},
-        summary=f"Traffic on {endpoint}: {traffic_text(current.traffic)} → {traffic_text(new)}"))
+        summary=f"Traffic on {endpoint}: {traffic_change(current.traffic, new)}"))
 
 
 @executes("traffic")

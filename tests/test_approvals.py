@@ -50,11 +50,11 @@ async def split_of(chat: Chat) -> str:
 async def test_a_production_traffic_change_becomes_an_approval_request(olga, store):
     reply = await olga("traffic fraud-api blue=0 green=100 --reason 'green passed the shadow test'")
     assert reply.track == "approval:1"
-    assert reply.text == "Approval request #1: Traffic on fraud-api: blue=90 green=10 → green=100"
+    assert reply.text == "Approval request #1: Traffic on fraud-api: blue=90 green=10 → green=100 blue=0"
     card = reply.card
     assert card["body"][0]["text"] == "Approval request #1"
     words = card["fallbackText"]
-    for expected in ("Waiting for approval", "Traffic: blue=90 green=10 → blue=0 green=100",
+    for expected in ("Waiting for approval", "Traffic: blue=90 green=10 → green=100 blue=0",
                      "Workspace: ml-prod (prod)", "Asked by: Olga Operator", "Reason: green passed the shadow test",
                      "Approvals: 0 of 1 (not the requester)", "Expires: 2026-11-27 09:00 UTC (in 24 h 0 min)",
                      "Approve (`approve 1`)", "Reject (`reject 1`)"):
@@ -169,7 +169,7 @@ async def test_a_target_changed_since_the_request_is_refused_on_the_card(olga, s
     await workspaces.default.set_traffic("fraud-api", {"blue": 70, "green": 30})   # someone else, meanwhile
     reply = await olga.as_(ARNE).click("approve", "1")
     assert reply.text == ("❌ Not done: the split on fraud-api is now blue=70 green=30, no longer blue=90 green=10. "
-                          "The request was for Traffic on fraud-api: blue=90 green=10 → green=100; ask again if it "
+                          "The request was for Traffic on fraud-api: blue=90 green=10 → green=100 blue=0; ask again if it "
                           "is still wanted.")
     request = await request_of(store, 1)
     assert request.state == "failed"

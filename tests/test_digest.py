@@ -67,9 +67,10 @@ async def test_digest_now_shows_the_workspaces_figures(channel, local, clock):
                                      "2 jobs failed; 1 idle compute target still running.")
     assert (f"p50 {churn.latency_p50_ms:.0f} ms  p99 {churn.latency_p99_ms:,.0f} ms  "
             f"req/min {churn.requests_per_minute:.0f}  5xx {churn.error_rate * 100:.2f}%") in words
-    # the endpoint card's judgement and wording
+    # the endpoint card's judgement and wording, and its way of writing a split
     assert f"p99 {churn.latency_p99_ms:,.0f} ms is over 1,000 ms; 5xx {churn.error_rate:.2%} is over 1%" in words
-    assert "fraud-api — traffic blue 90% · green 10%" in words
+    assert "fraud-api — traffic blue=90 green=10" in words
+    assert "credit-api — traffic blue=100" in words                     # not "shadow 0%"
     lines = [line for line in words.splitlines() if line.startswith("fraud-model:3")]
     report = local.drift_report("fraud-model")
     breached = sorted((f for s in report.signals for f in s.figures if f.breached), key=lambda f: -f.value / f.threshold)
@@ -94,7 +95,7 @@ async def test_an_endpoint_whose_deployment_taking_traffic_is_unhealthy_is_flagg
     assert words.splitlines()[2].startswith("Needs attention: 2 endpoints unhealthy (churn-api, fraud-api); ")
     assert (f"deployment green: p99 {green.latency_p99_ms:,.0f} ms is over 1,000 ms; "
             f"5xx {green.error_rate:.2%} is over 1%") in words
-    assert "⚠ fraud-api — traffic blue 90% · green 10%" in words
+    assert "⚠ fraud-api — traffic blue=90 green=10" in words
     local.set_traffic("fraud-api", {"blue": 100, "green": 0}).wait(None)     # no traffic: not flagged
     words = as_text((await say(channel, "digest now")).card)
     assert words.splitlines()[2].startswith("Needs attention: 1 endpoint unhealthy (churn-api); ")

@@ -11,6 +11,7 @@ from adapters.storage import audit as audit_log, outbox, traffic_history, watche
 from bot.watch import WatchLoop
 from commands.context import Role
 from commands.policy import Policy, parse_policy
+from commands.endpoints import traffic_change, traffic_text
 from commands.rollout import canary_split
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat
@@ -174,7 +175,7 @@ async def test_canary_refusals(chat, viewer_chat):
     assert (await chat("canary fraud-api green 101")).text.startswith(
         "Percent must be between 0 and 100")
     assert (await chat("canary fraud-api green")).text.startswith("Something is missing: ‹percent›")
-    assert (await chat("canary fraud-api green 10")).text.startswith("green already has 10 % of fraud-api")
+    assert (await chat("canary fraud-api green 10")).text.startswith("green already has 10% of fraud-api")
     assert (await viewer_chat("canary fraud-api green 50")).text.startswith(
         "`canary` needs the Operator role; you have Viewer.")
 
@@ -182,7 +183,7 @@ async def test_canary_refusals(chat, viewer_chat):
 async def test_canary_in_production_needs_an_approval_by_someone_else(workspaces, store):
     olga = Chat(workspaces, store, policy=Policy(), roles=ROLES, user=OLGA)
     asked = await olga("canary fraud-api green 30 --reason 'v4 looks fine'")
-    assert asked.text == ("Approval request #1: Canary on fraud-api: green to 30 % "
+    assert asked.text == ("Approval request #1: Canary on fraud-api: green to 30% "
                           "(blue=90 green=10 → blue=70 green=30)")
     assert_valid_card(asked.card)
     assert "cannot approve it yourself" in (await olga("approve 1")).text
@@ -195,6 +196,33 @@ async def test_canary_in_production_needs_an_approval_by_someone_else(workspaces
     rolled = await olga("rollback fraud-api")
     assert rolled.text.startswith("Approval request #2: Rollback of fraud-api (undo #1)")
     assert (await olga.as_(VIC)("approve 2")).text.startswith("`approve` needs the Operator role")
+
+
+def test_one_way_to_write_a_split():
+    assert traffic_text({"green": 10, "blue": 90}) == "blue=90 green=10"          # largest share first
+    assert traffic_text({"green": 50, "blue": 50}) == "blue=50 green=50"          # then by name
+    assert traffic_text({"blue": 100, "green": 0}) == "blue=100"                  # a single split: no zeros
+    assert traffic_text({"blue": 0}) == "no traffic"
+    # before → after: a deployment whose share went to or from 0 shows as =0 on that side
+    assert traffic_change({"blue": 90, "green": 10}, {"blue": 100, "green": 0}) == "blue=90 green=10 → blue=100 green=0"
+    assert traffic_change({"blue": 90, "green": 10}, {"blue": 72, "green": 8, "red": 20}) == (
+        "blue=90 green=10 red=0 → blue=72 red=20 green=8")
+    assert traffic_change({"blue": 50, "green": 50}, {"blue": 20, "green": 80}) == "blue=50 green=50 → green=80 blue=20"
+    assert traffic_change({"blue": 100, "shadow": 0}, {"blue": 100}) == "blue=100 → blue=100"
+
+
+async def test_a_canary_to_100_percent_writes_its_split_the_same_way_on_the_card(workspaces, store):
+    olga = Chat(workspaces, store, policy=Policy(), roles=ROLES, user=OLGA)
+    asked = await olga("canary fraud-api blue 100")
+    assert asked.text == ("Approval request #1: Canary on fraud-api: blue to 100% "
+                          "(blue=90 green=10 → blue=100 green=0)")
+    facts = {f["title"]: f["value"] for b in asked.card["body"] if b["type"] == "FactSet" for f in b["facts"]}
+    assert facts["Traffic"] == "blue=90 green=10 → blue=100 green=0"
+    await olga.as_(ARNE)("approve 1")
+    await olga.settle()
+    rows = [b["columns"][0]["items"][0]["text"] for b in (await olga("history fraud-api")).card["body"]
+            if b["type"] == "ColumnSet"]
+    assert rows == ["**#1** blue=90 green=10 → blue=100 green=0"]
 
 
 # ---------------------------------------------------------------- demo degrade and the watch
