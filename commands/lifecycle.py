@@ -10,12 +10,12 @@ pipeline; the job's end is reported in the conversation.
 
 from __future__ import annotations
 
-from adapters.service import STAGES, ModelVersion
+from adapters.service import STAGES, TRAINING_SCHEDULE_TAG, InvalidRequest, ModelVersion, training_schedule
 from commands.changes import started
 from commands.compare import compare_versions
 from commands.context import Context, Reply, Role
 from commands.gate import Change, Stale, executes
-from commands.registry import Arg, UsageError, command, one_of
+from commands.registry import Arg, UsageError, command, one_of, suggest
 
 PROMOTABLE = tuple(s for s in STAGES if s != "None")      # Staging, Production, Archived
 MAX_METRICS_ON_CARD = 4
@@ -112,13 +112,32 @@ async def apply_archive(ctx: Context, change: Change) -> Reply:
          role=Role.OPERATOR, example="retrain fraud-model", change=True)
 async def retrain(ctx: Context, model: str, schedule: str | None) -> Reply:
     latest = await ctx.ml.get_model(model)
-    if schedule and schedule not in await ctx.ml.names("schedule"):
-        raise UsageError(f"There is no schedule named '{schedule}'. Type `schedules` to see them.")
-    how = f"schedule {schedule}" if schedule else f"its training schedule ({latest.tags.get('training_schedule') or 'none named'})"
+    if schedule:
+        if schedule not in await ctx.ml.names("schedule"):
+            raise UsageError(f"There is no schedule named '{schedule}'. Type `schedules` to see them.")
+        how = f"schedule {schedule}"
+    else:       # refused now, not after an approval: the same rule as the backend's trigger_retraining
+        how = f"its training schedule, {await _training_schedule(ctx, model)}"
     return await ctx.gate.submit(ctx, Change(
         action="retrain", workspace=ctx.ml.name, environment=ctx.ml.environment, target=f"model {model}",
         parameters={"model": model, "schedule": schedule}, before={"latest": latest.ref},
         after={"training": f"runs {how}"}, summary=f"Retrain {model} ({how})"))
+
+
+async def _training_schedule(ctx: Context, model: str) -> str:
+    """The schedule `retrain` would trigger, or UsageError with the backend's words and what to type."""
+    try:
+        named = training_schedule(model, await ctx.ml.list_models(model))
+    except InvalidRequest as error:
+        jobs = sorted(s.name for s in await ctx.ml.list_schedules() if s.action.startswith("job"))
+        close = suggest(model, jobs, n=1)
+        hint = (f"Did you mean `retrain {model} --schedule {close[0]}`?" if close else
+                f"Name one with `retrain {model} --schedule NAME`" + (f" ({', '.join(jobs)})." if jobs else "."))
+        raise UsageError(f"{error.message} {hint} `schedules` lists them.") from None
+    if named not in await ctx.ml.names("schedule"):
+        raise UsageError(f"Model {model} names schedule '{named}' in its '{TRAINING_SCHEDULE_TAG}' tag, but there is "
+                         f"no such schedule. Use `retrain {model} --schedule NAME`; `schedules` lists them.")
+    return named
 
 
 @executes("retrain")

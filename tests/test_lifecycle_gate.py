@@ -70,6 +70,20 @@ async def test_lifecycle_refusals(chat, typed, answer):
     assert chat.follow_ups == []
 
 
+async def test_a_retraining_that_cannot_run_is_refused_before_anyone_approves_it(workspaces, store):
+    chat = Chat(workspaces, store, policy=Policy(), roles=ROLES, user=OLGA)      # prod: retrain needs an approval
+    refused = await chat("retrain demand-forecast")
+    assert refused.text == (
+        "No version of demand-forecast names its retraining schedule: tag one with training_schedule=‹schedule "
+        "name›, or trigger the schedule directly. Did you mean `retrain demand-forecast --schedule "
+        "weekly-demand-forecast`? `schedules` lists them.")
+    assert await store.run_transaction(lambda tx: approval_store.find(tx, limit=10), write=False) == []
+    asked = await chat("retrain demand-forecast --schedule weekly-demand-forecast")
+    assert asked.text == "Approval request #1: Retrain demand-forecast (schedule weekly-demand-forecast)"
+    tagged = await chat("retrain fraud-model")
+    assert tagged.text == "Approval request #2: Retrain fraud-model (its training schedule, weekly-fraud-retrain)"
+
+
 async def test_archive_and_retrain(chat, store):
     assert (await chat("archive fraud-model:1")).text == "✅ fraud-model:1 is archived. [Workspace ml-prod (prod)]"
     assert (await chat("archive fraud-model:1")).text.startswith("fraud-model:1 is already archived")
