@@ -409,7 +409,23 @@ class Registry:
         try:
             return await cmd.handler(ctx, **kwargs)
         except NotFound as error:
+            if await _is_batch_endpoint(ctx, error):
+                raise UsageError(f"{error.name} is a batch endpoint; canary, history, rollback, traffic, scale and "
+                                 f"logs work on online endpoints. `endpoint {error.name}` shows it, `batch "
+                                 f"{error.name} {OPEN}input{CLOSE}` scores data with it.") from None
             raise UnknownName(error, await _similar_names(ctx, error)) from None
+
+
+async def _is_batch_endpoint(ctx: Context, error: NotFound) -> bool:
+    """Did a command that needs an online endpoint get the name of a batch endpoint? Every lookup
+    of an online endpoint that fails ends here, so this is the one place that tells them apart."""
+    if error.kind != "endpoint":
+        return False
+    try:
+        await ctx.ml.get_batch_endpoint(error.name)
+    except Exception:  # noqa: BLE001 - not one (or cannot tell): the "no endpoint named" answer stands
+        return False
+    return True
 
 
 async def _similar_names(ctx: Context, error: NotFound) -> list[str]:

@@ -425,3 +425,12 @@ def test_an_unhealthy_verdict_that_was_healthy_before_says_it_is_not_degraded():
         "and 1 point more), but not healthy.", "Before → after"]
     assert card["body"][7]["facts"] == [{"title": "Endpoint", "value": "p99 900 ms → 1,040 ms, 5xx 0.10% → 0.20%"}]
     assert [a["title"] for a in card["actions"]] == ["Rollback", "History"]
+
+
+@pytest.mark.parametrize("typed", ["canary churn-batch green 20", "history churn-batch", "rollback churn-batch",
+                                   "traffic churn-batch blue=100", "scale churn-batch blue 2", "logs churn-batch blue"])
+async def test_a_batch_endpoint_where_an_online_one_is_needed_is_named_as_such(chat, typed):
+    assert (await chat(typed)).text == (
+        "churn-batch is a batch endpoint; canary, history, rollback, traffic, scale and logs work on online "
+        "endpoints. `endpoint churn-batch` shows it, `batch churn-batch ‹input›` scores data with it.")
+    assert (await chat("history fraud-apy")).text == "No endpoint named 'fraud-apy'. Did you mean `fraud-api`?"
