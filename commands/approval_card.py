@@ -52,15 +52,20 @@ def _is_confirmation(request: Approval) -> bool:
     return request.approver_role == REQUESTER_ONLY
 
 
+def state_label(request: Approval) -> tuple[str, str]:
+    """The request's state in words and its colour, the same on its card and in `approvals`."""
+    if _is_confirmation(request) and request.state == PENDING:
+        return "Waiting for the requester to confirm", STATE_LABELS[PENDING][1]
+    return STATE_LABELS.get(request.state, (request.state, "Default"))
+
+
 def approval_card(request: Approval, now: datetime, *, approver_ids: Sequence[str] = (),
                   buttons: bool = True) -> dict:
     """The request's card. `buttons`: show Approve / Reject (Confirm / Cancel) while it is pending.
     `approver_ids` (Teams user ids, `29:...`, at most 60) get the card refreshed for them by Teams
     (verb `approval`), which answers each with their own view: buttons only for who may decide."""
     confirm = _is_confirmation(request)
-    label, color = STATE_LABELS.get(request.state, (request.state, "Default"))
-    if confirm and request.state == PENDING:
-        label = "Waiting for the requester to confirm"
+    label, color = state_label(request)
     kind = "Confirmation" if confirm else "Approval request"
     summary = str(request.parameters.get("_summary") or request.target)
     body = [
@@ -123,7 +128,7 @@ def _expiry(moment: datetime, now: datetime) -> str:
 
 
 def approval_row(request: Approval) -> dict:
-    label, color = STATE_LABELS.get(request.state, (request.state, "Default"))
+    label, color = state_label(request)
     summary = str(request.parameters.get("_summary") or request.target)
     detail = f"{request.workspace} · asked by {request.requester_name} · {when(request.created_at)}"
     if request.state == PENDING and not _is_confirmation(request):

@@ -210,6 +210,10 @@ async def test_a_confirmation_is_for_the_requester_only(olga, store):
     reply = await olga("cancel amber_river_7d3kq9wz --reason stuck")
     assert reply.text.startswith("Confirmation #1: ")
     assert "Confirm cancel (`confirm 1`)" in reply.card["fallbackText"]
+    waiting = "Waiting for the requester to confirm"          # on its card and in `approvals`, the same words
+    assert reply.card["body"][2]["text"] == f"**{waiting}**"
+    [row] = [b for b in (await olga.as_(ARNE)("approvals")).card["body"] if b["type"] == "ColumnSet"]
+    assert row["columns"][1]["items"][0]["text"] == waiting
     assert (await olga.as_(ARNE)("confirm 1")).text == (
         "Only Olga Operator, who asked, can confirm or cancel request #1.")
     done = await olga.click("confirm", "1")
