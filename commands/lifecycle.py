@@ -15,6 +15,7 @@ from commands.changes import started
 from commands.compare import compare_versions
 from commands.context import Context, Reply, Role
 from commands.gate import Change, Stale, executes
+from commands.models import stage_label
 from commands.registry import Arg, UsageError, command, one_of, suggest
 
 PROMOTABLE = tuple(s for s in STAGES if s != "None")      # Staging, Production, Archived
@@ -51,7 +52,7 @@ async def promote(ctx: Context, ref: str, stage: str) -> Reply:
     if stage == "Production":
         holders = [m for m in await ctx.ml.list_models(name, "Production") if m.version != model.version]
         champion = holders[0] if holders else None
-    before = {"stage": f"{model.ref} {model.stage}"}
+    before = {"stage": f"{model.ref} {stage_label(model.stage)}"}
     after = {"stage": f"{model.ref} {stage}"}
     if champion is not None:
         before["champion"] = f"{champion.ref} ({_scores(champion, None)})"
@@ -61,7 +62,7 @@ async def promote(ctx: Context, ref: str, stage: str) -> Reply:
         parameters={"model": name, "version": model.version, "stage": stage, "from": model.stage,
                     "demote": champion.version if champion else None},
         before=before, after=after,
-        summary=f"Promote {model.ref}: {model.stage} → {stage}" + (
+        summary=f"Promote {model.ref}: {stage_label(model.stage)} → {stage}" + (
             f" ({champion.ref} Production → Archived)" if champion else "")))
 
 
@@ -70,11 +71,11 @@ async def apply_promote(ctx: Context, change: Change) -> Reply:
     p = change.parameters
     model = await ctx.ml.get_model(p["model"], p["version"])
     if model.stage != p["from"]:
-        raise Stale(f"{model.ref} is now in {model.stage}, no longer {p['from']}.")
+        raise Stale(f"{model.ref} is now in {stage_label(model.stage)}, no longer {stage_label(p['from'])}.")
     if p["demote"]:
         champion = await ctx.ml.get_model(p["model"], p["demote"])
         if champion.stage != "Production":
-            raise Stale(f"{champion.ref} is no longer in Production (now {champion.stage}).")
+            raise Stale(f"{champion.ref} is no longer in Production (now {stage_label(champion.stage)}).")
     await ctx.ml.set_model_stage(p["model"], p["version"], p["stage"])
     if p["demote"]:
         await ctx.ml.set_model_stage(p["model"], p["demote"], "Archived")

@@ -48,6 +48,14 @@ async def test_a_promotion_in_production_asks_for_approval_and_shows_the_compari
     assert stages((await chat("models fraud-model")).text)["4"] == "Production"
 
 
+async def test_a_version_with_no_stage_is_said_so_not_none(workspaces, store):
+    chat = Chat(workspaces, store, policy=Policy(), roles=ROLES, user=OLGA)
+    reply = await chat("promote churn-model:3 Staging")
+    assert reply.text == "Approval request #1: Promote churn-model:3: no stage → Staging"
+    facts = {f["title"]: f["value"] for b in reply.card["body"] if b["type"] == "FactSet" for f in b["facts"]}
+    assert facts["Stage"] == "churn-model:3 no stage → churn-model:3 Staging"
+
+
 async def test_a_promotion_refuses_if_the_champion_moved_since_the_request(workspaces, store):
     chat = Chat(workspaces, store, policy=Policy(), roles=ROLES, user=OLGA)
     await chat("promote fraud-model:4 Production")
