@@ -15,7 +15,7 @@ from commands.changes import started
 from commands.compare import compare_versions
 from commands.context import Context, Reply, Role
 from commands.gate import Change, Stale, executes
-from commands.models import stage_label
+from commands.models import HIDDEN, stage_label
 from commands.registry import Arg, UsageError, command, one_of, suggest
 
 PROMOTABLE = tuple(s for s in STAGES if s != "None")      # Staging, Production, Archived
@@ -41,7 +41,8 @@ def _scores(model: ModelVersion, against: ModelVersion | None) -> str:
 
 @command("promote", Arg("ref", help="the version to promote", metavar="model:version"),
          Arg("stage", type=one_of(PROMOTABLE, "stage"), help="Staging, Production or Archived"),
-         summary="Move a model version to Staging, Production or Archived (Production archives the champion).",
+         summary="Move a model version to Staging, Production or Archived (Production moves the champion to "
+                 "Archived).",
          role=Role.OPERATOR, example="promote fraud-model:4 Production", change=True)
 async def promote(ctx: Context, ref: str, stage: str) -> Reply:
     name, version = _ref(ref)
@@ -84,17 +85,17 @@ async def apply_promote(ctx: Context, change: Change) -> Reply:
 
 
 @command("archive", Arg("ref", help="the version to archive", metavar="model:version"),
-         summary="Archive a model version (hidden from default lists, still usable by deployments).",
+         summary="Archive a model version: hide it from lists (its stage is kept; deployments can still use it).",
          role=Role.OPERATOR, example="archive fraud-model:1", change=True)
 async def archive(ctx: Context, ref: str) -> Reply:
     name, version = _ref(ref)
     model = await ctx.ml.get_model(name, version)
     if model.archived:
-        return Reply(f"{model.ref} is already archived; nothing to change. [{ctx.where}]")
+        return Reply(f"{model.ref} is already {HIDDEN}; nothing to change. [{ctx.where}]")
     return await ctx.gate.submit(ctx, Change(
         action="archive", workspace=ctx.ml.name, environment=ctx.ml.environment, target=f"model {model.ref}",
-        parameters={"model": name, "version": model.version}, before={"archived": "no"},
-        after={"archived": "yes"}, summary=f"Archive {model.ref} ({model.stage})"))
+        parameters={"model": name, "version": model.version}, before={HIDDEN: "no"}, after={HIDDEN: "yes"},
+        summary=f"Archive {model.ref}: hide it from lists (its stage stays {stage_label(model.stage)})"))
 
 
 @executes("archive")
@@ -102,9 +103,9 @@ async def apply_archive(ctx: Context, change: Change) -> Reply:
     p = change.parameters
     model = await ctx.ml.get_model(p["model"], p["version"])
     if model.archived:
-        raise Stale(f"{model.ref} is already archived.")
+        raise Stale(f"{model.ref} is already {HIDDEN}.")
     await ctx.ml.archive_model(p["model"], p["version"])
-    return Reply(f"✅ {model.ref} is archived. [{ctx.where}]", ok=True)
+    return Reply(f"✅ {model.ref} is {HIDDEN}; deployments can still use it. [{ctx.where}]", ok=True)
 
 
 @command("retrain", Arg("model", help="a registered model"),

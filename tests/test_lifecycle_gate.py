@@ -56,6 +56,14 @@ async def test_a_version_with_no_stage_is_said_so_not_none(workspaces, store):
     assert facts["Stage"] == "churn-model:3 no stage → churn-model:3 Staging"
 
 
+async def test_archiving_asks_about_the_flag_not_the_stage(workspaces, store):
+    chat = Chat(workspaces, store, policy=Policy(), roles=ROLES, user=OLGA)
+    reply = await chat("archive fraud-model:1")
+    assert reply.text == "Approval request #1: Archive fraud-model:1: hide it from lists (its stage stays Archived)"
+    facts = {f["title"]: f["value"] for b in reply.card["body"] if b["type"] == "FactSet" for f in b["facts"]}
+    assert facts["Hidden from lists (archived)"] == "no → yes" and "Archived" not in facts
+
+
 async def test_a_promotion_refuses_if_the_champion_moved_since_the_request(workspaces, store):
     chat = Chat(workspaces, store, policy=Policy(), roles=ROLES, user=OLGA)
     await chat("promote fraud-model:4 Production")
@@ -93,8 +101,9 @@ async def test_a_retraining_that_cannot_run_is_refused_before_anyone_approves_it
 
 
 async def test_archive_and_retrain(chat, store):
-    assert (await chat("archive fraud-model:1")).text == "✅ fraud-model:1 is archived. [Workspace ml-prod (prod)]"
-    assert (await chat("archive fraud-model:1")).text.startswith("fraud-model:1 is already archived")
+    assert (await chat("archive fraud-model:1")).text == (
+        "✅ fraud-model:1 is hidden from lists (archived); deployments can still use it. [Workspace ml-prod (prod)]")
+    assert (await chat("archive fraud-model:1")).text.startswith("fraud-model:1 is already hidden from lists (archived)")
     started = await chat("retrain fraud-model --reason drift")
     assert started.text.startswith("⏳ Retraining of fraud-model started job ")
     records = await store.run_transaction(audit_log.scan, write=False)
