@@ -279,7 +279,11 @@ def _in_words(message: str, described: dict[str, "Arg"]) -> str:
                   for a in missing]
         return f"Something is missing: {_and(wanted)}"
     if found := _UNRECOGNIZED.match(message):
-        return f"I didn't expect `{_clip(found.group(1))}` here"
+        options = sorted({a.name for a in described.values() if a.is_option})
+        close = [match for word in found.group(1).split() if word.startswith("--")
+                 for match in suggest(word.split("=", 1)[0], options, n=1)]
+        hint = f". Did you mean `{close[0]}`?" if close else ""
+        return f"I didn't expect `{_clip(found.group(1))}` here{hint}"
     if found := _ABOUT.match(message):
         name, problem = found.group(1), found.group(2).strip()
         arg = described.get(name)
@@ -308,7 +312,7 @@ def _or(items: list[str]) -> str:
 def _sentence(message: str) -> str:
     message = message.strip()
     message = message[:1].upper() + message[1:]
-    return message if message.endswith(".") else message + "."
+    return message if message.endswith((".", "?")) else message + "."
 
 
 def tokenize(text: str) -> list[str]:
