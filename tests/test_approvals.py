@@ -237,6 +237,16 @@ async def test_approvals_lists_pending_mine_and_all(olga, store):
     assert (await olga("approval #1")).text.startswith("Request #1: pending")
 
 
+async def test_audit_with_a_misspelt_action_says_so_instead_of_no_records(olga, store):
+    await olga("traffic fraud-api blue=0 green=100")
+    assert (await olga("audit --action trafic")).text == (
+        "No action or event is called 'trafic' in the audit trail. Did you mean `audit --action traffic`?")
+    assert (await olga("audit --action Requested")).text == (
+        "No action or event is called 'Requested' in the audit trail. Did you mean `audit --action requested`?")
+    assert (await olga("audit --action scale")).text.endswith("No records.")     # a change not made yet: no typo
+    assert "Olga Operator requested traffic endpoint fraud-api" in (await olga("audit --action traffic")).text
+
+
 async def test_audit_verify_finds_the_first_altered_record(olga, store):
     await olga("traffic fraud-api blue=0 green=100")
     await olga.as_(ARNE).click("approve", "1")
