@@ -141,13 +141,15 @@ def unhealthy(metrics: EndpointMetrics, traffic: dict[str, int], limits: HealthT
     """The one judgement of an endpoint's health (the endpoint card, the digest and the verdict after
     a change use it): the endpoint, then each deployment that takes traffic (a share above 0 in
     `traffic`), that is over a threshold. A small canary can fail its callers while the endpoint's
-    average looks fine. Empty: healthy (or no figures)."""
+    average looks fine. A deployment that takes all the traffic is the endpoint: not said twice.
+    Empty: healthy (or no figures)."""
     found = []
     own = health_problems(metrics.latency_p99_ms, metrics.error_rate, limits)
     if own:
         found.append(Unhealthy("", tuple(own)))
     for usage in metrics.deployments:
-        if traffic.get(usage.deployment, 0) > 0:
+        share = traffic.get(usage.deployment, 0)
+        if share > 0 and not (own and share >= 100):
             problems = health_problems(usage.latency_p99_ms, usage.error_rate, limits)
             if problems:
                 found.append(Unhealthy(usage.deployment, tuple(problems)))

@@ -69,6 +69,7 @@ async def test_digest_now_shows_the_workspaces_figures(channel, local, clock):
             f"req/min {churn.requests_per_minute:.0f}  5xx {churn.error_rate * 100:.2f}%") in words
     # the endpoint card's judgement and wording, and its way of writing a split
     assert f"p99 {churn.latency_p99_ms:,.0f} ms is over 1,000 ms; 5xx {churn.error_rate:.2%} is over 1%" in words
+    assert "deployment blue" not in words          # churn-api's only deployment: its figures are the endpoint's
     assert "fraud-api — traffic blue=90 green=10" in words
     assert "credit-api — traffic blue=100" in words                     # not "shadow 0%"
     lines = [line for line in words.splitlines() if line.startswith("fraud-model:3")]
