@@ -898,7 +898,7 @@ class LocalWorkspace:
                            max(0.08, health.rate_5xx * 10), health.cpu_per_rpm * 2, health.idle_cpu)
             conn.execute("UPDATE deployments SET health = ? WHERE endpoint = ? AND name = ?",
                          (json.dumps(asdict(worse)), endpoint, deployment))
-        return (f"Deployment {deployment} on {endpoint} is now degraded: p99 about {worse.p99_ms:.0f} ms, "
+        return (f"Deployment {deployment} on {endpoint} is now degraded: p99 about {worse.p99_ms:,.0f} ms, "
                 f"{worse.rate_5xx:.0%} of requests answered 5xx.")
 
     def heal_deployment(self, endpoint: str, deployment: str) -> str:
@@ -908,7 +908,7 @@ class LocalWorkspace:
             health = demo_data.build_demo(self._now()).health.get((endpoint, deployment), Health())
             conn.execute("UPDATE deployments SET health = ? WHERE endpoint = ? AND name = ?",
                          (json.dumps(asdict(health)), endpoint, deployment))
-        return f"Deployment {deployment} on {endpoint} is healthy again (p99 about {health.p99_ms:.0f} ms)."
+        return f"Deployment {deployment} on {endpoint} is healthy again (p99 about {health.p99_ms:,.0f} ms)."
 
 
 # ---------------------------------------------------------------- rows

@@ -347,7 +347,7 @@ def training_schedule(model: str, versions: list[ModelVersion]) -> str:
         if name:
             return name
     raise InvalidRequest(f"No version of {model} names its retraining schedule: tag one with "
-                         f"{TRAINING_SCHEDULE_TAG}=<schedule name>, or trigger the schedule directly.",
+                         f"{TRAINING_SCHEDULE_TAG}=‹schedule name›, or trigger the schedule directly.",
                          code="NoTrainingSchedule")
 
 

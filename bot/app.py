@@ -139,7 +139,7 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     gate.wake_outbox = worker.wake
     gate.owner = worker.owner
     watch_loop = WatchLoop(storage, workspaces, gate, owner=worker.owner, window_minutes=settings.watch_minutes,
-                           clock=clock)
+                           clock=clock, health=settings.health_thresholds())
     scheduler = DigestScheduler(storage, workspaces, clock=clock, health=settings.health_thresholds(),
                                 wake=worker.wake)
 

@@ -38,7 +38,7 @@ from adapters.service import ServiceError
 from adapters.storage import StorageError, inbox, job_watches, outbox, subscriptions, watches
 from adapters.storage.job_watches import JobWatch
 from commands.alerts import publish
-from commands.context import Reply, UnknownWorkspace
+from commands.context import HealthThresholds, Reply, UnknownWorkspace
 from commands.job_watch import JOB_POLL_SECONDS, report
 from commands.watch import conclude
 
@@ -59,6 +59,7 @@ class WatchLoop:
     poll_seconds: float = 30.0
     lease_seconds: float = 300.0
     published: set = field(default_factory=set)    # local breaches this process has seen published
+    health: HealthThresholds = field(default_factory=HealthThresholds)    # when a verdict is unhealthy
 
     async def run(self) -> None:
         while True:
@@ -101,7 +102,8 @@ class WatchLoop:
         for watch in await self.store.run_transaction(claim):
             try:
                 verdict = await conclude(watch, workspaces=self.workspaces, store=self.store, gate=self.gate,
-                                         window_minutes=self.window_minutes, owner=self.owner, clock=self.clock)
+                                         window_minutes=self.window_minutes, owner=self.owner, clock=self.clock,
+                                         health=self.health)
             except Exception:  # noqa: BLE001 - one watch must not stop the others; its lease runs out, it is retried
                 log.exception("watches: could not conclude watch %s on %s", watch.id, watch.endpoint)
                 continue

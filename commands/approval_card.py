@@ -35,14 +35,29 @@ def show_value(value: Any) -> str:
 
 
 def change_lines(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str, str]]:
-    """One (what, "before → after") pair per changed key (the pipeline API's caller names both)."""
-    keys = list(dict.fromkeys([*before, *after]))
-    return [(plain(key.replace("_", " ").capitalize()),
-             f"{plain(show_value(before.get(key)))} → {plain(show_value(after.get(key)))}") for key in keys]
+    """One (what, "before → after") pair per changed key; a traffic split as everywhere else
+    (commands.endpoints.traffic_change: `blue=90 green=10 → blue=100 green=0`). Keys and values
+    may come from the pipeline API's caller: shown as plain text."""
+    from commands.endpoints import traffic_change     # not at the top: it imports the gate, which imports this
+
+    def pair(key: str) -> str:
+        was, now = before.get(key), after.get(key)
+        if key == "traffic" and isinstance(was, dict) and isinstance(now, dict):
+            return plain(traffic_change(was, now))
+        return f"{plain(show_value(was))} → {plain(show_value(now))}"
+
+    return [(plain(key.replace("_", " ").capitalize()), pair(key)) for key in dict.fromkeys([*before, *after])]
 
 
 def _is_confirmation(request: Approval) -> bool:
     return request.approver_role == REQUESTER_ONLY
+
+
+def state_label(request: Approval) -> tuple[str, str]:
+    """The request's state in words and its colour, the same on its card and in `approvals`."""
+    if _is_confirmation(request) and request.state == PENDING:
+        return "Waiting for the requester to confirm", STATE_LABELS[PENDING][1]
+    return STATE_LABELS.get(request.state, (request.state, "Default"))
 
 
 def approval_card(request: Approval, now: datetime, *, approver_ids: Sequence[str] = (),
@@ -51,9 +66,7 @@ def approval_card(request: Approval, now: datetime, *, approver_ids: Sequence[st
     `approver_ids` (Teams user ids, `29:...`, at most 60) get the card refreshed for them by Teams
     (verb `approval`), which answers each with their own view: buttons only for who may decide."""
     confirm = _is_confirmation(request)
-    label, color = STATE_LABELS.get(request.state, (request.state, "Default"))
-    if confirm and request.state == PENDING:
-        label = "Waiting for the requester to confirm"
+    label, color = state_label(request)
     kind = "Confirmation" if confirm else "Approval request"
     summary = plain(request.parameters.get("_summary") or request.target)
     body = [
@@ -116,7 +129,7 @@ def _expiry(moment: datetime, now: datetime) -> str:
 
 
 def approval_row(request: Approval) -> dict:
-    label, color = STATE_LABELS.get(request.state, (request.state, "Default"))
+    label, color = state_label(request)
     summary = plain(request.parameters.get("_summary") or request.target)
     detail = f"{request.workspace} · asked by {plain(request.requester_name)} · {when(request.created_at)}"
     if request.state == PENDING and not _is_confirmation(request):

@@ -14,7 +14,7 @@ from datetime import timedelta
 from adapters.storage import audit as audit_log
 from adapters.storage.audit import AuditRecord
 from commands.context import Context, Reply
-from commands.registry import Arg, UsageError, command, whole_number
+from commands.registry import CATALOG, Arg, UsageError, command, suggest, whole_number
 from commands.ui import card, columns, facts, limited, plain, reply, text, when
 
 MAX_AUDIT_ROWS = 200
@@ -59,6 +59,18 @@ def audit_card(records: list[AuditRecord], *, filters: str) -> dict:
     return card("Audit trail", body, subtitle=plain(filters) or "Latest records, newest first")
 
 
+async def _known_action(ctx: Context, action: str) -> None:
+    """UsageError with a "did you mean" when `--action` names nothing the trail holds or a change
+    command could write (`trafic`, `Traffic`): "No records." would hide the typo."""
+    known = await ctx.store.run_transaction(audit_log.actions, write=False)
+    known |= {c.name for c in CATALOG if c.change}
+    if action in known:
+        return
+    close = suggest(action, sorted(known), n=1)
+    hint = f" Did you mean `audit --action {close[0]}`?" if close else f" It holds: {', '.join(sorted(known))}."
+    raise UsageError(f"No action or event is called '{action}' in the audit trail.{hint}")
+
+
 @command("audit", Arg("verify", nargs="?", choices=("verify",), help="check the whole chain instead of listing"),
          Arg("--since", help="how far back: 30m, 12h, 7d, 2w", metavar="SPAN"),
          Arg("--actor", help="who (name or Entra object id)", metavar="WHO"),
@@ -87,6 +99,8 @@ async def audit(ctx: Context, verify: str | None, since: str | None, actor: str 
         return await audit_log.query(tx, since=start, actor=actor, target=target, action=action, limit=limit)
 
     records = await ctx.store.run_transaction(read, write=False)
+    if action and not records:
+        await _known_action(ctx, action)
     filters = " · ".join(f"{name} {value}" for name, value in (("since", since), ("actor", actor),
                                                                ("target", target), ("action", action)) if value)
     return reply(audit_card(records, filters=filters))

@@ -14,6 +14,7 @@ from typing import Literal
 
 from adapters.service import ModelVersion
 from commands.context import Context, Reply
+from commands.models import HIDDEN, stage_label
 from commands.registry import Arg, UsageError, command
 from commands.studio import open_in_studio, studio
 from commands.ui import button, card, columns, facts, plain, reply, section, text, when
@@ -125,8 +126,7 @@ def compare_card(candidate: ModelVersion, baseline: ModelVersion, *, workspace: 
 
 
 def _stage(model: ModelVersion) -> str:
-    stage = "no stage" if model.stage == "None" else model.stage
-    return f"{stage}, archived" if model.archived else stage
+    return f"{stage_label(model.stage)}, {HIDDEN}" if model.archived else stage_label(model.stage)
 
 
 async def _in_stage(ctx: Context, name: str, stage: str, usage: str) -> ModelVersion:

@@ -39,6 +39,7 @@ from commands.digest_card import (Digest, EndpointHealth, FailedJob, Figure, Mod
                                   RunningCompute, digest_card)
 from commands.digest_times import DigestTimeError, check_gap, fires_after, jitter, next_due, parse_cron, \
     parse_zone, show
+from commands.endpoints import unhealthy
 from commands.registry import Arg, Forbidden, UsageError, command, one_of
 from commands.studio import Studio
 from commands.ui import reply
@@ -155,14 +156,11 @@ def _endpoint_row(endpoint: OnlineEndpoint, found: EndpointMetrics | ServiceErro
         past = tuple(earlier.get(key, []))[-HISTORY:]
         return Figure(None if value is None else round(value, 3), past[-1] if past else None, past)
 
-    problems = []
-    if found.latency_p99_ms is not None and found.latency_p99_ms > health.p99_ms:
-        problems.append(f"p99 {found.latency_p99_ms:.0f} ms > {health.p99_ms:g} ms")
-    if error_percent is not None and error_percent > health.error_percent:
-        problems.append(f"5xx {error_percent:.2f}% > {health.error_percent:g}%")
+    problems = tuple(f"deployment {part.deployment}: {part.text}" if part.deployment else part.text
+                     for part in unhealthy(found, endpoint.traffic, health))
     return EndpointHealth(endpoint.name, dict(endpoint.traffic), figure("p50", found.latency_p50_ms),
                           figure("p99", found.latency_p99_ms), figure("rpm", found.requests_per_minute),
-                          figure("err", error_percent), tuple(problems), url=url)
+                          figure("err", error_percent), problems, url=url)
 
 
 def _history(row: EndpointHealth) -> dict[str, list]:

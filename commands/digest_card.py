@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Callable
 
+from commands.endpoints import ms_text, traffic_text
 from commands.ui import MAX_CARD_BYTES, button, card, columns, plain, section, text, when
 
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -41,7 +43,8 @@ class EndpointHealth:
     p99_ms: Figure
     rpm: Figure
     error_percent: Figure              # 5xx, percent of requests
-    problems: tuple[str, ...] = ()     # why it needs attention ("p99 1450 ms > 1000 ms")
+    problems: tuple[str, ...] = ()     # why it needs attention, one per part over a threshold ("p99 1,450 ms
+                                       # is over 1,000 ms", "deployment green: 5xx 7.96% is over 1%")
     unreadable: str = ""               # why the figures are missing
     url: str = ""
 
@@ -227,24 +230,23 @@ def _worst_models(models) -> list[ModelHealth]:
 
 def _endpoint(endpoint: EndpointHealth) -> list[dict]:
     name = f"[{endpoint.name}]({endpoint.url})" if endpoint.url else endpoint.name
-    split = " · ".join(f"{dep} {pct}%" for dep, pct in sorted(endpoint.traffic.items(), key=lambda kv: -kv[1])) \
-        or "no traffic"
+    split = traffic_text(endpoint.traffic)
     mark = "⚠ " if endpoint.problems else ""
     out = [text(f"{mark}**{name}** — traffic {split}", spacing="Small",
                 color="Attention" if endpoint.problems else None)]
     if endpoint.unreadable:
         out.append(text(f"Figures unavailable: {plain(endpoint.unreadable)}", subtle=True, spacing="None"))
         return out
-    cells = [_figure("p50", endpoint.p50_ms, "ms", "{:.0f}"), _figure("p99", endpoint.p99_ms, "ms", "{:.0f}"),
-             _figure("req/min", endpoint.rpm, "", "{:.0f}"), _figure("5xx", endpoint.error_percent, "%", "{:.2f}")]
+    cells = [_figure("p50", endpoint.p50_ms, ms_text), _figure("p99", endpoint.p99_ms, ms_text),
+             _figure("req/min", endpoint.rpm, "{:.0f}".format), _figure("5xx", endpoint.error_percent, "{:.2f}%".format)]
     out.append(columns(*cells))
     if endpoint.problems:
-        out.append(text("; ".join(endpoint.problems), color="Attention", spacing="None"))
+        out.append(text(" · ".join(endpoint.problems), color="Attention", spacing="None"))
     return out
 
 
-def _figure(label: str, figure: Figure, unit: str, fmt: str) -> list[dict]:
-    value = "—" if figure.now is None else fmt.format(figure.now) + (f" {unit}" if unit and unit != "%" else unit)
+def _figure(label: str, figure: Figure, show: Callable[[float], str]) -> list[dict]:
+    value = "—" if figure.now is None else show(figure.now)
     lines = [text(label, subtle=True, spacing="None"), text(value, weight="Bolder", spacing="None")]
     change = change_text(figure)
     if change:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Iterable
 
 from adapters.service import (
     MAX_INSTANCES, MIN_INSTANCES, TRAFFIC_TOTAL, BatchDeployment, BatchEndpoint, DeploymentMetrics, EndpointMetrics,
@@ -23,9 +25,33 @@ STATE_COLORS = {"Succeeded": "Good", "Failed": "Attention", "Updating": "Warning
                 "Deleting": "Warning"}
 
 
-def traffic_text(traffic: dict[str, int]) -> str:
-    shown = [f"{name}={pct}" for name, pct in sorted(traffic.items(), key=lambda kv: -kv[1]) if pct]
+def traffic_text(traffic: dict[str, int], *, zero: Iterable[str] = ()) -> str:
+    """The one way a split is written: `blue=90 green=10`, largest share first (ties by name).
+    Deployments with 0% are left out, except those named in `zero` (shown as `green=0`)."""
+    shares = {**{name: 0 for name in zero}, **traffic}
+    shown = [f"{name}={pct}" for name, pct in sorted(shares.items(), key=lambda kv: (-kv[1], kv[0]))
+             if pct or name in zero]
     return " ".join(shown) or "no traffic"
+
+
+def traffic_change(before: dict[str, int], after: dict[str, int]) -> str:
+    """A split before → after, both sides in the same order so they read across:
+    `blue=90 green=10 → blue=0 green=100`. The order is the before side's (largest first), then
+    deployments that are new. A deployment whose share went to or from 0 is shown as `=0` on that
+    side, so nobody wonders where it went."""
+    moved = {name for name in {*before, *after} if bool(before.get(name, 0)) != bool(after.get(name, 0))}
+    order = sorted({*before, *after}, key=lambda name: (-before.get(name, 0),
+                                                       0 if before.get(name, 0) else -after.get(name, 0), name))
+
+    def side(split: dict[str, int]) -> str:
+        shown = [f"{name}={split.get(name, 0)}" for name in order if split.get(name, 0) or name in moved]
+        return " ".join(shown) or "no traffic"
+    return f"{side(before)} → {side(after)}"
+
+
+def ms_text(value: float | None) -> str:
+    """The one way a latency is written: `1,149 ms` ("—" when unknown)."""
+    return "—" if value is None else f"{value:,.0f} ms"
 
 
 def endpoint_row(endpoint: OnlineEndpoint) -> dict:
@@ -90,8 +116,8 @@ def _percent(rate: float | None) -> str:
 
 def health_facts(metrics: EndpointMetrics) -> dict:
     return facts([
-        ("Latency p50", _fmt(metrics.latency_p50_ms, " ms")),
-        ("Latency p99", _fmt(metrics.latency_p99_ms, " ms")),
+        ("Latency p50", ms_text(metrics.latency_p50_ms)),
+        ("Latency p99", ms_text(metrics.latency_p99_ms)),
         ("Requests", _fmt(metrics.requests_per_minute, " /min", 1)),
         ("5xx errors", _percent(metrics.error_rate)),
     ])
@@ -101,10 +127,41 @@ def health_problems(p99_ms: float | None, error_rate: float | None, limits: Heal
     """What is over its threshold, in words; empty when the figures are healthy."""
     problems = []
     if p99_ms is not None and p99_ms > limits.p99_ms:
-        problems.append(f"p99 {p99_ms:,.0f} ms is over {limits.p99_ms:,.0f} ms")
+        problems.append(f"p99 {ms_text(p99_ms)} is over {ms_text(limits.p99_ms)}")
     if error_rate is not None and error_rate * 100 > limits.error_percent:
         problems.append(f"5xx {error_rate:.2%} is over {limits.error_percent:g}%")
     return problems
+
+
+@dataclass(frozen=True)
+class Unhealthy:
+    """The endpoint as a whole (deployment "") or one deployment, over a health threshold."""
+
+    deployment: str
+    problems: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return "; ".join(self.problems)
+
+
+def unhealthy(metrics: EndpointMetrics, traffic: dict[str, int], limits: HealthThresholds) -> list[Unhealthy]:
+    """The one judgement of an endpoint's health (the endpoint card, the digest and the verdict after
+    a change use it): the endpoint, then each deployment that takes traffic (a share above 0 in
+    `traffic`), that is over a threshold. A small canary can fail its callers while the endpoint's
+    average looks fine. A deployment that takes all the traffic is the endpoint: not said twice.
+    Empty: healthy (or no figures)."""
+    found = []
+    own = health_problems(metrics.latency_p99_ms, metrics.error_rate, limits)
+    if own:
+        found.append(Unhealthy("", tuple(own)))
+    for usage in metrics.deployments:
+        share = traffic.get(usage.deployment, 0)
+        if share > 0 and not (own and share >= 100):
+            problems = health_problems(usage.latency_p99_ms, usage.error_rate, limits)
+            if problems:
+                found.append(Unhealthy(usage.deployment, tuple(problems)))
+    return found
 
 
 def health_headline(endpoint: OnlineEndpoint, metrics: EndpointMetrics | None,
@@ -117,15 +174,13 @@ def health_headline(endpoint: OnlineEndpoint, metrics: EndpointMetrics | None,
         return f"{state}Health unknown", state_color if state else None
     if metrics.latency_p99_ms is None and metrics.error_rate is None:
         return f"{state}No live requests in the last {metrics.window_minutes} min", state_color if state else None
-    problems = health_problems(metrics.latency_p99_ms, metrics.error_rate, limits)
-    if problems:
-        return f"{state}Unhealthy: {'; '.join(problems)}", "Attention"
-    figures = f"p99 {_fmt(metrics.latency_p99_ms, ' ms')}, 5xx {_percent(metrics.error_rate)}"
-    for usage in metrics.deployments:   # a small canary can fail while the endpoint's average looks fine
-        own = health_problems(usage.latency_p99_ms, usage.error_rate, limits)
-        if own:
-            return f"{state}Deployment {usage.deployment} is unhealthy: {'; '.join(own)} (endpoint: {figures})", \
-                "Warning"
+    sick = unhealthy(metrics, endpoint.traffic, limits)
+    if sick and not sick[0].deployment:
+        return f"{state}Unhealthy: {sick[0].text}", "Attention"
+    figures = f"p99 {ms_text(metrics.latency_p99_ms)}, 5xx {_percent(metrics.error_rate)}"
+    if sick:
+        return f"{state}Deployment {sick[0].deployment} is unhealthy: {sick[0].text} (endpoint: {figures})", \
+            "Warning"
     return f"{state}Healthy: {figures}", state_color if state else "Good"
 
 
@@ -133,7 +188,7 @@ def deployment_figures(usage: DeploymentMetrics | None, limits: HealthThresholds
     """A deployment's own figures, red when over a threshold, so a canary stands out from the rest."""
     if usage is None or usage.latency_p99_ms is None and usage.error_rate is None:
         return text("no live requests", subtle=True, spacing="None") if usage is not None else None
-    line = (f"p99 {_fmt(usage.latency_p99_ms, ' ms')} · 5xx {_percent(usage.error_rate)} · "
+    line = (f"p99 {ms_text(usage.latency_p99_ms)} · 5xx {_percent(usage.error_rate)} · "
             f"{_fmt(usage.requests_per_minute, ' /min', 1)}")
     if health_problems(usage.latency_p99_ms, usage.error_rate, limits):
         return text(f"⚠ {line}", color="Attention", spacing="None")
@@ -168,7 +223,7 @@ def endpoint_card(endpoint: OnlineEndpoint, metrics: EndpointMetrics | None, met
         read = f", read {moment.astimezone(timezone.utc).strftime('%H:%M')} UTC" if moment else ""
         body.append(section(f"Health (last {metrics.window_minutes} min{read})"))
         body.append(health_facts(metrics))
-        body.append(text(f"Healthy means p99 ≤ {limits.p99_ms:,.0f} ms and 5xx ≤ {limits.error_percent:g}%.",
+        body.append(text(f"Healthy means p99 ≤ {ms_text(limits.p99_ms)} and 5xx ≤ {limits.error_percent:g}%.",
                          subtle=True, size="Small"))
     else:
         body.append(section("Health"))
@@ -255,7 +310,7 @@ async def traffic(ctx: Context, endpoint: str, split: list[str]) -> Reply:
         action="traffic", workspace=ctx.ml.name, environment=ctx.ml.environment, target=f"endpoint {endpoint}",
         parameters={"endpoint": endpoint, "traffic": new}, before={"traffic": dict(current.traffic)},
         after={"traffic": new},
-        summary=f"Traffic on {endpoint}: {traffic_text(current.traffic)} → {traffic_text(new)}"))
+        summary=f"Traffic on {endpoint}: {traffic_change(current.traffic, new)}"))
 
 
 @executes("traffic")

@@ -10,12 +10,13 @@ pipeline; the job's end is reported in the conversation.
 
 from __future__ import annotations
 
-from adapters.service import STAGES, ModelVersion
+from adapters.service import STAGES, TRAINING_SCHEDULE_TAG, InvalidRequest, ModelVersion, training_schedule
 from commands.changes import started
 from commands.compare import compare_versions
 from commands.context import Context, Reply, Role
 from commands.gate import Change, Stale, executes
-from commands.registry import Arg, UsageError, command, one_of
+from commands.models import HIDDEN, stage_label
+from commands.registry import Arg, UsageError, command, one_of, suggest
 
 PROMOTABLE = tuple(s for s in STAGES if s != "None")      # Staging, Production, Archived
 MAX_METRICS_ON_CARD = 4
@@ -40,7 +41,8 @@ def _scores(model: ModelVersion, against: ModelVersion | None) -> str:
 
 @command("promote", Arg("ref", help="the version to promote", metavar="model:version"),
          Arg("stage", type=one_of(PROMOTABLE, "stage"), help="Staging, Production or Archived"),
-         summary="Move a model version to Staging, Production or Archived (Production archives the champion).",
+         summary="Move a model version to Staging, Production or Archived (Production moves the champion to "
+                 "Archived).",
          role=Role.OPERATOR, example="promote fraud-model:4 Production", change=True)
 async def promote(ctx: Context, ref: str, stage: str) -> Reply:
     name, version = _ref(ref)
@@ -51,7 +53,7 @@ async def promote(ctx: Context, ref: str, stage: str) -> Reply:
     if stage == "Production":
         holders = [m for m in await ctx.ml.list_models(name, "Production") if m.version != model.version]
         champion = holders[0] if holders else None
-    before = {"stage": f"{model.ref} {model.stage}"}
+    before = {"stage": f"{model.ref} {stage_label(model.stage)}"}
     after = {"stage": f"{model.ref} {stage}"}
     if champion is not None:
         before["champion"] = f"{champion.ref} ({_scores(champion, None)})"
@@ -61,7 +63,7 @@ async def promote(ctx: Context, ref: str, stage: str) -> Reply:
         parameters={"model": name, "version": model.version, "stage": stage, "from": model.stage,
                     "demote": champion.version if champion else None},
         before=before, after=after,
-        summary=f"Promote {model.ref}: {model.stage} → {stage}" + (
+        summary=f"Promote {model.ref}: {stage_label(model.stage)} → {stage}" + (
             f" ({champion.ref} Production → Archived)" if champion else "")))
 
 
@@ -70,11 +72,11 @@ async def apply_promote(ctx: Context, change: Change) -> Reply:
     p = change.parameters
     model = await ctx.ml.get_model(p["model"], p["version"])
     if model.stage != p["from"]:
-        raise Stale(f"{model.ref} is now in {model.stage}, no longer {p['from']}.")
+        raise Stale(f"{model.ref} is now in {stage_label(model.stage)}, no longer {stage_label(p['from'])}.")
     if p["demote"]:
         champion = await ctx.ml.get_model(p["model"], p["demote"])
         if champion.stage != "Production":
-            raise Stale(f"{champion.ref} is no longer in Production (now {champion.stage}).")
+            raise Stale(f"{champion.ref} is no longer in Production (now {stage_label(champion.stage)}).")
     await ctx.ml.set_model_stage(p["model"], p["version"], p["stage"])
     if p["demote"]:
         await ctx.ml.set_model_stage(p["model"], p["demote"], "Archived")
@@ -83,17 +85,17 @@ async def apply_promote(ctx: Context, change: Change) -> Reply:
 
 
 @command("archive", Arg("ref", help="the version to archive", metavar="model:version"),
-         summary="Archive a model version (hidden from default lists, still usable by deployments).",
+         summary="Archive a model version: hide it from lists (its stage is kept; deployments can still use it).",
          role=Role.OPERATOR, example="archive fraud-model:1", change=True)
 async def archive(ctx: Context, ref: str) -> Reply:
     name, version = _ref(ref)
     model = await ctx.ml.get_model(name, version)
     if model.archived:
-        return Reply(f"{model.ref} is already archived; nothing to change. [{ctx.where}]")
+        return Reply(f"{model.ref} is already {HIDDEN}; nothing to change. [{ctx.where}]")
     return await ctx.gate.submit(ctx, Change(
         action="archive", workspace=ctx.ml.name, environment=ctx.ml.environment, target=f"model {model.ref}",
-        parameters={"model": name, "version": model.version}, before={"archived": "no"},
-        after={"archived": "yes"}, summary=f"Archive {model.ref} ({model.stage})"))
+        parameters={"model": name, "version": model.version}, before={HIDDEN: "no"}, after={HIDDEN: "yes"},
+        summary=f"Archive {model.ref}: hide it from lists (its stage stays {stage_label(model.stage)})"))
 
 
 @executes("archive")
@@ -101,9 +103,9 @@ async def apply_archive(ctx: Context, change: Change) -> Reply:
     p = change.parameters
     model = await ctx.ml.get_model(p["model"], p["version"])
     if model.archived:
-        raise Stale(f"{model.ref} is already archived.")
+        raise Stale(f"{model.ref} is already {HIDDEN}.")
     await ctx.ml.archive_model(p["model"], p["version"])
-    return Reply(f"✅ {model.ref} is archived. [{ctx.where}]", ok=True)
+    return Reply(f"✅ {model.ref} is {HIDDEN}; deployments can still use it. [{ctx.where}]", ok=True)
 
 
 @command("retrain", Arg("model", help="a registered model"),
@@ -112,13 +114,32 @@ async def apply_archive(ctx: Context, change: Change) -> Reply:
          role=Role.OPERATOR, example="retrain fraud-model", change=True)
 async def retrain(ctx: Context, model: str, schedule: str | None) -> Reply:
     latest = await ctx.ml.get_model(model)
-    if schedule and schedule not in await ctx.ml.names("schedule"):
-        raise UsageError(f"There is no schedule named '{schedule}'. Type `schedules` to see them.")
-    how = f"schedule {schedule}" if schedule else f"its training schedule ({latest.tags.get('training_schedule') or 'none named'})"
+    if schedule:
+        if schedule not in await ctx.ml.names("schedule"):
+            raise UsageError(f"There is no schedule named '{schedule}'. Type `schedules` to see them.")
+        how = f"schedule {schedule}"
+    else:       # refused now, not after an approval: the same rule as the backend's trigger_retraining
+        how = f"its training schedule, {await _training_schedule(ctx, model)}"
     return await ctx.gate.submit(ctx, Change(
         action="retrain", workspace=ctx.ml.name, environment=ctx.ml.environment, target=f"model {model}",
         parameters={"model": model, "schedule": schedule}, before={"latest": latest.ref},
         after={"training": f"runs {how}"}, summary=f"Retrain {model} ({how})"))
+
+
+async def _training_schedule(ctx: Context, model: str) -> str:
+    """The schedule `retrain` would trigger, or UsageError with the backend's words and what to type."""
+    try:
+        named = training_schedule(model, await ctx.ml.list_models(model))
+    except InvalidRequest as error:
+        jobs = sorted(s.name for s in await ctx.ml.list_schedules() if s.action.startswith("job"))
+        close = suggest(model, jobs, n=1)
+        hint = (f"Did you mean `retrain {model} --schedule {close[0]}`?" if close else
+                f"Name one with `retrain {model} --schedule NAME`" + (f" ({', '.join(jobs)})." if jobs else "."))
+        raise UsageError(f"{error.message} {hint} `schedules` lists them.") from None
+    if named not in await ctx.ml.names("schedule"):
+        raise UsageError(f"Model {model} names schedule '{named}' in its '{TRAINING_SCHEDULE_TAG}' tag, but there is "
+                         f"no such schedule. Use `retrain {model} --schedule NAME`; `schedules` lists them.")
+    return named
 
 
 @executes("retrain")

@@ -22,13 +22,18 @@ def stage_label(stage: str) -> str:
     return "no stage" if stage == "None" else stage
 
 
+# Azure's archive flag (`is_archived`), not the Archived *stage*: the two read alike, so the flag is
+# always called this, wherever it shows.
+HIDDEN = "hidden from lists (archived)"
+
+
 def model_row(model: ModelVersion, *, by_version: bool, in_production: str = "") -> dict:
     """One row: a version (`by_version`) or a model's latest version, with what serves in Production."""
     title = f"**v{model.version}**" if by_version else f"**{model.name}** v{model.version}"
     serving = ""
     if not by_version and model.stage != "Production":
         serving = f"Production: v{in_production}" if in_production else "nothing in Production"
-    detail = " · ".join(p for p in (stage_label(model.stage), "archived" if model.archived else "", serving,
+    detail = " · ".join(p for p in (stage_label(model.stage), HIDDEN if model.archived else "", serving,
                                     _headline_metrics(model), when(model.created_at)) if p)
     target = model.ref if by_version else model.name
     action = button("Details" if by_version else "Versions", "model" if by_version else "models", target)
@@ -54,7 +59,7 @@ def model_card(model: ModelVersion, *, workspace: str, studio_url: str | None = 
                ("Training job", model.job), ("Description", plain(model.description))]),
     ]
     if model.archived:
-        body.insert(1, text("Archived: hidden from default lists, still usable by deployments.", subtle=True))
+        body.insert(1, text(f"{HIDDEN[:1].upper()}{HIDDEN[1:]}: still usable by deployments.", subtle=True))
     if model.path:      # a long URI: its own wrapping line, not a fact value Teams cuts off
         body += [section("Path"), text(plain(model.path), size="Small", spacing="None")]
     if model.metrics:

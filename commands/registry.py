@@ -284,7 +284,11 @@ def _in_words(message: str, described: dict[str, "Arg"]) -> str:
                   for a in missing]
         return f"Something is missing: {_and(wanted)}"
     if found := _UNRECOGNIZED.match(message):
-        return f"I didn't expect `{_clip(found.group(1))}` here"
+        options = sorted({a.name for a in described.values() if a.is_option})
+        close = [match for word in found.group(1).split() if word.startswith("--")
+                 for match in suggest(word.split("=", 1)[0], options, n=1)]
+        hint = f". Did you mean `{close[0]}`?" if close else ""
+        return f"I didn't expect `{_clip(found.group(1))}` here{hint}"
     if found := _ABOUT.match(message):
         name, problem = found.group(1), found.group(2).strip()
         arg = described.get(name)
@@ -313,7 +317,7 @@ def _or(items: list[str]) -> str:
 def _sentence(message: str) -> str:
     message = message.strip()
     message = message[:1].upper() + message[1:]
-    return message if message.endswith(".") else message + "."
+    return message if message.endswith((".", "?")) else message + "."
 
 
 def tokenize(text: str) -> list[str]:
@@ -414,7 +418,23 @@ class Registry:
         try:
             return await cmd.handler(ctx, **kwargs)
         except NotFound as error:
+            if await _is_batch_endpoint(ctx, error):
+                raise UsageError(f"{error.name} is a batch endpoint; canary, history, rollback, traffic, scale and "
+                                 f"logs work on online endpoints. `endpoint {error.name}` shows it, `batch "
+                                 f"{error.name} {OPEN}input{CLOSE}` scores data with it.") from None
             raise UnknownName(error, await _similar_names(ctx, error)) from None
+
+
+async def _is_batch_endpoint(ctx: Context, error: NotFound) -> bool:
+    """Did a command that needs an online endpoint get the name of a batch endpoint? Every lookup
+    of an online endpoint that fails ends here, so this is the one place that tells them apart."""
+    if error.kind != "endpoint":
+        return False
+    try:
+        await ctx.ml.get_batch_endpoint(error.name)
+    except Exception:  # noqa: BLE001 - not one (or cannot tell): the "no endpoint named" answer stands
+        return False
+    return True
 
 
 async def _similar_names(ctx: Context, error: NotFound) -> list[str]:

@@ -24,7 +24,7 @@ from adapters.storage import audit, inbox, traffic_history, watches
 from adapters.storage.approvals import Approval
 from adapters.storage.traffic_history import Entry, live
 from commands.context import Context, Reply, Role
-from commands.endpoints import traffic_text
+from commands.endpoints import traffic_change, traffic_text
 from commands.gate import Change, Stale, executes, prepares, rechecks, records
 from commands.registry import Arg, UsageError, command, one_of, whole_number
 from commands.ui import button, card, columns, limited, plain, reply, text
@@ -53,7 +53,7 @@ def canary_split(current: dict[str, int], deployments: list[str], deployment: st
     others = [d for d in deployments if d != deployment]
     rest = 100 - percent
     if rest and not others:
-        raise ValueError(f"{deployment} is the only deployment, so it must take 100 %.")
+        raise ValueError(f"{deployment} is the only deployment, so it must take 100%.")
     weights = {d: max(0, int(current.get(d, 0))) for d in others}
     if not sum(weights.values()):
         weights = {d: 1 for d in others}
@@ -116,7 +116,7 @@ def history_card(endpoint: OnlineEndpoint, entries: list[Entry], *, workspace: s
         approved = f" · request #{entry.approval_id}" if entry.approval_id else ""
         why = f" · “{plain(entry.reason)}”" if entry.reason else ""
         detail = f"{entry.at:%Y-%m-%d %H:%M} UTC · {entry.action} · {who}{approved}{why}"
-        return columns([text(f"**#{entry.id}** {traffic_text(entry.before)} → {traffic_text(entry.after)}"),
+        return columns([text(f"**#{entry.id}** {traffic_change(entry.before, entry.after)}"),
                         text(detail, subtle=True, spacing="None")])
 
     body = [text(f"Now: {traffic_text(endpoint.traffic)}", weight="Bolder")]
@@ -194,7 +194,7 @@ async def plan_rollback(ctx: Context, endpoint: str, to: int | None) -> Change |
                      f"nothing to roll back. [{ctx.where}]")
     return _split_change(
         ctx, "rollback", found, target,
-        f"Rollback of {endpoint} (undo #{entry.id}): {traffic_text(found.traffic)} → {traffic_text(target)}",
+        f"Rollback of {endpoint} (undo #{entry.id}): {traffic_change(found.traffic, target)}",
         {"undo": entry.id})
 
 
@@ -216,11 +216,11 @@ async def canary(ctx: Context, endpoint: str, deployment: str, percent: int) -> 
     except ValueError as error:
         return Reply(f"❌ {error} [{ctx.where}]", ok=False)
     if live(new) == live(found.traffic):
-        return Reply(f"{deployment} already has {percent} % of {endpoint} ({traffic_text(found.traffic)}); "
+        return Reply(f"{deployment} already has {percent}% of {endpoint} ({traffic_text(found.traffic)}); "
                      f"nothing to change. [{ctx.where}]")
     return await ctx.gate.submit(ctx, _split_change(
         ctx, "canary", found, new,
-        f"Canary on {endpoint}: {deployment} to {percent} % ({traffic_text(found.traffic)} → {traffic_text(new)})",
+        f"Canary on {endpoint}: {deployment} to {percent}% ({traffic_change(found.traffic, new)})",
         {"deployment": deployment, "percent": percent}))
 
 

@@ -13,8 +13,15 @@ A deployment that took no traffic before (a new canary) is compared with the end
 before. Figures the backend does not report (a deployment without traffic in the window has none,
 on Azure as on the local workspace) are skipped; the endpoint's own figures are always compared.
 
-`conclude` posts ONE verdict card (healthy, or degraded with the figures) with a Rollback button
-through the outbox, in the same transaction that marks the watch done. When the policy rule of the
+Degraded compares with before; it does not say the endpoint is healthy. A verdict that is not
+degraded is *unhealthy* (never a green tick) when the endpoint, or a deployment that takes traffic,
+is over the health thresholds after the window (MLOPSBOT_HEALTH_P99_MS, MLOPSBOT_HEALTH_5XX_PERCENT:
+commands.endpoints.unhealthy, the judgement the endpoint card and the digest use), e.g. a rollback
+that left a failing deployment with a share of traffic.
+
+`conclude` posts ONE verdict card (healthy, unhealthy or degraded, with the figures) with a Rollback
+button ("Undo this rollback" on a rollback's verdict) through the outbox, in the same transaction that
+marks the watch done. When the policy rule of the
 watched change says `auto_rollback = true` and the verdict is degraded, the bot first rolls the
 change back itself through the gate (audited as the MLOps bot) and the card says so.
 """
@@ -28,8 +35,8 @@ from typing import Any, Callable
 from adapters.service import EndpointMetrics, ServiceError
 from adapters.storage import outbox, watches
 from adapters.storage.watches import Watch
-from commands.context import Context, Reply, Role, User
-from commands.endpoints import traffic_text
+from commands.context import Context, HealthThresholds, Reply, Role, User
+from commands.endpoints import health_problems, ms_text, traffic_text, unhealthy
 from commands.ui import button, card, facts, plain, section, text
 
 P99_RATIO, P99_MARGIN_MS = 1.5, 50.0
@@ -57,7 +64,7 @@ class Finding:
 
     def describe(self) -> str:
         if self.measure == "p99":
-            return f"{self.subject}: p99 {self.before:.0f} ms → {self.after:.0f} ms"
+            return f"{self.subject}: p99 {ms_text(self.before)} → {ms_text(self.after)}"
         return f"{self.subject}: 5xx {self.before:.2%} → {self.after:.2%}"
 
 
@@ -92,19 +99,39 @@ def judge(baseline: dict[str, Any], now: dict[str, Any]) -> list[Finding]:
 def _show(value: float | None, kind: str) -> str:
     if value is None:
         return "—"
-    return f"{value:.0f} ms" if kind == "p99" else f"{value:.2%}"
+    return ms_text(value) if kind == "p99" else f"{value:.2%}"
+
+
+def _unhealthy_before(baseline: dict[str, Any], deployment: str, limits: HealthThresholds) -> bool:
+    """Was this part (the endpoint, or a deployment) over a threshold in the hour before the change?"""
+    figs = (baseline.get("deployments") or {}).get(deployment) if deployment else baseline
+    return bool(figs) and bool(health_problems(figs.get("p99_ms"), figs.get("error_rate"), limits))
+
+
+LABELS = {"degraded": "⚠️ Degraded", "healthy": "✅ Healthy", "unhealthy": "⚠️ Unhealthy",
+          "still_unhealthy": "⚠️ Still unhealthy"}
 
 
 def verdict_card(watch: Watch, verdict: dict[str, Any], *, workspace: str) -> dict:
     degraded = verdict["state"] == "degraded"
-    label = {"degraded": "⚠️ Degraded", "healthy": "✅ Healthy"}.get(verdict["state"], "❔ No verdict")
-    title = f"{label} after the {watch.action} on {watch.endpoint}"
+    state = verdict["state"]
+    if state == "unhealthy" and verdict.get("unhealthy_before"):
+        state = "still_unhealthy"
+    title = f"{LABELS.get(state, '❔ No verdict')} after the {watch.action} on {watch.endpoint}"
     body = [text(f"Watched for {verdict['window_minutes']} min after change #{watch.history_id} "
                  f"({verdict['split']}), asked by {plain(watch.requester_name) or 'someone'}"
                  + (f", request #{watch.approval_id}" if watch.approval_id else "") + ".", wrap=True)]
     if verdict.get("findings"):
         body.append(section("What got worse"))
         body += [text(f"- {line}", color="Attention") for line in verdict["findings"]]
+    if verdict.get("unhealthy"):
+        body.append(section("Over the health thresholds"))
+        body += [text(f"- {line}", color="Attention") for line in verdict["unhealthy"]]
+        if not degraded:
+            body.append(text("It was over them before the change too: the change neither caused this nor fixed it."
+                             if verdict.get("unhealthy_before") else
+                             "Not worse than before the change by the watch's measure (p99 over 1.5 x and 50 ms "
+                             "more, or 5xx over 2 x and 1 point more), but not healthy.", subtle=True, wrap=True))
     before, after = verdict.get("baseline") or {}, verdict.get("after") or {}
     rows = [("Endpoint", f"p99 {_show(before.get('p99_ms'), 'p99')} → {_show(after.get('p99_ms'), 'p99')}, "
                          f"5xx {_show(before.get('error_rate'), '5xx')} → {_show(after.get('error_rate'), '5xx')}")]
@@ -117,15 +144,17 @@ def verdict_card(watch: Watch, verdict: dict[str, Any], *, workspace: str) -> di
         body.append(text(plain(verdict["note"]), subtle=True))
     if verdict.get("rolled_back"):
         body.append(text(f"↩️ {plain(verdict['rolled_back'])}", weight="Bolder"))
+    undo = "Undo this rollback" if watch.action == "rollback" else "Rollback"    # the same action, named
     actions = [] if verdict.get("rolled_back") else [
-        button("Rollback", "rollback", watch.endpoint, "--to", str(watch.history_id),
+        button(undo, "rollback", watch.endpoint, "--to", str(watch.history_id),
                style="destructive" if degraded else None)]
     actions.append(button("History", "history", watch.endpoint))
     return card(title, body, subtitle=workspace, actions=actions)
 
 
 async def conclude(watch: Watch, *, workspaces: Any, store: Any, gate: Any, window_minutes: int, owner: str,
-                   clock: Callable[[], datetime]) -> dict[str, Any] | None:
+                   clock: Callable[[], datetime], health: HealthThresholds = HealthThresholds()
+                   ) -> dict[str, Any] | None:
     """Evaluate a claimed watch, roll back if the policy says so, post the verdict; return it
     (None when another replica took the watch over meanwhile)."""
     from commands.rollout import note_outside    # not at the top: commands.rollout imports this module
@@ -136,15 +165,20 @@ async def conclude(watch: Watch, *, workspaces: Any, store: Any, gate: Any, wind
         endpoint = await service.get_endpoint(watch.endpoint)
         live_split = dict(endpoint.traffic)
         verdict["split"] = traffic_text(endpoint.traffic)
-        after = figures(await service.endpoint_metrics(watch.endpoint, window_minutes))
+        metrics = await service.endpoint_metrics(watch.endpoint, window_minutes)
     except ServiceError as error:
         verdict.update(state="unknown", after={}, findings=[], split="?",
                        note=f"Could not read the endpoint's figures: {error.message}")
     else:
+        after = figures(metrics)
         findings = judge(watch.baseline, after)
+        sick = unhealthy(metrics, endpoint.traffic, health)
         verdict.update(after=after, findings=[f.describe() for f in findings],
-                       state="degraded" if findings else "healthy")
-        if not findings and not _comparable(watch.baseline, after):
+                       unhealthy=[f"{part.deployment or 'endpoint'}: {part.text}" for part in sick],
+                       unhealthy_before=bool(sick) and all(_unhealthy_before(watch.baseline, part.deployment, health)
+                                                           for part in sick),
+                       state="degraded" if findings else "unhealthy" if sick else "healthy")
+        if not findings and not sick and not _comparable(watch.baseline, after):
             verdict.update(state="unknown", note="There are no figures to compare: the endpoint reported no p99 "
                                                  "latency or 5xx rate before the change, or none since.")
     if verdict["state"] == "degraded" and watch.auto_rollback:

@@ -50,7 +50,7 @@ async def split_of(chat: Chat) -> str:
 async def test_a_production_traffic_change_becomes_an_approval_request(olga, store):
     reply = await olga("traffic fraud-api blue=0 green=100 --reason 'green passed the shadow test'")
     assert reply.track == "approval:1"
-    assert reply.text == "Approval request #1: Traffic on fraud-api: blue=90 green=10 → green=100"
+    assert reply.text == "Approval request #1: Traffic on fraud-api: blue=90 green=10 → blue=0 green=100"
     card = reply.card
     assert card["body"][0]["text"] == "Approval request #1"
     words = card["fallbackText"]
@@ -188,7 +188,7 @@ async def test_a_target_changed_since_the_request_is_refused_on_the_card(olga, s
     await workspaces.default.set_traffic("fraud-api", {"blue": 70, "green": 30})   # someone else, meanwhile
     reply = await olga.as_(ARNE).click("approve", "1")
     assert reply.text == ("❌ Not done: the split on fraud-api is now blue=70 green=30, no longer blue=90 green=10. "
-                          "The request was for Traffic on fraud-api: blue=90 green=10 → green=100; ask again if it "
+                          "The request was for Traffic on fraud-api: blue=90 green=10 → blue=0 green=100; ask again if it "
                           "is still wanted.")
     request = await request_of(store, 1)
     assert request.state == "failed"
@@ -229,6 +229,10 @@ async def test_a_confirmation_is_for_the_requester_only(olga, store):
     reply = await olga("cancel amber_river_7d3kq9wz --reason stuck")
     assert reply.text.startswith("Confirmation #1: ")
     assert "Confirm cancel (`confirm 1`)" in reply.card["fallbackText"]
+    waiting = "Waiting for the requester to confirm"          # on its card and in `approvals`, the same words
+    assert reply.card["body"][2]["text"] == f"**{waiting}**"
+    [row] = [b for b in (await olga.as_(ARNE)("approvals")).card["body"] if b["type"] == "ColumnSet"]
+    assert row["columns"][1]["items"][0]["text"] == waiting
     assert (await olga.as_(ARNE)("confirm 1")).text == (
         "Only Olga Operator, who asked, can confirm or cancel request #1.")
     done = await olga.click("confirm", "1")
@@ -250,6 +254,16 @@ async def test_approvals_lists_pending_mine_and_all(olga, store):
     assert (await olga("approval 9")).text == "There is no approval request #9. Type `approvals all` to see them."
     assert (await olga("approve x")).text.startswith("'x' is not a request number; they look like 42")
     assert (await olga("approval #1")).text.startswith("Request #1: pending")
+
+
+async def test_audit_with_a_misspelt_action_says_so_instead_of_no_records(olga, store):
+    await olga("traffic fraud-api blue=0 green=100")
+    assert (await olga("audit --action trafic")).text == (
+        "No action or event is called 'trafic' in the audit trail. Did you mean `audit --action traffic`?")
+    assert (await olga("audit --action Requested")).text == (
+        "No action or event is called 'Requested' in the audit trail. Did you mean `audit --action requested`?")
+    assert (await olga("audit --action scale")).text.endswith("No records.")     # a change not made yet: no typo
+    assert "Olga Operator requested traffic endpoint fraud-api" in (await olga("audit --action traffic")).text
 
 
 async def test_audit_verify_finds_the_first_altered_record(olga, store):

@@ -120,7 +120,7 @@ async def test_a_pipeline_gates_on_an_approval_and_polls_it(teams):
     status, created = await api(teams, "POST", "/api/approvals", body=gate_body())
     assert status == 201, created
     assert (created["id"], created["state"], created["summary"]) == (
-        1, "pending", "Traffic on fraud-api: blue=90 green=10 → green=100")
+        1, "pending", "Traffic on fraud-api: blue=90 green=10 → blue=0 green=100")
 
     def card_posted() -> bool:
         return any(s.card and "Approval request #1" in card_words(s) for s in teams.connector.sent)

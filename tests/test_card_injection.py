@@ -139,7 +139,7 @@ async def test_a_typed_reason_a_forged_reason_and_a_vote_comment_stay_text_on_th
                               conversation=CHANNEL, kind="channel")
     assert_valid_card(typed.card)
     assert fact_values(typed.card)["Reason"] == f"[Approved by CISO - click to view]{Z}(https://evil.example/login)"
-    assert texts(typed.card)[2:4] == ["**Waiting for approval**", "Traffic on fraud-api: blue=90 green=10 → green=100"]
+    assert texts(typed.card)[2:4] == ["**Waiting for approval**", "Traffic on fraud-api: blue=90 green=10 → blue=0 green=100"]
 
     # a Submit no button sends, from someone whose display name is markdown too
     forged = teams.activity("message", user=MALLORY, conversation=CHANNEL, kind="channel", value={
@@ -246,4 +246,4 @@ def test_names_and_reasons_in_the_audit_trail_and_the_traffic_history_are_text()
     history = texts(history_card(OnlineEndpoint("fraud-api", "Succeeded", traffic={"green": 100}), [entry],
                                  workspace="Workspace ml-prod (prod)"))
     assert f"2026-11-26 10:00 UTC · traffic · {mallory} · “{plain(LINK)}”" in history
-    assert "**#3** blue=100 → green=100" in history                # the bot's own bold entry number
+    assert "**#3** blue=100 green=0 → blue=0 green=100" in history                # the bot's own bold entry number

@@ -122,7 +122,11 @@ async def test_jobs_filters_by_status_and_limits(chat):
     ("jobs --limit 0", "Jobs must be between 1 and 50."),
     ("jobs --limit many", "'many' is not a whole number of jobs."),
     ("jobs --status Sleeping", "Unknown status 'Sleeping'"),
-    ("jobs --colour red", "I didn't expect `--colour red` here."),
+    ("jobs --colour red", "I didn't expect `--colour red` here. Usage:"),
+    ("traffic fraud-api blue=80 green=20 --reson test",       # a misspelt option: the closest declared one
+     "I didn't expect `--reson test` here. Did you mean `--reason`? Usage: `traffic ‹endpoint›"),
+    ("jobs --limt 3", "I didn't expect `--limt 3` here. Did you mean `--limit`? Usage:"),
+    ("models --workspce ml-prod", "I didn't expect `--workspce` here. Did you mean `--workspace`? Usage:"),
     ("endpoint", "Something is missing: ‹name› (an online or batch endpoint)."),
     ('model "fraud-model', "A quotation mark is not closed."),
 ])

@@ -65,10 +65,13 @@ async def test_digest_now_shows_the_workspaces_figures(channel, local, clock):
     # the headline names what needs attention, worst first
     assert words.splitlines()[2] == ("Needs attention: 1 endpoint unhealthy (churn-api); fraud-model drifting; "
                                      "2 jobs failed; 1 idle compute target still running.")
-    assert (f"p50 {churn.latency_p50_ms:.0f} ms  p99 {churn.latency_p99_ms:.0f} ms  "
+    assert (f"p50 {churn.latency_p50_ms:.0f} ms  p99 {churn.latency_p99_ms:,.0f} ms  "
             f"req/min {churn.requests_per_minute:.0f}  5xx {churn.error_rate * 100:.2f}%") in words
-    assert f"p99 {churn.latency_p99_ms:.0f} ms > 1000 ms; 5xx {churn.error_rate * 100:.2f}% > 1%" in words
-    assert "fraud-api — traffic blue 90% · green 10%" in words
+    # the endpoint card's judgement and wording, and its way of writing a split
+    assert f"p99 {churn.latency_p99_ms:,.0f} ms is over 1,000 ms; 5xx {churn.error_rate:.2%} is over 1%" in words
+    assert "deployment blue" not in words          # churn-api's only deployment: its figures are the endpoint's
+    assert "fraud-api — traffic blue=90 green=10" in words
+    assert "credit-api — traffic blue=100" in words                     # not "shadow 0%"
     lines = [line for line in words.splitlines() if line.startswith("fraud-model:3")]
     report = local.drift_report("fraud-model")
     breached = sorted((f for s in report.signals for f in s.figures if f.breached), key=lambda f: -f.value / f.threshold)
@@ -83,6 +86,20 @@ async def test_digest_now_shows_the_workspaces_figures(channel, local, clock):
     assert "The first digest in this chat: changes show from the next one on." in words
     verbs = [(a["verb"], a["data"]["args"]) for a in reply.card["actions"]]
     assert verbs == [("endpoint", ["churn-api"]), ("drift", ["fraud-model"]), ("jobs", ["--status", "Failed"])]
+
+
+async def test_an_endpoint_whose_deployment_taking_traffic_is_unhealthy_is_flagged(channel, local):
+    local.degrade_deployment("fraud-api", "green")         # 10% of fraud-api: the endpoint's average stays fine
+    reply = await say(channel, "digest now")
+    words = as_text(reply.card)
+    green = next(d for d in local.endpoint_metrics("fraud-api", 60).deployments if d.deployment == "green")
+    assert words.splitlines()[2].startswith("Needs attention: 2 endpoints unhealthy (churn-api, fraud-api); ")
+    assert (f"deployment green: p99 {green.latency_p99_ms:,.0f} ms is over 1,000 ms; "
+            f"5xx {green.error_rate:.2%} is over 1%") in words
+    assert "⚠ fraud-api — traffic blue=90 green=10" in words
+    local.set_traffic("fraud-api", {"blue": 100, "green": 0}).wait(None)     # no traffic: not flagged
+    words = as_text((await say(channel, "digest now")).card)
+    assert words.splitlines()[2].startswith("Needs attention: 1 endpoint unhealthy (churn-api); ")
 
 
 async def test_the_next_digest_shows_changes_sparklines_and_stage_moves(channel, local, clock):

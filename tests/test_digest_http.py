@@ -48,7 +48,7 @@ async def test_digest_now_in_a_channel(teams):
     assert_valid_card(sent.card)
     words = sent.card["fallbackText"]
     assert words.startswith("Model health digest · Thu 26 Nov 2026\nWorkspace ml-prod (prod)\nNeeds attention: ")
-    assert "Online endpoints (3)" in words and "fraud-api — traffic blue 90% · green 10%" in words
+    assert "Online endpoints (3)" in words and "fraud-api — traffic blue=90 green=10" in words
     status, body = await teams.click(sent.card, "Failed jobs", conversation=THREAD, kind="channel")
     assert status == 200
 

@@ -94,7 +94,7 @@ async def test_the_same_job_is_watched_once_per_conversation(storage):
 async def test_an_approved_retraining_reports_the_new_version_where_it_was_asked(clocked, store, clock):
     olga = Chat(clocked, store, policy=Policy(), roles=ROLES, clock=clock, user=OLGA)
     asked = await olga("retrain fraud-model --reason 'drift on amount'", conversation=CHANNEL, kind="channel")
-    assert asked.text == "Approval request #1: Retrain fraud-model (its training schedule (weekly-fraud-retrain))"
+    assert asked.text == "Approval request #1: Retrain fraud-model (its training schedule, weekly-fraud-retrain)"
     started = await olga.as_(ARNE)("approve 1", conversation="arne-personal")
     await olga.settle()
     assert "Retraining of fraud-model started job " in started.text

@@ -132,9 +132,11 @@ async def test_archived_versions_are_marked(chat, workspaces):
     await workspaces.default.archive_model("fraud-model", "1")
     reply = await chat("models fraud-model")
     details = [e["columns"][0]["items"][1]["text"] for e in reply.card["body"] if e["type"] == "ColumnSet"]
-    assert details[-1].startswith("Archived · archived · ")
+    # the Archived *stage* and Azure's archive *flag* read apart
+    assert details[-1].startswith("Archived · hidden from lists (archived) · ")
     model = await chat("model fraud-model:1")
-    assert model.card["body"][3]["text"] == "Archived: hidden from default lists, still usable by deployments."
+    assert model.card["body"][3]["text"] == "Hidden from lists (archived): still usable by deployments."
+    assert fact(await chat("compare fraud-model:3 1"), "Stage") == "v3: Production · v1: Archived, hidden from lists (archived)"
 
 
 # ---------------------------------------------------------------- feature store

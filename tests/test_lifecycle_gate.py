@@ -48,6 +48,22 @@ async def test_a_promotion_in_production_asks_for_approval_and_shows_the_compari
     assert stages((await chat("models fraud-model")).text)["4"] == "Production"
 
 
+async def test_a_version_with_no_stage_is_said_so_not_none(workspaces, store):
+    chat = Chat(workspaces, store, policy=Policy(), roles=ROLES, user=OLGA)
+    reply = await chat("promote churn-model:3 Staging")
+    assert reply.text == "Approval request #1: Promote churn-model:3: no stage → Staging"
+    facts = {f["title"]: f["value"] for b in reply.card["body"] if b["type"] == "FactSet" for f in b["facts"]}
+    assert facts["Stage"] == "churn-model:3 no stage → churn-model:3 Staging"
+
+
+async def test_archiving_asks_about_the_flag_not_the_stage(workspaces, store):
+    chat = Chat(workspaces, store, policy=Policy(), roles=ROLES, user=OLGA)
+    reply = await chat("archive fraud-model:1")
+    assert reply.text == "Approval request #1: Archive fraud-model:1: hide it from lists (its stage stays Archived)"
+    facts = {f["title"]: f["value"] for b in reply.card["body"] if b["type"] == "FactSet" for f in b["facts"]}
+    assert facts["Hidden from lists (archived)"] == "no → yes" and "Archived" not in facts
+
+
 async def test_a_promotion_refuses_if_the_champion_moved_since_the_request(workspaces, store):
     chat = Chat(workspaces, store, policy=Policy(), roles=ROLES, user=OLGA)
     await chat("promote fraud-model:4 Production")
@@ -70,9 +86,24 @@ async def test_lifecycle_refusals(chat, typed, answer):
     assert chat.follow_ups == []
 
 
+async def test_a_retraining_that_cannot_run_is_refused_before_anyone_approves_it(workspaces, store):
+    chat = Chat(workspaces, store, policy=Policy(), roles=ROLES, user=OLGA)      # prod: retrain needs an approval
+    refused = await chat("retrain demand-forecast")
+    assert refused.text == (
+        "No version of demand-forecast names its retraining schedule: tag one with training_schedule=‹schedule "
+        "name›, or trigger the schedule directly. Did you mean `retrain demand-forecast --schedule "
+        "weekly-demand-forecast`? `schedules` lists them.")
+    assert await store.run_transaction(lambda tx: approval_store.find(tx, limit=10), write=False) == []
+    asked = await chat("retrain demand-forecast --schedule weekly-demand-forecast")
+    assert asked.text == "Approval request #1: Retrain demand-forecast (schedule weekly-demand-forecast)"
+    tagged = await chat("retrain fraud-model")
+    assert tagged.text == "Approval request #2: Retrain fraud-model (its training schedule, weekly-fraud-retrain)"
+
+
 async def test_archive_and_retrain(chat, store):
-    assert (await chat("archive fraud-model:1")).text == "✅ fraud-model:1 is archived. [Workspace ml-prod (prod)]"
-    assert (await chat("archive fraud-model:1")).text.startswith("fraud-model:1 is already archived")
+    assert (await chat("archive fraud-model:1")).text == (
+        "✅ fraud-model:1 is hidden from lists (archived); deployments can still use it. [Workspace ml-prod (prod)]")
+    assert (await chat("archive fraud-model:1")).text.startswith("fraud-model:1 is already hidden from lists (archived)")
     started = await chat("retrain fraud-model --reason drift")
     assert started.text.startswith("⏳ Retraining of fraud-model started job ")
     records = await store.run_transaction(audit_log.scan, write=False)

@@ -76,7 +76,7 @@ def test_retraining_refusals(ws):
     with pytest.raises(InvalidRequest) as untagged:
         ws.trigger_retraining("credit-risk")
     assert untagged.value.message == ("No version of credit-risk names its retraining schedule: tag one with "
-                                      "training_schedule=<schedule name>, or trigger the schedule directly.")
+                                      "training_schedule=‹schedule name›, or trigger the schedule directly.")
     with pytest.raises(NotFound):
         ws.trigger_retraining("fraud-modle")
 

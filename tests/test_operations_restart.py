@@ -89,7 +89,7 @@ async def test_a_recheck_that_finds_the_change_missing_reports_a_failure(workspa
         return await operations.get(tx, 1)
     op = await store.run_transaction(ops, write=False)
     assert (op.state, op.posted, op.outcome["ok"]) == ("done", False, False)
-    assert op.outcome["text"].startswith("❌ Canary on fraud-api: green to 50 % (blue=90 green=10 → blue=50 green=50) "
+    assert op.outcome["text"].startswith("❌ Canary on fraud-api: green to 50% (blue=90 green=10 → blue=50 green=50) "
                                          "did not take effect: the split is blue=90 green=10")
     clock.advance(minutes=2)
     assert await new.recover_operations(workspaces) == 1           # posted as a new message instead

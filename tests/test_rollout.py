@@ -3,12 +3,15 @@ tests/test_rollout_http.py goes over HTTP)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from adapters.storage import audit as audit_log, outbox, traffic_history, watches
 from bot.watch import WatchLoop
 from commands.context import Role
 from commands.policy import Policy, parse_policy
+from commands.endpoints import traffic_change, traffic_text
 from commands.rollout import canary_split
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat
@@ -80,7 +83,7 @@ async def test_history_lists_changes_newest_first_and_rollback_restores_exactly(
         (1, "traffic", {"blue": 90, "green": 10}, {"blue": 50, "green": 50}, "Dana Dev", "half and half")]
     shown = await chat("history fraud-api")
     assert_valid_card(shown.card)
-    newer, older = "#2 blue=50 green=50 → green=80 blue=20", "#1 blue=90 green=10 → blue=50 green=50"
+    newer, older = "#2 blue=50 green=50 → blue=20 green=80", "#1 blue=90 green=10 → blue=50 green=50"
     assert newer in shown.text and older in shown.text and shown.text.index(newer) < shown.text.index(older)
     assert "2026-11-26 09:00 UTC · traffic · Dana Dev · “half and half”" in shown.text
     assert shown.card["actions"][0]["data"] == {"args": ["fraud-api", "--to", "2"]}
@@ -151,7 +154,7 @@ async def test_a_split_changed_outside_the_bot_is_recorded_when_first_seen(chat,
     await chat.settle()
     workspaces.default.service.set_traffic("fraud-api", {"blue": 30, "green": 70}).wait(None)   # the portal
     text = (await chat("history fraud-api")).text
-    assert "#2 blue=80 green=20 → green=70 blue=30" in text and "changed outside the bot" in text
+    assert "#2 blue=80 green=20 → blue=30 green=70" in text and "changed outside the bot" in text
     await chat("history fraud-api")                     # seen once: recorded once
     entries = await history_entries(store)
     assert [(e.source, e.action, e.actor_name) for e in entries] == [
@@ -172,7 +175,7 @@ async def test_canary_refusals(chat, viewer_chat):
     assert (await chat("canary fraud-api green 101")).text.startswith(
         "Percent must be between 0 and 100")
     assert (await chat("canary fraud-api green")).text.startswith("Something is missing: ‹percent›")
-    assert (await chat("canary fraud-api green 10")).text.startswith("green already has 10 % of fraud-api")
+    assert (await chat("canary fraud-api green 10")).text.startswith("green already has 10% of fraud-api")
     assert (await viewer_chat("canary fraud-api green 50")).text.startswith(
         "`canary` needs the Operator role; you have Viewer.")
 
@@ -180,7 +183,7 @@ async def test_canary_refusals(chat, viewer_chat):
 async def test_canary_in_production_needs_an_approval_by_someone_else(workspaces, store):
     olga = Chat(workspaces, store, policy=Policy(), roles=ROLES, user=OLGA)
     asked = await olga("canary fraud-api green 30 --reason 'v4 looks fine'")
-    assert asked.text == ("Approval request #1: Canary on fraud-api: green to 30 % "
+    assert asked.text == ("Approval request #1: Canary on fraud-api: green to 30% "
                           "(blue=90 green=10 → blue=70 green=30)")
     assert_valid_card(asked.card)
     assert "cannot approve it yourself" in (await olga("approve 1")).text
@@ -193,6 +196,35 @@ async def test_canary_in_production_needs_an_approval_by_someone_else(workspaces
     rolled = await olga("rollback fraud-api")
     assert rolled.text.startswith("Approval request #2: Rollback of fraud-api (undo #1)")
     assert (await olga.as_(VIC)("approve 2")).text.startswith("`approve` needs the Operator role")
+
+
+def test_one_way_to_write_a_split():
+    assert traffic_text({"green": 10, "blue": 90}) == "blue=90 green=10"          # largest share first
+    assert traffic_text({"green": 50, "blue": 50}) == "blue=50 green=50"          # then by name
+    assert traffic_text({"blue": 100, "green": 0}) == "blue=100"                  # a single split: no zeros
+    assert traffic_text({"blue": 0}) == "no traffic"
+    # before → after: a deployment whose share went to or from 0 shows as =0 on that side
+    assert traffic_change({"blue": 90, "green": 10}, {"blue": 100, "green": 0}) == "blue=90 green=10 → blue=100 green=0"
+    assert traffic_change({"blue": 90, "green": 10}, {"blue": 72, "green": 8, "red": 20}) == (
+        "blue=90 green=10 red=0 → blue=72 green=8 red=20")
+    # both sides in the before side's order, so they read across
+    assert traffic_change({"blue": 50, "green": 50}, {"blue": 20, "green": 80}) == "blue=50 green=50 → blue=20 green=80"
+    assert traffic_change({"green": 100}, {"blue": 90, "green": 10}) == "green=100 blue=0 → green=10 blue=90"
+    assert traffic_change({"blue": 100, "shadow": 0}, {"blue": 100}) == "blue=100 → blue=100"
+
+
+async def test_a_canary_to_100_percent_writes_its_split_the_same_way_on_the_card(workspaces, store):
+    olga = Chat(workspaces, store, policy=Policy(), roles=ROLES, user=OLGA)
+    asked = await olga("canary fraud-api blue 100")
+    assert asked.text == ("Approval request #1: Canary on fraud-api: blue to 100% "
+                          "(blue=90 green=10 → blue=100 green=0)")
+    facts = {f["title"]: f["value"] for b in asked.card["body"] if b["type"] == "FactSet" for f in b["facts"]}
+    assert facts["Traffic"] == "blue=90 green=10 → blue=100 green=0"
+    await olga.as_(ARNE)("approve 1")
+    await olga.settle()
+    rows = [b["columns"][0]["items"][0]["text"] for b in (await olga("history fraud-api")).card["body"]
+            if b["type"] == "ColumnSet"]
+    assert rows == ["**#1** blue=90 green=10 → blue=100 green=0"]
 
 
 # ---------------------------------------------------------------- demo degrade and the watch
@@ -213,7 +245,7 @@ async def test_demo_degrade_is_admin_only_and_local(chat, workspaces):
     assert (await chat("demo break fraud-api green")).text.startswith("Unknown demo switch 'break' (use one of degrade, heal)")
     assert "no deployment named 'purple'" in (await chat("demo degrade fraud-api purple")).text
     done = await chat("demo degrade fraud-api green")
-    assert done.text.startswith("🧪 Deployment green on fraud-api is now degraded: p99 about 1120 ms, 8% of requests")
+    assert done.text.startswith("🧪 Deployment green on fraud-api is now degraded: p99 about 1,120 ms, 8% of requests")
     assert (await chat("demo heal fraud-api green")).text.startswith(
         "🧪 Deployment green on fraud-api is healthy again (p99 about 140 ms)")
 
@@ -325,3 +357,82 @@ async def test_the_watch_records_a_split_changed_outside_the_bot_during_its_wind
     assert [(e.source, e.before, e.after) for e in entries] == [
         ("outside", {"blue": 50, "green": 50}, {"blue": 100}),
         ("bot", {"blue": 90, "green": 10}, {"blue": 50, "green": 50})]
+
+
+async def test_a_rollback_that_leaves_a_failing_deployment_serving_is_not_called_healthy(chat, store, workspaces):
+    await chat("traffic fraud-api blue=0 green=100")
+    await chat.settle()
+    await chat("demo degrade fraud-api green")
+    loop = watch_loop(chat, store, workspaces)
+    chat.clock.advance(minutes=WINDOW + 1)
+    assert await loop.conclude_due() == 1                     # the change to green: degraded
+    await chat("rollback fraud-api")                          # back to blue=90 green=10: green still serves 10%
+    await chat.settle()
+    chat.clock.advance(minutes=WINDOW + 1)
+    assert await loop.conclude_due() == 1
+    changed, rolled_back = await verdicts(store)
+    assert changed["card"]["body"][0]["text"] == "⚠️ Degraded after the traffic on fraud-api"
+    card = rolled_back["card"]
+    assert_valid_card(card)
+    # not worse than before the rollback (the comparison stays as it is), but not healthy either
+    assert card["body"][0]["text"] == "⚠️ Still unhealthy after the rollback on fraud-api"
+    green = next(d for d in workspaces.default.service.endpoint_metrics("fraud-api", WINDOW).deployments
+                 if d.deployment == "green")
+    lines = [b.get("text") for b in card["body"]]
+    start = lines.index("Over the health thresholds")
+    assert lines[start:start + 3] == [
+        "Over the health thresholds",
+        f"- green: p99 {green.latency_p99_ms:,.0f} ms is over 1,000 ms; 5xx {green.error_rate:.2%} is over 1%",
+        "It was over them before the change too: the change neither caused this nor fixed it."]
+    assert "What got worse" not in lines and "✅" not in card["fallbackText"]
+    # the figures in one format (1,149 ms), as on the endpoint card
+    figures = {f["title"]: f["value"] for b in card["body"] if b["type"] == "FactSet" for f in b["facts"]}
+    assert re.fullmatch(rf"p99 1,\d{{3}} ms → {green.latency_p99_ms:,.0f} ms, 5xx \d\.\d\d% → {green.error_rate:.2%}",
+                        figures["green"]), figures
+    # the button undoes the rollback, and says so
+    assert [(a["title"], a["data"]["args"]) for a in card["actions"]] == [
+        ("Undo this rollback", ["fraud-api", "--to", "2"]), ("History", ["fraud-api"])]
+    endpoint = (await chat("endpoint fraud-api")).card["body"][2]["text"]
+    assert endpoint.startswith("Deployment green is unhealthy: p99 ")
+
+
+async def test_a_deployment_without_traffic_does_not_make_the_verdict_unhealthy(chat, store, workspaces):
+    await chat("demo degrade fraud-api green")
+    await chat("traffic fraud-api blue=100 green=0")
+    await chat.settle()
+    chat.clock.advance(minutes=WINDOW + 1)
+    assert await watch_loop(chat, store, workspaces).conclude_due() == 1
+    [payload] = await verdicts(store)
+    assert payload["card"]["body"][0]["text"] == "✅ Healthy after the traffic on fraud-api"
+    assert [a["title"] for a in payload["card"]["actions"]] == ["Rollback", "History"]
+
+
+def test_an_unhealthy_verdict_that_was_healthy_before_says_it_is_not_degraded():
+    from datetime import datetime, timezone
+
+    from adapters.storage.watches import Watch
+    from commands.watch import verdict_card
+
+    watch = Watch(workspace="ml-prod", endpoint="fraud-api", action="canary", history_id=4, started_at=datetime.now(
+        timezone.utc), baseline={}, requester_name="Dana Dev")
+    verdict = {"state": "unhealthy", "window_minutes": 15, "split": "blue=80 green=20", "findings": [],
+               "unhealthy": ["endpoint: p99 1,040 ms is over 1,000 ms"], "unhealthy_before": False,
+               "baseline": {"p99_ms": 900.0, "error_rate": 0.001}, "after": {"p99_ms": 1040.0, "error_rate": 0.002}}
+    card = verdict_card(watch, verdict, workspace="Workspace ml-prod (prod)")
+    assert_valid_card(card)
+    assert [b["text"] for b in card["body"][:2] + card["body"][3:7]] == [
+        "⚠️ Unhealthy after the canary on fraud-api", "Workspace ml-prod (prod)",
+        "Over the health thresholds", "- endpoint: p99 1,040 ms is over 1,000 ms",
+        "Not worse than before the change by the watch's measure (p99 over 1.5 x and 50 ms more, or 5xx over 2 x "
+        "and 1 point more), but not healthy.", "Before → after"]
+    assert card["body"][7]["facts"] == [{"title": "Endpoint", "value": "p99 900 ms → 1,040 ms, 5xx 0.10% → 0.20%"}]
+    assert [a["title"] for a in card["actions"]] == ["Rollback", "History"]
+
+
+@pytest.mark.parametrize("typed", ["canary churn-batch green 20", "history churn-batch", "rollback churn-batch",
+                                   "traffic churn-batch blue=100", "scale churn-batch blue 2", "logs churn-batch blue"])
+async def test_a_batch_endpoint_where_an_online_one_is_needed_is_named_as_such(chat, typed):
+    assert (await chat(typed)).text == (
+        "churn-batch is a batch endpoint; canary, history, rollback, traffic, scale and logs work on online "
+        "endpoints. `endpoint churn-batch` shows it, `batch churn-batch ‹input›` scores data with it.")
+    assert (await chat("history fraud-apy")).text == "No endpoint named 'fraud-apy'. Did you mean `fraud-api`?"

@@ -62,7 +62,7 @@ async def approve_and_wait(teams, asked, words: str) -> None:
 async def test_canary_verdict_and_one_click_rollback(teams, app_server, clock):
     [asked] = await teams.say("canary fraud-api green 50 --reason 'v4 canary'")
     assert_valid_card(asked.card)
-    assert "Canary on fraud-api: green to 50 % (blue=90 green=10 → blue=50 green=50)" in card_words(asked)
+    assert "Canary on fraud-api: green to 50% (blue=90 green=10 → blue=50 green=50)" in card_words(asked)
     await approve_and_wait(teams, asked, "Traffic: blue=50 green=50")
 
     shown = await ask(teams, "history fraud-api", "Traffic history of fraud-api")
@@ -127,7 +127,7 @@ async def test_a_pipeline_asks_for_a_canary_and_the_history_names_it(teams):
         "reason": "release 2026.11.4", "requester": "GitHub Actions (release.yml)",
         "run_url": "https://github.com/contoso/fraud/actions/runs/43"})
     assert status == 201, created
-    assert created["summary"] == "Canary on fraud-api: green to 25 % (blue=90 green=10 → blue=75 green=25)"
+    assert created["summary"] == "Canary on fraud-api: green to 25% (blue=90 green=10 → blue=75 green=25)"
     await wait_until(lambda: any(s.card and "Approval request #1" in card_words(s) for s in teams.connector.sent))
     posted = next(s for s in teams.connector.sent if s.card and "Approval request #1" in card_words(s))
     status, _ = await teams.click(posted.card, "Approve", user=BOB, conversation=CHANNEL, kind="channel")

@@ -40,6 +40,13 @@ async def verify(storage) -> Verification:
     return await storage.run_transaction(audit.verify, write=False)
 
 
+async def test_actions_are_every_action_and_event_held(storage):
+    assert await storage.run_transaction(audit.actions, write=False) == set()
+    await append_all(storage, [entry(0), entry(1, event="vote:approve"), entry(2, action="", event="policy_loaded")])
+    assert await storage.run_transaction(audit.actions, write=False) == {
+        "traffic", "requested", "vote:approve", "policy_loaded"}
+
+
 async def test_append_chains_records_with_sha256_over_the_canonical_encoding(storage):
     first, second = await append_all(storage, [entry(0), entry(1, event="approved", actor_id="aad-ann",
                                                                      actor_name="Ann Approver", approval_id=None)])

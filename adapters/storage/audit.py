@@ -164,6 +164,12 @@ async def query(tx: Transaction, *, since: datetime | None = None, actor: str | 
     return [_from_row(row) for row in rows]
 
 
+async def actions(tx: Transaction) -> set[str]:
+    """Every action and event the trail holds: what `query(action=...)` can match."""
+    rows = await tx.fetch("SELECT action FROM audit_log UNION SELECT event FROM audit_log", ())
+    return {row[0] for row in rows if row[0]}
+
+
 def _contains(text: str) -> str:
     escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
