@@ -186,7 +186,7 @@ def test_a_traffic_change_is_approved_watched_and_rolled_back(chat):
 
     invokes = len(chat.invoke_statuses())
     chat.page.locator('button[title="Rollback"]').last.click()
-    rollback_card = _wait_for_text(chat, "green=100 blue=0 → blue=90 green=10", timeout=30)
+    rollback_card = _wait_for_text(chat, "green=100 blue=0 → green=10 blue=90", timeout=30)
     assert chat.invoke_statuses()[invokes:] == [200], chat.invoke_statuses()
     chat.screenshot("rollback-request")
     rollback = _request_number(rollback_card)
