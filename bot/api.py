@@ -18,6 +18,7 @@ and the pipeline does the change itself after polling `approved`.
 from __future__ import annotations
 
 import csv
+import hashlib
 import hmac
 import io
 import json
@@ -34,13 +35,17 @@ from adapters.storage.approvals import Approval
 from bot.handler import ChatHandler, explain
 from commands.audit import parse_since
 from commands.context import Role, User
-from commands.gate import Change, Pipeline
+from commands.gate import REDELIVERED, Change, Pipeline
 from commands.policy import APPROVAL, Rule
 from commands.registry import CommandError
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+# A pipeline that retries a POST whose answer it lost sends the same key: it gets the request the
+# first call opened, not a second one to approve (and perhaps run twice).
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY = 200
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection, OWASP).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -135,14 +140,32 @@ class ApprovalsApi:
             first = error.errors()[0]
             field = ".".join(str(p) for p in first.get("loc", ())) or "body"
             return _problem(422, f"{field}: {first.get('msg', 'invalid')}", field=field)
+        key = request.headers.get(IDEMPOTENCY_HEADER)
+        if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable() and key.isascii()):
+            return _problem(400, f"{IDEMPOTENCY_HEADER} must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII "
+                                 "characters", field=IDEMPOTENCY_HEADER)
+        call = _call_id(key) if key else ""
         try:
-            approval = await self._open(gate_request)
+            approval = await self._open(gate_request, call) if not call else (
+                await self._earlier(call) or await self._open(gate_request, call))
         except _Unprocessable as error:
             return _problem(422, str(error), field=error.field)
+        except _Retried:                         # the same key is being handled right now, or was
+            approval = await self._earlier(call)
+            if approval is None:
+                return _problem(409, f"a request with this {IDEMPOTENCY_HEADER} is being opened; try again",
+                                field=IDEMPOTENCY_HEADER)
         return web.json_response(approval_json(approval), status=201,
                                  headers={"Location": f"/api/approvals/{approval.id}"})
 
-    async def _open(self, body: GateRequest) -> Approval:
+    async def _earlier(self, call: str) -> Approval | None:
+        """The request an earlier call with the same Idempotency-Key opened."""
+        async def read(tx) -> int | None:
+            return await audit_log.requested_by_activity(tx, call)
+        found = await self.handler.store.run_transaction(read, write=False)
+        return await self._get(found) if found is not None else None
+
+    async def _open(self, body: GateRequest, call: str = "") -> Approval:
         handler = self.handler
         if handler.gate is None or handler.store is None:
             raise _Unprocessable("approvals are not available", "action")
@@ -169,7 +192,7 @@ class ApprovalsApi:
             except ValueError as error:
                 raise _Unprocessable(str(error), "parameters") from None
             ctx = await handler.context_for(requester, conversation.conversation_id, role=Role.OPERATOR,
-                                            pipeline=pipeline)
+                                            pipeline=pipeline, activity_id=call)
             try:
                 reply = await handler.registry.invoke(ctx, command, argv)
             except CommandError as error:
@@ -177,6 +200,8 @@ class ApprovalsApi:
             except Exception as error:  # noqa: BLE001 - a workspace error is the caller's to read
                 raise _Unprocessable(explain(error).text, "parameters") from None
             approval_id = int(reply.track.partition(":")[2]) if reply.track.startswith("approval:") else None
+            if approval_id is None and reply is REDELIVERED:
+                raise _Retried()
             if approval_id is None:
                 raise _Unprocessable(reply.text, "parameters")
             return await self._get(approval_id)
@@ -187,8 +212,10 @@ class ApprovalsApi:
                         target=body.target or body.action, parameters=body.parameters, before=body.before,
                         after=body.after, summary=f"{body.action} {body.target}".strip(), reason=body.reason)
         ctx = await handler.context_for(requester, conversation.conversation_id, role=Role.OPERATOR,
-                                        pipeline=pipeline)
+                                        pipeline=pipeline, activity_id=call)
         reply = await handler.gate.open_request(ctx, change, rule)
+        if reply is REDELIVERED:
+            raise _Retried()
         return await self._get(int(reply.track.partition(":")[2]))
 
     async def _get(self, approval_id: int) -> Approval:
@@ -241,6 +268,15 @@ class ApprovalsApi:
         for row in rows:
             writer.writerow({k: _csv_cell(v) for k, v in row.items()})
         return web.Response(text=out.getvalue(), content_type="text/csv")
+
+
+class _Retried(Exception):
+    """The call's Idempotency-Key was seen before: no second request was opened."""
+
+
+def _call_id(key: str) -> str:
+    """The activity id a keyed API call is recorded under (hashed: keys may be long or telling)."""
+    return "api:" + hashlib.sha256(key.encode("ascii")).hexdigest()[:32]
 
 
 class _Unprocessable(Exception):

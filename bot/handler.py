@@ -70,11 +70,14 @@ class ChatHandler:
                        gate=self.gate, store=self.store, role_source=source, role_book=self.roles,
                        mentioned=tuple(request.mentioned), clock=self.clock, health=self.health)
 
-    async def context_for(self, user: User, conversation_id: str, *, role: Role, pipeline: Any = None) -> Context:
-        """A context for a caller that is not a chat user (the pipeline API): a fixed role."""
+    async def context_for(self, user: User, conversation_id: str, *, role: Role, pipeline: Any = None,
+                          activity_id: str = "") -> Context:
+        """A context for a caller that is not a chat user (the pipeline API): a fixed role.
+        `activity_id` identifies the call, so that a retried one is recognised (Idempotency-Key)."""
         return Context(user=user, role=role, workspaces=self.workspaces, conversation_id=conversation_id,
                        development=self.development, gate=self.gate, store=self.store, role_source="api",
-                       role_book=self.roles, clock=self.clock, pipeline=pipeline, health=self.health)
+                       role_book=self.roles, clock=self.clock, pipeline=pipeline, health=self.health,
+                       activity_id=activity_id)
 
     def tenant_allowed(self, tenant_id: str) -> bool:
         return not self.allowed_tenants or tenant_id in self.allowed_tenants

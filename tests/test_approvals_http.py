@@ -104,15 +104,33 @@ def gate_body(**overrides):
     return body
 
 
-async def api(teams, method: str, path: str, *, body=None, token: str | None = TOKEN, raw: bytes | None = None):
+async def api(teams, method: str, path: str, *, body=None, token: str | None = TOKEN, raw: bytes | None = None,
+              headers: dict[str, str] | None = None):
     url = teams.bot_url.replace("/api/messages", path)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
     if raw is not None:
         headers["Content-Type"] = "application/json"
     async with teams.session.request(method, url, json=body if raw is None else None, data=raw,
                                      headers=headers) as response:
         text = await response.text()
         return response.status, (json.loads(text) if text and response.content_type == "application/json" else text)
+
+
+@pytest.mark.parametrize("execute", [True, False])
+async def test_a_retried_pipeline_call_with_its_idempotency_key_opens_one_request(teams, execute):
+    """A pipeline that lost the answer to its POST sends it again with the same key: it gets the
+    request the first call opened, not a second one to approve (and perhaps run twice)."""
+    await teams.say("hello", mention=True, conversation=CHANNEL, kind="channel")
+    body = gate_body(execute=execute, **({} if execute else {"target": "release 2026.11.3"}))
+    keyed = {"Idempotency-Key": "github-run-42-attempt-1"}
+    first = await api(teams, "POST", "/api/approvals", body=body, headers=keyed)
+    again = await api(teams, "POST", "/api/approvals", body=body, headers=keyed)
+    other = await api(teams, "POST", "/api/approvals", body=body, headers={"Idempotency-Key": "github-run-43"})
+    assert (first[0], again[0], other[0]) == (201, 201, 201)
+    assert (first[1]["id"], again[1]["id"], other[1]["id"]) == (1, 1, 2)
+    status, refused = await api(teams, "POST", "/api/approvals", body=body, headers={"Idempotency-Key": "é" * 3})
+    assert (status, refused["field"]) == (400, "Idempotency-Key")
+    assert refused["error"] == "Idempotency-Key must be 1 to 200 printable ASCII characters"
 
 
 async def test_a_pipeline_gates_on_an_approval_and_polls_it(teams):

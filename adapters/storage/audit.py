@@ -164,6 +164,13 @@ async def query(tx: Transaction, *, since: datetime | None = None, actor: str | 
     return [_from_row(row) for row in rows]
 
 
+async def requested_by_activity(tx: Transaction, activity_id: str) -> int | None:
+    """The approval request the activity `activity_id` opened, if it opened one (a retried call)."""
+    rows = await tx.fetch("SELECT approval_id FROM audit_log WHERE activity_id = ? AND event = ? "
+                          "AND approval_id IS NOT NULL ORDER BY seq LIMIT 1", (activity_id, "requested"))
+    return int(rows[0][0]) if rows else None
+
+
 async def actions(tx: Transaction) -> set[str]:
     """Every action and event the trail holds: what `query(action=...)` can match."""
     rows = await tx.fetch("SELECT action FROM audit_log UNION SELECT event FROM audit_log", ())
