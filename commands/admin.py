@@ -9,8 +9,9 @@ or by @mention, which the Teams seam resolves to the member's object id; never b
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
-from adapters.storage import audit, grants
+from adapters.storage import audit, grants, people
 from adapters.storage.grants import Grant
 from commands.context import Context, Reply, Role, User
 from commands.policy import CHANGE_ACTIONS
@@ -45,13 +46,21 @@ def _audit_entry(ctx: Context, event: str, person: User, before: str, after: str
                             after={"role": after}, activity_id=ctx.activity_id)
 
 
+async def _known_as(ctx: Context, person: User) -> User:
+    """`person` with the display name the bot knows them by, when they were given as an object id."""
+    if person.name != person.id:
+        return person
+    known = await ctx.store.run_transaction(lambda tx: people.names(tx, [person.id]), write=False)
+    return replace(person, name=known.get(person.id, person.name))
+
+
 @command("grant", Arg("user", help="an @mention or an Entra object id"),
          Arg("role", type=one_of(ROLE_NAMES, "role"), help="viewer, operator, approver or admin"),
          summary="Give someone a role (admins only).", role=Role.ADMIN,
          example="grant 00000000-0000-0000-0000-000000000b0b approver", uses_workspace=False)
 async def grant(ctx: Context, user: str, role: str) -> Reply:
     store = _store(ctx)
-    person = _person(ctx, user)
+    person = await _known_as(ctx, _person(ctx, user))
     fixed = ctx.role_book.assignments.get(person.id)
     if fixed is not None:
         raise UsageError(f"{person.name} is {fixed.label} through the environment (MLOPSBOT_{fixed.name}S); "
@@ -112,7 +121,8 @@ async def revoke(ctx: Context, user: str) -> Reply:
 async def roles(ctx: Context) -> Reply:
     store = _store(ctx)
     stored = await store.run_transaction(grants.list_grants, write=False)
-    rows = [(user_id, "", role, "environment") for user_id, role in ctx.role_book.assignments.items()]
+    met = await store.run_transaction(lambda tx: people.names(tx, list(ctx.role_book.assignments)), write=False)
+    rows = [(user_id, met.get(user_id, ""), role, "environment") for user_id, role in ctx.role_book.assignments.items()]
     rows += [(g.user_id, g.user_name, Role.parse(g.role),
               f"granted by {plain(g.granted_by_name)}, {when(g.granted_at)}") for g in stored]
     rows.sort(key=lambda row: (-row[2], row[1] or row[0]))

@@ -33,3 +33,16 @@ async def test_roles_says_how_to_get_an_admin_when_there_is_none(workspaces, sto
             "id of an admin (`whoami` shows yours) and restart the bot.") in (await chat("roles")).text
     admin = Chat(workspaces, store, roles=RoleBook({ME.id: Role.ADMIN}), user=ME)
     assert "Nobody is Admin" not in (await admin("roles")).text
+
+
+async def test_grant_and_roles_name_the_people_the_bot_has_met(workspaces, store):
+    from datetime import datetime, timezone
+
+    from adapters.storage import people
+
+    await store.run_transaction(lambda tx: people.remember(tx, BOB, "29:bob", "Bob Builder", "t1",
+                                                           now=datetime(2026, 11, 26, tzinfo=timezone.utc)))
+    admin = Chat(workspaces, store, roles=RoleBook({ME.id: Role.ADMIN}), user=ME)
+    assert (await admin(f"grant {BOB} approver")).text == "Bob Builder is now Approver. Recorded in the audit trail."
+    shown = (await admin("roles")).text
+    assert f"Bob Builder {BOB}" in shown and f"{ME.id}" in shown

@@ -33,3 +33,15 @@ async def teams_ids(tx: Transaction, object_ids: Sequence[str]) -> dict[str, str
         rows = await tx.fetch(f"SELECT object_id, teams_id FROM people WHERE object_id IN ({marks})", chunk)
         found.update({object_id: teams_id for object_id, teams_id in rows})
     return found
+
+
+async def names(tx: Transaction, object_ids: Sequence[str]) -> dict[str, str]:
+    """Entra object id -> display name, for those of `object_ids` the bot has met."""
+    wanted = sorted(set(object_ids))
+    found: dict[str, str] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start:start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        rows = await tx.fetch(f"SELECT object_id, name FROM people WHERE object_id IN ({marks})", chunk)
+        found.update({object_id: name for object_id, name in rows if name})
+    return found
