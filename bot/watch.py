@@ -43,6 +43,9 @@ from commands.job_watch import JOB_POLL_SECONDS, report
 from commands.watch import conclude
 
 log = logging.getLogger(__name__)
+# `mlops-bot chat`'s conversation: the terminal reports the jobs started there (it may share the
+# bot's storage; the bot could not deliver to it).
+TERMINAL_CONVERSATION = "terminal"
 
 LOCAL_BREACH_DAYS = 6          # < bot.ingress.INBOX_DAYS: a run's dedupe key outlives its chance of being read
 MAX_REMEMBERED = 10_000        # dedupe keys a process keeps in memory to skip storage on the next passes
@@ -88,7 +91,8 @@ class WatchLoop:
     async def follow_jobs(self) -> int:
         """Report every watched job that ended; return how many reports were posted."""
         return await follow_jobs(self.store, self.workspaces, owner=self.owner, clock=self.clock,
-                                 lease_seconds=self.lease_seconds, wake=self.gate.wake_outbox)
+                                 lease_seconds=self.lease_seconds, wake=self.gate.wake_outbox,
+                                 except_conversation=TERMINAL_CONVERSATION)
 
     async def conclude_due(self) -> int:
         """Conclude every watch whose window has passed; return how many verdicts were posted."""
@@ -113,7 +117,8 @@ class WatchLoop:
 
 async def follow_jobs(store: Any, workspaces: Any, *, owner: str, clock: Callable[[], datetime],
                       lease_seconds: float = 300.0, conversation_id: str | None = None,
-                      deliver: Callable[[Reply], Any] | None = None, wake: Callable[[], None] | None = None) -> int:
+                      except_conversation: str | None = None, deliver: Callable[[Reply], Any] | None = None,
+                      wake: Callable[[], None] | None = None) -> int:
     """Look at the watched jobs whose check is due: an ended job's report goes to the outbox (or to
     `deliver`, for the terminal chat, after its watch is closed), a running one is looked at again
     in JOB_POLL_SECONDS. `conversation_id`: only that conversation's watches. Returns reports made."""
@@ -121,7 +126,7 @@ async def follow_jobs(store: Any, workspaces: Any, *, owner: str, clock: Callabl
 
     async def claim(tx) -> list[JobWatch]:
         return await job_watches.claim_due(tx, owner, now=now, lease_seconds=lease_seconds,
-                                           conversation_id=conversation_id)
+                                           conversation_id=conversation_id, except_conversation=except_conversation)
 
     reported = 0
     for watch in await store.run_transaction(claim):

@@ -235,3 +235,20 @@ async def test_the_terminal_chat_prints_only_its_own_jobs_ends(clocked, store, c
     assert await outbox_items(store) == []                    # printed, not sent to Teams
     [left] = await open_watches(store)
     assert left.conversation_id == "19:teams-channel"
+
+
+async def test_the_bot_leaves_the_terminal_chats_jobs_to_the_terminal(clocked, store, clock):
+    """`mlops-bot chat` may share the bot's storage; the bot cannot deliver to the terminal."""
+    from bot.chat import CONVERSATION
+    from bot.watch import WatchLoop
+
+    job = await clocked.default.trigger_schedule("nightly-churn-retrain")
+    await store.run_transaction(lambda tx: job_watches.create(
+        tx, watch(job_name=job.name, conversation_id=CONVERSATION, model=""), first_check=START))
+    clock.advance(hours=3)
+
+    from commands.gate import Gate
+
+    loop = WatchLoop(store, clocked, Gate(Policy(), store, clock=clock), owner="bot-replica", clock=clock)
+    assert await loop.follow_jobs() == 0
+    assert [w.conversation_id for w in await open_watches(store)] == [CONVERSATION]

@@ -83,15 +83,20 @@ async def get(tx: Transaction, watch_id: int) -> JobWatch | None:
 
 
 async def claim_due(tx: Transaction, owner: str, *, now: datetime, lease_seconds: float = 300.0, limit: int = 20,
-                    conversation_id: str | None = None) -> list[JobWatch]:
+                    conversation_id: str | None = None, except_conversation: str | None = None) -> list[JobWatch]:
     """Claim the watches whose next check is due, and checks whose lease ran out; each by one owner
-    only (compare-and-set). `conversation_id`: only that conversation's (the terminal chat)."""
+    only (compare-and-set). `conversation_id`: only that conversation's (the terminal chat);
+    `except_conversation`: all but that one's (the bot leaves the terminal's to the terminal)."""
     moment = encode_time(utc(now, "now"))
-    only = " AND conversation_id = ?" if conversation_id is not None else ""
+    only, extra = "", []
+    if conversation_id is not None:
+        only, extra = " AND conversation_id = ?", [conversation_id]
+    elif except_conversation is not None:
+        only, extra = " AND conversation_id <> ?", [except_conversation]
     rows = await tx.fetch(
         f"SELECT id FROM job_watches WHERE next_check <= ? AND (state = ? OR (state = ? AND claimed_until < ?)){only} "
         f"ORDER BY next_check, id LIMIT ?{for_update(tx, skip_locked=True)}",
-        (moment, WATCHING, CHECKING, moment, *([conversation_id] if only else []), limit))
+        (moment, WATCHING, CHECKING, moment, *extra, limit))
     until = encode_time(utc(now, "now") + timedelta(seconds=lease_seconds))
     claimed = []
     for (watch_id,) in rows:
