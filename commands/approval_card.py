@@ -85,6 +85,8 @@ def approval_card(request: Approval, now: datetime, *, approver_ids: Sequence[st
     if request.votes:
         body.append(section("Votes"))
         body += limited(list(request.votes), _vote_row, noun="vote")
+    if request.result and request.state == PENDING:        # e.g. its target changed since (commands.gate)
+        body.append(text(f"⚠️ {plain(request.result)}", color="Warning", wrap=True))
     if request.result and request.state not in (PENDING,):
         body += [section("Outcome"), text(plain(request.result), wrap=True,
                                           color="Attention" if request.state == FAILED else None)]
@@ -134,6 +136,8 @@ def approval_row(request: Approval) -> dict:
     detail = f"{request.workspace} · asked by {plain(request.requester_name)} · {when(request.created_at)}"
     if request.state == PENDING and not _is_confirmation(request):
         detail += f" · {len(request.approvals)} of {request.quorum} approvals"
+    if request.state == PENDING and request.result:
+        detail += " · ⚠️ its target changed since"
     return columns([text(f"**#{request.id}** {summary}", wrap=True), text(detail, subtle=True, spacing="None")],
                    text(label, color=color),
                    {"type": "ActionSet", "actions": [button("Open", "approval", str(request.id))]},

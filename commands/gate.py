@@ -155,6 +155,11 @@ async def first_delivery(tx, ctx: Context, now: datetime) -> bool:
     return not ctx.activity_id or await inbox.first_time(tx, f"activity:{ctx.activity_id}", now)
 
 
+def _starts_a_run(action: str, parameters: dict[str, Any]) -> bool:
+    """Changes that start a job (retraining, batch scoring, a schedule run) and leave their target as it was."""
+    return action in ("retrain", "batch") or (action == "schedule" and parameters.get("do") == "run")
+
+
 async def _recheck(ctx: Context, change: Change, recheck: Any) -> Reply | None:
     """How an operation a stopped process left in flight ended (None: still running)."""
     try:
@@ -586,6 +591,8 @@ class Gate:
                     op = await operations.get(tx, operation_id, lock=True)
                     if op is not None and op.ack_activity_id:
                         await self._post_outcome(tx, op, now)
+            if result.ok:
+                await self._note_superseded(tx, change, request, now)
             if request is None:
                 return None
             await approvals.transition(tx, request.id, (EXECUTING, APPROVED), state, now=now, result=summary)
@@ -603,6 +610,21 @@ class Gate:
         return Reply(result.text, card=self.card(current, now, ctx), ok=result.ok)
 
     # ------------------------------------------------------------ helpers
+
+    async def _note_superseded(self, tx, change: Change, done: Approval | None, now: datetime) -> None:
+        """A change on a target went through: other requests still waiting on that target were made
+        against what it was before, and their executors will refuse them if it no longer applies.
+        Say so on their cards now, rather than after someone approves."""
+        if _starts_a_run(change.action, change.parameters):
+            return                                     # a job started: the target itself is as it was
+        by = f"request #{done.id}" if done is not None else f"{change.action} (no approval needed)"
+        text = (f"{change.target} changed after this request was made ({by}: {change.summary}). Approving it "
+                f"will be refused if the change no longer applies; look again before voting.")
+        for other in await approvals.pending_on(tx, change.workspace, change.target, besides=done.id if done else 0):
+            if _starts_a_run(other.action, other.parameters):
+                continue
+            if await approvals.note(tx, other.id, text, now=now):
+                await self._update_cards(tx, await approvals.get(tx, other.id), now)
 
     def _is_confirmation(self, request: Approval) -> bool:
         return request.approver_role == REQUESTER_ONLY

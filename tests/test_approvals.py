@@ -183,6 +183,36 @@ async def test_a_redelivered_change_asks_and_runs_once(olga, store, workspaces):
     assert len(running) == 1
 
 
+async def test_a_request_whose_target_changed_since_says_so_on_its_card_before_anyone_votes(olga, store):
+    """From the first-user review: two requests on fraud-api; once one is carried out, the other
+    still read "Waiting for approval" and failed only after someone approved it."""
+    asked = await olga("traffic fraud-api blue=50 green=50")
+    await olga.handler.delivered(asked, "conv-1", "card-of-request-1")      # the host posted its card
+    await olga("traffic fraud-api blue=70 green=30")
+    await olga.as_(ARNE).click("approve", "2")
+    await olga.settle()
+    first = await request_of(store, 1)
+    assert first.state == "pending"
+    assert first.result == ("endpoint fraud-api changed after this request was made (request #2: Traffic on "
+                            "fraud-api: blue=90 green=10 → blue=70 green=30). Approving it will be refused if the "
+                            "change no longer applies; look again before voting.")
+    card = (await olga("approval 1")).card
+    assert f"⚠️ {first.result}" in card["fallbackText"]
+    listed = (await olga("approvals")).text
+    assert "⚠️ its target changed since" in next(line for line in listed.splitlines() if "#1" in line)
+    [edit] = [i for i in await store.run_transaction(lambda tx: outbox.find_items(tx), write=False)
+              if i.payload.get("update") == "card-of-request-1"]
+    assert f"⚠️ {first.result}" in edit.payload["card"]["fallbackText"]
+
+
+async def test_a_started_run_leaves_other_requests_on_its_target_unmarked(olga, store):
+    await olga("retrain fraud-model --reason 'drift on amount'")
+    await olga("retrain fraud-model --reason 'new labels'")
+    await olga.as_(ARNE).click("approve", "2")
+    await olga.settle()
+    assert ((await request_of(store, 2)).state, (await request_of(store, 1)).result) == ("succeeded", "")
+
+
 async def test_a_target_changed_since_the_request_is_refused_on_the_card(olga, store, workspaces):
     await olga("traffic fraud-api blue=0 green=100")
     await workspaces.default.set_traffic("fraud-api", {"blue": 70, "green": 30})   # someone else, meanwhile

@@ -252,6 +252,20 @@ async def transition(tx: Transaction, approval_id: int, expected: str | Sequence
     return changed == 1
 
 
+async def pending_on(tx: Transaction, workspace: str, target: str, *, besides: int) -> list[Approval]:
+    """The pending requests on `target` in `workspace`, other than request `besides`."""
+    rows = await tx.fetch(f"{_SELECT} WHERE workspace = ? AND target = ? AND state = ? AND id <> ? ORDER BY id",
+                          (workspace, target, PENDING, besides))
+    return await _load(tx, rows)
+
+
+async def note(tx: Transaction, approval_id: int, text: str, *, now: datetime) -> bool:
+    """Note something on a pending request (its `result`, shown as a warning while it is pending)."""
+    changed = await tx.execute("UPDATE approvals SET result = ?, updated_at = ? WHERE id = ? AND state = ?",
+                               (text, encode_time(utc(now, "now")), approval_id, PENDING))
+    return changed == 1
+
+
 async def set_card(tx: Transaction, approval_id: int, conversation_id: str, activity_id: str) -> None:
     """Remember the message that shows the request's card, so every vote can update it."""
     await tx.execute("UPDATE approvals SET card_conversation_id = ?, card_activity_id = ? WHERE id = ?",
