@@ -240,9 +240,16 @@ def _retry_after(response: Any) -> float | None:
         return None
 
 
+# A text message is rendered as markdown by Teams, and many answers repeat what someone typed or
+# what Azure said ("No model named '…'"). The bot's own text messages never contain a link, so a
+# link or image in one came from someone else: in a channel it would be a link posted by the bot.
+# A zero-width space between `]` and `(` leaves the words and makes the link inert.
+_LINK = re.compile(r"\](?=[(\[:])")
+
+
 def reply_activity(reply: Reply) -> Activity:
     if reply.card is None:
-        return MessageFactory.text(reply.text)
+        return MessageFactory.text(_LINK.sub("]\u200b", reply.text))
     activity = MessageFactory.attachment(CardFactory.adaptive_card(reply.card))
     activity.summary = reply.text.splitlines()[0][:200] if reply.text else None
     return activity

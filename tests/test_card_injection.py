@@ -247,3 +247,14 @@ def test_names_and_reasons_in_the_audit_trail_and_the_traffic_history_are_text()
                                  workspace="Workspace ml-prod (prod)"))
     assert f"2026-11-26 10:00 UTC · traffic · {mallory} · “{plain(LINK)}”" in history
     assert "**#3** blue=100 green=0 → blue=0 green=100" in history                # the bot's own bold entry number
+
+
+async def test_a_link_typed_into_a_command_is_not_a_link_in_the_bots_text_answer(teams):
+    """A text answer that repeats typed words ("No model named '…'") is rendered as markdown by
+    Teams: in a channel, a typed link would become a link posted by the bot."""
+    [answer] = await teams.say("model [Sign-in-expired](https://evil.example/login)",
+                               conversation="19:ml@thread.tacv2;messageid=1", kind="channel", mention=True)
+    assert answer.card is None
+    assert answer.text == "No model named '[Sign-in-expired]\u200b(https'."       # (model:version split at ':')
+    [again] = await teams.say("endpoint [Sign-in](https://evil.example/login)")
+    assert again.text.startswith("No endpoint named '[Sign-in]\u200b(https://evil.example/login)'."), again.text
