@@ -610,11 +610,11 @@ class TeamsBot(ActivityHandler):
         (looked up with Teams' member API), so that `grant @Bob approver` names Bob exactly."""
         activity = turn_context.activity
         typed = command_text(activity)
-        people = _other_mentions(activity)
-        if not people:
+        mentions = _other_mentions(activity)
+        if not mentions:
             return typed, ()
         found: list[User] = []
-        for shown, member_id, name in people:
+        for shown, member_id, name in mentions:
             try:
                 member = await TeamsInfo.get_member(turn_context, member_id)
                 object_id = member.aad_object_id or ""
@@ -622,6 +622,11 @@ class TeamsBot(ActivityHandler):
             except Exception as error:  # noqa: BLE001 - the member API is optional: say so below
                 log.info("could not resolve a mention: %r", error)
                 object_id, upn = "", ""
+            if not object_id:
+                # Teams answers for members of this conversation only (a personal chat has two): someone
+                # the bot has met elsewhere is known by their Teams id.
+                met = await self.storage.run_transaction(lambda tx: people.by_teams_id(tx, member_id), write=False)
+                object_id = met[0] if met else ""
             if object_id:
                 found.append(User(id=object_id, name=name or shown, tenant_id=user_of(activity).tenant_id, upn=upn))
             typed = typed.replace(shown, f" {object_id or shown.replace(' ', '_')} ")

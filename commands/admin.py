@@ -30,7 +30,9 @@ def _person(ctx: Context, word: str) -> User:
     if _OBJECT_ID.match(word):
         return User(id=word.lower(), name=word.lower(), tenant_id=ctx.user.tenant_id)
     raise UsageError(f"'{word}' is not a person I can identify. @mention them, or give their Entra object id "
-                     "(a GUID such as 00000000-0000-0000-0000-000000000b0b, shown by `whoami`).")
+                     "(a GUID such as 00000000-0000-0000-0000-000000000b0b, shown by `whoami`). If you did "
+                     "@mention them: Teams tells the bot only about the members of this conversation, and I "
+                     "have not met them yet; mention them in a channel they belong to, or use their object id.")
 
 
 def _store(ctx: Context):

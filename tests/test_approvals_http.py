@@ -280,6 +280,11 @@ async def test_an_admin_grants_a_role_by_mention_and_roles_shows_where_it_comes_
     [stranger] = await teams.say("grant @Bob Builder approver", user=ADA, mention=True, conversation=CHANNEL,
                                  kind="channel", people=(BOB,))
     assert "is not a person I can identify" in stranger.text          # not in the team: no object id
+    assert "Teams tells the bot only about the members of this conversation" in stranger.text
+    await teams.say("whoami", user=BOB)                                # now the bot has met Bob
+    [met] = await teams.say("grant @Bob Builder operator", user=ADA, mention=True, people=(BOB,))
+    assert met.text == "Bob Builder is now Operator. Recorded in the audit trail."    # from Ada's personal chat
+    await teams.say(f"revoke {BOB.aad_object_id}", user=ADA)
     [revoked] = await teams.say(f"revoke {CAROL.aad_object_id}", user=ADA)
     assert revoked.text.startswith("Carol Curious is no longer Approver")
     [trail] = await teams.say("audit --action role", user=ADA)

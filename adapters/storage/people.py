@@ -45,3 +45,10 @@ async def names(tx: Transaction, object_ids: Sequence[str]) -> dict[str, str]:
         rows = await tx.fetch(f"SELECT object_id, name FROM people WHERE object_id IN ({marks})", chunk)
         found.update({object_id: name for object_id, name in rows if name})
     return found
+
+
+async def by_teams_id(tx: Transaction, teams_id: str) -> tuple[str, str] | None:
+    """(Entra object id, name) of the person with Teams user id `teams_id`, if the bot has met them."""
+    rows = await tx.fetch("SELECT object_id, name FROM people WHERE teams_id = ? ORDER BY seen_at DESC LIMIT 1",
+                          (teams_id,))
+    return (rows[0][0], rows[0][1]) if rows else None
