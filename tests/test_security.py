@@ -351,6 +351,10 @@ async def test_a_button_with_the_most_arguments_allowed_still_runs(teams):
      "postgresql://db/bot?PassWord=***&client_secret=***&api_token=***&access%5Fkey=***"),
     ("postgresql://bot:p%40ss@db/bot?options=-c%20search_path%3Dbot", "postgresql://bot:***@db/bot?options=-c%20search_path%3Dbot"),
     ("postgresql://db/bot?password=hunter=2&user=bot", "postgresql://db/bot?password=***&user=bot"),
+    ("postgresql://bot:p@ss:w@db:5432/bot", "postgresql://bot:***@db:5432/bot"),            # '@' and ':' in it
+    ("postgresql://bot@db:5432/bot?sslmode=require", "postgresql://bot@db:5432/bot?sslmode=require"),
+    ("postgresql://db/bot?sslmode=require&Authorization=hunter2&password",
+     "postgresql://db/bot?sslmode=require&Authorization=***&password"),                    # no value: nothing hidden
     ("sqlite:////data/bot.db", "sqlite:////data/bot.db"),
 ])
 def test_storage_secrets_are_redacted_in_the_logged_summary(url, shown, tmp_path, monkeypatch):
