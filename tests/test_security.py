@@ -144,6 +144,117 @@ async def test_the_key_refresher_retries_with_back_off_then_loads_the_keys(aioht
     assert steady == bot.teams.KEY_REFRESH_SECONDS / 12
 
 
+class KeyDownloads:
+    """Stands in for `_download_keys` (the blocking HTTP calls): counts the fetches, answers `keys`
+    or raises `error`."""
+
+    def __init__(self, keys=(), error: Exception | None = None) -> None:
+        self.keys, self.error, self.urls = list(keys), error, []
+
+    def __call__(self, url: str, timeout: float) -> list[dict]:
+        self.urls.append(url)
+        if self.error is not None:
+            raise self.error
+        return list(self.keys)
+
+
+def stale_metadata(age: timedelta, *keys: SigningKey, url: str = "https://keys.test/openid") -> _OpenIdMetadata:
+    metadata = _OpenIdMetadata(url)
+    metadata.keys = [k.jwk() for k in keys]
+    metadata.last_updated = datetime.now() - age
+    return metadata
+
+
+async def test_after_a_failed_key_fetch_tokens_are_refused_without_fetching_for_the_quiet_period(monkeypatch):
+    published = SigningKey("published-key")
+    downloads = KeyDownloads([published.jwk()])
+    monkeypatch.setattr(bot.teams, "_download_keys", downloads)
+    metadata = stale_metadata(timedelta(days=2))
+    failed_at = datetime.now() - bot.teams.KEY_FAILURE_QUIET + timedelta(seconds=5)
+    metadata._mlopsbot_failed_at = failed_at
+    with pytest.raises(bot.teams.SigningKeysUnavailable) as refused:
+        await bot.teams._get_signing_key(metadata, "published-key")
+    assert str(refused.value) == f"the last fetch of {metadata.url} failed {failed_at:%H:%M:%S}"
+    assert downloads.urls == []                                   # answered at once, nobody waits for a fetch
+    metadata._mlopsbot_failed_at = datetime.now() - bot.teams.KEY_FAILURE_QUIET - timedelta(seconds=1)
+    found = await bot.teams._get_signing_key(metadata, "published-key")
+    assert downloads.urls == [metadata.url] and found.endorsements == ["msteams"]
+    assert metadata._mlopsbot_failed_at is None and [k["kid"] for k in metadata.keys] == ["published-key"]
+
+
+async def test_a_key_fetch_that_fails_is_remembered_and_named(monkeypatch):
+    downloads = KeyDownloads(error=ConnectionError("no route"))
+    monkeypatch.setattr(bot.teams, "_download_keys", downloads)
+    metadata = stale_metadata(timedelta(days=2))
+    with pytest.raises(bot.teams.SigningKeysUnavailable) as refused:
+        await bot.teams._get_signing_key(metadata, "any-key")
+    assert str(refused.value) == f"cannot fetch {metadata.url}: ConnectionError('no route')"
+    assert datetime.now() - metadata._mlopsbot_failed_at < timedelta(seconds=5)
+    assert (downloads.urls, metadata.keys) == ([metadata.url], [])
+
+
+async def test_concurrent_tokens_share_one_key_fetch(monkeypatch):
+    published = SigningKey("published-key")
+    downloads = KeyDownloads([published.jwk()])
+    monkeypatch.setattr(bot.teams, "_download_keys", downloads)
+    metadata = stale_metadata(timedelta(days=2))
+    found = await asyncio.gather(*(bot.teams._get_signing_key(metadata, "published-key") for _ in range(3)))
+    assert downloads.urls == [metadata.url] and all(f is not None for f in found)
+
+
+async def test_a_key_fetch_that_hangs_is_given_up_after_the_fetch_timeout(monkeypatch):
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def hanging(url: str, timeout: float) -> list[dict]:
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result()
+        return []
+
+    monkeypatch.setattr(bot.teams, "_download_keys", hanging)
+    monkeypatch.setattr(bot.teams, "KEY_FETCH_TIMEOUT", 0.05)
+    metadata = stale_metadata(timedelta(days=2))
+    with pytest.raises(bot.teams.SigningKeysUnavailable) as refused:
+        await bot.teams._refresh_keys(metadata)
+    assert str(refused.value) == f"fetching {metadata.url} took over 0.05 s"
+    assert metadata._mlopsbot_failed_at is not None
+    release.set()
+    await metadata._mlopsbot_fetch
+
+
+@pytest.mark.parametrize("age,kid,fetches,found", [
+    (timedelta(minutes=10), "published-key", 0, True),           # fresh keys: no fetch
+    (timedelta(minutes=10), "unknown-key", 0, False),            # unknown id, fetched lately: 401, no fetch
+    (timedelta(minutes=59), "unknown-key", 0, False),
+    (timedelta(minutes=61), "unknown-key", 1, False),            # unknown id, fetched over an hour ago: once more
+    (timedelta(minutes=61), "rotated-key", 1, True),             # ... and the rotated key is then found
+    (timedelta(hours=23), "published-key", 0, True),
+    (timedelta(hours=25), "published-key", 1, True),             # keys older than a day: fetched before use
+])
+async def test_signing_keys_are_fetched_by_botbuilders_rules(monkeypatch, age, kid, fetches, found):
+    published, rotated = SigningKey("published-key"), SigningKey("rotated-key")
+    downloads = KeyDownloads([published.jwk(), rotated.jwk()])
+    monkeypatch.setattr(bot.teams, "_download_keys", downloads)
+    metadata = stale_metadata(age, published)
+    if found:
+        key = await bot.teams._get_signing_key(metadata, kid)
+        assert key.endorsements == ["msteams"]
+    else:
+        with pytest.raises(bot.teams.UnknownSigningKey) as refused:
+            await bot.teams._get_signing_key(metadata, kid)
+        assert str(refused.value) == f"no signing key with id {kid!r}"
+    assert len(downloads.urls) == fetches
+
+
+def test_a_key_id_is_found_only_among_published_keys():
+    metadata = stale_metadata(timedelta(0), SigningKey("published-key"))
+    assert bot.teams._find_key(metadata, "published-key").endorsements == ["msteams"]
+    assert bot.teams._find_key(metadata, "other-key") is None
+    metadata.keys = ["not-a-key"]
+    assert bot.teams._find_key(metadata, "published-key") is None
+    metadata.keys = None
+    assert bot.teams._find_key(metadata, "published-key") is None
+
+
 # ---------------------------------------------------------------- 2 and 4. no input reaches a 500
 
 
@@ -309,6 +420,12 @@ def test_a_whole_number_type_takes_its_whole_range_in_ascii_digits_only():
 # ---------------------------------------------------------------- 3. bounded input and output
 
 
+UNKNOWN_BUTTON = ("That button doesn't carry a command I know. It may come from an older version of this bot; "
+                  "type `help` to see the commands.")
+TOO_MUCH = ("That button carries more than a command can hold. It may come from an older version of this bot; "
+            "type `help` to see the commands.")
+
+
 @pytest.mark.parametrize("args", [[str(i) for i in range(10_000)], ["fraud-api", "x" * 100_000],
                                   ["fraud-api"] * 33])
 async def test_card_button_arguments_are_bounded_and_never_echoed(teams, args):
@@ -316,7 +433,7 @@ async def test_card_button_arguments_are_bounded_and_never_echoed(teams, args):
         status, raw = response.status, await response.read()
     assert status == 200
     assert len(raw) < 2000
-    assert "more than a command can hold" in raw.decode()
+    assert TOO_MUCH in raw.decode()
 
 
 @pytest.mark.parametrize("verb,args", [("endpoint", [True]), ("endpoint", [{"id": "fraud-api"}]),
@@ -326,7 +443,7 @@ async def test_a_button_of_the_wrong_shape_is_refused_in_words(teams, verb, args
     body["value"]["action"]["verb"], body["value"]["action"]["data"]["args"] = verb, args
     async with teams.session.post(teams.bot_url, json=body) as response:
         status, answer = response.status, json.dumps(await response.json())
-    assert (status, "doesn't carry a command I know" in answer) == (200, True)
+    assert (status, UNKNOWN_BUTTON in answer) == (200, True)
 
 
 async def test_a_button_with_the_most_arguments_allowed_still_runs(teams):
