@@ -318,6 +318,92 @@ async def test_wrongly_typed_fields_get_400_naming_the_field(teams, case):
     assert teams.connector.sent == []
 
 
+def valid_activity(**fields) -> dict:
+    body = {"type": "message", "id": "1", "channelId": "msteams", "serviceUrl": "https://smba.trafficmanager.net/amer/",
+            "from": {"id": "29:alice", "name": "Alice", "aadObjectId": "aad-alice"},
+            "recipient": {"id": "28:bot", "name": "bot"},
+            "conversation": {"id": "a:1", "conversationType": "personal", "tenantId": TENANT, "name": "chat"},
+            "channelData": {"tenant": {"id": TENANT}, "team": {"id": "team-1"}, "channel": {"id": "channel-1"}},
+            "text": "models", "entities": [], "attachments": [], "membersAdded": [{"id": "28:bot"}]}
+    for path, value in fields.items():
+        *parents, last = path.split("__")
+        node = body
+        for name in parents:
+            node = node[name]
+        if value is DROP:
+            del node[last]
+        else:
+            node[last] = value
+    return body
+
+
+DROP = object()
+ACTIVITY_PROBLEMS = [
+    ([], "an activity needs a 'type'"),
+    ({"type": ""}, "an activity needs a 'type'"),
+    (valid_activity(type=7), "an activity needs a 'type'"),
+    (valid_activity(conversation=DROP), "an activity needs 'conversation.id'"),
+    (valid_activity(conversation="a:1"), "an activity needs 'conversation.id'"),
+    (valid_activity(conversation__id=""), "an activity needs 'conversation.id'"),
+    (valid_activity(**{"from": DROP}), "an activity needs 'from.id'"),
+    (valid_activity(**{"from": "29:alice"}), "an activity needs 'from.id'"),
+    (valid_activity(from__id=""), "an activity needs 'from.id'"),
+    (valid_activity(serviceUrl=DROP), "an activity needs a 'serviceUrl'"),
+    (valid_activity(serviceUrl=["https://smba.trafficmanager.net/"]), "an activity needs a 'serviceUrl'"),
+    (valid_activity(serviceUrl="ftp://smba.trafficmanager.net/"), "an activity needs a 'serviceUrl'"),
+    (valid_activity(from__name=7), "'from.name' must be a string"),
+    (valid_activity(from__aadObjectId=["aad-alice"]), "'from.aadObjectId' must be a string"),
+    (valid_activity(conversation__tenantId={"id": TENANT}), "'conversation.tenantId' must be a string"),
+    (valid_activity(text=False), "'text' must be a string"),
+    (valid_activity(conversation__name=1), "'conversation.name' must be a string"),
+    (valid_activity(conversation__conversationType="meeting"),
+     "'conversation.conversationType' must be one of personal, groupChat, channel"),
+    (valid_activity(recipient="28:bot"), "'recipient' must be an object with an 'id'"),
+    (valid_activity(recipient={"name": "bot"}), "'recipient' must be an object with an 'id'"),
+    (valid_activity(channelData="tenant"), "'channelData' must be an object"),
+    (valid_activity(channelData__tenant=TENANT), "'channelData.tenant' must be an object with a string 'id'"),
+    (valid_activity(channelData__team={"id": 7}), "'channelData.team' must be an object with a string 'id'"),
+    (valid_activity(channelData__channel={"id": ""}), "'channelData.channel' must be an object with a string 'id'"),
+    (valid_activity(channelData__tenant={"id": "other-tenant"}),
+     "'channelData.tenant.id' and 'conversation.tenantId' name different tenants"),
+    (valid_activity(membersAdded={"id": "x"}), "'membersAdded' must be a list of objects"),
+    (valid_activity(membersRemoved=["x"]), "'membersRemoved' must be a list of objects"),
+    (valid_activity(entities=[{}, None]), "'entities' must be a list of objects"),
+    (valid_activity(attachments="card"), "'attachments' must be a list of objects"),
+    (valid_activity(membersAdded=[{"id": "28:bot"}, {"name": "x"}]), "every member in 'membersAdded' needs an 'id'"),
+    (valid_activity(membersRemoved=[{"id": ""}]), "every member in 'membersRemoved' needs an 'id'"),
+]
+
+
+@pytest.mark.parametrize("body,problem", ACTIVITY_PROBLEMS)
+def test_activity_problem_names_exactly_what_is_wrong(body, problem):
+    from bot.teams import activity_problem
+    assert activity_problem(body) == problem
+
+
+@pytest.mark.parametrize("body", [
+    valid_activity(),
+    valid_activity(serviceUrl="http://127.0.0.1:3978/", recipient=None, channelData=None, text=None,
+                   conversation__conversationType=None, conversation__tenantId=None, from__name=None,
+                   from__aadObjectId=None, conversation__name=None, membersAdded=None, entities=None),
+    valid_activity(conversation__conversationType="groupChat", channelData__tenant={"id": None}),
+    valid_activity(conversation__conversationType="channel", channelData__team={}, channelData__channel=None,
+                   conversation__tenantId=DROP),
+    valid_activity(channelData={}),
+    valid_activity(channelData={"tenant": {"id": TENANT}}, conversation__tenantId=""),
+], ids=["complete", "optional fields null", "group chat", "channel", "empty channelData", "tenant only in channelData"])
+def test_activity_problem_lets_a_usable_activity_through(body):
+    from bot.teams import activity_problem
+    assert activity_problem(body) is None
+
+
+def test_an_activity_botbuilder_cannot_read_is_refused_naming_the_reason():
+    from bot.teams import activity_problem
+    problem = activity_problem(valid_activity(timestamp="yesterday-ish"))
+    assert problem.startswith("the activity cannot be read: ") and "yesterday-ish" in problem
+    assert len(problem) <= len("the activity cannot be read: ") + 200
+
+
 async def test_an_invoke_without_a_conversation_is_refused(teams):
     body = teams.invoke("endpoint", ["fraud-api"])
     del body["conversation"]
@@ -832,3 +918,146 @@ async def test_a_forged_refresh_cannot_make_a_change_replace_another_card(aiohtt
         request = await bot_.storage.run_transaction(lambda tx: approvals.get(tx, 1), write=False)
         assert request.card_activity_id != "1:someone-elses-alert-card"
     await bot_.storage.close()
+
+
+# ---------------------------------------------------------------- the seam's decisions, one function at a time
+
+
+@pytest.mark.parametrize("service_url,problem", [
+    ("https://smba.trafficmanager.net/amer/", None),
+    ("https://SMBA.TrafficManager.net:443/amer/", None),
+    ("https://eu.webchat.botframework.com/", None),                       # *.domain: any depth of subdomain
+    ("https://botframework.com/", "'serviceUrl' host 'botframework.com' is not a Teams or Bot Framework service "
+                                  "(MLOPSBOT_SERVICE_URL_HOSTS)"),
+    ("https://evilbotframework.com/", "'serviceUrl' host 'evilbotframework.com' is not a Teams or Bot Framework "
+                                      "service (MLOPSBOT_SERVICE_URL_HOSTS)"),
+    ("https://smba.trafficmanager.net:8443/amer/", "'serviceUrl' must be an https URL of a Teams or Bot Framework service"),
+    ("http://smba.trafficmanager.net/amer/", "'serviceUrl' must be an https URL of a Teams or Bot Framework service"),
+    ("http://127.0.0.1:3978/", None),                                     # listed as http://127.0.0.1
+    ("http://localhost:3978/", "'serviceUrl' must be an https URL of a Teams or Bot Framework service"),
+    ("https://127.0.0.1/", "'serviceUrl' host '127.0.0.1' is not a Teams or Bot Framework service "
+                           "(MLOPSBOT_SERVICE_URL_HOSTS)"),
+    ("https://smba.trafficmanager.net:99999/", "'serviceUrl' is not a URL"),
+    ("https://[::1/", "'serviceUrl' is not a URL"),
+])
+def test_service_url_problem_decides_and_says_why(service_url, problem):
+    from bot.teams import service_url_problem
+    hosts = ["smba.trafficmanager.net", "*.botframework.com", "http://127.0.0.1"]
+    assert service_url_problem(service_url, hosts) == problem
+
+
+def test_the_tenant_comes_from_channel_data_then_the_conversation():
+    from botbuilder.schema import Activity
+
+    from bot.teams import tenant_of
+    both = valid_activity(channelData__tenant={"id": "tenant-cd"}, conversation__tenantId="tenant-conv")
+    assert tenant_of(Activity().deserialize(both)) == "tenant-cd"
+    assert tenant_of(Activity().deserialize(valid_activity(channelData__tenant={"id": ""},
+                                                           conversation__tenantId="tenant-conv"))) == "tenant-conv"
+    assert tenant_of(Activity().deserialize(valid_activity(channelData=None,
+                                                           conversation__tenantId="tenant-conv"))) == "tenant-conv"
+    legacy = valid_activity(channelData={}, conversation__tenantId=DROP)
+    legacy["conversation"]["tenantID"] = "tenant-schema"                   # botbuilder's own key for tenant_id
+    assert tenant_of(Activity().deserialize(legacy)) == "tenant-schema"
+    assert tenant_of(Activity().deserialize(valid_activity(channelData={}, conversation__tenantId=DROP))) == ""
+    no_conversation = Activity().deserialize(valid_activity(channelData={}))
+    no_conversation.conversation = None
+    assert tenant_of(no_conversation) == ""
+
+
+@pytest.mark.parametrize("entra_only,sender,user", [
+    (True, {"id": "29:alice", "name": "Alice", "aadObjectId": "aad-alice"}, ("aad-alice", "Alice")),
+    (False, {"id": "29:alice", "name": "Alice", "aadObjectId": "aad-alice"}, ("aad-alice", "Alice")),
+    (True, {"id": "29:alice", "name": "Alice"}, ("", "Alice")),           # production: the channel id is nobody
+    (False, {"id": "29:alice", "name": "Alice"}, ("29:alice", "Alice")),  # the playground: the channel id stands in
+    (False, {"id": "29:alice"}, ("29:alice", "someone")),
+    (False, DROP, ("", "someone")),
+    (True, DROP, ("", "someone")),
+])
+def test_user_of_names_the_sender_by_entra_object_id(entra_only, sender, user):
+    from botbuilder.schema import Activity
+
+    from bot.teams import user_of
+    found = user_of(Activity().deserialize(valid_activity(**{"from": sender})), entra_only=entra_only)
+    assert (found.id, found.name, found.tenant_id) == (*user, TENANT)
+
+
+@pytest.mark.parametrize("teams_only,hosts,fields,problem", [
+    (True, (), {}, None),
+    (True, (), {"channelId": "directline"},
+     "this bot answers Microsoft Teams only (channelId 'msteams'), not 'directline'"),
+    (True, (), {"channelId": DROP}, "this bot answers Microsoft Teams only (channelId 'msteams'), not 'None'"),
+    (True, (), {"channelId": "x" * 100}, f"this bot answers Microsoft Teams only (channelId 'msteams'), not {'x' * 40!r}"),
+    (False, (), {"channelId": "directline"}, None),                                  # development: any channel
+    (True, ("smba.trafficmanager.net",), {"serviceUrl": "https://evil.example/"},
+     "'serviceUrl' host 'evil.example' is not a Teams or Bot Framework service (MLOPSBOT_SERVICE_URL_HOSTS)"),
+    (False, (), {"serviceUrl": "https://evil.example/"}, None),                      # no hosts: any (development)
+    (True, ("smba.trafficmanager.net",), {"from": DROP, "channelId": "directline"}, "an activity needs 'from.id'"),
+    (True, ("smba.trafficmanager.net",), {"channelId": "directline", "serviceUrl": "https://evil.example/"},
+     "this bot answers Microsoft Teams only (channelId 'msteams'), not 'directline'"),
+])
+def test_check_activity_refuses_other_channels_and_service_urls_in_that_order(teams_only, hosts, fields, problem, caplog):
+    from bot.teams import TeamsBot
+    checker = TeamsBot(None, None, None, APP_ID if teams_only else "", service_url_hosts=hosts, teams_only=teams_only)
+    caplog.set_level(logging.WARNING, logger="bot.teams")
+    assert checker.check_activity(valid_activity(**fields)) == problem
+    assert [r.getMessage() for r in caplog.records] == ([] if problem is None else [f"refused an activity: {problem}"])
+
+
+class Sent:
+    def __init__(self, id):
+        self.id = id
+
+
+def http_error(status: int, headers: dict | None = None):
+    from msrest.exceptions import HttpOperationError
+    response = SimpleNamespace(status_code=status, headers=headers or {}, reason="refused",
+                               raise_for_status=lambda: None)
+    return HttpOperationError(None, response)
+
+
+class Connector:
+    """A turn context whose send_activity fails with `failures` (HTTP statuses), then answers `answer`."""
+
+    def __init__(self, failures, answer=Sent("activity-1")):
+        self.failures, self.answer, self.tries = list(failures), answer, 0
+
+    async def send_activity(self, activity):
+        self.tries += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return self.answer
+
+
+@pytest.mark.parametrize("answer,activity_id", [(Sent("activity-1"), "activity-1"), (Sent(None), ""), (None, "")])
+async def test_send_with_retry_returns_the_sent_activity_id(pauses, answer, activity_id):
+    assert await bot.teams.send_with_retry(Connector([], answer), None) == activity_id
+    assert pauses == []
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 500, 503])
+async def test_send_with_retry_does_not_retry_what_teams_does_not_ask_to_retry(pauses, status):
+    from msrest.exceptions import HttpOperationError
+    connector = Connector([http_error(status)])
+    with pytest.raises(HttpOperationError):
+        await bot.teams.send_with_retry(connector, None)
+    assert (connector.tries, pauses) == (1, [])
+
+
+@pytest.mark.parametrize("status", sorted(bot.teams.RETRYABLE_STATUSES))
+async def test_send_with_retry_backs_off_exponentially_on_each_retryable_status(pauses, monkeypatch, status):
+    monkeypatch.setattr(bot.teams.random, "random", lambda: 0.5)            # the jitter's middle: factor 1
+    connector = Connector([http_error(status)] * 3, Sent("activity-4"))
+    assert await bot.teams.send_with_retry(connector, None) == "activity-4"
+    assert (connector.tries, pauses) == (4, [0.5, 1.0, 2.0])
+
+
+async def test_send_with_retry_gives_up_after_send_attempts_and_honours_retry_after(pauses, monkeypatch):
+    from msrest.exceptions import HttpOperationError
+    monkeypatch.setattr(bot.teams.random, "random", lambda: 1.0)
+    failures = [http_error(429, {"Retry-After": "3"}), http_error(429, {"Retry-After": "-5"}),
+                http_error(502, {"Retry-After": "soon"}), http_error(429, {"Retry-After": "1"})]
+    connector = Connector(failures + [http_error(429)])
+    with pytest.raises(HttpOperationError):
+        await bot.teams.send_with_retry(connector, None)
+    assert (connector.tries, pauses) == (4, [3.0, 0.0, 0.5 * 2 ** 2 * 1.5])
