@@ -1061,3 +1061,142 @@ async def test_send_with_retry_gives_up_after_send_attempts_and_honours_retry_af
     with pytest.raises(HttpOperationError):
         await bot.teams.send_with_retry(connector, None)
     assert (connector.tries, pauses) == (4, [3.0, 0.0, 0.5 * 2 ** 2 * 1.5])
+
+
+# ---------------------------------------------------------------- the registry: who may run what, and bounds
+
+
+class StubWorkspace:
+    """A workspace service with one online endpoint and one batch endpoint."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def get_batch_endpoint(self, name: str):
+        from adapters.service import NotFound
+        if name != "nightly-batch":
+            raise NotFound("batch_endpoint", name)
+        return name
+
+    async def names(self, kind: str) -> list[str]:
+        return ["fraud-api", "churn-api"]
+
+
+def stub_registry():
+    """A registry of three commands that report what reached them."""
+    from adapters.service import NotFound
+    from commands.context import Reply, Role
+    from commands.registry import Arg, Registry
+    registry = Registry()
+
+    @registry.command("look", Arg("name"), summary="look", example="look x")
+    async def look(ctx, name):
+        if name != "fraud-api":
+            raise NotFound("endpoint", name)
+        return Reply(text=f"looked at {name} in {ctx.ml.name}")
+
+    @registry.command("shift", Arg("name"), summary="shift", example="shift x", role=Role.OPERATOR, change=True)
+    async def shift(ctx, name):
+        return Reply(text=f"shifted {name} in {ctx.ml.name} because {ctx.reason!r}")
+
+    @registry.command("vote", summary="vote", example="vote", role=Role.APPROVER, uses_workspace=False)
+    async def vote(ctx):
+        return Reply(text=f"voted, workspace {ctx.workspace}")
+
+    return registry
+
+
+def stub_context(role):
+    from commands.context import Context, User, Workspaces
+    return Context(user=User(id="aad-1", name="Ann"), role=role,
+                   workspaces=Workspaces([StubWorkspace("ml-prod"), StubWorkspace("ml-dev")]))
+
+
+@pytest.mark.parametrize("role,command,allowed", [
+    ("VIEWER", "look", True), ("VIEWER", "shift", False), ("VIEWER", "vote", False),
+    ("OPERATOR", "shift", True), ("OPERATOR", "vote", False),
+    ("APPROVER", "shift", True), ("APPROVER", "vote", True), ("ADMIN", "vote", True),
+])
+async def test_invoke_runs_a_command_only_for_its_role_or_a_higher_one(role, command, allowed):
+    from commands.context import Role
+    from commands.registry import Forbidden
+    registry, ctx = stub_registry(), stub_context(Role[role])
+    cmd = registry.find(command)
+    argv = [] if command == "vote" else ["fraud-api"]
+    if allowed:
+        assert (await registry.invoke(ctx, cmd, argv)).text.startswith(("looked", "shifted", "voted"))
+    else:
+        with pytest.raises(Forbidden) as refused:
+            await registry.invoke(ctx, cmd, argv)
+        assert str(refused.value) == (f"`{command}` needs the {cmd.role.label} role; you have {Role[role].label}. "
+                                      "Ask a bot admin to grant it (`roles` lists them).")
+
+
+async def test_invoke_sets_the_workspace_and_the_reason_and_bounds_the_reason():
+    from commands.context import Role
+    from commands.registry import MAX_REASON_CHARS, UsageError
+    registry, ctx = stub_registry(), stub_context(Role.OPERATOR)
+    shift = registry.find("shift")
+    reply = await registry.invoke(ctx, shift, ["fraud-api", "--workspace", "ml-dev", "--reason", "r" * MAX_REASON_CHARS])
+    assert reply.text == f"shifted fraud-api in ml-dev because {'r' * MAX_REASON_CHARS!r}"
+    assert (await registry.invoke(stub_context(Role.OPERATOR), shift, ["fraud-api"])).text == (
+        "shifted fraud-api in ml-prod because ''")
+    with pytest.raises(UsageError) as refused:
+        await registry.invoke(stub_context(Role.OPERATOR), shift, ["fraud-api", "--reason", "r" * (MAX_REASON_CHARS + 1)])
+    assert str(refused.value) == f"The reason is too long ({MAX_REASON_CHARS + 1} characters; at most {MAX_REASON_CHARS})."
+    with pytest.raises(UsageError) as unknown:
+        await registry.invoke(stub_context(Role.OPERATOR), shift, ["fraud-api", "--workspace", "ml-prd"])
+    assert str(unknown.value) == "No workspace named 'ml-prd'. Did you mean `ml-prod`? Configured: ml-prod, ml-dev."
+    vote = await registry.invoke(stub_context(Role.ADMIN), registry.find("vote"), [])
+    assert vote.text == "voted, workspace None"
+
+
+async def test_invoke_tells_a_batch_endpoint_from_an_unknown_name():
+    from commands.context import Role
+    from commands.registry import UnknownName, UsageError
+    registry = stub_registry()
+    look = registry.find("look")
+    with pytest.raises(UsageError) as batch:
+        await registry.invoke(stub_context(Role.VIEWER), look, ["nightly-batch"])
+    assert str(batch.value) == ("nightly-batch is a batch endpoint; canary, history, rollback, traffic, scale and logs "
+                                "work on online endpoints. `endpoint nightly-batch` shows it, `batch nightly-batch "
+                                "‹input›` scores data with it.")
+    with pytest.raises(UnknownName) as typo:
+        await registry.invoke(stub_context(Role.VIEWER), look, ["fraud-apj"])
+    assert str(typo.value) == "No endpoint named 'fraud-apj'. Did you mean `fraud-api`?"
+
+
+async def test_a_change_is_logged_with_who_ran_it_and_a_read_is_not(caplog):
+    from commands.context import Role
+    registry = stub_registry()
+    caplog.set_level(logging.INFO, logger="commands.registry")
+    await registry.invoke(stub_context(Role.VIEWER), registry.find("look"), ["fraud-api"])
+    await registry.invoke(stub_context(Role.OPERATOR), registry.find("shift"), ["fraud-api", "--workspace", "ml-dev"])
+    await registry.invoke(stub_context(Role.ADMIN), registry.find("vote"), [])
+    assert [r.getMessage() for r in caplog.records if r.name == "commands.registry"] == [
+        "change requested: Ann (aad-1) ran shift fraud-api --workspace ml-dev in ml-dev",
+        "change requested: Ann (aad-1) ran vote  in -"]
+
+
+@pytest.mark.parametrize("verb,args,refusal", [
+    ("look", ["fraud-api"], None),
+    ("LOOK", [7], None),
+    ("look", [True], "UNKNOWN"), ("look", [1.5], "UNKNOWN"), ("look", "fraud-api", "UNKNOWN"),
+    ("nope", ["fraud-api"], "UNKNOWN"), (None, [], "UNKNOWN"),
+    ("look", ["fraud-api"] + ["--workspace", "ml-prod"] * 15 + ["--workspace=ml-prod"], None),   # 32 args: run
+    ("look", ["fraud-api"] * 33, "TOO_MUCH"),
+    ("look", ["w" * 4095], None), ("look", ["w" * 4096], "TOO_MUCH"),                  # bytes with a separator
+    ("look", ["é" * 2047], None), ("look", ["é" * 2048], "TOO_MUCH"),                  # counted in UTF-8
+])
+async def test_run_action_bounds_a_button_like_typed_text(verb, args, refusal):
+    from commands.context import Role
+    from commands.registry import UnknownName, UsageError
+    registry = stub_registry()
+    try:
+        reply = await registry.run_action(stub_context(Role.VIEWER), verb, args)
+    except UnknownName as error:
+        assert refusal is None and error.name == str(args[0])   # parsed and run: the name is not an endpoint
+    except UsageError as error:
+        assert refusal is not None and str(error) == {"UNKNOWN": UNKNOWN_BUTTON, "TOO_MUCH": TOO_MUCH}[refusal]
+    else:
+        assert refusal is None and reply.text == "looked at fraud-api in ml-prod"
