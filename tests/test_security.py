@@ -1200,3 +1200,81 @@ async def test_run_action_bounds_a_button_like_typed_text(verb, args, refusal):
         assert refusal is not None and str(error) == {"UNKNOWN": UNKNOWN_BUTTON, "TOO_MUCH": TOO_MUCH}[refusal]
     else:
         assert refusal is None and reply.text == "looked at fraud-api in ml-prod"
+
+
+# ---------------------------------------------------------------- on_turn: the tenant allow-list comes first
+
+
+class TurnRecorder:
+    """A TeamsBot whose activity handlers only record that they ran, over a recording storage."""
+
+    def __init__(self, allowed_tenant: str) -> None:
+        from bot.teams import TeamsBot
+        recorder = self
+        self.handled: list[str] = []
+        self.saved: list[str] = []
+        self.people = 0
+
+        class Storage:
+            async def save_conversation(self, record):
+                recorder.saved.append(record.conversation_id)
+
+            async def run_transaction(self, work):
+                recorder.people += 1
+
+        class Handler:
+            def tenant_allowed(self, tenant_id):
+                return tenant_id == allowed_tenant
+
+        class Recording(TeamsBot):
+            async def on_message_activity(self, turn_context):
+                recorder.handled.append("message")
+
+            async def on_invoke_activity(self, turn_context):
+                recorder.handled.append("invoke")
+
+            async def on_conversation_update_activity(self, turn_context):
+                recorder.handled.append("conversationUpdate")
+
+            async def on_installation_update(self, turn_context):
+                recorder.handled.append("installationUpdate")
+
+            async def on_message_reaction_activity(self, turn_context):
+                recorder.handled.append("messageReaction")
+
+        self.bot = Recording(Handler(), Storage(), None, APP_ID)
+
+    async def turn(self, kind: str, **fields) -> None:
+        from botbuilder.schema import Activity
+        activity = Activity().deserialize(valid_activity(type=kind, **fields))
+        await self.bot.on_turn(SimpleNamespace(activity=activity, turn_state={}))
+
+
+@pytest.mark.parametrize("kind", ["message", "invoke", "conversationUpdate", "installationUpdate", "messageReaction"])
+async def test_a_refused_tenant_reaches_only_the_handlers_that_answer_in_words(kind, caplog):
+    caplog.set_level(logging.WARNING, logger="bot.teams")
+    turns = TurnRecorder(allowed_tenant="tenant-ours")
+    await turns.turn(kind)
+    assert turns.handled == ([kind] if kind in ("message", "invoke") else [])
+    assert (turns.saved, turns.people) == ([], 0)                   # no stored reference, nobody remembered
+    assert [r.getMessage() for r in caplog.records] == [f"refused a {kind} activity from tenant {TENANT}"]
+
+
+async def test_an_activity_without_a_tenant_is_logged_as_such(caplog):
+    caplog.set_level(logging.WARNING, logger="bot.teams")
+    turns = TurnRecorder(allowed_tenant="tenant-ours")
+    await turns.turn("message", channelData={}, conversation__tenantId=DROP)
+    assert [r.getMessage() for r in caplog.records] == ["refused a message activity from tenant (none)"]
+
+
+async def test_an_allowed_tenant_is_served_and_its_conversation_saved_once_unless_it_changes():
+    turns = TurnRecorder(allowed_tenant=TENANT)
+    await turns.turn("message")
+    await turns.turn("message")                                     # the same reference: not written again
+    assert (turns.handled, turns.saved, turns.people) == (["message", "message"], ["a:1"], 1)
+    await turns.turn("conversationUpdate")                          # may mean the bot was re-added: always saved
+    await turns.turn("installationUpdate")
+    await turns.turn("message", serviceUrl="https://smba.trafficmanager.net/emea/")     # the reference changed
+    assert turns.saved == ["a:1"] * 4
+    await turns.turn("message", from__aadObjectId="aad-bob", from__id="29:bob")   # someone new: remembered
+    assert turns.people == 2
