@@ -267,3 +267,11 @@ def test_the_logged_summary_is_exactly_the_harmless_settings(tmp_path):
                        "storage": "postgresql://bot:***@db/bot",
                        "workspaces": [f"local ({tmp_path / 'workspace.db'})"]}
     assert load_settings().public_summary()["app_id"] == "(none: development mode)"
+
+
+def test_a_field_deep_inside_a_setting_is_named_by_its_path():
+    with pytest.raises(SettingsError) as refused:
+        load_settings(**APP, allowed_tenants=["*"], backend="azure",
+                      azure_workspaces=[{"name": "ml", "subscription_id": "s", "resource_group": "rg"},
+                                        {"subscription_id": "s", "resource_group": "rg"}])
+    assert str(refused.value) == "The bot's configuration is not usable: azure_workspaces.1.name: Field required"
