@@ -939,6 +939,7 @@ async def test_a_forged_refresh_cannot_make_a_change_replace_another_card(aiohtt
                            "(MLOPSBOT_SERVICE_URL_HOSTS)"),
     ("https://smba.trafficmanager.net:99999/", "'serviceUrl' is not a URL"),
     ("https://[::1/", "'serviceUrl' is not a URL"),
+    ("https:///amer/", "'serviceUrl' host '' is not a Teams or Bot Framework service (MLOPSBOT_SERVICE_URL_HOSTS)"),
 ])
 def test_service_url_problem_decides_and_says_why(service_url, problem):
     from bot.teams import service_url_problem
