@@ -976,10 +976,12 @@ def test_the_tenant_comes_from_channel_data_then_the_conversation():
     (True, DROP, ("", "someone")),
 ])
 def test_user_of_names_the_sender_by_entra_object_id(entra_only, sender, user):
+    """`entra_only` is production's; without it (the playground, stored references) the channel id stands in."""
     from botbuilder.schema import Activity
 
     from bot.teams import user_of
-    found = user_of(Activity().deserialize(valid_activity(**{"from": sender})), entra_only=entra_only)
+    activity = Activity().deserialize(valid_activity(**{"from": sender}))
+    found = user_of(activity, entra_only=entra_only) if entra_only else user_of(activity)
     assert (found.id, found.name, found.tenant_id) == (*user, TENANT)
 
 
@@ -1279,3 +1281,10 @@ async def test_an_allowed_tenant_is_served_and_its_conversation_saved_once_unles
     assert turns.saved == ["a:1"] * 4
     await turns.turn("message", from__aadObjectId="aad-bob", from__id="29:bob")   # someone new: remembered
     assert turns.people == 2
+
+
+async def test_each_conversation_is_remembered_under_its_own_id():
+    turns = TurnRecorder(allowed_tenant=TENANT)
+    for conversation in ("a:1", "a:2", "a:1", "a:2"):
+        await turns.turn("message", conversation__id=conversation)
+    assert turns.saved == ["a:1", "a:2"]
