@@ -555,6 +555,9 @@ async def test_a_button_with_the_most_arguments_allowed_still_runs(teams):
     ("postgresql://bot:p%40ss@db/bot?options=-c%20search_path%3Dbot", "postgresql://bot:***@db/bot?options=-c%20search_path%3Dbot"),
     ("postgresql://db/bot?password=hunter=2&user=bot", "postgresql://db/bot?password=***&user=bot"),
     ("postgresql://bot:p@ss:w@db:5432/bot", "postgresql://bot:***@db:5432/bot"),            # '@' and ':' in it
+    ("postgresql://bot@myserver:hunter2@myserver.postgres.database.azure.com/bot",           # Azure's user@server
+     "postgresql://bot@myserver:***@myserver.postgres.database.azure.com/bot"),
+    ("postgresql://bot:hunter2@db/bot?application_name=x://y", "postgresql://bot:***@db/bot?application_name=x://y"),
     ("postgresql://bot@db:5432/bot?sslmode=require", "postgresql://bot@db:5432/bot?sslmode=require"),
     ("postgresql://db/bot?sslmode=require&Authorization=hunter2&password",
      "postgresql://db/bot?sslmode=require&Authorization=***&password"),                    # no value: nothing hidden
