@@ -194,6 +194,10 @@ def test_terminal_chat_passes_the_same_gate_and_audit(tmp_path):
      "has backend=local and host=0.0.0.0."),
     ({"app_id": APP["app_id"], "host": "0.0.0.0"}, "MicrosoftAppPassword is required with MicrosoftAppId (or set MicrosoftAppType=UserAssignedMSI)."),
     ({**APP, "app_type": "UserAssignedMSI"}, "MicrosoftAppTenantId is required with MicrosoftAppType=UserAssignedMSI."),
+    ({**APP},
+     "MLOPSBOT_ALLOWED_TENANTS is required for a multi-tenant app (MicrosoftAppType=MultiTenant with no "
+     "MicrosoftAppTenantId): list the Entra tenant ids whose people may use the bot, comma-separated, or set it "
+     "to * to let every tenant in (anyone who installs the app could then read your workspaces as a Viewer)."),
     ({**APP, "allowed_tenants": ["tenant-a", "*"]},
      "MLOPSBOT_ALLOWED_TENANTS is either * (every tenant) or a list of tenant ids, not both."),
     ({**APP, "allowed_tenants": ["*"], "backend": "azure",
@@ -275,3 +279,9 @@ def test_a_field_deep_inside_a_setting_is_named_by_its_path():
                       azure_workspaces=[{"name": "ml", "subscription_id": "s", "resource_group": "rg"},
                                         {"subscription_id": "s", "resource_group": "rg"}])
     assert str(refused.value) == "The bot's configuration is not usable: azure_workspaces.1.name: Field required"
+
+
+def test_health_thresholds_come_from_both_settings():
+    from commands.context import HealthThresholds
+    assert load_settings(health_p99_ms=250, health_5xx_percent=2.5).health_thresholds() == HealthThresholds(
+        p99_ms=250, error_percent=2.5)
