@@ -200,6 +200,9 @@ def test_terminal_chat_passes_the_same_gate_and_audit(tmp_path):
      "to * to let every tenant in (anyone who installs the app could then read your workspaces as a Viewer)."),
     ({**APP, "allowed_tenants": ["tenant-a", "*"]},
      "MLOPSBOT_ALLOWED_TENANTS is either * (every tenant) or a list of tenant ids, not both."),
+    ({**APP, "allowed_tenants": ["*"], "backend": "azure"},
+     'MLOPSBOT_BACKEND=azure needs MLOPSBOT_AZURE_WORKSPACES, e.g. '
+     '[{"name":"ml-prod","subscription_id":"...","resource_group":"...","environment":"prod"}]'),
     ({**APP, "allowed_tenants": ["*"], "backend": "azure",
       "azure_workspaces": [{"name": "ml", "subscription_id": "s", "resource_group": "a"},
                            {"name": "ml", "subscription_id": "s", "resource_group": "b"}]},
