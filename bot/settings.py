@@ -178,31 +178,39 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":
+        problem = self._inconsistency()
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+    def _inconsistency(self) -> str | None:
+        """What makes the settings unusable together, or None. Undecorated (unlike the validator
+        that calls it) so that mutation testing reaches it: mutmut skips decorated functions."""
         if not self.app_id and not self.development:
-            raise ValueError(
+            return (
                 "MicrosoftAppId is required: without it the bot cannot verify who is calling. An empty app id "
                 "is only allowed with MLOPSBOT_BACKEND=local on a loopback host (127.0.0.1, ::1, localhost); "
                 f"this configuration has backend={self.backend} and host={self.host}.")
         if self.app_id and self.app_type != "UserAssignedMSI" and not self.app_password:
-            raise ValueError("MicrosoftAppPassword is required with MicrosoftAppId (or set "
-                             "MicrosoftAppType=UserAssignedMSI).")
+            return ("MicrosoftAppPassword is required with MicrosoftAppId (or set "
+                    "MicrosoftAppType=UserAssignedMSI).")
         if self.app_type in ("SingleTenant", "UserAssignedMSI") and self.app_id and not self.app_tenant_id:
-            raise ValueError(f"MicrosoftAppTenantId is required with MicrosoftAppType={self.app_type}.")
+            return f"MicrosoftAppTenantId is required with MicrosoftAppType={self.app_type}."
         if self.app_id and not self.allowed_tenants and not self.app_tenant_id:
-            raise ValueError(
+            return (
                 "MLOPSBOT_ALLOWED_TENANTS is required for a multi-tenant app (MicrosoftAppType=MultiTenant with no "
                 "MicrosoftAppTenantId): list the Entra tenant ids whose people may use the bot, comma-separated, "
                 "or set it to * to let every tenant in (anyone who installs the app could then read your "
                 "workspaces as a Viewer).")
         if "*" in self.allowed_tenants and len(self.allowed_tenants) > 1:
-            raise ValueError("MLOPSBOT_ALLOWED_TENANTS is either * (every tenant) or a list of tenant ids, not both.")
+            return "MLOPSBOT_ALLOWED_TENANTS is either * (every tenant) or a list of tenant ids, not both."
         if self.backend == "azure" and not self.azure_workspaces:
-            raise ValueError('MLOPSBOT_BACKEND=azure needs MLOPSBOT_AZURE_WORKSPACES, e.g. '
-                             '[{"name":"ml-prod","subscription_id":"...","resource_group":"...","environment":"prod"}]')
+            return ('MLOPSBOT_BACKEND=azure needs MLOPSBOT_AZURE_WORKSPACES, e.g. '
+                    '[{"name":"ml-prod","subscription_id":"...","resource_group":"...","environment":"prod"}]')
         names = [w.name for w in self.azure_workspaces]
         if len(set(names)) != len(names):
-            raise ValueError("MLOPSBOT_AZURE_WORKSPACES names must be unique.")
-        return self
+            return "MLOPSBOT_AZURE_WORKSPACES names must be unique."
+        return None
 
     @property
     def development(self) -> bool:
@@ -213,6 +221,10 @@ class Settings(BaseSettings):
     def tenant_allow_list(self) -> list[str]:
         """The tenants the bot answers; empty means every tenant (MLOPSBOT_ALLOWED_TENANTS=*, or
         development mode). With an app id and no list, the app's own tenant (MicrosoftAppTenantId)."""
+        return self._tenants_answered()
+
+    def _tenants_answered(self) -> list[str]:
+        # undecorated, for mutation testing (see `_inconsistency`)
         if "*" in self.allowed_tenants:
             return []
         if not self.allowed_tenants and self.app_id and self.app_tenant_id:

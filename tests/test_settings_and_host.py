@@ -182,3 +182,109 @@ def test_terminal_chat_passes_the_same_gate_and_audit(tmp_path):
     assert "bot> Approval request #1: Traffic on fraud-api: blue=90 green=10 → blue=50 green=50" in text
     assert "Traffic: blue=90 green=10" in text                                  # nothing changed yet
     assert "Terry requested traffic endpoint fraud-api in ml-prod (request #1)" in text
+
+
+# ---------------------------------------------------------------- the exact refusals and tenant decisions
+
+
+@pytest.mark.parametrize("overrides,refusal", [
+    ({"host": "0.0.0.0", "backend": "local"},
+     "MicrosoftAppId is required: without it the bot cannot verify who is calling. An empty app id is only "
+     "allowed with MLOPSBOT_BACKEND=local on a loopback host (127.0.0.1, ::1, localhost); this configuration "
+     "has backend=local and host=0.0.0.0."),
+    ({"app_id": APP["app_id"], "host": "0.0.0.0"}, "MicrosoftAppPassword is required with MicrosoftAppId (or set MicrosoftAppType=UserAssignedMSI)."),
+    ({**APP, "app_type": "UserAssignedMSI"}, "MicrosoftAppTenantId is required with MicrosoftAppType=UserAssignedMSI."),
+    ({**APP},
+     "MLOPSBOT_ALLOWED_TENANTS is required for a multi-tenant app (MicrosoftAppType=MultiTenant with no "
+     "MicrosoftAppTenantId): list the Entra tenant ids whose people may use the bot, comma-separated, or set it "
+     "to * to let every tenant in (anyone who installs the app could then read your workspaces as a Viewer)."),
+    ({**APP, "allowed_tenants": ["tenant-a", "*"]},
+     "MLOPSBOT_ALLOWED_TENANTS is either * (every tenant) or a list of tenant ids, not both."),
+    ({**APP, "allowed_tenants": ["*"], "backend": "azure"},
+     'MLOPSBOT_BACKEND=azure needs MLOPSBOT_AZURE_WORKSPACES, e.g. '
+     '[{"name":"ml-prod","subscription_id":"...","resource_group":"...","environment":"prod"}]'),
+    ({**APP, "allowed_tenants": ["*"], "backend": "azure",
+      "azure_workspaces": [{"name": "ml", "subscription_id": "s", "resource_group": "a"},
+                           {"name": "ml", "subscription_id": "s", "resource_group": "b"}]},
+     "MLOPSBOT_AZURE_WORKSPACES names must be unique."),
+])
+def test_an_inconsistent_configuration_is_refused_with_exactly_its_reason(overrides, refusal):
+    """A model-level refusal has no field to name: the message follows the prefix directly."""
+    with pytest.raises(SettingsError) as refused:
+        load_settings(**overrides)
+    assert str(refused.value) == "The bot's configuration is not usable: " + refusal
+
+
+def test_every_bad_field_is_named_in_one_refusal():
+    with pytest.raises(SettingsError) as refused:
+        load_settings(port=0, storage_url="mysql://db")
+    assert str(refused.value) == (
+        "The bot's configuration is not usable: port: Input should be greater than or equal to 1; storage_url: "
+        "MLOPSBOT_STORAGE_URL must be sqlite:///absolute/path.db or postgresql://user@host/db")
+
+
+@pytest.mark.parametrize("host,development", [("localhost", True), ("::1", True), ("127.0.0.2", True),
+                                              ("0.0.0.0", False), ("bot.example", False)])
+def test_only_a_loopback_host_runs_without_an_app_id(host, development):
+    if development:
+        assert load_settings(host=host).development is True
+    else:
+        with pytest.raises(SettingsError, match="MicrosoftAppId is required"):
+            load_settings(host=host)
+
+
+def test_a_managed_identity_needs_no_password_and_a_listed_tenant_needs_no_list():
+    msi = load_settings(app_id=APP["app_id"], host="0.0.0.0", app_type="UserAssignedMSI", app_tenant_id="tenant-home")
+    assert (msi.app_password, msi.tenant_allow_list) == ("", ["tenant-home"])
+    multi = load_settings(**APP, app_tenant_id="tenant-home")           # MultiTenant, its home tenant named
+    assert multi.tenant_allow_list == ["tenant-home"]
+
+
+def test_the_allow_list_decides_over_the_home_tenant_and_development_lets_every_tenant_in():
+    listed = load_settings(**APP, app_type="SingleTenant", app_tenant_id="tenant-home",
+                           allowed_tenants=["tenant-a", "tenant-b"])
+    assert listed.tenant_allow_list == ["tenant-a", "tenant-b"]         # not the home tenant as well
+    assert load_settings(app_tenant_id="tenant-home").tenant_allow_list == []     # no app id: the playground
+    assert load_settings(allowed_tenants=["tenant-a"]).tenant_allow_list == ["tenant-a"]
+
+
+def test_allowed_tenants_from_the_environment_skip_empty_entries(monkeypatch):
+    monkeypatch.setenv("MLOPSBOT_ALLOWED_TENANTS", " tenant-a ,, ,tenant-b,")
+    assert load_settings(**APP).tenant_allow_list == ["tenant-a", "tenant-b"]
+    monkeypatch.setenv("MLOPSBOT_ALLOWED_TENANTS", "*")
+    assert load_settings(**APP).tenant_allow_list == []
+    monkeypatch.setenv("MLOPSBOT_ALLOWED_TENANTS", " , ")
+    with pytest.raises(SettingsError, match="MLOPSBOT_ALLOWED_TENANTS is required for a multi-tenant app"):
+        load_settings(**APP)
+
+
+def test_every_role_list_is_read_and_admin_wins_over_a_lesser_role():
+    book = load_settings(**APP, allowed_tenants=["*"], operators=["aad-1", "aad-2"], approvers=["aad-2", "aad-3"],
+                         admins=["aad-3"]).role_book()
+    assert book.assignments == {"aad-1": Role.OPERATOR, "aad-2": Role.APPROVER, "aad-3": Role.ADMIN}
+    assert (book.default, book.open_until_assigned) == (Role.VIEWER, False)
+    assert load_settings(default_role="approver").role_book().open_until_assigned is False
+    assert load_settings().role_book().open_until_assigned is True
+
+
+def test_the_logged_summary_is_exactly_the_harmless_settings(tmp_path):
+    summary = load_settings(**APP, allowed_tenants=["*"], port=8080, data_dir=tmp_path,
+                            storage_url="postgresql://bot:hunter2@db/bot").public_summary()
+    assert summary == {"app_id": APP["app_id"], "backend": "local", "host": "0.0.0.0", "port": 8080,
+                       "storage": "postgresql://bot:***@db/bot",
+                       "workspaces": [f"local ({tmp_path / 'workspace.db'})"]}
+    assert load_settings().public_summary()["app_id"] == "(none: development mode)"
+
+
+def test_a_field_deep_inside_a_setting_is_named_by_its_path():
+    with pytest.raises(SettingsError) as refused:
+        load_settings(**APP, allowed_tenants=["*"], backend="azure",
+                      azure_workspaces=[{"name": "ml", "subscription_id": "s", "resource_group": "rg"},
+                                        {"subscription_id": "s", "resource_group": "rg"}])
+    assert str(refused.value) == "The bot's configuration is not usable: azure_workspaces.1.name: Field required"
+
+
+def test_health_thresholds_come_from_both_settings():
+    from commands.context import HealthThresholds
+    assert load_settings(health_p99_ms=250, health_5xx_percent=2.5).health_thresholds() == HealthThresholds(
+        p99_ms=250, error_percent=2.5)
