@@ -171,6 +171,7 @@ async def test_an_operation_nobody_can_recheck_is_given_up_only_after_the_longes
     assert (await events(store))[-1] == ("failed", "unknown-action")
 
 
+@pytest.mark.filterwarnings("ignore:coroutine 'outcome' was never awaited")   # the stopped process's, on purpose
 async def test_an_operation_on_a_workspace_no_longer_configured_does_not_stop_the_others(workspaces, store):
     from dataclasses import asdict
 
