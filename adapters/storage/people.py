@@ -25,25 +25,23 @@ async def remember(tx: Transaction, object_id: str, teams_id: str, name: str, te
 
 async def teams_ids(tx: Transaction, object_ids: Sequence[str]) -> dict[str, str]:
     """Entra object id -> Teams user id, for those of `object_ids` the bot has met."""
-    wanted = sorted(set(object_ids))
-    found: dict[str, str] = {}
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start:start + 500]
-        marks = ", ".join("?" for _ in chunk)
-        rows = await tx.fetch(f"SELECT object_id, teams_id FROM people WHERE object_id IN ({marks})", chunk)
-        found.update({object_id: teams_id for object_id, teams_id in rows})
-    return found
+    return await _by_object_id(tx, object_ids, "teams_id")
 
 
 async def names(tx: Transaction, object_ids: Sequence[str]) -> dict[str, str]:
-    """Entra object id -> display name, for those of `object_ids` the bot has met."""
+    """Entra object id -> display name, for those of `object_ids` the bot has met and knows a name of."""
+    return {object_id: name for object_id, name in (await _by_object_id(tx, object_ids, "name")).items() if name}
+
+
+async def _by_object_id(tx: Transaction, object_ids: Sequence[str], column: str) -> dict[str, str]:
+    """Entra object id -> `column` ("teams_id" or "name"), in chunks the databases accept."""
     wanted = sorted(set(object_ids))
     found: dict[str, str] = {}
     for start in range(0, len(wanted), 500):
         chunk = wanted[start:start + 500]
         marks = ", ".join("?" for _ in chunk)
-        rows = await tx.fetch(f"SELECT object_id, name FROM people WHERE object_id IN ({marks})", chunk)
-        found.update({object_id: name for object_id, name in rows if name})
+        rows = await tx.fetch(f"SELECT object_id, {column} FROM people WHERE object_id IN ({marks})", chunk)
+        found.update({object_id: value for object_id, value in rows})
     return found
 
 
