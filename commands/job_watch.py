@@ -18,9 +18,9 @@ from datetime import datetime, timedelta
 from adapters.service import Job, ModelVersion, NotFound, ServiceError
 from adapters.storage import job_watches
 from adapters.storage.job_watches import JobWatch, NewJobWatch
-from commands.context import Context, Reply
+from commands.context import Context, Reply, workspace_line
 from commands.job_rows import status_text
-from commands.models import stage_label
+from commands.models import headline_metrics, stage_label
 from commands.ui import button, card, facts, plain, reply, section, text, when
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ async def watch_job(ctx: Context, job: Job, what: str, *, model: str = "") -> No
 
 async def report(service, watch: JobWatch, *, now: datetime) -> Reply | None:
     """The end report of the watched job, or None while it runs. ServiceError: look again later."""
-    where = f"Workspace {service.name} ({service.environment})"
+    where = workspace_line(service.name, service.environment)
     try:
         job = await service.get_job(watch.job_name)
     except NotFound:
@@ -100,14 +100,11 @@ def job_ended_card(job: Job, *, requested_by: str, where: str, model: str = "",
     if registered:
         newest = registered[0]
         body += [section("Registered"),
-                 facts([(v.ref, " · ".join(p for p in (stage_label(v.stage), _metrics(v)) if p)) for v in registered])]
+                 facts([(v.ref, " · ".join(p for p in (stage_label(v.stage), headline_metrics(v)) if p))
+                        for v in registered])]
         actions += [button("Compare with Production", "compare", newest.ref),
                     button("Promote to Staging", "promote", newest.ref, "Staging")]
     elif model and job.status == "Completed":
         body.append(text(f"No new version of {model} was registered by this run.", subtle=True))
     return card(f"{icon} Job {plain(job.display_name or job.name)} {job.status.lower()}", body, subtitle=where,
                 actions=actions)
-
-
-def _metrics(model: ModelVersion, n: int = 3) -> str:
-    return ", ".join(f"{k} {v:.3g}" for k, v in list(model.metrics.items())[:n])
