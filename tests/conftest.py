@@ -58,6 +58,20 @@ class Clock:
         self.moment += timedelta(**delta)
 
 
+@pytest.fixture
+def clocked(tmp_path, pools, clock):
+    """The demo workspace on the test module's `clock` fixture (each module starts it where it needs):
+    its jobs and monitor runs move only when that clock does."""
+    from adapters.local import LocalWorkspace
+    from adapters.nonblocking import NonBlockingService
+    from commands.context import Workspaces
+
+    local = LocalWorkspace(tmp_path / "clocked.db", clock=clock)
+    yield Workspaces([NonBlockingService(local, name="ml-prod", environment="prod", pool=pools[0],
+                                         wait_pool=pools[1], timeout=30)])
+    local.close()
+
+
 # Everything runs at once: the tests of the commands themselves. Approval tests use the defaults.
 DIRECT_POLICY = parse_policy('[[rule]]\nmode = "direct"\n', source="tests: everything direct")
 

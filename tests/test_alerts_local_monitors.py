@@ -31,15 +31,6 @@ def clock() -> Clock:
     return Clock(START)
 
 
-@pytest.fixture
-def clocked(tmp_path, pools, clock):
-    """The demo workspace on the test's clock: its monitors run (daily at 03:00 UTC) as it moves."""
-    local = LocalWorkspace(tmp_path / "clocked.db", clock=clock)
-    yield Workspaces([NonBlockingService(local, name="ml-prod", environment="prod", pool=pools[0],
-                                         wait_pool=pools[1], timeout=30)])
-    local.close()
-
-
 async def items(store):
     return await store.run_transaction(lambda tx: outbox.find_items(tx), write=False)
 

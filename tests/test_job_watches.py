@@ -8,12 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from adapters.local import LocalWorkspace
-from adapters.nonblocking import NonBlockingService
 from adapters.storage import job_watches, outbox
 from adapters.storage.job_watches import NewJobWatch
 from bot.watch import follow_jobs
-from commands.context import Workspaces
 from commands.job_watch import JOB_POLL_SECONDS, report
 from commands.policy import Policy
 from tests.conftest import Chat, Clock
@@ -27,15 +24,6 @@ CHANNEL = "19:ml-platform@thread.tacv2"
 @pytest.fixture
 def clock() -> Clock:
     return Clock(START)
-
-
-@pytest.fixture
-def clocked(tmp_path, pools, clock):
-    """The demo workspace on the test's clock: its jobs move only when the clock does."""
-    local = LocalWorkspace(tmp_path / "clocked.db", clock=clock)
-    yield Workspaces([NonBlockingService(local, name="ml-prod", environment="prod", pool=pools[0],
-                                         wait_pool=pools[1], timeout=5)])
-    local.close()
 
 
 async def outbox_items(store):
