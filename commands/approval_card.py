@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from adapters.storage.approvals import (
     APPROVED, EXECUTING, EXPIRED, FAILED, PENDING, REJECTED, SUCCEEDED, WITHDRAWN, Approval,
 )
+from commands.context import workspace_line
 from commands.policy import REQUESTER_ONLY
 from commands.ui import button, card, columns, facts, limited, plain, section, text, when
 
@@ -107,7 +108,7 @@ def approval_card(request: Approval, now: datetime, *, approver_ids: Sequence[st
                        button("Reject", "reject", str(request.id), style="destructive", refresh=True)]
             body.append(text(f"Or type `approve {request.id}` or `reject {request.id} <reason>`. "
                              f"Needs the {request.approver_role.capitalize()} role.", subtle=True))
-    result = card(f"{kind} #{request.id}", body, subtitle=f"Workspace {request.workspace} ({request.environment})",
+    result = card(f"{kind} #{request.id}", body, subtitle=workspace_line(request.workspace, request.environment),
                   actions=actions)
     if request.state == PENDING and approver_ids:
         result["refresh"] = {"action": {"type": "Action.Execute", "verb": "approval",

@@ -77,6 +77,11 @@ class RoleBook:
         return self.default, "default"
 
 
+def workspace_line(name: str, environment: str) -> str:
+    """`Workspace ml-prod (prod)`: the line every card and outcome carries, so nobody mistakes prod for dev."""
+    return f"Workspace {name} ({environment})"
+
+
 class UnknownWorkspace(LookupError):
     pass
 
@@ -149,7 +154,7 @@ class Context:
     @property
     def where(self) -> str:
         """The workspace line every card carries, so nobody mistakes prod for dev."""
-        return f"Workspace {self.ml.name} ({self.ml.environment})"
+        return workspace_line(self.ml.name, self.ml.environment)
 
     @property
     def asked_by(self) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
+from commands.context import workspace_line
 from commands.endpoints import ms_text, traffic_text
 from commands.ui import MAX_CARD_BYTES, button, card, columns, plain, section, text, when
 
@@ -216,7 +217,7 @@ def _build(digest: Digest, n_endpoints: int, n_models: int, n_jobs: int, n_appro
     if digest.failed_jobs:
         actions.append(button("Failed jobs", "jobs", "--status", "Failed"))
     return card(f"Model health digest · {digest.now.strftime('%a %d %b %Y')}", body,
-                subtitle=f"Workspace {digest.workspace} ({digest.environment})", actions=actions)
+                subtitle=workspace_line(digest.workspace, digest.environment), actions=actions)
 
 
 def _worst_endpoints(endpoints) -> list[EndpointHealth]:

@@ -35,7 +35,7 @@ from typing import Any, Callable
 from adapters.service import EndpointMetrics, ServiceError
 from adapters.storage import outbox, watches
 from adapters.storage.watches import Watch
-from commands.context import Context, HealthThresholds, Reply, Role, User
+from commands.context import Context, HealthThresholds, Reply, Role, User, workspace_line
 from commands.endpoints import health_problems, ms_text, traffic_text, unhealthy
 from commands.ui import button, card, facts, plain, section, text
 
@@ -185,7 +185,7 @@ async def conclude(watch: Watch, *, workspaces: Any, store: Any, gate: Any, wind
         verdict["rolled_back"] = await _roll_back(watch, workspaces=workspaces, store=store, gate=gate, clock=clock)
         live_split = None                 # read before the bot's own rollback: no longer what is live
     now = clock()
-    where = f"Workspace {service.name} ({service.environment})"
+    where = workspace_line(service.name, service.environment)
     payload_card = verdict_card(watch, verdict, workspace=where)
 
     async def work(tx) -> bool:
