@@ -22,7 +22,7 @@ from adapters.storage import outbox
 from bot.watch import WatchLoop
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat
-from tests.replay import ReplayResponse, arm_id, demo_azure, monitor_answer
+from tests.replay import ReplayResponse, arm_id, demo_azure, monitor_answer, request_series
 from tests.teams_client import ALICE, BOB, TeamsStandIn
 
 READ_ONLY = [c for c in catalog() if c.role.name == "VIEWER"]
@@ -198,8 +198,7 @@ def fraud_api_figures(*, green_p99_ms: float, endpoint_p99_ms: float) -> dict:
     """What Azure Monitor reports for fraud-api (blue=70 green=30): the same requests and 5xx share
     each time, blue's p99 steady; only green's p99 and the endpoint's own p99 are given."""
     def requests(deployment: str, ok: float, failed: float) -> list:
-        return [({"deployment": deployment, "statusCodeClass": "2xx"}, ok),
-                ({"deployment": deployment, "statusCodeClass": "5xx"}, failed)]
+        return [request_series(deployment, 200, ok), request_series(deployment, 500, failed)]
     return {arm_id("onlineEndpoints", "fraud-api"): {
         "RequestLatency_P99": [(None, endpoint_p99_ms), ({"deployment": "blue"}, 300.0),
                                ({"deployment": "green"}, green_p99_ms)],
