@@ -87,6 +87,12 @@ class ReplayResponse:
 
 Handler = Callable[[RecordedRequest, "re.Match[str]"], ReplayResponse]
 
+# Every request any ReplayTransport answered in this test process, in order: tests/test_azure_role.py
+# checks each against docs/azure-custom-role.json after the other tests ran (its test is marked
+# replay_audit, which tests/conftest.py runs last).
+SENT: list[RecordedRequest] = []
+_SENT_LOCK = threading.Lock()
+
 
 @dataclass
 class Route:
@@ -176,6 +182,8 @@ class ReplayTransport(HttpTransport):
         with self._lock:
             self.requests.append(recorded)
             route, match = self._match(recorded)
+        with _SENT_LOCK:
+            SENT.append(recorded)
         if route is None:
             answer = ReplayResponse(404, {"error": {"code": "ResourceNotFound",
                                                     "message": f"No route for {recorded.method} {url.path}"}},
