@@ -11,7 +11,9 @@ namespace and one filter per call, so a query is four calls whatever the number 
 1. endpoints (`Microsoft.MachineLearningServices/workspaces/onlineEndpoints`), no filter, one grain
    for the window: RequestLatency_P50, RequestLatency_P99 of the endpoint as a whole (milliseconds,
    Azure's average over the window). A percentile cannot be made from the deployments'
-   percentiles, so this stays its own unsplit query;
+   percentiles, so this stays its own unsplit query (whether Azure stores it as the endpoint's own
+   percentile or, by its collapsing rule below, as the mean of the deployments' is not documented;
+   the health verdicts also judge each live deployment's own p99, so a canary is seen either way);
 2. the same metrics with filter `deployment eq '*'`: each deployment's p50 and p99;
 3. the same namespace, RequestsPerMinute per minute (grain PT1M) with filter
    `deployment eq '*' and statusCode eq '*' and statusCodeClass eq '*' and modelStatusCode eq '*'`
@@ -60,7 +62,9 @@ GPU utilization are the mean of every (instance, minute) value present, which is
 Average over the window.
 
 Series limit. For a query with a filter Azure Monitor returns at most `top` series per resource
-(10 by default) and says nothing when there were more. Every filtered query passes
+(10 by default; `top` is "the maximum number of records to retrieve per resource ID", valid only
+with a filter, in the metrics:getBatch reference), and the answer has no field that says more
+were left out. Every filtered query passes
 `max_results=MAX_SERIES`; a metric that comes back with MAX_SERIES series of a resource may have
 been cut, so its figures for that resource are left None (and logged) rather than summed from a
 part: the card then says there are no figures instead of showing wrong ones.

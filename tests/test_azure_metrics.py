@@ -80,7 +80,8 @@ READINGS = {
                                      ({"instanceId": "i-2"}, 71.0)],
         # three instances all hour; a fourth was scaled in at minute 40; i-2 was Provisioning first
         "DeploymentCapacity": [instance("i-0", 1.0), instance("i-1", 1.0),
-                               instance("i-2", minutes((0, 10, 1.0))), instance("i-2", minutes((10, 60, 1.0)), "Running"),
+                               instance("i-2", minutes((0, 10, 1.0)), "Provisioning"),
+                               instance("i-2", minutes((10, 60, 1.0))),
                                instance("i-3", minutes((0, 40, 1.0)))]},
     f"{FRAUD}/deployments/green": {"CpuUtilizationPercentage": [({"instanceId": "i-0"}, 22.0)],
                                    "DeploymentCapacity": [instance("i-0", 1.0)]},
