@@ -30,7 +30,8 @@ Choices worth knowing:
 - `scale_deployment` PATCHes only `sku.capacity` (the published OnlineDeployments_Update shape): the
   SDK's GET-then-PUT would drop `modelMountPath`, `identity` and `kind` from the deployment.
 - Endpoint metrics: the configured Azure Monitor source, or one for the workspace's region
-  (https://<location>.metrics.monitor.azure.com) built on first use.
+  (https://<location>.metrics.monitor.azure.com) built on first use. The endpoint's mirrored
+  deployments (`mirror_traffic` above 0) go with it, so shadow requests stay out of the live totals.
 - Model versions are read through the SDK's REST version operations (same requests as `models.get`
   and `models.list`), because the Model entity drops `isArchived`; lists by name use listViewType
   All, archived versions flagged. Archive/restore are `models.archive`/`models.restore`; a stage
@@ -51,7 +52,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from itertools import islice
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 from urllib.parse import quote
 
 from azure.ai.ml import Input, MLClient
@@ -480,7 +481,8 @@ class AzureMLService:
         with self._call("endpoint", endpoint):
             found = self.ml.online_endpoints.get(endpoint)
             deployments = tuple(sorted(d.name for d in self.ml.online_deployments.list(endpoint)))
-        ref = EndpointRef(name=endpoint, resource_id=found.id, deployments=deployments)
+        ref = EndpointRef(name=endpoint, resource_id=found.id, deployments=deployments,
+                          mirrored=_mirrored(found.mirror_traffic))
         return source.endpoint_metrics([ref], window_minutes)[endpoint]
 
     def endpoints_metrics(self, endpoints: Sequence[OnlineEndpoint], window_minutes: int = 60
@@ -492,7 +494,8 @@ class AzureMLService:
         source = self._metrics_source()
         base = (f"/subscriptions/{self.ml.subscription_id}/resourceGroups/{self.ml.resource_group_name}"
                 f"/providers/Microsoft.MachineLearningServices/workspaces/{self.workspace_name}/onlineEndpoints/")
-        refs = [EndpointRef(e.name, base + e.name, tuple(sorted(d.name for d in e.deployments))) for e in endpoints]
+        refs = [EndpointRef(e.name, base + e.name, tuple(sorted(d.name for d in e.deployments)),
+                            mirrored=_mirrored(e.mirror_traffic)) for e in endpoints]
         found: dict[str, EndpointMetrics] = {}
         for start in range(0, len(refs), METRICS_BATCH):
             found.update(source.endpoint_metrics(refs[start:start + METRICS_BATCH], window_minutes))
@@ -1034,6 +1037,12 @@ def _check_traffic_change(endpoint: str, found: Any, seen: dict[str, int]) -> No
         raise Conflict(f"The traffic of {endpoint} changed since it was read: it is now {_split_words(now)}, not "
                        f"{_split_words(seen)}. Nothing was changed; look at the endpoint again and repeat the "
                        f"change if it still applies.", code="TrafficChanged")
+
+
+def _mirrored(mirror_traffic: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The deployments an endpoint mirrors traffic to (a share above 0): their shadow requests are
+    kept out of the endpoint's live figures (adapters.azure_metrics, "Requests")."""
+    return tuple(sorted(str(name) for name, share in (mirror_traffic or {}).items() if int(share or 0) > 0))
 
 
 def _check_not_mirrored(endpoint: str, found: Any, traffic: dict[str, int]) -> None:

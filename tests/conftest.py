@@ -19,6 +19,13 @@ from commands.gate import Gate
 from commands.policy import Policy, parse_policy
 from tests.teams_client import TeamsStandIn
 
+
+def pytest_collection_modifyitems(items):
+    """Tests marked replay_audit run after all the others (a stable sort keeps every other order), so
+    that they see every request the replayed Azure tests sent (tests.replay.SENT)."""
+    items.sort(key=lambda item: item.get_closest_marker("replay_audit") is not None)
+
+
 DEV = User(id="dev-1", name="Dana Dev", tenant_id="t1")
 
 

@@ -26,10 +26,12 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
+import isodate
 from azure.core.credentials import AccessToken, AccessTokenInfo
 from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest._http_response_impl import HttpResponseImpl
@@ -84,6 +86,12 @@ class ReplayResponse:
 
 
 Handler = Callable[[RecordedRequest, "re.Match[str]"], ReplayResponse]
+
+# Every request any ReplayTransport answered in this test process, in order: tests/test_azure_role.py
+# checks each against docs/azure-custom-role.json after the other tests ran (its test is marked
+# replay_audit, which tests/conftest.py runs last).
+SENT: list[RecordedRequest] = []
+_SENT_LOCK = threading.Lock()
 
 
 @dataclass
@@ -174,6 +182,8 @@ class ReplayTransport(HttpTransport):
         with self._lock:
             self.requests.append(recorded)
             route, match = self._match(recorded)
+        with _SENT_LOCK:
+            SENT.append(recorded)
         if route is None:
             answer = ReplayResponse(404, {"error": {"code": "ResourceNotFound",
                                                     "message": f"No route for {recorded.method} {url.path}"}},
@@ -722,7 +732,9 @@ def _not_found(path: str) -> ReplayResponse:
 
 
 Dimensions = str | dict[str, str] | None     # a reading's dimension values (see monitor_answer)
+Values = float | list[float | None]          # one value a minute: the same every minute, or minute by minute
 _FILTER_CLAUSE = re.compile(r"\s*(\w+)\s+eq\s+'([^']*)'\s*", re.IGNORECASE)
+DEFAULT_TOP = 10                             # Azure Monitor's `top` when a filtered query names none
 
 
 def _dimensions_of(reading: Dimensions) -> dict[str, str]:
@@ -745,46 +757,123 @@ def _asked_split(request: RecordedRequest) -> dict[str, str]:
 
 
 def _answers(dimensions: dict[str, str], asked: dict[str, str]) -> bool:
-    """Does a reading belong in the answer? Azure answers series split by exactly the filtered
-    dimensions, and only those with the asked value where the filter names one."""
+    """Is a reading stored at exactly the asked split (and with the asked values where the filter
+    names one)?"""
     own = {name.lower(): value for name, value in dimensions.items()}
     return set(own) == set(asked) and all(want in ("*", own[name]) for name, want in asked.items())
 
 
+def _finer(dimensions: dict[str, str], asked: dict[str, str]) -> bool:
+    """Is a reading split by more dimensions than asked (so Azure collapses it onto the asked ones)?"""
+    own = {name.lower(): value for name, value in dimensions.items()}
+    return set(own) > set(asked) and all(want in ("*", own[name]) for name, want in asked.items())
+
+
+def request_series(deployment: str, status_code: str | int, values: Values, *,
+                   model_status_code: str | int | None = None) -> tuple[dict[str, str], Values]:
+    """A RequestsPerMinute reading with every dimension Azure Monitor stores it with (deployment,
+    statusCode, statusCodeClass, modelStatusCode; the supported-metrics table of onlineEndpoints):
+    that deployment's requests answered `status_code`, one count a minute."""
+    code = str(status_code)
+    return ({"deployment": deployment, "statusCode": code, "statusCodeClass": f"{code[0]}xx",
+             "modelStatusCode": str(model_status_code if model_status_code is not None else code)}, values)
+
+
+def _window(request: RecordedRequest) -> tuple[datetime, int, int]:
+    """The request's start, its length in minutes and its grain in minutes."""
+    start = isodate.parse_datetime(request.query["starttime"][0])
+    end = isodate.parse_datetime(request.query["endtime"][0])
+    minutes = max(1, round((end - start).total_seconds() / 60))
+    grain = isodate.parse_duration((request.query.get("interval") or ["PT1M"])[0])
+    return start, minutes, max(1, round(grain.total_seconds() / 60))
+
+
+def _minute_values(values: Values, minutes: int) -> list[float | None]:
+    """A reading's value in each minute of the window."""
+    if isinstance(values, (int, float)):
+        return [float(values)] * minutes
+    return (list(values) + [None] * minutes)[:minutes]
+
+
+def _series(readings: list[tuple[Dimensions, Values]], asked: dict[str, str], minutes: int,
+            grain: int) -> list[tuple[dict[str, str], list[float | None]]]:
+    """What Azure answers for one metric: [(dimension values, the Average of each grain or None)].
+
+    The readings stored at exactly the asked split are answered as they are (that is how a test
+    gives the endpoint's own percentiles, which are not made from the deployments'). Otherwise the
+    readings split more finely are collapsed onto the asked dimensions, and a grain's Average is
+    the sum of the values present in it over their count: a minute without a value is not counted,
+    and collapsed series are averaged together (Microsoft's "Azure Monitor metrics aggregation
+    explained", https://learn.microsoft.com/azure/azure-monitor/essentials/metrics-aggregation-explained).
+    """
+    exact = [(_dimensions_of(d), v) for d, v in readings if _answers(_dimensions_of(d), asked)]
+    chosen = exact or [(_dimensions_of(d), v) for d, v in readings if _finer(_dimensions_of(d), asked)]
+    groups: dict[tuple[str, ...], list[list[float | None]]] = {}
+    names: dict[tuple[str, ...], dict[str, str]] = {}
+    for dimensions, values in chosen:
+        own = {name.lower(): value for name, value in dimensions.items()}
+        key = tuple(own[name] for name in sorted(asked))
+        names[key] = {name: own[name] for name in sorted(asked)}
+        groups.setdefault(key, []).append(_minute_values(values, minutes))
+    answered = []
+    for key, members in groups.items():
+        averages = []
+        for first in range(0, minutes, grain):
+            present = [v for member in members for v in member[first:first + grain] if v is not None]
+            averages.append(sum(present) / len(present) if present else None)
+        answered.append((names[key], averages))
+    return answered
+
+
 def monitor_answer(request: RecordedRequest, match: Any,
-                   readings: dict[str, dict[str, list[tuple[Dimensions, float]]]] | None = None) -> ReplayResponse:
+                   readings: dict[str, dict[str, list[tuple[Dimensions, Values]]]] | None = None) -> ReplayResponse:
     """Azure Monitor's metrics:getBatch answer, shaped like monitor/metrics_dataplane/MetricBatchExample2.json.
 
-    `readings`: resource id -> metric name -> [(dimensions, average)], where dimensions is None for
-    an unsplit series, a statusCodeClass value ("5xx"), or {dimension name: value} such as
-    {"deployment": "blue", "statusCodeClass": "5xx"}. As Azure does, the answer holds the series
-    split by exactly the dimensions the request's filter names (`deployment eq '*' and
-    statusCodeClass eq '*'`; none without a filter), and names them in `metadatavalues` in lower
-    case (Azure answers "blobtype" for the dimension BlobType). A metric without matching readings
-    comes back with no time series, as Azure answers for an endpoint without traffic.
+    `readings`: resource id -> metric name -> [(dimensions, values)], the series Azure stores.
+    Dimensions are None (a series without dimensions), a statusCodeClass value ("5xx") or
+    {dimension name: value} such as {"deployment": "blue", "statusCodeClass": "5xx"}; values are
+    the series' value a minute: a number (the same every minute of the window) or a list, minute
+    by minute from the window's start (None: no value that minute). The answer is computed as Azure
+    computes it (see `_series`) for the request's filter, timespan and interval, one data point per
+    grain (a grain without a value has no `average`, as Azure answers); it names the dimensions in
+    `metadatavalues` in lower case (Azure answers "blobtype" for the dimension BlobType) and holds
+    at most `top` series per metric and resource (10 when a filtered query names none). A metric
+    without matching readings comes back with no time series, as Azure answers for an endpoint
+    without traffic.
     """
     published = example("monitor/metrics_dataplane/MetricBatchExample2.json")
     template_value, names = published["values"][0], request.query["metricnames"][0].split(",")
     namespace, asked = request.query["metricnamespace"][0], _asked_split(request)
+    start, minutes, grain = _window(request)
+    interval = (request.query.get("interval") or ["PT1M"])[0]
+    top = int((request.query.get("top") or [DEFAULT_TOP])[0]) if asked else None
     values = []
     for rid in request.body["resourceids"]:
         value = copy.deepcopy(template_value)
-        value.update(resourceid=rid, namespace=namespace.lower(), interval="PT1H", value=[])
+        value.update(resourceid=rid, namespace=namespace.lower(), interval=interval, value=[],
+                     starttime=_iso(start), endtime=_iso(start + timedelta(minutes=minutes)))
         for name in names:
             metric = copy.deepcopy(template_value["value"][0])
             metric.update(id=f"{rid}/providers/Microsoft.Insights/metrics/{name}", unit="Count",
                           name={"value": name, "localizedValue": name}, displayDescription=name, timeseries=[])
-            for reading, average in (readings or {}).get(rid, {}).get(name, []):
-                dimensions = _dimensions_of(reading)
-                if not _answers(dimensions, asked):
-                    continue
+            found = _series((readings or {}).get(rid, {}).get(name, []), asked, minutes, grain)
+            for dimensions, averages in found[:top]:
                 meta = [{"name": {"value": dim.lower(), "localizedValue": dim.lower()}, "value": val}
                         for dim, val in dimensions.items()]
-                metric["timeseries"].append({"metadatavalues": meta,
-                                             "data": [{"timeStamp": "2025-01-11T09:00:00Z", "average": average}]})
+                data = []
+                for index, average in enumerate(averages):
+                    point: dict[str, Any] = {"timeStamp": _iso(start + timedelta(minutes=index * grain))}
+                    if average is not None:
+                        point["average"] = average
+                    data.append(point)
+                metric["timeseries"].append({"metadatavalues": meta, "data": data})
             value["value"].append(metric)
         values.append(value)
     return ReplayResponse(json={"values": values})
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def metrics_client(transport: ReplayTransport, **kwargs: Any) -> Any:

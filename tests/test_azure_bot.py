@@ -22,7 +22,7 @@ from adapters.storage import outbox
 from bot.watch import WatchLoop
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat
-from tests.replay import ReplayResponse, arm_id, demo_azure, monitor_answer
+from tests.replay import ReplayResponse, arm_id, demo_azure, monitor_answer, request_series
 from tests.teams_client import ALICE, BOB, TeamsStandIn
 
 READ_ONLY = [c for c in catalog() if c.role.name == "VIEWER"]
@@ -115,6 +115,23 @@ async def test_endpoint_over_http_on_azure(azure_bot):
     assert "Latency p99" in reply.card["fallbackText"]
 
 
+async def test_endpoint_card_over_http_counts_requests_on_azure(azure_bot):
+    """Issue 16: an hour of 100 requests a minute answered 200, 10 answered 201 and five 503s in one
+    minute is 110.08 a minute and 0.08 % 5xx (window averages added up said 60 a minute, 8.33 %)."""
+    fake, teams = azure_bot
+    late_503s = [None] * 17 + [5.0] + [None] * 42
+    readings = {arm_id("onlineEndpoints", "fraud-api"): {
+        "RequestLatency_P99": [(None, 310.0), ({"deployment": "blue"}, 300.0)],
+        "RequestsPerMinute": [request_series("blue", 200, 100.0), request_series("blue", 201, 10.0),
+                              request_series("blue", 503, late_503s)]}}
+    fake.transport.add("POST", r"/metrics:getBatch$", handler=functools.partial(monitor_answer, readings=readings),
+                       first=True)
+    [reply] = await teams.say("endpoint fraud-api")
+    text = reply.card["fallbackText"]
+    assert "Healthy: p99 310 ms, 5xx 0.08%" in text, text
+    assert "110.1 /min" in text and "8.33%" not in text
+
+
 async def test_a_turn_stuck_in_the_sdk_does_not_delay_another_conversation(azure_bot):
     """Alice's `jobs` hangs inside the Azure SDK until released; Bob's turn is answered meanwhile."""
     fake, teams = azure_bot
@@ -198,8 +215,7 @@ def fraud_api_figures(*, green_p99_ms: float, endpoint_p99_ms: float) -> dict:
     """What Azure Monitor reports for fraud-api (blue=70 green=30): the same requests and 5xx share
     each time, blue's p99 steady; only green's p99 and the endpoint's own p99 are given."""
     def requests(deployment: str, ok: float, failed: float) -> list:
-        return [({"deployment": deployment, "statusCodeClass": "2xx"}, ok),
-                ({"deployment": deployment, "statusCodeClass": "5xx"}, failed)]
+        return [request_series(deployment, 200, ok), request_series(deployment, 500, failed)]
     return {arm_id("onlineEndpoints", "fraud-api"): {
         "RequestLatency_P99": [(None, endpoint_p99_ms), ({"deployment": "blue"}, 300.0),
                                ({"deployment": "green"}, green_p99_ms)],

@@ -1,10 +1,24 @@
 """docs/azure-custom-role.json lists exactly the Azure actions the bot's requests need.
 
 Every MLService method runs once over the replay workspace; each HTTP request the SDKs send is
-mapped to the Azure RBAC action that authorizes it (ARM's rule: the resource types of the path, then
+mapped to the Azure RBAC actions that authorize it (ARM's rule: the resource types of the path, then
 read/write/delete by method, or `<verb>/action` for a POST to a verb). The role must allow every one
 of them, and every action in the role must be needed by some request or be one of the few the replay
-cannot show (listed below, each with its reason).
+cannot show (listed below, each with its reason). A last test (marked replay_audit, run after all
+others) maps every request any replayed Azure test sent in the same run.
+
+The feature store is the exception to ARM's rule: Azure ML publishes no actions for the versions of
+feature sets and entities, or for features. Microsoft's "Manage access control for managed feature
+store" (https://learn.microsoft.com/azure/machine-learning/how-to-setup-access-control-feature-store,
+"Permissions required for the feature set consumer role" and "New actions created for managed
+feature store") names, on the feature store, `workspaces/featurestores/read` ("List, get feature
+store"), `workspaces/featuresets/read` ("List and show feature sets") and
+`workspaces/featurestoreentities/read` ("List and show feature store entities"); the resource
+provider's operation list ("Azure permissions for AI + machine learning",
+https://learn.microsoft.com/azure/role-based-access-control/permissions/ai-machine-learning) has no
+other featureset or featurestoreentities read action. So every read under a store's `featuresets`
+is `featuresets/read`, under its `featurestoreEntities` is `featurestoreentities/read`, and every
+request to a feature store (or listing them) also needs `featurestores/read`.
 """
 
 from __future__ import annotations
@@ -21,7 +35,8 @@ from adapters.azure_metrics import AzureMonitorMetrics
 from adapters.azureml import AzureMLService
 from adapters.demo_feature_store import build_feature_stores
 from adapters.service import MLService
-from tests.replay import FakeWorkspace, RecordedRequest, metrics_client, ml_client, model_version, monitor_answer
+from tests.replay import (SENT, WORKSPACE, FakeWorkspace, RecordedRequest, metrics_client, ml_client, model_version,
+                          monitor_answer)
 from tests.replay_feature_store import serve_feature_stores
 
 ROLE = json.loads((Path(__file__).parent.parent / "docs" / "azure-custom-role.json").read_text(encoding="utf-8"))
@@ -36,11 +51,28 @@ NOT_REPLAYED = {
 }
 
 
+# Microsoft's published feature-store operations (both pages in the module docstring)
+FEATURE_STORE_OPERATIONS = {f"{ML}/workspaces/{kind}/{verb}"
+                            for kind, verbs in (("featurestores", ("read", "write", "delete")),
+                                                ("featuresets", ("read", "write", "delete", "action")),
+                                                ("featurestoreentities", ("read", "write", "delete", "action")))
+                            for verb in verbs}
+FEATURE_STORES_READ = f"{ML}/workspaces/featurestores/read"
+_METRICS_HOST = re.compile(r"^[a-z0-9]+\.metrics\.monitor\.azure\.(com|us|cn)$")     # public and sovereign clouds
+_FEATURE_ASSET = re.compile(r"/workspaces/[^/]+/(?P<kind>featuresets|featurestoreEntities)(/|$)", re.IGNORECASE)
+_UNDER_WORKSPACE = re.compile(r"/providers/Microsoft\.MachineLearningServices/workspaces/(?P<name>[^/]+)",
+                              re.IGNORECASE)
+
+
 def action_for(request: RecordedRequest) -> str | None:
     """The RBAC action Azure checks for this request (None: no authorization, e.g. service discovery)."""
     path = request.path
-    if request.host.endswith(".metrics.monitor.azure.com") and path.endswith("/metrics:getBatch"):
-        return "Microsoft.Insights/metrics/read"
+    if _METRICS_HOST.match(request.host) and path.endswith("/metrics:getBatch"):
+        return "Microsoft.Insights/metrics/read"         # on each resource of the batch
+    asset = _FEATURE_ASSET.search(path)
+    if asset:                                            # Azure ML's own feature-store actions (module docstring)
+        verb = {"GET": "read", "PUT": "write", "PATCH": "write", "DELETE": "delete"}.get(request.method, "action")
+        return f"{ML}/workspaces/{asset['kind'].lower()}/{verb}"
     if request.host.endswith(".inference.ml.azure.com") and (request.method, path) == ("POST", "/jobs"):
         return f"{ML}/workspaces/batchEndpoints/jobs/write"        # invoking a batch endpoint creates a job
     if path == "/discovery":
@@ -62,6 +94,25 @@ def action_for(request: RecordedRequest) -> str | None:
         return "/".join([match["ns"], *types[:-1], types[-1], "action"])
     verb = {"GET": "read", "PUT": "write", "PATCH": "write", "DELETE": "delete"}[request.method]
     return "/".join([match["ns"], *types, verb])
+
+
+def to_a_feature_store(request: RecordedRequest) -> bool:
+    """Listing the stores (`feature_stores.list()` is the bot's only GET of the workspace collection),
+    or anything addressed to one: the replay serves one ML workspace (tests.replay.WORKSPACE), so
+    every other workspace it answers for is a feature store."""
+    if request.host == "management.azure.com" and request.path.rstrip("/").lower().endswith(
+            "/providers/microsoft.machinelearningservices/workspaces"):
+        return True
+    found = _UNDER_WORKSPACE.search(request.path)
+    return bool(found) and found["name"].lower() != WORKSPACE.lower()
+
+
+def actions_for(request: RecordedRequest) -> set[str]:
+    """Every action this request needs: its own, and `featurestores/read` for a feature store's."""
+    action = action_for(request)
+    if action is None:
+        return set()
+    return {action, FEATURE_STORES_READ} if to_a_feature_store(request) else {action}
 
 
 def allowed(action: str) -> bool:
@@ -152,13 +203,36 @@ def test_every_port_method_is_exercised(requests):
 
 
 def test_the_role_allows_every_request_the_bot_sends(requests):
-    needed = {action_for(r) for r in requests} - {None}
+    needed = set().union(*(actions_for(r) for r in requests))
     assert not {a for a in needed if not allowed(a)}
     assert f"{ML}/workspaces/onlineEndpoints/deployments/write" in needed      # scale: the PATCH
 
 
+def test_feature_store_requests_need_the_actions_microsoft_documents(requests):
+    store_requests = [r for r in requests if to_a_feature_store(r)]
+    assert {r.path.rsplit("/", 1)[-1] for r in store_requests} >= {"workspaces", "featuresets", "features"}
+    needed = set().union(*(actions_for(r) for r in store_requests))
+    assert needed == {f"{ML}/workspaces/read", FEATURE_STORES_READ, f"{ML}/workspaces/featuresets/read",
+                      f"{ML}/workspaces/featurestoreentities/read", f"{ML}/workspaces/jobs/read"}
+    assert all(allowed(a) for a in needed)
+
+
+def test_the_roles_feature_store_actions_are_ones_microsoft_publishes():
+    feature_actions = [a for a in ROLE["Actions"] if "/feature" in a.lower()]
+    assert sorted(feature_actions) == sorted({a for a in feature_actions if a in FEATURE_STORE_OPERATIONS})
+    assert {FEATURE_STORES_READ, f"{ML}/workspaces/featuresets/read",
+            f"{ML}/workspaces/featurestoreentities/read"} <= set(feature_actions)
+
+
+def test_metrics_requests_are_metrics_read_on_every_cloud():
+    for host in ("westeurope.metrics.monitor.azure.com", "usgovvirginia.metrics.monitor.azure.us",
+                 "chinaeast2.metrics.monitor.azure.cn"):
+        request = RecordedRequest("POST", "/subscriptions/s/metrics:getBatch", "2024-02-01", {}, None, host)
+        assert action_for(request) == "Microsoft.Insights/metrics/read" and allowed(action_for(request))
+
+
 def test_the_role_holds_nothing_the_bot_does_not_use(requests):
-    needed = {action_for(r).lower() for r in requests if action_for(r)}
+    needed = {a.lower() for r in requests for a in actions_for(r)}
     unused = [pattern for pattern in ROLE["Actions"]
               if pattern not in NOT_REPLAYED and not any(fnmatch.fnmatchcase(a, pattern.lower()) for a in needed)]
     assert unused == []
@@ -181,3 +255,14 @@ def test_the_role_file_is_a_role_definition():
     assert (ROLE["NotActions"], ROLE["DataActions"], ROLE["NotDataActions"]) == ([], [], [])
     assert len(ROLE["Actions"]) == len(set(ROLE["Actions"]))
     assert ROLE["AssignableScopes"] == ["/subscriptions/<subscription-id>/resourceGroups/<resource-group>"]
+
+
+@pytest.mark.replay_audit
+def test_every_request_the_replayed_azure_tests_sent_is_allowed(requests):
+    """Every request any replayed Azure test sent in this run (this file's fixture at least; with the
+    suite, all of them: tests/conftest.py runs this test last) maps to actions the role allows."""
+    sent = [r for r in SENT if "/operationResults/" not in r.path]   # the replay's stand-in (NOT_REPLAYED)
+    assert len(sent) >= len(requests)
+    refused = sorted({f"{r.method} {r.host}{r.path} -> {a}" for r in sent for a in actions_for(r) if not allowed(a)})
+    assert refused == []
+

@@ -7,15 +7,14 @@ import functools
 from adapters.azureml import METRICS_BATCH, build_azure_service
 from adapters.service import Deployment, OnlineEndpoint
 from tests.replay import (RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE, WORKSPACE_ID, FakeCredential, FakeWorkspace,
-                          monitor_answer)
+                          monitor_answer, request_series)
 
 
 def test_many_endpoints_are_read_in_batches_of_resource_ids():
     workspace = FakeWorkspace()
     endpoints = [OnlineEndpoint(f"ep-{i:03d}", "Succeeded", traffic={"blue": 100},
                                 deployments=(Deployment("blue", f"ep-{i:03d}"),)) for i in range(120)]
-    requests = [({"deployment": "blue", "statusCodeClass": "2xx"}, 99.0),
-                ({"deployment": "blue", "statusCodeClass": "5xx"}, 1.0)]
+    requests = [request_series("blue", 200, 99.0), request_series("blue", 503, 1.0)]
     readings = {f"{WORKSPACE_ID}/onlineEndpoints/ep-{i:03d}": {"RequestLatency_P99": [(None, 100.0 + i)],
                                                                "RequestsPerMinute": requests}
                 for i in range(120)}
