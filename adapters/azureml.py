@@ -55,6 +55,7 @@ from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import quote
 
 from azure.ai.ml import Input, MLClient
+from azure.ai.ml.entities import JobSchedule
 from azure.ai.ml.exceptions import MlException, ValidationException
 from azure.core.exceptions import (
     AzureError,
@@ -112,7 +113,7 @@ _MODEL_READERS = 8               # latest versions read at once (polite to ARM's
 MODEL_READ_BUDGET = 20.0         # seconds for all of them: below the bot's 30 s call timeout, with an answer
 BUSY_STATES = ("Creating", "Updating", "Deleting")   # provisioning states in which Azure refuses a change
 BREACH_TAG = "azureml_modelmonitor_threshold_breached"   # set by Azure's monitoring on a breaching run
-MONITOR_RUN_SCAN = 100           # runs of one monitor read at most (newest first)
+JOB_SCAN = 2000                  # jobs of one list (a monitor's runs, a feature set's materializations) read at most
 
 
 # ---------------------------------------------------------------- error translation
@@ -206,6 +207,41 @@ def _created(entity: Any) -> tuple[datetime | None, str]:
     elif by is not None and not isinstance(by, str):
         by = getattr(by, "user_name", None) or getattr(by, "userName", None)
     return getattr(context, "created_at", None), _text(by)
+
+
+_EPOCH = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def _created_at(entity: Any) -> datetime:
+    moment = _created(entity)[0]
+    if moment is None:
+        return _EPOCH
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def newest_first(pager: Any, *, since: datetime | None = None, limit: int = JOB_SCAN) -> list[Any]:
+    """The items of an Azure job list, newest first by creation time.
+
+    Azure's Jobs_List documents no order and takes no `$orderby` or `$top` (azure-ai-ml 1.35's jobs.list
+    and feature_sets.list_materialization_operations send only $skip, jobType, tag, listViewType,
+    properties, scheduled, scheduleId), so the order is made here, never assumed. Reading stops at the
+    first page that holds nothing newer than what was already read (and, with `since`, nothing created
+    since then): a list Azure answers newest first costs two pages; one in any other order is read to its
+    end, at most `limit` items."""
+    held: list[Any] = []
+    newest: datetime | None = None
+    pages = pager.by_page() if hasattr(pager, "by_page") else iter([pager])
+    for page in pages:
+        items = [item for item in page if item is not None]
+        if not items:
+            continue
+        page_newest = max(_created_at(item) for item in items)
+        older = newest is not None and page_newest <= newest and (since is None or page_newest < since)
+        held += items
+        newest = page_newest if newest is None else max(newest, page_newest)
+        if older or len(held) >= limit:
+            break
+    return sorted(held, key=lambda item: (_created_at(item), _text(getattr(item, "name", ""))), reverse=True)
 
 
 def _when(value: Any) -> datetime | None:
@@ -604,7 +640,9 @@ class AzureMLService:
                 at = " at " + ", ".join(f"{h:02d}:{m:02d}" for h in hours for m in minutes)
             kind = "recurrence"
             expression = f"every {trigger.interval} {_text(trigger.frequency)}{at}"
-        create_job = getattr(s, "create_job", None)
+        # only a JobSchedule has `create_job`: on a MonitorSchedule the base class's property logs the SDK
+        # warning "create_job is not a valid property of ..." on every read (azure-ai-ml 1.35 schedule.py)
+        create_job = s.create_job if isinstance(s, JobSchedule) else None
         if create_job is not None:
             target = create_job if isinstance(create_job, str) else (
                 getattr(create_job, "display_name", None) or getattr(create_job, "name", None) or "")
@@ -680,11 +718,10 @@ class AzureMLService:
         return [s for s in self.ml.schedules.list(list_view_type=ALL_SCHEDULES)
                 if getattr(s, "create_monitor", None) is not None]
 
-    def _monitor_runs(self, name: str, limit: int = MONITOR_RUN_SCAN) -> list[Any]:
-        """The jobs the monitor's schedule created, newest first."""
-        runs = [j for j in islice(self.ml.jobs.list(schedule_defined=True, scheduled_job_name=name), limit)
-                if j is not None]
-        return sorted(runs, key=lambda j: _created(j)[0] or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
+    def _monitor_runs(self, name: str, since: datetime | None = None) -> list[Any]:
+        """The jobs the monitor's schedule created, newest first by creation time (see newest_first);
+        with `since`, at least every run created since then."""
+        return newest_first(self.ml.jobs.list(schedule_defined=True, scheduled_job_name=name), since=since)
 
     def _monitor_run(self, job: Any, signals: tuple[str, ...], *, read_steps: bool) -> MonitorRun:
         """A run's outcome from Azure's breach tag, on the pipeline job or (when `read_steps`) on its steps."""
@@ -708,7 +745,7 @@ class AzureMLService:
         signals = tuple(_signal(name, signal) for name, signal in (definition.monitoring_signals or {}).items())
         last = None
         if with_last_run:
-            runs = self._monitor_runs(schedule.name, limit=MONITOR_RUN_SCAN)
+            runs = self._monitor_runs(schedule.name)
             last = self._monitor_run(runs[0], tuple(s.name for s in signals), read_steps=True) if runs else None
         plain = self._schedule(schedule)
         return Monitor(name=schedule.name, model=_asset_ref(getattr(target, "model_id", None), "models"),
@@ -732,9 +769,9 @@ class AzureMLService:
         with self._call("schedule"):
             schedules = {s.name: s for s in self._monitor_schedules()}
             chosen = resolve([self._monitor(s, with_last_run=False) for s in schedules.values()], target)
-            runs = self._monitor_runs(chosen.name)
-            signals = tuple(s.name for s in chosen.signals)
             since = self.clock() - timedelta(days=window_days)
+            runs = self._monitor_runs(chosen.name, since=since)
+            signals = tuple(s.name for s in chosen.signals)
             latest = self._monitor_run(runs[0], signals, read_steps=True) if runs else None
             in_window = [self._monitor_run(j, signals, read_steps=False) for j in runs[1:]
                          if (_created(j)[0] or since) >= since]
@@ -928,12 +965,13 @@ class AzureMLService:
     def _store_client(self, store: str) -> MLClient:
         """A second MLClient bound to the feature store (a workspace of its own), same credential and
         pipeline settings (retries, timeouts, transport) as the workspace's client."""
+        key = store.lower()          # ARM names are case-insensitive: 'Contoso-Features' is 'contoso-features'
         with AzureMLService._store_lock:
             clients = self.__dict__.setdefault("_store_clients", {})
-            if store not in clients:
-                clients[store] = MLClient(self.ml._credential, self.ml.subscription_id, self.ml.resource_group_name,
-                                          store, **self.ml._kwargs)
-            return clients[store]
+            if key not in clients:
+                clients[key] = MLClient(self.ml._credential, self.ml.subscription_id, self.ml.resource_group_name,
+                                        store, **self.ml._kwargs)
+            return clients[key]
 
     @contextlib.contextmanager
     def _store_call(self, store: str, kind: str = "feature_store", name: str = "") -> Iterator[None]:
@@ -951,7 +989,7 @@ class AzureMLService:
                 scope=f"the feature store {store}") from None
         except NotFound:
             names = [s.name for s in self.list_feature_stores()]
-            if store in names:
+            if store.lower() in (n.lower() for n in names):
                 raise                    # the store is there: what is missing is inside it
             raise NotFound("feature_store", store, f"No feature store named '{store}' "
                            f"(feature stores: {', '.join(names) or 'none'}).") from None
@@ -988,10 +1026,9 @@ class AzureMLService:
             features = tuple(Feature(f.name, _data_type(f.data_type), f.description or "")
                              for f in client.feature_sets.list_features(name, chosen) if f is not None)
             entities = tuple(self._feature_entity(client, ref) for ref in (found.entities or []))
-            runs = [m for m in client.feature_sets.list_materialization_operations(name, chosen) if m is not None]
+            runs = newest_first(client.feature_sets.list_materialization_operations(name, chosen))
         settings = found.materialization_settings
-        last = max(runs, key=lambda m: (_created(m)[0].timestamp() if _created(m)[0] else 0.0, m.name or ""),
-                   default=None)
+        last = runs[0] if runs else None
         return FeatureSet(
             name=name, version=chosen, store=store, description=found.description or "",
             tags={str(k): _text(v) for k, v in (found.tags or {}).items()}, stage=_text(found.stage),
