@@ -47,9 +47,11 @@ import contextlib
 import logging
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from itertools import islice
 from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import quote
@@ -113,6 +115,9 @@ _MODEL_READERS = 8               # latest versions read at once (polite to ARM's
 MODEL_READ_BUDGET = 20.0         # seconds for all of them: below the bot's 30 s call timeout, with an answer
 BUSY_STATES = ("Creating", "Updating", "Deleting")   # provisioning states in which Azure refuses a change
 BREACH_TAG = "azureml_modelmonitor_threshold_breached"   # set by Azure's monitoring on a breaching run
+STAGE_ATTEMPTS = 4               # PUTs of one model version's stage at most (see _put_model_version)
+STAGE_RETRY_WAIT = 15.0          # seconds waited between them at most, in all (the bot's call timeout is 30 s)
+RETRYABLE_STATUS = (408, 429, 500, 502, 503, 504)    # what azure-core's RetryPolicy retries too
 JOB_SCAN = 2000                  # jobs of one list (a monitor's runs, a feature set's materializations) read at most
 
 
@@ -142,6 +147,23 @@ def translate_error(exc: BaseException, *, kind: str = "", name: str = "", ident
     if isinstance(exc, (AzureError, MlException)):
         return ServiceError(message, code=code)
     return ServiceError(f"{type(exc).__name__}: {exc}")
+
+
+def _retry_after(response: Any) -> float | None:
+    """Seconds Azure asks to wait: `retry-after-ms`, `x-ms-retry-after-ms` or `Retry-After` (seconds or
+    an HTTP date), as azure-core's RetryPolicy reads them; None without one."""
+    headers = getattr(response, "headers", None) or {}
+    for header, scale in (("retry-after-ms", 1000.0), ("x-ms-retry-after-ms", 1000.0), ("Retry-After", 1.0)):
+        value = headers.get(header)
+        if not value:
+            continue
+        try:
+            return max(0.0, float(value) / scale)
+        except ValueError:
+            with contextlib.suppress(TypeError, ValueError, IndexError):
+                moment = parsedate_to_datetime(value)
+                return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
+    return None
 
 
 def _azure_code_and_message(exc: BaseException) -> tuple[str | None, str]:
@@ -399,19 +421,44 @@ class AzureMLService:
         return versions[0]
 
     def set_model_stage(self, name: str, version: str, stage: str) -> ModelVersion:
-        from azure.ai.ml.entities import Model
-
+        """GET the version as Azure stores it and PUT that body back with only `stage` changed: never
+        through `models.create_or_update`, whose entity round trip drops `jobName` (the lineage to the
+        training job), `intellectualProperty` and `datasets`, and always sends `isArchived: false`.
+        A PUT answered 408/429/5xx is sent again (see _put_model_version)."""
         stage = _canonical_stage(stage)
         ops, scope = self._model_versions_rest()
         with self._call("model", name):
-            arm = ops.get(name=name, version=version, **scope)        # what models.get reads, isArchived kept
-            if getattr(arm.properties, "is_archived", False):
-                # never `models.create_or_update` for an archived version: its PUT sends isArchived: false
-                arm.properties.stage = stage
-                return self._model_from_arm(ops.create_or_update(name=name, version=version, body=arm, **scope))
-            model = Model._from_rest_object(arm)
-            model.stage = stage
-            return self._model(self.ml.models.create_or_update(model))
+            arm = ops.get(name=name, version=version, **scope)
+            arm.properties.stage = stage
+            arm.properties.is_archived = bool(arm.properties.is_archived)     # as stored (absent = false)
+            return self._model_from_arm(self._put_model_version(ops, scope, name, version, arm))
+
+    sleep: Callable[[float], None] = staticmethod(time.sleep)      # waits between PUT attempts (tests record them)
+
+    def _put_model_version(self, ops: Any, scope: dict[str, str], name: str, version: str, body: Any) -> Any:
+        """PUT a model version (idempotent), again while Azure answers what it says is retryable
+        (408, 429, 500, 502, 503, 504, or no connection), at most STAGE_ATTEMPTS times, waiting its
+        Retry-After (or 1, 2, 4 s) but never more than STAGE_RETRY_WAIT s in all: the bot answers within
+        its call timeout. The pipeline's own retry is off for this call (retry_total=0), so the attempts
+        are these and no more, whatever the client's retry settings."""
+        waited = 0.0
+        for attempt in range(1, STAGE_ATTEMPTS + 1):
+            try:
+                return ops.create_or_update(name=name, version=version, body=body, retry_total=0, **scope)
+            except (HttpResponseError, ServiceRequestError) as exc:
+                response = getattr(exc, "response", None)
+                status = getattr(response, "status_code", None)
+                if isinstance(exc, HttpResponseError) and status not in RETRYABLE_STATUS:
+                    raise
+                wait = _retry_after(response) if response is not None else None
+                wait = float(2 ** (attempt - 1)) if wait is None else wait
+                if attempt == STAGE_ATTEMPTS or waited + wait > STAGE_RETRY_WAIT:
+                    raise
+                log.info("model %s:%s: Azure answered %s; PUT again in %.3g s (attempt %d of %d)", name, version,
+                         status or type(exc).__name__, wait, attempt + 1, STAGE_ATTEMPTS)
+                self.sleep(wait)
+                waited += wait
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------ online endpoints
 
@@ -921,7 +968,7 @@ class AzureMLService:
         with self._call("model", f"{name}:{version}"):
             arm = ops.get(name=name, version=version, **scope)
             arm.properties.stage = stage
-            return self._model_from_arm(ops.create_or_update(name=name, version=version, body=arm, **scope))
+            return self._model_from_arm(self._put_model_version(ops, scope, name, version, arm))
 
     def _set_archived(self, name: str, version: str, archived: bool) -> ModelVersion:
         before = self._read_model_version(name, version)
