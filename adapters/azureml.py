@@ -118,6 +118,7 @@ BREACH_TAG = "azureml_modelmonitor_threshold_breached"   # set by Azure's monito
 STAGE_ATTEMPTS = 4               # PUTs of one model version's stage at most (see _put_model_version)
 STAGE_RETRY_WAIT = 15.0          # seconds waited between them at most, in all (the bot's call timeout is 30 s)
 RETRYABLE_STATUS = (408, 429, 500, 502, 503, 504)    # what azure-core's RetryPolicy retries too
+JOB_VISIBLE_WAITS = (1.0, 2.0, 4.0, 8.0)    # seconds between reads of a job just triggered (15 s in all)
 JOB_SCAN = 2000                  # jobs of one list (a monitor's runs, a feature set's materializations) read at most
 
 
@@ -716,11 +717,32 @@ class AzureMLService:
                                lambda result: f"Schedule {name} disabled.", resource="schedule", name=name)
 
     def trigger_schedule(self, name: str, *, tags: dict[str, str] | None = None) -> Job:
-        """`tags` are not sent: the trigger call carries only the schedule time."""
-        with self._call("schedule", name):
-            result = self.ml.schedules.trigger(name)
-        with self._call("job", result.job_name):
-            return self._job(self.ml.jobs.get(result.job_name))
+        """`tags` are not sent: the trigger call carries only the schedule time.
+
+        The trigger POST starts a job, so it is sent once: azure-core's RetryPolicy would send a POST
+        again after a 500/503/504 or any answer with Retry-After, and so start a second job; this call
+        runs with `retry_total=0`. An unanswered trigger says it may have started a job. The job it
+        names may not be readable at once: it is read again for a few seconds (JOB_VISIBLE_WAITS), and
+        if it is still not there, returned as NotStarted for the caller to watch."""
+        try:
+            with self._call("schedule", name):
+                result = self.ml.schedules.trigger(name, retry_total=0)
+        except Unavailable as error:
+            raise Unavailable(f"{error.message} The trigger of schedule {name} was sent once and not repeated, so it "
+                              f"may or may not have started a job: look at the schedule's jobs before asking again.",
+                              code=error.code) from error
+        job_name = result.job_name
+        for wait in (0.0, *JOB_VISIBLE_WAITS):
+            if wait:
+                self.sleep(wait)
+            try:
+                with self._call("job", job_name):
+                    return self._job(self.ml.jobs.get(job_name))
+            except NotFound:
+                continue
+        log.info("schedule %s: job %s not readable %g s after its trigger; returned as NotStarted", name, job_name,
+                 sum(JOB_VISIBLE_WAITS))
+        return Job(name=job_name, status="NotStarted", type="job", tags=dict(tags or {}))
 
     # ------------------------------------------------------------ compute
 

@@ -180,7 +180,10 @@ async def retrain(ctx: Context, model: str, schedule: str | None) -> Reply:
             raise UsageError(f"There is no schedule named '{schedule}'. Type `schedules` to see them.")
         how = f"schedule {schedule}"
     else:       # refused now, not after an approval: the same rule as the backend's trigger_retraining
-        how = f"its training schedule, {await _training_schedule(ctx, model)}"
+        schedule = await _training_schedule(ctx, model)
+        how = f"its training schedule, {schedule}"
+    # the schedule is resolved now and stored in the Change: what runs is what the card named and was
+    # approved, even if the model's tag names another schedule by the time it is carried out
     return await ctx.gate.submit(ctx, Change(
         action="retrain", workspace=ctx.ml.name, environment=ctx.ml.environment, target=f"model {model}",
         parameters={"model": model, "schedule": schedule}, before={"latest": latest.ref},
@@ -206,5 +209,6 @@ async def _training_schedule(ctx: Context, model: str) -> str:
 @executes("retrain")
 async def apply_retrain(ctx: Context, change: Change) -> Reply:
     p = change.parameters
-    job = await (ctx.ml.trigger_schedule(p["schedule"]) if p["schedule"] else ctx.ml.trigger_retraining(p["model"]))
+    # requests stored before the schedule was resolved at request time carry none: the model's tag decides
+    job = await (ctx.ml.trigger_schedule(p["schedule"]) if p.get("schedule") else ctx.ml.trigger_retraining(p["model"]))
     return await started(ctx, job, f"Retraining of {p['model']}", model=p['model'])
