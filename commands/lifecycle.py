@@ -131,7 +131,7 @@ async def _promotion_failed(ctx: Context, name: str, steps: list[tuple[str, str,
     except ServiceError:
         undone = {v for v, _, _ in done if f"{name}:{v}" not in undo_failed}
         known = {v: (was if v in undone or v not in {d[0] for d in done} else to) for v, was, to in steps}
-        known[failed[0]] = "unknown (its change got no answer)" if isinstance(error, Unavailable) else failed[1]
+        known[failed[0]] = "unknown (Azure did not confirm its change)" if isinstance(error, Unavailable) else failed[1]
         stages = ", ".join(f"{name}:{v} {stage_label(known[v]) if known[v] in STAGES else known[v]}" for v in involved)
         source = "Stages as far as the bot knows (it could not read them back)"
     code = f" ({error.code})" if error.code else ""

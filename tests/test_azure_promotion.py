@@ -101,6 +101,19 @@ async def test_when_the_undo_fails_too_the_stages_say_two_champions(azure, store
                                f"Production, fraud-model:3 Production. {WHERE}")
 
 
+async def test_stages_that_cannot_be_read_back_are_stated_as_far_as_known(azure, store):
+    fake, workspaces, _ = azure
+    fake.transport.add("PUT", r"/models/fraud-model/versions/3$", first=True, **answer(503, "ServiceUnavailable"))
+    fake.transport.add("GET", r"/models/fraud-model/versions$", first=True, handler=lambda request, match: (
+        fake._get(request, match) if "stage" in request.query
+        else ReplayResponse(503, answer(503, "ServiceUnavailable")["json"])))
+    reply = await Chat(workspaces, store)("promote fraud-model:4 Production")
+    assert reply.text.endswith("— the steps before it were undone. Stages as far as the bot knows (it could not read "
+                               "them back): fraud-model:4 Staging, fraud-model:3 unknown (Azure did not confirm its "
+                               f"change). {WHERE}")
+    assert (stage_of(fake, "4"), stage_of(fake, "3")) == ("Staging", "Production")
+
+
 def test_a_stage_change_puts_back_the_stored_body_with_job_lineage_and_intellectual_property(azure):
     fake, workspaces, _ = azure
     stored = fake.get("models", "fraud-model", "versions", "4")["properties"]
