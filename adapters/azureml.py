@@ -34,8 +34,16 @@ Choices worth knowing:
 - Model versions are read through the SDK's REST version operations (same requests as `models.get`
   and `models.list`), because the Model entity drops `isArchived`; lists by name use listViewType
   All, archived versions flagged. Archive/restore are `models.archive`/`models.restore`; a stage
-  change of an archived version PUTs the stored body with only `stage` changed, never through
-  `models.create_or_update`, whose PUT always sends `isArchived: false`.
+  change PUTs the stored body with only `stage` changed, never through `models.create_or_update`,
+  whose PUT always sends `isArchived: false` and drops `jobName` and `intellectualProperty`. That PUT
+  is repeated (at most STAGE_ATTEMPTS times, STAGE_RETRY_WAIT s of waiting) while Azure answers
+  408/429/5xx, honouring Retry-After.
+- A schedule's trigger starts a job, so its POST is sent once (`retry_total=0` for that call: azure-core
+  re-sends a POST after 500/503/504 or any Retry-After); the job it names is read again for a few
+  seconds if Azure does not list it at once, then returned NotStarted to be watched.
+- Job lists (a monitor's runs, a feature set's materializations) come in no documented order and take
+  no $orderby/$top: `newest_first` sorts them by creation time and stops at the first page that brings
+  nothing newer.
 - A feature store is a workspace of its own: `feature_stores.list()` finds them in the resource
   group, and everything inside one goes through a second MLClient bound to the store (same
   credential and pipeline settings), so the bot's identity needs a role on the store itself.
@@ -438,7 +446,7 @@ class AzureMLService:
 
     def _put_model_version(self, ops: Any, scope: dict[str, str], name: str, version: str, body: Any) -> Any:
         """PUT a model version (idempotent), again while Azure answers what it says is retryable
-        (408, 429, 500, 502, 503, 504, or no connection), at most STAGE_ATTEMPTS times, waiting its
+        (408, 429, 500, 502, 503, 504, no connection, no answer), at most STAGE_ATTEMPTS times, waiting its
         Retry-After (or 1, 2, 4 s) but never more than STAGE_RETRY_WAIT s in all: the bot answers within
         its call timeout. The pipeline's own retry is off for this call (retry_total=0), so the attempts
         are these and no more, whatever the client's retry settings."""
@@ -446,7 +454,7 @@ class AzureMLService:
         for attempt in range(1, STAGE_ATTEMPTS + 1):
             try:
                 return ops.create_or_update(name=name, version=version, body=body, retry_total=0, **scope)
-            except (HttpResponseError, ServiceRequestError) as exc:
+            except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
                 response = getattr(exc, "response", None)
                 status = getattr(response, "status_code", None)
                 if isinstance(exc, HttpResponseError) and status not in RETRYABLE_STATUS:

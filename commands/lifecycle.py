@@ -1,11 +1,13 @@
 """The model lifecycle from chat: promote, archive, retrain. Each passes the gate like every change.
 
 Azure ML (SDK v2) has no stage-transition API: `stage` is a free-text field on a model version.
-Promoting a version to Production therefore sets its stage and moves the version that held
-Production to Archived, in one audited change; `archive` is Azure's own archive (`is_archived`),
+Promoting a version to Production therefore sets its stage and moves every version that held
+Production to Archived, in one audited change (a step that fails undoes the ones before it, and the
+outcome states each version's stage); `archive` is Azure's own archive (`is_archived`),
 which hides a version from default lists and keeps it usable. `retrain` triggers the model's
-training schedule (named in its `training_schedule` tag), the way Azure supports re-running a
-pipeline; the job's end is reported in the conversation.
+training schedule (named in its `training_schedule` tag when asked, and stored in the request: the
+approved schedule is the one that runs), the way Azure supports re-running a pipeline; the job's end
+is reported in the conversation.
 """
 
 from __future__ import annotations
