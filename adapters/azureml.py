@@ -736,6 +736,11 @@ class AzureMLService:
             with self._call("schedule", name):
                 result = self.ml.schedules.trigger(name, retry_total=0)
         except Unavailable as error:
+            cause = error.__cause__
+            if isinstance(cause, ServiceRequestError) or getattr(getattr(cause, "response", None), "status_code",
+                                                                 None) == 429:
+                raise Unavailable(f"{error.message} Schedule {name} was not triggered (Azure did not take the "
+                                  f"request); ask again in a moment.", code=error.code) from error
             raise Unavailable(f"{error.message} The trigger of schedule {name} was sent once and not repeated, so it "
                               f"may or may not have started a job: look at the schedule's jobs before asking again.",
                               code=error.code) from error

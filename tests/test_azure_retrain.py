@@ -31,8 +31,11 @@ PRODUCTION_RETRIES = dict(retry_total=3, retry_connect=3, retry_read=3, retry_st
 # ---------------------------------------------------------------- the trigger, sent once
 
 
-@pytest.mark.parametrize("status,headers", [(503, {}), (429, {"Retry-After": "1"}), (500, {})])
-def test_an_unanswered_trigger_is_sent_once_even_with_the_clients_retries_on(status, headers):
+@pytest.mark.parametrize("status,headers,said", [
+    (503, {}, "sent once and not repeated, so it may or may not have started a job"),
+    (500, {}, "sent once and not repeated, so it may or may not have started a job"),
+    (429, {"Retry-After": "1"}, "Schedule nightly-train was not triggered (Azure did not take the request)")])
+def test_an_unanswered_trigger_is_sent_once_even_with_the_clients_retries_on(status, headers, said):
     workspace = FakeWorkspace()
     workspace.transport.add("POST", TRIGGER, status=status, first=True, headers={"x-ms-error-code": "Busy", **headers},
                             json={"error": {"code": "Busy", "message": "The service is busy."}})
@@ -40,11 +43,26 @@ def test_an_unanswered_trigger_is_sent_once_even_with_the_clients_retries_on(sta
     with pytest.raises(Unavailable) as failed:
         svc.trigger_schedule("nightly-train")
     assert len(workspace.transport.sent("POST", TRIGGER)) == 1
-    assert "sent once and not repeated, so it may or may not have started a job" in failed.value.message
+    assert said in failed.value.message
     svc.list_schedules()                         # the client's other calls keep their retries
     workspace.transport.fail("GET", r"/computes$", 503, "Busy", "busy", times=1)
     svc.list_compute()
     assert len(workspace.transport.sent("GET", r"/computes$")) == 2
+
+
+def test_a_trigger_that_times_out_is_sent_once():
+    from azure.core.exceptions import ServiceResponseError
+
+    def timed_out(request, match):
+        raise ServiceResponseError("The read operation timed out")
+
+    workspace = FakeWorkspace()
+    workspace.transport.add("POST", TRIGGER, handler=timed_out, first=True)
+    svc = AzureMLService(ml_client(workspace.transport, **PRODUCTION_RETRIES))
+    with pytest.raises(Unavailable) as failed:
+        svc.trigger_schedule("nightly-train")
+    assert len(workspace.transport.sent("POST", TRIGGER)) == 1
+    assert "may or may not have started a job" in failed.value.message
 
 
 def test_a_job_not_readable_right_after_its_trigger_is_read_again():
