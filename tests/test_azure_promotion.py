@@ -75,8 +75,8 @@ async def test_a_second_put_that_keeps_failing_is_undone_and_the_stages_stated_o
     await chat("promote fraud-model:4 Production")
     reply = await chat.as_(ARNE)("approve 1")
     await chat.settle()
-    stated = ("❌ Promotion failed while moving fraud-model:3 to Archived (ServiceUnavailable): Azure ML did not answer: "
-              "ServiceUnavailable from Azure ML. — the steps before it were undone. Stages now: fraud-model:4 "
+    stated = ("❌ Promotion failed while moving fraud-model:3 to Archived (ServiceUnavailable): Azure ML did not "
+              "answer: ServiceUnavailable from Azure ML. — the steps before it were undone. Stages now: fraud-model:4 "
               f"Staging, fraud-model:3 Production. {WHERE}")
     assert reply.text == stated
     assert stage_puts(fake) == [("4", "Production")] + [("3", "Archived")] * STAGE_ATTEMPTS + [("4", "Staging")]
@@ -117,7 +117,8 @@ async def test_stages_that_cannot_be_read_back_are_stated_as_far_as_known(azure,
 def test_a_stage_change_puts_back_the_stored_body_with_job_lineage_and_intellectual_property(azure):
     fake, workspaces, _ = azure
     stored = fake.get("models", "fraud-model", "versions", "4")["properties"]
-    stored.update(jobName="gentle_fox_1k9sz7ra", intellectualProperty={"publisher": "contoso", "protectionLevel": "All"})
+    stored.update(jobName="gentle_fox_1k9sz7ra",
+                  intellectualProperty={"publisher": "contoso", "protectionLevel": "All"})
     svc = workspaces.get("ml-prod").service
     svc.set_model_stage("fraud-model", "4", "Production")
     [put] = fake.transport.sent("PUT", r"/models/fraud-model/versions/4$")
