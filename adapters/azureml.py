@@ -35,8 +35,16 @@ Choices worth knowing:
 - Model versions are read through the SDK's REST version operations (same requests as `models.get`
   and `models.list`), because the Model entity drops `isArchived`; lists by name use listViewType
   All, archived versions flagged. Archive/restore are `models.archive`/`models.restore`; a stage
-  change of an archived version PUTs the stored body with only `stage` changed, never through
-  `models.create_or_update`, whose PUT always sends `isArchived: false`.
+  change PUTs the stored body with only `stage` changed, never through `models.create_or_update`,
+  whose PUT always sends `isArchived: false` and drops `jobName` and `intellectualProperty`. That PUT
+  is repeated (at most STAGE_ATTEMPTS times, STAGE_RETRY_WAIT s of waiting) while Azure answers
+  408/429/5xx, honouring Retry-After.
+- A schedule's trigger starts a job, so its POST is sent once (`retry_total=0` for that call: azure-core
+  re-sends a POST after 500/503/504 or any Retry-After); the job it names is read again for a few
+  seconds if Azure does not list it at once, then returned NotStarted to be watched.
+- Job lists (a monitor's runs, a feature set's materializations) come in no documented order and take
+  no $orderby/$top: `newest_first` sorts them by creation time and stops at the first page that brings
+  nothing newer.
 - A feature store is a workspace of its own: `feature_stores.list()` finds them in the resource
   group, and everything inside one goes through a second MLClient bound to the store (same
   credential and pipeline settings), so the bot's identity needs a role on the store itself.
@@ -48,14 +56,17 @@ import contextlib
 import logging
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from itertools import islice
 from typing import Any, Callable, Iterator, Mapping, Sequence
 from urllib.parse import quote
 
 from azure.ai.ml import Input, MLClient
+from azure.ai.ml.entities import JobSchedule
 from azure.ai.ml.exceptions import MlException, ValidationException
 from azure.core.exceptions import (
     AzureError,
@@ -113,7 +124,11 @@ _MODEL_READERS = 8               # latest versions read at once (polite to ARM's
 MODEL_READ_BUDGET = 20.0         # seconds for all of them: below the bot's 30 s call timeout, with an answer
 BUSY_STATES = ("Creating", "Updating", "Deleting")   # provisioning states in which Azure refuses a change
 BREACH_TAG = "azureml_modelmonitor_threshold_breached"   # set by Azure's monitoring on a breaching run
-MONITOR_RUN_SCAN = 100           # runs of one monitor read at most (newest first)
+STAGE_ATTEMPTS = 4               # PUTs of one model version's stage at most (see _put_model_version)
+STAGE_RETRY_WAIT = 15.0          # seconds waited between them at most, in all (the bot's call timeout is 30 s)
+RETRYABLE_STATUS = (408, 429, 500, 502, 503, 504)    # what azure-core's RetryPolicy retries too
+JOB_VISIBLE_WAITS = (1.0, 2.0, 4.0, 8.0)    # seconds between reads of a job just triggered (15 s in all)
+JOB_SCAN = 2000                  # jobs of one list (a monitor's runs, a feature set's materializations) read at most
 
 
 # ---------------------------------------------------------------- error translation
@@ -142,6 +157,23 @@ def translate_error(exc: BaseException, *, kind: str = "", name: str = "", ident
     if isinstance(exc, (AzureError, MlException)):
         return ServiceError(message, code=code)
     return ServiceError(f"{type(exc).__name__}: {exc}")
+
+
+def _retry_after(response: Any) -> float | None:
+    """Seconds Azure asks to wait: `retry-after-ms`, `x-ms-retry-after-ms` or `Retry-After` (seconds or
+    an HTTP date), as azure-core's RetryPolicy reads them; None without one."""
+    headers = getattr(response, "headers", None) or {}
+    for header, scale in (("retry-after-ms", 1000.0), ("x-ms-retry-after-ms", 1000.0), ("Retry-After", 1.0)):
+        value = headers.get(header)
+        if not value:
+            continue
+        try:
+            return max(0.0, float(value) / scale)
+        except ValueError:
+            with contextlib.suppress(TypeError, ValueError, IndexError):
+                moment = parsedate_to_datetime(value)
+                return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
+    return None
 
 
 def _azure_code_and_message(exc: BaseException) -> tuple[str | None, str]:
@@ -207,6 +239,41 @@ def _created(entity: Any) -> tuple[datetime | None, str]:
     elif by is not None and not isinstance(by, str):
         by = getattr(by, "user_name", None) or getattr(by, "userName", None)
     return getattr(context, "created_at", None), _text(by)
+
+
+_EPOCH = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def _created_at(entity: Any) -> datetime:
+    moment = _created(entity)[0]
+    if moment is None:
+        return _EPOCH
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def newest_first(pager: Any, *, since: datetime | None = None, limit: int = JOB_SCAN) -> list[Any]:
+    """The items of an Azure job list, newest first by creation time.
+
+    Azure's Jobs_List documents no order and takes no `$orderby` or `$top` (azure-ai-ml 1.35's jobs.list
+    and feature_sets.list_materialization_operations send only $skip, jobType, tag, listViewType,
+    properties, scheduled, scheduleId), so the order is made here, never assumed. Reading stops at the
+    first page that holds nothing newer than what was already read (and, with `since`, nothing created
+    since then): a list Azure answers newest first costs two pages; one in any other order is read to its
+    end, at most `limit` items."""
+    held: list[Any] = []
+    newest: datetime | None = None
+    pages = pager.by_page() if hasattr(pager, "by_page") else iter([pager])
+    for page in pages:
+        items = [item for item in page if item is not None]
+        if not items:
+            continue
+        page_newest = max(_created_at(item) for item in items)
+        older = newest is not None and page_newest <= newest and (since is None or page_newest < since)
+        held += items
+        newest = page_newest if newest is None else max(newest, page_newest)
+        if older or len(held) >= limit:
+            break
+    return sorted(held, key=lambda item: (_created_at(item), _text(getattr(item, "name", ""))), reverse=True)
 
 
 def _when(value: Any) -> datetime | None:
@@ -364,19 +431,44 @@ class AzureMLService:
         return versions[0]
 
     def set_model_stage(self, name: str, version: str, stage: str) -> ModelVersion:
-        from azure.ai.ml.entities import Model
-
+        """GET the version as Azure stores it and PUT that body back with only `stage` changed: never
+        through `models.create_or_update`, whose entity round trip drops `jobName` (the lineage to the
+        training job), `intellectualProperty` and `datasets`, and always sends `isArchived: false`.
+        A PUT answered 408/429/5xx is sent again (see _put_model_version)."""
         stage = _canonical_stage(stage)
         ops, scope = self._model_versions_rest()
         with self._call("model", name):
-            arm = ops.get(name=name, version=version, **scope)        # what models.get reads, isArchived kept
-            if getattr(arm.properties, "is_archived", False):
-                # never `models.create_or_update` for an archived version: its PUT sends isArchived: false
-                arm.properties.stage = stage
-                return self._model_from_arm(ops.create_or_update(name=name, version=version, body=arm, **scope))
-            model = Model._from_rest_object(arm)
-            model.stage = stage
-            return self._model(self.ml.models.create_or_update(model))
+            arm = ops.get(name=name, version=version, **scope)
+            arm.properties.stage = stage
+            arm.properties.is_archived = bool(arm.properties.is_archived)     # as stored (absent = false)
+            return self._model_from_arm(self._put_model_version(ops, scope, name, version, arm))
+
+    sleep: Callable[[float], None] = staticmethod(time.sleep)      # waits between PUT attempts (tests record them)
+
+    def _put_model_version(self, ops: Any, scope: dict[str, str], name: str, version: str, body: Any) -> Any:
+        """PUT a model version (idempotent), again while Azure answers what it says is retryable
+        (408, 429, 500, 502, 503, 504, no connection, no answer), at most STAGE_ATTEMPTS times, waiting its
+        Retry-After (or 1, 2, 4 s) but never more than STAGE_RETRY_WAIT s in all: the bot answers within
+        its call timeout. The pipeline's own retry is off for this call (retry_total=0), so the attempts
+        are these and no more, whatever the client's retry settings."""
+        waited = 0.0
+        for attempt in range(1, STAGE_ATTEMPTS + 1):
+            try:
+                return ops.create_or_update(name=name, version=version, body=body, retry_total=0, **scope)
+            except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
+                response = getattr(exc, "response", None)
+                status = getattr(response, "status_code", None)
+                if isinstance(exc, HttpResponseError) and status not in RETRYABLE_STATUS:
+                    raise
+                wait = _retry_after(response) if response is not None else None
+                wait = float(2 ** (attempt - 1)) if wait is None else wait
+                if attempt == STAGE_ATTEMPTS or waited + wait > STAGE_RETRY_WAIT:
+                    raise
+                log.info("model %s:%s: Azure answered %s; PUT again in %.3g s (attempt %d of %d)", name, version,
+                         status or type(exc).__name__, wait, attempt + 1, STAGE_ATTEMPTS)
+                self.sleep(wait)
+                waited += wait
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------ online endpoints
 
@@ -607,7 +699,9 @@ class AzureMLService:
                 at = " at " + ", ".join(f"{h:02d}:{m:02d}" for h in hours for m in minutes)
             kind = "recurrence"
             expression = f"every {trigger.interval} {_text(trigger.frequency)}{at}"
-        create_job = getattr(s, "create_job", None)
+        # only a JobSchedule has `create_job`: on a MonitorSchedule the base class's property logs the SDK
+        # warning "create_job is not a valid property of ..." on every read (azure-ai-ml 1.35 schedule.py)
+        create_job = s.create_job if isinstance(s, JobSchedule) else None
         if create_job is not None:
             target = create_job if isinstance(create_job, str) else (
                 getattr(create_job, "display_name", None) or getattr(create_job, "name", None) or "")
@@ -634,11 +728,37 @@ class AzureMLService:
                                lambda result: f"Schedule {name} disabled.", resource="schedule", name=name)
 
     def trigger_schedule(self, name: str, *, tags: dict[str, str] | None = None) -> Job:
-        """`tags` are not sent: the trigger call carries only the schedule time."""
-        with self._call("schedule", name):
-            result = self.ml.schedules.trigger(name)
-        with self._call("job", result.job_name):
-            return self._job(self.ml.jobs.get(result.job_name))
+        """`tags` are not sent: the trigger call carries only the schedule time.
+
+        The trigger POST starts a job, so it is sent once: azure-core's RetryPolicy would send a POST
+        again after a 500/503/504 or any answer with Retry-After, and so start a second job; this call
+        runs with `retry_total=0`. An unanswered trigger says it may have started a job. The job it
+        names may not be readable at once: it is read again for a few seconds (JOB_VISIBLE_WAITS), and
+        if it is still not there, returned as NotStarted for the caller to watch."""
+        try:
+            with self._call("schedule", name):
+                result = self.ml.schedules.trigger(name, retry_total=0)
+        except Unavailable as error:
+            cause = error.__cause__
+            if isinstance(cause, ServiceRequestError) or getattr(getattr(cause, "response", None), "status_code",
+                                                                 None) == 429:
+                raise Unavailable(f"{error.message} Schedule {name} was not triggered (Azure did not take the "
+                                  f"request); ask again in a moment.", code=error.code) from error
+            raise Unavailable(f"{error.message} The trigger of schedule {name} was sent once and not repeated, so it "
+                              f"may or may not have started a job: look at the schedule's jobs before asking again.",
+                              code=error.code) from error
+        job_name = result.job_name
+        for wait in (0.0, *JOB_VISIBLE_WAITS):
+            if wait:
+                self.sleep(wait)
+            try:
+                with self._call("job", job_name):
+                    return self._job(self.ml.jobs.get(job_name))
+            except NotFound:
+                continue
+        log.info("schedule %s: job %s not readable %g s after its trigger; returned as NotStarted", name, job_name,
+                 sum(JOB_VISIBLE_WAITS))
+        return Job(name=job_name, status="NotStarted", type="job", tags=dict(tags or {}))
 
     # ------------------------------------------------------------ compute
 
@@ -683,11 +803,10 @@ class AzureMLService:
         return [s for s in self.ml.schedules.list(list_view_type=ALL_SCHEDULES)
                 if getattr(s, "create_monitor", None) is not None]
 
-    def _monitor_runs(self, name: str, limit: int = MONITOR_RUN_SCAN) -> list[Any]:
-        """The jobs the monitor's schedule created, newest first."""
-        runs = [j for j in islice(self.ml.jobs.list(schedule_defined=True, scheduled_job_name=name), limit)
-                if j is not None]
-        return sorted(runs, key=lambda j: _created(j)[0] or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
+    def _monitor_runs(self, name: str, since: datetime | None = None) -> list[Any]:
+        """The jobs the monitor's schedule created, newest first by creation time (see newest_first);
+        with `since`, at least every run created since then."""
+        return newest_first(self.ml.jobs.list(schedule_defined=True, scheduled_job_name=name), since=since)
 
     def _monitor_run(self, job: Any, signals: tuple[str, ...], *, read_steps: bool) -> MonitorRun:
         """A run's outcome from Azure's breach tag, on the pipeline job or (when `read_steps`) on its steps."""
@@ -711,7 +830,7 @@ class AzureMLService:
         signals = tuple(_signal(name, signal) for name, signal in (definition.monitoring_signals or {}).items())
         last = None
         if with_last_run:
-            runs = self._monitor_runs(schedule.name, limit=MONITOR_RUN_SCAN)
+            runs = self._monitor_runs(schedule.name)
             last = self._monitor_run(runs[0], tuple(s.name for s in signals), read_steps=True) if runs else None
         plain = self._schedule(schedule)
         return Monitor(name=schedule.name, model=_asset_ref(getattr(target, "model_id", None), "models"),
@@ -735,9 +854,9 @@ class AzureMLService:
         with self._call("schedule"):
             schedules = {s.name: s for s in self._monitor_schedules()}
             chosen = resolve([self._monitor(s, with_last_run=False) for s in schedules.values()], target)
-            runs = self._monitor_runs(chosen.name)
-            signals = tuple(s.name for s in chosen.signals)
             since = self.clock() - timedelta(days=window_days)
+            runs = self._monitor_runs(chosen.name, since=since)
+            signals = tuple(s.name for s in chosen.signals)
             latest = self._monitor_run(runs[0], signals, read_steps=True) if runs else None
             in_window = [self._monitor_run(j, signals, read_steps=False) for j in runs[1:]
                          if (_created(j)[0] or since) >= since]
@@ -887,7 +1006,7 @@ class AzureMLService:
         with self._call("model", f"{name}:{version}"):
             arm = ops.get(name=name, version=version, **scope)
             arm.properties.stage = stage
-            return self._model_from_arm(ops.create_or_update(name=name, version=version, body=arm, **scope))
+            return self._model_from_arm(self._put_model_version(ops, scope, name, version, arm))
 
     def _set_archived(self, name: str, version: str, archived: bool) -> ModelVersion:
         before = self._read_model_version(name, version)
@@ -931,12 +1050,13 @@ class AzureMLService:
     def _store_client(self, store: str) -> MLClient:
         """A second MLClient bound to the feature store (a workspace of its own), same credential and
         pipeline settings (retries, timeouts, transport) as the workspace's client."""
+        key = store.lower()          # ARM names are case-insensitive: 'Contoso-Features' is 'contoso-features'
         with AzureMLService._store_lock:
             clients = self.__dict__.setdefault("_store_clients", {})
-            if store not in clients:
-                clients[store] = MLClient(self.ml._credential, self.ml.subscription_id, self.ml.resource_group_name,
-                                          store, **self.ml._kwargs)
-            return clients[store]
+            if key not in clients:
+                clients[key] = MLClient(self.ml._credential, self.ml.subscription_id, self.ml.resource_group_name,
+                                        store, **self.ml._kwargs)
+            return clients[key]
 
     @contextlib.contextmanager
     def _store_call(self, store: str, kind: str = "feature_store", name: str = "") -> Iterator[None]:
@@ -954,7 +1074,7 @@ class AzureMLService:
                 scope=f"the feature store {store}") from None
         except NotFound:
             names = [s.name for s in self.list_feature_stores()]
-            if store in names:
+            if store.lower() in (n.lower() for n in names):
                 raise                    # the store is there: what is missing is inside it
             raise NotFound("feature_store", store, f"No feature store named '{store}' "
                            f"(feature stores: {', '.join(names) or 'none'}).") from None
@@ -991,10 +1111,9 @@ class AzureMLService:
             features = tuple(Feature(f.name, _data_type(f.data_type), f.description or "")
                              for f in client.feature_sets.list_features(name, chosen) if f is not None)
             entities = tuple(self._feature_entity(client, ref) for ref in (found.entities or []))
-            runs = [m for m in client.feature_sets.list_materialization_operations(name, chosen) if m is not None]
+            runs = newest_first(client.feature_sets.list_materialization_operations(name, chosen))
         settings = found.materialization_settings
-        last = max(runs, key=lambda m: (_created(m)[0].timestamp() if _created(m)[0] else 0.0, m.name or ""),
-                   default=None)
+        last = runs[0] if runs else None
         return FeatureSet(
             name=name, version=chosen, store=store, description=found.description or "",
             tags={str(k): _text(v) for k, v in (found.tags or {}).items()}, stage=_text(found.stage),

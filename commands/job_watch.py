@@ -26,6 +26,7 @@ from commands.ui import button, card, facts, plain, reply, section, text, when
 log = logging.getLogger(__name__)
 JOB_POLL_SECONDS = 60.0          # how often a job started from chat is looked at until it ends
 JOB_WATCH_SECONDS = 48 * 3600    # after this, stop watching and say so
+JOB_APPEAR_SECONDS = 300         # a job not found this soon after its start is looked for again, not called deleted
 JOB_ENDED_ICONS = {"Completed": "✅", "Failed": "❌", "Canceled": "⚠️"}
 
 
@@ -54,6 +55,8 @@ async def report(service, watch: JobWatch, *, now: datetime) -> Reply | None:
     try:
         job = await service.get_job(watch.job_name)
     except NotFound:
+        if now - watch.started_at < timedelta(seconds=JOB_APPEAR_SECONDS):
+            return None          # just triggered: Azure may list a job a little after the trigger that named it
         return Reply(f"Job {watch.job_name} ({watch.what}, asked by {watch.requester_name}) is no longer in "
                      f"{service.name}; it was deleted before it ended. [{where}]", ok=False)
     if job.terminal:

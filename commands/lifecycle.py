@@ -1,16 +1,21 @@
 """The model lifecycle from chat: promote, archive, retrain. Each passes the gate like every change.
 
 Azure ML (SDK v2) has no stage-transition API: `stage` is a free-text field on a model version.
-Promoting a version to Production therefore sets its stage and moves the version that held
-Production to Archived, in one audited change; `archive` is Azure's own archive (`is_archived`),
+Promoting a version to Production therefore sets its stage and moves every version that held
+Production to Archived, in one audited change (a step that fails undoes the ones before it, and the
+outcome states each version's stage); `archive` is Azure's own archive (`is_archived`),
 which hides a version from default lists and keeps it usable. `retrain` triggers the model's
-training schedule (named in its `training_schedule` tag), the way Azure supports re-running a
-pipeline; the job's end is reported in the conversation.
+training schedule (named in its `training_schedule` tag when asked, and stored in the request: the
+approved schedule is the one that runs), the way Azure supports re-running a pipeline; the job's end
+is reported in the conversation.
 """
 
 from __future__ import annotations
 
-from adapters.service import STAGES, TRAINING_SCHEDULE_TAG, InvalidRequest, ModelVersion, training_schedule
+from typing import Any
+
+from adapters.service import (STAGES, TRAINING_SCHEDULE_TAG, InvalidRequest, ModelVersion, ServiceError, Unavailable,
+                              training_schedule)
 from commands.changes import started
 from commands.compare import compare_versions
 from commands.context import Context, Reply, Role
@@ -49,39 +54,97 @@ async def promote(ctx: Context, ref: str, stage: str) -> Reply:
     model = await ctx.ml.get_model(name, version)
     if model.stage == stage:
         return Reply(f"{model.ref} is already in {stage}; nothing to change. [{ctx.where}]")
-    champion = None
-    if stage == "Production":
-        holders = [m for m in await ctx.ml.list_models(name, "Production") if m.version != model.version]
-        champion = holders[0] if holders else None
+    champions: list[ModelVersion] = []
+    if stage == "Production":      # every holder: Azure's stage is free text, nothing stops two versions having it
+        champions = [m for m in await ctx.ml.list_models(name, "Production") if m.version != model.version]
     before = {"stage": f"{model.ref} {stage_label(model.stage)}"}
     after = {"stage": f"{model.ref} {stage}"}
-    if champion is not None:
-        before["champion"] = f"{champion.ref} ({_scores(champion, None)})"
-        after["champion"] = f"{model.ref} ({_scores(model, champion)}); {champion.ref} → Archived"
+    demoted = ", ".join(c.ref for c in champions)
+    if champions:
+        before["champion"] = "; ".join(f"{c.ref} ({_scores(c, None)})" for c in champions)
+        after["champion"] = f"{model.ref} ({_scores(model, champions[0])}); {demoted} → Archived"
     return await ctx.gate.submit(ctx, Change(
         action="promote", workspace=ctx.ml.name, environment=ctx.ml.environment, target=f"model {model.ref}",
         parameters={"model": name, "version": model.version, "stage": stage, "from": model.stage,
-                    "demote": champion.version if champion else None},
+                    "demote": [c.version for c in champions]},
         before=before, after=after,
         summary=f"Promote {model.ref}: {stage_label(model.stage)} → {stage}" + (
-            f" ({champion.ref} Production → Archived)" if champion else "")))
+            f" ({demoted} Production → Archived)" if champions else "")))
+
+
+def _demoted(value: Any) -> list[str]:
+    """The versions a promotion archives: a list, or (requests stored before it was one) a version or None."""
+    if not value:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
 @executes("promote")
 async def apply_promote(ctx: Context, change: Change) -> Reply:
+    """Set the new stage, then archive every approved Production holder, each step a PUT that the
+    backend repeats while Azure says it may (429/503...). If a step still fails, the steps already
+    done are undone, and the reply (the card's outcome and the audit record) states the exact stages
+    the versions are in afterwards, read back from the workspace."""
     p = change.parameters
-    model = await ctx.ml.get_model(p["model"], p["version"])
+    name, demote = p["model"], _demoted(p.get("demote"))
+    model = await ctx.ml.get_model(name, p["version"])
     if model.stage != p["from"]:
         raise Stale(f"{model.ref} is now in {stage_label(model.stage)}, no longer {stage_label(p['from'])}.")
-    if p["demote"]:
-        champion = await ctx.ml.get_model(p["model"], p["demote"])
-        if champion.stage != "Production":
+    holders = ([m.version for m in await ctx.ml.list_models(name, "Production") if m.version != model.version]
+               if p["stage"] == "Production" else [])
+    for version in demote:
+        if version not in holders:
+            champion = await ctx.ml.get_model(name, version)
             raise Stale(f"{champion.ref} is no longer in Production (now {stage_label(champion.stage)}).")
-    await ctx.ml.set_model_stage(p["model"], p["version"], p["stage"])
-    if p["demote"]:
-        await ctx.ml.set_model_stage(p["model"], p["demote"], "Archived")
-    demoted = f"; {p['model']}:{p['demote']} is now Archived" if p["demote"] else ""
-    return Reply(f"✅ {model.ref} is now in {p['stage']}{demoted}. [{ctx.where}]", ok=True)
+    if p["stage"] == "Production" and set(holders) - set(demote):
+        others = ", ".join(f"{name}:{v}" for v in sorted(set(holders) - set(demote)))
+        raise Stale(f"{others} went into Production since the request was made, so promoting {model.ref} would "
+                    f"leave more than one champion.")
+    steps = [(model.version, p["from"], p["stage"])] + [(v, "Production", "Archived") for v in demote]
+    done: list[tuple[str, str, str]] = []
+    for step in steps:
+        try:
+            await ctx.ml.set_model_stage(name, step[0], step[2])
+        except ServiceError as error:
+            return await _promotion_failed(ctx, name, steps, done, step, error)
+        done.append(step)
+    archived = f"; {', '.join(f'{name}:{v}' for v in demote)} {'is' if len(demote) == 1 else 'are'} now Archived"
+    return Reply(f"✅ {model.ref} is now in {p['stage']}{archived if demote else ''}. [{ctx.where}]", ok=True)
+
+
+async def _promotion_failed(ctx: Context, name: str, steps: list[tuple[str, str, str]],
+                            done: list[tuple[str, str, str]], failed: tuple[str, str, str],
+                            error: ServiceError) -> Reply:
+    """Undo the steps done (newest first), then say exactly which stage each version is in now: read
+    back from the workspace, or, if it cannot be read, what each step's outcome implies ("unknown"
+    for a PUT whose answer was lost). All on the first line: it is the card's outcome and the audit
+    record's."""
+    undo_failed: list[str] = []
+    for version, was, _ in reversed(done):
+        try:
+            await ctx.ml.set_model_stage(name, version, was)
+        except ServiceError:
+            undo_failed.append(f"{name}:{version}")
+    involved = [version for version, _, _ in steps]
+    try:
+        now = {m.version: m.stage for m in await ctx.ml.list_models(name)}
+        stages = ", ".join(f"{name}:{v} {stage_label(now.get(v, 'None'))}" for v in involved)
+        source = "Stages now"
+    except ServiceError:
+        undone = {v for v, _, _ in done if f"{name}:{v}" not in undo_failed}
+        known = {v: (was if v in undone or v not in {d[0] for d in done} else to) for v, was, to in steps}
+        known[failed[0]] = "unknown (Azure did not confirm its change)" if isinstance(error, Unavailable) else failed[1]
+        stages = ", ".join(f"{name}:{v} {stage_label(known[v]) if known[v] in STAGES else known[v]}" for v in involved)
+        source = "Stages as far as the bot knows (it could not read them back)"
+    code = f" ({error.code})" if error.code else ""
+    if not done:
+        outcome = "nothing was changed"
+    elif undo_failed:
+        outcome = f"undoing the steps before it failed for {', '.join(undo_failed)}"
+    else:
+        outcome = "the steps before it were undone"
+    return Reply(f"❌ Promotion failed while moving {name}:{failed[0]} to {failed[2]}{code}: {error.message} "
+                 f"— {outcome}. {source}: {stages}. [{ctx.where}]", ok=False)
 
 
 @command("archive", Arg("ref", help="the version to archive", metavar="model:version"),
@@ -119,7 +182,10 @@ async def retrain(ctx: Context, model: str, schedule: str | None) -> Reply:
             raise UsageError(f"There is no schedule named '{schedule}'. Type `schedules` to see them.")
         how = f"schedule {schedule}"
     else:       # refused now, not after an approval: the same rule as the backend's trigger_retraining
-        how = f"its training schedule, {await _training_schedule(ctx, model)}"
+        schedule = await _training_schedule(ctx, model)
+        how = f"its training schedule, {schedule}"
+    # the schedule is resolved now and stored in the Change: what runs is what the card named and was
+    # approved, even if the model's tag names another schedule by the time it is carried out
     return await ctx.gate.submit(ctx, Change(
         action="retrain", workspace=ctx.ml.name, environment=ctx.ml.environment, target=f"model {model}",
         parameters={"model": model, "schedule": schedule}, before={"latest": latest.ref},
@@ -145,5 +211,6 @@ async def _training_schedule(ctx: Context, model: str) -> str:
 @executes("retrain")
 async def apply_retrain(ctx: Context, change: Change) -> Reply:
     p = change.parameters
-    job = await (ctx.ml.trigger_schedule(p["schedule"]) if p["schedule"] else ctx.ml.trigger_retraining(p["model"]))
+    # requests stored before the schedule was resolved at request time carry none: the model's tag decides
+    job = await (ctx.ml.trigger_schedule(p["schedule"]) if p.get("schedule") else ctx.ml.trigger_retraining(p["model"]))
     return await started(ctx, job, f"Retraining of {p['model']}", model=p['model'])

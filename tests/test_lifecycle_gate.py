@@ -31,7 +31,7 @@ async def test_promoting_to_production_archives_the_champion_in_one_audited_chan
     assert [(r.event, r.action, r.target) for r in records] == [
         ("executed", "promote", "model fraud-model:4"), ("succeeded", "promote", "model fraud-model:4")]
     assert records[0].parameters == {"model": "fraud-model", "version": "4", "stage": "Production",
-                                     "from": "Staging", "demote": "3"}
+                                     "from": "Staging", "demote": ["3"]}
 
 
 async def test_a_promotion_in_production_asks_for_approval_and_shows_the_comparison(workspaces, store):
@@ -113,3 +113,22 @@ async def test_archive_and_retrain(chat, store):
 async def test_promote_over_http(teams):
     [reply] = await teams.say("promote fraud-model:4 Production")
     assert reply.text == "✅ fraud-model:4 is now in Production; fraud-model:3 is now Archived. [Workspace ml-prod (prod)]"
+
+
+async def test_promoting_to_production_archives_every_version_that_holds_it(chat, workspaces, store):
+    await workspaces.default.set_model_stage("fraud-model", "2", "Production")     # Azure lets two hold it
+    reply = await chat("promote fraud-model:4 Production")
+    assert reply.text == ("✅ fraud-model:4 is now in Production; fraud-model:3, fraud-model:2 are now Archived. "
+                          "[Workspace ml-prod (prod)]")
+    after = stages((await chat("models fraud-model")).text)
+    assert (after["4"], after["3"], after["2"]) == ("Production", "Archived", "Archived")
+
+
+async def test_a_promotion_refuses_if_another_version_went_into_production_since_the_request(workspaces, store):
+    chat = Chat(workspaces, store, policy=Policy(), roles=ROLES, user=OLGA)
+    await chat("promote fraud-model:4 Production")
+    await workspaces.default.set_model_stage("fraud-model", "2", "Production")      # someone else, meanwhile
+    reply = await chat.as_(ARNE)("approve 1")
+    assert reply.text.startswith("❌ Not done: fraud-model:2 went into Production since the request was made, so "
+                                 "promoting fraud-model:4 would leave more than one champion.")
+    assert stages((await chat("models fraud-model")).text)["4"] == "Staging"

@@ -139,3 +139,17 @@ def test_feature_sets_of_a_missing_store_is_not_found_naming_the_stores(ml):
     with pytest.raises(NotFound) as missing:
         ml.list_feature_sets(MISSING)
     assert missing.value.kind == "feature_store" and DEMO.store.name in missing.value.message
+
+
+def test_a_stage_change_changes_the_stage_only(ml):
+    """The version keeps its training job (lineage), tags, metrics and description (issue 16)."""
+    candidates = [v for m in ml.list_models() for v in ml.list_models(m.name) if v.stage != "Staging"]
+    if not candidates:
+        pytest.skip("no model version outside Staging")
+    target = next((v for v in candidates if v.job), candidates[0])
+    changed = ml.set_model_stage(target.name, target.version, "Staging")
+    again = ml.get_model(target.name, target.version)
+    for found in (changed, again):
+        assert found.stage == "Staging"
+        assert (found.job, found.tags, found.metrics, found.description, found.archived) == (
+            target.job, target.tags, target.metrics, target.description, target.archived)
