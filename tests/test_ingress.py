@@ -830,12 +830,15 @@ async def test_resolving_blue_leaves_green_open(teams):
     await wait_until(lambda: len(cards_in(teams)) == 2)
     blue_card, green_card = cards_in(teams)
     assert "alert #1" in blue_card.card["fallbackText"] and "alert #2" in green_card.card["fallbackText"]
+    assert "Dimensions: deployment=blue" in blue_card.card["fallbackText"]
+    assert "Dimensions: deployment=green" in green_card.card["fallbackText"]
     status, answer, _ = await hook(teams, "/api/alerts", deployment_alert("blue", "Resolved"))
     assert (status, answer["cards"]) == (200, 1)
     await wait_until(lambda: any(s.method == "PUT" for s in teams.connector.sent))
     edits = [s for s in teams.connector.sent if s.method == "PUT"]
     assert [s.path.rsplit("/", 1)[-1] for s in edits] == [f"activity-{teams.connector.sent.index(blue_card) + 1}"]
     assert edits[0].card["body"][0]["text"].startswith("✅ Resolved:")
-    # green is still open: it can be acknowledged, and its card still offers it
+    # green is still open: acknowledging it shows it firing, not resolved
     [acknowledged] = await teams.say("acknowledge 2", conversation=CHANNEL, kind="channel")
-    assert "Resolved" not in json.dumps(acknowledged.card or acknowledged.text)
+    words = acknowledged.card["fallbackText"]
+    assert "Status: Firing" in words and "Dimensions: deployment=green" in words and "Resolved" not in words
