@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from adapters.azure_monitoring import LOWER_IS_WORSE
+from adapters.azure_monitoring import LOWER_IS_WORSE, breach_sign
 from adapters.drift.definitions import DEFINITIONS, SHORT_NAMES, psi_band
 from adapters.events import FIRED, RESOLVED, Event, Figure
 from commands.ui import Element, button, card, columns, facts, plain, section, text, when
@@ -138,11 +138,12 @@ def _figure_header() -> Element:
 
 def _figure_row(figure: Figure) -> Element:
     over = breached(figure)
-    rule = "" if figure.threshold is None else f"{'<' if figure.metric in LOWER_IS_WORSE else '>'} {figure.threshold:g}"
+    rule = "" if figure.threshold is None else f"{breach_sign(figure.metric)} {figure.threshold:g}"
     value = f"{figure.value:.4g}" + (" ⚠" if over else "")
     band = psi_band(figure.value) if figure.metric == "population_stability_index" else None
     metric = SHORT_NAMES.get(figure.metric, figure.metric) + (f" ({band})" if band else "")
-    return columns(text(plain(figure.feature) or "whole signal"), text(plain(metric)), text(value, color="Attention" if over else None),
+    return columns(text(plain(figure.feature) or "whole signal"), text(plain(metric)),
+                   text(value, color="Attention" if over else None),
                    text(rule or "—"), widths=["stretch", "stretch", "auto", "auto"])
 
 

@@ -224,7 +224,8 @@ def test_the_breach_tag_as_azures_own_unit_test_spells_it():
 
     messages = load("monitoring/breach_tag_messages.json")
     assert parse_breach_tag(messages["with_group"]) == (BreachedSignal("name", (BreachRow("1", "metics", 4.6, 5.6),)),)
-    assert parse_breach_tag(messages["without_group"]) == (BreachedSignal("name", (BreachRow("", "metics", 4.6, 5.6),)),)
+    assert parse_breach_tag(messages["without_group"]) == (
+        BreachedSignal("name", (BreachRow("", "metics", 4.6, 5.6),)),)
     # the replay's helper writes exactly what Azure writes
     assert azure_breach_message("name", [("1", "metics", 4.6, 5.6)]) == messages["with_group"]
     assert azure_breach_message("name", [("", "metics", 4.6, 5.6)]) == messages["without_group"]

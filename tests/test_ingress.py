@@ -804,7 +804,8 @@ def test_the_readme_example_is_the_tag_azure_writes():
 def deployment_alert(deployment: str, condition: str = "Fired"):
     """An online endpoint's metric alert split by deployment (the common schema sample, its condition's
     dimension set to the deployment as Azure reports a rule over several time series)."""
-    body = fired_alert() if condition == "Fired" else sample("alerts/common_alert_schema/sample_alert_payload_metric.json")
+    body = fired_alert() if condition == "Fired" else \
+        sample("alerts/common_alert_schema/sample_alert_payload_metric.json")
     essentials = body["data"]["essentials"]
     essentials["alertId"] = essentials["alertId"].rsplit("/", 1)[0] + "/" + {
         "blue": "b1b1b1b1-0000-4000-8000-000000000001", "green": "92ee0000-0000-4000-8000-000000000002"}[deployment]
