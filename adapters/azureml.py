@@ -79,6 +79,7 @@ from azure.core.exceptions import (
 )
 
 from adapters.azure_metrics import EndpointMetricsSource, EndpointRef, regional_metrics_endpoint
+from adapters.azure_monitoring import BREACH_TAG, breaches, metric_name, parse_breach_tag
 from adapters.monitor_targets import check_window, resolve
 from adapters.service import (
     MAX_INSTANCES,
@@ -123,7 +124,6 @@ _MODEL_SCAN_LIMIT = 1000         # list_models() reads at most this many models 
 _MODEL_READERS = 8               # latest versions read at once (polite to ARM's per-identity read budget)
 MODEL_READ_BUDGET = 20.0         # seconds for all of them: below the bot's 30 s call timeout, with an answer
 BUSY_STATES = ("Creating", "Updating", "Deleting")   # provisioning states in which Azure refuses a change
-BREACH_TAG = "azureml_modelmonitor_threshold_breached"   # set by Azure's monitoring on a breaching run
 STAGE_ATTEMPTS = 4               # PUTs of one model version's stage at most (see _put_model_version)
 STAGE_RETRY_WAIT = 15.0          # seconds waited between them at most, in all (the bot's call timeout is 30 s)
 RETRYABLE_STATUS = (408, 429, 500, 502, 503, 504)    # what azure-core's RetryPolicy retries too
@@ -809,17 +809,22 @@ class AzureMLService:
         return newest_first(self.ml.jobs.list(schedule_defined=True, scheduled_job_name=name), since=since)
 
     def _monitor_run(self, job: Any, signals: tuple[str, ...], *, read_steps: bool) -> MonitorRun:
-        """A run's outcome from Azure's breach tag, on the pipeline job or (when `read_steps`) on its steps."""
+        """A run's outcome from Azure's breach tag, on the pipeline job or (when `read_steps`) on its steps.
+
+        The steps are read when the pipeline Completed or Failed: a breaching signal's evaluation step
+        may fail the pipeline (older monitoring components do), and its tag says what breached. The
+        breached signals are the ones the tag names (`The signal '<name>' has failed ...`), matched
+        exactly against the monitor's signals, never by substring."""
         converted = self._job(job)
         messages = [converted.tags[BREACH_TAG]] if BREACH_TAG in converted.tags else []
-        if read_steps and not messages and converted.status == "Completed":
+        if read_steps and not messages and converted.status in ("Completed", "Failed"):
             messages = [c.tags[BREACH_TAG] for c in (self._job(c) for c in self.ml.jobs.list(parent_job_name=job.name)
                                                       if c is not None) if BREACH_TAG in c.tags]
         if messages:
             text = " ".join(m for m in messages if m and m.lower() != "true")
-            named = tuple(s for s in signals if s in text) if text else ()
+            named = {b.signal for m in messages for b in parse_breach_tag(m)}
             return MonitorRun(converted.name, converted.status, converted.started_at or converted.created_at, True,
-                              named, text)
+                              tuple(s for s in signals if s in named), text)
         known = converted.status == "Completed" and read_steps
         return MonitorRun(converted.name, converted.status, converted.started_at or converted.created_at,
                           False if known else None, (), converted.error)
@@ -946,8 +951,9 @@ class AzureMLService:
             signal, metric, feature = (tags.get("azureml.signal_name"), tags.get("azureml.metric_name"),
                                        tags.get("azureml.group_0"))
             latest = {m["key"]: m for m in run.get("data", {}).get("metrics", [])}
-            if signal and metric and feature and metric != "azureml.metrics" and "value" in latest:
-                wanted.append((run["info"]["run_id"], signal, _metric_name(metric), feature, latest))
+            # no group_0: a signal-wide figure (model performance aggregates such as Accuracy)
+            if signal and metric and metric != "azureml.metrics" and "value" in latest:
+                wanted.append((run["info"]["run_id"], signal, metric_name(metric), feature or "", latest))
 
         def history(run_id: str) -> list[dict[str, Any]]:
             answer = self._mlflow_call("GET", f"{base}/api/2.0/mlflow/metrics/get-history",
@@ -964,7 +970,7 @@ class AzureMLService:
             trend = sorted((p for p in points if since.timestamp() <= int(p.get("step", 0)) <= last_step),
                            key=lambda p: int(p.get("step", 0)))
             kinds = data_types.get((signal, metric), set()) - {""}
-            breached = threshold is not None and (value < threshold if metric in _P_VALUES else value > threshold)
+            breached = breaches(metric, value, threshold)
             figures.setdefault(signal, []).append(FeatureFigure(
                 feature, metric, value, threshold, breached, kinds.pop() if len(kinds) == 1 else "",
                 tuple(float(p["value"]) for p in trend) or (value,)))
@@ -1197,17 +1203,10 @@ FIGURES_FORMAT = ("Azure's monitoring components log each figure as an MLflow ru
                   "theirs, not a documented API, which may change.")
 FIGURES_SOURCE = ("read from the MLflow runs of Azure's monitoring components (tags azureml.signal_name, "
                   "azureml.metric_name, azureml.group_0: their format, which may change)")
-_P_VALUES = ("two_sample_kolmogorov_smirnov_test", "pearsons_chi_squared_test")
 _SIGNAL_KINDS = {"DataDriftSignal": "data_drift", "PredictionDriftSignal": "prediction_drift",
                  "DataQualitySignal": "data_quality", "FeatureAttributionDriftSignal": "feature_attribution_drift",
                  "ModelPerformanceSignal": "model_performance"}
-_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
-
-
-def _metric_name(name: str) -> str:
-    """Azure's metric names (NormalizedWassersteinDistance, normalizedWassersteinDistance) as the engine spells
-    them (normalized_wasserstein_distance)."""
-    return name if "_" in name else _CAMEL.sub("_", name).lower()
+_metric_name = metric_name         # Azure's and the SDK's metric names, snake case (adapters.azure_monitoring)
 
 
 def _mlflow_client(ml_client: MLClient) -> Any:
@@ -1239,9 +1238,16 @@ def _signal(name: str, signal: Any) -> MonitorSignal:
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and not metric.startswith("_") \
                         and metric != "metric_threshold":
                     thresholds.append(MetricThreshold(metric, float(value), data_type))
+        for model_type in ("classification", "regression"):       # model performance: accuracy, MAE, ...
+            group = getattr(item, model_type, None)
+            for metric, value in (vars(group).items() if group is not None else ()):
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and not metric.startswith("_"):
+                    thresholds.append(MetricThreshold(_metric_name(metric), float(value), ""))
         metric = getattr(item, "metric", None) or getattr(item, "metric_name", None)
         value = getattr(item, "threshold", None)
-        if metric and isinstance(value, (int, float)):
+        if value is None and metric:          # feature attribution keeps it under the metric's own name
+            value = getattr(item, _metric_name(_text(metric)), None)
+        if metric and isinstance(value, (int, float)) and not isinstance(value, bool):
             thresholds.append(MetricThreshold(_metric_name(_text(metric)), float(value),
                                               _text(getattr(item, "data_type", "")).lower()))
     features = getattr(signal, "features", None)

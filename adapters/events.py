@@ -7,16 +7,24 @@ other caller (a test, a monitor) share them.
     parsed = parse_event_grid(body)          # EventGridBatch: .validation_code or .events / .ignored
     event = parse_common_alert(body)         # Event (kind "alerts")
 
-Anything that is not the shape it claims raises `Malformed` with a reason fit for the HTTP answer
-(the caller answers 422): a field of the wrong JSON type is named (`data.essentials.alertTargetIDs
-must be a list of strings, not a number`), never iterated or converted blindly. The alert context
-is the exception: it varies by alert type, so whatever of it has an unexpected type is read as
-absent. Event Grid event types we do not handle are counted in `ignored`.
+A delivery that is not Event Grid's shape at all (not an object or an array of objects, empty, too
+large) raises `Malformed` with a reason fit for the HTTP answer (the caller answers 422). Inside a
+delivery, each event stands alone: one the bot cannot use (a required field missing or of the
+wrong type) is *skipped*, named with its reason in `EventGridBatch.skipped`, and never blocks the
+others (Event Grid would otherwise retry the whole delivery for 24 hours, then drop it). Event
+types we do not handle, and CloudEvents whose `specversion` attribute is misspelt (`specVersion`),
+are counted in `ignored` (the latter with a note). The alert context of Azure Monitor varies by
+alert type, so whatever of it has an unexpected type is read as absent.
+
+Event Grid `data` keys are read case-insensitively: the documentation shows PascalCase
+(`ModelName`, `ServiceName`, `RunTags`) while live workspaces send camelCase (`modelName`,
+`serviceName`, `runTags`; `RunTags` on RunCompleted), as captured in the Azure SDKs' tests
+(tests/fixtures/azure/SOURCES.md).
 
 Handled Event Grid types (Microsoft.MachineLearningServices.*):
 
-    RunStatusChanged   with the run tag `azureml_modelmonitor_threshold_breached`: a drift alert
-                       (kind "drift"); without it, a job status (kind "jobs")
+    RunStatusChanged   with the run tag `azureml_modelmonitor_threshold_breached`: one drift alert
+                       per breached signal (kind "drift"); without it, a job status (kind "jobs")
     RunCompleted       kind "jobs" (or "drift" when the breach tag is there)
     ModelRegistered    kind "models"
     ModelDeployed      kind "models", with the endpoint (the service name)
@@ -24,10 +32,15 @@ Handled Event Grid types (Microsoft.MachineLearningServices.*):
 The local workspace's monitors have no Event Grid: `local_breach_events` makes the same drift
 alert of one of their breaching runs (the bot's scheduler reads them, bot/watch.py).
 
-How an Azure ML monitor's per-feature figures reach us: the breach tag's value, when it is JSON,
-may list them (`[{"feature", "metric", "value", "threshold"}]`, or a `{"features": [...]}`
-object); this reading depends on the monitoring components' format, so anything else degrades
-to the outcome alone (no figures), never to an error.
+How an Azure ML monitor's per-feature figures reach us: the breach tag's value is the text Azure's
+evaluation component writes (adapters.azure_monitoring.parse_breach_tag: `The signal '<name>' has
+failed ...` then JSON rows with `group`, `metric_value`, `metric_name`, `threshold_value`); the
+signal and its figures come from it, and each signal gets its own alert key. Text in any other
+form degrades to the outcome alone (no figures), never to an error.
+
+Azure Monitor alerts are keyed by rule, target resource and the dimension values of their
+condition (a rule split by deployment fires and resolves per deployment). Budget alerts (cost
+alerts with no alert rule) are acknowledged and ignored (`Ignored`).
 """
 
 from __future__ import annotations
@@ -39,9 +52,10 @@ import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from adapters.azure_monitoring import BREACH_TAG, parse_breach_tag
+
 ML = "Microsoft.MachineLearningServices."
 VALIDATION_TYPE = "Microsoft.EventGrid.SubscriptionValidationEvent"
-BREACH_TAG = "azureml_modelmonitor_threshold_breached"
 KINDS = ("drift", "alerts", "jobs", "models", "approvals")
 FIRED, RESOLVED, INFO = "fired", "resolved", "info"
 SEVERITIES = ("Sev0", "Sev1", "Sev2", "Sev3", "Sev4")
@@ -119,7 +133,17 @@ class EventGridBatch:
     validation_code: str = ""                     # answer {"validationResponse": code}
     events: tuple[Event, ...] = ()
     ignored: tuple[str, ...] = ()                 # ids of events of types we do not handle
-    schema: str = "eventgrid"                     # eventgrid | cloudevents
+    schema: str = "eventgrid"                     # eventgrid | cloudevents (of the first event)
+    skipped: tuple[tuple[str, str], ...] = ()     # (id, reason): events of ours the bot cannot use
+    notes: tuple[tuple[str, str], ...] = ()       # (id, reason) of ignored events worth a log line
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """A webhook payload acknowledged but not for the bot (e.g. a budget alert), and why."""
+
+    id: str
+    reason: str
 
 
 # ---------------------------------------------------------------- JSON safety
@@ -157,32 +181,76 @@ def _too_deep(text: str) -> bool:
 # ---------------------------------------------------------------- Event Grid
 
 def parse_event_grid(body: Any) -> EventGridBatch:
-    """An Event Grid delivery: an array of events (or one event), Event Grid schema or CloudEvents."""
+    """An Event Grid delivery: an array of events (or one event), Event Grid schema or CloudEvents.
+
+    Each event stands alone: one the bot cannot use is skipped with its reason, never refusing
+    the delivery (module doc)."""
     items = body if isinstance(body, list) else [body]
     if not items:
         raise Malformed("the batch holds no events")
     if len(items) > MAX_EVENTS:
         raise Malformed(f"a batch holds at most {MAX_EVENTS} events, not {len(items)}")
-    if not all(isinstance(item, dict) for item in items):
+    if not any(isinstance(item, dict) for item in items):
         raise Malformed("each event must be a JSON object")
-    cloud = [("specversion" in item) for item in items]
-    if any(cloud) and not all(cloud):
-        raise Malformed("a batch mixes CloudEvents and Event Grid events")
-    schema = "cloudevents" if cloud[0] else "eventgrid"
-    events, ignored = [], []
+    if not any(isinstance(item, dict) and {str(k).lower() for k in item} & {"eventtype", "type", "specversion"}
+               for item in items):
+        raise Malformed("not an Event Grid delivery: no event has 'eventType' (Event Grid schema) or "
+                        "'specversion' and 'type' (CloudEvents 1.0)")
+    schema = ""
+    events: list[Event] = []
+    ignored: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    notes: list[tuple[str, str]] = []
     for index, item in enumerate(items):
-        envelope = _cloud_envelope(item, index) if schema == "cloudevents" else _grid_envelope(item, index)
-        if envelope["type"] == VALIDATION_TYPE:
-            code = envelope["data"].get("validationCode") if isinstance(envelope["data"], dict) else None
-            if not isinstance(code, str) or not code:
-                raise Malformed(f"event {index}: a SubscriptionValidationEvent needs data.validationCode")
-            return EventGridBatch(validation_code=code, schema=schema)
-        event = _ml_event(envelope, index)
-        if event is None:
+        name = _event_name(item, index)
+        if not isinstance(item, dict):
+            skipped.append((name, f"event {index}: each event must be a JSON object"))
+            continue
+        misspelt = next((k for k in item if isinstance(k, str) and k.lower() == "specversion"
+                         and k != "specversion"), None)
+        if misspelt and "specversion" not in item:
+            ignored.append(name)
+            notes.append((name, f"event {index}: CloudEvents attribute '{misspelt}' is misspelt "
+                                f"(CloudEvents 1.0 names it 'specversion'); ignored"))
+            continue
+        cloud = "specversion" in item
+        schema = schema or ("cloudevents" if cloud else "eventgrid")
+        try:
+            envelope = _cloud_envelope(item, index) if cloud else _grid_envelope(item, index)
+            if envelope["type"] == VALIDATION_TYPE:
+                data = _keys(envelope["data"])
+                code = data.get("validationcode")
+                if not isinstance(code, str) or not code:
+                    raise Malformed(f"event {index}: a SubscriptionValidationEvent needs data.validationCode")
+                return EventGridBatch(validation_code=code, schema=schema)
+            found = _ml_events(envelope, index)
+        except Malformed as error:
+            skipped.append((name, str(error)))
+            continue
+        if found is None:
             ignored.append(envelope["id"])
         else:
-            events.append(event)
-    return EventGridBatch(events=tuple(events), ignored=tuple(ignored), schema=schema)
+            events += found
+    return EventGridBatch(events=tuple(events), ignored=tuple(ignored), schema=schema or "eventgrid",
+                          skipped=tuple(skipped), notes=tuple(notes))
+
+
+def _event_name(item: Any, index: int) -> str:
+    """The event's id for logs and answers, or `#<index>` when it has none worth showing."""
+    value = item.get("id") if isinstance(item, dict) else None
+    return _text(value)[:200] if isinstance(value, str) and value.strip() else f"#{index}"
+
+
+def _keys(data: Any) -> dict[str, Any]:
+    """An object's keys in lower case, for reading Azure's `data` whatever its casing (module doc);
+    of two spellings of one key (`RunTags`, `runTags`) the one with a value wins."""
+    if not isinstance(data, dict):
+        return {}
+    folded: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(key, str) and (folded.get(key.lower()) in (None, "", {}, [])):
+            folded[key.lower()] = value
+    return folded
 
 
 def _grid_envelope(item: dict[str, Any], index: int) -> dict[str, Any]:
@@ -206,88 +274,73 @@ def _cloud_envelope(item: dict[str, Any], index: int) -> dict[str, Any]:
             "time": _text(item.get("time")), "topic": item["source"], "data": data}
 
 
-def _ml_event(envelope: dict[str, Any], index: int) -> Event | None:
+def _ml_events(envelope: dict[str, Any], index: int) -> list[Event] | None:
     kind = envelope["type"][len(ML):] if envelope["type"].startswith(ML) else ""
     if kind not in ("RunStatusChanged", "RunCompleted", "ModelRegistered", "ModelDeployed"):
         return None
-    data = envelope["data"]
-    if not isinstance(data, dict):
+    if not isinstance(envelope["data"], dict):
         raise Malformed(f"event {index}: 'data' must be an object for {envelope['type']}")
+    data = _keys(envelope["data"])
     where = _arm(envelope["topic"])
     base = dict(id=envelope["id"], type=envelope["type"], source="eventgrid", time=envelope["time"],
                 workspace=where.get("ws", ""), subscription_id=where.get("sub", ""),
                 resource_group=where.get("rg", ""))
     if kind in ("RunStatusChanged", "RunCompleted"):
-        return _run_event(kind, data, envelope, base, index)
+        return _run_events(kind, data, base, index)
     if kind == "ModelRegistered":
-        name, version = _text(data.get("ModelName")), _text(data.get("ModelVersion"))
+        name, version = _text(data.get("modelname")), _text(data.get("modelversion"))
         if not name:
-            raise Malformed(f"event {index}: ModelRegistered needs data.ModelName")
-        return Event(kind="models", key=f"model:{base['workspace']}:{name}:{version}", status=INFO,
-                     title=f"Model {name}:{version} registered", model=name,
-                     summary=_tags_text(data.get("ModelTags")), facts=(("Version", version),), **base)
-    service = _text(data.get("ServiceName"))
+            raise Malformed(f"event {index}: ModelRegistered needs data.modelName")
+        return [Event(kind="models", key=f"model:{base['workspace']}:{name}:{version}", status=INFO,
+                      title=f"Model {name}:{version} registered", model=name,
+                      summary=_tags_text(data.get("modeltags")), facts=(("Version", version),), **base)]
+    service = _text(data.get("servicename"))
     if not service:
-        raise Malformed(f"event {index}: ModelDeployed needs data.ServiceName")
-    models = [m.strip() for m in _text(data.get("ModelIds")).split(",") if m.strip()]
+        raise Malformed(f"event {index}: ModelDeployed needs data.serviceName")
+    models = [m.strip() for m in _text(data.get("modelids")).split(",") if m.strip()]
     model = models[0].split(":")[0] if models else ""
-    return Event(kind="models", key=f"deployed:{base['workspace']}:{service}:{envelope['id']}", status=INFO,
-                 title=f"Deployed to {service}", model=model, endpoint=service,
-                 summary=f"Models: {', '.join(models) or 'not named'}",
-                 facts=(("Compute", _text(data.get("ServiceComputeType")) or "unknown"),), **base)
+    return [Event(kind="models", key=f"deployed:{base['workspace']}:{service}:{envelope['id']}", status=INFO,
+                  title=f"Deployed to {service}", model=model, endpoint=service,
+                  summary=f"Models: {', '.join(models) or 'not named'}",
+                  facts=(("Compute", _text(data.get("servicecomputetype")) or "unknown"),), **base)]
 
 
-def _run_event(kind: str, data: dict[str, Any], envelope: dict[str, Any], base: dict[str, Any],
-               index: int) -> Event:
-    run_id = _text(data.get("runId"))
+def _run_events(kind: str, data: dict[str, Any], base: dict[str, Any], index: int) -> list[Event]:
+    run_id = _text(data.get("runid"))
     if not run_id:
         raise Malformed(f"event {index}: {kind} needs data.runId")
-    tags = data.get("runTags") if isinstance(data.get("runTags"), dict) else {}
-    properties = data.get("runProperties") if isinstance(data.get("runProperties"), dict) else {}
-    status = _text(data.get("runStatus")) or ("Completed" if kind == "RunCompleted" else "")
-    experiment = _text(data.get("experimentName"))
+    tags = data.get("runtags") if isinstance(data.get("runtags"), dict) else {}
+    properties = data.get("runproperties") if isinstance(data.get("runproperties"), dict) else {}
+    status = _text(data.get("runstatus")) or ("Completed" if kind == "RunCompleted" else "")
+    experiment = _text(data.get("experimentname"))
     if BREACH_TAG in tags:
         monitor = (_text(tags.get("azureml.monitor_name")) or _text(properties.get("azureml.monitor_name"))
                    or _text(tags.get("azureml.ScheduleName")) or _text(properties.get("azureml.ScheduleName"))
                    or experiment or run_id)
-        signal = _text(tags.get("azureml.signal_name")) or _text(properties.get("azureml.signal_name"))
-        figures = _breach_figures(tags.get(BREACH_TAG))
-        return Event(kind="drift", key=f"drift:{base['workspace']}:{monitor}:{signal}", status=FIRED,
-                     title=f"Drift: monitor {monitor} breached its thresholds", monitor=monitor, signal=signal,
-                     model=_text(tags.get("azureml.model_name")) or _text(properties.get("model_name")),
-                     endpoint=_text(tags.get("azureml.endpoint_name")),
-                     deployment=_text(tags.get("azureml.deployment_name")),
-                     summary=(f"Run {run_id} of {experiment or 'the monitor'} ({status or 'finished'})"
-                              + ("" if figures else "; per-feature figures not readable from the event")),
-                     figures=figures, links=_run_links(base, run_id), facts=(("Run", run_id),), **base)
+        named = _text(tags.get("azureml.signal_name")) or _text(properties.get("azureml.signal_name"))
+        breached = parse_breach_tag(tags.get(BREACH_TAG)) or ()
+        signals = [(b.signal, tuple(Figure(r.feature, r.metric, r.value, r.threshold)
+                                    for r in b.rows[:MAX_FIGURES])) for b in breached] or [(named, ())]
+        events = []
+        for signal, figures in signals:
+            one = dict(base, id=base["id"] if len(signals) == 1 else f"{base['id']}:{signal}")
+            events.append(Event(
+                kind="drift", key=f"drift:{base['workspace']}:{monitor}:{signal}", status=FIRED,
+                title=f"Drift: monitor {monitor} breached its thresholds", monitor=monitor, signal=signal,
+                model=_text(tags.get("azureml.model_name")) or _text(properties.get("model_name")),
+                endpoint=_text(tags.get("azureml.endpoint_name")),
+                deployment=_text(tags.get("azureml.deployment_name")),
+                summary=(f"Run {run_id} of {experiment or 'the monitor'} ({status or 'finished'})"
+                         + ("" if figures else "; per-feature figures not readable from the event")),
+                figures=figures, links=_run_links(base, run_id), facts=(("Run", run_id),), **one))
+        return events
     failed = status.lower() in ("failed", "canceled", "cancelled")
-    return Event(kind="jobs", key=f"run:{base['workspace']}:{run_id}:{status.lower()}",
-                 status=FIRED if failed else INFO, severity="Sev2" if failed else "",
-                 title=f"Run {run_id} {status.lower() or 'changed'}",
-                 summary=f"Experiment {experiment}" if experiment else "",
-                 model=_text(properties.get("model_name")), links=_run_links(base, run_id),
-                 facts=(("Status", status or "unknown"), ("Run", run_id)), **base)
-
-
-def _breach_figures(value: Any) -> tuple[Figure, ...]:
-    """Per-feature figures from the breach tag's value, when it carries them (see the module doc)."""
-    try:
-        decoded = json.loads(value) if isinstance(value, str) else value
-    except (ValueError, RecursionError):
-        return ()
-    if isinstance(decoded, dict):
-        decoded = decoded.get("features")
-    if not isinstance(decoded, list):
-        return ()
-    figures = []
-    for item in decoded[:MAX_FIGURES]:
-        if not isinstance(item, dict):
-            continue
-        number, threshold = _number(item.get("value")), _number(item.get("threshold"))
-        feature, metric = _text(item.get("feature")), _text(item.get("metric"))
-        if feature and metric and number is not None:
-            figures.append(Figure(feature, metric, number, threshold))
-    return tuple(figures)
+    return [Event(kind="jobs", key=f"run:{base['workspace']}:{run_id}:{status.lower()}",
+                  status=FIRED if failed else INFO, severity="Sev2" if failed else "",
+                  title=f"Run {run_id} {status.lower() or 'changed'}",
+                  summary=f"Experiment {experiment}" if experiment else "",
+                  model=_text(properties.get("model_name")), links=_run_links(base, run_id),
+                  facts=(("Status", status or "unknown"), ("Run", run_id)), **base)]
 
 
 def _run_links(base: dict[str, Any], run_id: str) -> tuple[tuple[str, str], ...]:
@@ -333,14 +386,25 @@ def local_breach_events(workspace: str, monitor: Any, run: Any, signals: Any) ->
 
 # ---------------------------------------------------------------- Azure Monitor
 
-def parse_common_alert(body: Any) -> Event:
-    """An Azure Monitor action-group webhook in the common alert schema (metric or log alert)."""
+def parse_common_alert(body: Any) -> Event | Ignored:
+    """An Azure Monitor action-group webhook in the common alert schema (metric or log alert).
+
+    A budget alert (Cost Management: `monitoringService` CostAlerts, no alert rule, no condition;
+    or the older "AIP Budget Notification" schema) is not the bot's to show: `Ignored`."""
+    if isinstance(body, dict) and body.get("schemaId") == "AIP Budget Notification":
+        budget = body.get("data", {}).get("BudgetName") if isinstance(body.get("data"), dict) else None
+        return Ignored(f"budget:{_text(budget) or 'unnamed'}", "a Cost Management budget notification, not an alert")
     if not isinstance(body, dict) or body.get("schemaId") != "azureMonitorCommonAlertSchema":
         raise Malformed("expected Azure Monitor's common alert schema (schemaId azureMonitorCommonAlertSchema)")
     data = body.get("data")
     essentials = data.get("essentials") if isinstance(data, dict) else None
     if not isinstance(essentials, dict):
         raise Malformed("data.essentials is missing")
+    if essentials.get("alertRule") is None and (essentials.get("monitoringService") == "CostAlerts"
+                                                or essentials.get("monitorCondition") is None):
+        return Ignored(_text(essentials.get("alertId")) or "unnamed",
+                       f"a {_text(essentials.get('monitoringService')) or 'rule-less'} alert without an alert rule "
+                       "(a budget alert), not an alert the bot follows")
     for name in ("alertId", "alertRule", "monitorCondition", "signalType"):
         if not isinstance(essentials.get(name), str) or not essentials[name]:
             raise Malformed(f"data.essentials.{name} must be a non-empty string")
@@ -354,6 +418,7 @@ def parse_common_alert(body: Any) -> Event:
     where = next((found for found in (_arm(t) for t in targets) if found), {})
     context = data.get("alertContext") if isinstance(data.get("alertContext"), dict) else {}
     facts, summary, figures = _alert_condition(context)
+    dimensions = _dimensions(context)
     rule = essentials["alertRule"]
     moment = _text(essentials.get("resolvedDateTime" if condition == "Resolved" else "firedDateTime"))
     target = targets[0].lower() if targets else ""
@@ -372,14 +437,25 @@ def parse_common_alert(body: Any) -> Event:
             links.append(("Open the query results", holder[key]))
             break
     return Event(id=f"{alert_id}:{condition}:{moment}", kind="alerts", type=f"AzureMonitor.{essentials['signalType']}",
-                 key=f"azmon:{rule.lower()}:{target}", status=RESOLVED if condition == "Resolved" else FIRED,
+                 key=f"azmon:{rule.lower()}:{target}" + "".join(f":{name}={value}" for name, value in dimensions),
+                 status=RESOLVED if condition == "Resolved" else FIRED,
                  title=f"{rule}" + (f" on {items}" if items else ""), source="azure-monitor", severity=severity,
                  workspace=where.get("ws", ""), subscription_id=where.get("sub", ""),
                  resource_group=where.get("rg", ""), endpoint=where.get("endpoint") or "",
-                 deployment=where.get("deployment") or "",
+                 deployment=where.get("deployment") or dict(dimensions).get("deployment", ""),
                  summary=_text(essentials.get("description")) or summary, time=moment,
                  figures=figures, links=tuple(links),
                  facts=(("Signal", essentials["signalType"]), *facts))
+
+
+def _dimensions(context: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The dimension values the alert fired for (`alertContext.condition.allOf[].dimensions`), as
+    sorted (name, value) pairs in lower case: one alert per deployment of a rule split by deployment."""
+    condition = context.get("condition") if isinstance(context.get("condition"), dict) else {}
+    pairs = {(_text(d.get("name")).lower(), _text(d.get("value")).lower())
+             for c in _items(condition.get("allOf")) if isinstance(c, dict)
+             for d in _items(c.get("dimensions")) if isinstance(d, dict) and _text(d.get("name"))}
+    return tuple(sorted(pairs))[:20]
 
 
 def _alert_condition(context: dict[str, Any]) -> tuple[tuple[tuple[str, str], ...], str, tuple[Figure, ...]]:

@@ -16,15 +16,21 @@ Content types, as the senders document them: Event Grid posts its own schema as
 `application/cloudevents-batch+json` in the CloudEvents HTTP binding. Azure Monitor posts JSON
 (`application/json`). Anything else is 415, as on /api/messages and /api/approvals.
 
+Within an Event Grid delivery each event stands alone: one the bot cannot use is skipped (a
+warning names it and its reason; the answer lists its id under `skipped`) and the others are
+accepted, so one bad event never makes Event Grid retry, then drop, the good ones. CloudEvents
+with a misspelt `specVersion` and Azure Monitor budget alerts (no alert rule) are acknowledged,
+ignored and logged.
+
 Each event is deduplicated by its id in storage (`inbox`, so a redelivery after a restart is
 still a duplicate), and in the SAME transaction its alert is recorded and one card per subscribed
 conversation is put in the outbox (commands.alerts.publish). So the answer comes as soon as that
 one short transaction commits, and either all of an event is accepted or none of it is (Event
 Grid then redelivers). The outbox worker sends the cards.
 
-Answers: 200 with counts; 400 not JSON / too deep; 401 no or wrong key; 413 too large; 415 another
-content type; 422 JSON of the wrong shape (the reason names the field); 503 storage down (the sender
-retries). Never 500.
+Answers: 200 with counts (and the `skipped` ids, when any); 400 not JSON / too deep; 401 no or
+wrong key; 413 too large; 415 another content type; 422 JSON that is not a delivery at all (the
+reason names the field); 503 storage down (the sender retries). Never 500.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from typing import Any, Callable
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from adapters.events import Event, Malformed, loads, parse_common_alert, parse_event_grid
+from adapters.events import Event, Ignored, Malformed, loads, parse_common_alert, parse_event_grid
 from adapters.storage import StorageUnavailable, inbox
 from commands.alerts import publish
 
@@ -124,15 +130,25 @@ class Ingress:
         if batch.validation_code:
             log.info("event grid: subscription validation answered")
             return web.json_response({"validationResponse": batch.validation_code})
-        return await self._accept(list(batch.events), "eventgrid", ignored=len(batch.ignored))
+        for event_id, reason in batch.notes:
+            log.info("eventgrid: ignored event %s: %s", _loggable(event_id), _loggable(reason))
+        for event_id, reason in batch.skipped:
+            log.warning("eventgrid: skipped event %s, the rest of the delivery is accepted: %s",
+                        _loggable(event_id), _loggable(reason))
+        return await self._accept(list(batch.events), "eventgrid", ignored=len(batch.ignored),
+                                  skipped=[event_id for event_id, _ in batch.skipped])
 
     async def alerts(self, request: web.Request) -> web.Response:
         event, refused = await self._parsed(request, parse_common_alert, AZURE_MONITOR_TYPES)
         if refused is not None:
             return refused
+        if isinstance(event, Ignored):
+            log.info("azure-monitor: ignored %s: %s", _loggable(event.id), _loggable(event.reason))
+            return web.json_response({"accepted": 0, "duplicates": 0, "ignored": 1, "cards": 0})
         return await self._accept([event], "azure-monitor")
 
-    async def _accept(self, events: list[Event], source: str, *, ignored: int = 0) -> web.Response:
+    async def _accept(self, events: list[Event], source: str, *, ignored: int = 0,
+                      skipped: list[str] | None = None) -> web.Response:
         now = self.clock()
 
         async def work(tx) -> tuple[int, int, int]:
@@ -152,10 +168,12 @@ class Ingress:
             return _problem(503, "storage unavailable; retry later")
         if cards:
             self.wake()
-        log.info("%s: %d accepted, %d duplicates, %d ignored, %d cards queued", source, accepted, duplicates,
-                 ignored, cards)
-        return web.json_response({"accepted": accepted, "duplicates": duplicates, "ignored": ignored,
-                                  "cards": cards})
+        log.info("%s: %d accepted, %d duplicates, %d ignored, %d skipped, %d cards queued", source, accepted,
+                 duplicates, ignored, len(skipped or ()), cards)
+        answer = {"accepted": accepted, "duplicates": duplicates, "ignored": ignored, "cards": cards}
+        if skipped:
+            answer["skipped"] = skipped
+        return web.json_response(answer)
 
 
 INBOX_DAYS = 7          # Event Grid retries for 24 h; Teams redelivers within minutes
@@ -190,6 +208,11 @@ class AccessLogWithoutSecrets(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info('%s "%s %s" %s %s %.3fs', request.remote, request.method, request.path, response.status,
                          response.body_length, time)
+
+
+def _loggable(text: str) -> str:
+    """Sender-chosen text in one log line: no line breaks, at most 300 characters."""
+    return " ".join(str(text).split())[:300]
 
 
 def _problem(status: int, reason: str) -> web.Response:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from adapters.drift.definitions import DEFINITIONS, P_VALUES, SHORT_NAMES, psi_band
+from adapters.azure_monitoring import LOWER_IS_WORSE, breach_sign
+from adapters.drift.definitions import DEFINITIONS, SHORT_NAMES, psi_band
 from adapters.events import FIRED, RESOLVED, Event, Figure
 from commands.ui import Element, button, card, columns, facts, plain, section, text, when
 
@@ -113,8 +114,8 @@ def _headline(event: Event, state: AlertState, now: datetime) -> list[tuple[str,
 def severity_of(figure: Figure) -> float:
     """How far beyond its threshold a figure is (> 1 breaches), for ordering worst first."""
     if figure.threshold is None or figure.threshold == 0:
-        return figure.value if figure.metric not in P_VALUES else 1 - figure.value
-    if figure.metric in P_VALUES:
+        return figure.value if figure.metric not in LOWER_IS_WORSE else 1 - figure.value
+    if figure.metric in LOWER_IS_WORSE:
         return figure.threshold / max(figure.value, 1e-300)
     return figure.value / figure.threshold
 
@@ -122,7 +123,7 @@ def severity_of(figure: Figure) -> float:
 def breached(figure: Figure) -> bool:
     if figure.threshold is None:
         return False
-    return figure.value < figure.threshold if figure.metric in P_VALUES else figure.value > figure.threshold
+    return figure.value < figure.threshold if figure.metric in LOWER_IS_WORSE else figure.value > figure.threshold
 
 
 def worst_first(figures: tuple[Figure, ...]) -> list[Figure]:
@@ -137,11 +138,12 @@ def _figure_header() -> Element:
 
 def _figure_row(figure: Figure) -> Element:
     over = breached(figure)
-    rule = "" if figure.threshold is None else f"{'<' if figure.metric in P_VALUES else '>'} {figure.threshold:g}"
+    rule = "" if figure.threshold is None else f"{breach_sign(figure.metric)} {figure.threshold:g}"
     value = f"{figure.value:.4g}" + (" ⚠" if over else "")
     band = psi_band(figure.value) if figure.metric == "population_stability_index" else None
     metric = SHORT_NAMES.get(figure.metric, figure.metric) + (f" ({band})" if band else "")
-    return columns(text(plain(figure.feature)), text(plain(metric)), text(value, color="Attention" if over else None),
+    return columns(text(plain(figure.feature) or "whole signal"), text(plain(metric)),
+                   text(value, color="Attention" if over else None),
                    text(rule or "—"), widths=["stretch", "stretch", "auto", "auto"])
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 import re
 
-from adapters.drift.definitions import DEFINITIONS, P_VALUES, PRIMARY_METRIC, PSI, SHORT_NAMES, psi_band
+from adapters.azure_monitoring import LOWER_IS_WORSE
+from adapters.drift.definitions import DEFINITIONS, PRIMARY_METRIC, PSI, SHORT_NAMES, psi_band
 from adapters.service import DriftReport, FeatureFigure, Monitor, MonitorRun, MonitorSignal, SignalReport
 from commands.context import Context, Reply
 from commands.registry import Arg, command
@@ -66,7 +67,7 @@ def figure_text(figure: FeatureFigure) -> str:
         return f"{short} undefined"
     if figure.threshold is None:
         return f"{short} {figure.value:.3g}"
-    if figure.metric in P_VALUES:
+    if figure.metric in LOWER_IS_WORSE:
         sign = "<" if figure.breached else "≥"
     else:
         sign = ">" if figure.breached else "≤"
@@ -74,21 +75,21 @@ def figure_text(figure: FeatureFigure) -> str:
 
 
 def rule_text(metric: str, threshold: float) -> str:
-    return f"{SHORT_NAMES.get(metric, metric)} {'<' if metric in P_VALUES else '>'} {threshold:g}"
+    return f"{SHORT_NAMES.get(metric, metric)} {'<' if metric in LOWER_IS_WORSE else '>'} {threshold:g}"
 
 
 def outcome_text(run: MonitorRun | None) -> tuple[str, str | None]:
     """(words, colour) for a run's outcome."""
     if run is None:
         return "not run yet", None
+    if run.breached:        # Azure's breach tag, also on a run whose pipeline ended Failed
+        return "threshold breached" + (f": {plain(', '.join(run.breached_signals))}" if run.breached_signals else ""), \
+            "Attention"
     if run.status != "Completed":
         return f"{run.status}" + (f": {plain(run.message)}" if run.message else ""), (
             "Attention" if run.status == "Failed" else None)
     if run.breached is None:
         return "completed (outcome not reported)", None
-    if run.breached:
-        return "threshold breached" + (f": {plain(', '.join(run.breached_signals))}" if run.breached_signals else ""), \
-            "Attention"
     return "no threshold breached", "Good"
 
 
@@ -100,7 +101,7 @@ def target_text(monitor: Monitor) -> str:
 def _severity(figure: FeatureFigure) -> float:
     if figure.value is None or not figure.threshold:
         return -1.0
-    if figure.metric in P_VALUES:
+    if figure.metric in LOWER_IS_WORSE:
         return figure.threshold / max(figure.value, 1e-12)
     return figure.value / figure.threshold
 
@@ -135,7 +136,8 @@ def _feature_row(feature: str, figures: list[FeatureFigure], kind: str) -> dict:
     head = _headline(figures, kind)
     others = [f for f in figures if f is not head and f.metric != PSI]
     psi = next((f for f in figures if f.metric == PSI), None)
-    name = f"**{plain(feature)}**" + (f" ({head.data_type})" if head.data_type else "")
+    name = (f"**{plain(feature)}**" if feature else "**whole signal**") + (
+        f" ({head.data_type})" if head.data_type else "")
     detail = " · ".join(figure_text(f) for f in others)
     cells = [[text(name), *([text(detail, subtle=True, spacing="None")] if detail else [])],
              text(figure_text(head), color="Attention" if head.breached else None),

@@ -371,6 +371,19 @@ def from_handwritten(relative: str, **changes: Any) -> dict[str, Any]:
     return body
 
 
+def azure_breach_message(signal: str, rows: list[tuple[str, str, float, float]]) -> str:
+    """The `azureml_modelmonitor_threshold_breached` tag's text for (group, metric, value, threshold)
+    rows, as `_generate_error_message` writes it (Azure/azureml-assets, model_monitoring/components/src/
+    model_monitor_evaluate_metrics_threshold/evaluate_metrics_threshold.py): a Python list of Spark
+    toJSON rows (metric_value, metric_name, threshold_value, then group when there is one)."""
+    listed = [json.dumps({"metric_value": value, "metric_name": metric, "threshold_value": threshold,
+                          **({"group": group} if group else {})}, separators=(",", ":"))
+              for group, metric, value, threshold in rows]
+    return (f"The signal '{signal}' has failed due to one or more features violating metric thresholds.\n"
+            "The feature names and their corresponding computed metric values violating "
+            f"the threshold are \n{listed}\n")
+
+
 def mlflow_metric_run(signal: str, metric: str, feature: str, values: list[float],
                       threshold: float | None) -> dict[str, Any]:
     """An MLflow run as Azure's monitoring components leave it (ml/handwritten/mlflow/metric_run.json): one
@@ -476,8 +489,8 @@ class FakeWorkspace:
         self.schedule_jobs["fraud-model-monitor"] = names
         step = child_run(f"{names[-1]}-evaluate", names[-1], "Completed", "data-drift evaluate metrics threshold")
         if breached:
-            step["tags"] = {"azureml_modelmonitor_threshold_breached":
-                            "Signal data-drift breached: merchant_category jensen_shannon_distance 0.197 > 0.1."}
+            step["tags"] = {"azureml_modelmonitor_threshold_breached": azure_breach_message(
+                "data-drift", [("merchant_category", "JensenShannonDistance", 0.197, 0.1)])}
         self.child_runs[names[-1]] = [step]
         self.mlflow_experiments = {"fraud-model-monitor": "9d5e2c1b-4a3f-4e6d-8c7b-1a2b3c4d5e6f"}
         # the figures Azure's monitoring components logged, per (signal, metric, feature): value per run

@@ -146,3 +146,117 @@ async def test_drift_and_monitors_over_http_on_azure(azure_teams):
     assert status == 200
     posted = teams.connector.sent[-1].card          # navigation posts its answer as a new message
     assert "1 monitor, 1 breached at the last run." in posted["fallbackText"]
+
+
+# ---------------------------------------------------------------- issue #16: breaches as Azure decides them
+
+def _monitor_with(workspace: FakeWorkspace, **signals: dict) -> None:
+    """Add signals (REST bodies) to the replayed monitor schedule."""
+    [schedule] = [r for r in workspace.resources.values() if r.get("name") == SCHEDULE]
+    schedule["properties"]["action"]["monitorDefinition"]["signals"].update(signals)
+
+
+def _latest_run(workspace: FakeWorkspace) -> str:
+    return workspace.schedule_jobs[SCHEDULE][-1]
+
+
+def test_lower_is_worse_metrics_signal_wide_figures_and_a_failed_breaching_run():
+    """NDCG 0.62 against 0.8 and accuracy 0.71 against 0.85 breach (Azure's evaluator: below the
+    threshold); their figures have no group_0 (signal-wide); the pipeline ended Failed."""
+    from tests.replay import azure_breach_message, child_run, load, mlflow_metric_run
+
+    workspace, svc = service()
+    # feature attribution drift and model performance signals, serialized by azure-ai-ml (SOURCES.md)
+    _monitor_with(workspace, **load("ml/handwritten/schedules/monitor_signals_attribution_performance.json"))
+    workspace.mlflow_runs += [
+        mlflow_metric_run("feature-attribution", "NormalizedDiscountedCumulativeGain", "", [0.91, 0.7, 0.62], 0.8),
+        mlflow_metric_run("model-performance", "Accuracy", "", [0.9, 0.88, 0.71], 0.85),
+    ]
+    latest = _latest_run(workspace)
+    [run] = [r for r in workspace.resources.values() if r.get("name") == latest]
+    run["properties"]["status"] = "Failed"
+    attribution = child_run(f"{latest}-fad", latest, "Failed", "feature-attribution evaluate metrics threshold")
+    attribution["tags"] = {"azureml_modelmonitor_threshold_breached": azure_breach_message(
+        "feature-attribution", [("", "NormalizedDiscountedCumulativeGain", 0.62, 0.8)])}
+    performance = child_run(f"{latest}-mp", latest, "Completed", "model-performance evaluate metrics threshold")
+    performance["tags"] = {"azureml_modelmonitor_threshold_breached": azure_breach_message(
+        "model-performance", [("", "Accuracy", 0.71, 0.85)])}
+    workspace.child_runs[latest] = [attribution, performance]
+
+    [monitor] = svc.list_monitors()
+    thresholds = {s.name: s.thresholds for s in monitor.signals}
+    assert thresholds["feature-attribution"] == (
+        MetricThreshold("normalized_discounted_cumulative_gain", 0.8, "all_feature_types"),)
+    assert MetricThreshold("accuracy", 0.85, "") in thresholds["model-performance"]
+    assert (monitor.last_run.status, monitor.last_run.breached, monitor.last_run.breached_signals) == (
+        "Failed", True, ("feature-attribution", "model-performance"))
+
+    report = svc.drift_report(SCHEDULE, 7)
+    by_name = {s.name: s for s in report.signals}
+    assert [(f.feature, f.metric, f.value, f.threshold, f.breached, f.history)
+            for f in by_name["feature-attribution"].figures] == [
+        ("", "normalized_discounted_cumulative_gain", 0.62, 0.8, True, (0.91, 0.7, 0.62))]
+    assert [(f.metric, f.value, f.breached) for f in by_name["model-performance"].figures] == [
+        ("accuracy", 0.71, True)]
+    assert (by_name["feature-attribution"].breached, by_name["model-performance"].breached,
+            by_name["data-drift"].breached) == (True, True, False)
+    card = drift_card(report, workspace="Workspace ws-prod (prod)")
+    assert_valid_card(card)
+    words = card["fallbackText"]
+    assert "Latest run: threshold breached: feature-attribution, model-performance" in words
+    assert "normalized_discounted_cumulative_gain 0.62 < 0.8" in words and "accuracy 0.71 < 0.85" in words
+    assert "whole signal" in words
+
+
+def test_a_breached_signal_is_named_exactly_not_by_substring():
+    workspace, svc = service()
+    [schedule] = [r for r in workspace.resources.values() if r.get("name") == SCHEDULE]
+    signals = schedule["properties"]["action"]["monitorDefinition"]["signals"]
+    _monitor_with(workspace, drift=dict(signals["data-drift"]))          # a signal named `drift`
+    [monitor] = svc.list_monitors()
+    assert "drift" in [s.name for s in monitor.signals]
+    assert monitor.last_run.breached_signals == ("data-drift",)           # the tag names data-drift only
+
+
+def test_the_breach_tag_as_azures_own_unit_test_spells_it():
+    from adapters.azure_monitoring import BreachedSignal, BreachRow, parse_breach_tag
+    from tests.replay import azure_breach_message, load
+
+    messages = load("monitoring/breach_tag_messages.json")
+    assert parse_breach_tag(messages["with_group"]) == (BreachedSignal("name", (BreachRow("1", "metics", 4.6, 5.6),)),)
+    assert parse_breach_tag(messages["without_group"]) == (
+        BreachedSignal("name", (BreachRow("", "metics", 4.6, 5.6),)),)
+    # the replay's helper writes exactly what Azure writes
+    assert azure_breach_message("name", [("1", "metics", 4.6, 5.6)]) == messages["with_group"]
+    assert azure_breach_message("name", [("", "metics", 4.6, 5.6)]) == messages["without_group"]
+    # older components put `group` first; two signals' messages joined; not Azure's text at all
+    older = messages["with_group"].replace('{"metric_value":4.6,"metric_name":"metics","threshold_value":5.6,'
+                                           '"group":"1"}', '{"group":"amount","metric_value":0.3,'
+                                           '"metric_name":"PopulationStabilityIndex","threshold_value":0.25}')
+    both = older + messages["without_group"].replace("'name'", "'data-quality'")
+    assert [(b.signal, [(r.feature, r.metric, r.value) for r in b.rows]) for b in parse_breach_tag(both)] == [
+        ("name", [("amount", "population_stability_index", 0.3)]), ("data-quality", [("", "metics", 4.6)])]
+    assert parse_breach_tag("true") == () and parse_breach_tag(None) == ()
+    cut = messages["with_group"][:-20]                                    # a truncated tag keeps its signal
+    assert [b.signal for b in parse_breach_tag(cut)] == ["name"]
+
+
+def test_azures_metric_names_and_which_way_they_breach():
+    from adapters.azure_monitoring import LOWER_IS_WORSE, breaches, metric_name
+
+    assert [metric_name(n) for n in ("MeanAbsoluteError", "MAE", "RMSE", "TwoSampleKolmogorovSmirnovTest",
+                                     "normalizedWassersteinDistance", "null_value_rate", "F1Score")] == [
+        "mean_absolute_error", "mean_absolute_error", "root_mean_squared_error", "two_sample_kolmogorov_smirnov_test",
+        "normalized_wasserstein_distance", "null_value_rate", "f1_score"]
+    # Metric_Value_Should_Greater_Than_Threshold (Azure/azureml-assets evaluate_metrics_threshold.py) with
+    # Accuracy, Precision and Recall (in that list from #1919 until #2869; see adapters/azure_monitoring.py)
+    assert LOWER_IS_WORSE == {
+        "two_sample_kolmogorov_smirnov_test", "pearsons_chi_squared_test", "normalized_discounted_cumulative_gain",
+        "aggregated_coherence_pass_rate", "aggregated_groundedness_pass_rate", "aggregated_fluency_pass_rate",
+        "aggregated_similarity_pass_rate", "aggregated_relevance_pass_rate", "average_coherence_score",
+        "average_groundedness_score", "average_fluency_score", "average_relevance_score",
+        "average_similarity_score", "accuracy", "precision", "recall"}
+    assert [breaches("NormalizedDiscountedCumulativeGain", 0.62, 0.8), breaches("Accuracy", 0.71, 0.85),
+            breaches("accuracy", 0.9, 0.85), breaches("MeanAbsoluteError", 0.9, 0.5),
+            breaches("AggregatedGroundednessPassRate", 0.6, 0.7), breaches("NormalizedWassersteinDistance", 0.05, 0.1)
+            ] == [True, True, False, True, True, False]

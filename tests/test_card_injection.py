@@ -33,6 +33,7 @@ from commands.models import model_card
 from commands.rollout import history_card
 from commands.ui import INVISIBLE, as_text, card, facts, plain, reply, text
 from tests.card_schema import assert_valid_card
+from tests.replay import azure_breach_message
 from tests.teams_client import ALICE, BOB, Person, TeamsStandIn
 
 Z = INVISIBLE
@@ -170,8 +171,7 @@ def breach_with(monitor: str, signal: str, feature: str) -> list[dict]:
                       "Microsoft.MachineLearningServices/workspaces/ml-prod")
     event["data"]["runStatus"] = "Completed"
     event["data"]["runTags"] = {
-        BREACH_TAG: json.dumps([{"feature": feature, "metric": "normalized_wasserstein_distance", "value": 0.31,
-                                 "threshold": 0.1}]),
+        BREACH_TAG: azure_breach_message(signal, [(feature, "NormalizedWassersteinDistance", 0.31, 0.1)]),
         "azureml.monitor_name": monitor, "azureml.signal_name": signal, "azureml.model_name": "fraud-model",
         "azureml.endpoint_name": "fraud-api"}
     return [event]

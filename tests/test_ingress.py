@@ -48,13 +48,35 @@ FIGURES = [{"feature": "amount", "metric": "normalized_wasserstein_distance", "v
            {"feature": "age", "metric": "normalized_wasserstein_distance", "value": 0.02, "threshold": 0.1}]
 
 
-def breach(event_id: str = "breach-1", figures=FIGURES):
+AZURE_NAMES = {"normalized_wasserstein_distance": "NormalizedWassersteinDistance",
+               "jensen_shannon_distance": "JensenShannonDistance",
+               "population_stability_index": "PopulationStabilityIndex",
+               "normalized_discounted_cumulative_gain": "NormalizedDiscountedCumulativeGain",
+               "accuracy": "Accuracy", "mean_absolute_error": "MeanAbsoluteError"}
+
+
+def breach_message(signal: str, figures) -> str:
+    """The breach tag's text as Azure's evaluation component writes it: `_generate_error_message` in
+    Azure/azureml-assets model_monitor_evaluate_metrics_threshold/evaluate_metrics_threshold.py (a
+    Python list of Spark toJSON rows: metric_value, metric_name, threshold_value, then group when the
+    signal has groups); the exact text is checked against Azure's own unit test in
+    tests/test_azure_monitors.py."""
+    rows = [json.dumps({"metric_value": f["value"], "metric_name": AZURE_NAMES.get(f["metric"], f["metric"]),
+                        "threshold_value": f["threshold"], **({"group": f["feature"]} if f["feature"] else {})},
+                       separators=(",", ":")) for f in figures]
+    return (f"The signal '{signal}' has failed due to one or more features violating metric thresholds.\n"
+            "The feature names and their corresponding computed metric values violating "
+            f"the threshold are \n{rows}\n")
+
+
+def breach(event_id: str = "breach-1", figures=FIGURES, *, signal: str = "data-drift"):
     """RunStatusChanged as Azure ML's monitoring sends it for a breaching run (the sample, tagged)."""
     [event] = real_topic(sample("eventgrid/ml/eventgrid_schema/RunStatusChanged.json"))
     event["id"] = event_id
     event["data"]["runStatus"] = "Completed"
-    event["data"]["runTags"] = {BREACH_TAG: json.dumps(figures), "azureml.monitor_name": "fraud-monitor",
-                                "azureml.signal_name": "data-drift", "azureml.model_name": "fraud-model",
+    tag = breach_message(signal, figures) if isinstance(figures, list) else figures
+    event["data"]["runTags"] = {BREACH_TAG: tag, "azureml.monitor_name": "fraud-monitor",
+                                "azureml.signal_name": signal, "azureml.model_name": "fraud-model",
                                 "azureml.endpoint_name": "fraud-api"}
     return [event]
 
@@ -148,14 +170,29 @@ def test_a_log_alert_in_the_common_schema():
 @pytest.mark.parametrize("body,reason", [
     ([], "no events"),
     ([1, 2], "JSON object"),
-    ([{"id": "1", "eventType": "x"}], "'subject'"),
-    ([{"specversion": "0.3", "id": "1", "type": "t", "source": "s"}], "specversion 1.0"),
-    ([{"id": "1", "eventType": "Microsoft.MachineLearningServices.ModelRegistered", "subject": "",
-       "eventTime": "2026-01-01T00:00:00Z", "data": "oops"}], "'data' must be an object"),
+    ({"hello": "world"}, "not an Event Grid delivery"),
 ])
 def test_malformed_event_grid_batches_name_the_problem(body, reason):
     with pytest.raises(Malformed, match=reason):
         parse_event_grid(body)
+
+
+# Issue #16: these used to refuse the whole delivery (422), so Event Grid retried it for 24 hours and
+# then dropped it, good events included. Each is now skipped with its reason; the rest is accepted.
+@pytest.mark.parametrize("bad,reason", [
+    ({"id": "1", "eventType": "x"}, "'subject'"),
+    ({"specversion": "0.3", "id": "1", "type": "t", "source": "s"}, "specversion 1.0"),
+    ({"id": "1", "eventType": "Microsoft.MachineLearningServices.ModelRegistered", "subject": "",
+      "eventTime": "2026-01-01T00:00:00Z", "data": "oops"}, "'data' must be an object"),
+    ({"id": "1", "eventType": "Microsoft.MachineLearningServices.ModelRegistered", "subject": "",
+      "eventTime": "2026-01-01T00:00:00Z", "data": {"modelVersion": "3"}}, "needs data.modelName"),
+])
+def test_an_unusable_event_is_skipped_with_its_reason_and_the_rest_kept(bad, reason):
+    good = real_topic(sample("eventgrid/ml/eventgrid_schema/ModelRegistered.json"))[0]
+    batch = parse_event_grid([bad, good])
+    assert [e.title for e in batch.events] == ["Model sklearn_regression_model:20 registered"]
+    [(skipped_id, why)] = batch.skipped
+    assert skipped_id == "1" and reason in why and why.startswith("event 0: ")
 
 
 # ---------------------------------------------------------------- over HTTP
@@ -566,10 +603,14 @@ async def test_the_readme_demo_breach_becomes_a_card(teams):
     status, answer, _ = await hook(teams, "/api/events", demo)
     assert (status, answer) == (200, {"accepted": 1, "duplicates": 0, "ignored": 0, "cards": 1})
     await wait_until(lambda: len(cards_in(teams)) == 1)
-    # Retrain, not Rollback: the bot has recorded no traffic change of fraud-api to undo
-    assert [(a["title"], a["data"]["args"]) for a in cards_in(teams)[0].card["actions"]
-            if a["type"] == "Action.Execute"] == [("Retrain", ["fraud-model"]), ("Acknowledge", ["1"]),
-                                                  ("Snooze 24 h", ["1"])]
+    card = cards_in(teams)[0].card
+    # Issue #16: the example is now what Azure sends (camelCase data, the breach tag's real text) and
+    # no longer carries the model and endpoint tags the old hand-written one invented: no Retrain.
+    assert [(a["title"], a["data"]["args"]) for a in card["actions"]
+            if a["type"] == "Action.Execute"] == [("Acknowledge", ["1"]), ("Snooze 24 h", ["1"])]
+    words = card["fallbackText"]
+    assert "Monitor: fraud-model-monitor" in words and "Signal: data-drift" in words
+    assert "amount  PSI (significant)  0.42 ⚠  > 0.25" in words
 
 
 async def test_subscriptions_list_with_a_stop_button_over_http(teams):
@@ -637,3 +678,168 @@ def test_a_log_alert_v1_in_the_common_schema():
     assert ("Results", "17 (Greater Than 5 breaches)") in event.facts
     assert [(f.value, f.threshold) for f in event.figures] == [(17.0, 5.0)]
     assert event.links[-1][0] == "Open the query results"
+
+
+# ---------------------------------------------------------------- issue #16: what Azure really sends
+
+CAPTURED = ("ModelRegistered", "ModelDeployed", "RunCompleted", "RunStatusChanged")
+
+
+def captured(name: str):
+    """An Event Grid payload captured from a live workspace (SOURCES.md: the Azure SDKs' tests)."""
+    return sample(f"eventgrid/ml/captured/{name}.json")
+
+
+def test_the_captured_camelcase_payloads_are_read():
+    batch = parse_event_grid([event for name in CAPTURED for event in captured(name)])
+    assert batch.skipped == () and batch.ignored == ()
+    registered, deployed, completed, changed = batch.events
+    assert (registered.kind, registered.model, registered.title, registered.summary, registered.workspace) == (
+        "models", "sklearn_regression_model", "Model sklearn_regression_model:3 registered",
+        "Tags: area=diabetes, type=regression", "jenns-canary")
+    assert (deployed.endpoint, deployed.model, deployed.summary, deployed.facts) == (
+        "aciservice1", "my_first_model", "Models: my_first_model:1, my_second_model:1", (("Compute", "ACI"),))
+    assert (completed.kind, completed.status, completed.title) == (
+        "jobs", "info", "Run AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc completed")
+    assert (changed.kind, changed.title, changed.facts[0]) == (
+        "jobs", "Run AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc running", ("Status", "Running"))
+    # the same in CloudEvents 1.0
+    cloud = parse_event_grid([as_cloud_event(e) for name in CAPTURED for e in captured(name)])
+    assert [e.title for e in cloud.events] == [e.title for e in batch.events]
+
+
+def captured_breach(event_id: str, *messages: str, tags_key: str = "runTags"):
+    """The captured RunStatusChanged of a monitor's evaluation step, with Azure's breach tag."""
+    [event] = captured("RunStatusChanged")
+    event["id"] = event_id
+    event["data"]["runStatus"] = "Completed"
+    event["data"].pop("runTags")
+    event["data"][tags_key] = {BREACH_TAG: "".join(messages), "azureml.monitor_name": "fraud-monitor"}
+    return event
+
+
+def test_the_breach_tag_azure_writes_gives_the_signal_and_its_figures():
+    from tests.replay import azure_breach_message
+    drift = azure_breach_message("data-drift", [("amount", "NormalizedWassersteinDistance", 0.31, 0.1),
+                                                ("country", "JensenShannonDistance", 0.12, 0.1)])
+    quality = azure_breach_message("data-quality", [("age", "NullValueRate", 0.2, 0.01)])
+    [one] = parse_event_grid([captured_breach("b-1", drift, tags_key="RunTags")]).events
+    assert (one.id, one.kind, one.monitor, one.signal, one.key) == (
+        "b-1", "drift", "fraud-monitor", "data-drift", "drift:jenns-canary:fraud-monitor:data-drift")
+    assert [(f.feature, f.metric, f.value, f.threshold) for f in one.figures] == [
+        ("amount", "normalized_wasserstein_distance", 0.31, 0.1), ("country", "jensen_shannon_distance", 0.12, 0.1)]
+    # two signals named in one tag: one alert each, each with its own key and figures
+    first, second = parse_event_grid([captured_breach("b-2", drift, quality)]).events
+    assert [(e.id, e.signal, e.key, len(e.figures)) for e in (first, second)] == [
+        ("b-2:data-drift", "data-drift", "drift:jenns-canary:fraud-monitor:data-drift", 2),
+        ("b-2:data-quality", "data-quality", "drift:jenns-canary:fraud-monitor:data-quality", 1)]
+    # lower-is-worse figures are shown as breaching below their threshold
+    from commands.alert_card import breached
+    ndcg = azure_breach_message("attribution", [("", "NormalizedDiscountedCumulativeGain", 0.62, 0.8)])
+    [event] = parse_event_grid([captured_breach("b-3", ndcg)]).events
+    assert [(f.feature, f.metric, breached(f)) for f in event.figures] == [
+        ("", "normalized_discounted_cumulative_gain", True)]
+
+
+async def test_each_signal_of_a_monitor_is_its_own_alert_over_http(teams):
+    from tests.replay import azure_breach_message
+    await teams.say("subscribe drift", conversation=CHANNEL, kind="channel")
+    drift = azure_breach_message("data-drift", [("amount", "NormalizedWassersteinDistance", 0.31, 0.1)])
+    accuracy = azure_breach_message("model-performance", [("", "Accuracy", 0.71, 0.85)])
+    status, answer, _ = await hook(teams, "/api/events", [captured_breach("s-1", drift),
+                                                          captured_breach("s-2", accuracy)])
+    assert (status, answer) == (200, {"accepted": 2, "duplicates": 0, "ignored": 0, "cards": 2})
+    await wait_until(lambda: len(cards_in(teams)) == 2)
+    words = [c.card["fallbackText"] for c in cards_in(teams)]
+    assert "Signal: data-drift" in words[0] and "alert #1" in words[0]
+    assert "Signal: model-performance" in words[1] and "alert #2" in words[1]
+    assert "whole signal  accuracy  0.71 ⚠  < 0.85" in words[1]
+
+
+async def test_one_unusable_event_never_blocks_the_others_of_its_delivery(teams, caplog):
+    await teams.say("subscribe models", conversation=CHANNEL, kind="channel")
+    [good] = captured("ModelRegistered")
+    bad = dict(good, id="bad-1", data={"modelVersion": "4"})               # no model name
+    broken = {"id": "bad-2", "eventType": "Microsoft.MachineLearningServices.ModelDeployed"}   # no subject/time
+    with caplog.at_level("INFO", logger="bot.ingress"):
+        status, answer, _ = await hook(teams, "/api/events", [bad, good, broken])
+    assert (status, answer) == (200, {"accepted": 1, "duplicates": 0, "ignored": 0, "cards": 1,
+                                      "skipped": ["bad-1", "bad-2"]})
+    logged = [r.getMessage() for r in caplog.records if r.name == "bot.ingress"]
+    assert any("skipped event bad-1" in line and "needs data.modelName" in line for line in logged)
+    assert any("skipped event bad-2" in line and "'subject'" in line for line in logged)
+    await wait_until(lambda: len(cards_in(teams)) == 1)
+    assert "Model sklearn_regression_model:3 registered" in cards_in(teams)[0].card["fallbackText"]
+
+
+async def test_a_misspelt_specversion_is_acknowledged_and_ignored(teams, caplog):
+    [event] = captured("ModelRegistered")
+    cloud = as_cloud_event(event)
+    cloud["specVersion"] = cloud.pop("specversion")
+    with caplog.at_level("INFO", logger="bot.ingress"):
+        status, answer, _ = await hook(teams, "/api/events", [cloud], content_type="application/cloudevents-batch+json")
+    assert (status, answer) == (200, {"accepted": 0, "duplicates": 0, "ignored": 1, "cards": 0})
+    assert any("ignored event 3b73ee51-bbf4-480d-9112-cfc23b41bfdb" in r.getMessage() and "'specVersion' is misspelt"
+               in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("name", ["actual_cost_budget", "aip_budget_notification"])
+async def test_a_budget_alert_is_acknowledged_and_ignored(teams, caplog, name):
+    await teams.say("subscribe alerts", conversation=CHANNEL, kind="channel")
+    with caplog.at_level("INFO", logger="bot.ingress"):
+        status, answer, _ = await hook(teams, "/api/alerts", sample(f"alerts/budget/{name}.json"))
+    assert (status, answer) == (200, {"accepted": 0, "duplicates": 0, "ignored": 1, "cards": 0})
+    assert any("azure-monitor: ignored" in r.getMessage() and "budget" in r.getMessage() for r in caplog.records)
+
+
+def test_the_readme_example_is_the_tag_azure_writes():
+    from adapters.azure_monitoring import parse_breach_tag
+    demo = json.loads((Path(__file__).parent.parent / "docs" / "examples" / "drift-breach.eventgrid.json").read_text())
+    [breached] = parse_breach_tag(demo[0]["data"]["runTags"][BREACH_TAG])
+    assert breached.signal == "data-drift" and len(breached.rows) == 3
+
+
+# ---------------------------------------------------------------- issue #16: alert identity per dimension
+
+def deployment_alert(deployment: str, condition: str = "Fired"):
+    """An online endpoint's metric alert split by deployment (the common schema sample, its condition's
+    dimension set to the deployment as Azure reports a rule over several time series)."""
+    body = fired_alert() if condition == "Fired" else \
+        sample("alerts/common_alert_schema/sample_alert_payload_metric.json")
+    essentials = body["data"]["essentials"]
+    essentials["alertId"] = essentials["alertId"].rsplit("/", 1)[0] + "/" + {
+        "blue": "b1b1b1b1-0000-4000-8000-000000000001", "green": "92ee0000-0000-4000-8000-000000000002"}[deployment]
+    essentials["alertTargetIDs"] = [WORKSPACE_TOPIC + "/onlineEndpoints/fraud-api"]
+    essentials["configurationItems"] = ["fraud-api"]
+    [criterion] = body["data"]["alertContext"]["condition"]["allOf"]
+    criterion["dimensions"] = [{"name": "deployment", "value": deployment}]
+    return body
+
+
+def test_alerts_split_by_dimension_have_their_own_identity():
+    blue, green = parse_common_alert(deployment_alert("blue")), parse_common_alert(deployment_alert("green"))
+    assert blue.key != green.key and blue.key.endswith(":deployment=blue")
+    assert (blue.deployment, green.deployment) == ("blue", "green")
+    assert parse_common_alert(deployment_alert("blue", "Resolved")).key == blue.key
+
+
+async def test_resolving_blue_leaves_green_open(teams):
+    await teams.say("subscribe alerts", conversation=CHANNEL, kind="channel")
+    for body in (deployment_alert("blue"), deployment_alert("green")):
+        status, answer, _ = await hook(teams, "/api/alerts", body)
+        assert (status, answer["cards"]) == (200, 1)
+    await wait_until(lambda: len(cards_in(teams)) == 2)
+    blue_card, green_card = cards_in(teams)
+    assert "alert #1" in blue_card.card["fallbackText"] and "alert #2" in green_card.card["fallbackText"]
+    assert "Dimensions: deployment=blue" in blue_card.card["fallbackText"]
+    assert "Dimensions: deployment=green" in green_card.card["fallbackText"]
+    status, answer, _ = await hook(teams, "/api/alerts", deployment_alert("blue", "Resolved"))
+    assert (status, answer["cards"]) == (200, 1)
+    await wait_until(lambda: any(s.method == "PUT" for s in teams.connector.sent))
+    edits = [s for s in teams.connector.sent if s.method == "PUT"]
+    assert [s.path.rsplit("/", 1)[-1] for s in edits] == [f"activity-{teams.connector.sent.index(blue_card) + 1}"]
+    assert edits[0].card["body"][0]["text"].startswith("✅ Resolved:")
+    # green is still open: acknowledging it shows it firing, not resolved
+    [acknowledged] = await teams.say("acknowledge 2", conversation=CHANNEL, kind="channel")
+    words = acknowledged.card["fallbackText"]
+    assert "Status: Firing" in words and "Dimensions: deployment=green" in words and "Resolved" not in words
