@@ -23,6 +23,7 @@ from adapters.storage.base import Transaction
 
 Windows = Sequence[tuple[float, int]]
 RESOLUTION = 0.001        # seconds: a send may go this long after the oldest one leaves its window
+KEEP_SECONDS = 3600.0     # sends are kept at least this long (diagnostics, tests), then deleted
 
 
 def wait_time(sent: Sequence[float], windows: Windows, now: float) -> float:
@@ -46,7 +47,8 @@ async def acquire(tx: Transaction, limits: Sequence[tuple[str, Windows]], *, now
     wait = 0.0
     for key, windows in limits:
         longest = max(window for window, _ in windows)
-        await tx.execute("DELETE FROM rate_limit_sends WHERE key = ? AND sent_at < ?", (key, now - longest))
+        await tx.execute("DELETE FROM rate_limit_sends WHERE key = ? AND sent_at < ?",
+                         (key, now - max(longest, KEEP_SECONDS)))
         rows = await tx.fetch("SELECT sent_at FROM rate_limit_sends WHERE key = ? AND sent_at >= ?",
                               (key, now - longest))
         wait = max(wait, wait_time([float(at) for (at,) in rows], windows, now))
