@@ -668,7 +668,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         14, "shared rate limits",
         sqlite=(
             """CREATE TABLE rate_limit_sends (
-                   id      INTEGER PRIMARY KEY AUTOINCREMENT,
+                   id      INTEGER PRIMARY KEY,
                    key     TEXT NOT NULL,
                    sent_at REAL NOT NULL)""",
             "CREATE INDEX rate_limit_sends_key ON rate_limit_sends (key, sent_at)",
