@@ -69,7 +69,7 @@ async def _dead(ctx: Context, store) -> Reply:
         return items, gone
     items, gone = await store.run_transaction(read, write=False)
     if not items:
-        return Reply("No given-up messages: everything the bot had to say was delivered (or is still being tried).")
+        return Reply("Nothing given up: everything the bot had to say was delivered, or is still being tried.")
     items = sorted(items, key=lambda i: i.id, reverse=True)
 
     def row(item: OutboxItem) -> dict:
@@ -116,7 +116,7 @@ async def _retry(ctx: Context, store, item_id: int | None) -> Reply:
         lines.append(f"Sending {_count(revived)} again: {', '.join(f'#{i}' for i in revived)}. "
                      "Each gets a fresh deadline. Recorded in the audit trail.")
     elif not skipped:
-        lines.append("No given-up messages to send again.")
+        lines.append("Nothing to send again: no message has been given up.")
     if skipped:
         lines.append(f"Not retried: {', '.join(f'#{i.id}' for i in skipped)}, for conversations the bot was "
                      "removed from. Add the bot back there (any message from there clears the mark), then retry.")

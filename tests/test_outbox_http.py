@@ -81,9 +81,46 @@ async def test_an_admin_sees_and_resends_a_given_up_message(app):
         ready = await teams.session.get(str(app.make_url("/readyz")))
         assert (await ready.json())["outbox"] == {"pending": 0, "dead": 0}
         [nothing] = await teams.say("outbox retry all", mention=True, conversation=CHANNEL, kind="channel")
-        assert nothing.text == "No given-up messages to send again."
+        assert nothing.text == "Nothing to send again: no message has been given up."
 
     [entry] = [e for e in await storage.run_transaction(lambda tx: audit.query(tx), write=False)
                if e.event == "outbox_retried"]
     assert (entry.actor_id, entry.target, entry.before, entry.after) == (
         ALICE.aad_object_id, f"outbox items #{item.id}", {"state": "dead"}, {"state": "pending"})
+
+
+# ---------------------------------------------------------------- the command, in process
+
+
+async def _given_up(store, conversation_id: str, text: str, error: str) -> int:
+    item_id = await store.run_transaction(lambda tx: outbox.enqueue(
+        tx, conversation_id, {"text": text}, dedupe_key=f"{conversation_id}:{text}", now=START))
+    await store.run_transaction(lambda tx: outbox.claim(tx, "replica-a", now=START, lease_seconds=60, limit=10))
+    await store.run_transaction(lambda tx: outbox.mark_dead(tx, item_id, "replica-a", error))
+    return item_id
+
+
+async def test_retry_all_leaves_out_conversations_the_bot_was_removed_from(chat, store):
+    from adapters.storage import conversations
+    from tests.test_outbox_delivery import record
+    assert (await chat("outbox dead")).text == ("Nothing given up: everything the bot had to say was delivered, "
+                                                "or is still being tried.")
+    kept = await _given_up(store, "19:kept@thread.tacv2", "Job nightly failed", "permanent failure, 400: bad")
+    gone = await _given_up(store, "19:gone@thread.tacv2", "Digest", "404: the bot was removed")
+    await store.save_conversation(record("19:gone@thread.tacv2", "https://smba.trafficmanager.net/emea/"))
+    await store.run_transaction(lambda tx: conversations.mark_conversation_gone(tx, "19:gone@thread.tacv2", START))
+
+    listed = (await chat("outbox dead")).card["fallbackText"]
+    assert f"#{gone} Digest to 19:gone@thread.tacv2 (the bot was removed from it), queued" in listed
+    assert f"#{kept} Job nightly failed to 19:kept@thread.tacv2, queued 2026-11-26 06:00 UTC, 1 attempt(s) " \
+           "permanent failure, 400: bad" in listed
+
+    answer = (await chat("outbox retry all")).text
+    assert answer == (f"Sending 1 message again: #{kept}. Each gets a fresh deadline. Recorded in the audit trail. "
+                      f"Not retried: #{gone}, for conversations the bot was removed from. Add the bot back there "
+                      "(any message from there clears the mark), then retry.")
+    states = {i.id: i.state for i in await store.run_transaction(lambda tx: outbox.find_items(tx))}
+    assert states == {kept: "pending", gone: "dead"}
+    assert "Cannot retry #" + str(kept) + ": it is pending, not given up." in (await chat(f"outbox retry {kept}")).text
+    assert "'x1' is not an outbox item id" in (await chat("outbox retry x1")).text
+    assert "takes no argument" in (await chat("outbox dead 3")).text
