@@ -63,6 +63,7 @@ LEASE_MARGIN_SECONDS = 20.0          # a lease outlasts the longest send by at l
 MAX_INLINE_WAIT = 2.0                # seconds a send may wait for the rate limits while leased
 NOT_SENT_YET_SECONDS = 1.0           # an update waits this long for the message it edits
 CONCURRENCY = 8                      # conversations sent to at once
+PRUNE_EVERY = timedelta(minutes=1)   # how often the shared send log is pruned
 
 # Teams' documented limits for one bot: per conversation (thread) and per tenant.
 CONVERSATION_WINDOWS = ((1.0, 7), (2.0, 8), (30.0, 60), (3600.0, 1800))
@@ -126,6 +127,7 @@ class OutboxWorker:
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self._pruned_at: datetime | None = None
 
     @property
     def lease(self) -> float:
@@ -184,10 +186,23 @@ class OutboxWorker:
                 async with slots:
                     await self._deliver_in_order(queue)
 
-            await asyncio.gather(*(conversation(queue) for queue in queues.values()))
+            outcomes = await asyncio.gather(*(conversation(queue) for queue in queues.values()),
+                                            return_exceptions=True)
+            for outcome in outcomes:       # every conversation finished; now report the first failure
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            await self._prune()
             return len(items)
         finally:
             self._idle.set()
+
+    async def _prune(self) -> None:
+        """Forget sends older than every rate-limit window, at most once a minute."""
+        now = self.clock()
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
+            return
+        self._pruned_at = now
+        await self.store.run_transaction(lambda tx: rate_limits.prune(tx, now=now.timestamp()))
 
     async def _deliver_in_order(self, queue: list[OutboxItem]) -> None:
         """One conversation's items, oldest first; an item held back holds back the ones after it."""

@@ -218,3 +218,18 @@ async def test_prune_deletes_only_old_settled_items(storage):
 
     assert await storage.run_transaction(lambda tx: outbox.prune(tx, NOON + timedelta(days=7))) == 2
     assert [i.id for i in await storage.run_transaction(lambda tx: outbox.find_items(tx))] == [old_pending, new_sent]
+
+
+async def test_the_shared_send_log_counts_closed_windows_and_is_pruned(storage):
+    from adapters.storage import rate_limits
+    limits = [("conversation:a", ((1.0, 7), (3600.0, 1800))), ("tenant:t", ((1.0, 30),))]
+
+    async def acquire(now: float) -> float:
+        return await storage.run_transaction(lambda tx: rate_limits.acquire(tx, limits, now=now))
+
+    assert [await acquire(100.0) for _ in range(8)] == [0.0] * 7 + [pytest.approx(1.001)]
+    assert await acquire(101.0) == pytest.approx(0.001)                  # [100, 101] holds 7 already
+    assert await acquire(101.001) == 0.0
+    assert await storage.run_transaction(lambda tx: rate_limits.sends(tx, "tenant:t")) == [100.0] * 7 + [101.001]
+    assert await storage.run_transaction(lambda tx: rate_limits.prune(tx, now=3700.5)) == 7 * 2
+    assert await storage.run_transaction(lambda tx: rate_limits.sends(tx, "conversation:a")) == [101.001]

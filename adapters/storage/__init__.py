@@ -672,6 +672,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                    key     TEXT NOT NULL,
                    sent_at REAL NOT NULL)""",
             "CREATE INDEX rate_limit_sends_key ON rate_limit_sends (key, sent_at)",
+            "CREATE INDEX rate_limit_sends_time ON rate_limit_sends (sent_at)",
         ),
         postgres=(
             """CREATE TABLE rate_limit_sends (
@@ -679,6 +680,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                    key     TEXT NOT NULL,
                    sent_at DOUBLE PRECISION NOT NULL)""",
             "CREATE INDEX rate_limit_sends_key ON rate_limit_sends (key, sent_at)",
+            "CREATE INDEX rate_limit_sends_time ON rate_limit_sends (sent_at)",
         ),
     ),
 )

@@ -23,7 +23,7 @@ from adapters.storage.base import Transaction
 
 Windows = Sequence[tuple[float, int]]
 RESOLUTION = 0.001        # seconds: a send may go this long after the oldest one leaves its window
-KEEP_SECONDS = 3600.0     # sends are kept at least this long (diagnostics, tests), then deleted
+KEEP_SECONDS = 3600.0     # sends are kept this long (at least every window; diagnostics, tests), then pruned
 
 
 def wait_time(sent: Sequence[float], windows: Windows, now: float) -> float:
@@ -47,8 +47,6 @@ async def acquire(tx: Transaction, limits: Sequence[tuple[str, Windows]], *, now
     wait = 0.0
     for key, windows in limits:
         longest = max(window for window, _ in windows)
-        await tx.execute("DELETE FROM rate_limit_sends WHERE key = ? AND sent_at < ?",
-                         (key, now - max(longest, KEEP_SECONDS)))
         rows = await tx.fetch("SELECT sent_at FROM rate_limit_sends WHERE key = ? AND sent_at >= ?",
                               (key, now - longest))
         wait = max(wait, wait_time([float(at) for (at,) in rows], windows, now))
@@ -57,6 +55,16 @@ async def acquire(tx: Transaction, limits: Sequence[tuple[str, Windows]], *, now
     for key in keys:
         await tx.execute("INSERT INTO rate_limit_sends (key, sent_at) VALUES (?, ?)", (key, now))
     return 0.0
+
+
+async def prune(tx: Transaction, *, now: float, keep: float = KEEP_SECONDS) -> int:
+    """Delete sends older than `keep` seconds (keep at least the longest window); return how many.
+    On PostgreSQL only one transaction prunes at a time; the others skip it (and answer 0)."""
+    if tx.dialect == "postgres":
+        [(locked,)] = await tx.fetch("SELECT pg_try_advisory_xact_lock(hashtext('rate-limit-prune'))")
+        if not locked:
+            return 0
+    return await tx.execute("DELETE FROM rate_limit_sends WHERE sent_at < ?", (now - keep,))
 
 
 async def sends(tx: Transaction, key: str) -> list[float]:
