@@ -236,6 +236,25 @@ async def test_thirty_per_second_per_tenant_not_thirty_one(storage_at):
     assert len(await storage.run_transaction(lambda tx: rate_limits.sends(tx, f"tenant:{TENANT}"))) == 31
 
 
+async def test_the_worker_sends_31_messages_to_one_tenant_in_more_than_one_closed_second(tmp_path, connector):
+    storage = open_storage(f"sqlite://{tmp_path}/bot.db")
+    names = [f"19:t{n}@thread.tacv2" for n in range(31)]
+    await prepared(storage, connector, *names)
+    for name in names:
+        await enqueue(storage, name, "hello")
+    time, deliveries = TestTime(), []
+    worker = worker_for(storage, time, "replica-a", deliveries)
+    worker.batch, worker.concurrency = 40, 1     # one at a time: each delivery's moment is when it was let go
+
+    await drain(storage, [worker], time)
+
+    times = [t for t, _, _ in deliveries]
+    assert len(times) == 31
+    # Today's limiter let the 31st go at exactly t = 1.0: 31 sends in [0, 1]
+    assert closed_window_counts(times, 1.0) == 30
+    await storage.close()
+
+
 def test_the_wait_is_until_the_oldest_counted_send_leaves_the_window():
     assert rate_limits.wait_time([0.0] * 6, CONVERSATION_WINDOWS, 0.5) == 0.0
     assert rate_limits.wait_time([0.0] * 7, CONVERSATION_WINDOWS, 0.5) == pytest.approx(0.501)
