@@ -315,10 +315,12 @@ async def readyz(request: web.Request) -> web.Response:
         log.error("readiness: storage unavailable: %s", error)
         return web.json_response({"status": "unavailable", "storage": "unavailable"}, status=503)
     names = [ws.name for ws in request.app[HANDLER].workspaces]
+    storage = request.app[STORAGE]
     try:
-        counts = await request.app[STORAGE].run_transaction(outbox.count_states, write=False)
-    except StorageError as error:
-        log.error("readiness: storage unavailable: %s", error)
+        async with asyncio.timeout(getattr(storage, "ping_timeout", 5.0)):
+            counts = await storage.run_transaction(outbox.count_states, write=False)
+    except (StorageError, TimeoutError) as error:
+        log.error("readiness: storage unavailable: %s", error or "counting the outbox timed out")
         return web.json_response({"status": "unavailable", "storage": "unavailable"}, status=503)
     # Given-up messages do not make the bot unready; they are shown so that monitoring can alert on them.
     return web.json_response({"status": "ready", "storage": "ok", "workspaces": names,
