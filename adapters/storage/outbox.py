@@ -3,13 +3,16 @@ first, in the same transaction as the event that causes it, then delivered at le
 
     item_id = await outbox.enqueue(tx, conversation_id, payload, dedupe_key="approval-42-card", now=now)
     items = await outbox.claim(tx, "replica-a", now=now, lease_seconds=30, limit=10)
-    ... send each one through the Teams seam (outside the transaction) ...
+    if await outbox.renew(tx, item.id, "replica-a", until):   # just before sending: still ours?
+        ... send it through the Teams seam (outside the transaction) ...
     await outbox.mark_sent(tx, item.id, "replica-a", activity_id, now=now)     # or retry_later / mark_dead
+    await outbox.revive(tx, [item.id], now=now)      # an admin's `outbox retry`: dead -> pending
 
 An item is pending until marked sent or dead. `claim` leases items to one owner (PostgreSQL:
 `FOR UPDATE SKIP LOCKED`, so replicas claiming together get disjoint items; SQLite: write
 transactions already exclude each other); a lease that runs out makes the item claimable again,
-which is what makes delivery at-least-once after a crash. The `dedupe_key` is unique: enqueuing
+which is what makes delivery at-least-once after a crash. A conversation's items are claimed in
+order: none while an earlier one of the same conversation is leased or waiting for a retry. The `dedupe_key` is unique: enqueuing
 the same message twice stores it once. Only the lease holder can settle an item.
 """
 
