@@ -8,7 +8,7 @@ Routes:
     POST /api/events         Event Grid (and OPTIONS: the CloudEvents handshake; bot/ingress.py)
     POST /api/alerts         Azure Monitor alerts, common alert schema (bot/ingress.py)
     GET  /healthz            liveness: the process answers
-    GET  /readyz             readiness: storage reachable and a backend configured
+    GET  /readyz             readiness: storage reachable and a backend configured; outbox pending/dead counts
 
 Background tasks, started with the app: the outbox worker (every proactive message), the
 expiry of approval requests, the watches after traffic changes, jobs and the local monitors'
@@ -27,14 +27,14 @@ import os
 import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
 from adapters.nonblocking import NonBlockingService
 from adapters.service import AzureScope
-from adapters.storage import Storage, StorageError, open_storage
+from adapters.storage import Storage, StorageError, open_storage, outbox
 from adapters.storage.outbox import OutboxItem
 from bot.api import ApprovalsApi
 from bot.digests import DigestScheduler
@@ -135,7 +135,9 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
                    service_url_hosts=() if settings.development else settings.service_url_hosts,
                    teams_only=not settings.development)
     worker = OutboxWorker(storage, bot.deliver, owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
-                          on_sent=lambda item, activity_id: _remember(handler, item, activity_id), clock=clock)
+                          on_sent=lambda item, activity_id: _remember(handler, item, activity_id), clock=clock,
+                          send_timeout=settings.outbox_send_timeout,
+                          deadline=timedelta(hours=settings.outbox_deadline_hours))
     gate.wake_outbox = worker.wake
     gate.owner = worker.owner
     watch_loop = WatchLoop(storage, workspaces, gate, owner=worker.owner, window_minutes=settings.watch_minutes,
@@ -184,6 +186,7 @@ async def _background(app: web.Application):
     tasks.spawn(prune_forever(app[STORAGE], app[HANDLER].clock))
     tasks.spawn(app[WATCHES].run())
     yield
+    await app[WORKER].stop()     # sends under way finish and are recorded: a restart posts nothing twice
     await tasks.cancel()
 
 
@@ -312,4 +315,13 @@ async def readyz(request: web.Request) -> web.Response:
         log.error("readiness: storage unavailable: %s", error)
         return web.json_response({"status": "unavailable", "storage": "unavailable"}, status=503)
     names = [ws.name for ws in request.app[HANDLER].workspaces]
-    return web.json_response({"status": "ready", "storage": "ok", "workspaces": names})
+    storage = request.app[STORAGE]
+    try:
+        async with asyncio.timeout(getattr(storage, "ping_timeout", 5.0)):
+            counts = await storage.run_transaction(outbox.count_states, write=False)
+    except (StorageError, TimeoutError) as error:
+        log.error("readiness: storage unavailable: %s", error or "counting the outbox timed out")
+        return web.json_response({"status": "unavailable", "storage": "unavailable"}, status=503)
+    # Given-up messages do not make the bot unready; they are shown so that monitoring can alert on them.
+    return web.json_response({"status": "ready", "storage": "ok", "workspaces": names,
+                              "outbox": {"pending": counts[outbox.PENDING], "dead": counts[outbox.DEAD]}})

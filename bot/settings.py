@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     webhook_key: str = Field("", validation_alias="MLOPSBOT_WEBHOOK_KEY", repr=False)
     watch_minutes: int = Field(15, ge=1, le=24 * 60, validation_alias="MLOPSBOT_WATCH_MINUTES",
                                description="minutes the bot watches an endpoint after a traffic change")
+    # The outbox (bot/outbox.py): how long a message Teams keeps refusing is retried, how long one send may take
+    outbox_deadline_hours: float = Field(24.0, gt=0, le=24 * 14, validation_alias="MLOPSBOT_OUTBOX_DEADLINE_HOURS",
+                                         description="hours a message is retried through transient failures")
+    outbox_send_timeout: float = Field(10.0, gt=0, le=120, validation_alias="MLOPSBOT_OUTBOX_SEND_TIMEOUT",
+                                       description="seconds one send to Teams may take before it is retried")
 
     # Where replies may go (the activity's serviceUrl), when an app id is set
     service_url_hosts: Annotated[list[str], NoDecode] = Field(

@@ -110,7 +110,9 @@ async def test_healthz_and_readyz(aiohttp_client, settings):
     client = await aiohttp_client(create_app(settings, reset_demo=True))
     assert (await client.get("/healthz")).status == 200
     ready = await client.get("/readyz")
-    assert (ready.status, await ready.json()) == (200, {"status": "ready", "storage": "ok", "workspaces": ["ml-prod"]})
+    # issue 17: readiness also counts the outbox's pending and given-up messages
+    assert (ready.status, await ready.json()) == (200, {"status": "ready", "storage": "ok", "workspaces": ["ml-prod"],
+                                                        "outbox": {"pending": 0, "dead": 0}})
 
 
 async def test_readyz_is_503_when_storage_is_gone(aiohttp_client, settings):

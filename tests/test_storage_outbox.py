@@ -47,7 +47,9 @@ async def test_a_dedupe_key_is_stored_once(storage):
 
 
 async def test_claim_leases_due_items_oldest_first_and_counts_attempts(storage):
-    ids = [await enqueue(storage, n) for n in range(4)]
+    # one conversation each: a later item of a conversation whose earlier one is leased waits (issue 17,
+    # per-conversation order across replicas; see the next test)
+    ids = [await enqueue(storage, n, conversation_id=f"19:c{n}@thread.tacv2") for n in range(4)]
     later = await enqueue(storage, 9, not_before=NOON + timedelta(minutes=1))
 
     claimed = await claim(storage, "replica-a", limit=3)
@@ -58,6 +60,48 @@ async def test_claim_leases_due_items_oldest_first_and_counts_attempts(storage):
     assert [i.id for i in await claim(storage, "replica-b")] == [ids[3]]          # the rest; `later` not due
     assert await claim(storage, "replica-b", now=NOON + timedelta(seconds=29)) == []
     assert [i.id for i in await claim(storage, "replica-b", now=NOON + timedelta(minutes=1))] == [*ids, later]  # leases ran out
+
+
+async def test_a_conversation_is_claimed_in_order_across_replicas(storage):
+    first, second = [await enqueue(storage, n) for n in range(2)]
+    other = await enqueue(storage, 2, conversation_id="19:other@thread.tacv2")
+
+    assert [i.id for i in await claim(storage, "replica-a", limit=1)] == [first]
+    # replica-b may not send `second` while `first` is being sent: it gets only the other conversation
+    assert [i.id for i in await claim(storage, "replica-b")] == [other]
+    # `first` fails and waits for its retry: `second` waits behind it
+    await storage.run_transaction(lambda tx: outbox.retry_later(tx, first, "replica-a",
+                                                                NOON + timedelta(seconds=10), "503: busy"))
+    assert await claim(storage, "replica-b", now=NOON + timedelta(seconds=5)) == []
+    assert [i.id for i in await claim(storage, "replica-b", now=NOON + timedelta(seconds=10))] == [first, second]
+
+
+async def test_renew_extends_only_the_holders_lease(storage):
+    item_id = await enqueue(storage, 1)
+    await claim(storage, "replica-a")
+
+    assert await storage.run_transaction(lambda tx: outbox.renew(tx, item_id, "replica-b", NOON + timedelta(minutes=5))) is False
+    assert await storage.run_transaction(lambda tx: outbox.renew(tx, item_id, "replica-a", NOON + timedelta(minutes=5)))
+    assert await claim(storage, "replica-b", now=NOON + timedelta(seconds=299)) == []
+    assert [i.lease_owner for i in await claim(storage, "replica-b", now=NOON + timedelta(minutes=5))] == ["replica-b"]
+    # replica-a lost it: it must not send it
+    assert await storage.run_transaction(lambda tx: outbox.renew(tx, item_id, "replica-a", NOON + timedelta(minutes=9))) is False
+
+
+async def test_dead_items_are_counted_and_revived_with_a_fresh_deadline(storage):
+    ids = [await enqueue(storage, n, conversation_id=f"19:c{n}@thread.tacv2") for n in range(3)]
+    await claim(storage, "replica-a")
+    for item_id in ids[:2]:
+        await storage.run_transaction(lambda tx, i=item_id: outbox.mark_dead(tx, i, "replica-a", "400: bad"))
+    later = NOON + timedelta(hours=30)
+
+    assert await storage.run_transaction(outbox.count_states) == {PENDING: 1, SENT: 0, DEAD: 2}
+    assert await storage.run_transaction(lambda tx: outbox.revive(tx, [ids[0], ids[2]], now=later)) == [ids[0]]
+    item = await storage.run_transaction(lambda tx: outbox.get_item(tx, ids[0]))
+    assert (item.state, item.attempts, item.created_at, item.not_before, item.lease_owner, item.last_error) == (
+        PENDING, 0, later, later, "", "")
+    assert await storage.run_transaction(lambda tx: outbox.revive(tx, None, now=later)) == [ids[1]]
+    assert await storage.run_transaction(outbox.count_states) == {PENDING: 3, SENT: 0, DEAD: 0}
 
 
 async def test_an_expired_lease_is_claimable_again(storage):
@@ -138,7 +182,8 @@ async def test_two_storages_claiming_at_once_get_disjoint_items(make_storage):
     first, second = make_storage(), make_storage()
     await first.open()
     await second.open()
-    ids = [await enqueue(first, n) for n in range(40)]
+    # one conversation each: a conversation's later items wait while an earlier one is leased (issue 17)
+    ids = [await enqueue(first, n, conversation_id=f"19:c{n}@thread.tacv2") for n in range(40)]
 
     async def claimer(storage, owner):
         got = []
@@ -173,3 +218,18 @@ async def test_prune_deletes_only_old_settled_items(storage):
 
     assert await storage.run_transaction(lambda tx: outbox.prune(tx, NOON + timedelta(days=7))) == 2
     assert [i.id for i in await storage.run_transaction(lambda tx: outbox.find_items(tx))] == [old_pending, new_sent]
+
+
+async def test_the_shared_send_log_counts_closed_windows_and_is_pruned(storage):
+    from adapters.storage import rate_limits
+    limits = [("conversation:a", ((1.0, 7), (3600.0, 1800))), ("tenant:t", ((1.0, 30),))]
+
+    async def acquire(now: float) -> float:
+        return await storage.run_transaction(lambda tx: rate_limits.acquire(tx, limits, now=now))
+
+    assert [await acquire(100.0) for _ in range(8)] == [0.0] * 7 + [pytest.approx(1.001)]
+    assert await acquire(101.0) == pytest.approx(0.001)                  # [100, 101] holds 7 already
+    assert await acquire(101.001) == 0.0
+    assert await storage.run_transaction(lambda tx: rate_limits.sends(tx, "tenant:t")) == [100.0] * 7 + [101.001]
+    assert await storage.run_transaction(lambda tx: rate_limits.prune(tx, now=3700.5)) == 7 * 2
+    assert await storage.run_transaction(lambda tx: rate_limits.sends(tx, "conversation:a")) == [101.001]

@@ -3,13 +3,16 @@ first, in the same transaction as the event that causes it, then delivered at le
 
     item_id = await outbox.enqueue(tx, conversation_id, payload, dedupe_key="approval-42-card", now=now)
     items = await outbox.claim(tx, "replica-a", now=now, lease_seconds=30, limit=10)
-    ... send each one through the Teams seam (outside the transaction) ...
+    if await outbox.renew(tx, item.id, "replica-a", until):   # just before sending: still ours?
+        ... send it through the Teams seam (outside the transaction) ...
     await outbox.mark_sent(tx, item.id, "replica-a", activity_id, now=now)     # or retry_later / mark_dead
+    await outbox.revive(tx, [item.id], now=now)      # an admin's `outbox retry`: dead -> pending
 
 An item is pending until marked sent or dead. `claim` leases items to one owner (PostgreSQL:
 `FOR UPDATE SKIP LOCKED`, so replicas claiming together get disjoint items; SQLite: write
 transactions already exclude each other); a lease that runs out makes the item claimable again,
-which is what makes delivery at-least-once after a crash. The `dedupe_key` is unique: enqueuing
+which is what makes delivery at-least-once after a crash. A conversation's items are claimed in
+order: none while an earlier one of the same conversation is leased or waiting for a retry. The `dedupe_key` is unique: enqueuing
 the same message twice stores it once. Only the lease holder can settle an item.
 """
 
@@ -80,8 +83,9 @@ async def enqueue(tx: Transaction, conversation_id: str, payload: dict[str, Any]
 async def claim(tx: Transaction, owner: str, *, now: datetime, lease_seconds: float, limit: int) -> list[OutboxItem]:
     """Lease up to `limit` due items to `owner` for `lease_seconds`, oldest first.
 
-    Due: pending, `not_before <= now`, and not leased or the lease ran out. Each claim counts an
-    attempt. Items another transaction is claiming right now are skipped, not waited for.
+    Due: pending, `not_before <= now`, not leased or the lease ran out, and no earlier pending
+    item of the same conversation is waiting for a retry or leased (so a conversation's messages
+    go out in order, whichever replica sends them). Each claim counts an attempt.
     """
     if not owner:
         raise ValueError("owner must not be empty")
@@ -89,22 +93,31 @@ async def claim(tx: Transaction, owner: str, *, now: datetime, lease_seconds: fl
         return []
     moment = encode_time(utc(now, "now"))
     until = encode_time(utc(now, "now") + timedelta(seconds=lease_seconds))
-    due = "SELECT id FROM outbox WHERE state = ? AND not_before <= ? AND (lease_until IS NULL OR lease_until <= ?) " \
+    # Per-conversation order: an item waits while an earlier one of its conversation is pending
+    # and not claimable (waiting for a retry, or leased: being sent).
+    due = "SELECT id FROM outbox AS candidate WHERE state = ? AND not_before <= ? " \
+          "AND (lease_until IS NULL OR lease_until <= ?) AND NOT EXISTS (SELECT 1 FROM outbox AS earlier " \
+          "WHERE earlier.conversation_id = candidate.conversation_id AND earlier.state = ? " \
+          "AND earlier.id < candidate.id AND (earlier.not_before > ? OR earlier.lease_until > ?)) " \
           "ORDER BY id LIMIT ?"
+    due_params = (PENDING, moment, moment, PENDING, moment, moment, int(limit))
     if tx.dialect == "postgres":
+        # Claims take turns (a transaction-scoped advisory lock), so a claim sees the leases of the
+        # one before it: two replicas cannot take different items of one conversation at once.
         # A materialized CTE runs the locking SELECT exactly once (a subquery in WHERE may be
         # re-evaluated by the planner and lock more than `limit` rows).
+        await tx.fetch("SELECT pg_advisory_xact_lock(hashtext('outbox-claim'))")
         rows = await tx.fetch(
             f"WITH due AS MATERIALIZED ({due}{for_update(tx, skip_locked=True)}) "
             f"UPDATE outbox SET lease_owner = ?, lease_until = ?, attempts = outbox.attempts + 1 "
             f"FROM due WHERE outbox.id = due.id RETURNING {_QUALIFIED}",
-            (PENDING, moment, moment, int(limit), owner, until))
+            (*due_params, owner, until))
     else:
         # SQLite: the write transaction (BEGIN IMMEDIATE) already excludes every other claimer.
         rows = await tx.fetch(
             f"UPDATE outbox SET lease_owner = ?, lease_until = ?, attempts = attempts + 1 "
             f"WHERE id IN ({due}) RETURNING {_COLUMNS}",
-            (owner, until, PENDING, moment, moment, int(limit)))
+            (owner, until, *due_params))
     return sorted((_from_row(row) for row in rows), key=lambda item: item.id)
 
 
@@ -174,3 +187,38 @@ async def postpone(tx: Transaction, item_id: int, owner: str, not_before: dateti
         "WHERE id = ? AND state = ? AND lease_owner = ?",
         (encode_time(utc(not_before, "not_before")), item_id, PENDING, owner))
     return changed == 1
+
+
+async def renew(tx: Transaction, item_id: int, owner: str, until: datetime) -> bool:
+    """Extend `owner`'s lease to `until` (just before sending); False when `owner` no longer holds
+    the item (another replica claimed it after the lease ran out, or it was settled): then the
+    caller must not send it."""
+    changed = await tx.execute(
+        "UPDATE outbox SET lease_until = ? WHERE id = ? AND state = ? AND lease_owner = ?",
+        (encode_time(utc(until, "until")), item_id, PENDING, owner))
+    return changed == 1
+
+
+async def count_states(tx: Transaction) -> dict[str, int]:
+    """How many items are in each state (every state present, 0 when none)."""
+    rows = await tx.fetch("SELECT state, COUNT(*) FROM outbox GROUP BY state")
+    counts = {state: 0 for state in STATES}
+    counts.update({state: int(count) for state, count in rows})
+    return counts
+
+
+async def revive(tx: Transaction, item_ids: Sequence[int] | None, *, now: datetime) -> list[int]:
+    """Make given-up (dead) items pending again, due now, with a fresh deadline (`created_at` =
+    now) and no attempts; all dead items when `item_ids` is None. Returns the ids revived."""
+    moment = encode_time(utc(now, "now"))
+    where, params = "state = ?", [DEAD]
+    if item_ids is not None:
+        if not item_ids:
+            return []
+        where += f" AND id IN ({', '.join('?' for _ in item_ids)})"
+        params += [int(i) for i in item_ids]
+    rows = await tx.fetch(
+        f"UPDATE outbox SET state = ?, not_before = ?, created_at = ?, attempts = 0, lease_owner = '', "
+        f"lease_until = NULL, last_error = '' WHERE {where} RETURNING id",
+        (PENDING, moment, moment, *params))
+    return sorted(int(row[0]) for row in rows)
