@@ -662,6 +662,33 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX job_watches_due ON job_watches (state, next_check)",
         ),
     ),
+    # Issue 17: an operation is claimed (with a lease) by the one process that settles it after a
+    # restart, at most one operation per approval request (a request left `executing` by an older
+    # version is adopted once), and each running bot writes a heartbeat row: the readiness probe's
+    # write, so /readyz answers 503 when the database can be read but not written (a full disk).
+    Migration(
+        15, "operation claims and instance heartbeats",
+        sqlite=(
+            "ALTER TABLE pending_operations ADD COLUMN claimed_by TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE pending_operations ADD COLUMN claimed_until TEXT",
+            "CREATE UNIQUE INDEX pending_operations_approval ON pending_operations (approval_id)",
+            """CREATE TABLE bot_instances (
+                   instance_id TEXT PRIMARY KEY,
+                   owner       TEXT NOT NULL,
+                   started_at  TEXT NOT NULL,
+                   seen_at     TEXT NOT NULL)""",
+        ),
+        postgres=(
+            "ALTER TABLE pending_operations ADD COLUMN claimed_by TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE pending_operations ADD COLUMN claimed_until TIMESTAMPTZ",
+            "CREATE UNIQUE INDEX pending_operations_approval ON pending_operations (approval_id)",
+            """CREATE TABLE bot_instances (
+                   instance_id TEXT PRIMARY KEY,
+                   owner       TEXT NOT NULL,
+                   started_at  TIMESTAMPTZ NOT NULL,
+                   seen_at     TIMESTAMPTZ NOT NULL)""",
+        ),
+    ),
 )
 
 _MIGRATIONS_TABLE = {
