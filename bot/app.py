@@ -339,10 +339,10 @@ async def readyz(request: web.Request) -> web.Response:
         async with asyncio.timeout(READY_WRITE_SECONDS):
             await app[STORAGE].run_transaction(lambda tx: instances.beat(tx, instance=instance, owner=owner, now=now))
     except TimeoutError:
-        log.error("readiness: storage did not take a write within %g s", READY_WRITE_SECONDS)
+        log.error("readiness: storage unavailable: it did not take a write within %g s", READY_WRITE_SECONDS)
         return web.json_response({"status": "unavailable", "storage": "unavailable"}, status=503)
     except StorageError as error:
-        log.error("readiness: storage cannot be written: %s", error)
+        log.error("readiness: storage unavailable: %s", error)     # unreachable, or refuses writes
         return web.json_response({"status": "unavailable", "storage": "unavailable"}, status=503)
     names = [ws.name for ws in request.app[HANDLER].workspaces]
     return web.json_response({"status": "ready", "storage": "ok", "workspaces": names})

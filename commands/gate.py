@@ -17,6 +17,11 @@ record and the outbox items that update the cards (one unit of work), so two cli
 replicas or a redelivered activity can never execute a request twice or count a vote twice, and
 a crash never leaves a decision without its record.
 
+Intent first: the operation a change starts is recorded in the same transaction that moves its
+request to executing (or audits a direct change), before Azure is called. A process killed at any
+point therefore leaves a stored operation, and `recover_operations` (run by the watch loop, first
+at start-up) settles it from the resource: done, not done, or "could not tell: look at X".
+
 Lifecycle: pending -> approved -> executing -> succeeded | failed; or rejected, expired, withdrawn.
 """
 
