@@ -218,3 +218,50 @@ async def test_a_restarted_bot_takes_back_its_earlier_runs_claims_at_once(store)
         return ([i.payload["text"] for i in await outbox.claim(tx, "bot-1/new", now=now, lease_seconds=60, limit=5)],
                 [w.claimed_by for w in await watches.claim_due(tx, "bot-1/new", started_before=now, now=now)])
     assert await store.run_transaction(claim) == (["a"], ["bot-1/new"])
+
+
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited")
+async def test_over_http_the_card_of_a_change_killed_mid_way_shows_its_outcome_after_the_restart(
+        aiohttp_server, tmp_path, monkeypatch):
+    """Through the real CloudAdapter: Alice asks in a channel, Bob approves on the card, the bot
+    dies while Azure applies the change (the turn is cancelled under it, as a kill leaves it);
+    the bot started again edits the card everyone sees to "Approved and done"."""
+    import aiohttp
+
+    from tests.teams_client import ALICE, BOB, TeamsStandIn
+    from tests.test_approvals_http import CHANNEL, card_words, wait_until
+
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(data_dir=tmp_path / "data", host="127.0.0.1", operators=ALICE.aad_object_id,
+                             approvers=BOB.aad_object_id, instance_id="bot-1")
+    clock = Clock()
+    first = await aiohttp_server(create_app(settings, reset_demo=True, clock=clock))
+    real = gate_module.EXECUTORS["traffic"]
+
+    async def dies_after_the_call(ctx, change):
+        await real(ctx, change)
+        raise asyncio.CancelledError()           # nothing after this runs in the dying process
+    monkeypatch.setitem(gate_module.EXECUTORS, "traffic", dies_after_the_call)
+    async with TeamsStandIn(str(first.make_url("/api/messages"))) as teams:
+        [asked] = await teams.say("traffic fraud-api blue=0 green=100", mention=True, conversation=CHANNEL,
+                                  kind="channel")
+        card_activity = f"activity-{len(teams.connector.sent)}"
+        with pytest.raises(aiohttp.ClientError):
+            await teams.click(asked.card, "Approve", user=BOB, conversation=CHANNEL, kind="channel")
+        monkeypatch.undo()
+        request, op, *_ = await stored(first.app[GATE].store)
+        assert (request.state, op.state) == ("executing", "pending")
+        await first.close()
+
+        clock.advance(seconds=10)
+        second = await aiohttp_server(create_app(settings, clock=clock))
+        teams.bot_url = str(second.make_url("/api/messages"))
+
+        def card_done() -> bool:
+            return any(s.method == "PUT" and s.path.endswith(f"/{card_activity}") and "Approved and done"
+                       in card_words(s) for s in teams.connector.sent)
+        await wait_until(card_done, timeout=10)
+        [trail] = await teams.say("audit --target fraud-api", conversation=CHANNEL, kind="channel", mention=True)
+        assert "Bob Builder succeeded traffic endpoint fraud-api in ml-prod (request #1)" in card_words(trail)
+        [endpoint] = await teams.say("endpoint fraud-api", conversation=CHANNEL, kind="channel", mention=True)
+        assert "Traffic: green=100" in card_words(endpoint)
