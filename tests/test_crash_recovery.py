@@ -171,9 +171,11 @@ async def test_two_replicas_settle_an_operation_exactly_once(make_storage, works
         "approval:1:update:conv-1:approved:1", "approval:1:update:conv-1:succeeded:1"]     # the vote's, the outcome's
 
 
-async def test_a_request_an_older_version_left_executing_is_settled(workspaces, store):
+async def test_a_request_an_older_version_left_executing_is_settled(workspaces, make_storage):
     """No operation was recorded for it (the old order: executing first, intent later): it gets
     one, once, and is settled from the resource like any other."""
+    store = make_storage()
+    await store.open()
     clock = Clock()
     chat = Chat(workspaces, store, policy=Policy(), roles=ROLES, clock=clock, user=OLGA)
     await chat("traffic fraud-api blue=0 green=100")
@@ -191,13 +193,15 @@ async def test_a_request_an_older_version_left_executing_is_settled(workspaces, 
     assert await new.recover_operations(workspaces) == 0
 
 
-async def test_a_restarted_bot_takes_back_its_earlier_runs_claims_at_once(store):
+async def test_a_restarted_bot_takes_back_its_earlier_runs_claims_at_once(make_storage):
     """Outbox leases, watches and job watches held by the earlier run of this instance are free
     again at start (no 60 s lease to wait out); another instance's are left alone."""
     from datetime import timedelta
 
     from adapters.storage import watches
 
+    store = make_storage()
+    await store.open()
     now = Clock()()
 
     async def setup(tx):
@@ -265,3 +269,30 @@ async def test_over_http_the_card_of_a_change_killed_mid_way_shows_its_outcome_a
         assert "Bob Builder succeeded traffic endpoint fraud-api in ml-prod (request #1)" in card_words(trail)
         [endpoint] = await teams.say("endpoint fraud-api", conversation=CHANNEL, kind="channel", mention=True)
         assert "Traffic: green=100" in card_words(endpoint)
+
+
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited")
+@pytest.mark.parametrize("command, action, when, ok, text", [
+    ("scale fraud-api green 3", "scale", "after", True,
+     "✅ Scale fraud-api/green: 1 → 3 instances: done (deployment fraud-api/green shows instances 3)."),
+    ("scale fraud-api green 3", "scale", "before", False,
+     "❌ Not done: Scale fraud-api/green: 1 → 3 instances. The bot stopped before it took effect: deployment "
+     "fraud-api/green still shows instances 1. Ask again if it is still wanted."),
+    ("archive fraud-model:1", "archive", "after", True, "✅ Archive fraud-model:1: hide it from lists"),
+    ("stop ds-ci-alice", "stop", "before", False, "❌ Not done: Stop compute ds-ci-alice. The bot stopped"),
+])
+async def test_each_kind_of_change_is_told_from_its_resource(workspaces, store, monkeypatch, command, action, when,
+                                                             ok, text):
+    clock = Clock()
+    old = Chat(workspaces, store, clock=clock)
+    old.gate.owner = instances.owner_id("bot-1", "old")
+    monkeypatch.setitem(gate_module.EXECUTORS, action, crashing(when, gate_module.EXECUTORS[action]))
+    with pytest.raises(Crash):
+        await old(command)
+    monkeypatch.undo()
+    new = Gate(old.gate.policy, store, clock=clock, roles=old.gate.roles, owner=instances.owner_id("bot-1", "new"))
+    assert await new.recover_operations(workspaces) == 1
+    op = await store.run_transaction(lambda tx: operations.get(tx, 1), write=False)
+    assert op.outcome["ok"] is ok and op.outcome["text"].startswith(text), op.outcome["text"]
+    records = await store.run_transaction(audit_log.scan, write=False)
+    assert [r.event for r in records if r.event != "policy_loaded"] == ["executed", "succeeded" if ok else "failed"]
