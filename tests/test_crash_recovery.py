@@ -296,3 +296,19 @@ async def test_each_kind_of_change_is_told_from_its_resource(workspaces, store, 
     assert op.outcome["ok"] is ok and op.outcome["text"].startswith(text), op.outcome["text"]
     records = await store.run_transaction(audit_log.scan, write=False)
     assert [r.event for r in records if r.event != "policy_loaded"] == ["executed", "succeeded" if ok else "failed"]
+
+
+def test_the_instance_id_defaults_to_the_host_name_and_is_checked(tmp_path, monkeypatch):
+    import socket
+
+    from bot.settings import SettingsError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLOPSBOT_INSTANCE_ID", raising=False)
+    assert load_settings(data_dir=tmp_path).effective_instance_id == socket.gethostname()
+    monkeypatch.setenv("MLOPSBOT_INSTANCE_ID", "bot-1")
+    assert load_settings(data_dir=tmp_path).effective_instance_id == "bot-1"
+    monkeypatch.setenv("MLOPSBOT_INSTANCE_ID", "bot/1")             # the separator of owner ids
+    with pytest.raises(SettingsError) as refused:
+        load_settings(data_dir=tmp_path)
+    assert "MLOPSBOT_INSTANCE_ID" in str(refused.value)
