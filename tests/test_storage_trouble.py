@@ -127,3 +127,32 @@ async def test_sqlite_that_cannot_be_written_is_not_ready(aiohttp_client, api_se
 
     await storage._call(storage._connection.execute, "PRAGMA query_only = OFF")
     assert (await client.get("/readyz")).status == 200             # ready again once writes work
+
+
+async def test_a_write_that_waits_too_long_is_not_ready_and_leaves_storage_usable(aiohttp_client, api_settings,
+                                                                                    monkeypatch, caplog):
+    """Another process holds SQLite's write lock: the probe gives up at its bound (503), and the
+    BEGIN it abandoned on the worker thread is rolled back, so the storage works once the lock goes."""
+    import sqlite3
+
+    import bot.app
+
+    monkeypatch.setattr(bot.app, "READY_WRITE_SECONDS", 0.2)
+    client = await aiohttp_client(create_app(api_settings, reset_demo=True))
+    storage = client.app[STORAGE]
+    other = sqlite3.connect(storage.path, isolation_level=None, timeout=10, check_same_thread=False)
+    await asyncio.to_thread(other.execute, "BEGIN IMMEDIATE")      # a writer that does not let go
+    try:
+        caplog.set_level(logging.ERROR)
+        ready = await client.get("/readyz")
+        assert (ready.status, await ready.json()) == (503, {"status": "unavailable", "storage": "unavailable"})
+        assert "did not take a write within 0.2 s" in caplog.text
+    finally:
+        await asyncio.to_thread(other.execute, "ROLLBACK")
+        other.close()
+    # The BEGIN the probe abandoned got the lock once it was free; it must not stay open (it would
+    # hold SQLite's write lock against every other process, and fail this connection's next BEGIN).
+    assert await storage._call(lambda: storage._connection.in_transaction) is False
+    assert (await client.get("/readyz")).status == 200
+    status, _, _ = await call(client, "GET", "/api/audit")
+    assert status == 200
