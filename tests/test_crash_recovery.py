@@ -112,9 +112,15 @@ async def test_a_change_killed_mid_way_is_settled_when_the_bot_starts_again(
     assert (request.state, op.state, op.owner) == ("executing", "pending", "bot-1/firstrun")   # intent first
     assert [r.event for r in records if r.event != "policy_loaded"][-1] == "executed"
 
+    async def lease(tx):                             # the dead run was sending the vote's card update
+        return await outbox.claim(tx, "bot-1/firstrun", now=first_run.clock(), lease_seconds=60, limit=10)
+    assert await first_run.handler.store.run_transaction(lease)
+
     first_run.clock.advance(seconds=5)               # well inside the 1 min another replica would wait
     server, store = await restart(aiohttp_server, crash_settings, first_run.clock)
     request, op, records, edits = await stored(store)
+    leased = await store.run_transaction(lambda tx: outbox.find_items(tx), write=False)
+    assert not [i for i in leased if i.lease_owner == "bot-1/firstrun"]     # taken back at once, not in 60 s
     assert request.state == state and op.state == "done"
     assert request.result == outcome
     settled = records[-1]
