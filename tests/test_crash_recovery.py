@@ -16,7 +16,7 @@ import pytest
 
 from adapters.storage import approvals as approval_store, audit as audit_log, instances, open_storage, operations, \
     outbox
-from bot.app import GATE, WATCHES, build_workspaces, create_app
+from bot.app import GATE, build_workspaces, create_app
 from bot.settings import load_settings
 from commands import gate as gate_module
 from commands.gate import Gate
