@@ -8,14 +8,15 @@ Routes:
     POST /api/events         Event Grid (and OPTIONS: the CloudEvents handshake; bot/ingress.py)
     POST /api/alerts         Azure Monitor alerts, common alert schema (bot/ingress.py)
     GET  /healthz            liveness: the process answers
-    GET  /readyz             readiness: storage reachable and a backend configured
+    GET  /readyz             readiness: storage takes a write (a heartbeat row) within 5 s
 
 Background tasks, started with the app: the outbox worker (every proactive message), the
 expiry of approval requests, the watches after traffic changes, jobs and the local monitors'
 drift alerts (bot/watch.py) and the digest scheduler (bot/digests.py).
 
 Malformed requests are answered with 4xx and a short JSON reason before they reach botbuilder,
-whose own parsing would turn them into HTTP 500.
+whose own parsing would turn them into HTTP 500. Storage that is down is answered with 503 and
+Retry-After on every route (the middleware), never with a 500.
 """
 
 from __future__ import annotations
