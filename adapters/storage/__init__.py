@@ -80,7 +80,8 @@ class Storage(Protocol):
         """Release the connection; later calls raise StorageUnavailable until `open` again."""
 
     async def ping(self) -> None:
-        """Raise StorageUnavailable unless the database answers (used by GET /readyz)."""
+        """Raise StorageUnavailable unless the database answers a read. (GET /readyz needs more:
+        a committed write, `instances.beat`, so a database that only reads is not ready.)"""
 
     async def save_conversation(self, ref: ConversationRecord) -> None:
         """Insert or replace the record with the same conversation_id."""
