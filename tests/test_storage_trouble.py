@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import datetime, timezone
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -132,7 +133,7 @@ async def test_sqlite_that_cannot_be_written_is_not_ready(aiohttp_client, api_se
 async def test_a_write_that_waits_too_long_is_not_ready_and_leaves_storage_usable(aiohttp_client, api_settings,
                                                                                     monkeypatch, caplog):
     """Another process holds SQLite's write lock: the probe gives up at its bound (503), and the
-    BEGIN it abandoned on the worker thread is rolled back, so the storage works once the lock goes."""
+    bot is ready again once the lock goes."""
     import sqlite3
 
     import bot.app
@@ -150,9 +151,37 @@ async def test_a_write_that_waits_too_long_is_not_ready_and_leaves_storage_usabl
     finally:
         await asyncio.to_thread(other.execute, "ROLLBACK")
         other.close()
-    # The BEGIN the probe abandoned got the lock once it was free; it must not stay open (it would
-    # hold SQLite's write lock against every other process, and fail this connection's next BEGIN).
-    assert await storage._call(lambda: storage._connection.in_transaction) is False
+    for _ in range(100):                          # the abandoned write ends within its busy timeout
+        if (await client.get("/readyz")).status == 200:
+            break
+        await asyncio.sleep(0.05)
     assert (await client.get("/readyz")).status == 200
     status, _, _ = await call(client, "GET", "/api/audit")
     assert status == 200
+
+
+async def test_a_transaction_given_up_while_begin_waits_leaves_no_transaction_open(tmp_path):
+    """The BEGIN a bounded caller abandoned (it waits for another process's lock on the worker
+    thread) gets the lock once it is free; it must be rolled back right after, not stay open
+    holding SQLite's write lock against every other process and failing the next BEGIN."""
+    import sqlite3
+
+    from adapters.storage import instances, open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'bot.db'}")
+    await storage.open()
+    other = sqlite3.connect(storage.path, isolation_level=None, timeout=10, check_same_thread=False)
+    await asyncio.to_thread(other.execute, "BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await storage.run_transaction(lambda tx: instances.beat(tx, instance="bot-1", owner="bot-1/a",
+                                                                        now=datetime.now(timezone.utc)))
+    finally:
+        await asyncio.to_thread(other.execute, "ROLLBACK")
+        other.close()
+    async with storage._lock:                     # what the worker thread holds once its queue is done
+        assert await storage._call(lambda: storage._connection.in_transaction) is False
+    await storage.run_transaction(lambda tx: instances.beat(tx, instance="bot-1", owner="bot-1/a",
+                                                            now=datetime.now(timezone.utc)))
+    await storage.close()
