@@ -7,7 +7,8 @@
 
 Every call carries `Authorization: Bearer <MLOPSBOT_API_TOKEN>`, compared in constant time; without
 a configured token the API is off (503). Bad bodies get 400 (not JSON) or 422 naming the field;
-never 500. See docs/ci-gate.md for GitHub Actions and Azure Pipelines steps.
+never 500. When the bot's database is down, every call gets 503 with `Retry-After` (bot/app.py's
+middleware turns StorageUnavailable into it): retry, as after any 503. See docs/ci-gate.md for GitHub Actions and Azure Pipelines steps.
 
 A request with `"execute": true` names a change command (`traffic`, `scale`, ...) and its
 arguments; the bot checks them like a typed command, reads the "before", and carries out the
@@ -30,7 +31,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field, StrictBool, ValidationError, field_validator
 
-from adapters.storage import approvals as approval_store, audit as audit_log
+from adapters.storage import StorageError, approvals as approval_store, audit as audit_log
 from adapters.storage.approvals import Approval
 from bot.handler import ChatHandler, explain
 from commands.audit import parse_since
@@ -197,6 +198,8 @@ class ApprovalsApi:
                 reply = await handler.registry.invoke(ctx, command, argv)
             except CommandError as error:
                 raise _Unprocessable(error.message, "parameters") from None
+            except StorageError:
+                raise                            # 503 with Retry-After (bot/app.py), not the caller's fault
             except Exception as error:  # noqa: BLE001 - a workspace error is the caller's to read
                 raise _Unprocessable(explain(error).text, "parameters") from None
             approval_id = int(reply.track.partition(":")[2]) if reply.track.startswith("approval:") else None

@@ -8,14 +8,15 @@ Routes:
     POST /api/events         Event Grid (and OPTIONS: the CloudEvents handshake; bot/ingress.py)
     POST /api/alerts         Azure Monitor alerts, common alert schema (bot/ingress.py)
     GET  /healthz            liveness: the process answers
-    GET  /readyz             readiness: storage reachable and a backend configured; outbox pending/dead counts
+    GET  /readyz             readiness: storage takes a write (a heartbeat row) within 5 s; outbox pending/dead counts
 
 Background tasks, started with the app: the outbox worker (every proactive message), the
 expiry of approval requests, the watches after traffic changes, jobs and the local monitors'
 drift alerts (bot/watch.py) and the digest scheduler (bot/digests.py).
 
 Malformed requests are answered with 4xx and a short JSON reason before they reach botbuilder,
-whose own parsing would turn them into HTTP 500.
+whose own parsing would turn them into HTTP 500. Storage that is down is answered with 503 and
+Retry-After on every route (the middleware), never with a 500.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -34,12 +33,12 @@ from aiohttp import web
 
 from adapters.nonblocking import NonBlockingService
 from adapters.service import AzureScope
-from adapters.storage import Storage, StorageError, open_storage, outbox
+from adapters.storage import Storage, StorageError, StorageUnavailable, instances, open_storage, outbox
 from adapters.storage.outbox import OutboxItem
 from bot.api import ApprovalsApi
 from bot.digests import DigestScheduler
 from bot.handler import ChatHandler
-from bot.ingress import Ingress, prune_forever
+from bot.ingress import Ingress, prune_forever, storage_unavailable
 from bot.outbox import OutboxWorker
 from bot.watch import WatchLoop
 from bot.settings import Settings
@@ -62,6 +61,8 @@ DIGESTS = web.AppKey("digests", DigestScheduler)
 TASKS = web.AppKey("tasks", object)
 GATE = web.AppKey("gate", Gate)
 WATCHES = web.AppKey("watches", WatchLoop)
+INSTANCE = web.AppKey("instance", str)
+READY_WRITE_SECONDS = 5.0          # the readiness probe's write must commit within this
 
 
 def thread_pools(settings: Settings) -> list[ThreadPoolExecutor]:
@@ -134,7 +135,10 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     bot = TeamsBot(handler, storage, adapter, settings.app_id,
                    service_url_hosts=() if settings.development else settings.service_url_hosts,
                    teams_only=not settings.development)
-    worker = OutboxWorker(storage, bot.deliver, owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
+    # The instance id survives a restart, the boot part does not: a restarted bot knows which
+    # claims its earlier run held and takes them back at once (adapters.storage.instances).
+    owner = instances.owner_id(settings.effective_instance_id, uuid.uuid4().hex[:8])
+    worker = OutboxWorker(storage, bot.deliver, owner=owner,
                           on_sent=lambda item, activity_id: _remember(handler, item, activity_id), clock=clock,
                           send_timeout=settings.outbox_send_timeout,
                           deadline=timedelta(hours=settings.outbox_deadline_hours))
@@ -149,6 +153,7 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     app[HANDLER], app[BOT], app[STORAGE], app[POOLS] = handler, bot, storage, pools
     app[WORKER], app[TASKS], app[GATE], app[WATCHES] = worker, tasks, gate, watch_loop
     app[DIGESTS] = scheduler
+    app[INSTANCE] = settings.effective_instance_id
     app.router.add_post("/api/messages", messages)
     app.router.add_routes(ApprovalsApi(handler, settings.api_token).routes())
     app.router.add_routes(Ingress(storage, settings.webhook_key, clock=clock, wake=worker.wake).routes())
@@ -167,7 +172,24 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
 async def _storage(app: web.Application):
     await app[STORAGE].open()
     await record_policy(app[STORAGE], app[GATE].policy, app[HANDLER].clock())
+    await _take_back_claims(app)
     yield
+
+
+async def _take_back_claims(app: web.Application) -> None:
+    """Release at once what an earlier run of this instance held (it is gone: no lease to wait
+    out), and write this run's heartbeat. The watch loop's first pass then settles the operations
+    that run left in flight."""
+    instance, owner, now = app[INSTANCE], app[GATE].owner, app[HANDLER].clock()
+
+    async def work(tx) -> dict[str, int]:
+        released = await instances.take_back(tx, instance=instance, owner=owner)
+        await instances.beat(tx, instance=instance, owner=owner, now=now)
+        return released
+    released = await app[STORAGE].run_transaction(work)
+    if released:
+        log.info("took back what the earlier run of %s held: %s", instance,
+                 ", ".join(f"{count} {kind}" for kind, count in sorted(released.items())))
 
 
 async def _remember(handler: ChatHandler, item: OutboxItem, activity_id: str) -> None:
@@ -252,6 +274,9 @@ async def _never_500(request: web.Request, handler: Any) -> web.StreamResponse:
         return await handler(request)
     except web.HTTPException:
         raise
+    except StorageUnavailable as error:  # database trouble: the caller retries, as it would after a 503
+        log.warning("%s %s: storage unavailable (%s)", request.method, request.path, error)
+        return storage_unavailable()
     except Exception:  # noqa: BLE001 - a stack trace must never reach the caller
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _problem(500, "internal error")
@@ -309,10 +334,19 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """Ready when the bot can *write* its state: one small committed write (this instance's
+    heartbeat row), bounded in time. A database that answers reads but refuses writes (a full
+    disk, a read-only file) is not ready. The reason goes to the log, never into the body."""
+    app = request.app
+    instance, owner, now = app[INSTANCE], app[GATE].owner, app[HANDLER].clock()
     try:
-        await request.app[STORAGE].ping()
+        async with asyncio.timeout(READY_WRITE_SECONDS):
+            await app[STORAGE].run_transaction(lambda tx: instances.beat(tx, instance=instance, owner=owner, now=now))
+    except TimeoutError:
+        log.error("readiness: storage unavailable: it did not take a write within %g s", READY_WRITE_SECONDS)
+        return web.json_response({"status": "unavailable", "storage": "unavailable"}, status=503)
     except StorageError as error:
-        log.error("readiness: storage unavailable: %s", error)
+        log.error("readiness: storage unavailable: %s", error)     # unreachable, or refuses writes
         return web.json_response({"status": "unavailable", "storage": "unavailable"}, status=503)
     names = [ws.name for ws in request.app[HANDLER].workspaces]
     storage = request.app[STORAGE]

@@ -30,7 +30,7 @@ Grid then redelivers). The outbox worker sends the cards.
 
 Answers: 200 with counts (and the `skipped` ids, when any); 400 not JSON / too deep; 401 no or
 wrong key; 413 too large; 415 another content type; 422 JSON that is not a delivery at all (the
-reason names the field); 503 storage down (the sender retries). Never 500.
+reason names the field); 503 with Retry-After when storage is down (the sender retries). Never 500.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ class Ingress:
             accepted, duplicates, cards = await self.store.run_transaction(work)
         except StorageUnavailable as error:
             log.warning("%s: storage unavailable (%s); the sender will retry", source, error)
-            return _problem(503, "storage unavailable; retry later")
+            return storage_unavailable()
         if cards:
             self.wake()
         log.info("%s: %d accepted, %d duplicates, %d ignored, %d skipped, %d cards queued", source, accepted,
@@ -217,3 +217,13 @@ def _loggable(text: str) -> str:
 
 def _problem(status: int, reason: str) -> web.Response:
     return web.json_response({"error": reason}, status=status)
+
+
+STORAGE_RETRY_AFTER_SECONDS = 10
+
+
+def storage_unavailable() -> web.Response:
+    """The answer when the bot's database is down or refuses writes: 503 with Retry-After, the
+    reason only in the log (every HTTP route: bot/app.py's middleware)."""
+    return web.json_response({"error": "storage unavailable; retry later"}, status=503,
+                             headers={"Retry-After": str(STORAGE_RETRY_AFTER_SECONDS)})

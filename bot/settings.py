@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import socket
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote_plus
@@ -70,6 +71,9 @@ class Settings(BaseSettings):
     storage_url: str = Field("", validation_alias="MLOPSBOT_STORAGE_URL",
                              description="sqlite:///path or postgresql://...; default: SQLite in the data dir")
     log_level: str = Field("INFO", validation_alias="MLOPSBOT_LOG_LEVEL")
+    instance_id: str = Field("", max_length=100, pattern=r"^[A-Za-z0-9._:-]*$", validation_alias="MLOPSBOT_INSTANCE_ID",
+                             description="this replica's name, the same after a restart (default: the host name); "
+                                         "a restarted bot takes back at once what its earlier run held")
 
     # Backend
     backend: Literal["local", "azure"] = Field("local", validation_alias="MLOPSBOT_BACKEND")
@@ -239,6 +243,11 @@ class Settings(BaseSettings):
     @property
     def effective_storage_url(self) -> str:
         return self.storage_url or f"sqlite:///{(self.data_dir / 'bot.db').resolve()}"
+
+    @property
+    def effective_instance_id(self) -> str:
+        """MLOPSBOT_INSTANCE_ID, or the host name (unique per replica in Kubernetes and Docker)."""
+        return self.instance_id or re.sub(r"[^A-Za-z0-9._:-]", "-", socket.gethostname())[:100] or "bot"
 
     def health_thresholds(self) -> HealthThresholds:
         return HealthThresholds(p99_ms=self.health_p99_ms, error_percent=self.health_5xx_percent)

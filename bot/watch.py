@@ -4,7 +4,8 @@ in flight (commands.gate.Gate.recover_operations), and the local workspace's mon
 breach their thresholds, which become drift alerts (`alert_monitor_breaches`).
 
 One loop: wake every `poll_seconds`, report the operations other processes left unreported (their
-resource is re-checked; the first pass runs at start-up), look at the jobs whose next check is due
+resource is re-checked, each claimed by one replica; the first pass runs at start-up and settles
+an earlier run of this same instance at once), look at the jobs whose next check is due
 (claimed like the watches; an ended job's report goes out through the outbox in the transaction that
 closes its watch), claim the watches whose window has passed
 with a compare-and-set in storage (one replica gets each; a claim whose lease ran out, after a

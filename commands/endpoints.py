@@ -16,7 +16,7 @@ from adapters.service import (
 from commands.changes import accepted, requested_tags, started
 from commands.context import Context, HealthThresholds, Reply, Role
 from commands.job_rows import job_row
-from commands.gate import Change, Stale, executes
+from commands.gate import Change, Stale, executes, rechecks, settled
 from commands.registry import Arg, UsageError, command, whole_number
 from commands.studio import open_in_studio, studio
 from commands.ui import MAX_CARD_BYTES, button, card, columns, facts, limited, plain, reply, section, text
@@ -322,6 +322,15 @@ async def apply_traffic(ctx: Context, change: Change) -> Reply:
                     f"{traffic_text(change.before['traffic'])}.")
     operation = await ctx.ml.set_traffic(endpoint, new, expected=change.before["traffic"])
     return accepted(ctx, operation, f"Traffic on {endpoint} is moving to {traffic_text(new)}.")
+
+
+@rechecks("scale")
+async def scaled(ctx: Context, change: Change) -> Reply | None:
+    """After a restart: how many instances does the deployment run (None while it is updating)?"""
+    p = change.parameters
+    found = await _deployment(ctx, p["endpoint"], p["deployment"])
+    return settled(ctx, change, {"instances": found.instance_count},
+                   busy=found.provisioning_state in ("Creating", "Updating", "Scaling"))
 
 
 def _instances(count: int) -> str:

@@ -17,24 +17,31 @@ record and the outbox items that update the cards (one unit of work), so two cli
 replicas or a redelivered activity can never execute a request twice or count a vote twice, and
 a crash never leaves a decision without its record.
 
+Intent first: the operation a change starts is recorded in the same transaction that moves its
+request to executing (or audits a direct change), before Azure is called. A process killed at any
+point therefore leaves a stored operation, and `recover_operations` (run by the watch loop, first
+at start-up) settles it from the resource: done, not done, or "could not tell: look at X".
+
 Lifecycle: pending -> approved -> executing -> succeeded | failed; or rejected, expired, withdrawn.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Sequence
 
 from adapters.service import ServiceError
-from adapters.storage import approvals, audit, grants, inbox, operations, outbox, people
+from adapters.storage import approvals, audit, grants, inbox, instances, operations, outbox, people
 from adapters.storage.approvals import (
     APPROVED, EXECUTING, FAILED, PENDING, REJECTED, SUCCEEDED, WITHDRAWN, Approval, NewApproval, Vote,
 )
 from commands.context import Context, Reply, Role, RoleBook, UnknownWorkspace, User
 from commands.alerts import approval_subscribers
 from commands.approval_card import approval_card
+from commands.registry import CommandError
 from commands.policy import APPROVAL, CONFIRM, DIRECT, REQUESTER_ONLY, Policy, Rule
 
 log = logging.getLogger(__name__)
@@ -57,6 +64,7 @@ RECOVERY_GRACE = timedelta(minutes=1)     # an operation another process started
 # Without a recheck only the wait itself can tell, so another process gives up on it only after the
 # longest wait (NonBlockingService's operation timeout, 30 min) has surely passed.
 UNCHECKED_GRACE = timedelta(minutes=35)
+CLAIM_SECONDS = 120.0                     # a claim to settle an operation; a process that stops mid-way loses it
 
 
 class Stale(Exception):
@@ -158,6 +166,27 @@ async def first_delivery(tx, ctx: Context, now: datetime) -> bool:
 def _starts_a_run(action: str, parameters: dict[str, Any]) -> bool:
     """Changes that start a job (retraining, batch scoring, a schedule run) and leave their target as it was."""
     return action in ("retrain", "batch") or (action == "schedule" and parameters.get("do") == "run")
+
+
+def _shown(state: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in state.items()) or "nothing"
+
+
+def settled(ctx: Context, change: Change, current: dict[str, Any], *, busy: bool = False) -> Reply | None:
+    """How a change a stopped process left in flight ended, from what its target shows now
+    (`current`, in the shape of the change's before/after): done when it shows the after-state,
+    not done when it still shows the before-state, otherwise "could not tell". None while the
+    target is `busy` (Azure is still applying something: look again later)."""
+    if busy:
+        return None
+    where = f" [{ctx.where}]"
+    if all(current.get(key) == value for key, value in change.after.items()):
+        return Reply(f"✅ {change.summary}: done ({change.target} shows {_shown(change.after)}).{where}", ok=True)
+    if all(current.get(key) == value for key, value in change.before.items()):
+        return Reply(f"❌ Not done: {change.summary}. The bot stopped before it took effect: {change.target} still "
+                     f"shows {_shown(current)}. Ask again if it is still wanted.{where}", ok=False)
+    return Reply(f"⚠️ Could not tell whether {change.summary} took effect: {change.target} shows {_shown(current)}, "
+                 f"neither the before nor the after. Look at {change.target}.{where}", ok=False)
 
 
 async def _recheck(ctx: Context, change: Change, recheck: Any) -> Reply | None:
@@ -411,45 +440,72 @@ class Gate:
     async def run_direct(self, ctx: Context, change: Change, *, wait: bool = False) -> Reply:
         """Policy says direct: run now, audited before and after. `wait`: return the outcome of a
         long operation rather than its acknowledgement (the caller reports it: the watch's rollback)."""
-        async def begin(tx) -> bool:
+        notes = await self._prepare(ctx, change)
+
+        async def begin(tx) -> int | None:
             if not await first_delivery(tx, ctx, self.clock()):
-                return False
+                return None
             await audit.append(tx, self._entry(ctx.user, "executed", change, activity_id=ctx.activity_id,
                                                detail={"mode": DIRECT}))
-            return True
-        if not await self.store.run_transaction(begin):
+            return await self._intend(tx, ctx, change, None, notes)
+        op_id = await self.store.run_transaction(begin)
+        if op_id is None:
             return REDELIVERED
-        return await self._perform(ctx, change, None, wait=wait)
+        return await self._perform(ctx, change, None, notes, op_id, wait=wait)
 
     async def execute(self, ctx: Context, request: Approval) -> Reply:
-        """Run an approved request exactly once (the approved -> executing compare-and-set decides)."""
+        """Run an approved request exactly once (the approved -> executing compare-and-set decides).
+
+        The operation is recorded (the intent) in the transaction that moves the request to
+        executing, before Azure is called: a process killed after that leaves an operation that
+        `recover_operations` settles from the resource, so no request stays `executing`."""
         now = self.clock()
+        workspace_ctx = replace(ctx, workspace=request.workspace)
+        change = change_of(request)
+        notes = await self._prepare(workspace_ctx, change)       # reads only: harmless if the claim is lost
 
-        async def claim(tx) -> bool:
-            won = await approvals.transition(tx, request.id, APPROVED, EXECUTING, now=now)
-            if won:
-                await audit.append(tx, self._entry(ctx.user, "executed", request, activity_id=ctx.activity_id))
-            return won
+        async def claim(tx) -> int | None:
+            if not await approvals.transition(tx, request.id, APPROVED, EXECUTING, now=now):
+                return None
+            await audit.append(tx, self._entry(ctx.user, "executed", request, activity_id=ctx.activity_id))
+            return await self._intend(tx, ctx, change, request, notes)
 
-        if not await self.store.run_transaction(claim):
+        op_id = await self.store.run_transaction(claim)
+        if op_id is None:
             current = await self._get(request.id)
             return Reply(f"Request #{request.id} is already {current.state}.", card=self.card(current, now, ctx))
-        workspace_ctx = replace(ctx, workspace=request.workspace)
-        return await self._perform(workspace_ctx, change_of(request), request)
+        return await self._perform(workspace_ctx, change, request, notes, op_id)
 
-    async def _perform(self, ctx: Context, change: Change, request: Approval | None, *, wait: bool = False) -> Reply:
-        executor = EXECUTORS.get(change.action)
-        if executor is None:
-            return await self._finish(ctx, change, request, Reply(f"❌ I don't know how to carry out {change.action}.", ok=False))
+    async def _prepare(self, ctx: Context, change: Change) -> dict[str, Any]:
+        """What the preparers read before the change (figures for later: never blocks it)."""
         notes: dict[str, Any] = {}
+        if change.action not in EXECUTORS:
+            return notes
         for prepare in PREPARERS.get(change.action, ()):
             try:
                 notes.update(await prepare(ctx, change))
-            except ServiceError as error:     # figures for later are extras: never block the change
+            except ServiceError as error:
                 log.info("could not prepare %s for %s: %s", prepare.__name__, change.action, error.message)
+            except UnknownWorkspace:
+                break
+        return notes
+
+    async def _intend(self, tx, ctx: Context, change: Change, request: Approval | None, notes: dict[str, Any]) -> int:
+        """Record the operation about to be carried out (in the caller's transaction)."""
+        new = operations.NewOperation(
+            owner=self.owner, change=asdict(change), notes=notes, actor_id=ctx.user.id, actor_name=ctx.user.name,
+            tenant_id=ctx.user.tenant_id, conversation_id=ctx.conversation_id, activity_id=ctx.activity_id,
+            started_at=self.clock(), approval_id=request.id if request else None)
+        return (await operations.create(tx, new)).id
+
+    async def _perform(self, ctx: Context, change: Change, request: Approval | None, notes: dict[str, Any],
+                       op_id: int, *, wait: bool = False) -> Reply:
+        executor = EXECUTORS.get(change.action)
+        if executor is None:
+            return await self._finish(ctx, change, request, Reply(f"❌ I don't know how to carry out {change.action}.",
+                                                                  ok=False), operation_id=op_id)
         pending: list[Awaitable[Reply]] = []
         run_ctx = replace(ctx, later=pending.append, approval=request)
-        op_id = await self._remember(ctx, change, request, notes)     # reported even if this process stops
         try:
             reply = await executor(run_ctx, change)
         except Stale as stale:
@@ -460,6 +516,19 @@ class Gate:
             code = f" ({error.code})" if error.code else ""
             return await self._finish(ctx, change, request, Reply(f"❌ {change.summary} failed{code}: {error.message}",
                                                                   ok=False), operation_id=op_id)
+        except CommandError as error:         # the target is no longer as the change needs it
+            return await self._finish(ctx, change, request, Reply(
+                f"❌ Not done: {error.message} The request was for {change.summary}.", ok=False), operation_id=op_id)
+        except UnknownWorkspace:
+            return await self._finish(ctx, change, request, Reply(
+                f"❌ Not done: workspace {change.workspace} is no longer configured in the bot "
+                f"({change.summary}).", ok=False), operation_id=op_id)
+        except Exception:  # noqa: BLE001 - settled now, not left `executing` until a restart
+            incident = uuid.uuid4().hex[:8]
+            log.exception("incident %s: carrying out %s failed", incident, change.summary)
+            return await self._finish(ctx, change, request, Reply(
+                f"⚠️ Could not tell whether {change.summary} took effect: something went wrong on my side "
+                f"(incident {incident}). Look at {change.target} to check.", ok=False), operation_id=op_id)
         if not pending:                       # an immediate change: done
             return await self._finish(ctx, change, request, replace(reply, ok=True if reply.ok is None else reply.ok),
                                       notes=notes, operation_id=op_id)
@@ -483,16 +552,6 @@ class Gate:
             current = await self._get(request.id)
             return Reply(reply.text, card=self.card(current, self.clock(), ctx))
         return replace(reply, track=f"operation:{op_id}")
-
-    async def _remember(self, ctx: Context, change: Change, request: Approval | None, notes: dict[str, Any]) -> int:
-        new = operations.NewOperation(
-            owner=self.owner, change=asdict(change), notes=notes, actor_id=ctx.user.id, actor_name=ctx.user.name,
-            tenant_id=ctx.user.tenant_id, conversation_id=ctx.conversation_id, activity_id=ctx.activity_id,
-            started_at=self.clock(), approval_id=request.id if request else None)
-
-        async def work(tx) -> int:
-            return (await operations.create(tx, new)).id
-        return await self.store.run_transaction(work)
 
     async def ack_sent(self, operation_id: int, activity_id: str) -> None:
         """The host sent the acknowledgement of operation `operation_id` as `activity_id`: its outcome
@@ -523,38 +582,37 @@ class Gate:
         return True
 
     async def recover_operations(self, workspaces: Any) -> int:
-        """Report what other (stopped) processes left in flight: re-check each operation's resource
-        and record and post its outcome; post outcomes whose acknowledgement never landed. Returns
-        how many outcomes were reported or posted."""
+        """Settle what stopped processes left in flight: claim each unfinished operation (once
+        across replicas), re-check its resource, record the outcome in the audit trail, move its
+        request to succeeded or failed and edit its card (or the acknowledgement) through the
+        outbox; post outcomes whose acknowledgement never landed. Returns how many outcomes were
+        reported or posted.
+
+        An operation an earlier run of this same instance started (owner `<instance>/<boot>`) is
+        settled at once: that run is gone. One another process started is left to it for
+        RECOVERY_GRACE (it may be waiting for it), or UNCHECKED_GRACE when only its wait can tell."""
         now = self.clock()
+        mine = instances.instance_of(self.owner)
+        await self._adopt_stranded_requests(now)
 
         async def read(tx):
-            return (await operations.unreported(tx, not_owned_by=self.owner, started_before=now - RECOVERY_GRACE),
+            return (await operations.unfinished(tx, not_owned_by=self.owner),
                     await operations.done_unposted(tx, finished_before=now - RECOVERY_GRACE))
 
-        unreported, unposted = await self.store.run_transaction(read, write=False)
+        unfinished, unposted = await self.store.run_transaction(read, write=False)
         count = 0
-        for op in unreported:
+        for op in unfinished:
             change = Change(**op.change)
-            request = await self._get(op.approval_id) if op.approval_id else None
-            ctx = Context(user=User(op.actor_id, op.actor_name, op.tenant_id), role=Role.ADMIN,
-                          workspaces=workspaces, conversation_id=op.conversation_id, workspace=change.workspace, activity_id=op.activity_id,
-                          gate=self, store=self.store, clock=self.clock)
             recheck = RECHECKS.get(change.action)
-            if recheck is None and op.started_at > now - UNCHECKED_GRACE:
+            orphaned = bool(mine) and instances.instance_of(op.owner) == mine     # an earlier run of this instance
+            if not orphaned and op.started_at > now - (RECOVERY_GRACE if recheck else UNCHECKED_GRACE):
                 continue                       # its process may still be waiting for it
-            try:
-                result = await _recheck(ctx, change, recheck)
-            except ServiceError as error:
-                log.info("operation %s: cannot re-check %s yet: %s", op.id, change.target, error.message)
-                continue
-            except Exception:  # noqa: BLE001 - one operation must not stop the report of the others
-                log.exception("operation %s: re-checking %s failed", op.id, change.target)
-                continue
-            if result is None:
-                continue                       # still in progress: look again on the next pass
-            await self._finish(ctx, change, request, result, notes=op.notes, operation_id=op.id, in_turn=False)
-            count += 1
+
+            async def claim(tx, op=op) -> bool:
+                return await operations.claim(tx, op.id, self.owner, now=now, lease_seconds=CLAIM_SECONDS)
+            if not await self.store.run_transaction(claim):
+                continue                       # another replica is settling it
+            count += await self._settle(op, change, recheck, workspaces)
         for op in unposted:
             async def post(tx, op=op) -> bool:
                 current = await operations.get(tx, op.id, lock=True)
@@ -564,9 +622,51 @@ class Gate:
             self.wake_outbox()
         return count
 
+    async def _settle(self, op: "operations.PendingOperation", change: Change, recheck: Any, workspaces: Any) -> int:
+        """Re-check claimed operation `op` and report its outcome (1), or release it for a later pass (0)."""
+        request = await self._get(op.approval_id) if op.approval_id else None
+        ctx = Context(user=User(op.actor_id, op.actor_name, op.tenant_id), role=Role.ADMIN,
+                      workspaces=workspaces, conversation_id=op.conversation_id, workspace=change.workspace,
+                      activity_id=op.activity_id, gate=self, store=self.store, clock=self.clock)
+        try:
+            result = await _recheck(ctx, change, recheck)
+        except ServiceError as error:
+            log.info("operation %s: cannot re-check %s yet: %s", op.id, change.target, error.message)
+            result = None
+        except Exception:  # noqa: BLE001 - one operation must not stop the report of the others
+            log.exception("operation %s: re-checking %s failed", op.id, change.target)
+            result = None
+        if result is None:                     # still in progress, or Azure did not answer: a later pass
+            await self.store.run_transaction(lambda tx: operations.release(tx, op.id, self.owner))
+            return 0
+        log.info("operation %s (%s) left in flight by %s: settled as %s", op.id, change.summary, op.owner or "?",
+                 "done" if result.ok else "not done")
+        await self._finish(ctx, change, request, result, notes=op.notes, operation_id=op.id, in_turn=False,
+                           detail={"settled_after_restart": True, "operation": op.id})
+        return 1
+
+    async def _adopt_stranded_requests(self, now: datetime) -> None:
+        """Requests an older version left `executing` without an operation get one (once), so that
+        they are settled like any other."""
+        async def find(tx) -> list[int]:
+            return await operations.executing_without_operation(tx, updated_before=now - RECOVERY_GRACE)
+        for approval_id in await self.store.run_transaction(find, write=False):
+            async def adopt(tx, approval_id=approval_id) -> None:
+                request = await approvals.get(tx, approval_id, for_update=True)
+                if request is None or request.state != EXECUTING:
+                    return
+                voter = request.approvals[-1] if request.approvals else None
+                await operations.adopt(tx, operations.NewOperation(
+                    owner="", change=asdict(change_of(request)), notes={},
+                    actor_id=voter.voter_id if voter else request.requester_id,
+                    actor_name=voter.voter_name if voter else request.requester_name, tenant_id=request.tenant_id,
+                    conversation_id=request.conversation_id, activity_id=voter.activity_id if voter else "",
+                    started_at=request.updated_at or now, approval_id=request.id))
+            await self.store.run_transaction(adopt)
+
     async def _finish(self, ctx: Context, change: Change, request: Approval | None, result: Reply, *,
                       announce: bool = False, notes: dict[str, Any] | None = None, operation_id: int | None = None,
-                      in_turn: bool = True) -> Reply:
+                      in_turn: bool = True, detail: dict[str, Any] | None = None) -> Reply:
         """Record the outcome once. `in_turn`: the turn's reply carries it; otherwise it edits the
         approval card or the acknowledgement (operation `operation_id`)."""
         now = self.clock()
@@ -583,7 +683,7 @@ class Gate:
                 for record in RECORDERS.get(change.action, ()):
                     await record(tx, ctx, change, request, now, notes or {})
             await audit.append(tx, self._entry(ctx.user, state, subject, activity_id=ctx.activity_id,
-                                               outcome=summary))
+                                               outcome=summary, detail=detail))
             if operation_id is not None:
                 if in_turn or request is not None:
                     await operations.mark_posted(tx, operation_id)

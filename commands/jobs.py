@@ -5,7 +5,7 @@ from __future__ import annotations
 from adapters.service import JOB_STATUSES, REQUESTED_BY, Job, NotFound
 from commands.changes import accepted
 from commands.context import Context, Reply, Role
-from commands.gate import Change, Stale, executes
+from commands.gate import Change, Stale, executes, rechecks, settled
 from commands.registry import Arg, command, one_of, whole_number
 from commands.job_rows import job_row, status_text
 from commands.studio import open_in_studio, studio
@@ -95,3 +95,10 @@ async def apply_cancel(ctx: Context, change: Change) -> Reply:
         raise Stale(f"job {job} has ended meanwhile ({found.status}).")
     operation = await ctx.ml.cancel_job(job)
     return accepted(ctx, operation, f"Job {job} is being canceled.")
+
+
+@rechecks("cancel")
+async def canceled(ctx: Context, change: Change) -> Reply | None:
+    """After a restart: was the job canceled (None while it is being canceled)?"""
+    found = await ctx.ml.get_job(change.parameters["job"])
+    return settled(ctx, change, {"status": found.status}, busy=found.status == "CancelRequested")

@@ -19,7 +19,7 @@ from adapters.service import (STAGES, TRAINING_SCHEDULE_TAG, InvalidRequest, Mod
 from commands.changes import started
 from commands.compare import compare_versions
 from commands.context import Context, Reply, Role
-from commands.gate import Change, Stale, executes
+from commands.gate import Change, Stale, executes, rechecks, settled
 from commands.models import HIDDEN, stage_label
 from commands.registry import Arg, UsageError, command, one_of, suggest
 
@@ -145,6 +145,30 @@ async def _promotion_failed(ctx: Context, name: str, steps: list[tuple[str, str,
         outcome = "the steps before it were undone"
     return Reply(f"❌ Promotion failed while moving {name}:{failed[0]} to {failed[2]}{code}: {error.message} "
                  f"— {outcome}. {source}: {stages}. [{ctx.where}]", ok=False)
+
+
+@rechecks("promote")
+async def promoted(ctx: Context, change: Change) -> Reply | None:
+    """After a restart: is the version in its new stage (and the old champion archived)?"""
+    p = change.parameters
+    model = await ctx.ml.get_model(p["model"], p["version"])
+    champion = await ctx.ml.get_model(p["model"], p["demote"]) if p["demote"] else None
+    if model.stage == p["stage"] and (champion is None or champion.stage == "Archived"):
+        return Reply(f"✅ {change.summary}: done ({model.ref} is in {p['stage']}). [{ctx.where}]", ok=True)
+    if model.stage == p["from"] and (champion is None or champion.stage == "Production"):
+        return Reply(f"❌ Not done: {change.summary}. The bot stopped before it took effect: {model.ref} is still in "
+                     f"{stage_label(model.stage)}. Ask again if it is still wanted. [{ctx.where}]", ok=False)
+    now = f"{model.ref} is in {stage_label(model.stage)}" + (
+        f", {champion.ref} in {stage_label(champion.stage)}" if champion else "")
+    return Reply(f"⚠️ Could not tell whether {change.summary} took effect completely: {now}. Look at model "
+                 f"{p['model']} (`models {p['model']}`). [{ctx.where}]", ok=False)
+
+
+@rechecks("archive")
+async def archived(ctx: Context, change: Change) -> Reply | None:
+    """After a restart: is the version archived?"""
+    model = await ctx.ml.get_model(change.parameters["model"], change.parameters["version"])
+    return settled(ctx, change, {HIDDEN: "yes" if model.archived else "no"})
 
 
 @command("archive", Arg("ref", help="the version to archive", metavar="model:version"),

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from adapters.service import Compute, InvalidRequest, NotFound, Schedule
 from commands.changes import accepted, requested_tags, started
 from commands.context import Context, Reply, Role
-from commands.gate import Change, Stale, executes
+from commands.gate import Change, Stale, executes, rechecks, settled
 from commands.registry import Arg, command
 from commands.schedule_times import next_run_text
 from commands.ui import button, card, columns, limited, reply, text
@@ -138,3 +138,29 @@ async def stop(ctx: Context, compute: str) -> Reply:
 @executes("stop")
 async def apply_stop(ctx: Context, change: Change) -> Reply:
     return await _apply_compute(ctx, change, "Stopped")
+
+
+@rechecks("start", "stop")
+async def compute_state(ctx: Context, change: Change) -> Reply | None:
+    """After a restart: is the compute instance in the state asked for (None while it is changing)?"""
+    found = await _compute(ctx, change.parameters["compute"])
+    if found is None:
+        return Reply(f"⚠️ Could not tell whether {change.summary} took effect: {change.target} no longer exists. "
+                     f"[{ctx.where}]", ok=False)
+    return settled(ctx, change, {"state": found.state},
+                   busy=found.state in ("Starting", "Stopping", "Restarting", "Creating"))
+
+
+@rechecks("schedule")
+async def schedule_state(ctx: Context, change: Change) -> Reply | None:
+    """After a restart: is the schedule enabled or disabled as asked? A run cannot be told from it."""
+    name = change.parameters["schedule"]
+    if change.parameters["do"] == "run":
+        return Reply(f"⚠️ The bot restarted while it was starting a run of schedule {name} and cannot tell whether "
+                     f"it started: look at the jobs (`jobs`) before running it again. [{ctx.where}]", ok=False)
+    found = next((s for s in await ctx.ml.list_schedules() if s.name == name), None)
+    if found is None:
+        return Reply(f"⚠️ Could not tell whether {change.summary} took effect: schedule {name} no longer exists. "
+                     f"[{ctx.where}]", ok=False)
+    return settled(ctx, change, {"state": "enabled" if found.enabled else "disabled"},
+                   busy=found.provisioning_state in ("Creating", "Updating"))

@@ -80,7 +80,8 @@ class Storage(Protocol):
         """Release the connection; later calls raise StorageUnavailable until `open` again."""
 
     async def ping(self) -> None:
-        """Raise StorageUnavailable unless the database answers (used by GET /readyz)."""
+        """Raise StorageUnavailable unless the database answers a read. (GET /readyz needs more:
+        a committed write, `instances.beat`, so a database that only reads is not ready.)"""
 
     async def save_conversation(self, ref: ConversationRecord) -> None:
         """Insert or replace the record with the same conversation_id."""
@@ -681,6 +682,33 @@ MIGRATIONS: tuple[Migration, ...] = (
                    sent_at DOUBLE PRECISION NOT NULL)""",
             "CREATE INDEX rate_limit_sends_key ON rate_limit_sends (key, sent_at)",
             "CREATE INDEX rate_limit_sends_time ON rate_limit_sends (sent_at)",
+        ),
+    ),
+    # Issue 17: an operation is claimed (with a lease) by the one process that settles it after a
+    # restart, at most one operation per approval request (a request left `executing` by an older
+    # version is adopted once), and each running bot writes a heartbeat row: the readiness probe's
+    # write, so /readyz answers 503 when the database can be read but not written (a full disk).
+    Migration(
+        15, "operation claims and instance heartbeats",
+        sqlite=(
+            "ALTER TABLE pending_operations ADD COLUMN claimed_by TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE pending_operations ADD COLUMN claimed_until TEXT",
+            "CREATE UNIQUE INDEX pending_operations_approval ON pending_operations (approval_id)",
+            """CREATE TABLE bot_instances (
+                   instance_id TEXT PRIMARY KEY,
+                   owner       TEXT NOT NULL,
+                   started_at  TEXT NOT NULL,
+                   seen_at     TEXT NOT NULL)""",
+        ),
+        postgres=(
+            "ALTER TABLE pending_operations ADD COLUMN claimed_by TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE pending_operations ADD COLUMN claimed_until TIMESTAMPTZ",
+            "CREATE UNIQUE INDEX pending_operations_approval ON pending_operations (approval_id)",
+            """CREATE TABLE bot_instances (
+                   instance_id TEXT PRIMARY KEY,
+                   owner       TEXT NOT NULL,
+                   started_at  TIMESTAMPTZ NOT NULL,
+                   seen_at     TIMESTAMPTZ NOT NULL)""",
         ),
     ),
 )

@@ -10,12 +10,19 @@ reported even when the process that started them stops.
 `finish` is a compare-and-set (pending -> done): of the process that waited for the operation and a
 process that re-checked its resource after a restart, exactly one reports it. `posted` says that
 the outcome has been put in the outbox (as an edit of the acknowledgement, or a new message).
+
+The gate writes the operation *before* it calls Azure, in the transaction that moves its request
+to `executing` (the intent), so a process killed at any point leaves a row to settle. A process
+that settles operations others left behind first `claim`s each one (a compare-and-set with a
+lease), so that of several replicas starting together one re-checks it. An approval request has
+at most one operation (a unique index): `adopt` gives one, once, to a request an older version
+left `executing` without it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Sequence
 
 from adapters.storage.base import (Transaction, decode_json, decode_optional_time, decode_time, encode_json,
@@ -49,21 +56,24 @@ class PendingOperation(NewOperation):
     finished_at: datetime | None = None
     ack_activity_id: str = ""
     posted: bool = False
+    claimed_by: str = ""                # the process settling it after a restart (see `claim`)
+    claimed_until: datetime | None = None
 
 
 _COLUMNS = ("id, owner, change, notes, approval_id, actor_id, actor_name, tenant_id, conversation_id, activity_id, "
-            "started_at, state, outcome, finished_at, ack_activity_id, posted")
+            "started_at, state, outcome, finished_at, ack_activity_id, posted, claimed_by, claimed_until")
 
 
 def _from_row(row: Sequence[Any]) -> PendingOperation:
     (op_id, owner, change, notes, approval_id, actor_id, actor_name, tenant_id, conversation_id, activity_id,
-     started_at, state, outcome, finished_at, ack_activity_id, posted) = row
+     started_at, state, outcome, finished_at, ack_activity_id, posted, claimed_by, claimed_until) = row
     return PendingOperation(owner=owner, change=decode_json(change), notes=decode_json(notes), actor_id=actor_id,
                             actor_name=actor_name, tenant_id=tenant_id, conversation_id=conversation_id,
                             activity_id=activity_id, started_at=decode_time(started_at),
                             approval_id=int(approval_id) if approval_id is not None else None, id=int(op_id),
                             state=state, outcome=decode_json(outcome), finished_at=decode_optional_time(finished_at),
-                            ack_activity_id=ack_activity_id, posted=bool(posted))
+                            ack_activity_id=ack_activity_id, posted=bool(posted), claimed_by=claimed_by,
+                            claimed_until=decode_optional_time(claimed_until))
 
 
 async def create(tx: Transaction, op: NewOperation) -> PendingOperation:
@@ -74,6 +84,18 @@ async def create(tx: Transaction, op: NewOperation) -> PendingOperation:
         (op.owner, encode_json(op.change), encode_json(op.notes), op.approval_id, op.actor_id, op.actor_name,
          op.tenant_id, op.conversation_id, op.activity_id, encode_time(op.started_at), PENDING))
     return _from_row(rows[0])
+
+
+async def adopt(tx: Transaction, op: NewOperation) -> PendingOperation | None:
+    """Store an operation for a request that has none (left `executing` by an older version);
+    None when it has one already (another replica adopted it first)."""
+    rows = await tx.fetch(
+        "INSERT INTO pending_operations (owner, change, notes, approval_id, actor_id, actor_name, tenant_id, "
+        "conversation_id, activity_id, started_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        f"ON CONFLICT (approval_id) DO NOTHING RETURNING {_COLUMNS}",
+        (op.owner, encode_json(op.change), encode_json(op.notes), op.approval_id, op.actor_id, op.actor_name,
+         op.tenant_id, op.conversation_id, op.activity_id, encode_time(op.started_at), PENDING))
+    return _from_row(rows[0]) if rows else None
 
 
 async def get(tx: Transaction, op_id: int, *, lock: bool = False) -> PendingOperation | None:
@@ -99,6 +121,39 @@ async def mark_posted(tx: Transaction, op_id: int) -> bool:
     changed = await tx.execute("UPDATE pending_operations SET posted = ? WHERE id = ? AND posted = ?",
                                (True, op_id, False))
     return changed == 1
+
+
+async def unfinished(tx: Transaction, *, not_owned_by: str) -> list[PendingOperation]:
+    """Every pending operation another process started (oldest first)."""
+    rows = await tx.fetch(f"SELECT {_COLUMNS} FROM pending_operations WHERE state = ? AND owner <> ? ORDER BY id",
+                          (PENDING, not_owned_by))
+    return [_from_row(row) for row in rows]
+
+
+async def claim(tx: Transaction, op_id: int, owner: str, *, now: datetime, lease_seconds: float) -> bool:
+    """Claim pending operation `op_id` for `owner` to settle it, unless another process holds an
+    unexpired claim on it; True for the one caller that wins."""
+    moment = utc(now, "now")
+    changed = await tx.execute(
+        "UPDATE pending_operations SET claimed_by = ?, claimed_until = ? "
+        "WHERE id = ? AND state = ? AND (claimed_until IS NULL OR claimed_until < ? OR claimed_by = ?)",
+        (owner, encode_time(moment + timedelta(seconds=lease_seconds)), op_id, PENDING, encode_time(moment), owner))
+    return changed == 1
+
+
+async def release(tx: Transaction, op_id: int, owner: str) -> bool:
+    """Give up `owner`'s claim (the operation is still in progress: look again later)."""
+    changed = await tx.execute("UPDATE pending_operations SET claimed_by = '', claimed_until = NULL "
+                               "WHERE id = ? AND claimed_by = ?", (op_id, owner))
+    return changed == 1
+
+
+async def executing_without_operation(tx: Transaction, *, updated_before: datetime) -> list[int]:
+    """Approval requests `executing` since before `updated_before` that have no operation."""
+    rows = await tx.fetch("SELECT id FROM approvals WHERE state = ? AND updated_at <= ? AND NOT EXISTS "
+                          "(SELECT 1 FROM pending_operations p WHERE p.approval_id = approvals.id) ORDER BY id",
+                          ("executing", encode_time(utc(updated_before, "updated_before"))))
+    return [int(row[0]) for row in rows]
 
 
 async def unreported(tx: Transaction, *, not_owned_by: str, started_before: datetime) -> list[PendingOperation]:

@@ -69,7 +69,14 @@ class SqliteStorage(SqlStorage):
             connection = self._connection
             if connection is None:
                 raise StorageUnavailable(f"The SQLite storage at {self.path} is not open.")
-            await self._call(connection.execute, "BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                await self._call(connection.execute, "BEGIN IMMEDIATE" if write else "BEGIN")
+            except asyncio.CancelledError:
+                # Given up (a bounded probe timed out) while BEGIN waits on the worker thread: it
+                # may still begin a transaction there, so end it right after, before anyone else's.
+                if self._worker is not None:
+                    self._worker.submit(_rollback, connection)
+                raise
             try:
                 result = await work(_SqliteTransaction(self, connection))
                 await self._call(connection.execute, "COMMIT")
