@@ -20,6 +20,15 @@ from commands.policy import Policy, parse_policy
 from tests.teams_client import TeamsStandIn
 
 DEV = User(id="dev-1", name="Dana Dev", tenant_id="t1")
+TEST_AUDIT_KEY = "test-audit-key-0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def audit_key(monkeypatch) -> str:
+    """Outside development mode the bot refuses to start without MLOPSBOT_AUDIT_KEY (issue #17):
+    every test runs with one, as a deployment does; a test about its absence deletes it."""
+    monkeypatch.setenv("MLOPSBOT_AUDIT_KEY", TEST_AUDIT_KEY)
+    return TEST_AUDIT_KEY
 
 
 @pytest.fixture
