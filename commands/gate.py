@@ -688,7 +688,7 @@ class Gate:
             workspace=subject.workspace, target=subject.target, parameters=params,
             before=dict(subject.before), after=dict(subject.after),
             approval_id=subject.id if isinstance(subject, Approval) else None,
-            outcome=outcome, activity_id=activity_id, detail=dict(detail or {}))
+            outcome=outcome, activity_id=activity_id, detail=dict(detail or {}), reason=subject.reason)
 
 
 async def record_policy(store: Any, policy: Policy, now: datetime) -> None:
