@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from adapters.storage import audit as audit_log
 from adapters.storage.audit import AuditRecord
-from commands.context import Context, Reply
+from commands.context import Context, Reply, shown_name
 from commands.registry import CATALOG, Arg, UsageError, command, suggest, whole_number
 from commands.ui import card, columns, facts, limited, plain, reply, text, when
 
@@ -38,19 +38,20 @@ def parse_since(value: str) -> timedelta:
 def record_line(record: AuditRecord) -> str:
     """One sentence a person reads: when, who, what, where, how it ended."""
     whom = record.target.removeprefix("user ")
+    who = shown_name(record.actor_id, record.actor_name)
     if record.event == "role_granted":
         was = f" (was {record.before['role'].capitalize()})" if record.before.get("role") else ""
-        return f"{record.actor_name} made {whom} {record.after.get('role', '?').capitalize()}{was}"
+        return f"{who} made {whom} {record.after.get('role', '?').capitalize()}{was}"
     if record.event == "role_revoked":
-        return f"{record.actor_name} took back {whom}'s {record.before.get('role', '?').capitalize()} role"
+        return f"{who} took back {whom}'s {record.before.get('role', '?').capitalize()} role"
     if record.event == "policy_loaded":
-        return f"{record.actor_name} loaded the policy from {record.detail.get('source', '?')}"
+        return f"{who} loaded the policy from {record.detail.get('source', '?')}"
     what = record.event.replace("vote:", "voted to ").replace("_", " ")
     subject = " ".join(p for p in (record.action, record.target) if p)
     where = f" in {record.workspace}" if record.workspace else ""
     request = f" (request #{record.approval_id})" if record.approval_id else ""
     outcome = f": {record.outcome}" if record.outcome else ""
-    return f"{record.actor_name} {what} {subject}{where}{request}{outcome}".replace("  ", " ")
+    return f"{who} {what} {subject}{where}{request}{outcome}".replace("  ", " ")
 
 
 def verification_body(result: audit_log.Verification, anchor: str | None) -> list[dict]:
@@ -135,7 +136,8 @@ async def audit(ctx: Context, verify: str | None, since: str | None, actor: str 
     start = ctx.now() - parse_since(since) if since else None
 
     async def read(tx) -> list[AuditRecord]:
-        return await audit_log.query(tx, since=start, actor=actor, target=target, action=action, limit=limit)
+        return await audit_log.query(tx, since=start, actor=actor, target=target, action=action, limit=limit,
+                                     tenant_id=ctx.user.tenant_id or None)
 
     records = await ctx.store.run_transaction(read, write=False)
     if action and not records:

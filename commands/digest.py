@@ -34,7 +34,7 @@ from adapters.service import Compute, DriftReport, EndpointMetrics, Job, Monitor
 from adapters.storage import approvals, audit, conversations, digests, outbox
 from adapters.storage.digests import DigestSchedule
 from commands.alerts import _reach_channel, home
-from commands.context import Context, HealthThresholds, Reply, Role, UnknownWorkspace, Workspaces
+from commands.context import Context, HealthThresholds, Reply, Role, UnknownWorkspace, Workspaces, shown_name
 from commands.digest_card import (Digest, EndpointHealth, FailedJob, Figure, ModelHealth, PendingApproval,
                                   RunningCompute, digest_card)
 from commands.digest_times import DigestTimeError, check_gap, fires_after, jitter, next_due, parse_cron, \
@@ -129,7 +129,8 @@ async def gather(ml: Any, store: Any, *, conversation_id: str, now: datetime,
 
     pending, audit_head = await store.run_transaction(pending_and_anchor, write=False)
     log.info("audit anchor: %d records, head %s (digest for %s)", *audit_head, conversation_id)
-    waiting = tuple(PendingApproval(a.id, f"{a.action} {a.target}", a.requester_name, a.expires_at,
+    waiting = tuple(PendingApproval(a.id, f"{a.action} {a.target}", shown_name(a.requester_id, a.requester_name),
+                                    a.expires_at,
                                     a.expires_at - now <= EXPIRING_WITHIN)
                     for a in sorted(pending, key=lambda a: a.expires_at)
                     if a.workspace in ("", ml.name) and a.expires_at > now)      # expired: the sweep's to close

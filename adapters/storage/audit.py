@@ -194,13 +194,18 @@ def _stored(name: str, value: Any) -> Any:
 
 
 async def query(tx: Transaction, *, since: datetime | None = None, actor: str | None = None,
-                target: str | None = None, action: str | None = None, limit: int = 50) -> list[AuditRecord]:
+                target: str | None = None, action: str | None = None, limit: int = 50,
+                tenant_id: str | None = None) -> list[AuditRecord]:
     """Records matching every given filter, newest first (at most `limit`).
 
     `actor` matches the actor's id, name or UPN (case-insensitive substring), `target` is a
-    case-insensitive substring of the target, `action` equals the action or the event.
+    case-insensitive substring of the target, `action` equals the action or the event;
+    `tenant_id`: only that tenant's records and the bot's own (no tenant: the policy loaded).
     """
     where, params = [], []
+    if tenant_id is not None:
+        where.append("(tenant_id = ? OR tenant_id = '')")
+        params.append(tenant_id)
     if since is not None:
         where.append("at >= ?")
         params.append(encode_time(utc(since, "since")))
