@@ -240,3 +240,16 @@ async def test_audit_head_without_verify_or_not_a_hash_is_a_usage_error(keyed):
         await audit_command(ctx, None, None, None, None, None, 20, head="ab" * 32)
     with pytest.raises(UsageError, match="64-hex-digit head hash"):
         await audit_command(ctx, "verify", None, None, None, None, 20, head="not-a-hash")
+
+
+async def test_the_bot_logs_the_audit_anchor_at_start_up(aiohttp_server, settings, caplog):
+    import logging
+    from bot.app import STORAGE, create_app
+    caplog.set_level(logging.INFO, logger="bot.app")
+    server = await aiohttp_server(create_app(settings, reset_demo=True))
+    store = server.app[STORAGE]
+
+    seq, head = await store.run_transaction(audit.head, write=False)
+    assert seq == 1                                     # the policy loaded
+    assert f"audit anchor: 1 records, head {head} (keyed with MLOPSBOT_AUDIT_KEY)" in caplog.messages
+    assert (await verify(store, anchor=head)).ok
