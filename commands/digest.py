@@ -125,7 +125,11 @@ async def gather(ml: Any, store: Any, *, conversation_id: str, now: datetime,
     failed_jobs = tuple(FailedJob(j.name, j.display_name, j.ended_at, j.error, studio.job(j.name) if studio else "")
                         for j in failed if (j.ended_at or j.created_at or now) >= cutoff)
     async def pending_and_anchor(tx) -> tuple[list, tuple[int, str]]:
-        return await approvals.find(tx, states=[approvals.PENDING], limit=100), await audit.head(tx)
+        # with several tenants, a chat's digest lists only its own tenant's requests
+        where = await conversations.get_conversation(tx, conversation_id)
+        tenant = where.tenant_id if where is not None and where.tenant_id else None
+        return (await approvals.find(tx, states=[approvals.PENDING], limit=100, tenant_id=tenant),
+                await audit.head(tx))
 
     pending, audit_head = await store.run_transaction(pending_and_anchor, write=False)
     log.info("audit anchor: %d records, head %s (digest for %s)", *audit_head, conversation_id)
