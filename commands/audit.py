@@ -37,6 +37,8 @@ def parse_since(value: str) -> timedelta:
 
 def record_line(record: AuditRecord) -> str:
     """One sentence a person reads: when, who, what, where, how it ended."""
+    if record.event == audit_log.DAMAGED:
+        return f"⚠️ {record.detail.get('damage', 'damaged')}; audit verify checks the whole trail"
     whom = record.target.removeprefix("user ")
     who = shown_name(record.actor_id, record.actor_name)
     if record.event == "role_granted":

@@ -253,3 +253,19 @@ async def test_the_bot_logs_the_audit_anchor_at_start_up(aiohttp_server, setting
     assert seq == 1                                     # the policy loaded
     assert f"audit anchor: 1 records, head {head} (keyed with MLOPSBOT_AUDIT_KEY)" in caplog.messages
     assert (await verify(store, anchor=head)).ok
+
+
+async def test_listing_and_exporting_a_trail_with_a_damaged_record_still_work(keyed):
+    storage, records = keyed
+    if storage.dialect == "postgres":
+        pytest.skip("a TIMESTAMPTZ column refuses a damaged timestamp; SQLite stores it as TEXT")
+    await sql(storage, "UPDATE audit_log SET at = ? WHERE seq = 3", ("2025-03-14T12:0X:00.123456+00:00",))
+    ctx = Context(user=User("aad-ann", "Ann", "t1"), role=Role.VIEWER, workspaces=None, store=storage,
+                  clock=lambda: NOON + timedelta(hours=1))
+
+    listed = texts((await audit_command(ctx, None, None, None, None, None, 20)).card)
+    assert ("⚠️ record 3 is damaged: its time '2025-03-14T12:0X:00.123456+00:00' is not a timestamp; "
+            "audit verify checks the whole trail") in listed
+    exported = [audit.to_dict(r) for r in await storage.run_transaction(audit.scan, write=False)]
+    assert [(r["seq"], r["event"]) for r in exported][1:4] == [(2, "requested"), (3, "damaged"), (4, "requested")]
+    assert exported[2]["hash"] == records[2].hash

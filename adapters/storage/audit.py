@@ -41,7 +41,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from adapters.storage.base import Transaction, decode_time, encode_json, encode_time, for_update, utc
@@ -50,6 +50,8 @@ GENESIS_HASH = "0" * 64
 _PAGE = 1000
 PLAIN = "sha256"              # records written before storage migration 16
 KEYED = "hmac-sha256"         # every record since
+DAMAGED = "damaged"           # the event of a row that no longer decodes (listing and export only)
+DAMAGED_AT = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # The key a storage without MLOPSBOT_AUDIT_KEY uses (development mode only): public, so a chain
 # keyed with it is as forgeable as a plain one, and `verify` says so.
 DEVELOPMENT_KEY = b"mlops-bot development audit key: public, proves nothing"
@@ -151,14 +153,16 @@ _COLUMNS = ", ".join([_COLUMN[name] for name in _ENTRY_FIELDS] + ["seq", "prev_h
 
 
 def _from_row(row: Sequence[Any]) -> AuditRecord:
-    values: dict[str, Any] = dict(zip(_ENTRY_FIELDS, row))
-    for name in _JSON_FIELDS:
-        values[name] = json.loads(values[name])
-    values["at"] = decode_time(values["at"])
-    if values["approval_id"] is not None:
-        values["approval_id"] = int(values["approval_id"])
-    seq, prev_hash, hash_, chain = row[len(_ENTRY_FIELDS):]
-    return AuditRecord(**values, seq=int(seq), prev_hash=prev_hash, hash=hash_, chain=chain)
+    """The record a row holds; a row whose values no longer decode (a damaged timestamp, broken
+    JSON) becomes a record of event DAMAGED that says what is wrong, so that listing or exporting
+    the trail still works (`verify` names it as tampering)."""
+    try:
+        return _decode(row)
+    except _Damaged as damage:
+        seq, prev_hash, hash_, chain = row[len(_ENTRY_FIELDS):]
+        return AuditRecord(at=DAMAGED_AT, event=DAMAGED, actor_id="", actor_name="", seq=int(seq),
+                           prev_hash=str(prev_hash), hash=str(hash_), chain=str(chain),
+                           detail={"damage": f"record {int(seq)} is damaged: {damage}"})
 
 
 # ---------------------------------------------------------------- repository functions
