@@ -35,7 +35,7 @@ from adapters.storage import StorageError, approvals as approval_store, audit as
 from adapters.storage.approvals import Approval
 from bot.handler import ChatHandler, explain
 from commands.audit import parse_since
-from commands.context import Role, User
+from commands.context import PIPELINE_PREFIX, Role, User
 from commands.gate import REDELIVERED, Change, Pipeline
 from commands.policy import APPROVAL, Rule
 from commands.registry import CommandError
@@ -180,7 +180,8 @@ class ApprovalsApi:
             raise _Unprocessable(str(error), "workspace") from None
         pipeline = Pipeline(run_url=body.run_url, conversation_id=conversation.conversation_id,
                             tenant_id=conversation.tenant_id, execute=body.execute)
-        requester = User(id=f"pipeline:{body.requester}", name=body.requester, tenant_id=conversation.tenant_id)
+        requester = User(id=f"{PIPELINE_PREFIX}{body.requester}", name=body.requester,
+                         tenant_id=conversation.tenant_id)
         if body.execute:
             command = handler.registry.find(body.action)
             if command is None or body.action not in handler.gate.executable_actions():

@@ -33,7 +33,7 @@ from aiohttp import web
 
 from adapters.nonblocking import NonBlockingService
 from adapters.service import AzureScope
-from adapters.storage import Storage, StorageError, StorageUnavailable, instances, open_storage, outbox
+from adapters.storage import Storage, StorageError, StorageUnavailable, audit as audit_log, instances, open_storage, outbox
 from adapters.storage.outbox import OutboxItem
 from bot.api import ApprovalsApi
 from bot.digests import DigestScheduler
@@ -113,7 +113,8 @@ def build_workspaces(settings: Settings, pools: list[ThreadPoolExecutor], *, res
 def build_handler(settings: Settings, workspaces: Workspaces, storage: Storage, *, clock: Callable[[], datetime],
                   spawn: Callable[[Awaitable[Any]], None]) -> tuple[ChatHandler, Gate]:
     """The command handler and the gate every change passes, over the configured policy and roles
-    (the web app and the terminal chat share it)."""
+    (the web app and the terminal chat share it). Hands the storage its audit chain key."""
+    storage.audit_key = settings.audit_key_bytes()
     roles = settings.role_book()
     gate = Gate(settings.policy(), storage, clock=clock, roles=roles, approval_channel=settings.approval_channel,
                 spawn=spawn)
@@ -173,6 +174,7 @@ async def _storage(app: web.Application):
     await app[STORAGE].open()
     await record_policy(app[STORAGE], app[GATE].policy, app[HANDLER].clock())
     await _take_back_claims(app)
+    await log_audit_anchor(app[STORAGE])
     yield
 
 
@@ -190,6 +192,13 @@ async def _take_back_claims(app: web.Application) -> None:
     if released:
         log.info("took back what the earlier run of %s held: %s", instance,
                  ", ".join(f"{count} {kind}" for kind, count in sorted(released.items())))
+
+
+async def log_audit_anchor(storage: Storage) -> None:
+    """Write the audit chain head to the log, an anchor outside the database (`audit verify --head`)."""
+    seq, head = await storage.run_transaction(audit_log.head, write=False)
+    keyed = "keyed with MLOPSBOT_AUDIT_KEY" if storage.audit_key else "UNKEYED (development key, proves nothing)"
+    log.info("audit anchor: %d records, head %s (%s)", seq, head, keyed)
 
 
 async def _remember(handler: ChatHandler, item: OutboxItem, activity_id: str) -> None:

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     approval_channel: str = Field("", validation_alias="MLOPSBOT_APPROVAL_CHANNEL",
                                   description="conversation id where requests from personal chats are also posted")
     api_token: str = Field("", validation_alias="MLOPSBOT_API_TOKEN", repr=False)
+    # The audit chain's HMAC key: kept outside the database (e.g. a Key Vault reference), so that
+    # who can write the database cannot re-hash a rewritten trail. Required outside development.
+    audit_key: str = Field("", validation_alias="MLOPSBOT_AUDIT_KEY", repr=False)
     # When an endpoint's health turns red (its card colours and summarises by these figures)
     health_p99_ms: float = Field(1000.0, gt=0, validation_alias="MLOPSBOT_HEALTH_P99_MS",
                                  description="p99 latency above this many ms is unhealthy")
@@ -174,6 +177,14 @@ class Settings(BaseSettings):
             raise ValueError("MLOPSBOT_API_TOKEN must be at least 32 characters (e.g. `openssl rand -hex 32`)")
         return value
 
+    @field_validator("audit_key")
+    @classmethod
+    def _audit_key(cls, value: str) -> str:
+        if value and len(value) < 32:
+            raise ValueError("MLOPSBOT_AUDIT_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`, "
+                             "kept in Key Vault)")
+        return value
+
     @field_validator("webhook_key")
     @classmethod
     def _webhook_key(cls, value: str) -> str:
@@ -219,7 +230,18 @@ class Settings(BaseSettings):
         names = [w.name for w in self.azure_workspaces]
         if len(set(names)) != len(names):
             return "MLOPSBOT_AZURE_WORKSPACES names must be unique."
+        if not self.audit_key and not self.development:
+            return ("MLOPSBOT_AUDIT_KEY is required outside development mode: the secret that keys the audit "
+                    "chain, at least 32 characters (e.g. `openssl rand -hex 32`), kept outside the database "
+                    "(a Key Vault secret, as an App Service or Container Apps Key Vault reference). Without it "
+                    "anyone who can write the database could rewrite the audit trail unnoticed. Keep the same "
+                    "key for every replica and across restarts: records keyed with another key fail "
+                    "`audit verify`.")
         return None
+
+    def audit_key_bytes(self) -> bytes | None:
+        """The audit chain key for the storage; None in development without one (the public key)."""
+        return self.audit_key.encode("utf-8") if self.audit_key else None
 
     @property
     def development(self) -> bool:

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from adapters.storage.approvals import (
     APPROVED, EXECUTING, EXPIRED, FAILED, PENDING, REJECTED, SUCCEEDED, WITHDRAWN, Approval,
 )
-from commands.context import workspace_line
+from commands.context import shown_name, workspace_line
 from commands.policy import REQUESTER_ONLY
 from commands.ui import button, card, columns, facts, limited, plain, section, text, when
 
@@ -75,7 +75,7 @@ def approval_card(request: Approval, now: datetime, *, approver_ids: Sequence[st
         text(summary, weight="Bolder", wrap=True),
         facts([*change_lines(request.before, request.after),
                ("Workspace", f"{request.workspace} ({request.environment})"),
-               ("Asked by", plain(request.requester_name) + (" (pipeline)" if request.source == "api" else "")),
+               ("Asked by", plain(shown_name(request.requester_id, request.requester_name))),
                ("Reason", plain(request.reason)),
                ("Asked", when(request.created_at))]
               + ([] if confirm else [("Approvals", f"{len(request.approvals)} of {request.quorum}"
@@ -95,7 +95,7 @@ def approval_card(request: Approval, now: datetime, *, approver_ids: Sequence[st
     if request.state == PENDING and not buttons:
         body.append(text(f"Approvers see the buttons; or type `approve {request.id}` or "
                          f"`reject {request.id} <reason>`.", subtle=True) if not confirm else
-                    text(f"{plain(request.requester_name)} can `confirm {request.id}` or `withdraw {request.id}`.",
+                    text(f"{plain(shown_name(request.requester_id, request.requester_name))} can `confirm {request.id}` or `withdraw {request.id}`.",
                          subtle=True))
     elif request.state == PENDING:
         if confirm:
@@ -134,7 +134,8 @@ def _expiry(moment: datetime, now: datetime) -> str:
 def approval_row(request: Approval) -> dict:
     label, color = state_label(request)
     summary = plain(request.parameters.get("_summary") or request.target)
-    detail = f"{request.workspace} · asked by {plain(request.requester_name)} · {when(request.created_at)}"
+    detail = (f"{request.workspace} · asked by {plain(shown_name(request.requester_id, request.requester_name))} · "
+              f"{when(request.created_at)}")
     if request.state == PENDING and not _is_confirmation(request):
         detail += f" · {len(request.approvals)} of {request.quorum} approvals"
     if request.state == PENDING and request.result:

@@ -2,8 +2,11 @@
 
 Records are appended by the gate (requests, confirmations, votes, executions, outcomes), by role
 changes and at start-up (the policy loaded); none is ever updated or deleted. Each carries the
-SHA-256 of its canonical encoding plus the previous record's hash, so `audit verify` finds the
-first record that was altered, removed or inserted.
+HMAC-SHA256 of its canonical encoding (keyed with MLOPSBOT_AUDIT_KEY; records from before storage
+migration 16 a plain SHA-256) plus the previous record's hash, so `audit verify` finds the first
+record that was altered, removed or inserted, and `audit verify --head <hash>` checks the chain
+against an anchor kept outside the database (the daily digest, the log): a cut tail is caught and
+the records added since the anchor are counted.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ from datetime import timedelta
 
 from adapters.storage import audit as audit_log
 from adapters.storage.audit import AuditRecord
-from commands.context import Context, Reply
+from commands.context import Context, Reply, shown_name
 from commands.registry import CATALOG, Arg, UsageError, command, suggest, whole_number
 from commands.ui import card, columns, facts, limited, plain, reply, text, when
 
 MAX_AUDIT_ROWS = 200
+_HASH = re.compile(r"^[0-9a-f]{64}$")
 _SINCE = re.compile(r"^([0-9]{1,5})([mhdw])$")     # ASCII digits: \d also matches '٣'
 
 
@@ -33,20 +37,56 @@ def parse_since(value: str) -> timedelta:
 
 def record_line(record: AuditRecord) -> str:
     """One sentence a person reads: when, who, what, where, how it ended."""
+    if record.event == audit_log.DAMAGED:
+        return f"⚠️ {record.detail.get('damage', 'damaged')}; audit verify checks the whole trail"
     whom = record.target.removeprefix("user ")
+    who = shown_name(record.actor_id, record.actor_name)
     if record.event == "role_granted":
         was = f" (was {record.before['role'].capitalize()})" if record.before.get("role") else ""
-        return f"{record.actor_name} made {whom} {record.after.get('role', '?').capitalize()}{was}"
+        return f"{who} made {whom} {record.after.get('role', '?').capitalize()}{was}"
     if record.event == "role_revoked":
-        return f"{record.actor_name} took back {whom}'s {record.before.get('role', '?').capitalize()} role"
+        return f"{who} took back {whom}'s {record.before.get('role', '?').capitalize()} role"
     if record.event == "policy_loaded":
-        return f"{record.actor_name} loaded the policy from {record.detail.get('source', '?')}"
+        return f"{who} loaded the policy from {record.detail.get('source', '?')}"
     what = record.event.replace("vote:", "voted to ").replace("_", " ")
     subject = " ".join(p for p in (record.action, record.target) if p)
     where = f" in {record.workspace}" if record.workspace else ""
     request = f" (request #{record.approval_id})" if record.approval_id else ""
     outcome = f": {record.outcome}" if record.outcome else ""
-    return f"{record.actor_name} {what} {subject}{where}{request}{outcome}".replace("  ", " ")
+    return f"{who} {what} {subject}{where}{request}{outcome}".replace("  ", " ")
+
+
+def verification_body(result: audit_log.Verification, anchor: str | None) -> list[dict]:
+    """What `audit verify` found, in words: the verdict, how the chain is keyed, the anchor."""
+    if result.keyed_from is None:
+        keyed = "No record is keyed yet."
+    elif result.keyed_from == 1:
+        keyed = "Every record is keyed."
+    else:
+        keyed = (f"Records 1 to {result.keyed_from - 1} were written before keying (plain SHA-256, protected only "
+                 f"by anchors kept before them); from record {result.keyed_from} on they are keyed.")
+    if not result.keyed and result.keyed_from is not None:
+        keyed += (" ⚠️ Unkeyed: MLOPSBOT_AUDIT_KEY is not set (development mode), so the key is the public "
+                  "development key and the chain proves nothing against someone who can write the database.")
+    if not result.ok:
+        return [text(f"❌ The audit trail was tampered with: {result.problem}.", color="Attention", wrap=True),
+                facts([("First bad record", result.first_bad_seq), ("Records checked", result.checked)]),
+                text(keyed, subtle=True, wrap=True)]
+    body = [text(f"✅ The chain of {result.checked} records is intact: every record's hash and link "
+                 "verify, and nothing is missing at the end.", color="Good", wrap=True),
+            text(keyed, subtle=True, wrap=True)]
+    if anchor is not None:
+        if result.after_anchor:
+            first = result.head_seq - result.after_anchor + 1
+            span = f"record {first}" if result.after_anchor == 1 else f"records {first} to {result.head_seq}"
+            body.append(text(f"⚠️ The anchor is record {first - 1}; {span} were added after it. Read them with "
+                             f"`audit --limit {min(result.after_anchor, MAX_AUDIT_ROWS)}` and check each is "
+                             "expected.", color="Warning", wrap=True))
+        else:
+            body.append(text(f"The anchor is the head: nothing was added after it (record {result.head_seq}).",
+                             wrap=True))
+    body.append(facts([("Head", f"{result.head_seq} records, {result.head_hash}")]))
+    return body
 
 
 def audit_row(record: AuditRecord) -> dict:
@@ -78,25 +118,28 @@ async def _known_action(ctx: Context, action: str) -> None:
          Arg("--action", help="a change command or an event, e.g. traffic or approved", metavar="ACTION"),
          Arg("--limit", type=whole_number(1, MAX_AUDIT_ROWS, "records"), default=20,
              help=f"how many (1 to {MAX_AUDIT_ROWS}, default 20)", metavar="N"),
+         Arg("--head", help="with verify: an anchor (head hash from the digest or the log) the chain must hold",
+             metavar="HASH"),
          summary="Show who changed, approved or rejected what; `audit verify` checks nothing was altered.",
          example="audit --since 7d --target fraud-api", uses_workspace=False)
 async def audit(ctx: Context, verify: str | None, since: str | None, actor: str | None, target: str | None,
-                action: str | None, limit: int) -> Reply:
+                action: str | None, limit: int, head: str | None = None) -> Reply:
     if ctx.store is None:
         raise UsageError("The audit trail is not available here.")
+    if head is not None and not verify:
+        raise UsageError("--head goes with verify: `audit verify --head <hash>`.")
     if verify:
-        result = await ctx.store.run_transaction(audit_log.verify, write=False)
-        if result.ok:
-            body = [text(f"✅ The chain of {result.checked} records is intact: every record's hash and link "
-                         "verify, and nothing is missing at the end.", color="Good", wrap=True)]
-        else:
-            body = [text(f"❌ The audit trail was tampered with: {result.problem}.", color="Attention", wrap=True),
-                    facts([("First bad record", result.first_bad_seq), ("Records checked", result.checked)])]
-        return reply(card("Audit trail check", body))
+        anchor = head.strip().lower() if head else None
+        if anchor is not None and not _HASH.match(anchor):
+            raise UsageError("--head takes the 64-hex-digit head hash the daily digest or the log shows, "
+                             "as in `audit verify --head 3f2a…`.")
+        result = await ctx.store.run_transaction(lambda tx: audit_log.verify(tx, anchor=anchor), write=False)
+        return reply(card("Audit trail check", verification_body(result, anchor)))
     start = ctx.now() - parse_since(since) if since else None
 
     async def read(tx) -> list[AuditRecord]:
-        return await audit_log.query(tx, since=start, actor=actor, target=target, action=action, limit=limit)
+        return await audit_log.query(tx, since=start, actor=actor, target=target, action=action, limit=limit,
+                                     tenant_id=ctx.user.tenant_id or None)
 
     records = await ctx.store.run_transaction(read, write=False)
     if action and not records:

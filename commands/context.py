@@ -39,6 +39,17 @@ class User:
     upn: str = ""            # user principal name, when Teams' member API told us
 
 
+# A requester that the pipeline API (bot/api.py) speaks for: its id is PIPELINE_PREFIX + the name the
+# pipeline gave, never an Entra object id, so it cannot collide with a person's.
+PIPELINE_PREFIX = "pipeline:"
+
+
+def shown_name(user_id: str, name: str) -> str:
+    """The name people read for `user_id`: a pipeline is marked as one, so that a pipeline that calls
+    itself "Ann Approver" never reads like the person (audit lines, approval cards, the digest)."""
+    return f"{name} (pipeline)" if user_id.startswith(PIPELINE_PREFIX) else name
+
+
 @dataclass(frozen=True)
 class Reply:
     """What a command answers: text (always present; also the fallback) and optionally a card."""
@@ -67,7 +78,12 @@ class RoleBook:
         return self.placed(user, granted, any_grant=any_grant)[0]
 
     def placed(self, user: User, granted: Role | None = None, *, any_grant: bool = False) -> tuple[Role, str]:
-        """The role and where it comes from: "environment", "grant" or "default"."""
+        """The role and where it comes from: "environment", "grant", "default" or "no identity".
+
+        A sender without an id (an anonymous meeting participant has no Entra object id) is nobody
+        in particular: all of them would share one identity, so they get at most Viewer."""
+        if not user.id:
+            return min(self.default, Role.VIEWER), "no identity"
         if user.id and user.id in self.assignments:
             return self.assignments[user.id], "environment"
         if user.id and granted is not None:

@@ -34,7 +34,7 @@ from adapters.service import Compute, DriftReport, EndpointMetrics, Job, Monitor
 from adapters.storage import approvals, audit, conversations, digests, outbox
 from adapters.storage.digests import DigestSchedule
 from commands.alerts import _reach_channel, home
-from commands.context import Context, HealthThresholds, Reply, Role, UnknownWorkspace, Workspaces
+from commands.context import Context, HealthThresholds, Reply, Role, UnknownWorkspace, Workspaces, shown_name
 from commands.digest_card import (Digest, EndpointHealth, FailedJob, Figure, ModelHealth, PendingApproval,
                                   RunningCompute, digest_card)
 from commands.digest_times import DigestTimeError, check_gap, fires_after, jitter, next_due, parse_cron, \
@@ -124,15 +124,23 @@ async def gather(ml: Any, store: Any, *, conversation_id: str, now: datetime,
     cutoff = since or now - FIRST_LOOKBACK
     failed_jobs = tuple(FailedJob(j.name, j.display_name, j.ended_at, j.error, studio.job(j.name) if studio else "")
                         for j in failed if (j.ended_at or j.created_at or now) >= cutoff)
-    pending = await store.run_transaction(lambda tx: approvals.find(tx, states=[approvals.PENDING], limit=100),
-                                          write=False)
-    waiting = tuple(PendingApproval(a.id, f"{a.action} {a.target}", a.requester_name, a.expires_at,
+    async def pending_and_anchor(tx) -> tuple[list, tuple[int, str]]:
+        # with several tenants, a chat's digest lists only its own tenant's requests
+        where = await conversations.get_conversation(tx, conversation_id)
+        tenant = where.tenant_id if where is not None and where.tenant_id else None
+        return (await approvals.find(tx, states=[approvals.PENDING], limit=100, tenant_id=tenant),
+                await audit.head(tx))
+
+    pending, audit_head = await store.run_transaction(pending_and_anchor, write=False)
+    log.info("audit anchor: %d records, head %s (digest for %s)", *audit_head, conversation_id)
+    waiting = tuple(PendingApproval(a.id, f"{a.action} {a.target}", shown_name(a.requester_id, a.requester_name),
+                                    a.expires_at,
                                     a.expires_at - now <= EXPIRING_WITHIN)
                     for a in sorted(pending, key=lambda a: a.expires_at)
                     if a.workspace in ("", ml.name) and a.expires_at > now)      # expired: the sweep's to close
     digest = Digest(workspace=ml.name, environment=ml.environment, now=now, since=since, endpoints=tuple(rows),
                     models=tuple(models), failed_jobs=failed_jobs, approvals=waiting,
-                    compute=tuple(_running(compute, running_jobs)), gaps=tuple(gaps))
+                    compute=tuple(_running(compute, running_jobs)), gaps=tuple(gaps), audit_head=audit_head)
     # what could not be read this time keeps what the last digest saw, so the next one still compares
     models_read = not any(gap.startswith("models in ") for gap in gaps)
     snapshot = {

@@ -102,6 +102,7 @@ class Digest:
     gaps: tuple[str, ...] = ()         # parts that could not be read ("compute: permission denied")
     late_since: datetime | None = None  # a scheduled digest sent late: when it was due
     schedule: str = ""                 # "0 9 * * 1-5 Europe/Berlin", for the footer
+    audit_head: tuple[int, str] | None = None   # (records, head hash): an anchor kept outside the database
 
 
 def attention(digest: Digest) -> list[str]:
@@ -203,6 +204,11 @@ def _build(digest: Digest, n_endpoints: int, n_models: int, n_jobs: int, n_appro
     if digest.gaps:
         body.append(section("Could not read"))
         body.extend(text(plain(gap), subtle=True) for gap in digest.gaps[:5])
+    if digest.audit_head is not None:
+        count, head = digest.audit_head
+        body.append(text(f"Audit anchor: {count} records, head {head}. Kept outside the bot's database, it lets "
+                         f"`audit verify --head {head}` show later that no record up to it was cut or rewritten.",
+                         subtle=True, wrap=True, spacing="Medium"))
     if digest.schedule:
         body.append(text(f"Schedule: {digest.schedule}. `digest show` shows it, `digest off` stops it.",
                          subtle=True, spacing="Medium"))

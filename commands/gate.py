@@ -269,6 +269,8 @@ class Gate:
                                      tenant_id=ctx.user.tenant_id, now=now)
             if not confirm:                               # conversations subscribed to approvals (`subscribe approvals`)
                 for target, tenant in await approval_subscribers(tx, change.workspace):
+                    if tenant and ctx.user.tenant_id and tenant != ctx.user.tenant_id:
+                        continue                  # another tenant's channel never sees this request
                     if target not in (conversation, self.approval_channel):
                         await outbox.enqueue(tx, target, payload, dedupe_key=f"approval:{request.id}:card:{target}",
                                              tenant_id=tenant or ctx.user.tenant_id, now=now)
@@ -291,8 +293,9 @@ class Gate:
         async def work(tx) -> tuple[str, Approval | None]:
             if ctx.activity_id and not await inbox.first_time(tx, f"activity:{ctx.activity_id}", now):
                 return "duplicate", None
+            self._check_identified(ctx)
             request = await approvals.get(tx, approval_id, for_update=True)
-            if request is None:
+            if request is None or not self._visible(ctx, request):
                 raise Refused(f"There is no approval request #{approval_id}. Type `approvals` to see the open ones.")
             if request.state != PENDING:
                 return "closed", request
@@ -345,8 +348,9 @@ class Gate:
         now = self.clock()
 
         async def work(tx) -> Approval:
+            self._check_identified(ctx)
             request = await approvals.get(tx, approval_id, for_update=True)
-            if request is None:
+            if request is None or not self._visible(ctx, request):
                 raise Refused(f"There is no approval request #{approval_id}.")
             if request.requester_id != ctx.user.id and ctx.role < Role.ADMIN:
                 raise Refused(f"Only {request.requester_name}, who asked, or an Admin can withdraw request "
@@ -404,25 +408,44 @@ class Gate:
         return sorted(known.values())
 
     async def list_requests(self, ctx: Context, which: str) -> list[Approval]:
+        tenant = ctx.user.tenant_id or None         # each tenant sees only its own requests
+
         async def work(tx) -> list[Approval]:
             if which == "pending":
-                return await approvals.find(tx, states=[PENDING])
+                return await approvals.find(tx, states=[PENDING], tenant_id=tenant)
             if which == "mine":
-                asked = await approvals.find(tx, requester_id=ctx.user.id)
-                voted = await approvals.find(tx, voter_id=ctx.user.id)
-                waiting = [r for r in await approvals.find(tx, states=[PENDING]) if self._may_vote(ctx, r)]
+                asked = await approvals.find(tx, requester_id=ctx.user.id, tenant_id=tenant) if ctx.user.id else []
+                voted = await approvals.find(tx, voter_id=ctx.user.id, tenant_id=tenant) if ctx.user.id else []
+                waiting = [r for r in await approvals.find(tx, states=[PENDING], tenant_id=tenant)
+                           if self._may_vote(ctx, r)]
                 merged = {r.id: r for r in [*asked, *voted, *waiting]}
                 return sorted(merged.values(), key=lambda r: -r.id)
-            return await approvals.find(tx)
+            return await approvals.find(tx, tenant_id=tenant)
         return await self.store.run_transaction(work, write=False)
 
     async def show(self, ctx: Context, approval_id: int) -> Reply:
         request = await self._get(approval_id)
-        if request is None:
+        if request is None or not self._visible(ctx, request):
             return Reply(f"There is no approval request #{approval_id}. Type `approvals all` to see them.")
         return Reply(f"Request #{approval_id}: {request.state}", card=self.card(request, self.clock(), ctx))
 
+    @staticmethod
+    def _visible(ctx: Context, request: Approval) -> bool:
+        """With several tenants, a request belongs to the tenant it was asked in: no other tenant
+        sees, votes on or withdraws it (it is "no request" to them, which says nothing about it)."""
+        return not ctx.user.tenant_id or not request.tenant_id or request.tenant_id == ctx.user.tenant_id
+
+    @staticmethod
+    def _check_identified(ctx: Context) -> None:
+        """A sender without an Entra object id (an anonymous meeting participant) is nobody in
+        particular: all of them share the empty id, so none of them may decide anything."""
+        if not ctx.user.id:
+            raise Refused("You joined without an organization account (no Entra object id), so you can read "
+                          "but not vote, confirm or withdraw. Sign in to Teams with your work account.")
+
     def _may_vote(self, ctx: Context, request: Approval) -> bool:
+        if not ctx.user.id or not self._visible(ctx, request):
+            return False
         try:
             self._check_eligible(ctx, request, "approve")
         except Refused:
@@ -784,11 +807,13 @@ class Gate:
         params = {k: v for k, v in subject.parameters.items() if not k.startswith("_")}
         return audit.AuditEntry(
             at=self.clock(), event=event, actor_id=actor.id, actor_name=actor.name,
-            actor_upn=getattr(actor, "upn", ""), tenant_id=actor.tenant_id, action=subject.action,
+            actor_upn=getattr(actor, "upn", ""),
+            tenant_id=actor.tenant_id or (subject.tenant_id if isinstance(subject, Approval) else ""),
+            action=subject.action,
             workspace=subject.workspace, target=subject.target, parameters=params,
             before=dict(subject.before), after=dict(subject.after),
             approval_id=subject.id if isinstance(subject, Approval) else None,
-            outcome=outcome, activity_id=activity_id, detail=dict(detail or {}))
+            outcome=outcome, activity_id=activity_id, detail=dict(detail or {}), reason=subject.reason)
 
 
 async def record_policy(store: Any, policy: Policy, now: datetime) -> None:

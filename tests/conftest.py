@@ -27,6 +27,15 @@ def pytest_collection_modifyitems(items):
 
 
 DEV = User(id="dev-1", name="Dana Dev", tenant_id="t1")
+TEST_AUDIT_KEY = "test-audit-key-0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def audit_key(monkeypatch) -> str:
+    """Outside development mode the bot refuses to start without MLOPSBOT_AUDIT_KEY (issue #17):
+    every test runs with one, as a deployment does; a test about its absence deletes it."""
+    monkeypatch.setenv("MLOPSBOT_AUDIT_KEY", TEST_AUDIT_KEY)
+    return TEST_AUDIT_KEY
 
 
 @pytest.fixture

@@ -310,3 +310,25 @@ async def test_approvers_who_wrote_to_the_bot_get_the_buttons_by_refresh(teams):
 
     assert [a["title"] for a in (await refreshed_for(BOB))["actions"]] == ["Approve", "Reject"]   # Bob's own view
     assert not (await refreshed_for(CAROL)).get("actions")                                        # Carol's: none
+
+
+async def test_a_pipeline_that_names_itself_after_an_approver_never_reads_like_that_person(teams):
+    """Issue #17: a pipeline request whose `requester` is a real approver's display name showed in
+    `audit`, on the card and in `approval N` exactly like that person."""
+    await teams.say("hello", mention=True, conversation=CHANNEL, kind="channel")
+    status, created = await api(teams, "POST", "/api/approvals", body=gate_body(requester="Bob Builder"))
+    assert status == 201, created
+
+    def card_posted() -> bool:
+        return any(s.card and "Approval request #1" in card_words(s) for s in teams.connector.sent)
+    await wait_until(card_posted)
+    posted = next(s for s in teams.connector.sent if s.card and "Approval request #1" in card_words(s))
+    assert "Asked by: Bob Builder (pipeline)" in card_words(posted)
+    [shown] = await teams.say("approval 1", conversation=CHANNEL, kind="channel")
+    assert "Asked by: Bob Builder (pipeline)" in card_words(shown)
+    await teams.click(posted.card, "Reject", user=BOB, conversation=CHANNEL, kind="channel")
+    await wait_until(lambda: any(s.method == "PUT" and "Rejected" in card_words(s) for s in teams.connector.sent))
+    [trail] = await teams.say("audit --target fraud-api", conversation=CHANNEL, kind="channel")
+    story = card_words(trail)
+    assert "Bob Builder (pipeline) requested traffic endpoint fraud-api in ml-prod (request #1)" in story, story
+    assert "Bob Builder voted to reject traffic endpoint fraud-api in ml-prod (request #1)" in story, story

@@ -54,6 +54,7 @@ async def first_run(crash_settings):
     pools = [ThreadPoolExecutor(max_workers=4), ThreadPoolExecutor(max_workers=4)]
     workspaces = build_workspaces(crash_settings, pools, reset_demo=True)
     store = open_storage(crash_settings.effective_storage_url)
+    store.audit_key = crash_settings.audit_key_bytes()     # the same MLOPSBOT_AUDIT_KEY as the restarted bot
     await store.open()
     clock = Clock()
     chat = Chat(workspaces, store, policy=Policy(), roles=ROLES, clock=clock, user=OLGA)

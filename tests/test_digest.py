@@ -345,3 +345,34 @@ async def test_what_could_not_be_read_keeps_the_last_digests_figures(fixed_works
     assert "Figures unavailable: Azure Monitor did not answer within 30 s." in words
     assert words.splitlines()[2] == ("Needs attention: 3 idle compute targets still running. "
                                      "Some parts could not be read (see below).")
+
+
+async def test_a_chats_digest_lists_only_its_tenants_approvals_and_carries_the_audit_anchor(channel, store, clock):
+    """Issue #17: with several tenants each sees only its own requests; the digest also anchors the
+    audit chain's head outside the database."""
+    from adapters.storage import ConversationRecord
+    now = clock()
+
+    def request(tenant: str, target: str) -> approvals.NewApproval:
+        return approvals.NewApproval(
+            action="traffic", workspace="ml-prod", environment="prod", target=target, parameters={}, before={},
+            after={}, reason="", requester_id=f"u-{tenant}", requester_name=f"Asker {tenant}", tenant_id=tenant,
+            conversation_id="c", quorum=1, allow_self=False, approver_role="approver", created_at=now,
+            expires_at=now + timedelta(hours=20))
+
+    async def work(tx):
+        await approvals.create(tx, request("t1", "endpoint fraud-api"))
+        await approvals.create(tx, request("t2", "endpoint churn-api"))
+        await audit.append(tx, audit.AuditEntry(at=now, event="policy_loaded", actor_id="mlops-bot",
+                                                actor_name="MLOps bot"))
+    await store.run_transaction(work)
+    for conversation in (CHANNEL, CHANNEL_THREAD):
+        await store.save_conversation(ConversationRecord(conversation, "channel", {"serviceUrl": "https://x"}, "t1",
+                                                         "team", CHANNEL, "", now))
+    seq, head = await store.run_transaction(audit.head, write=False)
+
+    words = as_text((await say(channel, "digest now")).card)
+
+    assert "Approvals waiting (1)" in words
+    assert "#1 traffic endpoint fraud-api, asked by Asker t1" in words and "Asker t2" not in words
+    assert f"Audit anchor: {seq} records, head {head}." in words

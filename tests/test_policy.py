@@ -109,3 +109,118 @@ def test_rules_describe_themselves_in_words():
         "needs 2 approvals from Approvers within 4 h")
     assert Rule(CONFIRM).describe() == "asks you to confirm first"
     assert Rule(DIRECT).describe() == "runs at once"
+
+
+# ---------------------------------------------------------------- kills mutmut survivors (issue #17)
+
+def test_default_confirmations_expire_after_30_minutes_and_approvals_after_a_day():
+    """A confirmation left open for a day is a change anyone on the thread can confirm much later."""
+    assert default_rule("cancel", "prod") == Rule(CONFIRM, expiry=timedelta(minutes=30))
+    assert default_rule("traffic", "dev") == Rule(CONFIRM, expiry=timedelta(minutes=30))
+    assert default_rule("traffic", "prod") == Rule(APPROVAL, expiry=timedelta(hours=24))
+    assert default_rule("batch", "dev") == Rule(DIRECT)
+
+
+def test_a_rule_with_auto_rollback_says_so():
+    assert Rule(APPROVAL, auto_rollback=True).describe() == (
+        "needs 1 approval from an Approver other than the requester within 24 h; rolled back by itself if the "
+        "endpoint degrades")
+    assert Rule(DIRECT, auto_rollback=True).describe() == "runs at once; rolled back by itself if the endpoint degrades"
+
+
+@pytest.mark.parametrize("value,shown", [
+    (timedelta(minutes=30), "30 min"), (timedelta(minutes=90), "90 min"), (timedelta(seconds=3599), "59 min"),
+    (timedelta(hours=1), "1 h"), (timedelta(hours=24), "24 h"), (timedelta(hours=47), "47 h"),
+    (timedelta(hours=48), "2 d"), (timedelta(hours=49), "49 h"), (timedelta(days=3), "3 d")])
+def test_durations_in_words(value, shown):
+    from commands.policy import duration_text
+    assert duration_text(value) == shown
+
+
+def test_a_duration_that_is_not_text_is_refused_in_words():
+    with pytest.raises(ValueError) as refused:
+        parse_duration(4)
+    assert str(refused.value) == "'4' is not a duration like 30m, 4h or 2d"
+    assert parse_duration("90m") == timedelta(minutes=90)
+
+
+def test_every_rule_key_is_read():
+    rule = parse_policy('[[rule]]\naction = "traffic"\nmode = "approval"\nquorum = 10\nallow_self = true\n'
+                        'approver_role = "operator"\nexpiry = "90m"\nauto_rollback = true\n',
+                        source="p.toml").rule("traffic", "prod")
+    assert rule == Rule(APPROVAL, 10, True, Role.OPERATOR, timedelta(minutes=90), True, source="p.toml line 1")
+    plain = parse_policy('[[rule]]\nmode = "approval"\n').rule("scale", "dev")
+    assert (plain.quorum, plain.allow_self, plain.approver_role, plain.expiry, plain.auto_rollback) == (
+        1, False, Role.APPROVER, timedelta(hours=24), False)
+    assert parse_policy('[[rule]]\nmode = "confirm"\n').rule("scale", "dev").expiry == timedelta(minutes=30)
+
+
+def test_rule_names_are_trimmed_case_folded_and_star_means_any():
+    policy = parse_policy('[[rule]]\naction = ["traffic", "*"]\nenvironment = [" Prod "]\nmode = "direct"\n')
+    assert policy.rule("archive", "PROD").mode == DIRECT         # "*" in a list: every action
+    assert policy.rule("traffic", "dev").mode == CONFIRM         # another environment: the default
+
+
+@pytest.mark.parametrize("text,message", [
+    ('rule = [1]\n', "policy line ? (rule 1): a rule must be a table"),     # no [[rule]] line to name
+    ('rule = 3\n', "policy line 1: write rules as [[rule]] tables"),
+    ('[[rule]]\nmode = "approval"\nquorum = 11\n', "policy line 1 (rule 1): quorum must be a whole number from 1 "
+                                                  "to 10, not 11"),
+    ('[[rule]]\nmode = "approval"\nquorum = true\n', "quorum must be a whole number from 1 to 10, not True"),
+    ('[[rule]]\nmode = "approval"\nallow_self = "yes"\n', "allow_self must be true or false, not 'yes'"),
+    ('[[rule]]\nmode = "approval"\nauto_rollback = 1\n', "auto_rollback must be true or false, not 1"),
+    ('[[rule]]\nmode = "approval"\napprover_role = 3\n', "approver_role must be operator, approver or admin, not 3"),
+    ('[[rule]]\nmode = "approval"\napprover_role = "boss"\n', "approver_role must be operator, approver or admin, "
+                                                             "not 'boss'"),
+    ('[[rule]]\nmode = "approval"\nwho = 1\n', "policy line 1 (rule 1): unknown key 'who' (known: action, "
+                                              "allow_self, approver_role, auto_rollback, environment, expiry, "
+                                              "mode, quorum)"),
+    ('[[rule]]\naction = "deploy"\nmode = "approval"\n', "unknown action 'deploy' (use one of traffic, scale, "
+                                                        "cancel, schedule, start, stop, batch, rollback, canary, "
+                                                        "promote, archive, retrain, or \"*\")"),
+    ('[[rule]]\naction = ""\nmode = "approval"\n', 'action must be a name, a list of names, or "*"'),
+    ('[[rule]]\naction = [" "]\nmode = "approval"\n', 'action must be a name, a list of names, or "*"'),
+    ('[[rule]]\naction = [1]\nmode = "approval"\n', 'action must be a name, a list of names, or "*"'),
+    ('[[rule]]\nenvironment = []\nmode = "approval"\n', 'environment must be a name, a list of names, or "*"'),
+    ('[[rule]]\nenvironment = "prod"\nmode = "approval"\n\n[[rule]]\nmode = "maybe"\n',
+     "policy line 5 (rule 2): mode must be one of direct, confirm, approval, not 'maybe'"),
+])
+def test_each_bad_rule_is_refused_with_its_own_message(text, message):
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(text)
+    assert message in str(caught.value)
+
+
+def test_the_subscriptions_role_is_read_and_checked():
+    from commands.policy import Policy
+    assert parse_policy('[subscriptions]\nrole = "viewer"\n').subscription_role == Role.VIEWER
+    assert parse_policy('[subscriptions]\nrole = "ADMIN"\n').subscription_role == Role.ADMIN
+    assert parse_policy('[[rule]]\nmode = "direct"\n').subscription_role == Role.OPERATOR
+    assert parse_policy('[subscriptions]\n').subscription_role == Role.OPERATOR
+    assert Policy().subscription_role == Role.OPERATOR
+    for text, message in [
+            ('[[rule]]\nmode = "direct"\n[subscriptions]\nrole = "boss"\n',
+             "policy line 3: [subscriptions] role must be viewer, operator, approver or admin, not 'boss'"),
+            ('[subscriptions]\nrole = 2\n', "policy line 1: [subscriptions] role must be viewer, operator, "
+                                            "approver or admin, not 2"),
+            ('[subscriptions]\nrole = "viewer"\nwho = "x"\n',
+             "policy line 1: unknown key 'who' in [subscriptions] (known: role)"),
+            ('subscriptions = 3\n', "policy line ?: write [subscriptions] as a table with a role")]:
+        with pytest.raises(PolicyError) as caught:
+            parse_policy(text)
+        assert str(caught.value) == message
+
+
+def test_a_policy_file_that_cannot_be_read_says_why(tmp_path):
+    with pytest.raises(PolicyError) as directory:
+        load_policy(tmp_path)
+    assert str(directory.value) == f"cannot read the policy file {tmp_path}: Is a directory"
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('# r\xe9gles\n'.encode("latin-1"))
+    with pytest.raises(PolicyError) as encoded:
+        load_policy(latin)
+    assert str(encoded.value) == f"the policy file {latin} is not UTF-8 text"
+    utf8 = tmp_path / "utf8.toml"
+    utf8.write_bytes('[[rule]]\nenvironment = "prød"\nmode = "direct"\n'.encode("utf-8"))
+    assert load_policy(utf8).rule("traffic", "prød").mode == DIRECT
+    assert load_policy(utf8).digest() == __import__("hashlib").sha256(utf8.read_bytes()).hexdigest()

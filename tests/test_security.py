@@ -475,7 +475,7 @@ NOT_A_REQUEST = "is not a request number; they look like 42 (type `approvals` to
                     "`snooze 7 24h`)"),
     ("audit --since ٣d", "'٣d' is not a time span. Use a number and a unit: 30m, 12h, 7d or 2w."),
     ("audit --limit ²", "'²' is not a whole number of records. Usage: `audit [verify] [--since SPAN] [--actor WHO] "
-                        "[--target WHAT] [--action ACTION] [--limit N]` (e.g. `audit --since 7d --target "
+                        "[--target WHAT] [--action ACTION] [--limit N] [--head HASH]` (e.g. `audit --since 7d --target "
                         "fraud-api`)"),
     ("drift fraud-model --window ٣", "The window is a number of days such as 7d (1 to 90), not '٣'. Usage: "
                                      "`drift ‹model/endpoint› [--window DAYS] [--workspace NAME]` (e.g. "

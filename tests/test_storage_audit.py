@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -47,25 +48,32 @@ async def test_actions_are_every_action_and_event_held(storage):
         "traffic", "requested", "vote:approve", "policy_loaded"}
 
 
-async def test_append_chains_records_with_sha256_over_the_canonical_encoding(storage):
-    first, second = await append_all(storage, [entry(0), entry(1, event="approved", actor_id="aad-ann",
-                                                                     actor_name="Ann Approver", approval_id=None)])
+async def test_append_chains_records_with_hmac_sha256_over_the_canonical_encoding(storage):
+    """Since migration 16 every record is keyed (issue #17: a plain SHA-256 chain has no secret, so
+    anyone who can write the database could re-hash an edit); without MLOPSBOT_AUDIT_KEY
+    (development) the key is the public DEVELOPMENT_KEY."""
+    first, second = await append_all(storage, [entry(0, reason="canary is healthy"),
+                                               entry(1, event="approved", actor_id="aad-ann",
+                                                     actor_name="Ann Approver", approval_id=None)])
 
     expected_canonical = json.dumps({
         "action": "traffic", "activity_id": "act-0", "actor_id": "aad-olive", "actor_name": "Olive Operator",
         "actor_upn": "olive@contoso.com", "after": {"blue": 0, "green": 100}, "approval_id": 7,
-        "at": "2025-03-14T12:00:00.123456+00:00", "before": {"blue": 90, "green": 10},
+        "at": "2025-03-14T12:00:00.123456+00:00", "before": {"blue": 90, "green": 10}, "chain": "hmac-sha256",
         "detail": {"reason": "canary ok ✓"}, "event": "requested", "outcome": "",
-        "parameters": {"n": 0, "split": {"blue": 0, "green": 100}}, "prev_hash": GENESIS_HASH, "seq": 1,
-        "target": "fraud-api", "tenant_id": "t1", "workspace": "ml-prod"},
+        "parameters": {"n": 0, "split": {"blue": 0, "green": 100}}, "prev_hash": GENESIS_HASH,
+        "reason": "canary is healthy", "seq": 1, "target": "fraud-api", "tenant_id": "t1", "workspace": "ml-prod"},
         sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     assert first.canonical() == expected_canonical
-    assert (first.seq, first.prev_hash, first.hash) == (1, GENESIS_HASH, hashlib.sha256(expected_canonical).hexdigest())
+    assert (first.seq, first.prev_hash, first.chain, first.hash) == (
+        1, GENESIS_HASH, "hmac-sha256", hmac.new(audit.DEVELOPMENT_KEY, expected_canonical, hashlib.sha256).hexdigest())
     assert (second.seq, second.prev_hash) == (2, first.hash)
-    assert second.hash == hashlib.sha256(second.canonical()).hexdigest()
+    assert second.hash == hmac.new(audit.DEVELOPMENT_KEY, second.canonical(), hashlib.sha256).hexdigest()
     assert await storage.run_transaction(audit.scan) == [first, second]
     assert await storage.run_transaction(audit.head) == (2, second.hash)
-    assert await verify(storage) == Verification(True, 2, None, "")
+    result = await verify(storage)
+    assert result == Verification(True, 2, None, "")
+    assert (result.keyed, result.keyed_from, result.head_seq, result.head_hash) == (False, 1, 2, second.hash)
 
 
 async def test_query_filters_newest_first(storage):
@@ -206,12 +214,13 @@ async def test_verify_names_a_forged_record_inserted_in_the_middle(chain):
 
     await storage.run_transaction(lambda tx: tx.execute(
         "INSERT INTO audit_log (seq, at, event, actor_id, actor_name, actor_upn, tenant_id, action, workspace, target, "
-        "parameters, before_state, after_state, approval_id, outcome, activity_id, detail, prev_hash, hash) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "parameters, before_state, after_state, approval_id, outcome, activity_id, detail, prev_hash, hash, chain) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (12, forged.at.isoformat(), forged.event, forged.actor_id, forged.actor_name, forged.actor_upn,
          forged.tenant_id, forged.action, forged.workspace, forged.target, json.dumps(forged.parameters),
          json.dumps(forged.before), json.dumps(forged.after), forged.approval_id, forged.outcome,
-         forged.activity_id, json.dumps(forged.detail, ensure_ascii=False), forged.prev_hash, forged.hash)))
+         forged.activity_id, json.dumps(forged.detail, ensure_ascii=False), forged.prev_hash, forged.hash,
+         forged.chain)))
 
     result = await verify(storage)
     assert (result.ok, result.first_bad_seq, result.problem) == (False, 12, "record 12 was inserted")
@@ -224,12 +233,13 @@ async def test_verify_names_a_forged_record_appended_past_the_head(chain):
 
     await storage.run_transaction(lambda tx: tx.execute(
         "INSERT INTO audit_log (seq, at, event, actor_id, actor_name, actor_upn, tenant_id, action, workspace, target, "
-        "parameters, before_state, after_state, approval_id, outcome, activity_id, detail, prev_hash, hash) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "parameters, before_state, after_state, approval_id, outcome, activity_id, detail, prev_hash, hash, chain) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (21, forged.at.isoformat(), forged.event, forged.actor_id, forged.actor_name, forged.actor_upn,
          forged.tenant_id, forged.action, forged.workspace, forged.target, json.dumps(forged.parameters),
          json.dumps(forged.before), json.dumps(forged.after), forged.approval_id, forged.outcome,
-         forged.activity_id, json.dumps(forged.detail, ensure_ascii=False), forged.prev_hash, forged.hash)))
+         forged.activity_id, json.dumps(forged.detail, ensure_ascii=False), forged.prev_hash, forged.hash,
+         forged.chain)))
 
     assert await verify(storage) == Verification(False, 21, 21,
                                                  "record 21 was inserted (the head says the chain ends at 20)")

@@ -711,6 +711,20 @@ MIGRATIONS: tuple[Migration, ...] = (
                    seen_at     TIMESTAMPTZ NOT NULL)""",
         ),
     ),
+    # The keyed audit chain (adapters/storage/audit.py): records written from now on carry
+    # chain = 'hmac-sha256' (HMAC with MLOPSBOT_AUDIT_KEY, which the database does not hold) and
+    # the requester's reason; the records already there stay 'sha256' (plain) and still verify.
+    Migration(
+        16, "keyed audit chain",
+        sqlite=(
+            "ALTER TABLE audit_log ADD COLUMN reason TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE audit_log ADD COLUMN chain TEXT NOT NULL DEFAULT 'sha256'",
+        ),
+        postgres=(
+            "ALTER TABLE audit_log ADD COLUMN reason TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE audit_log ADD COLUMN chain TEXT NOT NULL DEFAULT 'sha256'",
+        ),
+    ),
 )
 
 _MIGRATIONS_TABLE = {
@@ -736,6 +750,9 @@ class SqlStorage:
 
     dialect: ClassVar[str]
     ping_timeout: float = 5.0
+    # The audit chain's HMAC key (MLOPSBOT_AUDIT_KEY, set by the composition root); None: the
+    # public development key (adapters/storage/audit.py), which proves nothing.
+    audit_key: bytes | None = None
 
     async def open(self) -> None:
         raise NotImplementedError

@@ -198,9 +198,13 @@ async def get(tx: Transaction, approval_id: int, *, for_update: bool = False) ->
 
 
 async def find(tx: Transaction, *, states: Sequence[str] | None = None, requester_id: str | None = None,
-               voter_id: str | None = None, conversation_id: str | None = None, limit: int = 50) -> list[Approval]:
+               voter_id: str | None = None, conversation_id: str | None = None, limit: int = 50,
+               tenant_id: str | None = None) -> list[Approval]:
     """Requests matching every given filter, newest first (at most `limit`)."""
     where, params = [], []
+    if tenant_id is not None:
+        where.append("tenant_id = ?")
+        params.append(tenant_id)
     if states is not None:
         wanted = _states(states, "states") if states else ()
         if not wanted:

@@ -32,10 +32,12 @@ class StorageUnavailable(StorageError):
 class Transaction(Protocol):
     """Statements inside one `SqlStorage.run_transaction` call; qmark (`?`) placeholders.
 
-    `dialect` is "sqlite" or "postgres", for the few statements that differ (row locks).
+    `dialect` is "sqlite" or "postgres", for the few statements that differ (row locks);
+    `audit_key` the storage's audit chain key (None: the public development key).
     """
 
     dialect: str
+    audit_key: bytes | None
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a statement; return the number of rows it changed."""

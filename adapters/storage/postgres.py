@@ -121,7 +121,7 @@ class PostgresStorage(SqlStorage):
                 # back; a failure *during* COMMIT leaves the outcome unknown, which the error says.
                 committing = False
                 try:
-                    result = await work(_PostgresTransaction(connection))
+                    result = await work(_PostgresTransaction(connection, self.audit_key))
                     committing = True
                     await connection.execute("COMMIT")
                     return result
@@ -196,8 +196,9 @@ class _PostgresTransaction:
 
     dialect = "postgres"
 
-    def __init__(self, connection: psycopg.AsyncConnection) -> None:
+    def __init__(self, connection: psycopg.AsyncConnection, audit_key: bytes | None = None) -> None:
         self._connection = connection
+        self.audit_key = audit_key
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         cursor = await self._run(sql, params)

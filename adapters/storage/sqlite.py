@@ -138,6 +138,7 @@ class _SqliteTransaction:
     def __init__(self, storage: SqliteStorage, connection: sqlite3.Connection) -> None:
         self._storage = storage
         self._connection = connection
+        self.audit_key = storage.audit_key
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return await self._storage._call(_execute, self._connection, sql, params)
