@@ -30,8 +30,10 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field, StrictBool, ValidationError, field_validator
 
+from adapters import jsonsafe
 from adapters.storage import approvals as approval_store, audit as audit_log
 from adapters.storage.approvals import Approval
+from bot.bodies import BodyTimeout, read_body
 from bot.handler import ChatHandler, explain
 from commands.audit import parse_since
 from commands.context import Role, User
@@ -42,6 +44,11 @@ from commands.registry import CommandError
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_BODY_DEPTH = 32
+# What a request stores (parameters, before, after) is kept in the audit chain forever and read back
+# by every export: bounded at the door, so one odd request cannot break every later export.
+MAX_STORED_DEPTH = 8
+MAX_STORED_BYTES = 8192
 # A pipeline that retries a POST whose answer it lost sends the same key: it gets the request the
 # first call opened, not a second one to approve (and perhaps run twice).
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -77,8 +84,9 @@ class GateRequest(BaseModel):
     @field_validator("parameters", "before", "after")
     @classmethod
     def _small(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if len(json.dumps(value)) > 8192:
-            raise ValueError("is too large (8 KB at most)")
+        problem = jsonsafe.bounded(value, max_depth=MAX_STORED_DEPTH, max_bytes=MAX_STORED_BYTES)
+        if problem:
+            raise ValueError(problem)
         return value
 
 
@@ -128,11 +136,18 @@ class ApprovalsApi:
         if request.content_type != "application/json":
             return _problem(415, "expected Content-Type: application/json")
         try:
-            raw = await request.content.read(MAX_BODY_BYTES + 1)
-            if len(raw) > MAX_BODY_BYTES:
-                return _problem(413, f"body larger than {MAX_BODY_BYTES} bytes")
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError):
+            raw = await read_body(request, MAX_BODY_BYTES)
+        except web.HTTPRequestEntityTooLarge:
+            return _problem(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        except BodyTimeout as error:
+            return _problem(408, str(error))
+        try:
+            body = jsonsafe.loads(raw, MAX_BODY_DEPTH)
+        except jsonsafe.TooDeep as error:
+            return _problem(400, f"body is not JSON: {error}")
+        except jsonsafe.NotJsonNumber as error:
+            return _problem(400, f"body is not JSON: {error}")
+        except ValueError:
             return _problem(400, "body is not JSON")
         try:
             gate_request = GateRequest.model_validate(body)

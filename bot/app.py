@@ -32,11 +32,13 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from adapters import jsonsafe
 from adapters.nonblocking import NonBlockingService
 from adapters.service import AzureScope
 from adapters.storage import Storage, StorageError, open_storage
 from adapters.storage.outbox import OutboxItem
 from bot.api import ApprovalsApi
+from bot.bodies import BodyTimeout, ClientGone, read_body
 from bot.digests import DigestScheduler
 from bot.handler import ChatHandler
 from bot.ingress import Ingress, prune_forever
@@ -249,6 +251,9 @@ async def _never_500(request: web.Request, handler: Any) -> web.StreamResponse:
         return await handler(request)
     except web.HTTPException:
         raise
+    except ClientGone as gone:
+        log.info("%s %s: the client went away before its body arrived (%s)", request.method, request.path, gone)
+        return _problem(400, "the body did not arrive")
     except Exception:  # noqa: BLE001 - a stack trace must never reach the caller
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _problem(500, "internal error")
@@ -269,36 +274,25 @@ async def _check_activity(request: web.Request) -> web.Response | None:
     if request.content_length is not None and request.content_length > MAX_ACTIVITY_BYTES:
         return _problem(413, f"activity larger than {MAX_ACTIVITY_BYTES} bytes")
     try:
-        body = json.loads(await request.read())
+        raw = await read_body(request, MAX_ACTIVITY_BYTES, keep=True)
     except web.HTTPRequestEntityTooLarge:
         return _problem(413, f"activity larger than {MAX_ACTIVITY_BYTES} bytes")
-    except RecursionError:
-        log.warning("refused a request from %s: JSON nested too deeply to parse", request.remote)
-        return _problem(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-    except (ValueError, UnicodeDecodeError):
-        return _problem(400, "body is not JSON")
-    if _depth(body) > MAX_JSON_DEPTH:
+    except BodyTimeout as error:
+        return _problem(408, str(error))
+    try:
+        body = jsonsafe.loads(raw, MAX_JSON_DEPTH)
+    except jsonsafe.TooDeep:
         log.warning("refused a request from %s: JSON nested too deeply", request.remote)
         return _problem(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    except jsonsafe.NotJsonNumber as error:
+        return _problem(400, f"body is not JSON: {error}")
+    except ValueError:
+        return _problem(400, "body is not JSON")
     problem = request.app[BOT].check_activity(body)
     return _problem(400, problem) if problem else None
 
 
 MAX_JSON_DEPTH = 32
-
-
-def _depth(value: Any) -> int:
-    """How deeply lists and objects nest in `value` (iteratively: no recursion to exhaust)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            node = list(node.values())
-        if isinstance(node, list):
-            deepest = max(deepest, depth)
-            if depth <= MAX_JSON_DEPTH:
-                stack.extend((child, depth + 1) for child in node if isinstance(child, (dict, list)))
-    return deepest
 
 
 async def healthz(request: web.Request) -> web.Response:
