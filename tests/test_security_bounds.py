@@ -156,3 +156,125 @@ def test_command_text_strips_tags_and_mentions_as_before():
     activity = Activity().deserialize({"type": "message", "text": "<at>MLOps bot</at> <p>models&nbsp;fraud</p> a<b",
                                        "entities": []})
     assert command_text(activity) == "models fraud a<b"
+
+
+@pytest.fixture
+async def served_like_run_app(bounds_settings):
+    """The app behind an AppRunner with run_app's defaults (aiohttp's test server cancels a handler
+    whose client left, which `mlops-bot serve` does not), on a free port: (host, port)."""
+    from aiohttp import web
+    runner = web.AppRunner(create_app(bounds_settings, reset_demo=True))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield "127.0.0.1", site._server.sockets[0].getsockname()[1]
+    await runner.cleanup()
+
+
+@pytest.mark.timeout(20)
+async def test_a_body_that_never_finishes_gets_408_and_one_that_is_abandoned_one_log_line(served_like_run_app,
+                                                                                          monkeypatch, caplog):
+    import asyncio
+
+    import bot.bodies
+    monkeypatch.setattr(bot.bodies, "BODY_READ_SECONDS", 0.5)
+    caplog.set_level(logging.INFO)
+    host, port = served_like_run_app
+
+    async def partial(path: str, *, close: bool) -> bytes:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+                     f"Authorization: Bearer {TOKEN}\r\nx-functions-key: {KEY}\r\nContent-Length: 1000\r\n\r\n"
+                     '{"action": "dep'.encode())
+        await writer.drain()
+        if close:
+            await asyncio.sleep(0.2)                # the handler is waiting for the rest
+            writer.close()
+            return b""
+        answer = await reader.read(4096)
+        writer.close()
+        return answer
+
+    for path in ("/api/approvals", "/api/events", "/api/messages"):
+        answer = await partial(path, close=False)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"did not arrive within 0.5 seconds" in answer
+    for path in ("/api/approvals", "/api/events", "/api/messages"):
+        caplog.clear()
+        await partial(path, close=True)
+        for _ in range(100):
+            if any("went away" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.05)
+        lines = [r for r in caplog.records if r.levelno >= logging.INFO and not r.name.startswith("aiohttp.access")]
+        assert [(r.name, r.levelname, r.exc_info) for r in lines] == [("bot.app", "INFO", None)]
+        assert f"POST {path}: the client went away" in lines[0].getMessage()
+
+
+# ---------------------------------------------------------------- 7. serviceUrl as the HTTP client reads it
+
+
+@pytest.mark.parametrize("service_url,problem", [
+    ("https://evil.example\\@smba.trafficmanager.net/amer/",
+     "'serviceUrl' may not contain backslashes, spaces, control or non-ASCII characters"),
+    ("https://evil.example%40@smba.trafficmanager.net/", "'serviceUrl' may not carry user information ('@' before the host)"),
+    ("https://user@smba.trafficmanager.net/", "'serviceUrl' may not carry user information ('@' before the host)"),
+    ("https://evil%2esmba.trafficmanager.net/", "'serviceUrl' may not contain %-escapes in its host"),
+    ("https://smba.trafficmanager.net%2eevil.example/", "'serviceUrl' may not contain %-escapes in its host"),
+    ("https://smba.trafficmanager.net/amer/?x=1", "'serviceUrl' may not carry a query or a fragment"),
+    ("https://smba.trafficmanager.net./amer/", "'serviceUrl' host 'smba.trafficmanager.net.' is not a host name"),
+    ("https://smba.trafficmanager.net\t/amer/",
+     "'serviceUrl' may not contain backslashes, spaces, control or non-ASCII characters"),
+    ("https://smba.traffícmanager.net/amer/",
+     "'serviceUrl' may not contain backslashes, spaces, control or non-ASCII characters"),
+    ("https://smba.trafficmanager.net/amer/", None),
+])
+def test_service_url_is_checked_as_the_http_clients_read_it(service_url, problem):
+    from bot.settings import DEFAULT_SERVICE_URL_HOSTS
+    from bot.teams import service_url_problem
+    assert service_url_problem(service_url, DEFAULT_SERVICE_URL_HOSTS) == problem
+    assert service_url_problem(service_url, ()) == problem          # development: any host, read as strictly
+
+
+def test_every_client_the_bot_sends_with_reads_the_accepted_host():
+    """What made the forgery work: the standard parser and requests/urllib3 disagree on the host."""
+    import urllib3.util
+    from urllib.parse import urlsplit
+    forged = "https://evil.example\\@smba.trafficmanager.net/"
+    assert urlsplit(forged).hostname == "smba.trafficmanager.net"
+    assert urllib3.util.parse_url(forged).host == "evil.example"
+    from bot.teams import _clients_read_host
+    assert _clients_read_host("https://smba.trafficmanager.net/amer/") == {"smba.trafficmanager.net"}
+
+
+def test_the_stored_reference_carries_the_url_rebuilt_from_its_checked_parts():
+    from botbuilder.schema import Activity
+
+    from bot.teams import conversation_record
+    activity = Activity().deserialize({
+        "type": "message", "id": "1", "channelId": "msteams", "serviceUrl": "https://SMBA.TrafficManager.net:443/amer/",
+        "from": {"id": "29:a", "aadObjectId": "aad-a"}, "recipient": {"id": "28:bot"},
+        "conversation": {"id": "a:1", "conversationType": "personal", "tenantId": "t"}})
+    assert conversation_record(activity).reference["serviceUrl"] == "https://smba.trafficmanager.net/amer/"
+
+
+async def test_a_signed_activity_with_a_forged_service_url_is_refused_and_nothing_is_stored(
+        aiohttp_server, tmp_path, monkeypatch):
+    from tests.signing_keys import SigningKey, trust
+    from tests.test_security import APP_ID, started
+    key = SigningKey("channel-key-1")
+    trust(monkeypatch, key)
+    bot_ = await started(aiohttp_server, tmp_path, monkeypatch, host="0.0.0.0", app_id=APP_ID, allowed_tenants=["*"],
+                         app_password="not-a-real-secret")
+    forged = "https://evil.example\\@smba.trafficmanager.net/amer/"
+    try:
+        async with TeamsStandIn(bot_.url) as teams:
+            body = teams.message("whoami", serviceUrl=forged)
+            token = key.token(audience=APP_ID, service_url=forged)
+            async with teams.session.post(teams.bot_url, json=body,
+                                          headers={"Authorization": f"Bearer {token}"}) as response:
+                assert response.status == 400
+                assert "backslashes" in (await response.json())["error"]
+        assert await bot_.storage.list_conversations() == []
+    finally:
+        await bot_.storage.close()
