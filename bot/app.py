@@ -14,6 +14,9 @@ Background tasks, started with the app: the outbox worker (every proactive messa
 expiry of approval requests, the watches after traffic changes, jobs and the local monitors'
 drift alerts (bot/watch.py) and the digest scheduler (bot/digests.py).
 
+In development mode (no app id) only requests whose Host is localhost, 127.0.0.1 or [::1] (any port)
+are answered; others get 421 (a DNS-rebinding page could otherwise drive the bot as Admin).
+
 Malformed requests are answered with 4xx and a short JSON reason before they reach botbuilder,
 whose own parsing would turn them into HTTP 500.
 """
@@ -145,7 +148,10 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     scheduler = DigestScheduler(storage, workspaces, clock=clock, health=settings.health_thresholds(),
                                 wake=worker.wake)
 
-    app = web.Application(client_max_size=MAX_ACTIVITY_BYTES, middlewares=[_never_500])
+    middlewares = [_never_500]
+    if settings.development:
+        middlewares.insert(0, _loopback_names_only)
+    app = web.Application(client_max_size=MAX_ACTIVITY_BYTES, middlewares=middlewares)
     app[HANDLER], app[BOT], app[STORAGE], app[POOLS] = handler, bot, storage, pools
     app[WORKER], app[TASKS], app[GATE], app[WATCHES] = worker, tasks, gate, watch_loop
     app[DIGESTS] = scheduler
@@ -257,6 +263,37 @@ async def _never_500(request: web.Request, handler: Any) -> web.StreamResponse:
     except Exception:  # noqa: BLE001 - a stack trace must never reach the caller
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _problem(500, "internal error")
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+def loopback_host(host_header: str | None) -> bool:
+    """Whether a Host header names this machine by a loopback name: localhost, 127.0.0.1 or [::1],
+    with or without a port."""
+    if not host_header:
+        return False
+    host = host_header.strip().lower()
+    if host.startswith("[") and "]" in host:
+        cut = host.index("]") + 1                       # [::1]:3978
+    else:
+        cut = host.find(":") if ":" in host else len(host)
+    name, port = host[:cut], host[cut:]
+    if port and not (port.startswith(":") and port[1:].isascii() and port[1:].isdigit() and len(port) <= 6):
+        return False
+    return name in LOOPBACK_NAMES
+
+
+@web.middleware
+async def _loopback_names_only(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Development mode (no app id) trusts whoever reaches it: everyone may be Admin. It listens on
+    loopback only, but a web page can rebind its own DNS name to 127.0.0.1 and drive it from a
+    browser; such requests carry the page's name in Host. So only loopback names are answered."""
+    if not loopback_host(request.headers.get("Host")):
+        log.warning("development mode: refused a request for host %r", (request.headers.get("Host") or "")[:100])
+        return _problem(421, "development mode answers only requests for localhost, 127.0.0.1 or [::1] "
+                             "(set MicrosoftAppId to serve other names)")
+    return await handler(request)
 
 
 async def messages(request: web.Request) -> web.StreamResponse:

@@ -47,8 +47,9 @@ async def call(teams: TeamsStandIn, method: str, path: str, *, raw: bytes | None
                headers: dict | None = None) -> tuple[int, dict | str, dict]:
     url = teams.bot_url.replace("/api/messages", path)
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    sent = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}", "x-functions-key": KEY,
-            **(headers or {})}
+    sent = {"Content-Type": "application/json", "x-functions-key": KEY, **(headers or {})}
+    if path != "/api/messages":                   # there a token is the channel's JWT
+        sent.setdefault("Authorization", f"Bearer {TOKEN}")
     async with teams.session.request(method, url, data=data, headers=sent) as response:
         text = await response.text()
         try:
@@ -276,5 +277,41 @@ async def test_a_signed_activity_with_a_forged_service_url_is_refused_and_nothin
                 assert response.status == 400
                 assert "backslashes" in (await response.json())["error"]
         assert await bot_.storage.list_conversations() == []
+    finally:
+        await bot_.storage.close()
+
+
+# ---------------------------------------------------------------- 12. development mode answers loopback names only
+
+
+@pytest.mark.parametrize("host,answered", [
+    ("127.0.0.1:3978", True), ("localhost", True), ("LOCALHOST:3978", True), ("[::1]:3978", True), ("[::1]", True),
+    ("evil.example", False), ("evil.example:3978", False), ("localhost.evil.example", False),
+    ("127.0.0.1.nip.io:3978", False), ("127.0.0.2", False), ("localhost:x", False), ("", False),
+])
+@pytest.mark.parametrize("path", ["/api/messages", "/healthz", "/api/audit"])
+async def test_development_mode_answers_only_requests_for_loopback_names(teams, host, answered, path):
+    """A DNS-rebinding page (evil.example resolving to 127.0.0.1) must not drive the bot as Admin."""
+    body = teams.message("whoami") if path == "/api/messages" else None
+    before = len(teams.connector.sent)
+    status, answer, _ = await call(teams, "POST" if body else "GET", path, body=body, headers={"Host": host})
+    if answered:
+        assert status in (200, 201), answer
+    else:
+        assert status == 421
+        assert answer == {"error": "development mode answers only requests for localhost, 127.0.0.1 or [::1] "
+                                   "(set MicrosoftAppId to serve other names)"}
+        assert len(teams.connector.sent) == before
+
+
+async def test_with_an_app_id_any_host_name_is_served(aiohttp_server, tmp_path, monkeypatch):
+    from tests.test_security import APP_ID, started
+    bot_ = await started(aiohttp_server, tmp_path, monkeypatch, host="0.0.0.0", app_id=APP_ID, allowed_tenants=["*"],
+                         app_password="not-a-real-secret")
+    try:
+        async with TeamsStandIn(bot_.url) as teams:
+            async with teams.session.get(bot_.url.replace("/api/messages", "/healthz"),
+                                         headers={"Host": "mlops-bot.contoso.com"}) as response:
+                assert response.status == 200
     finally:
         await bot_.storage.close()
