@@ -3,7 +3,11 @@
     POST /api/approvals        open a request; 201 {"id": 42, "state": "pending", ...}
     GET  /api/approvals/{id}   its state, votes and decider, for the pipeline to poll
     GET  /api/audit?format=jsonl|csv&since=7d|2026-11-01T00:00:00Z
-                               (in the CSV, a cell starting with = + - @, tab or CR gets a leading ')
+                               (in the CSV, a cell starting with = + - @, tab, CR, NUL or a
+                               full-width ＝ ＋ － ＠ gets a leading ')
+
+A requester opens at most MLOPSBOT_CHANGE_REQUESTS_PER_MINUTE requests a minute (as in chat); beyond
+that POST /api/approvals answers 429 with Retry-After (seconds) and `retry_after` in the body.
 
 Every call carries `Authorization: Bearer <MLOPSBOT_API_TOKEN>`, compared in constant time; without
 a configured token the API is off (503). Bad bodies get 400 (not JSON) or 422 naming the field;
@@ -37,7 +41,7 @@ from bot.bodies import BodyTimeout, read_body
 from bot.handler import ChatHandler, explain
 from commands.audit import parse_since
 from commands.context import Role, User
-from commands.gate import REDELIVERED, Change, Pipeline
+from commands.gate import REDELIVERED, Change, Pipeline, TooManyRequests
 from commands.policy import APPROVAL, Rule
 from commands.registry import CommandError
 
@@ -53,8 +57,10 @@ MAX_STORED_BYTES = 8192
 # first call opened, not a second one to approve (and perhaps run twice).
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY = 200
-# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection, OWASP).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection, OWASP); some
+# also read the full-width forms (U+FF1D ＝, U+FF0B ＋, U+FF0D －, U+FF20 ＠) as the ASCII ones, and
+# a leading NUL is dropped by some importers, leaving what follows it at the start.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\0", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 
 class GateRequest(BaseModel):
@@ -165,6 +171,9 @@ class ApprovalsApi:
                 await self._earlier(call) or await self._open(gate_request, call))
         except _Unprocessable as error:
             return _problem(422, str(error), field=error.field)
+        except TooManyRequests as error:
+            return web.json_response({"error": error.message, "retry_after": error.retry_after}, status=429,
+                                     headers={"Retry-After": str(error.retry_after)})
         except _Retried:                         # the same key is being handled right now, or was
             approval = await self._earlier(call)
             if approval is None:
@@ -210,6 +219,8 @@ class ApprovalsApi:
                                             pipeline=pipeline, activity_id=call)
             try:
                 reply = await handler.registry.invoke(ctx, command, argv)
+            except TooManyRequests:
+                raise
             except CommandError as error:
                 raise _Unprocessable(error.message, "parameters") from None
             except Exception as error:  # noqa: BLE001 - a workspace error is the caller's to read
@@ -323,7 +334,8 @@ def _since(value: str, now: datetime) -> datetime:
 
 def _csv_cell(value: Any) -> Any:
     """A CSV cell: objects and lists as JSON; text a spreadsheet would run as a formula (it starts
-    with = + - @, tab or CR: a requester `=HYPERLINK(...)`) behind a single quote, as OWASP
+    with = + - @, tab, CR, NUL or a full-width ＝ ＋ － ＠: a requester `=HYPERLINK(...)`) behind a
+    single quote, as OWASP
     recommends against CSV injection. Only the CSV: the JSON lines and the stored chain keep every
     value as it is (the hashes cover them)."""
     if isinstance(value, (dict, list)):

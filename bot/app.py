@@ -120,7 +120,7 @@ def build_handler(settings: Settings, workspaces: Workspaces, storage: Storage, 
     (the web app and the terminal chat share it)."""
     roles = settings.role_book()
     gate = Gate(settings.policy(), storage, clock=clock, roles=roles, approval_channel=settings.approval_channel,
-                spawn=spawn)
+                spawn=spawn, requests_per_minute=settings.change_requests_per_minute)
     handler = ChatHandler(catalog(), workspaces, roles, development=settings.development,
                           allowed_tenants=settings.tenant_allow_list, store=storage, gate=gate, clock=clock,
                           health=settings.health_thresholds())

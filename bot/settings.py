@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     webhook_key: str = Field("", validation_alias="MLOPSBOT_WEBHOOK_KEY", repr=False)
     watch_minutes: int = Field(15, ge=1, le=24 * 60, validation_alias="MLOPSBOT_WATCH_MINUTES",
                                description="minutes the bot watches an endpoint after a traffic change")
+    change_requests_per_minute: int = Field(
+        20, ge=0, le=10_000, validation_alias="MLOPSBOT_CHANGE_REQUESTS_PER_MINUTE",
+        description="change requests one person or pipeline requester may open per minute (a burst of as many, "
+                    "then one every 60/N s); 0 turns the limit off")
 
     # Where replies may go (the activity's serviceUrl), when an app id is set
     service_url_hosts: Annotated[list[str], NoDecode] = Field(

@@ -315,3 +315,104 @@ async def test_with_an_app_id_any_host_name_is_served(aiohttp_server, tmp_path, 
                 assert response.status == 200
     finally:
         await bot_.storage.close()
+
+
+# ---------------------------------------------------------------- 13. small things
+
+
+def test_the_log_escaper_escapes_the_line_and_paragraph_separators():
+    from bot.logsafe import EscapingFormatter, escape_controls
+    assert escape_controls("Mallory\u2028INFO change approved by admin\u2029") == \
+        "Mallory\\u2028INFO change approved by admin\\u2029"
+    record = logging.LogRecord("bot", logging.INFO, __file__, 1, "hello %s", ("a\u2028b",), None)
+    assert EscapingFormatter("%(message)s").format(record).splitlines() == ["hello a\\u2028b"]
+
+
+@pytest.mark.parametrize("value,cell", [
+    ("\0=1+1", "'\0=1+1"), ("\uff1d1+1", "'\uff1d1+1"), ("\uff0bcmd", "'\uff0bcmd"), ("\uff0d2+3", "'\uff0d2+3"),
+    ("\uff20SUM(1)", "'\uff20SUM(1)"), ("=1", "'=1"), ("fraud-api", "fraud-api"), (-5, -5),
+])
+def test_the_csv_export_neutralises_nul_and_full_width_formula_starts(value, cell):
+    from bot.api import _csv_cell
+    assert _csv_cell(value) == cell
+
+
+async def test_nul_and_full_width_formula_starts_are_quoted_in_the_csv_over_http(teams):
+    import csv
+    import io
+    names = ["\0=1+1", "\uff1dHYPERLINK(1)", "\uff0b1", "\uff0d1", "\uff20SUM(1)"]
+    for name in names:
+        status, answer, _ = await call(teams, "POST", "/api/approvals", body=gate_body(requester=name))
+        assert status == 201, answer
+    status, table, _ = await call(teams, "GET", "/api/audit?format=csv")
+    rows = [row for row in csv.DictReader(io.StringIO(table, newline="")) if row["event"] == "requested"]
+    assert [row["actor_name"] for row in rows] == ["'" + name for name in names]
+
+
+class Clock:
+    def __init__(self):
+        from datetime import datetime, timezone
+        self.now = datetime(2026, 12, 7, 9, 0, tzinfo=timezone.utc)
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        from datetime import timedelta
+        self.now += timedelta(seconds=seconds)
+
+
+def test_the_token_bucket_allows_a_burst_then_one_every_60_over_n_seconds():
+    from commands.ratelimit import RateLimiter
+    clock = Clock()
+    limiter = RateLimiter(20, clock)
+    assert [limiter.take("alice") for _ in range(20)] == [0.0] * 20
+    assert limiter.take("alice") == pytest.approx(3.0)               # 60 s / 20
+    assert limiter.take("bob") == 0.0                                  # per requester
+    clock.advance(1.5)
+    assert limiter.take("alice") == pytest.approx(1.5)
+    clock.advance(1.5)
+    assert limiter.take("alice") == 0.0 and limiter.take("alice") == pytest.approx(3.0)
+    clock.advance(3600)
+    assert [limiter.take("alice") for _ in range(20)] == [0.0] * 20    # refilled to the burst, not beyond
+    assert limiter.take("alice") > 0
+    assert all(RateLimiter(0, clock).take("alice") == 0.0 for _ in range(100))      # 0: no limit
+
+
+@pytest.fixture
+async def limited(aiohttp_server, bounds_settings):
+    clock = Clock()
+    settings = bounds_settings.model_copy(update={"change_requests_per_minute": 2})
+    server = await aiohttp_server(create_app(settings, reset_demo=True, clock=clock))
+    async with TeamsStandIn(str(server.make_url("/api/messages"))) as stand_in:
+        await stand_in.say("help", mention=True, conversation=CHANNEL, kind="channel")
+        stand_in.clock = clock
+        yield stand_in
+
+
+async def test_change_requests_in_chat_are_limited_per_requester_with_a_clear_message(limited):
+    asked = []
+    for split in ("blue=10 green=90", "blue=20 green=80", "blue=30 green=70"):
+        [reply] = await limited.say(f"traffic fraud-api {split}", mention=True, conversation=CHANNEL, kind="channel")
+        asked.append(reply.text or reply.card.get("fallbackText", ""))
+    assert "Approval request" in asked[0] and "Approval request" in asked[1]
+    assert asked[2] == ("You have opened 2 change requests in the last minute, the most I take from one person; "
+                        "try again in 30 s. (The limit keeps a loop or a slip from flooding the approvers.)")
+    limited.clock.advance(30)
+    [reply] = await limited.say("traffic fraud-api blue=40 green=60", mention=True, conversation=CHANNEL,
+                                kind="channel")
+    assert "Approval request" in (reply.text or reply.card.get("fallbackText", ""))
+
+
+async def test_the_pipeline_api_answers_429_with_retry_after_per_requester(limited):
+    for _ in range(2):
+        assert (await call(limited, "POST", "/api/approvals", body=gate_body()))[0] == 201
+    status, answer, headers = await call(limited, "POST", "/api/approvals", body=gate_body())
+    assert (status, headers["Retry-After"], answer["retry_after"]) == (429, "30", 30)
+    assert "2 change requests in the last minute" in answer["error"]
+    status, answer, _ = await call(limited, "POST", "/api/approvals",
+                                   body=gate_body(action="scale", parameters={"endpoint": "fraud-api"}))
+    assert status == 429                                               # the same requester, another change
+    assert (await call(limited, "POST", "/api/approvals", body=gate_body(requester="other-ci")))[0] == 201
+    limited.clock.advance(30)
+    assert (await call(limited, "POST", "/api/approvals", body=gate_body()))[0] == 201
