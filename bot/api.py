@@ -27,7 +27,7 @@ import hmac
 import io
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import datetime, timezone
 from typing import Any
 
@@ -346,6 +346,8 @@ def _csv_cell(value: Any) -> Any:
 
 
 def _record_dict(record) -> dict[str, Any]:
-    row = asdict(record)
+    """The record's fields, values as stored (shallow: `asdict` recurses into every nested value and
+    failed with RecursionError on a record stored before values were bounded, making every export 500)."""
+    row = {f.name: getattr(record, f.name) for f in fields(record)}
     row["at"] = record.at.isoformat()
     return row

@@ -416,3 +416,17 @@ async def test_the_pipeline_api_answers_429_with_retry_after_per_requester(limit
     assert (await call(limited, "POST", "/api/approvals", body=gate_body(requester="other-ci")))[0] == 201
     limited.clock.advance(30)
     assert (await call(limited, "POST", "/api/approvals", body=gate_body()))[0] == 201
+
+
+async def test_a_deep_record_stored_before_the_bound_does_not_break_the_exports(teams, server):
+    from datetime import datetime, timezone
+
+    from adapters.storage import audit
+    entry = audit.AuditEntry(at=datetime.now(timezone.utc), event="requested", actor_id="pipeline:ci",
+                             actor_name="ci", target="legacy", parameters=nested(600))
+    await server.app[STORAGE].run_transaction(lambda tx: audit.append(tx, entry))
+    for fmt in ("csv", "jsonl"):
+        status, text, _ = await call(teams, "GET", f"/api/audit?format={fmt}")
+        assert status == 200 and "legacy" in text
+    records = await server.app[STORAGE].run_transaction(lambda tx: audit.scan(tx), write=False)
+    assert audit.to_dict(records[-1])["target"] == "legacy"
