@@ -285,18 +285,25 @@ def command_text(activity: Activity) -> str:
     return " ".join(html.unescape(_TAG.sub(" ", value)).split())
 
 
+MAX_MENTIONS = 20       # people looked up per message (each is a call to Teams' member API)
+
+
 def _other_mentions(activity: Activity) -> list[tuple[str, str, str]]:
-    """(text as typed, Teams user id, name) of every @mention that is not the bot."""
+    """(text as typed, Teams user id, name) of the @mentions that are not the bot: the first
+    MAX_MENTIONS distinct ones (a message of thousands of mention entities cost as many calls)."""
     bot_id = activity.recipient.id if isinstance(activity.recipient, ChannelAccount) else None
-    found = []
+    found: list[tuple[str, str, str]] = []
     for entity in activity.entities or []:
+        if len(found) >= MAX_MENTIONS:
+            break
         props = getattr(entity, "additional_properties", None) or {}
         mentioned = props.get("mentioned") or {}
         if entity is None or entity.type != "mention" or not isinstance(mentioned, dict) or mentioned.get("id") == bot_id:
             continue
-        if isinstance(props.get("text"), str) and isinstance(mentioned.get("id"), str):
+        if isinstance(props.get("text"), str) and isinstance(mentioned.get("id"), str) and len(props["text"]) <= 512:
             shown = " ".join(html.unescape(_TAG.sub(" ", props["text"])).split())
-            found.append((shown, mentioned["id"], str(mentioned.get("name") or shown)))
+            if shown and all(mentioned["id"] != seen[1] or shown != seen[0] for seen in found):
+                found.append((shown, mentioned["id"], str(mentioned.get("name") or shown)))
     return found
 
 

@@ -430,3 +430,15 @@ async def test_a_deep_record_stored_before_the_bound_does_not_break_the_exports(
         assert status == 200 and "legacy" in text
     records = await server.app[STORAGE].run_transaction(lambda tx: audit.scan(tx), write=False)
     assert audit.to_dict(records[-1])["target"] == "legacy"
+
+
+def test_at_most_max_mentions_people_are_looked_up_per_message():
+    from botbuilder.schema import Activity
+
+    from bot.teams import MAX_MENTIONS, _other_mentions
+    entities = [{"type": "mention", "text": f"<at>P{n}</at>", "mentioned": {"id": f"29:p{n}", "name": f"P{n}"}}
+                for n in range(2000)]
+    activity = Activity().deserialize({"type": "message", "text": " ".join(e["text"] for e in entities),
+                                       "recipient": {"id": "28:bot"}, "entities": entities})
+    found = _other_mentions(activity)
+    assert [member_id for _, member_id, _ in found] == [f"29:p{n}" for n in range(MAX_MENTIONS)]
