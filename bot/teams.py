@@ -766,6 +766,10 @@ class TeamsBot(ActivityHandler):
         """Send a Reply proactively into a stored conversation."""
         if isinstance(reference, dict):
             reference = ConversationReference().deserialize(reference)
+        problem = service_url_problem(reference.service_url or "", self.service_url_hosts)
+        if problem is not None:
+            log.warning("not sending to a conversation reference: %s", problem)
+            return
 
         async def callback(turn_context: TurnContext) -> None:
             await send_with_retry(turn_context, reply_activity(reply))
@@ -779,6 +783,12 @@ class TeamsBot(ActivityHandler):
         if record is None:
             raise DeliveryFailed(f"no stored conversation {conversation_id}", status=404)
         reference = ConversationReference().deserialize(record.reference)
+        # A reference stored before serviceUrls were read strictly (or by hand) is checked again: the
+        # bot sends its own token to that URL.
+        problem = service_url_problem(reference.service_url or "", self.service_url_hosts)
+        if problem is not None:
+            log.warning("not sending to conversation %s: its stored %s", conversation_id, problem)
+            raise DeliveryFailed(f"the stored reference is refused: {problem}", status=400)
         reply = Reply(str(payload.get("text") or ""), card=payload.get("card"))
         outcome: dict[str, Any] = {}
 

@@ -442,3 +442,33 @@ def test_at_most_max_mentions_people_are_looked_up_per_message():
                                        "recipient": {"id": "28:bot"}, "entities": entities})
     found = _other_mentions(activity)
     assert [member_id for _, member_id, _ in found] == [f"29:p{n}" for n in range(MAX_MENTIONS)]
+
+
+async def test_a_stored_reference_with_a_forged_service_url_is_never_sent_to(tmp_path):
+    from datetime import datetime, timezone
+
+    from adapters.storage import ConversationRecord
+    from bot.outbox import DeliveryFailed
+    from bot.settings import DEFAULT_SERVICE_URL_HOSTS
+    from bot.teams import TeamsBot
+
+    class NoAdapter:
+        async def continue_conversation(self, *args, **kwargs):
+            raise AssertionError("the bot tried to send")
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'bot.db'}")
+    await storage.open()
+    try:
+        forged = "https://evil.example\\@smba.trafficmanager.net/amer/"
+        await storage.save_conversation(ConversationRecord(
+            conversation_id="a:1", kind="personal", tenant_id="t", team_id="", channel_id="", user_id="aad-a",
+            reference={"serviceUrl": forged, "channelId": "msteams", "conversation": {"id": "a:1"},
+                       "bot": {"id": "28:bot"}, "user": {"id": "29:a"}},
+            updated_at=datetime.now(timezone.utc)))
+        for hosts in (DEFAULT_SERVICE_URL_HOSTS, ()):
+            bot_ = TeamsBot(None, storage, NoAdapter(), "app-id", service_url_hosts=hosts)
+            with pytest.raises(DeliveryFailed, match="backslashes") as refused:
+                await bot_.deliver("a:1", {"text": "hello"}, None)
+            assert refused.value.status == 400
+    finally:
+        await storage.close()
