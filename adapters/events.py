@@ -45,13 +45,12 @@ alerts with no alert rule) are acknowledged and ignored (`Ignored`).
 
 from __future__ import annotations
 
-import itertools
-import json
 import math
 import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from adapters import jsonsafe
 from adapters.azure_monitoring import BREACH_TAG, parse_breach_tag
 
 ML = "Microsoft.MachineLearningServices."
@@ -149,33 +148,9 @@ class Ignored:
 # ---------------------------------------------------------------- JSON safety
 
 def loads(raw: bytes) -> Any:
-    """Decode a webhook body: UTF-8 JSON, at most MAX_DEPTH levels deep. ValueError otherwise."""
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ValueError("the body is not UTF-8") from None
-    if _too_deep(text):
-        raise ValueError(f"the JSON is nested deeper than {MAX_DEPTH} levels")
-    try:
-        return json.loads(text, parse_constant=_no_constants)
-    except (json.JSONDecodeError, RecursionError):
-        raise ValueError("the body is not JSON") from None
-
-
-def _no_constants(name: str) -> Any:
-    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
-
-
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')       # unrolled: no backtracking per character
-_BRACKETS = re.compile(r"[^\[\]{}]+")
-_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
-
-
-def _too_deep(text: str) -> bool:
-    """Bracket depth outside strings, without recursion (json.loads recurses) and at C speed:
-    strings and everything but brackets are cut out by regular expressions, then summed."""
-    brackets = _BRACKETS.sub("", _STRING.sub("", text))
-    return any(depth > MAX_DEPTH for depth in itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets)))
+    """Decode a webhook body: UTF-8 JSON, at most MAX_DEPTH levels deep, finite numbers only.
+    ValueError otherwise. Linear in the size of the body (adapters/jsonsafe.py says why)."""
+    return jsonsafe.loads(raw, MAX_DEPTH)
 
 
 # ---------------------------------------------------------------- Event Grid

@@ -3,7 +3,11 @@
     POST /api/approvals        open a request; 201 {"id": 42, "state": "pending", ...}
     GET  /api/approvals/{id}   its state, votes and decider, for the pipeline to poll
     GET  /api/audit?format=jsonl|csv&since=7d|2026-11-01T00:00:00Z
-                               (in the CSV, a cell starting with = + - @, tab or CR gets a leading ')
+                               (in the CSV, a cell starting with = + - @, tab, CR, NUL or a
+                               full-width ＝ ＋ － ＠ gets a leading ')
+
+A requester opens at most MLOPSBOT_CHANGE_REQUESTS_PER_MINUTE requests a minute (as in chat); beyond
+that POST /api/approvals answers 429 with Retry-After (seconds) and `retry_after` in the body.
 
 Every call carries `Authorization: Bearer <MLOPSBOT_API_TOKEN>`, compared in constant time; without
 a configured token the API is off (503). Bad bodies get 400 (not JSON) or 422 naming the field;
@@ -24,31 +28,40 @@ import hmac
 import io
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import datetime, timezone
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, Field, StrictBool, ValidationError, field_validator
 
+from adapters import jsonsafe
 from adapters.storage import StorageError, approvals as approval_store, audit as audit_log
 from adapters.storage.approvals import Approval
+from bot.bodies import BodyTimeout, read_body
 from bot.handler import ChatHandler, explain
 from commands.audit import parse_since
 from commands.context import PIPELINE_PREFIX, Role, User
-from commands.gate import REDELIVERED, Change, Pipeline
+from commands.gate import REDELIVERED, Change, Pipeline, TooManyRequests
 from commands.policy import APPROVAL, Rule
 from commands.registry import CommandError
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_BODY_DEPTH = 32
+# What a request stores (parameters, before, after) is kept in the audit chain forever and read back
+# by every export: bounded at the door, so one odd request cannot break every later export.
+MAX_STORED_DEPTH = 8
+MAX_STORED_BYTES = 8192
 # A pipeline that retries a POST whose answer it lost sends the same key: it gets the request the
 # first call opened, not a second one to approve (and perhaps run twice).
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY = 200
-# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection, OWASP).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection, OWASP); some
+# also read the full-width forms (U+FF1D ＝, U+FF0B ＋, U+FF0D －, U+FF20 ＠) as the ASCII ones, and
+# a leading NUL is dropped by some importers, leaving what follows it at the start.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\0", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 
 class GateRequest(BaseModel):
@@ -78,8 +91,9 @@ class GateRequest(BaseModel):
     @field_validator("parameters", "before", "after")
     @classmethod
     def _small(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if len(json.dumps(value)) > 8192:
-            raise ValueError("is too large (8 KB at most)")
+        problem = jsonsafe.bounded(value, max_depth=MAX_STORED_DEPTH, max_bytes=MAX_STORED_BYTES)
+        if problem:
+            raise ValueError(problem)
         return value
 
 
@@ -129,11 +143,18 @@ class ApprovalsApi:
         if request.content_type != "application/json":
             return _problem(415, "expected Content-Type: application/json")
         try:
-            raw = await request.content.read(MAX_BODY_BYTES + 1)
-            if len(raw) > MAX_BODY_BYTES:
-                return _problem(413, f"body larger than {MAX_BODY_BYTES} bytes")
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError):
+            raw = await read_body(request, MAX_BODY_BYTES)
+        except web.HTTPRequestEntityTooLarge:
+            return _problem(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        except BodyTimeout as error:
+            return _problem(408, str(error))
+        try:
+            body = jsonsafe.loads(raw, MAX_BODY_DEPTH)
+        except jsonsafe.TooDeep as error:
+            return _problem(400, f"body is not JSON: {error}")
+        except jsonsafe.NotJsonNumber as error:
+            return _problem(400, f"body is not JSON: {error}")
+        except ValueError:
             return _problem(400, "body is not JSON")
         try:
             gate_request = GateRequest.model_validate(body)
@@ -151,6 +172,9 @@ class ApprovalsApi:
                 await self._earlier(call) or await self._open(gate_request, call))
         except _Unprocessable as error:
             return _problem(422, str(error), field=error.field)
+        except TooManyRequests as error:
+            return web.json_response({"error": error.message, "retry_after": error.retry_after}, status=429,
+                                     headers={"Retry-After": str(error.retry_after)})
         except _Retried:                         # the same key is being handled right now, or was
             approval = await self._earlier(call)
             if approval is None:
@@ -197,6 +221,8 @@ class ApprovalsApi:
                                             pipeline=pipeline, activity_id=call)
             try:
                 reply = await handler.registry.invoke(ctx, command, argv)
+            except TooManyRequests:
+                raise
             except CommandError as error:
                 raise _Unprocessable(error.message, "parameters") from None
             except StorageError:
@@ -312,7 +338,8 @@ def _since(value: str, now: datetime) -> datetime:
 
 def _csv_cell(value: Any) -> Any:
     """A CSV cell: objects and lists as JSON; text a spreadsheet would run as a formula (it starts
-    with = + - @, tab or CR: a requester `=HYPERLINK(...)`) behind a single quote, as OWASP
+    with = + - @, tab, CR, NUL or a full-width ＝ ＋ － ＠: a requester `=HYPERLINK(...)`) behind a
+    single quote, as OWASP
     recommends against CSV injection. Only the CSV: the JSON lines and the stored chain keep every
     value as it is (the hashes cover them)."""
     if isinstance(value, (dict, list)):
@@ -323,6 +350,8 @@ def _csv_cell(value: Any) -> Any:
 
 
 def _record_dict(record) -> dict[str, Any]:
-    row = asdict(record)
+    """The record's fields, values as stored (shallow: `asdict` recurses into every nested value and
+    failed with RecursionError on a record stored before values were bounded, making every export 500)."""
+    row = {f.name: getattr(record, f.name) for f in fields(record)}
     row["at"] = record.at.isoformat()
     return row

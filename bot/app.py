@@ -14,6 +14,9 @@ Background tasks, started with the app: the outbox worker (every proactive messa
 expiry of approval requests, the watches after traffic changes, jobs and the local monitors'
 drift alerts (bot/watch.py) and the digest scheduler (bot/digests.py).
 
+In development mode (no app id) only requests whose Host is localhost, 127.0.0.1 or [::1] (any port)
+are answered; others get 421 (a DNS-rebinding page could otherwise drive the bot as Admin).
+
 Malformed requests are answered with 4xx and a short JSON reason before they reach botbuilder,
 whose own parsing would turn them into HTTP 500. Storage that is down is answered with 503 and
 Retry-After on every route (the middleware), never with a 500.
@@ -22,7 +25,6 @@ Retry-After on every route (the middleware), never with a 500.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -31,11 +33,13 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from adapters import jsonsafe
 from adapters.nonblocking import NonBlockingService
 from adapters.service import AzureScope
 from adapters.storage import Storage, StorageError, StorageUnavailable, audit as audit_log, instances, open_storage, outbox
 from adapters.storage.outbox import OutboxItem
 from bot.api import ApprovalsApi
+from bot.bodies import BodyTimeout, ClientGone, read_body
 from bot.digests import DigestScheduler
 from bot.handler import ChatHandler
 from bot.ingress import Ingress, prune_forever, storage_unavailable
@@ -117,7 +121,7 @@ def build_handler(settings: Settings, workspaces: Workspaces, storage: Storage, 
     storage.audit_key = settings.audit_key_bytes()
     roles = settings.role_book()
     gate = Gate(settings.policy(), storage, clock=clock, roles=roles, approval_channel=settings.approval_channel,
-                spawn=spawn)
+                spawn=spawn, requests_per_minute=settings.change_requests_per_minute)
     handler = ChatHandler(catalog(), workspaces, roles, development=settings.development,
                           allowed_tenants=settings.tenant_allow_list, store=storage, gate=gate, clock=clock,
                           health=settings.health_thresholds())
@@ -150,7 +154,10 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     scheduler = DigestScheduler(storage, workspaces, clock=clock, health=settings.health_thresholds(),
                                 wake=worker.wake)
 
-    app = web.Application(client_max_size=MAX_ACTIVITY_BYTES, middlewares=[_never_500])
+    middlewares = [_never_500]
+    if settings.development:
+        middlewares.insert(0, _loopback_names_only)
+    app = web.Application(client_max_size=MAX_ACTIVITY_BYTES, middlewares=middlewares)
     app[HANDLER], app[BOT], app[STORAGE], app[POOLS] = handler, bot, storage, pools
     app[WORKER], app[TASKS], app[GATE], app[WATCHES] = worker, tasks, gate, watch_loop
     app[DIGESTS] = scheduler
@@ -286,9 +293,43 @@ async def _never_500(request: web.Request, handler: Any) -> web.StreamResponse:
     except StorageUnavailable as error:  # database trouble: the caller retries, as it would after a 503
         log.warning("%s %s: storage unavailable (%s)", request.method, request.path, error)
         return storage_unavailable()
+    except ClientGone as gone:
+        log.info("%s %s: the client went away before its body arrived (%s)", request.method, request.path, gone)
+        return _problem(400, "the body did not arrive")
     except Exception:  # noqa: BLE001 - a stack trace must never reach the caller
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _problem(500, "internal error")
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+def loopback_host(host_header: str | None) -> bool:
+    """Whether a Host header names this machine by a loopback name: localhost, 127.0.0.1 or [::1],
+    with or without a port."""
+    if not host_header:
+        return False
+    host = host_header.strip().lower()
+    if host.startswith("[") and "]" in host:
+        cut = host.index("]") + 1                       # [::1]:3978
+    else:
+        cut = host.find(":") if ":" in host else len(host)
+    name, port = host[:cut], host[cut:]
+    if port and not (port.startswith(":") and port[1:].isascii() and port[1:].isdigit() and len(port) <= 6):
+        return False
+    return name in LOOPBACK_NAMES
+
+
+@web.middleware
+async def _loopback_names_only(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Development mode (no app id) trusts whoever reaches it: everyone may be Admin. It listens on
+    loopback only, but a web page can rebind its own DNS name to 127.0.0.1 and drive it from a
+    browser; such requests carry the page's name in Host. So only loopback names are answered."""
+    if not loopback_host(request.headers.get("Host")):
+        log.warning("development mode: refused a request for host %r", (request.headers.get("Host") or "")[:100])
+        return _problem(421, "development mode answers only requests for localhost, 127.0.0.1 or [::1] "
+                             "(set MicrosoftAppId to serve other names)")
+    return await handler(request)
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
@@ -306,36 +347,25 @@ async def _check_activity(request: web.Request) -> web.Response | None:
     if request.content_length is not None and request.content_length > MAX_ACTIVITY_BYTES:
         return _problem(413, f"activity larger than {MAX_ACTIVITY_BYTES} bytes")
     try:
-        body = json.loads(await request.read())
+        raw = await read_body(request, MAX_ACTIVITY_BYTES, keep=True)
     except web.HTTPRequestEntityTooLarge:
         return _problem(413, f"activity larger than {MAX_ACTIVITY_BYTES} bytes")
-    except RecursionError:
-        log.warning("refused a request from %s: JSON nested too deeply to parse", request.remote)
-        return _problem(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-    except (ValueError, UnicodeDecodeError):
-        return _problem(400, "body is not JSON")
-    if _depth(body) > MAX_JSON_DEPTH:
+    except BodyTimeout as error:
+        return _problem(408, str(error))
+    try:
+        body = jsonsafe.loads(raw, MAX_JSON_DEPTH)
+    except jsonsafe.TooDeep:
         log.warning("refused a request from %s: JSON nested too deeply", request.remote)
         return _problem(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    except jsonsafe.NotJsonNumber as error:
+        return _problem(400, f"body is not JSON: {error}")
+    except ValueError:
+        return _problem(400, "body is not JSON")
     problem = request.app[BOT].check_activity(body)
     return _problem(400, problem) if problem else None
 
 
 MAX_JSON_DEPTH = 32
-
-
-def _depth(value: Any) -> int:
-    """How deeply lists and objects nest in `value` (iteratively: no recursion to exhaust)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            node = list(node.values())
-        if isinstance(node, list):
-            deepest = max(deepest, depth)
-            if depth <= MAX_JSON_DEPTH:
-                stack.extend((child, depth + 1) for child in node if isinstance(child, (dict, list)))
-    return deepest
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -28,9 +28,10 @@ conversation is put in the outbox (commands.alerts.publish). So the answer comes
 one short transaction commits, and either all of an event is accepted or none of it is (Event
 Grid then redelivers). The outbox worker sends the cards.
 
-Answers: 200 with counts (and the `skipped` ids, when any); 400 not JSON / too deep; 401 no or
-wrong key; 413 too large; 415 another content type; 422 JSON that is not a delivery at all (the
-reason names the field); 503 with Retry-After when storage is down (the sender retries). Never 500.
+Answers: 200 with counts (and the `skipped` ids, when any); 400 not JSON / too deep / NaN or an
+infinity; 408 the body took longer than BODY_READ_SECONDS (bot/bodies.py); 401 no or wrong key; 413
+too large; 415 another content type; 422 JSON that is not a delivery at all (the reason names the
+field); 503 with Retry-After when storage is down (the sender retries). Never 500.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from adapters.events import Event, Ignored, Malformed, loads, parse_common_alert, parse_event_grid
 from adapters.storage import StorageUnavailable, inbox
+from bot.bodies import BodyTimeout, read_body
 from commands.alerts import publish
 
 log = logging.getLogger(__name__)
@@ -79,13 +81,7 @@ class Ingress:
         return None
 
     async def _body(self, request: web.Request) -> Any:
-        if request.content_length is not None and request.content_length > MAX_WEBHOOK_BYTES:
-            raise web.HTTPRequestEntityTooLarge(max_size=MAX_WEBHOOK_BYTES, actual_size=request.content_length)
-        raw = bytearray()
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            raw += chunk
-            if len(raw) > MAX_WEBHOOK_BYTES:
-                raise web.HTTPRequestEntityTooLarge(max_size=MAX_WEBHOOK_BYTES, actual_size=len(raw))
+        raw = await read_body(request, MAX_WEBHOOK_BYTES)
         if not raw:
             raise ValueError("the body is empty")
         if len(raw) > SMALL_BODY_BYTES:        # decoding a large body takes a while: not on the event loop
@@ -118,6 +114,8 @@ class Ingress:
             return parse(await self._body(request)), None
         except web.HTTPRequestEntityTooLarge:
             return None, _problem(413, f"body larger than {MAX_WEBHOOK_BYTES} bytes")
+        except BodyTimeout as error:
+            return None, _problem(408, str(error))
         except Malformed as error:
             return None, _problem(422, str(error))
         except ValueError as error:

@@ -114,6 +114,10 @@ class Settings(BaseSettings):
                                          description="hours a message is retried through transient failures")
     outbox_send_timeout: float = Field(10.0, gt=0, le=120, validation_alias="MLOPSBOT_OUTBOX_SEND_TIMEOUT",
                                        description="seconds one send to Teams may take before it is retried")
+    change_requests_per_minute: int = Field(
+        20, ge=0, le=10_000, validation_alias="MLOPSBOT_CHANGE_REQUESTS_PER_MINUTE",
+        description="change requests one person or pipeline requester may open per minute (a burst of as many, "
+                    "then one every 60/N s); 0 turns the limit off")
 
     # Where replies may go (the activity's serviceUrl), when an app id is set
     service_url_hosts: Annotated[list[str], NoDecode] = Field(

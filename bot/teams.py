@@ -47,6 +47,7 @@ from adapters.storage import ConversationRecord, Storage, people
 from bot.handler import ChatHandler, FollowUps, Request, apology
 from bot.outbox import DeliveryFailed
 from commands.context import Reply, User
+from commands.registry import MAX_INPUT_BYTES
 from commands.ui import stamped
 
 log = logging.getLogger(__name__)
@@ -255,12 +256,22 @@ def reply_activity(reply: Reply) -> Activity:
     return activity
 
 
-_TAG = re.compile(r"<[^>]+>")
+# From each '<' to the next '<' or '>': every character is looked at once or twice, whatever the
+# text (`<[^>]+>` scanned to the end from each '<' of '<a<a<a...': quadratic, 21 s for 120 KB).
+_TAG = re.compile(r"<[^<>]*>")
+_BOT_MENTION = re.compile(r"<at>[^<]*</at>")
+# Teams wraps what a person types in a little HTML (<p>, <at>Name</at>, entities). A command is at
+# most MAX_INPUT_BYTES; text longer than this (room for the markup) is cut before anything scans
+# it, and what is left is still over the command limit, so it gets the "too long" answer.
+RAW_TEXT_LIMIT = 4 * MAX_INPUT_BYTES
 
 
 def command_text(activity: Activity) -> str:
-    """The typed words: the bot's @mention removed, Teams' HTML and entities undone."""
+    """The typed words: the bot's @mention removed, Teams' HTML and entities undone. Text over
+    RAW_TEXT_LIMIT comes back cut to that length, untouched, for the command limit to refuse."""
     value = activity.text or ""
+    if len(value) > RAW_TEXT_LIMIT:
+        return value[:RAW_TEXT_LIMIT]
     bot_id = activity.recipient.id if isinstance(activity.recipient, ChannelAccount) else None
     for entity in activity.entities or []:
         props = getattr(entity, "additional_properties", None) or {}     # a null entity has none
@@ -270,22 +281,29 @@ def command_text(activity: Activity) -> str:
         if entity.type == "mention" and isinstance(props.get("text"), str) and props["text"] and (
                 bot_id is None or mentioned.get("id") == bot_id):
             value = value.replace(props["text"], " ")
-    value = re.sub(r"<at>.*?</at>", " ", value) if bot_id is None else value
+    value = _BOT_MENTION.sub(" ", value) if bot_id is None else value
     return " ".join(html.unescape(_TAG.sub(" ", value)).split())
 
 
+MAX_MENTIONS = 20       # people looked up per message (each is a call to Teams' member API)
+
+
 def _other_mentions(activity: Activity) -> list[tuple[str, str, str]]:
-    """(text as typed, Teams user id, name) of every @mention that is not the bot."""
+    """(text as typed, Teams user id, name) of the @mentions that are not the bot: the first
+    MAX_MENTIONS distinct ones (a message of thousands of mention entities cost as many calls)."""
     bot_id = activity.recipient.id if isinstance(activity.recipient, ChannelAccount) else None
-    found = []
+    found: list[tuple[str, str, str]] = []
     for entity in activity.entities or []:
+        if len(found) >= MAX_MENTIONS:
+            break
         props = getattr(entity, "additional_properties", None) or {}
         mentioned = props.get("mentioned") or {}
         if entity is None or entity.type != "mention" or not isinstance(mentioned, dict) or mentioned.get("id") == bot_id:
             continue
-        if isinstance(props.get("text"), str) and isinstance(mentioned.get("id"), str):
+        if isinstance(props.get("text"), str) and isinstance(mentioned.get("id"), str) and len(props["text"]) <= 512:
             shown = " ".join(html.unescape(_TAG.sub(" ", props["text"])).split())
-            found.append((shown, mentioned["id"], str(mentioned.get("name") or shown)))
+            if shown and all(mentioned["id"] != seen[1] or shown != seen[0] for seen in found):
+                found.append((shown, mentioned["id"], str(mentioned.get("name") or shown)))
     return found
 
 
@@ -326,6 +344,10 @@ def conversation_record(activity: Activity) -> ConversationRecord | None:
     channel_data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
     kind = conversation.conversation_type or ("channel" if channel_data.get("channel") else "personal")
     reference = TurnContext.get_conversation_reference(activity)
+    # stored for every later proactive message: the URL as checked, rebuilt from its parts
+    reference.service_url, problem = checked_service_url(activity.service_url)
+    if problem is not None:
+        return None
     sender = activity.from_property
     return ConversationRecord(
         conversation_id=conversation.id,
@@ -396,17 +418,98 @@ def _text(value: Any) -> bool:
     return isinstance(value, str) and bool(value)
 
 
-def service_url_problem(service_url: str, allowed_hosts: Sequence[str]) -> str | None:
-    """None when replies may go to `service_url`: https to an allowed host (`*.domain` matches
-    its subdomains), or http to a loopback host listed as `http://host`."""
+# A host name as DNS spells it (letters, digits, hyphens; dots between labels), an IPv4 address, or
+# an IPv6 literal in brackets. Nothing else may stand between "//" and the path.
+_HOST_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
+_IPV6_LITERAL = re.compile(r"\[[0-9a-f:.]{2,45}\]")
+_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@/-]*")
+MAX_SERVICE_URL = 2048
+
+
+def checked_service_url(service_url: str) -> tuple[str, str | None]:
+    """(the URL rebuilt from its parts, None), or ("", why it is refused).
+
+    The parts are read strictly, so that every HTTP client agrees on the host: the standard
+    library takes `https://evil.example\\@smba.trafficmanager.net/` to mean the host after the
+    `@`, while requests/urllib3 (which the connector's token and send paths use) connect to
+    `evil.example`; `%2e` in a host is decoded by urllib3 but not by urlsplit. So backslashes,
+    user information (`@`), %-escapes, spaces and anything but printable ASCII are refused, a
+    query or fragment too (a Bot Framework service URL has neither), and the host that yarl
+    (aiohttp) and urllib3 (requests) parse from the rebuilt URL must be the one checked."""
+    if not isinstance(service_url, str) or not service_url or len(service_url) > MAX_SERVICE_URL:
+        return "", "'serviceUrl' is not a URL"
+    if not (service_url.isascii() and service_url.isprintable()) or any(c in service_url for c in " \\"):
+        return "", "'serviceUrl' may not contain backslashes, spaces, control or non-ASCII characters"
+    scheme, sep, rest = service_url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in ("http", "https"):
+        return "", "'serviceUrl' must be an https URL of a Teams or Bot Framework service"
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, rest = rest[:cut], rest[cut:]
+    if "@" in authority:
+        return "", "'serviceUrl' may not carry user information ('@' before the host)"
+    if "%" in authority:
+        return "", "'serviceUrl' may not contain %-escapes in its host"
+    if "?" in rest or "#" in rest:
+        return "", "'serviceUrl' may not carry a query or a fragment"
+    if rest and not _PATH.fullmatch(rest):
+        return "", "'serviceUrl' has characters its path may not contain"
+    if authority.startswith("["):
+        close = authority.find("]")
+        if close < 0:
+            return "", "'serviceUrl' is not a URL"
+        host, port_text = authority[:close + 1].lower(), authority[close + 1:]
+        if not _IPV6_LITERAL.fullmatch(host):
+            return "", "'serviceUrl' is not a URL"
+    else:
+        host, colon, port_text = authority.partition(":")
+        host, port_text = host.lower(), colon + port_text
+        if host and not _HOST_NAME.fullmatch(host):
+            return "", f"'serviceUrl' host {host[:80]!r} is not a host name"
+    port = None
+    if port_text:
+        digits = port_text[1:]
+        if not port_text.startswith(":") or not (digits.isascii() and digits.isdigit()) or not (
+                0 < int(digits[:6] or "0") <= 65535):
+            return "", "'serviceUrl' is not a URL"
+        port = int(digits)
+    default = 443 if scheme == "https" else 80
+    rebuilt = f"{scheme}://{host}{'' if port in (None, default) else f':{port}'}{rest or '/'}"
+    if host and _clients_read_host(rebuilt) != {host.strip("[]")}:
+        return "", "'serviceUrl' is read differently by different HTTP clients"
+    return rebuilt, None
+
+
+def _clients_read_host(url: str) -> set[str]:
+    """The host each HTTP client the bot sends with would connect to for `url`."""
+    import urllib3.util
+    import yarl
+    found = set()
     try:
-        url = urlsplit(service_url)
-        host, port = (url.hostname or "").lower(), url.port
+        found.add((yarl.URL(url).host or "").lower())
     except ValueError:
-        return "'serviceUrl' is not a URL"
-    if url.scheme == "http" and f"http://{host}" in allowed_hosts:
+        found.add("")
+    try:
+        found.add((urllib3.util.parse_url(url).host or "").lower().strip("[]"))
+    except ValueError:
+        found.add("")
+    return found
+
+
+def service_url_problem(service_url: str, allowed_hosts: Sequence[str]) -> str | None:
+    """None when replies may go to `service_url`: a URL every client reads alike
+    (`checked_service_url`), https to an allowed host (`*.domain` matches its subdomains), or http
+    to a loopback host listed as `http://host`. No `allowed_hosts` (development): any host."""
+    rebuilt, problem = checked_service_url(service_url)
+    if problem is not None:
+        return problem
+    url = urlsplit(rebuilt)
+    scheme, host, port = url.scheme, (url.hostname or "").lower(), url.port
+    if not allowed_hosts:
+        return None if host else "'serviceUrl' names no host"
+    if scheme == "http" and f"http://{host}" in allowed_hosts:
         return None
-    if url.scheme != "https" or port not in (None, 443):
+    if scheme != "https" or port not in (None, 443):
         return "'serviceUrl' must be an https URL of a Teams or Bot Framework service"
     for allowed in allowed_hosts:
         if host == allowed or (allowed.startswith("*.") and host.endswith(allowed[1:])):
@@ -510,7 +613,7 @@ class TeamsBot(ActivityHandler):
         if problem is None and self.teams_only and body.get("channelId") != TEAMS_CHANNEL:
             problem = (f"this bot answers Microsoft Teams only (channelId '{TEAMS_CHANNEL}'), "
                        f"not {str(body.get('channelId'))[:40]!r}")
-        if problem is None and self.service_url_hosts:
+        if problem is None:          # no hosts listed (development): any host, but read strictly
             problem = service_url_problem(body["serviceUrl"], self.service_url_hosts)
         if problem is not None:
             log.warning("refused an activity: %s", problem)
@@ -663,6 +766,10 @@ class TeamsBot(ActivityHandler):
         """Send a Reply proactively into a stored conversation."""
         if isinstance(reference, dict):
             reference = ConversationReference().deserialize(reference)
+        problem = service_url_problem(reference.service_url or "", self.service_url_hosts)
+        if problem is not None:
+            log.warning("not sending to a conversation reference: %s", problem)
+            return
 
         async def callback(turn_context: TurnContext) -> None:
             await send_with_retry(turn_context, reply_activity(reply))
@@ -676,6 +783,12 @@ class TeamsBot(ActivityHandler):
         if record is None:
             raise DeliveryFailed(f"no stored conversation {conversation_id}", status=404)
         reference = ConversationReference().deserialize(record.reference)
+        # A reference stored before serviceUrls were read strictly (or by hand) is checked again: the
+        # bot sends its own token to that URL.
+        problem = service_url_problem(reference.service_url or "", self.service_url_hosts)
+        if problem is not None:
+            log.warning("not sending to conversation %s: its stored %s", conversation_id, problem)
+            raise DeliveryFailed(f"the stored reference is refused: {problem}", status=400)
         reply = Reply(str(payload.get("text") or ""), card=payload.get("card"))
         outcome: dict[str, Any] = {}
 

@@ -43,6 +43,7 @@ from commands.alerts import approval_subscribers
 from commands.approval_card import approval_card
 from commands.registry import CommandError
 from commands.policy import APPROVAL, CONFIRM, DIRECT, REQUESTER_ONLY, Policy, Rule
+from commands.ratelimit import RateLimiter, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,14 @@ CLAIM_SECONDS = 120.0                     # a claim to settle an operation; a pr
 
 class Stale(Exception):
     """The target changed since the request was made; the message says how."""
+
+
+class TooManyRequests(CommandError):
+    """The requester opened too many change requests lately (commands/ratelimit.py)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Refused(Exception):
@@ -214,6 +223,12 @@ class Gate:
     wake_outbox: Callable[[], None] = lambda: None      # the host's outbox worker: new items to send
     spawn: Callable[[Awaitable[Any]], None] = lambda awaitable: None   # run in the background (host's tasks)
     owner: str = "this-process"                         # who waits for the operations it starts (restarts)
+    requests_per_minute: int = 20                       # change requests one requester may open (0: no limit)
+    limiter: RateLimiter | None = None
+
+    def __post_init__(self) -> None:
+        if self.limiter is None:
+            self.limiter = RateLimiter(self.requests_per_minute, lambda: self.clock())
 
     # ------------------------------------------------------------ asking
 
@@ -236,6 +251,15 @@ class Gate:
         return await self.open_request(ctx, change, rule)
 
     async def open_request(self, ctx: Context, change: Change, rule: Rule) -> Reply:
+        wait = self.limiter.take(ctx.user.id or ctx.user.name)
+        if wait:
+            seconds = retry_after_seconds(wait)
+            log.warning("refused a change request from %s (%s): over %d a minute", ctx.user.name, ctx.user.id,
+                        self.limiter.per_minute)
+            raise TooManyRequests(
+                f"You have opened {self.limiter.per_minute} change requests in the last minute, the most I take "
+                f"from one person; try again in {seconds} s. (The limit keeps a loop or a slip from flooding "
+                "the approvers.)", seconds)
         now = self.clock()
         confirm = rule.mode == CONFIRM
         conversation = ctx.conversation_id

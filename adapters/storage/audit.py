@@ -40,7 +40,7 @@ import asyncio
 import hashlib
 import hmac
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
@@ -390,7 +390,8 @@ class _Walk:
 
 
 def to_dict(record: AuditRecord) -> dict[str, Any]:
-    """A JSON-ready dict of every field (times as UTC ISO 8601), e.g. for a JSONL export."""
-    values = asdict(record)
+    """A JSON-ready dict of every field (times as UTC ISO 8601), e.g. for a JSONL export. Shallow:
+    `asdict` recurses into nested values and fails on a deeply nested one."""
+    values = {f.name: getattr(record, f.name) for f in fields(record)}
     values["at"] = encode_time(record.at)
     return values
