@@ -1,7 +1,7 @@
 """`mlops-bot`: serve the bot, chat with it in the terminal, or build the Teams app package.
 
-    mlops-bot serve [--host H] [--port P] [--data-dir D] [--reset-demo]
-    mlops-bot chat  [--data-dir D] [--as NAME] [--reset-demo]
+    mlops-bot serve [--host H] [--port P] [--data-dir D] [--reset-demo] [--demo-size N]
+    mlops-bot chat  [--data-dir D] [--as NAME] [--reset-demo] [--demo-size N]
     mlops-bot manifest --app-id GUID [--out app.zip] [--version 1.0.0]
     mlops-bot drift --reference REF.csv --current CUR.csv [--categorical COL,...] [--features COL,...] [--json]
 """
@@ -20,6 +20,10 @@ from bot.logsafe import configure_logging
 from bot.settings import SettingsError, load_settings
 
 
+DEMO_SIZE_HELP = ("seed the local demo with N online endpoints and N + 1 models (3 to 10000; with --reset-demo "
+                  "or a new data dir; MLOPSBOT_DEMO_SIZE)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops-bot", description="Run Azure Machine Learning from Microsoft Teams.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -29,11 +33,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 3978; MLOPSBOT_PORT)")
     serve.add_argument("--data-dir", type=Path, help="where SQLite files live (default ./data; MLOPSBOT_DATA_DIR)")
     serve.add_argument("--reset-demo", action="store_true", help="wipe the local workspace and load the demo")
+    serve.add_argument("--demo-size", type=int, metavar="N", help=DEMO_SIZE_HELP)
 
     chat = sub.add_parser("chat", help="talk to the bot in this terminal, no Teams needed")
     chat.add_argument("--data-dir", type=Path, help="where SQLite files live (default ./data)")
     chat.add_argument("--as", dest="user", default="Local Developer", help="your display name")
     chat.add_argument("--reset-demo", action="store_true", help="wipe the local workspace and load the demo")
+    chat.add_argument("--demo-size", type=int, metavar="N", help=DEMO_SIZE_HELP)
 
     manifest = sub.add_parser("manifest", help="build the Teams app package (manifest.json + icons, zipped)")
     manifest.add_argument("--app-id", required=True, help="the bot's Microsoft App ID (a GUID)")
@@ -79,11 +85,22 @@ def _overrides(args: argparse.Namespace, *names: str) -> dict[str, object]:
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
+def _demo_size_applies(args: argparse.Namespace, settings) -> None:
+    """--demo-size only shapes a demo being seeded; on an existing workspace it would be silently
+    ignored, so say so instead."""
+    if (args.demo_size is not None and not args.reset_demo and settings.backend == "local"
+            and (settings.data_dir / "workspace.db").exists()):
+        raise SettingsError(f"--demo-size seeds a new demo, and {settings.data_dir / 'workspace.db'} already "
+                            "holds a workspace: add --reset-demo to replace it (this wipes it), or use another "
+                            "--data-dir.")
+
+
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from bot.app import create_app
-    settings = load_settings(**_overrides(args, "host", "port", "data_dir"))
+    settings = load_settings(**_overrides(args, "host", "port", "data_dir", "demo_size"))
+    _demo_size_applies(args, settings)
     configure_logging(settings.log_level)
     app = create_app(settings, reset_demo=args.reset_demo)
     where = f"http://{settings.host}:{settings.port}/api/messages"
@@ -96,7 +113,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _chat(args: argparse.Namespace) -> int:
     from bot.chat import run_chat
-    settings = load_settings(**_overrides(args, "data_dir"), host="127.0.0.1")
+    settings = load_settings(**_overrides(args, "data_dir", "demo_size"), host="127.0.0.1")
+    _demo_size_applies(args, settings)
     configure_logging("WARNING")
     return asyncio.run(run_chat(settings, user_name=args.user, reset_demo=args.reset_demo))
 
