@@ -298,7 +298,7 @@ class LocalWorkspace:
 
     def list_endpoints(self) -> list[OnlineEndpoint]:
         with self._tx() as conn:
-            return [endpoint for endpoint, _, _ in self._endpoints(conn)]
+            return [endpoint for endpoint, _, _ in self._endpoints(conn, health=False)]
 
     def get_endpoint(self, name: str) -> OnlineEndpoint:
         with self._tx() as conn:
@@ -676,11 +676,11 @@ class LocalWorkspace:
                               row["description"], json.loads(row["traffic"]), json.loads(row["mirror_traffic"]),
                               deployments, json.loads(row["tags"]))
 
-    def _endpoints(self, conn: sqlite3.Connection, names: Sequence[str] | None = None
+    def _endpoints(self, conn: sqlite3.Connection, names: Sequence[str] | None = None, *, health: bool = True
                    ) -> list[tuple[OnlineEndpoint, float, dict[str, Health]]]:
-        """Endpoints with their load and their deployments' health, in three queries whatever their
-        number: all of them by name, or those of `names` in that order (NotFound for the first
-        missing one, as `_endpoint` raises)."""
+        """Endpoints with their load and (if `health`) their deployments' health, in a few queries
+        whatever their number: all of them by name, or those of `names` in that order (NotFound for
+        the first missing one, as `_endpoint` raises)."""
         if names is None:
             rows = conn.execute("SELECT * FROM endpoints ORDER BY name").fetchall()
             deps = conn.execute("SELECT * FROM deployments ORDER BY rowid").fetchall()
@@ -705,7 +705,7 @@ class LocalWorkspace:
         for row in rows:
             mine = deps_of.get(row["name"], [])
             out.append((self._endpoint_from_rows(row, mine), row["load_rpm"],
-                        {d["name"]: Health(**json.loads(d["health"])) for d in mine}))
+                        {d["name"]: Health(**json.loads(d["health"])) for d in mine} if health else {}))
         return out
 
     @staticmethod
