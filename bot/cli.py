@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Sequence
 
 from bot.logsafe import configure_logging
-from bot.settings import SettingsError, load_settings
 
 
 DEMO_SIZE_HELP = ("seed the local demo with N online endpoints and N + 1 models (3 to 10000; with --reset-demo "
@@ -68,13 +67,14 @@ def _column_list(text: str) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "drift":
+        return _drift(args)          # reads no settings, so does not import them (pydantic: ~20 MB of memory)
+    from bot.settings import SettingsError
     try:
         if args.command == "serve":
             return _serve(args)
         if args.command == "chat":
             return _chat(args)
-        if args.command == "drift":
-            return _drift(args)
         return _manifest(args)
     except SettingsError as error:
         print(f"mlops-bot: {error}", file=sys.stderr)
@@ -88,6 +88,7 @@ def _overrides(args: argparse.Namespace, *names: str) -> dict[str, object]:
 def _demo_size_applies(args: argparse.Namespace, settings) -> None:
     """--demo-size only shapes a demo being seeded; on an existing workspace it would be silently
     ignored, so say so instead."""
+    from bot.settings import SettingsError
     if (args.demo_size is not None and not args.reset_demo and settings.backend == "local"
             and (settings.data_dir / "workspace.db").exists()):
         raise SettingsError(f"--demo-size seeds a new demo, and {settings.data_dir / 'workspace.db'} already "
@@ -99,6 +100,7 @@ def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from bot.app import create_app
+    from bot.settings import load_settings
     settings = load_settings(**_overrides(args, "host", "port", "data_dir", "demo_size"))
     _demo_size_applies(args, settings)
     configure_logging(settings.log_level)
@@ -113,6 +115,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _chat(args: argparse.Namespace) -> int:
     from bot.chat import run_chat
+    from bot.settings import load_settings
     settings = load_settings(**_overrides(args, "data_dir", "demo_size"), host="127.0.0.1")
     _demo_size_applies(args, settings)
     configure_logging("WARNING")
@@ -134,6 +137,7 @@ def _manifest(args: argparse.Namespace) -> int:
 
 def _drift(args: argparse.Namespace) -> int:
     from adapters.drift import DriftInputError, compare_files, render_table
+    _return_freed_memory()
     try:
         report = compare_files(args.reference, args.current, categorical=args.categorical, features=args.features)
     except DriftInputError as error:
@@ -144,6 +148,29 @@ def _drift(args: argparse.Namespace) -> int:
     else:
         print(render_table(report, reference_label=str(args.reference), current_label=str(args.current)))
     return 0
+
+
+M_MMAP_THRESHOLD = -3                 # glibc's mallopt parameter (malloc.h)
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def _return_freed_memory() -> None:
+    """This process computes one feature after another, each with arrays of several MB that it
+    frees before the next: make the memory they free go back to the system, so that the peak is
+    one feature's arrays, not the sum of what the allocators kept. Arrow allocates through the C
+    library's malloc (not its own pool, whose freed memory numpy cannot reuse), and glibc maps
+    every block of 1 MB or more on its own and unmaps it when freed (by default its threshold rises
+    to 32 MB as large blocks are freed, and freed blocks below it stay in the heap). Elsewhere than
+    glibc, only the first applies."""
+    import ctypes
+
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)     # the C library this process runs on
+    except (OSError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":
