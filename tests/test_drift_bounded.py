@@ -144,9 +144,10 @@ def test_compare_columns_one_at_a_time_equals_compare():
     assert lazily.to_dict() == compare(reference, current, workers=2).to_dict()
 
 
-def test_sorting_apart_gives_the_same_figures():
+@pytest.mark.parametrize("n_r, n_c", [(1, 1), (3, 2), (50_000, 40_001)])
+def test_sorting_and_searching_apart_gives_the_same_figures(n_r, n_c):
     rng = np.random.default_rng(4)
-    r, c = rng.normal(0, 1, 50_000), rng.normal(0.01, 1.1, 40_000)
+    r, c = np.round(rng.normal(0, 1, n_r), 2), np.round(rng.normal(0.01, 1.1, n_c), 2)
     r[:100] = 0.0
     c[:100] = -0.0                                                  # equal values of both signs
     assert numerical_figures(r, c, sort_apart=True) == numerical_figures(r, c)
