@@ -174,8 +174,9 @@ class LocalWorkspace:
     """An Azure ML workspace emulated on SQLite at `path`; implements `adapters.service.MLService`.
 
     A new (or empty) file is seeded with the demo workspace unless `demo=False`, of `demo_size`
-    online endpoints when given (`adapters.demo.build_demo`; it applies whenever the demo is seeded). `clock` returns the
-    current time (UTC; naive values are taken as UTC) and is what tests inject.
+    online endpoints when given (`adapters.demo.build_demo`; it applies whenever the demo is
+    seeded). `clock` returns the current time (UTC; naive values are taken as UTC) and is what
+    tests inject.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, name: str = demo_data.WORKSPACE_NAME,

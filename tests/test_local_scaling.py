@@ -10,7 +10,7 @@ time is measured in bench/scaling.py.
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 

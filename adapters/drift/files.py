@@ -221,7 +221,6 @@ def _csv_columns(path: Path) -> list[str]:
 
 
 def _read_csv(data: DataFile, names: list[str]) -> "pa.Table":
-    import pyarrow as pa
     from pyarrow import csv
 
     return csv.read_csv(data.path, read_options=csv.ReadOptions(block_size=CSV_BLOCK_BYTES),
