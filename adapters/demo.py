@@ -14,6 +14,13 @@ The story the data tells: `fraud-api` runs a 90/10 canary of fraud-model:4; `chu
 overloaded (high p99, some 5xx); `credit-api` mirrors traffic to a shadow deployment; the fraud
 training pipeline failed at its evaluation step; a churn retraining pipeline and a GPU training
 run are in flight with another GPU job queued behind them.
+
+`build_demo(now, size=N)` adds generated endpoints, models and jobs to that story, so the bot's
+costs can be measured at scale (bench/scaling.py; `MLOPSBOT_DEMO_SIZE`, `--demo-size`): N online
+endpoints in all (the story's three, then `svc-0004` ... each serving its own model `svc-0004-model`,
+every fifth with a 90/10 canary), so N + 1 models of three versions (Archived, Production, and a
+Staging or unstaged candidate), and one training job per generated model (every tenth failed).
+Everything generated is a function of N and `now` only.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from adapters.service import BatchEndpoint, Compute, Deployment, Job, ModelVersi
 WORKSPACE_NAME = "ml-prod"
 ENVIRONMENT = "prod"
 LOCATION = "westeurope"
+STORY_ENDPOINTS = 3                 # the smallest size: the story alone
+MAX_SIZE = 10_000
 
 
 @dataclass(frozen=True)
@@ -313,9 +322,63 @@ def _compute() -> list[Compute]:
     ]
 
 
-def build_demo(now: datetime) -> Demo:
-    """The whole demo workspace as seen at `now`."""
+# ---------------------------------------------------------------- generated (size)
+
+
+def generated_name(index: int) -> str:
+    """The name of the `index`-th online endpoint of a sized demo (its model adds `-model`)."""
+    return f"svc-{index:04d}"
+
+
+def _generated(now: datetime, size: int) -> tuple[list[ModelVersion], list[OnlineEndpoint], dict[str, float],
+                                                  dict[tuple[str, str], Health], list[PlannedJob]]:
+    """Endpoints number STORY_ENDPOINTS + 1 .. size, each with its own model and training job."""
+    models, endpoints, load, health, jobs = [], [], {}, {}, []
+    team = {"framework": "lightgbm", "team": "platform", "task": "classification"}
+    for index in range(STORY_ENDPOINTS + 1, size + 1):
+        endpoint = generated_name(index)
+        model = f"{endpoint}-model"
+        candidate = "Staging" if index % 2 == 0 else "None"
+        trained = now - timedelta(hours=index % 72 + 1)
+        job = f"steady_gear_{index:08d}"
+        for version, stage, days_ago in ((1, "Archived", 120), (2, "Production", 30), (3, candidate, 0)):
+            auc = round(0.80 + (index * 7 + version * 13) % 150 / 1000, 3)
+            created = trained if version == 3 else now - timedelta(days=days_ago + index % 10)
+            models.append(ModelVersion(model, str(version), stage, f"Generated model {version} for {endpoint}.",
+                                       {**team, "dataset": f"{endpoint}-data:{version}"},
+                                       {"auc": auc, "f1": round(auc - 0.2, 3)}, created, "Platform Bot",
+                                       model_path(model, version), job=job if version == 3 else ""))
+        canary = index % 5 == 0
+        deployments = [Deployment("blue", endpoint, f"{model}:2", "Standard_DS3_v2", 1 + index % 3, "Succeeded")]
+        if canary:
+            deployments.append(Deployment("green", endpoint, f"{model}:3", "Standard_DS3_v2", 1, "Succeeded"))
+        endpoints.append(OnlineEndpoint(
+            endpoint, "Succeeded", "key", scoring_uri(endpoint), f"Generated endpoint {index} of a sized demo.",
+            traffic={"blue": 90, "green": 10} if canary else {"blue": 100},
+            deployments=tuple(deployments), tags={"team": "platform"}))
+        load[endpoint] = float(50 + index * 37 % 500)
+        health[(endpoint, "blue")] = Health(20 + index % 30, 90 + index % 200)
+        if canary:
+            health[(endpoint, "green")] = Health(22 + index % 30, 100 + index % 200)
+        failed = index % 10 == 0
+        jobs.append(PlannedJob(Job(
+            job, "Failed" if failed else "Completed", "command", f"train-{model}", f"{endpoint}-training",
+            "cpu-cluster", trained - timedelta(minutes=40), trained - timedelta(minutes=38), trained,
+            "Platform Bot", "ValueError: the training data has no rows for the last day." if failed else "",
+            tags={"model": f"{model}:3"})))
+    return models, endpoints, load, health, jobs
+
+
+def build_demo(now: datetime, size: int | None = None) -> Demo:
+    """The whole demo workspace as seen at `now`; with `size`, that many online endpoints (see above)."""
+    if size is not None and not STORY_ENDPOINTS <= size <= MAX_SIZE:
+        raise ValueError(f"The demo size must be from {STORY_ENDPOINTS} to {MAX_SIZE}, got {size!r}.")
     endpoints, load, health = _endpoints()
+    models, jobs = _models(now), _jobs(now)
+    if size is not None:
+        more_models, more_endpoints, more_load, more_health, more_jobs = _generated(now, size)
+        models, endpoints, jobs = models + more_models, endpoints + more_endpoints, jobs + more_jobs
+        load, health = {**load, **more_load}, {**health, **more_health}
     batch_endpoints, batch_deployments = _batch()
-    return Demo(_models(now), endpoints, load, health, batch_endpoints, batch_deployments, _jobs(now),
+    return Demo(models, endpoints, load, health, batch_endpoints, batch_deployments, jobs,
                 _schedules(), _compute())

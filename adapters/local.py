@@ -128,6 +128,7 @@ _ADJECTIVES = ("amber", "brave", "calm", "eager", "frosty", "gentle", "happy", "
 _NOUNS = ("kettle", "river", "orchid", "lamp", "pepper", "comet", "mango", "yak", "wave", "garden", "lemon",
           "fox", "tail", "pear", "cup", "plum", "owl", "rain", "seed", "drum")
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
+_IN_CHUNK = 500                            # names per `IN (...)` query, well under SQLite's variable limit
 
 
 def _utc_now() -> datetime:
@@ -172,18 +173,22 @@ def _live_split(traffic: dict[str, int]) -> dict[str, int]:
 class LocalWorkspace:
     """An Azure ML workspace emulated on SQLite at `path`; implements `adapters.service.MLService`.
 
-    A new (or empty) file is seeded with the demo workspace unless `demo=False`. `clock` returns the
-    current time (UTC; naive values are taken as UTC) and is what tests inject.
+    A new (or empty) file is seeded with the demo workspace unless `demo=False`, of `demo_size`
+    online endpoints when given (`adapters.demo.build_demo`; it applies whenever the demo is
+    seeded). `clock` returns the current time (UTC; naive values are taken as UTC) and is what
+    tests inject.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, name: str = demo_data.WORKSPACE_NAME,
                  environment: str = demo_data.ENVIRONMENT, clock: Callable[[], datetime] | None = None,
-                 demo: bool = True) -> None:
+                 demo: bool = True, demo_size: int | None = None) -> None:
         self.path = os.fspath(path)
+        self.demo_size = demo_size         # None: the demo's story alone; N: N online endpoints (adapters.demo)
         self.name = name
         self.environment = environment
         self._clock = clock or _utc_now
         self._lock = threading.Lock()
+        self._settled = False              # pipelines and registrations derived once since open/reset (_advance_jobs)
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
         with self._tx(advance=False) as conn:
@@ -229,6 +234,7 @@ class LocalWorkspace:
             if demo:
                 self._seed(conn, self._now())
                 local_monitors.seed_demo(conn, self._now())
+        self._settled = False                  # new jobs: derive their pipelines on the next look
 
     def seed_demo(self) -> None:
         """Replace whatever the workspace holds with the demo (same as `reset(demo=True)`)."""
@@ -265,13 +271,15 @@ class LocalWorkspace:
             if name is not None:
                 versions = self._model_versions(conn, name)
                 return [m for m in versions if stage is None or m.stage.lower() == stage.lower()]
-            latest: dict[str, ModelVersion] = {}
-            for model in self._all_models(conn):
-                if stage is not None and model.stage.lower() != stage.lower():
+            # the newest version per name, chosen on the raw rows: only the chosen ones are decoded
+            latest: dict[str, sqlite3.Row] = {}
+            for row in conn.execute("SELECT * FROM models"):
+                if stage is not None and row["stage"].lower() != stage.lower():
                     continue
-                if model.name not in latest or _version_key(model.version) > _version_key(latest[model.name].version):
-                    latest[model.name] = model
-            return [latest[key] for key in sorted(latest)]
+                newest = latest.get(row["name"])
+                if newest is None or _version_key(row["version"]) > _version_key(newest["version"]):
+                    latest[row["name"]] = row
+            return [self._model_from_row(latest[key]) for key in sorted(latest)]
 
     def get_model(self, name: str, version: str | None = None) -> ModelVersion:
         with self._tx() as conn:
@@ -291,8 +299,7 @@ class LocalWorkspace:
 
     def list_endpoints(self) -> list[OnlineEndpoint]:
         with self._tx() as conn:
-            names = [row["name"] for row in conn.execute("SELECT name FROM endpoints ORDER BY name")]
-            return [self._endpoint(conn, name) for name in names]
+            return [endpoint for endpoint, _, _ in self._endpoints(conn, health=False)]
 
     def get_endpoint(self, name: str) -> OnlineEndpoint:
         with self._tx() as conn:
@@ -356,19 +363,21 @@ class LocalWorkspace:
         return "\n".join(simulated_log(dep, health, now, lines))
 
     def endpoint_metrics(self, endpoint: str, window_minutes: int = 60) -> EndpointMetrics:
+        return self._metrics([endpoint], window_minutes)[endpoint]
+
+    def endpoints_metrics(self, endpoints: Sequence[OnlineEndpoint], window_minutes: int = 60
+                          ) -> dict[str, EndpointMetrics]:
+        """One transaction and three queries for the whole batch (not one transaction per endpoint)."""
+        return self._metrics([e.name for e in endpoints], window_minutes)
+
+    def _metrics(self, names: list[str], window_minutes: int) -> dict[str, EndpointMetrics]:
         if (not isinstance(window_minutes, int) or isinstance(window_minutes, bool)
                 or not 1 <= window_minutes <= MAX_METRICS_WINDOW):
             raise InvalidRequest(f"The window must be from 1 to {MAX_METRICS_WINDOW} minutes, got {window_minutes!r}.")
         with self._tx() as conn:
-            ep = self._endpoint(conn, endpoint)
-            load = conn.execute("SELECT load_rpm FROM endpoints WHERE name = ?", (endpoint,)).fetchone()[0]
-            health = {d.name: self._health(conn, endpoint, d.name) for d in ep.deployments}
+            found = self._endpoints(conn, names)
             now = self._now()
-        return simulated_metrics(ep, load, health, now, window_minutes)
-
-    def endpoints_metrics(self, endpoints: Sequence[OnlineEndpoint], window_minutes: int = 60
-                          ) -> dict[str, EndpointMetrics]:
-        return {e.name: self.endpoint_metrics(e.name, window_minutes) for e in endpoints}
+        return {ep.name: simulated_metrics(ep, load, health, now, window_minutes) for ep, load, health in found}
 
     # ------------------------------------------------------------ batch endpoints
 
@@ -509,14 +518,17 @@ class LocalWorkspace:
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
+            settled = False
             try:
                 if advance:
-                    self._advance_jobs(conn, self._now())
+                    settled = self._advance_jobs(conn, self._now())
                 yield conn
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            if settled:
+                self._settled = True           # only once committed: a rolled-back settling counts for nothing
 
     def _now(self) -> datetime:
         moment = self._clock()
@@ -524,23 +536,33 @@ class LocalWorkspace:
             return moment.replace(tzinfo=timezone.utc)
         return moment.astimezone(timezone.utc)
 
-    def _advance_jobs(self, conn: sqlite3.Connection, now: datetime) -> None:
-        """Move planned jobs to the state the clock puts them in, then settle their pipelines."""
+    def _advance_jobs(self, conn: sqlite3.Connection, now: datetime) -> bool:
+        """Move planned jobs to the state the clock puts them in, then settle their pipelines and
+        register what completed training runs produced; True if it settled.
+
+        Settling scans every pipeline and every model version, so it runs only when a job changed
+        state here (or on the first look since open or reset): every other change of a job's state
+        settles in its own transaction (`cancel_job`), so with no change there is nothing to derive."""
         moment = _iso(now)
         due = conn.execute(
             "SELECT name, status, plan_end, plan_outcome, plan_error FROM jobs WHERE status NOT IN (?, ?, ?) "
             "AND plan_start IS NOT NULL AND plan_start <= ?", (*TERMINAL_JOB_STATUSES, moment)).fetchall()
+        changed = False
         for row in due:
             if row["plan_end"] <= moment:
                 conn.execute("UPDATE jobs SET status = ?, error = ?, started_at = COALESCE(started_at, plan_start), "
                              "ended_at = plan_end WHERE name = ?",
                              (row["plan_outcome"], row["plan_error"], row["name"]))
+                changed = True
             elif row["status"] != "Running":
                 conn.execute("UPDATE jobs SET status = 'Running', started_at = COALESCE(started_at, plan_start) "
                              "WHERE name = ?", (row["name"],))
-        if due:
+                changed = True
+        if changed or (due and not self._settled):
             self._settle_pipelines(conn)
             self._register_retrained_models(conn)
+            return True
+        return False
 
     def _settle_pipelines(self, conn: sqlite3.Connection) -> None:
         """Derive each unfinished pipeline's state from its steps."""
@@ -571,7 +593,7 @@ class LocalWorkspace:
     # ------------------------------------------------------------ seeding
 
     def _seed(self, conn: sqlite3.Connection, now: datetime) -> None:
-        demo = demo_data.build_demo(now)
+        demo = demo_data.build_demo(now, self.demo_size)
         for model in demo.models:
             _insert(conn, "models", {**asdict(model), "created_at": _iso(model.created_at)})
         for ep in demo.endpoints:
@@ -625,9 +647,6 @@ class LocalWorkspace:
                             json.loads(row["metrics"]), _dt(row["created_at"]), row["created_by"], row["path"],
                             bool(row["archived"]), row["job"])
 
-    def _all_models(self, conn: sqlite3.Connection) -> list[ModelVersion]:
-        return [self._model_from_row(row) for row in conn.execute("SELECT * FROM models")]
-
     def _model_versions(self, conn: sqlite3.Connection, name: str) -> list[ModelVersion]:
         """All versions of `name`, newest first; NotFound if there are none."""
         rows = conn.execute("SELECT * FROM models WHERE name = ?", (name,)).fetchall()
@@ -657,6 +676,46 @@ class LocalWorkspace:
         return OnlineEndpoint(row["name"], row["provisioning_state"], row["auth_mode"], row["scoring_uri"],
                               row["description"], json.loads(row["traffic"]), json.loads(row["mirror_traffic"]),
                               deployments, json.loads(row["tags"]))
+
+    def _endpoints(self, conn: sqlite3.Connection, names: Sequence[str] | None = None, *, health: bool = True
+                   ) -> list[tuple[OnlineEndpoint, float, dict[str, Health]]]:
+        """Endpoints with their load and (if `health`) their deployments' health, in a few queries
+        whatever their number: all of them by name, or those of `names` in that order (NotFound for
+        the first missing one, as `_endpoint` raises)."""
+        if names is None:
+            rows = conn.execute("SELECT * FROM endpoints ORDER BY name").fetchall()
+            deps = conn.execute("SELECT * FROM deployments ORDER BY rowid").fetchall()
+        else:
+            wanted = list(dict.fromkeys(names))
+            rows, deps = [], []
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start:start + _IN_CHUNK]
+                marks = ", ".join("?" for _ in chunk)
+                rows += conn.execute(f"SELECT * FROM endpoints WHERE name IN ({marks})", chunk).fetchall()
+                deps += conn.execute(f"SELECT * FROM deployments WHERE endpoint IN ({marks}) ORDER BY rowid",
+                                     chunk).fetchall()
+            by_name = {row["name"]: row for row in rows}
+            for name in wanted:
+                if name not in by_name:
+                    raise NotFound("endpoint", name)
+            rows = [by_name[name] for name in wanted]
+        deps_of: dict[str, list[sqlite3.Row]] = {}
+        for d in deps:                  # an endpoint's deployments all come from one query, in rowid order
+            deps_of.setdefault(d["endpoint"], []).append(d)
+        out = []
+        for row in rows:
+            mine = deps_of.get(row["name"], [])
+            out.append((self._endpoint_from_rows(row, mine), row["load_rpm"],
+                        {d["name"]: Health(**json.loads(d["health"])) for d in mine} if health else {}))
+        return out
+
+    @staticmethod
+    def _endpoint_from_rows(row: sqlite3.Row, deployments: list[sqlite3.Row]) -> OnlineEndpoint:
+        return OnlineEndpoint(row["name"], row["provisioning_state"], row["auth_mode"], row["scoring_uri"],
+                              row["description"], json.loads(row["traffic"]), json.loads(row["mirror_traffic"]),
+                              tuple(Deployment(d["name"], d["endpoint"], d["model"], d["instance_type"],
+                                               d["instance_count"], d["provisioning_state"]) for d in deployments),
+                              json.loads(row["tags"]))
 
     def _deployment(self, conn: sqlite3.Connection, endpoint: str, name: str) -> Deployment:
         ep = self._endpoint(conn, endpoint)
@@ -905,7 +964,7 @@ class LocalWorkspace:
         """Give a deployment back its demo health."""
         with self._tx() as conn:
             self._deployment(conn, endpoint, deployment)
-            health = demo_data.build_demo(self._now()).health.get((endpoint, deployment), Health())
+            health = demo_data.build_demo(self._now(), self.demo_size).health.get((endpoint, deployment), Health())
             conn.execute("UPDATE deployments SET health = ? WHERE endpoint = ? AND name = ?",
                          (json.dumps(asdict(health)), endpoint, deployment))
         return f"Deployment {deployment} on {endpoint} is healthy again (p99 about {health.p99_ms:,.0f} ms)."

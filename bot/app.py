@@ -97,7 +97,7 @@ def build_workspaces(settings: Settings, pools: list[ThreadPoolExecutor], *, res
     if settings.backend == "local":
         from adapters.local import LocalWorkspace
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        local = LocalWorkspace(settings.data_dir / "workspace.db")
+        local = LocalWorkspace(settings.data_dir / "workspace.db", demo_size=settings.demo_size)
         if reset_demo:
             local.reset(demo=True)
         info = local.workspace()

@@ -1,7 +1,7 @@
 """`mlops-bot`: serve the bot, chat with it in the terminal, or build the Teams app package.
 
-    mlops-bot serve [--host H] [--port P] [--data-dir D] [--reset-demo]
-    mlops-bot chat  [--data-dir D] [--as NAME] [--reset-demo]
+    mlops-bot serve [--host H] [--port P] [--data-dir D] [--reset-demo] [--demo-size N]
+    mlops-bot chat  [--data-dir D] [--as NAME] [--reset-demo] [--demo-size N]
     mlops-bot manifest --app-id GUID [--out app.zip] [--version 1.0.0]
     mlops-bot drift --reference REF.csv --current CUR.csv [--categorical COL,...] [--features COL,...] [--json]
 """
@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Sequence
 
 from bot.logsafe import configure_logging
-from bot.settings import SettingsError, load_settings
+
+
+DEMO_SIZE_HELP = ("seed the local demo with N online endpoints and N + 1 models (3 to 10000; with --reset-demo "
+                  "or a new data dir; MLOPSBOT_DEMO_SIZE)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,11 +32,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 3978; MLOPSBOT_PORT)")
     serve.add_argument("--data-dir", type=Path, help="where SQLite files live (default ./data; MLOPSBOT_DATA_DIR)")
     serve.add_argument("--reset-demo", action="store_true", help="wipe the local workspace and load the demo")
+    serve.add_argument("--demo-size", type=int, metavar="N", help=DEMO_SIZE_HELP)
 
     chat = sub.add_parser("chat", help="talk to the bot in this terminal, no Teams needed")
     chat.add_argument("--data-dir", type=Path, help="where SQLite files live (default ./data)")
     chat.add_argument("--as", dest="user", default="Local Developer", help="your display name")
     chat.add_argument("--reset-demo", action="store_true", help="wipe the local workspace and load the demo")
+    chat.add_argument("--demo-size", type=int, metavar="N", help=DEMO_SIZE_HELP)
 
     manifest = sub.add_parser("manifest", help="build the Teams app package (manifest.json + icons, zipped)")
     manifest.add_argument("--app-id", required=True, help="the bot's Microsoft App ID (a GUID)")
@@ -62,13 +67,14 @@ def _column_list(text: str) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "drift":
+        return _drift(args)          # reads no settings, so does not import them (pydantic: ~20 MB of memory)
+    from bot.settings import SettingsError
     try:
         if args.command == "serve":
             return _serve(args)
         if args.command == "chat":
             return _chat(args)
-        if args.command == "drift":
-            return _drift(args)
         return _manifest(args)
     except SettingsError as error:
         print(f"mlops-bot: {error}", file=sys.stderr)
@@ -79,11 +85,24 @@ def _overrides(args: argparse.Namespace, *names: str) -> dict[str, object]:
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
+def _demo_size_applies(args: argparse.Namespace, settings) -> None:
+    """--demo-size only shapes a demo being seeded; on an existing workspace it would be silently
+    ignored, so say so instead."""
+    from bot.settings import SettingsError
+    if (args.demo_size is not None and not args.reset_demo and settings.backend == "local"
+            and (settings.data_dir / "workspace.db").exists()):
+        raise SettingsError(f"--demo-size seeds a new demo, and {settings.data_dir / 'workspace.db'} already "
+                            "holds a workspace: add --reset-demo to replace it (this wipes it), or use another "
+                            "--data-dir.")
+
+
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from bot.app import create_app
-    settings = load_settings(**_overrides(args, "host", "port", "data_dir"))
+    from bot.settings import load_settings
+    settings = load_settings(**_overrides(args, "host", "port", "data_dir", "demo_size"))
+    _demo_size_applies(args, settings)
     configure_logging(settings.log_level)
     app = create_app(settings, reset_demo=args.reset_demo)
     where = f"http://{settings.host}:{settings.port}/api/messages"
@@ -96,7 +115,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _chat(args: argparse.Namespace) -> int:
     from bot.chat import run_chat
-    settings = load_settings(**_overrides(args, "data_dir"), host="127.0.0.1")
+    from bot.settings import load_settings
+    settings = load_settings(**_overrides(args, "data_dir", "demo_size"), host="127.0.0.1")
+    _demo_size_applies(args, settings)
     configure_logging("WARNING")
     return asyncio.run(run_chat(settings, user_name=args.user, reset_demo=args.reset_demo))
 
@@ -116,6 +137,7 @@ def _manifest(args: argparse.Namespace) -> int:
 
 def _drift(args: argparse.Namespace) -> int:
     from adapters.drift import DriftInputError, compare_files, render_table
+    _return_freed_memory()
     try:
         report = compare_files(args.reference, args.current, categorical=args.categorical, features=args.features)
     except DriftInputError as error:
@@ -126,6 +148,29 @@ def _drift(args: argparse.Namespace) -> int:
     else:
         print(render_table(report, reference_label=str(args.reference), current_label=str(args.current)))
     return 0
+
+
+M_MMAP_THRESHOLD = -3                 # glibc's mallopt parameter (malloc.h)
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def _return_freed_memory() -> None:
+    """This process computes one feature after another, each with arrays of several MB that it
+    frees before the next: make the memory they free go back to the system, so that the peak is
+    one feature's arrays, not the sum of what the allocators kept. Arrow allocates through the C
+    library's malloc (not its own pool, whose freed memory numpy cannot reuse), and glibc maps
+    every block of 1 MB or more on its own and unmaps it when freed (by default its threshold rises
+    to 32 MB as large blocks are freed, and freed blocks below it stay in the heap). Elsewhere than
+    glibc, only the first applies."""
+    import ctypes
+
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)     # the C library this process runs on
+    except (OSError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

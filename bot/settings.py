@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     managed_identity_client_id: str = Field("", validation_alias="MLOPSBOT_MANAGED_IDENTITY_CLIENT_ID")
     azure_timeout: float = Field(30.0, gt=0, validation_alias="MLOPSBOT_AZURE_TIMEOUT")
     azure_max_concurrency: int = Field(8, ge=1, le=64, validation_alias="MLOPSBOT_AZURE_MAX_CONCURRENCY")
+    demo_size: int | None = Field(None, ge=3, le=10_000, validation_alias="MLOPSBOT_DEMO_SIZE",
+                                  description="online endpoints in the local demo when it is seeded (a new data "
+                                              "dir or --reset-demo); default: the demo's story alone (3)")
 
     # Who may do what
     allowed_tenants: Annotated[list[str], NoDecode] = Field(default_factory=list,

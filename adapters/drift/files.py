@@ -1,9 +1,18 @@
 """Reading the two data files `mlops-bot drift` compares: CSV (plain or .gz/.bz2) or Parquet.
 
-CSV goes through pyarrow's multithreaded reader with every column read as text, so the engine
-sees exactly what the file says (`007` stays `007` in a categorical column) and parses numbers
-itself, in one vectorised cast per column. Missing in CSV: an empty field or one of pyarrow's
-null spellings (`NULL_SPELLINGS`). Parquet is read as typed; only the compared columns are read.
+CSV goes through pyarrow's CSV reader with every column read as text, so the engine sees exactly
+what the file says (`007` stays `007` in a categorical column) and parses numbers itself, in one
+vectorised cast per column. Missing in CSV: an empty field or one of pyarrow's null spellings
+(`NULL_SPELLINGS`). Parquet is read as typed; only the compared columns are read.
+
+Memory stays bounded by the size of a column, not of a file (issue #21: 1M rows x 25 columns of
+Parquet peaked at 920 MB when both files were read whole): `compare_files` fetches each feature's
+two columns only when the engine computes that feature (`engine.compare_columns`, a few features
+at a time) and lets go of them after. Parquet is columnar, so a column is read on its own. CSV is
+not: it is parsed once, block by block, and the compared columns are written as they are parsed to
+an Arrow IPC file in a private temporary directory (about as large as the CSV; deleted at the end),
+from which each column is then read alone. The columns are the same text either way, so the
+figures are exactly those of reading the files whole (`read_columns` + `engine.compare`).
 
 Every problem with a file is one `DriftInputError` with a one-line message naming the file.
 """
@@ -11,12 +20,15 @@ Every problem with a file is one `DriftInputError` with a one-line message namin
 from __future__ import annotations
 
 import difflib
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from adapters.drift.definitions import DEFAULT_THRESHOLDS, Thresholds
-from adapters.drift.engine import compare
+from adapters.drift.engine import compare_columns
 from adapters.drift.errors import DriftInputError, MissingColumn, NoRows, UnreadableFile
 from adapters.drift.results import DriftReport
 
@@ -28,7 +40,8 @@ COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".lz4", ".br")
 # pyarrow.csv.ConvertOptions().null_values: what a CSV field spells when it means "missing".
 NULL_SPELLINGS = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
                   "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null")
-CSV_BLOCK_BYTES = 16 << 20
+CSV_BLOCK_BYTES = 16 << 20            # reading a CSV whole (`read_columns`): fewer, larger blocks are faster
+SPILL_BLOCK_BYTES = 1 << 20           # parsing it block by block (`compare_files`): a few blocks in memory at once
 
 
 @dataclass(frozen=True)
@@ -44,8 +57,9 @@ class DataFile:
 
 def compare_files(reference: Path | str, current: Path | str, *, categorical: Iterable[str] = (),
                   features: Iterable[str] | None = None,
-                  thresholds: Thresholds = DEFAULT_THRESHOLDS) -> DriftReport:
-    """Compare two files feature by feature (every reference column unless `features` names some)."""
+                  thresholds: Thresholds = DEFAULT_THRESHOLDS, workers: int | None = None) -> DriftReport:
+    """Compare two files feature by feature (every reference column unless `features` names some),
+    holding only the columns of the features being computed in memory (see the module docstring)."""
     ref = open_data(Path(reference))
     cur = open_data(Path(current))
     names = list(dict.fromkeys(features)) if features is not None else list(ref.columns)
@@ -59,9 +73,17 @@ def compare_files(reference: Path | str, current: Path | str, *, categorical: It
         if name not in names:
             _require_column(ref, name)
             raise DriftInputError(f"--categorical names {name!r}, which is not among the compared features")
-    ref_columns = read_columns(ref, names)
-    cur_columns = read_columns(cur, names)
-    return compare(ref_columns, cur_columns, categorical=categorical, features=names, thresholds=thresholds)
+    with ExitStack() as stack:
+        ref_source = _source(ref, names, stack)
+        cur_source = _source(cur, names, stack)
+        helper = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="drift-read"))
+
+        def load(name: str) -> tuple["pa.ChunkedArray", "pa.ChunkedArray"]:
+            current = helper.submit(cur_source.column, name)          # both files' columns read at once
+            return ref_source.column(name), current.result()
+
+        return compare_columns(names, load, ref_source.rows, cur_source.rows, categorical=categorical,
+                               thresholds=thresholds, workers=workers, one_at_a_time=True)
 
 
 def open_data(path: Path) -> DataFile:
@@ -85,17 +107,98 @@ def open_data(path: Path) -> DataFile:
 
 
 def read_columns(data: DataFile, names: list[str]) -> dict[str, "pa.ChunkedArray"]:
-    """The named columns (CSV: as text, nulls marked; Parquet: as typed), at least one row."""
-    import pyarrow as pa
-
-    try:
+    """The named columns (CSV: as text, nulls marked; Parquet: as typed), at least one row, all
+    in memory at once (`compare_files` reads them one at a time instead)."""
+    with _unreadable(data):
         table = _read_parquet(data, names) if data.format == "parquet" else _read_csv(data, names)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowKeyError, OSError) as error:
-        raise UnreadableFile(f"{data.label} is not a readable {data.format.upper()} file: "
-                             f"{_first_line(error)}") from None
-    if table.num_rows == 0:
-        raise NoRows(f"{data.label} has no rows" + (" (only a header)" if data.format == "csv" else ""))
+    _some_rows(data, table.num_rows)
     return {name: table.column(name) for name in names}
+
+
+class _unreadable:
+    """Arrow's and the OS's errors while reading `data` become one UnreadableFile naming it."""
+
+    def __init__(self, data: DataFile) -> None:
+        self.data = data
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        import pyarrow as pa
+
+        if error is not None and isinstance(error, (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowKeyError,
+                                                    OSError)):
+            raise UnreadableFile(f"{self.data.label} is not a readable {self.data.format.upper()} file: "
+                                 f"{_first_line(error)}") from None
+        return False
+
+
+def _some_rows(data: DataFile, rows: int) -> None:
+    if rows == 0:
+        raise NoRows(f"{data.label} has no rows" + (" (only a header)" if data.format == "csv" else ""))
+
+
+# ---------------------------------------------------------------- one column at a time
+
+
+class _ParquetSource:
+    """A Parquet file's columns, each read alone when asked for."""
+
+    def __init__(self, data: DataFile) -> None:
+        from pyarrow import parquet
+
+        self.data = data
+        with _unreadable(data):
+            self.rows = parquet.ParquetFile(data.path).metadata.num_rows
+        _some_rows(data, self.rows)
+
+    def column(self, name: str) -> "pa.ChunkedArray":
+        from pyarrow import parquet
+
+        with _unreadable(self.data):      # one reader per call: features are read from several threads
+            return parquet.ParquetFile(self.data.path).read(columns=[name]).column(name)
+
+
+class _CsvSource:
+    """A CSV file parsed once, block by block, each compared column (as text) spilled to an Arrow
+    IPC file of its own in `folder`; a column is then read alone from its file."""
+
+    def __init__(self, data: DataFile, names: list[str], folder: Path) -> None:
+        import pyarrow as pa
+        from pyarrow import csv, ipc
+
+        self.data = data
+        self.rows = 0
+        with _unreadable(data), ExitStack() as files:
+            reader = files.enter_context(csv.open_csv(
+                data.path, read_options=csv.ReadOptions(block_size=SPILL_BLOCK_BYTES),
+                convert_options=_csv_convert(names)))
+            self.paths = {name: folder / f"{index}.arrow" for index, name in enumerate(reader.schema.names)}
+            writers = []
+            for field in reader.schema:
+                sink = files.enter_context(pa.OSFile(str(self.paths[field.name]), "wb"))
+                schema = pa.schema([field])
+                writers.append((schema, files.enter_context(ipc.new_stream(sink, schema))))
+            for batch in reader:
+                for index, (schema, writer) in enumerate(writers):
+                    writer.write_batch(pa.record_batch([batch.column(index)], schema=schema))
+                self.rows += batch.num_rows
+        _some_rows(data, self.rows)
+
+    def column(self, name: str) -> "pa.ChunkedArray":
+        import pyarrow as pa
+        from pyarrow import ipc
+
+        with pa.OSFile(str(self.paths[name]), "rb") as source:
+            return ipc.open_stream(source).read_all().column(0)
+
+
+def _source(data: DataFile, names: list[str], stack: ExitStack) -> "_ParquetSource | _CsvSource":
+    if data.format == "parquet":
+        return _ParquetSource(data)
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mlops-bot-drift-")))
+    return _CsvSource(data, names, folder)
 
 
 # ---------------------------------------------------------------- CSV
@@ -118,13 +221,18 @@ def _csv_columns(path: Path) -> list[str]:
 
 
 def _read_csv(data: DataFile, names: list[str]) -> "pa.Table":
+    from pyarrow import csv
+
+    return csv.read_csv(data.path, read_options=csv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+                        convert_options=_csv_convert(names))
+
+
+def _csv_convert(names: list[str]):
     import pyarrow as pa
     from pyarrow import csv
 
-    convert = csv.ConvertOptions(column_types={name: pa.string() for name in names}, include_columns=names,
-                                 null_values=list(NULL_SPELLINGS), strings_can_be_null=True)
-    return csv.read_csv(data.path, read_options=csv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-                        convert_options=convert)
+    return csv.ConvertOptions(column_types={name: pa.string() for name in names}, include_columns=names,
+                              null_values=list(NULL_SPELLINGS), strings_can_be_null=True)
 
 
 # ---------------------------------------------------------------- Parquet

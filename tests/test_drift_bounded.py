@@ -1,0 +1,169 @@
+"""`compare_files` reads one feature's columns at a time (issue #21 item 4) and gives exactly the
+figures of reading both files whole and comparing in memory (`read_columns` + `compare`).
+
+Exact equality, not a tolerance: the same values go through the same computations. Memory and
+time are measured in bench/drift_memory.py, never asserted here.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from adapters.drift import NoRows, UnreadableFile, compare, compare_files
+from adapters.drift import files as drift_files
+from adapters.drift.engine import PARALLEL_FROM_VALUES, compare_columns
+from adapters.drift.numerical import numerical_figures
+
+
+def write_csv(path: Path, columns: dict[str, list]) -> Path:
+    names = list(columns)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(names)
+        writer.writerows(zip(*(columns[n] for n in names)))
+    return path
+
+
+def tables(n: int, seed: int = 5) -> tuple[dict[str, list], dict[str, list]]:
+    """Text columns as a CSV holds them: numbers, categories, numbers-as-codes, missing values,
+    a numerical column whose current side has words in it, and one that is all missing."""
+    rng = np.random.default_rng(seed)
+
+    def side(shift: float) -> dict[str, list]:
+        amount = [f"{v:.3f}" for v in rng.lognormal(3 + shift, 1, n)]
+        amount[::97] = [""] * len(amount[::97])
+        age = [f"{v:.1f}" for v in rng.normal(40 + 10 * shift, 8, n)]
+        return {
+            "amount": amount,
+            "age": age,
+            "count": [str(v) for v in rng.poisson(3 + shift, n)],
+            "city": list(rng.choice(["paris", "lyon", "nice", "lille"], n, p=[0.4, 0.3, 0.2, 0.1])),
+            "zip": list(rng.choice(["007", "7", "123", "0123"], n)),
+            "constant": ["1.5"] * n,
+            "empty": [""] * n,
+        }
+
+    reference, current = side(0.0), side(0.3)
+    current["age"][:5] = ["NA", "unknown", "-", "1e3", "n/a"]       # missing, words, a number
+    current["city"][:3] = ["berlin", "", "NULL"]
+    return reference, current
+
+
+def in_memory(reference: Path, current: Path, **kw):
+    """The path before issue #21: both files read whole, then compared."""
+    ref, cur = drift_files.open_data(reference), drift_files.open_data(current)
+    names = kw.pop("features", None) or ref.columns
+    return compare(drift_files.read_columns(ref, names), drift_files.read_columns(cur, names), features=names, **kw)
+
+
+@pytest.fixture
+def csv_files(tmp_path):
+    reference, current = tables(3000)
+    return write_csv(tmp_path / "reference.csv", reference), write_csv(tmp_path / "current.csv", current)
+
+
+def test_csv_figures_equal_reading_the_files_whole(csv_files):
+    ref, cur = csv_files
+    assert compare_files(ref, cur).to_dict() == in_memory(ref, cur).to_dict()
+
+
+def test_named_categories_and_a_subset_of_features(csv_files):
+    ref, cur = csv_files
+    kw = {"categorical": ["count", "zip"], "features": ["zip", "count", "age"]}
+    bounded = compare_files(ref, cur, **kw)
+    assert bounded.to_dict() == in_memory(ref, cur, **kw).to_dict()
+    assert [f.name for f in bounded.features] and {f.kind for f in bounded.features} == {"categorical", "numerical"}
+
+
+def test_csv_parsed_in_many_blocks_gives_the_same_figures(csv_files, monkeypatch):
+    """A big CSV arrives in many blocks: each spilled column then has many chunks."""
+    ref, cur = csv_files
+    monkeypatch.setattr(drift_files, "SPILL_BLOCK_BYTES", 4096)
+    source = drift_files._CsvSource(drift_files.open_data(ref), ["amount", "city"], ref.parent)
+    assert source.rows == 3000 and source.column("amount").num_chunks > 10
+    assert compare_files(ref, cur).to_dict() == in_memory(ref, cur).to_dict()
+
+
+def test_gzipped_csv_and_parquet_equal_their_whole_reads(csv_files, tmp_path):
+    ref, cur = csv_files
+    packed = tmp_path / "current.csv.gz"
+    packed.write_bytes(gzip.compress(cur.read_bytes()))
+    assert compare_files(ref, packed).to_dict() == in_memory(ref, packed).to_dict()
+    rng = np.random.default_rng(9)
+    values = rng.normal(0, 1, 5000)
+    values[::50] = np.nan
+    pq.write_table(pa.table({"x": pa.array(values, from_pandas=True), "n": rng.integers(0, 9, 5000),
+                             "c": pa.array(rng.choice(["a", "b", None], 5000)).dictionary_encode()}),
+                   tmp_path / "r.parquet", row_group_size=1000)
+    pq.write_table(pa.table({"x": rng.normal(0.2, 1, 4000), "n": rng.integers(0, 12, 4000),
+                             "c": pa.array(rng.choice(["a", "c"], 4000)).dictionary_encode()}),
+                   tmp_path / "c.parquet")
+    parquet = (tmp_path / "r.parquet", tmp_path / "c.parquet")
+    assert compare_files(*parquet).to_dict() == in_memory(*parquet).to_dict()
+    assert compare_files(*parquet, categorical=["n"]).to_dict() == in_memory(*parquet, categorical=["n"]).to_dict()
+
+
+def test_large_enough_to_use_threads_the_figures_are_the_same(tmp_path):
+    """Above PARALLEL_FROM_VALUES the bounded path sorts both samples at once and reads both
+    files' columns at once; the in-memory path runs features side by side instead."""
+    rng = np.random.default_rng(11)
+    n = PARALLEL_FROM_VALUES // 4 + 1
+    reference = {"a": np.round(rng.normal(5, 2, n), 3), "b": rng.poisson(4, n).astype(float),
+                 "k": rng.choice(["x", "y", "z"], n)}
+    current = {"a": np.round(rng.normal(5.3, 2, n), 3), "b": rng.poisson(4.2, n).astype(float),
+               "k": rng.choice(["x", "y", "w"], n)}
+    pq.write_table(pa.table(reference), tmp_path / "r.parquet")
+    pq.write_table(pa.table(current), tmp_path / "c.parquet")
+    bounded = compare_files(tmp_path / "r.parquet", tmp_path / "c.parquet", workers=2)
+    assert bounded.to_dict() == in_memory(tmp_path / "r.parquet", tmp_path / "c.parquet", workers=2).to_dict()
+    assert bounded.to_dict() == compare(reference, current, workers=1).to_dict()
+
+
+def test_compare_columns_one_at_a_time_equals_compare():
+    rng = np.random.default_rng(2)
+    n = PARALLEL_FROM_VALUES
+    reference = {"u": rng.uniform(0, 1, n), "g": rng.normal(0, 1, n)}
+    current = {"u": rng.uniform(0.05, 1.05, n), "g": rng.normal(0.1, 1, n)}
+    loaded: list[str] = []
+
+    def load(name):
+        loaded.append(name)
+        return reference[name], current[name]
+
+    lazily = compare_columns(["u", "g"], load, n, n, workers=2, one_at_a_time=True)
+    assert loaded == ["u", "g"]                                     # in order, each once
+    assert lazily.to_dict() == compare(reference, current, workers=2).to_dict()
+
+
+@pytest.mark.parametrize("n_r, n_c", [(1, 1), (3, 2), (50_000, 40_001)])
+def test_sorting_and_searching_apart_gives_the_same_figures(n_r, n_c):
+    rng = np.random.default_rng(4)
+    r, c = np.round(rng.normal(0, 1, n_r), 2), np.round(rng.normal(0.01, 1.1, n_c), 2)
+    r[:100] = 0.0
+    c[:100] = -0.0                                                  # equal values of both signs
+    assert numerical_figures(r, c, sort_apart=True) == numerical_figures(r, c)
+
+
+def test_the_spilled_columns_are_deleted(csv_files, tmp_path, monkeypatch):
+    ref, cur = csv_files
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "spill"))
+    os.mkdir(tmp_path / "spill")
+    compare_files(ref, cur)
+    assert os.listdir(tmp_path / "spill") == []
+    header_only = write_csv(tmp_path / "none.csv", {name: [] for name in tables(1)[0]})
+    with pytest.raises(NoRows):
+        compare_files(ref, header_only)
+    broken = tmp_path / "broken.csv"
+    broken.write_text(ref.read_text().splitlines()[0] + "\n1,2\n")
+    with pytest.raises(UnreadableFile, match="broken.csv is not a readable CSV file"):
+        compare_files(ref, broken)
+    assert os.listdir(tmp_path / "spill") == []
