@@ -1,0 +1,148 @@
+"""The security posture reads served over replay, from published Azure REST examples (issue 22).
+
+    serve_posture(workspace)                     # FakeWorkspace: workspace GET, computes, datastores
+    serve_posture(workspace, forbidden=("datastores",))   # that read answers 403, as Azure does
+
+The bodies come from Azure/azure-rest-api-specs examples (tests/fixtures/azure/SOURCES.md, "Issue
+#22"), their placeholder values ("string", other subscriptions and workspaces) replaced at load
+time with real ARM ids under the replayed workspace; the copied files stay as published.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+from tests.replay import (LOCATION, RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE, WORKSPACE_ID, FakeWorkspace,
+                          ReplayResponse, arm_id, example, system_data)
+
+_OTHER_WORKSPACE = re.compile(r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/", re.IGNORECASE)
+
+
+def _rehome(value: Any) -> Any:
+    """Every ARM id of the example moved under the replayed subscription and resource group, and the
+    example's workspace ids onto the replayed workspace."""
+    if isinstance(value, dict):
+        return {(_rehome(k) if isinstance(k, str) and k.startswith("/subscriptions/") else k): _rehome(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rehome(v) for v in value]
+    if isinstance(value, str) and value.startswith("/subscriptions/"):
+        moved = _OTHER_WORKSPACE.sub(f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/",
+                                     value, count=1)
+        return re.sub(r"/workspaces/(testworkspace|workspaces123)\b", f"/workspaces/{WORKSPACE}", moved)
+    return value
+
+
+def workspace_body(*, public_network_access: str | None = None, private_endpoints: bool = True,
+                   isolation_mode: str | None = None, cmk: bool = True, hbi: bool | None = None,
+                   identity: str | None = None, tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """ml/workspace/get.json (Workspaces_Get) as the replayed workspace; each keyword overrides what
+    the example says (public access Disabled, one approved private endpoint, AllowOnlyApprovedOutbound,
+    a customer-managed key, hbi off, SystemAssigned,UserAssigned identity, no tags)."""
+    body = _rehome(copy.deepcopy(example("ml/workspace/get.json")))
+    body.update(id=WORKSPACE_ID, name=WORKSPACE, location=LOCATION, systemData=system_data())
+    props = body["properties"]
+    props.update(friendlyName=WORKSPACE, discoveryUrl=f"https://{LOCATION}.api.azureml.ms/discovery",
+                 mlFlowTrackingUri=f"azureml://{LOCATION}.api.azureml.ms/mlflow/v1.0{WORKSPACE_ID}",
+                 workspaceId="9b7c2a51-6a55-4b0e-8a5e-2f2b8d9c1a10")
+    props["managedNetwork"]["outboundRules"] = {}          # the placeholder rule "some_string" -> "some_string"
+    for connection in props["privateEndpointConnections"]:
+        connection["id"] = f"{WORKSPACE_ID}/privateEndpointConnections/{connection['name']}"
+    if public_network_access is not None:
+        props["publicNetworkAccess"] = public_network_access
+    if not private_endpoints:
+        props["privateEndpointConnections"] = []
+    if isolation_mode is not None:
+        props["managedNetwork"]["isolationMode"] = isolation_mode
+    if not cmk:
+        props.pop("encryption")
+    if hbi is not None:
+        props["hbiWorkspace"] = hbi
+    if identity is not None:
+        body["identity"] = {"type": identity}
+        if identity == "SystemAssigned":
+            body["identity"].update(principalId=SUBSCRIPTION, tenantId=SUBSCRIPTION)
+    if tags is not None:
+        body["tags"] = dict(tags)
+    return body
+
+
+def compute_instance(name: str, *, ssh: bool = True, public_ip: bool | None = None,
+                     idle_minutes: int | None = None) -> dict[str, Any]:
+    """ml/computes/ComputeInstance.json (Compute_Get) named `name`: SSH Enabled and a public IP address
+    as published; `idle_minutes` adds `idleTimeBeforeShutdown` (ISO 8601, as Compute_UpdateIdleShutdownSetting
+    writes it), `public_ip` adds `enableNodePublicIp`."""
+    body = _rehome(copy.deepcopy(example("ml/computes/ComputeInstance.json")))
+    body.update(id=arm_id("computes", name), name=name, location=LOCATION)
+    inner = body["properties"]["properties"]
+    inner["subnet"] = {"id": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/"
+                             "Microsoft.Network/virtualNetworks/vnet-ml/subnets/compute"}
+    inner["sshSettings"]["sshPublicAccess"] = "Enabled" if ssh else "Disabled"
+    if public_ip is not None:
+        inner["enableNodePublicIp"] = public_ip
+    if idle_minutes is not None:
+        inner["idleTimeBeforeShutdown"] = f"PT{idle_minutes}M"
+    return body
+
+
+def aml_cluster(name: str, *, min_nodes: int = 0, max_nodes: int = 4, ssh: bool = True,
+                public_ip: bool = True) -> dict[str, Any]:
+    """ml/computes/AmlCompute.json (Compute_Get) named `name`, Linux, with its scale settings."""
+    body = _rehome(copy.deepcopy(example("ml/computes/AmlCompute.json")))
+    body.update(id=arm_id("computes", name), name=name, location=LOCATION)
+    inner = body["properties"]["properties"]
+    inner.update(osType="Linux", remoteLoginPortPublicAccess="Enabled" if ssh else "Disabled",
+                 enableNodePublicIp=public_ip, currentNodeCount=min_nodes, targetNodeCount=min_nodes,
+                 allocationState="Steady")
+    inner["subnet"] = {"id": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/"
+                             "Microsoft.Network/virtualNetworks/vnet-ml/subnets/compute"}
+    inner["scaleSettings"].update(minNodeCount=min_nodes, maxNodeCount=max_nodes)
+    return body
+
+
+def datastore(name: str, *, credentials: str = "AccountKey", account: str = "mlopsdata") -> dict[str, Any]:
+    """ml/datastores/list.json's item (Datastores_List) named `name`: an AzureBlob datastore with
+    `credentials` "AccountKey" (as published), "Sas", or "None" (identity-based)."""
+    body = copy.deepcopy(example("ml/datastores/list.json")["value"][0])
+    body.update(id=arm_id("datastores", name), name=name, type="Microsoft.MachineLearningServices/workspaces/datastores",
+                systemData=system_data())
+    props = body["properties"]
+    props.update(description=f"{name} on {account}", tags={}, accountName=account, containerName=name,
+                 isDefault=name == "workspaceblobstore")
+    props.pop("properties")
+    if credentials == "None":
+        props["credentials"] = {"credentialsType": "None"}
+    else:
+        props["credentials"] = {"credentialsType": credentials, "secrets": {"secretsType": credentials}}
+    return body
+
+
+def serve_posture(workspace: FakeWorkspace, *, body: dict[str, Any] | None = None,
+                  forbidden: tuple[str, ...] = ()) -> None:
+    """Answer the workspace GET with `body` (default `workspace_body()`), add the posture's computes and
+    datastores, and answer the reads named in `forbidden` ("workspace", "endpoints", "compute",
+    "datastores") with Azure's 403 AuthorizationFailed."""
+    t = workspace.transport
+    served = body or workspace_body()
+    t.add("GET", rf"{re.escape(WORKSPACE_ID)}$", handler=lambda r, m: ReplayResponse(json=served), first=True)
+    workspace.add(compute_instance("ds-ci-posture", ssh=True, public_ip=True))
+    workspace.add(aml_cluster("gpu-warm", min_nodes=2, max_nodes=4, ssh=False, public_ip=False))
+    workspace.add(datastore("workspaceblobstore", credentials="None"))
+    workspace.add(datastore("legacy-exports", credentials="AccountKey"))
+    paths = {"workspace": rf"{re.escape(WORKSPACE_ID)}$", "endpoints": r"/onlineEndpoints$",
+             "compute": r"/computes$", "datastores": r"/datastores$"}
+    for read in forbidden:
+        t.add("GET", paths[read], handler=lambda r, m: _forbidden(r), first=True)
+
+
+def _forbidden(request: Any) -> ReplayResponse:
+    """Azure's 403 for a read the identity's roles do not allow."""
+    action = "Microsoft.MachineLearningServices/workspaces/" + {
+        "onlineendpoints": "onlineEndpoints/read", "computes": "computes/read",
+        "datastores": "datastores/read"}.get(request.path.rstrip("/").rsplit("/", 1)[-1].lower(), "read")
+    message = (f"The client 'mlops-bot' with object id '00000000-0000-0000-0000-0000000000b0' does not have "
+               f"authorization to perform action '{action}' over scope '{request.path}' or the scope is invalid.")
+    return ReplayResponse(403, {"error": {"code": "AuthorizationFailed", "message": message}},
+                          headers={"x-ms-error-code": "AuthorizationFailed"})
