@@ -1170,7 +1170,8 @@ class AzureMLService:
         def endpoints() -> tuple[EndpointSecurity, ...]:
             return tuple(sorted((EndpointSecurity(
                 e.name, public_network_access=_text(getattr(e, "public_network_access", "")),
-                auth_mode=_text(e.auth_mode), identity_type=_text(getattr(e.identity, "type", "")) if e.identity else "",
+                auth_mode=_text(e.auth_mode),
+                identity_type=_text(getattr(e.identity, "type", "")) if e.identity else "",
                 tags={str(k): _text(v) for k, v in (e.tags or {}).items()})
                 for e in self.ml.online_endpoints.list() if e is not None), key=lambda e: e.name))
 

@@ -59,7 +59,8 @@ def read(conn: sqlite3.Connection, workspace: str) -> PostureFacts:
     compute = tuple(
         ComputeSecurity(name, type_, min_nodes=min_nodes if type_ == "amlcompute" else None, size=size,
                         **{**demo.compute.get(name, {}), **changed.get(("compute", name), {})})
-        for name, type_, min_nodes, size in conn.execute("SELECT name, type, min_nodes, size FROM compute ORDER BY name"))
+        for name, type_, min_nodes, size in conn.execute(
+            "SELECT name, type, min_nodes, size FROM compute ORDER BY name"))
     datastores = tuple(DatastoreSecurity(name, type_, changed.get(("datastore", name), {}).get("credentials", creds))
                        for name, type_, creds in demo.datastores)
     return PostureFacts(workspace, settings, endpoints, compute, tuple(sorted(datastores, key=lambda d: d.name)))

@@ -32,6 +32,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 from adapters.service import Compute, DriftReport, EndpointMetrics, Job, Monitor, ModelVersion, OnlineEndpoint, \
     ServiceError
 from adapters.storage import approvals, audit, conversations, digests, outbox
+from adapters.storage import posture as posture_states
 from adapters.storage.digests import DigestSchedule
 from commands.alerts import _reach_channel, home
 from commands.context import Context, HealthThresholds, Reply, Role, UnknownWorkspace, Workspaces
@@ -40,6 +41,7 @@ from commands.digest_card import (Digest, EndpointHealth, FailedJob, Figure, Mod
 from commands.digest_times import DigestTimeError, check_gap, fires_after, jitter, next_due, parse_cron, \
     parse_zone, show
 from commands.endpoints import unhealthy
+from commands.posture import digest_lines
 from commands.registry import Arg, Forbidden, UsageError, command, one_of
 from commands.studio import Studio
 from commands.ui import reply
@@ -130,9 +132,11 @@ async def gather(ml: Any, store: Any, *, conversation_id: str, now: datetime,
                                     a.expires_at - now <= EXPIRING_WITHIN)
                     for a in sorted(pending, key=lambda a: a.expires_at)
                     if a.workspace in ("", ml.name) and a.expires_at > now)      # expired: the sweep's to close
+    turned = await store.run_transaction(lambda tx: posture_states.turned_failing(tx, ml.name, cutoff), write=False)
     digest = Digest(workspace=ml.name, environment=ml.environment, now=now, since=since, endpoints=tuple(rows),
                     models=tuple(models), failed_jobs=failed_jobs, approvals=waiting,
-                    compute=tuple(_running(compute, running_jobs)), gaps=tuple(gaps))
+                    compute=tuple(_running(compute, running_jobs)), gaps=tuple(gaps),
+                    posture=tuple(digest_lines(turned)))
     # what could not be read this time keeps what the last digest saw, so the next one still compares
     models_read = not any(gap.startswith("models in ") for gap in gaps)
     snapshot = {

@@ -106,8 +106,8 @@ def datastore(name: str, *, credentials: str = "AccountKey", account: str = "mlo
     """ml/datastores/list.json's item (Datastores_List) named `name`: an AzureBlob datastore with
     `credentials` "AccountKey" (as published), "Sas", or "None" (identity-based)."""
     body = copy.deepcopy(example("ml/datastores/list.json")["value"][0])
-    body.update(id=arm_id("datastores", name), name=name, type="Microsoft.MachineLearningServices/workspaces/datastores",
-                systemData=system_data())
+    body.update(id=arm_id("datastores", name), name=name, systemData=system_data(),
+                type="Microsoft.MachineLearningServices/workspaces/datastores")
     props = body["properties"]
     props.update(description=f"{name} on {account}", tags={}, accountName=account, containerName=name,
                  isDefault=name == "workspaceblobstore")
