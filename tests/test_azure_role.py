@@ -38,6 +38,7 @@ from adapters.service import MLService
 from tests.replay import (SENT, WORKSPACE, FakeWorkspace, RecordedRequest, metrics_client, ml_client, model_version,
                           monitor_answer)
 from tests.replay_feature_store import serve_feature_stores
+from tests.replay_posture import serve_posture
 
 ROLE = json.loads((Path(__file__).parent.parent / "docs" / "azure-custom-role.json").read_text(encoding="utf-8"))
 ML = "Microsoft.MachineLearningServices"
@@ -181,6 +182,9 @@ def requests() -> list[RecordedRequest]:
     svc.list_feature_stores()
     svc.list_feature_sets("contoso-features")
     svc.get_feature_set("contoso-features", "transactions")
+    # issue 22: the security posture (workspace GET, online endpoints, computes, datastores)
+    serve_posture(workspace)
+    svc.security_posture()
     # the replay's stand-in for Azure's operation status URLs (see NOT_REPLAYED)
     return [r for r in workspace.transport.sent() if "/operationResults/" not in r.path]
 
@@ -206,6 +210,15 @@ def test_the_role_allows_every_request_the_bot_sends(requests):
     needed = set().union(*(actions_for(r) for r in requests))
     assert not {a for a in needed if not allowed(a)}
     assert f"{ML}/workspaces/onlineEndpoints/deployments/write" in needed      # scale: the PATCH
+
+
+def test_the_posture_reads_datastores_but_never_their_secrets(requests):
+    """`datastores/read` is the action Microsoft's "Azure permissions for AI + machine learning" lists
+    as "Gets datastores" (and its custom-role examples use); the secrets are a separate
+    `datastores/listsecrets/action` the role does not hold (see the parametrized test below)."""
+    needed = set().union(*(actions_for(r) for r in requests))
+    assert f"{ML}/workspaces/datastores/read" in needed
+    assert not any("listsecrets" in r.path.lower() or "listkeys" in r.path.lower() for r in requests)
 
 
 def test_feature_store_requests_need_the_actions_microsoft_documents(requests):
