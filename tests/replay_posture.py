@@ -146,3 +146,46 @@ def _forbidden(request: Any) -> ReplayResponse:
                f"authorization to perform action '{action}' over scope '{request.path}' or the scope is invalid.")
     return ReplayResponse(403, {"error": {"code": "AuthorizationFailed", "message": message}},
                           headers={"x-ms-error-code": "AuthorizationFailed"})
+
+
+# ---------------------------------------------------------------- the demo workspace's posture
+
+_AUTH_MODES = {"key": "Key", "aml_token": "AMLToken", "aad_token": "AADToken"}   # ARM's spelling of auth_mode
+
+
+def serve_demo_posture(workspace: FakeWorkspace, demo: Any, posture: Any) -> None:
+    """The embedded workspace's posture (adapters.demo: `build_demo`, `demo_posture`) as Azure would
+    return it, on a FakeWorkspace already seeded with `seed_from_demo(demo)`: the workspace GET from
+    the published example with the demo's settings, the demo endpoints' public access and auth mode,
+    its computes' SSH, public IP and idle shutdown, and its datastores."""
+    w = posture.workspace
+    body = workspace_body(public_network_access=w["public_network_access"],
+                          private_endpoints=w["private_endpoints"] > 0,
+                          isolation_mode=w["isolation_mode"], cmk=w["customer_managed_key"], hbi=w["hbi_workspace"],
+                          identity=w["identity_type"], tags=w["tags"])
+    workspace.transport.add("GET", rf"{re.escape(WORKSPACE_ID)}$", handler=lambda r, m: ReplayResponse(json=body),
+                            first=True)
+    for e in demo.endpoints:
+        props = workspace.get("onlineEndpoints", e.name)["properties"]
+        props.update(authMode=_AUTH_MODES[e.auth_mode],
+                     publicNetworkAccess=posture.endpoints.get(e.name, {}).get("public_network_access", "Enabled"))
+    for c in demo.compute:
+        settings = posture.compute.get(c.name, {})
+        if c.type == "computeinstance":
+            body_c = compute_instance(c.name, ssh=bool(settings.get("ssh_public_access")),
+                                      public_ip=bool(settings.get("public_ip")),
+                                      idle_minutes=settings.get("idle_shutdown_minutes"))
+            body_c["properties"]["properties"].update(vmSize=c.size, state=c.state)
+        else:
+            body_c = aml_cluster(c.name, min_nodes=c.min_nodes or 0, max_nodes=c.max_nodes or 1,
+                                 ssh=bool(settings.get("ssh_public_access")), public_ip=bool(settings.get("public_ip")))
+            body_c["properties"]["properties"]["vmSize"] = c.size
+        workspace.add(body_c)
+    for name, kind, credentials in posture.datastores:
+        body_d = datastore(name, credentials=credentials)
+        body_d["properties"]["datastoreType"] = kind
+        if kind == "AzureFile":
+            body_d["properties"]["fileShareName"] = body_d["properties"].pop("containerName")
+        elif kind == "AzureDataLakeGen2":
+            body_d["properties"]["filesystem"] = body_d["properties"].pop("containerName")
+        workspace.add(body_d)
