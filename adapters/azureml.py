@@ -81,8 +81,8 @@ from azure.core.exceptions import (
 from adapters.azure_metrics import EndpointMetricsSource, EndpointRef, regional_metrics_endpoint
 from adapters.azure_monitoring import BREACH_TAG, breaches, metric_name, parse_breach_tag
 from adapters.monitor_targets import check_window, resolve
-from adapters.posture import (READ_ACTIONS, ComputeSecurity, DatastoreSecurity, EndpointSecurity, PostureFacts,
-                              Unreadable, WorkspaceSecurity, lacks)
+from adapters.posture import (READ_ACTIONS, ComputeSecurity, DatastoreSecurity, DiagnosticSetting, EndpointSecurity,
+                              PostureFacts, Unreadable, WorkspaceSecurity, diagnostic_setting, lacks)
 from adapters.service import (
     MAX_INSTANCES,
     BatchDeployment,
@@ -130,6 +130,7 @@ STAGE_ATTEMPTS = 4               # PUTs of one model version's stage at most (se
 STAGE_RETRY_WAIT = 15.0          # seconds waited between them at most, in all (the bot's call timeout is 30 s)
 RETRYABLE_STATUS = (408, 429, 500, 502, 503, 504)    # what azure-core's RetryPolicy retries too
 JOB_VISIBLE_WAITS = (1.0, 2.0, 4.0, 8.0)    # seconds between reads of a job just triggered (15 s in all)
+DIAGNOSTIC_SETTINGS_API = "2021-05-01-preview"   # Azure Monitor's diagnostic settings (Diagnostic Settings - List)
 JOB_SCAN = 2000                  # jobs of one list (a monitor's runs, a feature set's materializations) read at most
 
 
@@ -1149,7 +1150,9 @@ class AzureMLService:
         """Four reads (workspace GET, online endpoints, computes, datastores), each on its own: one
         that fails becomes `Unreadable` with its reason (see `_posture_read`). The workspace is read
         through azure-ai-ml's own REST operation (the `Workspace` entity drops the private endpoint
-        connections); datastores through `datastores.list()`, which never asks for secrets."""
+        connections); datastores through `datastores.list()`, which never asks for secrets; the diagnostic
+        settings (an Azure Monitor extension resource of the workspace) through the same ARM pipeline
+        client as the MLflow reads (the MLClient's credential, transport and retries)."""
         def workspace() -> WorkspaceSecurity:
             body = _raw(self.ml.workspaces._operation.get(self.ml.resource_group_name, self.workspace_name))
             props = body.get("properties") or {}
@@ -1192,9 +1195,19 @@ class AzureMLService:
             return tuple(sorted((DatastoreSecurity(d.name, _text(d.type), _credential_kind(d.credentials))
                                  for d in self.ml.datastores.list() if d is not None), key=lambda d: d.name))
 
+        def diagnostics() -> tuple[DiagnosticSetting, ...]:
+            workspace_id = (f"/subscriptions/{self.ml.subscription_id}/resourceGroups/{self.ml.resource_group_name}"
+                            f"/providers/Microsoft.MachineLearningServices/workspaces/{self.workspace_name}")
+            base = str(getattr(self.ml, "_base_url", "") or "https://management.azure.com").rstrip("/")
+            url = f"{base}{workspace_id}/providers/Microsoft.Insights/diagnosticSettings"
+            answer = self._mlflow_call("GET", url, params={"api-version": DIAGNOSTIC_SETTINGS_API})
+            return tuple(sorted((diagnostic_setting(item) for item in (answer or {}).get("value") or []
+                                 if isinstance(item, dict)), key=lambda d: d.name))
+
         return PostureFacts(self.workspace_name, self._posture_read("workspace", workspace),
                             self._posture_read("endpoints", endpoints), self._posture_read("compute", compute),
-                            self._posture_read("datastores", datastores))
+                            self._posture_read("datastores", datastores),
+                            self._posture_read("diagnostics", diagnostics))
 
     def _posture_read(self, what: str, read: Callable[[], Any]) -> Any:
         """`read()`, or Unreadable saying why: a 403 names the action the bot's identity lacks for it."""

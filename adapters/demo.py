@@ -334,6 +334,7 @@ class DemoPosture:
     endpoints: dict = field(default_factory=dict)              # name -> EndpointSecurity fields
     compute: dict = field(default_factory=dict)                # name -> ComputeSecurity fields
     datastores: tuple = ()                                     # (name, type, credentials)
+    diagnostics: tuple = ()                                    # (name, logs enabled, destinations)
 
 
 def demo_posture() -> DemoPosture:
@@ -355,4 +356,5 @@ def demo_posture() -> DemoPosture:
                  "gpu-cluster": {"ssh_public_access": False, "public_ip": True}},
         datastores=(("workspaceblobstore", "AzureBlob", "None"),
                     ("workspacefilestore", "AzureFile", "AccountKey"),
-                    ("sales-lake", "AzureDataLakeGen2", "None")))
+                    ("sales-lake", "AzureDataLakeGen2", "None")),
+        diagnostics=(("audit-to-log-analytics", True, ("Log Analytics",)),))

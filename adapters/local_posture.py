@@ -8,6 +8,7 @@ follows what the workspace really holds.
 
     posture = read(conn, "ml-prod")
     change(conn, "endpoint", "fraud-api", {"public_network_access": "Enabled"})   # local only
+    change(conn, "diagnostic", "audit-to-log-analytics", {"logs": False})
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import fields
 from typing import Any
 
 from adapters import demo as demo_data
-from adapters.posture import (ComputeSecurity, DatastoreSecurity, EndpointSecurity, PostureFacts,
+from adapters.posture import (ComputeSecurity, DatastoreSecurity, DiagnosticSetting, EndpointSecurity, PostureFacts,
                               WorkspaceSecurity)
 from adapters.service import InvalidRequest, NotFound
 
@@ -26,7 +27,7 @@ _TABLE = """CREATE TABLE IF NOT EXISTS posture_settings (
     kind TEXT NOT NULL, name TEXT NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY (kind, name, field))"""
 KINDS = {"workspace": WorkspaceSecurity, "endpoint": EndpointSecurity, "compute": ComputeSecurity,
-         "datastore": DatastoreSecurity}
+         "datastore": DatastoreSecurity, "diagnostic": DiagnosticSetting}
 _FIXED = {"name", "type", "auth_mode", "min_nodes", "size"}    # read from the workspace's own tables
 
 
@@ -63,7 +64,12 @@ def read(conn: sqlite3.Connection, workspace: str) -> PostureFacts:
             "SELECT name, type, min_nodes, size FROM compute ORDER BY name"))
     datastores = tuple(DatastoreSecurity(name, type_, changed.get(("datastore", name), {}).get("credentials", creds))
                        for name, type_, creds in demo.datastores)
-    return PostureFacts(workspace, settings, endpoints, compute, tuple(sorted(datastores, key=lambda d: d.name)))
+    diagnostics = []
+    for name, logs, destinations in demo.diagnostics:
+        values = {"logs": logs, "destinations": destinations, **changed.get(("diagnostic", name), {})}
+        diagnostics.append(DiagnosticSetting(name, bool(values["logs"]), tuple(values["destinations"])))
+    return PostureFacts(workspace, settings, endpoints, compute, tuple(sorted(datastores, key=lambda d: d.name)),
+                        tuple(diagnostics))
 
 
 def change(conn: sqlite3.Connection, kind: str, name: str, values: dict[str, Any]) -> None:
@@ -76,7 +82,8 @@ def change(conn: sqlite3.Connection, kind: str, name: str, values: dict[str, Any
         raise InvalidRequest(f"{kind} has no setting {', '.join(unknown)}; settings: {', '.join(sorted(allowed))}.")
     facts = read(conn, "")
     present = {"workspace": [""], "endpoint": [e.name for e in facts.endpoints],
-               "compute": [c.name for c in facts.compute], "datastore": [d.name for d in facts.datastores]}[kind]
+               "compute": [c.name for c in facts.compute], "datastore": [d.name for d in facts.datastores],
+               "diagnostic": [d.name for d in facts.diagnostics]}[kind]
     if name not in present:
         raise NotFound("compute" if kind == "compute" else "endpoint" if kind == "endpoint" else kind, name)
     for field_name, value in values.items():

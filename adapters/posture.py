@@ -16,11 +16,12 @@ Resource Manager expose to the bot's role:
     computes             instances: SSH public access, public IP, idle shutdown; clusters: SSH, public IP,
                          minimum nodes (billed at rest)
     datastores           credentials (account key, SAS, service principal) or identity-based ("None")
+    diagnostic settings  (Azure Monitor, on the workspace) whether some setting sends its logs somewhere
 
 A read that failed gives "cannot tell" with its reason (e.g. the RBAC action the bot's identity
-lacks). Two items are never read by design and always answer "cannot tell" with why: least-privilege
-RBAC (reading role assignments needs Microsoft.Authorization/roleAssignments/read, outside the bot's
-role) and diagnostic settings (Microsoft.Insights/diagnosticSettings/read, likewise). The last two
+lacks). One item is never read by design and always answers "cannot tell" with why: least-privilege
+RBAC (reading role assignments needs Microsoft.Authorization/roleAssignments/read, which the bot's
+role leaves out: whoever can read them can map every identity's rights). The last two
 kinds of lines (idle shutdown, minimum nodes) are the issue's cost-at-rest checks, filed under the
 item "Tags for cost" (cost tracking) since the seed's list has no cost item of its own.
 
@@ -56,6 +57,7 @@ READ_ACTIONS = {
     "endpoints": f"{ML}/workspaces/onlineEndpoints/read",
     "compute": f"{ML}/workspaces/computes/read",
     "datastores": f"{ML}/workspaces/datastores/read",
+    "diagnostics": "Microsoft.Insights/diagnosticSettings/read",
 }
 # Tag names that attribute cost (compared without case, '-', '_' or spaces).
 COST_TAG_NAMES = ("costcenter", "costcentre", "project", "team", "owner", "department", "billing", "budget")
@@ -109,12 +111,22 @@ class DatastoreSecurity:
 
 
 @dataclass(frozen=True)
+class DiagnosticSetting:
+    """One of the workspace's diagnostic settings (Azure Monitor): where it sends what."""
+
+    name: str
+    logs: bool                               # some log category (or category group) is enabled
+    destinations: tuple[str, ...] = ()       # "Log Analytics", "storage account", "event hub", "partner"
+
+
+@dataclass(frozen=True)
 class PostureFacts:
     workspace: str                           # its name
     settings: WorkspaceSecurity | Unreadable
     endpoints: tuple[EndpointSecurity, ...] | Unreadable = ()
     compute: tuple[ComputeSecurity, ...] | Unreadable = ()
     datastores: tuple[DatastoreSecurity, ...] | Unreadable = ()
+    diagnostics: tuple[DiagnosticSetting, ...] | Unreadable = Unreadable("diagnostic settings were not read")
 
 
 @dataclass(frozen=True)
@@ -160,12 +172,7 @@ def evaluate(facts: PostureFacts) -> list[PostureCheck]:
         "role leaves out on purpose",
         f"Review `az role assignment list --scope <id of {ws}>`: people get AzureML Data Scientist or a custom role, "
         "not Owner or Contributor"))
-    out.append(PostureCheck(
-        "workspace-diagnostics", "", DIAGNOSTICS, UNKNOWN,
-        "diagnostic settings are not read: that needs Microsoft.Insights/diagnosticSettings/read, outside the "
-        "bot's role",
-        f"`az monitor diagnostic-settings create --resource <id of {ws}> --workspace <Log Analytics id> "
-        "--logs '[{\"categoryGroup\":\"allLogs\",\"enabled\":true}]'`"))
+    out.append(_diagnostics(ws, facts.diagnostics))
     order = {item: i for i, item in enumerate(CHECKLIST)}
     return sorted(out, key=lambda c: order[c.item])
 
@@ -299,6 +306,31 @@ def _datastores(ws: str, found: tuple[DatastoreSecurity, ...] | Unreadable) -> l
             f"Re-create {d.name} without credentials (`credentials: none`, identity-based) and give the workspace's "
             "managed identity Storage Blob Data Reader on the account"))
     return out
+
+
+def _diagnostics(ws: str, found: tuple[DiagnosticSetting, ...] | Unreadable) -> PostureCheck:
+    fix = (f"`az monitor diagnostic-settings create --name audit --resource <id of {ws}> --workspace <Log Analytics "
+           "id> --logs '[{\"categoryGroup\":\"allLogs\",\"enabled\":true}]'`")
+    if isinstance(found, Unreadable):
+        return PostureCheck("workspace-diagnostics", "", DIAGNOSTICS, UNKNOWN, found.reason, fix)
+    sending = [d for d in found if d.logs and d.destinations]
+    if sending:
+        where = sorted({place for d in sending for place in d.destinations})
+        return PostureCheck("workspace-diagnostics", "", DIAGNOSTICS, PASS,
+                            f"logs sent to {', '.join(where)} ({', '.join(d.name for d in sending)})", fix)
+    finding = ("no diagnostic setting" if not found else
+               f"{len(found)} diagnostic setting{'' if len(found) == 1 else 's'}, none sending logs anywhere")
+    return PostureCheck("workspace-diagnostics", "", DIAGNOSTICS, FAIL, finding, fix)
+
+
+def diagnostic_setting(body: dict) -> DiagnosticSetting:
+    """A DiagnosticSettingsResource (Azure Monitor's JSON) as the checklist reads it."""
+    props = body.get("properties") or {}
+    places = [label for key, label in (("workspaceId", "Log Analytics"), ("storageAccountId", "storage account"),
+                                       ("eventHubAuthorizationRuleId", "event hub"),
+                                       ("marketplacePartnerId", "partner solution")) if props.get(key)]
+    logs = any(isinstance(entry, dict) and entry.get("enabled") for entry in props.get("logs") or [])
+    return DiagnosticSetting(str(body.get("name") or ""), logs, tuple(places))
 
 
 def _credential_words(kind: str) -> str:

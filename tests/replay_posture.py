@@ -121,9 +121,9 @@ def datastore(name: str, *, credentials: str = "AccountKey", account: str = "mlo
 
 def serve_posture(workspace: FakeWorkspace, *, body: dict[str, Any] | None = None,
                   forbidden: tuple[str, ...] = ()) -> None:
-    """Answer the workspace GET with `body` (default `workspace_body()`), add the posture's computes and
-    datastores, and answer the reads named in `forbidden` ("workspace", "endpoints", "compute",
-    "datastores") with Azure's 403 AuthorizationFailed."""
+    """Answer the workspace GET with `body` (default `workspace_body()`), add the posture's computes,
+    datastores and diagnostic settings, and answer the reads named in `forbidden` ("workspace",
+    "endpoints", "compute", "datastores", "diagnostics") with Azure's 403 AuthorizationFailed."""
     t = workspace.transport
     served = body or workspace_body()
     t.add("GET", rf"{re.escape(WORKSPACE_ID)}$", handler=lambda r, m: ReplayResponse(json=served), first=True)
@@ -131,17 +131,20 @@ def serve_posture(workspace: FakeWorkspace, *, body: dict[str, Any] | None = Non
     workspace.add(aml_cluster("gpu-warm", min_nodes=2, max_nodes=4, ssh=False, public_ip=False))
     workspace.add(datastore("workspaceblobstore", credentials="None"))
     workspace.add(datastore("legacy-exports", credentials="AccountKey"))
+    serve_diagnostics(workspace, status=403 if "diagnostics" in forbidden else 200)
     paths = {"workspace": rf"{re.escape(WORKSPACE_ID)}$", "endpoints": r"/onlineEndpoints$",
              "compute": r"/computes$", "datastores": r"/datastores$"}
-    for read in forbidden:
+    for read in set(forbidden) - {"diagnostics"}:
         t.add("GET", paths[read], handler=lambda r, m: _forbidden(r), first=True)
 
 
 def _forbidden(request: Any) -> ReplayResponse:
     """Azure's 403 for a read the identity's roles do not allow."""
-    action = "Microsoft.MachineLearningServices/workspaces/" + {
-        "onlineendpoints": "onlineEndpoints/read", "computes": "computes/read",
-        "datastores": "datastores/read"}.get(request.path.rstrip("/").rsplit("/", 1)[-1].lower(), "read")
+    last = request.path.rstrip("/").rsplit("/", 1)[-1].lower()
+    action = "Microsoft.Insights/diagnosticSettings/read" if last == "diagnosticsettings" else (
+        "Microsoft.MachineLearningServices/workspaces/" + {
+            "onlineendpoints": "onlineEndpoints/read", "computes": "computes/read",
+            "datastores": "datastores/read"}.get(last, "read"))
     message = (f"The client 'mlops-bot' with object id '00000000-0000-0000-0000-0000000000b0' does not have "
                f"authorization to perform action '{action}' over scope '{request.path}' or the scope is invalid.")
     return ReplayResponse(403, {"error": {"code": "AuthorizationFailed", "message": message}},
@@ -189,3 +192,36 @@ def serve_demo_posture(workspace: FakeWorkspace, demo: Any, posture: Any) -> Non
         elif kind == "AzureDataLakeGen2":
             body_d["properties"]["filesystem"] = body_d["properties"].pop("containerName")
         workspace.add(body_d)
+    serve_diagnostics(workspace, diagnostic_settings(*((name, logs) for name, logs, _ in posture.diagnostics)))
+
+
+def diagnostic_settings(*settings: tuple[str, bool]) -> dict[str, Any]:
+    """Azure Monitor's Diagnostic Settings - List answer for the workspace, from monitor/diagnostic_settings/
+    listDiagnosticSettings.json: one setting per (name, logs enabled), sending to a Log Analytics
+    workspace (the example's storage account and event hub destinations dropped)."""
+    item = copy.deepcopy(example("monitor/diagnostic_settings/listDiagnosticSettings.json")["value"][0])
+    out = []
+    for name, logs in settings:
+        body = copy.deepcopy(item)
+        body.update(id=f"{WORKSPACE_ID}/providers/microsoft.insights/diagnosticSettings/{name}", name=name)
+        props = body["properties"]
+        props.pop("storageAccountId")
+        props.pop("eventHubAuthorizationRuleId")
+        props["workspaceId"] = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/"
+                                "Microsoft.OperationalInsights/workspaces/law-mlops")
+        props["metrics"] = [{"category": "AllMetrics", "enabled": True,
+                             "retentionPolicy": {"enabled": False, "days": 0}}]
+        for entry in props["logs"]:
+            entry["enabled"] = logs
+        out.append(body)
+    return {"value": out}
+
+
+def serve_diagnostics(workspace: FakeWorkspace, answer: dict[str, Any] | None = None, *, status: int = 200) -> None:
+    """Answer the workspace's diagnostic settings list (`answer`, default: one setting sending all logs)."""
+    body = answer if answer is not None else diagnostic_settings(("audit-to-log-analytics", True))
+    if status == 403:
+        workspace.transport.add("GET", r"/providers/Microsoft\.Insights/diagnosticSettings$",
+                                handler=lambda r, m: _forbidden(r), first=True)
+    else:
+        workspace.transport.add("GET", r"/providers/Microsoft\.Insights/diagnosticSettings$", json=body, first=True)

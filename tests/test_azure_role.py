@@ -86,6 +86,12 @@ def action_for(request: RecordedRequest) -> str | None:
         assert path.endswith(("/runs/search", "/metrics/get-history")), path
         return f"{ML}/workspaces/experiments/runs/read"
     path = re.sub(r"^/mferp/managementfrontend", "", path)
+    extension = re.match(r"^/subscriptions/.+/providers/[^/]+/[^/]+/[^/]+(?:/[^/]+/[^/]+)*/providers/(?P<ns>[^/]+)/"
+                         r"(?P<rest>.+)$", path, re.IGNORECASE)
+    if extension:                                        # an extension resource (.../providers/Microsoft.Insights/
+        types = extension["rest"].split("/")[0::2]       # diagnosticSettings on the workspace): its own provider's
+        verb = {"GET": "read", "PUT": "write", "PATCH": "write", "DELETE": "delete"}[request.method]
+        return "/".join([extension["ns"], *types, verb])
     match = re.match(r"^/subscriptions/[^/]+(?:/resourceGroups/[^/]+)?/providers/(?P<ns>[^/]+)/(?P<rest>.+)$",
                      path, re.IGNORECASE)
     assert match, f"unmapped request {request.method} {request.host}{request.path}"
@@ -198,6 +204,8 @@ def test_the_mapping_follows_arms_rule():
     assert action_for(req("PATCH", f"{ws}/onlineEndpoints/e/deployments/d")) == (
         f"{ML}/workspaces/onlineEndpoints/deployments/write")
     assert action_for(req("POST", f"{ws}/computes/c/stop")) == f"{ML}/workspaces/computes/stop/action"
+    assert action_for(req("GET", f"{ws}/providers/Microsoft.Insights/diagnosticSettings")) == (
+        "Microsoft.Insights/diagnosticSettings/read")          # an extension resource: its own provider's action
 
 
 def test_every_port_method_is_exercised(requests):
@@ -218,6 +226,7 @@ def test_the_posture_reads_datastores_but_never_their_secrets(requests):
     `datastores/listsecrets/action` the role does not hold (see the parametrized test below)."""
     needed = set().union(*(actions_for(r) for r in requests))
     assert f"{ML}/workspaces/datastores/read" in needed
+    assert "Microsoft.Insights/diagnosticSettings/read" in needed     # Azure Monitor's own action for the list
     assert not any("listsecrets" in r.path.lower() or "listkeys" in r.path.lower() for r in requests)
 
 

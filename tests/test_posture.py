@@ -20,7 +20,7 @@ from commands.ui import as_text
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat, Clock
 from tests.replay import FakeWorkspace, ml_client, online_endpoint
-from tests.replay_posture import serve_posture, workspace_body
+from tests.replay_posture import diagnostic_settings, serve_diagnostics, serve_posture, workspace_body
 from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema, storage  # noqa: F401 - fixtures
 
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=timezone.utc)
@@ -70,13 +70,17 @@ def test_the_replayed_workspace_is_judged_on_every_item_azure_exposes():
     # Datastores_List: the published AccountKey one fails, an identity-based one passes
     assert found["datastore-credentials:legacy-exports"] == (FAIL, "stores a credential (account key)")
     assert found["datastore-credentials:workspaceblobstore"] == (PASS, "identity-based access")
-    # the two items the bot's role cannot read, by design
+    # Azure Monitor's Diagnostic Settings - List (published example): all logs to Log Analytics
+    assert found["workspace-diagnostics"] == (PASS, "logs sent to Log Analytics (audit-to-log-analytics)")
+    # the one item the bot's role cannot read, by design
     assert found["workspace-rbac"][0] == UNKNOWN and "roleAssignments/read" in found["workspace-rbac"][1]
-    assert found["workspace-diagnostics"][0] == UNKNOWN
     assert {c.item for c in checks} == set(CHECKLIST)
     assert all(c.fix for c in checks)
     reads = {(r.method, r.path.rsplit("/", 1)[-1]) for r in workspace.transport.sent()}
-    assert {("GET", "ws-prod"), ("GET", "onlineEndpoints"), ("GET", "computes"), ("GET", "datastores")} <= reads
+    assert {("GET", "ws-prod"), ("GET", "onlineEndpoints"), ("GET", "computes"), ("GET", "datastores"),
+            ("GET", "diagnosticSettings")} <= reads
+    [diagnostics] = [r for r in workspace.transport.sent() if r.path.endswith("/diagnosticSettings")]
+    assert (diagnostics.host, diagnostics.api_version) == ("management.azure.com", "2021-05-01-preview")
     assert not any("listSecrets" in r.path or "listKeys" in r.path for r in workspace.transport.sent())
 
 
@@ -91,6 +95,18 @@ def test_a_workspace_without_hardening_fails_where_it_should():
     assert found["workspace-cmk"] == (FAIL, "Microsoft-managed keys")
     assert found["workspace-identity"] == (FAIL, "identity none")
     assert found["workspace-tags"] == (FAIL, "no cost tag (tags: env)")
+
+
+def test_diagnostic_settings_that_send_no_logs_fail():
+    workspace, svc = replayed()
+    serve_diagnostics(workspace, diagnostic_settings(("metrics-only", False)))
+    found = by_key(evaluate(svc.security_posture()))
+    assert found["workspace-diagnostics"] == (FAIL, "1 diagnostic setting, none sending logs anywhere")
+    serve_diagnostics(workspace, {"value": []})
+    assert by_key(evaluate(svc.security_posture()))["workspace-diagnostics"] == (FAIL, "no diagnostic setting")
+    serve_diagnostics(workspace, status=403)
+    assert by_key(evaluate(svc.security_posture()))["workspace-diagnostics"] == (
+        UNKNOWN, "the bot's identity lacks Microsoft.Insights/diagnosticSettings/read")
 
 
 def test_a_read_the_role_lacks_is_cannot_tell_naming_the_action():

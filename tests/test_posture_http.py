@@ -64,6 +64,8 @@ async def test_posture_in_a_channel_and_a_check_turning_to_fail_posted_there(tea
 
     status, body = await teams.click(posted.card, "Acknowledge", conversation=CHANNEL, kind="channel")
     assert status == 200
+    [edited] = (await teams.connector.wait_for(before + 2))[before + 1:]     # every copy shows who is on it
+    assert edited.method == "PUT" and "Acknowledged: by " in edited.card["fallbackText"]
     assert await loop.scan_posture() == 0                  # within the hour: not scanned again
 
     [shown] = await teams.say("posture", mention=True, conversation=THREAD, kind="channel")
