@@ -270,3 +270,15 @@ def test_unknown_statuses_are_refused():
 
 def test_online_endpoint_fixture_still_parses():
     assert online_endpoint("x", {"a": 100})["properties"]["authMode"] == "AMLToken"
+
+
+def test_text_from_azure_is_shown_plain_in_the_card():
+    """A tag value is Azure's data, not the bot's words: no link, no emphasis on the card."""
+    from commands.posture import Line, WorkspacePosture, posture_card
+    facts = PostureFacts("ml-prod", WorkspaceSecurity(tags={"[pay here](https://evil.example) **now**": "1"}))
+    checks = evaluate(facts)
+    built = posture_card([WorkspacePosture("ml-prod", "prod", tuple(Line(c) for c in checks))], NOW)
+    assert_valid_card(built)
+    shown = " ".join(block.get("text", "") for block in built["body"])
+    assert "](https://evil" not in shown and "**now**" not in shown
+    assert "no cost tag (tags: [pay here]\u200b(https://evil.example) \u2217\u2217now\u2217\u2217)" in shown
