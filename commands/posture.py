@@ -15,7 +15,7 @@ conversations get a card through the outbox, in the same transaction that record
 listed in the digest's "Needs attention"; a line that passes again resolves its alert (the card is
 edited, nothing new is posted). The scheduler (bot/watch.py) scans each workspace every
 SCAN_EVERY while some conversation subscribes to posture (`subscribe posture`), one replica per
-period (a compare-and-set in storage).
+period (a compare-and-set in storage); each digest scans its workspace too (commands/digest.py).
 """
 
 from __future__ import annotations

@@ -282,3 +282,19 @@ def test_text_from_azure_is_shown_plain_in_the_card():
     shown = " ".join(block.get("text", "") for block in built["body"])
     assert "](https://evil" not in shown and "**now**" not in shown
     assert "no cost tag (tags: [pay here]\u200b(https://evil.example) \u2217\u2217now\u2217\u2217)" in shown
+
+
+async def test_the_digest_scans_the_posture_itself_and_reports_what_turned_to_fail(workspaces, store):
+    """No `subscribe posture` and no `posture` typed: the digest's own scan is the baseline, the next
+    digest names the check that turned to fail since."""
+    from adapters.storage import digests
+    ml = workspaces.default
+    first = await gather(ml, store, conversation_id="c-digest", now=NOW)
+    assert first.digest.posture == ()
+    await store.run_transaction(lambda tx: digests.remember(tx, "c-digest", ml.name, first.snapshot, NOW))
+    ml.service.change_security("datastore", "sales-lake", credentials="Sas")
+    later = NOW + timedelta(days=1)
+    second = await gather(ml, store, conversation_id="c-digest", now=later)
+    assert second.digest.posture == ("Managed identities: datastore sales-lake (stores a credential (SAS token))",)
+    assert "1 security check turned to fail" in attention(second.digest)
+    assert_valid_card(digest_card(second.digest))
