@@ -92,7 +92,9 @@ async def remember(store: Any, workspace: str, checks: list[PostureCheck], now: 
     """Record this scan and publish its news, in one transaction: (states by key, keys that turned
     to fail now, alert cards queued)."""
     by_key = {c.key: c for c in checks}
-    keep = [c.check for c in checks if c.status == UNKNOWN and not c.target]     # a whole read that failed
+    # a whole read that failed ("compute-ssh" without a target): none of that family's lines is known gone
+    keep = sorted({c.check.split("-", 1)[0] + "-" for c in checks if c.status == UNKNOWN and not c.target
+                   and not c.check.startswith("workspace-")})
 
     async def work(tx) -> tuple[dict[str, stored.CheckState], set[str], int]:
         changes = await stored.record(tx, workspace, [(c.key, c.check, c.status, c.item, c.finding) for c in checks],

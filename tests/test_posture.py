@@ -239,7 +239,7 @@ async def test_states_remember_since_when_across_cannot_tell(storage):  # noqa: 
     assert await storage.run_transaction(lambda tx: stored.turned_failing(tx, "ml-prod", t3)) == []
 
     # a resource gone is forgotten, unless its read failed this time
-    await storage.run_transaction(lambda tx: stored.record(tx, "ml-prod", [], t3, keep=["endpoint-auth"]))
+    await storage.run_transaction(lambda tx: stored.record(tx, "ml-prod", [], t3, keep=["endpoint-"]))
     assert await storage.run_transaction(lambda tx: stored.states(tx, "ml-prod"))
     await storage.run_transaction(lambda tx: stored.record(tx, "ml-prod", [], t3))
     assert await storage.run_transaction(lambda tx: stored.states(tx, "ml-prod")) == {}
@@ -298,3 +298,22 @@ async def test_the_digest_scans_the_posture_itself_and_reports_what_turned_to_fa
     assert second.digest.posture == ("Managed identities: datastore sales-lake (stores a credential (SAS token))",)
     assert "1 security check turned to fail" in attention(second.digest)
     assert_valid_card(digest_card(second.digest))
+
+
+async def test_a_read_that_fails_for_a_while_keeps_its_lines_and_their_since(store):
+    """The compute read is refused for one scan: its lines (all four kinds) are neither forgotten nor
+    news when it answers again."""
+    from commands.posture import remember
+    workspace, svc = replayed()
+    first = evaluate(svc.security_posture())
+    await remember(store, "ml-prod", first, NOW)
+    serve_posture(workspace, forbidden=("compute",))
+    blind = evaluate(svc.security_posture())
+    assert by_key(blind)["compute-ssh"][0] == UNKNOWN
+    _, news, cards = await remember(store, "ml-prod", blind, NOW + timedelta(hours=1))
+    kept = await store.run_transaction(lambda tx: stored.states(tx, "ml-prod"), write=False)
+    assert {"compute-idle-shutdown:ds-ci-posture", "compute-min-nodes:gpu-warm", "compute-ssh:ds-ci-posture",
+            "compute-public-ip:gpu-warm"} <= set(kept)
+    assert kept["compute-min-nodes:gpu-warm"].known_since == NOW
+    _, news, cards = await remember(store, "ml-prod", first, NOW + timedelta(hours=2))
+    assert (news, cards) == (set(), 0)

@@ -14,7 +14,8 @@ time is never news (the first scan is the baseline). Transitions go to `posture_
 than the audit trail: the audit records what people did through the bot (actor, command, approval),
 and a posture change has no actor.
 
-Lines of resources that are gone are forgotten, except those of a read that failed this time (`keep`).
+Lines of resources that are gone are forgotten, except those of a read that failed this time (`keep`:
+check id prefixes such as "compute-").
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ async def states(tx: Transaction, workspace: str) -> dict[str, CheckState]:
 async def record(tx: Transaction, workspace: str, lines: Iterable[tuple[str, str, str, str, str]], now: datetime,
                  *, keep: Iterable[str] = ()) -> list[Change]:
     """Store this scan's lines (key, check id, status, checklist item, finding); the changes it made.
-    Rows of checks not in this scan are deleted unless their check id is in `keep`."""
+    Rows of checks not in this scan are deleted unless their check id starts with one of `keep`
+    (e.g. "compute-": the compute could not be read this time, so its lines are not known gone)."""
     now = utc(now, "now")
     at = encode_time(now)
     rows = await tx.fetch(f"SELECT {_COLUMNS} FROM posture_checks WHERE workspace = ?{for_update(tx)}", (workspace,))
@@ -117,9 +119,9 @@ async def record(tx: Transaction, workspace: str, lines: Iterable[tuple[str, str
             "VALUES (?, ?, ?, ?, ?, ?)", (workspace, key, old.status, status, at, finding))
         changes.append(Change(key, check, old.status, status, old.known,
                               CheckState(key, check, status, now, known, known_since, turned, item, finding, now)))
-    kept = set(keep)
+    kept = tuple(keep)
     for key, old in before.items():
-        if key not in seen and old.check not in kept:
+        if key not in seen and not (kept and old.check.startswith(kept)):
             await tx.execute("DELETE FROM posture_checks WHERE workspace = ? AND check_key = ?", (workspace, key))
     return changes
 
