@@ -49,6 +49,7 @@ class Line:
     check: PostureCheck
     failing_since: datetime | None = None     # when it last became fail (stored), for failing lines
     news: bool = False                         # it turned from pass to fail in this scan
+    never_passed: bool = False                 # failing since the first time the bot saw it
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,9 @@ def _lines(checks: list[PostureCheck], states: dict[str, stored.CheckState], new
     out = []
     for c in checks:
         state = states.get(c.key)
-        since = state.known_since if state is not None and state.known == FAIL and c.status == FAIL else None
-        out.append(Line(c, since, c.key in news))
+        failing = state is not None and state.known == FAIL and c.status == FAIL
+        out.append(Line(c, state.known_since if failing else None, c.key in news,
+                        never_passed=failing and state.turned_failing_at is None))
     return tuple(out)
 
 
@@ -216,7 +218,10 @@ def _build(reports: list[WorkspacePosture], now: datetime, passing_names: int, s
 def _line(line: Line, show_fixes: bool) -> list[dict[str, Any]]:
     c = line.check
     label = STATUS_WORDS[c.status]
-    since = f" (failing since {when(line.failing_since)})" if line.failing_since else ""
+    since = ""
+    if line.failing_since:
+        since = (f" (failing when first checked, {when(line.failing_since)})" if line.never_passed
+                 else f" (failing since {when(line.failing_since)})")
     new = " — new" if line.news else ""
     head = text(f"{ICONS[c.status]} {label}{new} · {plain(c.subject)}: {plain(c.finding)}{since}",
                 color="Attention" if c.status == FAIL else "Warning", spacing="None")

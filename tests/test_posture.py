@@ -137,7 +137,7 @@ async def test_posture_of_the_embedded_workspace(chat):
     assert "Workspace ml-prod (prod)" in words
     for item in CHECKLIST:
         assert item in words
-    assert "❌ fail · endpoint churn-api: public network access Enabled (failing since " in words
+    assert "❌ fail · endpoint churn-api: public network access Enabled (failing when first checked, " in words
     assert "❌ fail · compute ds-ci-bob: SSH open to the internet (key login, not Entra)" in words
     assert "❌ fail · datastore workspacefilestore: stores a credential (account key)" in words
     assert "❔ cannot tell · workspace: role assignments are not read" in words

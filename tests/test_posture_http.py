@@ -43,7 +43,8 @@ async def test_posture_in_a_channel_and_a_check_turning_to_fail_posted_there(tea
     assert_valid_card(answer.card)
     words = answer.card["fallbackText"]
     assert words.startswith("Security posture\nAs of 2026-12-07 08:00 UTC\nWorkspace ml-prod (prod)\n")
-    assert "❌ fail · endpoint churn-api: public network access Enabled (failing since 2026-12-07 08:00 UTC)" in words
+    assert ("❌ fail · endpoint churn-api: public network access Enabled (failing when first checked, "
+            "2026-12-07 08:00 UTC)") in words
 
     [subscribed] = await teams.say("subscribe posture", mention=True, conversation=THREAD, kind="channel")
     assert subscribed.text.startswith("Subscribed this channel: #1 posture (everything).")
