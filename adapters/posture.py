@@ -191,12 +191,15 @@ def _workspace(ws: str, s: WorkspaceSecurity | Unreadable) -> list[PostureCheck]
                                                        "allow_internet_outbound` (or allow_only_approved_outbound)"),
         "workspace-outbound": (EXFILTRATION, f"`az ml workspace update -n {ws} --managed-network "
                                              "allow_only_approved_outbound`, with outbound rules for what jobs need"),
-        "workspace-identity": (MANAGED_IDENTITIES, f"`az ml workspace update -n {ws} --system-assigned-identity`"),
-        "workspace-cmk": (CUSTOMER_KEYS, "Customer-managed keys are set when a workspace is created: create it "
-                                         "with `--customer-managed-key <key vault key id>` and move the assets"),
-        "workspace-hbi": (CUSTOMER_KEYS, "The high-business-impact flag is set at creation: create the workspace "
-                                         "with `--hbi-workspace` (less diagnostic data collected, scratch disk "
-                                         "encrypted)"),
+        "workspace-identity": (MANAGED_IDENTITIES, f"Give {ws} a managed identity: `identity: {{type: "
+                                                   f"system_assigned}}` in its YAML, `az ml workspace update -n {ws} "
+                                                   "--file workspace.yml`"),
+        "workspace-cmk": (CUSTOMER_KEYS, "Customer-managed keys are chosen when a workspace is created: a new one "
+                                         "with `customer_managed_key: {key_vault: <id>, key_uri: <key url>}` in its "
+                                         "YAML, then move the assets"),
+        "workspace-hbi": (CUSTOMER_KEYS, "The high-business-impact flag is chosen at creation: a new workspace with "
+                                         "`hbi_workspace: true` in its YAML (less diagnostic data collected, "
+                                         "scratch disk encrypted)"),
         "workspace-tags": (COST_TAGS, f"`az ml workspace update -n {ws} --tags cost-center=<code> owner=<team>`"),
     }
     if isinstance(s, Unreadable):
