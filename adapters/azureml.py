@@ -82,7 +82,8 @@ from adapters.azure_metrics import EndpointMetricsSource, EndpointRef, regional_
 from adapters.azure_monitoring import BREACH_TAG, breaches, metric_name, parse_breach_tag
 from adapters.monitor_targets import check_window, resolve
 from adapters.posture import (READ_ACTIONS, ComputeSecurity, DatastoreSecurity, DiagnosticSetting, EndpointSecurity,
-                              PostureFacts, Unreadable, WorkspaceSecurity, diagnostic_setting, lacks)
+                              PostureFacts, RoleAssignment, Unreadable, WorkspaceSecurity, diagnostic_setting, lacks,
+                              role_assignment)
 from adapters.service import (
     MAX_INSTANCES,
     BatchDeployment,
@@ -131,6 +132,8 @@ STAGE_RETRY_WAIT = 15.0          # seconds waited between them at most, in all (
 RETRYABLE_STATUS = (408, 429, 500, 502, 503, 504)    # what azure-core's RetryPolicy retries too
 JOB_VISIBLE_WAITS = (1.0, 2.0, 4.0, 8.0)    # seconds between reads of a job just triggered (15 s in all)
 DIAGNOSTIC_SETTINGS_API = "2021-05-01-preview"   # Azure Monitor's diagnostic settings (Diagnostic Settings - List)
+ROLE_ASSIGNMENTS_API = "2022-04-01"              # Microsoft.Authorization role assignments (List For Scope)
+ROLE_ASSIGNMENT_PAGES = 20                       # pages of role assignments read at most
 JOB_SCAN = 2000                  # jobs of one list (a monitor's runs, a feature set's materializations) read at most
 
 
@@ -1151,8 +1154,8 @@ class AzureMLService:
         that fails becomes `Unreadable` with its reason (see `_posture_read`). The workspace is read
         through azure-ai-ml's own REST operation (the `Workspace` entity drops the private endpoint
         connections); datastores through `datastores.list()`, which never asks for secrets; the diagnostic
-        settings (an Azure Monitor extension resource of the workspace) through the same ARM pipeline
-        client as the MLflow reads (the MLClient's credential, transport and retries)."""
+        settings and the role assignments at or above the workspace (extension resources of it) through
+        the same ARM pipeline client as the MLflow reads (the MLClient's credential, transport, retries)."""
         def workspace() -> WorkspaceSecurity:
             body = _raw(self.ml.workspaces._operation.get(self.ml.resource_group_name, self.workspace_name))
             props = body.get("properties") or {}
@@ -1195,19 +1198,33 @@ class AzureMLService:
             return tuple(sorted((DatastoreSecurity(d.name, _text(d.type), _credential_kind(d.credentials))
                                  for d in self.ml.datastores.list() if d is not None), key=lambda d: d.name))
 
+        workspace_id = (f"/subscriptions/{self.ml.subscription_id}/resourceGroups/{self.ml.resource_group_name}"
+                        f"/providers/Microsoft.MachineLearningServices/workspaces/{self.workspace_name}")
+        base = str(getattr(self.ml, "_base_url", "") or "https://management.azure.com").rstrip("/")
+
         def diagnostics() -> tuple[DiagnosticSetting, ...]:
-            workspace_id = (f"/subscriptions/{self.ml.subscription_id}/resourceGroups/{self.ml.resource_group_name}"
-                            f"/providers/Microsoft.MachineLearningServices/workspaces/{self.workspace_name}")
-            base = str(getattr(self.ml, "_base_url", "") or "https://management.azure.com").rstrip("/")
             url = f"{base}{workspace_id}/providers/Microsoft.Insights/diagnosticSettings"
             answer = self._mlflow_call("GET", url, params={"api-version": DIAGNOSTIC_SETTINGS_API})
             return tuple(sorted((diagnostic_setting(item) for item in (answer or {}).get("value") or []
                                  if isinstance(item, dict)), key=lambda d: d.name))
 
+        def roles() -> tuple[RoleAssignment, ...]:
+            url = f"{base}{workspace_id}/providers/Microsoft.Authorization/roleAssignments"
+            found: list[RoleAssignment] = []
+            params: dict[str, str] | None = {"api-version": ROLE_ASSIGNMENTS_API, "$filter": "atScope()"}
+            for _ in range(ROLE_ASSIGNMENT_PAGES):          # ARM pages with nextLink
+                answer = self._mlflow_call("GET", url, params=params) if params else self._mlflow_call("GET", url)
+                found += [role_assignment(item, workspace_id) for item in (answer or {}).get("value") or []
+                          if isinstance(item, dict)]
+                url, params = (answer or {}).get("nextLink") or "", None
+                if not url:
+                    break
+            return tuple(found)
+
         return PostureFacts(self.workspace_name, self._posture_read("workspace", workspace),
                             self._posture_read("endpoints", endpoints), self._posture_read("compute", compute),
                             self._posture_read("datastores", datastores),
-                            self._posture_read("diagnostics", diagnostics))
+                            self._posture_read("diagnostics", diagnostics), self._posture_read("roles", roles))
 
     def _posture_read(self, what: str, read: Callable[[], Any]) -> Any:
         """`read()`, or Unreadable saying why: a 403 names the action the bot's identity lacks for it."""

@@ -335,12 +335,14 @@ class DemoPosture:
     compute: dict = field(default_factory=dict)                # name -> ComputeSecurity fields
     datastores: tuple = ()                                     # (name, type, credentials)
     diagnostics: tuple = ()                                    # (name, logs enabled, destinations)
+    role_assignments: tuple = ()                               # (role, principal type, scope)
 
 
 def demo_posture() -> DemoPosture:
     """A realistic production workspace half-way through hardening: managed network on but outbound
     open, Microsoft-managed keys, no private endpoint yet; churn-api still public; Bob's notebook VM
-    with SSH and a public IP that never shuts down; one datastore still on an account key."""
+    with SSH and a public IP that never shuts down; one datastore still on an account key; someone
+    still Contributor on the resource group."""
     return DemoPosture(
         workspace={"public_network_access": "Enabled", "private_endpoints": 0,
                    "isolation_mode": "AllowInternetOutbound", "customer_managed_key": False, "hbi_workspace": False,
@@ -357,4 +359,9 @@ def demo_posture() -> DemoPosture:
         datastores=(("workspaceblobstore", "AzureBlob", "None"),
                     ("workspacefilestore", "AzureFile", "AccountKey"),
                     ("sales-lake", "AzureDataLakeGen2", "None")),
-        diagnostics=(("audit-to-log-analytics", True, ("Log Analytics",)),))
+        diagnostics=(("audit-to-log-analytics", True, ("Log Analytics",)),),
+        role_assignments=(("Owner", "User", "subscription"),
+                          ("Contributor", "User", "resource group"),
+                          ("AzureML Data Scientist", "Group", "workspace"),
+                          ("AzureML Compute Operator", "Group", "workspace"),
+                          ("Reader", "Group", "resource group")))

@@ -19,8 +19,8 @@ from dataclasses import fields
 from typing import Any
 
 from adapters import demo as demo_data
-from adapters.posture import (ComputeSecurity, DatastoreSecurity, DiagnosticSetting, EndpointSecurity, PostureFacts,
-                              WorkspaceSecurity)
+from adapters.posture import (BUILT_IN_ROLES, ComputeSecurity, DatastoreSecurity, DiagnosticSetting, EndpointSecurity,
+                              PostureFacts, RoleAssignment, WorkspaceSecurity)
 from adapters.service import InvalidRequest, NotFound
 
 _TABLE = """CREATE TABLE IF NOT EXISTS posture_settings (
@@ -68,8 +68,11 @@ def read(conn: sqlite3.Connection, workspace: str) -> PostureFacts:
     for name, logs, destinations in demo.diagnostics:
         values = {"logs": logs, "destinations": destinations, **changed.get(("diagnostic", name), {})}
         diagnostics.append(DiagnosticSetting(name, bool(values["logs"]), tuple(values["destinations"])))
+    role_ids = {name: role_id for role_id, name in BUILT_IN_ROLES.items()}
+    roles = tuple(RoleAssignment(role_ids.get(role, role), principal, scope)
+                  for role, principal, scope in demo.role_assignments)
     return PostureFacts(workspace, settings, endpoints, compute, tuple(sorted(datastores, key=lambda d: d.name)),
-                        tuple(diagnostics))
+                        tuple(diagnostics), roles)
 
 
 def change(conn: sqlite3.Connection, kind: str, name: str, values: dict[str, Any]) -> None:

@@ -17,11 +17,13 @@ Resource Manager expose to the bot's role:
                          minimum nodes (billed at rest)
     datastores           credentials (account key, SAS, service principal) or identity-based ("None")
     diagnostic settings  (Azure Monitor, on the workspace) whether some setting sends its logs somewhere
+    role assignments     (Microsoft.Authorization, at or above the workspace) broad roles given close to it
 
 A read that failed gives "cannot tell" with its reason (e.g. the RBAC action the bot's identity
-lacks). One item is never read by design and always answers "cannot tell" with why: least-privilege
-RBAC (reading role assignments needs Microsoft.Authorization/roleAssignments/read, which the bot's
-role leaves out: whoever can read them can map every identity's rights). The last two
+lacks). Least-privilege RBAC is judged from the role assignments that apply to the workspace (at it
+or inherited, `$filter=atScope()`): Owner, Contributor and the access administrator roles given on
+the workspace or its resource group fail it (those on the subscription and above are out of the
+workspace team's hands and are not judged). The last two
 kinds of lines (idle shutdown, minimum nodes) are the issue's cost-at-rest checks, filed under the
 item "Tags for cost" (cost tracking) since the seed's list has no cost item of its own.
 
@@ -58,7 +60,19 @@ READ_ACTIONS = {
     "compute": f"{ML}/workspaces/computes/read",
     "datastores": f"{ML}/workspaces/datastores/read",
     "diagnostics": "Microsoft.Insights/diagnosticSettings/read",
+    "roles": "Microsoft.Authorization/roleAssignments/read",
 }
+# Built-in roles by definition id (Azure's "Azure built-in roles"): the privileged ones fail least privilege.
+BUILT_IN_ROLES = {
+    "8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner",
+    "b24988ac-6180-42dd-ab28-4bb2b6a3e2ad": "Contributor",
+    "18d7d88d-d35e-4fb5-a5c3-7773c4a72741": "User Access Administrator",
+    "f58310d9-a9f6-439a-9e8d-f62e7b41a168": "Role Based Access Control Administrator",
+    "acdd72a7-3385-48ef-bd42-f606fba81ae7": "Reader",
+    "f6c7c914-8db3-469d-8ca1-694a8f32e121": "AzureML Data Scientist",
+    "e503ece1-11d0-4e8e-8e2c-7a6c3bf38815": "AzureML Compute Operator",
+}
+PRIVILEGED_ROLES = ("Owner", "Contributor", "User Access Administrator", "Role Based Access Control Administrator")
 # Tag names that attribute cost (compared without case, '-', '_' or spaces).
 COST_TAG_NAMES = ("costcenter", "costcentre", "project", "team", "owner", "department", "billing", "budget")
 IDENTITY_CREDENTIALS = ("none", "")                 # a datastore without credentials uses identity
@@ -120,6 +134,23 @@ class DiagnosticSetting:
 
 
 @dataclass(frozen=True)
+class RoleAssignment:
+    """One role assignment that applies to the workspace (at it or above it)."""
+
+    role: str                                # the role definition's id (a GUID) or a built-in's name
+    principal_type: str = ""                 # "User", "Group", "ServicePrincipal", ...
+    scope: str = ""                          # "workspace" | "resource group" | "subscription" | "above"
+
+    @property
+    def role_name(self) -> str:
+        return BUILT_IN_ROLES.get(self.role.lower(), self.role if not _GUID.match(self.role)
+                                  else f"custom role {self.role[:8]}")
+
+
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
 class PostureFacts:
     workspace: str                           # its name
     settings: WorkspaceSecurity | Unreadable
@@ -127,6 +158,7 @@ class PostureFacts:
     compute: tuple[ComputeSecurity, ...] | Unreadable = ()
     datastores: tuple[DatastoreSecurity, ...] | Unreadable = ()
     diagnostics: tuple[DiagnosticSetting, ...] | Unreadable = Unreadable("diagnostic settings were not read")
+    role_assignments: tuple[RoleAssignment, ...] | Unreadable = Unreadable("role assignments were not read")
 
 
 @dataclass(frozen=True)
@@ -166,12 +198,7 @@ def evaluate(facts: PostureFacts) -> list[PostureCheck]:
     out += _endpoints(ws, facts.endpoints)
     out += _compute(ws, facts.compute)
     out += _datastores(ws, facts.datastores)
-    out.append(PostureCheck(
-        "workspace-rbac", "", LEAST_PRIVILEGE, UNKNOWN,
-        "role assignments are not read: that needs Microsoft.Authorization/roleAssignments/read, which the bot's "
-        "role leaves out on purpose",
-        f"Review `az role assignment list --scope <id of {ws}>`: people get AzureML Data Scientist or a custom role, "
-        "not Owner or Contributor"))
+    out.append(_rbac(ws, facts.role_assignments))
     out.append(_diagnostics(ws, facts.diagnostics))
     order = {item: i for i, item in enumerate(CHECKLIST)}
     return sorted(out, key=lambda c: order[c.item])
@@ -309,6 +336,38 @@ def _datastores(ws: str, found: tuple[DatastoreSecurity, ...] | Unreadable) -> l
             f"Re-create {d.name} without credentials (`credentials: none`, identity-based) and give the workspace's "
             "managed identity Storage Blob Data Reader on the account"))
     return out
+
+
+def _rbac(ws: str, found: tuple[RoleAssignment, ...] | Unreadable) -> PostureCheck:
+    fix = (f"Replace them with AzureML Data Scientist, AzureML Compute Operator or a custom role on {ws} "
+           f"(`az role assignment list --scope <id of {ws}> --include-inherited` lists them)")
+    if isinstance(found, Unreadable):
+        return PostureCheck("workspace-rbac", "", LEAST_PRIVILEGE, UNKNOWN, found.reason, fix)
+    close = [a for a in found if a.scope in ("workspace", "resource group")]
+    broad = [a for a in close if a.role_name in PRIVILEGED_ROLES]
+    if not broad:
+        return PostureCheck("workspace-rbac", "", LEAST_PRIVILEGE, PASS,
+                            f"no Owner, Contributor or access administrator among the {len(close)} role assignment"
+                            f"{'' if len(close) == 1 else 's'} on the workspace and its resource group", fix)
+    counts: dict[str, int] = {}
+    for a in broad:
+        label = f"{a.role_name} to a {a.principal_type or 'principal'} on the {a.scope}"
+        counts[label] = counts.get(label, 0) + 1
+    words = ", ".join(f"{label}" + (f" ×{n}" if n > 1 else "") for label, n in sorted(counts.items()))
+    return PostureCheck("workspace-rbac", "", LEAST_PRIVILEGE, FAIL, f"broad roles given: {words}", fix)
+
+
+def role_assignment(body: dict, workspace_id: str) -> RoleAssignment:
+    """A RoleAssignment (Azure's JSON) as the checklist reads it: its role, who, and how close its scope is."""
+    props = body.get("properties") or {}
+    role = str(props.get("roleDefinitionId") or "").rstrip("/").rsplit("/", 1)[-1]
+    scope = str(props.get("scope") or "").rstrip("/").lower()
+    target = workspace_id.rstrip("/").lower()
+    group = target.split("/providers/", 1)[0]
+    subscription = "/".join(group.split("/")[:3])
+    where = ("workspace" if scope.startswith(target) else "resource group" if scope == group
+             else "subscription" if scope == subscription else "above")
+    return RoleAssignment(role, str(props.get("principalType") or ""), where)
 
 
 def _diagnostics(ws: str, found: tuple[DiagnosticSetting, ...] | Unreadable) -> PostureCheck:

@@ -132,16 +132,18 @@ def serve_posture(workspace: FakeWorkspace, *, body: dict[str, Any] | None = Non
     workspace.add(datastore("workspaceblobstore", credentials="None"))
     workspace.add(datastore("legacy-exports", credentials="AccountKey"))
     serve_diagnostics(workspace, status=403 if "diagnostics" in forbidden else 200)
+    serve_roles(workspace, status=403 if "roles" in forbidden else 200)
     paths = {"workspace": rf"{re.escape(WORKSPACE_ID)}$", "endpoints": r"/onlineEndpoints$",
              "compute": r"/computes$", "datastores": r"/datastores$"}
-    for read in set(forbidden) - {"diagnostics"}:
+    for read in set(forbidden) - {"diagnostics", "roles"}:
         t.add("GET", paths[read], handler=lambda r, m: _forbidden(r), first=True)
 
 
 def _forbidden(request: Any) -> ReplayResponse:
     """Azure's 403 for a read the identity's roles do not allow."""
     last = request.path.rstrip("/").rsplit("/", 1)[-1].lower()
-    action = "Microsoft.Insights/diagnosticSettings/read" if last == "diagnosticsettings" else (
+    action = {"diagnosticsettings": "Microsoft.Insights/diagnosticSettings/read",
+              "roleassignments": "Microsoft.Authorization/roleAssignments/read"}.get(last) or (
         "Microsoft.MachineLearningServices/workspaces/" + {
             "onlineendpoints": "onlineEndpoints/read", "computes": "computes/read",
             "datastores": "datastores/read"}.get(last, "read"))
@@ -193,6 +195,10 @@ def serve_demo_posture(workspace: FakeWorkspace, demo: Any, posture: Any) -> Non
             body_d["properties"]["filesystem"] = body_d["properties"].pop("containerName")
         workspace.add(body_d)
     serve_diagnostics(workspace, diagnostic_settings(*((name, logs) for name, logs, _ in posture.diagnostics)))
+    from adapters.posture import BUILT_IN_ROLES
+    role_ids = {name: role_id for role_id, name in BUILT_IN_ROLES.items()}
+    serve_roles(workspace, role_assignments(*((role_ids[role], principal, where)
+                                              for role, principal, where in posture.role_assignments)))
 
 
 def diagnostic_settings(*settings: tuple[str, bool]) -> dict[str, Any]:
@@ -225,3 +231,38 @@ def serve_diagnostics(workspace: FakeWorkspace, answer: dict[str, Any] | None = 
                                 handler=lambda r, m: _forbidden(r), first=True)
     else:
         workspace.transport.add("GET", r"/providers/Microsoft\.Insights/diagnosticSettings$", json=body, first=True)
+
+
+def role_assignments(*assignments: tuple[str, str, str]) -> dict[str, Any]:
+    """Microsoft.Authorization's Role Assignments - List For Scope answer (RoleAssignments_ListForScope.json):
+    one assignment per (role definition id, principal type, scope) with `scope` "workspace",
+    "resource group" or "subscription" of the replayed workspace."""
+    item = example("authorization/RoleAssignments_ListForScope.json")["value"][0]
+    group = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}"
+    scopes = {"workspace": WORKSPACE_ID, "resource group": group, "subscription": f"/subscriptions/{SUBSCRIPTION}"}
+    out = []
+    for n, (role, principal, where) in enumerate(assignments):
+        body = copy.deepcopy(item)
+        name = f"b0f43c54-e787-4862-89b1-a653fa9c{n:04d}"
+        body.update(id=f"{scopes[where]}/providers/Microsoft.Authorization/roleAssignments/{name}", name=name)
+        body["properties"].update(roleDefinitionId=f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/"
+                                                   f"roleDefinitions/{role}",
+                                  principalType=principal, scope=scopes[where])
+        out.append(body)
+    return {"value": out}
+
+
+OWNER, CONTRIBUTOR = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635", "b24988ac-6180-42dd-ab28-4bb2b6a3e2ad"
+DATA_SCIENTIST, READER_ROLE = "f6c7c914-8db3-469d-8ca1-694a8f32e121", "acdd72a7-3385-48ef-bd42-f606fba81ae7"
+
+
+def serve_roles(workspace: FakeWorkspace, answer: dict[str, Any] | None = None, *, status: int = 200) -> None:
+    """Answer the role assignments that apply to the workspace (default: Owner on the subscription,
+    AzureML Data Scientist to a group on the workspace)."""
+    body = answer if answer is not None else role_assignments((OWNER, "User", "subscription"),
+                                                              (DATA_SCIENTIST, "Group", "workspace"))
+    route = r"/providers/Microsoft\.Authorization/roleAssignments$"
+    if status == 403:
+        workspace.transport.add("GET", route, handler=lambda r, m: _forbidden(r), first=True)
+    else:
+        workspace.transport.add("GET", route, json=body, first=True)

@@ -227,6 +227,8 @@ def test_the_posture_reads_datastores_but_never_their_secrets(requests):
     needed = set().union(*(actions_for(r) for r in requests))
     assert f"{ML}/workspaces/datastores/read" in needed
     assert "Microsoft.Insights/diagnosticSettings/read" in needed     # Azure Monitor's own action for the list
+    assert "Microsoft.Authorization/roleAssignments/read" in needed   # reading who may do what, never changing it
+    assert not allowed("Microsoft.Authorization/roleAssignments/write")
     assert not any("listsecrets" in r.path.lower() or "listkeys" in r.path.lower() for r in requests)
 
 

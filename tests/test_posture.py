@@ -20,7 +20,8 @@ from commands.ui import as_text
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat, Clock
 from tests.replay import FakeWorkspace, ml_client, online_endpoint
-from tests.replay_posture import diagnostic_settings, serve_diagnostics, serve_posture, workspace_body
+from tests.replay_posture import (CONTRIBUTOR, OWNER, READER_ROLE, diagnostic_settings, role_assignments,
+                                  serve_diagnostics, serve_posture, serve_roles, workspace_body)
 from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema, storage  # noqa: F401 - fixtures
 
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=timezone.utc)
@@ -72,13 +73,16 @@ def test_the_replayed_workspace_is_judged_on_every_item_azure_exposes():
     assert found["datastore-credentials:workspaceblobstore"] == (PASS, "identity-based access")
     # Azure Monitor's Diagnostic Settings - List (published example): all logs to Log Analytics
     assert found["workspace-diagnostics"] == (PASS, "logs sent to Log Analytics (audit-to-log-analytics)")
-    # the one item the bot's role cannot read, by design
-    assert found["workspace-rbac"][0] == UNKNOWN and "roleAssignments/read" in found["workspace-rbac"][1]
+    # Role Assignments - List For Scope: Owner on the subscription (not judged), Data Scientist on the workspace
+    assert found["workspace-rbac"] == (PASS, "no Owner, Contributor or access administrator among the 1 role "
+                                             "assignment on the workspace and its resource group")
     assert {c.item for c in checks} == set(CHECKLIST)
     assert all(c.fix for c in checks)
     reads = {(r.method, r.path.rsplit("/", 1)[-1]) for r in workspace.transport.sent()}
     assert {("GET", "ws-prod"), ("GET", "onlineEndpoints"), ("GET", "computes"), ("GET", "datastores"),
-            ("GET", "diagnosticSettings")} <= reads
+            ("GET", "diagnosticSettings"), ("GET", "roleAssignments")} <= reads
+    [roles] = [r for r in workspace.transport.sent() if r.path.endswith("/roleAssignments")]
+    assert (roles.api_version, roles.query["$filter"]) == ("2022-04-01", ["atScope()"])
     [diagnostics] = [r for r in workspace.transport.sent() if r.path.endswith("/diagnosticSettings")]
     assert (diagnostics.host, diagnostics.api_version) == ("management.azure.com", "2021-05-01-preview")
     assert not any("listSecrets" in r.path or "listKeys" in r.path for r in workspace.transport.sent())
@@ -107,6 +111,20 @@ def test_diagnostic_settings_that_send_no_logs_fail():
     serve_diagnostics(workspace, status=403)
     assert by_key(evaluate(svc.security_posture()))["workspace-diagnostics"] == (
         UNKNOWN, "the bot's identity lacks Microsoft.Insights/diagnosticSettings/read")
+
+
+def test_broad_roles_close_to_the_workspace_fail_least_privilege():
+    workspace, svc = replayed()
+    custom = "0b5fe924-9a61-425c-96af-cfe6e287ca2d"          # the published example's own role definition
+    serve_roles(workspace, role_assignments(
+        (OWNER, "User", "subscription"), (CONTRIBUTOR, "User", "resource group"), (CONTRIBUTOR, "User", "resource group"),
+        (OWNER, "ServicePrincipal", "workspace"), (READER_ROLE, "Group", "workspace"), (custom, "Group", "workspace")))
+    assert by_key(evaluate(svc.security_posture()))["workspace-rbac"] == (
+        FAIL, "broad roles given: Contributor to a User on the resource group ×2, Owner to a ServicePrincipal on "
+              "the workspace")
+    serve_roles(workspace, status=403)
+    assert by_key(evaluate(svc.security_posture()))["workspace-rbac"] == (
+        UNKNOWN, "the bot's identity lacks Microsoft.Authorization/roleAssignments/read")
 
 
 def test_a_read_the_role_lacks_is_cannot_tell_naming_the_action():
@@ -140,7 +158,7 @@ async def test_posture_of_the_embedded_workspace(chat):
     assert "❌ fail · endpoint churn-api: public network access Enabled (failing when first checked, " in words
     assert "❌ fail · compute ds-ci-bob: SSH open to the internet (key login, not Entra)" in words
     assert "❌ fail · datastore workspacefilestore: stores a credential (account key)" in words
-    assert "❔ cannot tell · workspace: role assignments are not read" in words
+    assert "❌ fail · workspace: broad roles given: Contributor to a User on the resource group" in words
     assert "Fix: `az ml compute update -n ds-ci-bob -w ml-prod --idle-time-before-shutdown-minutes 60`" in words
     assert "✅ 2 pass: endpoint credit-api, endpoint fraud-api" in words
     assert "turned to fail just now" not in words                       # the first scan is the baseline
