@@ -81,6 +81,9 @@ from azure.core.exceptions import (
 from adapters.azure_metrics import EndpointMetricsSource, EndpointRef, regional_metrics_endpoint
 from adapters.azure_monitoring import BREACH_TAG, breaches, metric_name, parse_breach_tag
 from adapters.monitor_targets import check_window, resolve
+from adapters.posture import (READ_ACTIONS, ComputeSecurity, DatastoreSecurity, DiagnosticSetting, EndpointSecurity,
+                              PostureFacts, RoleAssignment, Unreadable, WorkspaceSecurity, diagnostic_setting, lacks,
+                              role_assignment)
 from adapters.service import (
     MAX_INSTANCES,
     BatchDeployment,
@@ -128,6 +131,9 @@ STAGE_ATTEMPTS = 4               # PUTs of one model version's stage at most (se
 STAGE_RETRY_WAIT = 15.0          # seconds waited between them at most, in all (the bot's call timeout is 30 s)
 RETRYABLE_STATUS = (408, 429, 500, 502, 503, 504)    # what azure-core's RetryPolicy retries too
 JOB_VISIBLE_WAITS = (1.0, 2.0, 4.0, 8.0)    # seconds between reads of a job just triggered (15 s in all)
+DIAGNOSTIC_SETTINGS_API = "2021-05-01-preview"   # Azure Monitor's diagnostic settings (Diagnostic Settings - List)
+ROLE_ASSIGNMENTS_API = "2022-04-01"              # Microsoft.Authorization role assignments (List For Scope)
+ROLE_ASSIGNMENT_PAGES = 20                       # pages of role assignments read at most
 JOB_SCAN = 2000                  # jobs of one list (a monitor's runs, a feature set's materializations) read at most
 
 
@@ -1140,6 +1146,115 @@ class AzureMLService:
         entity = client.feature_store_entities.get(entity_name, entity_version)
         keys = tuple((c.name, _data_type(c.type)) for c in (entity.index_columns or []))
         return FeatureEntity(entity_name, entity_version, keys, entity.description or "")
+
+    # ------------------------------------------------------------ security posture (issue 22, kept at the end)
+
+    def security_posture(self) -> PostureFacts:
+        """Four reads (workspace GET, online endpoints, computes, datastores), each on its own: one
+        that fails becomes `Unreadable` with its reason (see `_posture_read`). The workspace is read
+        through azure-ai-ml's own REST operation (the `Workspace` entity drops the private endpoint
+        connections); datastores through `datastores.list()`, which never asks for secrets; the diagnostic
+        settings and the role assignments at or above the workspace (extension resources of it) through
+        the same ARM pipeline client as the MLflow reads (the MLClient's credential, transport, retries)."""
+        def workspace() -> WorkspaceSecurity:
+            body = _raw(self.ml.workspaces._operation.get(self.ml.resource_group_name, self.workspace_name))
+            props = body.get("properties") or {}
+            approved = [c for c in props.get("privateEndpointConnections") or []
+                        if str(((c.get("properties") or {}).get("privateLinkServiceConnectionState") or {})
+                               .get("status", "")).lower() == "approved"]
+            encryption = props.get("encryption") or {}
+            key = str((encryption.get("keyVaultProperties") or {}).get("keyIdentifier") or "")
+            return WorkspaceSecurity(
+                public_network_access=str(props.get("publicNetworkAccess") or ""),
+                private_endpoints=len(approved),
+                isolation_mode=str((props.get("managedNetwork") or {}).get("isolationMode") or ""),
+                customer_managed_key=str(encryption.get("status", "")).lower() == "enabled" and bool(key),
+                key_vault_key=key, hbi_workspace=bool(props.get("hbiWorkspace")),
+                identity_type=str((body.get("identity") or {}).get("type") or ""),
+                tags={str(k): str(v) for k, v in (body.get("tags") or {}).items()})
+
+        def endpoints() -> tuple[EndpointSecurity, ...]:
+            return tuple(sorted((EndpointSecurity(
+                e.name, public_network_access=_text(getattr(e, "public_network_access", "")),
+                auth_mode=_text(e.auth_mode),
+                identity_type=_text(getattr(e.identity, "type", "")) if e.identity else "",
+                tags={str(k): _text(v) for k, v in (e.tags or {}).items()})
+                for e in self.ml.online_endpoints.list() if e is not None), key=lambda e: e.name))
+
+        def compute() -> tuple[ComputeSecurity, ...]:
+            found = []
+            for c in self.ml.compute.list():
+                if c is None:
+                    continue
+                idle = getattr(c, "idle_time_before_shutdown_minutes", None)
+                found.append(ComputeSecurity(
+                    c.name, _text(c.type).lower(), ssh_public_access=getattr(c, "ssh_public_access_enabled", None),
+                    public_ip=getattr(c, "enable_node_public_ip", None),
+                    idle_shutdown_minutes=int(idle) if idle else None,
+                    min_nodes=getattr(c, "min_instances", None), size=_text(getattr(c, "size", ""))))
+            return tuple(sorted(found, key=lambda c: c.name))
+
+        def datastores() -> tuple[DatastoreSecurity, ...]:
+            return tuple(sorted((DatastoreSecurity(d.name, _text(d.type), _credential_kind(d.credentials))
+                                 for d in self.ml.datastores.list() if d is not None), key=lambda d: d.name))
+
+        workspace_id = (f"/subscriptions/{self.ml.subscription_id}/resourceGroups/{self.ml.resource_group_name}"
+                        f"/providers/Microsoft.MachineLearningServices/workspaces/{self.workspace_name}")
+        base = str(getattr(self.ml, "_base_url", "") or "https://management.azure.com").rstrip("/")
+
+        def diagnostics() -> tuple[DiagnosticSetting, ...]:
+            url = f"{base}{workspace_id}/providers/Microsoft.Insights/diagnosticSettings"
+            answer = self._mlflow_call("GET", url, params={"api-version": DIAGNOSTIC_SETTINGS_API})
+            return tuple(sorted((diagnostic_setting(item) for item in (answer or {}).get("value") or []
+                                 if isinstance(item, dict)), key=lambda d: d.name))
+
+        def roles() -> tuple[RoleAssignment, ...]:
+            url = f"{base}{workspace_id}/providers/Microsoft.Authorization/roleAssignments"
+            found: list[RoleAssignment] = []
+            params: dict[str, str] | None = {"api-version": ROLE_ASSIGNMENTS_API, "$filter": "atScope()"}
+            for _ in range(ROLE_ASSIGNMENT_PAGES):          # ARM pages with nextLink
+                answer = self._mlflow_call("GET", url, params=params) if params else self._mlflow_call("GET", url)
+                found += [role_assignment(item, workspace_id) for item in (answer or {}).get("value") or []
+                          if isinstance(item, dict)]
+                url, params = (answer or {}).get("nextLink") or "", None
+                if not url:
+                    break
+            return tuple(found)
+
+        return PostureFacts(self.workspace_name, self._posture_read("workspace", workspace),
+                            self._posture_read("endpoints", endpoints), self._posture_read("compute", compute),
+                            self._posture_read("datastores", datastores),
+                            self._posture_read("diagnostics", diagnostics), self._posture_read("roles", roles))
+
+    def _posture_read(self, what: str, read: Callable[[], Any]) -> Any:
+        """`read()`, or Unreadable saying why: a 403 names the action the bot's identity lacks for it."""
+        try:
+            with self._call(role=READER):
+                return read()
+        except PermissionDenied:
+            return Unreadable(lacks(READ_ACTIONS[what]))
+        except NotFound:
+            return Unreadable(f"Azure answered 404 for the {what} read")
+        except ServiceError as error:
+            return Unreadable(f"the {what} could not be read: {error.message}")
+
+
+def _raw(model: Any) -> dict[str, Any]:
+    """A REST model of azure-ai-ml's typespec clients as its JSON (camelCase keys)."""
+    return model.as_dict() if hasattr(model, "as_dict") else dict(model or {})
+
+
+_CREDENTIAL_KINDS = {"AccountKeyConfiguration": "AccountKey", "SasTokenConfiguration": "Sas",
+                     "ServicePrincipalConfiguration": "ServicePrincipal", "CertificateConfiguration": "Certificate",
+                     "NoneCredentialConfiguration": "None"}
+
+
+def _credential_kind(credentials: Any) -> str:
+    """What kind of credential a datastore keeps (never the secret itself): "None" is identity-based."""
+    if credentials is None:
+        return "None"
+    name = type(credentials).__name__
+    return _CREDENTIAL_KINDS.get(name, name.removesuffix("Configuration"))
 
 
 def _live_split(traffic: dict[str, Any]) -> dict[str, int]:

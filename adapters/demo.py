@@ -382,3 +382,49 @@ def build_demo(now: datetime, size: int | None = None) -> Demo:
     batch_endpoints, batch_deployments = _batch()
     return Demo(models, endpoints, load, health, batch_endpoints, batch_deployments, jobs,
                 _schedules(), _compute())
+
+
+# ---------------------------------------------------------------- security posture (issue 22)
+
+
+@dataclass(frozen=True)
+class DemoPosture:
+    """What the production checklist reads of the demo workspace (adapters.posture); endpoints and
+    compute not named here take Azure's defaults (public network access Enabled; no SSH, no public
+    IP, no idle shutdown). Their auth mode and minimum nodes come from the endpoints and compute."""
+
+    workspace: dict = field(default_factory=dict)              # WorkspaceSecurity fields
+    endpoints: dict = field(default_factory=dict)              # name -> EndpointSecurity fields
+    compute: dict = field(default_factory=dict)                # name -> ComputeSecurity fields
+    datastores: tuple = ()                                     # (name, type, credentials)
+    diagnostics: tuple = ()                                    # (name, logs enabled, destinations)
+    role_assignments: tuple = ()                               # (role, principal type, scope)
+
+
+def demo_posture() -> DemoPosture:
+    """A realistic production workspace half-way through hardening: managed network on but outbound
+    open, Microsoft-managed keys, no private endpoint yet; churn-api still public; Bob's notebook VM
+    with SSH and a public IP that never shuts down; one datastore still on an account key; someone
+    still Contributor on the resource group."""
+    return DemoPosture(
+        workspace={"public_network_access": "Enabled", "private_endpoints": 0,
+                   "isolation_mode": "AllowInternetOutbound", "customer_managed_key": False, "hbi_workspace": False,
+                   "identity_type": "SystemAssigned",
+                   "tags": {"cost-center": "CC-4711", "owner": "ml-platform@contoso.com", "env": ENVIRONMENT}},
+        endpoints={"fraud-api": {"public_network_access": "Disabled"},
+                   "churn-api": {"public_network_access": "Enabled"},
+                   "credit-api": {"public_network_access": "Disabled"}},
+        compute={"ds-ci-alice": {"ssh_public_access": False, "public_ip": False, "idle_shutdown_minutes": 60},
+                 "ds-ci-bob": {"ssh_public_access": True, "public_ip": True, "idle_shutdown_minutes": None},
+                 "cpu-cluster": {"ssh_public_access": False, "public_ip": False},
+                 "train-cluster": {"ssh_public_access": False, "public_ip": False},
+                 "gpu-cluster": {"ssh_public_access": False, "public_ip": True}},
+        datastores=(("workspaceblobstore", "AzureBlob", "None"),
+                    ("workspacefilestore", "AzureFile", "AccountKey"),
+                    ("sales-lake", "AzureDataLakeGen2", "None")),
+        diagnostics=(("audit-to-log-analytics", True, ("Log Analytics",)),),
+        role_assignments=(("Owner", "User", "subscription"),
+                          ("Contributor", "User", "resource group"),
+                          ("AzureML Data Scientist", "Group", "workspace"),
+                          ("AzureML Compute Operator", "Group", "workspace"),
+                          ("Reader", "Group", "resource group")))

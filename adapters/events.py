@@ -55,7 +55,7 @@ from adapters.azure_monitoring import BREACH_TAG, parse_breach_tag
 
 ML = "Microsoft.MachineLearningServices."
 VALIDATION_TYPE = "Microsoft.EventGrid.SubscriptionValidationEvent"
-KINDS = ("drift", "alerts", "jobs", "models", "approvals")
+KINDS = ("drift", "alerts", "jobs", "models", "approvals", "posture")
 FIRED, RESOLVED, INFO = "fired", "resolved", "info"
 SEVERITIES = ("Sev0", "Sev1", "Sev2", "Sev3", "Sev4")
 MAX_EVENTS = 500
@@ -90,7 +90,7 @@ class Event:
     """
 
     id: str
-    kind: str                      # drift | alerts | jobs | models
+    kind: str                      # drift | alerts | jobs | models | approvals | posture
     type: str                      # the sender's event type
     key: str
     status: str

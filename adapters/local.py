@@ -45,6 +45,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from adapters import demo as demo_data
 from adapters import local_monitors
+from adapters import local_posture
 from adapters import demo_feature_store
 from adapters.demo import Health, JobTemplate, Plan
 from adapters.service import (
@@ -53,6 +54,7 @@ from adapters.service import (
     Schedule, ServiceError, WorkspaceInfo,
 )
 from adapters.service import DriftReport, Monitor, MonitorRun, SignalReport
+from adapters.posture import PostureFacts
 from adapters.service import (  # issue 9: model archive, retraining, feature store
     TRAINING_SCHEDULE_TAG, Feature, FeatureEntity, FeatureSet, FeatureStore, Materialization, training_schedule,
 )
@@ -231,6 +233,7 @@ class LocalWorkspace:
             for table in _TABLES:
                 conn.execute(f"DELETE FROM {table}")
             local_monitors.wipe(conn)
+            local_posture.wipe(conn)
             if demo:
                 self._seed(conn, self._now())
                 local_monitors.seed_demo(conn, self._now())
@@ -968,6 +971,20 @@ class LocalWorkspace:
             conn.execute("UPDATE deployments SET health = ? WHERE endpoint = ? AND name = ?",
                          (json.dumps(asdict(health)), endpoint, deployment))
         return f"Deployment {deployment} on {endpoint} is healthy again (p99 about {health.p99_ms:,.0f} ms)."
+
+    # ------------------------------------------------------------ security posture (issue 22, kept at the end)
+
+    def security_posture(self) -> PostureFacts:
+        """The demo's settings with the changes made since (adapters.local_posture), over the endpoints
+        and compute the workspace holds now."""
+        with self._tx(advance=False) as conn:
+            return local_posture.read(conn, self.name)
+
+    def change_security(self, kind: str, name: str, **values: Any) -> None:
+        """Local only, a demo switch: change a security setting as someone could in Azure (e.g.
+        `change_security("endpoint", "fraud-api", public_network_access="Enabled")`)."""
+        with self._tx(advance=False) as conn:
+            local_posture.change(conn, kind, name, values)
 
 
 # ---------------------------------------------------------------- rows

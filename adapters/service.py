@@ -21,7 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Literal, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Literal, Protocol, Sequence, runtime_checkable
+
+if TYPE_CHECKING:
+    from adapters.posture import PostureFacts
 
 # ---------------------------------------------------------------- errors
 
@@ -484,6 +487,14 @@ class MLService(Protocol):
         """`endpoint_metrics` for many endpoints at once (as `list_endpoints` gave them), keyed by name,
         in as few backend calls as the backend allows (Azure Monitor: one `query_resources` per
         metric group and batch of METRICS_BATCH resources)."""
+        ...
+
+    # security posture (issue 22); keep new port methods below this line
+    def security_posture(self) -> PostureFacts:
+        """What the production checklist is judged on (adapters.posture): the workspace's network,
+        encryption, identity and tags; its online endpoints, compute and datastores. A read that
+        fails is `Unreadable` with its reason (a 403 names the action the bot's identity lacks);
+        the call itself does not fail for one read."""
         ...
 
 

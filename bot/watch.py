@@ -1,7 +1,8 @@
 """The scheduler loop: watches after a traffic change (commands/watch.py decides), jobs started
 from chat until they end (commands/job_watch.py), long operations that a stopped process left
 in flight (commands.gate.Gate.recover_operations), and the local workspace's monitor runs that
-breach their thresholds, which become drift alerts (`alert_monitor_breaches`).
+breach their thresholds, which become drift alerts (`alert_monitor_breaches`), and the security
+posture of the workspaces someone subscribes to (`scan_posture`, hourly; commands/posture.py).
 
 One loop: wake every `poll_seconds`, report the operations other processes left unreported (their
 resource is re-checked, each claimed by one replica; the first pass runs at start-up and settles
@@ -41,6 +42,7 @@ from adapters.storage.job_watches import JobWatch
 from commands.alerts import publish
 from commands.context import HealthThresholds, Reply, UnknownWorkspace
 from commands.job_watch import JOB_POLL_SECONDS, report
+from commands.posture import scan_due
 from commands.watch import conclude
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,20 @@ class WatchLoop:
         except Exception:  # noqa: BLE001 - the watches still run; the next pass tries again
             log.exception("could not recover pending operations")
             recovered = 0
-        return recovered + await self.follow_jobs() + await self.conclude_due() + await self.alert_monitor_breaches()
+        return (recovered + await self.follow_jobs() + await self.conclude_due() + await self.alert_monitor_breaches()
+                + await self.scan_posture())
+
+    async def scan_posture(self) -> int:
+        """Scan the security posture of the workspaces someone subscribes to, once per period across
+        replicas (commands.posture.scan_due); return how many alert cards it queued."""
+        try:
+            return await scan_due(self.store, self.workspaces, owner=self.owner, clock=self.clock,
+                                  wake=self.gate.wake_outbox)
+        except StorageError:
+            raise
+        except Exception:  # noqa: BLE001 - the other duties of the loop still run; the next pass tries again
+            log.exception("posture: the scan failed")
+            return 0
 
     async def alert_monitor_breaches(self) -> int:
         """Publish the local monitors' new breaches as drift alerts; return how many cards were queued."""

@@ -70,7 +70,7 @@ def alert_card(event: Event, state: AlertState, now: datetime, rollback_to: int 
         body.append(text(f"Trend over the last {len(state.history)} firings: {trend}", spacing="Small"))
     actions: list[Element] = [{"type": "Action.OpenUrl", "title": title_, "url": url}
                               for title_, url in event.links[:2] if url.startswith("https://")]
-    if not resolved and event.kind in ("drift", "alerts", "jobs"):
+    if not resolved and event.kind in ("drift", "alerts", "jobs", "posture"):
         if event.endpoint and event.kind != "jobs" and rollback_to is not None:
             scope = ("--workspace", event.workspace) if event.workspace else ()
             actions.append(button("Rollback", "rollback", event.endpoint, "--to", str(rollback_to), *scope,

@@ -202,7 +202,8 @@ def describe(subscription: Subscription) -> str:
          Arg("--endpoint", help="only events about this endpoint", metavar="E"),
          Arg("--severity", type=one_of(SEVERITIES, "severity"), metavar="S",
              help="only alerts at least this severe (Sev0 most severe .. Sev4)"),
-         summary="Post drift alerts, Azure Monitor alerts, job, model or approval events in this chat "
+         summary="Post drift alerts, Azure Monitor alerts, job, model, approval or security posture events "
+                 "in this chat "
                  "(Operators by default; the policy's [subscriptions] role decides).",
          example="subscribe drift --model fraud-model", uses_workspace=False)
 async def subscribe(ctx: Context, kind: str, workspace: str | None, model: str | None, endpoint: str | None,

@@ -5,12 +5,14 @@
 
 from commands import (models, endpoints, rollout, jobs, compare, lifecycle, featurestore, monitoring, platform,
                       approvals, alerts, digest, audit, admin, outbox, general)
+from commands import posture
 from commands.registry import CATALOG, Registry
 
 # Declaring registers, in import order; another module may import one of these first (bot.api
 # imports commands.audit), so the order `help` and the manifest show is set here, once.
 CATALOG.arrange([module.__name__ for module in (models, endpoints, rollout, jobs, compare, lifecycle, featurestore,
-                                                monitoring, platform, approvals, alerts, digest, audit, admin, outbox,
+                                                monitoring, platform, posture, approvals, alerts, digest, audit, admin,
+                                                outbox,
                                                 general)])
 
 

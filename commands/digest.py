@@ -15,7 +15,9 @@ A replica that loses the claim sends nothing, so each due digest goes out once. 
 is the first fire time after *now*: after downtime a schedule sends one late digest (marked late),
 not one per missed window.
 
-Gathering reads the workspace concurrently, at most GATHER_CONCURRENCY calls at a time, and asks
+Gathering also scans the workspace's security posture (commands/posture.py) and lists the checks
+that turned from pass to fail since the last digest under "Needs attention". Gathering reads the
+workspace concurrently, at most GATHER_CONCURRENCY calls at a time, and asks
 for endpoint figures in batches (`endpoints_metrics`, METRICS_BATCH endpoints a call: on Azure one
 Azure Monitor `query_resources` per metric group and batch); a part that cannot be read becomes a
 line under "Could not read" (or "figures unavailable" on its endpoint), never a failed digest.
@@ -32,6 +34,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 from adapters.service import Compute, DriftReport, EndpointMetrics, Job, Monitor, ModelVersion, OnlineEndpoint, \
     ServiceError
 from adapters.storage import approvals, audit, conversations, digests, outbox
+from adapters.storage import posture as posture_states
 from adapters.storage.digests import DigestSchedule
 from commands.alerts import _reach_channel, home
 from commands.context import Context, HealthThresholds, Reply, Role, UnknownWorkspace, Workspaces, shown_name
@@ -40,6 +43,9 @@ from commands.digest_card import (Digest, EndpointHealth, FailedJob, Figure, Mod
 from commands.digest_times import DigestTimeError, check_gap, fires_after, jitter, next_due, parse_cron, \
     parse_zone, show
 from commands.endpoints import unhealthy
+from commands.posture import digest_lines
+from commands.posture import remember as remember_posture
+from commands.posture import scan as scan_posture
 from commands.registry import Arg, Forbidden, UsageError, command, one_of
 from commands.studio import Studio
 from commands.ui import reply
@@ -86,6 +92,10 @@ async def gather(ml: Any, store: Any, *, conversation_id: str, now: datetime,
 
     previous = await store.run_transaction(lambda tx: digests.snapshot(tx, conversation_id, ml.name), write=False)
     since, seen = previous if previous else (None, {})
+    # the security posture is scanned with the rest (and remembered: a check that turned to fail since
+    # the last scan is news, here and for `subscribe posture`), so the digest does not depend on the
+    # scheduler's posture scans, which run only while someone subscribes
+    posture_scan = asyncio.ensure_future(read("security posture", lambda: scan_posture(ml), None))
 
     endpoints, production, staging, monitors, failed, running_jobs, compute = await asyncio.gather(
         read("endpoints", ml.list_endpoints, []),
@@ -138,9 +148,14 @@ async def gather(ml: Any, store: Any, *, conversation_id: str, now: datetime,
                                     a.expires_at - now <= EXPIRING_WITHIN)
                     for a in sorted(pending, key=lambda a: a.expires_at)
                     if a.workspace in ("", ml.name) and a.expires_at > now)      # expired: the sweep's to close
+    checks = await posture_scan
+    if checks is not None:
+        await remember_posture(store, ml.name, checks, now)
+    turned = await store.run_transaction(lambda tx: posture_states.turned_failing(tx, ml.name, cutoff), write=False)
     digest = Digest(workspace=ml.name, environment=ml.environment, now=now, since=since, endpoints=tuple(rows),
                     models=tuple(models), failed_jobs=failed_jobs, approvals=waiting,
-                    compute=tuple(_running(compute, running_jobs)), gaps=tuple(gaps), audit_head=audit_head)
+                    compute=tuple(_running(compute, running_jobs)), gaps=tuple(gaps), audit_head=audit_head,
+                    posture=tuple(digest_lines(turned)))
     # what could not be read this time keeps what the last digest saw, so the next one still compares
     models_read = not any(gap.startswith("models in ") for gap in gaps)
     snapshot = {

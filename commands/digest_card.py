@@ -25,6 +25,7 @@ MAX_MODELS = 8
 MAX_JOBS = 5
 MAX_APPROVALS = 5
 MAX_COMPUTE = 5
+MAX_POSTURE = 5
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class Digest:
     late_since: datetime | None = None  # a scheduled digest sent late: when it was due
     schedule: str = ""                 # "0 9 * * 1-5 Europe/Berlin", for the footer
     audit_head: tuple[int, str] | None = None   # (records, head hash): an anchor kept outside the database
+    posture: tuple[str, ...] = ()      # security checks that turned from pass to fail in the period (issue 22)
 
 
 def attention(digest: Digest) -> list[str]:
@@ -123,6 +125,8 @@ def attention(digest: Digest) -> list[str]:
     idle = [c for c in digest.compute if c.idle]
     if idle:
         items.append(_count(len(idle), "idle compute target") + " still running")
+    if digest.posture:
+        items.append(_count(len(digest.posture), "security check") + " turned to fail")
     return items
 
 
@@ -201,6 +205,11 @@ def _build(digest: Digest, n_endpoints: int, n_models: int, n_jobs: int, n_appro
                          color="Warning" if compute.idle else None))
     body += _more(len(running) - n_compute, "compute", "compute")
 
+    if digest.posture:
+        body.append(section(f"Security checks that turned to fail ({len(digest.posture)})"))
+        body.extend(text(f"❌ {plain(line)}", color="Attention") for line in digest.posture[:MAX_POSTURE])
+        body += _more(len(digest.posture) - MAX_POSTURE, "security check", "posture")
+
     if digest.gaps:
         body.append(section("Could not read"))
         body.extend(text(plain(gap), subtle=True) for gap in digest.gaps[:5])
@@ -222,6 +231,8 @@ def _build(digest: Digest, n_endpoints: int, n_models: int, n_jobs: int, n_appro
         actions.append(button(f"Drift of {drifting[0].name}", "drift", drifting[0].name))
     if digest.failed_jobs:
         actions.append(button("Failed jobs", "jobs", "--status", "Failed"))
+    if digest.posture:
+        actions.append(button("Security posture", "posture", "--workspace", digest.workspace))
     return card(f"Model health digest · {digest.now.strftime('%a %d %b %Y')}", body,
                 subtitle=workspace_line(digest.workspace, digest.environment), actions=actions)
 

@@ -38,6 +38,7 @@ from adapters.service import MLService
 from tests.replay import (SENT, WORKSPACE, FakeWorkspace, RecordedRequest, metrics_client, ml_client, model_version,
                           monitor_answer)
 from tests.replay_feature_store import serve_feature_stores
+from tests.replay_posture import serve_posture
 
 ROLE = json.loads((Path(__file__).parent.parent / "docs" / "azure-custom-role.json").read_text(encoding="utf-8"))
 ML = "Microsoft.MachineLearningServices"
@@ -85,6 +86,12 @@ def action_for(request: RecordedRequest) -> str | None:
         assert path.endswith(("/runs/search", "/metrics/get-history")), path
         return f"{ML}/workspaces/experiments/runs/read"
     path = re.sub(r"^/mferp/managementfrontend", "", path)
+    extension = re.match(r"^/subscriptions/.+/providers/[^/]+/[^/]+/[^/]+(?:/[^/]+/[^/]+)*/providers/(?P<ns>[^/]+)/"
+                         r"(?P<rest>.+)$", path, re.IGNORECASE)
+    if extension:                                        # an extension resource (.../providers/Microsoft.Insights/
+        types = extension["rest"].split("/")[0::2]       # diagnosticSettings on the workspace): its own provider's
+        verb = {"GET": "read", "PUT": "write", "PATCH": "write", "DELETE": "delete"}[request.method]
+        return "/".join([extension["ns"], *types, verb])
     match = re.match(r"^/subscriptions/[^/]+(?:/resourceGroups/[^/]+)?/providers/(?P<ns>[^/]+)/(?P<rest>.+)$",
                      path, re.IGNORECASE)
     assert match, f"unmapped request {request.method} {request.host}{request.path}"
@@ -181,6 +188,9 @@ def requests() -> list[RecordedRequest]:
     svc.list_feature_stores()
     svc.list_feature_sets("contoso-features")
     svc.get_feature_set("contoso-features", "transactions")
+    # issue 22: the security posture (workspace GET, online endpoints, computes, datastores)
+    serve_posture(workspace)
+    svc.security_posture()
     # the replay's stand-in for Azure's operation status URLs (see NOT_REPLAYED)
     return [r for r in workspace.transport.sent() if "/operationResults/" not in r.path]
 
@@ -194,6 +204,8 @@ def test_the_mapping_follows_arms_rule():
     assert action_for(req("PATCH", f"{ws}/onlineEndpoints/e/deployments/d")) == (
         f"{ML}/workspaces/onlineEndpoints/deployments/write")
     assert action_for(req("POST", f"{ws}/computes/c/stop")) == f"{ML}/workspaces/computes/stop/action"
+    assert action_for(req("GET", f"{ws}/providers/Microsoft.Insights/diagnosticSettings")) == (
+        "Microsoft.Insights/diagnosticSettings/read")          # an extension resource: its own provider's action
 
 
 def test_every_port_method_is_exercised(requests):
@@ -206,6 +218,18 @@ def test_the_role_allows_every_request_the_bot_sends(requests):
     needed = set().union(*(actions_for(r) for r in requests))
     assert not {a for a in needed if not allowed(a)}
     assert f"{ML}/workspaces/onlineEndpoints/deployments/write" in needed      # scale: the PATCH
+
+
+def test_the_posture_reads_datastores_but_never_their_secrets(requests):
+    """`datastores/read` is the action Microsoft's "Azure permissions for AI + machine learning" lists
+    as "Gets datastores" (and its custom-role examples use); the secrets are a separate
+    `datastores/listsecrets/action` the role does not hold (see the parametrized test below)."""
+    needed = set().union(*(actions_for(r) for r in requests))
+    assert f"{ML}/workspaces/datastores/read" in needed
+    assert "Microsoft.Insights/diagnosticSettings/read" in needed     # Azure Monitor's own action for the list
+    assert "Microsoft.Authorization/roleAssignments/read" in needed   # reading who may do what, never changing it
+    assert not allowed("Microsoft.Authorization/roleAssignments/write")
+    assert not any("listsecrets" in r.path.lower() or "listkeys" in r.path.lower() for r in requests)
 
 
 def test_feature_store_requests_need_the_actions_microsoft_documents(requests):

@@ -450,7 +450,7 @@ async def test_unicode_digits_and_huge_numbers_get_a_usage_message(teams, typed,
 
 
 UNSUBSCRIBE_USAGE = "Usage: `unsubscribe ‹id|kind›` (e.g. `unsubscribe 3`)"
-NOT_A_KIND = "is neither a subscription number nor a kind (drift, alerts, jobs, models, approvals)."
+NOT_A_KIND = "is neither a subscription number nor a kind (drift, alerts, jobs, models, approvals, posture)."
 NOT_A_REQUEST = "is not a request number; they look like 42 (type `approvals` to see them)."
 
 

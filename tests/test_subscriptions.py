@@ -67,11 +67,11 @@ async def test_the_policy_decides_who_may_subscribe(workspaces, store):
 
 
 @pytest.mark.parametrize("text,answer", [
-    ("subscribe drfit", "Unknown kind 'drfit' (use one of drift, alerts, jobs, models, approvals)."),
+    ("subscribe drfit", "Unknown kind 'drfit' (use one of drift, alerts, jobs, models, approvals, posture)."),
     ("subscribe alerts --severity high", "Unknown severity 'high' (use one of Sev0, Sev1, Sev2, Sev3, Sev4)"),
     ("subscribe drift --workspace ml-prdo", "No workspace named 'ml-prdo'. Did you mean `ml-prod`?"),
     ("unsubscribe drfit", "'drfit' is neither a subscription number nor a kind (drift, alerts, jobs, models, "
-                          "approvals). Did you mean `drift`?"),
+                          "approvals, posture). Did you mean `drift`?"),
     ("snooze 1 forever", "'forever' is not a duration like 30m, 4h or 2d"),
     ("snooze 1 8d", "An alert can be snoozed for at most 7 days."),
     ("acknowledge 99", "There is no alert #99."),
