@@ -21,6 +21,10 @@ store, subscriptions, outbox; commands.alerts.publish), deduplicated in storage 
 such subscription and than LOCAL_BREACH_DAYS (younger than the inbox's memory): a new
 subscription is not flooded with the demo's history, a restart only delays an alert.
 
+Escalation: each pass also re-posts, through the outbox, the alerts nobody acknowledged within
+their subscriptions' `--escalate-after`, @mentioning the people they name (commands.alerts.escalate;
+once per alert per period, across replicas).
+
     loop = WatchLoop(storage, workspaces, gate, owner="replica-1", window_minutes=15)
     await loop.run_once()      # tests: one pass with the injected clock
     await loop.alert_monitor_breaches()      # only the local monitors' drift alerts
@@ -38,7 +42,7 @@ from adapters.events import local_breach_events
 from adapters.service import ServiceError
 from adapters.storage import StorageError, inbox, job_watches, outbox, subscriptions, watches
 from adapters.storage.job_watches import JobWatch
-from commands.alerts import publish
+from commands.alerts import escalate, publish
 from commands.context import HealthThresholds, Reply, UnknownWorkspace
 from commands.job_watch import JOB_POLL_SECONDS, report
 from commands.watch import conclude
@@ -82,7 +86,22 @@ class WatchLoop:
         except Exception:  # noqa: BLE001 - the watches still run; the next pass tries again
             log.exception("could not recover pending operations")
             recovered = 0
-        return recovered + await self.follow_jobs() + await self.conclude_due() + await self.alert_monitor_breaches()
+        return (recovered + await self.follow_jobs() + await self.conclude_due() + await self.alert_monitor_breaches()
+                + await self.escalate_alerts())
+
+    async def escalate_alerts(self) -> int:
+        """Re-notify the alerts nobody acknowledged in time (commands.alerts.escalate); messages queued."""
+        now = self.clock()
+        try:
+            queued = await self.store.run_transaction(lambda tx: escalate(tx, now))
+        except StorageError:
+            raise
+        except Exception:  # noqa: BLE001 - the other duties of the loop still run; the next pass tries again
+            log.exception("could not escalate unacknowledged alerts")
+            return 0
+        if queued:
+            self.gate.wake_outbox()
+        return queued
 
     async def alert_monitor_breaches(self) -> int:
         """Publish the local monitors' new breaches as drift alerts; return how many cards were queued."""
