@@ -15,7 +15,7 @@ from adapters.storage import audit, grants, people
 from adapters.storage.grants import Grant
 from commands.context import Context, Reply, Role, User
 from commands.policy import CHANGE_ACTIONS
-from commands.registry import CATALOG, Arg, UsageError, command, one_of
+from commands.registry import CATALOG, CLOSE, OPEN, Arg, UsageError, command, one_of
 from commands.ui import card, columns, facts, limited, plain, reply, section, text, when
 
 _OBJECT_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -33,6 +33,18 @@ def _person(ctx: Context, word: str) -> User:
                      "(a GUID such as 00000000-0000-0000-0000-000000000b0b, shown by `whoami`). If you did "
                      "@mention them: Teams tells the bot only about the members of this conversation, and I "
                      "have not met them yet; mention them in a channel they belong to, or use their object id.")
+
+
+def _one_person(words: list[str] | str, usage: str, role: str) -> str:
+    """The one word naming a person; a name typed in several words (`grant Bob Builder viewer`)
+    gets asked to be quoted or, better, @mentioned."""
+    if isinstance(words, str):
+        return words
+    if len(words) == 1:
+        return words[0]
+    name = " ".join(words)
+    raise UsageError(f"'{name}' is {len(words)} words: @mention the person (`grant @{name} {role}`), or put "
+                     f"the name in quotes (`grant \"{name}\" {role}`). Usage: `{usage}`")
 
 
 def _store(ctx: Context):
@@ -56,11 +68,12 @@ async def _known_as(ctx: Context, person: User) -> User:
     return replace(person, name=known.get(person.id, person.name))
 
 
-@command("grant", Arg("user", help="an @mention or an Entra object id"),
+@command("grant", Arg("user", nargs="+", help="an @mention or an Entra object id"),
          Arg("role", type=one_of(ROLE_NAMES, "role"), help="viewer, operator, approver or admin"),
          summary="Give someone a role (admins only).", role=Role.ADMIN,
          example="grant 00000000-0000-0000-0000-000000000b0b approver", uses_workspace=False)
-async def grant(ctx: Context, user: str, role: str) -> Reply:
+async def grant(ctx: Context, user: list[str] | str, role: str) -> Reply:
+    user = _one_person(user, f"grant {OPEN}person{CLOSE} {role}", role)
     store = _store(ctx)
     person = await _known_as(ctx, _person(ctx, user))
     fixed = ctx.role_book.assignments.get(person.id)

@@ -341,7 +341,7 @@ async def subscribe(ctx: Context, kind: str, name: str | None, workspace: str | 
 
     found, created = await store.run_transaction(work)
     if not created:
-        return Reply(f"This chat already has that subscription: {describe(found)}.")
+        return Reply(f"{where_words(ctx).capitalize()} already has that subscription: {describe(found)}.")
     where = where_words(ctx)
     return Reply(f"Subscribed {where}: {describe(found)}. `subscriptions` lists them; "
                  f"`unsubscribe {found.id}` stops it." + "".join(f" {note}" for note in unchecked))
@@ -470,11 +470,11 @@ async def unsubscribe(ctx: Context, which: str) -> Reply:
 
     removed = await store.run_transaction(work)
     if not removed:
-        return Reply(f"This chat has no subscription {which}. `subscriptions` lists them.")
+        return Reply(f"{where_words(ctx).capitalize()} has no subscription {which}. `subscriptions` lists them.")
     return Reply("Removed " + "; ".join(describe(s) for s in removed) + ".")
 
 
-@command("subscriptions", summary="List what this chat is subscribed to.", example="subscriptions",
+@command("subscriptions", summary="List what this chat or channel is subscribed to.", example="subscriptions",
          uses_workspace=False)
 async def subscriptions_(ctx: Context) -> Reply:
     store = _store(ctx)
@@ -489,7 +489,7 @@ async def subscriptions_(ctx: Context) -> Reply:
     body = limited(found, row, noun="subscription")
     if not found:
         body.append(text("Try `subscribe drift` or `subscribe alerts --severity Sev1`.", subtle=True))
-    return reply(card("Subscriptions of this chat", body))
+    return reply(card(f"Subscriptions of {where_words(ctx)}", body))
 
 
 # ---------------------------------------------------------------- acting on an alert

@@ -169,6 +169,22 @@ def when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "—"
 
 
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+
+
+def excerpt(value: str, limit: int = 160) -> str:
+    """The start of a long message (an error from Azure), ending at a sentence: the sentences that
+    fit in `limit` characters, or, when the first alone is longer, its words up to the limit and "…"."""
+    words = " ".join(str(value or "").split())
+    if len(words) <= limit:
+        return words
+    ends = [m.end() for m in _SENTENCE_END.finditer(words, 0, limit + 1) if m.end() <= limit]
+    if ends:
+        return words[:ends[-1]]
+    cut = words[:limit].rsplit(" ", 1)[0] if " " in words[:limit] else words[:limit]
+    return cut.rstrip(" ,;:") + "…"
+
+
 def local_time(moment: datetime | None, *, date: bool = True) -> str:
     """`moment` in each reader's own time zone, for a TextBlock: Adaptive Cards' `{{DATE(…, SHORT)}}
     {{TIME(…)}}` (upper case, no spaces, strict RFC 3339 in UTC, or Teams shows the raw text). The
