@@ -297,7 +297,7 @@ def _duration(seconds: int) -> str:
          Arg("--notify", nargs="+", metavar="PERSON", help="who to @mention when an alert escalates"),
          summary="Post drift alerts, Azure Monitor alerts, job, model or approval events in this chat "
                  "(Operators by default; the policy's [subscriptions] role decides).",
-         example="subscribe drift fraud-model --escalate-after 15m --notify @Bob", uses_workspace=False)
+         example="subscribe drift fraud-model --escalate-after 15m --notify @Bob", uses_workspace=False, group="set up", common=True)
 async def subscribe(ctx: Context, kind: str, name: str | None, workspace: str | None, model: str | None,
                     endpoint: str | None, severity: str | None, escalate_after: str | None,
                     notify: list[str] | None) -> Reply:
@@ -442,7 +442,7 @@ async def _known_name(ctx: Context, value: str, kind: str, workspace: str, unche
                             metavar="id|kind"),
          summary="Stop a subscription of this chat (by number, or all of one kind); same role as subscribe.",
          example="unsubscribe 3",
-         uses_workspace=False)
+         uses_workspace=False, group="set up")
 async def unsubscribe(ctx: Context, which: str) -> Reply:
     _may_manage(ctx)
     store = _store(ctx)
@@ -475,7 +475,7 @@ async def unsubscribe(ctx: Context, which: str) -> Reply:
 
 
 @command("subscriptions", summary="List what this chat or channel is subscribed to.", example="subscriptions",
-         uses_workspace=False)
+         uses_workspace=False, group="set up")
 async def subscriptions_(ctx: Context) -> Reply:
     store = _store(ctx)
     found = await store.run_transaction(lambda tx: subscriptions.for_conversation(tx, home(ctx)),
@@ -496,7 +496,7 @@ async def subscriptions_(ctx: Context) -> Reply:
 
 @command("acknowledge", Arg("id", type=ALERT_ID, help="the alert number, as its card shows it"),
          summary="Acknowledge an alert: every copy of its card shows who is on it.", role=Role.OPERATOR,
-         example="acknowledge 7", uses_workspace=False)
+         example="acknowledge 7", uses_workspace=False, group="alerts", common=True)
 async def acknowledge(ctx: Context, id: int) -> Reply:
     """The first acknowledger stays on the alert: a second one (another copy of the card, a stale
     button, a typed command) is told who has it, and nothing changes."""
@@ -513,7 +513,7 @@ async def acknowledge(ctx: Context, id: int) -> Reply:
 @command("snooze", Arg("id", type=ALERT_ID, help="the alert number"),
          Arg("duration", nargs="?", help="how long, like 4h or 2d (default 24h, at most 7d)"),
          summary="Snooze an alert: its cards stay up to date but nothing new is posted.", role=Role.OPERATOR,
-         example="snooze 7 24h", uses_workspace=False)
+         example="snooze 7 24h", uses_workspace=False, group="alerts")
 async def snooze(ctx: Context, id: int, duration: str | None) -> Reply:
     try:
         length = parse_duration(duration) if duration else DEFAULT_SNOOZE
@@ -529,7 +529,7 @@ async def snooze(ctx: Context, id: int, duration: str | None) -> Reply:
 
 @command("unsnooze", Arg("id", type=ALERT_ID, help="the alert number"),
          summary="End an alert's snooze: new firings are posted again.", role=Role.OPERATOR,
-         example="unsnooze 7", uses_workspace=False)
+         example="unsnooze 7", uses_workspace=False, group="alerts")
 async def unsnooze(ctx: Context, id: int) -> Reply:
     def awake(current: Alert, now: datetime) -> str | None:
         return None if current.snoozed(now) else f"Alert #{current.id} is not snoozed."
@@ -538,7 +538,7 @@ async def unsnooze(ctx: Context, id: int) -> Reply:
 
 @command("resolve", Arg("id", type=ALERT_ID, help="the alert number"),
          summary="Mark an alert resolved: every copy of its card says who resolved it and when.",
-         role=Role.OPERATOR, example="resolve 7", uses_workspace=False)
+         role=Role.OPERATOR, example="resolve 7", uses_workspace=False, group="alerts", common=True)
 async def resolve(ctx: Context, id: int) -> Reply:
     """A firing after this (Azure or a monitor fires again) reopens the alert as a new incident."""
     def done(current: Alert, now: datetime) -> str | None:
@@ -554,7 +554,7 @@ async def resolve(ctx: Context, id: int) -> Reply:
 @command("note", Arg("id", type=ALERT_ID, help="the alert number"),
          Arg("text", nargs="+", help="what you found or did"),
          summary="Keep a note on an alert (who and when are recorded; its cards show the newest).",
-         role=Role.OPERATOR, example="note 7 restarted the scorer, watching latency", uses_workspace=False)
+         role=Role.OPERATOR, example="note 7 restarted the scorer, watching latency", uses_workspace=False, group="alerts")
 async def note(ctx: Context, id: int, text: list[str]) -> Reply:
     body = " ".join(text).strip()
     if len(body) > MAX_NOTE_CHARS:
@@ -567,7 +567,7 @@ async def note(ctx: Context, id: int, text: list[str]) -> Reply:
 @command("assign", Arg("id", type=ALERT_ID, help="the alert number"),
          Arg("person", help="an @mention (or an Entra object id)"),
          summary="Put someone on an alert: `alerts` and its cards show who has it.", role=Role.OPERATOR,
-         example="assign 7 @Bob", uses_workspace=False)
+         example="assign 7 @Bob", uses_workspace=False, group="alerts")
 async def assign(ctx: Context, id: int, person: str) -> Reply:
     from commands.admin import _known_as, _person
     who = _person(ctx, person) if ctx.store is None else await _known_as(ctx, _person(ctx, person))
@@ -580,7 +580,7 @@ STATE_ICONS = {"open": "🔴", "acknowledged": "🟡", "snoozed": "💤", "resol
 
 @command("alerts", Arg("id", nargs="?", type=ALERT_ID, help="one alert, with all its notes"),
          summary="List open, acknowledged, snoozed and resolved alerts, and who is on each.",
-         example="alerts", uses_workspace=False)
+         example="alerts", uses_workspace=False, group="alerts", common=True)
 async def alerts_(ctx: Context, id: int | None) -> Reply:
     store = _store(ctx)
     now = ctx.now()

@@ -290,7 +290,7 @@ LATE_AFTER = timedelta(minutes=15)
                           "or a country (India); default UTC", metavar="ZONE"),
          summary="A model-health digest of this chat's workspace: now, or on a schedule (cron, in a time zone); "
                  "scheduling needs the Operator role (the policy's [subscriptions] role).",
-         example='digest schedule "0 9 * * 1-5" --tz Europe/Berlin')
+         example='digest schedule "0 9 * * 1-5" --tz Europe/Berlin', group="set up", common=True)
 async def digest(ctx: Context, action: str, cron: list[str] | str | None, tz: str | None) -> Reply:
     cron = " ".join(cron) if isinstance(cron, list) else cron      # unquoted words read as one `when`
     if ctx.store is None or not ctx.conversation_id:
