@@ -42,7 +42,7 @@ from adapters.events import local_breach_events
 from adapters.service import ServiceError
 from adapters.storage import StorageError, inbox, job_watches, outbox, subscriptions, watches
 from adapters.storage.job_watches import JobWatch
-from commands.alerts import escalate, publish
+from commands.alerts import endpoint_health, escalate, publish
 from commands.context import HealthThresholds, Reply, UnknownWorkspace
 from commands.job_watch import JOB_POLL_SECONDS, report
 from commands.watch import conclude
@@ -106,7 +106,7 @@ class WatchLoop:
     async def alert_monitor_breaches(self) -> int:
         """Publish the local monitors' new breaches as drift alerts; return how many cards were queued."""
         return await alert_monitor_breaches(self.store, self.workspaces, clock=self.clock,
-                                            wake=self.gate.wake_outbox, published=self.published)
+                                            wake=self.gate.wake_outbox, published=self.published, health=self.health)
 
     async def follow_jobs(self) -> int:
         """Report every watched job that ended; return how many reports were posted."""
@@ -185,7 +185,8 @@ async def follow_jobs(store: Any, workspaces: Any, *, owner: str, clock: Callabl
 
 
 async def alert_monitor_breaches(store: Any, workspaces: Any, *, clock: Callable[[], datetime],
-                                 wake: Callable[[], None] | None = None, published: set | None = None) -> int:
+                                 wake: Callable[[], None] | None = None, published: set | None = None,
+                                 health: HealthThresholds | None = None) -> int:
     """Publish, as drift alerts, the breaching runs of every workspace that has local monitors (the
     local backend's `monitor_breaches`; Azure ML's breaches come through Event Grid), each run and
     signal once (see the module doc). `published`: keys already handled, kept between passes so that
@@ -215,12 +216,17 @@ async def alert_monitor_breaches(store: Any, workspaces: Any, *, clock: Callable
         if not events:
             continue
 
+        healths = {event.endpoint: "" for event in events}
+        for endpoint_name in list(healths)[:10]:     # the endpoint's health now, once per endpoint
+            healths[endpoint_name] = await endpoint_health(workspaces, next(e for e in events if e.endpoint ==
+                                                                            endpoint_name), health or HealthThresholds())
+
         async def work(tx, events=events, name=ws.name) -> tuple[int, int]:
             fresh = cards = 0
             for event in events:                      # oldest first: a later run edits the card of an earlier one
                 if await inbox.first_time(tx, f"local:{name}:{event.id}", now):
                     fresh += 1
-                    cards += await publish(tx, event, now)
+                    cards += await publish(tx, event, now, health=healths.get(event.endpoint, ""))
             return fresh, cards
         fresh, cards = await store.run_transaction(work)
         queued += cards

@@ -61,7 +61,7 @@ class AlertState:
     resolved_at: datetime | None = None
     last_note: tuple[str, datetime, str] | None = None     # (author, when, text) of the newest note
     notes: int = 0
-    health: str = ""                              # the endpoint's health now, when the caller looked
+    health: str = ""                              # the endpoint's health at `now`, when the caller looked
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,7 @@ def _state_lines(event: Event, state: AlertState, now: datetime) -> list[Element
     elif event.time:
         lines.append(f"At: {plain(event.time)}")
     if state.health:
-        lines.append(f"Endpoint now: {plain(state.health)}")
+        lines.append(f"Endpoint at {local_time(now, date=False)}: {plain(state.health)}")
     if state.acknowledged_by:
         lines.append(f"Acknowledged: by {plain(state.acknowledged_by)}, {local_time(state.acknowledged_at)}")
     if state.assignee:

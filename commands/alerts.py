@@ -30,6 +30,7 @@ through the outbox).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import re
 from dataclasses import replace
@@ -95,19 +96,48 @@ async def rollback_target(tx, event: Event) -> Undo | None:
     return Undo(newest.id, newest.at, dict(newest.before), dict(newest.after))
 
 
-async def card_of(tx, alert: Alert, now: datetime) -> dict[str, Any]:
+async def card_of(tx, alert: Alert, now: datetime, health: str = "") -> dict[str, Any]:
     event = Event.from_json(alert.event)
-    return alert_card(event, state_of(alert, await alerts.notes(tx, alert.id)), now,
-                      await rollback_target(tx, event))
+    state = replace(state_of(alert, await alerts.notes(tx, alert.id)), health=health)
+    return alert_card(event, state, now, await rollback_target(tx, event))
 
 
-async def payload_of(tx, alert: Alert, now: datetime) -> dict[str, Any]:
-    built = await card_of(tx, alert, now)
+async def payload_of(tx, alert: Alert, now: datetime, health: str = "") -> dict[str, Any]:
+    built = await card_of(tx, alert, now, health)
     return {"text": built["fallbackText"], "card": built}
 
 
-async def publish(tx, event: Event, now: datetime) -> int:
-    """Record the event's alert and enqueue its card for every matching conversation; how many items."""
+HEALTH_SECONDS = 3.0          # an alert is not held back longer than this for the endpoint's health
+
+
+async def endpoint_health(workspaces: Any, event: Event, limits: Any) -> str:
+    """The event's endpoint's health now, in one line (the endpoint card's judgement), for its
+    alert card; "" when the event names no endpoint of a configured workspace, or the workspace
+    does not answer within HEALTH_SECONDS (the alert goes out without it)."""
+    if workspaces is None or not (event.endpoint and event.workspace) or event.kind not in ("drift", "alerts"):
+        return ""
+    from commands.endpoints import health_headline
+    try:
+        ws = workspaces.get(event.workspace)
+        if ws.name.lower() != event.workspace.lower():
+            return ""
+
+        async def metrics():
+            try:
+                return await ws.endpoint_metrics(event.endpoint)
+            except ServiceError:
+                return None
+        found, figures = await asyncio.wait_for(asyncio.gather(ws.get_endpoint(event.endpoint), metrics()),
+                                                HEALTH_SECONDS)
+    except Exception as error:  # noqa: BLE001 - health is extra: an alert never waits on, or fails for, it
+        log.info("alert on %s: its endpoint's health could not be read (%r)", event.endpoint, error)
+        return ""
+    return health_headline(found, figures, limits)[0]
+
+
+async def publish(tx, event: Event, now: datetime, *, health: str = "") -> int:
+    """Record the event's alert and enqueue its card for every matching conversation; how many items.
+    `health`: the endpoint's health now (`endpoint_health`, read before the transaction)."""
     worst = worst_first(event.figures)
     alert, _ = await alerts.record(tx, event.key, event.kind, event.status, event.to_json(),
                                    worst[0].value if worst else None, now, fired=event.status not in (RESOLVED, INFO))
@@ -116,12 +146,13 @@ async def publish(tx, event: Event, now: datetime) -> int:
         if matches(subscription, event):
             wanted.setdefault(subscription.conversation_id, subscription.tenant_id)
     shown = dict(await alerts.cards(tx, alert.id))
-    return await _send_cards(tx, alert, now, shown, wanted)
+    return await _send_cards(tx, alert, now, shown, wanted, health)
 
 
-async def _send_cards(tx, alert: Alert, now: datetime, shown: dict[str, str], wanted: dict[str, str]) -> int:
+async def _send_cards(tx, alert: Alert, now: datetime, shown: dict[str, str], wanted: dict[str, str],
+                      health: str = "") -> int:
     """Edit the card in each conversation that has one; post one where `wanted` and none yet."""
-    payload = await payload_of(tx, alert, now)
+    payload = await payload_of(tx, alert, now, health)
     quiet = alert.status in (RESOLVED,) or alert.snoozed(now)
     count = 0
     for conversation_id in sorted(set(shown) | set(wanted)):
@@ -585,9 +616,12 @@ async def alerts_(ctx: Context, id: int | None) -> Reply:
     store = _store(ctx)
     now = ctx.now()
     if id is not None:
+        first = await store.run_transaction(lambda tx: alerts.get(tx, id), write=False)
+        health = await endpoint_health(ctx.workspaces, Event.from_json(first.event), ctx.health) if first else ""
+
         async def one(tx):
             found = await alerts.get(tx, id)
-            return (found, await card_of(tx, found, now), await alerts.notes(tx, id)) if found else None
+            return (found, await card_of(tx, found, now, health), await alerts.notes(tx, id)) if found else None
         got = await store.run_transaction(one, write=False)
         if got is None:
             raise UsageError(f"There is no alert #{id}. `alerts` lists them.")
@@ -634,23 +668,25 @@ async def _change_alert(ctx: Context, alert_id: int, event_name: str, change, de
     store = _store(ctx)
     now = ctx.now()
     refusal: list[str] = []
+    before = await store.run_transaction(lambda tx: alerts.get(tx, alert_id), write=False)
+    health = await endpoint_health(ctx.workspaces, Event.from_json(before.event), ctx.health) if before else ""
 
     async def work(tx) -> tuple[Alert, dict[str, Any]] | None:
         current = await alerts.get(tx, alert_id, for_update_lock=True)
         if current is None:
             return None
         if ctx.activity_id and not await inbox.first_time(tx, f"activity:{ctx.activity_id}", now):
-            return current, await card_of(tx, current, now)     # Teams redelivered the click: recorded once
+            return current, await card_of(tx, current, now, health)     # Teams redelivered the click: recorded once
         if refuse is not None and (answer := refuse(current, now)):
             refusal.append(answer)
             return current, {}
         changed = await change(tx, now)
-        await _send_cards(tx, changed, now, dict(await alerts.cards(tx, changed.id)), {})
+        await _send_cards(tx, changed, now, dict(await alerts.cards(tx, changed.id)), {}, health)
         event = Event.from_json(changed.event)
         await audit.append(tx, _entry(ctx, event_name, "alert", event.title,
                                       {"alert": changed.id, "key": changed.key, **(detail or {})},
                                       workspace=event.workspace))
-        return changed, await card_of(tx, changed, now)
+        return changed, await card_of(tx, changed, now, health)
 
     done = await store.run_transaction(work)
     if done is None:

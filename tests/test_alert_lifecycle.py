@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -259,6 +260,20 @@ async def test_a_firing_after_a_resolution_is_a_new_incident(chat, store):
     assert (alert.status, alert.acknowledged_by, alert.resolved_by, alert.fired_at) == (FIRED, "", "", later)
 
 
+async def test_the_card_says_the_endpoints_health_now_when_it_can_read_it(chat, store):
+    await store.run_transaction(lambda tx: publish(tx, drift_event(), NOW))
+    chat.clock.advance(minutes=30)
+    shown = await chat("alerts 1")
+    [health] = [line for line in shown.text.splitlines() if line.startswith("Endpoint at ")]
+    assert re.fullmatch(r"Endpoint at 09:30 UTC: Healthy: p99 \d+ ms, 5xx \d+\.\d+%", health), health
+    assert_valid_card(shown.card)
+    # no such endpoint, or a workspace that is not configured: no line, and the alert is still shown
+    await store.run_transaction(lambda tx: publish(tx, drift_event(id="e2", key="k2", endpoint="gone-api"), NOW))
+    await store.run_transaction(lambda tx: publish(tx, drift_event(id="e3", key="k3", workspace="elsewhere"), NOW))
+    for alert_id in (2, 3):
+        assert "Endpoint at" not in (await chat(f"alerts {alert_id}")).text
+
+
 # ---------------------------------------------------------------- escalation
 
 
@@ -377,6 +392,9 @@ async def test_over_http_an_alert_is_snoozed_from_its_card_listed_and_escalated_
         card = posted("alert #1")[0].card
         assert_valid_card(card)
         assert "Threshold: < 5 (breached)" in card["fallbackText"]
+        # the endpoint's health, read from the workspace when the alert came in
+        [health] = [line for line in card["fallbackText"].splitlines() if line.startswith("Endpoint at ")]
+        assert re.fullmatch(r"Endpoint at \d\d:\d\d UTC: Healthy: p99 \d+ ms, 5xx \d+\.\d+%", health), health
 
         [listed] = await teams.say("alerts", mention=True, conversation=CHANNEL, kind="channel")
         assert "🔴 #1 open" in listed.card["fallbackText"] and "nobody on it" in listed.card["fallbackText"]
