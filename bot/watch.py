@@ -216,10 +216,10 @@ async def alert_monitor_breaches(store: Any, workspaces: Any, *, clock: Callable
         if not events:
             continue
 
-        healths = {event.endpoint: "" for event in events}
-        for endpoint_name in list(healths)[:10]:     # the endpoint's health now, once per endpoint
-            healths[endpoint_name] = await endpoint_health(workspaces, next(e for e in events if e.endpoint ==
-                                                                            endpoint_name), health or HealthThresholds())
+        healths = {}                                 # the endpoint's health now, once per endpoint
+        for event in events:
+            if event.endpoint not in healths and len(healths) < 10:
+                healths[event.endpoint] = await endpoint_health(workspaces, event, health or HealthThresholds())
 
         async def work(tx, events=events, name=ws.name) -> tuple[int, int]:
             fresh = cards = 0

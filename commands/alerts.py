@@ -328,7 +328,8 @@ def _duration(seconds: int) -> str:
          Arg("--notify", nargs="+", metavar="PERSON", help="who to @mention when an alert escalates"),
          summary="Post drift alerts, Azure Monitor alerts, job, model or approval events in this chat "
                  "(Operators by default; the policy's [subscriptions] role decides).",
-         example="subscribe drift fraud-model --escalate-after 15m --notify @Bob", uses_workspace=False, group="set up", common=True)
+         example="subscribe drift fraud-model --escalate-after 15m --notify @Bob", uses_workspace=False,
+         group="set up", common=True)
 async def subscribe(ctx: Context, kind: str, name: str | None, workspace: str | None, model: str | None,
                     endpoint: str | None, severity: str | None, escalate_after: str | None,
                     notify: list[str] | None) -> Reply:
@@ -585,7 +586,8 @@ async def resolve(ctx: Context, id: int) -> Reply:
 @command("note", Arg("id", type=ALERT_ID, help="the alert number"),
          Arg("text", nargs="+", help="what you found or did"),
          summary="Keep a note on an alert (who and when are recorded; its cards show the newest).",
-         role=Role.OPERATOR, example="note 7 restarted the scorer, watching latency", uses_workspace=False, group="alerts")
+         role=Role.OPERATOR, example="note 7 restarted the scorer, watching latency", uses_workspace=False,
+         group="alerts")
 async def note(ctx: Context, id: int, text: list[str]) -> Reply:
     body = " ".join(text).strip()
     if len(body) > MAX_NOTE_CHARS:
@@ -642,7 +644,8 @@ async def alerts_(ctx: Context, id: int | None) -> Reply:
         on_it = {"open": alert.assignee_name and f"assigned to {plain(alert.assignee_name)}" or "nobody on it",
                  "acknowledged": f"{plain(alert.assignee_name or alert.acknowledged_by)} on it",
                  "snoozed": f"snoozed by {plain(alert.snoozed_by)} until {local_time(alert.snoozed_until)}",
-                 "resolved": f"resolved by {plain(alert.resolved_by)}" if alert.resolved_by else "resolved by its sender",
+                 "resolved": f"resolved by {plain(alert.resolved_by)}" if alert.resolved_by
+                 else "resolved by its sender",
                  }[state]
         since = local_time(alert.fired_at or alert.first_at)
         line = f"{STATE_ICONS[state]} **#{alert.id}** {state} · {plain(event.title)} · since {since} · {on_it}"

@@ -11,17 +11,17 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from adapters.events import FIRED, RESOLVED, Event, Figure, parse_common_alert
-from adapters.storage import ConversationRecord, alerts, audit, outbox, traffic_history
+from adapters.storage import ConversationRecord, alerts, audit, outbox
 from bot.app import WATCHES, create_app
 from bot.settings import load_settings
 from bot.watch import WatchLoop
 from commands.alert_card import AlertState, Undo, alert_card, headline, level
 from commands.alerts import escalate, publish
-from commands.context import Role, User
+from commands.context import Role
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat, Clock
 from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema, storage  # noqa: F401 - fixtures
-from tests.teams_client import ALICE, BOB, TeamsStandIn, find_action
+from tests.teams_client import ALICE, BOB, TeamsStandIn
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
 BOB_ID = "00000000-0000-0000-0000-000000000b0b"
@@ -280,7 +280,8 @@ async def test_the_card_says_the_endpoints_health_now_when_it_can_read_it(chat, 
 async def test_an_unacknowledged_alert_escalates_once_per_period_with_mentions(chat, store):
     await channel(store)
     answer = await chat(f"subscribe drift --escalate-after 15m --notify {BOB_ID}", conversation="c-one")
-    assert answer.text.startswith(f"Subscribed this chat: #1 drift (everything); unacknowledged after 15 min: {BOB_ID}.")
+    assert answer.text.startswith(
+        f"Subscribed this chat: #1 drift (everything); unacknowledged after 15 min: {BOB_ID}.")
     await store.run_transaction(lambda tx: publish(tx, drift_event(), NOW))
     loop = WatchLoop(store, chat.handler.workspaces, chat.gate, owner="r1", clock=chat.clock)
 

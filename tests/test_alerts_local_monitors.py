@@ -73,7 +73,8 @@ async def test_a_breaching_local_run_alerts_each_subscriber_once_and_fires_again
     # zone ({{DATE()}} {{TIME()}} on the card, read back as UTC in the plain-text form)
     assert words[:13] == [
         "🟠 Drift: monitor fraud-model-monitor breached its thresholds", "Workspace ml-prod · alert #1",
-        "fraud-model: worst merchant_category, JSD 0.2429 (breached)", "Monitor: fraud-model-monitor", "Signal: data-drift", "Model: fraud-model", "Endpoint: fraud-api",
+        "fraud-model: worst merchant_category, JSD 0.2429 (breached)", "Monitor: fraud-model-monitor",
+        "Signal: data-drift", "Model: fraud-model", "Endpoint: fraud-api",
         "Deployment: blue", "Run: fraud-model-monitor-202611270300", "Status: Firing", "At: 2026-11-27 03:00 UTC",
         "Endpoint at 09:00 UTC: Healthy: p99 101 ms, 5xx 0.07%",          # its health when the alert went out
         "Computed by the local workspace with the bot's drift engine. Threshold breached: data-drift, "

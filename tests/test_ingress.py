@@ -383,7 +383,8 @@ async def test_a_drift_breach_becomes_one_card_per_subscribed_conversation_and_u
     # no Rollback: the bot has recorded no traffic change of fraud-api, so there is nothing to roll back
     assert [(a["title"], a["verb"], a["data"]["args"]) for a in card["actions"] if a["type"] == "Action.Execute"] == [
         ("Retrain", "retrain", ["fraud-model"]), ("Acknowledge", "acknowledge", ["1"]), ("Resolve", "resolve", ["1"])]
-    assert [a["data"]["args"] for a in card["actions"][-2]["card"]["actions"]] == [["1", "1h"], ["1", "4h"], ["1", "24h"]]
+    assert [a["data"]["args"] for a in card["actions"][-2]["card"]["actions"]] == [
+        ["1", "1h"], ["1", "4h"], ["1", "24h"]]
     assert card["actions"][0]["type"] == "Action.OpenUrl" and card["actions"][0]["url"].startswith("https://ml.azure.com/")
     assert not [s for s in teams.connector.sent if "personal-29:1bob" in s.path and s.card and "alert #" in
                 json.dumps(s.card)]

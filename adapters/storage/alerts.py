@@ -126,7 +126,8 @@ async def record(tx: Transaction, key: str, kind: str, status: str, event: dict[
     history_at = ([encode_time(t) for t in current.history_at] + ([moment] if value is not None else []))[-HISTORY:]
     reopened = fired and current.status != status
     rows = await tx.fetch(
-        "UPDATE alerts SET status = ?, event = ?, history = ?, history_at = ?, fired_count = fired_count + ?, updated_at = ?, "
+        "UPDATE alerts SET status = ?, event = ?, history = ?, history_at = ?, fired_count = fired_count + ?, "
+        "updated_at = ?, "
         "revision = revision + 1"
         + (", acknowledged_by = '', acknowledged_at = NULL, resolved_by = '', resolved_at = NULL, "
            "escalated_at = NULL, fired_at = ?" if reopened else "")
