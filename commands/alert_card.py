@@ -18,7 +18,8 @@ without touching the others):
   figures mean?" (Action.ToggleVisibility); the trend over the recent firings;
 - `_actions`: Undo (`rollback <endpoint> --to <id>`, titled with what it restores, present only
   when the caller found a traffic change of the endpoint to undo), Retrain (`retrain <model>`),
-  Acknowledge, Resolve, and Snooze offering 1 h, 4 h and 24 h (`snooze <id> 4h`). Buttons carry ids
+  Acknowledge, Resolve, and Snooze offering 1 h, 4 h and 24 h (`snooze <id> 4h`; Unsnooze while
+  snoozed). Buttons carry ids
   only; every click is re-checked by its command.
 """
 
@@ -255,6 +256,8 @@ def _actions(event: Event, state: AlertState, now: datetime, undo: Undo | None) 
         actions.append(button("Acknowledge", "acknowledge", str(state.id), refresh=True))   # edits this card
     if not (state.snoozed_until and state.snoozed_until > now):
         actions.append(snooze_choices(state.id))
+    else:
+        actions.append(button("Unsnooze", "unsnooze", str(state.id), refresh=True))
     actions.append(button("Resolve", "resolve", str(state.id), refresh=True))
     return actions[:6]
 

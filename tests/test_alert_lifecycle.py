@@ -411,5 +411,6 @@ async def test_over_http_an_alert_is_snoozed_from_its_card_listed_and_escalated_
         status, body = await teams.click(card, "1 h", user=ALICE, conversation=CHANNEL, kind="channel")
         assert status == 200
         assert "Snoozed: until" in body["value"]["fallbackText"]
+        assert [a["title"] for a in body["value"]["actions"]][-2:] == ["Unsnooze", "Resolve"]
         [listed] = await teams.say("alerts", mention=True, conversation=CHANNEL, kind="channel")
         assert "💤 #1 snoozed" in listed.card["fallbackText"]

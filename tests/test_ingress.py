@@ -432,7 +432,8 @@ async def test_a_drift_breach_becomes_one_card_per_subscribed_conversation_and_u
     assert "`snooze` needs the Operator role" in json.dumps(body)
     status, body = await teams.click(channel_update.card, "24 h", conversation=CHANNEL, kind="channel")
     assert "Snoozed: until" in body["value"]["fallbackText"]
-    assert [a["title"] for a in body["value"]["actions"] if a["type"] == "Action.Execute"] == ["Retrain", "Resolve"]
+    assert [a["title"] for a in body["value"]["actions"] if a["type"] == "Action.Execute"] == [
+        "Retrain", "Unsnooze", "Resolve"]
 
 
 async def test_an_azure_monitor_alert_fires_then_resolves_on_the_same_card(teams):
