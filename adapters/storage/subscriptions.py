@@ -6,7 +6,9 @@
     await subscriptions.remove(tx, conversation_id, id=3) / (..., kind="drift")
 
 A filter left empty matches anything. The same subscription (same conversation, kind and
-filters) is stored once: `add` answers the existing one and `created=False`.
+filters) is stored once: `add` answers the existing one and `created=False`. Escalation
+(`escalate_after` seconds, 0 = off, and the `notify` people as (user id, name) pairs) is not part
+of that identity: `set_escalation` changes it on the stored subscription.
 """
 
 from __future__ import annotations
