@@ -79,6 +79,7 @@ class Figure:
     metric: str
     value: float
     threshold: float | None = None
+    operator: str = ""             # an Azure Monitor condition's own direction (`<`, `≥` ...); "" = the metric's rule
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,8 @@ class Event:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Event":
         values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}   # tolerate older rows
-        values["figures"] = tuple(Figure(f["feature"], f["metric"], f["value"], f.get("threshold"))
+        values["figures"] = tuple(Figure(f["feature"], f["metric"], f["value"], f.get("threshold"),
+                                         f.get("operator") or "")
                                   for f in data.get("figures", ()))
         values["links"] = tuple(tuple(link) for link in data.get("links", ()))
         values["facts"] = tuple(tuple(fact) for fact in data.get("facts", ()))
@@ -452,7 +454,7 @@ def _alert_condition(context: dict[str, Any]) -> tuple[tuple[tuple[str, str], ..
         if dimensions:
             facts.append(("Dimensions", dimensions[:200]))
         if number is not None:
-            figures.append(Figure(name, name, number, limit))
+            figures.append(Figure(name, name, number, limit, operator if operator in _OPERATORS.values() else ""))
     if not criteria and "SearchQuery" in context:       # log alerts V1 (Log Analytics, Application Insights)
         count, threshold = _number(context.get("ResultCount")), _number(context.get("Threshold"))
         operator = _OPERATORS.get(_text(context.get("Operator")), _text(context.get("Operator")))
@@ -461,7 +463,8 @@ def _alert_condition(context: dict[str, Any]) -> tuple[tuple[tuple[str, str], ..
                                  f"{_text(context.get('Threshold'))} breaches)"))
         lines.append(f"{_text(context.get('ResultCount'))} results")
         if count is not None:
-            figures.append(Figure("results", "result count", count, threshold))
+            figures.append(Figure("results", "result count", count, threshold,
+                                  operator if operator in _OPERATORS.values() else ""))
     window = _text(condition.get("windowSize"))
     if window:
         facts.append(("Window", window))

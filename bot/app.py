@@ -47,6 +47,7 @@ from bot.outbox import OutboxWorker
 from bot.watch import WatchLoop
 from bot.settings import Settings
 from bot.teams import TeamsBot, build_adapter, keep_signing_keys_fresh
+from commands.alerts import endpoint_health
 from commands.catalog import catalog
 from commands.context import Reply, Workspaces
 from commands.gate import Gate, record_policy
@@ -164,7 +165,9 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     app[INSTANCE] = settings.effective_instance_id
     app.router.add_post("/api/messages", messages)
     app.router.add_routes(ApprovalsApi(handler, settings.api_token).routes())
-    app.router.add_routes(Ingress(storage, settings.webhook_key, clock=clock, wake=worker.wake).routes())
+    limits = settings.health_thresholds()
+    app.router.add_routes(Ingress(storage, settings.webhook_key, clock=clock, wake=worker.wake,
+                                  health=lambda event: endpoint_health(workspaces, event, limits)).routes())
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.cleanup_ctx.append(_storage)         # cleanup contexts run in order: storage before the tasks

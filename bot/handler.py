@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable, Sequence
 from adapters.service import PermissionDenied, ServiceError, Unavailable
 from adapters.storage import StorageUnavailable, grants
 from commands.context import Context, FollowUp, HealthThresholds, Reply, Role, RoleBook, User, Workspaces
+from commands.general import greet, is_greeting
 from commands.registry import CommandError, Registry
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ class ChatHandler:
             ctx = await self.context(request, later)
             if request.verb is not None:
                 return await self.registry.run_action(ctx, request.verb, request.args)
+            if request.text and is_greeting(request.text):
+                return await greet(ctx)                  # "hi": answered, not "I don't know the command"
             return await self.registry.run(ctx, request.text or "")
         except Exception as error:  # noqa: BLE001 - this is the one place errors become replies
             return explain(error, request)

@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -58,11 +58,13 @@ AZURE_MONITOR_TYPES = ("application/json",)
 
 
 class Ingress:
-    def __init__(self, store: Any, key: str, *, clock: Callable, wake: Callable[[], None]) -> None:
+    def __init__(self, store: Any, key: str, *, clock: Callable, wake: Callable[[], None],
+                 health: Callable[[Event], Awaitable[str]] | None = None) -> None:
         self.store = store
         self.key = key
         self.clock = clock
         self.wake = wake
+        self.health = health          # the endpoint's health now, for an alert's card (bounded; "" if unknown)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/api/events", self.events), web.options("/api/events", self.handshake),
@@ -148,15 +150,17 @@ class Ingress:
     async def _accept(self, events: list[Event], source: str, *, ignored: int = 0,
                       skipped: list[str] | None = None) -> web.Response:
         now = self.clock()
+        healths = await asyncio.gather(*(self.health(e) for e in events)) if self.health and len(events) <= 10 \
+            else [""] * len(events)
 
         async def work(tx) -> tuple[int, int, int]:
             accepted = duplicates = cards = 0
-            for event in events:
+            for event, health in zip(events, healths):
                 if not await inbox.first_time(tx, f"{source}:{event.id}", now):
                     duplicates += 1
                     continue
                 accepted += 1
-                cards += await publish(tx, event, now)
+                cards += await publish(tx, event, now, health=health)
             return accepted, duplicates, cards
 
         try:

@@ -746,7 +746,19 @@ class TeamsBot(ActivityHandler):
         conversation = activity.conversation.id if activity.conversation else ""
         if any(member.id == bot_id for member in members_added) and conversation not in self._welcomed:
             self._welcomed.add(conversation)
-            await turn_context.send_activity(MessageFactory.text(WELCOME))
+            await turn_context.send_activity(await self._welcome(activity))
+
+    async def _welcome(self, activity: Activity) -> Activity:
+        """The welcome, with the set-up checklist (`checklist`, run as the installer: what is done and
+        what is not) as its card; the plain welcome alone if the checklist cannot be built."""
+        try:
+            checklist = await self.handler.handle(self._request(activity, text="checklist"))
+        except Exception:  # noqa: BLE001 - a welcome must not fail the install
+            log.exception("could not build the set-up card")
+            checklist = None
+        if checklist is None or checklist.card is None:
+            return MessageFactory.text(WELCOME)
+        return MessageFactory.attachment(CardFactory.adaptive_card(checklist.card), text=WELCOME)
 
     # ------------------------------------------------------------ follow-ups
 

@@ -22,6 +22,10 @@ store, subscriptions, outbox; commands.alerts.publish), deduplicated in storage 
 such subscription and than LOCAL_BREACH_DAYS (younger than the inbox's memory): a new
 subscription is not flooded with the demo's history, a restart only delays an alert.
 
+Escalation: each pass also re-posts, through the outbox, the alerts nobody acknowledged within
+their subscriptions' `--escalate-after`, @mentioning the people they name (commands.alerts.escalate;
+once per alert per period, across replicas).
+
     loop = WatchLoop(storage, workspaces, gate, owner="replica-1", window_minutes=15)
     await loop.run_once()      # tests: one pass with the injected clock
     await loop.alert_monitor_breaches()      # only the local monitors' drift alerts
@@ -39,7 +43,7 @@ from adapters.events import local_breach_events
 from adapters.service import ServiceError
 from adapters.storage import StorageError, inbox, job_watches, outbox, subscriptions, watches
 from adapters.storage.job_watches import JobWatch
-from commands.alerts import publish
+from commands.alerts import endpoint_health, escalate, publish
 from commands.context import HealthThresholds, Reply, UnknownWorkspace
 from commands.job_watch import JOB_POLL_SECONDS, report
 from commands.posture import scan_due
@@ -85,7 +89,8 @@ class WatchLoop:
             log.exception("could not recover pending operations")
             recovered = 0
         return (recovered + await self.follow_jobs() + await self.conclude_due() + await self.alert_monitor_breaches()
-                + await self.scan_posture())
+                + await self.scan_posture()
+                + await self.escalate_alerts())
 
     async def scan_posture(self) -> int:
         """Scan the security posture of the workspaces someone subscribes to, once per period across
@@ -99,10 +104,24 @@ class WatchLoop:
             log.exception("posture: the scan failed")
             return 0
 
+    async def escalate_alerts(self) -> int:
+        """Re-notify the alerts nobody acknowledged in time (commands.alerts.escalate); messages queued."""
+        now = self.clock()
+        try:
+            queued = await self.store.run_transaction(lambda tx: escalate(tx, now))
+        except StorageError:
+            raise
+        except Exception:  # noqa: BLE001 - the other duties of the loop still run; the next pass tries again
+            log.exception("could not escalate unacknowledged alerts")
+            return 0
+        if queued:
+            self.gate.wake_outbox()
+        return queued
+
     async def alert_monitor_breaches(self) -> int:
         """Publish the local monitors' new breaches as drift alerts; return how many cards were queued."""
         return await alert_monitor_breaches(self.store, self.workspaces, clock=self.clock,
-                                            wake=self.gate.wake_outbox, published=self.published)
+                                            wake=self.gate.wake_outbox, published=self.published, health=self.health)
 
     async def follow_jobs(self) -> int:
         """Report every watched job that ended; return how many reports were posted."""
@@ -181,7 +200,8 @@ async def follow_jobs(store: Any, workspaces: Any, *, owner: str, clock: Callabl
 
 
 async def alert_monitor_breaches(store: Any, workspaces: Any, *, clock: Callable[[], datetime],
-                                 wake: Callable[[], None] | None = None, published: set | None = None) -> int:
+                                 wake: Callable[[], None] | None = None, published: set | None = None,
+                                 health: HealthThresholds | None = None) -> int:
     """Publish, as drift alerts, the breaching runs of every workspace that has local monitors (the
     local backend's `monitor_breaches`; Azure ML's breaches come through Event Grid), each run and
     signal once (see the module doc). `published`: keys already handled, kept between passes so that
@@ -211,12 +231,17 @@ async def alert_monitor_breaches(store: Any, workspaces: Any, *, clock: Callable
         if not events:
             continue
 
+        healths = {}                                 # the endpoint's health now, once per endpoint
+        for event in events:
+            if event.endpoint not in healths and len(healths) < 10:
+                healths[event.endpoint] = await endpoint_health(workspaces, event, health or HealthThresholds())
+
         async def work(tx, events=events, name=ws.name) -> tuple[int, int]:
             fresh = cards = 0
             for event in events:                      # oldest first: a later run edits the card of an earlier one
                 if await inbox.first_time(tx, f"local:{name}:{event.id}", now):
                     fresh += 1
-                    cards += await publish(tx, event, now)
+                    cards += await publish(tx, event, now, health=healths.get(event.endpoint, ""))
             return fresh, cards
         fresh, cards = await store.run_transaction(work)
         queued += cards

@@ -15,7 +15,7 @@ from adapters.storage import audit, grants, people
 from adapters.storage.grants import Grant
 from commands.context import Context, Reply, Role, User
 from commands.policy import CHANGE_ACTIONS
-from commands.registry import CATALOG, Arg, UsageError, command, one_of
+from commands.registry import CATALOG, CLOSE, OPEN, Arg, UsageError, command, one_of
 from commands.ui import card, columns, facts, limited, plain, reply, section, text, when
 
 _OBJECT_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -33,6 +33,18 @@ def _person(ctx: Context, word: str) -> User:
                      "(a GUID such as 00000000-0000-0000-0000-000000000b0b, shown by `whoami`). If you did "
                      "@mention them: Teams tells the bot only about the members of this conversation, and I "
                      "have not met them yet; mention them in a channel they belong to, or use their object id.")
+
+
+def _one_person(words: list[str] | str, usage: str, role: str) -> str:
+    """The one word naming a person; a name typed in several words (`grant Bob Builder viewer`)
+    gets asked to be quoted or, better, @mentioned."""
+    if isinstance(words, str):
+        return words
+    if len(words) == 1:
+        return words[0]
+    name = " ".join(words)
+    raise UsageError(f"'{name}' is {len(words)} words: @mention the person (`grant @{name} {role}`), or put "
+                     f"the name in quotes (`grant \"{name}\" {role}`). Usage: `{usage}`")
 
 
 def _store(ctx: Context):
@@ -56,11 +68,12 @@ async def _known_as(ctx: Context, person: User) -> User:
     return replace(person, name=known.get(person.id, person.name))
 
 
-@command("grant", Arg("user", help="an @mention or an Entra object id"),
+@command("grant", Arg("user", nargs="+", help="an @mention or an Entra object id"),
          Arg("role", type=one_of(ROLE_NAMES, "role"), help="viewer, operator, approver or admin"),
          summary="Give someone a role (admins only).", role=Role.ADMIN,
-         example="grant 00000000-0000-0000-0000-000000000b0b approver", uses_workspace=False)
-async def grant(ctx: Context, user: str, role: str) -> Reply:
+         example="grant 00000000-0000-0000-0000-000000000b0b approver", uses_workspace=False, group="set up")
+async def grant(ctx: Context, user: list[str] | str, role: str) -> Reply:
+    user = _one_person(user, f"grant {OPEN}person{CLOSE} {role}", role)
     store = _store(ctx)
     person = await _known_as(ctx, _person(ctx, user))
     fixed = ctx.role_book.assignments.get(person.id)
@@ -97,7 +110,7 @@ async def grant(ctx: Context, user: str, role: str) -> Reply:
 
 @command("revoke", Arg("user", help="an @mention or an Entra object id"),
          summary="Take back a role granted in chat (admins only).", role=Role.ADMIN,
-         example="revoke 00000000-0000-0000-0000-000000000b0b", uses_workspace=False)
+         example="revoke 00000000-0000-0000-0000-000000000b0b", uses_workspace=False, group="set up")
 async def revoke(ctx: Context, user: str) -> Reply:
     store = _store(ctx)
     person = _person(ctx, user)
@@ -119,7 +132,7 @@ async def revoke(ctx: Context, user: str) -> Reply:
 
 
 @command("roles", summary="Show who has which role, and where it comes from.", example="roles",
-         uses_workspace=False)
+         uses_workspace=False, group="set up")
 async def roles(ctx: Context) -> Reply:
     store = _store(ctx)
     stored = await store.run_transaction(grants.list_grants, write=False)
@@ -144,17 +157,31 @@ async def roles(ctx: Context) -> Reply:
     return reply(card("Roles", body))
 
 
+def _needs(ctx: Context, action: str, environment: str) -> str:
+    """The rule in words, with the role it needs: who may ask for it, and who approves."""
+    rule = ctx.gate.rule(action, environment)
+    requester = CATALOG.find(action).role
+    return f"{rule.describe()} (requested by {requester.label}s and above)"
+
+
 @command("policies", summary="Show what each change needs: nothing, a confirmation, or approvals.",
-         example="policies", uses_workspace=False)
+         example="policies", uses_workspace=False, group="set up")
 async def policies(ctx: Context) -> Reply:
     if ctx.gate is None:
         raise UsageError("Policies are not available here.")
-    environments = [ws.environment for ws in ctx.workspaces]
+    environments = list(dict.fromkeys(ws.environment for ws in ctx.workspaces))
+    # every environment: the configured ones, and production and "any other" when none is configured,
+    # so the page also says what a workspace added later would get
+    if not any(e.lower() in ("prod", "production") for e in environments):
+        environments.append("prod")
+    if all(e.lower() in ("prod", "production") for e in environments):
+        environments.append("")
     body = []
-    for environment in dict.fromkeys(environments):
+    for environment in environments:
         names = ", ".join(ws.name for ws in ctx.workspaces if ws.environment == environment)
-        body.append(section(f"{environment} ({names})"))
-        body.append(facts([(action, ctx.gate.rule(action, environment).describe()) for action in CHANGE_ACTIONS
+        body.append(section(f"{environment} ({names})" if names else
+                            f"{environment} (no workspace configured)" if environment else "Any other environment"))
+        body.append(facts([(action, _needs(ctx, action, environment)) for action in CHANGE_ACTIONS
                            if CATALOG.find(action)]))
     role = getattr(ctx.gate.policy, "subscription_role", Role.OPERATOR)
     body.append(text(f"Subscriptions (`subscribe`, `unsubscribe`): {role.label}s and above.", spacing="Medium"))

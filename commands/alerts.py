@@ -17,11 +17,20 @@ Who may subscribe and unsubscribe a conversation is the policy's `[subscriptions
 (operators by default); `subscriptions` is open to everyone. Acknowledge and Snooze need the
 Operator role, and both are audited. The first acknowledgement stays: a second one is told who
 acknowledged and when, and changes nothing.
+
+The lifecycle (PagerDuty's: open → acknowledged → resolved, with snoozes, an assignee and notes):
+`alerts` lists them with who is on each (everyone may look); `resolve`, `unsnooze`, `note` and
+`assign` need the Operator role, are audited (who, when) and edit every copy of the alert's card.
+Escalation: a subscription may name people (`--notify @person`) and a time (`--escalate-after
+15m`); an alert still firing and unacknowledged that long after it fired is posted again in that
+conversation with those people @mentioned, once per period (`escalate`, run by the scheduler loop,
+through the outbox).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import re
 from dataclasses import replace
@@ -33,11 +42,11 @@ from adapters.service import ServiceError
 from adapters.storage import alerts, audit, conversations, inbox, outbox, subscriptions, traffic_history
 from adapters.storage.alerts import Alert
 from adapters.storage.subscriptions import NewSubscription, Subscription
-from commands.alert_card import AlertState, alert_card, worst_first
+from commands.alert_card import AlertState, Undo, alert_card, worst_first
 from commands.context import Context, Reply, Role
 from commands.policy import parse_duration
 from commands.registry import MAX_ID, Arg, Forbidden, UsageError, command, one_of, suggest, whole_number
-from commands.ui import button, card, columns, limited, plain, reply, text, when
+from commands.ui import MAX_ROWS, as_text, button, card, columns, limited, local_time, plain, reply, section, text, when
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +56,7 @@ SUBSCRIPTION_KINDS = KINDS
 MAX_SNOOZE = timedelta(days=7)
 DEFAULT_SNOOZE = timedelta(hours=24)
 MAX_FILTER_CHARS = 200
+MAX_NOTE_CHARS = 1000
 
 
 # ---------------------------------------------------------------- publishing
@@ -64,35 +74,70 @@ def matches(subscription: Subscription, event: Event) -> bool:
     return True
 
 
-def state_of(alert: Alert) -> AlertState:
+def state_of(alert: Alert, notes: list[alerts.Note] | None = None) -> AlertState:
+    last = notes[-1] if notes else None
     return AlertState(id=alert.id, status=alert.status, fired_count=alert.fired_count, first_at=alert.first_at,
                       history=tuple(alert.history), acknowledged_by=alert.acknowledged_by,
                       acknowledged_at=alert.acknowledged_at, snoozed_by=alert.snoozed_by,
-                      snoozed_until=alert.snoozed_until)
+                      snoozed_until=alert.snoozed_until, history_at=tuple(alert.history_at),
+                      assignee=alert.assignee_name, resolved_by=alert.resolved_by, resolved_at=alert.resolved_at,
+                      last_note=(last.author_name, last.at, last.body) if last else None, notes=len(notes or ()))
 
 
-async def rollback_target(tx, event: Event) -> int | None:
+async def rollback_target(tx, event: Event) -> Undo | None:
     """The traffic change a Rollback button on the event's card would undo: the newest one the bot
     recorded of the event's endpoint, when it has a split to restore. None: no Rollback button
     (it could only answer "Nothing to roll back")."""
     if not (event.endpoint and event.workspace) or event.kind not in ("drift", "alerts"):
         return None
     newest = await traffic_history.latest(tx, event.workspace, event.endpoint)
-    return newest.id if newest is not None and newest.before else None
+    if newest is None or not newest.before:
+        return None
+    return Undo(newest.id, newest.at, dict(newest.before), dict(newest.after))
 
 
-async def card_of(tx, alert: Alert, now: datetime) -> dict[str, Any]:
+async def card_of(tx, alert: Alert, now: datetime, health: str = "") -> dict[str, Any]:
     event = Event.from_json(alert.event)
-    return alert_card(event, state_of(alert), now, rollback_to=await rollback_target(tx, event))
+    state = replace(state_of(alert, await alerts.notes(tx, alert.id)), health=health)
+    return alert_card(event, state, now, await rollback_target(tx, event))
 
 
-async def payload_of(tx, alert: Alert, now: datetime) -> dict[str, Any]:
-    built = await card_of(tx, alert, now)
+async def payload_of(tx, alert: Alert, now: datetime, health: str = "") -> dict[str, Any]:
+    built = await card_of(tx, alert, now, health)
     return {"text": built["fallbackText"], "card": built}
 
 
-async def publish(tx, event: Event, now: datetime) -> int:
-    """Record the event's alert and enqueue its card for every matching conversation; how many items."""
+HEALTH_SECONDS = 3.0          # an alert is not held back longer than this for the endpoint's health
+
+
+async def endpoint_health(workspaces: Any, event: Event, limits: Any) -> str:
+    """The event's endpoint's health now, in one line (the endpoint card's judgement), for its
+    alert card; "" when the event names no endpoint of a configured workspace, or the workspace
+    does not answer within HEALTH_SECONDS (the alert goes out without it)."""
+    if workspaces is None or not (event.endpoint and event.workspace) or event.kind not in ("drift", "alerts"):
+        return ""
+    from commands.endpoints import health_headline
+    try:
+        ws = workspaces.get(event.workspace)
+        if ws.name.lower() != event.workspace.lower():
+            return ""
+
+        async def metrics():
+            try:
+                return await ws.endpoint_metrics(event.endpoint)
+            except ServiceError:
+                return None
+        found, figures = await asyncio.wait_for(asyncio.gather(ws.get_endpoint(event.endpoint), metrics()),
+                                                HEALTH_SECONDS)
+    except Exception as error:  # noqa: BLE001 - health is extra: an alert never waits on, or fails for, it
+        log.info("alert on %s: its endpoint's health could not be read (%r)", event.endpoint, error)
+        return ""
+    return health_headline(found, figures, limits)[0]
+
+
+async def publish(tx, event: Event, now: datetime, *, health: str = "") -> int:
+    """Record the event's alert and enqueue its card for every matching conversation; how many items.
+    `health`: the endpoint's health now (`endpoint_health`, read before the transaction)."""
     worst = worst_first(event.figures)
     alert, _ = await alerts.record(tx, event.key, event.kind, event.status, event.to_json(),
                                    worst[0].value if worst else None, now, fired=event.status not in (RESOLVED, INFO))
@@ -101,12 +146,13 @@ async def publish(tx, event: Event, now: datetime) -> int:
         if matches(subscription, event):
             wanted.setdefault(subscription.conversation_id, subscription.tenant_id)
     shown = dict(await alerts.cards(tx, alert.id))
-    return await _send_cards(tx, alert, now, shown, wanted)
+    return await _send_cards(tx, alert, now, shown, wanted, health)
 
 
-async def _send_cards(tx, alert: Alert, now: datetime, shown: dict[str, str], wanted: dict[str, str]) -> int:
+async def _send_cards(tx, alert: Alert, now: datetime, shown: dict[str, str], wanted: dict[str, str],
+                      health: str = "") -> int:
     """Edit the card in each conversation that has one; post one where `wanted` and none yet."""
-    payload = await payload_of(tx, alert, now)
+    payload = await payload_of(tx, alert, now, health)
     quiet = alert.status in (RESOLVED,) or alert.snoozed(now)
     count = 0
     for conversation_id in sorted(set(shown) | set(wanted)):
@@ -131,6 +177,66 @@ async def _card_lost(tx, first_key: str) -> bool:
     """The first card's outbox item was pruned or given up: an edit would have nothing to edit."""
     found = await outbox.find_items(tx, dedupe_key=first_key)
     return not found or found[0].state == outbox.DEAD
+
+
+async def escalate(tx, now: datetime) -> int:
+    """Re-post every alert still firing that nobody acknowledged within its subscriptions'
+    `escalate_after`, @mentioning the people they name (their `notify`); once per alert per period:
+    the alert's `escalated_at` moves by compare-and-set, so one replica posts it. Snoozed alerts
+    wait. Returns how many messages were queued (the scheduler loop calls this on every pass)."""
+    watching = [s for kind in SUBSCRIPTION_KINDS if kind != "approvals"
+                for s in await subscriptions.of_kind(tx, kind) if s.escalate_after > 0 and s.notify]
+    if not watching:
+        return 0
+    queued = 0
+    for alert in await alerts.unacknowledged_firing(tx):
+        if alert.snoozed(now):
+            continue
+        event = Event.from_json(alert.event)
+        wanted = [s for s in watching if matches(s, event)]
+        if not wanted:
+            continue
+        period = timedelta(seconds=min(s.escalate_after for s in wanted))
+        since = alert.escalated_at or alert.fired_at or alert.first_at
+        if now - since < period:
+            continue
+        if not await alerts.mark_escalated(tx, alert.id, now, previous=alert.escalated_at):
+            continue                                  # another replica escalated it
+        waited = now - (alert.fired_at or alert.first_at)
+        by_conversation: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+        for subscription in wanted:
+            tenant, people = by_conversation.setdefault(subscription.conversation_id, (subscription.tenant_id, []))
+            people += [p for p in subscription.notify if p not in people]
+        for conversation_id, (tenant, people) in sorted(by_conversation.items()):
+            if await conversations.is_gone(tx, conversation_id):
+                continue
+            payload = escalation_payload(alert, event, people, waited)
+            key = f"escalate:{alert.id}:{encode_moment(now)}:{conversation_id}"
+            if await outbox.enqueue(tx, conversation_id, payload, dedupe_key=key, tenant_id=tenant,
+                                    now=now) is not None:
+                queued += 1
+    return queued
+
+
+def encode_moment(moment: datetime) -> str:
+    return moment.strftime("%Y%m%dT%H%M%S")
+
+
+def escalation_payload(alert: Alert, event: Event, people: list[tuple[str, str]], waited: timedelta) -> dict:
+    """A short card that @mentions `people` (Teams mentions in a card: `msteams.entities`, each
+    `<at>name</at>` in the text matching one entity; the id may be an Entra object id)."""
+    shown = [(user_id, plain(name) or "someone") for user_id, name in people]
+    mentions = ", ".join(f"<at>{name}</at>" for _, name in shown)
+    minutes = int(waited.total_seconds() // 60)
+    built = card(f"⏰ Alert #{alert.id} is unacknowledged after {_duration(minutes * 60) if minutes else 'a moment'}",
+                 [text(f"{mentions}: {plain(event.title)} is still firing and nobody has acknowledged it."),
+                  text(f"Fired at {local_time(alert.fired_at or alert.first_at)}.", subtle=True)],
+                 actions=[button("Acknowledge", "acknowledge", str(alert.id)),
+                          button("Show", "alerts", str(alert.id))])
+    built["msteams"] = {**built.get("msteams", {}), "entities": [
+        {"type": "mention", "text": f"<at>{name}</at>", "mentioned": {"id": user_id, "name": name}}
+        for user_id, name in shown]}
+    return {"text": built["fallbackText"], "card": built}
 
 
 async def approval_subscribers(tx, workspace: str) -> list[tuple[str, str]]:
@@ -192,22 +298,45 @@ def describe(subscription: Subscription) -> str:
                                                       ("model", subscription.model),
                                                       ("endpoint", subscription.endpoint),
                                                       ("severity ≤", subscription.severity)) if value]
-    return f"#{subscription.id} {subscription.kind}" + (f" ({', '.join(filters)})" if filters else " (everything)")
+    said = f"#{subscription.id} {subscription.kind}" + (f" ({', '.join(filters)})" if filters else " (everything)")
+    if subscription.escalate_after and subscription.notify:
+        said += (f"; unacknowledged after {_duration(subscription.escalate_after)}: "
+                 + ", ".join(name for _, name in subscription.notify))
+    return said
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 86400 == 0:
+        return f"{seconds // 86400} d"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 60} min"
 
 
 @command("subscribe", Arg("kind", type=one_of(SUBSCRIPTION_KINDS, "kind"), metavar="|".join(SUBSCRIPTION_KINDS),
                           help="what to hear about"),
+         Arg("name", nargs="?", help="a model (drift, models) or endpoint (alerts) to hear about: "
+                                     "`subscribe drift fraud-model` is `subscribe drift --model fraud-model`"),
          Arg("--workspace", help="only events of this workspace", metavar="W"),
          Arg("--model", help="only events about this model", metavar="M"),
          Arg("--endpoint", help="only events about this endpoint", metavar="E"),
          Arg("--severity", type=one_of(SEVERITIES, "severity"), metavar="S",
-             help="only alerts at least this severe (Sev0 most severe .. Sev4)"),
+             help="only alerts at least this severe (Sev0 most severe .. Sev4; alerts and jobs only)"),
+         Arg("--escalate-after", metavar="DURATION",
+             help="re-post an alert nobody acknowledged this long after it fired, @mentioning --notify "
+                  "(e.g. 15m; default 15m when --notify is given, else off; `off` turns it off)"),
+         Arg("--notify", nargs="+", metavar="PERSON", help="who to @mention when an alert escalates"),
          summary="Post drift alerts, Azure Monitor alerts, job, model, approval or security posture events "
                  "in this chat "
                  "(Operators by default; the policy's [subscriptions] role decides).",
-         example="subscribe drift --model fraud-model", uses_workspace=False)
-async def subscribe(ctx: Context, kind: str, workspace: str | None, model: str | None, endpoint: str | None,
-                    severity: str | None) -> Reply:
+         example="subscribe drift fraud-model --escalate-after 15m --notify @Bob", uses_workspace=False,
+         group="set up", common=True)
+async def subscribe(ctx: Context, kind: str, name: str | None, workspace: str | None, model: str | None,
+                    endpoint: str | None, severity: str | None, escalate_after: str | None,
+                    notify: list[str] | None) -> Reply:
+    model, endpoint = _positional(kind, name, model, endpoint)
+    _applies(kind, model=model, endpoint=endpoint, severity=severity)
+    escalation = _escalation(ctx, escalate_after, notify)
     _may_manage(ctx)
     store = _store(ctx)
     workspace = _filter(workspace, "workspace")
@@ -223,9 +352,11 @@ async def subscribe(ctx: Context, kind: str, workspace: str | None, model: str |
     model = await _known_name(ctx, _filter(model, "model"), "model", workspace, unchecked)
     endpoint = await _known_name(ctx, _filter(endpoint, "endpoint"), "endpoint", workspace, unchecked)
     where_to = home(ctx)
+    after, people = escalation if escalation is not None else (0, ())
     new = NewSubscription(where_to, kind, tenant_id=ctx.user.tenant_id, workspace=workspace,
                           model=model, endpoint=endpoint,
-                          severity=severity or "", created_by_id=ctx.user.id, created_by_name=ctx.user.name)
+                          severity=severity or "", created_by_id=ctx.user.id, created_by_name=ctx.user.name,
+                          escalate_after=after, notify=people)
     now = ctx.now()
 
     async def work(tx) -> tuple[Subscription, bool]:
@@ -234,15 +365,74 @@ async def subscribe(ctx: Context, kind: str, workspace: str | None, model: str |
         if created:
             await audit.append(tx, _entry(ctx, "subscribed", "subscribe", describe(found),
                                           {"conversation": where_to, "subscription": found.id}))
+        elif escalation is not None and (found.escalate_after, found.notify) != escalation:
+            found = await subscriptions.set_escalation(tx, found.id, after, people)
+            await audit.append(tx, _entry(ctx, "subscription changed", "subscribe", describe(found),
+                                          {"conversation": where_to, "subscription": found.id}))
+            return found, True
         return found, created
 
     found, created = await store.run_transaction(work)
     if not created:
-        return Reply(f"This chat already has that subscription: {describe(found)}.")
-    where = {"personal": "this chat", "groupChat": "this group chat", "channel": "this channel"}.get(
-        ctx.conversation_kind, "this conversation")
+        return Reply(f"{where_words(ctx).capitalize()} already has that subscription: {describe(found)}.")
+    where = where_words(ctx)
     return Reply(f"Subscribed {where}: {describe(found)}. `subscriptions` lists them; "
                  f"`unsubscribe {found.id}` stops it." + "".join(f" {note}" for note in unchecked))
+
+
+def where_words(ctx: Context) -> str:
+    return {"personal": "this chat", "groupChat": "this group chat", "channel": "this channel"}.get(
+        ctx.conversation_kind, "this conversation")
+
+
+POSITIONAL = {"drift": "model", "models": "model", "alerts": "endpoint"}    # kind -> what its bare name names
+APPLIES = {"model": ("drift", "jobs", "models"), "endpoint": ("drift", "alerts", "jobs", "models"),
+           "severity": ("alerts", "jobs")}     # which kinds of events carry the field a filter compares
+DEFAULT_ESCALATION = timedelta(minutes=15)
+MIN_ESCALATION = timedelta(minutes=1)
+
+
+def _positional(kind: str, name: str | None, model: str | None, endpoint: str | None) -> tuple[str | None, str | None]:
+    """`subscribe drift fraud-model`: the bare name is the model (drift, models) or endpoint (alerts)."""
+    if not name:
+        return model, endpoint
+    what = POSITIONAL.get(kind)
+    if what is None:
+        raise UsageError(f"`subscribe {kind}` takes no name; filter with --workspace"
+                         + (" or --severity" if kind == "jobs" else "") + f" (e.g. `subscribe {kind} --workspace "
+                         "ml-prod`).")
+    given = model if what == "model" else endpoint
+    if given and given != name:
+        raise UsageError(f"Two {what}s given ('{name}' and --{what} {given}); give one.")
+    return (name, endpoint) if what == "model" else (model, name)
+
+
+def _applies(kind: str, **filters: str | None) -> None:
+    """Refuse a filter that events of `kind` never carry: it would silently match nothing."""
+    for name, value in filters.items():
+        if value and kind not in APPLIES[name]:
+            carriers = ", ".join(APPLIES[name])
+            raise UsageError(f"--{name} cannot apply to {kind}: {kind} events carry no {name}, so the subscription "
+                             f"would never post anything. --{name} filters {carriers}.")
+
+
+def _escalation(ctx: Context, after: str | None, notify: list[str] | None) -> tuple[int, tuple] | None:
+    """(seconds, ((user id, name), ...)) when the command sets escalation, else None (unchanged)."""
+    if after is None and not notify:
+        return None
+    if after is not None and after.strip().lower() in ("off", "never", "0"):
+        return 0, ()
+    try:
+        length = parse_duration(after) if after else DEFAULT_ESCALATION
+    except ValueError as error:
+        raise UsageError(f"--escalate-after: {error} (e.g. `--escalate-after 15m`).") from None
+    if not MIN_ESCALATION <= length <= MAX_SNOOZE:
+        raise UsageError("--escalate-after must be between 1 minute and 7 days.")
+    from commands.admin import _person
+    people = tuple(dict.fromkeys((p.id, p.name) for p in (_person(ctx, word) for word in notify or ())))
+    if not people:
+        raise UsageError("--escalate-after needs someone to tell: add `--notify @person`.")
+    return int(length.total_seconds()), people
 
 
 NAME_FILTERS = {"model": "models", "endpoint": "endpoints"}       # filter -> the command that lists them
@@ -285,7 +475,7 @@ async def _known_name(ctx: Context, value: str, kind: str, workspace: str, unche
                             metavar="id|kind"),
          summary="Stop a subscription of this chat (by number, or all of one kind); same role as subscribe.",
          example="unsubscribe 3",
-         uses_workspace=False)
+         uses_workspace=False, group="set up")
 async def unsubscribe(ctx: Context, which: str) -> Reply:
     _may_manage(ctx)
     store = _store(ctx)
@@ -313,12 +503,12 @@ async def unsubscribe(ctx: Context, which: str) -> Reply:
 
     removed = await store.run_transaction(work)
     if not removed:
-        return Reply(f"This chat has no subscription {which}. `subscriptions` lists them.")
+        return Reply(f"{where_words(ctx).capitalize()} has no subscription {which}. `subscriptions` lists them.")
     return Reply("Removed " + "; ".join(describe(s) for s in removed) + ".")
 
 
-@command("subscriptions", summary="List what this chat is subscribed to.", example="subscriptions",
-         uses_workspace=False)
+@command("subscriptions", summary="List what this chat or channel is subscribed to.", example="subscriptions",
+         uses_workspace=False, group="set up")
 async def subscriptions_(ctx: Context) -> Reply:
     store = _store(ctx)
     found = await store.run_transaction(lambda tx: subscriptions.for_conversation(tx, home(ctx)),
@@ -332,14 +522,14 @@ async def subscriptions_(ctx: Context) -> Reply:
     body = limited(found, row, noun="subscription")
     if not found:
         body.append(text("Try `subscribe drift` or `subscribe alerts --severity Sev1`.", subtle=True))
-    return reply(card("Subscriptions of this chat", body))
+    return reply(card(f"Subscriptions of {where_words(ctx)}", body))
 
 
 # ---------------------------------------------------------------- acting on an alert
 
 @command("acknowledge", Arg("id", type=ALERT_ID, help="the alert number, as its card shows it"),
          summary="Acknowledge an alert: every copy of its card shows who is on it.", role=Role.OPERATOR,
-         example="acknowledge 7", uses_workspace=False)
+         example="acknowledge 7", uses_workspace=False, group="alerts", common=True)
 async def acknowledge(ctx: Context, id: int) -> Reply:
     """The first acknowledger stays on the alert: a second one (another copy of the card, a stale
     button, a typed command) is told who has it, and nothing changes."""
@@ -356,7 +546,7 @@ async def acknowledge(ctx: Context, id: int) -> Reply:
 @command("snooze", Arg("id", type=ALERT_ID, help="the alert number"),
          Arg("duration", nargs="?", help="how long, like 4h or 2d (default 24h, at most 7d)"),
          summary="Snooze an alert: its cards stay up to date but nothing new is posted.", role=Role.OPERATOR,
-         example="snooze 7 24h", uses_workspace=False)
+         example="snooze 7 24h", uses_workspace=False, group="alerts")
 async def snooze(ctx: Context, id: int, duration: str | None) -> Reply:
     try:
         length = parse_duration(duration) if duration else DEFAULT_SNOOZE
@@ -370,6 +560,111 @@ async def snooze(ctx: Context, id: int, duration: str | None) -> Reply:
                                {"until": until.isoformat()})
 
 
+@command("unsnooze", Arg("id", type=ALERT_ID, help="the alert number"),
+         summary="End an alert's snooze: new firings are posted again.", role=Role.OPERATOR,
+         example="unsnooze 7", uses_workspace=False, group="alerts")
+async def unsnooze(ctx: Context, id: int) -> Reply:
+    def awake(current: Alert, now: datetime) -> str | None:
+        return None if current.snoozed(now) else f"Alert #{current.id} is not snoozed."
+    return await _change_alert(ctx, id, "unsnoozed", lambda tx, now: alerts.unsnooze(tx, id), refuse=awake)
+
+
+@command("resolve", Arg("id", type=ALERT_ID, help="the alert number"),
+         summary="Mark an alert resolved: every copy of its card says who resolved it and when.",
+         role=Role.OPERATOR, example="resolve 7", uses_workspace=False, group="alerts", common=True)
+async def resolve(ctx: Context, id: int) -> Reply:
+    """A firing after this (Azure or a monitor fires again) reopens the alert as a new incident."""
+    def done(current: Alert, now: datetime) -> str | None:
+        if current.status != RESOLVED:
+            return None
+        by = f" by {current.resolved_by}" if current.resolved_by else " by its sender"
+        return f"Alert #{current.id} is already resolved{by}" + (
+            f" ({when(current.resolved_at)})." if current.resolved_at else ".")
+    return await _change_alert(ctx, id, "resolved", lambda tx, now: alerts.resolve(tx, id, ctx.user.name, now),
+                               refuse=done)
+
+
+@command("note", Arg("id", type=ALERT_ID, help="the alert number"),
+         Arg("text", nargs="+", help="what you found or did"),
+         summary="Keep a note on an alert (who and when are recorded; its cards show the newest).",
+         role=Role.OPERATOR, example="note 7 restarted the scorer, watching latency", uses_workspace=False,
+         group="alerts")
+async def note(ctx: Context, id: int, text: list[str]) -> Reply:
+    body = " ".join(text).strip()
+    if len(body) > MAX_NOTE_CHARS:
+        raise UsageError(f"That note is too long ({len(body)} characters; at most {MAX_NOTE_CHARS}).")
+    return await _change_alert(ctx, id, "noted",
+                               lambda tx, now: alerts.add_note(tx, id, ctx.user.id, ctx.user.name, body, now),
+                               {"note": body})
+
+
+@command("assign", Arg("id", type=ALERT_ID, help="the alert number"),
+         Arg("person", help="an @mention (or an Entra object id)"),
+         summary="Put someone on an alert: `alerts` and its cards show who has it.", role=Role.OPERATOR,
+         example="assign 7 @Bob", uses_workspace=False, group="alerts")
+async def assign(ctx: Context, id: int, person: str) -> Reply:
+    from commands.admin import _known_as, _person
+    who = _person(ctx, person) if ctx.store is None else await _known_as(ctx, _person(ctx, person))
+    return await _change_alert(ctx, id, "assigned", lambda tx, now: alerts.assign(tx, id, who.id, who.name),
+                               {"assignee": who.name, "assignee_id": who.id})
+
+
+STATE_ICONS = {"open": "🔴", "acknowledged": "🟡", "snoozed": "💤", "resolved": "✅"}
+
+
+@command("alerts", Arg("id", nargs="?", type=ALERT_ID, help="one alert, with all its notes"),
+         summary="List open, acknowledged, snoozed and resolved alerts, and who is on each.",
+         example="alerts", uses_workspace=False, group="alerts", common=True)
+async def alerts_(ctx: Context, id: int | None) -> Reply:
+    store = _store(ctx)
+    now = ctx.now()
+    if id is not None:
+        first = await store.run_transaction(lambda tx: alerts.get(tx, id), write=False)
+        health = await endpoint_health(ctx.workspaces, Event.from_json(first.event), ctx.health) if first else ""
+
+        async def one(tx):
+            found = await alerts.get(tx, id)
+            return (found, await card_of(tx, found, now, health), await alerts.notes(tx, id)) if found else None
+        got = await store.run_transaction(one, write=False)
+        if got is None:
+            raise UsageError(f"There is no alert #{id}. `alerts` lists them.")
+        found, built, kept = got
+        if kept:
+            built = {**built, "body": [*built["body"], section(f"Notes ({len(kept)})"),
+                                       *[text(f"{local_time(n.at)} {plain(n.author_name)}: {plain(n.body)}")
+                                         for n in kept[-MAX_ROWS:]]]}
+            built["fallbackText"] = as_text(built)[:2000]
+        return Reply(text=built["fallbackText"], card=built)
+    found = await store.run_transaction(lambda tx: alerts.listed(tx), write=False)
+    order = {"open": 0, "acknowledged": 1, "snoozed": 2, "resolved": 3}
+    found.sort(key=lambda a: (order.get(a.state(now), 4), -a.updated_at.timestamp(), -a.id))
+
+    def row(alert: Alert) -> dict:
+        state = alert.state(now)
+        event = Event.from_json(alert.event)
+        on_it = {"open": alert.assignee_name and f"assigned to {plain(alert.assignee_name)}" or "nobody on it",
+                 "acknowledged": f"{plain(alert.assignee_name or alert.acknowledged_by)} on it",
+                 "snoozed": f"snoozed by {plain(alert.snoozed_by)} until {local_time(alert.snoozed_until)}",
+                 "resolved": f"resolved by {plain(alert.resolved_by)}" if alert.resolved_by
+                 else "resolved by its sender",
+                 }[state]
+        since = local_time(alert.fired_at or alert.first_at)
+        line = f"{STATE_ICONS[state]} **#{alert.id}** {state} · {plain(event.title)} · since {since} · {on_it}"
+        buttons = [button("Show", "alerts", str(alert.id))]
+        if state == "open":
+            buttons.append(button("Acknowledge", "acknowledge", str(alert.id)))
+        elif state == "snoozed":
+            buttons.append(button("Unsnooze", "unsnooze", str(alert.id)))
+        return columns(text(line), {"type": "ActionSet", "actions": buttons}, widths=["stretch", "auto"])
+
+    body = limited(found, row, noun="alert")
+    if not found:
+        body.append(text("No alerts yet. `subscribe drift` or `subscribe alerts` posts them in a chat.", subtle=True))
+    counts = {s: sum(a.state(now) == s for a in found) for s in order}
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none"
+    return reply(card(f"Alerts ({summary})", body))
+
+
 async def _change_alert(ctx: Context, alert_id: int, event_name: str, change, detail: dict | None = None, *,
                         refuse=None) -> Reply:
     """Apply `change` to the alert (locked), edit its cards, audit it. `refuse(current, now)`, when
@@ -377,23 +672,25 @@ async def _change_alert(ctx: Context, alert_id: int, event_name: str, change, de
     store = _store(ctx)
     now = ctx.now()
     refusal: list[str] = []
+    before = await store.run_transaction(lambda tx: alerts.get(tx, alert_id), write=False)
+    health = await endpoint_health(ctx.workspaces, Event.from_json(before.event), ctx.health) if before else ""
 
     async def work(tx) -> tuple[Alert, dict[str, Any]] | None:
         current = await alerts.get(tx, alert_id, for_update_lock=True)
         if current is None:
             return None
         if ctx.activity_id and not await inbox.first_time(tx, f"activity:{ctx.activity_id}", now):
-            return current, await card_of(tx, current, now)     # Teams redelivered the click: recorded once
+            return current, await card_of(tx, current, now, health)     # Teams redelivered the click: recorded once
         if refuse is not None and (answer := refuse(current, now)):
             refusal.append(answer)
             return current, {}
         changed = await change(tx, now)
-        await _send_cards(tx, changed, now, dict(await alerts.cards(tx, changed.id)), {})
+        await _send_cards(tx, changed, now, dict(await alerts.cards(tx, changed.id)), {}, health)
         event = Event.from_json(changed.event)
         await audit.append(tx, _entry(ctx, event_name, "alert", event.title,
                                       {"alert": changed.id, "key": changed.key, **(detail or {})},
                                       workspace=event.workspace))
-        return changed, await card_of(tx, changed, now)
+        return changed, await card_of(tx, changed, now, health)
 
     done = await store.run_transaction(work)
     if done is None:

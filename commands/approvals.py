@@ -36,7 +36,7 @@ def _gate(ctx: Context):
 @command("approvals", Arg("which", nargs="?", choices=("pending", "mine", "all"),
                           help="pending (default), mine (asked by or waiting for you) or all"),
          summary="List approval requests: pending ones, yours, or all.", example="approvals pending",
-         uses_workspace=False)
+         uses_workspace=False, group="approve", common=True)
 async def approvals_(ctx: Context, which: str | None) -> Reply:
     which = which or "pending"
     gate = _gate(ctx)
@@ -48,7 +48,7 @@ async def approvals_(ctx: Context, which: str | None) -> Reply:
 
 @command("approval", Arg("id", type=REQUEST_ID, help="the request number, as the card shows it"),
          summary="Show one approval request with its votes and outcome.", example="approval 42",
-         uses_workspace=False)
+         uses_workspace=False, group="approve")
 async def approval(ctx: Context, id: int) -> Reply:
     return await _gate(ctx).show(ctx, id)
 
@@ -56,7 +56,7 @@ async def approval(ctx: Context, id: int) -> Reply:
 @command("approve", Arg("id", type=REQUEST_ID, help="the request number"),
          Arg("comment", nargs="*", help="an optional comment, kept in the audit trail"),
          summary="Approve a change someone asked for.", role=Role.OPERATOR, example="approve 42 looks good",
-         uses_workspace=False)
+         uses_workspace=False, group="approve", common=True)
 async def approve(ctx: Context, id: int, comment: list[str]) -> Reply:
     return await _gate(ctx).vote(ctx, id, "approve", " ".join(comment))
 
@@ -64,20 +64,20 @@ async def approve(ctx: Context, id: int, comment: list[str]) -> Reply:
 @command("reject", Arg("id", type=REQUEST_ID, help="the request number"),
          Arg("reason", nargs="*", help="why, kept in the audit trail"),
          summary="Reject a change someone asked for.", role=Role.OPERATOR,
-         example="reject 42 not during the sale", uses_workspace=False)
+         example="reject 42 not during the sale", uses_workspace=False, group="approve", common=True)
 async def reject(ctx: Context, id: int, reason: list[str]) -> Reply:
     return await _gate(ctx).vote(ctx, id, "reject", " ".join(reason))
 
 
 @command("confirm", Arg("id", type=REQUEST_ID, help="the request number"),
          summary="Confirm a change you asked for (when the policy asks for a confirmation).",
-         role=Role.OPERATOR, example="confirm 42", uses_workspace=False)
+         role=Role.OPERATOR, example="confirm 42", uses_workspace=False, group="approve")
 async def confirm(ctx: Context, id: int) -> Reply:
     return await _gate(ctx).vote(ctx, id, "approve", "")
 
 
 @command("withdraw", Arg("id", type=REQUEST_ID, help="the request number"),
          summary="Withdraw a change you asked for that is still waiting.", role=Role.OPERATOR,
-         example="withdraw 42", uses_workspace=False)
+         example="withdraw 42", uses_workspace=False, group="approve")
 async def withdraw(ctx: Context, id: int) -> Reply:
     return await _gate(ctx).withdraw(ctx, id)

@@ -22,9 +22,10 @@ def catalog() -> Registry:
 
 def reference_table() -> str:
     """The README's command reference, generated from the declarations."""
-    lines = ["| command | what it does | example | role |", "| --- | --- | --- | --- |"]
+    lines = ["| task | command | what it does | example | role |", "| --- | --- | --- | --- | --- |"]
     cell = lambda text: text.replace("|", "\\|")   # noqa: E731 - a `|` would end the table cell, even in code
-    lines += [f"| `{cell(c.usage)}` | {cell(c.summary)} | `{cell(c.example)}` | {c.role.label} |" for c in CATALOG]
+    lines += [f"| {task} | `{cell(c.usage)}` | {cell(c.summary)} | `{cell(c.example)}` | {c.role.label} |"
+              for task, commands in CATALOG.by_task() for c in commands]   # grouped as `help` groups them
     return "\n".join(lines)
 
 

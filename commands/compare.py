@@ -148,7 +148,7 @@ async def compare(ctx: Context, ref: str, baseline: str | None) -> Reply:
         raise UsageError(f"'{ref}' is not a model reference. Usage: `compare model[:version] [version]`, "
                          f"e.g. `compare fraud-model:4 3`, or `compare fraud-model` for Staging vs Production.")
     baseline = (baseline or "").removeprefix(f"{name}:").lstrip("v") or None
-    usage = f"compare {name}:<candidate> <baseline>"
+    usage = f"compare {name}:‹candidate› ‹baseline›"
     if version:
         candidate_model = await ctx.ml.get_model(name, version)
     else:

@@ -40,7 +40,7 @@ from commands.alerts import _reach_channel, home
 from commands.context import Context, HealthThresholds, Reply, Role, UnknownWorkspace, Workspaces, shown_name
 from commands.digest_card import (Digest, EndpointHealth, FailedJob, Figure, ModelHealth, PendingApproval,
                                   RunningCompute, digest_card)
-from commands.digest_times import DigestTimeError, check_gap, fires_after, jitter, next_due, parse_cron, \
+from commands.digest_times import DigestTimeError, check_gap, fires_after, jitter, next_due, parse_when, \
     parse_zone, show
 from commands.endpoints import unhealthy
 from commands.posture import digest_lines
@@ -62,8 +62,8 @@ EXPIRING_WITHIN = timedelta(hours=4)
 MAX_CRON_CHARS = 100
 ACTIONS = ("schedule", "now", "show", "off")
 SCHEDULE_ROLE = Role.OPERATOR
-USAGE = ('Usage: `digest schedule "<cron>" [--tz Europe/Berlin] [--workspace W]`, `digest now`, `digest show`, '
-         '`digest off`')
+USAGE = ('Usage: `digest schedule ‹when› [--tz Europe/Berlin] [--workspace W]` (‹when›: "weekdays 09:00", '
+         '"mondays 9am" or cron such as "0 9 * * 1-5"), `digest now`, `digest show`, `digest off`')
 
 
 # ---------------------------------------------------------------- gathering
@@ -306,12 +306,16 @@ LATE_AFTER = timedelta(minutes=15)
 
 @command("digest", Arg("action", type=one_of(ACTIONS, "action"), metavar="|".join(ACTIONS),
                        help="schedule, now, show or off"),
-         Arg("cron", nargs="?", help='for schedule: a cron expression in quotes, e.g. "0 9 * * 1-5"'),
-         Arg("--tz", help="the schedule's time zone (IANA, default UTC)", metavar="ZONE"),
+         Arg("cron", nargs="*", metavar="when",
+             help='for schedule: "weekdays 09:00", "mondays 9am", "daily 18:30" or a cron expression such as '
+                  '"0 9 * * 1-5"'),
+         Arg("--tz", help="the schedule's time zone: IANA (Europe/Berlin), a common abbreviation (IST, CET, EST) "
+                          "or a country (India); default UTC", metavar="ZONE"),
          summary="A model-health digest of this chat's workspace: now, or on a schedule (cron, in a time zone); "
                  "scheduling needs the Operator role (the policy's [subscriptions] role).",
-         example='digest schedule "0 9 * * 1-5" --tz Europe/Berlin')
-async def digest(ctx: Context, action: str, cron: str | None, tz: str | None) -> Reply:
+         example='digest schedule "0 9 * * 1-5" --tz Europe/Berlin', group="set up", common=True)
+async def digest(ctx: Context, action: str, cron: list[str] | str | None, tz: str | None) -> Reply:
+    cron = " ".join(cron) if isinstance(cron, list) else cron      # unquoted words read as one `when`
     if ctx.store is None or not ctx.conversation_id:
         raise UsageError("Digests are not available in this chat.")
     if action != "schedule" and (cron or tz):
@@ -341,12 +345,12 @@ def _may_schedule(ctx: Context) -> None:
 async def _schedule(ctx: Context, cron: str | None, tz: str | None) -> Reply:
     _may_schedule(ctx)
     if not cron:
-        raise UsageError(f"Say when, as a cron expression in quotes. {USAGE}")
+        raise UsageError(f"Say when, e.g. `digest schedule weekdays 09:00`. {USAGE}")
     if len(cron) > MAX_CRON_CHARS:
         raise UsageError(f"That cron expression is too long (at most {MAX_CRON_CHARS} characters).")
     now = ctx.now()
     try:
-        expression = parse_cron(cron)
+        expression = parse_when(cron)
         zone = parse_zone(tz or "UTC")
         check_gap(expression, zone, now)
     except DigestTimeError as error:

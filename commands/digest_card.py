@@ -16,7 +16,7 @@ from typing import Callable
 
 from commands.context import workspace_line
 from commands.endpoints import ms_text, traffic_text
-from commands.ui import MAX_CARD_BYTES, button, card, columns, plain, section, text, when
+from commands.ui import MAX_CARD_BYTES, button, card, columns, excerpt, plain, section, text, when
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 TREND_SPAN = 0.2                   # a sparkline's height is at least 20% of the series' highest value
@@ -181,7 +181,7 @@ def _build(digest: Digest, n_endpoints: int, n_models: int, n_jobs: int, n_appro
                          subtle=True))
     for job in digest.failed_jobs[:n_jobs]:
         label = f"[{job.name}]({job.url})" if job.url else job.name
-        error = f": {plain(job.error[:120])}" if job.error else ""
+        error = f": {plain(excerpt(job.error, 160))}" if job.error else ""
         body.append(text(f"✗ {label} ({plain(job.display_name) or 'job'}), ended {when(job.ended_at)}{error}"))
     body += _more(len(digest.failed_jobs) - n_jobs, "failed job", "jobs --status Failed")
 

@@ -232,7 +232,7 @@ def endpoint_card(endpoint: OnlineEndpoint, metrics: EndpointMetrics | None, met
                 actions=[button("Refresh", "endpoint", endpoint.name, refresh=True)] + open_in_studio(studio_url))
 
 
-@command("endpoints", summary="List online and batch endpoints with their traffic.", example="endpoints")
+@command("endpoints", summary="List online and batch endpoints with their traffic.", example="endpoints", common=True)
 async def endpoints(ctx: Context) -> Reply:
     online, batch = await asyncio.gather(ctx.ml.list_endpoints(), ctx.ml.list_batch_endpoints())
     return reply(endpoints_card(online, batch, workspace=ctx.where))
@@ -241,7 +241,7 @@ async def endpoints(ctx: Context) -> Reply:
 @command("endpoint", Arg("name", help="an online or batch endpoint"),
          summary="Show an endpoint: an online one's deployments, traffic, instances and health; a batch "
                  "one's deployments and recent jobs.",
-         example="endpoint fraud-api")
+         example="endpoint fraud-api", common=True)
 async def endpoint(ctx: Context, name: str) -> Reply:
     try:
         return await _online_endpoint(ctx, name)
@@ -290,7 +290,7 @@ def parse_split(words: list[str]) -> dict[str, int]:
 @command("traffic", Arg("endpoint", help="an online endpoint"),
          Arg("split", nargs="+", metavar="deployment=percent", help=f"the new split; it must add up to {TRAFFIC_TOTAL}"),
          summary="Shift traffic between deployments of an online endpoint (blue/green, canary).",
-         role=Role.OPERATOR, example="traffic fraud-api blue=90 green=10", change=True)
+         role=Role.OPERATOR, example="traffic fraud-api blue=90 green=10", change=True, common=True)
 async def traffic(ctx: Context, endpoint: str, split: list[str]) -> Reply:
     new = parse_split(split)
     total = sum(new.values())

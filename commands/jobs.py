@@ -52,7 +52,7 @@ def job_card(job: Job, *, workspace: str, studio_url: str | None = None) -> dict
 
 @command("jobs", Arg("--status", type=one_of(JOB_STATUSES, "status"), help="only jobs in this status", metavar="STATUS"),
          Arg("--limit", type=whole_number(1, MAX_JOBS, "jobs"), default=10, help=f"how many (1 to {MAX_JOBS}, default 10)", metavar="N"),
-         summary="List recent jobs and pipelines, newest first.", example="jobs --status Failed --limit 5")
+         summary="List recent jobs and pipelines, newest first.", example="jobs --status Failed --limit 5", common=True)
 async def jobs(ctx: Context, status: str | None, limit: int) -> Reply:
     found = await ctx.ml.list_jobs(status=status, limit=limit)
     return reply(jobs_card(found, status=status, workspace=ctx.where))

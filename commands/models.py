@@ -75,7 +75,7 @@ def model_card(model: ModelVersion, *, workspace: str, studio_url: str | None = 
 @command("models", Arg("name", nargs="?", help="a model name, to list its versions"),
          Arg("--stage", type=one_of(STAGES, "stage"), help="only versions in this stage", metavar="STAGE"),
          summary="List registered models, or the versions of one model.",
-         example="models fraud-model --stage Production")
+         example="models fraud-model --stage Production", common=True)
 async def models(ctx: Context, name: str | None, stage: str | None) -> Reply:
     if name:
         found, production = await ctx.ml.list_models(name, stage), {}

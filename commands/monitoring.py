@@ -236,7 +236,7 @@ def monitors_card(monitors: list[Monitor], *, workspace: str) -> dict:
          Arg("--window", type=window_days, default=7, help="how far back the trend goes (default 7d)",
              metavar="DAYS"),
          summary="Show what a model's monitor found: per-feature drift, worst first, with trends.",
-         example="drift fraud-model --window 7d")
+         example="drift fraud-model --window 7d", common=True)
 async def drift(ctx: Context, target: str, window: int) -> Reply:
     report = await ctx.ml.drift_report(target, window)
     return reply(drift_card(report, workspace=ctx.where))

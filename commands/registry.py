@@ -141,6 +141,11 @@ class Arg:
                 "+": f"{OPEN}{self.shown}{CLOSE} ..."}[self.nargs]
 
 
+# What `help` (and the README's table) groups commands by: the task they serve, in this order. A
+# command declares its group (`group="alerts"`); without one, a command that changes something is
+# "change" and any other "look". `common=True` puts it first in its group and in the short help.
+GROUPS = ("set up", "look", "change", "approve", "alerts")
+
 MAX_ID = 2**62          # the largest id a typed command looks up: well inside SQLite's and PostgreSQL's BIGINT
 
 
@@ -201,7 +206,14 @@ class Command:
     handler: Handler
     uses_workspace: bool = True
     change: bool = False              # passes the gate; takes --reason
+    group: str = ""                   # one of GROUPS; "" = "change" for a change (or a higher role), else "look"
+    common: bool = False              # among the first `help` shows
     parser: argparse.ArgumentParser = field(init=False, repr=False, compare=False)
+
+    @property
+    def task(self) -> str:
+        """The group `help` and the README list the command under."""
+        return self.group or ("change" if self.change or self.role > Role.VIEWER else "look")
 
     def __post_init__(self) -> None:
         parser = _Parser(prog=self.name, add_help=False, allow_abbrev=False)
@@ -341,11 +353,15 @@ class Registry:
         self._commands: dict[str, Command] = {}
 
     def command(self, name: str, *args: Arg, summary: str, example: str, role: Role = Role.VIEWER,
-                uses_workspace: bool = True, change: bool = False) -> Callable[[Handler], Handler]:
+                uses_workspace: bool = True, change: bool = False, group: str = "",
+                common: bool = False) -> Callable[[Handler], Handler]:
+        if group and group not in GROUPS:
+            raise ValueError(f"command {name!r}: unknown group {group!r} (one of {', '.join(GROUPS)})")
+
         def register(handler: Handler) -> Handler:
             if name in self._commands:
                 raise ValueError(f"command {name!r} declared twice")
-            cmd = Command(name, tuple(args), summary, role, example, handler, uses_workspace, change)
+            cmd = Command(name, tuple(args), summary, role, example, handler, uses_workspace, change, group, common)
             _check_signature(cmd)
             self._commands[name] = cmd
             return handler
@@ -374,6 +390,13 @@ class Registry:
 
     def allowed(self, role: Role) -> list[Command]:
         return [c for c in self if c.role <= role]
+
+    def by_task(self, commands: Sequence[Command] | None = None) -> list[tuple[str, list[Command]]]:
+        """(group, its commands, common ones first) in GROUPS order, leaving out empty groups."""
+        chosen = list(self) if commands is None else list(commands)
+        return [(group, [c for c in chosen if c.task == group and c.common]
+                 + [c for c in chosen if c.task == group and not c.common])
+                for group in GROUPS if any(c.task == group for c in chosen)]
 
     async def run(self, ctx: Context, text: str) -> Reply:
         """Run typed text such as `models fraud-model --stage Production`."""

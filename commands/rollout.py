@@ -150,7 +150,7 @@ def _entry_number(value: str) -> int:
          Arg("--to", type=_entry_number, metavar="N",
              help="restore the split from before history entry N (default: before the newest)"),
          summary="Restore an endpoint's traffic split from before its last change (see `history`).",
-         role=Role.OPERATOR, example="rollback fraud-api", change=True)
+         role=Role.OPERATOR, example="rollback fraud-api", change=True, common=True)
 async def rollback(ctx: Context, endpoint: str, to: int | None) -> Reply:
     if ctx.activity_id:                   # a redelivered activity asks nothing twice
         async def first(tx) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from commands.context import Reply
@@ -169,6 +169,42 @@ def when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "—"
 
 
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+
+
+def excerpt(value: str, limit: int = 160) -> str:
+    """The start of a long message (an error from Azure), ending at a sentence: the sentences that
+    fit in `limit` characters, or, when the first alone is longer, its words up to the limit and "…"."""
+    words = " ".join(str(value or "").split())
+    if len(words) <= limit:
+        return words
+    ends = [m.end() for m in _SENTENCE_END.finditer(words, 0, limit + 1) if m.end() <= limit]
+    if ends:
+        return words[:ends[-1]]
+    cut = words[:limit].rsplit(" ", 1)[0] if " " in words[:limit] else words[:limit]
+    return cut.rstrip(" ,;:") + "…"
+
+
+def local_time(moment: datetime | None, *, date: bool = True) -> str:
+    """`moment` in each reader's own time zone, for a TextBlock: Adaptive Cards' `{{DATE(…, SHORT)}}
+    {{TIME(…)}}` (upper case, no spaces, strict RFC 3339 in UTC, or Teams shows the raw text). The
+    plain-text form of the card (`as_text`) reads it back as UTC. Never pass untrusted text here."""
+    if moment is None:
+        return "—"
+    stamp = moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    clock = f"{{{{TIME({stamp})}}}}"
+    return f"{{{{DATE({stamp}, SHORT)}}}} {clock}" if date else clock
+
+
+_LOCAL_TIME = re.compile(r"\{\{DATE\((\d{4}-\d\d-\d\dT\d\d:\d\d):\d\dZ, SHORT\)\}\} \{\{TIME\(\S+?\)\}\}")
+_LOCAL_CLOCK = re.compile(r"\{\{TIME\(\d{4}-\d\d-\d\dT(\d\d:\d\d):\d\dZ\)\}\}")
+
+
+def _utc_words(line: str) -> str:
+    line = _LOCAL_TIME.sub(lambda m: m.group(1).replace("T", " ") + " UTC", line)
+    return _LOCAL_CLOCK.sub(lambda m: m.group(1) + " UTC", line)
+
+
 def _show(value: Any) -> str:
     if value is None or value == "":
         return "—"
@@ -194,7 +230,7 @@ def as_text(card_: Element) -> str:
     actions = card_.get("actions", [])
     if actions:
         lines.append("Actions: " + " | ".join(_action_text(a) for a in actions))
-    return "\n".join(lines)
+    return _utc_words("\n".join(lines))
 
 
 def _render(element: Element, lines: list[str], indent: str) -> None:
@@ -222,4 +258,6 @@ def _action_text(action: Element) -> str:
     if action.get("type") == "Action.Execute":
         words = " ".join(action.get("data", {}).get("args", []))
         return f"{action['title']} (`{action['verb']}{' ' + words if words else ''}`)"
+    if action.get("type") == "Action.ShowCard" and action.get("card", {}).get("actions"):
+        return f"{action['title']}: " + ", ".join(_action_text(a) for a in action["card"]["actions"])
     return action.get("title", "")

@@ -69,10 +69,14 @@ async def test_a_breaching_local_run_alerts_each_subscriber_once_and_fires_again
     for card in (data_drift, prediction_drift):
         assert_valid_card(card)
     words = data_drift["fallbackText"].splitlines()
-    assert words[:11] == [
+    # issue 19: a headline under the title (model, worst figure, its level), times in the reader's
+    # zone ({{DATE()}} {{TIME()}} on the card, read back as UTC in the plain-text form)
+    assert words[:13] == [
         "🟠 Drift: monitor fraud-model-monitor breached its thresholds", "Workspace ml-prod · alert #1",
-        "Monitor: fraud-model-monitor", "Signal: data-drift", "Model: fraud-model", "Endpoint: fraud-api",
-        "Deployment: blue", "Run: fraud-model-monitor-202611270300", "Status: Firing", "At: 2026-11-27T03:00:00Z",
+        "fraud-model: worst merchant_category, JSD 0.2429 (breached)", "Monitor: fraud-model-monitor",
+        "Signal: data-drift", "Model: fraud-model", "Endpoint: fraud-api",
+        "Deployment: blue", "Run: fraud-model-monitor-202611270300", "Status: Firing", "At: 2026-11-27 03:00 UTC",
+        "Endpoint at 09:00 UTC: Healthy: p99 101 ms, 5xx 0.07%",          # its health when the alert went out
         "Computed by the local workspace with the bot's drift engine. Threshold breached: data-drift, "
         "prediction-drift."]
     assert figure_rows(data_drift) == [          # every feature of the signal, worst first
@@ -161,7 +165,7 @@ async def test_over_http_the_scheduler_posts_a_local_drift_alert_in_the_subscrib
         await until(lambda: len(alert_cards()) == 2)
         posted = alert_cards()
         assert [(s.method, s.conversation_id) for s in posted] == [("POST", CHANNEL), ("POST", CHANNEL)]
-        assert [s.card["fallbackText"].splitlines()[3] for s in posted] == ["Signal: data-drift",
+        assert [s.card["fallbackText"].splitlines()[4] for s in posted] == ["Signal: data-drift",
                                                                              "Signal: prediction-drift"]
         status, body = await teams.click(posted[0].card, "Acknowledge", conversation=CHANNEL, kind="channel")
         assert status == 200 and "Acknowledged: by Alice Analyst" in body["value"]["fallbackText"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from commands.catalog import catalog
+from commands.context import Role
 from commands.ui import MAX_ROWS, card, limited, text
 from tests.card_schema import assert_valid_card
 
@@ -151,7 +152,17 @@ async def test_schedules_and_compute(chat):
 
 async def test_help_lists_commands_and_explains_one(chat):
     listing = await chat("help")
-    assert rows(listing) == [c.name for c in catalog()]
+    # issue 19: grouped by task, the common commands of each group first (with their summary), the
+    # rest of the group named on one line; every command appears once
+    groups = catalog().by_task(catalog().allowed(Role.ADMIN))
+    assert [g for g, _ in groups] == ["set up", "look", "change", "approve", "alerts"]
+    assert rows(listing) == [c.name for _, commands in groups for c in commands if c.common]
+    also = [b["text"] for b in listing.card["body"] if b["type"] == "TextBlock" and "`" in b["text"]
+            and b["text"].startswith("Also: ")]
+    named = rows(listing) + [w.strip("`,") for line in also for w in line.removeprefix("Also: ").split()]
+    assert sorted(named) == sorted(c.name for c in catalog())
+    assert [b["text"] for b in listing.card["body"] if b["type"] == "TextBlock" and b.get("weight") == "Bolder"][1:] \
+        == ["Set up", "Look", "Change", "Approve", "Alerts"]
     explained = await chat("help models")
     assert [b["text"] for b in explained.card["body"][1:]] == [
         "**models**: List registered models, or the versions of one model.",

@@ -196,7 +196,7 @@ async def test_schedule_confirms_the_next_runs_in_its_zone_and_show_and_off(chan
     ('digest schedule "0 9 * * *" --tz Europe/Berlinn', "I don't know the time zone 'Europe/Berlinn'. Did you mean "
                                                         "`Europe/Berlin`,"),
     ('digest schedule "0 9 * * *" --tz Mars/Olympus', "I don't know the time zone 'Mars/Olympus'."),
-    ("digest schedule", "Say when, as a cron expression in quotes."),
+    ("digest schedule", "Say when, e.g. `digest schedule weekdays 09:00`."),      # issue 19: plain forms too
     ('digest now "0 9 * * *"', "`digest now` takes no cron expression or time zone."),
     ("digest weekly", "digest"),
 ])

@@ -88,8 +88,10 @@ def test_zones_are_looked_up_by_iana_name_with_suggestions():
     assert parse_zone("UTC").key == "UTC"
     with pytest.raises(DigestTimeError, match=r"Did you mean `America/New_York`"):
         parse_zone("America/NewYork")
-    with pytest.raises(DigestTimeError, match=r"I don't know the time zone 'CEST'"):
-        parse_zone("CEST")
+    # issue 19: common abbreviations are accepted now (CEST is Central European Summer Time)
+    assert parse_zone("CEST").key == "Europe/Berlin"
+    with pytest.raises(DigestTimeError, match=r"I don't know the time zone 'XST'"):
+        parse_zone("XST")
 
 
 def test_more_often_than_hourly_is_refused():

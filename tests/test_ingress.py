@@ -382,7 +382,9 @@ async def test_a_drift_breach_becomes_one_card_per_subscribed_conversation_and_u
     assert "PSI bands: < 0.1 none, 0.1 to 0.25 moderate, > 0.25 significant." in words
     # no Rollback: the bot has recorded no traffic change of fraud-api, so there is nothing to roll back
     assert [(a["title"], a["verb"], a["data"]["args"]) for a in card["actions"] if a["type"] == "Action.Execute"] == [
-        ("Retrain", "retrain", ["fraud-model"]), ("Acknowledge", "acknowledge", ["1"]), ("Snooze 24 h", "snooze", ["1"])]
+        ("Retrain", "retrain", ["fraud-model"]), ("Acknowledge", "acknowledge", ["1"]), ("Resolve", "resolve", ["1"])]
+    assert [a["data"]["args"] for a in card["actions"][-2]["card"]["actions"]] == [
+        ["1", "1h"], ["1", "4h"], ["1", "24h"]]
     assert card["actions"][0]["type"] == "Action.OpenUrl" and card["actions"][0]["url"].startswith("https://ml.azure.com/")
     assert not [s for s in teams.connector.sent if "personal-29:1bob" in s.path and s.card and "alert #" in
                 json.dumps(s.card)]
@@ -426,11 +428,12 @@ async def test_a_drift_breach_becomes_one_card_per_subscribed_conversation_and_u
     assert "Bob Builder" not in trail.card["fallbackText"]
 
     # a viewer cannot snooze; an operator can
-    status, body = await teams.click(channel_update.card, "Snooze 24 h", user=CAROL, conversation=CHANNEL, kind="channel")
+    status, body = await teams.click(channel_update.card, "24 h", user=CAROL, conversation=CHANNEL, kind="channel")
     assert "`snooze` needs the Operator role" in json.dumps(body)
-    status, body = await teams.click(channel_update.card, "Snooze 24 h", conversation=CHANNEL, kind="channel")
+    status, body = await teams.click(channel_update.card, "24 h", conversation=CHANNEL, kind="channel")
     assert "Snoozed: until" in body["value"]["fallbackText"]
-    assert [a["title"] for a in body["value"]["actions"] if a["type"] == "Action.Execute"] == ["Retrain"]
+    assert [a["title"] for a in body["value"]["actions"] if a["type"] == "Action.Execute"] == [
+        "Retrain", "Unsnooze", "Resolve"]
 
 
 async def test_an_azure_monitor_alert_fires_then_resolves_on_the_same_card(teams):
@@ -557,7 +560,7 @@ def test_an_azure_monitor_alert_on_an_online_endpoint_offers_rollback():
     assert find_action(card, "Rollback")["data"] == {"args": ["fraud-api", "--to", "7", "--workspace", "ml-prod"]}
     nothing_to_undo = alert_card(event, AlertState(3, "fired", 1, moment), moment)
     assert [a["title"] for a in nothing_to_undo["actions"]] == ["Open the alert in the Azure portal", "Acknowledge",
-                                                               "Snooze 24 h"]
+                                                               "Snooze", "Resolve"]
 
 
 async def test_a_failed_run_reaches_a_jobs_subscription(teams):
@@ -572,7 +575,7 @@ async def test_a_failed_run_reaches_a_jobs_subscription(teams):
     assert words.splitlines()[0] == "🟠 Run AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc_5 failed"
     assert "Severity: Sev2 (warning)" in words and "Experiment automl-local-regression" in words
     assert [a["title"] for a in posted.card["actions"]] == [
-        "Open the run in the studio", "Model monitoring in the studio", "Acknowledge", "Snooze 24 h"]
+        "Open the run in the studio", "Model monitoring in the studio", "Acknowledge", "Snooze", "Resolve"]
 
 
 def test_the_access_log_never_shows_the_key_in_the_query():
@@ -607,7 +610,7 @@ async def test_the_readme_demo_breach_becomes_a_card(teams):
     # Issue #16: the example is now what Azure sends (camelCase data, the breach tag's real text) and
     # no longer carries the model and endpoint tags the old hand-written one invented: no Retrain.
     assert [(a["title"], a["data"]["args"]) for a in card["actions"]
-            if a["type"] == "Action.Execute"] == [("Acknowledge", ["1"]), ("Snooze 24 h", ["1"])]
+            if a["type"] == "Action.Execute"] == [("Acknowledge", ["1"]), ("Resolve", ["1"])]
     words = card["fallbackText"]
     assert "Monitor: fraud-model-monitor" in words and "Signal: data-drift" in words
     assert "amount  PSI (significant)  0.42 ⚠  > 0.25" in words

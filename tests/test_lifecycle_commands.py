@@ -99,9 +99,9 @@ async def test_compare_a_worse_candidate_and_a_metric_without_direction(chat):
 
 @pytest.mark.parametrize("typed,answer", [
     ("compare churn-model", "churn-model has no version in Staging. Name the versions instead: "
-                            "`compare churn-model:<candidate> <baseline>`."),
+                            "`compare churn-model:‹candidate› ‹baseline›`."),
     ("compare fraud-model:4 4", "That compares fraud-model v4 with itself. Name two versions: "
-                                "`compare fraud-model:<candidate> <baseline>`."),
+                                "`compare fraud-model:‹candidate› ‹baseline›`."),
     ("compare fraud-model:9 3", "Model fraud-model has no version 9 (versions: 1, 2, 3, 4)."),
     ("compare fraud-modle", "No model named 'fraud-modle'. Did you mean `fraud-model`?"),
     ("compare :4", "':4' is not a model reference. Usage: `compare model[:version] [version]`, e.g. "

@@ -303,7 +303,9 @@ async def test_the_first_acknowledgement_stays_and_a_second_is_told_who_has_it(c
 
 
 def action_args(card, title):
-    return [a["data"]["args"] for a in card["actions"] if a.get("title") == title]
+    """Issue 19: the Rollback button is titled with what it restores ("Undo #4 …"): found by its verb."""
+    verb = title.lower()
+    return [a["data"]["args"] for a in card["actions"] if a.get("verb") == verb and a["type"] == "Action.Execute"]
 
 
 async def test_rollback_is_offered_only_when_the_bot_recorded_a_traffic_change_to_undo(chat, store):
@@ -312,7 +314,7 @@ async def test_rollback_is_offered_only_when_the_bot_recorded_a_traffic_change_t
     await store.run_transaction(lambda tx: publish(tx, drift_event(), NOW))
     [posted] = await items(store)
     assert action_args(posted.payload["card"], "Rollback") == []        # it could only say "Nothing to roll back"
-    assert [a["title"] for a in posted.payload["card"]["actions"]] == ["Retrain", "Acknowledge", "Snooze 24 h"]
+    assert [a["title"] for a in posted.payload["card"]["actions"]] == ["Retrain", "Acknowledge", "Snooze", "Resolve"]
 
     def change(endpoint, before, after, workspace="ml-prod"):
         return lambda tx: traffic_history.add(tx, traffic_history.NewEntry(
