@@ -14,7 +14,7 @@ import argparse
 import re
 
 from adapters.azure_monitoring import LOWER_IS_WORSE
-from adapters.drift.definitions import DEFINITIONS, PRIMARY_METRIC, PSI, SHORT_NAMES, psi_band
+from adapters.drift.definitions import DEFINITIONS, LEVEL_RULE, PRIMARY_METRIC, PSI, SHORT_NAMES, level_words, psi_band
 from adapters.service import DriftReport, FeatureFigure, Monitor, MonitorRun, MonitorSignal, SignalReport
 from commands.context import Context, Reply
 from commands.registry import Arg, command
@@ -155,10 +155,38 @@ def _signal_block(signal: SignalReport) -> list[dict]:
     block = [section(f"{title} ({plain(signal.name)}): {state}")]
     if signal.breached:
         block[0]["color"] = "Attention"
-    if signal.figures:
+    if signal.figures and all(not f.feature for f in signal.figures):     # signal-wide: performance, NDCG
+        block += limited(worst_metrics(signal.figures), _metric_row, noun="metric", limit=MAX_ROWS)
+    elif signal.figures:
         block += limited(_by_feature(signal), lambda item: _feature_row(item[0], item[1], signal.kind),
                          noun="feature", limit=MAX_ROWS)
     return block
+
+
+def worst_metrics(figures) -> list[FeatureFigure]:
+    """Breached first, then by how far past (or short of) its threshold; the others in their order."""
+    return sorted(figures, key=lambda f: (not f.breached, -_severity(f) if f.breached else 0))
+
+
+def change_text(figure: FeatureFigure) -> str:
+    """"+0.012 since the last run" from the figure's history ("first run" without an earlier one)."""
+    earlier = [v for v in figure.history[:-1] if v is not None]
+    if figure.value is None or not earlier:
+        return "first run" if figure.value is not None and len(figure.history) <= 1 else ""
+    delta = figure.value - earlier[-1]
+    return "unchanged since the last run" if abs(delta) < 5e-4 else f"{delta:+.3f} since the last run"
+
+
+def _metric_row(figure: FeatureFigure) -> dict:
+    """One signal-wide figure (a performance metric, the NDCG): value against its threshold, level in
+    words, change since the last run, trend."""
+    name = SHORT_NAMES.get(figure.metric, figure.metric)
+    words = " · ".join(p for p in (level_words(figure.metric, figure.value, figure.threshold),
+                                    change_text(figure)) if p)
+    return columns([text(f"**{plain(name)}**"), text(words, subtle=True, spacing="None")],
+                   text(figure_text(figure), color="Attention" if figure.breached else None),
+                   text(sparkline(figure.history, figure.threshold), subtle=True),
+                   widths=["stretch", "auto", "auto"])
 
 
 def _legend(report: DriftReport) -> list[dict]:
@@ -168,6 +196,8 @@ def _legend(report: DriftReport) -> list[dict]:
     lines = [f"**{SHORT_NAMES.get(m, m)}** = `{m}`: {DEFINITIONS.get(m, 'as the monitor computes it')}." for m in metrics]
     lines.append(f"Trend: one block per run over the last {report.window_days} days, oldest first, scaled from 0 "
                  "to the highest figure or the threshold.")
+    if any(not f.feature for s in report.signals for f in s.figures):
+        lines.append(LEVEL_RULE)
     return [section("What the figures mean"), *[text(line, subtle=True, size="Small") for line in lines]]
 
 
@@ -206,6 +236,8 @@ def signal_text(signal: MonitorSignal) -> str:
              for (metric, threshold), kinds in types.items()]
     features = plain(", ".join(signal.features)) if signal.features else "all features"
     title = SIGNAL_TITLES.get(signal.kind, signal.kind)
+    if signal.kind == "model_performance":          # judged on the model's outputs and labels, not on features
+        return f"{title} `{plain(signal.name)}`: {', '.join(rules) or 'default thresholds'}"
     return f"{title} `{plain(signal.name)}`: {', '.join(rules) or 'default thresholds'} · {features}"
 
 
@@ -214,9 +246,10 @@ def monitor_row(monitor: Monitor) -> dict:
     when_ = when(monitor.last_run.started_at) if monitor.last_run else ""
     head = f"**{monitor.name}**" + ("" if monitor.enabled else " (disabled)")
     lines = [text(head), text(f"{target_text(monitor)} · {monitor.schedule}", subtle=True, spacing="None")]
-    lines += [text(signal_text(s), size="Small", spacing="None") for s in monitor.signals]
+    # the outcome before the signals: it is what a reader wants first (and it stays in a cut fallback text)
     lines.append(text(f"Last run {when_}: {outcome}" if when_ else f"Last run: {outcome}", color=colour,
-                      spacing="Small"))
+                      spacing="None"))
+    lines += [text(signal_text(s), size="Small", spacing="None") for s in monitor.signals]
     return columns(lines, {"type": "ActionSet", "actions": [button("Drift", "drift", monitor.name)]},
                    widths=["stretch", "auto"])
 

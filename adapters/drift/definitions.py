@@ -174,3 +174,32 @@ def psi_band(value: float | None) -> str | None:
 def breach_rule(metric: str, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> str:
     """"> 0.1" or "< 0.05": how a figure of this metric breaches, for legends and cards."""
     return f"{'<' if metric in BREACH_BELOW else '>'} {thresholds.of(metric):g}"
+
+
+# How far past its threshold a figure is, in words (cards and the digest): the relative distance
+# |value − threshold| / threshold, with these limits for "slightly" and "far".
+SLIGHTLY_BELOW, FAR_BELOW = 0.05, 0.2        # metrics that breach below (higher is better)
+SLIGHTLY_ABOVE, FAR_ABOVE = 0.25, 1.0        # metrics that breach above (distances, rates, errors)
+LEVEL_RULE = ("Level: within the threshold, or slightly / clearly / far past it: below it by under 5 %, under "
+              "20 % or more for figures where higher is better; above it by under 25 %, under 100 % or more "
+              "for the others. PSI shows its band.")
+
+
+def level_words(metric: str, value: float | None, threshold: float | None) -> str:
+    """"within threshold", "slightly below threshold", "far above threshold", ... (PSI: its band)."""
+    if value is None:
+        return "undefined"
+    if metric == PSI:
+        return f"{psi_band(value)} (PSI band)"
+    if threshold is None:
+        return ""
+    below = metric in BREACH_BELOW
+    if not (value < threshold if below else value > threshold):
+        return "within threshold"
+    side = "below" if below else "above"
+    if threshold == 0:
+        return f"{side} threshold"
+    distance = abs(value - threshold) / abs(threshold)
+    slightly, far = (SLIGHTLY_BELOW, FAR_BELOW) if below else (SLIGHTLY_ABOVE, FAR_ABOVE)
+    degree = "slightly" if distance < slightly else "clearly" if distance < far else "far"
+    return f"{degree} {side} threshold"
