@@ -480,7 +480,7 @@ def catch_up(conn: sqlite3.Connection, now: datetime, names: list[str] | None = 
 def breaches_since(conn: sqlite3.Connection, now: datetime, since: datetime
                    ) -> list[tuple[Monitor, MonitorRun, tuple[SignalReport, ...]]]:
     """Every run after `since` that breached a threshold, oldest first, with the figures of its
-    breached signals; the runs due by `now` are computed first. Runs at or before the epoch (the
+    breached signals (each figure's history: its value at the monitor's previous run, then now); the runs due by `now` are computed first. Runs at or before the epoch (the
     history a new demo starts with) are never news, whatever `since` says."""
     catch_up(conn, now)
     epoch = conn.execute("SELECT value FROM monitor_meta WHERE key = 'epoch'").fetchone()
@@ -493,12 +493,19 @@ def breaches_since(conn: sqlite3.Connection, now: datetime, since: datetime
         if spec_row is None:
             continue
         monitor, run = _monitor(conn, *spec_row), _run_from_row(row)
+        before = conn.execute("SELECT MAX(run_at) FROM monitor_runs WHERE monitor = ? AND run_at < ?",
+                              (monitor.name, row["run_at"])).fetchone()[0]
         signals = []
         for signal in monitor_spec(conn, monitor.name).signals:
             if signal.name not in run.breached_signals:
                 continue
+            earlier = {(r["feature"], r["metric"]): r["value"] for r in conn.execute(
+                "SELECT feature, metric, value FROM monitor_figures WHERE monitor = ? AND run_at = ? AND signal = ?",
+                (monitor.name, before, signal.name))} if before else {}
             figures = tuple(FeatureFigure(r["feature"], r["metric"], r["value"], r["threshold"], bool(r["breached"]),
-                                          r["data_type"])
+                                          r["data_type"],
+                                          ((earlier[(r["feature"], r["metric"])], r["value"])
+                                           if (r["feature"], r["metric"]) in earlier else (r["value"],)))
                             for r in conn.execute("SELECT * FROM monitor_figures WHERE monitor = ? AND run_at = ? AND "
                                                   "signal = ? ORDER BY rowid", (monitor.name, row["run_at"],
                                                                                 signal.name)))

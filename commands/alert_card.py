@@ -3,8 +3,8 @@
     alert_card(event, state, now, rollback_to=None) -> Adaptive Card 1.5 dict
 
 It shows the signal and its monitor, per-feature figures against their thresholds (worst first,
-each metric named with its definition and log base), the PSI band where a PSI figure is there, a
-small trend over the alert's recent firings, links to the studio or portal, and the buttons
+each metric named with its definition and log base, its level in words and its change since the
+monitor's previous run when known), the PSI band where a PSI figure is there, a small trend over the alert's recent firings, links to the studio or portal, and the buttons
 Rollback (`rollback <endpoint> --to <rollback_to>`, only when the caller found a traffic change of
 the endpoint to undo: `rollback_to` is its number in the traffic history), Retrain
 (`retrain <model>`), Acknowledge (`acknowledge <id>`) and Snooze 24 h (`snooze <id>`). Buttons
@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from adapters.azure_monitoring import LOWER_IS_WORSE, breach_sign
-from adapters.drift.definitions import DEFINITIONS, SHORT_NAMES, psi_band
+from adapters.drift.definitions import DEFINITIONS, LEVEL_RULE, SHORT_NAMES, level_words, psi_band
 from adapters.events import FIRED, RESOLVED, Event, Figure
 from commands.ui import Element, button, card, columns, facts, plain, section, text, when
 
@@ -56,18 +56,20 @@ def alert_card(event: Event, state: AlertState, now: datetime, rollback_to: int 
         body.append(text(plain(event.summary), subtle=True))
     figures = worst_first(event.figures)
     if figures:
-        body.append(section("Per feature, worst first" if event.kind == "drift" else "Condition"))
+        signal_wide = all(not f.feature for f in figures)        # model performance, attribution (NDCG)
+        body.append(section(("Per metric, worst first" if signal_wide else "Per feature, worst first")
+                            if event.kind == "drift" else "Condition"))
         body.append(_figure_header())
         body += [_figure_row(f) for f in figures[:MAX_FEATURES]]
         if len(figures) > MAX_FEATURES:
             body.append(text(f"… and {len(figures) - MAX_FEATURES} more", subtle=True))
-        body += _legend(figures)
     elif event.kind == "drift":
         body.append(text("Per-feature figures could not be read for this run (they depend on the monitoring "
                          "components' format); the outcome above is what Azure ML reported.", subtle=True))
     trend = sparkline(state.history)
     if trend:
         body.append(text(f"Trend over the last {len(state.history)} firings: {trend}", spacing="Small"))
+    body += _legend(figures)                  # last: the longest part, and the first a cut fallback text loses
     actions: list[Element] = [{"type": "Action.OpenUrl", "title": title_, "url": url}
                               for title_, url in event.links[:2] if url.startswith("https://")]
     if not resolved and event.kind in ("drift", "alerts", "jobs"):
@@ -132,8 +134,8 @@ def worst_first(figures: tuple[Figure, ...]) -> list[Figure]:
 
 def _figure_header() -> Element:
     cell = lambda words: text(words, weight="Bolder", wrap=False)  # noqa: E731
-    return columns(cell("Feature"), cell("Metric"), cell("Value"), cell("Threshold"),
-                   widths=["stretch", "stretch", "auto", "auto"])
+    return columns(cell("Feature"), cell("Metric"), cell("Value"), cell("Threshold"), cell("Level, change"),
+                   widths=["stretch", "stretch", "auto", "auto", "stretch"])
 
 
 def _figure_row(figure: Figure) -> Element:
@@ -142,9 +144,20 @@ def _figure_row(figure: Figure) -> Element:
     value = f"{figure.value:.4g}" + (" ⚠" if over else "")
     band = psi_band(figure.value) if figure.metric == "population_stability_index" else None
     metric = SHORT_NAMES.get(figure.metric, figure.metric) + (f" ({band})" if band else "")
+    level = level_words(figure.metric, figure.value, figure.threshold) if figure.metric != "population_stability_index" \
+        else ("past threshold" if over else "within threshold") if figure.threshold is not None else ""
     return columns(text(plain(figure.feature) or "whole signal"), text(plain(metric)),
                    text(value, color="Attention" if over else None),
-                   text(rule or "—"), widths=["stretch", "stretch", "auto", "auto"])
+                   text(rule or "—"), text(", ".join(p for p in (level, change_text(figure)) if p) or "—", subtle=True),
+                   widths=["stretch", "stretch", "auto", "auto", "stretch"])
+
+
+def change_text(figure: Figure) -> str:
+    """"+0.012 since the last run" when the previous run's figure is known, else ""."""
+    if figure.previous is None:
+        return ""
+    delta = figure.value - figure.previous
+    return "unchanged since the last run" if abs(delta) < 5e-5 else f"{delta:+.4g} since the last run"
 
 
 def _legend(figures: list[Figure]) -> list[Element]:
@@ -152,6 +165,8 @@ def _legend(figures: list[Figure]) -> list[Element]:
     lines = [f"{SHORT_NAMES[m]} = {m}: {DEFINITIONS[m]}." for m in named]
     if any(f.metric == "population_stability_index" for f in figures):
         lines.append("PSI bands: < 0.1 none, 0.1 to 0.25 moderate, > 0.25 significant.")
+    if lines:
+        lines.append(LEVEL_RULE)
     return [text(line, subtle=True, size="Small") for line in lines]
 
 

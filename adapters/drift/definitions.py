@@ -180,9 +180,8 @@ def breach_rule(metric: str, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> str
 # |value − threshold| / threshold, with these limits for "slightly" and "far".
 SLIGHTLY_BELOW, FAR_BELOW = 0.05, 0.2        # metrics that breach below (higher is better)
 SLIGHTLY_ABOVE, FAR_ABOVE = 0.25, 1.0        # metrics that breach above (distances, rates, errors)
-LEVEL_RULE = ("Level: within the threshold, or slightly / clearly / far past it: below it by under 5 %, under "
-              "20 % or more for figures where higher is better; above it by under 25 %, under 100 % or more "
-              "for the others. PSI shows its band.")
+LEVEL_RULE = ("Level: slightly / clearly / far past the threshold = by < 5 %, < 20 %, more (higher is better) "
+              "or < 25 %, < 100 %, more (the others).")
 
 
 def level_words(metric: str, value: float | None, threshold: float | None) -> str:
