@@ -19,6 +19,9 @@ from commands.endpoints import ms_text, traffic_text
 from commands.ui import MAX_CARD_BYTES, button, card, columns, plain, section, text, when
 
 BLOCKS = "▁▂▃▄▅▆▇█"
+DRIFT_KINDS = ("data_drift", "prediction_drift")
+KIND_WORDS = {"data_quality": "data quality", "feature_attribution_drift": "feature attribution",
+              "model_performance": "model performance", "custom": "a custom signal"}
 TREND_SPAN = 0.2                   # a sparkline's height is at least 20% of the series' highest value
 MAX_ENDPOINTS = 8
 MAX_MODELS = 8
@@ -59,6 +62,13 @@ class ModelHealth:
     worst: tuple[str, ...] = ()        # "amount: normalized_wasserstein_distance 0.31 > 0.1"
     stage_change: str = ""             # "Staging → Production", "new in Staging"
     url: str = ""
+    breached_kinds: tuple[str, ...] = ()  # the kinds of the breached signals ("data_drift", "model_performance")
+
+    @property
+    def drifting(self) -> bool:
+        """Breached by a drift signal, or by signals of unknown kind (Azure's breach tag names no kind)."""
+        return self.drift == "breached" and (not self.breached_kinds or any(k in DRIFT_KINDS
+                                                                             for k in self.breached_kinds))
 
 
 @dataclass(frozen=True)
@@ -111,9 +121,13 @@ def attention(digest: Digest) -> list[str]:
     if sick:
         items.append(_count(len(sick), "endpoint") + " unhealthy (" + ", ".join(e.name for e in sick[:3]) +
                      ("…" if len(sick) > 3 else "") + ")")
-    drifting = [m for m in digest.models if m.drift == "breached"]
+    drifting = [m for m in digest.models if m.drifting]
     if drifting:
         items.append(", ".join(sorted({m.name for m in drifting})[:3]) + " drifting")
+    failing = [m for m in digest.models if m.drift == "breached" and not m.drifting]
+    if failing:
+        items.append(", ".join(sorted({m.name for m in failing})[:3]) + " past "
+                     + ("their" if len({m.name for m in failing}) > 1 else "its") + " monitor thresholds")
     if digest.failed_jobs:
         items.append(_count(len(digest.failed_jobs), "job") + " failed")
     expiring = [a for a in digest.approvals if a.expiring]
@@ -290,6 +304,9 @@ def _model(model: ModelHealth) -> dict:
     name = f"[{model.name}:{model.version}]({model.url})" if model.url else f"{model.name}:{model.version}"
     drift = {"breached": "⚠ drift detected", "ok": "no drift", "unknown": "drift unknown",
              "": "no monitor"}.get(model.drift, model.drift)
+    others = [KIND_WORDS.get(k, k) for k in model.breached_kinds if k not in DRIFT_KINDS]
+    if model.drift == "breached" and others:
+        drift = ("⚠ drift detected, " if model.drifting else "⚠ ") + " and ".join(others) + " past threshold"
     parts = [f"**{name}** ({model.stage}) — {drift}"]
     if model.worst:
         parts.append("worst: " + plain("; ".join(model.worst)))

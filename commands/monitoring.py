@@ -98,12 +98,16 @@ def target_text(monitor: Monitor) -> str:
     return " ".join(parts) or "—"
 
 
-def _severity(figure: FeatureFigure) -> float:
+def severity(figure: FeatureFigure) -> float:
+    """How far past its threshold a figure is, whichever way its metric breaches (> 1: breached)."""
     if figure.value is None or not figure.threshold:
         return -1.0
     if figure.metric in LOWER_IS_WORSE:
         return figure.threshold / max(figure.value, 1e-12)
     return figure.value / figure.threshold
+
+
+_severity = severity
 
 
 # ---------------------------------------------------------------- drift card
