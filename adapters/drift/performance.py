@@ -169,6 +169,11 @@ def _classification(labels: list[str | None], predictions: list[str | None], pre
 
     rows = len(labels)
     label_classes = {v for v in labels if v is not None}
+    if positive_label is not None and len(label_classes) > 2:
+        raise DriftInputError(f"--positive-label applies to two classes; the labels have {len(label_classes)}")
+    if positive_label is not None and label_classes and positive_label not in label_classes:
+        raise DriftInputError(f"the positive class {positive_label!r} is not among the classes "
+                              f"({', '.join(map(repr, _class_order(label_classes)))})")
     notes: list[str] = []
     scored_by_prediction = (score_numbers is None and prediction_numbers is not None and len(label_classes) <= 2
                             and _are_scores(prediction_numbers)
@@ -196,13 +201,8 @@ def _classification(labels: list[str | None], predictions: list[str | None], pre
         keep = [i for i in range(rows) if labels[i] is not None and predictions[i] is not None]
         y, p, s = [labels[i] for i in keep], [predictions[i] for i in keep], None
     classes = tuple(_class_order(set(y) | set(p)))
-    if len(classes) > 2 and positive_label is not None and score_numbers is None:
-        raise DriftInputError(f"--positive-label applies to two classes; the data has {len(classes)}")
     if len(classes) <= 2 and positive_label is None and classes:
         positive_label = classes[-1]
-    if positive_label is not None and classes and positive_label not in classes and len(classes) <= 2:
-        raise DriftInputError(f"the positive class {positive_label!r} is not among the classes "
-                              f"({', '.join(map(repr, classes))})")
     n = len(y)
     why = "no row has both a label and a prediction" if n == 0 else None
     figures: dict[str, float | None] = dict.fromkeys(CLASSIFICATION_METRICS)
