@@ -1,7 +1,10 @@
 """Model monitoring commands: drift, monitors.
 
     drift fraud-model --window 14d      the latest run of the monitor watching fraud-model, per
-                                        feature (worst first), with a trend over the window's runs
+                                        feature (worst first), with a trend over the window's runs;
+                                        signal-wide figures (model performance, the NDCG of feature
+                                        attribution drift) one metric a row, with the level in words
+                                        and the change since the last run
     monitors                            every monitor: target, signals, thresholds, last outcome
 
 Every figure is shown with its metric's name, and a legend gives each metric's definition (and
@@ -272,7 +275,8 @@ def monitors_card(monitors: list[Monitor], *, workspace: str) -> dict:
 @command("drift", Arg("target", help="a model, endpoint or monitor name", metavar="model/endpoint"),
          Arg("--window", type=window_days, default=7, help="how far back the trend goes (default 7d)",
              metavar="DAYS"),
-         summary="Show what a model's monitor found: per-feature drift, worst first, with trends.",
+         summary="Show what a model's monitor found: drift, data quality, feature attribution and performance, "
+                 "worst first, with trends.",
          example="drift fraud-model --window 7d")
 async def drift(ctx: Context, target: str, window: int) -> Reply:
     report = await ctx.ml.drift_report(target, window)
