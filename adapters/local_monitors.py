@@ -320,6 +320,19 @@ def ensure_schema(conn: sqlite3.Connection, now: datetime, *, seed: bool) -> Non
             conn.execute(statement)
     if seed and conn.execute("SELECT COUNT(*) FROM monitors").fetchone()[0] == 0:
         seed_demo(conn, now)
+    upgrade_demo(conn)
+
+
+def upgrade_demo(conn: sqlite3.Connection) -> None:
+    """Give a demo monitor stored before labels existed (no `label` in its definition, the same
+    features) the feature attribution and performance signals; its earlier runs keep what they had."""
+    for spec in DEMO_MONITORS:
+        row = conn.execute("SELECT definition FROM monitors WHERE name = ?", (spec.name,)).fetchone()
+        if row is None:
+            continue
+        stored = json.loads(row[0])
+        if "label" not in stored and stored.get("features") == [asdict(f) for f in spec.features]:
+            conn.execute("UPDATE monitors SET definition = ? WHERE name = ?", (json.dumps(asdict(spec)), spec.name))
 
 
 def wipe(conn: sqlite3.Connection) -> None:

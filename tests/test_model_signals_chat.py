@@ -179,3 +179,24 @@ async def test_drift_and_monitors_show_performance_and_attribution_over_http(app
         [listed] = await teams.say("monitors")
         assert_valid_card(listed.card)
         assert "Model performance `model-performance`: accuracy < 0.85" in as_text(listed.card)
+
+
+def test_a_demo_monitor_stored_before_labels_gains_the_two_signals_on_reopening(tmp_path, clock):
+    import json
+    import sqlite3
+    from dataclasses import asdict
+
+    path = tmp_path / "old.db"
+    LocalWorkspace(path, clock=clock).close()
+    old = asdict(FRAUD)
+    old["signals"] = old["signals"][:3]                 # data drift, prediction drift, data quality
+    for key in ("label", "positive_label", "decision_threshold", "label_delay_days"):
+        del old[key]
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE monitors SET definition = ? WHERE name = ?", (json.dumps(old), FRAUD.name))
+    reopened = LocalWorkspace(path, clock=clock)
+    try:
+        monitor = next(m for m in reopened.list_monitors() if m.name == FRAUD.name)
+        assert [s.kind for s in monitor.signals][-2:] == ["feature_attribution_drift", "model_performance"]
+    finally:
+        reopened.close()
