@@ -493,8 +493,9 @@ def catch_up(conn: sqlite3.Connection, now: datetime, names: list[str] | None = 
 def breaches_since(conn: sqlite3.Connection, now: datetime, since: datetime
                    ) -> list[tuple[Monitor, MonitorRun, tuple[SignalReport, ...]]]:
     """Every run after `since` that breached a threshold, oldest first, with the figures of its
-    breached signals (each figure's history: its value at the monitor's previous run, then now); the runs due by `now` are computed first. Runs at or before the epoch (the
-    history a new demo starts with) are never news, whatever `since` says."""
+    breached signals (each figure's history: its value at the monitor's previous run, then now);
+    the runs due by `now` are computed first. Runs at or before the epoch (the history a new demo
+    starts with) are never news, whatever `since` says."""
     catch_up(conn, now)
     epoch = conn.execute("SELECT value FROM monitor_meta WHERE key = 'epoch'").fetchone()
     after = max(since, _dt(epoch[0])) if epoch else since

@@ -4,7 +4,8 @@
 
 It shows the signal and its monitor, per-feature figures against their thresholds (worst first,
 each metric named with its definition and log base, its level in words and its change since the
-monitor's previous run when known), the PSI band where a PSI figure is there, a small trend over the alert's recent firings, links to the studio or portal, and the buttons
+monitor's previous run when known), the PSI band where a PSI figure is there, a small trend
+over the alert's recent firings, links to the studio or portal, and the buttons
 Rollback (`rollback <endpoint> --to <rollback_to>`, only when the caller found a traffic change of
 the endpoint to undo: `rollback_to` is its number in the traffic history), Retrain
 (`retrain <model>`), Acknowledge (`acknowledge <id>`) and Snooze 24 h (`snooze <id>`). Buttons
@@ -144,8 +145,10 @@ def _figure_row(figure: Figure) -> Element:
     value = f"{figure.value:.4g}" + (" ⚠" if over else "")
     band = psi_band(figure.value) if figure.metric == "population_stability_index" else None
     metric = SHORT_NAMES.get(figure.metric, figure.metric) + (f" ({band})" if band else "")
-    level = level_words(figure.metric, figure.value, figure.threshold) if figure.metric != "population_stability_index" \
-        else ("past threshold" if over else "within threshold") if figure.threshold is not None else ""
+    if figure.metric == "population_stability_index":       # its band is in the Metric column already
+        level = ("past threshold" if over else "within threshold") if figure.threshold is not None else ""
+    else:
+        level = level_words(figure.metric, figure.value, figure.threshold)
     return columns(text(plain(figure.feature) or "whole signal"), text(plain(metric)),
                    text(value, color="Attention" if over else None),
                    text(rule or "—"), text(", ".join(p for p in (level, change_text(figure)) if p) or "—", subtle=True),

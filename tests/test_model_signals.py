@@ -123,6 +123,8 @@ def test_regression_figures_equal_scikit_learns(seed):
     assert report.task == "regression"
     assert figures(report)["mean_absolute_error"] == pytest.approx(sk.mean_absolute_error(labels, predictions),
                                                                    **TOLERANCE)
+    assert figures(report)["mean_squared_error"] == pytest.approx(sk.mean_squared_error(labels, predictions),
+                                                                  **TOLERANCE)
     assert figures(report)["root_mean_squared_error"] == pytest.approx(
         np.sqrt(sk.mean_squared_error(labels, predictions)), **TOLERANCE)
     whole = model_performance(np.round(labels), np.round(predictions), task="regression")   # whole numbers: asked

@@ -7,7 +7,7 @@ Azure ML model monitoring's metrics, defined exactly as DESIGN.md section 4 stat
 `population_stability_index`, `pearsons_chi_squared_test` (p-value); and data quality
 `null_value_rate`, `out_of_bounds_rate`. Prediction drift is the same computation on the model's
 outputs. Model performance (`accuracy`, `precision`, `recall`, `f1_score`, `auc`; `mean_absolute_error`,
-`root_mean_squared_error`) and feature attribution drift (`normalized_discounted_cumulative_gain`)
+`mean_squared_error`, `root_mean_squared_error`) and feature attribution drift (`normalized_discounted_cumulative_gain`)
 come from labels, predictions and features (`performance`).
 
 A leaf package: it imports nothing from commands/ or bot/, and numpy, scipy and pyarrow only

@@ -26,6 +26,7 @@ RECALL = "recall"
 F1 = "f1_score"
 AUC = "auc"
 MAE = "mean_absolute_error"
+MSE = "mean_squared_error"
 RMSE = "root_mean_squared_error"
 
 NUMERICAL_DRIFT_METRICS = (NORMALIZED_WASSERSTEIN, JENSEN_SHANNON, PSI, KOLMOGOROV_SMIRNOV)
@@ -36,7 +37,7 @@ ALL_METRICS = (NORMALIZED_WASSERSTEIN, JENSEN_SHANNON, PSI, KOLMOGOROV_SMIRNOV, 
 
 ATTRIBUTION_METRICS = (NDCG,)
 CLASSIFICATION_METRICS = (ACCURACY, PRECISION, RECALL, F1, AUC)
-REGRESSION_METRICS = (MAE, RMSE)
+REGRESSION_METRICS = (MAE, MSE, RMSE)
 PERFORMANCE_METRICS = CLASSIFICATION_METRICS + REGRESSION_METRICS
 
 # Azure ML's data drift signal judges a feature by one metric per data type (its defaults).
@@ -100,6 +101,8 @@ DEFINITIONS: dict[str, str] = {
         "(sklearn.metrics.roc_auc_score)",
     MAE:
         "mean absolute error, mean |label − prediction| (sklearn.metrics.mean_absolute_error)",
+    MSE:
+        "mean squared error, mean (label − prediction)² (sklearn.metrics.mean_squared_error)",
     RMSE:
         "root mean squared error, √(mean (label − prediction)²) (sklearn.metrics.root_mean_squared_error)",
 }
@@ -119,6 +122,7 @@ SHORT_NAMES: dict[str, str] = {
     F1: "F1",
     AUC: "AUC",
     MAE: "MAE",
+    MSE: "MSE",
     RMSE: "RMSE",
 }
 
@@ -144,6 +148,7 @@ class Thresholds:
     f1_score: float = 0.7
     auc: float = 0.8
     mean_absolute_error: float = 1.0
+    mean_squared_error: float = 1.0
     root_mean_squared_error: float = 1.0
 
     def of(self, metric: str) -> float:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from adapters.drift.columns import _all_numbers, _normalise
 from adapters.drift.definitions import (
-    ACCURACY, AUC, CLASSIFICATION_METRICS, DEFAULT_THRESHOLDS, F1, MAE, NDCG, PRECISION, RECALL,
+    ACCURACY, AUC, CLASSIFICATION_METRICS, DEFAULT_THRESHOLDS, F1, MAE, MSE, NDCG, PRECISION, RECALL,
     REGRESSION_METRICS, RMSE, Thresholds,
 )
 from adapters.drift.errors import DriftInputError
@@ -156,6 +156,7 @@ def _regression(labels: "np.ndarray | None", predictions: "np.ndarray | None", r
     why = "no row has both a label and a prediction" if y.size == 0 else None
     errors = y - p
     figures = {MAE: float(np.mean(np.abs(errors))) if y.size else None,
+               MSE: float(np.mean(errors * errors)) if y.size else None,
                RMSE: float(np.sqrt(np.mean(errors * errors))) if y.size else None}
     metrics = {name: MetricResult.of(name, figures[name], thresholds, undefined_reason=why)
                for name in REGRESSION_METRICS}
