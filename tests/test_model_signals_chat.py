@@ -200,3 +200,52 @@ def test_a_demo_monitor_stored_before_labels_gains_the_two_signals_on_reopening(
         assert [s.kind for s in monitor.signals][-2:] == ["feature_attribution_drift", "model_performance"]
     finally:
         reopened.close()
+
+
+# ---------------------------------------------------------------- worst first, whichever way a figure breaches
+
+
+def test_the_digest_ranks_breached_figures_by_how_far_past_their_threshold_whichever_way():
+    from adapters.service import DriftReport, FeatureFigure, Monitor, SignalReport
+    from commands.digest import _worst_features
+
+    report = DriftReport(Monitor("m"), 7, None, signals=(
+        SignalReport("data-drift", "data_drift", True, (
+            FeatureFigure("amount", "normalized_wasserstein_distance", 0.12, 0.1, True, "numerical", (0.09, 0.12)),)),
+        SignalReport("model-performance", "model_performance", True, (
+            FeatureFigure("", "accuracy", 0.5, 0.85, True, "", (0.8, 0.5)),
+            FeatureFigure("", "recall", 0.84, 0.85, True, "", (0.84,)))),
+    ))
+    # accuracy is 0.85/0.5 = 1.7 times short of its threshold, NWD 1.2 times over it, recall 1.01 times short
+    assert _worst_features(report) == [
+        "model accuracy 0.5 < 0.85 (far below threshold, -0.300 since the last run)",
+        "amount normalized_wasserstein_distance 0.12 > 0.1 (slightly above threshold, +0.030 since the last run)",
+        "model recall 0.84 < 0.85 (slightly below threshold, first run)"]
+
+
+async def test_an_azure_alert_firing_again_shows_each_figures_change_since_its_last_firing(store):
+    from adapters.events import FIRED, Event, Figure
+    from commands.alerts import publish
+
+    def breach(accuracy: float, ndcg: float, event_id: str) -> Event:
+        return Event(id=event_id, kind="drift", type="Microsoft.MachineLearningServices.RunStatusChanged",
+                     key="drift:ws:fraud-monitor:model-performance", status=FIRED, title="Drift", source="eventgrid",
+                     workspace="ws", monitor="fraud-monitor", signal="model-performance",
+                     figures=(Figure("", "accuracy", accuracy, 0.85),
+                              Figure("", "normalized_discounted_cumulative_gain", ndcg, 0.9)))
+
+    await store.save_conversation(ConversationRecord(CHANNEL, "channel", {"conversation": {"id": CHANNEL}},
+                                                     "t1", "", "", "", START))
+    from adapters.storage import subscriptions
+    from adapters.storage.subscriptions import NewSubscription
+
+    await store.run_transaction(lambda tx: subscriptions.add(tx, NewSubscription(CHANNEL, "drift", tenant_id="t1"),
+                                                             START))
+    await store.run_transaction(lambda tx: publish(tx, breach(0.8, 0.7, "e1"), START))
+    await store.run_transaction(lambda tx: publish(tx, breach(0.71, 0.62, "e2"), START + timedelta(days=1)))
+    items = await store.run_transaction(lambda tx: outbox.find_items(tx), write=False)
+    first, second = (item.payload["card"]["fallbackText"].splitlines() for item in items)
+    assert "Per metric, worst first" in second
+    assert "whole signal  NDCG  0.62 ⚠  < 0.9  far below threshold, -0.08 since the last run" in second
+    assert "whole signal  accuracy  0.71 ⚠  < 0.85  clearly below threshold, -0.09 since the last run" in second
+    assert "whole signal  NDCG  0.7 ⚠  < 0.9  far below threshold" in first       # nothing earlier to compare
