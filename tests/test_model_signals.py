@@ -174,6 +174,14 @@ def test_attribution_drift_is_ndcg_of_importances_sorted_by_feature_name():
     assert drift.ranking("reference")[0] == "a" and drift.ranking("current")[0] == "b"
 
 
+def test_attribution_without_labels_is_undefined_with_its_reason_not_a_number():
+    rng = np.random.default_rng(1)
+    table = {"a": rng.normal(size=50), "b": rng.normal(size=50)}
+    drift = attribution_drift(table, table, ["a", "b"], rng.normal(size=50), np.full(50, np.nan))
+    assert drift.metric.value is None and not drift.metric.breached
+    assert drift.metric.undefined_reason == "the current data has fewer than two labelled rows"
+
+
 def test_every_metric_is_defined_named_and_breaches_the_way_azure_monitoring_says():
     for name in ALL_METRICS + PERFORMANCE_METRICS + ATTRIBUTION_METRICS:
         assert DEFINITIONS[name] and SHORT_NAMES[name]

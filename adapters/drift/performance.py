@@ -360,14 +360,19 @@ def attribution_drift(reference: Mapping[str, Any], current: Mapping[str, Any], 
                       categorical: Iterable[str] = (), target: str = "",
                       thresholds: Thresholds = DEFAULT_THRESHOLDS) -> AttributionDrift:
     """Azure's feature attribution drift with the bot's importances (see the module doc)."""
+    import numpy as np
+
     names = sorted(dict.fromkeys(features))                 # Azure sorts both sides by feature name
     as_categories = set(categorical)
     ref = {n: importance(reference[n], reference_target, categorical=n in as_categories) for n in names}
     cur = {n: importance(current[n], current_target, categorical=n in as_categories) for n in names}
     why = None
     value = None
+    known = [int(np.count_nonzero(np.isfinite(t))) for t in (reference_target, current_target)]
     if len(names) < 2:
         why = "NDCG needs at least two features"
+    elif min(known) < 2:
+        why = f"the {'reference' if known[0] < 2 else 'current'} data has fewer than two labelled rows"
     else:
         value = ndcg([ref[n] for n in names], [cur[n] for n in names])
     return AttributionDrift(MetricResult.of(NDCG, value, thresholds, undefined_reason=why), ref, cur, target)
