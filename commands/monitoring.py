@@ -110,9 +110,6 @@ def severity(figure: FeatureFigure) -> float:
     return figure.value / figure.threshold
 
 
-_severity = severity
-
-
 # ---------------------------------------------------------------- drift card
 
 
@@ -124,7 +121,7 @@ def _by_feature(signal: SignalReport) -> list[tuple[str, list[FeatureFigure]]]:
 
     def key(item: tuple[str, list[FeatureFigure]]) -> tuple[bool, float]:
         figures = item[1]
-        return (not any(f.breached for f in figures), -max(_severity(f) for f in figures))
+        return (not any(f.breached for f in figures), -max(severity(f) for f in figures))
 
     return sorted(grouped.items(), key=key)
 
@@ -136,7 +133,7 @@ def _headline(figures: list[FeatureFigure], kind: str) -> FeatureFigure:
     for figure in figures:
         if figure.metric == wanted:
             return figure
-    return max(figures, key=_severity)
+    return max(figures, key=severity)
 
 
 def _feature_row(feature: str, figures: list[FeatureFigure], kind: str) -> dict:
@@ -172,7 +169,7 @@ def _signal_block(signal: SignalReport) -> list[dict]:
 
 def worst_metrics(figures) -> list[FeatureFigure]:
     """Breached first, then by how far past (or short of) its threshold; the others in their order."""
-    return sorted(figures, key=lambda f: (not f.breached, -_severity(f) if f.breached else 0))
+    return sorted(figures, key=lambda f: (not f.breached, -severity(f) if f.breached else 0))
 
 
 def change_text(figure: FeatureFigure) -> str:
