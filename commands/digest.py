@@ -185,7 +185,7 @@ def _model_row(version: ModelVersion, monitors: list[Monitor], reports: dict[str
         if run is not None and run.breached:
             kinds += [s.kind for s in monitor.signals if s.name in run.breached_signals and s.kind not in kinds]
         if monitor.name in reports:
-            worst += _worst_features(reports[monitor.name])
+            worst += _worst_figures(reports[monitor.name])
     drift = next((s for s in ("breached", "unknown", "ok") if s in states), "")
     change = ""
     if stages_before is not None:
@@ -194,8 +194,10 @@ def _model_row(version: ModelVersion, monitors: list[Monitor], reports: dict[str
             change = f"new in {version.stage}"
         elif before != version.stage:
             change = f"{before} → {version.stage}"
-    return ModelHealth(version.name, version.version, version.stage, drift, tuple(worst[:WORST_SHOWN + 2]), change,
-                       studio.model(version.name, version.version) if studio else "", tuple(kinds))
+    shown = worst[:WORST_SHOWN + 2]
+    return ModelHealth(version.name, version.version, version.stage, drift, tuple(_worst_text(f) for f in shown),
+                       change, studio.model(version.name, version.version) if studio else "", tuple(kinds),
+                       tuple(dict.fromkeys(f.metric for f in shown)))
 
 
 WORST_SHOWN = 3
@@ -205,12 +207,16 @@ def _worst_features(report: DriftReport) -> list[str]:
     """The breached figures worst first (how far past the threshold, whichever way it breaches), at
     least the worst of each breached signal (so performance and attribution show beside drift), each
     with its level in words and its change since the monitor's previous run."""
+    return [_worst_text(f) for f in _worst_figures(report)]
+
+
+def _worst_figures(report: DriftReport) -> list:
     by_signal = [sorted((f for f in s.figures if f.breached and f.value is not None), key=lambda f: -severity(f))
                  for s in report.signals]
     picked = [figures[0] for figures in by_signal if figures]
     rest = sorted((f for figures in by_signal for f in figures[1:]), key=lambda f: -severity(f))
     picked += rest[:max(0, WORST_SHOWN - len(picked))]
-    return [_worst_text(f) for f in sorted(picked, key=lambda f: -severity(f))]
+    return sorted(picked, key=lambda f: -severity(f))
 
 
 def _worst_text(figure) -> str:

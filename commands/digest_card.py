@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
+from adapters.drift.definitions import DEFINITIONS, LEVEL_RULE
 from commands.context import workspace_line
 from commands.endpoints import ms_text, traffic_text
 from commands.ui import MAX_CARD_BYTES, button, card, columns, plain, section, text, when
@@ -63,6 +64,7 @@ class ModelHealth:
     stage_change: str = ""             # "Staging → Production", "new in Staging"
     url: str = ""
     breached_kinds: tuple[str, ...] = ()  # the kinds of the breached signals ("data_drift", "model_performance")
+    metrics: tuple[str, ...] = ()      # the metrics named in `worst`, defined under the models
 
     @property
     def drifting(self) -> bool:
@@ -220,6 +222,11 @@ def _build(digest: Digest, n_endpoints: int, n_models: int, n_jobs: int, n_appro
     if digest.schedule:
         body.append(text(f"Schedule: {digest.schedule}. `digest show` shows it, `digest off` stops it.",
                          subtle=True, spacing="Medium"))
+    named = list(dict.fromkeys(m for model in _worst_models(digest.models)[:n_models] for m in model.metrics))
+    if named:         # every figure shown is defined, as on the drift card; last, as the longest and least read
+        body.append(text("Model figures: " + " ".join(f"{m}: {DEFINITIONS.get(m, 'as the monitor computes it')}."
+                                                      for m in named) + " " + LEVEL_RULE,
+                         subtle=True, size="Small", spacing="Small"))
 
     actions = []
     sick = [e for e in digest.endpoints if e.problems] or list(digest.endpoints)

@@ -154,6 +154,7 @@ async def test_performance_and_attribution_breaches_alert_and_read_like_drift(cl
     assert "⚠ drift detected, feature attribution and model performance past threshold" in line
     assert "model normalized_discounted_cumulative_gain" in line and "below threshold" in line
     assert "since the last run" in line
+    assert "normalized_discounted_cumulative_gain: normalized discounted cumulative gain of the current" in digest
 
 
 # ---------------------------------------------------------------- over HTTP, through the real CloudAdapter
