@@ -250,3 +250,18 @@ async def test_an_azure_alert_firing_again_shows_each_figures_change_since_its_l
     assert "whole signal  NDCG  0.62 ⚠  < 0.9  far below threshold, -0.08 since the last run" in second
     assert "whole signal  accuracy  0.71 ⚠  < 0.85  clearly below threshold, -0.09 since the last run" in second
     assert "whole signal  NDCG  0.7 ⚠  < 0.9  far below threshold" in first       # nothing earlier to compare
+
+
+def test_a_model_past_its_performance_thresholds_is_not_called_drifting():
+    from commands.digest_card import Digest, ModelHealth, attention, digest_card
+
+    performance = ModelHealth("churn-model", "2", "Production", "breached",
+                              ("model recall 0.4 < 0.55 (far below threshold, -0.100 since the last run)",),
+                              breached_kinds=("model_performance",), metrics=("recall",))
+    drifting = ModelHealth("fraud-model", "3", "Production", "breached", breached_kinds=("data_drift",))
+    unknown = ModelHealth("credit-risk", "2", "Production", "breached")        # Azure's tag named no kind
+    digest = Digest("ml-prod", "prod", START, None, models=(performance, drifting, unknown))
+    assert attention(digest) == ["credit-risk, fraud-model drifting", "churn-model past its monitor thresholds"]
+    words = as_text(digest_card(digest))
+    assert "churn-model:2 (Production) — ⚠ model performance past threshold · worst: model recall 0.4" in words
+    assert "recall: tp / (tp + fn)" in words
