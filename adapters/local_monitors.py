@@ -453,6 +453,26 @@ def labelled_figures(spec: MonitorSpec, signal: MonitorSignal, day: int) -> list
              "threshold": r.threshold, "breached": r.breached} for r in results]
 
 
+def _with_importances(spec: MonitorSpec, signal: SignalReport, run_at: datetime, *, epoch_day: date) -> SignalReport:
+    """A feature attribution drift signal with the importances its NDCG compared, per feature (as Azure's
+    component logs them beside the NDCG): recomputed from the run's labelled day, which is deterministic."""
+    if signal.kind != "feature_attribution_drift" or not spec.label or not signal.figures:
+        return signal
+    from adapters.drift import attribution_drift
+    from adapters.drift.definitions import BASELINE_IMPORTANCE, PRODUCTION_IMPORTANCE
+
+    day = (run_at.date() - timedelta(days=1) - epoch_day).days - spec.label_delay_days
+    data = production_data(spec, day)
+    drift = attribution_drift(reference_data(spec), data, [f.name for f in spec.features],
+                              reference_labels(spec).astype(float), labels(spec, data, day + 0.5).astype(float),
+                              categorical=spec.categorical, target=spec.label)
+    extra = tuple(FeatureFigure(name, metric, importances[name], None, False, spec.data_type(name))
+                  for name in drift.ranking("current")
+                  for metric, importances in ((BASELINE_IMPORTANCE, drift.reference),
+                                              (PRODUCTION_IMPORTANCE, drift.current)))
+    return SignalReport(signal.name, signal.kind, signal.breached, signal.figures + extra)
+
+
 def signal_thresholds(signal: MonitorSignal):
     """The drift engine's Thresholds for a signal (its configured metrics; engine defaults for the rest)."""
     from adapters.drift import Thresholds
@@ -598,6 +618,7 @@ def drift_report(conn: sqlite3.Connection, now: datetime, target: str, window_da
                                       tuple(history.get((signal.name, r["feature"], r["metric"]), [r["value"]])))
                         for r in rows)
         signals.append(SignalReport(signal.name, signal.kind, signal.name in latest.breached_signals, figures))
+    signals = [_with_importances(spec, s, latest.started_at, epoch_day=_epoch_day(conn)) for s in signals]
     source = FIGURES_SOURCE
     if spec.label and any(s.kind in LABELLED_KINDS for s in spec.signals):
         scored = latest.started_at.date() - timedelta(days=1 + spec.label_delay_days)

@@ -14,14 +14,18 @@ log base) from the drift engine's definitions, so a number is never shown withou
 from __future__ import annotations
 
 import argparse
+import json
 import re
+from dataclasses import replace
 
 from adapters.azure_monitoring import LOWER_IS_WORSE
 from adapters.drift.definitions import DEFINITIONS, LEVEL_RULE, PRIMARY_METRIC, PSI, SHORT_NAMES, level_words, psi_band
 from adapters.service import DriftReport, FeatureFigure, Monitor, MonitorRun, MonitorSignal, SignalReport
 from commands.context import Context, Reply
 from commands.registry import Arg, command
-from commands.ui import MAX_ROWS, button, card, columns, facts, limited, plain, reply, section, text, when
+from commands.ui import (
+    MAX_CARD_BYTES, MAX_ROWS, button, card, columns, facts, limited, plain, reply, section, text, when,
+)
 
 MAX_WINDOW_DAYS = 90
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -29,6 +33,7 @@ SIGNAL_TITLES = {"data_drift": "Data drift", "prediction_drift": "Prediction dri
                  "feature_attribution_drift": "Feature attribution drift", "model_performance": "Model performance",
                  "custom": "Custom signal"}
 DRIFT_KINDS = ("data_drift", "prediction_drift")
+IMPORTANCES = ("baseline_feature_importance", "production_feature_importance")   # the NDCG's inputs
 
 
 def window_days(value: str) -> int:
@@ -159,12 +164,38 @@ def _signal_block(signal: SignalReport) -> list[dict]:
     block = [section(f"{title} ({plain(signal.name)}): {state}")]
     if signal.breached:
         block[0]["color"] = "Attention"
-    if signal.figures and all(not f.feature for f in signal.figures):     # signal-wide: performance, NDCG
-        block += limited(worst_metrics(signal.figures), _metric_row, noun="metric", limit=MAX_ROWS)
+    importances = [f for f in signal.figures if f.metric in IMPORTANCES and f.feature]
+    figures = [f for f in signal.figures if f not in importances]
+    if figures and all(not f.feature for f in figures):               # signal-wide: performance, NDCG
+        block += limited(worst_metrics(figures), _metric_row, noun="metric", limit=MAX_ROWS)
+        if importances:
+            block.append(_importance_ranking(importances))
     elif signal.figures:
         block += limited(_by_feature(signal), lambda item: _feature_row(item[0], item[1], signal.kind),
                          noun="feature", limit=MAX_ROWS)
     return block
+
+
+def _importance_ranking(figures: list[FeatureFigure]) -> dict:
+    """"Importance, reference → current: amount 0.56 → 0.09 (rank 1 → 3), ...", by current rank."""
+    by_feature: dict[str, dict[str, float | None]] = {}
+    for f in figures:
+        by_feature.setdefault(f.feature, {})[f.metric] = f.value
+
+    def ranks(metric: str) -> dict[str, int]:
+        known = sorted((n for n in by_feature if by_feature[n].get(metric) is not None),
+                       key=lambda n: (-by_feature[n][metric], n))
+        return {n: i + 1 for i, n in enumerate(known)}
+
+    before, now = ranks(IMPORTANCES[0]), ranks(IMPORTANCES[1])
+    parts = []
+    for name in sorted(by_feature, key=lambda n: (now.get(n, len(now) + 1), n)):
+        ref, cur = by_feature[name].get(IMPORTANCES[0]), by_feature[name].get(IMPORTANCES[1])
+        shown = " → ".join("—" if v is None else f"{v:.2f}" for v in (ref, cur))
+        moved = f" (rank {before[name]} → {now[name]})" if name in before and name in now and \
+            before[name] != now[name] else ""
+        parts.append(f"{plain(name)} {shown}{moved}")
+    return text("Importance, reference → current: " + ", ".join(parts[:MAX_ROWS]), subtle=True, size="Small")
 
 
 def worst_metrics(figures) -> list[FeatureFigure]:
@@ -193,19 +224,39 @@ def _metric_row(figure: FeatureFigure) -> dict:
                    widths=["stretch", "auto", "auto"])
 
 
-def _legend(report: DriftReport) -> list[dict]:
-    metrics = sorted({f.metric for s in report.signals for f in s.figures})
-    if not metrics:
+def _legend(report: DriftReport, points: int | None = None) -> list[dict]:
+    metrics = sorted({f.metric for s in report.signals for f in s.figures} - set(IMPORTANCES))   # NDCG's inputs:
+    if not metrics:                                                                 # its definition says what
         return []
     lines = [f"**{SHORT_NAMES.get(m, m)}** = `{m}`: {DEFINITIONS.get(m, 'as the monitor computes it')}." for m in metrics]
-    lines.append(f"Trend: one block per run over the last {report.window_days} days, oldest first, scaled from 0 "
+    span = f"the last {points} runs" if points is not None else f"the last {report.window_days} days"
+    lines.append(f"Trend: one block per run over {span}, oldest first, scaled from 0 "
                  "to the highest figure or the threshold.")
     if any(not f.feature for s in report.signals for f in s.figures):
         lines.append(LEVEL_RULE)
     return [section("What the figures mean"), *[text(line, subtle=True, size="Small") for line in lines]]
 
 
+TREND_POINTS = (None, 30, 14, 7, 3)   # the trend is shortened to the last N runs until the card fits Teams
+
+
 def drift_card(report: DriftReport, *, workspace: str) -> dict:
+    """The drift card, under MAX_CARD_BYTES: the trends are cut to fewer runs until it fits."""
+    for points in TREND_POINTS:
+        built = _drift_card(_trimmed(report, points), workspace, points)
+        if len(json.dumps(built).encode()) < MAX_CARD_BYTES:
+            break
+    return built
+
+
+def _trimmed(report: DriftReport, points: int | None) -> DriftReport:
+    if points is None:
+        return report
+    return replace(report, signals=tuple(replace(s, figures=tuple(replace(f, history=f.history[-points:])
+                                                                  for f in s.figures)) for s in report.signals))
+
+
+def _drift_card(report: DriftReport, workspace: str, points: int | None) -> dict:
     monitor = report.monitor
     outcome, colour = outcome_text(report.latest)
     breached_runs = sum(1 for r in report.runs if r.breached)
@@ -220,7 +271,7 @@ def drift_card(report: DriftReport, *, workspace: str) -> dict:
         body.append(text(plain(report.figures_note), subtle=True))
     for signal in report.signals:
         body += _signal_block(signal)
-    body += _legend(report)
+    body += _legend(report, points)
     actions = [button("Refresh", "drift", monitor.name, "--window", f"{report.window_days}d"),
                button("All monitors", "monitors")]
     if report.studio_url:

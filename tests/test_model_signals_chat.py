@@ -63,9 +63,14 @@ def test_performance_and_attribution_are_the_engines_figures_on_the_day_whose_la
     attribution = attribution_drift(local_monitors.reference_data(FRAUD), data, [f.name for f in FRAUD.features],
                                     local_monitors.reference_labels(FRAUD).astype(float), truth.astype(float),
                                     categorical=FRAUD.categorical)
-    [ndcg] = signal(report, "feature-attribution-drift").figures
+    [ndcg, *importances] = signal(report, "feature-attribution-drift").figures
     assert (ndcg.metric, ndcg.value, ndcg.threshold) == ("normalized_discounted_cumulative_gain",
                                                          attribution.metric.value, 0.9)
+    # beside it, the importances it compared (as Azure's component logs them), by current rank
+    assert [(f.feature, f.metric, f.value, f.threshold, f.breached) for f in importances] == [
+        (name, metric, value[name], None, False) for name in attribution.ranking("current")
+        for metric, value in (("baseline_feature_importance", attribution.reference),
+                              ("production_feature_importance", attribution.current))]
     assert "on the traffic of 2026-11-23, whose labels (is_fraud) arrive 2 days after scoring" in report.figures_source
     # labels are delayed: a run computes the same labelled day whenever it is read
     again = local_monitors.labelled_figures(FRAUD, FRAUD.signals[-1], labelled_day)
@@ -83,7 +88,7 @@ def test_the_demo_fraud_model_loses_performance_then_its_importance_ranking(ws, 
     clock.advance(days=2)                  # 4 Dec: the ranking of importances has changed too
     late = ws.drift_report("fraud-model", 7)
     assert {"model-performance", "feature-attribution-drift"} <= set(late.latest.breached_signals)
-    [ndcg] = signal(late, "feature-attribution-drift").figures
+    [ndcg, *_] = signal(late, "feature-attribution-drift").figures
     assert ndcg.value < 0.9 and ndcg.breached
     # churn and credit stay within every threshold
     for model in ("churn-model", "credit-risk"):
@@ -101,6 +106,7 @@ def test_the_demo_fraud_model_loses_performance_then_its_importance_ranking(ws, 
     assert first_row.startswith(f"{worst.metric if worst.metric != 'f1_score' else 'F1'} "
                                 f"{level_words(worst.metric, worst.value, worst.threshold)} · {change}")
     assert f"NDCG {ndcg.value:.3g} < 0.9" in words
+    assert "Importance, reference → current: country 0.05 → 0.30 (rank 3 → 1), " in words
     for definition in ("sklearn.metrics.ndcg_score with the reference importances as the true relevance",
                        "|Pearson correlation| with the target", "sklearn.metrics.roc_auc_score",
                        "Level: slightly / clearly / far past the threshold"):
@@ -265,3 +271,19 @@ def test_a_model_past_its_performance_thresholds_is_not_called_drifting():
     words = as_text(digest_card(digest))
     assert "churn-model:2 (Production) — ⚠ model performance past threshold · worst: model recall 0.4" in words
     assert "recall: tp / (tp + fn)" in words
+
+
+def test_a_long_window_with_every_signal_still_fits_a_teams_card(ws, clock):
+    import json
+
+    from commands.ui import MAX_CARD_BYTES
+
+    for _ in range(6):                      # sixty days of runs
+        clock.advance(days=10)
+        ws.list_monitors()
+    card = drift_card(ws.drift_report("fraud-model", 90), workspace="Workspace ml-prod (prod)")
+    assert_valid_card(card)
+    assert len(json.dumps(card).encode()) < MAX_CARD_BYTES
+    words = as_text(card)
+    assert "Trend: one block per run over the last 7 runs, oldest first" in words          # cut to fit, and said
+    assert "Model performance (model-performance): breached" in words

@@ -28,6 +28,10 @@ AUC = "auc"
 MAE = "mean_absolute_error"
 MSE = "mean_squared_error"
 RMSE = "root_mean_squared_error"
+# the importances NDCG compares, per feature (Azure's component logs them as BaselineFeatureImportance and
+# ProductionFeatureImportance beside the NDCG)
+BASELINE_IMPORTANCE = "baseline_feature_importance"
+PRODUCTION_IMPORTANCE = "production_feature_importance"
 
 NUMERICAL_DRIFT_METRICS = (NORMALIZED_WASSERSTEIN, JENSEN_SHANNON, PSI, KOLMOGOROV_SMIRNOV)
 CATEGORICAL_DRIFT_METRICS = (JENSEN_SHANNON, PSI, CHI_SQUARED)
@@ -84,6 +88,10 @@ DEFINITIONS: dict[str, str] = {
         "scores averaged; 1 = same ranking, lower is worse). Importance of a feature = |Pearson correlation| "
         "with the target (numerical) or the correlation ratio η of the target across its categories "
         "(categorical), the target being the label (1 for the positive class of two) or the prediction",
+    BASELINE_IMPORTANCE:
+        "the feature's importance in the reference window (the relevance NDCG ranks by)",
+    PRODUCTION_IMPORTANCE:
+        "the feature's importance in the current window (the score NDCG ranks by)",
     ACCURACY:
         "share of rows whose predicted class equals the label (sklearn.metrics.accuracy_score)",
     PRECISION:
@@ -116,6 +124,8 @@ SHORT_NAMES: dict[str, str] = {
     NULL_VALUE_RATE: "null",
     OUT_OF_BOUNDS_RATE: "OOB",
     NDCG: "NDCG",
+    BASELINE_IMPORTANCE: "importance (reference)",
+    PRODUCTION_IMPORTANCE: "importance (current)",
     ACCURACY: "accuracy",
     PRECISION: "precision",
     RECALL: "recall",
