@@ -48,6 +48,9 @@ AZURE_LOWER_IS_WORSE = (
     "AverageSimilarityScore",
     "Accuracy", "Precision", "Recall",
 )
+# Not in Azure's model performance signal, computed by the bot's local monitors and `mlops-bot drift`: higher is
+# better, so they breach below their threshold too (issue #22).
+BOT_LOWER_IS_WORSE = ("F1Score", "AUC")
 
 # azure-ai-ml's MonitorMetricName spells the regression metrics as acronyms; Azure's components write them out.
 _ACRONYMS = {"mae": "mean_absolute_error", "mse": "mean_squared_error", "rmse": "root_mean_squared_error"}
@@ -63,7 +66,7 @@ def metric_name(name: str) -> str:
     return _ACRONYMS.get(snake, snake)
 
 
-LOWER_IS_WORSE = frozenset(metric_name(n) for n in AZURE_LOWER_IS_WORSE)
+LOWER_IS_WORSE = frozenset(metric_name(n) for n in AZURE_LOWER_IS_WORSE + BOT_LOWER_IS_WORSE)
 
 
 def breaches(metric: str, value: float | None, threshold: float | None) -> bool:

@@ -80,6 +80,7 @@ class Figure:
     value: float
     threshold: float | None = None
     operator: str = ""             # an Azure Monitor condition's own direction (`<`, `≥` ...); "" = the metric's rule
+    previous: float | None = None      # the same figure at the monitor's previous run, when known
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ class Event:
     def from_json(cls, data: dict[str, Any]) -> "Event":
         values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}   # tolerate older rows
         values["figures"] = tuple(Figure(f["feature"], f["metric"], f["value"], f.get("threshold"),
-                                         f.get("operator") or "")
+                                         operator=f.get("operator") or "", previous=f.get("previous"))
                                   for f in data.get("figures", ()))
         values["links"] = tuple(tuple(link) for link in data.get("links", ()))
         values["facts"] = tuple(tuple(fact) for fact in data.get("facts", ()))
@@ -341,14 +342,16 @@ def studio_url(page: str, base: dict[str, Any]) -> str:
 def local_breach_events(workspace: str, monitor: Any, run: Any, signals: Any) -> list[Event]:
     """The drift alerts of one breaching run of a local monitor (adapters.local_monitors): one per
     breached signal, with the same key as Azure ML's breach event of that monitor and signal (so
-    both fire, update and are acknowledged alike), and the run's per-feature figures.
+    both fire, update and are acknowledged alike), and the run's per-feature figures, each with its
+    value at the monitor's previous run when the figures carry that history.
 
     `monitor`, `run` and `signals` are adapters.service's Monitor, MonitorRun and SignalReports."""
     endpoint, _, deployment = monitor.endpoint.partition("/")
     moment = run.started_at.strftime("%Y-%m-%dT%H:%M:%SZ") if run.started_at else ""
     events = []
     for signal in signals:
-        figures = tuple(Figure(f.feature, f.metric, f.value, f.threshold) for f in signal.figures
+        figures = tuple(Figure(f.feature, f.metric, f.value, f.threshold,
+                               previous=f.history[-2] if len(f.history) >= 2 else None) for f in signal.figures
                         if f.value is not None)[:MAX_FIGURES]
         events.append(Event(
             id=f"{run.name}:{signal.name}", kind="drift", type="local.MonitorRunCompleted",

@@ -2,9 +2,20 @@
 per deployed model, and monitors that run on a schedule through the drift engine (adapters.drift).
 
 The local stand-in for Azure ML model monitoring. Each monitor watches one deployment of a model
-and has three signals, as Azure's do: data drift and prediction drift (normalized Wasserstein
+and has the five signals of Azure's: data drift and prediction drift (normalized Wasserstein
 distance for numerical features, Jensen-Shannon distance for categorical ones, with PSI beside
-them) and data quality (null value rate, out-of-bounds rate).
+them), data quality (null value rate, out-of-bounds rate), feature attribution drift (NDCG of the
+features' importance ranking against the reference's) and model performance (accuracy, precision,
+recall, F1 and AUC of the predictions against the labels), all computed from data by the drift
+engine (adapters.drift, whose definitions say exactly how).
+
+Labels arrive late, as ground truth does (a chargeback, a customer who leaves): a run judges
+performance and attribution on the production day whose labels have arrived, `label_delay_days`
+before the day its drift signals compare, as Azure's model performance signal looks back with an
+offset. Labels are drawn (seeded by monitor and day) from each model's true probability: the
+model's own score for churn and credit; for fraud, the true mechanism moves away from the model
+(night-time transactions in GB and US become fraud, online retail less so) from 2 days after the
+epoch, so its recall and its importance ranking fall a few days later.
 
 Data, all generated deterministically (seeded by monitor, feature set and day):
 
@@ -85,6 +96,10 @@ class MonitorSpec:
     prediction: Feature
     signals: tuple[MonitorSignal, ...]
     generator: str                               # a key of GENERATORS
+    label: str = ""                              # the ground truth column ("": no labels, no performance)
+    positive_label: str = "1"
+    decision_threshold: float = 0.5              # the prediction is a score: positive at or above this
+    label_delay_days: int = 0                    # how many days after scoring its labels arrive
 
     @property
     def categorical(self) -> list[str]:
@@ -97,8 +112,10 @@ class MonitorSpec:
         return ""
 
 
-def _drift_signals(features: tuple[Feature, ...], prediction: Feature) -> tuple[MonitorSignal, ...]:
-    """Azure ML's default data drift metrics (and thresholds), PSI beside them, and data quality."""
+def _drift_signals(features: tuple[Feature, ...], prediction: Feature,
+                   performance: tuple[MetricThreshold, ...] = ()) -> tuple[MonitorSignal, ...]:
+    """Azure ML's default data drift metrics (and thresholds), PSI beside them, data quality; and when
+    the model has labels, feature attribution drift (Azure's default NDCG threshold) and performance."""
     drift = (MetricThreshold("normalized_wasserstein_distance", 0.1, "numerical"),
              MetricThreshold("population_stability_index", 0.25, "numerical"),
              MetricThreshold("jensen_shannon_distance", 0.1, "categorical"),
@@ -108,27 +125,42 @@ def _drift_signals(features: tuple[Feature, ...], prediction: Feature) -> tuple[
                MetricThreshold("null_value_rate", 0.01, "categorical"),
                MetricThreshold("out_of_bounds_rate", 0.02, "categorical"))
     names = tuple(f.name for f in features)
-    return (MonitorSignal("data-drift", "data_drift", drift, names, 1),
-            MonitorSignal("prediction-drift", "prediction_drift", drift, (prediction.name,), 1),
-            MonitorSignal("data-quality", "data_quality", quality, names, 1))
+    signals = (MonitorSignal("data-drift", "data_drift", drift, names, 1),
+               MonitorSignal("prediction-drift", "prediction_drift", drift, (prediction.name,), 1),
+               MonitorSignal("data-quality", "data_quality", quality, names, 1))
+    if performance:
+        signals += (MonitorSignal("feature-attribution-drift", "feature_attribution_drift",
+                                  (MetricThreshold("normalized_discounted_cumulative_gain", 0.9),), (), 1),
+                    MonitorSignal("model-performance", "model_performance", performance, (), 1))
+    return signals
 
 
 def _spec(name: str, model: str, endpoint: str, features: tuple[Feature, ...], prediction: Feature,
-          generator: str) -> MonitorSpec:
-    return MonitorSpec(name, model, endpoint, features, prediction, _drift_signals(features, prediction), generator)
+          generator: str, label: str = "", performance: tuple[tuple[str, float], ...] = (),
+          decision_threshold: float = 0.5, label_delay_days: int = 0) -> MonitorSpec:
+    thresholds = tuple(MetricThreshold(metric, value) for metric, value in performance)
+    return MonitorSpec(name, model, endpoint, features, prediction, _drift_signals(features, prediction, thresholds),
+                       generator, label, "1", decision_threshold, label_delay_days)
 
 
 NUM, CAT = "numerical", "categorical"
+# the performance thresholds of the demo's models: a little under what each reaches on its reference data
+FRAUD_PERFORMANCE = (("accuracy", 0.85), ("precision", 0.6), ("recall", 0.45), ("f1_score", 0.55), ("auc", 0.85))
+CHURN_PERFORMANCE = (("accuracy", 0.8), ("precision", 0.65), ("recall", 0.55), ("f1_score", 0.6), ("auc", 0.85))
+CREDIT_PERFORMANCE = (("accuracy", 0.8), ("precision", 0.6), ("recall", 0.45), ("f1_score", 0.55), ("auc", 0.85))
 DEMO_MONITORS: tuple[MonitorSpec, ...] = (
     _spec("fraud-model-monitor", "fraud-model:3", "fraud-api/blue",
           (Feature("transaction_amount", NUM), Feature("merchant_category", CAT), Feature("customer_age", NUM),
-           Feature("hour_of_day", NUM), Feature("country", CAT)), Feature("fraud_score", NUM), "fraud"),
+           Feature("hour_of_day", NUM), Feature("country", CAT)), Feature("fraud_score", NUM), "fraud",
+          "is_fraud", FRAUD_PERFORMANCE, decision_threshold=0.07, label_delay_days=2),
     _spec("churn-model-monitor", "churn-model:2", "churn-api/blue",
           (Feature("tenure_months", NUM), Feature("monthly_charges", NUM), Feature("support_tickets", NUM),
-           Feature("contract_type", CAT)), Feature("churn_probability", NUM), "churn"),
+           Feature("contract_type", CAT)), Feature("churn_probability", NUM), "churn",
+          "churned", CHURN_PERFORMANCE, decision_threshold=0.45, label_delay_days=3),
     _spec("credit-risk-monitor", "credit-risk:2", "credit-api/blue",
           (Feature("annual_income", NUM), Feature("loan_amount", NUM), Feature("credit_history_years", NUM),
-           Feature("employment_type", CAT)), Feature("default_probability", NUM), "credit"),
+           Feature("employment_type", CAT)), Feature("default_probability", NUM), "credit",
+          "defaulted", CREDIT_PERFORMANCE, decision_threshold=0.1, label_delay_days=3),
 )
 
 
@@ -231,6 +263,42 @@ def _credit(rng, n: int, day: float | None) -> dict[str, Any]:
 GENERATORS = {"fraud": _fraud, "churn": _churn, "credit": _credit}
 
 
+LABEL_SHARPNESS = 3.0
+
+
+def fraud_concept(day: float) -> float:
+    """How far the demo's true fraud mechanism has moved from the model's on day `day`, 0..1."""
+    return min(1.0, max(0.0, (day - 2) / 4))
+
+
+def labels(spec: MonitorSpec, data: dict[str, Any], day: float | None) -> Any:
+    """The ground truth of `data` (1 or 0), drawn from the true probability: the model's score made
+    LABEL_SHARPNESS times surer around the monitor's decision threshold (where it is 1/2), moved for
+    fraud by `fraud_concept` towards night-time transactions from GB and US and away from the
+    merchants the model finds risky and large amounts. Seeded by monitor and day, apart from the features' stream."""
+    import numpy as np
+
+    score = np.clip(np.asarray(data[spec.prediction.name], dtype=np.float64), 1e-6, 1 - 1e-6)
+    cut = spec.decision_threshold
+    logit = LABEL_SHARPNESS * (np.log(score / (1 - score)) - np.log(cut / (1 - cut)))
+    if spec.generator == "fraud" and day is not None:
+        shift = fraud_concept(day)
+        night = np.asarray(data["hour_of_day"], dtype=np.float64) < 6
+        foreign = np.isin(np.asarray(data["country"], dtype=object), ("GB", "US"))
+        risky = np.isin(np.asarray(data["merchant_category"], dtype=object),
+                        ("online_retail", "gaming", "electronics", "jewelry"))
+        amount = np.log(np.nan_to_num(np.asarray(data["transaction_amount"], dtype=np.float64), nan=36.6))
+        logit = logit + shift * (4.0 * night + 3.5 * foreign - 3.5 * risky - 1.5 * (amount - 3.6))
+    rng = _rng(spec.name, "labels", "reference" if day is None else day)
+    return (rng.random(score.size) < _sigmoid(logit)).astype(np.int64)
+
+
+@functools.lru_cache(maxsize=16)
+def reference_labels(spec: MonitorSpec) -> Any:
+    """The labels of the monitor's reference sample (do not modify)."""
+    return labels(spec, reference_data(spec), None)
+
+
 @functools.lru_cache(maxsize=16)
 def reference_data(spec: MonitorSpec) -> dict[str, Any]:
     """The monitor's reference sample (training-time data): column name -> values (do not modify)."""
@@ -252,6 +320,19 @@ def ensure_schema(conn: sqlite3.Connection, now: datetime, *, seed: bool) -> Non
             conn.execute(statement)
     if seed and conn.execute("SELECT COUNT(*) FROM monitors").fetchone()[0] == 0:
         seed_demo(conn, now)
+    upgrade_demo(conn)
+
+
+def upgrade_demo(conn: sqlite3.Connection) -> None:
+    """Give a demo monitor stored before labels existed (no `label` in its definition, the same
+    features) the feature attribution and performance signals; its earlier runs keep what they had."""
+    for spec in DEMO_MONITORS:
+        row = conn.execute("SELECT definition FROM monitors WHERE name = ?", (spec.name,)).fetchone()
+        if row is None:
+            continue
+        stored = json.loads(row[0])
+        if "label" not in stored and stored.get("features") == [asdict(f) for f in spec.features]:
+            conn.execute("UPDATE monitors SET definition = ? WHERE name = ?", (json.dumps(asdict(spec)), spec.name))
 
 
 def wipe(conn: sqlite3.Connection) -> None:
@@ -273,7 +354,9 @@ def _spec_from_json(text: str) -> MonitorSpec:
     signals = tuple(MonitorSignal(s["name"], s["kind"], tuple(MetricThreshold(**t) for t in s["thresholds"]),
                                   tuple(s["features"]), s["lookback_days"]) for s in data["signals"])
     return MonitorSpec(data["name"], data["model"], data["endpoint"], tuple(Feature(**f) for f in data["features"]),
-                       Feature(**data["prediction"]), signals, data["generator"])
+                       Feature(**data["prediction"]), signals, data["generator"], data.get("label", ""),
+                       data.get("positive_label", "1"), data.get("decision_threshold", 0.5),
+                       data.get("label_delay_days", 0))
 
 
 # ---------------------------------------------------------------- running
@@ -320,6 +403,12 @@ def run_monitor(spec: MonitorSpec, run_at: datetime, epoch_day: date) -> tuple[M
     breached: list[str] = []
     for signal in spec.signals:
         thresholds = signal_thresholds(signal)
+        if signal.kind in LABELLED_KINDS:
+            found = labelled_figures(spec, signal, day - spec.label_delay_days)
+            figures += found
+            if any(f["breached"] for f in found):
+                breached.append(signal.name)
+            continue
         hit = False
         for feature in sorted((by_name[name] for name in signal.features), key=report.features.index):
             for wanted in signal.thresholds:
@@ -336,6 +425,52 @@ def run_monitor(spec: MonitorSpec, run_at: datetime, epoch_day: date) -> tuple[M
     run = MonitorRun(run_name(spec.name, run_at), "Completed", run_at, bool(breached), tuple(breached),
                      breach_message(breached))
     return run, figures
+
+
+LABELLED_KINDS = ("feature_attribution_drift", "model_performance")
+
+
+def labelled_figures(spec: MonitorSpec, signal: MonitorSignal, day: int) -> list[dict[str, Any]]:
+    """The figures of a signal that needs labels, on production day `day` (whose labels have arrived):
+    model performance of the prediction (a score: positive at `decision_threshold`) against the labels,
+    or the NDCG of the features' importance ranking (against the labels) with the reference's."""
+    from adapters.drift import attribution_drift, model_performance
+
+    thresholds = signal_thresholds(signal)
+    data = production_data(spec, day)
+    truth = labels(spec, data, day + 0.5)
+    if signal.kind == "model_performance":
+        report = model_performance(truth, data[spec.prediction.name], task="classification",
+                                   positive_label=spec.positive_label, decision_threshold=spec.decision_threshold,
+                                   thresholds=thresholds)
+        results = [report.metrics[t.metric] for t in signal.thresholds if t.metric in report.metrics]
+    else:
+        drift = attribution_drift(reference_data(spec), data, [f.name for f in spec.features],
+                                  reference_labels(spec).astype(float), truth.astype(float),
+                                  categorical=spec.categorical, target=spec.label, thresholds=thresholds)
+        results = [drift.metric]
+    return [{"signal": signal.name, "feature": "", "metric": r.name, "data_type": "", "value": r.value,
+             "threshold": r.threshold, "breached": r.breached} for r in results]
+
+
+def _with_importances(spec: MonitorSpec, signal: SignalReport, run_at: datetime, *, epoch_day: date) -> SignalReport:
+    """A feature attribution drift signal with the importances its NDCG compared, per feature (as Azure's
+    component logs them beside the NDCG): recomputed from the run's labelled day, which is deterministic."""
+    if signal.kind != "feature_attribution_drift" or not spec.label or not signal.figures:
+        return signal
+    from adapters.drift import attribution_drift
+    from adapters.drift.definitions import BASELINE_IMPORTANCE, PRODUCTION_IMPORTANCE
+
+    day = (run_at.date() - timedelta(days=1) - epoch_day).days - spec.label_delay_days
+    data = production_data(spec, day)
+    drift = attribution_drift(reference_data(spec), data, [f.name for f in spec.features],
+                              reference_labels(spec).astype(float), labels(spec, data, day + 0.5).astype(float),
+                              categorical=spec.categorical, target=spec.label)
+    extra = tuple(FeatureFigure(name, metric, importances[name], None, False, spec.data_type(name))
+                  for name in drift.ranking("current")
+                  for metric, importances in ((BASELINE_IMPORTANCE, drift.reference),
+                                              (PRODUCTION_IMPORTANCE, drift.current)))
+    return SignalReport(signal.name, signal.kind, signal.breached, signal.figures + extra)
 
 
 def signal_thresholds(signal: MonitorSignal):
@@ -378,8 +513,9 @@ def catch_up(conn: sqlite3.Connection, now: datetime, names: list[str] | None = 
 def breaches_since(conn: sqlite3.Connection, now: datetime, since: datetime
                    ) -> list[tuple[Monitor, MonitorRun, tuple[SignalReport, ...]]]:
     """Every run after `since` that breached a threshold, oldest first, with the figures of its
-    breached signals; the runs due by `now` are computed first. Runs at or before the epoch (the
-    history a new demo starts with) are never news, whatever `since` says."""
+    breached signals (each figure's history: its value at the monitor's previous run, then now);
+    the runs due by `now` are computed first. Runs at or before the epoch (the history a new demo
+    starts with) are never news, whatever `since` says."""
     catch_up(conn, now)
     epoch = conn.execute("SELECT value FROM monitor_meta WHERE key = 'epoch'").fetchone()
     after = max(since, _dt(epoch[0])) if epoch else since
@@ -391,12 +527,19 @@ def breaches_since(conn: sqlite3.Connection, now: datetime, since: datetime
         if spec_row is None:
             continue
         monitor, run = _monitor(conn, *spec_row), _run_from_row(row)
+        before = conn.execute("SELECT MAX(run_at) FROM monitor_runs WHERE monitor = ? AND run_at < ?",
+                              (monitor.name, row["run_at"])).fetchone()[0]
         signals = []
         for signal in monitor_spec(conn, monitor.name).signals:
             if signal.name not in run.breached_signals:
                 continue
+            earlier = {(r["feature"], r["metric"]): r["value"] for r in conn.execute(
+                "SELECT feature, metric, value FROM monitor_figures WHERE monitor = ? AND run_at = ? AND signal = ?",
+                (monitor.name, before, signal.name))} if before else {}
             figures = tuple(FeatureFigure(r["feature"], r["metric"], r["value"], r["threshold"], bool(r["breached"]),
-                                          r["data_type"])
+                                          r["data_type"],
+                                          ((earlier[(r["feature"], r["metric"])], r["value"])
+                                           if (r["feature"], r["metric"]) in earlier else (r["value"],)))
                             for r in conn.execute("SELECT * FROM monitor_figures WHERE monitor = ? AND run_at = ? AND "
                                                   "signal = ? ORDER BY rowid", (monitor.name, row["run_at"],
                                                                                 signal.name)))
@@ -475,4 +618,10 @@ def drift_report(conn: sqlite3.Connection, now: datetime, target: str, window_da
                                       tuple(history.get((signal.name, r["feature"], r["metric"]), [r["value"]])))
                         for r in rows)
         signals.append(SignalReport(signal.name, signal.kind, signal.name in latest.breached_signals, figures))
-    return DriftReport(monitor, window_days, latest, tuple(runs), tuple(signals), FIGURES_SOURCE)
+    signals = [_with_importances(spec, s, latest.started_at, epoch_day=_epoch_day(conn)) for s in signals]
+    source = FIGURES_SOURCE
+    if spec.label and any(s.kind in LABELLED_KINDS for s in spec.signals):
+        scored = latest.started_at.date() - timedelta(days=1 + spec.label_delay_days)
+        source += (f"; model performance and feature attribution drift on the traffic of {scored.isoformat()}, "
+                   f"whose labels ({spec.label}) arrive {spec.label_delay_days} days after scoring")
+    return DriftReport(monitor, window_days, latest, tuple(runs), tuple(signals), source)

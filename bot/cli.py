@@ -4,6 +4,7 @@
     mlops-bot chat  [--data-dir D] [--as NAME] [--reset-demo] [--demo-size N]
     mlops-bot manifest --app-id GUID [--out app.zip] [--version 1.0.0]
     mlops-bot drift --reference REF.csv --current CUR.csv [--categorical COL,...] [--features COL,...] [--json]
+                    [--labels COL --predictions COL [--scores COL] [--positive-label L] [--task T]]
 """
 
 from __future__ import annotations
@@ -54,6 +55,15 @@ def _parser() -> argparse.ArgumentParser:
                        help="columns to compare as categories even when their values are numbers")
     drift.add_argument("--features", type=_column_list, metavar="COL,...",
                        help="columns to compare (default: every column of the reference)")
+    drift.add_argument("--labels", metavar="COL", help="the ground truth column: adds model performance on both "
+                                                       "files and feature attribution drift (needs --predictions)")
+    drift.add_argument("--predictions", metavar="COL", help="the model's output column: classes, or for two "
+                                                            "classes the positive class's score in [0, 1]")
+    drift.add_argument("--scores", metavar="COL", help="the positive class's score, for AUC (two classes)")
+    drift.add_argument("--positive-label", metavar="L", help="the positive class of two (default: the greater, "
+                                                             "1 of 0/1)")
+    drift.add_argument("--task", choices=("classification", "regression"),
+                       help="default: regression when the labels are numbers and not all whole numbers")
     drift.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
@@ -136,17 +146,35 @@ def _manifest(args: argparse.Namespace) -> int:
 
 
 def _drift(args: argparse.Namespace) -> int:
-    from adapters.drift import DriftInputError, compare_files, render_table
+    from adapters.drift import (
+        DriftInputError, compare_files, model_signals_of_files, render_model_signals, render_table,
+    )
+    model_flags = [flag for flag, value in (("--predictions", args.predictions), ("--scores", args.scores),
+                                            ("--positive-label", args.positive_label), ("--task", args.task))
+                   if value is not None]
+    if args.labels is None and model_flags:
+        print(f"mlops-bot drift: {model_flags[0]} needs --labels (the ground truth column)", file=sys.stderr)
+        return 2
+    if args.labels is not None and args.predictions is None:
+        print("mlops-bot drift: --labels needs --predictions (the model's output column)", file=sys.stderr)
+        return 2
     _return_freed_memory()
     try:
         report = compare_files(args.reference, args.current, categorical=args.categorical, features=args.features)
+        signals = None if args.labels is None else model_signals_of_files(
+            args.reference, args.current, labels=args.labels, predictions=args.predictions, scores=args.scores,
+            task=args.task, positive_label=args.positive_label, categorical=args.categorical, features=args.features)
     except DriftInputError as error:
         print(f"mlops-bot drift: {error}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2, allow_nan=False))
+        print(json.dumps({**report.to_dict(), **(signals.to_dict() if signals else {})}, indent=2, allow_nan=False))
     else:
         print(render_table(report, reference_label=str(args.reference), current_label=str(args.current)))
+        if signals is not None:
+            print()
+            print(render_model_signals(signals, reference_label=str(args.reference),
+                                       current_label=str(args.current)))
     return 0
 
 

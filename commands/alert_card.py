@@ -12,8 +12,9 @@ without touching the others):
   snooze, resolution and the newest note, every time in the reader's own time zone
   (`{{DATE()}}`/`{{TIME()}}`, see commands.ui.local_time); the endpoint's health now, when the
   caller looked it up (`state.health`);
-- the figures: a drift signal's per-feature table (worst first), or, for an Azure Monitor alert,
-  its own layout (metric, value, the condition with the rule's own operator, resource);
+- the figures: a drift signal's per-feature table, or per-metric for signal-wide figures (model
+  performance, feature attribution NDCG), worst first, each with its level in words and its change
+  since the monitor's previous run when known; or, for an Azure Monitor alert, its own layout (metric, value, the condition with the rule's own operator, resource);
 - the legend of formulas (each metric's definition and log base), folded behind "What do these
   figures mean?" (Action.ToggleVisibility); the trend over the recent firings;
 - `_actions`: Undo (`rollback <endpoint> --to <id>`, titled with what it restores, present only
@@ -30,7 +31,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from adapters.azure_monitoring import LOWER_IS_WORSE, breach_sign
-from adapters.drift.definitions import DEFINITIONS, SHORT_NAMES, psi_band
+from adapters.drift.definitions import DEFINITIONS, LEVEL_RULE, SHORT_NAMES, level_words, psi_band
 from adapters.events import FIRED, RESOLVED, Event, Figure
 from commands.ui import Element, button, card, columns, facts, local_time, plain, section, text
 
@@ -98,18 +99,20 @@ def alert_card(event: Event, state: AlertState, now: datetime, undo: Undo | None
     if figures and is_metric_alert(event):
         body += _metric_layout(event, figures)
     elif figures:
-        body.append(section("Per feature, worst first" if event.kind == "drift" else "Condition"))
+        signal_wide = all(not f.feature for f in figures)        # model performance, attribution (NDCG)
+        body.append(section(("Per metric, worst first" if signal_wide else "Per feature, worst first")
+                            if event.kind == "drift" else "Condition"))
         body.append(_figure_header())
         body += [_figure_row(f) for f in figures[:MAX_FEATURES]]
         if len(figures) > MAX_FEATURES:
             body.append(text(f"… and {len(figures) - MAX_FEATURES} more", subtle=True))
-        body += _legend_toggle(figures)
     elif event.kind == "drift":
         body.append(text("Per-feature figures could not be read for this run (they depend on the monitoring "
                          "components' format); the outcome above is what Azure ML reported.", subtle=True))
     trend = sparkline(state.history)
     if trend:
         body.append(text(f"Trend over the last {len(state.history)} firings: {trend}", spacing="Small"))
+    body += _legend_toggle(figures)           # last: the longest part, folded until asked for
     return card(title, body, subtitle=where, actions=_actions(event, state, now, undo))
 
 
@@ -325,8 +328,8 @@ def worst_first(figures: tuple[Figure, ...]) -> list[Figure]:
 
 def _figure_header() -> Element:
     cell = lambda words: text(words, weight="Bolder", wrap=False)  # noqa: E731
-    return columns(cell("Feature"), cell("Metric"), cell("Value"), cell("Threshold"),
-                   widths=["stretch", "stretch", "auto", "auto"])
+    return columns(cell("Feature"), cell("Metric"), cell("Value"), cell("Threshold"), cell("Level, change"),
+                   widths=["stretch", "stretch", "auto", "auto", "stretch"])
 
 
 def _figure_row(figure: Figure) -> Element:
@@ -335,9 +338,22 @@ def _figure_row(figure: Figure) -> Element:
     value = f"{figure.value:.4g}" + (" ⚠" if over else "")
     band = psi_band(figure.value) if figure.metric == "population_stability_index" else None
     metric = SHORT_NAMES.get(figure.metric, figure.metric) + (f" ({band})" if band else "")
+    if figure.metric == "population_stability_index":       # its band is in the Metric column already
+        level = ("past threshold" if over else "within threshold") if figure.threshold is not None else ""
+    else:
+        level = level_words(figure.metric, figure.value, figure.threshold)
     return columns(text(plain(figure.feature) or "whole signal"), text(plain(metric)),
                    text(value, color="Attention" if over else None),
-                   text(rule or "—"), widths=["stretch", "stretch", "auto", "auto"])
+                   text(rule or "—"), text(", ".join(p for p in (level, change_text(figure)) if p) or "—", subtle=True),
+                   widths=["stretch", "stretch", "auto", "auto", "stretch"])
+
+
+def change_text(figure: Figure) -> str:
+    """"+0.012 since the last run" when the previous run's figure is known, else ""."""
+    if figure.previous is None:
+        return ""
+    delta = figure.value - figure.previous
+    return "unchanged since the last run" if abs(delta) < 5e-5 else f"{delta:+.4g} since the last run"
 
 
 def _legend(figures: list[Figure]) -> list[Element]:
@@ -345,6 +361,8 @@ def _legend(figures: list[Figure]) -> list[Element]:
     lines = [f"{SHORT_NAMES[m]} = {m}: {DEFINITIONS[m]}." for m in named]
     if any(f.metric == "population_stability_index" for f in figures):
         lines.append("PSI bands: < 0.1 none, 0.1 to 0.25 moderate, > 0.25 significant.")
+    if lines:
+        lines.append(LEVEL_RULE)
     return [text(line, subtle=True, size="Small") for line in lines]
 
 

@@ -137,7 +137,9 @@ async def endpoint_health(workspaces: Any, event: Event, limits: Any) -> str:
 
 async def publish(tx, event: Event, now: datetime, *, health: str = "") -> int:
     """Record the event's alert and enqueue its card for every matching conversation; how many items.
-    `health`: the endpoint's health now (`endpoint_health`, read before the transaction)."""
+    `health`: the endpoint's health now (`endpoint_health`, read before the transaction). A figure
+    that does not say its previous value takes it from the alert's last firing, if it had one."""
+    event = await _with_previous(tx, event)
     worst = worst_first(event.figures)
     alert, _ = await alerts.record(tx, event.key, event.kind, event.status, event.to_json(),
                                    worst[0].value if worst else None, now, fired=event.status not in (RESOLVED, INFO))
@@ -147,6 +149,18 @@ async def publish(tx, event: Event, now: datetime, *, health: str = "") -> int:
             wanted.setdefault(subscription.conversation_id, subscription.tenant_id)
     shown = dict(await alerts.cards(tx, alert.id))
     return await _send_cards(tx, alert, now, shown, wanted, health)
+
+
+async def _with_previous(tx, event: Event) -> Event:
+    if not event.figures or all(f.previous is not None for f in event.figures):
+        return event
+    before = await alerts.by_key(tx, event.key)
+    if before is None:
+        return event
+    earlier = {(f.feature, f.metric): f.value for f in Event.from_json(before.event).figures}
+    return replace(event, figures=tuple(f if f.previous is not None or (f.feature, f.metric) not in earlier
+                                        else replace(f, previous=earlier[(f.feature, f.metric)])
+                                        for f in event.figures))
 
 
 async def _send_cards(tx, alert: Alert, now: datetime, shown: dict[str, str], wanted: dict[str, str],

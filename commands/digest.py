@@ -33,6 +33,8 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 from adapters.service import Compute, DriftReport, EndpointMetrics, Job, Monitor, ModelVersion, OnlineEndpoint, \
     ServiceError
+from adapters.azure_monitoring import breach_sign
+from adapters.drift.definitions import level_words
 from adapters.storage import approvals, audit, conversations, digests, outbox
 from adapters.storage import posture as posture_states
 from adapters.storage.digests import DigestSchedule
@@ -43,6 +45,7 @@ from commands.digest_card import (Digest, EndpointHealth, FailedJob, Figure, Mod
 from commands.digest_times import DigestTimeError, check_gap, fires_after, jitter, next_due, parse_when, \
     parse_zone, show
 from commands.endpoints import unhealthy
+from commands.monitoring import change_text, severity
 from commands.posture import digest_lines
 from commands.posture import remember as remember_posture
 from commands.posture import scan as scan_posture
@@ -198,12 +201,14 @@ def _watching(version: ModelVersion, monitors: list[Monitor]) -> list[Monitor]:
 def _model_row(version: ModelVersion, monitors: list[Monitor], reports: dict[str, DriftReport],
                stages_before: dict[str, str] | None, studio: Studio | None) -> ModelHealth:
     watching = _watching(version, monitors)
-    states, worst = set(), []
+    states, worst, kinds = set(), [], []
     for monitor in watching:
         run = monitor.last_run
         states.add("unknown" if run is None or run.breached is None else "breached" if run.breached else "ok")
+        if run is not None and run.breached:
+            kinds += [s.kind for s in monitor.signals if s.name in run.breached_signals and s.kind not in kinds]
         if monitor.name in reports:
-            worst += _worst_features(reports[monitor.name])
+            worst += _worst_figures(reports[monitor.name])
     drift = next((s for s in ("breached", "unknown", "ok") if s in states), "")
     change = ""
     if stages_before is not None:
@@ -212,15 +217,36 @@ def _model_row(version: ModelVersion, monitors: list[Monitor], reports: dict[str
             change = f"new in {version.stage}"
         elif before != version.stage:
             change = f"{before} → {version.stage}"
-    return ModelHealth(version.name, version.version, version.stage, drift, tuple(worst[:3]), change,
-                       studio.model(version.name, version.version) if studio else "")
+    shown = worst[:WORST_SHOWN + 2]
+    return ModelHealth(version.name, version.version, version.stage, drift, tuple(_worst_text(f) for f in shown),
+                       change, studio.model(version.name, version.version) if studio else "", tuple(kinds),
+                       tuple(dict.fromkeys(f.metric for f in shown)))
+
+
+WORST_SHOWN = 3
 
 
 def _worst_features(report: DriftReport) -> list[str]:
-    breached = [f for s in report.signals for f in s.figures if f.breached and f.value is not None]
-    ranked = sorted(breached, key=lambda f: -(f.value / f.threshold if f.threshold else f.value))
-    return [f"{f.feature} {f.metric} {f.value:.3g}" + (f" > {f.threshold:g}" if f.threshold is not None else "")
-            for f in ranked]
+    """The breached figures worst first (how far past the threshold, whichever way it breaches), at
+    least the worst of each breached signal (so performance and attribution show beside drift), each
+    with its level in words and its change since the monitor's previous run."""
+    return [_worst_text(f) for f in _worst_figures(report)]
+
+
+def _worst_figures(report: DriftReport) -> list:
+    by_signal = [sorted((f for f in s.figures if f.breached and f.value is not None), key=lambda f: -severity(f))
+                 for s in report.signals]
+    picked = [figures[0] for figures in by_signal if figures]
+    rest = sorted((f for figures in by_signal for f in figures[1:]), key=lambda f: -severity(f))
+    picked += rest[:max(0, WORST_SHOWN - len(picked))]
+    return sorted(picked, key=lambda f: -severity(f))
+
+
+def _worst_text(figure) -> str:
+    rule = f" {breach_sign(figure.metric)} {figure.threshold:g}" if figure.threshold is not None else ""
+    words = ", ".join(p for p in (level_words(figure.metric, figure.value, figure.threshold),
+                                  change_text(figure)) if p)
+    return f"{figure.feature or 'model'} {figure.metric} {figure.value:.3g}{rule}" + (f" ({words})" if words else "")
 
 
 def _running(compute: list[Compute], running_jobs: list[Job]) -> list[RunningCompute]:

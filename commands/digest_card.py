@@ -14,11 +14,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
+from adapters.drift.definitions import DEFINITIONS, LEVEL_RULE
 from commands.context import workspace_line
 from commands.endpoints import ms_text, traffic_text
 from commands.ui import MAX_CARD_BYTES, button, card, columns, excerpt, plain, section, text, when
 
 BLOCKS = "▁▂▃▄▅▆▇█"
+DRIFT_KINDS = ("data_drift", "prediction_drift")
+KIND_WORDS = {"data_quality": "data quality", "feature_attribution_drift": "feature attribution",
+              "model_performance": "model performance", "custom": "a custom signal"}
 TREND_SPAN = 0.2                   # a sparkline's height is at least 20% of the series' highest value
 MAX_ENDPOINTS = 8
 MAX_MODELS = 8
@@ -60,6 +64,14 @@ class ModelHealth:
     worst: tuple[str, ...] = ()        # "amount: normalized_wasserstein_distance 0.31 > 0.1"
     stage_change: str = ""             # "Staging → Production", "new in Staging"
     url: str = ""
+    breached_kinds: tuple[str, ...] = ()  # the kinds of the breached signals ("data_drift", "model_performance")
+    metrics: tuple[str, ...] = ()      # the metrics named in `worst`, defined under the models
+
+    @property
+    def drifting(self) -> bool:
+        """Breached by a drift signal, or by signals of unknown kind (Azure's breach tag names no kind)."""
+        return self.drift == "breached" and (not self.breached_kinds or any(k in DRIFT_KINDS
+                                                                             for k in self.breached_kinds))
 
 
 @dataclass(frozen=True)
@@ -114,9 +126,13 @@ def attention(digest: Digest) -> list[str]:
     if sick:
         items.append(_count(len(sick), "endpoint") + " unhealthy (" + ", ".join(e.name for e in sick[:3]) +
                      ("…" if len(sick) > 3 else "") + ")")
-    drifting = [m for m in digest.models if m.drift == "breached"]
+    drifting = [m for m in digest.models if m.drifting]
     if drifting:
         items.append(", ".join(sorted({m.name for m in drifting})[:3]) + " drifting")
+    failing = [m for m in digest.models if m.drift == "breached" and not m.drifting]
+    if failing:
+        items.append(", ".join(sorted({m.name for m in failing})[:3]) + " past "
+                     + ("their" if len({m.name for m in failing}) > 1 else "its") + " monitor thresholds")
     if digest.failed_jobs:
         items.append(_count(len(digest.failed_jobs), "job") + " failed")
     expiring = [a for a in digest.approvals if a.expiring]
@@ -221,6 +237,11 @@ def _build(digest: Digest, n_endpoints: int, n_models: int, n_jobs: int, n_appro
     if digest.schedule:
         body.append(text(f"Schedule: {digest.schedule}. `digest show` shows it, `digest off` stops it.",
                          subtle=True, spacing="Medium"))
+    named = list(dict.fromkeys(m for model in _worst_models(digest.models)[:n_models] for m in model.metrics))
+    if named:         # every figure shown is defined, as on the drift card; last, as the longest and least read
+        body.append(text("Model figures: " + " ".join(f"{m}: {DEFINITIONS.get(m, 'as the monitor computes it')}."
+                                                      for m in named) + " " + LEVEL_RULE,
+                         subtle=True, size="Small", spacing="Small"))
 
     actions = []
     sick = [e for e in digest.endpoints if e.problems] or list(digest.endpoints)
@@ -307,6 +328,9 @@ def _model(model: ModelHealth) -> dict:
     name = f"[{model.name}:{model.version}]({model.url})" if model.url else f"{model.name}:{model.version}"
     drift = {"breached": "⚠ drift detected", "ok": "no drift", "unknown": "drift unknown",
              "": "no monitor"}.get(model.drift, model.drift)
+    others = [KIND_WORDS.get(k, k) for k in model.breached_kinds if k not in DRIFT_KINDS]
+    if model.drift == "breached" and others:
+        drift = ("⚠ drift detected, " if model.drifting else "⚠ ") + " and ".join(others) + " past threshold"
     parts = [f"**{name}** ({model.stage}) — {drift}"]
     if model.worst:
         parts.append("worst: " + plain("; ".join(model.worst)))

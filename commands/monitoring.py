@@ -1,7 +1,10 @@
 """Model monitoring commands: drift, monitors.
 
     drift fraud-model --window 14d      the latest run of the monitor watching fraud-model, per
-                                        feature (worst first), with a trend over the window's runs
+                                        feature (worst first), with a trend over the window's runs;
+                                        signal-wide figures (model performance, the NDCG of feature
+                                        attribution drift) one metric a row, with the level in words
+                                        and the change since the last run
     monitors                            every monitor: target, signals, thresholds, last outcome
 
 Every figure is shown with its metric's name, and a legend gives each metric's definition (and
@@ -11,14 +14,18 @@ log base) from the drift engine's definitions, so a number is never shown withou
 from __future__ import annotations
 
 import argparse
+import json
 import re
+from dataclasses import replace
 
 from adapters.azure_monitoring import LOWER_IS_WORSE
-from adapters.drift.definitions import DEFINITIONS, PRIMARY_METRIC, PSI, SHORT_NAMES, psi_band
+from adapters.drift.definitions import DEFINITIONS, LEVEL_RULE, PRIMARY_METRIC, PSI, SHORT_NAMES, level_words, psi_band
 from adapters.service import DriftReport, FeatureFigure, Monitor, MonitorRun, MonitorSignal, SignalReport
 from commands.context import Context, Reply
 from commands.registry import Arg, command
-from commands.ui import MAX_ROWS, button, card, columns, facts, limited, plain, reply, section, text, when
+from commands.ui import (
+    MAX_CARD_BYTES, MAX_ROWS, button, card, columns, facts, limited, plain, reply, section, text, when,
+)
 
 MAX_WINDOW_DAYS = 90
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -26,6 +33,7 @@ SIGNAL_TITLES = {"data_drift": "Data drift", "prediction_drift": "Prediction dri
                  "feature_attribution_drift": "Feature attribution drift", "model_performance": "Model performance",
                  "custom": "Custom signal"}
 DRIFT_KINDS = ("data_drift", "prediction_drift")
+IMPORTANCES = ("baseline_feature_importance", "production_feature_importance")   # the NDCG's inputs
 
 
 def window_days(value: str) -> int:
@@ -98,7 +106,8 @@ def target_text(monitor: Monitor) -> str:
     return " ".join(parts) or "—"
 
 
-def _severity(figure: FeatureFigure) -> float:
+def severity(figure: FeatureFigure) -> float:
+    """How far past its threshold a figure is, whichever way its metric breaches (> 1: breached)."""
     if figure.value is None or not figure.threshold:
         return -1.0
     if figure.metric in LOWER_IS_WORSE:
@@ -117,7 +126,7 @@ def _by_feature(signal: SignalReport) -> list[tuple[str, list[FeatureFigure]]]:
 
     def key(item: tuple[str, list[FeatureFigure]]) -> tuple[bool, float]:
         figures = item[1]
-        return (not any(f.breached for f in figures), -max(_severity(f) for f in figures))
+        return (not any(f.breached for f in figures), -max(severity(f) for f in figures))
 
     return sorted(grouped.items(), key=key)
 
@@ -129,7 +138,7 @@ def _headline(figures: list[FeatureFigure], kind: str) -> FeatureFigure:
     for figure in figures:
         if figure.metric == wanted:
             return figure
-    return max(figures, key=_severity)
+    return max(figures, key=severity)
 
 
 def _feature_row(feature: str, figures: list[FeatureFigure], kind: str) -> dict:
@@ -155,23 +164,99 @@ def _signal_block(signal: SignalReport) -> list[dict]:
     block = [section(f"{title} ({plain(signal.name)}): {state}")]
     if signal.breached:
         block[0]["color"] = "Attention"
-    if signal.figures:
+    importances = [f for f in signal.figures if f.metric in IMPORTANCES and f.feature]
+    figures = [f for f in signal.figures if f not in importances]
+    if figures and all(not f.feature for f in figures):               # signal-wide: performance, NDCG
+        block += limited(worst_metrics(figures), _metric_row, noun="metric", limit=MAX_ROWS)
+        if importances:
+            block.append(_importance_ranking(importances))
+    elif signal.figures:
         block += limited(_by_feature(signal), lambda item: _feature_row(item[0], item[1], signal.kind),
                          noun="feature", limit=MAX_ROWS)
     return block
 
 
-def _legend(report: DriftReport) -> list[dict]:
-    metrics = sorted({f.metric for s in report.signals for f in s.figures})
-    if not metrics:
+def _importance_ranking(figures: list[FeatureFigure]) -> dict:
+    """"Importance, reference → current: amount 0.56 → 0.09 (rank 1 → 3), ...", by current rank."""
+    by_feature: dict[str, dict[str, float | None]] = {}
+    for f in figures:
+        by_feature.setdefault(f.feature, {})[f.metric] = f.value
+
+    def ranks(metric: str) -> dict[str, int]:
+        known = sorted((n for n in by_feature if by_feature[n].get(metric) is not None),
+                       key=lambda n: (-by_feature[n][metric], n))
+        return {n: i + 1 for i, n in enumerate(known)}
+
+    before, now = ranks(IMPORTANCES[0]), ranks(IMPORTANCES[1])
+    parts = []
+    for name in sorted(by_feature, key=lambda n: (now.get(n, len(now) + 1), n)):
+        ref, cur = by_feature[name].get(IMPORTANCES[0]), by_feature[name].get(IMPORTANCES[1])
+        shown = " → ".join("—" if v is None else f"{v:.2f}" for v in (ref, cur))
+        moved = f" (rank {before[name]} → {now[name]})" if name in before and name in now and \
+            before[name] != now[name] else ""
+        parts.append(f"{plain(name)} {shown}{moved}")
+    return text("Importance, reference → current: " + ", ".join(parts[:MAX_ROWS]), subtle=True, size="Small")
+
+
+def worst_metrics(figures) -> list[FeatureFigure]:
+    """Breached first, then by how far past (or short of) its threshold; the others in their order."""
+    return sorted(figures, key=lambda f: (not f.breached, -severity(f) if f.breached else 0))
+
+
+def change_text(figure: FeatureFigure) -> str:
+    """"+0.012 since the last run" from the figure's history ("first run" without an earlier one)."""
+    earlier = [v for v in figure.history[:-1] if v is not None]
+    if figure.value is None or not earlier:
+        return "first run" if figure.value is not None and len(figure.history) <= 1 else ""
+    delta = figure.value - earlier[-1]
+    return "unchanged since the last run" if abs(delta) < 5e-4 else f"{delta:+.3f} since the last run"
+
+
+def _metric_row(figure: FeatureFigure) -> dict:
+    """One signal-wide figure (a performance metric, the NDCG): value against its threshold, level in
+    words, change since the last run, trend."""
+    name = SHORT_NAMES.get(figure.metric, figure.metric)
+    words = " · ".join(p for p in (level_words(figure.metric, figure.value, figure.threshold),
+                                    change_text(figure)) if p)
+    return columns([text(f"**{plain(name)}**"), text(words, subtle=True, spacing="None")],
+                   text(figure_text(figure), color="Attention" if figure.breached else None),
+                   text(sparkline(figure.history, figure.threshold), subtle=True),
+                   widths=["stretch", "auto", "auto"])
+
+
+def _legend(report: DriftReport, points: int | None = None) -> list[dict]:
+    metrics = sorted({f.metric for s in report.signals for f in s.figures} - set(IMPORTANCES))   # NDCG's inputs:
+    if not metrics:                                                                 # its definition says what
         return []
     lines = [f"**{SHORT_NAMES.get(m, m)}** = `{m}`: {DEFINITIONS.get(m, 'as the monitor computes it')}." for m in metrics]
-    lines.append(f"Trend: one block per run over the last {report.window_days} days, oldest first, scaled from 0 "
+    span = f"the last {points} runs" if points is not None else f"the last {report.window_days} days"
+    lines.append(f"Trend: one block per run over {span}, oldest first, scaled from 0 "
                  "to the highest figure or the threshold.")
+    if any(not f.feature for s in report.signals for f in s.figures):
+        lines.append(LEVEL_RULE)
     return [section("What the figures mean"), *[text(line, subtle=True, size="Small") for line in lines]]
 
 
+TREND_POINTS = (None, 30, 14, 7, 3)   # the trend is shortened to the last N runs until the card fits Teams
+
+
 def drift_card(report: DriftReport, *, workspace: str) -> dict:
+    """The drift card, under MAX_CARD_BYTES: the trends are cut to fewer runs until it fits."""
+    for points in TREND_POINTS:
+        built = _drift_card(_trimmed(report, points), workspace, points)
+        if len(json.dumps(built).encode()) < MAX_CARD_BYTES:
+            break
+    return built
+
+
+def _trimmed(report: DriftReport, points: int | None) -> DriftReport:
+    if points is None:
+        return report
+    return replace(report, signals=tuple(replace(s, figures=tuple(replace(f, history=f.history[-points:])
+                                                                  for f in s.figures)) for s in report.signals))
+
+
+def _drift_card(report: DriftReport, workspace: str, points: int | None) -> dict:
     monitor = report.monitor
     outcome, colour = outcome_text(report.latest)
     breached_runs = sum(1 for r in report.runs if r.breached)
@@ -186,7 +271,7 @@ def drift_card(report: DriftReport, *, workspace: str) -> dict:
         body.append(text(plain(report.figures_note), subtle=True))
     for signal in report.signals:
         body += _signal_block(signal)
-    body += _legend(report)
+    body += _legend(report, points)
     actions = [button("Refresh", "drift", monitor.name, "--window", f"{report.window_days}d"),
                button("All monitors", "monitors")]
     if report.studio_url:
@@ -206,6 +291,8 @@ def signal_text(signal: MonitorSignal) -> str:
              for (metric, threshold), kinds in types.items()]
     features = plain(", ".join(signal.features)) if signal.features else "all features"
     title = SIGNAL_TITLES.get(signal.kind, signal.kind)
+    if signal.kind == "model_performance":          # judged on the model's outputs and labels, not on features
+        return f"{title} `{plain(signal.name)}`: {', '.join(rules) or 'default thresholds'}"
     return f"{title} `{plain(signal.name)}`: {', '.join(rules) or 'default thresholds'} · {features}"
 
 
@@ -214,9 +301,10 @@ def monitor_row(monitor: Monitor) -> dict:
     when_ = when(monitor.last_run.started_at) if monitor.last_run else ""
     head = f"**{monitor.name}**" + ("" if monitor.enabled else " (disabled)")
     lines = [text(head), text(f"{target_text(monitor)} · {monitor.schedule}", subtle=True, spacing="None")]
-    lines += [text(signal_text(s), size="Small", spacing="None") for s in monitor.signals]
+    # the outcome before the signals: it is what a reader wants first (and it stays in a cut fallback text)
     lines.append(text(f"Last run {when_}: {outcome}" if when_ else f"Last run: {outcome}", color=colour,
-                      spacing="Small"))
+                      spacing="None"))
+    lines += [text(signal_text(s), size="Small", spacing="None") for s in monitor.signals]
     return columns(lines, {"type": "ActionSet", "actions": [button("Drift", "drift", monitor.name)]},
                    widths=["stretch", "auto"])
 
@@ -235,7 +323,8 @@ def monitors_card(monitors: list[Monitor], *, workspace: str) -> dict:
 @command("drift", Arg("target", help="a model, endpoint or monitor name", metavar="model/endpoint"),
          Arg("--window", type=window_days, default=7, help="how far back the trend goes (default 7d)",
              metavar="DAYS"),
-         summary="Show what a model's monitor found: per-feature drift, worst first, with trends.",
+         summary="Show what a model's monitor found: drift, data quality, feature attribution and performance, "
+                 "worst first, with trends.",
          example="drift fraud-model --window 7d", common=True)
 async def drift(ctx: Context, target: str, window: int) -> Reply:
     report = await ctx.ml.drift_report(target, window)

@@ -116,7 +116,7 @@ def test_the_legend_is_behind_a_toggle_and_the_snooze_offers_three_lengths():
                                       "targetElements": ["legend"]}]
     [legend] = [b for b in card["body"] if b.get("id") == "legend"]
     assert legend["isVisible"] is False
-    assert [t["text"][:6] for t in legend["items"]] == ["PSI = ", "NWD = ", "PSI ba"]
+    assert [t["text"][:6] for t in legend["items"]] == ["PSI = ", "NWD = ", "PSI ba", "Level:"]   # + how levels read
     [snooze] = [a for a in card["actions"] if a["title"] == "Snooze"]
     assert snooze["type"] == "Action.ShowCard"
     assert [(a["title"], a["verb"], a["data"]) for a in snooze["card"]["actions"]] == [

@@ -43,7 +43,7 @@ async def subscribe(store, chat: Chat, conversation: str, words: str) -> None:
 
 def figure_rows(card: dict) -> list[str]:
     words = card["fallbackText"].splitlines()
-    start = words.index("Feature  Metric  Value  Threshold") + 1
+    start = words.index("Feature  Metric  Value  Threshold  Level, change") + 1
     return [line for line in words[start:] if "  " in line and "=" not in line]
 
 
@@ -79,14 +79,22 @@ async def test_a_breaching_local_run_alerts_each_subscriber_once_and_fires_again
         "Endpoint at 09:00 UTC: Healthy: p99 101 ms, 5xx 0.07%",          # its health when the alert went out
         "Computed by the local workspace with the bot's drift engine. Threshold breached: data-drift, "
         "prediction-drift."]
-    assert figure_rows(data_drift) == [          # every feature of the signal, worst first
-        "merchant_category  JSD  0.2429 ⚠  > 0.1", "merchant_category  PSI (significant)  0.3343 ⚠  > 0.25",
-        "customer_age  NWD  0.06449  > 0.1", "transaction_amount  NWD  0.05991  > 0.1",
-        "hour_of_day  NWD  0.02403  > 0.1", "country  JSD  0.02365  > 0.1", "customer_age  PSI (none)  0.01754  > 0.25",
-        "hour_of_day  PSI (none)  0.01126  > 0.25", "transaction_amount  PSI (none)  0.007459  > 0.25",
-        "country  PSI (none)  0.002878  > 0.25"]
-    assert figure_rows(prediction_drift) == ["fraud_score  NWD  0.3204 ⚠  > 0.1",
-                                             "fraud_score  PSI (moderate)  0.1061  > 0.25"]
+    # every feature of the signal, worst first, with its level in words and its change since the previous run
+    # (issue #22 item 4 added the last column)
+    assert figure_rows(data_drift) == [
+        "merchant_category  JSD  0.2429 ⚠  > 0.1  far above threshold, +0.04578 since the last run",
+        "merchant_category  PSI (significant)  0.3343 ⚠  > 0.25  past threshold, +0.1155 since the last run",
+        "customer_age  NWD  0.06449  > 0.1  within threshold, +0.01444 since the last run",
+        "transaction_amount  NWD  0.05991  > 0.1  within threshold, +0.02773 since the last run",
+        "hour_of_day  NWD  0.02403  > 0.1  within threshold, -0.02092 since the last run",
+        "country  JSD  0.02365  > 0.1  within threshold, -0.0166 since the last run",
+        "customer_age  PSI (none)  0.01754  > 0.25  within threshold, +0.0115 since the last run",
+        "hour_of_day  PSI (none)  0.01126  > 0.25  within threshold, -0.002714 since the last run",
+        "transaction_amount  PSI (none)  0.007459  > 0.25  within threshold, +0.001633 since the last run",
+        "country  PSI (none)  0.002878  > 0.25  within threshold, -0.00574 since the last run"]
+    assert figure_rows(prediction_drift) == [
+        "fraud_score  NWD  0.3204 ⚠  > 0.1  far above threshold, +0.1043 since the last run",
+        "fraud_score  PSI (moderate)  0.1061  > 0.25  within threshold, +0.04943 since the last run"]
     # the figures `drift` shows for that run
     assert "merchant_category (categorical)  JSD 0.243 > 0.1" in (await chat("drift fraud-model")).text
     # the same key as Azure ML's breach event of that monitor and signal

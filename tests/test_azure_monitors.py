@@ -9,6 +9,7 @@ import pytest
 from adapters.azureml import AzureMLService
 from adapters.service import MetricThreshold, NotFound
 from commands.monitoring import drift_card, monitors_card
+from commands.ui import as_text
 from tests.card_schema import assert_valid_card
 from tests.replay import FakeWorkspace, ml_client
 
@@ -204,8 +205,10 @@ def test_lower_is_worse_metrics_signal_wide_figures_and_a_failed_breaching_run()
     assert_valid_card(card)
     words = card["fallbackText"]
     assert "Latest run: threshold breached: feature-attribution, model-performance" in words
-    assert "normalized_discounted_cumulative_gain 0.62 < 0.8" in words and "accuracy 0.71 < 0.85" in words
-    assert "whole signal" in words
+    # signal-wide figures: one row per metric, its short name defined in the legend (issue #22), level in words
+    assert "NDCG 0.62 < 0.8" in words and "accuracy 0.71 < 0.85" in words
+    assert "NDCG far below threshold" in words and "accuracy clearly below threshold" in words
+    assert "NDCG = `normalized_discounted_cumulative_gain`: normalized discounted cumulative gain" in as_text(card)
 
 
 def test_a_breached_signal_is_named_exactly_not_by_substring():
@@ -255,7 +258,8 @@ def test_azures_metric_names_and_which_way_they_breach():
         "aggregated_coherence_pass_rate", "aggregated_groundedness_pass_rate", "aggregated_fluency_pass_rate",
         "aggregated_similarity_pass_rate", "aggregated_relevance_pass_rate", "average_coherence_score",
         "average_groundedness_score", "average_fluency_score", "average_relevance_score",
-        "average_similarity_score", "accuracy", "precision", "recall"}
+        "average_similarity_score", "accuracy", "precision", "recall",
+        "f1_score", "auc"}          # not Azure's: the bot's own performance figures, higher is better (issue #22)
     assert [breaches("NormalizedDiscountedCumulativeGain", 0.62, 0.8), breaches("Accuracy", 0.71, 0.85),
             breaches("accuracy", 0.9, 0.85), breaches("MeanAbsoluteError", 0.9, 0.5),
             breaches("AggregatedGroundednessPassRate", 0.6, 0.7), breaches("NormalizedWassersteinDistance", 0.05, 0.1)

@@ -9,6 +9,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from adapters.drift.definitions import level_words
+
 from adapters.local import LocalWorkspace
 from adapters.nonblocking import NonBlockingService
 from adapters.storage import approvals, audit, digests, outbox
@@ -76,8 +78,10 @@ async def test_digest_now_shows_the_workspaces_figures(channel, local, clock):
     report = local.drift_report("fraud-model")
     breached = sorted((f for s in report.signals for f in s.figures if f.breached), key=lambda f: -f.value / f.threshold)
     assert [f.feature for f in breached[:2]] == ["fraud_score", "merchant_category"]
+    # each with its level in words and its change since the previous run (issue #22 item 4)
     assert lines == ["fraud-model:3 (Production) — ⚠ drift detected · worst: " + "; ".join(
-        f"{f.feature} {f.metric} {f.value:.3g} > {f.threshold:g}" for f in breached[:3])]
+        f"{f.feature} {f.metric} {f.value:.3g} > {f.threshold:g} ({level_words(f.metric, f.value, f.threshold)}, "
+        f"{f.value - f.history[-2]:+.3f} since the last run)" for f in breached[:3])]
     assert "churn-model:2 (Production) — no drift" in words
     assert "credit-risk:3 (Staging) — no monitor" in words
     failed = [j.name for j in local.list_jobs(status="Failed", limit=100)]

@@ -376,8 +376,10 @@ async def test_a_drift_breach_becomes_one_card_per_subscribed_conversation_and_u
     assert "Monitor: fraud-monitor" in words and "Signal: data-drift" in words
     # per feature, worst first: amount's PSI is 0.42/0.25 = 1.68x, its NWD 3.1x, country's JSD 1.2x
     rows = [line for line in words.splitlines() if line.startswith(("amount", "country", "age"))]
-    assert rows == ["amount  NWD  0.31 ⚠  > 0.1", "amount  PSI (significant)  0.42 ⚠  > 0.25",
-                    "country  JSD  0.12 ⚠  > 0.1", "age  NWD  0.02  > 0.1"]
+    # with each figure's level in words (issue #22 item 4); Azure's first firing has no earlier figures to compare
+    assert rows == ["amount  NWD  0.31 ⚠  > 0.1  far above threshold", "amount  PSI (significant)  0.42 ⚠  > 0.25  "
+                    "past threshold", "country  JSD  0.12 ⚠  > 0.1  slightly above threshold",
+                    "age  NWD  0.02  > 0.1  within threshold"]
     assert "JSD = jensen_shannon_distance: Jensen-Shannon distance, log base 2" in words
     assert "PSI bands: < 0.1 none, 0.1 to 0.25 moderate, > 0.25 significant." in words
     # no Rollback: the bot has recorded no traffic change of fraud-api, so there is nothing to roll back

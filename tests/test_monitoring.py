@@ -52,6 +52,8 @@ def test_each_run_gives_exactly_the_drift_engines_figures_on_the_same_samples(ws
     engine = {f.name: f for f in direct.features}
     compared = 0
     for signal in report.signals:
+        if signal.kind in local_monitors.LABELLED_KINDS:      # judged on labelled days: see the test below
+            continue
         configured = next(s for s in FRAUD.signals if s.name == signal.name)
         assert {f.feature for f in signal.figures} == set(configured.features)
         for fig in signal.figures:

@@ -6,7 +6,9 @@ Azure ML model monitoring's metrics, defined exactly as DESIGN.md section 4 stat
 `two_sample_kolmogorov_smirnov_test` (p-value); per categorical feature `jensen_shannon_distance`,
 `population_stability_index`, `pearsons_chi_squared_test` (p-value); and data quality
 `null_value_rate`, `out_of_bounds_rate`. Prediction drift is the same computation on the model's
-outputs.
+outputs. Model performance (`accuracy`, `precision`, `recall`, `f1_score`, `auc`; `mean_absolute_error`,
+`mean_squared_error`, `root_mean_squared_error`) and feature attribution drift (`normalized_discounted_cumulative_gain`)
+come from labels, predictions and features (`performance`).
 
 A leaf package: it imports nothing from commands/ or bot/, and numpy, scipy and pyarrow only
 inside functions, so importing it (or the bot) does not load them.
@@ -26,11 +28,14 @@ from adapters.drift.errors import (
     UnreadableFile,
     UnsupportedColumn,
 )
-from adapters.drift.files import compare_files
-from adapters.drift.render import render_table
+from adapters.drift.files import ModelSignals, compare_files, model_signals_of_files
+from adapters.drift.performance import AttributionDrift, PerformanceReport, attribution_drift, model_performance
+from adapters.drift.render import render_model_signals, render_table
 from adapters.drift.results import DriftReport, FeatureDrift, MetricResult
 
 __all__ = [
+    "AttributionDrift", "ModelSignals", "PerformanceReport", "attribution_drift", "model_performance",
+    "model_signals_of_files", "render_model_signals",
     "DEFAULT_THRESHOLDS", "DEFINITIONS", "DriftError", "DriftInputError", "DriftReport", "FeatureDrift",
     "MetricResult", "MissingColumn", "NoRows", "Thresholds", "UnreadableFile", "UnsupportedColumn",
     "compare", "compare_files", "feature_drift", "prediction_drift", "psi_band", "render_table",

@@ -30,7 +30,10 @@ from typing import TYPE_CHECKING, Iterable
 from adapters.drift.definitions import DEFAULT_THRESHOLDS, Thresholds
 from adapters.drift.engine import compare_columns
 from adapters.drift.errors import DriftInputError, MissingColumn, NoRows, UnreadableFile
-from adapters.drift.results import DriftReport
+from adapters.drift.performance import (
+    AttributionDrift, PerformanceReport, attribution_drift, model_performance, numeric_target, target_numbers,
+)
+from adapters.drift.results import DriftReport, MetricResult
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -84,6 +87,61 @@ def compare_files(reference: Path | str, current: Path | str, *, categorical: It
 
         return compare_columns(names, load, ref_source.rows, cur_source.rows, categorical=categorical,
                                thresholds=thresholds, workers=workers, one_at_a_time=True)
+
+
+@dataclass(frozen=True)
+class ModelSignals:
+    """Model performance on both files and the feature attribution drift between them."""
+
+    reference: PerformanceReport
+    current: PerformanceReport
+    attribution: AttributionDrift
+
+    def to_dict(self) -> dict:
+        return {"model_performance": {"reference": self.reference.to_dict(), "current": self.current.to_dict()},
+                "feature_attribution_drift": self.attribution.to_dict()}
+
+
+def model_signals_of_files(reference: Path | str, current: Path | str, *, labels: str, predictions: str,
+                           scores: str | None = None, task: str | None = None, positive_label: str | None = None,
+                           categorical: Iterable[str] = (), features: Iterable[str] | None = None,
+                           thresholds: Thresholds = DEFAULT_THRESHOLDS) -> ModelSignals:
+    """Performance of the predictions against the labels in each file, and the NDCG of the features'
+    importance rankings (importance against the labels: the positive class of two as 1, or numbers)."""
+    ref = open_data(Path(reference))
+    cur = open_data(Path(current))
+    outputs = [name for name in (labels, predictions, scores) if name]
+    for data in (ref, cur):
+        for name in outputs:
+            _require_column(data, name)
+    names = [n for n in (list(dict.fromkeys(features)) if features is not None else ref.columns) if n not in outputs]
+    for data in (ref, cur):
+        for name in names:
+            _require_column(data, name)
+    wanted = list(dict.fromkeys([*outputs, *names]))
+    ref_columns = read_columns(ref, wanted)
+    cur_columns = read_columns(cur, wanted)
+
+    def performance(columns: dict) -> PerformanceReport:
+        return model_performance(columns[labels], columns[predictions], columns[scores] if scores else None,
+                                 task=task, positive_label=positive_label, thresholds=thresholds)
+
+    on_reference, on_current = performance(ref_columns), performance(cur_columns)
+    try:
+        if on_current.task == "regression":
+            targets = numeric_target(ref_columns[labels]), numeric_target(cur_columns[labels])
+            described = f"{labels} (as numbers)"
+        else:
+            positive = on_current.positive_label if len(on_current.classes) <= 2 else None
+            (ref_target, how), (cur_target, _) = (target_numbers(ref_columns[labels], positive),
+                                                  target_numbers(cur_columns[labels], positive))
+            targets, described = (ref_target, cur_target), f"{labels} ({how})"
+        attribution = attribution_drift(ref_columns, cur_columns, names, *targets,
+                                        categorical=categorical, target=described, thresholds=thresholds)
+    except DriftInputError as error:
+        attribution = AttributionDrift(MetricResult.of("normalized_discounted_cumulative_gain", None, thresholds,
+                                                       undefined_reason=str(error)), target=labels)
+    return ModelSignals(on_reference, on_current, attribution)
 
 
 def open_data(path: Path) -> DataFile:

@@ -7,6 +7,7 @@ its definition (with the log base) and its threshold, so no figure stands unexpl
 from __future__ import annotations
 
 import textwrap
+from typing import TYPE_CHECKING
 
 from adapters.drift.definitions import (
     ALL_METRICS,
@@ -18,6 +19,9 @@ from adapters.drift.definitions import (
     breach_rule,
 )
 from adapters.drift.results import DriftReport, FeatureDrift, MetricResult
+
+if TYPE_CHECKING:
+    from adapters.drift.files import ModelSignals
 
 NOT_APPLICABLE = "-"
 UNDEFINED = "n/a"
@@ -106,3 +110,44 @@ def _notes(features: list[FeatureDrift]) -> list[str]:
         for reason, names in reasons.items():
             lines.append(f"  {feature.name}: {', '.join(names)} undefined: {reason}")
     return lines
+
+
+def render_model_signals(signals: "ModelSignals", reference_label: str = "reference",
+                         current_label: str = "current") -> str:
+    """Model performance on both files (the current one judged by its thresholds), then the feature
+    attribution drift with both importance rankings; each figure's definition in a legend."""
+    ref, cur = signals.reference, signals.current
+    how = f" ({cur.averaging})" if cur.averaging else ""
+    lines = [f"Model performance, {cur.task}{how}: {current_label} ({cur.rows:,} rows) against "
+             f"{reference_label} ({ref.rows:,} rows)"]
+    header = ["metric", "reference", "current", "change", "threshold"]
+    rows = []
+    for name, metric in cur.metrics.items():
+        before = ref.metrics[name].value
+        change = NOT_APPLICABLE if metric.value is None or before is None else f"{metric.value - before:+.4f}"
+        rows.append([SHORT_NAMES[name], UNDEFINED if before is None else _number(before), _cell(metric), change,
+                     metric.rule])
+    widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *rows]]
+    attribution = signals.attribution
+    metric = attribution.metric
+    lines += ["", f"Feature attribution drift: {SHORT_NAMES[metric.name]} {_cell(metric)} "
+                  f"(threshold {metric.rule}; importance against {attribution.target or 'the labels'})"]
+    if attribution.reference:
+        lines.append("  reference ranking: " + ", ".join(f"{n} {attribution.reference[n]:.3f}"
+                                                         for n in attribution.ranking("reference")))
+        lines.append("  current ranking:   " + ", ".join(f"{n} {attribution.current[n]:.3f}"
+                                                         for n in attribution.ranking("current")))
+    lines.append("")
+    pad = max(len(SHORT_NAMES[name]) for name in [*cur.metrics, metric.name]) + 2
+    for name in [*cur.metrics, metric.name]:
+        wrapped = textwrap.wrap(f"{name}: {DEFINITIONS[name]}.", width=WIDTH - pad)
+        lines.append(SHORT_NAMES[name].ljust(pad) + wrapped[0])
+        lines += [" " * pad + rest for rest in wrapped[1:]]
+    notes = [f"  {label}: {note}" for label, report in ((reference_label, ref), (current_label, cur))
+             for note in report.notes]
+    notes += [f"  {SHORT_NAMES[m.name]} undefined: {m.undefined_reason}"
+              for m in [*cur.metrics.values(), metric] if m.value is None]
+    if notes:
+        lines += ["", "Notes:"] + notes
+    return "\n".join(lines)

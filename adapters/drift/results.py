@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 from adapters.drift.definitions import (
     ALL_METRICS,
+    BREACH_BELOW,
     DATA_QUALITY_METRICS,
     DEFAULT_THRESHOLDS,
     DEFINITIONS,
-    P_VALUES,
     PRIMARY_METRIC,
     PSI,
     Kind,
@@ -50,7 +50,7 @@ class MetricResult:
     @property
     def rule(self) -> str:
         """"> 0.1" or "< 0.05"."""
-        return f"{'<' if self.name in P_VALUES else '>'} {self.threshold:g}"
+        return f"{'<' if self.name in BREACH_BELOW else '>'} {self.threshold:g}"
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,11 @@ async def get(tx: Transaction, alert_id: int, *, for_update_lock: bool = False) 
     return _from_row(rows[0]) if rows else None
 
 
+async def by_key(tx: Transaction, key: str) -> Alert | None:
+    rows = await tx.fetch(f"SELECT {_COLUMNS} FROM alerts WHERE alert_key = ?", (key,))
+    return _from_row(rows[0]) if rows else None
+
+
 async def record(tx: Transaction, key: str, kind: str, status: str, event: dict[str, Any], value: float | None,
                  now: datetime, *, fired: bool) -> tuple[Alert, bool]:
     """Insert the alert or update it with this event; (the alert, True when it is new).
