@@ -202,6 +202,8 @@ def describe(subscription: Subscription) -> str:
          Arg("--endpoint", help="only events about this endpoint", metavar="E"),
          Arg("--severity", type=one_of(SEVERITIES, "severity"), metavar="S",
              help="only alerts at least this severe (Sev0 most severe .. Sev4)"),
+         phrases=("subscribe", "notify", "alert me", "tell me when", "let us know", "post alerts", "watch for",
+                  "follow", "keep posted", "send alerts", "notify us about", "notify about"),
          summary="Post drift alerts, Azure Monitor alerts, job, model or approval events in this chat "
                  "(Operators by default; the policy's [subscriptions] role decides).",
          example="subscribe drift --model fraud-model", uses_workspace=False)
@@ -282,6 +284,8 @@ async def _known_name(ctx: Context, value: str, kind: str, workspace: str, unche
 
 @command("unsubscribe", Arg("which", help="a subscription number, or a kind to remove all of that kind",
                             metavar="id|kind"),
+         phrases=("unsubscribe", "stop notifying", "stop alerts", "mute", "no more alerts", "stop posting",
+                  "stop notifications"),
          summary="Stop a subscription of this chat (by number, or all of one kind); same role as subscribe.",
          example="unsubscribe 3",
          uses_workspace=False)
@@ -316,7 +320,10 @@ async def unsubscribe(ctx: Context, which: str) -> Reply:
     return Reply("Removed " + "; ".join(describe(s) for s in removed) + ".")
 
 
-@command("subscriptions", summary="List what this chat is subscribed to.", example="subscriptions",
+@command("subscriptions",
+         phrases=("subscriptions", "what are we subscribed to", "what am i subscribed to", "which alerts",
+                  "notifications", "what do we follow"),
+         summary="List what this chat is subscribed to.", example="subscriptions",
          uses_workspace=False)
 async def subscriptions_(ctx: Context) -> Reply:
     store = _store(ctx)
@@ -337,6 +344,7 @@ async def subscriptions_(ctx: Context) -> Reply:
 # ---------------------------------------------------------------- acting on an alert
 
 @command("acknowledge", Arg("id", type=ALERT_ID, help="the alert number, as its card shows it"),
+         phrases=("acknowledge", "ack", "i'm on it", "on it", "take alert", "claim alert"),
          summary="Acknowledge an alert: every copy of its card shows who is on it.", role=Role.OPERATOR,
          example="acknowledge 7", uses_workspace=False)
 async def acknowledge(ctx: Context, id: int) -> Reply:
@@ -354,6 +362,7 @@ async def acknowledge(ctx: Context, id: int) -> Reply:
 
 @command("snooze", Arg("id", type=ALERT_ID, help="the alert number"),
          Arg("duration", nargs="?", help="how long, like 4h or 2d (default 24h, at most 7d)"),
+         phrases=("snooze", "silence", "quiet", "hush", "mute alert"),
          summary="Snooze an alert: its cards stay up to date but nothing new is posted.", role=Role.OPERATOR,
          example="snooze 7 24h", uses_workspace=False)
 async def snooze(ctx: Context, id: int, duration: str | None) -> Reply:

@@ -8,6 +8,8 @@ from commands.ui import card, columns, facts, plain, reply, section, text
 
 
 @command("help", Arg("command", nargs="?", help="a command to explain"),
+         phrases=("help", "what can you do", "how do i", "commands", "usage", "how to use", "instructions",
+                  "what do you do"),
          summary="List what I can do for you, or explain one command.", example="help traffic",
          uses_workspace=False)
 async def help_(ctx: Context, command: str | None) -> Reply:
@@ -28,7 +30,10 @@ async def help_(ctx: Context, command: str | None) -> Reply:
     return reply(card("What I can do", body))
 
 
-@command("whoami", summary="Show who you are to me and what your role lets you do.", example="whoami",
+@command("whoami",
+         phrases=("whoami", "who am i", "my role", "what is my role", "what can i do", "my permissions",
+                  "am i admin"),
+         summary="Show who you are to me and what your role lets you do.", example="whoami",
          uses_workspace=False)
 async def whoami(ctx: Context) -> Reply:
     body = [facts([("Name", plain(ctx.user.name)), ("User id", ctx.user.id), ("Tenant", ctx.user.tenant_id),
@@ -58,7 +63,10 @@ def _and(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-@command("workspace", summary="Show the Azure ML workspace I work on, and the others configured.",
+@command("workspace",
+         phrases=("workspace", "which workspace", "what workspace", "subscription", "resource group", "region",
+                  "where are you connected", "environment"),
+         summary="Show the Azure ML workspace I work on, and the others configured.",
          example="workspace")
 async def workspace(ctx: Context) -> Reply:
     info = await ctx.ml.workspace()
