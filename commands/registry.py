@@ -338,7 +338,7 @@ def without_filler(cmd: "Command", argv: Sequence[str]) -> list[str]:
     trimmed = list(words)
     while trimmed and trimmed[-1].lower().rstrip("?!.,") in FILLER | {""}:
         trimmed.pop()
-    for candidate in (list(argv), words, trimmed):
+    for candidate in (words, list(argv), trimmed):
         try:
             cmd.parse(candidate)
         except UsageError:

@@ -30,7 +30,8 @@ from adapters.service import ServiceError
 from commands.context import Context, Reply
 from commands.language.entities import EntityIndex, build_index
 from commands.language.understand import Reading, Understander, decide, is_change
-from commands.registry import CommandError, Registry, UsageError, tokenize, without_filler
+from commands.registry import (_APOSTROPHE, CommandError, Registry, UsageError, suggest_commands, tokenize,
+                               typo_distance, without_filler)
 from commands.ui import as_text, button, card, facts, plain, reply as card_reply, text
 
 log = logging.getLogger(__name__)
@@ -59,15 +60,34 @@ class Interpreter:
         cmd = self.registry.find(head) if head else None
         if not words or (cmd is not None and self._parses(cmd, text_)):
             return await self.registry.run(ctx, text_)          # typed: exactly as before
+        if cmd is not None and (any(w.startswith("--") for w in words) or _open_quote(text_)):
+            return await self.registry.run(ctx, text_)          # typed syntax: its usage error, as before
         if cmd is not None:        # a command word whose words do not parse: plain language, or a slip
             try:
-                answer = await self.interpret(ctx, text_, prefer=cmd.name, strict=True)
+                verdict, readings = await self.understand(ctx, text_, prefer=cmd.name)
             except CommandError:
-                answer = None
-            if answer is None:
+                verdict, readings = "none", []
+            if verdict != "one" or readings[0].command != cmd.name or not readings[0].complete:
                 return await self.registry.run(ctx, text_)      # the usage error, as before
-            return answer
+            if not is_change(cmd, list(readings[0].argv)):
+                return await self.read_as(ctx, readings[0])     # `audit fraud-api` -> audit --target fraud-api
+            proposal = await self.propose(ctx, readings[0])
+            try:       # a change: the typed command's own answer first, the proposal beside it
+                await self.registry.run(ctx, text_)
+            except CommandError as error:
+                return dataclasses.replace(proposal, text=f"{error.message}\n{proposal.text}")
+            return proposal         # not reached: the words did not parse
+        if len(words) == 1:
+            verdict, readings = await self.understand(ctx, text_)
+            if verdict == "none" and self._typo(ctx, head):
+                return await self.registry.run(ctx, text_)      # "stpo": did you mean `stop`?
         return await self.interpret(ctx, text_)
+
+    def _typo(self, ctx: Context, word: str) -> bool:
+        """A slip of a command's name (a letter wrong, missing, extra, swapped or two), or a word
+        like no command at all: both keep today's answer. Anything else gets suggestions by meaning."""
+        close = suggest_commands(word, self.registry.allowed(ctx.role))
+        return not close or any(typo_distance(word.lower(), name) <= 2 for name in close)
 
     def _parses(self, cmd: Any, text_: str) -> bool:
         try:
@@ -89,11 +109,8 @@ class Interpreter:
                                for r in readings), key=lambda r: -r.score)
         return decide(readings)
 
-    async def interpret(self, ctx: Context, text_: str, *, prefer: str | None = None,
-                        strict: bool = False) -> Reply | None:
-        verdict, readings = await self.understand(ctx, text_, prefer=prefer)
-        if strict and (verdict != "one" or readings[0].command != prefer or not readings[0].complete):
-            return None
+    async def interpret(self, ctx: Context, text_: str) -> Reply:
+        verdict, readings = await self.understand(ctx, text_)
         if verdict == "none":
             return self.suggestions(ctx, text_)
         if verdict == "choose":
@@ -203,6 +220,17 @@ class Interpreter:
         body.append(text("Type `help` to see everything I can do, or ask again in other words "
                          "(e.g. \"show fraud-api\", \"failed jobs\").", subtle=True))
         return card_reply(card("Not sure what you mean", body, actions=actions))
+
+
+def _open_quote(text_: str) -> bool:
+    """A real quotation mark left open (`model "fraud model`), not an apostrophe ("what's")."""
+    try:
+        tokenize(text_)
+    except UsageError:
+        rest = _APOSTROPHE.sub("", text_.translate(str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'",
+                                                                 "\u2019": "'"})))
+        return '"' in rest or "'" in rest
+    return False
 
 
 class PreviewGate:

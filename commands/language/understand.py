@@ -567,6 +567,21 @@ def _b_schedule(f: Facts) -> Filled:
     return out
 
 
+@builds("grant")
+def _b_grant_only(f: Facts) -> Filled:
+    out = _b_grant(f)
+    if len(out.argv) < 2 and not out.missing:
+        out.need("role")
+    return out
+
+
+@builds("revoke")
+def _b_revoke(f: Facts) -> Filled:
+    out = _b_grant(f)
+    del out.argv[1:]
+    return out
+
+
 @builds("start", "stop")
 def _b_compute(f: Facts) -> Filled:
     out = Filled()
@@ -685,6 +700,25 @@ def _b_audit(f: Facts) -> Filled:
     action = next((AUDIT_ACTIONS[s] for s in f.msg.stems if s in AUDIT_ACTIONS), None)
     if action and action not in ("approved", "rejected") or (action and not target):
         out.add("--action", action)
+    return out
+
+
+_PERSON_ID = re.compile(r"\b([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\b|(?<!\w)(@\w[\w.-]*)",
+                        re.IGNORECASE)
+ROLE_WORDS = ("viewer", "operator", "approver", "admin")
+
+
+@builds("grant", "revoke")
+def _b_grant(f: Facts) -> Filled:
+    out = Filled()
+    who = _PERSON_ID.search(f.msg.raw)
+    if who:
+        out.add(who.group(1) or who.group(2))
+    else:
+        out.need("user")
+    role = next((r for r in ROLE_WORDS if r in f.msg.words or r + "s" in f.msg.words), None)
+    if role and not f.has("revoke", "remove", "take"):
+        out.add(role)
     return out
 
 
