@@ -30,7 +30,7 @@ from adapters.service import ServiceError
 from commands.context import Context, Reply
 from commands.language.entities import EntityIndex, build_index
 from commands.language.understand import Reading, Understander, decide, is_change
-from commands.registry import (_APOSTROPHE, CommandError, Registry, UsageError, suggest_commands, tokenize,
+from commands.registry import (_APOSTROPHE, MAX_INPUT_BYTES, CommandError, Registry, UsageError, suggest_commands, tokenize,
                                typo_distance, without_filler)
 from commands.ui import as_text, button, card, facts, plain, reply as card_reply, text
 
@@ -58,7 +58,8 @@ class Interpreter:
         words = text_.split()
         head = words[0].lower().rstrip("?!.,") if words else ""
         cmd = self.registry.find(head) if head else None
-        if not words or (cmd is not None and self._parses(cmd, text_)):
+        if len(text_.encode("utf-8")) > MAX_INPUT_BYTES or not words or (
+                cmd is not None and (len(words) == 1 or self._parses(cmd, text_))):
             return await self.registry.run(ctx, text_)          # typed: exactly as before
         if cmd is not None and (any(w.startswith("--") for w in words) or _open_quote(text_)):
             return await self.registry.run(ctx, text_)          # typed syntax: its usage error, as before

@@ -669,8 +669,10 @@ def _b_digest(f: Facts) -> Filled:
         out.add("show")
     elif f.has("every", "daily", "weekly", "morning") or (f.has("schedule") and not f.has("now")):
         out.need("cron")
-    else:
+    elif f.has("now", "send", "summary", "report", "health", "today", "give", "post"):
         out.add("now")
+    else:
+        out.need("schedule|now|show|off")
     return out
 
 
