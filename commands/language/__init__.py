@@ -68,11 +68,17 @@ class Interpreter:
                 verdict, readings = await self.understand(ctx, text_, prefer=cmd.name)
             except CommandError:
                 verdict, readings = "none", []
-            if verdict != "one" or readings[0].command != cmd.name or not readings[0].complete:
+            # the same command with its words understood (`audit fraud-api`), or, for a sentence
+            # that only starts with a command's name ("stop the job notifications"), another one
+            if verdict != "one" or not readings[0].complete or (
+                    readings[0].command != cmd.name and len(words) < 3):
                 return await self.registry.run(ctx, text_)      # the usage error, as before
-            if not is_change(cmd, list(readings[0].argv)):
-                return await self.read_as(ctx, readings[0])     # `audit fraud-api` -> audit --target fraud-api
+            understood = self.registry.find(readings[0].command)
+            if not is_change(understood, list(readings[0].argv)):
+                return await self.read_as(ctx, readings[0])
             proposal = await self.propose(ctx, readings[0])
+            if understood is not cmd:
+                return proposal
             try:       # a change: the typed command's own answer first, the proposal beside it
                 await self.registry.run(ctx, text_)
             except CommandError as error:
