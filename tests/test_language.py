@@ -216,3 +216,10 @@ async def test_plain_question_and_proposed_change_over_http(teams):
     assert status == 200
     sent = await teams.connector.wait_for(4)        # the acknowledgement, then the outcome
     assert any("green" in (s.text or "") and "20" in (s.text or "") for s in sent[2:]), [s.text for s in sent]
+
+
+async def test_words_from_the_message_cannot_break_out_of_the_read_as_line(chat):
+    reply = await chat("run churn-batch on https://contoso.blob.core.windows.net/d`](http://evil.example)`x.csv")
+    line = reply.card["body"][2]["text"]
+    assert line.count("`") == 2, line                       # only the bot's own code span
+    assert "](" not in line                                 # no link either

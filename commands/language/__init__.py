@@ -84,17 +84,16 @@ class Interpreter:
             except CommandError as error:
                 return dataclasses.replace(proposal, text=f"{error.message}\n{proposal.text}")
             return proposal         # not reached: the words did not parse
-        if len(words) == 1:
-            verdict, readings = await self.understand(ctx, text_)
-            if verdict == "none" and self._typo(ctx, head):
-                return await self.registry.run(ctx, text_)      # "stpo": did you mean `stop`?
-        return await self.interpret(ctx, text_)
+        verdict, readings = await self.understand(ctx, text_)
+        if verdict == "none" and self._typo(ctx, head, alone=len(words) == 1):
+            return await self.registry.run(ctx, text_)          # "stpo", "digets now": did you mean ...?
+        return await self._answer_verdict(ctx, text_, verdict, readings)
 
-    def _typo(self, ctx: Context, word: str) -> bool:
-        """A slip of a command's name (a letter wrong, missing, extra, swapped or two), or a word
-        like no command at all: both keep today's answer. Anything else gets suggestions by meaning."""
+    def _typo(self, ctx: Context, word: str, *, alone: bool) -> bool:
+        """A slip of a command's name (a letter wrong, missing, extra, swapped or two), or a lone
+        word like no command at all: both keep today's answer. Anything else gets suggestions by meaning."""
         close = suggest_commands(word, self.registry.allowed(ctx.role))
-        return not close or any(typo_distance(word.lower(), name) <= 2 for name in close)
+        return (alone and not close) or any(typo_distance(word.lower(), name) <= 2 for name in close)
 
     def _parses(self, cmd: Any, text_: str) -> bool:
         try:
@@ -117,7 +116,11 @@ class Interpreter:
         return decide(readings)
 
     async def interpret(self, ctx: Context, text_: str) -> Reply:
+        """The answer to plain text: a read run, a change proposed, a choice, or suggestions."""
         verdict, readings = await self.understand(ctx, text_)
+        return await self._answer_verdict(ctx, text_, verdict, readings)
+
+    async def _answer_verdict(self, ctx: Context, text_: str, verdict: str, readings: list[Reading]) -> Reply:
         if verdict == "none":
             return self.suggestions(ctx, text_)
         if verdict == "choose":
@@ -158,12 +161,12 @@ class Interpreter:
 
     async def read_as(self, ctx: Context, reading: Reading) -> Reply:
         answer = await self.registry.invoke(ctx, self.registry.find(reading.command), list(reading.argv))
-        return headed(answer, f"Read as `{reading.line}`")
+        return headed(answer, f"Read as {code(reading.line)}")
 
     async def propose(self, ctx: Context, reading: Reading) -> Reply:
         cmd = self.registry.find(reading.command)
         change, said = await self.preview(ctx, cmd, list(reading.argv))
-        body = [text(f"Read as `{reading.line}`. Nothing has changed yet.", subtle=True)]
+        body = [text(f"Read as {code(reading.line)}. Nothing has changed yet.", subtle=True)]
         if change is not None:
             body.append(facts([("What", plain(change.summary)), ("Before", plain(_pairs(change.before)) or "-"),
                                ("After", plain(_pairs(change.after)) or "-")]))
@@ -206,7 +209,7 @@ class Interpreter:
         for reading in readings:
             cmd = self.registry.find(reading.command)
             if reading.complete:       # a change runs only when clicked, through the gate like any button
-                body.append(text(f"`{reading.line}`: {plain(cmd.summary)}", wrap=True))
+                body.append(text(f"{code(reading.line)}: {plain(cmd.summary)}", wrap=True))
                 title = f"Run {reading.line}" if is_change(cmd, list(reading.argv)) else reading.line
                 actions.append(button(title[:60], cmd.name, *reading.argv))
             else:
@@ -259,6 +262,12 @@ class PreviewGate:
     async def submit(self, ctx: Context, change: Any) -> Reply:
         self.change = change
         return Reply(change.summary)
+
+
+def code(line: str) -> str:
+    """A command line as inline code. Its words may come from the message or the workspace (a
+    URI, a person's name), so it is made inert first: no backtick can close the code early."""
+    return f"`{plain(line)}`"
 
 
 def _pairs(values: dict[str, Any]) -> str:
