@@ -32,10 +32,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._common import load_average, percentile, write_results  # noqa: E402
-from tests.language_cases import World, load  # noqa: E402
+from tests.language_cases import PHRASINGS, World, load  # noqa: E402
 from tests.test_language import _proposed  # noqa: E402
 
 REPEAT = 20
+HELDOUT = PHRASINGS.with_name("heldout.txt")
 
 
 def answered(reply, change: bool) -> str:
@@ -53,6 +54,22 @@ def _kind(reply) -> str:
         return "(proposed) " + (_proposed(reply) or "?")
     return {"Which one?": "(asked which)", "Not sure what you mean": "(suggestions)"}.get(
         title, "(other) " + reply.text.split("\n", 1)[0][:60])
+
+
+async def heldout_shares() -> dict[str, float]:
+    """The same measure on the held-out set (never tuned on): how well the vocabulary generalises."""
+    cases = load(HELDOUT)
+    with tempfile.TemporaryDirectory() as directory:
+        async with World(Path(directory)) as world:
+            results = [(case, answered(await world.say(case.text), case.change)) for case in cases]
+    reads = [(c, got) for c, got in results if not c.change]
+    changes = [(c, got) for c, got in results if c.change]
+    for case, got in results:
+        if got != case.expected:
+            print(f"  held-out miss: {case.text!r}: wanted `{case.expected}`, got {got}")
+    return {"phrasings": len(cases), "reads": len(reads), "changes": len(changes),
+            "reads_answered_with_intended_command": round(sum(g == c.expected for c, g in reads) / len(reads), 4),
+            "changes_proposed_with_intended_command": round(sum(g == c.expected for c, g in changes) / len(changes), 4)}
 
 
 async def main() -> None:
@@ -113,6 +130,10 @@ async def main() -> None:
             print(f"  {command:14} right {counts.get(command, 0):3}  " + ", ".join(f"{k} ×{v}" for k, v in wrong.items()))
     for text, expected, got in misses:
         print(f"  miss: {text!r}: wanted `{expected}`, got {got}")
+    figures["held_out"] = await heldout_shares()
+    print(f"held-out set ({figures['held_out']['phrasings']} phrasings, never tuned on): reads "
+          f"{figures['held_out']['reads_answered_with_intended_command']:.1%}, changes "
+          f"{figures['held_out']['changes_proposed_with_intended_command']:.1%}")
     write_results("language", figures, {"reads_answered_with_intended_command": ">= 0.9",
                                         "changes_proposed_with_intended_command": ">= 0.9",
                                         "phrasings_that_changed_anything": 0, "understand_ms_median": "< 5"},

@@ -36,6 +36,8 @@ from commands.ui import as_text, button, card, facts, plain, reply as card_reply
 
 log = logging.getLogger(__name__)
 
+# words that join a sentence and are never a name a command takes
+LINKING = frozenset({"to", "the", "of", "for", "on", "with", "from", "into", "my", "me", "our", "is", "are", "a", "an"})
 INDEX_SECONDS = 60.0        # how long a workspace's names are reused before they are read again
 # a reading that needs words the message did not give: show the list instead of asking
 LIST_INSTEAD = {"endpoint": "endpoints", "model": "models", "job": "jobs", "featureset": "featuresets",
@@ -104,7 +106,10 @@ class Interpreter:
             cmd.parse(without_filler(cmd, tokens[1:]))
         except UsageError:
             return False
-        return True
+        # "scale churn-api to 4", "traffic history for credit-api": the words parse, but a name
+        # is never "to" or "for"; unless the command takes free text (a comment, a reason)
+        free_text = any(a.nargs == "*" for a in cmd.args)
+        return free_text or not any(t.lower() in LINKING for t in tokens[1:])
 
     async def understand(self, ctx: Context, text_: str, *, prefer: str | None = None) -> tuple[str, list[Reading]]:
         """("one" | "choose" | "none", readings) for the message, against the caller's workspace."""
@@ -160,8 +165,12 @@ class Interpreter:
         return await self.read_as(ctx, reading)
 
     async def read_as(self, ctx: Context, reading: Reading) -> Reply:
-        answer = await self.registry.invoke(ctx, self.registry.find(reading.command), list(reading.argv))
-        return headed(answer, f"Read as {code(reading.line)}")
+        line = f"Read as {code(reading.line)}"
+        try:
+            answer = await self.registry.invoke(ctx, self.registry.find(reading.command), list(reading.argv))
+        except CommandError as error:          # the command's own answer, still saying how it was read
+            return Reply(f"{line}\n{error.message}")
+        return headed(answer, line)
 
     async def propose(self, ctx: Context, reading: Reading) -> Reply:
         cmd = self.registry.find(reading.command)
