@@ -127,7 +127,8 @@ async def main() -> None:
     for command, counts in sorted(by_command.items()):
         wrong = {k: v for k, v in counts.items() if k != command}
         if wrong:
-            print(f"  {command:14} right {counts.get(command, 0):3}  " + ", ".join(f"{k} ×{v}" for k, v in wrong.items()))
+            shown = ", ".join(f"{k} ×{v}" for k, v in wrong.items())
+            print(f"  {command:14} right {counts.get(command, 0):3}  {shown}")
     for text, expected, got in misses:
         print(f"  miss: {text!r}: wanted `{expected}`, got {got}")
     figures["held_out"] = await heldout_shares()

@@ -186,7 +186,8 @@ async def test_a_typed_change_with_a_slip_keeps_its_usage_and_adds_the_proposal(
     reply = await chat("schedule pause nightly-churn-retrain")
     assert reply.text.startswith("'pause' is not a choice for ‹action›")
     assert _proposed(reply) == "schedule disable nightly-churn-retrain"
-    [schedule] = [s for s in await chat.handler.workspaces.default.list_schedules() if s.name == "nightly-churn-retrain"]
+    schedules = await chat.handler.workspaces.default.list_schedules()
+    [schedule] = [s for s in schedules if s.name == "nightly-churn-retrain"]
     assert schedule.enabled
 
 
@@ -223,3 +224,51 @@ async def test_words_from_the_message_cannot_break_out_of_the_read_as_line(chat)
     line = reply.card["body"][2]["text"]
     assert line.count("`") == 2, line                       # only the bot's own code span
     assert "](" not in line                                 # no link either
+
+
+# ---------------------------------------------------------------- the small parsers
+
+
+@pytest.mark.parametrize("text,percent,relative", [
+    ("give green 20% on fraud-api", 20, 0), ("a fifth of the traffic", 20, 0), ("send half to green", 50, 0),
+    ("10 percent more for green", 10, 1), ("5% less for green", 5, -1), ("bump green to 30%", 30, 0),
+    ("show fraud-api", None, 0)])
+def test_percentages_and_fractions(text, percent, relative):
+    from commands.language.words import read
+    found = read(text)
+    assert (found.percent, found.relative) == (percent, relative)
+
+
+@pytest.mark.parametrize("text,version", [("fraud model v4", "4"), ("churn-model version 3", "3"),
+                                          ("fraud-model:2", "2"), ("the fraud model", None)])
+def test_versions(text, version):
+    from commands.language.words import read
+    assert read(text).version == version
+
+
+@pytest.mark.parametrize("text,since", [
+    ("what happened today", "9h"), ("who changed it yesterday", "33h"), ("since monday", "81h"),
+    ("what did we deploy this week", "81h"), ("last week", "7d"), ("in the last 12 hours", "12h"),
+    ("past 3 days", "3d"), ("what changed", None)])
+def test_windows_at_thursday_nine(text, since):
+    from commands.language.words import read
+    from tests.language_cases import NOW
+    assert read(text, NOW).since == since
+
+
+def test_names_are_matched_forgivingly():
+    from commands.language.entities import EntityIndex
+    from commands.language.words import read
+    index = EntityIndex()
+    for kind, name in (("endpoint", "fraud-api"), ("endpoint", "credit-api"), ("model", "fraud-model"),
+                       ("model", "credit-risk"), ("compute", "ds-ci-alice"), ("compute", "ds-ci-bob")):
+        index.add(kind, name)
+
+    def best(text):
+        return index.find(read(text).stems)[0].entity.name
+    assert best("show fraud model") == "fraud-model"
+    assert best("the Fraud-API") == "fraud-api"
+    assert best("how is the credit endpoint") == "credit-api"
+    assert best("how is the credit model") == "credit-risk"
+    assert best("alice's compute instance") == "ds-ci-alice"
+    assert best("turn off bob\u2019s VM") == "ds-ci-bob"

@@ -30,8 +30,8 @@ from adapters.service import ServiceError
 from commands.context import Context, Reply
 from commands.language.entities import EntityIndex, build_index
 from commands.language.understand import Reading, Understander, decide, is_change
-from commands.registry import (_APOSTROPHE, MAX_INPUT_BYTES, CommandError, Registry, UsageError, suggest_commands, tokenize,
-                               typo_distance, without_filler)
+from commands.registry import (_APOSTROPHE, MAX_INPUT_BYTES, CommandError, Registry, UsageError, suggest_commands,
+                               tokenize, typo_distance, without_filler)
 from commands.ui import as_text, button, card, facts, plain, reply as card_reply, text
 
 log = logging.getLogger(__name__)

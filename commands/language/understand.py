@@ -15,7 +15,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Iterable
+from typing import Callable
 
 from commands.context import Role
 from commands.language.entities import EntityIndex, Mention
@@ -807,6 +807,3 @@ def decide(readings: list[Reading]) -> tuple[str, list[Reading]]:
         return "one", [best]
     return "choose", [best, *rivals[:2]]
 
-
-def mentions_any(words: Iterable[str], known: frozenset[str]) -> bool:
-    return any(stem(w) in known for w in words)

@@ -69,7 +69,8 @@ STAGE_WORDS = {"production": "Production", "prod": "Production", "champion": "Pr
                "staging": "Staging", "candidate": "Staging", "challenger": "Staging", "staged": "Staging",
                "archived": "Archived", "archive": "Archived", "retired": "Archived"}
 STATUS_WORDS = {"failed": "Failed", "failing": "Failed", "failure": "Failed", "failures": "Failed",
-                "broken": "Failed", "broke": "Failed", "fail": "Failed", "crashed": "Failed", "running": "Running", "queued": "Queued",
+                "broken": "Failed", "broke": "Failed", "fail": "Failed", "crashed": "Failed", "running": "Running",
+                "queued": "Queued",
                 "waiting": "Queued", "pending": "Queued", "completed": "Completed", "finished": "Completed",
                 "succeeded": "Completed", "canceled": "Canceled", "cancelled": "Canceled"}
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
