@@ -272,3 +272,20 @@ def test_names_are_matched_forgivingly():
     assert best("how is the credit model") == "credit-risk"
     assert best("alice's compute instance") == "ds-ci-alice"
     assert best("turn off bob\u2019s VM") == "ds-ci-bob"
+
+
+def test_plain_language_is_on_by_default_and_can_be_switched_off(tmp_path, monkeypatch):
+    from bot.settings import load_settings
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLOPSBOT_PLAIN_LANGUAGE", raising=False)
+    assert load_settings(data_dir=tmp_path, host="127.0.0.1").plain_language is True
+    monkeypatch.setenv("MLOPSBOT_PLAIN_LANGUAGE", "false")
+    assert load_settings(data_dir=tmp_path, host="127.0.0.1").plain_language is False
+
+
+async def test_switched_off_text_that_is_not_a_command_is_unknown_as_before(workspaces, store):
+    from bot.handler import ChatHandler, Request
+    from commands.catalog import catalog
+    handler = ChatHandler(catalog(), workspaces, RoleBook(default=Role.ADMIN), store=store, plain_language=False)
+    reply = await handler.handle(Request(User("u", "U"), "c", text="show fraud api"))
+    assert reply.text.startswith("I don't know the command 'show'")
