@@ -144,6 +144,7 @@ async def test_a_viewer_sees_the_proposal_but_the_button_is_refused(workspaces, 
     viewer = Chat(workspaces, store, Role.VIEWER)
     reply = await viewer("put churn-api back how it was")
     assert _proposed(reply) == "rollback churn-api"
+    assert "needs the Operator role; you have Viewer" in reply.text
     refused = await viewer.click("rollback", "churn-api")
     assert "needs the Operator role" in refused.text
 

@@ -183,6 +183,9 @@ class Interpreter:
             body.append(text(f"As things are now: {plain(said)}", wrap=True))
         else:
             body.append(text(plain(cmd.summary)))
+        if ctx.role < cmd.role:
+            body.append(text(f"`{cmd.name}` needs the {cmd.role.label} role; you have {ctx.role.label}, so the "
+                             "button will be refused. Someone with the role can run it.", color="Warning"))
         body.append(text("The button runs it through the usual checks: your role, the policy and any approvals.",
                          subtle=True))
         action = button(f"Run {reading.line}"[:60], cmd.name, *reading.argv)
