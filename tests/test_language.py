@@ -290,3 +290,11 @@ async def test_switched_off_text_that_is_not_a_command_is_unknown_as_before(work
     handler = ChatHandler(catalog(), workspaces, RoleBook(default=Role.ADMIN), store=store, plain_language=False)
     reply = await handler.handle(Request(User("u", "U"), "c", text="show fraud api"))
     assert reply.text.startswith("I don't know the command 'show'")
+
+
+async def test_a_sentence_that_parses_as_words_is_proposed_not_run(chat):
+    reply = await chat("scale churn-api to 4")
+    assert _proposed(reply) == "scale churn-api blue 4"
+    endpoint = await chat.handler.workspaces.default.get_endpoint("churn-api")
+    assert [d.instance_count for d in endpoint.deployments] == [2]
+    assert chat.follow_ups == [] and chat.background == []

@@ -81,11 +81,11 @@ class Interpreter:
             proposal = await self.propose(ctx, readings[0])
             if understood is not cmd:
                 return proposal
-            try:       # a change: the typed command's own answer first, the proposal beside it
-                await self.registry.run(ctx, text_)
+            try:       # a change: the typed command's usage answer first, the proposal beside it (only
+                cmd.parse(without_filler(cmd, tokenize(text_)[1:]))     # parsed, never run)
             except CommandError as error:
                 return dataclasses.replace(proposal, text=f"{error.message}\n{proposal.text}")
-            return proposal         # not reached: the words did not parse
+            return proposal         # the words parse but read as a sentence ("scale churn-api to 4")
         verdict, readings = await self.understand(ctx, text_)
         if verdict == "none" and self._typo(ctx, head, alone=len(words) == 1):
             return await self.registry.run(ctx, text_)          # "stpo", "digets now": did you mean ...?
