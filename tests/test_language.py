@@ -169,6 +169,7 @@ async def test_ambiguous_text_offers_the_likeliest_commands_as_buttons(chat):
     buttons = [(a["verb"], a["data"]["args"]) for a in _buttons(reply.card)]
     assert 2 <= len(buttons) <= 3
     assert ("endpoint", ["fraud-api"]) in buttons or ("model", ["fraud-model"]) in buttons
+    assert_valid_card(reply.card)
 
 
 async def test_nothing_understood_gets_suggestions_by_meaning_not_by_spelling(chat):
@@ -177,6 +178,14 @@ async def test_nothing_understood_gets_suggestions_by_meaning_not_by_spelling(ch
     suggested = [a["data"]["args"][0] for a in _buttons(reply.card)]
     assert "compute" in suggested
     assert "Did you mean" not in reply.text
+    assert_valid_card(reply.card)
+
+
+async def test_a_reading_that_lacks_a_word_says_what_is_missing(chat):
+    reply = await chat("move traffic on fraud-api")
+    assert reply.card["body"][0]["text"] == "Almost: traffic"
+    assert "‹split›" in reply.card["body"][1]["text"]
+    assert_valid_card(reply.card)
 
 
 async def test_a_typo_of_a_command_name_still_gets_did_you_mean(chat):
