@@ -121,10 +121,9 @@ async def revoke(ctx: Context, user: str) -> Reply:
                  "Recorded in the audit trail.")
 
 
-@command("roles",
+@command("roles", summary="Show who has which role, and where it comes from.", example="roles",
          phrases=("roles", "who has role", "who is admin", "who are approvers", "who can approve", "permissions",
                   "who is operator", "who can change"),
-         summary="Show who has which role, and where it comes from.", example="roles",
          uses_workspace=False)
 async def roles(ctx: Context) -> Reply:
     store = _store(ctx)
@@ -150,10 +149,9 @@ async def roles(ctx: Context) -> Reply:
     return reply(card("Roles", body))
 
 
-@command("policies",
+@command("policies", summary="Show what each change needs: nothing, a confirmation, or approvals.",
          phrases=("policies", "policy", "rules", "what needs approval", "what needs confirmation", "gates",
                   "what needs", "approval rules", "need confirmation", "need approval", "needs approval"),
-         summary="Show what each change needs: nothing, a confirmation, or approvals.",
          example="policies", uses_workspace=False)
 async def policies(ctx: Context) -> Reply:
     if ctx.gate is None:
