@@ -125,7 +125,7 @@ def build_handler(settings: Settings, workspaces: Workspaces, storage: Storage, 
                 spawn=spawn, requests_per_minute=settings.change_requests_per_minute)
     handler = ChatHandler(catalog(), workspaces, roles, development=settings.development,
                           allowed_tenants=settings.tenant_allow_list, store=storage, gate=gate, clock=clock,
-                          health=settings.health_thresholds())
+                          health=settings.health_thresholds(), plain_language=settings.plain_language)
     return handler, gate
 
 

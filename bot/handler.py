@@ -19,6 +19,7 @@ from adapters.service import PermissionDenied, ServiceError, Unavailable
 from adapters.storage import StorageUnavailable, grants
 from commands.context import Context, FollowUp, HealthThresholds, Reply, Role, RoleBook, User, Workspaces
 from commands.general import greet, is_greeting
+from commands.language import Interpreter
 from commands.registry import CommandError, Registry
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,10 @@ class ChatHandler:
     def __init__(self, registry: Registry, workspaces: Workspaces, roles: RoleBook, *,
                  development: bool = False, allowed_tenants: Sequence[str] = (), store: Any = None,
                  gate: Any = None, clock: Callable[[], datetime] | None = None,
-                 health: HealthThresholds | None = None) -> None:
+                 health: HealthThresholds | None = None, plain_language: bool = True) -> None:
         self.registry = registry
+        # text that is not a command is understood (questions answered, changes only proposed)
+        self.language = Interpreter(registry) if plain_language else None
         self.workspaces = workspaces
         self.roles = roles
         self.development = development
@@ -93,6 +96,8 @@ class ChatHandler:
                 return await self.registry.run_action(ctx, request.verb, request.args)
             if request.text and is_greeting(request.text):
                 return await greet(ctx)                  # "hi": answered, not "I don't know the command"
+            if self.language is not None:
+                return await self.language.respond(ctx, request.text or "")
             return await self.registry.run(ctx, request.text or "")
         except Exception as error:  # noqa: BLE001 - this is the one place errors become replies
             return explain(error, request)

@@ -108,6 +108,9 @@ class Settings(BaseSettings):
                                  description="p99 latency above this many ms is unhealthy")
     health_5xx_percent: float = Field(1.0, ge=0, le=100, validation_alias="MLOPSBOT_HEALTH_5XX_PERCENT",
                                       description="5xx answers above this percent of requests is unhealthy")
+    # Plain-language questions and requests (commands/language): on unless switched off
+    plain_language: bool = Field(True, validation_alias="MLOPSBOT_PLAIN_LANGUAGE",
+                                 description="understand text that is not a command (changes are only proposed)")
     # Event Grid and Azure Monitor webhooks (bot/ingress.py): the shared key in ?code= or x-functions-key
     webhook_key: str = Field("", validation_alias="MLOPSBOT_WEBHOOK_KEY", repr=False)
     watch_minutes: int = Field(15, ge=1, le=24 * 60, validation_alias="MLOPSBOT_WATCH_MINUTES",

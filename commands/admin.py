@@ -70,6 +70,8 @@ async def _known_as(ctx: Context, person: User) -> User:
 
 @command("grant", Arg("user", nargs="+", help="an @mention or an Entra object id"),
          Arg("role", type=one_of(ROLE_NAMES, "role"), help="viewer, operator, approver or admin"),
+         phrases=("grant", "give role", "make approver", "make operator", "make admin", "make viewer",
+                  "add approver"),
          summary="Give someone a role (admins only).", role=Role.ADMIN,
          example="grant 00000000-0000-0000-0000-000000000b0b approver", uses_workspace=False, group="set up")
 async def grant(ctx: Context, user: list[str] | str, role: str) -> Reply:
@@ -109,6 +111,7 @@ async def grant(ctx: Context, user: list[str] | str, role: str) -> Reply:
 
 
 @command("revoke", Arg("user", help="an @mention or an Entra object id"),
+         phrases=("revoke", "remove role", "take away role", "demote"),
          summary="Take back a role granted in chat (admins only).", role=Role.ADMIN,
          example="revoke 00000000-0000-0000-0000-000000000b0b", uses_workspace=False, group="set up")
 async def revoke(ctx: Context, user: str) -> Reply:
@@ -132,6 +135,8 @@ async def revoke(ctx: Context, user: str) -> Reply:
 
 
 @command("roles", summary="Show who has which role, and where it comes from.", example="roles",
+         phrases=("roles", "who has role", "who is admin", "who are approvers", "who can approve", "permissions",
+                  "who is operator", "who can change"),
          uses_workspace=False, group="set up")
 async def roles(ctx: Context) -> Reply:
     store = _store(ctx)
@@ -165,6 +170,8 @@ def _needs(ctx: Context, action: str, environment: str) -> str:
 
 
 @command("policies", summary="Show what each change needs: nothing, a confirmation, or approvals.",
+         phrases=("policies", "policy", "rules", "what needs approval", "what needs confirmation", "gates",
+                  "what needs", "approval rules", "need confirmation", "need approval", "needs approval"),
          example="policies", uses_workspace=False, group="set up")
 async def policies(ctx: Context) -> Reply:
     if ctx.gate is None:

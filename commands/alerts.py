@@ -340,6 +340,8 @@ def _duration(seconds: int) -> str:
              help="re-post an alert nobody acknowledged this long after it fired, @mentioning --notify "
                   "(e.g. 15m; default 15m when --notify is given, else off; `off` turns it off)"),
          Arg("--notify", nargs="+", metavar="PERSON", help="who to @mention when an alert escalates"),
+         phrases=("subscribe", "notify", "alert me", "tell me when", "let us know", "post alerts", "watch for",
+                  "follow", "keep posted", "send alerts", "notify us about", "notify about"),
          summary="Post drift alerts, Azure Monitor alerts, job, model, approval or security posture events "
                  "in this chat "
                  "(Operators by default; the policy's [subscriptions] role decides).",
@@ -487,6 +489,8 @@ async def _known_name(ctx: Context, value: str, kind: str, workspace: str, unche
 
 @command("unsubscribe", Arg("which", help="a subscription number, or a kind to remove all of that kind",
                             metavar="id|kind"),
+         phrases=("unsubscribe", "stop notifying", "stop alerts", "mute", "no more alerts", "stop posting",
+                  "stop notifications"),
          summary="Stop a subscription of this chat (by number, or all of one kind); same role as subscribe.",
          example="unsubscribe 3",
          uses_workspace=False, group="set up")
@@ -521,7 +525,10 @@ async def unsubscribe(ctx: Context, which: str) -> Reply:
     return Reply("Removed " + "; ".join(describe(s) for s in removed) + ".")
 
 
-@command("subscriptions", summary="List what this chat or channel is subscribed to.", example="subscriptions",
+@command("subscriptions",
+         phrases=("subscriptions", "what are we subscribed to", "what am i subscribed to", "which alerts",
+                  "notifications", "what do we follow"),
+         summary="List what this chat or channel is subscribed to.", example="subscriptions",
          uses_workspace=False, group="set up")
 async def subscriptions_(ctx: Context) -> Reply:
     store = _store(ctx)
@@ -542,6 +549,7 @@ async def subscriptions_(ctx: Context) -> Reply:
 # ---------------------------------------------------------------- acting on an alert
 
 @command("acknowledge", Arg("id", type=ALERT_ID, help="the alert number, as its card shows it"),
+         phrases=("acknowledge", "ack", "i'm on it", "on it", "take alert", "claim alert"),
          summary="Acknowledge an alert: every copy of its card shows who is on it.", role=Role.OPERATOR,
          example="acknowledge 7", uses_workspace=False, group="alerts", common=True)
 async def acknowledge(ctx: Context, id: int) -> Reply:
@@ -559,6 +567,7 @@ async def acknowledge(ctx: Context, id: int) -> Reply:
 
 @command("snooze", Arg("id", type=ALERT_ID, help="the alert number"),
          Arg("duration", nargs="?", help="how long, like 4h or 2d (default 24h, at most 7d)"),
+         phrases=("snooze", "silence", "quiet", "hush", "mute alert"),
          summary="Snooze an alert: its cards stay up to date but nothing new is posted.", role=Role.OPERATOR,
          example="snooze 7 24h", uses_workspace=False, group="alerts")
 async def snooze(ctx: Context, id: int, duration: str | None) -> Reply:
@@ -575,6 +584,7 @@ async def snooze(ctx: Context, id: int, duration: str | None) -> Reply:
 
 
 @command("unsnooze", Arg("id", type=ALERT_ID, help="the alert number"),
+         phrases=("unsnooze", "unmute", "end the snooze", "stop snoozing", "wake alert"),
          summary="End an alert's snooze: new firings are posted again.", role=Role.OPERATOR,
          example="unsnooze 7", uses_workspace=False, group="alerts")
 async def unsnooze(ctx: Context, id: int) -> Reply:
@@ -584,6 +594,7 @@ async def unsnooze(ctx: Context, id: int) -> Reply:
 
 
 @command("resolve", Arg("id", type=ALERT_ID, help="the alert number"),
+         phrases=("resolve", "close alert", "mark resolved", "it is fixed", "all clear on"),
          summary="Mark an alert resolved: every copy of its card says who resolved it and when.",
          role=Role.OPERATOR, example="resolve 7", uses_workspace=False, group="alerts", common=True)
 async def resolve(ctx: Context, id: int) -> Reply:
@@ -600,6 +611,7 @@ async def resolve(ctx: Context, id: int) -> Reply:
 
 @command("note", Arg("id", type=ALERT_ID, help="the alert number"),
          Arg("text", nargs="+", help="what you found or did"),
+         phrases=("note", "add a note", "write a note", "leave a note", "comment on alert"),
          summary="Keep a note on an alert (who and when are recorded; its cards show the newest).",
          role=Role.OPERATOR, example="note 7 restarted the scorer, watching latency", uses_workspace=False,
          group="alerts")
@@ -614,6 +626,7 @@ async def note(ctx: Context, id: int, text: list[str]) -> Reply:
 
 @command("assign", Arg("id", type=ALERT_ID, help="the alert number"),
          Arg("person", help="an @mention (or an Entra object id)"),
+         phrases=("assign", "put on alert", "hand alert", "give alert", "owner of alert"),
          summary="Put someone on an alert: `alerts` and its cards show who has it.", role=Role.OPERATOR,
          example="assign 7 @Bob", uses_workspace=False, group="alerts")
 async def assign(ctx: Context, id: int, person: str) -> Reply:
@@ -627,6 +640,7 @@ STATE_ICONS = {"open": "🔴", "acknowledged": "🟡", "snoozed": "💤", "resol
 
 
 @command("alerts", Arg("id", nargs="?", type=ALERT_ID, help="one alert, with all its notes"),
+         phrases=("alerts", "open alerts", "list alerts", "what is firing", "any alerts", "who is on", "incidents", "active alerts"),
          summary="List open, acknowledged, snoozed and resolved alerts, and who is on each.",
          example="alerts", uses_workspace=False, group="alerts", common=True)
 async def alerts_(ctx: Context, id: int | None) -> Reply:

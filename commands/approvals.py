@@ -35,6 +35,9 @@ def _gate(ctx: Context):
 
 @command("approvals", Arg("which", nargs="?", choices=("pending", "mine", "all"),
                           help="pending (default), mine (asked by or waiting for you) or all"),
+         phrases=("approvals", "open requests", "pending requests", "pending approvals", "waiting for approval",
+                  "what is waiting", "requests", "my requests", "waiting for me", "what should i approve",
+                  "anything to approve", "needs my approval"),
          summary="List approval requests: pending ones, yours, or all.", example="approvals pending",
          uses_workspace=False, group="approve", common=True)
 async def approvals_(ctx: Context, which: str | None) -> Reply:
@@ -47,6 +50,8 @@ async def approvals_(ctx: Context, which: str | None) -> Reply:
 
 
 @command("approval", Arg("id", type=REQUEST_ID, help="the request number, as the card shows it"),
+         phrases=("request details", "who approved request", "votes on", "status of request", "request number",
+                  "show request {number}"),
          summary="Show one approval request with its votes and outcome.", example="approval 42",
          uses_workspace=False, group="approve")
 async def approval(ctx: Context, id: int) -> Reply:
@@ -55,6 +60,7 @@ async def approval(ctx: Context, id: int) -> Reply:
 
 @command("approve", Arg("id", type=REQUEST_ID, help="the request number"),
          Arg("comment", nargs="*", help="an optional comment, kept in the audit trail"),
+         phrases=("approve", "lgtm", "sign off", "accept request", "green light"),
          summary="Approve a change someone asked for.", role=Role.OPERATOR, example="approve 42 looks good",
          uses_workspace=False, group="approve", common=True)
 async def approve(ctx: Context, id: int, comment: list[str]) -> Reply:
@@ -63,6 +69,7 @@ async def approve(ctx: Context, id: int, comment: list[str]) -> Reply:
 
 @command("reject", Arg("id", type=REQUEST_ID, help="the request number"),
          Arg("reason", nargs="*", help="why, kept in the audit trail"),
+         phrases=("reject", "deny", "decline", "refuse", "turn down request", "veto"),
          summary="Reject a change someone asked for.", role=Role.OPERATOR,
          example="reject 42 not during the sale", uses_workspace=False, group="approve", common=True)
 async def reject(ctx: Context, id: int, reason: list[str]) -> Reply:
@@ -70,6 +77,7 @@ async def reject(ctx: Context, id: int, reason: list[str]) -> Reply:
 
 
 @command("confirm", Arg("id", type=REQUEST_ID, help="the request number"),
+         phrases=("confirm", "yes do it", "go ahead with"),
          summary="Confirm a change you asked for (when the policy asks for a confirmation).",
          role=Role.OPERATOR, example="confirm 42", uses_workspace=False, group="approve")
 async def confirm(ctx: Context, id: int) -> Reply:
@@ -77,6 +85,8 @@ async def confirm(ctx: Context, id: int) -> Reply:
 
 
 @command("withdraw", Arg("id", type=REQUEST_ID, help="the request number"),
+         phrases=("withdraw", "take back request", "retract", "cancel my request", "never mind request",
+                  "withdraw my request"),
          summary="Withdraw a change you asked for that is still waiting.", role=Role.OPERATOR,
          example="withdraw 42", uses_workspace=False, group="approve")
 async def withdraw(ctx: Context, id: int) -> Reply:

@@ -120,6 +120,10 @@ async def _known_action(ctx: Context, action: str) -> None:
              help=f"how many (1 to {MAX_AUDIT_ROWS}, default 20)", metavar="N"),
          Arg("--head", help="with verify: an anchor (head hash from the digest or the log) the chain must hold",
              metavar="HASH"),
+         phrases=("audit", "audit trail", "who changed", "who did", "what changed", "who approved", "who rejected",
+                  "changes", "what did change", "what did we deploy", "recent changes", "what happened",
+                  "who touched", "activity", "who promoted", "who scaled", "who rolled back", "log of changes",
+                  "tampered", "verify audit", "what did i do", "who stopped", "who started"),
          summary="Show who changed, approved or rejected what; `audit verify` checks nothing was altered.",
          example="audit --since 7d --target fraud-api", uses_workspace=False)
 async def audit(ctx: Context, verify: str | None, since: str | None, actor: str | None, target: str | None,

@@ -139,6 +139,9 @@ async def _in_stage(ctx: Context, name: str, stage: str, usage: str) -> ModelVer
 @command("compare", Arg("ref", help="the candidate: a model, or model:version", metavar="model[:version]"),
          Arg("baseline", nargs="?", help="the version to compare with (default: the one in Production)",
              metavar="version"),
+         phrases=("compare", "versus", "vs", "side by side", "which is better", "better than",
+                  "difference between", "candidate against champion", "challenger against champion",
+                  "how does compare"),
          summary="Compare two versions of a model: metrics side by side, which is better, tags and training job "
                  "(default: the Staging candidate against the Production champion).",
          example="compare fraud-model:4 3")

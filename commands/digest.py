@@ -337,6 +337,9 @@ LATE_AFTER = timedelta(minutes=15)
                   '"0 9 * * 1-5"'),
          Arg("--tz", help="the schedule's time zone: IANA (Europe/Berlin), a common abbreviation (IST, CET, EST) "
                           "or a country (India); default UTC", metavar="ZONE"),
+         phrases=("digest", "summary", "model health report", "daily report", "weekly report", "health summary",
+                  "report now", "send digest", "health digest", "morning summary", "digest scheduled",
+                  "turn off digest", "digest off"),
          summary="A model-health digest of this chat's workspace: now, or on a schedule (cron, in a time zone); "
                  "scheduling needs the Operator role (the policy's [subscriptions] role).",
          example='digest schedule "0 9 * * 1-5" --tz Europe/Berlin', group="set up", common=True)

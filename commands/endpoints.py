@@ -232,13 +232,24 @@ def endpoint_card(endpoint: OnlineEndpoint, metrics: EndpointMetrics | None, met
                 actions=[button("Refresh", "endpoint", endpoint.name, refresh=True)] + open_in_studio(studio_url))
 
 
-@command("endpoints", summary="List online and batch endpoints with their traffic.", example="endpoints", common=True)
+@command("endpoints",
+         phrases=("list endpoints", "what endpoints", "which endpoints", "all endpoints", "show endpoints",
+                  "what is deployed", "what is serving", "what is live", "online endpoints", "batch endpoints",
+                  "what apis", "anything broken", "anything wrong", "is everything ok", "everything healthy",
+                  "overview", "status of everything", "how are things"),
+         summary="List online and batch endpoints with their traffic.", example="endpoints",
+         common=True)
 async def endpoints(ctx: Context) -> Reply:
     online, batch = await asyncio.gather(ctx.ml.list_endpoints(), ctx.ml.list_batch_endpoints())
     return reply(endpoints_card(online, batch, workspace=ctx.where))
 
 
 @command("endpoint", Arg("name", help="an online or batch endpoint"),
+         phrases=("show endpoint", "endpoint details", "is it healthy", "health of", "what is wrong with",
+                  "what's up with", "is up", "is down", "latency of", "errors on", "check", "how is endpoint",
+                  "what traffic", "traffic split", "traffic on", "deployments of", "how is {endpoint} doing",
+                  "status of {endpoint}", "is {endpoint} healthy", "state of {endpoint}",
+                  "tell me about {endpoint}", "show {endpoint}"),
          summary="Show an endpoint: an online one's deployments, traffic, instances and health; a batch "
                  "one's deployments and recent jobs.",
          example="endpoint fraud-api", common=True)
@@ -289,6 +300,9 @@ def parse_split(words: list[str]) -> dict[str, int]:
 
 @command("traffic", Arg("endpoint", help="an online endpoint"),
          Arg("split", nargs="+", metavar="deployment=percent", help=f"the new split; it must add up to {TRAFFIC_TOTAL}"),
+         phrases=("set traffic", "shift traffic", "move traffic", "split traffic", "send traffic", "route traffic",
+                  "send everything to", "all traffic to", "switch to", "cut over", "flip to", "route all",
+                  "traffic to", "route everything", "everything to", "all to"),
          summary="Shift traffic between deployments of an online endpoint (blue/green, canary).",
          role=Role.OPERATOR, example="traffic fraud-api blue=90 green=10", change=True, common=True)
 async def traffic(ctx: Context, endpoint: str, split: list[str]) -> Reply:
@@ -340,6 +354,8 @@ def _instances(count: int) -> str:
 @command("scale", Arg("endpoint", help="an online endpoint"), Arg("deployment", help="one of its deployments"),
          Arg("instances", type=whole_number(MIN_INSTANCES, MAX_INSTANCES, "instances"),
              help=f"how many instances ({MIN_INSTANCES} to {MAX_INSTANCES})"),
+         phrases=("scale", "scale up", "scale down", "more instances", "fewer instances", "add instance",
+                  "instances", "add capacity", "remove instance", "resize"),
          summary="Change how many instances serve one deployment.", role=Role.OPERATOR,
          example="scale fraud-api green 3", change=True)
 async def scale(ctx: Context, endpoint: str, deployment: str, instances: int) -> Reply:
@@ -377,6 +393,8 @@ async def _deployment(ctx: Context, endpoint: str, deployment: str):
 
 @command("logs", Arg("endpoint", help="an online endpoint"), Arg("deployment", help="one of its deployments"),
          Arg("--lines", type=whole_number(1, 500, "lines"), default=30, help="how many lines from the end (default 30)", metavar="N"),
+         phrases=("logs", "show logs", "log of", "container log", "what does log say", "tail log", "log lines",
+                  "stderr", "{endpoint} logs"),
          summary="Show the last lines of a deployment's container log.", example="logs fraud-api green --lines 50")
 async def logs(ctx: Context, endpoint: str, deployment: str, lines: int) -> Reply:
     tail = await ctx.ml.deployment_logs(endpoint, deployment, lines)
@@ -423,6 +441,8 @@ def log_card(tail: str, *, title: str, workspace: str) -> dict:
 
 @command("batch", Arg("endpoint", help="a batch endpoint"), Arg("input", help="the data to score (an azureml:// or https:// URI)"),
          Arg("--deployment", help="a deployment other than the default", metavar="NAME"),
+         phrases=("batch score", "score data", "run batch", "batch scoring", "score file", "score", "run on",
+                  "score with"),
          summary="Start a batch scoring job on a batch endpoint.", role=Role.OPERATOR,
          example="batch churn-batch azureml://datastores/workspaceblobstore/paths/churn/2026-11/", change=True)
 async def batch(ctx: Context, endpoint: str, input: str, deployment: str | None) -> Reply:

@@ -96,12 +96,18 @@ async def _store(ctx: Context, store: str | None) -> str:
     return stores[0]
 
 
-@command("featurestores", summary="List the feature stores beside the workspace.", example="featurestores")
+@command("featurestores",
+         phrases=("feature stores", "which feature stores", "list feature stores", "featurestores"),
+         summary="List the feature stores beside the workspace.", example="featurestores")
 async def featurestores(ctx: Context) -> Reply:
     return reply(stores_card(await ctx.ml.list_feature_stores(), workspace=ctx.where))
 
 
-@command("featuresets", STORE_ARG, summary="List the feature sets of a feature store.",
+@command("featuresets", STORE_ARG,
+         phrases=("feature sets", "list feature sets", "what features", "which features", "features",
+                  "materializing", "materialization", "materialized", "featuresets", "feature store materializing",
+                  "what feature sets"),
+         summary="List the feature sets of a feature store.",
          example="featuresets --store contoso-features")
 async def featuresets(ctx: Context, store: str | None) -> Reply:
     name = await _store(ctx, store)
@@ -112,6 +118,8 @@ async def featuresets(ctx: Context, store: str | None) -> Reply:
 
 @command("featureset", Arg("ref", help="a feature set, or name:version (latest when no version)",
                            metavar="name[:version]"), STORE_ARG,
+         phrases=("show feature set", "feature set details", "features of", "feature set",
+                  "what is in feature set", "materialization of", "last materialization"),
          summary="Show a feature set: entities and join keys, features with types, materialization and its last job.",
          example="featureset transactions")
 async def featureset(ctx: Context, ref: str, store: str | None) -> Reply:

@@ -9,6 +9,8 @@ from commands.ui import button, card, columns, facts, plain, reply, section, tex
 
 
 @command("help", Arg("command", nargs="?", help="a command to explain"),
+         phrases=("help", "what can you do", "how do i", "commands", "usage", "how to use", "instructions",
+                  "what do you do"),
          summary="List what I can do for you, by task, or explain one command.", example="help traffic",
          uses_workspace=False, group="set up", common=True)
 async def help_(ctx: Context, command: str | None) -> Reply:
@@ -41,7 +43,10 @@ async def help_(ctx: Context, command: str | None) -> Reply:
 GROUP_TITLES = {"set up": "Set up", "look": "Look", "change": "Change", "approve": "Approve", "alerts": "Alerts"}
 
 
-@command("whoami", summary="Show who you are to me and what your role lets you do under the policy in force.",
+@command("whoami",
+         phrases=("whoami", "who am i", "my role", "what is my role", "what can i do", "my permissions",
+                  "am i admin"),
+         summary="Show who you are to me and what your role lets you do under the policy in force.",
          example="whoami", uses_workspace=False, group="set up", common=True)
 async def whoami(ctx: Context) -> Reply:
     body = [facts([("Name", plain(ctx.user.name)), ("User id", ctx.user.id), ("Tenant", ctx.user.tenant_id),
@@ -137,7 +142,9 @@ def role_allows(role: Role) -> str:
 # ---------------------------------------------------------------- first run
 
 
-@command("checklist", summary="The set-up checklist: roles, approval channel, subscriptions, digest; done or not.",
+@command("checklist",
+         phrases=("checklist", "setup", "set up", "getting started", "what is left to set up", "onboarding"),
+         summary="The set-up checklist: roles, approval channel, subscriptions, digest; done or not.",
          example="checklist", uses_workspace=False, group="set up")
 async def checklist(ctx: Context) -> Reply:
     return reply(await setup_card(ctx))
@@ -197,7 +204,10 @@ async def setup_card(ctx: Context) -> dict:
     return card("Setting up the MLOps bot", body, actions=actions)
 
 
-@command("workspace", summary="Show the Azure ML workspace I work on, and the others configured.",
+@command("workspace",
+         phrases=("workspace", "which workspace", "what workspace", "subscription", "resource group", "region",
+                  "where are you connected", "environment"),
+         summary="Show the Azure ML workspace I work on, and the others configured.",
          example="workspace", group="look")
 async def workspace(ctx: Context) -> Reply:
     info = await ctx.ml.workspace()

@@ -52,6 +52,9 @@ def job_card(job: Job, *, workspace: str, studio_url: str | None = None) -> dict
 
 @command("jobs", Arg("--status", type=one_of(JOB_STATUSES, "status"), help="only jobs in this status", metavar="STATUS"),
          Arg("--limit", type=whole_number(1, MAX_JOBS, "jobs"), default=10, help=f"how many (1 to {MAX_JOBS}, default 10)", metavar="N"),
+         phrases=("jobs", "list jobs", "recent jobs", "failed jobs", "running jobs", "what is running",
+                  "what failed", "queued jobs", "pipelines", "pipeline runs", "training runs", "what is training",
+                  "any failures", "what broke", "job failures", "experiments", "runs"),
          summary="List recent jobs and pipelines, newest first.", example="jobs --status Failed --limit 5", common=True)
 async def jobs(ctx: Context, status: str | None, limit: int) -> Reply:
     found = await ctx.ml.list_jobs(status=status, limit=limit)
@@ -59,6 +62,9 @@ async def jobs(ctx: Context, status: str | None, limit: int) -> Reply:
 
 
 @command("job", Arg("name", help="a job's id, or its display name when no other job has it"),
+         phrases=("show job", "job details", "why did job fail", "what happened to job", "status of job",
+                  "job status", "error of", "how far is", "pipeline steps", "status of {job}",
+                  "what happened to {job}"),
          summary="Show one job: status, times, error, pipeline steps.", example="job frosty_kettle_8k2x9q7m")
 async def job(ctx: Context, name: str) -> Reply:
     site = studio(ctx)
@@ -75,7 +81,10 @@ async def job(ctx: Context, name: str) -> Reply:
     return reply(job_card(found, workspace=ctx.where, studio_url=site.job(found.name) if site else None))
 
 
-@command("cancel", Arg("job", help="a running or queued job"), summary="Cancel a running or queued job.",
+@command("cancel", Arg("job", help="a running or queued job"),
+         phrases=("cancel", "kill", "abort", "stop job", "stop run", "stop pipeline", "terminate job",
+                  "cancel job", "stop training"),
+         summary="Cancel a running or queued job.",
          role=Role.OPERATOR, example="cancel amber_river_7d3kq9wz", change=True)
 async def cancel(ctx: Context, job: str) -> Reply:
     found = await ctx.ml.get_job(job)

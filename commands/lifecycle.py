@@ -46,6 +46,9 @@ def _scores(model: ModelVersion, against: ModelVersion | None) -> str:
 
 @command("promote", Arg("ref", help="the version to promote", metavar="model:version"),
          Arg("stage", type=one_of(PROMOTABLE, "stage"), help="Staging, Production or Archived"),
+         phrases=("promote", "move to production", "ship", "release", "put in production", "push to production",
+                  "move to staging", "make it champion", "make champion", "mark as", "{model} {to_stage}",
+                  "put {to_stage}"),
          summary="Move a model version to Staging, Production or Archived (Production moves the champion to "
                  "Archived).",
          role=Role.OPERATOR, example="promote fraud-model:4 Production", change=True)
@@ -172,6 +175,7 @@ async def archived(ctx: Context, change: Change) -> Reply | None:
 
 
 @command("archive", Arg("ref", help="the version to archive", metavar="model:version"),
+         phrases=("archive", "retire", "hide version", "deprecate", "hide"),
          summary="Archive a model version: hide it from lists (its stage is kept; deployments can still use it).",
          role=Role.OPERATOR, example="archive fraud-model:1", change=True)
 async def archive(ctx: Context, ref: str) -> Reply:
@@ -197,6 +201,8 @@ async def apply_archive(ctx: Context, change: Change) -> Reply:
 
 @command("retrain", Arg("model", help="a registered model"),
          Arg("--schedule", help="trigger this schedule instead of the one the model names", metavar="NAME"),
+         phrases=("retrain", "retraining", "train again", "kick off training", "start training", "rerun training",
+                  "refresh model", "kick off retraining", "trigger training", "new training run", "train"),
          summary="Retrain a model: trigger its training schedule; its end is reported here.",
          role=Role.OPERATOR, example="retrain fraud-model", change=True)
 async def retrain(ctx: Context, model: str, schedule: str | None) -> Reply:

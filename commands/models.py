@@ -74,6 +74,9 @@ def model_card(model: ModelVersion, *, workspace: str, studio_url: str | None = 
 
 @command("models", Arg("name", nargs="?", help="a model name, to list its versions"),
          Arg("--stage", type=one_of(STAGES, "stage"), help="only versions in this stage", metavar="STAGE"),
+         phrases=("list models", "what models", "which models", "registered models", "model registry",
+                  "all models", "show models", "versions of", "model versions", "what versions", "which versions",
+                  "models in production", "models in staging"),
          summary="List registered models, or the versions of one model.",
          example="models fraud-model --stage Production", common=True)
 async def models(ctx: Context, name: str | None, stage: str | None) -> Reply:
@@ -89,6 +92,10 @@ async def models(ctx: Context, name: str | None, stage: str | None) -> Reply:
 
 
 @command("model", Arg("ref", help="name or name:version (latest when no version)", metavar="name[:version]"),
+         phrases=("show model", "model details", "model metrics", "how good is model", "tell me about model",
+                  "which version is in production", "what is the champion", "what is the candidate",
+                  "how is model doing", "auc of", "metrics of", "how is {model} doing", "show {model}",
+                  "tell me about {model}", "refresh {model}"),
          summary="Show one model version: stage, metrics, tags.", example="model fraud-model:3")
 async def model(ctx: Context, ref: str) -> Reply:
     name, _, version = ref.partition(":")

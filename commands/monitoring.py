@@ -323,6 +323,9 @@ def monitors_card(monitors: list[Monitor], *, workspace: str) -> dict:
 @command("drift", Arg("target", help="a model, endpoint or monitor name", metavar="model/endpoint"),
          Arg("--window", type=window_days, default=7, help="how far back the trend goes (default 7d)",
              metavar="DAYS"),
+         phrases=("drift", "drifting", "data drift", "has drifted", "distribution shift", "feature drift",
+                  "is drifting", "what did the monitor find", "monitor findings", "drift of", "model health",
+                  "skew", "data quality", "prediction drift"),
          summary="Show what a model's monitor found: drift, data quality, feature attribution and performance, "
                  "worst first, with trends.",
          example="drift fraud-model --window 7d", common=True)
@@ -331,6 +334,9 @@ async def drift(ctx: Context, target: str, window: int) -> Reply:
     return reply(drift_card(report, workspace=ctx.where))
 
 
-@command("monitors", summary="List model monitors: signals, thresholds and last outcome.", example="monitors")
+@command("monitors",
+         phrases=("monitors", "list monitors", "what monitors", "which monitors", "monitoring", "model monitoring",
+                  "what is monitored", "monitor outcomes", "signals", "thresholds"),
+         summary="List model monitors: signals, thresholds and last outcome.", example="monitors")
 async def monitors(ctx: Context) -> Reply:
     return reply(monitors_card(await ctx.ml.list_monitors(), workspace=ctx.where))

@@ -39,7 +39,10 @@ def compute_row(compute: Compute) -> dict:
                    widths=["stretch", "auto"])
 
 
-@command("schedules", summary="List job and monitor schedules, enabled or not.", example="schedules")
+@command("schedules",
+         phrases=("schedules", "list schedules", "what schedules", "which schedules", "what runs nightly", "cron",
+                  "scheduled jobs", "when does run", "what is scheduled", "recurring"),
+         summary="List job and monitor schedules, enabled or not.", example="schedules")
 async def schedules(ctx: Context) -> Reply:
     found = await ctx.ml.list_schedules()
     now = datetime.now(timezone.utc)
@@ -47,7 +50,10 @@ async def schedules(ctx: Context) -> Reply:
                       subtitle=ctx.where))
 
 
-@command("compute", summary="List compute clusters and instances with their state.", example="compute")
+@command("compute",
+         phrases=("compute", "list compute", "clusters", "compute instances", "vms", "machines", "what compute",
+                  "which vms", "gpu", "cpu", "nodes", "is running compute", "notebooks", "instances running"),
+         summary="List compute clusters and instances with their state.", example="compute")
 async def compute(ctx: Context) -> Reply:
     found = await ctx.ml.list_compute()
     return reply(card("Compute", limited(found, compute_row, noun="compute target"), subtitle=ctx.where))
@@ -55,6 +61,9 @@ async def compute(ctx: Context) -> Reply:
 
 @command("schedule", Arg("action", choices=("enable", "disable", "run"), help="what to do"),
          Arg("name", help="a schedule, as `schedules` shows it"),
+         phrases=("enable schedule", "disable schedule", "pause", "resume", "run schedule", "trigger schedule",
+                  "pause schedule", "turn off schedule", "turn on schedule", "unpause", "suspend", "enable",
+                  "disable", "trigger", "turn on", "turn off", "run {schedule}"),
          summary="Enable or disable a schedule, or run it once now.", role=Role.OPERATOR,
          example="schedule disable nightly-churn-retrain", change=True)
 async def schedule(ctx: Context, action: str, name: str) -> Reply:
@@ -118,7 +127,10 @@ async def _apply_compute(ctx: Context, change: Change, wanted: str) -> Reply:
     return accepted(ctx, await ctx.ml.stop_compute(name), f"Compute {name} is stopping.")
 
 
-@command("start", Arg("compute", help="a compute instance"), summary="Start a stopped compute instance.",
+@command("start", Arg("compute", help="a compute instance"),
+         phrases=("start", "turn on", "boot", "power on", "spin up", "wake up", "switch on", "start vm",
+                  "start instance"),
+         summary="Start a stopped compute instance.",
          role=Role.OPERATOR, example="start ds-ci-alice", change=True)
 async def start(ctx: Context, compute: str) -> Reply:
     return await _compute_change(ctx, compute, "start", "Running")
@@ -129,7 +141,10 @@ async def apply_start(ctx: Context, change: Change) -> Reply:
     return await _apply_compute(ctx, change, "Running")
 
 
-@command("stop", Arg("compute", help="a compute instance"), summary="Stop a compute instance to save money.",
+@command("stop", Arg("compute", help="a compute instance"),
+         phrases=("stop", "turn off", "shut down", "shutdown", "power off", "spin down", "switch off", "stop vm",
+                  "stop instance", "save money"),
+         summary="Stop a compute instance to save money.",
          role=Role.OPERATOR, example="stop ds-ci-alice", change=True)
 async def stop(ctx: Context, compute: str) -> Reply:
     return await _compute_change(ctx, compute, "stop", "Stopped")

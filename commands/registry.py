@@ -1,6 +1,9 @@
 """The command registry: one declaration per command gives its parser, usage, help, example and role.
 
     @command("traffic", Arg("endpoint"), Arg("split", nargs="+", metavar="deployment=percent"),
+             phrases=("set traffic", "shift traffic", "move traffic", "split traffic", "send traffic",
+                      "route traffic", "send everything to", "all traffic to", "switch to", "cut over", "flip to",
+                      "route all", "traffic to", "route everything", "everything to", "all to"),
              summary="Shift traffic between deployments of an online endpoint.",
              role=Role.OPERATOR, example="traffic fraud-api blue=90 green=10")
     async def traffic(ctx: Context, endpoint: str, split: list[str]) -> Reply: ...
@@ -208,6 +211,7 @@ class Command:
     change: bool = False              # passes the gate; takes --reason
     group: str = ""                   # one of GROUPS; "" = "change" for a change (or a higher role), else "look"
     common: bool = False              # among the first `help` shows
+    phrases: tuple[str, ...] = ()     # how people ask for it in their own words (commands.language)
     parser: argparse.ArgumentParser = field(init=False, repr=False, compare=False)
 
     @property
@@ -332,6 +336,29 @@ def _sentence(message: str) -> str:
     return message if message.endswith((".", "?")) else message + "."
 
 
+_APOSTROPHE = re.compile(r"(?<=[A-Za-z])'(?=[A-Za-z]|\s|$)")
+# Words a person adds to a command that are not part of it: dropped from the end when the command
+# does not parse with them but does without ("endpoint fraud-api please", "jobs?").
+FILLER = frozenset({"please", "pls", "plz", "now", "thanks", "thx", "thank", "you", "?", "!"})
+
+
+def without_filler(cmd: "Command", argv: Sequence[str]) -> list[str]:
+    """`argv`, or argv without trailing filler words ("please", "now", "?") when only that parses."""
+    words = list(argv)
+    if words and words[-1].endswith(("?", "!")) and words[-1].rstrip("?!"):
+        words[-1] = words[-1].rstrip("?!")
+    trimmed = list(words)
+    while trimmed and trimmed[-1].lower().rstrip("?!.,") in FILLER | {""}:
+        trimmed.pop()
+    for candidate in (words, list(argv), trimmed):
+        try:
+            cmd.parse(candidate)
+        except UsageError:
+            continue
+        return candidate
+    return list(argv)
+
+
 def tokenize(text: str) -> list[str]:
     """Split typed text like a shell: quotes group words; smart quotes count as quotes."""
     if len(text.encode("utf-8")) > MAX_INPUT_BYTES:
@@ -341,6 +368,12 @@ def tokenize(text: str) -> list[str]:
                                          "\u00a0": " "}))
     try:
         return shlex.split(text)
+    except ValueError:
+        pass
+    # An apostrophe inside or at the end of a word ("what's", "bob's", "models'") is not a quote.
+    marked = _APOSTROPHE.sub("\u0000", text)
+    try:
+        return [word.replace("\u0000", "'") for word in shlex.split(marked)]
     except ValueError:
         raise UsageError("A quotation mark is not closed. Put quotes around names with spaces, "
                          'like `model "fraud model"`.') from None
@@ -354,14 +387,17 @@ class Registry:
 
     def command(self, name: str, *args: Arg, summary: str, example: str, role: Role = Role.VIEWER,
                 uses_workspace: bool = True, change: bool = False, group: str = "",
-                common: bool = False) -> Callable[[Handler], Handler]:
+                common: bool = False, phrases: Sequence[str] = ()) -> Callable[[Handler], Handler]:
+        """`phrases`: the words people use for this command in plain language ("roll back",
+        "put back", "undo"); commands.language reads them, nothing else does."""
         if group and group not in GROUPS:
             raise ValueError(f"command {name!r}: unknown group {group!r} (one of {', '.join(GROUPS)})")
 
         def register(handler: Handler) -> Handler:
             if name in self._commands:
                 raise ValueError(f"command {name!r} declared twice")
-            cmd = Command(name, tuple(args), summary, role, example, handler, uses_workspace, change, group, common)
+            cmd = Command(name, tuple(args), summary, role, example, handler, uses_workspace, change,
+                          group=group, common=common, phrases=tuple(phrases))
             _check_signature(cmd)
             self._commands[name] = cmd
             return handler
@@ -403,7 +439,11 @@ class Registry:
         tokens = tokenize(text)
         if not tokens:
             tokens = ["help"]
-        return await self.invoke(ctx, self.lookup(tokens[0], ctx.role), tokens[1:])
+        head = tokens[0]
+        if self.find(head) is None and head.rstrip("?!.,") and self.find(head.rstrip("?!.,")):
+            head = head.rstrip("?!.,")          # "jobs?", "compute!"
+        cmd = self.lookup(head, ctx.role)
+        return await self.invoke(ctx, cmd, without_filler(cmd, tokens[1:]))
 
     async def run_action(self, ctx: Context, verb: str, args: Sequence[Any]) -> Reply:
         """Run a card button: `verb` is a command name, `args` its words (ids only), bounded like

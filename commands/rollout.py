@@ -132,6 +132,8 @@ def history_card(endpoint: OnlineEndpoint, entries: list[Entry], *, workspace: s
 
 
 @command("history", Arg("endpoint", help="an online endpoint"),
+         phrases=("history", "traffic history", "who changed traffic", "what changed on", "past changes",
+                  "changes to", "previous splits", "what happened to", "changed traffic", "traffic changes"),
          summary="Show an endpoint's traffic changes, newest first (who, when, why, approval).",
          example="history fraud-api")
 async def history(ctx: Context, endpoint: str) -> Reply:
@@ -149,6 +151,8 @@ def _entry_number(value: str) -> int:
 @command("rollback", Arg("endpoint", help="an online endpoint"),
          Arg("--to", type=_entry_number, metavar="N",
              help="restore the split from before history entry N (default: before the newest)"),
+         phrases=("roll back", "rollback", "revert", "undo", "put back", "back how it was", "back to how it was",
+                  "restore", "go back", "undo last change", "back to before", "as it was"),
          summary="Restore an endpoint's traffic split from before its last change (see `history`).",
          role=Role.OPERATOR, example="rollback fraud-api", change=True, common=True)
 async def rollback(ctx: Context, endpoint: str, to: int | None) -> Reply:
@@ -203,6 +207,8 @@ async def plan_rollback(ctx: Context, endpoint: str, to: int | None) -> Change |
 
 @command("canary", Arg("endpoint", help="an online endpoint"), Arg("deployment", help="the deployment to give traffic"),
          Arg("percent", type=whole_number(0, 100, "percent"), help="its new share, 0 to 100"),
+         phrases=("canary", "give more", "give less", "percent to", "share of traffic", "more traffic",
+                  "less traffic", "bump", "ramp up", "ramp down", "increase", "decrease", "send percent"),
          summary="Give one deployment a share of traffic, taken from the others in proportion.",
          role=Role.OPERATOR, example="canary fraud-api green 20", change=True)
 async def canary(ctx: Context, endpoint: str, deployment: str, percent: int) -> Reply:
@@ -296,6 +302,7 @@ async def record_split(tx, ctx: Context, change: Change, request: Approval | Non
 @command("demo", Arg("what", type=one_of(("degrade", "heal"), "demo switch"), metavar="degrade|heal",
                      help="degrade: make a deployment slow and failing; heal: make it healthy again"),
          Arg("endpoint", help="an online endpoint"), Arg("deployment", help="one of its deployments"),
+         phrases=("degrade", "heal", "make misbehave", "simulate failure", "break on purpose"),
          summary="Local workspace only: make a deployment misbehave (or recover), to see a verdict.",
          role=Role.ADMIN, example="demo degrade fraud-api green")
 async def demo(ctx: Context, what: str, endpoint: str, deployment: str) -> Reply:

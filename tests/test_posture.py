@@ -166,7 +166,9 @@ async def test_posture_of_the_embedded_workspace(chat):
 
 async def test_posture_words_get_a_clear_answer(chat):
     assert (await chat("posture --workspace ml-dev")).text.startswith("No workspace named 'ml-dev'.")
-    assert "Usage: `posture [--workspace NAME]`" in (await chat("posture extra")).text
+    assert "Usage: `posture [--workspace NAME]`" in (await chat("posture --verbose")).text
+    # a word `posture` does not take is plain language now (issue 20): read as the command, which says so
+    assert (await chat("posture extra")).text.startswith("Read as `posture`\n")
 
 
 def test_the_card_stays_valid_and_small_for_many_lines():

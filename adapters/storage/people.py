@@ -50,3 +50,10 @@ async def by_teams_id(tx: Transaction, teams_id: str) -> tuple[str, str] | None:
     rows = await tx.fetch("SELECT object_id, name FROM people WHERE teams_id = ? ORDER BY seen_at DESC LIMIT 1",
                           (teams_id,))
     return (rows[0][0], rows[0][1]) if rows else None
+
+
+async def met(tx: Transaction, limit: int = 500) -> list[str]:
+    """Names of the people the bot has met, most recently seen first (plain-language questions
+    name people: "what did Bob change")."""
+    rows = await tx.fetch("SELECT name FROM people WHERE name <> '' ORDER BY seen_at DESC LIMIT ?", (limit,))
+    return [row[0] for row in rows]

@@ -1,0 +1,309 @@
+"""Plain language (#20): questions are answered with the command they mean, changes are only
+proposed, typed commands behave as before.
+
+The labelled set is tests/fixtures/language/phrasings.txt (every command, three personas); the
+shares asserted here are behaviour on that set, not timing (bench/language.py measures time).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from commands.context import Role, RoleBook, User
+from tests.card_schema import assert_valid_card
+from tests.conftest import Chat
+from tests.language_cases import World, load
+from tests.teams_client import find_action
+
+CASES = load()
+
+
+def _buttons(node):
+    if isinstance(node, dict):
+        if node.get("type") == "Action.Execute":
+            yield node
+        for value in node.values():
+            yield from _buttons(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _buttons(value)
+
+
+def _proposed(reply) -> str | None:
+    """The command a proposal card offers to run, as a line."""
+    if reply.card is None or reply.card["body"][0]["text"] != "Is this the change you mean?":
+        return None
+    [action] = list(_buttons(reply.card))
+    return " ".join([action["verb"], *(f'"{a}"' if " " in a else a for a in action["data"]["args"])])
+
+
+def test_the_set_is_large_and_covers_every_command():
+    from commands.catalog import catalog
+    assert len(CASES) >= 200
+    assert {c.command for c in CASES} == {c.name for c in catalog()}
+    assert {c.persona for c in CASES} == {"admin", "oncall", "approver"}
+    assert sum(c.change for c in CASES) >= 60
+
+
+async def test_ninety_percent_understood_and_no_phrasing_changes_anything(tmp_path):
+    async with World(tmp_path) as world:
+        before = world.snapshot()
+        reads_ok, changes_ok, wrong = 0, 0, []
+        for case in CASES:
+            reply = await world.say(case.text)
+            if case.change:
+                got = _proposed(reply)
+                changes_ok += got == case.expected
+            else:
+                first = reply.text.split("\n", 1)[0]
+                got = first
+                reads_ok += first == f"Read as `{case.expected}`"
+            if got not in (case.expected, f"Read as `{case.expected}`"):
+                wrong.append((case.text, case.expected, got))
+        after = world.snapshot()
+        assert not world.later and not world.spawned         # nothing was started in the background
+    reads = [c for c in CASES if not c.change]
+    changes = [c for c in CASES if c.change]
+    assert reads_ok / len(reads) >= 0.9, wrong
+    assert changes_ok / len(changes) >= 0.9, wrong
+    changed = {table for table in set(before) | set(after) if before.get(table) != after.get(table)}
+    assert changed == set(), changed
+
+
+# ---------------------------------------------------------------- the examples of the issue
+
+
+async def test_a_question_is_answered_with_the_command_and_says_how_it_was_read(chat):
+    reply = await chat("show fraud api")
+    assert reply.text.startswith("Read as `endpoint fraud-api`\n")
+    assert reply.card["body"][0]["text"] == "Read as `endpoint fraud-api`"
+    assert reply.card["body"][1]["text"] == "Endpoint fraud-api"
+    assert_valid_card(reply.card)
+
+
+async def test_apostrophes_in_ordinary_words_are_not_quotes(chat):
+    reply = await chat("what's wrong with fraud-api")
+    assert "quotation mark" not in reply.text
+    assert reply.text.startswith("Read as `endpoint fraud-api`")
+    assert (await chat("who\u2019s on credit-api")).text != "A quotation mark is not closed."
+
+
+@pytest.mark.parametrize("typed", ["endpoint fraud-api please", "endpoint fraud-api now", "endpoint fraud-api pls",
+                                   "endpoint fraud-api?", "endpoint fraud-api ?"])
+async def test_a_trailing_please_or_question_mark_does_not_break_a_command(chat, typed):
+    reply = await chat(typed)
+    assert reply.card["body"][0]["text"] == "Endpoint fraud-api"          # ran as typed: no "Read as"
+
+
+async def test_digest_now_keeps_its_now(chat):
+    reply = await chat("digest now")
+    assert "Read as" not in reply.text and "didn't expect" not in reply.text
+
+
+async def test_a_positional_where_an_option_is_expected_is_taken(chat):
+    reply = await chat("audit fraud-api")
+    assert reply.text.startswith("Read as `audit --target fraud-api`")
+    assert reply.card["body"][1]["text"].startswith("Audit trail")
+
+
+@pytest.mark.parametrize("question", ["what models are in production", "is fraud-api healthy", "what failed",
+                                      "is the feature store materializing?", "what", "is"])
+async def test_questions_no_longer_get_did_you_mean_whoami_or_help(chat, question):
+    text = (await chat(question)).text
+    assert "Did you mean `whoami`" not in text and "Did you mean `help`" not in text
+    if " " in question:
+        assert "I don't know the command" not in text
+
+
+async def test_a_change_is_proposed_with_before_and_after_and_nothing_runs(chat):
+    reply = await chat("give green 10% more on fraud-api")
+    assert reply.card["body"][0]["text"] == "Is this the change you mean?"
+    assert reply.card["body"][2]["text"] == "Read as `canary fraud-api green 20`. Nothing has changed yet."
+    facts = {f["title"]: f["value"] for f in reply.card["body"][3]["facts"]}
+    assert facts["Before"] == "traffic: blue=90 green=10"
+    assert facts["After"] == "traffic: blue=80 green=20"
+    action = find_action(reply.card, "Run canary fraud-api green 20")
+    assert (action["verb"], action["data"]["args"]) == ("canary", ["fraud-api", "green", "20"])
+    assert_valid_card(reply.card)
+    endpoint = await chat.handler.workspaces.default.get_endpoint("fraud-api")
+    assert endpoint.traffic == {"blue": 90, "green": 10}          # proposed, not done
+    assert chat.follow_ups == [] and chat.background == []
+
+
+async def test_the_proposal_button_runs_the_change_through_the_gate(chat):
+    reply = await chat("turn off alice's VM")
+    action = find_action(reply.card, "Run stop ds-ci-alice")
+    answer = await chat.click(action["verb"], *action["data"]["args"])
+    await chat.settle()
+    assert "Stopping" in answer.text or "stopping" in answer.text.lower()
+    [alice] = [c for c in await chat.handler.workspaces.default.list_compute() if c.name == "ds-ci-alice"]
+    assert alice.state == "Stopped"
+
+
+async def test_a_viewer_sees_the_proposal_but_the_button_is_refused(workspaces, store):
+    viewer = Chat(workspaces, store, Role.VIEWER)
+    reply = await viewer("put churn-api back how it was")
+    assert _proposed(reply) == "rollback churn-api"
+    assert "needs the Operator role; you have Viewer" in reply.text
+    refused = await viewer.click("rollback", "churn-api")
+    assert "needs the Operator role" in refused.text
+
+
+async def test_the_proposal_gate_asks_for_approval_like_any_change(workspaces, store):
+    from commands.policy import parse_policy
+    approving = Chat(workspaces, store, policy=parse_policy('[[rule]]\nmode = "approval"\nquorum = 1\n', source="t"),
+                     roles=RoleBook(default=Role.ADMIN))
+    reply = await approving("promote the fraud candidate to production")
+    assert _proposed(reply) == "promote fraud-model:4 Production"
+    facts = {f["title"]: f["value"] for f in reply.card["body"][3]["facts"]}
+    assert facts["Before"].startswith("stage: fraud-model:4 Staging") and "Production" in facts["After"]
+    clicked = await approving.click("promote", "fraud-model:4", "Production")
+    assert "approval" in clicked.text.lower()
+    [model] = await workspaces.default.list_models("fraud-model", stage="Staging")
+    assert model.version == "4"          # still waiting for an approver
+
+
+async def test_ambiguous_text_offers_the_likeliest_commands_as_buttons(chat):
+    reply = await chat("fraud")
+    assert reply.card["body"][0]["text"] == "Which one?"
+    buttons = [(a["verb"], a["data"]["args"]) for a in _buttons(reply.card)]
+    assert 2 <= len(buttons) <= 3
+    assert ("endpoint", ["fraud-api"]) in buttons or ("model", ["fraud-model"]) in buttons
+    assert_valid_card(reply.card)
+
+
+async def test_nothing_understood_gets_suggestions_by_meaning_not_by_spelling(chat):
+    reply = await chat("how much money did the gpu cluster cost")
+    assert reply.card["body"][0]["text"] == "Not sure what you mean"
+    suggested = [a["data"]["args"][0] for a in _buttons(reply.card)]
+    assert "compute" in suggested
+    assert "Did you mean" not in reply.text
+    assert_valid_card(reply.card)
+
+
+async def test_a_reading_that_lacks_a_word_says_what_is_missing(chat):
+    reply = await chat("move traffic on fraud-api")
+    assert reply.card["body"][0]["text"] == "Almost: traffic"
+    assert "‹split›" in reply.card["body"][1]["text"]
+    assert_valid_card(reply.card)
+
+
+async def test_a_typo_of_a_command_name_still_gets_did_you_mean(chat):
+    assert (await chat("stpo")).text.startswith("I don't know the command 'stpo'. Did you mean `stop`?")
+
+
+async def test_a_typed_change_with_a_slip_keeps_its_usage_and_adds_the_proposal(chat):
+    reply = await chat("schedule pause nightly-churn-retrain")
+    assert reply.text.startswith("'pause' is not a choice for ‹action›")
+    assert _proposed(reply) == "schedule disable nightly-churn-retrain"
+    schedules = await chat.handler.workspaces.default.list_schedules()
+    [schedule] = [s for s in schedules if s.name == "nightly-churn-retrain"]
+    assert schedule.enabled
+
+
+async def test_people_the_bot_has_met_and_me(workspaces, store):
+    from adapters.storage import people
+    from datetime import datetime, timezone
+
+    async def meet(tx):
+        await people.remember(tx, "oid-zoe", "29:zoe", "Zoe Quinn", "t1", now=datetime.now(timezone.utc))
+    await store.run_transaction(meet)
+    chat = Chat(workspaces, store, user=User(id="u-1", name="Dana Dev", tenant_id="t1"))
+    assert (await chat("what did zoe change")).text.startswith('Read as `audit --actor "Zoe Quinn"`')
+    assert (await chat("what did I change")).text.startswith('Read as `audit --actor "Dana Dev"`')
+
+
+# ---------------------------------------------------------------- through the real CloudAdapter over HTTP
+
+
+async def test_plain_question_and_proposed_change_over_http(teams):
+    [answer] = await teams.say("how is the credit endpoint doing?")
+    assert answer.card["body"][0]["text"] == "Read as `endpoint credit-api`"
+    assert answer.card["body"][1]["text"] == "Endpoint credit-api"
+    [proposal] = await teams.say("give green 10% more on fraud-api")
+    assert proposal.card["body"][0]["text"] == "Is this the change you mean?"
+    assert_valid_card(proposal.card)
+    status, body = await teams.click(proposal.card, "Run canary fraud-api green 20")
+    assert status == 200
+    sent = await teams.connector.wait_for(4)        # the acknowledgement, then the outcome
+    assert any("green" in (s.text or "") and "20" in (s.text or "") for s in sent[2:]), [s.text for s in sent]
+
+
+async def test_words_from_the_message_cannot_break_out_of_the_read_as_line(chat):
+    reply = await chat("run churn-batch on https://contoso.blob.core.windows.net/d`](http://evil.example)`x.csv")
+    line = reply.card["body"][2]["text"]
+    assert line.count("`") == 2, line                       # only the bot's own code span
+    assert "](" not in line                                 # no link either
+
+
+# ---------------------------------------------------------------- the small parsers
+
+
+@pytest.mark.parametrize("text,percent,relative", [
+    ("give green 20% on fraud-api", 20, 0), ("a fifth of the traffic", 20, 0), ("send half to green", 50, 0),
+    ("10 percent more for green", 10, 1), ("5% less for green", 5, -1), ("bump green to 30%", 30, 0),
+    ("show fraud-api", None, 0)])
+def test_percentages_and_fractions(text, percent, relative):
+    from commands.language.words import read
+    found = read(text)
+    assert (found.percent, found.relative) == (percent, relative)
+
+
+@pytest.mark.parametrize("text,version", [("fraud model v4", "4"), ("churn-model version 3", "3"),
+                                          ("fraud-model:2", "2"), ("the fraud model", None)])
+def test_versions(text, version):
+    from commands.language.words import read
+    assert read(text).version == version
+
+
+@pytest.mark.parametrize("text,since", [
+    ("what happened today", "9h"), ("who changed it yesterday", "33h"), ("since monday", "81h"),
+    ("what did we deploy this week", "81h"), ("last week", "7d"), ("in the last 12 hours", "12h"),
+    ("past 3 days", "3d"), ("what changed", None)])
+def test_windows_at_thursday_nine(text, since):
+    from commands.language.words import read
+    from tests.language_cases import NOW
+    assert read(text, NOW).since == since
+
+
+def test_names_are_matched_forgivingly():
+    from commands.language.entities import EntityIndex
+    from commands.language.words import read
+    index = EntityIndex()
+    for kind, name in (("endpoint", "fraud-api"), ("endpoint", "credit-api"), ("model", "fraud-model"),
+                       ("model", "credit-risk"), ("compute", "ds-ci-alice"), ("compute", "ds-ci-bob")):
+        index.add(kind, name)
+
+    def best(text):
+        return index.find(read(text).stems)[0].entity.name
+    assert best("show fraud model") == "fraud-model"
+    assert best("the Fraud-API") == "fraud-api"
+    assert best("how is the credit endpoint") == "credit-api"
+    assert best("how is the credit model") == "credit-risk"
+    assert best("alice's compute instance") == "ds-ci-alice"
+    assert best("turn off bob\u2019s VM") == "ds-ci-bob"
+
+
+def test_plain_language_is_on_by_default_and_can_be_switched_off(tmp_path, monkeypatch):
+    from bot.settings import load_settings
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLOPSBOT_PLAIN_LANGUAGE", raising=False)
+    assert load_settings(data_dir=tmp_path, host="127.0.0.1").plain_language is True
+    monkeypatch.setenv("MLOPSBOT_PLAIN_LANGUAGE", "false")
+    assert load_settings(data_dir=tmp_path, host="127.0.0.1").plain_language is False
+
+
+async def test_switched_off_text_that_is_not_a_command_is_unknown_as_before(workspaces, store):
+    from bot.handler import ChatHandler, Request
+    from commands.catalog import catalog
+    handler = ChatHandler(catalog(), workspaces, RoleBook(default=Role.ADMIN), store=store, plain_language=False)
+    reply = await handler.handle(Request(User("u", "U"), "c", text="show fraud api"))
+    assert reply.text.startswith("I don't know the command 'show'")
+
+
+async def test_a_sentence_that_parses_as_words_is_proposed_not_run(chat):
+    reply = await chat("scale churn-api to 4")
+    assert _proposed(reply) == "scale churn-api blue 4"
+    endpoint = await chat.handler.workspaces.default.get_endpoint("churn-api")
+    assert [d.instance_count for d in endpoint.deployments] == [2]
+    assert chat.follow_ups == [] and chat.background == []
