@@ -87,7 +87,8 @@ def build_workspaces(settings: Settings, pools: list[ThreadPoolExecutor], *, res
             pools.append(calls)
         wrapped.append(name)
         return NonBlockingService(service, name=name, environment=environment, pool=calls, wait_pool=waits,
-                                  timeout=settings.azure_timeout, azure=azure)
+                                  timeout=settings.azure_timeout, azure=azure,
+                                  read_cache_seconds=settings.read_cache_seconds)
 
     if settings.backend == "local":
         from adapters.local import LocalWorkspace

@@ -9,16 +9,20 @@ It knows nothing of botbuilder, so the terminal chat and the Teams seam share it
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Sequence
 
+from adapters.nonblocking import fresh_reads, read_log
 from adapters.service import PermissionDenied, ServiceError, Unavailable
 from adapters.storage import StorageUnavailable, grants
 from commands.context import Context, FollowUp, HealthThresholds, Reply, Role, RoleBook, User, Workspaces
 from commands.registry import CommandError, Registry
+from commands.ui import read_stamp
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,7 @@ class Request:
     activity_id: str = ""                         # the Teams activity (audit, redelivery)
     conversation_kind: str = ""                   # personal | groupChat | channel
     mentioned: tuple[User, ...] = ()              # other people @mentioned, ids resolved
+    refresh: bool = False                         # a card's Refresh button: read afresh, reuse nothing
 
 
 class ChatHandler:
@@ -87,12 +92,19 @@ class ChatHandler:
             log.warning("refused a request from tenant %s", request.user.tenant_id or "(none)")
             return Reply("This bot is not enabled for your organization. Ask your Teams admin.")
         try:
-            ctx = await self.context(request, later)
-            if request.verb is not None:
-                return await self.registry.run_action(ctx, request.verb, request.args)
-            return await self.registry.run(ctx, request.text or "")
+            with read_log() as reads, (fresh_reads() if request.refresh else contextlib.nullcontext()):
+                ctx = await self.context(request, later)
+                if request.verb is not None:
+                    reply = await self.registry.run_action(ctx, request.verb, request.args)
+                else:
+                    reply = await self.registry.run(ctx, request.text or "")
         except Exception as error:  # noqa: BLE001 - this is the one place errors become replies
             return explain(error, request)
+        if reply.card is not None and reads.oldest is not None:
+            # every card says when its figures were read (they may be a few seconds old: see
+            # adapters.nonblocking's shared reads)
+            reply = dataclasses.replace(reply, card=read_stamp(reply.card, reads.oldest, datetime.now(timezone.utc)))
+        return reply
 
     def is_change(self, verb: object) -> bool:
         """Whether the command `verb` changes something (passes the gate)."""

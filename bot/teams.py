@@ -579,7 +579,8 @@ class TeamsBot(ActivityHandler):
         value = turn_context.activity.value if isinstance(turn_context.activity.value, dict) else {}
         action = value.get("action") if isinstance(value.get("action"), dict) else {}
         data = action.get("data") if isinstance(action.get("data"), dict) else {}
-        request = self._request(turn_context.activity, verb=action.get("verb"), args=data.get("args", []))
+        request = self._request(turn_context.activity, verb=action.get("verb"), args=data.get("args", []),
+                                refresh=data.get("refresh") is True)
         acknowledged = asyncio.Event()
         try:
             reply = await self.handler.handle(request, self._later(turn_context.activity, acknowledged))
@@ -597,13 +598,13 @@ class TeamsBot(ActivityHandler):
             acknowledged.set()
 
     def _request(self, activity: Activity, *, text: str | None = None, verb: Any = None,
-                 args: Any = (), mentioned: tuple[User, ...] = ()) -> Request:
+                 args: Any = (), mentioned: tuple[User, ...] = (), refresh: bool = False) -> Request:
         conversation = activity.conversation
         return Request(user=user_of(activity, entra_only=self.teams_only),
                        conversation_id=conversation.id if conversation else "",
                        text=text, verb=verb, args=args if isinstance(args, list) else [args],
                        activity_id=activity.id or "", conversation_kind=(conversation.conversation_type or "")
-                       if conversation else "", mentioned=mentioned)
+                       if conversation else "", mentioned=mentioned, refresh=refresh)
 
     async def _resolve_mentions(self, turn_context: TurnContext) -> tuple[str, tuple[User, ...]]:
         """The typed words, with each @mention of a person replaced by their Entra object id
