@@ -54,7 +54,8 @@ from adapters.service import AzureScope, MLService, Operation, Unavailable
 async def run_blocking(pool: Executor, timeout: float, what: str, fn: Callable[..., Any], *args: Any,
                        **kwargs: Any) -> Any:
     loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(pool, functools.partial(fn, *args, **kwargs))
+    # in the caller's context: the SDK's own spans (azure-core tracing) nest under the caller's
+    future = loop.run_in_executor(pool, functools.partial(contextvars.copy_context().run, fn, *args, **kwargs))
     try:
         return await asyncio.wait_for(future, timeout)
     except asyncio.TimeoutError:
@@ -75,7 +76,9 @@ MAX_CACHED_READS = 2048
 class CallObserver(Protocol):
     """What the facade reports (bot.telemetry implements it; None reports nothing)."""
 
-    def backend_call(self, workspace: str, method: str, seconds: float, ok: bool) -> None: ...
+    def backend_call(self, workspace: str, method: str) -> contextlib.AbstractContextManager:
+        """Entered around each call that reaches the backend (a span, a latency)."""
+        ...
 
     def read_shared(self, workspace: str, method: str, how: str) -> None:
         """`how`: "cache" (a kept result) or "joined" (an identical read in flight)."""
@@ -262,15 +265,10 @@ class NonBlockingService:
         target = getattr(self.service, method)
 
         async def backend(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            ok = False
-            try:
-                result = await run_blocking(self._pool, self._timeout, f"to {method}", target, *args, **kwargs)
-                ok = True
-                return result
-            finally:
-                if self.observer is not None:
-                    self.observer.backend_call(self.name, method, time.perf_counter() - started, ok)
+            if self.observer is None:
+                return await run_blocking(self._pool, self._timeout, f"to {method}", target, *args, **kwargs)
+            with self.observer.backend_call(self.name, method):
+                return await run_blocking(self._pool, self._timeout, f"to {method}", target, *args, **kwargs)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             if method in READS:

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     managed_identity_client_id: str = Field("", validation_alias="MLOPSBOT_MANAGED_IDENTITY_CLIENT_ID")
     azure_timeout: float = Field(30.0, gt=0, validation_alias="MLOPSBOT_AZURE_TIMEOUT")
     azure_max_concurrency: int = Field(8, ge=1, le=64, validation_alias="MLOPSBOT_AZURE_MAX_CONCURRENCY")
+    # Telemetry (off when empty): traces and metrics to Application Insights through the Azure Monitor distro
+    applicationinsights_connection_string: str = Field("", validation_alias="APPLICATIONINSIGHTS_CONNECTION_STRING",
+                                                       repr=False)
     read_cache_seconds: float = Field(5.0, ge=0, le=300, validation_alias="MLOPSBOT_READ_CACHE_SECONDS",
                                       description="identical reads are shared this long (0: only reads in flight)")
 
