@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from commands.context import Context, Reply, Role
 from commands.registry import CATALOG, Arg, command
 from commands.ui import card, columns, facts, plain, reply, section, text
@@ -18,13 +20,21 @@ async def help_(ctx: Context, command: str | None) -> Reply:
             body += [text(f"In {ws.name} ({ws.environment}) it {ctx.gate.rule(found.name, ws.environment).describe()}.")
                      for ws in ctx.workspaces]
         return reply(card(f"help {found.name}", body))
-    allowed = CATALOG.allowed(ctx.role)
+    return _overview(ctx.role, len(CATALOG.allowed(Role.ADMIN)))
+
+
+@functools.lru_cache(maxsize=64)
+def _overview(role: Role, commands: int) -> Reply:
+    """The list of what `role` may run: the same for everyone with that role while the catalog has
+    the same `commands`, so it is built once per role; the most frequent message is a 15 KB card.
+    Nobody edits a Reply's card after it was built (the Teams seam sends it as it is)."""
+    allowed = CATALOG.allowed(role)
     rows = [columns(text(f"**{c.name}**"), text(c.summary), widths=["auto", "stretch"]) for c in allowed]
     hidden = len(list(CATALOG)) - len(allowed)
     body = [*rows, text("Type `help ‹command›` for its usage and an example, e.g. `help endpoint`.", subtle=True)]
     if hidden:
         body.append(text(f"{hidden} more command{'s' if hidden > 1 else ''} need a higher role than "
-                         f"yours ({ctx.role.label}).", subtle=True))
+                         f"yours ({role.label}).", subtle=True))
     return reply(card("What I can do", body))
 
 
