@@ -1,8 +1,8 @@
 """No blocking: 50 concurrent users against a backend whose every call takes 300 ms, and a stuck
 workspace beside a healthy one.
 
-The real app (bot.app.create_app, CloudAdapter over HTTP, a connector stand-in receiving the
-replies; the same set-up as bench/stuck_turn.py) runs on the local demo workspace wrapped in a
+The real app (bot.app.create_app, CloudAdapter over HTTP, in a process of its own; this process
+posts the activities and runs the connector stand-in receiving the replies) runs on the local demo workspace wrapped in a
 `SlowService` whose every MLService call sleeps first (a blocking sleep in the calling thread, as
 the Azure SDK blocks), behind the real NonBlockingService facade and the app's thread pool of
 MLOPSBOT_AZURE_MAX_CONCURRENCY threads.
@@ -34,14 +34,15 @@ import asyncio
 import contextlib
 import os
 import random
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from aiohttp.test_utils import TestServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
@@ -111,44 +112,43 @@ class Setting:
         self.loads: list[float] = []
 
     async def __aenter__(self) -> "Setting":
-        data = self.data
-        data.mkdir(parents=True, exist_ok=True)
-        settings = load_settings(data_dir=data, host="127.0.0.1", azure_max_concurrency=self.pool_size,
-                                 read_cache_seconds=self.cache_seconds)
-        # each workspace has its own call pool, as bot.app.build_workspaces gives them
-        self.pools = [*thread_pools(settings), thread_pools(settings)[0]]
-        calls, waits, stuck_calls = self.pools
-        self.healthy = LocalWorkspace(data / "healthy.db")
-        self.healthy.reset(demo=True)
-        self.stuck = LocalWorkspace(data / "stuck.db")
-        self.stuck.reset(demo=True)
-        self.slow = SlowService(self.healthy, BACKEND_SECONDS)
-        workspaces = Workspaces([
-            NonBlockingService(self.slow, name="ml-prod", environment="prod", pool=calls, wait_pool=waits,
-                               timeout=settings.azure_timeout, read_cache_seconds=settings.read_cache_seconds),
-            NonBlockingService(SlowService(self.stuck, self.args.stuck), name="ml-stuck", environment="prod",
-                               pool=stuck_calls, wait_pool=waits, timeout=settings.azure_timeout,
-                               read_cache_seconds=settings.read_cache_seconds)])
-        self.server = TestServer(create_app(settings, workspaces=workspaces))
-        await self.server.start_server()
-        self.teams = TeamsStandIn(str(self.server.make_url("/api/messages")))
+        """The bot in a process of its own (as in production, and so that this process's load
+        generator and connector stand-in do not take the bot's event loop)."""
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve", "--pool", str(self.pool_size), "--cache", str(self.cache_seconds),
+             "--stuck", str(self.args.stuck), "--data", str(self.data)], stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith("PORT "):
+            self.process.kill()
+            raise RuntimeError(f"the bot did not start: {line!r}")
+        self.base = f"http://127.0.0.1:{line.split()[1]}"
+        self.teams = TeamsStandIn(f"{self.base}/api/messages")
         await self.teams.__aenter__()
-        before = self.slow.calls
+        before = await self.backend_calls()
         await turn(self.teams, "endpoint fraud-api", person(0))                   # warm up
-        self.calls_per_turn = self.slow.calls - before
+        self.calls_per_turn = await self.backend_calls() - before
         return self
+
+    async def backend_calls(self) -> int:
+        assert self.teams.session is not None
+        async with self.teams.session.get(f"{self.base}/bench/calls") as response:
+            return int((await response.json())["calls"])
 
     async def __aexit__(self, *exc: object) -> None:
         await self.teams.__aexit__(None, None, None)
-        await self.server.close()
-        for executor in self.pools:
-            executor.shutdown(wait=False, cancel_futures=True)
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
 
     async def load(self, seconds: float, seed: int) -> None:
         """USERS people asking `endpoint fraud-api` and thinking 1 to 3 s, for `seconds`."""
         deadline = time.perf_counter() + seconds
         rng = random.Random(seed)
-        calls_before, started = self.slow.calls, time.perf_counter()
+        calls_before, started = await self.backend_calls(), time.perf_counter()
 
         async def user(i: int) -> None:
             await asyncio.sleep(rng.uniform(0, 2))
@@ -157,7 +157,7 @@ class Setting:
                 await asyncio.sleep(rng.uniform(1, 3))
 
         await asyncio.gather(*(user(i) for i in range(1, self.args.users + 1)))
-        self.calls += self.slow.calls - calls_before
+        self.calls += await self.backend_calls() - calls_before
         self.seconds += time.perf_counter() - started
         self.loads.append(_common.load_average())
 
@@ -191,6 +191,51 @@ class Setting:
                          "load_1min_after_each_phase": self.loads},
                 "p99_met": _common.percentile(latencies, 99) <= TARGET_P99_MS,
                 "arm_budget_met": rate <= ARM_READS_PER_S}
+
+
+def serve(args: argparse.Namespace) -> None:
+    """The child process: the real app over a slow healthy workspace and a stuck one, each with its
+    own call pool as bot.app.build_workspaces gives them; prints `PORT <n>`; stops on SIGTERM.
+    GET /bench/calls answers how many calls reached the healthy workspace's backend."""
+    from aiohttp import web
+    data = Path(args.data)
+    os.chdir(data)
+
+    async def main() -> None:
+        settings = load_settings(data_dir=data, host="127.0.0.1", azure_max_concurrency=args.pool[0],
+                                 read_cache_seconds=args.cache)
+        pools = [*thread_pools(settings), thread_pools(settings)[0]]
+        calls, waits, stuck_calls = pools
+        healthy = LocalWorkspace(data / "healthy.db")
+        healthy.reset(demo=True)
+        stuck = LocalWorkspace(data / "stuck.db")
+        stuck.reset(demo=True)
+        slow = SlowService(healthy, BACKEND_SECONDS)
+        workspaces = Workspaces([
+            NonBlockingService(slow, name="ml-prod", environment="prod", pool=calls, wait_pool=waits,
+                               timeout=settings.azure_timeout, read_cache_seconds=settings.read_cache_seconds),
+            NonBlockingService(SlowService(stuck, args.stuck), name="ml-stuck", environment="prod",
+                               pool=stuck_calls, wait_pool=waits, timeout=settings.azure_timeout,
+                               read_cache_seconds=settings.read_cache_seconds)])
+        app = create_app(settings, workspaces=workspaces)
+
+        async def counted(request: web.Request) -> web.Response:
+            return web.json_response({"calls": slow.calls})
+
+        app.router.add_get("/bench/calls", counted)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        print(f"PORT {site._server.sockets[0].getsockname()[1]}", flush=True)  # type: ignore[union-attr]
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+        for executor in pools:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    asyncio.run(main())
 
 
 async def run(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
@@ -233,7 +278,12 @@ def main() -> None:
     parser.add_argument("--stuck", type=float, default=5.0, help="seconds each call to the stuck workspace takes")
     parser.add_argument("--stuck-calls", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        serve(args)
+        return
     for name in ("MicrosoftAppId", "MicrosoftAppPassword", "MLOPSBOT_BACKEND", "MLOPSBOT_STORAGE_URL",
                  "MLOPSBOT_AZURE_MAX_CONCURRENCY"):
         os.environ.pop(name, None)
