@@ -209,6 +209,9 @@ class ReadCache:
             return
         if key is None or generation != self.generation or self.seconds <= 0:
             return
+        kept = self._kept.get(key)
+        if kept is not None and kept.read_at > read_at:
+            return                   # a fresher read (a Refresh started after this one) landed first
         if len(self._kept) >= MAX_CACHED_READS:
             self._drop_expired()
         if len(self._kept) < MAX_CACHED_READS:

@@ -32,15 +32,23 @@ class Counted:
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
+        self.land_first = threading.Event()        # the first call returns only once this is set
+        self.land_first.set()
+        self._count = 0
 
     def __getattr__(self, name: str) -> Any:
         target = getattr(self._service, name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
             self.calls[name] = self.calls.get(name, 0) + 1
+            self._count += 1
+            first = self._count == 1
             self.entered.set()
             self.gate.wait(10)
-            return target(*args, **kwargs)
+            result = target(*args, **kwargs)
+            if first:
+                self.land_first.wait(10)
+            return result
         return call
 
 
@@ -200,3 +208,26 @@ def _traffic_line(card: dict) -> str:
     start = text.find("blue")
     assert start >= 0, text[:400]
     return text[start:start + 120]
+
+
+async def test_an_older_read_landing_after_a_refresh_does_not_replace_it(backend, pool, tmp_path):
+    ml = facade(backend, pool)
+    backend.land_first.clear()
+    older = asyncio.create_task(ml.get_endpoint("fraud-api"))          # reads 90/10, then waits to land
+    await until_entered(backend)
+    LocalWorkspace(tmp_path / "ws.db").set_traffic("fraud-api", {"blue": 70, "green": 30}).wait(5)
+    with fresh_reads():
+        refreshed = await ml.get_endpoint("fraud-api")                 # lands first
+    backend.land_first.set()
+    assert (await older).traffic == {"blue": 90, "green": 10}
+    await asyncio.sleep(0)
+    assert refreshed.traffic == {"blue": 70, "green": 30}
+    assert (await ml.get_endpoint("fraud-api")).traffic == {"blue": 70, "green": 30}
+    assert backend.calls == {"get_endpoint": 2}
+
+
+async def test_demo_degrade_forgets_the_shared_reads(chat, workspaces):
+    await chat("endpoint fraud-api")
+    assert workspaces.default.reads._kept != {}
+    assert (await chat("demo degrade fraud-api green")).text.startswith("🧪 ")
+    assert workspaces.default.reads._kept == {}
