@@ -61,8 +61,10 @@ class ChatHandler:
             return self.roles.placed(user)
 
         async def read(tx) -> tuple[Role | None, bool]:
-            found = await grants.get_grant(tx, user.id) if user.id else None
-            return (Role.parse(found.role) if found else None), (found is not None or await grants.any_grant(tx))
+            if not user.id:
+                return None, await grants.any_grant(tx)
+            role, any_grant = await grants.role_lookup(tx, user.id)
+            return (Role.parse(role) if role is not None else None), any_grant
 
         granted, any_grant = await self.store.run_transaction(read, write=False)
         return self.roles.placed(user, granted, any_grant=any_grant)
