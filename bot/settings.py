@@ -183,6 +183,18 @@ class Settings(BaseSettings):
                              "(it travels in webhook URLs; e.g. `openssl rand -hex 32`)")
         return value
 
+    @field_validator("applicationinsights_connection_string")
+    @classmethod
+    def _telemetry(cls, value: str) -> str:
+        import importlib.util
+        if value and importlib.util.find_spec("azure.monitor.opentelemetry") is None:
+            raise ValueError("APPLICATIONINSIGHTS_CONNECTION_STRING is set but the telemetry extra is not installed "
+                             "(pip install 'mlops-teams-bot[telemetry]')")
+        if value and "InstrumentationKey=" not in value:
+            raise ValueError("APPLICATIONINSIGHTS_CONNECTION_STRING must be an Application Insights connection "
+                             "string (InstrumentationKey=...;IngestionEndpoint=...)")
+        return value
+
     def policy(self) -> Policy:
         return load_policy(self.policy_file)
 

@@ -136,3 +136,12 @@ def test_the_connection_string_is_read_from_the_environment_and_never_shown(tmp_
     settings = load_settings(data_dir=tmp_path, host="127.0.0.1")
     assert settings.applicationinsights_connection_string == secret
     assert "InstrumentationKey" not in repr(settings) and "InstrumentationKey" not in str(settings.public_summary())
+
+
+def test_a_connection_string_that_is_not_one_refuses_to_start_without_showing_it(tmp_path, monkeypatch):
+    from bot.settings import SettingsError
+    monkeypatch.setenv("APPLICATIONINSIGHTS_CONNECTION_STRING", "s3cr3t-not-a-connection-string")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SettingsError, match="must be an Application Insights connection string") as refused:
+        load_settings(data_dir=tmp_path, host="127.0.0.1")
+    assert "s3cr3t" not in str(refused.value)
