@@ -72,7 +72,7 @@ class SerializedCard(dict):
     msrest serializes the attachment's `content` key by key (`Serializer.serialize_object`): for
     the 15 KB `help` card, some 7 ms of CPU per message, most of a busy turn. msrest's walk of plain
     JSON values is the identity, so giving it the dict as it is leaves the wire JSON unchanged
-    (tests/test_http.py compares it); and nobody changes a card once it is sent, so the copy may be
+    (tests/test_send_path.py compares it); and nobody changes a card once it is sent, so the copy may be
     the card itself."""
 
     __slots__ = ()
