@@ -34,6 +34,7 @@ class Counted:
         self.entered = threading.Event()
         self.land_first = threading.Event()        # the first call returns only once this is set
         self.land_first.set()
+        self.first_read = threading.Event()        # set when the first call has read, before it returns
         self._count = 0
 
     def __getattr__(self, name: str) -> Any:
@@ -47,6 +48,7 @@ class Counted:
             self.gate.wait(10)
             result = target(*args, **kwargs)
             if first:
+                self.first_read.set()
                 self.land_first.wait(10)
             return result
         return call
@@ -214,7 +216,7 @@ async def test_an_older_read_landing_after_a_refresh_does_not_replace_it(backend
     ml = facade(backend, pool)
     backend.land_first.clear()
     older = asyncio.create_task(ml.get_endpoint("fraud-api"))          # reads 90/10, then waits to land
-    await until_entered(backend)
+    await asyncio.get_running_loop().run_in_executor(None, backend.first_read.wait, 10)
     LocalWorkspace(tmp_path / "ws.db").set_traffic("fraud-api", {"blue": 70, "green": 30}).wait(5)
     with fresh_reads():
         refreshed = await ml.get_endpoint("fraud-api")                 # lands first
