@@ -15,15 +15,38 @@ cannot kill threads), which is why the pool is bounded: a stuck backend can use 
 Waiting for a long-running operation (a poller that may take many minutes) happens in a second
 pool, `wait_pool`, so that pending traffic shifts or compute starts never hold the threads that
 answer people's questions.
+
+Reads are shared (issue 21). Azure Resource Manager allows a subscription about 25 reads a second,
+and fifty people asking about the same endpoint would otherwise make fifty identical reads:
+
+- **single flight:** a read (a method in READS) whose identical call (same method, same arguments)
+  is already in flight joins it instead of making its own; everyone gets the one answer or the one
+  error;
+- **a short reuse:** a successful read's result is reused for `read_cache_seconds` (setting
+  MLOPSBOT_READ_CACHE_SECONDS; 0 turns reuse off, single flight stays), counted from when the read
+  started; errors are never kept (the app's default is DEFAULT_READ_CACHE_SECONDS; the facade's
+  own default is 0, reads in flight only, for callers that read a workspace they also change behind
+  the facade's back);
+- **changes invalidate:** any other method (a change: set_traffic, start_compute, ...) forgets every
+  read of the workspace before it runs, again when it returns and when its operation finishes, and
+  a read that was in flight across a change does not store its result;
+- **fresh reads:** inside `with fresh_reads():` (a card's Refresh button) reads neither reuse nor
+  join anything older; their results replace what was kept;
+- **read times:** inside `with read_log() as log:` every read notes when its figures were read
+  (`log.oldest`), so that a card can say so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import functools
+import time
 from concurrent.futures import Executor
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator, Protocol
 
 from adapters.service import AzureScope, MLService, Operation, Unavailable
 
@@ -31,11 +54,173 @@ from adapters.service import AzureScope, MLService, Operation, Unavailable
 async def run_blocking(pool: Executor, timeout: float, what: str, fn: Callable[..., Any], *args: Any,
                        **kwargs: Any) -> Any:
     loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(pool, functools.partial(fn, *args, **kwargs))
+    # in the caller's context: the SDK's own spans (azure-core tracing) nest under the caller's
+    future = loop.run_in_executor(pool, functools.partial(contextvars.copy_context().run, fn, *args, **kwargs))
     try:
         return await asyncio.wait_for(future, timeout)
     except asyncio.TimeoutError:
         raise Unavailable(f"The workspace did not answer {what} within {timeout:g} s.") from None
+
+
+# The MLService methods that only read; every other method is a change and invalidates the reads.
+READS = frozenset({
+    "workspace", "names", "list_models", "get_model", "list_endpoints", "get_endpoint", "deployment_logs",
+    "endpoint_metrics", "list_batch_endpoints", "get_batch_endpoint", "list_batch_jobs", "list_jobs",
+    "get_job", "list_schedules", "list_compute", "list_monitors", "drift_report", "list_feature_stores",
+    "list_feature_sets", "get_feature_set", "endpoints_metrics",
+})
+DEFAULT_READ_CACHE_SECONDS = 5.0
+MAX_CACHED_READS = 2048
+
+
+class CallObserver(Protocol):
+    """What the facade reports (bot.telemetry implements it; None reports nothing)."""
+
+    def backend_call(self, workspace: str, method: str) -> contextlib.AbstractContextManager:
+        """Entered around each call that reaches the backend (a span, a latency)."""
+        ...
+
+    def read_shared(self, workspace: str, method: str, how: str) -> None:
+        """`how`: "cache" (a kept result) or "joined" (an identical read in flight)."""
+        ...
+
+
+@dataclass
+class ReadLog:
+    """When the figures of one turn were read: the oldest read (UTC), or None if nothing was read."""
+
+    oldest: datetime | None = None
+
+    def note(self, moment: datetime) -> None:
+        if self.oldest is None or moment < self.oldest:
+            self.oldest = moment
+
+
+_FRESH: contextvars.ContextVar[bool] = contextvars.ContextVar("fresh_reads", default=False)
+_LOG: contextvars.ContextVar[ReadLog | None] = contextvars.ContextVar("read_log", default=None)
+
+
+@contextlib.contextmanager
+def fresh_reads() -> Iterator[None]:
+    """Reads made inside (in this task and the tasks it starts) go to the backend: a Refresh."""
+    token = _FRESH.set(True)
+    try:
+        yield
+    finally:
+        _FRESH.reset(token)
+
+
+@contextlib.contextmanager
+def read_log() -> Iterator[ReadLog]:
+    """Collect when the reads made inside were read (see ReadLog)."""
+    log = ReadLog()
+    token = _LOG.set(log)
+    try:
+        yield log
+    finally:
+        _LOG.reset(token)
+
+
+def _key(method: str, args: tuple, kwargs: dict) -> tuple | None:
+    """A hashable key for one read, or None when an argument cannot be hashed (then not shared)."""
+    def frozen(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return tuple(frozen(v) for v in value)
+        if isinstance(value, dict):
+            return tuple(sorted((k, frozen(v)) for k, v in value.items()))
+        return value
+    key = (method, frozen(args), frozen(kwargs))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _own(result: Any) -> Any:
+    """A shared result as the caller's own: its list or dict copied (the values are frozen
+    dataclasses), so a caller that sorts or edits it changes nobody else's."""
+    if isinstance(result, list):
+        return list(result)
+    if isinstance(result, dict):
+        return dict(result)
+    return result
+
+
+@dataclass
+class _Kept:
+    result: Any
+    read_at: datetime          # when the read started (UTC): the figures are at least this fresh
+    expires: float             # monotonic
+
+
+@dataclass
+class ReadCache:
+    """The shared reads of one workspace (see the module docstring). Not thread-safe: the event
+    loop's thread only."""
+
+    seconds: float = DEFAULT_READ_CACHE_SECONDS
+    clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    generation: int = 0
+    _kept: dict[tuple, _Kept] = field(default_factory=dict)
+    _flights: dict[tuple, tuple[asyncio.Task, datetime]] = field(default_factory=dict)
+
+    def invalidate(self) -> None:
+        self.generation += 1
+        self._kept.clear()
+        self._flights.clear()        # reads in flight finish for their callers; nobody new joins them
+
+    async def read(self, key: tuple | None, call: Callable[[], Any], *, workspace: str, method: str,
+                   observer: CallObserver | None) -> Any:
+        log = _LOG.get()
+        fresh = _FRESH.get()
+        if key is not None and not fresh:
+            kept = self._kept.get(key)
+            if kept is not None and kept.expires > self.clock():
+                if log is not None:
+                    log.note(kept.read_at)
+                if observer is not None:
+                    observer.read_shared(workspace, method, "cache")
+                return _own(kept.result)
+            flight = self._flights.get(key)
+            if flight is not None:
+                if observer is not None:
+                    observer.read_shared(workspace, method, "joined")
+                if log is not None:
+                    log.note(flight[1])
+                return _own(await asyncio.shield(flight[0]))
+        generation, started, read_at = self.generation, self.clock(), self.wall()
+        if log is not None:
+            log.note(read_at)
+        # The backend call is a task of its own, so that a caller who gives up (a cancelled turn)
+        # never cancels it for the others who joined it.
+        flight = asyncio.get_running_loop().create_task(call())
+        if key is not None:
+            self._flights[key] = (flight, read_at)
+        flight.add_done_callback(functools.partial(self._landed, key, generation, started, read_at))
+        return _own(await asyncio.shield(flight))
+
+    def _landed(self, key: tuple | None, generation: int, started: float, read_at: datetime,
+                flight: asyncio.Task) -> None:
+        if key is not None and self._flights.get(key, (None,))[0] is flight:
+            del self._flights[key]
+        if flight.cancelled() or flight.exception() is not None:      # errors are never kept
+            return
+        if key is None or generation != self.generation or self.seconds <= 0:
+            return
+        kept = self._kept.get(key)
+        if kept is not None and kept.read_at > read_at:
+            return                   # a fresher read (a Refresh started after this one) landed first
+        if len(self._kept) >= MAX_CACHED_READS:
+            self._drop_expired()
+        if len(self._kept) < MAX_CACHED_READS:
+            self._kept[key] = _Kept(flight.result(), read_at, started + self.seconds)
+
+    def _drop_expired(self) -> None:
+        now = self.clock()
+        for key in [k for k, kept in self._kept.items() if kept.expires <= now]:
+            del self._kept[key]
 
 
 @dataclass(frozen=True)
@@ -47,10 +232,15 @@ class PendingOperation:
     _operation: Operation
     _pool: Executor
     _timeout: float
+    _done: Callable[[], None] | None = None     # the facade's invalidation, once the change is carried out
 
     async def wait(self) -> str:
-        return await run_blocking(self._pool, self._timeout, f"on {self.kind} of {self.target}",
-                                  self._operation.wait, self._timeout)
+        try:
+            return await run_blocking(self._pool, self._timeout, f"on {self.kind} of {self.target}",
+                                      self._operation.wait, self._timeout)
+        finally:
+            if self._done is not None:
+                self._done()
 
 
 class NonBlockingService:
@@ -58,7 +248,9 @@ class NonBlockingService:
 
     def __init__(self, service: MLService, *, name: str, environment: str, pool: Executor,
                  wait_pool: Executor | None = None, timeout: float = 30.0,
-                 operation_timeout: float = 1800.0, azure: AzureScope | None = None) -> None:
+                 operation_timeout: float = 1800.0, azure: AzureScope | None = None,
+                 read_cache_seconds: float = 0.0,
+                 observer: CallObserver | None = None) -> None:
         self.service = service
         self.name = name
         self.environment = environment
@@ -67,17 +259,32 @@ class NonBlockingService:
         self._wait_pool = wait_pool or pool
         self._timeout = timeout
         self._operation_timeout = operation_timeout
+        self.reads = ReadCache(seconds=read_cache_seconds)
+        self.observer = observer
 
     def __getattr__(self, method: str) -> Callable[..., Any]:
         if method.startswith("_") or method not in MLService.__dict__:
             raise AttributeError(method)
         target = getattr(self.service, method)
 
+        async def backend(*args: Any, **kwargs: Any) -> Any:
+            if self.observer is None:
+                return await run_blocking(self._pool, self._timeout, f"to {method}", target, *args, **kwargs)
+            with self.observer.backend_call(self.name, method):
+                return await run_blocking(self._pool, self._timeout, f"to {method}", target, *args, **kwargs)
+
         async def call(*args: Any, **kwargs: Any) -> Any:
-            result = await run_blocking(self._pool, self._timeout, f"to {method}", target, *args, **kwargs)
+            if method in READS:
+                return await self.reads.read(_key(method, args, kwargs), functools.partial(backend, *args, **kwargs),
+                                             workspace=self.name, method=method, observer=self.observer)
+            self.reads.invalidate()
+            try:
+                result = await backend(*args, **kwargs)
+            finally:
+                self.reads.invalidate()
             if isinstance(result, Operation):
                 return PendingOperation(result.kind, result.target, result, self._wait_pool,
-                                        self._operation_timeout)
+                                        self._operation_timeout, self.reads.invalidate)
             return result
 
         call.__name__ = method

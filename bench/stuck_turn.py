@@ -11,6 +11,7 @@ fast turns, and of the same turns with no stuck call, for comparison.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -61,6 +62,8 @@ async def main() -> None:
             await stuck
             stuck_total = time.perf_counter() - stuck_started
         await server.close()
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (latencies from a loaded machine are "
+          "upper bounds)")
     print(f"stuck Azure call: {STUCK_SECONDS:.1f} s; the stuck turn took {stuck_total:.2f} s")
     print(f"{ROUNDS} turns of another conversation finished {during_done:.2f} s after the stuck one began")
     for label, values in (("no stuck call", baseline), ("during the stuck call", during)):

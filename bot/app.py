@@ -68,6 +68,7 @@ GATE = web.AppKey("gate", Gate)
 WATCHES = web.AppKey("watches", WatchLoop)
 INSTANCE = web.AppKey("instance", str)
 READY_WRITE_SECONDS = 5.0          # the readiness probe's write must commit within this
+TELEMETRY = web.AppKey("telemetry", object)        # bot.telemetry.Telemetry, or None (off)
 
 
 def thread_pools(settings: Settings) -> list[ThreadPoolExecutor]:
@@ -77,7 +78,8 @@ def thread_pools(settings: Settings) -> list[ThreadPoolExecutor]:
             ThreadPoolExecutor(max_workers=MAX_PENDING_OPERATIONS, thread_name_prefix="azureml-wait")]
 
 
-def build_workspaces(settings: Settings, pools: list[ThreadPoolExecutor], *, reset_demo: bool = False) -> Workspaces:
+def build_workspaces(settings: Settings, pools: list[ThreadPoolExecutor], *, reset_demo: bool = False,
+                     observer: Any = None) -> Workspaces:
     """The configured backend's workspaces, each behind the non-blocking facade.
 
     Each workspace has its own pool of call threads (the first uses `pools[0]`, the others get one
@@ -93,7 +95,8 @@ def build_workspaces(settings: Settings, pools: list[ThreadPoolExecutor], *, res
             pools.append(calls)
         wrapped.append(name)
         return NonBlockingService(service, name=name, environment=environment, pool=calls, wait_pool=waits,
-                                  timeout=settings.azure_timeout, azure=azure)
+                                  timeout=settings.azure_timeout, azure=azure,
+                                  read_cache_seconds=settings.read_cache_seconds, observer=observer)
 
     if settings.backend == "local":
         from adapters.local import LocalWorkspace
@@ -130,9 +133,19 @@ def build_handler(settings: Settings, workspaces: Workspaces, storage: Storage, 
 
 
 def create_app(settings: Settings, *, workspaces: Workspaces | None = None, storage: Storage | None = None,
-               reset_demo: bool = False, clock: Callable[[], datetime] | None = None) -> web.Application:
+               reset_demo: bool = False, clock: Callable[[], datetime] | None = None,
+               telemetry: Any = None) -> web.Application:
+    """`telemetry`: a bot.telemetry.Telemetry (tests give one over in-memory exporters); by default one
+    is started when APPLICATIONINSIGHTS_CONNECTION_STRING is set, and nothing of it exists otherwise."""
+    if telemetry is None and settings.applicationinsights_connection_string:
+        from bot.telemetry import start_telemetry
+        telemetry = start_telemetry(settings.applicationinsights_connection_string)
+        log.info("telemetry: traces and metrics go to Application Insights")
     pools = thread_pools(settings)
-    workspaces = workspaces or build_workspaces(settings, pools, reset_demo=reset_demo)
+    if workspaces is not None and telemetry is not None:
+        for service in workspaces:
+            service.observer = telemetry
+    workspaces = workspaces or build_workspaces(settings, pools, reset_demo=reset_demo, observer=telemetry)
     storage = storage or open_storage(settings.effective_storage_url)
     clock = clock or (lambda: datetime.now(timezone.utc))
     tasks = BackgroundTasks()
@@ -155,7 +168,7 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     scheduler = DigestScheduler(storage, workspaces, clock=clock, health=settings.health_thresholds(),
                                 wake=worker.wake)
 
-    middlewares = [_never_500]
+    middlewares = [_never_500] + ([telemetry.middleware()] if telemetry is not None else [])
     if settings.development:
         middlewares.insert(0, _loopback_names_only)
     app = web.Application(client_max_size=MAX_ACTIVITY_BYTES, middlewares=middlewares)
@@ -163,6 +176,7 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     app[WORKER], app[TASKS], app[GATE], app[WATCHES] = worker, tasks, gate, watch_loop
     app[DIGESTS] = scheduler
     app[INSTANCE] = settings.effective_instance_id
+    app[TELEMETRY] = telemetry
     app.router.add_post("/api/messages", messages)
     app.router.add_routes(ApprovalsApi(handler, settings.api_token).routes())
     limits = settings.health_thresholds()
@@ -226,6 +240,8 @@ async def _background(app: web.Application):
     tasks.spawn(_expire_requests(app[GATE]))
     tasks.spawn(prune_forever(app[STORAGE], app[HANDLER].clock))
     tasks.spawn(app[WATCHES].run())
+    if app[TELEMETRY] is not None:
+        tasks.spawn(app[TELEMETRY].run_sampler(app[STORAGE]))
     yield
     await app[WORKER].stop()     # sends under way finish and are recorded: a restart posts nothing twice
     await tasks.cancel()

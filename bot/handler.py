@@ -9,18 +9,22 @@ It knows nothing of botbuilder, so the terminal chat and the Teams seam share it
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Sequence
 
+from adapters.nonblocking import fresh_reads, read_log
 from adapters.service import PermissionDenied, ServiceError, Unavailable
 from adapters.storage import StorageUnavailable, grants
 from commands.context import Context, FollowUp, HealthThresholds, Reply, Role, RoleBook, User, Workspaces
 from commands.general import greet, is_greeting
 from commands.language import Interpreter
 from commands.registry import CommandError, Registry
+from commands.ui import read_stamp
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,7 @@ class Request:
     activity_id: str = ""                         # the Teams activity (audit, redelivery)
     conversation_kind: str = ""                   # personal | groupChat | channel
     mentioned: tuple[User, ...] = ()              # other people @mentioned, ids resolved
+    refresh: bool = False                         # a card's Refresh button: read afresh, reuse nothing
 
 
 class ChatHandler:
@@ -60,8 +65,10 @@ class ChatHandler:
             return self.roles.placed(user)
 
         async def read(tx) -> tuple[Role | None, bool]:
-            found = await grants.get_grant(tx, user.id) if user.id else None
-            return (Role.parse(found.role) if found else None), (found is not None or await grants.any_grant(tx))
+            if not user.id:
+                return None, await grants.any_grant(tx)
+            role, any_grant = await grants.role_lookup(tx, user.id)
+            return (Role.parse(role) if role is not None else None), any_grant
 
         granted, any_grant = await self.store.run_transaction(read, write=False)
         return self.roles.placed(user, granted, any_grant=any_grant)
@@ -91,16 +98,23 @@ class ChatHandler:
             log.warning("refused a request from tenant %s", request.user.tenant_id or "(none)")
             return Reply("This bot is not enabled for your organization. Ask your Teams admin.")
         try:
-            ctx = await self.context(request, later)
-            if request.verb is not None:
-                return await self.registry.run_action(ctx, request.verb, request.args)
-            if request.text and is_greeting(request.text):
-                return await greet(ctx)                  # "hi": answered, not "I don't know the command"
-            if self.language is not None:
-                return await self.language.respond(ctx, request.text or "")
-            return await self.registry.run(ctx, request.text or "")
+            with read_log() as reads, (fresh_reads() if request.refresh else contextlib.nullcontext()):
+                ctx = await self.context(request, later)
+                if request.verb is not None:
+                    reply = await self.registry.run_action(ctx, request.verb, request.args)
+                elif request.text and is_greeting(request.text):
+                    reply = await greet(ctx)             # "hi": answered, not "I don't know the command"
+                elif self.language is not None:
+                    reply = await self.language.respond(ctx, request.text or "")
+                else:
+                    reply = await self.registry.run(ctx, request.text or "")
         except Exception as error:  # noqa: BLE001 - this is the one place errors become replies
             return explain(error, request)
+        if reply.card is not None and reads.oldest is not None:
+            # every card says when its figures were read (they may be a few seconds old: see
+            # adapters.nonblocking's shared reads)
+            reply = dataclasses.replace(reply, card=read_stamp(reply.card, reads.oldest, datetime.now(timezone.utc)))
+        return reply
 
     def is_change(self, verb: object) -> bool:
         """Whether the command `verb` changes something (passes the gate)."""

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     demo_size: int | None = Field(None, ge=3, le=10_000, validation_alias="MLOPSBOT_DEMO_SIZE",
                                   description="online endpoints in the local demo when it is seeded (a new data "
                                               "dir or --reset-demo); default: the demo's story alone (3)")
+    # Telemetry (off when empty): traces and metrics to Application Insights through the Azure Monitor distro
+    applicationinsights_connection_string: str = Field("", validation_alias="APPLICATIONINSIGHTS_CONNECTION_STRING",
+                                                       repr=False)
+    read_cache_seconds: float = Field(5.0, ge=0, le=300, validation_alias="MLOPSBOT_READ_CACHE_SECONDS",
+                                      description="identical reads are shared this long (0: only reads in flight)")
 
     # Who may do what
     allowed_tenants: Annotated[list[str], NoDecode] = Field(default_factory=list,
@@ -201,6 +206,18 @@ class Settings(BaseSettings):
         if value and (len(value) < 32 or not value.isascii() or any(c in value for c in "&#?/ %+")):
             raise ValueError("MLOPSBOT_WEBHOOK_KEY must be at least 32 URL-safe ASCII characters "
                              "(it travels in webhook URLs; e.g. `openssl rand -hex 32`)")
+        return value
+
+    @field_validator("applicationinsights_connection_string")
+    @classmethod
+    def _telemetry(cls, value: str) -> str:
+        import importlib.util
+        if value and importlib.util.find_spec("azure.monitor.opentelemetry") is None:
+            raise ValueError("APPLICATIONINSIGHTS_CONNECTION_STRING is set but the telemetry extra is not installed "
+                             "(pip install 'mlops-teams-bot[telemetry]')")
+        if value and "InstrumentationKey=" not in value:
+            raise ValueError("APPLICATIONINSIGHTS_CONNECTION_STRING must be an Application Insights connection "
+                             "string (InstrumentationKey=...;IngestionEndpoint=...)")
         return value
 
     def policy(self) -> Policy:

@@ -37,6 +37,7 @@ from botbuilder.core.teams import TeamsInfo
 from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
 from botframework.connector.auth import AuthenticationConstants
 from msrest.exceptions import HttpOperationError
+from msrest.serialization import Serializer
 from msrest.universal_http.requests import ClientRetryPolicy
 from botframework.connector.auth.jwt_token_extractor import JwtTokenExtractor, _OpenIdMetadata
 from botbuilder.schema import (
@@ -62,6 +63,35 @@ WELCOME = ("Hi, I'm the MLOps bot. I run Azure Machine Learning from chat. Try `
 # with safe_codes a 500-element list: half a million comparisons, about 10 ms of CPU each time,
 # more than the rest of a `help` turn. The same codes as a frozenset give the same policy.
 ClientRetryPolicy.safe_codes = frozenset(ClientRetryPolicy.safe_codes)
+
+
+class SerializedCard(dict):
+    """An Adaptive Card that is JSON already (our cards are built from plain dicts, lists, strings,
+    numbers and booleans, and stored as JSON in the outbox), handed to botbuilder as it is.
+
+    botbuilder copies every outgoing activity (`copy.deepcopy` in TurnContext.send_activities) and
+    msrest serializes the attachment's `content` key by key (`Serializer.serialize_object`): for
+    the 15 KB `help` card, some 7 ms of CPU per message, most of a busy turn. msrest's walk of plain
+    JSON values is the identity, so giving it the dict as it is leaves the wire JSON unchanged
+    (tests/test_send_path.py compares it); and nobody changes a card once it is sent, so the copy may be
+    the card itself."""
+
+    __slots__ = ()
+
+    def __deepcopy__(self, memo: dict) -> "SerializedCard":
+        return self
+
+
+_serialize_object = Serializer.serialize_object
+
+
+def _serialize_object_once(self: Serializer, attr: Any, **kwargs: Any) -> Any:
+    if type(attr) is SerializedCard:
+        return attr
+    return _serialize_object(self, attr, **kwargs)
+
+
+Serializer.serialize_object = _serialize_object_once
 
 
 class _AdapterSettings:
@@ -251,7 +281,7 @@ _LINK = re.compile(r"\](?=[(\[:])")
 def reply_activity(reply: Reply) -> Activity:
     if reply.card is None:
         return MessageFactory.text(_LINK.sub("]\u200b", reply.text))
-    activity = MessageFactory.attachment(CardFactory.adaptive_card(reply.card))
+    activity = MessageFactory.attachment(CardFactory.adaptive_card(SerializedCard(reply.card)))
     activity.summary = reply.text.splitlines()[0][:200] if reply.text else None
     return activity
 
@@ -682,7 +712,8 @@ class TeamsBot(ActivityHandler):
         value = turn_context.activity.value if isinstance(turn_context.activity.value, dict) else {}
         action = value.get("action") if isinstance(value.get("action"), dict) else {}
         data = action.get("data") if isinstance(action.get("data"), dict) else {}
-        request = self._request(turn_context.activity, verb=action.get("verb"), args=data.get("args", []))
+        request = self._request(turn_context.activity, verb=action.get("verb"), args=data.get("args", []),
+                                refresh=data.get("refresh") is True)
         acknowledged = asyncio.Event()
         try:
             reply = await self.handler.handle(request, self._later(turn_context.activity, acknowledged))
@@ -700,13 +731,13 @@ class TeamsBot(ActivityHandler):
             acknowledged.set()
 
     def _request(self, activity: Activity, *, text: str | None = None, verb: Any = None,
-                 args: Any = (), mentioned: tuple[User, ...] = ()) -> Request:
+                 args: Any = (), mentioned: tuple[User, ...] = (), refresh: bool = False) -> Request:
         conversation = activity.conversation
         return Request(user=user_of(activity, entra_only=self.teams_only),
                        conversation_id=conversation.id if conversation else "",
                        text=text, verb=verb, args=args if isinstance(args, list) else [args],
                        activity_id=activity.id or "", conversation_kind=(conversation.conversation_type or "")
-                       if conversation else "", mentioned=mentioned)
+                       if conversation else "", mentioned=mentioned, refresh=refresh)
 
     async def _resolve_mentions(self, turn_context: TurnContext) -> tuple[str, tuple[User, ...]]:
         """The typed words, with each @mention of a person replaced by their Entra object id
@@ -852,6 +883,8 @@ def _invoke_answer(content_type: str, value: Any) -> InvokeResponse:
     """An Action.Execute answer: a card (replaces the clicked one, for the clicker) or a message
     (Teams shows it briefly and leaves the card as it was)."""
     model = _MessageInvokeResponse if isinstance(value, str) else AdaptiveCardInvokeResponse
+    if isinstance(value, dict):
+        value = SerializedCard(value)
     return InvokeResponse(status=200, body=model(status_code=200, type=content_type, value=value))
 
 

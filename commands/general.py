@@ -3,6 +3,8 @@ force), workspace, checklist (the first-run set-up card), and the answer to a gr
 
 from __future__ import annotations
 
+import functools
+
 from commands.context import Context, Reply, Role
 from commands.registry import CATALOG, Arg, command
 from commands.ui import button, card, columns, facts, plain, reply, section, text
@@ -21,13 +23,22 @@ async def help_(ctx: Context, command: str | None) -> Reply:
             body += [text(f"In {ws.name} ({ws.environment}) it {ctx.gate.rule(found.name, ws.environment).describe()}.")
                      for ws in ctx.workspaces]
         return reply(card(f"help {found.name}", body))
-    allowed = CATALOG.allowed(ctx.role)
+    return _overview(ctx.role, len(CATALOG.allowed(Role.ADMIN)))
+
+
+@functools.lru_cache(maxsize=64)
+def _overview(role: Role, commands: int) -> Reply:
+    """The list of what `role` may run, by task, the common commands first: the same for everyone
+    with that role while the catalog has the same `commands`, so it is built once per role; the
+    most frequent message is a 15 KB card. Nobody edits a Reply's card after it was built (the
+    Teams seam sends it as it is)."""
+    allowed = CATALOG.allowed(role)
     body: list = []
-    for group, commands in CATALOG.by_task(allowed):
+    for group, commands_ in CATALOG.by_task(allowed):
         body.append(section(GROUP_TITLES[group]))
-        common = [c for c in commands if c.common]
+        common = [c for c in commands_ if c.common]
         body += [columns(text(f"**{c.name}**"), text(c.summary), widths=["auto", "stretch"]) for c in common]
-        rest = [c for c in commands if not c.common]
+        rest = [c for c in commands_ if not c.common]
         if rest:
             body.append(text(("Also: " if common else "") + ", ".join(f"`{c.name}`" for c in rest), subtle=True,
                              spacing="None" if common else None))
@@ -36,7 +47,7 @@ async def help_(ctx: Context, command: str | None) -> Reply:
                      spacing="Medium"))
     if hidden:
         body.append(text(f"{hidden} more command{'s' if hidden > 1 else ''} need a higher role than "
-                         f"yours ({ctx.role.label}).", subtle=True))
+                         f"yours ({role.label}).", subtle=True))
     return reply(card("What I can do", body))
 
 

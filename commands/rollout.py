@@ -312,6 +312,7 @@ async def demo(ctx: Context, what: str, endpoint: str, deployment: str) -> Reply
         return Reply(f"`demo {what}` works only on the local workspace; {ctx.ml.name} is a real Azure ML "
                      f"workspace. [{ctx.where}]")
     summary = await asyncio.to_thread(switch, endpoint, deployment)
+    ctx.ml.reads.invalidate()            # changed behind the facade: its shared reads are out of date
     now = ctx.now()
 
     async def work(tx) -> None:

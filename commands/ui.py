@@ -135,7 +135,7 @@ def card(title: str, body: Sequence[Element], *, subtitle: str = "", actions: Se
 
 def stamped(card_: Element, moment: datetime) -> Element:
     """The card refreshed at `moment`: "As of ..." under its title (replacing an older stamp)."""
-    body = [b for b in card_.get("body", []) if not b.get("id") == "as-of"]
+    body = [b for b in card_.get("body", []) if b.get("id") not in ("as-of", READ_STAMP_ID)]
     stamp = text(f"As of {moment.strftime('%H:%M:%S')} UTC", subtle=True, spacing="None")
     stamp["id"] = "as-of"
     body.insert(min(2, len(body)), stamp)
@@ -143,6 +143,24 @@ def stamped(card_: Element, moment: datetime) -> Element:
     fallback = as_text(result)
     result["fallbackText"] = fallback if len(fallback) <= MAX_FALLBACK_CHARS else fallback[:MAX_FALLBACK_CHARS] + "…"
     return result
+
+
+READ_STAMP_ID = "read-at"
+
+
+def read_stamp(card_: Element, read_at: datetime, now: datetime) -> Element:
+    """The card with a last line saying when its figures were read: "Figures read at 03:12:05 UTC"
+    and, when they were kept from an earlier read (adapters.nonblocking), how long before this
+    answer. A card already stamped (a refresh, `stamped`) keeps its stamp."""
+    body = card_.get("body")
+    if not isinstance(body, list) or any(isinstance(b, dict) and b.get("id") in ("as-of", READ_STAMP_ID)
+                                         for b in body):
+        return card_
+    age = int((now - read_at).total_seconds())
+    words = f"Figures read at {read_at.strftime('%H:%M:%S')} UTC" + (f", {age} s before this answer" if age >= 1 else "")
+    stamp = text(words, subtle=True, size="Small")
+    stamp["id"] = READ_STAMP_ID
+    return {**card_, "body": [*body, stamp]}       # the fallback text (the reply's text) stays as it was
 
 
 def reply(card_: Element) -> Reply:

@@ -131,3 +131,11 @@ async def test_a_conversation_marked_gone_stays_gone_until_saved_again(storage):
     await storage.save_conversation(record)          # the bot was added again
 
     assert await storage.run_transaction(state) == (False, None)
+
+
+async def test_role_lookup_answers_the_role_and_whether_any_is_granted_in_one_statement(storage):
+    lookup = lambda user_id: storage.run_transaction(lambda tx: grants.role_lookup(tx, user_id), write=False)  # noqa: E731
+    assert await lookup("aad-bob") == (None, False)
+    await storage.run_transaction(lambda tx: grants.put_grant(tx, grant()))
+    assert await lookup("aad-bob") == ("approver", True)
+    assert await lookup("aad-nobody") == (None, True)

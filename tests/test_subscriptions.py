@@ -108,6 +108,7 @@ async def test_a_model_or_endpoint_filter_must_name_one_the_workspace_has(chat, 
     def unreachable(kind):
         raise Unavailable("The workspace did not answer to names within 30 s.")
     monkeypatch.setattr(workspaces.default.service, "names", unreachable)
+    workspaces.default.reads.invalidate()     # the names read above would be reused for a few seconds
     assert (await chat("subscribe drift --model fraud-modle")).text == (
         "Subscribed this chat: #2 drift (model fraud-modle). `subscriptions` lists them; `unsubscribe 2` stops "
         "it. I could not list the models of ml-prod to check 'fraud-modle', so it is kept as typed: it matches "

@@ -281,3 +281,9 @@ async def due_to_expire(tx: Transaction, now: datetime) -> list[Approval]:
     rows = await tx.fetch(f"{_SELECT} WHERE state = ? AND expires_at <= ? ORDER BY expires_at, id",
                           (PENDING, encode_time(utc(now, "now"))))
     return await _load(tx, rows)
+
+
+async def count_waiting(tx: Transaction) -> int:
+    """How many requests wait for a decision (state pending)."""
+    rows = await tx.fetch("SELECT COUNT(*) FROM approvals WHERE state = ?", (PENDING,))
+    return int(rows[0][0]) if rows else 0

@@ -77,3 +77,12 @@ async def list_grants(tx: Transaction) -> list[Grant]:
 async def any_grant(tx: Transaction) -> bool:
     """True when at least one role is granted (development mode stops making everyone Admin)."""
     return bool(await tx.fetch("SELECT 1 FROM role_grants LIMIT 1"))
+
+
+async def role_lookup(tx: Transaction, user_id: str) -> tuple[str | None, bool]:
+    """The role granted to `user_id` (None: none) and whether any role is granted at all, in one
+    statement: every turn asks, and each statement is a trip to the storage thread (SQLite)."""
+    rows = await tx.fetch("SELECT (SELECT role FROM role_grants WHERE user_id = ?), "
+                          "EXISTS (SELECT 1 FROM role_grants)", (user_id,))
+    role, granted = rows[0]
+    return role, bool(granted)

@@ -222,3 +222,9 @@ async def revive(tx: Transaction, item_ids: Sequence[int] | None, *, now: dateti
         f"lease_until = NULL, last_error = '' WHERE {where} RETURNING id",
         (PENDING, moment, moment, *params))
     return sorted(int(row[0]) for row in rows)
+
+
+async def oldest_pending(tx: Transaction) -> datetime | None:
+    """When the oldest item still waiting to be sent was enqueued (None: nothing waits)."""
+    rows = await tx.fetch("SELECT MIN(created_at) FROM outbox WHERE state = ?", (PENDING,))
+    return decode_optional_time(rows[0][0]) if rows and rows[0][0] is not None else None

@@ -65,23 +65,33 @@ class SqliteStorage(SqlStorage):
                 worker.shutdown(wait=False)
 
     async def run_transaction(self, work: Callable[[Transaction], Awaitable[T]], *, write: bool = True) -> T:
+        """One transaction, with as few trips to the worker thread as it needs (each costs a thread
+        hand-off, and the lock makes every other transaction wait for it): BEGIN goes with the first
+        statement, and a read-only transaction's COMMIT is queued on the worker without waiting for
+        it (the worker is one thread, so it runs before anything sent later, and ending a read
+        cannot fail for want of a lock). A transaction that ran no statement sends nothing."""
         async with self._lock:
             connection = self._connection
-            if connection is None:
+            if connection is None or self._worker is None:
                 raise StorageUnavailable(f"The SQLite storage at {self.path} is not open.")
+            tx = _SqliteTransaction(self, connection, "BEGIN IMMEDIATE" if write else "BEGIN")
             try:
-                await self._call(connection.execute, "BEGIN IMMEDIATE" if write else "BEGIN")
+                result = await work(tx)
+                if tx.begun:
+                    if write:
+                        await self._call(connection.execute, "COMMIT")
+                    else:
+                        self._worker.submit(_end_read, connection)
             except asyncio.CancelledError:
-                # Given up (a bounded probe timed out) while BEGIN waits on the worker thread: it
-                # may still begin a transaction there, so end it right after, before anyone else's.
+                # Given up (a bounded probe timed out) while a statement waits on the worker thread:
+                # its BEGIN may still run there, so end the transaction right after, before anyone
+                # else's (the worker is one thread: the rollback runs after what is queued).
                 if self._worker is not None:
                     self._worker.submit(_rollback, connection)
                 raise
-            try:
-                result = await work(_SqliteTransaction(self, connection))
-                await self._call(connection.execute, "COMMIT")
             except BaseException:
-                await self._call(_rollback, connection)
+                if tx.begun:
+                    await self._call(_rollback, connection)
                 raise
             return result
 
@@ -131,20 +141,38 @@ def _switch_to_wal(connection: sqlite3.Connection, timeout: float) -> None:
 
 
 class _SqliteTransaction:
-    """The `Transaction` handed to `run_transaction` work: statements go to the worker thread."""
+    """The `Transaction` handed to `run_transaction` work: statements go to the worker thread, the
+    first one preceded by the transaction's BEGIN in the same trip."""
 
     dialect = "sqlite"
 
-    def __init__(self, storage: SqliteStorage, connection: sqlite3.Connection) -> None:
+    def __init__(self, storage: SqliteStorage, connection: sqlite3.Connection, begin: str) -> None:
         self._storage = storage
         self._connection = connection
         self.audit_key = storage.audit_key
+        self._begin = begin
+        self.begun = False           # set on the worker thread once BEGIN has run
+
+    def _first(self, fn: Callable[..., T], *args: Any) -> T:
+        """On the worker thread: BEGIN (if not yet), then `fn`."""
+        if not self.begun:
+            self._connection.execute(self._begin)
+            self.begun = True
+        return fn(*args)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return await self._storage._call(_execute, self._connection, sql, params)
+        return await self._storage._call(self._first, _execute, self._connection, sql, params)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return await self._storage._call(_fetch, self._connection, sql, params)
+        return await self._storage._call(self._first, _fetch, self._connection, sql, params)
+
+
+def _end_read(connection: sqlite3.Connection) -> None:
+    """End a read-only transaction (on the worker thread; nobody waits for it)."""
+    try:
+        connection.execute("COMMIT")
+    except sqlite3.Error:
+        _rollback(connection)
 
 
 def _execute(connection: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int:
