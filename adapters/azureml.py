@@ -754,9 +754,9 @@ class AzureMLService:
                               f"may or may not have started a job: look at the schedule's jobs before asking again.",
                               code=error.code) from error
         job_name = result.job_name
-        for wait in (0.0, *JOB_VISIBLE_WAITS):
-            if wait:
-                self.sleep(wait)
+        for pause in (0.0, *JOB_VISIBLE_WAITS):
+            if pause:
+                self.sleep(pause)
             try:
                 with self._call("job", job_name):
                     return self._job(self.ml.jobs.get(job_name))
