@@ -34,7 +34,7 @@ def pytest_collection_modifyitems(items):
 UNIT_MODULES = frozenset({
     "test_architecture", "test_policy", "test_drift_engine", "test_drift_bounded", "test_drift_cli",
     "test_digest_times", "test_manifest", "test_settings_and_host", "test_readme", "test_dockerfile",
-    "test_security", "test_card_injection", "test_subscriptions", "test_digest",
+    "test_security", "test_card_injection", "test_subscriptions", "test_digest", "test_docs",
 })
 IMPURE_FIXTURES = frozenset({
     "store", "storage", "chat", "viewer_chat", "teams", "bot_url", "app", "server", "workspaces", "clocked",
