@@ -78,7 +78,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from adapters.azure_metrics import EndpointMetricsSource, EndpointRef, regional_metrics_endpoint
+from adapters.azure_metrics import AzureMonitorMetrics, EndpointMetricsSource, EndpointRef, regional_metrics_endpoint
 from adapters.azure_monitoring import BREACH_TAG, breaches, metric_name, parse_breach_tag
 from adapters.monitor_targets import check_window, resolve
 from adapters.posture import (READ_ACTIONS, ComputeSecurity, DatastoreSecurity, DiagnosticSetting, EndpointSecurity,
@@ -754,9 +754,9 @@ class AzureMLService:
                               f"may or may not have started a job: look at the schedule's jobs before asking again.",
                               code=error.code) from error
         job_name = result.job_name
-        for wait in (0.0, *JOB_VISIBLE_WAITS):
-            if wait:
-                self.sleep(wait)
+        for pause in (0.0, *JOB_VISIBLE_WAITS):
+            if pause:
+                self.sleep(pause)
             try:
                 with self._call("job", job_name):
                     return self._job(self.ml.jobs.get(job_name))
@@ -1452,8 +1452,6 @@ def build_azure_service(subscription_id: str, resource_group: str, workspace_nam
     `credential` and `client_options` (e.g. a `transport`) are for tests.
     """
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
-
-    from adapters.azure_metrics import AzureMonitorMetrics
 
     if credential is not None:
         identity = type(credential).__name__

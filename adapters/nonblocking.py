@@ -195,11 +195,11 @@ class ReadCache:
             log.note(read_at)
         # The backend call is a task of its own, so that a caller who gives up (a cancelled turn)
         # never cancels it for the others who joined it.
-        flight = asyncio.get_running_loop().create_task(call())
+        task = asyncio.get_running_loop().create_task(call())
         if key is not None:
-            self._flights[key] = (flight, read_at)
-        flight.add_done_callback(functools.partial(self._landed, key, generation, started, read_at))
-        return _own(await asyncio.shield(flight))
+            self._flights[key] = (task, read_at)
+        task.add_done_callback(functools.partial(self._landed, key, generation, started, read_at))
+        return _own(await asyncio.shield(task))
 
     def _landed(self, key: tuple | None, generation: int, started: float, read_at: datetime,
                 flight: asyncio.Task) -> None:

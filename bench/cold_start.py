@@ -35,8 +35,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
@@ -112,7 +110,7 @@ def start(data: Path) -> tuple[subprocess.Popen, int, float]:
             raise RuntimeError(f"mlops-bot serve exited with {process.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.05) as sock:
-                sock.sendall(f"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+                sock.sendall("GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
                 if sock.recv(64).startswith(b"HTTP/1.1 200"):
                     return process, port, time.perf_counter() - started
         except OSError:

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import cProfile
 import itertools
-import json
 import os
 import pstats
 import signal

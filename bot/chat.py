@@ -16,7 +16,6 @@ from bot.app import build_handler, build_workspaces, thread_pools
 from bot.handler import ChatHandler, FollowUps, Request
 from bot.settings import Settings
 from bot.watch import TERMINAL_CONVERSATION, follow_jobs
-from commands.catalog import catalog
 from commands.context import Reply, User
 from commands.ui import INVISIBLE
 

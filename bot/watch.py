@@ -231,12 +231,12 @@ async def alert_monitor_breaches(store: Any, workspaces: Any, *, clock: Callable
         if not events:
             continue
 
-        healths = {}                                 # the endpoint's health now, once per endpoint
+        healths: dict[str, str] = {}                 # the endpoint's health now, once per endpoint
         for event in events:
             if event.endpoint not in healths and len(healths) < 10:
                 healths[event.endpoint] = await endpoint_health(workspaces, event, health or HealthThresholds())
 
-        async def work(tx, events=events, name=ws.name) -> tuple[int, int]:
+        async def work(tx, events=events, name=ws.name, healths=healths) -> tuple[int, int]:
             fresh = cards = 0
             for event in events:                      # oldest first: a later run edits the card of an earlier one
                 if await inbox.first_time(tx, f"local:{name}:{event.id}", now):

@@ -42,6 +42,7 @@ from adapters.service import ServiceError
 from adapters.storage import alerts, audit, conversations, inbox, outbox, subscriptions, traffic_history
 from adapters.storage.alerts import Alert
 from adapters.storage.subscriptions import NewSubscription, Subscription
+from commands.admin import _known_as, _person
 from commands.alert_card import AlertState, Undo, alert_card, worst_first
 from commands.context import Context, Reply, Role
 from commands.policy import parse_duration
@@ -444,7 +445,6 @@ def _escalation(ctx: Context, after: str | None, notify: list[str] | None) -> tu
         raise UsageError(f"--escalate-after: {error} (e.g. `--escalate-after 15m`).") from None
     if not MIN_ESCALATION <= length <= MAX_SNOOZE:
         raise UsageError("--escalate-after must be between 1 minute and 7 days.")
-    from commands.admin import _person
     people = tuple(dict.fromkeys((p.id, p.name) for p in (_person(ctx, word) for word in notify or ())))
     if not people:
         raise UsageError("--escalate-after needs someone to tell: add `--notify @person`.")
@@ -630,7 +630,6 @@ async def note(ctx: Context, id: int, text: list[str]) -> Reply:
          summary="Put someone on an alert: `alerts` and its cards show who has it.", role=Role.OPERATOR,
          example="assign 7 @Bob", uses_workspace=False, group="alerts")
 async def assign(ctx: Context, id: int, person: str) -> Reply:
-    from commands.admin import _known_as, _person
     who = _person(ctx, person) if ctx.store is None else await _known_as(ctx, _person(ctx, person))
     return await _change_alert(ctx, id, "assigned", lambda tx, now: alerts.assign(tx, id, who.id, who.name),
                                {"assignee": who.name, "assignee_id": who.id})

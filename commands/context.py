@@ -6,9 +6,13 @@ import difflib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import IntEnum
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from adapters.nonblocking import NonBlockingService
+
+if TYPE_CHECKING:   # for the type checker only: commands.gate imports this module
+    from adapters.storage import Storage
+    from commands.gate import Gate, Pipeline
 
 
 class Role(IntEnum):
@@ -149,13 +153,15 @@ class Context:
     workspace: str | None = None       # the --workspace the command was given, if any
     activity_id: str = ""              # the Teams activity that asked (audit; redeliveries are ignored)
     conversation_kind: str = ""        # personal | groupChat | channel
-    gate: Any = None                   # commands.gate.Gate: every change passes it
-    store: Any = None                  # the bot's storage (adapters.storage.SqlStorage)
+    # The host (bot/handler.py) always supplies `gate` and `store`; they default to None only so that a
+    # test can build a Context for a read-only command without them, hence typed as always present.
+    gate: Gate = None  # type: ignore[assignment]        # every change passes it
+    store: Storage = None  # type: ignore[assignment]    # the bot's storage (adapters.storage.SqlStorage)
     role_source: str = "default"       # where the role comes from: environment, grant or default
     role_book: RoleBook | None = None  # the environment's assignments (for `roles`, `grant`)
     mentioned: tuple[User, ...] = ()   # people @mentioned in the message (not the bot), ids resolved
     reason: str = ""                   # a change command's --reason
-    pipeline: Any = None               # commands.gate.Pipeline when a CI/CD pipeline asks (the API)
+    pipeline: Pipeline | None = None   # when a CI/CD pipeline asks (the API)
     approval: Any = None               # the approval request being carried out (None: a direct change)
     health: HealthThresholds = field(default_factory=HealthThresholds)
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)

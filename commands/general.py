@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 
+from adapters.storage import digests, grants, subscriptions
+from commands.alerts import home
 from commands.context import Context, Reply, Role
 from commands.registry import CATALOG, Arg, command
 from commands.ui import button, card, columns, facts, plain, reply, section, text
@@ -164,8 +166,6 @@ async def checklist(ctx: Context) -> Reply:
 async def setup_card(ctx: Context) -> dict:
     """The set-up checklist (shown to the installer when the bot is added, and by `checklist`): each
     step done ✅ or not ⬜, with the command that does it."""
-    from adapters.storage import digests, grants, subscriptions
-    from commands.alerts import home
     book = ctx.role_book
     where = home(ctx) if ctx.conversation_id else ""
 

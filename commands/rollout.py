@@ -23,6 +23,7 @@ from adapters.service import NotFound, OnlineEndpoint
 from adapters.storage import audit, inbox, traffic_history, watches
 from adapters.storage.approvals import Approval
 from adapters.storage.traffic_history import Entry, live
+from commands.changes import accepted
 from commands.context import Context, Reply, Role
 from commands.endpoints import traffic_change, traffic_text
 from commands.gate import Change, Stale, executes, prepares, rechecks, records
@@ -244,8 +245,6 @@ async def apply_canary(ctx: Context, change: Change) -> Reply:
 
 
 async def _apply_split(ctx: Context, change: Change) -> Reply:
-    from commands.changes import accepted
-
     endpoint, new = change.parameters["endpoint"], change.parameters["traffic"]
     current = await ctx.ml.get_endpoint(endpoint)
     if live(current.traffic) != live(change.before["traffic"]):

@@ -23,7 +23,31 @@ from tests.teams_client import TeamsStandIn
 def pytest_collection_modifyitems(items):
     """Tests marked replay_audit run after all the others (a stable sort keeps every other order), so
     that they see every request the replayed Azure tests sent (tests.replay.SENT)."""
+    mark_unit_tier(items)
     items.sort(key=lambda item: item.get_closest_marker("replay_audit") is not None)
+
+
+# The fast tier (`pytest -m unit`, README "Tests"): the tests of these modules that ask for none of
+# IMPURE_FIXTURES, i.e. pure logic (parsing, policy, cards, the drift engine, splits, settings, ...)
+# without a server, a database, a workspace or replayed Azure traffic. A module's new test that takes
+# one of those fixtures leaves the tier by itself; a new pure module joins by being listed here.
+UNIT_MODULES = frozenset({
+    "test_architecture", "test_policy", "test_drift_engine", "test_drift_bounded", "test_drift_cli",
+    "test_digest_times", "test_manifest", "test_settings_and_host", "test_readme", "test_dockerfile",
+    "test_security", "test_card_injection", "test_subscriptions", "test_digest", "test_docs",
+})
+IMPURE_FIXTURES = frozenset({
+    "store", "storage", "chat", "viewer_chat", "teams", "bot_url", "app", "server", "workspaces", "clocked",
+    "aiohttp_server", "aiohttp_client", "aiohttp_raw_server", "make_storage", "postgres_dsn", "postgres_schema",
+    "local", "azure", "ws", "fixed_workspaces", "channel", "pools",
+})
+
+
+def mark_unit_tier(items) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if getattr(item, "module", None) else ""
+        if module in UNIT_MODULES and not IMPURE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.unit)
 
 
 DEV = User(id="dev-1", name="Dana Dev", tenant_id="t1")

@@ -11,7 +11,7 @@ from commands.context import Role, RoleBook, User
 from commands.policy import Policy
 from tests.conftest import Chat
 from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema  # noqa: F401 (fixtures)
-from tests.test_approvals import ARNE, OLGA, ROLES
+from tests.test_approvals import OLGA, ROLES
 
 ADA = User(id="00000000-0000-0000-0000-0000000000ad", name="Ada Admin", tenant_id="t1")
 APPROVERS = [User(id=f"00000000-0000-0000-0000-1{i:011d}", name=f"Approver {i}", tenant_id="t1") for i in range(20)]

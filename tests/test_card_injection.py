@@ -9,7 +9,6 @@ shows, and that the bot's own markdown beside it is unchanged.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import re
@@ -35,6 +34,7 @@ from commands.ui import INVISIBLE, as_text, card, facts, plain, reply, text
 from tests.card_schema import assert_valid_card
 from tests.replay import azure_breach_message
 from tests.teams_client import ALICE, BOB, Person, TeamsStandIn
+from tests.waiting import wait_until
 
 Z = INVISIBLE
 KEY = "k" * 8 + "0123456789abcdef0123456789abcdef"
@@ -125,13 +125,6 @@ async def teams(aiohttp_server, settings):
     server = await aiohttp_server(create_app(settings, reset_demo=True))
     async with TeamsStandIn(str(server.make_url("/api/messages"))) as stand_in:
         yield stand_in
-
-
-async def wait_until(predicate, timeout: float = 5.0) -> None:
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.02)
-    await asyncio.wait_for(poll(), timeout)
 
 
 async def test_a_typed_reason_a_forged_reason_and_a_vote_comment_stay_text_on_the_approval_card(teams):

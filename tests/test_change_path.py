@@ -22,8 +22,8 @@ from adapters.storage import approvals as approval_store, audit as audit_log
 from adapters.storage.audit import AuditRecord, Verification
 from adapters.storage.postgres import PostgresStorage
 from commands.context import Reply, Role, User, Workspaces
-from commands.gate import EXECUTORS, Change, Gate, Pipeline, record_policy
-from commands.policy import APPROVAL, CONFIRM, DIRECT, Policy, default_rule, parse_policy
+from commands.gate import EXECUTORS, Change, Pipeline, record_policy
+from commands.policy import APPROVAL, CONFIRM, Policy, default_rule, parse_policy
 from tests.conftest import Chat, Clock
 from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema, storage  # noqa: F401 (fixtures)
 from tests.test_approvals import ARNE, BEA, OLGA, ROLES, events, olga, people_chat, request_of, split_of  # noqa: F401

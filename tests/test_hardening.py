@@ -31,6 +31,7 @@ from commands.context import Workspaces
 from commands.registry import CommandError, tokenize
 from tests.conftest import Clock
 from tests.teams_client import ALICE, BOB, TeamsStandIn
+from tests.waiting import wait_until
 
 INCIDENT = "something went wrong on my side"
 KEY = "k" * 40
@@ -441,13 +442,6 @@ class Gated:
         return set_traffic
 
 
-async def wait_until(predicate, timeout: float = 10.0) -> None:
-    async def poll() -> None:
-        while not await predicate():
-            await asyncio.sleep(0.02)
-    await asyncio.wait_for(poll(), timeout)
-
-
 def gated_workspace(settings, pools) -> tuple["Gated", Workspaces]:
     """The demo workspace whose traffic changes wait until the test lets them finish."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -471,7 +465,7 @@ async def test_killed_between_approval_and_outcome_the_change_is_not_done_twice(
         async def executing() -> bool:
             found = await storage.run_transaction(lambda tx: approval_store.get(tx, 1), write=False)
             return found.state == "executing"
-        await wait_until(executing)
+        await wait_until(executing, timeout=10.0)
         assert gated.traffic_calls == 1
         await first.close()                              # killed while the change is being carried out
         gated.finish.set()
@@ -506,7 +500,7 @@ async def test_a_change_interrupted_by_a_crash_is_reported_after_a_restart(aioht
         async def executing() -> bool:
             found = await storage.run_transaction(lambda tx: approval_store.get(tx, 1), write=False)
             return found.state == "executing"
-        await wait_until(executing)
+        await wait_until(executing, timeout=10.0)
         await first.close()
         gated.finish.set()
         later = datetime.now(timezone.utc) + timedelta(minutes=2)
@@ -554,7 +548,7 @@ async def test_killed_between_claim_and_send_an_outbox_item_is_sent_once_after_a
             found = await second_storage.run_transaction(lambda tx: outbox.find_items(tx, dedupe_key="fault:1"),
                                                          write=False)
             return bool(found) and found[0].state == "sent"
-        await wait_until(sent)
+        await wait_until(sent, timeout=10.0)
         await asyncio.sleep(0.3)
         delivered = [s for s in teams.connector.sent[sent_before:] if s.text == "Drift alert: fraud-model"]
         assert len(delivered) == 1

@@ -6,7 +6,6 @@ replies, so these tests see exactly what Teams would.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from types import SimpleNamespace

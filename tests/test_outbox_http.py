@@ -4,7 +4,6 @@ own outbox worker delivers the retried message to the Bot Connector stand-in."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timezone
 
 import pytest
@@ -15,6 +14,7 @@ from bot.settings import load_settings
 from tests.card_schema import assert_valid_card
 from tests.conftest import Clock
 from tests.teams_client import ALICE, BOB, TeamsStandIn
+from tests.waiting import wait_until
 
 CHANNEL = "19:ml-platform@thread.tacv2"
 START = datetime(2026, 11, 26, 6, 0, tzinfo=timezone.utc)
@@ -28,13 +28,6 @@ async def app(aiohttp_server, tmp_path, monkeypatch):
     return await aiohttp_server(create_app(settings, reset_demo=True, clock=Clock(START)))
 
 
-async def wait_for(predicate, timeout: float = 5.0) -> None:
-    async def poll() -> None:
-        while not await predicate():
-            await asyncio.sleep(0.02)
-    await asyncio.wait_for(poll(), timeout)
-
-
 async def test_an_admin_sees_and_resends_a_given_up_message(app):
     storage = app.app[STORAGE]
     async with TeamsStandIn(str(app.make_url("/api/messages"))) as teams:
@@ -46,7 +39,7 @@ async def test_an_admin_sees_and_resends_a_given_up_message(app):
 
         async def dead() -> bool:
             return bool(await storage.run_transaction(lambda tx: outbox.find_items(tx, state="dead"), write=False))
-        await wait_for(dead)
+        await wait_until(dead)
         [item] = await storage.run_transaction(lambda tx: outbox.find_items(tx, state="dead"), write=False)
 
         ready = await teams.session.get(str(app.make_url("/readyz")))
@@ -77,7 +70,7 @@ async def test_an_admin_sees_and_resends_a_given_up_message(app):
         async def sent() -> bool:
             found = await storage.run_transaction(lambda tx: outbox.get_item(tx, item.id), write=False)
             return found.state == "sent"
-        await wait_for(sent)
+        await wait_until(sent)
         ready = await teams.session.get(str(app.make_url("/readyz")))
         assert (await ready.json())["outbox"] == {"pending": 0, "dead": 0}
         [nothing] = await teams.say("outbox retry all", mention=True, conversation=CHANNEL, kind="channel")

@@ -27,6 +27,7 @@ import time
 from typing import Any, Sequence
 
 from adapters.service import ServiceError
+from adapters.storage import people as people_table
 from commands.context import Context, Reply
 from commands.language.entities import EntityIndex, build_index
 from commands.language.understand import Reading, Understander, decide, is_change
@@ -143,7 +144,6 @@ class Interpreter:
         people: list[str] = []
         if ctx.store is not None:
             try:
-                from adapters.storage import people as people_table
                 people = await ctx.store.run_transaction(people_table.met, write=False)
             except Exception as error:  # noqa: BLE001 - names of people are a help, not a need
                 log.info("plain language: could not read the people met: %s", error)

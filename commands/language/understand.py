@@ -767,7 +767,7 @@ class Understander:
                             | ({"to_stage"} if facts.stage_to() else set())       # "... to staging"
                             | ({"number"} if msg.numbers else set()))
         found: list[Reading] = []
-        for name, cmd in self.vocabulary.commands.items():
+        for name in self.vocabulary.commands:
             score = self.vocabulary.score(name, content, present)
             prior = 0.5 if score == 0 and any(BY_KIND.get(k) == name for k in kinds) else 0.0
             filled = BUILDERS.get(name, _none)(facts)

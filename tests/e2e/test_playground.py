@@ -178,7 +178,7 @@ def test_plain_questions_are_answered_and_a_plain_change_is_proposed(chat):
     number = re.search(r"Confirmation #(\d+)", confirm)
     assert number, confirm
     chat.send(f"confirm {number.group(1)}")
-    done = _wait_for_text(chat, "Compute instance ds-ci-alice is now Stopped", timeout=60)
+    _wait_for_text(chat, "Compute instance ds-ci-alice is now Stopped", timeout=60)
     chat.screenshot("proposed-change-done")
     chat.send("compute")
     listed = chat.bot_replies_text()
