@@ -317,13 +317,15 @@ async def test_a_request_from_a_personal_chat_is_also_posted_in_the_approval_cha
     await olga("traffic fraud-api blue=50 green=50", conversation="19:ml@thread.tacv2", kind="channel")
     items = await store.run_transaction(lambda tx: outbox.find_items(tx, conversation_id="19:approvals@thread.tacv2"),
                                         write=False)
-    assert [i.dedupe_key for i in items] == ["approval:1:card:19:approvals@thread.tacv2"]
+    # Since issue #19 item 2 a request from another channel is posted in the approval channel too.
+    assert [i.dedupe_key for i in items] == ["approval:1:card:19:approvals@thread.tacv2",
+                                             "approval:2:card:19:approvals@thread.tacv2"]
     assert "Approval request #1" in items[0].payload["card"]["fallbackText"]
     await olga.as_(ARNE)("reject 1")
     items = await store.run_transaction(lambda tx: outbox.find_items(tx, conversation_id="19:approvals@thread.tacv2"),
                                         write=False)
-    assert [i.payload.get("update_of") for i in items] == [None, "approval:1:card:19:approvals@thread.tacv2"]
-    assert "Rejected" in items[1].payload["card"]["fallbackText"]
+    assert [i.payload.get("update_of") for i in items] == [None, None, "approval:1:card:19:approvals@thread.tacv2"]
+    assert "Rejected" in items[2].payload["card"]["fallbackText"]
 
 
 async def test_policies_shows_the_rules_in_force(olga):

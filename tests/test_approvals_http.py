@@ -326,7 +326,9 @@ async def test_a_pipeline_that_names_itself_after_an_approver_never_reads_like_t
     assert "Asked by: Bob Builder (pipeline)" in card_words(posted)
     [shown] = await teams.say("approval 1", conversation=CHANNEL, kind="channel")
     assert "Asked by: Bob Builder (pipeline)" in card_words(shown)
-    await teams.click(posted.card, "Reject", user=BOB, conversation=CHANNEL, kind="channel")
+    # Reject asks once, with a reason (issue #19 item 4): the button that rejects is inside its ShowCard.
+    await teams.click(posted.card, "Confirm rejection", user=BOB, conversation=CHANNEL, kind="channel",
+                      inputs={"reason": "not during the sale"})
     await wait_until(lambda: any(s.method == "PUT" and "Rejected" in card_words(s) for s in teams.connector.sent))
     [trail] = await teams.say("audit --target fraud-api", conversation=CHANNEL, kind="channel")
     story = card_words(trail)

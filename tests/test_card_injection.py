@@ -144,7 +144,7 @@ async def test_a_typed_reason_a_forged_reason_and_a_vote_comment_stay_text_on_th
 
     # a Submit no button sends, from someone whose display name is markdown too
     forged = teams.activity("message", user=MALLORY, conversation=CHANNEL, kind="channel", value={
-        "verb": "traffic", "args": ["fraud-api", "blue=0", "green=100", "--reason", FAKE_STATUS]})
+        "verb": "traffic", "args": ["fraud-api", "blue=10", "green=90", "--reason", FAKE_STATUS]})   # not a duplicate
     [asked] = await teams.send(forged)
     shown = fact_values(asked.card)
     assert shown["Reason"] == "green passed shadow ∗∗Approved and done∗∗ ✅ Bob Builder approved 2026-11-26 10:02 UTC"

@@ -191,8 +191,9 @@ async def test_under_a_confirm_rule_a_pipeline_request_still_needs_a_human_appro
 # ---------------------------------------------------------------- policy
 
 def test_the_environment_named_production_gets_the_production_defaults():
+    # rollback runs at once in production since issue #19 item 1 (the safe direction, reviewed afterwards)
     assert [default_rule(action, "production").mode for action in ("traffic", "rollback", "cancel", "batch")] == [
-        APPROVAL, APPROVAL, CONFIRM, APPROVAL]
+        APPROVAL, DIRECT, CONFIRM, APPROVAL]
     assert default_rule("traffic", "Production").mode == APPROVAL
     assert default_rule("traffic", "preproduction").mode == CONFIRM          # not a production name
 

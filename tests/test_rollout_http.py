@@ -84,17 +84,21 @@ async def test_canary_verdict_and_one_click_rollback(teams, app_server, clock):
     assert verdict.method == "POST" and verdict.conversation_id == f"a:personal-{ALICE.id}"
     assert find_action(verdict.card, "Rollback")["data"] == {"args": ["fraud-api", "--to", "1"]}
 
-    status, body = await teams.click(verdict.card, "Rollback")          # production: an approval request
+    # Production, since issue #19 item 1: the safe direction runs at once for the on-call Operator, and
+    # the approvers (Bob, who has a personal chat with the bot) get a review card.
+    status, body = await teams.click(verdict.card, "Rollback")
     assert status == 200
-    request = teams.connector.sent[-1].card                             # posted as a new message
-    assert "Rollback of fraud-api (undo #1): blue=50 green=50 → blue=90 green=10" in request["fallbackText"]
-    refresh = teams.invoke("approval", request["refresh"]["action"]["data"]["args"], user=BOB)
-    refresh["value"]["action"]["data"] = request["refresh"]["action"]["data"]      # Teams refreshes it for Bob
-    async with teams.session.post(teams.bot_url, json=refresh) as response:
-        bobs_view = (await response.json())["value"]
-    status, approved = await teams.click(bobs_view, "Approve", user=BOB)
-    assert status == 200
+    await wait_until(lambda: any(s.card and "Review change #" in card_words(s) and s.conversation_id ==
+                                 f"a:personal-{BOB.id}" for s in teams.connector.sent))
     assert await split(teams) == "Traffic: blue=90 green=10"
+    [review] = [s for s in teams.connector.sent if s.card and "Review change #" in card_words(s)]
+    assert_valid_card(review.card)
+    assert "Ran at once by Alice Analyst (the safe direction): please review" in card_words(review)
+    assert "Rollback of fraud-api (undo #1): blue=50 green=50 → blue=90 green=10" in card_words(review)
+    status, _ = await teams.click(review.card, "Reviewed", user=BOB, inputs={"comment": "right call at 3 a.m."})
+    assert status == 200
+    await wait_until(lambda: any("Reviewed change #" in (s.text or "") and "right call at 3 a.m." in (s.text or "")
+                                 for s in teams.connector.sent))
 
     before = len(teams.connector.sent)
     status, again = await teams.click(verdict.card, "Rollback")         # a second click changes nothing
