@@ -364,7 +364,7 @@ async def test_whoami_says_what_the_role_allows(viewer_chat):
         "As Viewer you can look at everything, but change nothing. `traffic`, `scale`, `batch`, `rollback`, "
         "`canary`, `cancel`, `promote`, `archive`, `retrain`, `schedule`, `start`, `stop`, `approve`, `reject`, "
         "`confirm`, `withdraw`, `review`, "
-        "`acknowledge` and `snooze` need the Operator role. `demo`, `grant` and `revoke` need the Admin role.")
+        "`acknowledge` and `snooze` need the Operator role. `demo`, `grant`, `revoke` and `outbox` need the Admin role.")
 
 
 async def test_stopping_a_cluster_is_explained_in_good_grammar(chat):
