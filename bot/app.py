@@ -174,6 +174,9 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     app.on_shutdown.append(_drain)
     app.on_cleanup.append(_close)
     log.info("configured: %s", settings.public_summary())
+    if not settings.approval_channel:
+        log.warning("no approval channel is set (MLOPSBOT_APPROVAL_CHANNEL): approval requests reach approvers only "
+                    "in their personal chats with the bot, and @mentioned where they are asked")
     return app
 
 
@@ -232,8 +235,9 @@ async def _expire_requests(gate: Gate, every: float = EXPIRY_CHECK_SECONDS) -> N
     while True:
         try:
             await gate.expire_due()
+            await gate.remind_due()
         except StorageError as error:
-            log.warning("could not expire approval requests: %s", error)
+            log.warning("could not expire or remind approval requests: %s", error)
         await asyncio.sleep(every)
 
 

@@ -220,8 +220,9 @@ def review_card(op_id: int, change: Any, actor: str, now: datetime, *, emergency
              "label": "Comment"},
             text(f"Or type `review {op_id} [comment]`. The verdict follows where it was run.", subtle=True)]
     actions = [button("Reviewed", "review", str(op_id), style="positive")]
-    if change.action in ("rollback", "traffic", "canary", "scale"):
-        actions += [button("Endpoint", "endpoint", change.target, "--workspace", change.workspace),
-                    button("History", "history", change.target, "--workspace", change.workspace)]
+    endpoint = str(change.parameters.get("endpoint") or "")
+    if change.action in ("rollback", "traffic", "canary", "scale") and endpoint:
+        actions += [button("Endpoint", "endpoint", endpoint, "--workspace", change.workspace),
+                    button("History", "history", endpoint, "--workspace", change.workspace)]
     return card(f"Review change #{op_id}", body, subtitle=workspace_line(change.workspace, change.environment),
                 actions=actions)

@@ -61,6 +61,10 @@ RECORDERS: dict[str, list[Recorder]] = {}
 # or False) when it has finished, None while it is still in progress.
 Recheck = Callable[[Context, "Change"], Awaitable["Reply | None"]]
 RECHECKS: dict[str, Recheck] = {}
+# What an approver needs to decide a request of an action (commands/evidence.py): read when the
+# request opens (stored with it) and again when a voter opens its card.
+Gatherer = Callable[[Context, "Change"], Awaitable[dict[str, Any]]]
+GATHERERS: dict[str, Gatherer] = {}
 RECOVERY_GRACE = timedelta(minutes=1)     # an operation another process started this recently is its own
 # Without a recheck only the wait itself can tell, so another process gives up on it only after the
 # longest wait (NonBlockingService's operation timeout, 30 min) has surely passed.
@@ -112,6 +116,32 @@ def records(*actions: str) -> Callable[[Recorder], Recorder]:
     return register
 
 
+def gathers(*actions: str) -> Callable[[Gatherer], Gatherer]:
+    """Declare the function that reads the evidence shown on the approval card of `actions`."""
+    def register(fn: Gatherer) -> Gatherer:
+        for action in actions:
+            GATHERERS[action] = fn
+        return fn
+    return register
+
+
+async def gather_evidence(ctx: Context, change: "Change", now: datetime) -> dict[str, Any] | None:
+    """The evidence for `change` (None when its action has none); a failure to read becomes a line."""
+    gather = GATHERERS.get(change.action)
+    if gather is None:
+        return None
+    try:
+        found = await gather(replace(ctx, workspace=change.workspace), change)
+    except ServiceError as error:
+        found = {"error": f"Could not read the evidence: {error.message}"}
+    except UnknownWorkspace:
+        return None
+    except Exception:  # noqa: BLE001 - evidence is extra: it never blocks a request
+        log.exception("reading the evidence for %s failed", change.summary)
+        found = {"error": "Could not read the evidence (an error on the bot's side, logged)."}
+    return {**found, "as_of": now.isoformat()}
+
+
 def rechecks(*actions: str) -> Callable[[Recheck], Recheck]:
     """Declare how to tell, from the resource, whether a long operation of `actions` finished."""
     def register(fn: Recheck) -> Recheck:
@@ -153,7 +183,7 @@ class Pipeline:
 
 def change_of(request: Approval) -> Change:
     return Change(request.action, request.workspace, request.environment, request.target,
-                  dict(request.parameters), dict(request.before), dict(request.after),
+                  {k: v for k, v in request.parameters.items() if k not in ("_evidence", "_untold")}, dict(request.before), dict(request.after),
                   str(request.parameters.get("_summary", request.target)), request.reason)
 
 
@@ -271,9 +301,11 @@ class Gate:
         confirm = rule.mode == CONFIRM
         conversation = ctx.conversation_id
         pipeline = ctx.pipeline
+        evidence = None if confirm else await gather_evidence(ctx, change, now)
         new = NewApproval(
             action=change.action, workspace=change.workspace, environment=change.environment,
-            target=change.target, parameters={**change.parameters, "_summary": change.summary},
+            target=change.target, parameters={**change.parameters, "_summary": change.summary,
+                                              **({"_evidence": evidence} if evidence else {})},
             before=change.before, after=change.after, reason=change.reason,
             requester_id=ctx.user.id, requester_name=ctx.user.name, tenant_id=ctx.user.tenant_id,
             conversation_id=conversation, quorum=1 if confirm else rule.quorum,
@@ -574,7 +606,11 @@ class Gate:
         request = await self._get(approval_id)
         if request is None or not self._visible(ctx, request):
             return Reply(f"There is no approval request #{approval_id}. Type `approvals all` to see them.")
-        return Reply(f"Request #{approval_id}: {request.state}", card=self.card(request, self.clock(), ctx))
+        now = self.clock()
+        evidence = None
+        if request.state == PENDING and "_evidence" in request.parameters:     # a voter opens it: figures now
+            evidence = await gather_evidence(ctx, change_of(request), now)
+        return Reply(f"Request #{approval_id}: {request.state}", card=self.card(request, now, ctx, evidence=evidence))
 
     @staticmethod
     def _visible(ctx: Context, request: Approval) -> bool:
