@@ -50,9 +50,9 @@ async def split(teams) -> str:
     return next(line for line in card_words(reply).splitlines() if line.startswith("Traffic:"))
 
 
-async def approve_and_wait(teams, asked, words: str) -> None:
+async def approve_and_wait(teams, asked, words: str, comment: str = "") -> None:
     count = len(teams.connector.sent)
-    status, _ = await teams.click(asked.card, "Approve", user=BOB)
+    status, _ = await teams.click(asked.card, "Approve", user=BOB, inputs={"comment": comment} if comment else None)
     assert status == 200
     await wait_until(lambda: any(s.method == "PUT" and "Approved and done" in card_words(s)
                                  for s in teams.connector.sent[count:]))
@@ -63,12 +63,15 @@ async def test_canary_verdict_and_one_click_rollback(teams, app_server, clock):
     [asked] = await teams.say("canary fraud-api green 50 --reason 'v4 canary'")
     assert_valid_card(asked.card)
     assert "Canary on fraud-api: green to 50% (blue=90 green=10 → blue=50 green=50)" in card_words(asked)
-    await approve_and_wait(teams, asked, "Traffic: blue=50 green=50")
+    # the approver's comment, typed into the card's box, is sent with the click (issue #19 item 4)
+    await approve_and_wait(teams, asked, "Traffic: blue=50 green=50", comment="v4 beat v3 offline")
 
     shown = await ask(teams, "history fraud-api", "Traffic history of fraud-api")
     assert_valid_card(shown.card)
     assert "#1 blue=90 green=10 → blue=50 green=50" in card_words(shown)
-    assert "canary · Alice Analyst · request #1 · “v4 canary”" in card_words(shown)
+    # history names the approver and their comment (issue #19 item 4)
+    assert ("canary · Alice Analyst · request #1 approved by Bob Builder (“v4 beat v3 offline”) · “v4 canary”"
+            in card_words(shown))
 
     [degraded] = await teams.say("demo degrade fraud-api green", user=BOB)
     assert degraded.text.startswith("🧪 Deployment green on fraud-api is now degraded")
@@ -138,4 +141,6 @@ async def test_a_pipeline_asks_for_a_canary_and_the_history_names_it(teams):
     assert status == 200
     assert await split(teams) == "Traffic: blue=75 green=25"
     shown = await ask(teams, "history fraud-api", "Traffic history of fraud-api", conversation=CHANNEL, kind="channel")
-    assert "canary · GitHub Actions (release.yml) · request #1 · “release 2026.11.4”" in card_words(shown)
+    # the approver is named since issue #19 item 4
+    assert ("canary · GitHub Actions (release.yml) · request #1 approved by Bob Builder · “release 2026.11.4”"
+            in card_words(shown))
