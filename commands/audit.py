@@ -35,8 +35,24 @@ def parse_since(value: str) -> timedelta:
             "w": timedelta(weeks=number)}[unit]
 
 
-def record_line(record: AuditRecord) -> str:
-    """One sentence a person reads: when, who, what, where, how it ended."""
+def _about(record: AuditRecord) -> str:
+    """"#1 (traffic on fraud-api)", or "traffic on fraud-api" for a change without a request."""
+    name = record.target
+    for kind in ("batch endpoint ", "endpoint ", "deployment ", "model ", "schedule ", "job ", "compute "):
+        name = name.removeprefix(kind) if name.startswith(kind) else name
+    what = f"{record.action} on {name}" if record.action and name else (record.action or name)
+    if record.workspace:
+        what += f" in {record.workspace}"
+    return f"#{record.approval_id} ({what})" if record.approval_id else what
+
+
+_DECISIONS = {"vote:approve": "approved", "vote:reject": "rejected", "requested": "asked for", "joined": "joined",
+              "withdrawn": "withdrew", "executed": "carried out", "confirmed": "confirmed"}
+
+
+def record_line(record: AuditRecord, *, verb: str | None = None) -> str:
+    """One sentence a person reads: who did what to which request, and why
+    ("Bob Builder approved #1 (traffic on fraud-api): green passed the shadow test")."""
     if record.event == audit_log.DAMAGED:
         return f"⚠️ {record.detail.get('damage', 'damaged')}; audit verify checks the whole trail"
     whom = record.target.removeprefix("user ")
@@ -48,12 +64,50 @@ def record_line(record: AuditRecord) -> str:
         return f"{who} took back {whom}'s {record.before.get('role', '?').capitalize()} role"
     if record.event == "policy_loaded":
         return f"{who} loaded the policy from {record.detail.get('source', '?')}"
+    about = _about(record)
+    comment = str(record.detail.get("comment") or "")
+    why = comment or record.reason
+    said = f": {why}" if why and record.event in ("vote:approve", "vote:reject", "requested", "reviewed") else ""
+    if record.event in _DECISIONS:
+        if record.event == "executed" and not record.approval_id:
+            ran = " at once" if record.detail.get("review") else ""
+            return f"{who} ran {about}{ran}" + (f": {record.reason}" if record.reason else "")
+        return f"{who} {verb or _DECISIONS[record.event]} {about}{said}"
+    if record.event in ("approved", "rejected"):
+        return f"{about} was {record.event} ({who})"
+    if record.event in ("succeeded", "failed"):
+        return f"{about} {record.event}" + (f": {record.outcome}" if record.outcome else "")
+    if record.event == "expired":
+        return f"{about} expired without a decision"
+    if record.event == "review_requested":
+        told = record.detail.get("told", 0)
+        return f"{who} asked the approvers to review {about} ({told} place{'s' if told != 1 else ''} told)"
+    if record.event == "reviewed":
+        return f"{who} reviewed {about} (change #{record.detail.get('operation', '?')}){said}"
+    if record.event == "reminded":
+        return f"{about} had waited {record.detail.get('waited', '?')}: approvers reminded, admins told"
     what = record.event.replace("vote:", "voted to ").replace("_", " ")
     subject = " ".join(p for p in (record.action, record.target) if p)
     where = f" in {record.workspace}" if record.workspace else ""
     request = f" (request #{record.approval_id})" if record.approval_id else ""
     outcome = f": {record.outcome}" if record.outcome else ""
     return f"{who} {what} {subject}{where}{request}{outcome}".replace("  ", " ")
+
+
+def story(records: list[AuditRecord]) -> list[tuple[AuditRecord, str]]:
+    """Each record with its sentence, one line per decision: a vote and the state change it caused
+    (same person, same request, the next record) read as one line ("confirmed" wins over "approved")."""
+    by_seq = {r.seq: r for r in records}
+    skipped, verbs = set(), {}
+    for record in records:
+        if record.event in ("approved", "rejected", "confirmed") and record.approval_id:
+            vote = by_seq.get(record.seq - 1)
+            if vote is not None and vote.event.startswith("vote:") and vote.approval_id == record.approval_id \
+                    and vote.actor_id == record.actor_id:
+                skipped.add(record.seq)
+                if record.event == "confirmed":
+                    verbs[vote.seq] = "confirmed"
+    return [(r, record_line(r, verb=verbs.get(r.seq))) for r in records if r.seq not in skipped]
 
 
 def verification_body(result: audit_log.Verification, anchor: str | None) -> list[dict]:
@@ -89,13 +143,14 @@ def verification_body(result: audit_log.Verification, anchor: str | None) -> lis
     return body
 
 
-def audit_row(record: AuditRecord) -> dict:
-    return columns(text(f"#{record.seq}", subtle=True), [text(plain(record_line(record)), wrap=True),
+def audit_row(item: AuditRecord | tuple[AuditRecord, str]) -> dict:
+    record, line = item if isinstance(item, tuple) else (item, record_line(item))
+    return columns(text(f"#{record.seq}", subtle=True), [text(plain(line), wrap=True),
                    text(when(record.at), subtle=True, spacing="None")], widths=["auto", "stretch"])
 
 
 def audit_card(records: list[AuditRecord], *, filters: str) -> dict:
-    body = limited(records, audit_row, noun="record", more_hint="Narrow it with --since, --actor or --target.")
+    body = limited(story(records), audit_row, noun="record", more_hint="Narrow it with --since, --actor or --target.")
     return card("Audit trail", body, subtitle=plain(filters) or "Latest records, newest first")
 
 

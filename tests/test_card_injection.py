@@ -240,7 +240,7 @@ def test_names_and_reasons_in_the_audit_trail_and_the_traffic_history_are_text()
                          target="endpoint fraud-api", workspace="ml-prod", approval_id=2, seq=7)
     trail = texts(audit_card([record], filters="actor **Bob**"))
     assert trail[1] == "actor ∗∗Bob∗∗"
-    assert f"{mallory} requested traffic endpoint fraud-api in ml-prod (request #2)" in trail
+    assert f"{mallory} asked for #2 (traffic on fraud-api in ml-prod)" in trail  # sentences since issue #19 item 8
     entry = Entry(workspace="ml-prod", endpoint="fraud-api", at=at, action="traffic", before={"blue": 100},
                   after={"blue": 0, "green": 100}, actor_id=MALLORY.id, actor_name=MALLORY.name, reason=LINK, id=3)
     history = texts(history_card(OnlineEndpoint("fraud-api", "Succeeded", traffic={"green": 100}), [entry],
