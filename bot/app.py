@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -49,6 +50,7 @@ from bot.settings import Settings
 from bot.teams import TeamsBot, build_adapter, keep_signing_keys_fresh
 from commands.catalog import catalog
 from commands.context import Reply, Workspaces
+from commands.export_links import ExportLinks
 from commands.gate import Gate, record_policy
 
 log = logging.getLogger(__name__)
@@ -122,9 +124,13 @@ def build_handler(settings: Settings, workspaces: Workspaces, storage: Storage, 
     roles = settings.role_book()
     gate = Gate(settings.policy(), storage, clock=clock, roles=roles, approval_channel=settings.approval_channel,
                 spawn=spawn, requests_per_minute=settings.change_requests_per_minute)
+    base_url = settings.export_base_url()
+    # Replicas share the audit key, so a link one of them signs is served by any; in development
+    # without one, a key of this process (its links die with it).
+    links = ExportLinks(settings.audit_key_bytes() or secrets.token_bytes(32), base_url) if base_url else None
     handler = ChatHandler(catalog(), workspaces, roles, development=settings.development,
                           allowed_tenants=settings.tenant_allow_list, store=storage, gate=gate, clock=clock,
-                          health=settings.health_thresholds())
+                          health=settings.health_thresholds(), export_links=links)
     return handler, gate
 
 
@@ -175,7 +181,7 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     app.on_cleanup.append(_close)
     log.info("configured: %s", settings.public_summary())
     if not settings.approval_channel:
-        log.warning("no approval channel is set (MLOPSBOT_APPROVAL_CHANNEL): approval requests reach approvers only "
+        log.info("no approval channel is set (MLOPSBOT_APPROVAL_CHANNEL): approval requests reach approvers only "
                     "in their personal chats with the bot, and @mentioned where they are asked")
     return app
 

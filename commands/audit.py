@@ -16,9 +16,12 @@ from datetime import timedelta
 
 from adapters.storage import audit as audit_log
 from adapters.storage.audit import AuditRecord
-from commands.context import Context, Reply, shown_name
-from commands.registry import CATALOG, Arg, UsageError, command, suggest, whole_number
+from commands.context import Context, Reply, Role, shown_name
+from commands.export_links import FORMATS, LINK_TTL
+from commands.registry import CATALOG, Arg, Forbidden, UsageError, command, suggest, whole_number
 from commands.ui import card, columns, facts, limited, plain, reply, text, when
+
+EXPORT_ROLE = Role.APPROVER       # who may take the whole trail away as a file
 
 MAX_AUDIT_ROWS = 200
 _HASH = re.compile(r"^[0-9a-f]{64}$")
@@ -166,7 +169,8 @@ async def _known_action(ctx: Context, action: str) -> None:
     raise UsageError(f"No action or event is called '{action}' in the audit trail.{hint}")
 
 
-@command("audit", Arg("verify", nargs="?", choices=("verify",), help="check the whole chain instead of listing"),
+@command("audit", Arg("verify", nargs="?", choices=("verify", "export"), metavar="verify|export",
+                      help="verify: check the whole chain; export: a file of it (a signed link, personal chat)"),
          Arg("--since", help="how far back: 30m, 12h, 7d, 2w", metavar="SPAN"),
          Arg("--actor", help="who (name or Entra object id)", metavar="WHO"),
          Arg("--target", help="what was changed, e.g. fraud-api", metavar="WHAT"),
@@ -175,15 +179,21 @@ async def _known_action(ctx: Context, action: str) -> None:
              help=f"how many (1 to {MAX_AUDIT_ROWS}, default 20)", metavar="N"),
          Arg("--head", help="with verify: an anchor (head hash from the digest or the log) the chain must hold",
              metavar="HASH"),
-         summary="Show who changed, approved or rejected what; `audit verify` checks nothing was altered.",
+         Arg("--format", choices=FORMATS, help="with export: csv (default) or jsonl", metavar="csv|jsonl"),
+         summary="Show who changed, approved or rejected what; `audit verify` checks nothing was altered; "
+                 "`audit export` gives you the trail as a file (Approvers and above).",
          example="audit --since 7d --target fraud-api", uses_workspace=False)
 async def audit(ctx: Context, verify: str | None, since: str | None, actor: str | None, target: str | None,
-                action: str | None, limit: int, head: str | None = None) -> Reply:
+                action: str | None, limit: int, head: str | None = None, format: str | None = None) -> Reply:
     if ctx.store is None:
         raise UsageError("The audit trail is not available here.")
+    if format is not None and verify != "export":
+        raise UsageError("--format goes with export: `audit export --since 30d --format csv`.")
+    if verify == "export":
+        return await _export(ctx, since, format or "csv")
     if head is not None and not verify:
         raise UsageError("--head goes with verify: `audit verify --head <hash>`.")
-    if verify:
+    if verify == "verify":
         anchor = head.strip().lower() if head else None
         if anchor is not None and not _HASH.match(anchor):
             raise UsageError("--head takes the 64-hex-digit head hash the daily digest or the log shows, "
@@ -202,3 +212,34 @@ async def audit(ctx: Context, verify: str | None, since: str | None, actor: str 
     filters = " · ".join(f"{name} {value}" for name, value in (("since", since), ("actor", actor),
                                                                ("target", target), ("action", action)) if value)
     return reply(audit_card(records, filters=filters))
+
+
+async def _export(ctx: Context, since: str | None, fmt: str) -> Reply:
+    """A signed, single-use link to the trail as a file, for the asker only (commands/export_links.py)."""
+    if ctx.role < EXPORT_ROLE:
+        raise Forbidden(f"`audit export` needs the {EXPORT_ROLE.label} role; you have {ctx.role.label}. "
+                        "`audit` shows the trail in chat.")
+    if ctx.export_links is None:
+        raise UsageError("Audit export needs the bot's public address: set MLOPSBOT_PUBLIC_URL "
+                         "(e.g. https://bot.example.com) and restart. `audit` shows the trail in chat.")
+    if ctx.conversation_kind not in ("personal", ""):
+        raise UsageError("The export link is yours alone, so I give it only in a personal chat: message me "
+                         "directly and type `audit export` there.")
+    if not ctx.user.id:
+        raise Forbidden("An export is for a signed-in person; you have no organization account id.")
+    span = since or "30d"
+    start = ctx.now() - parse_since(span)
+
+    async def count(tx) -> int:
+        return len(await audit_log.query(tx, since=start, limit=100_000, tenant_id=ctx.user.tenant_id or None))
+    records = await ctx.store.run_transaction(count, write=False)
+    url = ctx.export_links.issue(ctx.user, since=start, fmt=fmt, now=ctx.now())
+    minutes = int(LINK_TTL.total_seconds() // 60)
+    name = f"audit-{ctx.now():%Y%m%d}.{fmt}"
+    body = [text(f"{records} record{'s' if records != 1 else ''} of the last {span}, as {fmt.upper()}.", wrap=True),
+            text(f"The link works once, for {minutes} minutes, and only for you: it is signed for your account "
+                 "and tenant, and the bot checks your role again when you open it. Don't forward it.",
+                 subtle=True, wrap=True)]
+    download = {"type": "Action.OpenUrl", "title": f"Download {name}", "url": url}
+    return Reply(f"Audit export ready: {name}", card=card("Audit export", body, subtitle="Signed link, single use",
+                                                         actions=[download]))

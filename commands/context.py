@@ -156,6 +156,7 @@ class Context:
     mentioned: tuple[User, ...] = ()   # people @mentioned in the message (not the bot), ids resolved
     reason: str = ""                   # a change command's --reason
     emergency: str = ""                # a change command's --emergency reason (run at once, reviewed after)
+    export_links: Any = None           # commands.export_links.ExportLinks: signed `audit export` links
     pipeline: Any = None               # commands.gate.Pipeline when a CI/CD pipeline asks (the API)
     approval: Any = None               # the approval request being carried out (None: a direct change)
     health: HealthThresholds = field(default_factory=HealthThresholds)
