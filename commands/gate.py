@@ -402,8 +402,10 @@ class Gate:
         group chat the card @mentions them. Returns how many places or people were told (`dry`:
         would be told; nothing is sent)."""
         role = role or Role.parse(request.approver_role)
-        if not dry:
+        personal: dict | None = None
+        if not dry:       # a channel's copy @mentions the approvers; a personal chat's does not
             payload = payload or await self._card_payload(tx, request, now, in_channel=True)
+            personal = {**await self._card_payload(tx, request, now), "text": payload.get("text", "")}
         tenant = ctx.user.tenant_id or request.tenant_id
         told = 0
         if self.approval_channel:
@@ -417,7 +419,7 @@ class Gate:
             if target == ctx.conversation_id and key == "card":
                 continue
             if not dry:
-                await outbox.enqueue(tx, target, payload, dedupe_key=f"approval:{request.id}:{key}:{target}",
+                await outbox.enqueue(tx, target, personal, dedupe_key=f"approval:{request.id}:{key}:{target}",
                                      tenant_id=chat_tenant, now=now)
             told += 1
         if key == "card" and ctx.conversation_kind in ("channel", "groupChat"):
@@ -665,8 +667,9 @@ class Gate:
                                                detail=detail))
             op_id = await self._intend(tx, ctx, change, None, notes)
             if review is not None:
-                await self._ask_review(tx, ctx, change, op_id, review, now, emergency=emergency)
+                told["count"] = await self._ask_review(tx, ctx, change, op_id, review, now, emergency=emergency)
             return op_id
+        told: dict[str, int] = {}
         op_id = await self.store.run_transaction(begin)
         if op_id is None:
             return REDELIVERED
@@ -674,14 +677,20 @@ class Gate:
             self.wake_outbox()
         reply = await self._perform(ctx, change, None, notes, op_id, wait=wait)
         if review is not None and reply.text:
-            who = "paged" if emergency else "sent a review card"
-            reply = replace(reply, text=reply.text + f"\nRan at once ({'emergency' if emergency else 'the safe direction'}"
-                                                     f"); the approvers were {who} (`review {op_id}`).")
+            how = "emergency" if emergency else "the safe direction"
+            if told.get("count"):
+                who = "paged" if emergency else "sent a review card"
+                note = f"Ran at once ({how}); the approvers were {who} (`review {op_id}`)."
+            else:
+                note = (f"Ran at once ({how}); no approver could be told (no approval channel, and no approver "
+                        f"has a chat with the bot): ask one to `review {op_id}`.")
+            reply = replace(reply, text=reply.text + "\n" + note)
         return reply
 
     async def _ask_review(self, tx, ctx: Context, change: Change, op_id: int, rule: Rule, now: datetime, *,
-                          emergency: str = "") -> None:
-        """The approvers learn that `change` ran without them and can review it (`review <op>`)."""
+                          emergency: str = "") -> int:
+        """The approvers learn that `change` ran without them and can review it (`review <op>`);
+        returns in how many places."""
         card = review_card(op_id, change, ctx.user.name, now, emergency=emergency)
         payload = {"text": card.get("fallbackText", ""), "card": card}
         tenant = ctx.user.tenant_id
@@ -693,14 +702,17 @@ class Gate:
             targets += await self._personal_chats(tx, ids, tenant)
         targets += [(t, tn or tenant) for t, tn in await approval_subscribers(tx, change.workspace)
                     if not (tn and tenant and tn != tenant)]
+        sent = 0
         for target, target_tenant in dict.fromkeys(targets):
             if target == ctx.conversation_id:
                 continue
             await outbox.enqueue(tx, target, payload, dedupe_key=f"review:{op_id}:{target}",
                                  tenant_id=target_tenant, now=now)
+            sent += 1
         await audit.append(tx, self._entry(ctx.user, "review_requested", change, activity_id=ctx.activity_id,
-                                           detail={"operation": op_id, "told": len(targets),
+                                           detail={"operation": op_id, "told": sent,
                                                    **({"emergency": emergency} if emergency else {})}))
+        return sent
 
     async def review(self, ctx: Context, op_id: int, comment: str) -> Reply:
         """An approver reviews a change that ran without approval (break-glass): recorded once per reviewer."""

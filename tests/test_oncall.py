@@ -121,6 +121,7 @@ async def test_a_request_in_a_personal_chat_reaches_the_approvers_personal_chats
     [item] = await outbox_items(store)
     assert (item.conversation_id, item.dedupe_key) == (arne_chat, f"approval:1:card:{arne_chat}")
     assert "Approval request #1" in item.payload["card"]["fallbackText"]
+    assert "msteams" not in item.payload["card"]                  # no @mention in a personal chat
     await olga.as_(ARNE)("approve 1 looks right", conversation=arne_chat)
     await olga.settle()
     updates = [i for i in await outbox_items(store) if i.payload.get("update_of") == f"approval:1:card:{arne_chat}"]
@@ -198,3 +199,15 @@ async def test_policies_says_when_no_approval_channel_is_set(workspaces, store):
     assert "rollback: runs at once, reviewed afterwards by an Approver" in text
     olga.gate.approval_channel = "19:approvals@thread.tacv2"
     assert "No approval channel is set" not in (await olga("policies")).text
+
+
+async def test_the_approval_channel_gets_every_request_with_the_approvers_mentioned(workspaces, store):
+    olga = Chat(workspaces, store, policy=Policy(), roles=ROLES, user=OLGA)
+    olga.gate.approval_channel = "19:approvals@thread.tacv2"
+    await personal_chat(store, ARNE)              # with a channel, personal chats are not used
+    now = datetime(2026, 11, 26, tzinfo=timezone.utc)
+    await store.run_transaction(lambda tx: people.remember(tx, ARNE.id, "29:arne", "Arne Approver", "t1", now=now))
+    await olga("traffic fraud-api blue=0 green=100")
+    [item] = await outbox_items(store)
+    assert item.conversation_id == "19:approvals@thread.tacv2"
+    assert item.payload["card"]["msteams"]["entities"][0]["mentioned"] == {"id": "29:arne", "name": "Arne Approver"}

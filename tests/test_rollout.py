@@ -194,7 +194,8 @@ async def test_canary_in_production_needs_an_approval_by_someone_else(workspaces
     assert (entry.action, entry.approval_id, entry.actor_name, entry.reason) == (
         "canary", 1, "Olga Operator", "v4 looks fine")
     rolled = await olga("rollback fraud-api")          # since issue #19 item 1: at once, reviewed afterwards
-    assert "Ran at once (the safe direction); the approvers were sent a review card (`review 2`)." in rolled.text
+    assert ("Ran at once (the safe direction); no approver could be told (no approval channel, and no approver has "
+            "a chat with the bot): ask one to `review 2`.") in rolled.text
     await olga.settle()
     assert await split_of(olga) == "Traffic: blue=90 green=10"
     assert (await olga.as_(VIC)("review 2")).text.startswith("`review` needs the Operator role")
