@@ -40,7 +40,7 @@ from adapters.storage.approvals import (
 )
 from commands.context import Context, Reply, Role, RoleBook, UnknownWorkspace, User
 from commands.alerts import approval_subscribers
-from commands.approval_card import UNTOLD, approval_card, review_card
+from commands.approval_card import approval_card, review_card
 from commands.registry import CommandError
 from commands.policy import APPROVAL, CONFIRM, DIRECT, REQUESTER_ONLY, Policy, Rule, duration_text
 from commands.ratelimit import RateLimiter, retry_after_seconds
@@ -183,7 +183,8 @@ class Pipeline:
 
 def change_of(request: Approval) -> Change:
     return Change(request.action, request.workspace, request.environment, request.target,
-                  {k: v for k, v in request.parameters.items() if k not in ("_evidence", "_untold")}, dict(request.before), dict(request.after),
+                  {k: v for k, v in request.parameters.items() if k not in ("_evidence", "_untold")},
+                  dict(request.before), dict(request.after),
                   str(request.parameters.get("_summary", request.target)), request.reason)
 
 

@@ -33,7 +33,8 @@ def texts(card: dict) -> list[str]:
 async def personal_chat(store, user: User) -> str:
     conversation = f"a:personal-{user.id}"
     await store.save_conversation(ConversationRecord(
-        conversation, "personal", {"conversation": {"id": conversation}, "serviceUrl": "https://smba.trafficmanager.net/"},
+        conversation, "personal",
+        {"conversation": {"id": conversation}, "serviceUrl": "https://smba.trafficmanager.net/"},
         user.tenant_id, "", "", user.id, datetime(2026, 11, 26, tzinfo=timezone.utc)))
     return conversation
 

@@ -68,9 +68,9 @@ async def test_a_request_in_a_personal_chat_reaches_the_approvers_personal_chat(
                                   inputs={"comment": "shadow numbers look right"})
     assert status == 200
     # Alice's own card is edited for her: approved, with Bob's comment
-    await wait_until(lambda: any(s.method == "PUT" and s.conversation_id == ALICES_CHAT and
-                                 "Bob Builder approved" in card_words(s) and "shadow numbers look right" in card_words(s)
-                                 for s in teams.connector.sent))
+    await wait_until(lambda: any(s.method == "PUT" and s.conversation_id == ALICES_CHAT
+                                 and "Bob Builder approved" in card_words(s)
+                                 and "shadow numbers look right" in card_words(s) for s in teams.connector.sent))
     [shown] = await teams.say("approval 1")
     assert "shadow numbers look right" in card_words(shown)
 

@@ -191,7 +191,7 @@ def test_a_traffic_change_is_approved_watched_and_rolled_back(chat):
     invokes = len(chat.invoke_statuses())
     chat.page.locator('button[title="Rollback"]').last.click()
     # Since issue #19 the safe direction runs at once in production (Megan gets a review card).
-    done = _wait_for_text(chat, "Traffic on fraud-api is now blue=90 green=10.", timeout=60)
+    _wait_for_text(chat, "Traffic on fraud-api is now blue=90 green=10.", timeout=60)
     assert chat.invoke_statuses()[invokes:] == [200], chat.invoke_statuses()
     chat.page.get_by_text("Traffic on fraud-api is now blue=90 green=10.").last.scroll_into_view_if_needed()
     chat.screenshot("rolled-back")
@@ -285,7 +285,7 @@ def test_at_3_am_the_on_call_operator_rolls_back_from_the_alert_at_once(chat, bo
     chat.screenshot("drift-alert")
     invokes = len(chat.invoke_statuses())
     chat.page.locator('button[title="Rollback"]').last.click()
-    done = _wait_for_text(chat, "Traffic on fraud-api is now blue=90 green=10.", timeout=60)   # at once
+    _wait_for_text(chat, "Traffic on fraud-api is now blue=90 green=10.", timeout=60)   # at once, nobody asked
     assert chat.invoke_statuses()[invokes:] == [200], chat.invoke_statuses()
     chat.screenshot("rolled-back-at-once")
 
