@@ -212,3 +212,52 @@ async def test_the_approval_channel_gets_every_request_with_the_approvers_mentio
     [item] = await outbox_items(store)
     assert item.conversation_id == "19:approvals@thread.tacv2"
     assert item.payload["card"]["msteams"]["entities"][0]["mentioned"] == {"id": "29:arne", "name": "Arne Approver"}
+
+
+# ---------------------------------------------------------------- signed export links
+
+def test_an_export_link_is_refused_when_forged_altered_or_late():
+    from datetime import timedelta
+
+    import pytest
+
+    from commands.export_links import ExportLinks, LinkRefused
+
+    now = datetime(2026, 11, 26, 3, 0, tzinfo=timezone.utc)
+    links = ExportLinks(b"k" * 32, "https://bot.example.com/")
+    url = links.issue(ARNE, since=now - timedelta(days=30), fmt="csv", now=now)
+    assert url.startswith("https://bot.example.com/api/audit/file?t=")
+    token = url.split("t=", 1)[1]
+    grant = links.read(token, now + timedelta(minutes=9))
+    assert (grant.user_id, grant.tenant_id, grant.format, grant.since) == (ARNE.id, "t1", "csv", now - timedelta(days=30))
+    with pytest.raises(LinkRefused, match="expired"):
+        links.read(token, now + timedelta(minutes=10))
+    with pytest.raises(LinkRefused, match="not signed by this bot"):
+        ExportLinks(b"x" * 32, "https://bot.example.com").read(token, now)     # another key
+    payload, signature = token.split(".")
+    forged = links.issue(BEA, since=None, fmt="jsonl", now=now).split("t=", 1)[1].split(".")[0]
+    with pytest.raises(LinkRefused, match="not signed by this bot"):
+        links.read(f"{forged}.{signature}", now)                             # Bea's payload, Arne's signature
+    with pytest.raises(LinkRefused, match="not a download link"):
+        links.read("nonsense", now)
+
+
+def test_the_public_url_must_be_https_and_export_needs_it_outside_development(tmp_path, monkeypatch):
+    import pytest
+
+    from bot.settings import SettingsError, load_settings
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SettingsError, match="MLOPSBOT_PUBLIC_URL must be the bot's https:// address"):
+        load_settings(data_dir=tmp_path, public_url="http://bot.example.com")
+    assert load_settings(data_dir=tmp_path, public_url="https://bot.example.com/").export_base_url() == \
+        "https://bot.example.com"
+    assert load_settings(data_dir=tmp_path, host="127.0.0.1", port=3978).export_base_url() == "http://127.0.0.1:3978"
+
+
+async def test_audit_export_without_a_public_address_says_what_to_set(workspaces, store):
+    olga = Chat(workspaces, store, policy=Policy(), roles=ROLES, user=OLGA)
+    answer = await olga.as_(ARNE)("audit export")
+    assert answer.text.startswith("Audit export needs the bot's public address: set MLOPSBOT_PUBLIC_URL")
+    assert (await olga("audit export")).text.startswith("`audit export` needs the Approver role; you have Operator.")
+    assert (await olga.as_(ARNE)("audit --format csv")).text.startswith("--format goes with export")

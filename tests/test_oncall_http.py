@@ -152,3 +152,17 @@ async def test_the_audit_trail_is_exported_from_teams_through_a_signed_single_us
     # the export itself is in the trail
     [trail] = await teams.say("audit --action exported", user=BOB)
     assert "Bob Builder exported audit" in card_words(trail)
+
+
+def test_the_start_up_log_says_when_no_approval_channel_is_set(tmp_path, monkeypatch, caplog):
+    import logging
+
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.INFO, logger="bot.app")
+    create_app(load_settings(data_dir=tmp_path / "a", host="127.0.0.1"), reset_demo=True)
+    assert any(r.getMessage().startswith("no approval channel is set (MLOPSBOT_APPROVAL_CHANNEL)")
+               for r in caplog.records)
+    caplog.clear()
+    create_app(load_settings(data_dir=tmp_path / "b", host="127.0.0.1", approval_channel="19:a@thread.tacv2"),
+               reset_demo=True)
+    assert not any("no approval channel" in r.getMessage() for r in caplog.records)
