@@ -52,8 +52,8 @@ async def endpoint_evidence(ctx: Context, change: Change) -> dict[str, Any]:
                     f"{_fmt(figures.requests_per_minute, ' /min', 1)}")
             problems = health_problems(figures.latency_p99_ms, figures.error_rate, ctx.health)
             if problems and deployment.name in flagged:
-                warnings.append(f"{deployment.name} would receive traffic and is unhealthy: "
-                                f"{'; '.join(problems)}")
+                role = "is the one being scaled" if change.action == "scale" else "would receive traffic"
+                warnings.append(f"{deployment.name} {role} and is unhealthy: {'; '.join(problems)}")
         share = endpoint.traffic.get(deployment.name, 0)
         model = deployment.model or "model unknown"
         rows.append((f"{deployment.name} ({share}%)", f"{model} · {line}"))

@@ -261,3 +261,13 @@ async def test_audit_export_without_a_public_address_says_what_to_set(workspaces
     assert answer.text.startswith("Audit export needs the bot's public address: set MLOPSBOT_PUBLIC_URL")
     assert (await olga("audit export")).text.startswith("`audit export` needs the Approver role; you have Operator.")
     assert (await olga.as_(ARNE)("audit --format csv")).text.startswith("--format goes with export")
+
+
+async def test_a_scale_request_shows_the_scaled_deployments_health(workspaces, store):
+    olga = Chat(workspaces, store, policy=Policy(), roles=ROLES, user=OLGA)
+    workspaces.default.service.degrade_deployment("fraud-api", "green")
+    asked = await olga("scale fraud-api green 3")
+    [warning] = [w for w in texts(asked.card) if w.startswith("⚠ green")]
+    assert warning.startswith("⚠ green is the one being scaled and is unhealthy: p99 ")
+    assert fact_values(asked.card)["blue (90%)"].startswith("fraud-model:3 · p99 ")
+    assert "fraud-model v4 vs champion v3: better on 3 of 3 metrics, worse on 0." in texts(asked.card)
