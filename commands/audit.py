@@ -76,8 +76,8 @@ def record_line(record: AuditRecord, *, verb: str | None = None) -> str:
             ran = " at once" if record.detail.get("review") else ""
             return f"{who} ran {about}{ran}" + (f": {record.reason}" if record.reason else "")
         return f"{who} {verb or _DECISIONS[record.event]} {about}{said}"
-    if record.event in ("approved", "rejected"):
-        return f"{about} was {record.event} ({who})"
+    if record.event in ("approved", "rejected"):            # alone (a filtered list): the decision
+        return f"{who} {record.event} {about}"
     if record.event in ("succeeded", "failed"):
         return f"{about} {record.event}" + (f": {record.outcome}" if record.outcome else "")
     if record.event == "expired":

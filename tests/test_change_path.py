@@ -258,7 +258,9 @@ async def test_a_rejection_is_recorded_as_a_rejected_event(olga, store):
         ("requested", "Olga Operator", {"mode": "approval", "policy": "default"}),
         ("vote:reject", "Bea Approver", {"comment": "not during the sale"}),
         ("rejected", "Bea Approver", {})]
-    assert (await olga("audit --action rejected")).card["fallbackText"].count("Bea Approver rejected traffic") == 1
+    # sentences since issue #19 item 8
+    assert (await olga("audit --action rejected")).card["fallbackText"].count(
+        "Bea Approver rejected #1 (traffic on fraud-api in ml-prod)") == 1
 
 
 # ---------------------------------------------------------------- audit verify names the right record

@@ -136,7 +136,7 @@ async def test_the_audit_trail_is_exported_from_teams_through_a_signed_single_us
     sentences = [row["sentence"] for row in rows]
     assert "Bob Builder approved #1 (traffic on fraud-api in ml-prod): green passed the shadow test" in sentences
     assert "Alice Analyst asked for #1 (traffic on fraud-api in ml-prod): green passed the shadow test" in sentences
-    assert not [s for s in sentences if "was approved" in s]                          # one line per decision
+    assert len([s for s in sentences if s.startswith("Bob Builder approved #1")]) == 1   # one line per decision
     async with client.get(link) as again:                                             # single use
         assert again.status == 410
         assert "used already" in await again.text()
