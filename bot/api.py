@@ -36,11 +36,12 @@ from aiohttp import web
 from pydantic import BaseModel, Field, StrictBool, ValidationError, field_validator
 
 from adapters import jsonsafe
-from adapters.storage import StorageError, approvals as approval_store, audit as audit_log
+from adapters.storage import StorageError, approvals as approval_store, audit as audit_log, inbox
 from adapters.storage.approvals import Approval
 from bot.bodies import BodyTimeout, read_body
 from bot.handler import ChatHandler, explain
-from commands.audit import parse_since
+from commands.audit import EXPORT_ROLE, parse_since, story
+from commands.export_links import EXPORT_PATH, LinkRefused
 from commands.context import PIPELINE_PREFIX, Role, User
 from commands.gate import REDELIVERED, Change, Pipeline, TooManyRequests
 from commands.policy import APPROVAL, Rule
@@ -134,7 +135,7 @@ class ApprovalsApi:
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/api/approvals", self.create), web.get("/api/approvals/{id}", self.read),
-                web.get("/api/audit", self.export)]
+                web.get("/api/audit", self.export), web.get(EXPORT_PATH, self.download)]
 
     async def create(self, request: web.Request) -> web.Response:
         denied = authorized(request, self.token)
@@ -287,17 +288,70 @@ class ApprovalsApi:
         async def read(tx):
             return await audit_log.scan(tx, since=since)
         records = await self.handler.store.run_transaction(read, write=False)
-        rows = [_record_dict(r) for r in records]
-        if fmt == "jsonl":
-            text = "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows)
-            return web.Response(text=text, content_type="application/x-ndjson")
-        out = io.StringIO()
-        columns = list(rows[0]) if rows else ["seq"]
-        writer = csv.DictWriter(out, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _csv_cell(v) for k, v in row.items()})
-        return web.Response(text=out.getvalue(), content_type="text/csv")
+        return _file([_record_dict(r) for r in records], fmt)
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        """`audit export` from Teams: a signed link (commands/export_links.py), served once, before it
+        expires, to someone who still has the role, with their tenant's records only."""
+        links = self.handler.export_links
+        if links is None:
+            return _page(404, "Audit export is not configured on this bot.")
+        now = self.handler.clock()
+        try:
+            grant = links.read(request.query.get("t", ""), now)
+        except LinkRefused as refusal:
+            return _page(403, str(refusal))
+        except (ValueError, KeyError, TypeError):
+            return _page(403, "This is not a download link the bot made.")
+        asker = User(grant.user_id, grant.user_name, grant.tenant_id)
+        if not self.handler.tenant_allowed(grant.tenant_id):
+            return _page(403, "This bot no longer serves your organization.")
+        role, _ = await self.handler.role_of(asker)
+        if role < EXPORT_ROLE:
+            return _page(403, f"Exporting the audit trail needs the {EXPORT_ROLE.label} role; you have "
+                              f"{role.label} now.")
+
+        async def take(tx):
+            if not await inbox.first_time(tx, f"audit-export:{grant.nonce}", now):
+                return None
+            records = await audit_log.scan(tx, since=grant.since)
+            if grant.tenant_id:
+                records = [r for r in records if r.tenant_id == grant.tenant_id]
+            await audit_log.append(tx, audit_log.AuditEntry(
+                at=now, event="exported", actor_id=asker.id, actor_name=asker.name, tenant_id=asker.tenant_id,
+                action="audit", detail={"records": len(records), "format": grant.format,
+                                        "since": grant.since.isoformat() if grant.since else ""}))
+            return records
+        records = await self.handler.store.run_transaction(take)
+        if records is None:
+            return _page(410, "This download link was used already; type `audit export` again for a new one.")
+        log.info("audit export: %d records to %s (%s)", len(records), asker.name, asker.id)
+        rows = [{"sentence": line, **_record_dict(record)} for record, line in story(records)]
+        response = _file(rows, grant.format)
+        response.headers["Content-Disposition"] = f'attachment; filename="audit-{now:%Y%m%d}.{grant.format}"'
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+
+def _page(status: int, message: str) -> web.Response:
+    """What a person who opened a link in their browser reads."""
+    return web.Response(status=status, text=message + "\n", content_type="text/plain",
+                        headers={"Cache-Control": "no-store"})
+
+
+def _file(rows: list[dict[str, Any]], fmt: str) -> web.Response:
+    """The records as JSON lines or CSV (cells a spreadsheet would run are quoted)."""
+    if fmt == "jsonl":
+        text = "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows)
+        return web.Response(text=text, content_type="application/x-ndjson")
+    out = io.StringIO()
+    columns = list(rows[0]) if rows else ["seq"]
+    writer = csv.DictWriter(out, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+    return web.Response(text=out.getvalue(), content_type="text/csv")
 
 
 class _Retried(Exception):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -50,6 +51,7 @@ from bot.teams import TeamsBot, build_adapter, keep_signing_keys_fresh
 from commands.alerts import endpoint_health
 from commands.catalog import catalog
 from commands.context import Reply, Workspaces
+from commands.export_links import ExportLinks
 from commands.gate import Gate, record_policy
 
 log = logging.getLogger(__name__)
@@ -126,9 +128,14 @@ def build_handler(settings: Settings, workspaces: Workspaces, storage: Storage, 
     roles = settings.role_book()
     gate = Gate(settings.policy(), storage, clock=clock, roles=roles, approval_channel=settings.approval_channel,
                 spawn=spawn, requests_per_minute=settings.change_requests_per_minute)
+    base_url = settings.export_base_url()
+    # Replicas share the audit key, so a link one of them signs is served by any; in development
+    # without one, a key of this process (its links die with it).
+    links = ExportLinks(settings.audit_key_bytes() or secrets.token_bytes(32), base_url) if base_url else None
     handler = ChatHandler(catalog(), workspaces, roles, development=settings.development,
                           allowed_tenants=settings.tenant_allow_list, store=storage, gate=gate, clock=clock,
-                          health=settings.health_thresholds(), plain_language=settings.plain_language)
+                          health=settings.health_thresholds(), plain_language=settings.plain_language,
+                          export_links=links)
     return handler, gate
 
 
@@ -191,6 +198,9 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     app.on_shutdown.append(_drain)
     app.on_cleanup.append(_close)
     log.info("configured: %s", settings.public_summary())
+    if not settings.approval_channel:
+        log.info("no approval channel is set (MLOPSBOT_APPROVAL_CHANNEL): approval requests reach approvers only "
+                    "in their personal chats with the bot, and @mentioned where they are asked")
     return app
 
 
@@ -251,8 +261,9 @@ async def _expire_requests(gate: Gate, every: float = EXPIRY_CHECK_SECONDS) -> N
     while True:
         try:
             await gate.expire_due()
+            await gate.remind_due()
         except StorageError as error:
-            log.warning("could not expire approval requests: %s", error)
+            log.warning("could not expire or remind approval requests: %s", error)
         await asyncio.sleep(every)
 
 

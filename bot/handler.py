@@ -46,10 +46,12 @@ class ChatHandler:
     def __init__(self, registry: Registry, workspaces: Workspaces, roles: RoleBook, *,
                  development: bool = False, allowed_tenants: Sequence[str] = (), store: Any = None,
                  gate: Any = None, clock: Callable[[], datetime] | None = None,
-                 health: HealthThresholds | None = None, plain_language: bool = True) -> None:
+                 health: HealthThresholds | None = None, plain_language: bool = True,
+                 export_links: Any = None) -> None:
         self.registry = registry
         # text that is not a command is understood (questions answered, changes only proposed)
         self.language = Interpreter(registry) if plain_language else None
+        self.export_links = export_links      # commands.export_links.ExportLinks (None: no `audit export`)
         self.workspaces = workspaces
         self.roles = roles
         self.development = development
@@ -79,7 +81,8 @@ class ChatHandler:
                        conversation_id=request.conversation_id, development=self.development, later=later,
                        activity_id=request.activity_id, conversation_kind=request.conversation_kind,
                        gate=self.gate, store=self.store, role_source=source, role_book=self.roles,
-                       mentioned=tuple(request.mentioned), clock=self.clock, health=self.health)
+                       mentioned=tuple(request.mentioned), clock=self.clock, health=self.health,
+                       export_links=self.export_links)
 
     async def context_for(self, user: User, conversation_id: str, *, role: Role, pipeline: Any = None,
                           activity_id: str = "") -> Context:

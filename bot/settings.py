@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     # The audit chain's HMAC key: kept outside the database (e.g. a Key Vault reference), so that
     # who can write the database cannot re-hash a rewritten trail. Required outside development.
     audit_key: str = Field("", validation_alias="MLOPSBOT_AUDIT_KEY", repr=False)
+    # The bot's own public address (https://bot.example.com): where `audit export` links point
+    public_url: str = Field("", validation_alias="MLOPSBOT_PUBLIC_URL",
+                            description="the bot's public https address, for signed audit export links")
     # When an endpoint's health turns red (its card colours and summarises by these figures)
     health_p99_ms: float = Field(1000.0, gt=0, validation_alias="MLOPSBOT_HEALTH_P99_MS",
                                  description="p99 latency above this many ms is unhealthy")
@@ -265,6 +268,23 @@ class Settings(BaseSettings):
                     "key for every replica and across restarts: records keyed with another key fail "
                     "`audit verify`.")
         return None
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_https(cls, value: str) -> str:
+        value = value.strip()
+        if value and not (re.fullmatch(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?", value)
+                          or re.fullmatch(r"http://(127\.0\.0\.1|localhost)(:[0-9]{1,5})?/?", value)):
+            raise ValueError("MLOPSBOT_PUBLIC_URL must be the bot's https:// address, e.g. https://bot.example.com "
+                             "(http only for localhost)")
+        return value
+
+    def export_base_url(self) -> str:
+        """Where signed export links point: MLOPSBOT_PUBLIC_URL, or this loopback host in development
+        ("" otherwise: `audit export` then says what to set)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"http://{self.host}:{self.port}" if self.development else ""
 
     def audit_key_bytes(self) -> bytes | None:
         """The audit chain key for the storage; None in development without one (the public key)."""

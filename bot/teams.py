@@ -712,7 +712,7 @@ class TeamsBot(ActivityHandler):
         value = turn_context.activity.value if isinstance(turn_context.activity.value, dict) else {}
         action = value.get("action") if isinstance(value.get("action"), dict) else {}
         data = action.get("data") if isinstance(action.get("data"), dict) else {}
-        request = self._request(turn_context.activity, verb=action.get("verb"), args=data.get("args", []),
+        request = self._request(turn_context.activity, verb=action.get("verb"), args=_with_typed(data),
                                 refresh=data.get("refresh") is True)
         acknowledged = asyncio.Event()
         try:
@@ -877,6 +877,18 @@ class _MessageInvokeResponse(AdaptiveCardInvokeResponse):
     """botbuilder's model types `value` as an object; a message answer's value is a string."""
 
     _attribute_map = {**AdaptiveCardInvokeResponse._attribute_map, "value": {"key": "value", "type": "str"}}
+
+
+def _with_typed(data: dict) -> Any:
+    """A button's words, and after them what was typed into the card's text box (Teams sends a
+    card's inputs with Action.Execute: `reason` on Reject, `comment` on Approve or Reviewed), after
+    `--` so that typed words are never read as options."""
+    args = data.get("args", [])
+    typed = next((data[key] for key in ("reason", "comment") if isinstance(data.get(key), str)
+                  and data[key].strip()), "")
+    if not typed or not isinstance(args, list):
+        return args
+    return [*args, "--", typed.strip()]
 
 
 def _invoke_answer(content_type: str, value: Any) -> InvokeResponse:

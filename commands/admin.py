@@ -192,6 +192,10 @@ async def policies(ctx: Context) -> Reply:
                            if CATALOG.find(action)]))
     role = getattr(ctx.gate.policy, "subscription_role", Role.OPERATOR)
     body.append(text(f"Subscriptions (`subscribe`, `unsubscribe`): {role.label}s and above.", spacing="Medium"))
+    if not ctx.gate.approval_channel:
+        body.append(text("No approval channel is set (MLOPSBOT_APPROVAL_CHANNEL): requests reach each approver in "
+                         "their personal chat with the bot, and are @mentioned where they are asked.",
+                         color="Warning", wrap=True))
     source = ctx.gate.policy.source or "the built-in defaults (no MLOPSBOT_POLICY_FILE)"
     body.append(text(f"From {source}.", subtle=True))
     return reply(card("Policies", body))

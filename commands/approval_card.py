@@ -23,6 +23,9 @@ STATE_LABELS = {
     FAILED: ("Approved, but it failed", "Attention"), REJECTED: ("Rejected", "Attention"),
     EXPIRED: ("Expired without a decision", "Default"), WITHDRAWN: ("Withdrawn by the requester", "Default"),
 }
+UNTOLD = ("Nobody could be told about this request: no approval channel is set (MLOPSBOT_APPROVAL_CHANNEL) "
+          "and no approver has a chat with the bot. Share this card with an approver, or have them say "
+          "hello to the bot once.")
 MAX_REFRESH_USERS = 60          # Teams refreshes a card automatically for at most 60 listed users
 
 
@@ -62,10 +65,14 @@ def state_label(request: Approval) -> tuple[str, str]:
 
 
 def approval_card(request: Approval, now: datetime, *, approver_ids: Sequence[str] = (),
-                  buttons: bool = True) -> dict:
+                  buttons: bool = True, mentions: Sequence[tuple[str, str]] = (),
+                  evidence: dict[str, Any] | None = None) -> dict:
     """The request's card. `buttons`: show Approve / Reject (Confirm / Cancel) while it is pending.
     `approver_ids` (Teams user ids, `29:...`, at most 60) get the card refreshed for them by Teams
-    (verb `approval`), which answers each with their own view: buttons only for who may decide."""
+    (verb `approval`), which answers each with their own view: buttons only for who may decide.
+    `mentions` ((Teams id, name) of approvers) are @mentioned where the card is posted in a channel.
+    `evidence` (figures read when the card was asked for; else those stored with the request) is
+    what an approver needs to decide: each deployment's health and model, and warnings."""
     confirm = _is_confirmation(request)
     label, color = state_label(request)
     kind = "Confirmation" if confirm else "Approval request"
@@ -83,6 +90,12 @@ def approval_card(request: Approval, now: datetime, *, approver_ids: Sequence[st
               + ([("Expires", _expiry(request.expires_at, now))] if request.state == PENDING else [])
               + ([("Pipeline run", request.run_url)] if request.run_url else [])),
     ]
+    shown_evidence = evidence if evidence is not None else request.parameters.get("_evidence")
+    links: list[dict] = []
+    if isinstance(shown_evidence, dict):
+        body += evidence_elements(shown_evidence)
+        links = [button(str(title), str(verb), *[str(a) for a in args]) for title, verb, args
+                 in shown_evidence.get("links", [])[:3] if isinstance(args, list)]
     if request.votes:
         body.append(section("Votes"))
         body += limited(list(request.votes), _vote_row, noun="vote")
@@ -104,12 +117,32 @@ def approval_card(request: Approval, now: datetime, *, approver_ids: Sequence[st
         else:
             # A vote edits the card it was cast on (in place, for the voter; for everyone else the
             # gate edits the posted message), so these buttons are `refresh` buttons.
+            # Approve sends the optional comment typed above it; Reject asks once, with a required
+            # reason, before it rejects (Teams sends the card's inputs with Action.Execute).
+            body.append({"type": "Input.Text", "id": "comment", "placeholder": "Comment (optional)",
+                         "maxLength": 500, "label": "Comment"})
+            reject = button("Confirm rejection", "reject", str(request.id), style="destructive", refresh=True)
             actions = [button("Approve", "approve", str(request.id), style="positive", refresh=True),
-                       button("Reject", "reject", str(request.id), style="destructive", refresh=True)]
-            body.append(text(f"Or type `approve {request.id}` or `reject {request.id} <reason>`. "
+                       {"type": "Action.ShowCard", "title": "Reject",
+                        "card": {"type": "AdaptiveCard", "body": [
+                            {"type": "Input.Text", "id": "reason", "label": "Why reject it?", "isRequired": True,
+                             "errorMessage": "A rejection needs a reason.", "maxLength": 500,
+                             "placeholder": "The reason the requester will read"}],
+                            "actions": [reject]}}]
+            body.append(text(f"Or type `approve {request.id} [comment]` or `reject {request.id} <reason>`. "
                              f"Needs the {request.approver_role.capitalize()} role.", subtle=True))
+    if mentions and request.state == PENDING:
+        body.append(text("For " + ", ".join(f"<at>{plain(name)}</at>" for _, name in mentions[:20]), wrap=True))
+    if links:
+        body.append({"type": "ActionSet", "actions": links})
+    if request.parameters.get("_untold") and request.state == PENDING:
+        body.append(text(f"⚠️ {UNTOLD}", color="Warning", wrap=True))
     result = card(f"{kind} #{request.id}", body, subtitle=workspace_line(request.workspace, request.environment),
                   actions=actions)
+    if mentions and request.state == PENDING:
+        result.setdefault("msteams", {})["entities"] = [
+            {"type": "mention", "text": f"<at>{plain(name)}</at>", "mentioned": {"id": teams_id, "name": name}}
+            for teams_id, name in mentions[:20]]
     if request.state == PENDING and approver_ids:
         result["refresh"] = {"action": {"type": "Action.Execute", "verb": "approval",
                                         "data": {"args": [str(request.id)], "refresh": True}},
@@ -146,3 +179,50 @@ def approval_row(request: Approval) -> dict:
                    widths=["stretch", "auto", "auto"])
 
 
+
+
+def evidence_elements(evidence: dict[str, Any]) -> list[dict]:
+    """The figures an approver decides on (commands/gate.py gathers them): warnings first, then one
+    line per deployment (its model, p99, 5xx rate, requests per minute), then the candidate's
+    comparison headline, or the schedule and its last run."""
+    out: list[dict] = [section("Evidence" + (f" (as of {when_text(evidence.get('as_of'))})"
+                                             if evidence.get("as_of") else ""))]
+    for warning in evidence.get("warnings", [])[:5]:
+        out.append(text(f"⚠ {plain(warning)}", color="Attention", weight="Bolder", wrap=True))
+    pairs = [(plain(str(name)), plain(str(line))) for name, line in evidence.get("rows", [])[:10]]
+    if pairs:
+        out.append(facts(pairs))
+    if evidence.get("headline"):
+        out.append(text(plain(str(evidence["headline"])), wrap=True))
+    if evidence.get("error"):
+        out.append(text(plain(str(evidence["error"])), subtle=True, wrap=True))
+    return out
+
+
+def when_text(value: Any) -> str:
+    try:
+        return when(datetime.fromisoformat(str(value)))
+    except ValueError:
+        return "—"
+
+
+def review_card(op_id: int, change: Any, actor: str, now: datetime, *, emergency: str = "") -> dict:
+    """The card the approvers get when a change ran without them (a rollback, or an emergency):
+    what ran, who ran it and why, and a Reviewed button (`review <n>`)."""
+    head = (f"🚨 Emergency change by {plain(actor)}: {plain(emergency)}" if emergency else
+            f"Ran at once by {plain(actor)} (the safe direction): please review")
+    body = [text(f"**{head}**", color="Attention" if emergency else "Warning", wrap=True),
+            text(plain(change.summary), weight="Bolder", wrap=True),
+            facts([*change_lines(change.before, change.after),
+                   ("Workspace", f"{change.workspace} ({change.environment})"),
+                   ("Reason", plain(change.reason)), ("When", when(now)), ("Change", f"#{op_id}")]),
+            {"type": "Input.Text", "id": "comment", "placeholder": "Review comment (optional)", "maxLength": 500,
+             "label": "Comment"},
+            text(f"Or type `review {op_id} [comment]`. The verdict follows where it was run.", subtle=True)]
+    actions = [button("Reviewed", "review", str(op_id), style="positive")]
+    endpoint = str(change.parameters.get("endpoint") or "")
+    if change.action in ("rollback", "traffic", "canary", "scale") and endpoint:
+        actions += [button("Endpoint", "endpoint", endpoint, "--workspace", change.workspace),
+                    button("History", "history", endpoint, "--workspace", change.workspace)]
+    return card(f"Review change #{op_id}", body, subtitle=workspace_line(change.workspace, change.environment),
+                actions=actions)

@@ -1,4 +1,4 @@
-"""Approval requests in chat: approvals, approval, approve, reject, confirm, withdraw.
+"""Approval requests in chat: approvals, approval, approve, reject, confirm, withdraw, review.
 
 Each is a thin command over `commands.gate.Gate`, which decides and records; the card is
 `commands.approval_card.approval_card`.
@@ -91,3 +91,14 @@ async def confirm(ctx: Context, id: int) -> Reply:
          example="withdraw 42", uses_workspace=False, group="approve")
 async def withdraw(ctx: Context, id: int) -> Reply:
     return await _gate(ctx).withdraw(ctx, id)
+
+
+@command("review", Arg("change", type=whole_number(1, MAX_ID, "change number"),
+                       help="the change number, as its review card shows it"),
+         Arg("comment", nargs="*", help="an optional comment, kept in the audit trail"),
+         phrases=("review", "reviewed", "sign off", "looked at the rollback", "review the change"),
+         summary="Review a change that ran at once (a rollback or an emergency): recorded in the audit trail.",
+         role=Role.OPERATOR, example="review 7 right call, green was failing", uses_workspace=False,
+         group="approve")
+async def review(ctx: Context, change: int, comment: list[str]) -> Reply:
+    return await _gate(ctx).review(ctx, change, " ".join(comment))

@@ -16,9 +16,12 @@ from datetime import timedelta
 
 from adapters.storage import audit as audit_log
 from adapters.storage.audit import AuditRecord
-from commands.context import Context, Reply, shown_name
-from commands.registry import CATALOG, Arg, UsageError, command, suggest, whole_number
+from commands.context import Context, Reply, Role, shown_name
+from commands.export_links import FORMATS, LINK_TTL
+from commands.registry import CATALOG, Arg, Forbidden, UsageError, command, suggest, whole_number
 from commands.ui import card, columns, facts, limited, plain, reply, text, when
+
+EXPORT_ROLE = Role.APPROVER       # who may take the whole trail away as a file
 
 MAX_AUDIT_ROWS = 200
 _HASH = re.compile(r"^[0-9a-f]{64}$")
@@ -35,8 +38,24 @@ def parse_since(value: str) -> timedelta:
             "w": timedelta(weeks=number)}[unit]
 
 
-def record_line(record: AuditRecord) -> str:
-    """One sentence a person reads: when, who, what, where, how it ended."""
+def _about(record: AuditRecord) -> str:
+    """"#1 (traffic on fraud-api)", or "traffic on fraud-api" for a change without a request."""
+    name = record.target
+    for kind in ("batch endpoint ", "endpoint ", "deployment ", "model ", "schedule ", "job ", "compute "):
+        name = name.removeprefix(kind) if name.startswith(kind) else name
+    what = f"{record.action} on {name}" if record.action and name else (record.action or name)
+    if record.workspace:
+        what += f" in {record.workspace}"
+    return f"#{record.approval_id} ({what})" if record.approval_id else what
+
+
+_DECISIONS = {"vote:approve": "approved", "vote:reject": "rejected", "requested": "asked for", "joined": "joined",
+              "withdrawn": "withdrew", "executed": "carried out", "confirmed": "confirmed"}
+
+
+def record_line(record: AuditRecord, *, verb: str | None = None) -> str:
+    """One sentence a person reads: who did what to which request, and why
+    ("Bob Builder approved #1 (traffic on fraud-api): green passed the shadow test")."""
     if record.event == audit_log.DAMAGED:
         return f"⚠️ {record.detail.get('damage', 'damaged')}; audit verify checks the whole trail"
     whom = record.target.removeprefix("user ")
@@ -48,12 +67,50 @@ def record_line(record: AuditRecord) -> str:
         return f"{who} took back {whom}'s {record.before.get('role', '?').capitalize()} role"
     if record.event == "policy_loaded":
         return f"{who} loaded the policy from {record.detail.get('source', '?')}"
+    about = _about(record)
+    comment = str(record.detail.get("comment") or "")
+    why = comment or record.reason
+    said = f": {why}" if why and record.event in ("vote:approve", "vote:reject", "requested", "reviewed") else ""
+    if record.event in _DECISIONS:
+        if record.event == "executed" and not record.approval_id:
+            ran = " at once" if record.detail.get("review") else ""
+            return f"{who} ran {about}{ran}" + (f": {record.reason}" if record.reason else "")
+        return f"{who} {verb or _DECISIONS[record.event]} {about}{said}"
+    if record.event in ("approved", "rejected"):            # alone (a filtered list): the decision
+        return f"{who} {record.event} {about}"
+    if record.event in ("succeeded", "failed"):
+        return f"{about} {record.event}" + (f": {record.outcome}" if record.outcome else "")
+    if record.event == "expired":
+        return f"{about} expired without a decision"
+    if record.event == "review_requested":
+        told = record.detail.get("told", 0)
+        return f"{who} asked the approvers to review {about} ({told} place{'s' if told != 1 else ''} told)"
+    if record.event == "reviewed":
+        return f"{who} reviewed {about} (change #{record.detail.get('operation', '?')}){said}"
+    if record.event == "reminded":
+        return f"{about} had waited {record.detail.get('waited', '?')}: approvers reminded, admins told"
     what = record.event.replace("vote:", "voted to ").replace("_", " ")
     subject = " ".join(p for p in (record.action, record.target) if p)
     where = f" in {record.workspace}" if record.workspace else ""
     request = f" (request #{record.approval_id})" if record.approval_id else ""
     outcome = f": {record.outcome}" if record.outcome else ""
     return f"{who} {what} {subject}{where}{request}{outcome}".replace("  ", " ")
+
+
+def story(records: list[AuditRecord]) -> list[tuple[AuditRecord, str]]:
+    """Each record with its sentence, one line per decision: a vote and the state change it caused
+    (same person, same request, the next record) read as one line ("confirmed" wins over "approved")."""
+    by_seq = {r.seq: r for r in records}
+    skipped, verbs = set(), {}
+    for record in records:
+        if record.event in ("approved", "rejected", "confirmed") and record.approval_id:
+            vote = by_seq.get(record.seq - 1)
+            if vote is not None and vote.event.startswith("vote:") and vote.approval_id == record.approval_id \
+                    and vote.actor_id == record.actor_id:
+                skipped.add(record.seq)
+                if record.event == "confirmed":
+                    verbs[vote.seq] = "confirmed"
+    return [(r, record_line(r, verb=verbs.get(r.seq))) for r in records if r.seq not in skipped]
 
 
 def verification_body(result: audit_log.Verification, anchor: str | None) -> list[dict]:
@@ -89,13 +146,14 @@ def verification_body(result: audit_log.Verification, anchor: str | None) -> lis
     return body
 
 
-def audit_row(record: AuditRecord) -> dict:
-    return columns(text(f"#{record.seq}", subtle=True), [text(plain(record_line(record)), wrap=True),
+def audit_row(item: AuditRecord | tuple[AuditRecord, str]) -> dict:
+    record, line = item if isinstance(item, tuple) else (item, record_line(item))
+    return columns(text(f"#{record.seq}", subtle=True), [text(plain(line), wrap=True),
                    text(when(record.at), subtle=True, spacing="None")], widths=["auto", "stretch"])
 
 
 def audit_card(records: list[AuditRecord], *, filters: str) -> dict:
-    body = limited(records, audit_row, noun="record", more_hint="Narrow it with --since, --actor or --target.")
+    body = limited(story(records), audit_row, noun="record", more_hint="Narrow it with --since, --actor or --target.")
     return card("Audit trail", body, subtitle=plain(filters) or "Latest records, newest first")
 
 
@@ -111,7 +169,8 @@ async def _known_action(ctx: Context, action: str) -> None:
     raise UsageError(f"No action or event is called '{action}' in the audit trail.{hint}")
 
 
-@command("audit", Arg("verify", nargs="?", choices=("verify",), help="check the whole chain instead of listing"),
+@command("audit", Arg("verify", nargs="?", choices=("verify", "export"), metavar="verify|export",
+                      help="verify: check the whole chain; export: a file of it (a signed link, personal chat)"),
          Arg("--since", help="how far back: 30m, 12h, 7d, 2w", metavar="SPAN"),
          Arg("--actor", help="who (name or Entra object id)", metavar="WHO"),
          Arg("--target", help="what was changed, e.g. fraud-api", metavar="WHAT"),
@@ -120,19 +179,25 @@ async def _known_action(ctx: Context, action: str) -> None:
              help=f"how many (1 to {MAX_AUDIT_ROWS}, default 20)", metavar="N"),
          Arg("--head", help="with verify: an anchor (head hash from the digest or the log) the chain must hold",
              metavar="HASH"),
+         Arg("--format", choices=FORMATS, help="with export: csv (default) or jsonl", metavar="csv|jsonl"),
          phrases=("audit", "audit trail", "who changed", "who did", "what changed", "who approved", "who rejected",
                   "changes", "what did change", "what did we deploy", "recent changes", "what happened",
                   "who touched", "activity", "who promoted", "who scaled", "who rolled back", "log of changes",
                   "tampered", "verify audit", "what did i do", "who stopped", "who started"),
-         summary="Show who changed, approved or rejected what; `audit verify` checks nothing was altered.",
+         summary="Show who changed, approved or rejected what; `audit verify` checks nothing was altered; "
+                 "`audit export` gives you the trail as a file (Approvers and above).",
          example="audit --since 7d --target fraud-api", uses_workspace=False)
 async def audit(ctx: Context, verify: str | None, since: str | None, actor: str | None, target: str | None,
-                action: str | None, limit: int, head: str | None = None) -> Reply:
+                action: str | None, limit: int, head: str | None = None, format: str | None = None) -> Reply:
     if ctx.store is None:
         raise UsageError("The audit trail is not available here.")
+    if format is not None and verify != "export":
+        raise UsageError("--format goes with export: `audit export --since 30d --format csv`.")
+    if verify == "export":
+        return await _export(ctx, since, format or "csv")
     if head is not None and not verify:
         raise UsageError("--head goes with verify: `audit verify --head <hash>`.")
-    if verify:
+    if verify == "verify":
         anchor = head.strip().lower() if head else None
         if anchor is not None and not _HASH.match(anchor):
             raise UsageError("--head takes the 64-hex-digit head hash the daily digest or the log shows, "
@@ -151,3 +216,34 @@ async def audit(ctx: Context, verify: str | None, since: str | None, actor: str 
     filters = " · ".join(f"{name} {value}" for name, value in (("since", since), ("actor", actor),
                                                                ("target", target), ("action", action)) if value)
     return reply(audit_card(records, filters=filters))
+
+
+async def _export(ctx: Context, since: str | None, fmt: str) -> Reply:
+    """A signed, single-use link to the trail as a file, for the asker only (commands/export_links.py)."""
+    if ctx.role < EXPORT_ROLE:
+        raise Forbidden(f"`audit export` needs the {EXPORT_ROLE.label} role; you have {ctx.role.label}. "
+                        "`audit` shows the trail in chat.")
+    if ctx.export_links is None:
+        raise UsageError("Audit export needs the bot's public address: set MLOPSBOT_PUBLIC_URL "
+                         "(e.g. https://bot.example.com) and restart. `audit` shows the trail in chat.")
+    if ctx.conversation_kind not in ("personal", ""):
+        raise UsageError("The export link is yours alone, so I give it only in a personal chat: message me "
+                         "directly and type `audit export` there.")
+    if not ctx.user.id:
+        raise Forbidden("An export is for a signed-in person; you have no organization account id.")
+    span = since or "30d"
+    start = ctx.now() - parse_since(span)
+
+    async def count(tx) -> int:
+        return len(await audit_log.query(tx, since=start, limit=100_000, tenant_id=ctx.user.tenant_id or None))
+    records = await ctx.store.run_transaction(count, write=False)
+    url = ctx.export_links.issue(ctx.user, since=start, fmt=fmt, now=ctx.now())
+    minutes = int(LINK_TTL.total_seconds() // 60)
+    name = f"audit-{ctx.now():%Y%m%d}.{fmt}"
+    body = [text(f"{records} record{'s' if records != 1 else ''} of the last {span}, as {fmt.upper()}.", wrap=True),
+            text(f"The link works once, for {minutes} minutes, and only for you: it is signed for your account "
+                 "and tenant, and the bot checks your role again when you open it. Don't forward it.",
+                 subtle=True, wrap=True)]
+    download = {"type": "Action.OpenUrl", "title": f"Download {name}", "url": url}
+    return Reply(f"Audit export ready: {name}", card=card("Audit export", body, subtitle="Signed link, single use",
+                                                         actions=[download]))

@@ -161,6 +161,8 @@ class Context:
     role_book: RoleBook | None = None  # the environment's assignments (for `roles`, `grant`)
     mentioned: tuple[User, ...] = ()   # people @mentioned in the message (not the bot), ids resolved
     reason: str = ""                   # a change command's --reason
+    emergency: str = ""                # a change command's --emergency reason (run at once, reviewed after)
+    export_links: Any = None           # commands.export_links.ExportLinks: signed `audit export` links
     pipeline: Pipeline | None = None   # when a CI/CD pipeline asks (the API)
     approval: Any = None               # the approval request being carried out (None: a direct change)
     health: HealthThresholds = field(default_factory=HealthThresholds)

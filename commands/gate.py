@@ -34,15 +34,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Sequence
 
 from adapters.service import ServiceError
-from adapters.storage import approvals, audit, grants, inbox, instances, operations, outbox, people
+from adapters.storage import approvals, audit, conversations, grants, inbox, instances, operations, outbox, people
 from adapters.storage.approvals import (
     APPROVED, EXECUTING, FAILED, PENDING, REJECTED, SUCCEEDED, WITHDRAWN, Approval, NewApproval, Vote,
 )
 from commands.context import Context, Reply, Role, RoleBook, UnknownWorkspace, User
 from commands.alerts import approval_subscribers
-from commands.approval_card import approval_card
+from commands.approval_card import approval_card, review_card
 from commands.registry import CommandError
-from commands.policy import APPROVAL, CONFIRM, DIRECT, REQUESTER_ONLY, Policy, Rule
+from commands.policy import APPROVAL, CONFIRM, DIRECT, REQUESTER_ONLY, Policy, Rule, duration_text
 from commands.ratelimit import RateLimiter, retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,10 @@ RECORDERS: dict[str, list[Recorder]] = {}
 # or False) when it has finished, None while it is still in progress.
 Recheck = Callable[[Context, "Change"], Awaitable["Reply | None"]]
 RECHECKS: dict[str, Recheck] = {}
+# What an approver needs to decide a request of an action (commands/evidence.py): read when the
+# request opens (stored with it) and again when a voter opens its card.
+Gatherer = Callable[[Context, "Change"], Awaitable[dict[str, Any]]]
+GATHERERS: dict[str, Gatherer] = {}
 RECOVERY_GRACE = timedelta(minutes=1)     # an operation another process started this recently is its own
 # Without a recheck only the wait itself can tell, so another process gives up on it only after the
 # longest wait (NonBlockingService's operation timeout, 30 min) has surely passed.
@@ -112,6 +116,32 @@ def records(*actions: str) -> Callable[[Recorder], Recorder]:
     return register
 
 
+def gathers(*actions: str) -> Callable[[Gatherer], Gatherer]:
+    """Declare the function that reads the evidence shown on the approval card of `actions`."""
+    def register(fn: Gatherer) -> Gatherer:
+        for action in actions:
+            GATHERERS[action] = fn
+        return fn
+    return register
+
+
+async def gather_evidence(ctx: Context, change: "Change", now: datetime) -> dict[str, Any] | None:
+    """The evidence for `change` (None when its action has none); a failure to read becomes a line."""
+    gather = GATHERERS.get(change.action)
+    if gather is None:
+        return None
+    try:
+        found = await gather(replace(ctx, workspace=change.workspace), change)
+    except ServiceError as error:
+        found = {"error": f"Could not read the evidence: {error.message}"}
+    except UnknownWorkspace:
+        return None
+    except Exception:  # noqa: BLE001 - evidence is extra: it never blocks a request
+        log.exception("reading the evidence for %s failed", change.summary)
+        found = {"error": "Could not read the evidence (an error on the bot's side, logged)."}
+    return {**found, "as_of": now.isoformat()}
+
+
 def rechecks(*actions: str) -> Callable[[Recheck], Recheck]:
     """Declare how to tell, from the resource, whether a long operation of `actions` finished."""
     def register(fn: Recheck) -> Recheck:
@@ -153,7 +183,8 @@ class Pipeline:
 
 def change_of(request: Approval) -> Change:
     return Change(request.action, request.workspace, request.environment, request.target,
-                  dict(request.parameters), dict(request.before), dict(request.after),
+                  {k: v for k, v in request.parameters.items() if k not in ("_evidence", "_untold")},
+                  dict(request.before), dict(request.after),
                   str(request.parameters.get("_summary", request.target)), request.reason)
 
 
@@ -246,8 +277,15 @@ class Gate:
             if rule.mode != APPROVAL:
                 rule = Rule(APPROVAL, source="api default")
             return await self.open_request(ctx, change, rule)
+        if ctx.emergency:
+            if not rule.emergency and rule.mode != DIRECT:
+                return Reply(f"The policy does not allow {change.action} in {change.environment} as an emergency "
+                             f"({rule.describe()}). Ask for it without `--emergency`, or an admin can allow it "
+                             f"with `emergency = true` in the policy file.", ok=False)
+            if rule.mode != DIRECT or rule.review:
+                return await self.run_direct(ctx, change, review=rule, emergency=ctx.emergency)
         if rule.mode == DIRECT:
-            return await self.run_direct(ctx, change)
+            return await self.run_direct(ctx, change, review=rule if rule.review else None)
         return await self.open_request(ctx, change, rule)
 
     async def open_request(self, ctx: Context, change: Change, rule: Rule) -> Reply:
@@ -264,9 +302,11 @@ class Gate:
         confirm = rule.mode == CONFIRM
         conversation = ctx.conversation_id
         pipeline = ctx.pipeline
+        evidence = None if confirm else await gather_evidence(ctx, change, now)
         new = NewApproval(
             action=change.action, workspace=change.workspace, environment=change.environment,
-            target=change.target, parameters={**change.parameters, "_summary": change.summary},
+            target=change.target, parameters={**change.parameters, "_summary": change.summary,
+                                              **({"_evidence": evidence} if evidence else {})},
             before=change.before, after=change.after, reason=change.reason,
             requester_id=ctx.user.id, requester_name=ctx.user.name, tenant_id=ctx.user.tenant_id,
             conversation_id=conversation, quorum=1 if confirm else rule.quorum,
@@ -275,13 +315,31 @@ class Gate:
             created_at=now, expires_at=now + rule.expiry, execute=pipeline.execute if pipeline else True,
             source="api" if pipeline else "chat", run_url=pipeline.run_url if pipeline else "")
 
-        async def work(tx) -> tuple[Approval, dict] | None:
+        async def work(tx) -> tuple[Approval, dict, str] | None:
             if not await first_delivery(tx, ctx, now):
                 return None
-            request = await approvals.create(tx, new)
+            same = (await self._identical_pending(tx, new)
+                    if pipeline is None and not _starts_a_run(new.action, new.parameters) else None)
+            if same is not None:                          # the same change is already asked for: join it
+                await audit.append(tx, self._entry(ctx.user, "joined", same, activity_id=ctx.activity_id,
+                                                   detail={"reason": change.reason} if change.reason else {}))
+                return same, self.card(same, now, ctx), "joined"
+            told = 0
+            if not confirm and pipeline is None:          # who will learn of it (the card says when nobody)
+                told = await self._tell_approvers(tx, ctx, new, now, dry=True)
+                if not told:
+                    new_ = replace(new, parameters={**new.parameters, "_untold": True})
+                else:
+                    new_ = new
+            else:
+                new_ = new
+            request = await approvals.create(tx, new_)
             await audit.append(tx, self._entry(ctx.user, "requested", request, activity_id=ctx.activity_id,
                                                detail={"mode": rule.mode, "policy": rule.source}))
-            payload = await self._card_payload(tx, request, now)
+            if told:
+                await self._tell_approvers(tx, ctx, request, now)
+            payload = await self._card_payload(tx, request, now, in_channel=ctx.conversation_kind in ("channel",
+                                                                                                     "groupChat"))
             if pipeline is not None:                      # no turn to answer in: post the card
                 await outbox.enqueue(tx, conversation, {**payload, "track": f"approval:{request.id}"},
                                      dedupe_key=f"approval:{request.id}:card:{conversation}",
@@ -298,15 +356,112 @@ class Gate:
                     if target not in (conversation, self.approval_channel):
                         await outbox.enqueue(tx, target, payload, dedupe_key=f"approval:{request.id}:card:{target}",
                                              tenant_id=tenant or ctx.user.tenant_id, now=now)
-            return request, payload["card"]
+            return request, payload["card"], "opened" if confirm or told or pipeline is not None else "untold"
 
         opened = await self.store.run_transaction(work)
         if opened is None:
             return REDELIVERED
-        request, card = opened
+        request, card, how = opened
         self.wake_outbox()
-        return Reply(text=f"{'Confirmation' if confirm else 'Approval request'} #{request.id}: {change.summary}",
-                     card=card, track=f"approval:{request.id}")
+        if how == "joined":
+            return Reply(f"The same change is already waiting as request #{request.id} ({request.state}, asked by "
+                         f"{request.requester_name}); you joined it instead of opening another: {change.summary}",
+                         card=card)
+        text = f"{'Confirmation' if confirm else 'Approval request'} #{request.id}: {change.summary}"
+        return Reply(text=text, card=card, track=f"approval:{request.id}")
+
+    async def _identical_pending(self, tx, new: NewApproval) -> Approval | None:
+        """A pending request for the same action, target and after-state in the same workspace and tenant."""
+        for other in await approvals.pending_on(tx, new.workspace, new.target, besides=0):
+            if (other.action == new.action and other.after == new.after and other.tenant_id == new.tenant_id
+                    and other.approver_role == new.approver_role and other.expires_at > new.created_at):
+                return other
+        return None
+
+    async def _eligible(self, tx, role: Role, *, besides: str = "") -> list[str]:
+        """Entra object ids of everyone with `role` or above (environment assignments and grants)."""
+        wanted = [uid for uid, have in self.roles.assignments.items() if have >= role]
+        wanted += [g.user_id for g in await grants.list_grants(tx) if Role.parse(g.role) >= role
+                   and g.user_id not in self.roles.assignments]
+        return [uid for uid in dict.fromkeys(wanted) if uid and uid != besides]
+
+    async def _personal_chats(self, tx, object_ids: Sequence[str], tenant: str) -> list[tuple[str, str]]:
+        """(conversation id, tenant) of the personal chats the bot has with `object_ids` (of `tenant`)."""
+        wanted = set(object_ids)
+        found = []
+        for record in await conversations.list_conversations(tx, kind="personal"):
+            if record.user_id in wanted and (not tenant or not record.tenant_id or record.tenant_id == tenant) \
+                    and not await conversations.is_gone(tx, record.conversation_id):
+                found.append((record.conversation_id, record.tenant_id or tenant))
+        return found
+
+    async def _tell_approvers(self, tx, ctx: Context, request: Any, now: datetime, *,
+                              role: Role | None = None, key: str = "card", payload: dict | None = None,
+                              dry: bool = False) -> int:
+        """Tell the people who may decide `request` (or everyone with `role`): in the approval
+        channel when one is set, else in each one's personal chat with the bot; in a channel or
+        group chat the card @mentions them. Returns how many places or people were told (`dry`:
+        would be told; nothing is sent)."""
+        role = role or Role.parse(request.approver_role)
+        personal: dict | None = None
+        if not dry:       # a channel's copy @mentions the approvers; a personal chat's does not
+            payload = payload or await self._card_payload(tx, request, now, in_channel=True)
+            personal = {**await self._card_payload(tx, request, now), "text": payload.get("text", "")}
+        tenant = ctx.user.tenant_id or request.tenant_id
+        told = 0
+        if self.approval_channel:
+            if not dry and (self.approval_channel != ctx.conversation_id or key != "card"):
+                await outbox.enqueue(tx, self.approval_channel, payload,
+                                     dedupe_key=f"approval:{request.id}:{key}:{self.approval_channel}",
+                                     tenant_id=tenant, now=now)
+            return 1
+        ids = await self._eligible(tx, role, besides="" if request.allow_self else request.requester_id)
+        for target, chat_tenant in await self._personal_chats(tx, ids, tenant):  # noqa: B007
+            if target == ctx.conversation_id and key == "card":
+                continue
+            if not dry:
+                await outbox.enqueue(tx, target, personal, dedupe_key=f"approval:{request.id}:{key}:{target}",
+                                     tenant_id=chat_tenant, now=now)
+            told += 1
+        if key == "card" and ctx.conversation_kind in ("channel", "groupChat"):
+            told += len(await people.teams_ids(tx, ids))       # @mentioned on the card posted there
+        subscribed = [target for target, tenant_of in await approval_subscribers(tx, request.workspace)
+                      if not (tenant_of and tenant and tenant_of != tenant)]
+        return told + len(subscribed)
+
+    async def remind_due(self) -> int:
+        """Requests still waiting after their rule's `remind` time: remind the approvers once and
+        widen to the admins (their personal chats, or the approval channel)."""
+        now = self.clock()
+
+        async def work(tx) -> int:
+            count = 0
+            for request in await approvals.find(tx, states=[PENDING], limit=500):
+                if self._is_confirmation(request) or request.source != "chat":
+                    continue
+                rule = self.rule(request.action, request.environment)
+                if request.created_at + rule.remind > now or request.expires_at <= now:
+                    continue
+                if not await inbox.first_time(tx, f"approval-reminder:{request.id}", now):
+                    continue
+                waited = duration_text(now - request.created_at)
+                payload = await self._card_payload(tx, request, now, in_channel=True)
+                payload = {**payload, "text": f"⏰ Request #{request.id} has waited {waited} without a decision: "
+                                              f"{request.parameters.get('_summary', request.target)}. "
+                                              "The admins are told too."}
+                reach = User(request.requester_id, request.requester_name, request.tenant_id)
+                ctx = Context(user=reach, role=Role.VIEWER, workspaces=(), conversation_id="")
+                await self._tell_approvers(tx, ctx, request, now, key="reminder", payload=payload)
+                await self._tell_approvers(tx, ctx, request, now, role=Role.ADMIN, key="reminder", payload=payload)
+                await audit.append(tx, self._entry(User("mlops-bot", "MLOps bot"), "reminded", request,
+                                                   detail={"waited": waited, "widened_to": "admin"}))
+                count += 1
+            return count
+
+        count = await self.store.run_transaction(work)
+        if count:
+            self.wake_outbox()
+        return count
 
     # ------------------------------------------------------------ deciding
 
@@ -408,13 +563,16 @@ class Gate:
         return count
 
     def card(self, request: Approval, now: datetime, viewer: Context | None = None,
-             approver_ids: Sequence[str] = ()) -> dict:
+             approver_ids: Sequence[str] = (), mentions: Sequence[tuple[str, str]] = (),
+             evidence: dict[str, Any] | None = None) -> dict:
         """The card for one `viewer` (buttons only if they may act), or for everyone (buttons for
-        all when no eligible approver's Teams id is known, else refreshed for those approvers)."""
+        all when no eligible approver's Teams id is known, else refreshed for those approvers).
+        `evidence`: figures read just now (else those stored when the request was opened)."""
         if viewer is None:
-            return approval_card(request, now, approver_ids=approver_ids, buttons=not approver_ids)
+            return approval_card(request, now, approver_ids=approver_ids, buttons=not approver_ids,
+                                 mentions=mentions, evidence=evidence)
         may_act = self._may_vote(viewer, request) and viewer.user.id not in {v.voter_id for v in request.votes}
-        return approval_card(request, now, buttons=may_act)
+        return approval_card(request, now, buttons=may_act, evidence=evidence)
 
     async def _approvers(self, tx, request: Approval) -> list[str]:
         """Teams ids of the people who may decide `request` (for `refresh.userIds`)."""
@@ -451,7 +609,11 @@ class Gate:
         request = await self._get(approval_id)
         if request is None or not self._visible(ctx, request):
             return Reply(f"There is no approval request #{approval_id}. Type `approvals all` to see them.")
-        return Reply(f"Request #{approval_id}: {request.state}", card=self.card(request, self.clock(), ctx))
+        now = self.clock()
+        evidence = None
+        if request.state == PENDING and "_evidence" in request.parameters:     # a voter opens it: figures now
+            evidence = await gather_evidence(ctx, change_of(request), now)
+        return Reply(f"Request #{approval_id}: {request.state}", card=self.card(request, now, ctx, evidence=evidence))
 
     @staticmethod
     def _visible(ctx: Context, request: Approval) -> bool:
@@ -484,21 +646,106 @@ class Gate:
 
     # ------------------------------------------------------------ executing
 
-    async def run_direct(self, ctx: Context, change: Change, *, wait: bool = False) -> Reply:
+    async def run_direct(self, ctx: Context, change: Change, *, wait: bool = False, review: Rule | None = None,
+                         emergency: str = "") -> Reply:
         """Policy says direct: run now, audited before and after. `wait`: return the outcome of a
-        long operation rather than its acknowledgement (the caller reports it: the watch's rollback)."""
+        long operation rather than its acknowledgement (the caller reports it: the watch's rollback).
+        `review`: the rule whose approvers review it afterwards (break-glass: a rollback, or an
+        `emergency`, which pages them): they get a review card in the same transaction."""
         notes = await self._prepare(ctx, change)
+        now = self.clock()
+        if emergency:
+            change = replace(change, reason=f"EMERGENCY: {emergency}" + (f" ({change.reason})" if change.reason
+                                                                          else ""))
 
         async def begin(tx) -> int | None:
-            if not await first_delivery(tx, ctx, self.clock()):
+            if not await first_delivery(tx, ctx, now):
                 return None
+            detail: dict[str, Any] = {"mode": DIRECT}
+            if review is not None:
+                detail["review"] = "emergency" if emergency else "afterwards"
             await audit.append(tx, self._entry(ctx.user, "executed", change, activity_id=ctx.activity_id,
-                                               detail={"mode": DIRECT}))
-            return await self._intend(tx, ctx, change, None, notes)
+                                               detail=detail))
+            op_id = await self._intend(tx, ctx, change, None, notes)
+            if review is not None:
+                told["count"] = await self._ask_review(tx, ctx, change, op_id, review, now, emergency=emergency)
+            return op_id
+        told: dict[str, int] = {}
         op_id = await self.store.run_transaction(begin)
         if op_id is None:
             return REDELIVERED
-        return await self._perform(ctx, change, None, notes, op_id, wait=wait)
+        if review is not None:
+            self.wake_outbox()
+        reply = await self._perform(ctx, change, None, notes, op_id, wait=wait)
+        if review is not None and reply.text:
+            how = "emergency" if emergency else "the safe direction"
+            if told.get("count"):
+                who = "paged" if emergency else "sent a review card"
+                note = f"Ran at once ({how}); the approvers were {who} (`review {op_id}`)."
+            else:
+                note = (f"Ran at once ({how}); no approver could be told (no approval channel, and no approver "
+                        f"has a chat with the bot): ask one to `review {op_id}`.")
+            reply = replace(reply, text=reply.text + "\n" + note)
+        return reply
+
+    async def _ask_review(self, tx, ctx: Context, change: Change, op_id: int, rule: Rule, now: datetime, *,
+                          emergency: str = "") -> int:
+        """The approvers learn that `change` ran without them and can review it (`review <op>`);
+        returns in how many places."""
+        card = review_card(op_id, change, ctx.user.name, now, emergency=emergency)
+        payload = {"text": card.get("fallbackText", ""), "card": card}
+        tenant = ctx.user.tenant_id
+        targets: list[tuple[str, str]] = []
+        if self.approval_channel:
+            targets.append((self.approval_channel, tenant))
+        else:
+            ids = await self._eligible(tx, rule.approver_role, besides=ctx.user.id)
+            targets += await self._personal_chats(tx, ids, tenant)
+        targets += [(t, tn or tenant) for t, tn in await approval_subscribers(tx, change.workspace)
+                    if not (tn and tenant and tn != tenant)]
+        sent = 0
+        for target, target_tenant in dict.fromkeys(targets):
+            if target == ctx.conversation_id:
+                continue
+            await outbox.enqueue(tx, target, payload, dedupe_key=f"review:{op_id}:{target}",
+                                 tenant_id=target_tenant, now=now)
+            sent += 1
+        await audit.append(tx, self._entry(ctx.user, "review_requested", change, activity_id=ctx.activity_id,
+                                           detail={"operation": op_id, "told": sent,
+                                                   **({"emergency": emergency} if emergency else {})}))
+        return sent
+
+    async def review(self, ctx: Context, op_id: int, comment: str) -> Reply:
+        """An approver reviews a change that ran without approval (break-glass): recorded once per reviewer."""
+        now = self.clock()
+
+        async def work(tx) -> str:
+            self._check_identified(ctx)
+            op = await operations.get(tx, op_id)
+            if op is None or op.approval_id is not None or (
+                    ctx.user.tenant_id and op.tenant_id and op.tenant_id != ctx.user.tenant_id):
+                raise Refused(f"There is no change #{op_id} waiting for a review.")
+            change = Change(**op.change)
+            rule = self.rule(change.action, change.environment)
+            if ctx.role < rule.approver_role:
+                raise Refused(f"Reviewing needs the {rule.approver_role.label} role; you have {ctx.role.label}.")
+            if op.actor_id == ctx.user.id:
+                raise Refused("You made that change, so someone else must review it.")
+            if not await inbox.first_time(tx, f"review:{op_id}:{ctx.user.id}", now):
+                return "already"
+            await audit.append(tx, self._entry(ctx.user, "reviewed", change, activity_id=ctx.activity_id,
+                                               detail={"operation": op_id, "comment": comment[:500],
+                                                       "by_whom": op.actor_name}))
+            return change.summary
+
+        try:
+            summary = await self.store.run_transaction(work)
+        except Refused as refusal:
+            return Reply(str(refusal))
+        if summary == "already":
+            return Reply(f"You have already reviewed change #{op_id}.")
+        return Reply(f"Reviewed change #{op_id} ({summary})" + (f": {comment}" if comment else "") +
+                     ". Recorded in the audit trail.", ok=True)
 
     async def execute(self, ctx: Context, request: Approval) -> Reply:
         """Run an approved request exactly once (the approved -> executing compare-and-set decides).
@@ -810,6 +1057,10 @@ class Gate:
         copies = [self.approval_channel] if self.approval_channel else []
         copies += [target for target, _ in await approval_subscribers(tx, request.workspace)
                    if target not in copies and target != request.card_conversation_id]
+        if not self.approval_channel and not self._is_confirmation(request):      # approvers' personal chats
+            ids = await self._eligible(tx, Role.parse(request.approver_role))
+            copies += [target for target, _ in await self._personal_chats(tx, ids, request.tenant_id)
+                       if target not in copies and target != request.card_conversation_id]
         for target in copies:
             original = f"approval:{request.id}:card:{target}"
             if await outbox.find_items(tx, dedupe_key=original):
@@ -817,8 +1068,14 @@ class Gate:
                                      dedupe_key=f"approval:{request.id}:update:{target}:{version}",
                                      tenant_id=request.tenant_id, now=now)
 
-    async def _card_payload(self, tx, request: Approval, now: datetime) -> dict[str, Any]:
-        card = self.card(request, now, approver_ids=await self._approvers(tx, request))
+    async def _card_payload(self, tx, request: Approval, now: datetime, *, in_channel: bool = False) -> dict[str, Any]:
+        mentions: list[tuple[str, str]] = []
+        if in_channel and request.state == PENDING and not self._is_confirmation(request):
+            ids = await self._eligible(tx, Role.parse(request.approver_role),
+                                       besides="" if request.allow_self else request.requester_id)
+            known, named = await people.teams_ids(tx, ids), await people.names(tx, ids)
+            mentions = [(known[uid], named.get(uid) or "approver") for uid in sorted(known)]
+        card = self.card(request, now, approver_ids=await self._approvers(tx, request), mentions=mentions)
         return {"text": card.get("fallbackText", ""), "card": card}
 
     async def _get(self, approval_id: int) -> Approval | None:

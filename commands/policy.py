@@ -8,10 +8,13 @@ archive, retrain) passes the gate (`commands.gate`), which asks `Policy.rule(act
     approval   `quorum` people with `approver_role` approve (the requester only if `allow_self`)
                within `expiry`
 
-Defaults, with no policy file: in a `prod` workspace traffic, rollback, scale, promote, archive,
+Defaults, with no policy file: in a `prod` workspace traffic, scale, canary, promote, archive,
 retrain and batch need one approval from someone other than the requester, and cancel, schedule,
-start and stop need a confirmation; elsewhere traffic and scale need a confirmation and the rest
-runs directly.
+start and stop need a confirmation; `rollback` (back to a split that ran before: the safe
+direction, break-glass) runs at once for an Operator and is reviewed afterwards by the approvers;
+elsewhere traffic and scale need a confirmation and the rest runs directly. No change may be run
+as an emergency unless a rule says `emergency = true`. Requests still waiting after `remind`
+(default 1 h) remind the approvers once and widen to the admins.
 
 A policy file (TOML, `MLOPSBOT_POLICY_FILE`) overrides them, rule by rule; the last matching rule
 wins, so specific rules go after general ones:
@@ -26,6 +29,11 @@ wins, so specific rules go after general ones:
     expiry = "4h"                 # 30m, 4h, 2d; default 24h
     auto_rollback = true          # traffic, canary: roll back by itself when the watch after the
                                   # change finds the endpoint degraded (commands/watch.py); default false
+    review = true                 # direct only: the approvers get a review card afterwards
+                                  # (default: true for rollback in prod, else false)
+    emergency = true              # `--emergency "<reason>"` runs it at once, pages the approvers
+                                  # and asks them to review; default false
+    remind = "1h"                 # approval only: remind once and widen to the admins after this
 
 Who may manage a conversation's subscriptions (`subscribe`, `unsubscribe`; operators by
 default) is a top-level table:
@@ -54,16 +62,18 @@ MODES = (DIRECT, CONFIRM, APPROVAL)
 
 CHANGE_ACTIONS = ("traffic", "scale", "cancel", "schedule", "start", "stop", "batch", "rollback", "canary",
                   "promote", "archive", "retrain")
-PROD_APPROVAL = ("traffic", "rollback", "canary", "scale", "promote", "archive", "retrain", "batch")
+PROD_APPROVAL = ("traffic", "canary", "scale", "promote", "archive", "retrain", "batch")
 PROD_CONFIRM = ("cancel", "schedule", "start", "stop")
 ELSEWHERE_CONFIRM = ("traffic", "canary", "scale")
+PROD_REVIEW = ("rollback",)          # the safe direction: at once, reviewed afterwards (break-glass)
 
 DEFAULT_EXPIRY = timedelta(hours=24)
 CONFIRM_EXPIRY = timedelta(minutes=30)
+DEFAULT_REMIND = timedelta(hours=1)
 MAX_QUORUM = 10
 _DURATION = re.compile(r"^\s*([0-9]{1,6})\s*([mhd])\s*$")     # ASCII digits: \d also matches '٣'
 _RULE_KEYS = {"action", "environment", "mode", "quorum", "allow_self", "approver_role", "expiry",
-              "auto_rollback"}
+              "auto_rollback", "review", "emergency", "remind"}
 
 
 class PolicyError(ValueError):
@@ -79,11 +89,20 @@ class Rule:
     expiry: timedelta = DEFAULT_EXPIRY
     auto_rollback: bool = False
     source: str = "default"
+    review: bool = False             # direct: the approvers review it afterwards
+    emergency: bool = False          # may be run at once as an emergency (`--emergency "<reason>"`)
+    remind: timedelta = DEFAULT_REMIND   # approval: remind and widen to the admins after this
 
     def describe(self) -> str:
         """In words, as `help` and `policies` show it."""
         words = self._describe_mode()
-        return words + "; rolled back by itself if the endpoint degrades" if self.auto_rollback else words
+        if self.mode == DIRECT and self.review:
+            words += f", reviewed afterwards by an {self.approver_role.label}"
+        if self.auto_rollback:
+            words += "; rolled back by itself if the endpoint degrades"
+        if self.emergency and self.mode != DIRECT:
+            words += "; may run at once as an emergency (`--emergency`)"
+        return words
 
     def _describe_mode(self) -> str:
         if self.mode == DIRECT:
@@ -139,6 +158,8 @@ def default_rule(action: str, environment: str) -> Rule:
             return Rule(APPROVAL)
         if action in PROD_CONFIRM:
             return Rule(CONFIRM, expiry=CONFIRM_EXPIRY)
+        if action in PROD_REVIEW:
+            return Rule(DIRECT, review=True)
     elif action in ELSEWHERE_CONFIRM:
         return Rule(CONFIRM, expiry=CONFIRM_EXPIRY)
     return Rule(DIRECT)
@@ -235,7 +256,10 @@ def _parse_rule(table: Any, where: str) -> _Match:
         raise ValueError(f"quorum must be a whole number from 1 to {MAX_QUORUM}, not {quorum!r}")
     allow_self = table.get("allow_self", False)
     auto_rollback = table.get("auto_rollback", False)
-    for key, value in (("allow_self", allow_self), ("auto_rollback", auto_rollback)):
+    review = table.get("review", False)
+    emergency = table.get("emergency", False)
+    for key, value in (("allow_self", allow_self), ("auto_rollback", auto_rollback), ("review", review),
+                       ("emergency", emergency)):
         if not isinstance(value, bool):
             raise ValueError(f"{key} must be true or false, not {value!r}")
     role_text = table.get("approver_role", "approver")
@@ -247,7 +271,9 @@ def _parse_rule(table: Any, where: str) -> _Match:
         raise ValueError(f"approver_role must be operator, approver or admin, not {role_text!r}")
     default_expiry = CONFIRM_EXPIRY if mode == CONFIRM else DEFAULT_EXPIRY
     expiry = parse_duration(table["expiry"]) if "expiry" in table else default_expiry
-    rule = Rule(mode, quorum, allow_self, role, expiry, auto_rollback, source=where)
+    remind = parse_duration(table["remind"]) if "remind" in table else DEFAULT_REMIND
+    rule = Rule(mode, quorum, allow_self, role, expiry, auto_rollback, source=where, review=review,
+                emergency=emergency, remind=remind)
     return _Match(actions, environments, rule)
 
 

@@ -181,6 +181,8 @@ def one_of(values: Sequence[str], what: str) -> Callable[[str], str]:
 
 WORKSPACE_ARG = Arg("--workspace", help="which configured workspace (default: the first)", metavar="NAME")
 REASON_ARG = Arg("--reason", help="why: shown to approvers and kept in the audit trail", metavar="TEXT")
+EMERGENCY_ARG = Arg("--emergency", help="run it at once as an emergency (only where the policy allows it): "
+                    "the approvers are paged and review it afterwards", metavar="REASON")
 MAX_REASON_CHARS = 500
 
 
@@ -230,6 +232,8 @@ class Command:
             if arg.is_option:
                 kwargs["dest"] = arg.dest
             parser.add_argument(arg.name, **kwargs)
+        if self.change:       # break-glass: accepted by every change, described in the README and `policies`
+            parser.add_argument(EMERGENCY_ARG.name, dest=EMERGENCY_ARG.dest, help=EMERGENCY_ARG.help, default=None)
         parser.described = {name: a for a in self.all_args for name in {a.name, a.dest, a.shown}}
         object.__setattr__(self, "parser", parser)
 
@@ -469,6 +473,15 @@ class Registry:
             if len(reason) > MAX_REASON_CHARS:
                 raise UsageError(f"The reason is too long ({len(reason)} characters; at most {MAX_REASON_CHARS}).")
             ctx.reason = reason
+            emergency = kwargs.pop("emergency", None)
+            if emergency is not None:
+                emergency = emergency.strip()
+                if not emergency:
+                    raise UsageError('An emergency needs its reason: `--emergency "<why it cannot wait>"`.')
+                if len(emergency) > MAX_REASON_CHARS:
+                    raise UsageError(f"The emergency reason is too long ({len(emergency)} characters; at most "
+                                     f"{MAX_REASON_CHARS}).")
+                ctx.emergency = emergency
         if cmd.uses_workspace:
             ctx.workspace = kwargs.pop("workspace")
             try:

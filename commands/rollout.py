@@ -20,7 +20,7 @@ import asyncio
 from typing import Any
 
 from adapters.service import NotFound, OnlineEndpoint
-from adapters.storage import audit, inbox, traffic_history, watches
+from adapters.storage import approvals, audit, inbox, traffic_history, watches
 from adapters.storage.approvals import Approval
 from adapters.storage.traffic_history import Entry, live
 from commands.changes import accepted
@@ -111,10 +111,15 @@ def _split_change(ctx: Context, action: str, endpoint: OnlineEndpoint, new: dict
 # ---------------------------------------------------------------- history
 
 
-def history_card(endpoint: OnlineEndpoint, entries: list[Entry], *, workspace: str) -> dict:
+def history_card(endpoint: OnlineEndpoint, entries: list[Entry], *, workspace: str,
+                 deciders: dict[int, str] | None = None) -> dict:
+    """`deciders`: request id -> who approved it and what they said ("approved by Bob: “fine”")."""
     def row(entry: Entry) -> dict:
         who = plain(entry.actor_name) if entry.source == "bot" else "changed outside the bot"
         approved = f" · request #{entry.approval_id}" if entry.approval_id else ""
+        decided = (deciders or {}).get(entry.approval_id) if entry.approval_id else None
+        if decided:
+            approved += f" {plain(decided)}"
         why = f" · “{plain(entry.reason)}”" if entry.reason else ""
         detail = f"{entry.at:%Y-%m-%d %H:%M} UTC · {entry.action} · {who}{approved}{why}"
         return columns([text(f"**#{entry.id}** {traffic_change(entry.before, entry.after)}"),
@@ -139,7 +144,18 @@ def history_card(endpoint: OnlineEndpoint, entries: list[Entry], *, workspace: s
          example="history fraud-api")
 async def history(ctx: Context, endpoint: str) -> Reply:
     found, entries = await _read(ctx, endpoint)
-    return reply(history_card(found, entries, workspace=ctx.where))
+    ids = sorted({e.approval_id for e in entries[:20] if e.approval_id})
+
+    async def read(tx) -> dict[int, str]:
+        deciders = {}
+        for approval_id in ids:
+            request = await approvals.get(tx, approval_id)
+            if request is not None and request.approvals:
+                deciders[approval_id] = "approved by " + ", ".join(
+                    vote.voter_name + (f" (“{vote.comment}”)" if vote.comment else "") for vote in request.approvals)
+        return deciders
+    deciders = await ctx.store.run_transaction(read, write=False) if ids else {}
+    return reply(history_card(found, entries, workspace=ctx.where, deciders=deciders))
 
 
 # ---------------------------------------------------------------- rollback

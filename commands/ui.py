@@ -273,6 +273,11 @@ def _render(element: Element, lines: list[str], indent: str) -> None:
 
 
 def _action_text(action: Element) -> str:
+    if action.get("type") == "Action.ShowCard":       # a button that asks first (e.g. Reject, for a reason)
+        inner = [a for a in action.get("card", {}).get("actions", []) if a.get("type") == "Action.Execute"]
+        if len(inner) == 1:
+            words = " ".join(inner[0].get("data", {}).get("args", []))
+            return f"{action.get('title', '')} (`{inner[0]['verb']}{' ' + words if words else ''}`)"
     if action.get("type") == "Action.Execute":
         words = " ".join(action.get("data", {}).get("args", []))
         return f"{action['title']} (`{action['verb']}{' ' + words if words else ''}`)"

@@ -202,11 +202,13 @@ class TeamsStandIn:
     async def say(self, text: str, **kw: Any) -> list[Sent]:
         return await self.send(self.message(text, **kw))
 
-    async def click(self, card: dict[str, Any], title: str, **kw: Any) -> tuple[int, dict[str, Any]]:
-        """Press a card's Action.Execute button by title; return (HTTP status, invoke response body)."""
+    async def click(self, card: dict[str, Any], title: str, *, inputs: dict[str, str] | None = None,
+                    **kw: Any) -> tuple[int, dict[str, Any]]:
+        """Press a card's Action.Execute button by title; return (HTTP status, invoke response body).
+        `inputs`: what was typed into the card's Input.Text boxes (Teams merges them into `data`)."""
         action = find_action(card, title)
         assert self.session is not None
-        body = self.invoke(action["verb"], action["data"]["args"], data=action["data"], **kw)
+        body = self.invoke(action["verb"], action["data"]["args"], data={**action["data"], **(inputs or {})}, **kw)
         async with self.session.post(self.bot_url, json=body) as response:
             return response.status, await response.json()
 

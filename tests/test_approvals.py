@@ -102,7 +102,7 @@ async def test_an_approval_executes_the_change_once_and_the_trail_tells_the_stor
     again = await olga.as_(BEA).click("approve", "1")
     assert again.text == "Request #1 is succeeded; nothing to decide any more."
     trail = (await olga("audit --target fraud-api")).text
-    assert "Arne Approver approved traffic endpoint fraud-api in ml-prod (request #1)" in trail
+    assert "Arne Approver approved #1 (traffic on fraud-api in ml-prod): rollout" in trail  # sentences since issue #19 item 8
 
 
 async def test_a_quorum_of_two_needs_two_different_approvers(workspaces, store):
@@ -293,7 +293,7 @@ async def test_audit_with_a_misspelt_action_says_so_instead_of_no_records(olga, 
     assert (await olga("audit --action Requested")).text == (
         "No action or event is called 'Requested' in the audit trail. Did you mean `audit --action requested`?")
     assert (await olga("audit --action scale")).text.endswith("No records.")     # a change not made yet: no typo
-    assert "Olga Operator requested traffic endpoint fraud-api" in (await olga("audit --action traffic")).text
+    assert "Olga Operator asked for #1 (traffic on fraud-api in ml-prod)" in (await olga("audit --action traffic")).text
 
 
 async def test_audit_verify_finds_the_first_altered_record(olga, store):
@@ -317,13 +317,15 @@ async def test_a_request_from_a_personal_chat_is_also_posted_in_the_approval_cha
     await olga("traffic fraud-api blue=50 green=50", conversation="19:ml@thread.tacv2", kind="channel")
     items = await store.run_transaction(lambda tx: outbox.find_items(tx, conversation_id="19:approvals@thread.tacv2"),
                                         write=False)
-    assert [i.dedupe_key for i in items] == ["approval:1:card:19:approvals@thread.tacv2"]
+    # Since issue #19 item 2 a request from another channel is posted in the approval channel too.
+    assert [i.dedupe_key for i in items] == ["approval:1:card:19:approvals@thread.tacv2",
+                                             "approval:2:card:19:approvals@thread.tacv2"]
     assert "Approval request #1" in items[0].payload["card"]["fallbackText"]
     await olga.as_(ARNE)("reject 1")
     items = await store.run_transaction(lambda tx: outbox.find_items(tx, conversation_id="19:approvals@thread.tacv2"),
                                         write=False)
-    assert [i.payload.get("update_of") for i in items] == [None, "approval:1:card:19:approvals@thread.tacv2"]
-    assert "Rejected" in items[1].payload["card"]["fallbackText"]
+    assert [i.payload.get("update_of") for i in items] == [None, None, "approval:1:card:19:approvals@thread.tacv2"]
+    assert "Rejected" in items[2].payload["card"]["fallbackText"]
 
 
 async def test_policies_shows_the_rules_in_force(olga):

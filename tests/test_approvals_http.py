@@ -78,9 +78,9 @@ async def test_an_operators_production_change_is_approved_by_someone_else(teams)
     assert "Traffic: green=100" in card_words(reply)
     [trail] = await teams.say("audit --target fraud-api", conversation=CHANNEL, kind="channel")
     story = card_words(trail)
-    for line in ("Alice Analyst requested traffic endpoint fraud-api in ml-prod (request #1)",
-                 "Bob Builder approved traffic endpoint fraud-api in ml-prod (request #1)",
-                 "Bob Builder succeeded traffic endpoint fraud-api in ml-prod (request #1)"):
+    for line in ("Alice Analyst asked for #1 (traffic on fraud-api in ml-prod): green is better",   # sentences, #19
+                 "Bob Builder approved #1 (traffic on fraud-api in ml-prod): green is better",
+                 "#1 (traffic on fraud-api in ml-prod) succeeded: ✅ Traffic on fraud-api is now"):
         assert line in story, (line, story)
 
 
@@ -326,9 +326,11 @@ async def test_a_pipeline_that_names_itself_after_an_approver_never_reads_like_t
     assert "Asked by: Bob Builder (pipeline)" in card_words(posted)
     [shown] = await teams.say("approval 1", conversation=CHANNEL, kind="channel")
     assert "Asked by: Bob Builder (pipeline)" in card_words(shown)
-    await teams.click(posted.card, "Reject", user=BOB, conversation=CHANNEL, kind="channel")
+    # Reject asks once, with a reason (issue #19 item 4): the button that rejects is inside its ShowCard.
+    await teams.click(posted.card, "Confirm rejection", user=BOB, conversation=CHANNEL, kind="channel",
+                      inputs={"reason": "not during the sale"})
     await wait_until(lambda: any(s.method == "PUT" and "Rejected" in card_words(s) for s in teams.connector.sent))
     [trail] = await teams.say("audit --target fraud-api", conversation=CHANNEL, kind="channel")
     story = card_words(trail)
-    assert "Bob Builder (pipeline) requested traffic endpoint fraud-api in ml-prod (request #1)" in story, story
-    assert "Bob Builder voted to reject traffic endpoint fraud-api in ml-prod (request #1)" in story, story
+    assert "Bob Builder (pipeline) asked for #1 (traffic on fraud-api in ml-prod): release 2026.11.3" in story, story
+    assert "Bob Builder rejected #1 (traffic on fraud-api in ml-prod): not during the sale" in story, story

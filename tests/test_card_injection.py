@@ -137,7 +137,7 @@ async def test_a_typed_reason_a_forged_reason_and_a_vote_comment_stay_text_on_th
 
     # a Submit no button sends, from someone whose display name is markdown too
     forged = teams.activity("message", user=MALLORY, conversation=CHANNEL, kind="channel", value={
-        "verb": "traffic", "args": ["fraud-api", "blue=0", "green=100", "--reason", FAKE_STATUS]})
+        "verb": "traffic", "args": ["fraud-api", "blue=10", "green=90", "--reason", FAKE_STATUS]})   # not a duplicate
     [asked] = await teams.send(forged)
     shown = fact_values(asked.card)
     assert shown["Reason"] == "green passed shadow ∗∗Approved and done∗∗ ✅ Bob Builder approved 2026-11-26 10:02 UTC"
@@ -233,7 +233,7 @@ def test_names_and_reasons_in_the_audit_trail_and_the_traffic_history_are_text()
                          target="endpoint fraud-api", workspace="ml-prod", approval_id=2, seq=7)
     trail = texts(audit_card([record], filters="actor **Bob**"))
     assert trail[1] == "actor ∗∗Bob∗∗"
-    assert f"{mallory} requested traffic endpoint fraud-api in ml-prod (request #2)" in trail
+    assert f"{mallory} asked for #2 (traffic on fraud-api in ml-prod)" in trail  # sentences since issue #19 item 8
     entry = Entry(workspace="ml-prod", endpoint="fraud-api", at=at, action="traffic", before={"blue": 100},
                   after={"blue": 0, "green": 100}, actor_id=MALLORY.id, actor_name=MALLORY.name, reason=LINK, id=3)
     history = texts(history_card(OnlineEndpoint("fraud-api", "Succeeded", traffic={"green": 100}), [entry],

@@ -23,7 +23,7 @@ from adapters.storage.audit import AuditRecord, Verification
 from adapters.storage.postgres import PostgresStorage
 from commands.context import Reply, Role, User, Workspaces
 from commands.gate import EXECUTORS, Change, Pipeline, record_policy
-from commands.policy import APPROVAL, CONFIRM, Policy, default_rule, parse_policy
+from commands.policy import APPROVAL, CONFIRM, DIRECT, Policy, default_rule, parse_policy
 from tests.conftest import Chat, Clock
 from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema, storage  # noqa: F401 (fixtures)
 from tests.test_approvals import ARNE, BEA, OLGA, ROLES, events, olga, people_chat, request_of, split_of  # noqa: F401
@@ -191,8 +191,9 @@ async def test_under_a_confirm_rule_a_pipeline_request_still_needs_a_human_appro
 # ---------------------------------------------------------------- policy
 
 def test_the_environment_named_production_gets_the_production_defaults():
+    # rollback runs at once in production since issue #19 item 1 (the safe direction, reviewed afterwards)
     assert [default_rule(action, "production").mode for action in ("traffic", "rollback", "cancel", "batch")] == [
-        APPROVAL, APPROVAL, CONFIRM, APPROVAL]
+        APPROVAL, DIRECT, CONFIRM, APPROVAL]
     assert default_rule("traffic", "Production").mode == APPROVAL
     assert default_rule("traffic", "preproduction").mode == CONFIRM          # not a production name
 
@@ -257,7 +258,9 @@ async def test_a_rejection_is_recorded_as_a_rejected_event(olga, store):
         ("requested", "Olga Operator", {"mode": "approval", "policy": "default"}),
         ("vote:reject", "Bea Approver", {"comment": "not during the sale"}),
         ("rejected", "Bea Approver", {})]
-    assert (await olga("audit --action rejected")).card["fallbackText"].count("Bea Approver rejected traffic") == 1
+    # sentences since issue #19 item 8
+    assert (await olga("audit --action rejected")).card["fallbackText"].count(
+        "Bea Approver rejected #1 (traffic on fraud-api in ml-prod)") == 1
 
 
 # ---------------------------------------------------------------- audit verify names the right record

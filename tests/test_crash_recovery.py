@@ -275,7 +275,7 @@ async def test_over_http_the_card_of_a_change_killed_mid_way_shows_its_outcome_a
                        in card_words(s) for s in teams.connector.sent)
         await wait_until(card_done, timeout=10)
         [trail] = await teams.say("audit --target fraud-api", conversation=CHANNEL, kind="channel", mention=True)
-        assert "Bob Builder succeeded traffic endpoint fraud-api in ml-prod (request #1)" in card_words(trail)
+        assert "#1 (traffic on fraud-api in ml-prod) succeeded" in card_words(trail)   # sentences, #19 item 8
         [endpoint] = await teams.say("endpoint fraud-api", conversation=CHANNEL, kind="channel", mention=True)
         assert "Traffic: green=100" in card_words(endpoint)
 

@@ -70,7 +70,7 @@ def test_every_command_declares_or_derives_a_group_and_an_unknown_group_is_refus
     assert {c.name for c in catalog() if c.task == "alerts"} == {
         "acknowledge", "snooze", "unsnooze", "resolve", "note", "assign", "alerts"}
     assert {c.name for c in catalog() if c.task == "approve"} == {
-        "approvals", "approval", "approve", "reject", "confirm", "withdraw"}
+        "approvals", "approval", "approve", "reject", "confirm", "withdraw", "review"}
     with pytest.raises(ValueError, match="unknown group 'misc'"):
         Registry().command("x", summary="x", example="x", group="misc")
 
@@ -98,13 +98,14 @@ async def test_whoami_says_what_the_role_allows_under_the_policy_in_force(worksp
     operator = Chat(workspaces, store, Role.OPERATOR, policy=DEFAULTS)
     lines = [b["text"] for b in (await operator("whoami")).card["body"] if b["type"] == "TextBlock"]
     [prod] = [line for line in lines if line.startswith("In prod")]
-    assert prod == ("In prod (ml-prod): `cancel`, `schedule`, `start` and `stop` ask you to confirm first; "
-                    "`traffic`, `scale`, `batch`, `rollback`, `canary`, `promote`, `archive` and `retrain` need an "
-                    "approval before they run; you cannot approve prod changes that need an Approver.")
+    # since issue #19 item 1 the safe direction runs at once in production (reviewed afterwards)
+    assert prod == ("In prod (ml-prod): `rollback` runs at once; `cancel`, `schedule`, `start` and `stop` ask you "
+                    "to confirm first; `traffic`, `scale`, `batch`, `canary`, `promote`, `archive` and `retrain` "
+                    "need an approval before they run; you cannot approve prod changes that need an Approver.")
     approver = Chat(workspaces, store, Role.APPROVER, policy=DEFAULTS)
     lines = [b["text"] for b in (await approver("whoami")).card["body"] if b["type"] == "TextBlock"]
     [prod] = [line for line in lines if line.startswith("In prod")]
-    assert prod.endswith("you can approve `traffic`, `scale`, `batch`, `rollback`, `canary`, `promote`, `archive` "
+    assert prod.endswith("you can approve `traffic`, `scale`, `batch`, `canary`, `promote`, `archive` "
                          "and `retrain` (others' requests, not your own).")
     # a policy that lets operators approve their own scale changes says so
     relaxed = parse_policy('[[rule]]\naction = "scale"\nenvironment = "prod"\nmode = "approval"\n'

@@ -483,7 +483,7 @@ async def test_killed_between_approval_and_outcome_the_change_is_not_done_twice(
         assert request.state in ("executing", "succeeded")
         [trail] = await teams.say("audit --target fraud-api", conversation=CHANNEL, kind="channel")
         story = trail.card["fallbackText"] if trail.card else trail.text
-        assert story.count("executed traffic endpoint fraud-api") == 1, story
+        assert story.count("carried out #1 (traffic on fraud-api") == 1, story  # sentences since issue #19 item 8
 
 
 async def test_a_change_interrupted_by_a_crash_is_reported_after_a_restart(aiohttp_server, hard_settings, pools):

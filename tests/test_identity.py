@@ -72,8 +72,8 @@ async def test_each_tenant_sees_only_its_own_approvals_and_audit_records(workspa
 
     trail_one = (await one("audit")).card["fallbackText"]
     trail_two = (await two("audit")).card["fallbackText"]
-    assert "Olga Operator requested traffic" in trail_one and "Tom Operator" not in trail_one
-    assert "Tom Operator requested traffic" in trail_two and "Olga Operator" not in trail_two
+    assert "Olga Operator asked for #1 (traffic" in trail_one and "Tom Operator" not in trail_one
+    assert "Tom Operator asked for #" in trail_two and "Olga Operator" not in trail_two   # sentences, #19 item 8
 
     # the tenant's own approver still decides its request; the records carry the tenant
     assert (await one.as_(ARNE).click("approve", "1")).text.startswith("⏳")
@@ -98,8 +98,8 @@ async def test_a_pipeline_named_like_an_approver_is_marked_as_a_pipeline_everywh
 
     records = [r for r in await store.run_transaction(audit_log.scan, write=False) if r.approval_id == 1]
     lines = [record_line(r) for r in records]
-    assert lines[0] == "Arne Approver (pipeline) requested release fraud 2026.12 in ml-prod (request #1)"
-    assert lines[1] == "Arne Approver voted to approve release fraud 2026.12 in ml-prod (request #1)"
+    assert lines[0] == "Arne Approver (pipeline) asked for #1 (release on fraud 2026.12 in ml-prod): nightly"  # sentences since issue #19 item 8
+    assert lines[1] == "Arne Approver approved #1 (release on fraud 2026.12 in ml-prod): nightly"
     shown = (await chat("approval 1")).card["fallbackText"]
     assert "Asked by: Arne Approver (pipeline)" in shown
     listed = (await chat("approvals all")).card["fallbackText"]

@@ -126,7 +126,7 @@ async def test_over_http_a_restarted_bot_edits_the_acknowledgement_with_the_outc
                                                    "[Workspace ml-prod (prod)]")
         assert done.path.endswith("/activity-1") and done.conversation_id == f"a:personal-{ALICE.id}"
         [audit] = await teams.say("audit --target fraud-api")
-        assert "succeeded traffic endpoint fraud-api" in audit.card["fallbackText"]
+        assert "traffic on fraud-api in ml-prod succeeded" in audit.card["fallbackText"]   # sentences, #19 item 8
 
 
 async def test_a_clicked_change_edits_its_acknowledgement_with_its_outcome(aiohttp_server, restart_settings):

@@ -13,7 +13,8 @@ from commands.policy import (
 )
 
 
-@pytest.mark.parametrize("action", ["traffic", "rollback", "scale", "promote", "archive", "retrain", "batch"])
+# rollback left this list with issue #19 item 1: it is the safe direction, run at once and reviewed.
+@pytest.mark.parametrize("action", ["traffic", "canary", "scale", "promote", "archive", "retrain", "batch"])
 def test_prod_changes_need_one_approval_from_someone_else(action):
     rule = default_rule(action, "prod")
     assert (rule.mode, rule.quorum, rule.allow_self, rule.approver_role, rule.expiry) == (
@@ -173,8 +174,8 @@ def test_rule_names_are_trimmed_case_folded_and_star_means_any():
     ('[[rule]]\nmode = "approval"\napprover_role = "boss"\n', "approver_role must be operator, approver or admin, "
                                                              "not 'boss'"),
     ('[[rule]]\nmode = "approval"\nwho = 1\n', "policy line 1 (rule 1): unknown key 'who' (known: action, "
-                                              "allow_self, approver_role, auto_rollback, environment, expiry, "
-                                              "mode, quorum)"),
+                                              "allow_self, approver_role, auto_rollback, emergency, environment, "
+                                              "expiry, mode, quorum, remind, review)"),
     ('[[rule]]\naction = "deploy"\nmode = "approval"\n', "unknown action 'deploy' (use one of traffic, scale, "
                                                         "cancel, schedule, start, stop, batch, rollback, canary, "
                                                         "promote, archive, retrain, or \"*\")"),
@@ -224,3 +225,23 @@ def test_a_policy_file_that_cannot_be_read_says_why(tmp_path):
     utf8.write_bytes('[[rule]]\nenvironment = "prød"\nmode = "direct"\n'.encode("utf-8"))
     assert load_policy(utf8).rule("traffic", "prød").mode == DIRECT
     assert load_policy(utf8).digest() == __import__("hashlib").sha256(utf8.read_bytes()).hexdigest()
+
+
+def test_a_prod_rollback_runs_at_once_and_is_reviewed_by_an_approver():
+    rule = default_rule("rollback", "prod")
+    assert (rule.mode, rule.review, rule.emergency, rule.approver_role) == (DIRECT, True, False, Role.APPROVER)
+    assert rule.describe() == "runs at once, reviewed afterwards by an Approver"
+    assert default_rule("rollback", "dev").review is False
+
+
+def test_no_change_is_an_emergency_by_default_and_a_rule_can_allow_it_and_set_reminders():
+    assert not any(default_rule(a, "prod").emergency for a in ("traffic", "canary", "scale", "retrain"))
+    assert default_rule("traffic", "prod").remind == timedelta(hours=1)
+    policy = parse_policy('[[rule]]\naction = "traffic"\nenvironment = "prod"\nmode = "approval"\n'
+                          'emergency = true\nremind = "20m"\n\n[[rule]]\naction = "rollback"\nmode = "approval"\n')
+    traffic = policy.rule("traffic", "prod")
+    assert (traffic.emergency, traffic.remind) == (True, timedelta(minutes=20))
+    assert traffic.describe().endswith("; may run at once as an emergency (`--emergency`)")
+    assert policy.rule("rollback", "prod").mode == APPROVAL          # the file can still require approval
+    with pytest.raises(PolicyError, match="emergency must be true or false, not 'yes'"):
+        parse_policy('[[rule]]\nmode = "approval"\nemergency = "yes"\n')

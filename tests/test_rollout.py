@@ -193,9 +193,17 @@ async def test_canary_in_production_needs_an_approval_by_someone_else(workspaces
     [entry] = await history_entries(store)
     assert (entry.action, entry.approval_id, entry.actor_name, entry.reason) == (
         "canary", 1, "Olga Operator", "v4 looks fine")
-    rolled = await olga("rollback fraud-api")
-    assert rolled.text.startswith("Approval request #2: Rollback of fraud-api (undo #1)")
-    assert (await olga.as_(VIC)("approve 2")).text.startswith("`approve` needs the Operator role")
+    rolled = await olga("rollback fraud-api")          # since issue #19 item 1: at once, reviewed afterwards
+    assert ("Ran at once (the safe direction); no approver could be told (no approval channel, and no approver has "
+            "a chat with the bot): ask one to `review 2`.") in rolled.text
+    await olga.settle()
+    assert await split_of(olga) == "Traffic: blue=90 green=10"
+    assert (await olga.as_(VIC)("review 2")).text.startswith("`review` needs the Operator role")
+    assert (await olga("review 2")).text == "Reviewing needs the Approver role; you have Operator."
+    reviewed = await olga.as_(ARNE)("review 2 right call")
+    assert reviewed.text == ("Reviewed change #2 (Rollback of fraud-api (undo #1): blue=70 green=30 → blue=90 "
+                             "green=10): right call. Recorded in the audit trail.")
+    assert (await olga.as_(ARNE)("review 2")).text == "You have already reviewed change #2."
 
 
 def test_one_way_to_write_a_split():

@@ -50,9 +50,9 @@ async def split(teams) -> str:
     return next(line for line in card_words(reply).splitlines() if line.startswith("Traffic:"))
 
 
-async def approve_and_wait(teams, asked, words: str) -> None:
+async def approve_and_wait(teams, asked, words: str, comment: str = "") -> None:
     count = len(teams.connector.sent)
-    status, _ = await teams.click(asked.card, "Approve", user=BOB)
+    status, _ = await teams.click(asked.card, "Approve", user=BOB, inputs={"comment": comment} if comment else None)
     assert status == 200
     await wait_until(lambda: any(s.method == "PUT" and "Approved and done" in card_words(s)
                                  for s in teams.connector.sent[count:]))
@@ -63,12 +63,15 @@ async def test_canary_verdict_and_one_click_rollback(teams, app_server, clock):
     [asked] = await teams.say("canary fraud-api green 50 --reason 'v4 canary'")
     assert_valid_card(asked.card)
     assert "Canary on fraud-api: green to 50% (blue=90 green=10 → blue=50 green=50)" in card_words(asked)
-    await approve_and_wait(teams, asked, "Traffic: blue=50 green=50")
+    # the approver's comment, typed into the card's box, is sent with the click (issue #19 item 4)
+    await approve_and_wait(teams, asked, "Traffic: blue=50 green=50", comment="v4 beat v3 offline")
 
     shown = await ask(teams, "history fraud-api", "Traffic history of fraud-api")
     assert_valid_card(shown.card)
     assert "#1 blue=90 green=10 → blue=50 green=50" in card_words(shown)
-    assert "canary · Alice Analyst · request #1 · “v4 canary”" in card_words(shown)
+    # history names the approver and their comment (issue #19 item 4)
+    assert ("canary · Alice Analyst · request #1 approved by Bob Builder (“v4 beat v3 offline”) · “v4 canary”"
+            in card_words(shown))
 
     [degraded] = await teams.say("demo degrade fraud-api green", user=BOB)
     assert degraded.text.startswith("🧪 Deployment green on fraud-api is now degraded")
@@ -84,17 +87,21 @@ async def test_canary_verdict_and_one_click_rollback(teams, app_server, clock):
     assert verdict.method == "POST" and verdict.conversation_id == f"a:personal-{ALICE.id}"
     assert find_action(verdict.card, "Rollback")["data"] == {"args": ["fraud-api", "--to", "1"]}
 
-    status, body = await teams.click(verdict.card, "Rollback")          # production: an approval request
+    # Production, since issue #19 item 1: the safe direction runs at once for the on-call Operator, and
+    # the approvers (Bob, who has a personal chat with the bot) get a review card.
+    status, body = await teams.click(verdict.card, "Rollback")
     assert status == 200
-    request = teams.connector.sent[-1].card                             # posted as a new message
-    assert "Rollback of fraud-api (undo #1): blue=50 green=50 → blue=90 green=10" in request["fallbackText"]
-    refresh = teams.invoke("approval", request["refresh"]["action"]["data"]["args"], user=BOB)
-    refresh["value"]["action"]["data"] = request["refresh"]["action"]["data"]      # Teams refreshes it for Bob
-    async with teams.session.post(teams.bot_url, json=refresh) as response:
-        bobs_view = (await response.json())["value"]
-    status, approved = await teams.click(bobs_view, "Approve", user=BOB)
-    assert status == 200
+    await wait_until(lambda: any(s.card and "Review change #" in card_words(s) and s.conversation_id ==
+                                 f"a:personal-{BOB.id}" for s in teams.connector.sent))
     assert await split(teams) == "Traffic: blue=90 green=10"
+    [review] = [s for s in teams.connector.sent if s.card and "Review change #" in card_words(s)]
+    assert_valid_card(review.card)
+    assert "Ran at once by Alice Analyst (the safe direction): please review" in card_words(review)
+    assert "Rollback of fraud-api (undo #1): blue=50 green=50 → blue=90 green=10" in card_words(review)
+    status, _ = await teams.click(review.card, "Reviewed", user=BOB, inputs={"comment": "right call at 3 a.m."})
+    assert status == 200
+    await wait_until(lambda: any("Reviewed change #" in (s.text or "") and "right call at 3 a.m." in (s.text or "")
+                                 for s in teams.connector.sent))
 
     before = len(teams.connector.sent)
     status, again = await teams.click(verdict.card, "Rollback")         # a second click changes nothing
@@ -134,4 +141,6 @@ async def test_a_pipeline_asks_for_a_canary_and_the_history_names_it(teams):
     assert status == 200
     assert await split(teams) == "Traffic: blue=75 green=25"
     shown = await ask(teams, "history fraud-api", "Traffic history of fraud-api", conversation=CHANNEL, kind="channel")
-    assert "canary · GitHub Actions (release.yml) · request #1 · “release 2026.11.4”" in card_words(shown)
+    # the approver is named since issue #19 item 4
+    assert ("canary · GitHub Actions (release.yml) · request #1 approved by Bob Builder · “release 2026.11.4”"
+            in card_words(shown))

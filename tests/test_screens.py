@@ -363,7 +363,7 @@ async def test_whoami_says_what_the_role_allows(viewer_chat):
     assert reply.card["body"][2]["text"] == (
         "As Viewer you can look at everything, but change nothing. `traffic`, `scale`, `batch`, `rollback`, "
         "`canary`, `cancel`, `promote`, `archive`, `retrain`, `schedule`, `start`, `stop`, `approve`, `reject`, "
-        "`confirm`, `withdraw`, "
+        "`confirm`, `withdraw`, `review`, "
         "`acknowledge`, `snooze`, `unsnooze`, `resolve`, `note` and `assign` need the Operator role. "
         "`demo`, `grant`, `revoke` and `outbox` need the Admin role.")
 

@@ -474,9 +474,9 @@ NOT_A_REQUEST = "is not a request number; they look like 42 (type `approvals` to
     ("snooze 7 ٣h", "'٣h' is not a duration like 30m, 4h or 2d. Usage: `snooze ‹id› [duration]` (e.g. "
                     "`snooze 7 24h`)"),
     ("audit --since ٣d", "'٣d' is not a time span. Use a number and a unit: 30m, 12h, 7d or 2w."),
-    ("audit --limit ²", "'²' is not a whole number of records. Usage: `audit [verify] [--since SPAN] [--actor WHO] "
-                        "[--target WHAT] [--action ACTION] [--limit N] [--head HASH]` (e.g. `audit --since 7d --target "
-                        "fraud-api`)"),
+    ("audit --limit ²", "'²' is not a whole number of records. Usage: `audit [verify|export] [--since SPAN] "
+                        "[--actor WHO] [--target WHAT] [--action ACTION] [--limit N] [--head HASH] [--format csv|jsonl]` "
+                        "(e.g. `audit --since 7d --target fraud-api`)"),
     ("drift fraud-model --window ٣", "The window is a number of days such as 7d (1 to 90), not '٣'. Usage: "
                                      "`drift ‹model/endpoint› [--window DAYS] [--workspace NAME]` (e.g. "
                                      "`drift fraud-model --window 7d`)"),

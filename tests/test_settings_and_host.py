@@ -183,7 +183,7 @@ def test_terminal_chat_passes_the_same_gate_and_audit(tmp_path):
     text = out.getvalue()
     assert "bot> Approval request #1: Traffic on fraud-api: blue=90 green=10 → blue=50 green=50" in text
     assert "Traffic: blue=90 green=10" in text                                  # nothing changed yet
-    assert "Terry requested traffic endpoint fraud-api in ml-prod (request #1)" in text
+    assert "Terry asked for #1 (traffic on fraud-api in ml-prod)" in text  # sentences since issue #19 item 8
 
 
 # ---------------------------------------------------------------- the exact refusals and tenant decisions

@@ -203,6 +203,7 @@ class Interpreter:
         try:
             kwargs = cmd.parse(argv)
             kwargs.pop("reason", None)
+            kwargs.pop("emergency", None)      # a proposal is never an emergency: the gate decides as usual
             dry.workspace = kwargs.pop("workspace", None) if cmd.uses_workspace else None
             answered = await cmd.handler(dry, **kwargs)
         except (CommandError, ServiceError) as error:

@@ -193,7 +193,7 @@ def test_a_traffic_change_is_approved_watched_and_rolled_back(chat):
     """Issue #9's story at a Teams client. Alex (Operator) asks in the channel for production
     traffic to move to green; his own Approve is refused; Megan (Approver) approves from her
     chat; Alex sees the change applied and, after the watch window, the verdict card in the
-    post's thread; he clicks its Rollback, which production also gates; Megan approves that;
+    post's thread; he clicks its Rollback, which runs at once (issue #19: the safe direction);
     the split is back to what it was, and `audit` tells the story."""
     chat.switch_user(MEGAN)
     chat.send("whoami")                       # the bot now knows Megan's Teams id: she is an approver
@@ -241,29 +241,19 @@ def test_a_traffic_change_is_approved_watched_and_rolled_back(chat):
 
     invokes = len(chat.invoke_statuses())
     chat.page.locator('button[title="Rollback"]').last.click()
-    rollback_card = _wait_for_text(chat, "green=100 blue=0 → green=10 blue=90", timeout=30)
+    # Since issue #19 the safe direction runs at once in production (Megan gets a review card).
+    _wait_for_text(chat, "Traffic on fraud-api is now blue=90 green=10.", timeout=60)
     assert chat.invoke_statuses()[invokes:] == [200], chat.invoke_statuses()
-    chat.screenshot("rollback-request")
-    rollback = _request_number(rollback_card)
-    assert rollback != change and "Waiting for approval" in rollback_card, rollback_card
-
-    chat.switch_user(MEGAN)
-    chat.send(f"approve {rollback}")
-    assert "Megan Bowen approved" in chat.bot_replies_text()
-
-    chat.switch_user(ALEX)
-    # The rollback's approval card, edited in place with the outcome.
-    done = _wait_for_text(chat, f"Approval request #{rollback}", "Approved and done", timeout=30)
     chat.page.get_by_text("Traffic on fraud-api is now blue=90 green=10.").last.scroll_into_view_if_needed()
     chat.screenshot("rolled-back")
-    assert "Traffic on fraud-api is now blue=90 green=10." in done, done
     chat.send("endpoint fraud-api")
     assert "blue=90 green=10" in chat.bot_replies_text()
     chat.send("audit --target fraud-api")
     story = chat.bot_replies_text()
     chat.screenshot("audit")
-    for line in ("Alex Wilber requested traffic endpoint fraud-api", "Megan Bowen approved traffic endpoint fraud-api",
-                 "Alex Wilber requested rollback endpoint fraud-api", "Megan Bowen approved rollback endpoint fraud-api"):
+    for line in (f"Alex Wilber asked for #{change} (traffic on fraud-api in ml-prod): green passed shadow",
+                 f"Megan Bowen approved #{change} (traffic on fraud-api in ml-prod): looks good",
+                 "Alex Wilber ran rollback on fraud-api in ml-prod at once"):
         assert line in story, story
 
 
@@ -290,3 +280,134 @@ def _wait_for_text(chat, *needles: str, timeout: float) -> str:
                                  f"last: {chat.bot_messages()[-3:]!r}")
         chat.page.wait_for_timeout(500)
 
+
+# ---------------------------------------------------------------- issue #19: at 3 a.m.
+
+def _post_drift(bot_server, *, event_id: str, monitor: str, endpoint: str) -> None:
+    """Azure ML's breach event (docs/examples), for a monitor of `endpoint`, as Event Grid posts it."""
+    import json
+    import urllib.request
+
+    from tests.e2e.harness import REPO_ROOT, ROLES
+
+    [event] = json.loads((REPO_ROOT / "docs" / "examples" / "drift-breach.eventgrid.json").read_text())
+    event["id"] = event_id
+    event["data"]["runTags"].update({"azureml.monitor_name": monitor, "azureml.endpoint_name": endpoint,
+                                     "azureml.model_name": "fraud-model"})
+    request = urllib.request.Request(f"{bot_server.base_url}/api/events?code={ROLES['MLOPSBOT_WEBHOOK_KEY']}",
+                                     data=json.dumps([event]).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.loads(response.read())["cards"] >= 1
+
+
+@pytest.mark.timeout(420)
+def test_at_3_am_the_on_call_operator_rolls_back_from_the_alert_at_once(chat, bot_server):
+    """Issue #19's 3 a.m. story. Yesterday green got half of fraud-api (Alex asked in his personal
+    chat; the request reached Megan in hers; she approved). At 3 a.m. a drift alert arrives in the
+    channel; Alex reads it and clicks Rollback: it runs at once, without waiting for anyone; Megan
+    finds a review card in her chat and reviews it; the verdict after the rollback follows."""
+    import re
+
+    chat.switch_user(MEGAN)
+    chat.send("whoami")                       # Megan has a personal chat with the bot: requests reach her there
+    assert "Approver" in chat.bot_replies_text()
+    chat.switch_user(ALEX)
+    chat.mention_bot_in_channel("subscribe drift")
+    assert "drift" in chat.last_bot_message_text()
+    chat.send("traffic fraud-api blue=50 green=50 --reason 'v4 to half the traffic'")
+    change = _request_number(chat.bot_replies_text())
+
+    chat.switch_user(MEGAN)                   # the request arrived in her chat by itself
+    told = _wait_for_text(chat, f"Approval request #{change}", "blue=90 green=10 → blue=50 green=50", timeout=30)
+    assert "Alex Wilber" in told and "Evidence" in told, told
+    chat.screenshot("request-reached-the-approver")
+    chat.send(f"approve {change} fine for tonight")
+    assert "Megan Bowen approved" in chat.bot_replies_text()
+
+    chat.switch_user(ALEX)
+    _wait_for_text(chat, "Traffic on fraud-api is now blue=50 green=50.", timeout=60)
+    _post_drift(bot_server, event_id="e2e-3am-drift-1", monitor="fraud-api-drift", endpoint="fraud-api")
+    chat.open_channel()
+    # the alert is a new post of the bot's in the channel (the page shows it at the top)
+    chat.page.get_by_text("Drift: monitor fraud-api-drift breached its thresholds").first.wait_for(timeout=30_000)
+    # the alert card's rollback button says what it restores (issue #19 item 5): "Undo #N (...): a → b"
+    undos = [b for b in chat.card_buttons() if b.startswith("Undo #")]
+    assert undos and "blue=50 green=50 → blue=90 green=10" in undos[-1], chat.card_buttons()
+    undo = undos[-1]
+    chat.page.get_by_text("Drift: monitor fraud-api-drift breached its thresholds").last.scroll_into_view_if_needed()
+    chat.screenshot("drift-alert")
+    invokes = len(chat.invoke_statuses())
+    chat.page.locator(f'button[title="{undo}"]').last.click()
+    _wait_for_text(chat, "Traffic on fraud-api is now blue=90 green=10.", timeout=60)   # at once, nobody asked
+    assert chat.invoke_statuses()[invokes:] == [200], chat.invoke_statuses()
+    chat.screenshot("rolled-back-at-once")
+
+    chat.switch_user(MEGAN)                   # the approvers are told, and can review
+    review = _wait_for_text(chat, "Review change #", "Ran at once by Alex Wilber", timeout=30)
+    assert "blue=50 green=50 → blue=90 green=10" in review, review
+    chat.page.get_by_text("Ran at once by Alex Wilber").last.scroll_into_view_if_needed()
+    chat.screenshot("review-card")
+    number = re.search(r"Review change #(\d+)", review).group(1)
+    chat.send(f"review {number} right call, green was drifting")
+    assert f"Reviewed change #{number}" in chat.bot_replies_text()
+
+    chat.switch_user(ALEX)                    # the verdict follows where he clicked
+    chat.open_channel()
+    verdict = _wait_for_text(chat, "after the rollback on fraud-api", timeout=150)
+    chat.page.get_by_text("after the rollback on fraud-api").last.scroll_into_view_if_needed()
+    chat.screenshot("verdict-after-rollback")
+    assert "Before → after" in verdict, verdict
+    chat.send("audit --target fraud-api")
+    story = chat.bot_replies_text()
+    assert "Alex Wilber ran rollback on fraud-api in ml-prod at once" in story, story
+    assert f"Megan Bowen reviewed rollback on fraud-api in ml-prod (change #{number}): right call" in story, story
+
+
+@pytest.mark.timeout(300)
+def test_an_approver_sees_the_unhealthy_receiver_and_rejects_with_a_reason(chat, bot_server):
+    """Issue #19's approver story. Green is failing; Alex asks for a canary onto it; the card says
+    so; Megan opens the request, rejects it with a reason typed on the card, after being asked
+    once; Alex's card shows her reason."""
+    from adapters.local import LocalWorkspace
+
+    workspace = LocalWorkspace(bot_server.data_dir / "workspace.db")
+    workspace.degrade_deployment("fraud-api", "green")        # the demo switch (`demo degrade`, Admin only)
+    try:
+        chat.switch_user(MEGAN)
+        chat.send("whoami")
+        chat.bot_replies_text()
+        chat.switch_user(ALEX)
+        chat.send("endpoint fraud-api")
+        chat.bot_replies_text()
+        chat.send("canary fraud-api green 30 --reason 'v4 is ready'")
+        card = chat.bot_replies_text()
+        number = _request_number(card)
+        assert "⚠ green would receive traffic and is unhealthy" in card, card
+        chat.screenshot("canary-request")
+
+        chat.switch_user(MEGAN)
+        chat.send(f"approval {number}")       # her own view: the buttons, and the figures read now
+        view = chat.bot_replies_text()
+        assert "⚠ green would receive traffic and is unhealthy" in view and "fraud-model:4" in view, view
+        chat.page.get_by_text("⚠ green would receive traffic").last.scroll_into_view_if_needed()
+        chat.screenshot("approver-sees-unhealthy-green")
+        chat.page.locator('button[title="Reject"]').last.click()              # asks first: a reason
+        box = chat.page.get_by_placeholder("The reason the requester will read").last
+        box.wait_for()
+        box.fill("green answers 8% of requests with 5xx right now")
+        chat.screenshot("reject-asks-for-a-reason")
+        invokes = len(chat.invoke_statuses())
+        chat.page.locator('button[title="Confirm rejection"]').last.click()
+        rejected = _wait_for_text(chat, "rejected by Megan Bowen: green answers 8% of requests with 5xx", timeout=30)
+        assert chat.invoke_statuses()[invokes:] == [200], chat.invoke_statuses()
+        assert f"Approval request #{number}" in rejected, rejected
+
+        chat.switch_user(ALEX)                # the requester sees the reason on his card
+        seen = _wait_for_text(chat, f"Approval request #{number}", "green answers 8% of requests with 5xx",
+                              timeout=30)
+        assert "Rejected" in seen, seen
+        chat.page.get_by_text("green answers 8% of requests with 5xx").last.scroll_into_view_if_needed()
+        chat.screenshot("requester-sees-the-reason")
+    finally:
+        workspace.heal_deployment("fraud-api", "green")
