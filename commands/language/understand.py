@@ -801,6 +801,7 @@ def _workspace_named(f: Facts) -> str | None:
 def declared(cmd: Command) -> Builder:
     """A builder for `cmd` made from its declared arguments (see above)."""
     positionals = [a for a in cmd.args if not a.is_option]
+    numeric = {a.name for a in positionals if _numeric(a)}       # once, not per message
 
     def build(f: Facts) -> Filled:
         out = Filled()
@@ -808,7 +809,7 @@ def declared(cmd: Command) -> Builder:
         for arg in positionals:
             required = arg.nargs not in ("?", "*")
             alternatives = (arg.metavar or "").split("|") if arg.metavar and "|" in arg.metavar else []
-            if _numeric(arg):
+            if arg.name in numeric:
                 found = _number(f, bare=required)
                 if found:
                     out.add(found[0])
