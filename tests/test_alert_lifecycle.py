@@ -415,6 +415,22 @@ async def test_over_http_an_alert_is_snoozed_from_its_card_listed_and_escalated_
         [listed] = await teams.say("alerts", mention=True, conversation=CHANNEL, kind="channel")
         assert "💤 #1 snoozed" in listed.card["fallbackText"]
 
+        # in plain words: the alert's number and "me" are read, the change only proposed, then clicked
+        def proposals():
+            return [s for s in teams.connector.sent if s.card and s.card["body"][0].get("text") == "Is this the change "
+                    "you mean?"]
+        await teams.send(teams.message("assign alert 1 to me", user=ALICE, mention=True, conversation=CHANNEL,
+                                       kind="channel"), replies=0)
+        await until(proposals)
+        [proposal] = proposals()
+        line = f'assign 1 "{ALICE.name}"'
+        assert f"Read as `{line}`. Nothing has changed yet." in proposal.card["fallbackText"]
+        assert "Assigned to" not in posted("alert #1")[-1].card["fallbackText"]
+        status, body = await teams.click(proposal.card, f"Run {line}"[:60], user=ALICE, conversation=CHANNEL,
+                                         kind="channel")
+        assert status == 200
+        await until(lambda: "Assigned to: " + ALICE.name in posted("alert #1")[-1].card["fallbackText"])
+
 
 async def test_assign_takes_yourself_by_name_and_someone_met_by_their_one_display_name(chat, store):
     """What a plain-language proposal carries ("assign alert 1 to me" -> `assign 1 "Dana Dev"`) must
