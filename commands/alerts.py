@@ -40,11 +40,12 @@ from typing import Any
 from adapters.events import INFO, KINDS, RESOLVED, SEVERITIES, Event
 from adapters.service import ServiceError
 from adapters.storage import alerts, audit, conversations, inbox, outbox, subscriptions, traffic_history
+from adapters.storage import people as people_table
 from adapters.storage.alerts import Alert
 from adapters.storage.subscriptions import NewSubscription, Subscription
 from commands.admin import _known_as, _person
 from commands.alert_card import AlertState, Undo, alert_card, worst_first
-from commands.context import Context, Reply, Role
+from commands.context import Context, Reply, Role, User
 from commands.policy import parse_duration
 from commands.registry import MAX_ID, Arg, Forbidden, UsageError, command, one_of, suggest, whole_number
 from commands.ui import MAX_ROWS, as_text, button, card, columns, limited, local_time, plain, reply, section, text, when
@@ -630,9 +631,27 @@ async def note(ctx: Context, id: int, text: list[str]) -> Reply:
          summary="Put someone on an alert: `alerts` and its cards show who has it.", role=Role.OPERATOR,
          example="assign 7 @Bob", uses_workspace=False, group="alerts")
 async def assign(ctx: Context, id: int, person: str) -> Reply:
-    who = _person(ctx, person) if ctx.store is None else await _known_as(ctx, _person(ctx, person))
+    who = await _assignee(ctx, person)
     return await _change_alert(ctx, id, "assigned", lambda tx, now: alerts.assign(tx, id, who.id, who.name),
                                {"assignee": who.name, "assignee_id": who.id})
+
+
+async def _assignee(ctx: Context, person: str) -> User:
+    """An @mention or an object id as before; also yourself by your own name, and someone the bot
+    has met by their exact display name when only one person has it (what a plain-language
+    proposal carries: "assign alert 7 to me" -> `assign 7 "Dana Dev"`)."""
+    if person in (ctx.user.id, ctx.user.name) and not any(p.name == person for p in ctx.mentioned):
+        return ctx.user
+    try:
+        return _person(ctx, person) if ctx.store is None else await _known_as(ctx, _person(ctx, person))
+    except UsageError:
+        if ctx.store is None:
+            raise
+        found = await ctx.store.run_transaction(lambda tx: people_table.by_name(tx, person, ctx.user.tenant_id),
+                                                write=False)
+        if len(found) != 1:
+            raise
+        return User(id=found[0], name=person, tenant_id=ctx.user.tenant_id)
 
 
 STATE_ICONS = {"open": "🔴", "acknowledged": "🟡", "snoozed": "💤", "resolved": "✅"}

@@ -45,7 +45,8 @@ def _preview(item: OutboxItem) -> str:
 @command("outbox", Arg("action", type=one_of(ACTIONS, "action"), metavar="|".join(ACTIONS),
                       help="dead (list the given-up messages) or retry"),
          Arg("which", nargs="?", help="for retry: an item id from `outbox dead`, or all", metavar="id|all"),
-         phrases=("outbox", "undelivered messages", "given up messages", "dead letters", "failed deliveries", "resend messages"),
+         phrases=("outbox", "undelivered messages", "given up messages", "dead letters", "failed deliveries", "resend messages",
+                  "not delivered"),
          summary="List the messages the bot gave up delivering, or send them again (admins only).",
          role=Role.ADMIN, example="outbox retry all", uses_workspace=False)
 async def outbox_command(ctx: Context, action: str, which: str | None) -> Reply:

@@ -235,7 +235,8 @@ def _line(line: Line, show_fixes: bool) -> list[dict[str, Any]]:
 
 
 @command("posture", Arg("--workspace", help="only this workspace (default: every configured one)", metavar="NAME"),
-         phrases=("posture", "security posture", "security checklist", "is it secure", "public network access", "security check", "hardening"),
+         phrases=("posture", "security posture", "security checklist", "is it secure", "public network access", "security check", "hardening",
+                  "workspace secure"),
          summary="Check each workspace against the production security checklist: pass, fail or cannot tell, "
                  "with the fix and since when a check fails.",
          example="posture --workspace ml-prod", uses_workspace=False)

@@ -414,3 +414,39 @@ async def test_over_http_an_alert_is_snoozed_from_its_card_listed_and_escalated_
         assert [a["title"] for a in body["value"]["actions"]][-2:] == ["Unsnooze", "Resolve"]
         [listed] = await teams.say("alerts", mention=True, conversation=CHANNEL, kind="channel")
         assert "💤 #1 snoozed" in listed.card["fallbackText"]
+
+        # in plain words: the alert's number and "me" are read, the change only proposed, then clicked
+        def proposals():
+            return [s for s in teams.connector.sent if s.card and s.card["body"][0].get("text") == "Is this the change "
+                    "you mean?"]
+        await teams.send(teams.message("assign alert 1 to me", user=ALICE, mention=True, conversation=CHANNEL,
+                                       kind="channel"), replies=0)
+        await until(proposals)
+        [proposal] = proposals()
+        line = f'assign 1 "{ALICE.name}"'
+        assert f"Read as `{line}`. Nothing has changed yet." in proposal.card["fallbackText"]
+        assert "Assigned to" not in posted("alert #1")[-1].card["fallbackText"]
+        status, body = await teams.click(proposal.card, f"Run {line}"[:60], user=ALICE, conversation=CHANNEL,
+                                         kind="channel")
+        assert status == 200
+        await until(lambda: "Assigned to: " + ALICE.name in posted("alert #1")[-1].card["fallbackText"])
+
+
+async def test_assign_takes_yourself_by_name_and_someone_met_by_their_one_display_name(chat, store):
+    """What a plain-language proposal carries ("assign alert 1 to me" -> `assign 1 "Dana Dev"`) must
+    run when clicked: your own name is you; a name the bot has met exactly once is that person;
+    a name two people share, or nobody has, is refused as before."""
+    from adapters.storage import people
+
+    async def meet(tx):
+        for oid, teams_id, name in [("oid-zoe", "29:zoe", "Zoe Quinn"), ("oid-sam1", "29:sam1", "Sam Lee"),
+                                    ("oid-sam2", "29:sam2", "Sam Lee"), ("oid-far", "29:far", "Far Away")]:
+            await people.remember(tx, oid, teams_id, name, "t9" if oid == "oid-far" else "t1", now=NOW)
+    await store.run_transaction(meet)
+    await store.run_transaction(lambda tx: publish(tx, drift_event(), NOW))
+    assert "Assigned to: Dana Dev" in (await chat('assign 1 "Dana Dev"')).text
+    assert (await store.run_transaction(lambda tx: alerts.get(tx, 1), write=False)).assignee_id == chat.user.id
+    assert "Assigned to: Zoe Quinn" in (await chat('assign 1 "Zoe Quinn"')).text
+    assert (await store.run_transaction(lambda tx: alerts.get(tx, 1), write=False)).assignee_id == "oid-zoe"
+    for name in ("Sam Lee", "Far Away"):          # two people share it; another tenant's person
+        assert f"'{name}' is not a person I can identify." in (await chat(f'assign 1 "{name}"')).text

@@ -213,6 +213,64 @@ async def test_people_the_bot_has_met_and_me(workspaces, store):
     assert (await chat("what did I change")).text.startswith('Read as `audit --actor "Dana Dev"`')
 
 
+@pytest.mark.parametrize("words,line", [
+    ("resolve alert 7", "resolve 7"), ("close alert #12", "resolve 12"), ("stop snoozing 8", "unsnooze 8"),
+    ("add a note to alert 7: restarted the scorer", "note 7 restarted the scorer"),
+    ("assign alert 7 to me", 'assign 7 "Dana Dev"'),
+    ("run the security checklist on ml-prod", "posture --workspace ml-prod"),
+    ("which messages could not be delivered", "outbox dead"),
+    ("resend all the undelivered messages", "outbox retry all")])
+async def test_an_alert_number_free_text_a_person_a_workspace_and_a_choice_are_filled(chat, words, line):
+    reply = await chat(words)
+    assert _proposed(reply) == line or reply.text.startswith(f"Read as `{line}`\n"), reply.text[:200]
+
+
+async def test_a_change_read_with_an_alert_number_runs_only_when_clicked(chat, store):
+    from adapters.storage import alerts
+    from commands.alerts import publish
+    from tests.test_alert_lifecycle import NOW, drift_event
+    await store.run_transaction(lambda tx: publish(tx, drift_event(), NOW))
+    proposal = await chat("assign alert 1 to me")
+    assert _proposed(proposal) == 'assign 1 "Dana Dev"'
+    assert (await store.run_transaction(lambda tx: alerts.get(tx, 1), write=False)).assignee_name == ""
+    [action] = list(_buttons(proposal.card))
+    assert "Assigned to: Dana Dev" in (await chat.click(action["verb"], *action["data"]["args"])).text
+    assert (await chat("show me alert 1")).text.startswith("Read as `alerts 1`")
+    assert (await chat("resolve 1")).text.startswith("✅ Resolved")          # typed: runs as typed
+
+
+async def test_an_alert_command_without_its_number_says_what_is_missing(chat):
+    reply = await chat("mark it resolved")
+    assert reply.card["body"][0]["text"] == "Almost: resolve"
+    assert "‹id›" in reply.card["body"][1]["text"]
+
+
+def test_slots_come_from_any_commands_declared_arguments():
+    """Not a list of phrasings: a command declared today gets its number, choice, free text, person
+    and workspace read from its `Arg`s."""
+    from datetime import datetime, timezone
+    from commands.language.entities import EntityIndex
+    from commands.language.understand import Understander
+    from commands.registry import Arg, Registry, one_of, whole_number
+
+    registry = Registry()
+
+    @registry.command("page", Arg("ticket", type=whole_number(1, 999, "a ticket")),
+                      Arg("mode", type=one_of(("loud", "quiet"), "mode"), metavar="loud|quiet"),
+                      Arg("who"), Arg("text", nargs="+"), Arg("--workspace", metavar="NAME"),
+                      phrases=("page someone",), summary="Page.", example="page 1 loud @bob hi", uses_workspace=False)
+    async def page(ctx, ticket, mode, who, text, workspace):  # pragma: no cover - never run here
+        raise AssertionError
+
+    index = EntityIndex()
+    index.add("person", "Zoe Quinn")
+    index.add("person", "Zoe Quinn", words=["zoe"])
+    [best, *_] = Understander(registry).readings(
+        "page zoe about ticket #42, quiet please, in ml-dev: the disk is full", index,
+        now=datetime(2026, 11, 26, tzinfo=timezone.utc), workspaces=["ml-prod", "ml-dev"])
+    assert best.line == 'page 42 quiet "Zoe Quinn" the disk is full --workspace ml-dev'
+
+
 # ---------------------------------------------------------------- through the real CloudAdapter over HTTP
 
 

@@ -52,6 +52,14 @@ async def by_teams_id(tx: Transaction, teams_id: str) -> tuple[str, str] | None:
     return (rows[0][0], rows[0][1]) if rows else None
 
 
+async def by_name(tx: Transaction, name: str, tenant_id: str) -> list[str]:
+    """Entra object ids of the people of `tenant_id` the bot has met under the display name `name`
+    (exactly; a name is not unique, so callers act only on a single match)."""
+    rows = await tx.fetch("SELECT object_id FROM people WHERE name = ? AND tenant_id = ? ORDER BY object_id LIMIT 2",
+                          (name, tenant_id))
+    return [row[0] for row in rows]
+
+
 async def met(tx: Transaction, limit: int = 500) -> list[str]:
     """Names of the people the bot has met, most recently seen first (plain-language questions
     name people: "what did Bob change")."""

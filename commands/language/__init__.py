@@ -116,7 +116,8 @@ class Interpreter:
     async def understand(self, ctx: Context, text_: str, *, prefer: str | None = None) -> tuple[str, list[Reading]]:
         """("one" | "choose" | "none", readings) for the message, against the caller's workspace."""
         index = await self.index(ctx)
-        readings = self.understander.readings(text_, index, now=ctx.now(), user_name=ctx.user.name, limit=4)
+        readings = self.understander.readings(text_, index, now=ctx.now(), user_name=ctx.user.name, limit=4,
+                                              workspaces=[w.name for w in ctx.workspaces])
         if prefer:
             readings = sorted((dataclasses.replace(r, score=r.score + 1.0) if r.command == prefer else r
                                for r in readings), key=lambda r: -r.score)

@@ -4,7 +4,9 @@
                 a phrase matches when all its meaningful words appear in the message in order;
                 rarer words weigh more (like an IDF weight), so "roll back" beats "show".
     Slots       one small builder per command turns the message's values and the workspace names it
-                mentions into that command's words (`canary fraud-api green 20`).
+                mentions into that command's words (`canary fraud-api green 20`); a command without
+                one gets a builder made from its declared `Arg`s (an alert number, a choice, free
+                text, a person, `--workspace`), see `declared`.
     Decision    phrase score + filled slots - missing ones; the best must win by a margin, else
                 the two or three likeliest are offered. Nothing is ever run from here.
 """
@@ -15,7 +17,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 from commands.context import Role
 from commands.language.entities import EntityIndex, Mention
@@ -165,6 +167,7 @@ class Facts:
     mentions: list[Mention]
     user_name: str
     content: list[str]
+    workspaces: Sequence[str] = ()          # the configured workspaces' names
 
     def best(self, *kinds: str, floor: float = 1.0) -> str | None:
         for m in self.mentions:
@@ -724,8 +727,141 @@ def _b_grant(f: Facts) -> Filled:
     return out
 
 
-def _none(f: Facts) -> Filled:
-    return Filled()
+# ---------------------------------------------------------------- slots read from a command's declaration
+# Commands without a builder of their own get one made from their `Arg`s: a number-typed positional
+# (`Arg("id", type=ALERT_ID)`) takes "alert 7", "#7", "item 7" (or a bare number when it is required),
+# free text (`text`, `comment`, `reason`) takes what follows a colon or the number, a person
+# (`person`, `user`) takes "me", an @mention, an object id or a name the bot has met, and a
+# positional whose metavar lists its values (`dead|retry`, `id|all`) takes the value the message
+# names, or says with a word of CHOICE_WORDS. Any command with a `--workspace` option gets the name
+# of a configured workspace that the message says in full.
+
+# words that say a value without naming it; the values whose words are verbs come first, so that
+# "resend the undelivered messages" is a retry and not a listing
+CHOICE_WORDS: dict[str, tuple[str, ...]] = {
+    "retry": ("retry", "resend", "redeliver", "again"),
+    "all": ("all", "every", "everything"),
+    "dead": ("dead", "undelivered", "delivered", "deliveries", "given up", "gave up", "stuck"),
+}
+FREE_TEXT = frozenset({"text", "comment", "reason", "message"})
+PEOPLE_ARGS = frozenset({"person", "user", "who"})
+NUMBER_WORDS = frozenset({"id", "number", "n"})
+_MARKED_NUMBER = re.compile(r"(?:#\s*|\b(?:alert|item|number|no\.?|id)\s+#?)(\d{1,9})\b", re.IGNORECASE)
+_BARE_NUMBER = re.compile(r"(?<![\w.:#-])(\d{1,9})(?![\w.%:-])(?!\s*(?:%|percent|pct|m\b|mins?\b|minutes?|h\b|hrs?\b|"
+                          r"hours?|d\b|days?|w\b|wks?\b|weeks?))", re.IGNORECASE)
+
+
+def _numeric(arg: Any) -> bool:
+    """Whether an argument's type takes whole numbers only (an alert id, an item number)."""
+    try:
+        arg.type("1")
+    except Exception:  # noqa: BLE001 - a type that refuses 1 is not a number type
+        return False
+    try:
+        arg.type("x")
+    except Exception:  # noqa: BLE001 - refusing a word is what makes it a number type
+        return True
+    return False
+
+
+def _number(f: Facts, bare: bool) -> tuple[str, int] | None:
+    """The number the message gives for an id, and where it ends: a marked one ("alert 7", "#7")
+    first; a bare one ("stop snoozing 8") only when `bare`."""
+    found = _MARKED_NUMBER.search(f.msg.raw) or (_BARE_NUMBER.search(f.msg.raw) if bare else None)
+    return (found.group(1), found.end()) if found else None
+
+
+def _said(f: Facts, value: str) -> bool:
+    words = CHOICE_WORDS.get(value, ()) + (value,)
+    return any(re.search(rf"\b{re.escape(w)}\b", f.msg.raw.lower()) for w in words)
+
+
+def _person(f: Facts) -> str | None:
+    who = _PERSON_ID.search(f.msg.raw)
+    if who:
+        return who.group(1) or who.group(2)
+    person = f.best("person", floor=1.5)
+    if person:
+        return person
+    if f.msg.me and f.user_name:
+        return f.user_name
+    return None
+
+
+def _workspace_named(f: Facts) -> str | None:
+    """A configured workspace the message names in full (`ml-prod`)."""
+    for name in f.workspaces:
+        stems = [stem(w) for w in words_of(name)]
+        n = len(stems)
+        if n and any(f.msg.stems[i:i + n] == stems for i in range(len(f.msg.stems) - n + 1)):
+            return name
+    return None
+
+
+def declared(cmd: Command) -> Builder:
+    """A builder for `cmd` made from its declared arguments (see above)."""
+    positionals = [a for a in cmd.args if not a.is_option]
+    numeric = {a.name for a in positionals if _numeric(a)}       # once, not per message
+
+    def build(f: Facts) -> Filled:
+        out = Filled()
+        end = 0                                 # where the words given so far end, in the raw text
+        for arg in positionals:
+            required = arg.nargs not in ("?", "*")
+            alternatives = (arg.metavar or "").split("|") if arg.metavar and "|" in arg.metavar else []
+            if arg.name in numeric:
+                found = _number(f, bare=required)
+                if found:
+                    out.add(found[0])
+                    end = found[1]
+                elif required:
+                    out.need(arg.name)
+                    return out
+            elif alternatives:
+                literal = [v for v in alternatives if v not in NUMBER_WORDS]
+                ordered = [v for v in CHOICE_WORDS if v in literal] + [v for v in literal if v not in CHOICE_WORDS]
+                value = next((v for v in ordered if re.search(rf"\b{re.escape(v)}\b", f.msg.raw.lower())), None) \
+                    or next((v for v in ordered if _said(f, v)), None)
+                number = _number(f, bare=False) if value is None and len(literal) < len(alternatives) else None
+                if value:
+                    out.add(value)
+                elif number:
+                    out.add(number[0])
+                elif required:
+                    out.need(arg.metavar or arg.name)
+                    return out
+            elif arg.name in FREE_TEXT and arg.nargs in ("+", "*"):
+                colon = f.msg.raw.find(":", end)
+                rest = f.msg.raw[colon + 1:] if colon >= 0 else f.msg.raw[end:]
+                words = rest.split()
+                if words:
+                    out.add(*words)
+                elif required:
+                    out.need(arg.name)
+            elif arg.name in PEOPLE_ARGS:
+                person = _person(f)
+                if person:
+                    out.add(person)
+                elif required:
+                    out.need(arg.name)
+        return out
+    return build
+
+
+def with_workspace(cmd: Command, build: Builder) -> Builder:
+    """`build`, plus `--workspace NAME` when the command takes one and the message names one; a
+    filled slot only for a command whose own arguments declare it (`posture --workspace`)."""
+    own = any(a.name == "--workspace" for a in cmd.args)
+    if not own and not cmd.uses_workspace:
+        return build
+
+    def build_with(f: Facts) -> Filled:
+        out = build(f)
+        name = _workspace_named(f)
+        if name and "--workspace" not in out.argv:
+            out.add("--workspace", name, slot=own)
+        return out
+    return build_with
 
 
 # ---------------------------------------------------------------- scoring
@@ -737,9 +873,10 @@ class Understander:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self.vocabulary = Vocabulary(registry)
+        self.builders = {c.name: with_workspace(c, BUILDERS.get(c.name) or declared(c)) for c in registry}
 
     def readings(self, text: str, index: EntityIndex, *, now: datetime, user_name: str = "",
-                 limit: int = 3) -> list[Reading]:
+                 limit: int = 3, workspaces: Sequence[str] = ()) -> list[Reading]:
         msg = read(text, now)
         mentions = index.find(msg.stems)
         # words that name something in the workspace ("fraud model", "alice's compute instance")
@@ -760,22 +897,26 @@ class Understander:
                 content.append(s)
         if msg.percent is not None and "percent" not in content:
             content.append("percent")
-        facts = Facts(msg, index, mentions, user_name, content)
+        facts = Facts(msg, index, mentions, user_name, content, tuple(workspaces))
         top = max((m.strength for m in mentions), default=0.0)
         kinds = {m.entity.kind for m in mentions if m.strength >= max(1.4, top - 0.3)}
         present = frozenset({m.entity.kind for m in mentions if m.strength >= 1.3}
                             | ({"to_stage"} if facts.stage_to() else set())       # "... to staging"
                             | ({"number"} if msg.numbers else set()))
+        number = _MARKED_NUMBER.search(msg.raw)
+        marked = number.group(1) if number else None       # "alert 7", "#7": one thing, by its number
         found: list[Reading] = []
         for name in self.vocabulary.commands:
             score = self.vocabulary.score(name, content, present)
             prior = 0.5 if score == 0 and any(BY_KIND.get(k) == name for k in kinds) else 0.0
-            filled = BUILDERS.get(name, _none)(facts)
+            filled = self.builders[name](facts)
             if score == 0 and prior == 0 and filled.filled < 2:
                 continue
             if name == "jobs" and any(m.entity.kind == "job" and m.strength >= 1.2 for m in mentions):
                 prior -= 2.0                    # one job named: not the list
             total = score + prior + 0.8 * filled.filled - 1.5 * len(filled.missing)
+            if marked and marked not in filled.argv:
+                total -= 1.5                    # "assign alert 7 to me" is about alert 7: not `subscribe alerts`
             found.append(Reading(name, tuple(filled.argv), round(total, 3), tuple(filled.missing)))
         found.sort(key=lambda r: (-r.score, not r.complete))
         unique: list[Reading] = []
