@@ -125,7 +125,8 @@ def build_handler(settings: Settings, workspaces: Workspaces, storage: Storage, 
     storage.audit_key = settings.audit_key_bytes()
     roles = settings.role_book()
     gate = Gate(settings.policy(), storage, clock=clock, roles=roles, approval_channel=settings.approval_channel,
-                spawn=spawn, requests_per_minute=settings.change_requests_per_minute)
+                spawn=spawn, requests_per_minute=settings.change_requests_per_minute,
+                pipeline_requests_per_minute=settings.pipeline_requests_per_minute)
     handler = ChatHandler(catalog(), workspaces, roles, development=settings.development,
                           allowed_tenants=settings.tenant_allow_list, store=storage, gate=gate, clock=clock,
                           health=settings.health_thresholds(), plain_language=settings.plain_language)
