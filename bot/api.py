@@ -44,7 +44,8 @@ from bot.bodies import BodyTimeout, read_body
 from bot.handler import ChatHandler, explain
 from commands.audit import parse_since
 from commands.context import PIPELINE_PREFIX, Role, User
-from commands.gate import REDELIVERED, Change, Pipeline, TooManyRequests
+from commands.gate import REDELIVERED, Change, Pipeline
+from commands.ratelimit import TooManyRequests
 from commands.policy import APPROVAL, Rule
 from commands.registry import CommandError
 

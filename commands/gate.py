@@ -43,7 +43,7 @@ from commands.alerts import approval_subscribers
 from commands.approval_card import approval_card
 from commands.registry import CommandError
 from commands.policy import APPROVAL, CONFIRM, DIRECT, REQUESTER_ONLY, Policy, Rule
-from commands.ratelimit import ChangeLimits, TooManyRequests
+from commands.ratelimit import ChangeLimits, TooManyRequests  # noqa: F401 (TooManyRequests: raised through the gate)
 
 log = logging.getLogger(__name__)
 
