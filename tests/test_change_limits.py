@@ -108,3 +108,23 @@ async def test_the_pipeline_api_limits_all_requesters_together(aiohttp_server, b
         clock.advance(30)
         status, answer, _ = await call(teams, "POST", "/api/approvals", body=gate_body(requester="ci-5"))
         assert status == 201, answer
+
+
+async def test_the_bots_automatic_rollback_is_never_refused(workspaces, store):
+    from tests.test_rollout import AUTO, split_of, verdicts, watch_loop, WINDOW
+    chat = Chat(workspaces, store, policy=AUTO)
+    chat.gate.limiter = ChangeLimits(per_minute=1)
+    await chat("canary fraud-api green 60")
+    await chat.settle()
+    await chat("demo degrade fraud-api green")
+    chat.clock.advance(minutes=WINDOW + 1)
+    # the bot's own key is full, as after a burst of rollbacks: a counted rollback would be refused now
+    now = chat.clock().timestamp()
+    assert await store.run_transaction(
+        lambda tx: rate_limits.acquire(tx, [("change:mlops-bot", ((59.999, 1),))], now=now)) == 0
+    assert await watch_loop(chat, store, workspaces).conclude_due() == 1
+    await chat.settle()
+    assert await split_of(chat) == "Traffic: blue=90 green=10"
+    [payload] = await verdicts(store)
+    assert "↩️ Rolled back automatically by the MLOps bot: ✅ Traffic on fraud-api" in payload["card"]["fallbackText"]
+    assert await recorded(store, "change:mlops-bot") == [now]            # the rollback took no count
