@@ -6,8 +6,10 @@
                                (in the CSV, a cell starting with = + - @, tab, CR, NUL or a
                                full-width ＝ ＋ － ＠ gets a leading ')
 
-A requester opens at most MLOPSBOT_CHANGE_REQUESTS_PER_MINUTE requests a minute (as in chat); beyond
-that POST /api/approvals answers 429 with Retry-After (seconds) and `retry_after` in the body.
+A requester opens at most MLOPSBOT_CHANGE_REQUESTS_PER_MINUTE requests in any minute (as in chat), and
+all requesters together at most MLOPSBOT_PIPELINE_REQUESTS_PER_MINUTE (a loop cannot escape by renaming
+its requester); beyond either POST /api/approvals answers 429 with Retry-After (seconds) and
+`retry_after` in the body. Both are counted in storage, shared by every replica (commands/ratelimit.py).
 
 Every call carries `Authorization: Bearer <MLOPSBOT_API_TOKEN>`, compared in constant time; without
 a configured token the API is off (503). Bad bodies get 400 (not JSON) or 422 naming the field;
@@ -43,7 +45,8 @@ from bot.handler import ChatHandler, explain
 from commands.audit import EXPORT_ROLE, parse_since, story
 from commands.export_links import EXPORT_PATH, LinkRefused
 from commands.context import PIPELINE_PREFIX, Role, User
-from commands.gate import REDELIVERED, Change, Pipeline, TooManyRequests
+from commands.gate import REDELIVERED, Change, Pipeline
+from commands.ratelimit import TooManyRequests
 from commands.policy import APPROVAL, Rule
 from commands.registry import CommandError
 

@@ -127,7 +127,8 @@ def build_handler(settings: Settings, workspaces: Workspaces, storage: Storage, 
     storage.audit_key = settings.audit_key_bytes()
     roles = settings.role_book()
     gate = Gate(settings.policy(), storage, clock=clock, roles=roles, approval_channel=settings.approval_channel,
-                spawn=spawn, requests_per_minute=settings.change_requests_per_minute)
+                spawn=spawn, requests_per_minute=settings.change_requests_per_minute,
+                pipeline_requests_per_minute=settings.pipeline_requests_per_minute)
     base_url = settings.export_base_url()
     # Replicas share the audit key, so a link one of them signs is served by any; in development
     # without one, a key of this process (its links die with it).

@@ -130,8 +130,12 @@ class Settings(BaseSettings):
                                        description="seconds one send to Teams may take before it is retried")
     change_requests_per_minute: int = Field(
         20, ge=0, le=10_000, validation_alias="MLOPSBOT_CHANGE_REQUESTS_PER_MINUTE",
-        description="change requests one person or pipeline requester may open per minute (a burst of as many, "
-                    "then one every 60/N s); 0 turns the limit off")
+        description="changes (requests opened and changes run directly) one person or pipeline requester may ask "
+                    "for in any minute, counted in storage for every replica; 0 turns the limit off")
+    pipeline_requests_per_minute: int = Field(
+        60, ge=0, le=100_000, validation_alias="MLOPSBOT_PIPELINE_REQUESTS_PER_MINUTE",
+        description="change requests the pipeline API takes in any minute from all requesters together; "
+                    "0 turns the limit off")
 
     # Where replies may go (the activity's serviceUrl), when an app id is set
     service_url_hosts: Annotated[list[str], NoDecode] = Field(

@@ -43,7 +43,7 @@ from commands.alerts import approval_subscribers
 from commands.approval_card import approval_card, review_card
 from commands.registry import CommandError
 from commands.policy import APPROVAL, CONFIRM, DIRECT, REQUESTER_ONLY, Policy, Rule, duration_text
-from commands.ratelimit import RateLimiter, retry_after_seconds
+from commands.ratelimit import ChangeLimits, TooManyRequests  # noqa: F401 (TooManyRequests: raised through the gate)
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +74,6 @@ CLAIM_SECONDS = 120.0                     # a claim to settle an operation; a pr
 
 class Stale(Exception):
     """The target changed since the request was made; the message says how."""
-
-
-class TooManyRequests(CommandError):
-    """The requester opened too many change requests lately (commands/ratelimit.py)."""
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class Refused(Exception):
@@ -254,12 +246,13 @@ class Gate:
     wake_outbox: Callable[[], None] = lambda: None      # the host's outbox worker: new items to send
     spawn: Callable[[Awaitable[Any]], None] = lambda awaitable: None   # run in the background (host's tasks)
     owner: str = "this-process"                         # who waits for the operations it starts (restarts)
-    requests_per_minute: int = 20                       # change requests one requester may open (0: no limit)
-    limiter: RateLimiter | None = None
+    requests_per_minute: int = 20                       # changes one requester may ask for a minute (0: no limit)
+    pipeline_requests_per_minute: int = 60              # requests all pipelines together may open a minute (0: none)
+    limiter: ChangeLimits | None = None                 # counted in `store`, shared by replicas (commands/ratelimit.py)
 
     def __post_init__(self) -> None:
         if self.limiter is None:
-            self.limiter = RateLimiter(self.requests_per_minute, lambda: self.clock())
+            self.limiter = ChangeLimits(self.requests_per_minute, self.pipeline_requests_per_minute)
 
     # ------------------------------------------------------------ asking
 
@@ -289,15 +282,6 @@ class Gate:
         return await self.open_request(ctx, change, rule)
 
     async def open_request(self, ctx: Context, change: Change, rule: Rule) -> Reply:
-        wait = self.limiter.take(ctx.user.id or ctx.user.name)
-        if wait:
-            seconds = retry_after_seconds(wait)
-            log.warning("refused a change request from %s (%s): over %d a minute", ctx.user.name, ctx.user.id,
-                        self.limiter.per_minute)
-            raise TooManyRequests(
-                f"You have opened {self.limiter.per_minute} change requests in the last minute, the most I take "
-                f"from one person; try again in {seconds} s. (The limit keeps a loop or a slip from flooding "
-                "the approvers.)", seconds)
         now = self.clock()
         confirm = rule.mode == CONFIRM
         conversation = ctx.conversation_id
@@ -333,6 +317,8 @@ class Gate:
                     new_ = new
             else:
                 new_ = new
+            # raises TooManyRequests when over the limit: the rollback leaves nothing written
+            await self.limiter.take(tx, ctx.user, pipeline=pipeline is not None, now=now.timestamp())
             request = await approvals.create(tx, new_)
             await audit.append(tx, self._entry(ctx.user, "requested", request, activity_id=ctx.activity_id,
                                                detail={"mode": rule.mode, "policy": rule.source}))
@@ -647,11 +633,12 @@ class Gate:
     # ------------------------------------------------------------ executing
 
     async def run_direct(self, ctx: Context, change: Change, *, wait: bool = False, review: Rule | None = None,
-                         emergency: str = "") -> Reply:
+                         emergency: str = "", limited: bool = True) -> Reply:
         """Policy says direct: run now, audited before and after. `wait`: return the outcome of a
         long operation rather than its acknowledgement (the caller reports it: the watch's rollback).
         `review`: the rule whose approvers review it afterwards (break-glass: a rollback, or an
-        `emergency`, which pages them): they get a review card in the same transaction."""
+        `emergency`, which pages them): they get a review card in the same transaction.
+        `limited`: counts against the requester's limit (not the bot's own automatic rollback)."""
         notes = await self._prepare(ctx, change)
         now = self.clock()
         if emergency:
@@ -661,6 +648,8 @@ class Gate:
         async def begin(tx) -> int | None:
             if not await first_delivery(tx, ctx, now):
                 return None
+            if limited:          # raises TooManyRequests when over the limit: nothing is written
+                await self.limiter.take(tx, ctx.user, pipeline=ctx.pipeline is not None, now=now.timestamp())
             detail: dict[str, Any] = {"mode": DIRECT}
             if review is not None:
                 detail["review"] = "emergency" if emergency else "afterwards"

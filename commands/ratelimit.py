@@ -1,50 +1,86 @@
-"""A token bucket per requester: at most `per_minute` change requests in a burst, refilled evenly.
+"""How many changes one requester, and the pipelines together, may ask for in a minute (issue 17).
 
 One Operator (or a pipeline in a loop) opened 800 approval requests in 37 seconds; each pinged the
-approvers. The gate takes a token for each request it opens, per requester id, and refuses in
-words (chat) or 429 with Retry-After (the pipeline API) when the bucket is empty.
+approvers. Every change the gate takes counts: a request it opens (approval or confirmation) and a
+change it runs directly (policy "direct"). Each counts against its requester's key
+(`change:<user id>`), and a change that comes through the pipeline API also against `pipeline:*`,
+one key for every pipeline requester together, so that changing the `requester` name in a loop
+does not escape the limit. Over a limit the gate refuses in words (chat) or with 429 and
+Retry-After (the pipeline API).
 
-The buckets live in this process (a replica has its own, so N replicas allow N times the rate);
-they are bounded: the least recently used requester is forgotten first, and a requester who is
-forgotten simply starts again with a full bucket. `clock` is the gate's, so tests are deterministic.
+The counts live in storage (adapters/storage/rate_limits.py, the table the outbox's Teams limits
+use), so every replica on one database shares them: N replicas allow the rate once, not N times.
+`ChangeLimits.take` runs inside the gate's transaction that opens the request or records the direct
+change, and raises when over; the raise rolls that transaction back, so a refused change writes
+nothing at all, and a counted one is counted only if the request (or change record) is committed.
+
+A limit is a sliding window: at most N changes in any minute. A change at t counts until just
+before t + 60 s, so "try again in 60 s" is exact to the second. The time is the gate's clock, so
+tests are deterministic. The outbox worker's prune forgets counts older than an hour. 0 turns a
+limit off.
 """
 
 from __future__ import annotations
 
-import collections
+import logging
 import math
-from datetime import datetime
-from typing import Callable
+from dataclasses import dataclass
 
-MAX_REQUESTERS = 10_000
+from adapters.storage import rate_limits
+from commands.context import User
+from commands.registry import CommandError
+
+log = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 60.0
+CHANGE_PREFIX = "change:"
+PIPELINE_KEY = "pipeline:*"
+# rate_limits' windows are closed (a send at t counts at t + window too) and its wait ends
+# RESOLUTION after the oldest send leaves: one resolution less makes the minute [t, t + 60).
+_WINDOW = WINDOW_SECONDS - rate_limits.RESOLUTION
 
 
-class RateLimiter:
-    def __init__(self, per_minute: int, clock: Callable[[], datetime]) -> None:
-        self.per_minute = per_minute
-        self.clock = clock
-        self._buckets: collections.OrderedDict[str, tuple[float, datetime]] = collections.OrderedDict()
+class TooManyRequests(CommandError):
+    """The requester (or the pipelines together) asked for too many changes lately."""
 
-    def take(self, key: str) -> float:
-        """Take one token for `key`: 0.0 when it was there, otherwise the seconds until there is one
-        (nothing is taken then). A limit of 0 means no limit."""
-        if self.per_minute <= 0:
-            return 0.0
-        now = self.clock()
-        tokens, then = self._buckets.pop(key, (float(self.per_minute), now))
-        elapsed = max(0.0, (now - then).total_seconds())
-        tokens = min(float(self.per_minute), tokens + elapsed * self.per_minute / 60.0)
-        if tokens >= 1.0:
-            tokens -= 1.0
-            wait = 0.0
-        else:
-            wait = (1.0 - tokens) * 60.0 / self.per_minute
-        self._buckets[key] = (tokens, now)
-        while len(self._buckets) > MAX_REQUESTERS:
-            self._buckets.popitem(last=False)
-        return wait
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class ChangeLimits:
+    per_minute: int = 20            # one requester's changes (requests opened and direct changes)
+    pipeline_per_minute: int = 60   # every pipeline requester's requests together
+
+    async def take(self, tx, user: User, *, pipeline: bool, now: float) -> None:
+        """Count one change for `user` (and for the pipelines, when `pipeline`) at `now` (seconds since
+        the epoch) in `tx`, or raise TooManyRequests. Call it in the transaction that records the
+        change and let the exception leave it: the rollback undoes a count already taken."""
+        if self.per_minute > 0:
+            wait = await rate_limits.acquire(tx, [(CHANGE_PREFIX + (user.id or user.name),
+                                                   ((_WINDOW, self.per_minute),))], now=now)
+            if wait > 0:
+                seconds = retry_after_seconds(wait)
+                log.warning("refused a change from %s (%s): over %d a minute", user.name, user.id, self.per_minute)
+                raise TooManyRequests(
+                    f"You have made {self.per_minute} change requests in the last minute (changes run directly "
+                    f"count too), the most I take from one person; try again in {seconds} s. (The limit keeps "
+                    "a loop or a slip from flooding the approvers.)", seconds)
+        if pipeline and self.pipeline_per_minute > 0:
+            # after the requester's key, always: every transaction locks the keys in the same order
+            wait = await rate_limits.acquire(tx, [(PIPELINE_KEY, ((_WINDOW, self.pipeline_per_minute),))], now=now)
+            if wait > 0:
+                seconds = retry_after_seconds(wait)
+                log.warning("refused a pipeline change request from %s: pipelines over %d a minute", user.name,
+                            self.pipeline_per_minute)
+                raise TooManyRequests(
+                    f"Pipelines have opened {self.pipeline_per_minute} change requests through the API in the "
+                    f"last minute, the most I take from all requesters together; try again in {seconds} s.",
+                    seconds)
 
 
 def retry_after_seconds(wait: float) -> int:
-    """Whole seconds for a Retry-After header and for people: never 0 while something is refused."""
-    return max(1, math.ceil(wait))
+    """Whole seconds for a Retry-After header and for people: never 0 while something is refused.
+    Rounded to the millisecond first, so float noise in epoch seconds cannot turn 60 into 61."""
+    return max(1, math.ceil(round(wait, 3)))

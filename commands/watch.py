@@ -220,5 +220,5 @@ async def _roll_back(watch: Watch, *, workspaces: Any, store: Any, gate: Any,
     if isinstance(planned, Reply):
         return f"Automatic rollback not needed or not possible: {planned.text}"
     planned = replace(planned, reason=ctx.reason)
-    answer = await gate.run_direct(ctx, planned, wait=True)
+    answer = await gate.run_direct(ctx, planned, wait=True, limited=False)   # never refused by a rate limit
     return f"Rolled back automatically by the MLOps bot: {answer.text}"
