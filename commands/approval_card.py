@@ -107,7 +107,7 @@ def approval_card(request: Approval, now: datetime, *, approver_ids: Sequence[st
     actions: list[dict] = []
     if request.state == PENDING and not buttons:
         body.append(text(f"Approvers see the buttons; or type `approve {request.id}` or "
-                         f"`reject {request.id} <reason>`.", subtle=True) if not confirm else
+                         f"`reject {request.id} ‹reason›`.", subtle=True) if not confirm else
                     text(f"{plain(shown_name(request.requester_id, request.requester_name))} can `confirm {request.id}` or `withdraw {request.id}`.",
                          subtle=True))
     elif request.state == PENDING:
@@ -129,7 +129,7 @@ def approval_card(request: Approval, now: datetime, *, approver_ids: Sequence[st
                              "errorMessage": "A rejection needs a reason.", "maxLength": 500,
                              "placeholder": "The reason the requester will read"}],
                             "actions": [reject]}}]
-            body.append(text(f"Or type `approve {request.id} [comment]` or `reject {request.id} <reason>`. "
+            body.append(text(f"Or type `approve {request.id} [comment]` or `reject {request.id} ‹reason›`. "
                              f"Needs the {request.approver_role.capitalize()} role.", subtle=True))
     if mentions and request.state == PENDING:
         body.append(text("For " + ", ".join(f"<at>{plain(name)}</at>" for _, name in mentions[:20]), wrap=True))
