@@ -96,7 +96,7 @@ async def withdraw(ctx: Context, id: int) -> Reply:
 @command("review", Arg("change", type=whole_number(1, MAX_ID, "change number"),
                        help="the change number, as its review card shows it"),
          Arg("comment", nargs="*", help="an optional comment, kept in the audit trail"),
-         phrases=("review", "reviewed", "sign off", "looked at the rollback", "review the change"),
+         phrases=("review", "reviewed", "looked at the rollback", "review the change"),
          summary="Review a change that ran at once (a rollback or an emergency): recorded in the audit trail.",
          role=Role.OPERATOR, example="review 7 right call, green was failing", uses_workspace=False,
          group="approve")

@@ -833,7 +833,7 @@ def declared(cmd: Command) -> Builder:
             elif arg.name in FREE_TEXT and arg.nargs in ("+", "*"):
                 colon = f.msg.raw.find(":", end)
                 rest = f.msg.raw[colon + 1:] if colon >= 0 else f.msg.raw[end:]
-                words = rest.split()
+                words = rest.lstrip(" ,;-–—").split()      # "review change 7, right call": not ", right"
                 if words:
                     out.add(*words)
                 elif required:
