@@ -30,7 +30,7 @@ Handled Event Grid types (Microsoft.MachineLearningServices.*):
     ModelDeployed      kind "models", with the endpoint (the service name)
 
 The local workspace's monitors have no Event Grid: `local_breach_events` makes the same drift
-alert of one of their breaching runs (the bot's scheduler reads them, bot/watch.py).
+alert of one of their breaching runs (the bot's scheduler reads them, bot/scheduler.py).
 
 How an Azure ML monitor's per-feature figures reach us: the breach tag's value is the text Azure's
 evaluation component writes (adapters.azure_monitoring.parse_breach_tag: `The signal '<name>' has

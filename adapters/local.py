@@ -945,7 +945,7 @@ class LocalWorkspace:
     def monitor_breaches(self, since: datetime) -> list[tuple[Monitor, MonitorRun, tuple[SignalReport, ...]]]:
         """The monitor runs after `since` that breached a threshold, oldest first, with their breached
         signals' figures (after computing the runs due by the clock). The bot's scheduler turns them
-        into drift alerts (bot/watch.py), as Azure ML's breach events are through Event Grid."""
+        into drift alerts (bot/scheduler.py), as Azure ML's breach events are through Event Grid."""
         with self._tx() as conn:
             return local_monitors.breaches_since(conn, self._now(), since)
 

@@ -12,7 +12,7 @@ Routes:
 
 Background tasks, started with the app: the outbox worker (every proactive message), the
 expiry of approval requests, the watches after traffic changes, jobs and the local monitors'
-drift alerts (bot/watch.py) and the digest scheduler (bot/digests.py).
+drift alerts (bot/scheduler.py) and the digest scheduler (bot/digests.py).
 
 In development mode (no app id) only requests whose Host is localhost, 127.0.0.1 or [::1] (any port)
 are answered; others get 421 (a DNS-rebinding page could otherwise drive the bot as Admin).
@@ -45,7 +45,7 @@ from bot.digests import DigestScheduler
 from bot.handler import ChatHandler
 from bot.ingress import Ingress, prune_forever, storage_unavailable
 from bot.outbox import OutboxWorker
-from bot.watch import WatchLoop
+from bot.scheduler import Scheduler
 from bot.settings import Settings
 from bot.teams import TeamsBot, build_adapter, keep_signing_keys_fresh
 from commands.alerts import endpoint_health
@@ -67,7 +67,7 @@ WORKER = web.AppKey("outbox", OutboxWorker)
 DIGESTS = web.AppKey("digests", DigestScheduler)
 TASKS = web.AppKey("tasks", object)
 GATE = web.AppKey("gate", Gate)
-WATCHES = web.AppKey("watches", WatchLoop)
+SCHEDULER = web.AppKey("scheduler", Scheduler)
 INSTANCE = web.AppKey("instance", str)
 READY_WRITE_SECONDS = 5.0          # the readiness probe's write must commit within this
 TELEMETRY = web.AppKey("telemetry", object)        # bot.telemetry.Telemetry, or None (off)
@@ -171,18 +171,18 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
                           deadline=timedelta(hours=settings.outbox_deadline_hours))
     gate.wake_outbox = worker.wake
     gate.owner = worker.owner
-    watch_loop = WatchLoop(storage, workspaces, gate, owner=worker.owner, window_minutes=settings.watch_minutes,
-                           clock=clock, health=settings.health_thresholds())
-    scheduler = DigestScheduler(storage, workspaces, clock=clock, health=settings.health_thresholds(),
-                                wake=worker.wake)
+    scheduler = Scheduler(storage, workspaces, gate, owner=worker.owner, window_minutes=settings.watch_minutes,
+                          clock=clock, health=settings.health_thresholds())
+    digests = DigestScheduler(storage, workspaces, clock=clock, health=settings.health_thresholds(),
+                              wake=worker.wake)
 
     middlewares = [_never_500] + ([telemetry.middleware()] if telemetry is not None else [])
     if settings.development:
         middlewares.insert(0, _loopback_names_only)
     app = web.Application(client_max_size=MAX_ACTIVITY_BYTES, middlewares=middlewares)
     app[HANDLER], app[BOT], app[STORAGE], app[POOLS] = handler, bot, storage, pools
-    app[WORKER], app[TASKS], app[GATE], app[WATCHES] = worker, tasks, gate, watch_loop
-    app[DIGESTS] = scheduler
+    app[WORKER], app[TASKS], app[GATE], app[SCHEDULER] = worker, tasks, gate, scheduler
+    app[DIGESTS] = digests
     app[INSTANCE] = settings.effective_instance_id
     app[TELEMETRY] = telemetry
     app.router.add_post("/api/messages", messages)
@@ -250,7 +250,7 @@ async def _background(app: web.Application):
     tasks.spawn(app[DIGESTS].run())
     tasks.spawn(_expire_requests(app[GATE]))
     tasks.spawn(prune_forever(app[STORAGE], app[HANDLER].clock))
-    tasks.spawn(app[WATCHES].run())
+    tasks.spawn(app[SCHEDULER].run())
     if app[TELEMETRY] is not None:
         tasks.spawn(app[TELEMETRY].run_sampler(app[STORAGE]))
     yield

@@ -15,7 +15,7 @@ from adapters.storage import StorageError, open_storage
 from bot.app import build_handler, build_workspaces, thread_pools
 from bot.handler import ChatHandler, FollowUps, Request
 from bot.settings import Settings
-from bot.watch import TERMINAL_CONVERSATION, follow_jobs
+from bot.scheduler import TERMINAL_CONVERSATION, follow_jobs
 from commands.context import Reply, User
 from commands.ui import INVISIBLE
 

@@ -193,6 +193,6 @@ class FollowUps:
 
     async def drain(self, timeout: float) -> None:
         """Let pending outcomes finish (at shutdown, and at the end of a terminal chat). Jobs started
-        from chat are not among them: their watches are stored (bot/watch.py)."""
+        from chat are not among them: their watches are stored (bot/scheduler.py)."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)

@@ -2,7 +2,7 @@
 the conversation that asked, even when the bot restarted meanwhile.
 
     await watch_job(ctx, job, "Retraining of fraud-model", model="fraud-model")   # stored with the start
-    ... bot/watch.py claims due watches every poll and asks `report` ...
+    ... bot/scheduler.py claims due watches every poll and asks `report` ...
     reply = await report(service, watch, now=now)    # None: still running, look again in a minute
 
 The report of a completed retraining names the model version it registered: a version whose

@@ -28,7 +28,7 @@ wins, so specific rules go after general ones:
     approver_role = "approver"    # operator | approver | admin; default approver
     expiry = "4h"                 # 30m, 4h, 2d; default 24h
     auto_rollback = true          # traffic, canary: roll back by itself when the watch after the
-                                  # change finds the endpoint degraded (commands/watch.py); default false
+                                  # change finds the endpoint degraded (commands/verdicts.py); default false
     review = true                 # direct only: the approvers get a review card afterwards
                                   # (default: true for rollback in prod, else false)
     emergency = true              # `--emergency "<reason>"` runs it at once, pages the approvers

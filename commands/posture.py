@@ -13,7 +13,7 @@ Every scan, typed or scheduled, is remembered (adapters.storage.posture): a line
 to fail is news, published as a `posture` alert (commands.alerts.publish: the subscribed
 conversations get a card through the outbox, in the same transaction that records the change), and
 listed in the digest's "Needs attention"; a line that passes again resolves its alert (the card is
-edited, nothing new is posted). The scheduler (bot/watch.py) scans each workspace every
+edited, nothing new is posted). The scheduler (bot/scheduler.py) scans each workspace every
 SCAN_EVERY while some conversation subscribes to posture (`subscribe posture`), one replica per
 period (a compare-and-set in storage); each digest scans its workspace too (commands/digest.py).
 """

@@ -4,7 +4,7 @@ Every split the bot applies (traffic, canary, rollback) is written to the endpoi
 history in the transaction that audits its success (`record_split`, declared to the gate with
 `@records`), together with a watch: after the window (MLOPSBOT_WATCH_MINUTES) the bot compares the
 endpoint's p99 latency and 5xx rate with the figures read just before the change (`read_baseline`,
-`@prepares`) and posts one verdict card (bot/watch.py, commands/watch.py).
+`@prepares`) and posts one verdict card (bot/scheduler.py, commands/verdicts.py).
 
 A split changed outside the bot (portal, CLI, a pipeline) is recorded as such the first time one of
 these commands reads the endpoint, and before the bot records its own next change of it.
@@ -29,7 +29,7 @@ from commands.endpoints import traffic_change, traffic_text
 from commands.gate import Change, Stale, executes, prepares, rechecks, records
 from commands.registry import Arg, UsageError, command, one_of, whole_number
 from commands.ui import button, card, columns, limited, plain, reply, text
-from commands.watch import figures
+from commands.verdicts import figures
 
 WATCHED_ACTIONS = ("traffic", "canary", "rollback")
 BASELINE_MINUTES = 60          # the figures a change is compared with: the hour before it

@@ -12,9 +12,9 @@ import pytest
 
 from adapters.events import FIRED, RESOLVED, Event, Figure, parse_common_alert
 from adapters.storage import ConversationRecord, alerts, audit, outbox
-from bot.app import WATCHES, create_app
+from bot.app import SCHEDULER, create_app
 from bot.settings import load_settings
-from bot.watch import WatchLoop
+from bot.scheduler import Scheduler
 from commands.alert_card import AlertState, Undo, alert_card, headline, level
 from commands.alerts import escalate, publish
 from commands.context import Role
@@ -283,7 +283,7 @@ async def test_an_unacknowledged_alert_escalates_once_per_period_with_mentions(c
     assert answer.text.startswith(
         f"Subscribed this chat: #1 drift (everything); unacknowledged after 15 min: {BOB_ID}.")
     await store.run_transaction(lambda tx: publish(tx, drift_event(), NOW))
-    loop = WatchLoop(store, chat.handler.workspaces, chat.gate, owner="r1", clock=chat.clock)
+    loop = Scheduler(store, chat.handler.workspaces, chat.gate, owner="r1", clock=chat.clock)
 
     async def escalations():
         return [i for i in await queued(store) if i.dedupe_key.startswith("escalate:")]
@@ -293,7 +293,7 @@ async def test_an_unacknowledged_alert_escalates_once_per_period_with_mentions(c
     chat.clock.advance(minutes=1)
     assert await loop.escalate_alerts() == 1
     assert await loop.escalate_alerts() == 0                                  # once per period
-    other = WatchLoop(store, chat.handler.workspaces, chat.gate, owner="r2", clock=chat.clock)
+    other = Scheduler(store, chat.handler.workspaces, chat.gate, owner="r2", clock=chat.clock)
     assert await other.escalate_alerts() == 0                                 # and once across replicas
     [first] = await escalations()
     card = first.payload["card"]
@@ -401,7 +401,7 @@ async def test_over_http_an_alert_is_snoozed_from_its_card_listed_and_escalated_
         assert "🔴 #1 open" in listed.card["fallbackText"] and "nobody on it" in listed.card["fallbackText"]
 
         clock.advance(minutes=16)
-        assert await app[WATCHES].escalate_alerts() == 1
+        assert await app[SCHEDULER].escalate_alerts() == 1
         await until(lambda: posted("unacknowledged after"))
         [escalation] = posted("unacknowledged after")
         assert escalation.card["msteams"]["entities"] == [

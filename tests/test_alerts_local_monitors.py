@@ -1,6 +1,6 @@
 """The local workspace's monitors raise drift alerts by themselves: a breaching run becomes the same
 alert as Azure ML's breach event, through the same path (alert store, subscriptions, outbox),
-driven by the bot's scheduler loop (bot/watch.py), once per run and signal across replicas and
+driven by the bot's scheduler loop (bot/scheduler.py), once per run and signal across replicas and
 restarts, and never for the demo's history. The clock is moved by hand."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 from adapters.local import LocalWorkspace
 from adapters.nonblocking import NonBlockingService
 from adapters.storage import ConversationRecord, alerts, outbox
-from bot.app import STORAGE, WATCHES, create_app
+from bot.app import STORAGE, SCHEDULER, create_app
 from bot.settings import load_settings
-from bot.watch import WatchLoop
+from bot.scheduler import Scheduler
 from commands.context import Workspaces
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat, Clock
@@ -49,7 +49,7 @@ def figure_rows(card: dict) -> list[str]:
 async def test_a_breaching_local_run_alerts_each_subscriber_once_and_fires_again_on_the_same_card(
         clocked, store, clock, tmp_path, pools):
     chat = Chat(clocked, store, clock=clock)
-    loop = WatchLoop(store, clocked, chat.gate, owner="replica-1", clock=clock)
+    loop = Scheduler(store, clocked, chat.gate, owner="replica-1", clock=clock)
     assert await loop.alert_monitor_breaches() == 0          # no drift subscription: nothing to compute
     await subscribe(store, chat, "c-all", "subscribe drift")
     await subscribe(store, chat, "c-churn", "subscribe drift --model churn-model")   # churn stays quiet
@@ -102,12 +102,12 @@ async def test_a_breaching_local_run_alerts_each_subscriber_once_and_fires_again
 
     # each run is alerted once: the next pass, another replica, a restarted bot find nothing new
     assert await loop.run_once() == 0
-    other_replica = WatchLoop(store, clocked, chat.gate, owner="replica-2", clock=clock)
+    other_replica = Scheduler(store, clocked, chat.gate, owner="replica-2", clock=clock)
     assert await other_replica.run_once() == 0
     restarted_local = LocalWorkspace(tmp_path / "clocked.db", clock=clock)
     restarted = Workspaces([NonBlockingService(restarted_local, name="ml-prod", environment="prod", pool=pools[0],
                                                timeout=30)])
-    assert await WatchLoop(store, restarted, chat.gate, owner="replica-3", clock=clock).run_once() == 0
+    assert await Scheduler(store, restarted, chat.gate, owner="replica-3", clock=clock).run_once() == 0
     restarted_local.close()
     assert len(await items(store)) == 2
 
@@ -133,7 +133,7 @@ async def test_a_breaching_local_run_alerts_each_subscriber_once_and_fires_again
 
 async def test_a_run_older_than_the_first_drift_subscription_is_not_news(clocked, store, clock):
     chat = Chat(clocked, store, clock=clock)
-    loop = WatchLoop(store, clocked, chat.gate, owner="replica-1", clock=clock)
+    loop = Scheduler(store, clocked, chat.gate, owner="replica-1", clock=clock)
     clock.advance(days=1)                         # 27 Nov 09:00: the 03:00 run breached, nobody listened
     await subscribe(store, chat, "c-all", "subscribe drift --workspace ml-prod")
     assert await loop.run_once() == 0
@@ -168,7 +168,7 @@ async def test_over_http_the_scheduler_posts_a_local_drift_alert_in_the_subscrib
         assert answer.text.startswith("Subscribed this channel: #1 drift (model fraud-model).")
 
         clock.advance(days=1)
-        assert await app[WATCHES].run_once() == 2             # what the loop does on its next pass
+        assert await app[SCHEDULER].run_once() == 2             # what the loop does on its next pass
         await until(lambda: len(alert_cards()) == 2)
         posted = alert_cards()
         assert [(s.method, s.conversation_id) for s in posted] == [("POST", CHANNEL), ("POST", CHANNEL)]
@@ -180,7 +180,7 @@ async def test_over_http_the_scheduler_posts_a_local_drift_alert_in_the_subscrib
 
         clock.advance(days=1)
         before = len(teams.connector.sent)
-        assert await app[WATCHES].run_once() == 2
+        assert await app[SCHEDULER].run_once() == 2
         await until(lambda: len(teams.connector.sent) >= before + 2)
         edits = [s for s in teams.connector.sent[before:] if s.card and "alert #" in json.dumps(s.card)]
         assert sorted((s.method, s.card["fallbackText"].splitlines()[1]) for s in edits) == [
@@ -190,11 +190,11 @@ async def test_over_http_the_scheduler_posts_a_local_drift_alert_in_the_subscrib
         assert all("fired 2 times" in s.card["fallbackText"] for s in edits)
         assert "Acknowledged: by Alice Analyst" in next(s for s in edits if "alert #1" in s.card["fallbackText"]).card[
             "fallbackText"]
-        assert await app[WATCHES].run_once() == 0
+        assert await app[SCHEDULER].run_once() == 0
         assert await app[STORAGE].run_transaction(lambda tx: alerts.get(tx, 3), write=False) is None
 
 
 def test_a_run_is_read_only_while_its_dedupe_key_is_remembered():
     from bot.ingress import INBOX_DAYS
-    from bot.watch import LOCAL_BREACH_DAYS
+    from bot.scheduler import LOCAL_BREACH_DAYS
     assert (LOCAL_BREACH_DAYS, INBOX_DAYS) == (6, 7)     # pruned keys belong to runs no longer read

@@ -43,9 +43,9 @@ DEFERRED: dict[tuple[str, str], tuple[str, str]] = {
     # The change path: the gate imports the approval card, the card shows a traffic split the way
     # commands.endpoints does, and commands.endpoints submits to the gate.
     ("commands.approval_card", "commands.endpoints"): (CYCLE, "endpoints -> gate -> approval_card"),
-    # The verdict / rollback pair: commands.rollout starts watches (commands.watch), and the watch's
+    # The verdict / rollback pair: commands.rollout starts watches (commands.verdicts), and the watch's
     # verdict rolls back with commands.rollout's plan.
-    ("commands.watch", "commands.rollout"): (CYCLE, "rollout -> watch"),
+    ("commands.verdicts", "commands.rollout"): (CYCLE, "rollout -> verdicts"),
     ("commands.digest", "commands.studio"): (LAZY, "the studio link, only for `digest now`"),
     # translate_error lives in the Azure ML adapter, which builds the metrics client: the Azure
     # Monitor adapter borrows it (better: move translate_error to a module both import).
@@ -78,7 +78,7 @@ DEFERRED: dict[tuple[str, str], tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class Import:
-    importer: str        # module name, e.g. "commands.watch"
+    importer: str        # module name, e.g. "commands.verdicts"
     imported: str        # the module it names, resolved to a module of ours when it is one
     line: int
     deferred: bool       # inside a function
@@ -203,7 +203,7 @@ def test_the_reader_sees_every_module_and_the_imports_inside_functions():
     modules = our_modules()
     assert {"bot.teams", "commands.gate", "commands.context", "adapters.storage", "adapters.azureml"} <= set(modules)
     deferred = {(i.importer, i.imported) for i in IMPORTS if i.deferred}
-    assert ("commands.watch", "commands.rollout") in deferred
+    assert ("commands.verdicts", "commands.rollout") in deferred
     type_only = {(i.importer, i.imported) for i in IMPORTS if i.type_only}
     assert ("commands.context", "commands.gate") in type_only
 

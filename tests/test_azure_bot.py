@@ -19,7 +19,7 @@ from bot.app import create_app
 from commands.catalog import catalog
 from commands.context import Workspaces
 from adapters.storage import outbox
-from bot.watch import WatchLoop
+from bot.scheduler import Scheduler
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat
 from tests.replay import ReplayResponse, arm_id, demo_azure, monitor_answer, request_series
@@ -198,7 +198,7 @@ async def test_canary_and_rollback_are_puts_of_the_endpoint_on_azure(azure, azur
     assert [p.body["properties"]["traffic"] for p in puts] == [{"blue": 70, "green": 30}, {"blue": 90, "green": 10}]
 
     azure_chat.clock.advance(minutes=16)
-    loop = WatchLoop(azure_chat.gate.store, azure[1], azure_chat.gate, owner="test", window_minutes=15,
+    loop = Scheduler(azure_chat.gate.store, azure[1], azure_chat.gate, owner="test", window_minutes=15,
                      clock=azure_chat.clock)
     assert await loop.conclude_due() == 2
 
@@ -232,7 +232,7 @@ async def test_a_deployment_whose_p99_alone_got_worse_is_found_degraded_on_azure
     readings.update(fraud_api_figures(green_p99_ms=900.0, endpoint_p99_ms=400.0))   # endpoint: < 1.5 x 310
 
     azure_chat.clock.advance(minutes=16)
-    loop = WatchLoop(azure_chat.gate.store, azure[1], azure_chat.gate, owner="test", window_minutes=15,
+    loop = Scheduler(azure_chat.gate.store, azure[1], azure_chat.gate, owner="test", window_minutes=15,
                      clock=azure_chat.clock)
     assert await loop.conclude_due() == 1
 

@@ -10,7 +10,7 @@ import pytest
 
 from adapters.storage import job_watches, outbox
 from adapters.storage.job_watches import NewJobWatch
-from bot.watch import follow_jobs
+from bot.scheduler import follow_jobs
 from commands.job_watch import JOB_POLL_SECONDS, report
 from commands.policy import Policy
 from tests.conftest import Chat, Clock
@@ -185,7 +185,7 @@ async def test_a_workspace_removed_from_the_configuration_ends_its_watches(clock
 
 
 async def test_retrain_over_http_then_compare_the_new_version_in_one_click(aiohttp_server, settings, clocked, clock):
-    from bot.app import WATCHES, create_app
+    from bot.app import SCHEDULER, create_app
     from tests.card_schema import assert_valid_card
     from tests.teams_client import TeamsStandIn
 
@@ -194,7 +194,7 @@ async def test_retrain_over_http_then_compare_the_new_version_in_one_click(aioht
         [ack] = await teams.say("retrain fraud-model --reason 'drift on amount'")
         assert ack.text.startswith("⏳ Retraining of fraud-model started job ")
         clock.advance(hours=1)
-        assert await server.app[WATCHES].follow_jobs() == 1
+        assert await server.app[SCHEDULER].follow_jobs() == 1
         [ended] = (await teams.connector.wait_for(2))[1:]
         assert_valid_card(ended.card)
         assert ended.conversation_id == ack.conversation_id
@@ -230,7 +230,7 @@ async def test_the_terminal_chat_prints_only_its_own_jobs_ends(clocked, store, c
 async def test_the_bot_leaves_the_terminal_chats_jobs_to_the_terminal(clocked, store, clock):
     """`mlops-bot chat` may share the bot's storage; the bot cannot deliver to the terminal."""
     from bot.chat import CONVERSATION
-    from bot.watch import WatchLoop
+    from bot.scheduler import Scheduler
 
     job = await clocked.default.trigger_schedule("nightly-churn-retrain")
     await store.run_transaction(lambda tx: job_watches.create(
@@ -239,6 +239,6 @@ async def test_the_bot_leaves_the_terminal_chats_jobs_to_the_terminal(clocked, s
 
     from commands.gate import Gate
 
-    loop = WatchLoop(store, clocked, Gate(Policy(), store, clock=clock), owner="bot-replica", clock=clock)
+    loop = Scheduler(store, clocked, Gate(Policy(), store, clock=clock), owner="bot-replica", clock=clock)
     assert await loop.follow_jobs() == 0
     assert [w.conversation_id for w in await open_watches(store)] == [CONVERSATION]

@@ -16,7 +16,7 @@ from adapters.local import LocalWorkspace
 from adapters.storage import ConversationRecord, outbox
 from bot.app import create_app
 from bot.settings import load_settings
-from bot.watch import WatchLoop
+from bot.scheduler import Scheduler
 from commands.monitoring import drift_card, monitors_card
 from commands.ui import as_text
 from tests.card_schema import assert_valid_card
@@ -127,7 +127,7 @@ async def subscribe(store, chat: Chat, conversation: str, words: str) -> None:
 
 async def test_performance_and_attribution_breaches_alert_and_read_like_drift(clocked, store, clock):
     chat = Chat(clocked, store, clock=clock)
-    loop = WatchLoop(store, clocked, chat.gate, owner="replica-1", clock=clock)
+    loop = Scheduler(store, clocked, chat.gate, owner="replica-1", clock=clock)
     await subscribe(store, chat, "c-all", "subscribe drift")
     clock.advance(days=8)                                   # the runs of 27 Nov to 4 Dec
     await loop.run_once()

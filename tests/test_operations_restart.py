@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from adapters.storage import audit as audit_log, operations, outbox, traffic_history
-from bot.app import GATE, WATCHES, create_app
+from bot.app import GATE, SCHEDULER, create_app
 from bot.settings import load_settings
 from commands.gate import Gate
 from tests.conftest import Chat, Clock
@@ -119,7 +119,7 @@ async def test_over_http_a_restarted_bot_edits_the_acknowledgement_with_the_outc
         clock.advance(minutes=3)
         second = await aiohttp_server(create_app(restart_settings, clock=clock))
         teams.bot_url = str(second.make_url("/api/messages"))
-        await second.app[WATCHES].run_once()        # what the loop does when it starts
+        await second.app[SCHEDULER].run_once()        # what the loop does when it starts
         await wait_until(lambda: len(teams.connector.sent) >= 2)
         done = teams.connector.sent[1]
         assert (done.method, done.text) == ("PUT", "✅ Traffic on fraud-api is now green=80 blue=20. "

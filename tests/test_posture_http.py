@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bot.app import HANDLER, WATCHES, create_app
+from bot.app import HANDLER, SCHEDULER, create_app
 from bot.settings import load_settings
 from tests.card_schema import assert_valid_card
 from tests.conftest import Clock
@@ -48,7 +48,7 @@ async def test_posture_in_a_channel_and_a_check_turning_to_fail_posted_there(tea
 
     [subscribed] = await teams.say("subscribe posture", mention=True, conversation=THREAD, kind="channel")
     assert subscribed.text.startswith("Subscribed this channel: #1 posture (everything).")
-    loop = app.app[WATCHES]
+    loop = app.app[SCHEDULER]
     assert await loop.scan_posture() == 0                  # `posture` above was the baseline: nothing is news
 
     app.app[HANDLER].workspaces.default.service.change_security("compute", "ds-ci-alice", ssh_public_access=True)

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from adapters.storage import audit as audit_log, outbox, traffic_history, watches
-from bot.watch import WatchLoop
+from bot.scheduler import Scheduler
 from commands.context import Role
 from commands.policy import Policy, parse_policy
 from commands.endpoints import traffic_change, traffic_text
@@ -237,8 +237,8 @@ async def test_a_canary_to_100_percent_writes_its_split_the_same_way_on_the_card
 
 # ---------------------------------------------------------------- demo degrade and the watch
 
-def watch_loop(chat: Chat, store, workspaces) -> WatchLoop:
-    return WatchLoop(store, workspaces, chat.gate, owner="test-replica", window_minutes=WINDOW, clock=chat.clock)
+def watch_loop(chat: Chat, store, workspaces) -> Scheduler:
+    return Scheduler(store, workspaces, chat.gate, owner="test-replica", window_minutes=WINDOW, clock=chat.clock)
 
 
 async def verdicts(store) -> list[dict]:
@@ -303,7 +303,7 @@ async def test_auto_rollback_rolls_back_exactly_once_and_says_so(workspaces, sto
     await chat("demo degrade fraud-api green")
     chat.clock.advance(minutes=WINDOW + 1)
     loop = watch_loop(chat, store, workspaces)
-    loop2 = WatchLoop(store, workspaces, chat.gate, owner="other-replica", window_minutes=WINDOW, clock=chat.clock)
+    loop2 = Scheduler(store, workspaces, chat.gate, owner="other-replica", window_minutes=WINDOW, clock=chat.clock)
     assert [await loop.conclude_due(), await loop2.conclude_due(), await loop.conclude_due()] == [1, 0, 0]
     await chat.settle()
     assert await split_of(chat) == "Traffic: blue=90 green=10"
@@ -419,7 +419,7 @@ def test_an_unhealthy_verdict_that_was_healthy_before_says_it_is_not_degraded():
     from datetime import datetime, timezone
 
     from adapters.storage.watches import Watch
-    from commands.watch import verdict_card
+    from commands.verdicts import verdict_card
 
     watch = Watch(workspace="ml-prod", endpoint="fraud-api", action="canary", history_id=4, started_at=datetime.now(
         timezone.utc), baseline={}, requester_name="Dana Dev")

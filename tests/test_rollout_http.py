@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.app import WATCHES, create_app
+from bot.app import SCHEDULER, create_app
 from bot.settings import load_settings
 from tests.card_schema import assert_valid_card
 from tests.conftest import Clock
@@ -79,7 +79,7 @@ async def test_canary_verdict_and_one_click_rollback(teams, app_server, clock):
     assert refused.text.startswith("`demo` needs the Admin role; you have Operator.")
 
     clock.advance(minutes=11)
-    assert await app_server.app[WATCHES].conclude_due() == 1
+    assert await app_server.app[SCHEDULER].conclude_due() == 1
     await wait_until(lambda: any(s.card and "Degraded after the canary on fraud-api" in card_words(s)
                                  for s in teams.connector.sent))
     [verdict] = [s for s in teams.connector.sent if s.card and "Degraded after the canary" in card_words(s)]

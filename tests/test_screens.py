@@ -300,7 +300,7 @@ async def test_a_job_started_from_chat_names_who_asked_and_reports_its_end(aioht
                                                                            tmp_path):
     from adapters.local import LocalWorkspace
     from adapters.nonblocking import NonBlockingService
-    from bot.app import WATCHES
+    from bot.app import SCHEDULER
     from commands.context import Workspaces
     from tests.conftest import Clock
 
@@ -309,7 +309,7 @@ async def test_a_job_started_from_chat_names_who_asked_and_reports_its_end(aioht
     workspaces = Workspaces([NonBlockingService(local, name="ml-prod", environment="prod", pool=pools[0],
                                                 wait_pool=pools[1], timeout=5)])
     server = await aiohttp_server(create_app(settings, workspaces=workspaces, clock=clock))
-    follow = server.app[WATCHES].follow_jobs
+    follow = server.app[SCHEDULER].follow_jobs
     async with TeamsStandIn(str(server.make_url("/api/messages"))) as teams:
         [ack] = await teams.say("batch churn-batch azureml://datastores/blob/paths/churn/")
         job = re.search(r"started job (\S+) \(Queued\)", ack.text).group(1)

@@ -1,7 +1,7 @@
-"""The watch after a traffic change: compare the endpoint's health with the figures before it.
+"""Verdicts of the watch after a traffic change: the endpoint's health against the figures before it.
 
     baseline = figures(await ml.endpoint_metrics("fraud-api", 60))     # just before the change
-    ... the window (MLOPSBOT_WATCH_MINUTES) passes; bot/watch.py claims the stored watch ...
+    ... the window (MLOPSBOT_WATCH_MINUTES) passes; bot/scheduler.py claims the stored watch ...
     await conclude(watch, services, window_minutes=15, owner="replica-a")
 
 A deployment, or the endpoint as a whole, is *degraded* when, over the window after the change,

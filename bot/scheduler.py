@@ -1,4 +1,4 @@
-"""The scheduler loop: watches after a traffic change (commands/watch.py decides), jobs started
+"""The scheduler loop: watches after a traffic change (commands/verdicts.py decides), jobs started
 from chat until they end (commands/job_watch.py), long operations that a stopped process left
 in flight (commands.gate.Gate.recover_operations), and the local workspace's monitor runs that
 breach their thresholds, which become drift alerts (`alert_monitor_breaches`), and the security
@@ -26,7 +26,7 @@ Escalation: each pass also re-posts, through the outbox, the alerts nobody ackno
 their subscriptions' `--escalate-after`, @mentioning the people they name (commands.alerts.escalate;
 once per alert per period, across replicas).
 
-    loop = WatchLoop(storage, workspaces, gate, owner="replica-1", window_minutes=15)
+    loop = Scheduler(storage, workspaces, gate, owner="replica-1", window_minutes=15)
     await loop.run_once()      # tests: one pass with the injected clock
     await loop.alert_monitor_breaches()      # only the local monitors' drift alerts
 """
@@ -47,7 +47,7 @@ from commands.alerts import endpoint_health, escalate, publish
 from commands.context import HealthThresholds, Reply, UnknownWorkspace
 from commands.job_watch import JOB_POLL_SECONDS, report
 from commands.posture import scan_due
-from commands.watch import conclude
+from commands.verdicts import conclude
 
 log = logging.getLogger(__name__)
 # `mlops-bot chat`'s conversation: the terminal reports the jobs started there (it may share the
@@ -59,7 +59,7 @@ MAX_REMEMBERED = 10_000        # dedupe keys a process keeps in memory to skip s
 
 
 @dataclass
-class WatchLoop:
+class Scheduler:
     store: Any
     workspaces: Any
     gate: Any
