@@ -1,5 +1,14 @@
 """The Teams seam: the only module that imports botbuilder.
 
+It holds what speaks botbuilder-python 4.17.1: the `ActivityHandler` (`TeamsBot`), the
+`CloudAdapter` construction (`build_adapter`), the botbuilder/msrest patches (the retry-policy
+codes, `SerializedCard`, and `guard_signing_key_fetches`, which installs bot/signing_keys.py's
+fetching on botbuilder's `_OpenIdMetadata`), and the mapping of our `Reply` to botbuilder
+activities and invoke answers. This module is what a move to the Microsoft 365 Agents SDK
+(botbuilder-python's successor) replaces. What needs no botbuilder lives beside it:
+bot/activity.py (pure checks of an inbound activity and its mapping to our `Request`) and
+bot/signing_keys.py (signing-key fetching and caching, off the event loop).
+
 It turns Bot Framework activities into `Request`s for the `ChatHandler` and its `Reply`s back
 into activities:
 
@@ -18,15 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import html
 import logging
 import random
 import re
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Sequence
-from urllib.parse import urlsplit
 
 import requests
 from aiohttp import web
@@ -45,10 +52,14 @@ from botbuilder.schema import (
 )
 
 from adapters.storage import ConversationRecord, Storage, people
+from bot.activity import (
+    TEAMS_CHANNEL, _other_mentions, _toast, _with_typed, activity_shape_problem, checked_service_url,
+    command_text, service_url_problem, tenant_of, user_of,
+)
 from bot.handler import ChatHandler, FollowUps, Request, apology
 from bot.outbox import DeliveryFailed
+from bot.signing_keys import SigningKeysUnavailable, _get_signing_key, _refresh_keys, refresh_periodically
 from commands.context import Reply, User
-from commands.registry import MAX_INPUT_BYTES
 from commands.ui import stamped
 
 log = logging.getLogger(__name__)
@@ -122,84 +133,6 @@ def build_adapter(app_id: str, app_password: str, app_type: str, tenant_id: str)
     return adapter
 
 
-KEY_REFRESH_SECONDS = 12 * 3600
-KEY_FETCH_TIMEOUT = 5.0            # seconds, for each of the two HTTP calls of one key fetch
-KEY_MAX_AGE = timedelta(days=1)    # botbuilder's own limit: older keys are fetched again before use
-KEY_RETRY_AFTER_UNKNOWN = timedelta(hours=1)   # botbuilder's: an unknown key id refetches at most hourly
-KEY_FAILURE_QUIET = timedelta(seconds=30)      # after a failed fetch, requests get 503 at once this long
-
-
-class SigningKeysUnavailable(Exception):
-    """The Bot Framework signing keys cannot be fetched right now; the caller is answered 503."""
-
-
-class UnknownSigningKey(Exception):
-    """The token names a key id the channel does not publish; the caller is answered 401."""
-
-
-def _download_keys(url: str, timeout: float) -> list[dict]:
-    """Blocking: the OpenID metadata document, then its key set. Runs in a worker thread only."""
-    response = requests.get(url, timeout=timeout)
-    response.raise_for_status()
-    keys = requests.get(response.json()["jwks_uri"], timeout=timeout)
-    keys.raise_for_status()
-    found = keys.json()["keys"]
-    if not isinstance(found, list):
-        raise ValueError("the key set has no list of keys")
-    return found
-
-
-async def _refresh_keys(metadata: _OpenIdMetadata) -> None:
-    """Fetch `metadata`'s keys in a worker thread, at most one fetch per key set at a time, and
-    wait for it no longer than KEY_FETCH_TIMEOUT. Raise SigningKeysUnavailable if that fails, at
-    once while the previous fetch failed less than KEY_FAILURE_QUIET ago."""
-    failed_at = getattr(metadata, "_mlopsbot_failed_at", None)
-    if failed_at is not None and datetime.now() - failed_at < KEY_FAILURE_QUIET:
-        raise SigningKeysUnavailable(f"the last fetch of {metadata.url} failed {failed_at:%H:%M:%S}")
-    loop = asyncio.get_running_loop()
-    fetch: asyncio.Future | None = getattr(metadata, "_mlopsbot_fetch", None)
-    if fetch is None or fetch.done() or fetch.get_loop() is not loop:
-        fetch = loop.create_task(_fetch_into(metadata))
-        fetch.add_done_callback(lambda done: done.cancelled() or done.exception())   # reported by waiters
-        metadata._mlopsbot_fetch = fetch  # type: ignore[attr-defined]
-    try:
-        await asyncio.wait_for(asyncio.shield(fetch), KEY_FETCH_TIMEOUT)
-    except asyncio.TimeoutError:
-        metadata._mlopsbot_failed_at = datetime.now()  # type: ignore[attr-defined]
-        raise SigningKeysUnavailable(f"fetching {metadata.url} took over {KEY_FETCH_TIMEOUT:g} s") from None
-
-
-async def _fetch_into(metadata: _OpenIdMetadata) -> None:
-    try:
-        keys = await asyncio.to_thread(_download_keys, metadata.url, KEY_FETCH_TIMEOUT)
-    except Exception as error:  # noqa: BLE001 - any failure to fetch means: keys cannot be had now
-        metadata._mlopsbot_failed_at = datetime.now()  # type: ignore[attr-defined]
-        raise SigningKeysUnavailable(f"cannot fetch {metadata.url}: {error!r}") from None
-    metadata.keys, metadata.last_updated = keys, datetime.now()
-    metadata._mlopsbot_failed_at = None  # type: ignore[attr-defined]
-
-
-async def _get_signing_key(metadata: _OpenIdMetadata, key_id: str):
-    """Replaces botbuilder's `_OpenIdMetadata.get`, which fetches with blocking `requests` calls
-    without a timeout on the event loop: the same rules (keys older than a day are fetched again;
-    an unknown key id fetches again at most hourly), but every fetch runs off the loop, bounded."""
-    if metadata.last_updated < datetime.now() - KEY_MAX_AGE:
-        await _refresh_keys(metadata)
-    key = _find_key(metadata, key_id)
-    if key is None and metadata.last_updated < datetime.now() - KEY_RETRY_AFTER_UNKNOWN:
-        await _refresh_keys(metadata)
-        key = _find_key(metadata, key_id)
-    if key is None:
-        raise UnknownSigningKey(f"no signing key with id {key_id!r}")
-    return key
-
-
-def _find_key(metadata: _OpenIdMetadata, key_id: str):
-    if not any(isinstance(k, dict) and k.get("kid") == key_id for k in metadata.keys or []):
-        return None
-    return metadata._find(key_id)  # noqa: SLF001
-
-
 def guard_signing_key_fetches() -> None:
     """Make every botbuilder signing-key lookup and refresh non-blocking (idempotent).
 
@@ -213,25 +146,9 @@ async def keep_signing_keys_fresh(url: str = AuthenticationConstants.TO_BOT_FROM
                                   pause: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
     """Fetch the channel's signing keys off the loop every 12 hours (twice as often as botbuilder
     would), so that a request rarely waits for a fetch; after a failure, try again with
-    exponential back-off (30 s doubling to 30 min, with jitter)."""
+    exponential back-off (30 s doubling to 30 min, with jitter): `signing_keys.refresh_periodically`."""
     guard_signing_key_fetches()
-    metadata = JwtTokenExtractor.get_open_id_metadata(url)
-    failures = 0
-    while True:
-        if datetime.now() - metadata.last_updated > timedelta(seconds=KEY_REFRESH_SECONDS):
-            metadata._mlopsbot_failed_at = None   # the refresher's own retries are paced below
-            try:
-                await _refresh_keys(metadata)
-                failures = 0
-                log.info("refreshed the Bot Framework signing keys")
-            except SigningKeysUnavailable as error:
-                failures += 1
-                delay = min(30.0 * 2 ** (failures - 1), 1800.0) * (0.75 + random.random() / 2)
-                log.warning("could not refresh the Bot Framework signing keys (%s); trying again in %.0f s",
-                            error, delay)
-                await pause(delay)
-                continue
-        await pause(KEY_REFRESH_SECONDS / 12)
+    await refresh_periodically(JwtTokenExtractor.get_open_id_metadata(url), pause)
 
 
 RETRYABLE_STATUSES = {412, 429, 502, 504}
@@ -286,87 +203,6 @@ def reply_activity(reply: Reply) -> Activity:
     return activity
 
 
-# From each '<' to the next '<' or '>': every character is looked at once or twice, whatever the
-# text (`<[^>]+>` scanned to the end from each '<' of '<a<a<a...': quadratic, 21 s for 120 KB).
-_TAG = re.compile(r"<[^<>]*>")
-_BOT_MENTION = re.compile(r"<at>[^<]*</at>")
-# Teams wraps what a person types in a little HTML (<p>, <at>Name</at>, entities). A command is at
-# most MAX_INPUT_BYTES; text longer than this (room for the markup) is cut before anything scans
-# it, and what is left is still over the command limit, so it gets the "too long" answer.
-RAW_TEXT_LIMIT = 4 * MAX_INPUT_BYTES
-
-
-def command_text(activity: Activity) -> str:
-    """The typed words: the bot's @mention removed, Teams' HTML and entities undone. Text over
-    RAW_TEXT_LIMIT comes back cut to that length, untouched, for the command limit to refuse."""
-    value = activity.text or ""
-    if len(value) > RAW_TEXT_LIMIT:
-        return value[:RAW_TEXT_LIMIT]
-    bot_id = activity.recipient.id if isinstance(activity.recipient, ChannelAccount) else None
-    for entity in activity.entities or []:
-        props = getattr(entity, "additional_properties", None) or {}     # a null entity has none
-        mentioned = props.get("mentioned") or {}
-        if entity is None or not isinstance(mentioned, dict):
-            continue
-        if entity.type == "mention" and isinstance(props.get("text"), str) and props["text"] and (
-                bot_id is None or mentioned.get("id") == bot_id):
-            value = value.replace(props["text"], " ")
-    value = _BOT_MENTION.sub(" ", value) if bot_id is None else value
-    return " ".join(html.unescape(_TAG.sub(" ", value)).split())
-
-
-MAX_MENTIONS = 20       # people looked up per message (each is a call to Teams' member API)
-
-
-def _other_mentions(activity: Activity) -> list[tuple[str, str, str]]:
-    """(text as typed, Teams user id, name) of the @mentions that are not the bot: the first
-    MAX_MENTIONS distinct ones (a message of thousands of mention entities cost as many calls)."""
-    bot_id = activity.recipient.id if isinstance(activity.recipient, ChannelAccount) else None
-    found: list[tuple[str, str, str]] = []
-    for entity in activity.entities or []:
-        if len(found) >= MAX_MENTIONS:
-            break
-        props = getattr(entity, "additional_properties", None) or {}
-        mentioned = props.get("mentioned") or {}
-        if entity is None or entity.type != "mention" or not isinstance(mentioned, dict) or mentioned.get("id") == bot_id:
-            continue
-        if isinstance(props.get("text"), str) and isinstance(mentioned.get("id"), str) and len(props["text"]) <= 512:
-            shown = " ".join(html.unescape(_TAG.sub(" ", props["text"])).split())
-            if shown and all(mentioned["id"] != seen[1] or shown != seen[0] for seen in found):
-                found.append((shown, mentioned["id"], str(mentioned.get("name") or shown)))
-    return found
-
-
-def tenant_of(activity: Activity) -> str:
-    """The Entra tenant the activity comes from: Teams' `channelData.tenant.id`, else the
-    conversation's `tenantId`. botbuilder 4.17.1's schema maps `tenant_id` to the key `tenantID`,
-    but Teams (and every published sample) sends `conversation.tenantId`, which botbuilder keeps
-    among the additional properties. `check_activity` has refused activities where the two differ."""
-    channel_data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
-    tenant = channel_data.get("tenant")
-    if isinstance(tenant, dict) and isinstance(tenant.get("id"), str) and tenant["id"]:
-        return tenant["id"]
-    return _conversation_tenant(activity.conversation) or ""
-
-
-def _conversation_tenant(conversation: Any) -> str | None:
-    if conversation is None:
-        return None
-    extra = getattr(conversation, "additional_properties", None) or {}
-    found = extra.get("tenantId") if isinstance(extra, dict) else None
-    found = found or conversation.tenant_id
-    return found if isinstance(found, str) and found else None
-
-
-def user_of(activity: Activity, *, entra_only: bool = False) -> User:
-    """Who sent `activity`: their Entra object id, which roles and grants name. `entra_only`
-    (production): never the channel's own user id, which a Direct Line client chooses itself;
-    without an object id the sender is nobody in particular (the default role)."""
-    sender = activity.from_property or ChannelAccount(id="", name="")
-    fallback = "" if entra_only else (sender.id or "")
-    return User(id=sender.aad_object_id or fallback, name=sender.name or "someone", tenant_id=tenant_of(activity))
-
-
 def conversation_record(activity: Activity) -> ConversationRecord | None:
     conversation = activity.conversation
     if conversation is None or not conversation.id or not activity.service_url:
@@ -391,160 +227,20 @@ def conversation_record(activity: Activity) -> ConversationRecord | None:
     )
 
 
-CONVERSATION_TYPES = ("personal", "groupChat", "channel")
-TEAMS_CHANNEL = "msteams"
-
-
 def activity_problem(body: dict) -> str | None:
-    """What makes `body` unusable as an activity, naming the field; None when it is fine.
+    """What makes `body` unusable as an activity, naming the field; None when it is fine: the
+    checks of `activity_shape_problem` (bot/activity.py), then botbuilder's own parse of the body.
 
     Run before authentication and before botbuilder parses the body: botbuilder's parsing lets
     wrong types through to the turn (or fails with errors that read like a bad token)."""
-    if not isinstance(body, dict) or not isinstance(body.get("type"), str) or not body["type"]:
-        return "an activity needs a 'type'"
-    sender, conversation = body.get("from"), body.get("conversation")
-    if not isinstance(conversation, dict) or not _text(conversation.get("id")):
-        return "an activity needs 'conversation.id'"
-    if not isinstance(sender, dict) or not _text(sender.get("id")):
-        return "an activity needs 'from.id'"
-    if not isinstance(body.get("serviceUrl"), str) or not body["serviceUrl"].startswith(("http://", "https://")):
-        return "an activity needs a 'serviceUrl'"
-    for where, value in (("from.name", sender.get("name")), ("from.aadObjectId", sender.get("aadObjectId")),
-                         ("conversation.tenantId", conversation.get("tenantId")), ("text", body.get("text")),
-                         ("conversation.name", conversation.get("name"))):
-        if value is not None and not isinstance(value, str):
-            return f"'{where}' must be a string"
-    kind = conversation.get("conversationType")
-    if kind is not None and kind not in CONVERSATION_TYPES:
-        return f"'conversation.conversationType' must be one of {', '.join(CONVERSATION_TYPES)}"
-    if body.get("recipient") is not None and not (isinstance(body["recipient"], dict)
-                                                  and _text(body["recipient"].get("id"))):
-        return "'recipient' must be an object with an 'id'"
-    channel_data = body.get("channelData")
-    if channel_data is not None and not isinstance(channel_data, dict):
-        return "'channelData' must be an object"
-    for name in ("tenant", "team", "channel"):
-        part = (channel_data or {}).get(name)
-        if part is not None and not (isinstance(part, dict) and (part.get("id") is None or _text(part["id"]))):
-            return f"'channelData.{name}' must be an object with a string 'id'"
-    tenant = ((channel_data or {}).get("tenant") or {}).get("id")
-    if tenant and conversation.get("tenantId") and tenant != conversation["tenantId"]:
-        return "'channelData.tenant.id' and 'conversation.tenantId' name different tenants"
-    for name in ("membersAdded", "membersRemoved", "entities", "attachments"):
-        items = body.get(name)
-        if items is not None and not (isinstance(items, list) and all(isinstance(i, dict) for i in items)):
-            return f"'{name}' must be a list of objects"
-    for name in ("membersAdded", "membersRemoved"):
-        if not all(_text(member.get("id")) for member in body.get(name) or []):
-            return f"every member in '{name}' needs an 'id'"
+    problem = activity_shape_problem(body)
+    if problem is not None:
+        return problem
     try:
         Activity().deserialize(body)
     except Exception as error:  # noqa: BLE001 - msrest's DeserializationError and what it wraps
         return f"the activity cannot be read: {str(error)[:200]}"
     return None
-
-
-def _text(value: Any) -> bool:
-    return isinstance(value, str) and bool(value)
-
-
-# A host name as DNS spells it (letters, digits, hyphens; dots between labels), an IPv4 address, or
-# an IPv6 literal in brackets. Nothing else may stand between "//" and the path.
-_HOST_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
-_IPV6_LITERAL = re.compile(r"\[[0-9a-f:.]{2,45}\]")
-_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@/-]*")
-MAX_SERVICE_URL = 2048
-
-
-def checked_service_url(service_url: str) -> tuple[str, str | None]:
-    """(the URL rebuilt from its parts, None), or ("", why it is refused).
-
-    The parts are read strictly, so that every HTTP client agrees on the host: the standard
-    library takes `https://evil.example\\@smba.trafficmanager.net/` to mean the host after the
-    `@`, while requests/urllib3 (which the connector's token and send paths use) connect to
-    `evil.example`; `%2e` in a host is decoded by urllib3 but not by urlsplit. So backslashes,
-    user information (`@`), %-escapes, spaces and anything but printable ASCII are refused, a
-    query or fragment too (a Bot Framework service URL has neither), and the host that yarl
-    (aiohttp) and urllib3 (requests) parse from the rebuilt URL must be the one checked."""
-    if not isinstance(service_url, str) or not service_url or len(service_url) > MAX_SERVICE_URL:
-        return "", "'serviceUrl' is not a URL"
-    if not (service_url.isascii() and service_url.isprintable()) or any(c in service_url for c in " \\"):
-        return "", "'serviceUrl' may not contain backslashes, spaces, control or non-ASCII characters"
-    scheme, sep, rest = service_url.partition("://")
-    scheme = scheme.lower()
-    if not sep or scheme not in ("http", "https"):
-        return "", "'serviceUrl' must be an https URL of a Teams or Bot Framework service"
-    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    authority, rest = rest[:cut], rest[cut:]
-    if "@" in authority:
-        return "", "'serviceUrl' may not carry user information ('@' before the host)"
-    if "%" in authority:
-        return "", "'serviceUrl' may not contain %-escapes in its host"
-    if "?" in rest or "#" in rest:
-        return "", "'serviceUrl' may not carry a query or a fragment"
-    if rest and not _PATH.fullmatch(rest):
-        return "", "'serviceUrl' has characters its path may not contain"
-    if authority.startswith("["):
-        close = authority.find("]")
-        if close < 0:
-            return "", "'serviceUrl' is not a URL"
-        host, port_text = authority[:close + 1].lower(), authority[close + 1:]
-        if not _IPV6_LITERAL.fullmatch(host):
-            return "", "'serviceUrl' is not a URL"
-    else:
-        host, colon, port_text = authority.partition(":")
-        host, port_text = host.lower(), colon + port_text
-        if host and not _HOST_NAME.fullmatch(host):
-            return "", f"'serviceUrl' host {host[:80]!r} is not a host name"
-    port = None
-    if port_text:
-        digits = port_text[1:]
-        if not port_text.startswith(":") or not (digits.isascii() and digits.isdigit()) or not (
-                0 < int(digits[:6] or "0") <= 65535):
-            return "", "'serviceUrl' is not a URL"
-        port = int(digits)
-    default = 443 if scheme == "https" else 80
-    rebuilt = f"{scheme}://{host}{'' if port in (None, default) else f':{port}'}{rest or '/'}"
-    if host and _clients_read_host(rebuilt) != {host.strip("[]")}:
-        return "", "'serviceUrl' is read differently by different HTTP clients"
-    return rebuilt, None
-
-
-def _clients_read_host(url: str) -> set[str]:
-    """The host each HTTP client the bot sends with would connect to for `url`."""
-    import urllib3.util
-    import yarl
-    found = set()
-    try:
-        found.add((yarl.URL(url).host or "").lower())
-    except ValueError:
-        found.add("")
-    try:
-        found.add((urllib3.util.parse_url(url).host or "").lower().strip("[]"))
-    except ValueError:
-        found.add("")
-    return found
-
-
-def service_url_problem(service_url: str, allowed_hosts: Sequence[str]) -> str | None:
-    """None when replies may go to `service_url`: a URL every client reads alike
-    (`checked_service_url`), https to an allowed host (`*.domain` matches its subdomains), or http
-    to a loopback host listed as `http://host`. No `allowed_hosts` (development): any host."""
-    rebuilt, problem = checked_service_url(service_url)
-    if problem is not None:
-        return problem
-    url = urlsplit(rebuilt)
-    scheme, host, port = url.scheme, (url.hostname or "").lower(), url.port
-    if not allowed_hosts:
-        return None if host else "'serviceUrl' names no host"
-    if scheme == "http" and f"http://{host}" in allowed_hosts:
-        return None
-    if scheme != "https" or port not in (None, 443):
-        return "'serviceUrl' must be an https URL of a Teams or Bot Framework service"
-    for allowed in allowed_hosts:
-        if host == allowed or (allowed.startswith("*.") and host.endswith(allowed[1:])):
-            return None
-    return f"'serviceUrl' host {host!r} is not a Teams or Bot Framework service (MLOPSBOT_SERVICE_URL_HOSTS)"
 
 
 def _reference_key(activity: Activity) -> tuple:
@@ -868,27 +564,13 @@ class TeamsBot(ActivityHandler):
         await self._follow_ups.drain(timeout)
 
 
-
 MESSAGE_CONTENT_TYPE = "application/vnd.microsoft.activity.message"
-MAX_TOAST_CHARS = 150
 
 
 class _MessageInvokeResponse(AdaptiveCardInvokeResponse):
     """botbuilder's model types `value` as an object; a message answer's value is a string."""
 
     _attribute_map = {**AdaptiveCardInvokeResponse._attribute_map, "value": {"key": "value", "type": "str"}}
-
-
-def _with_typed(data: dict) -> Any:
-    """A button's words, and after them what was typed into the card's text box (Teams sends a
-    card's inputs with Action.Execute: `reason` on Reject, `comment` on Approve or Reviewed), after
-    `--` so that typed words are never read as options."""
-    args = data.get("args", [])
-    typed = next((data[key] for key in ("reason", "comment") if isinstance(data.get(key), str)
-                  and data[key].strip()), "")
-    if not typed or not isinstance(args, list):
-        return args
-    return [*args, "--", typed.strip()]
 
 
 def _invoke_answer(content_type: str, value: Any) -> InvokeResponse:
@@ -900,7 +582,3 @@ def _invoke_answer(content_type: str, value: Any) -> InvokeResponse:
     return InvokeResponse(status=200, body=model(status_code=200, type=content_type, value=value))
 
 
-def _toast(reply: Reply) -> str:
-    """The short message a click answers with; the full answer is the message posted below."""
-    first = (reply.text or "").strip().splitlines()[0] if (reply.text or "").strip() else "Done."
-    return first if len(first) <= MAX_TOAST_CHARS else first[:MAX_TOAST_CHARS - 1] + "…"

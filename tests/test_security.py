@@ -17,6 +17,7 @@ from aiohttp import web
 from botframework.connector.auth import AuthenticationConstants
 from botframework.connector.auth.jwt_token_extractor import JwtTokenExtractor, _OpenIdMetadata
 
+import bot.signing_keys
 import bot.teams
 from adapters.storage import open_storage
 from bot.app import create_app
@@ -57,7 +58,7 @@ def black_hole(monkeypatch):
         monkeypatch.setenv(name, address)
     for name in ("NO_PROXY", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(bot.teams, "KEY_FETCH_TIMEOUT", 2.0)
+    monkeypatch.setattr(bot.signing_keys, "KEY_FETCH_TIMEOUT", 2.0)
     yield address
     listener.close()
 
@@ -141,7 +142,7 @@ async def test_the_key_refresher_retries_with_back_off_then_loads_the_keys(aioht
     assert [k["kid"] for k in JwtTokenExtractor.metadataCache[url].keys] == ["rotated-key"]
     first, second, steady = pauses
     assert 22.5 <= first <= 37.5 and 45 <= second <= 75          # 30 s, then 60 s, with jitter
-    assert steady == bot.teams.KEY_REFRESH_SECONDS / 12
+    assert steady == bot.signing_keys.KEY_REFRESH_SECONDS / 12
 
 
 class KeyDownloads:
@@ -168,26 +169,26 @@ def stale_metadata(age: timedelta, *keys: SigningKey, url: str = "https://keys.t
 async def test_after_a_failed_key_fetch_tokens_are_refused_without_fetching_for_the_quiet_period(monkeypatch):
     published = SigningKey("published-key")
     downloads = KeyDownloads([published.jwk()])
-    monkeypatch.setattr(bot.teams, "_download_keys", downloads)
+    monkeypatch.setattr(bot.signing_keys, "_download_keys", downloads)
     metadata = stale_metadata(timedelta(days=2))
-    failed_at = datetime.now() - bot.teams.KEY_FAILURE_QUIET + timedelta(seconds=5)
+    failed_at = datetime.now() - bot.signing_keys.KEY_FAILURE_QUIET + timedelta(seconds=5)
     metadata._mlopsbot_failed_at = failed_at
-    with pytest.raises(bot.teams.SigningKeysUnavailable) as refused:
-        await bot.teams._get_signing_key(metadata, "published-key")
+    with pytest.raises(bot.signing_keys.SigningKeysUnavailable) as refused:
+        await bot.signing_keys._get_signing_key(metadata, "published-key")
     assert str(refused.value) == f"the last fetch of {metadata.url} failed {failed_at:%H:%M:%S}"
     assert downloads.urls == []                                   # answered at once, nobody waits for a fetch
-    metadata._mlopsbot_failed_at = datetime.now() - bot.teams.KEY_FAILURE_QUIET - timedelta(seconds=1)
-    found = await bot.teams._get_signing_key(metadata, "published-key")
+    metadata._mlopsbot_failed_at = datetime.now() - bot.signing_keys.KEY_FAILURE_QUIET - timedelta(seconds=1)
+    found = await bot.signing_keys._get_signing_key(metadata, "published-key")
     assert downloads.urls == [metadata.url] and found.endorsements == ["msteams"]
     assert metadata._mlopsbot_failed_at is None and [k["kid"] for k in metadata.keys] == ["published-key"]
 
 
 async def test_a_key_fetch_that_fails_is_remembered_and_named(monkeypatch):
     downloads = KeyDownloads(error=ConnectionError("no route"))
-    monkeypatch.setattr(bot.teams, "_download_keys", downloads)
+    monkeypatch.setattr(bot.signing_keys, "_download_keys", downloads)
     metadata = stale_metadata(timedelta(days=2))
-    with pytest.raises(bot.teams.SigningKeysUnavailable) as refused:
-        await bot.teams._get_signing_key(metadata, "any-key")
+    with pytest.raises(bot.signing_keys.SigningKeysUnavailable) as refused:
+        await bot.signing_keys._get_signing_key(metadata, "any-key")
     assert str(refused.value) == f"cannot fetch {metadata.url}: ConnectionError('no route')"
     assert datetime.now() - metadata._mlopsbot_failed_at < timedelta(seconds=5)
     assert (downloads.urls, metadata.keys) == ([metadata.url], [])
@@ -196,9 +197,9 @@ async def test_a_key_fetch_that_fails_is_remembered_and_named(monkeypatch):
 async def test_concurrent_tokens_share_one_key_fetch(monkeypatch):
     published = SigningKey("published-key")
     downloads = KeyDownloads([published.jwk()])
-    monkeypatch.setattr(bot.teams, "_download_keys", downloads)
+    monkeypatch.setattr(bot.signing_keys, "_download_keys", downloads)
     metadata = stale_metadata(timedelta(days=2))
-    found = await asyncio.gather(*(bot.teams._get_signing_key(metadata, "published-key") for _ in range(3)))
+    found = await asyncio.gather(*(bot.signing_keys._get_signing_key(metadata, "published-key") for _ in range(3)))
     assert downloads.urls == [metadata.url] and all(f is not None for f in found)
 
 
@@ -210,11 +211,11 @@ async def test_a_key_fetch_that_hangs_is_given_up_after_the_fetch_timeout(monkey
         asyncio.run_coroutine_threadsafe(release.wait(), loop).result()
         return []
 
-    monkeypatch.setattr(bot.teams, "_download_keys", hanging)
-    monkeypatch.setattr(bot.teams, "KEY_FETCH_TIMEOUT", 0.05)
+    monkeypatch.setattr(bot.signing_keys, "_download_keys", hanging)
+    monkeypatch.setattr(bot.signing_keys, "KEY_FETCH_TIMEOUT", 0.05)
     metadata = stale_metadata(timedelta(days=2))
-    with pytest.raises(bot.teams.SigningKeysUnavailable) as refused:
-        await bot.teams._refresh_keys(metadata)
+    with pytest.raises(bot.signing_keys.SigningKeysUnavailable) as refused:
+        await bot.signing_keys._refresh_keys(metadata)
     assert str(refused.value) == f"fetching {metadata.url} took over 0.05 s"
     assert metadata._mlopsbot_failed_at is not None
     release.set()
@@ -233,26 +234,26 @@ async def test_a_key_fetch_that_hangs_is_given_up_after_the_fetch_timeout(monkey
 async def test_signing_keys_are_fetched_by_botbuilders_rules(monkeypatch, age, kid, fetches, found):
     published, rotated = SigningKey("published-key"), SigningKey("rotated-key")
     downloads = KeyDownloads([published.jwk(), rotated.jwk()])
-    monkeypatch.setattr(bot.teams, "_download_keys", downloads)
+    monkeypatch.setattr(bot.signing_keys, "_download_keys", downloads)
     metadata = stale_metadata(age, published)
     if found:
-        key = await bot.teams._get_signing_key(metadata, kid)
+        key = await bot.signing_keys._get_signing_key(metadata, kid)
         assert key.endorsements == ["msteams"]
     else:
-        with pytest.raises(bot.teams.UnknownSigningKey) as refused:
-            await bot.teams._get_signing_key(metadata, kid)
+        with pytest.raises(bot.signing_keys.UnknownSigningKey) as refused:
+            await bot.signing_keys._get_signing_key(metadata, kid)
         assert str(refused.value) == f"no signing key with id {kid!r}"
     assert len(downloads.urls) == fetches
 
 
 def test_a_key_id_is_found_only_among_published_keys():
     metadata = stale_metadata(timedelta(0), SigningKey("published-key"))
-    assert bot.teams._find_key(metadata, "published-key").endorsements == ["msteams"]
-    assert bot.teams._find_key(metadata, "other-key") is None
+    assert bot.signing_keys._find_key(metadata, "published-key").endorsements == ["msteams"]
+    assert bot.signing_keys._find_key(metadata, "other-key") is None
     metadata.keys = ["not-a-key"]
-    assert bot.teams._find_key(metadata, "published-key") is None
+    assert bot.signing_keys._find_key(metadata, "published-key") is None
     metadata.keys = None
-    assert bot.teams._find_key(metadata, "published-key") is None
+    assert bot.signing_keys._find_key(metadata, "published-key") is None
 
 
 # ---------------------------------------------------------------- 2 and 4. no input reaches a 500
@@ -703,12 +704,12 @@ async def test_a_signed_activity_cannot_send_replies_to_a_foreign_service_url(pr
 ])
 def test_the_default_service_hosts(service_url, allowed):
     from bot.settings import DEFAULT_SERVICE_URL_HOSTS
-    from bot.teams import service_url_problem
+    from bot.activity import service_url_problem
     assert (service_url_problem(service_url, DEFAULT_SERVICE_URL_HOSTS) is None) == allowed
 
 
 def test_sovereign_clouds_set_their_own_service_hosts(tmp_path, monkeypatch):
-    from bot.teams import service_url_problem
+    from bot.activity import service_url_problem
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLOPSBOT_SERVICE_URL_HOSTS", "smba.infra.gov.teams.microsoft.us, *.botframework.azure.us")
     hosts = load_settings(app_id=APP_ID, app_password="p", host="0.0.0.0", allowed_tenants=["*"]).service_url_hosts
@@ -945,7 +946,7 @@ async def test_a_forged_refresh_cannot_make_a_change_replace_another_card(aiohtt
     ("https:///amer/", "'serviceUrl' host '' is not a Teams or Bot Framework service (MLOPSBOT_SERVICE_URL_HOSTS)"),
 ])
 def test_service_url_problem_decides_and_says_why(service_url, problem):
-    from bot.teams import service_url_problem
+    from bot.activity import service_url_problem
     hosts = ["smba.trafficmanager.net", "*.botframework.com", "http://127.0.0.1"]
     assert service_url_problem(service_url, hosts) == problem
 
@@ -953,7 +954,7 @@ def test_service_url_problem_decides_and_says_why(service_url, problem):
 def test_the_tenant_comes_from_channel_data_then_the_conversation():
     from botbuilder.schema import Activity
 
-    from bot.teams import tenant_of
+    from bot.activity import tenant_of
     both = valid_activity(channelData__tenant={"id": "tenant-cd"}, conversation__tenantId="tenant-conv")
     assert tenant_of(Activity().deserialize(both)) == "tenant-cd"
     assert tenant_of(Activity().deserialize(valid_activity(channelData__tenant={"id": ""},
@@ -982,7 +983,7 @@ def test_user_of_names_the_sender_by_entra_object_id(entra_only, sender, user):
     """`entra_only` is production's; without it (the playground, stored references) the channel id stands in."""
     from botbuilder.schema import Activity
 
-    from bot.teams import user_of
+    from bot.activity import user_of
     activity = Activity().deserialize(valid_activity(**{"from": sender}))
     found = user_of(activity, entra_only=entra_only) if entra_only else user_of(activity)
     assert (found.id, found.name, found.tenant_id) == (*user, TENANT)

@@ -153,7 +153,7 @@ async def test_message_text_that_defeated_the_tag_stripper_gets_an_answer(teams,
 def test_command_text_strips_tags_and_mentions_as_before():
     from botbuilder.schema import Activity
 
-    from bot.teams import command_text
+    from bot.activity import command_text
     activity = Activity().deserialize({"type": "message", "text": "<at>MLOps bot</at> <p>models&nbsp;fraud</p> a<b",
                                        "entities": []})
     assert command_text(activity) == "models fraud a<b"
@@ -232,7 +232,7 @@ async def test_a_body_that_never_finishes_gets_408_and_one_that_is_abandoned_one
 ])
 def test_service_url_is_checked_as_the_http_clients_read_it(service_url, problem):
     from bot.settings import DEFAULT_SERVICE_URL_HOSTS
-    from bot.teams import service_url_problem
+    from bot.activity import service_url_problem
     assert service_url_problem(service_url, DEFAULT_SERVICE_URL_HOSTS) == problem
     assert service_url_problem(service_url, ()) == problem          # development: any host, read as strictly
 
@@ -244,7 +244,7 @@ def test_every_client_the_bot_sends_with_reads_the_accepted_host():
     forged = "https://evil.example\\@smba.trafficmanager.net/"
     assert urlsplit(forged).hostname == "smba.trafficmanager.net"
     assert urllib3.util.parse_url(forged).host == "evil.example"
-    from bot.teams import _clients_read_host
+    from bot.activity import _clients_read_host
     assert _clients_read_host("https://smba.trafficmanager.net/amer/") == {"smba.trafficmanager.net"}
 
 
@@ -426,7 +426,7 @@ async def test_a_deep_record_stored_before_the_bound_does_not_break_the_exports(
 def test_at_most_max_mentions_people_are_looked_up_per_message():
     from botbuilder.schema import Activity
 
-    from bot.teams import MAX_MENTIONS, _other_mentions
+    from bot.activity import MAX_MENTIONS, _other_mentions
     entities = [{"type": "mention", "text": f"<at>P{n}</at>", "mentioned": {"id": f"29:p{n}", "name": f"P{n}"}}
                 for n in range(2000)]
     activity = Activity().deserialize({"type": "message", "text": " ".join(e["text"] for e in entities),
