@@ -168,7 +168,9 @@ async def test_over_http_the_scheduler_posts_a_local_drift_alert_in_the_subscrib
         assert answer.text.startswith("Subscribed this channel: #1 drift (model fraud-model).")
 
         clock.advance(days=1)
-        assert await app[SCHEDULER].run_once() == 2             # what the loop does on its next pass
+        # what the loop does on its next pass; the app's own loop may take the pass first (then this
+        # one finds nothing left to do), so the test asserts what reaches the channel, not the count
+        await app[SCHEDULER].run_once()
         await until(lambda: len(alert_cards()) == 2)
         posted = alert_cards()
         assert [(s.method, s.conversation_id) for s in posted] == [("POST", CHANNEL), ("POST", CHANNEL)]
@@ -180,7 +182,7 @@ async def test_over_http_the_scheduler_posts_a_local_drift_alert_in_the_subscrib
 
         clock.advance(days=1)
         before = len(teams.connector.sent)
-        assert await app[SCHEDULER].run_once() == 2
+        await app[SCHEDULER].run_once()                          # or the app's loop: the edits are what count
         await until(lambda: len(teams.connector.sent) >= before + 2)
         edits = [s for s in teams.connector.sent[before:] if s.card and "alert #" in json.dumps(s.card)]
         assert sorted((s.method, s.card["fallbackText"].splitlines()[1]) for s in edits) == [
