@@ -310,3 +310,28 @@ async def test_a_plain_get_does_not_wait_for_a_row_another_transaction_locked(ma
         release.set()
         await holding
     assert seen == created
+
+
+def test_a_new_request_refuses_each_missing_or_bad_field_by_name():
+    naive = datetime(2025, 3, 14, 12, 0)
+    with pytest.raises(ValueError, match=r"^created_at must be a timezone-aware datetime$"):
+        request(created_at=naive)
+    with pytest.raises(ValueError, match=r"^expires_at must be a timezone-aware datetime$"):
+        request(expires_at=naive)
+    with pytest.raises(ValueError, match=r"^source must be one of chat, api, not 'cron'$"):
+        request(source="cron")
+    with pytest.raises(ValueError, match=r"^action and requester_id must not be empty$"):
+        request(action="")
+    with pytest.raises(ValueError, match=r"^action and requester_id must not be empty$"):
+        request(requester_id="")
+    with pytest.raises(ValueError, match=r"^expires_at must be after created_at$"):
+        request(expires_at=NOON - timedelta(seconds=1))
+
+
+def test_a_new_request_keeps_its_times_in_utc():
+    plus_two = timezone(timedelta(hours=2))
+
+    new = request(created_at=NOON.astimezone(plus_two), expires_at=(NOON + timedelta(hours=1)).astimezone(plus_two))
+
+    assert (new.created_at.tzinfo, new.expires_at.tzinfo) == (timezone.utc, timezone.utc)
+    assert (new.created_at, new.expires_at) == (NOON, NOON + timedelta(hours=1))
