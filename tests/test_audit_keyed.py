@@ -269,3 +269,30 @@ async def test_listing_and_exporting_a_trail_with_a_damaged_record_still_work(ke
     exported = [audit.to_dict(r) for r in await storage.run_transaction(audit.scan, write=False)]
     assert [(r["seq"], r["event"]) for r in exported][1:4] == [(2, "requested"), (3, "damaged"), (4, "requested")]
     assert exported[2]["hash"] == records[2].hash
+
+
+# ---- Found by mutation testing (mutmut 3.8.1 on adapters/storage/audit.py, see README).
+
+async def test_a_failed_verification_still_says_it_was_checked_with_the_real_key(keyed):
+    """`keyed` tells the reader whether the verdict rests on the secret key; a failure keeps it."""
+    storage, _ = keyed
+
+    await sql(storage, "UPDATE audit_head SET seq = 12 WHERE id = 1")
+    ends_early = await verify(storage)
+    await sql(storage, "UPDATE audit_head SET seq = 8 WHERE id = 1")
+    runs_past = await verify(storage)
+    await sql(storage, "UPDATE audit_log SET outcome = ? WHERE seq = 5", ("succeeded",))
+    altered = await verify(storage)
+
+    assert (ends_early.problem, ends_early.keyed) == ("the chain ends at 10 but the head says 12", True)
+    assert (runs_past.problem, runs_past.keyed) == ("record 9 was inserted (the head says the chain ends at 8)", True)
+    assert (altered.problem, altered.keyed) == ("record 5 was altered", True)
+
+
+async def test_an_unknown_chain_name_is_quoted_cut_to_twenty_characters(keyed):
+    storage, _ = keyed
+
+    await sql(storage, "UPDATE audit_log SET chain = ? WHERE seq = 4", ("sha3-512-with-a-long-name",))
+
+    assert await verify(storage) == Verification(
+        False, 4, 4, "record 4 was altered (it names an unknown chain 'sha3-512-with-a-long')")
