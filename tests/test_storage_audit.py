@@ -377,13 +377,13 @@ async def test_a_damaged_record_keeps_its_chain_fields_and_names_nobody(chain):
     storage, records, sql = chain
     if storage.dialect == "postgres":
         pytest.skip("a TIMESTAMPTZ column refuses a damaged timestamp; SQLite stores it as TEXT")
-    await sql("UPDATE audit_log SET at = ? WHERE seq = 3", ("not a time",))
+    await sql("UPDATE audit_log SET at = ?, chain = ? WHERE seq = 3", ("not a time", "sha256"))
 
     damaged = (await storage.run_transaction(audit.scan, write=False))[2]
 
     assert damaged == AuditRecord(
         at=audit.DAMAGED_AT, event="damaged", actor_id="", actor_name="", seq=3, prev_hash=records[1].hash,
-        hash=records[2].hash, chain="hmac-sha256",
+        hash=records[2].hash, chain="sha256",
         detail={"damage": "record 3 is damaged: its time 'not a time' is not a timestamp"})
 
 
