@@ -296,3 +296,24 @@ async def test_an_unknown_chain_name_is_quoted_cut_to_twenty_characters(keyed):
 
     assert await verify(storage) == Verification(
         False, 4, 4, "record 4 was altered (it names an unknown chain 'sha3-512-with-a-long')")
+
+
+async def test_a_head_hash_mismatch_and_a_missing_anchor_also_keep_keyed(keyed):
+    storage, _ = keyed
+
+    unknown_anchor = await verify(storage, anchor="ab" * 32)
+    await sql(storage, "UPDATE audit_head SET hash = ? WHERE id = 1", ("f" * 64,))
+    head_altered = await verify(storage)
+
+    assert (unknown_anchor.ok, unknown_anchor.first_bad_seq, unknown_anchor.keyed) == (False, 11, True)
+    assert (head_altered.problem, head_altered.keyed) == ("record 10 was altered", True)
+
+
+async def test_the_anchor_of_an_empty_chain_holds_and_counts_every_record_after_it(keyed):
+    storage, _ = keyed
+
+    from_genesis = await verify(storage, anchor=GENESIS_HASH)
+    unanchored = await verify(storage)
+
+    assert (from_genesis.ok, from_genesis.after_anchor, from_genesis.problem) == (True, 10, "")
+    assert (unanchored.ok, unanchored.after_anchor) == (True, 0)
