@@ -317,3 +317,20 @@ async def test_the_anchor_of_an_empty_chain_holds_and_counts_every_record_after_
 
     assert (from_genesis.ok, from_genesis.after_anchor, from_genesis.problem) == (True, 10, "")
     assert (unanchored.ok, unanchored.after_anchor) == (True, 0)
+
+
+async def test_a_damaged_record_says_what_does_not_decode(keyed):
+    storage, _ = keyed
+    if storage.dialect == "postgres":
+        pytest.skip("PostgreSQL's typed columns refuse these values; SQLite stores them as given")
+    long_time = "2025-03-14T12:00:00.123456+00:00 and then some more text"
+    await sql(storage, "UPDATE audit_log SET at = ? WHERE seq = 3", (long_time,))
+    await sql(storage, "UPDATE audit_log SET approval_id = ? WHERE seq = 6", ("abc",))
+
+    listed = {r.seq: r for r in await storage.run_transaction(audit.scan, write=False)}
+    result = await verify(storage)
+
+    assert listed[3].detail == {"damage": f"record 3 is damaged: its time {long_time[:40]!r} is not a timestamp"}
+    assert listed[6].detail == {"damage": "record 6 is damaged: invalid literal for int() with base 10: 'abc'"}
+    assert (result.ok, result.first_bad_seq, result.after_anchor) == (False, 3, 0)
+    assert result.problem == f"record 3 is damaged: its time {long_time[:40]!r} is not a timestamp"
