@@ -334,3 +334,21 @@ async def test_a_damaged_record_says_what_does_not_decode(keyed):
     assert listed[6].detail == {"damage": "record 6 is damaged: invalid literal for int() with base 10: 'abc'"}
     assert (result.ok, result.first_bad_seq, result.after_anchor) == (False, 3, 0)
     assert result.problem == f"record 3 is damaged: its time {long_time[:40]!r} is not a timestamp"
+
+
+async def test_a_record_edited_to_hold_nan_is_named_not_raised(keyed):
+    """Found through mutmut's `allow_nan` survivors: json.loads reads NaN, the canonical encoding
+    refuses it, and `verify` raised ValueError instead of naming the record."""
+    storage, _ = keyed
+    if storage.dialect == "postgres":
+        pytest.skip("PostgreSQL's JSON refuses NaN; SQLite stores the text as given")
+    await sql(storage, "UPDATE audit_log SET parameters = ? WHERE seq = 4", ('{"n": NaN}',))
+    await sql(storage, "UPDATE audit_log SET detail = ? WHERE seq = 7", ('{"x": -Infinity}',))
+
+    result = await verify(storage)
+    listed = {r.seq: r for r in await storage.run_transaction(audit.scan, write=False)}
+
+    assert (result.ok, result.first_bad_seq, result.problem) == (
+        False, 4, "record 4 is damaged: its parameters is not JSON")
+    assert (listed[4].event, listed[4].detail) == ("damaged", {"damage": "record 4 is damaged: its parameters is not JSON"})
+    assert listed[7].detail == {"damage": "record 7 is damaged: its detail is not JSON"}
