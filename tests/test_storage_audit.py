@@ -407,3 +407,10 @@ async def test_verify_names_a_forged_record_inserted_before_the_first(chain):
 
     result = await verify(storage)
     assert (result.ok, result.first_bad_seq, result.problem) == (False, 1, "record 1 was inserted")
+
+
+def test_entry_refusals_name_the_field():
+    with pytest.raises(ValueError, match=r"^at must be a timezone-aware datetime$"):
+        entry(at=datetime(2025, 3, 14, 12, 0))
+    with pytest.raises(ValueError, match=r"^event must not be empty$"):
+        entry(event="")
