@@ -269,3 +269,86 @@ async def test_listing_and_exporting_a_trail_with_a_damaged_record_still_work(ke
     exported = [audit.to_dict(r) for r in await storage.run_transaction(audit.scan, write=False)]
     assert [(r["seq"], r["event"]) for r in exported][1:4] == [(2, "requested"), (3, "damaged"), (4, "requested")]
     assert exported[2]["hash"] == records[2].hash
+
+
+# ---- Found by mutation testing (mutmut 3.8.1 on adapters/storage/audit.py, see README).
+
+async def test_a_failed_verification_still_says_it_was_checked_with_the_real_key(keyed):
+    """`keyed` tells the reader whether the verdict rests on the secret key; a failure keeps it."""
+    storage, _ = keyed
+
+    await sql(storage, "UPDATE audit_head SET seq = 12 WHERE id = 1")
+    ends_early = await verify(storage)
+    await sql(storage, "UPDATE audit_head SET seq = 8 WHERE id = 1")
+    runs_past = await verify(storage)
+    await sql(storage, "UPDATE audit_log SET outcome = ? WHERE seq = 5", ("succeeded",))
+    altered = await verify(storage)
+
+    assert (ends_early.problem, ends_early.keyed) == ("the chain ends at 10 but the head says 12", True)
+    assert (runs_past.problem, runs_past.keyed) == ("record 9 was inserted (the head says the chain ends at 8)", True)
+    assert (altered.problem, altered.keyed) == ("record 5 was altered", True)
+
+
+async def test_an_unknown_chain_name_is_quoted_cut_to_twenty_characters(keyed):
+    storage, _ = keyed
+
+    await sql(storage, "UPDATE audit_log SET chain = ? WHERE seq = 4", ("sha3-512-with-a-long-name",))
+
+    assert await verify(storage) == Verification(
+        False, 4, 4, "record 4 was altered (it names an unknown chain 'sha3-512-with-a-long')")
+
+
+async def test_a_head_hash_mismatch_and_a_missing_anchor_also_keep_keyed(keyed):
+    storage, _ = keyed
+
+    unknown_anchor = await verify(storage, anchor="ab" * 32)
+    await sql(storage, "UPDATE audit_head SET hash = ? WHERE id = 1", ("f" * 64,))
+    head_altered = await verify(storage)
+
+    assert (unknown_anchor.ok, unknown_anchor.first_bad_seq, unknown_anchor.keyed) == (False, 11, True)
+    assert (head_altered.problem, head_altered.keyed) == ("record 10 was altered", True)
+
+
+async def test_the_anchor_of_an_empty_chain_holds_and_counts_every_record_after_it(keyed):
+    storage, _ = keyed
+
+    from_genesis = await verify(storage, anchor=GENESIS_HASH)
+    unanchored = await verify(storage)
+
+    assert (from_genesis.ok, from_genesis.after_anchor, from_genesis.problem) == (True, 10, "")
+    assert (unanchored.ok, unanchored.after_anchor) == (True, 0)
+
+
+async def test_a_damaged_record_says_what_does_not_decode(keyed):
+    storage, _ = keyed
+    if storage.dialect == "postgres":
+        pytest.skip("PostgreSQL's typed columns refuse these values; SQLite stores them as given")
+    long_time = "2025-03-14T12:00:00.123456+00:00 and then some more text"
+    await sql(storage, "UPDATE audit_log SET at = ? WHERE seq = 3", (long_time,))
+    await sql(storage, "UPDATE audit_log SET approval_id = ? WHERE seq = 6", ("abc",))
+
+    listed = {r.seq: r for r in await storage.run_transaction(audit.scan, write=False)}
+    result = await verify(storage)
+
+    assert listed[3].detail == {"damage": f"record 3 is damaged: its time {long_time[:40]!r} is not a timestamp"}
+    assert listed[6].detail == {"damage": "record 6 is damaged: invalid literal for int() with base 10: 'abc'"}
+    assert (result.ok, result.first_bad_seq, result.after_anchor) == (False, 3, 0)
+    assert result.problem == f"record 3 is damaged: its time {long_time[:40]!r} is not a timestamp"
+
+
+async def test_a_record_edited_to_hold_nan_is_named_not_raised(keyed):
+    """Found through mutmut's `allow_nan` survivors: json.loads reads NaN, the canonical encoding
+    refuses it, and `verify` raised ValueError instead of naming the record."""
+    storage, _ = keyed
+    if storage.dialect == "postgres":
+        pytest.skip("PostgreSQL's JSON refuses NaN; SQLite stores the text as given")
+    await sql(storage, "UPDATE audit_log SET parameters = ? WHERE seq = 4", ('{"n": NaN}',))
+    await sql(storage, "UPDATE audit_log SET detail = ? WHERE seq = 7", ('{"x": -Infinity}',))
+
+    result = await verify(storage)
+    listed = {r.seq: r for r in await storage.run_transaction(audit.scan, write=False)}
+
+    assert (result.ok, result.first_bad_seq, result.problem) == (
+        False, 4, "record 4 is damaged: its parameters is not JSON")
+    assert (listed[4].event, listed[4].detail) == ("damaged", {"damage": "record 4 is damaged: its parameters is not JSON"})
+    assert listed[7].detail == {"damage": "record 7 is damaged: its detail is not JSON"}

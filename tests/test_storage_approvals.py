@@ -188,3 +188,150 @@ def test_new_approval_and_vote_reject_bad_values():
         request(source="cron")
     with pytest.raises(ValueError, match="decision"):
         vote(decision="maybe")
+
+
+# ---- Found by mutation testing (mutmut 3.8.1 on this module, see README "Mutation testing").
+
+def test_refusals_name_the_field_and_the_allowed_values():
+    with pytest.raises(ValueError, match=r"^at must be a timezone-aware datetime$"):
+        vote(at=datetime(2025, 3, 14, 12, 0))
+    with pytest.raises(ValueError, match=r"^decision must be one of approve, reject, not 'maybe'$"):
+        vote(decision="maybe")
+    with pytest.raises(ValueError, match=r"^voter_id must not be empty$"):
+        vote(voter="")
+
+
+def test_a_vote_time_is_kept_in_utc():
+    plus_two = timezone(timedelta(hours=2))
+
+    cast = vote(at=datetime(2025, 3, 14, 14, 0, tzinfo=plus_two))
+
+    assert cast.at.tzinfo is timezone.utc and cast.at == datetime(2025, 3, 14, 12, 0, tzinfo=timezone.utc)
+
+
+async def test_state_and_time_refusals_name_the_argument(storage):
+    created = await storage.run_transaction(lambda tx: approvals.create(tx, request()))
+    naive = datetime(2025, 3, 14, 12, 0)
+    every = "pending, approved, executing, succeeded, failed, rejected, expired, withdrawn"
+
+    async def attempt(work):
+        with pytest.raises(ValueError) as refused:
+            await storage.run_transaction(work)
+        return str(refused.value)
+
+    assert await attempt(lambda tx: approvals.transition(tx, created.id, "done", APPROVED, now=NOON)) == (
+        f"expected must be among {every}, not ['done']")
+    assert await attempt(lambda tx: approvals.transition(tx, created.id, [], APPROVED, now=NOON)) == (
+        f"expected must be among {every}, not nothing")
+    assert await attempt(lambda tx: approvals.transition(tx, created.id, PENDING, "done", now=NOON)) == (
+        f"new_state must be among {every}, not ['done']")
+    assert await attempt(lambda tx: approvals.transition(
+        tx, created.id, [SUCCEEDED, "failed"], PENDING, now=NOON)) == (
+        "succeeded, failed is a final state: a request never leaves it")
+    assert await attempt(lambda tx: approvals.find(tx, states=["done"])) == (
+        f"states must be among {every}, not ['done']")
+    assert await attempt(lambda tx: approvals.transition(tx, created.id, PENDING, APPROVED, now=naive)) == (
+        "now must be a timezone-aware datetime")
+    assert await attempt(lambda tx: approvals.note(tx, created.id, "quota low", now=naive)) == (
+        "now must be a timezone-aware datetime")
+    assert await attempt(lambda tx: approvals.due_to_expire(tx, naive)) == "now must be a timezone-aware datetime"
+    loaded = await storage.run_transaction(lambda tx: approvals.get(tx, created.id))
+    assert (loaded.state, loaded.result) == (PENDING, "")
+
+
+async def test_flags_come_back_as_booleans(storage):
+    created = await storage.run_transaction(lambda tx: approvals.create(tx, request(allow_self=True, execute=True)))
+    other = await storage.run_transaction(lambda tx: approvals.create(tx, request(allow_self=False, execute=False)))
+
+    loaded = await storage.run_transaction(lambda tx: approvals.get(tx, created.id))
+    loaded_other = await storage.run_transaction(lambda tx: approvals.get(tx, other.id))
+
+    # SQLite stores them as 0/1: a 1 would show as "1" instead of "true" in a card or a JSON answer.
+    assert (loaded.allow_self, loaded.execute) == (True, True)
+    assert type(loaded.allow_self) is bool and type(loaded.execute) is bool
+    assert type(loaded_other.allow_self) is bool and type(loaded_other.execute) is bool
+
+
+async def test_find_returns_at_most_fifty_by_default_and_nothing_for_a_limit_below_one(storage):
+    async def make(tx):
+        return [(await approvals.create(tx, request(target=f"api-{n}"))).id for n in range(51)]
+
+    made = await storage.run_transaction(make)
+
+    async def ids(**filters):
+        return [found.id for found in await storage.run_transaction(lambda tx: approvals.find(tx, **filters))]
+
+    assert await ids() == made[::-1][:50]
+    assert await ids(limit=0) == []
+    assert await ids(limit=-3) == []
+    assert await ids(limit=1) == [made[-1]]
+
+
+async def test_count_waiting_counts_pending_requests_only(storage):
+    assert await storage.run_transaction(approvals.count_waiting) == 0
+
+    async def make(tx):
+        for n in range(3):
+            await approvals.create(tx, request(target=f"api-{n}"))
+        done = await approvals.create(tx, request(target="api-done"))
+        await approvals.transition(tx, done.id, PENDING, APPROVED, now=NOON)
+
+    await storage.run_transaction(make)
+
+    assert await storage.run_transaction(approvals.count_waiting) == 3
+
+
+async def test_a_plain_get_does_not_wait_for_a_row_another_transaction_locked(make_storage):
+    """`get` locks the row only when asked: readers (the approvals list, the card refresh) never
+    queue behind a transaction that holds the request, e.g. while its change executes."""
+    holder, reader = make_storage(), make_storage()
+    await holder.open()
+    await reader.open()
+    if reader.dialect != "postgres":
+        pytest.skip("SQLite has no row locks")
+    created = await holder.run_transaction(lambda tx: approvals.create(tx, request()))
+    locked, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(tx):
+        await approvals.get(tx, created.id, for_update=True)
+        locked.set()
+        await release.wait()
+
+    async def read(tx):
+        # A read that waited for the lock would fail here instead of waiting for `release`.
+        await tx.execute("SET LOCAL lock_timeout = '2s'")
+        return await approvals.get(tx, created.id)
+
+    holding = asyncio.create_task(holder.run_transaction(hold))
+    await locked.wait()
+    try:
+        seen = await reader.run_transaction(read)
+    finally:
+        release.set()
+        await holding
+    assert seen == created
+
+
+def test_a_new_request_refuses_each_missing_or_bad_field_by_name():
+    naive = datetime(2025, 3, 14, 12, 0)
+    with pytest.raises(ValueError, match=r"^created_at must be a timezone-aware datetime$"):
+        request(created_at=naive)
+    with pytest.raises(ValueError, match=r"^expires_at must be a timezone-aware datetime$"):
+        request(expires_at=naive)
+    with pytest.raises(ValueError, match=r"^source must be one of chat, api, not 'cron'$"):
+        request(source="cron")
+    with pytest.raises(ValueError, match=r"^action and requester_id must not be empty$"):
+        request(action="")
+    with pytest.raises(ValueError, match=r"^action and requester_id must not be empty$"):
+        request(requester_id="")
+    with pytest.raises(ValueError, match=r"^expires_at must be after created_at$"):
+        request(expires_at=NOON - timedelta(seconds=1))
+
+
+def test_a_new_request_keeps_its_times_in_utc():
+    plus_two = timezone(timedelta(hours=2))
+
+    new = request(created_at=NOON.astimezone(plus_two), expires_at=(NOON + timedelta(hours=1)).astimezone(plus_two))
+
+    assert (new.created_at.tzinfo, new.expires_at.tzinfo) == (timezone.utc, timezone.utc)
+    assert (new.created_at, new.expires_at) == (NOON, NOON + timedelta(hours=1))

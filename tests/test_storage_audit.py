@@ -320,3 +320,97 @@ async def test_to_dict_is_the_canonical_record_plus_its_hash(storage):
 
     assert exported == {**json.loads(record.canonical()), "hash": record.hash}
     assert exported["at"] == "2025-03-14T12:00:00.123456+00:00"
+
+
+# ---- Found by mutation testing (mutmut 3.8.1 on this module, see README "Mutation testing").
+
+async def test_query_returns_at_most_fifty_by_default_and_nothing_for_a_limit_below_one(storage):
+    await append_all(storage, [entry(n) for n in range(51)])
+
+    async def seqs(**filters):
+        return [r.seq for r in await storage.run_transaction(lambda tx: audit.query(tx, **filters))]
+
+    assert await seqs() == list(range(51, 1, -1))
+    assert await seqs(limit=0) == []
+    assert await seqs(limit=-1) == []
+    assert await seqs(limit=1) == [51]
+
+
+async def test_a_naive_since_is_refused_naming_it(storage):
+    with pytest.raises(ValueError) as raised:
+        await storage.run_transaction(lambda tx: audit.query(tx, since=datetime(2025, 3, 14, 12, 0)), write=False)
+    assert str(raised.value) == "since must be a timezone-aware datetime"
+
+
+async def test_search_text_matches_percent_underscore_and_backslash_literally(storage):
+    names = ["fraud%api", "fraud-api-2", "fraud_api", "fraudXapi", "fraud\\api"]
+    await append_all(storage, [entry(n, target=name, actor_name=f"Olive {name}") for n, name in enumerate(names)])
+
+    async def targets(**filters):
+        return sorted(r.target for r in await storage.run_transaction(lambda tx: audit.query(tx, **filters)))
+
+    assert await targets(target="d%a") == ["fraud%api"]
+    assert await targets(target="d_a") == ["fraud_api"]
+    assert await targets(target="d\\a") == ["fraud\\api"]
+    assert await targets(actor="olive fraud\\") == ["fraud\\api"]
+    assert await targets(actor="%") == ["fraud%api"]
+
+
+async def test_requested_by_activity_is_the_request_that_activity_opened(storage):
+    await append_all(storage, [
+        entry(0, activity_id="act-open", approval_id=41),
+        entry(1, activity_id="act-open", approval_id=42),              # a later record of the same activity
+        entry(2, activity_id="act-vote", event="vote:approve", approval_id=41),
+        entry(3, activity_id="act-direct", approval_id=None),          # ran without an approval
+    ])
+
+    async def found(activity_id):
+        return await storage.run_transaction(lambda tx: audit.requested_by_activity(tx, activity_id), write=False)
+
+    assert await found("act-open") == 41
+    assert await found("act-vote") is None
+    assert await found("act-direct") is None
+    assert await found("act-unknown") is None
+
+
+async def test_a_damaged_record_keeps_its_chain_fields_and_names_nobody(chain):
+    storage, records, sql = chain
+    if storage.dialect == "postgres":
+        pytest.skip("a TIMESTAMPTZ column refuses a damaged timestamp; SQLite stores it as TEXT")
+    await sql("UPDATE audit_log SET at = ?, chain = ? WHERE seq = 3", ("not a time", "sha256"))
+
+    damaged = (await storage.run_transaction(audit.scan, write=False))[2]
+
+    assert damaged == AuditRecord(
+        at=audit.DAMAGED_AT, event="damaged", actor_id="", actor_name="", seq=3, prev_hash=records[1].hash,
+        hash=records[2].hash, chain="sha256",
+        detail={"damage": "record 3 is damaged: its time 'not a time' is not a timestamp"})
+
+
+async def test_verify_names_a_forged_record_inserted_before_the_first(chain):
+    storage, records, sql = chain
+    for seq in range(20, 0, -1):            # make room at 1, as a forger would
+        await sql("UPDATE audit_log SET seq = ? WHERE seq = ?", (seq + 1, seq))
+    forged = AuditRecord(**{**entry(99, actor_name="Mallory").__dict__, "seq": 1, "prev_hash": GENESIS_HASH})
+    forged = AuditRecord(**{**forged.__dict__, "hash": forged.computed_hash()})
+    stored = audit.to_dict(forged)
+
+    await storage.run_transaction(lambda tx: tx.execute(
+        "INSERT INTO audit_log (seq, at, event, actor_id, actor_name, actor_upn, tenant_id, action, workspace, target, "
+        "parameters, before_state, after_state, approval_id, outcome, activity_id, detail, prev_hash, hash, chain) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (1, stored["at"], forged.event, forged.actor_id, forged.actor_name, forged.actor_upn,
+         forged.tenant_id, forged.action, forged.workspace, forged.target, json.dumps(forged.parameters),
+         json.dumps(forged.before), json.dumps(forged.after), forged.approval_id, forged.outcome,
+         forged.activity_id, json.dumps(forged.detail, ensure_ascii=False), forged.prev_hash, forged.hash,
+         forged.chain)))
+
+    result = await verify(storage)
+    assert (result.ok, result.first_bad_seq, result.problem) == (False, 1, "record 1 was inserted")
+
+
+def test_entry_refusals_name_the_field():
+    with pytest.raises(ValueError, match=r"^at must be a timezone-aware datetime$"):
+        entry(at=datetime(2025, 3, 14, 12, 0))
+    with pytest.raises(ValueError, match=r"^event must not be empty$"):
+        entry(event="")

@@ -298,12 +298,18 @@ class _Damaged(Exception):
     """A stored value that does not decode; the message names the field."""
 
 
+def _not_json(constant: str) -> Any:
+    """NaN and infinities are not JSON and no append stores them: a row holding one was edited
+    (and would make the canonical encoding raise instead of `verify` naming the record)."""
+    raise ValueError(f"{constant} is not JSON")
+
+
 def _decode(row: Sequence[Any]) -> AuditRecord:
     """`_from_row`, but a value that does not decode raises `_Damaged` naming its field."""
     values: dict[str, Any] = dict(zip(_ENTRY_FIELDS, row))
     for name in _JSON_FIELDS:
         try:
-            values[name] = json.loads(values[name])
+            values[name] = json.loads(values[name], parse_constant=_not_json)
         except (TypeError, ValueError):
             raise _Damaged(f"its {name} is not JSON") from None
     try:
