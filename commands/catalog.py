@@ -1,6 +1,6 @@
 """The bot's commands, declared in the modules imported here, in the order `help` shows them.
 
-`python -m commands.catalog` prints the README's command reference (a test keeps them equal).
+`python -m commands.catalog` prints the command reference of docs/commands.md (a test keeps them equal).
 """
 
 from commands import (models, endpoints, rollout, jobs, compare, lifecycle, featurestore, monitoring, platform,
@@ -22,7 +22,7 @@ def catalog() -> Registry:
 
 
 def reference_table() -> str:
-    """The README's command reference, generated from the declarations."""
+    """The command reference of docs/commands.md, generated from the declarations."""
     lines = ["| task | command | what it does | example | role |", "| --- | --- | --- | --- | --- |"]
     cell = lambda text: text.replace("|", "\\|")   # noqa: E731 - a `|` would end the table cell, even in code
     lines += [f"| {task} | `{cell(c.usage)}` | {cell(c.summary)} | `{cell(c.example)}` | {c.role.label} |"

@@ -144,7 +144,7 @@ class Arg:
                 "+": f"{OPEN}{self.shown}{CLOSE} ..."}[self.nargs]
 
 
-# What `help` (and the README's table) groups commands by: the task they serve, in this order. A
+# What `help` (and the table in docs/commands.md) groups commands by: the task they serve, in this order. A
 # command declares its group (`group="alerts"`); without one, a command that changes something is
 # "change" and any other "look". `common=True` puts it first in its group and in the short help.
 GROUPS = ("set up", "look", "change", "approve", "alerts")
@@ -218,7 +218,7 @@ class Command:
 
     @property
     def task(self) -> str:
-        """The group `help` and the README list the command under."""
+        """The group `help` and docs/commands.md list the command under."""
         return self.group or ("change" if self.change or self.role > Role.VIEWER else "look")
 
     def __post_init__(self) -> None:
@@ -232,7 +232,7 @@ class Command:
             if arg.is_option:
                 kwargs["dest"] = arg.dest
             parser.add_argument(arg.name, **kwargs)
-        if self.change:       # break-glass: accepted by every change, described in the README and `policies`
+        if self.change:       # break-glass: accepted by every change, described in docs/changes.md and `policies`
             parser.add_argument(EMERGENCY_ARG.name, dest=EMERGENCY_ARG.dest, help=EMERGENCY_ARG.help, default=None)
         parser.described = {name: a for a in self.all_args for name in {a.name, a.dest, a.shown}}
         object.__setattr__(self, "parser", parser)

@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.get_closest_marker("replay_audit") is not None)
 
 
-# The fast tier (`pytest -m unit`, README "Tests"): the tests of these modules that ask for none of
+# The fast tier (`pytest -m unit`, docs/testing.md): the tests of these modules that ask for none of
 # IMPURE_FIXTURES, i.e. pure logic (parsing, policy, cards, the drift engine, splits, settings, ...)
 # without a server, a database, a workspace or replayed Azure traffic. A module's new test that takes
 # one of those fixtures leaves the tier by itself; a new pure module joins by being listed here.

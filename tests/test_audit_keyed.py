@@ -271,7 +271,7 @@ async def test_listing_and_exporting_a_trail_with_a_damaged_record_still_work(ke
     assert exported[2]["hash"] == records[2].hash
 
 
-# ---- Found by mutation testing (mutmut 3.8.1 on adapters/storage/audit.py, see README).
+# ---- Found by mutation testing (mutmut 3.8.1 on adapters/storage/audit.py, see docs/testing.md).
 
 async def test_a_failed_verification_still_says_it_was_checked_with_the_real_key(keyed):
     """`keyed` tells the reader whether the verdict rests on the secret key; a failure keeps it."""

@@ -253,6 +253,6 @@ def test_dockerfile_mentions_that_a_public_host_needs_an_app_id():
 
 
 def test_readme_says_podman_needs_the_docker_format_for_the_healthcheck():
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    readme = (REPO / "docs" / "operating.md").read_text(encoding="utf-8")     # the README's deployment page
     assert "podman build --format docker" in readme
     assert "HEALTHCHECK" in readme

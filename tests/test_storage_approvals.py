@@ -190,7 +190,7 @@ def test_new_approval_and_vote_reject_bad_values():
         vote(decision="maybe")
 
 
-# ---- Found by mutation testing (mutmut 3.8.1 on this module, see README "Mutation testing").
+# ---- Found by mutation testing (mutmut 3.8.1 on this module, see docs/testing.md, "Mutation testing").
 
 def test_refusals_name_the_field_and_the_allowed_values():
     with pytest.raises(ValueError, match=r"^at must be a timezone-aware datetime$"):

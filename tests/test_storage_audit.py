@@ -274,7 +274,7 @@ async def test_a_since_with_no_utc_form_is_a_value_error_naming_it(storage):  # 
     assert str(raised.value) == "since is outside the years 1 to 9999 in UTC"
 
 
-# The grants the README gives for a bot role that may append to the audit log but never change it.
+# The grants docs/changes.md gives for a bot role that may append to the audit log but never change it.
 APPEND_ONLY_GRANTS = """
 GRANT USAGE ON SCHEMA {schema} TO {role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role};
@@ -322,7 +322,7 @@ async def test_to_dict_is_the_canonical_record_plus_its_hash(storage):
     assert exported["at"] == "2025-03-14T12:00:00.123456+00:00"
 
 
-# ---- Found by mutation testing (mutmut 3.8.1 on this module, see README "Mutation testing").
+# ---- Found by mutation testing (mutmut 3.8.1 on this module, see docs/testing.md, "Mutation testing").
 
 async def test_query_returns_at_most_fifty_by_default_and_nothing_for_a_limit_below_one(storage):
     await append_all(storage, [entry(n) for n in range(51)])

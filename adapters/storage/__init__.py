@@ -915,8 +915,8 @@ class SqlStorage:
         """Apply the missing `MIGRATIONS`, all in one transaction."""
         async def work(tx: Transaction) -> None:
             await self._prepare_migration(tx)
-            # Only DDL when something is missing, so a role without CREATE rights (see the README
-            # on an append-only audit log) can open an up-to-date database.
+            # Only DDL when something is missing, so a role without CREATE rights (see docs/changes.md,
+            # "An append-only audit log in PostgreSQL") can open an up-to-date database.
             if not await self._has_table(tx, "schema_migrations"):
                 await tx.execute(_MIGRATIONS_TABLE[self.dialect])
             applied = {int(version) for (version,) in await tx.fetch("SELECT version FROM schema_migrations")}

@@ -29,9 +29,10 @@ and the daily digest, and `verify(tx, anchor=hash)` checks the chain still holds
 
 So appends from several replicas keep one linear chain, and an append commits together with the
 state change it records (same transaction) or not at all. No code path updates or deletes an
-audit row (see the README for making that true at the database level too). `verify` recomputes
-everything from the stored rows (off the event loop) and names the first record at fault; a
-record it cannot even read (a damaged timestamp) is named, never raised.
+audit row (docs/changes.md, "An append-only audit log in PostgreSQL", makes that true at the
+database level too). `verify` recomputes everything from the stored rows (off the event loop) and
+names the first record at fault; a record it cannot even read (a damaged timestamp) is named,
+never raised.
 """
 
 from __future__ import annotations
