@@ -45,7 +45,8 @@ from bot.handler import ChatHandler, explain
 from commands.audit import EXPORT_ROLE, parse_since, story
 from commands.export_links import EXPORT_PATH, LinkRefused
 from commands.context import PIPELINE_PREFIX, Role, User
-from commands.gate import REDELIVERED, Change, Pipeline
+from commands.change import Change
+from commands.gate import REDELIVERED, Pipeline
 from commands.ratelimit import TooManyRequests
 from commands.policy import APPROVAL, Rule
 from commands.registry import CommandError

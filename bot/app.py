@@ -52,6 +52,7 @@ from commands.alerts import endpoint_health
 from commands.catalog import catalog
 from commands.context import Reply, Workspaces
 from commands.export_links import ExportLinks
+from commands.change_kinds import CHANGE_KINDS
 from commands.gate import Gate, record_policy
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def build_handler(settings: Settings, workspaces: Workspaces, storage: Storage, 
     (the web app and the terminal chat share it). Hands the storage its audit chain key."""
     storage.audit_key = settings.audit_key_bytes()
     roles = settings.role_book()
-    gate = Gate(settings.policy(), storage, clock=clock, roles=roles, approval_channel=settings.approval_channel,
+    gate = Gate(settings.policy(), storage, CHANGE_KINDS, clock=clock, roles=roles, approval_channel=settings.approval_channel,
                 spawn=spawn, requests_per_minute=settings.change_requests_per_minute,
                 pipeline_requests_per_minute=settings.pipeline_requests_per_minute)
     base_url = settings.export_base_url()

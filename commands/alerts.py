@@ -46,6 +46,7 @@ from adapters.storage.subscriptions import NewSubscription, Subscription
 from commands.admin import _known_as, _person
 from commands.alert_card import AlertState, Undo, alert_card, worst_first
 from commands.context import Context, Reply, Role, User
+from commands.endpoints import health_headline
 from commands.policy import parse_duration
 from commands.registry import MAX_ID, Arg, Forbidden, UsageError, command, one_of, suggest, whole_number
 from commands.ui import MAX_ROWS, as_text, button, card, columns, limited, local_time, plain, reply, section, text, when
@@ -118,7 +119,6 @@ async def endpoint_health(workspaces: Any, event: Event, limits: Any) -> str:
     does not answer within HEALTH_SECONDS (the alert goes out without it)."""
     if workspaces is None or not (event.endpoint and event.workspace) or event.kind not in ("drift", "alerts"):
         return ""
-    from commands.endpoints import health_headline
     try:
         ws = workspaces.get(event.workspace)
         if ws.name.lower() != event.workspace.lower():

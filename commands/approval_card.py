@@ -15,6 +15,7 @@ from adapters.storage.approvals import (
 )
 from commands.context import shown_name, workspace_line
 from commands.policy import REQUESTER_ONLY
+from commands.splits import traffic_change
 from commands.ui import button, card, columns, facts, limited, plain, section, text, when
 
 STATE_LABELS = {
@@ -40,10 +41,8 @@ def show_value(value: Any) -> str:
 
 def change_lines(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str, str]]:
     """One (what, "before → after") pair per changed key; a traffic split as everywhere else
-    (commands.endpoints.traffic_change: `blue=90 green=10 → blue=100 green=0`). Keys and values
+    (commands.splits.traffic_change: `blue=90 green=10 → blue=100 green=0`). Keys and values
     may come from the pipeline API's caller: shown as plain text."""
-    from commands.endpoints import traffic_change     # not at the top: it imports the gate, which imports this
-
     def pair(key: str) -> str:
         was, now = before.get(key), after.get(key)
         if key == "traffic" and isinstance(was, dict) and isinstance(now, dict):
