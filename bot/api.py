@@ -124,7 +124,7 @@ def approval_json(request: Approval) -> dict[str, Any]:
     deciders = [v["voter"] for v in votes if (v["decision"] == "reject") == (request.state == "rejected")]
     return {"id": request.id, "state": request.state, "action": request.action, "workspace": request.workspace,
             "environment": request.environment, "target": request.target,
-            "summary": request.parameters.get("_summary", request.target), "requester": request.requester_name,
+            "summary": request.summary or request.target, "requester": request.requester_name,
             "reason": request.reason, "quorum": request.quorum, "approvals": len(request.approvals),
             "votes": votes, "decided_by": deciders if request.state not in ("pending", "expired", "withdrawn") else [],
             "result": request.result, "execute": request.execute, "run_url": request.run_url,

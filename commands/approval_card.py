@@ -75,7 +75,7 @@ def approval_card(request: Approval, now: datetime, *, approver_ids: Sequence[st
     confirm = _is_confirmation(request)
     label, color = state_label(request)
     kind = "Confirmation" if confirm else "Approval request"
-    summary = plain(request.parameters.get("_summary") or request.target)
+    summary = plain(request.summary or request.target)
     body = [
         text(f"**{label}**", color=color),
         text(summary, weight="Bolder", wrap=True),
@@ -165,7 +165,7 @@ def _expiry(moment: datetime, now: datetime) -> str:
 
 def approval_row(request: Approval) -> dict:
     label, color = state_label(request)
-    summary = plain(request.parameters.get("_summary") or request.target)
+    summary = plain(request.summary or request.target)
     detail = (f"{request.workspace} · asked by {plain(shown_name(request.requester_id, request.requester_name))} · "
               f"{when(request.created_at)}")
     if request.state == PENDING and not _is_confirmation(request):

@@ -93,8 +93,7 @@ class Pipeline:
 def change_of(request: Approval) -> Change:
     return Change(request.action, request.workspace, request.environment, request.target,
                   {k: v for k, v in request.parameters.items() if k not in ("_evidence", "_untold")},
-                  dict(request.before), dict(request.after),
-                  str(request.parameters.get("_summary", request.target)), request.reason)
+                  dict(request.before), dict(request.after), request.summary or request.target, request.reason)
 
 
 def _utc_now() -> datetime:
@@ -186,9 +185,8 @@ class Gate:
         evidence = None if confirm else await gather_evidence(self.kinds.get(change.action), ctx, change, now)
         new = NewApproval(
             action=change.action, workspace=change.workspace, environment=change.environment,
-            target=change.target, parameters={**change.parameters, "_summary": change.summary,
-                                              **({"_evidence": evidence} if evidence else {})},
-            before=change.before, after=change.after, reason=change.reason,
+            target=change.target, parameters={**change.parameters, **({"_evidence": evidence} if evidence else {})},
+            summary=change.summary, before=change.before, after=change.after, reason=change.reason,
             requester_id=ctx.user.id, requester_name=ctx.user.name, tenant_id=ctx.user.tenant_id,
             conversation_id=conversation, quorum=1 if confirm else rule.quorum,
             allow_self=True if confirm else rule.allow_self,
@@ -330,7 +328,7 @@ class Gate:
                 waited = duration_text(now - request.created_at)
                 payload = await self._card_payload(tx, request, now, in_channel=True)
                 payload = {**payload, "text": f"⏰ Request #{request.id} has waited {waited} without a decision: "
-                                              f"{request.parameters.get('_summary', request.target)}. "
+                                              f"{request.summary or request.target}. "
                                               "The admins are told too."}
                 reach = User(request.requester_id, request.requester_name, request.tenant_id)
                 ctx = Context(user=reach, role=Role.VIEWER, workspaces=(), conversation_id="")

@@ -355,7 +355,7 @@ async def test_every_change_command_passes_the_gate_in_production(olga, store, t
     assert reply.track == "approval:1", reply.text
     request = await request_of(store, 1)
     assert (request.approver_role == "requester") == (mode == "confirm")
-    assert request.parameters["_summary"].startswith(summary), request.parameters["_summary"]
+    assert request.summary.startswith(summary), request.summary
     assert request.reason == "maintenance window"
     assert olga.follow_ups == []          # nothing started
 
