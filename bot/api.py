@@ -234,7 +234,7 @@ class ApprovalsApi:
                 raise                            # 503 with Retry-After (bot/app.py), not the caller's fault
             except Exception as error:  # noqa: BLE001 - a workspace error is the caller's to read
                 raise _Unprocessable(explain(error).text, "parameters") from None
-            approval_id = int(reply.track.partition(":")[2]) if reply.track.startswith("approval:") else None
+            approval_id = reply.track.id if reply.track is not None and reply.track.kind == "approval" else None
             if approval_id is None and reply is REDELIVERED:
                 raise _Retried()
             if approval_id is None:
@@ -249,9 +249,9 @@ class ApprovalsApi:
         ctx = await handler.context_for(requester, conversation.conversation_id, role=Role.OPERATOR,
                                         pipeline=pipeline, activity_id=call)
         reply = await handler.gate.open_request(ctx, change, rule)
-        if reply is REDELIVERED:
+        if reply is REDELIVERED or reply.track is None:
             raise _Retried()
-        return await self._get(int(reply.track.partition(":")[2]))
+        return await self._get(reply.track.id)
 
     async def _get(self, approval_id: int) -> Approval:
         async def read(tx) -> Approval | None:

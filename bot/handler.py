@@ -126,11 +126,13 @@ class ChatHandler:
 
     async def delivered(self, reply: Reply, conversation_id: str, activity_id: str) -> None:
         """The host sent `reply` as message `activity_id`: approval cards remember where they are."""
-        kind, _, key = reply.track.partition(":")
-        if kind == "approval" and key.isdigit() and self.gate is not None and activity_id:
-            await self.gate.card_sent(int(key), conversation_id, activity_id)
-        if kind == "operation" and key.isdigit() and self.gate is not None and activity_id:
-            await self.gate.ack_sent(int(key), activity_id)     # the outcome will edit this message
+        track = reply.track
+        if track is None or self.gate is None or not activity_id:
+            return
+        if track.kind == "approval":
+            await self.gate.card_sent(track.id, conversation_id, activity_id)
+        else:
+            await self.gate.ack_sent(track.id, activity_id)     # the outcome will edit this message
 
 
 def explain(error: Exception, request: Request | None = None) -> Reply:

@@ -45,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Protocol
 
@@ -120,10 +120,13 @@ class OutboxWorker:
     send_timeout: float = DEFAULT_SEND_TIMEOUT
     deadline: timedelta = DEFAULT_DEADLINE
     concurrency: int = CONCURRENCY
+    # Set to deliver now rather than at the next poll. Created by whoever also hands its `set` to
+    # the producers built before this worker (the gate: bot/app.py), or by the worker itself.
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.limiter = SharedRateLimiter(self.store, lambda: self.clock())
-        self._wake = asyncio.Event()
+        self._wake = self.wakeup
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()

@@ -210,9 +210,8 @@ async def alert_monitor_breaches(store: Any, workspaces: Any, *, clock: Callable
     now = clock()
     queued = 0
     for ws in workspaces:
-        breaches = getattr(getattr(ws, "service", None), "monitor_breaches", None)
-        if breaches is None:
-            continue
+        if not ws.is_local:
+            continue                                  # Azure ML's breaches come through Event Grid
 
         async def listeners(tx, name=ws.name) -> list[datetime]:
             return [s.created_at for s in await subscriptions.of_kind(tx, "drift")
@@ -221,7 +220,7 @@ async def alert_monitor_breaches(store: Any, workspaces: Any, *, clock: Callable
         if not since:
             continue                                  # nobody subscribes to drift here: nothing to compute
         try:
-            found = await asyncio.to_thread(breaches, max(min(since), now - timedelta(days=LOCAL_BREACH_DAYS)))
+            found = await ws.local_breaches(max(min(since), now - timedelta(days=LOCAL_BREACH_DAYS))) or []
         except Exception:  # noqa: BLE001 - one workspace must not stop the others; the next pass tries again
             log.exception("could not read the breaches of the local monitors of %s", ws.name)
             continue

@@ -41,7 +41,7 @@ from adapters.storage.approvals import (
     APPROVED, EXECUTING, FAILED, PENDING, REJECTED, SUCCEEDED, WITHDRAWN, Approval, NewApproval, Vote,
 )
 from commands.change import Change, ChangeKind, Recheck, Stale
-from commands.context import Context, Reply, Role, RoleBook, UnknownWorkspace, User
+from commands.context import Context, Reply, Role, RoleBook, Track, UnknownWorkspace, User
 from commands.alerts import approval_subscribers
 from commands.approval_card import approval_card, review_card
 from commands.registry import CommandError
@@ -222,7 +222,7 @@ class Gate:
             payload = await self._card_payload(tx, request, now, in_channel=ctx.conversation_kind in ("channel",
                                                                                                      "groupChat"))
             if pipeline is not None:                      # no turn to answer in: post the card
-                await outbox.enqueue(tx, conversation, {**payload, "track": f"approval:{request.id}"},
+                await outbox.enqueue(tx, conversation, {**payload, "track": Track("approval", request.id).key()},
                                      dedupe_key=f"approval:{request.id}:card:{conversation}",
                                      tenant_id=pipeline.tenant_id, now=now)
             elif (not confirm and self.approval_channel and ctx.conversation_kind == "personal"
@@ -249,7 +249,7 @@ class Gate:
                          f"{request.requester_name}); you joined it instead of opening another: {change.summary}",
                          card=card)
         text = f"{'Confirmation' if confirm else 'Approval request'} #{request.id}: {change.summary}"
-        return Reply(text=text, card=card, track=f"approval:{request.id}")
+        return Reply(text=text, card=card, track=Track("approval", request.id))
 
     async def _identical_pending(self, tx, new: NewApproval) -> Approval | None:
         """A pending request for the same action, target and after-state in the same workspace and tenant."""
@@ -727,7 +727,7 @@ class Gate:
         if request is not None:
             current = await self._get(request.id)
             return Reply(reply.text, card=self.card(current, self.clock(), ctx))
-        return replace(reply, track=f"operation:{op_id}")
+        return replace(reply, track=Track("operation", op_id))
 
     async def ack_sent(self, operation_id: int, activity_id: str) -> None:
         """The host sent the acknowledgement of operation `operation_id` as `activity_id`: its outcome

@@ -17,7 +17,6 @@ so a second click finds the split already restored and changes nothing.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from adapters.service import NotFound, OnlineEndpoint
@@ -301,13 +300,10 @@ async def record_split(tx, ctx: Context, change: Change, request: Approval | Non
          summary="Local workspace only: make a deployment misbehave (or recover), to see a verdict.",
          role=Role.ADMIN, example="demo degrade fraud-api green")
 async def demo(ctx: Context, what: str, endpoint: str, deployment: str) -> Reply:
-    service = getattr(ctx.ml, "service", None)
-    switch = getattr(service, f"{what}_deployment", None)
-    if switch is None:
+    summary = await ctx.ml.demo_switch(what, endpoint, deployment)
+    if summary is None:
         return Reply(f"`demo {what}` works only on the local workspace; {ctx.ml.name} is a real Azure ML "
                      f"workspace. [{ctx.where}]")
-    summary = await asyncio.to_thread(switch, endpoint, deployment)
-    ctx.ml.reads.invalidate()            # changed behind the facade: its shared reads are out of date
     now = ctx.now()
 
     async def work(tx) -> None:

@@ -8,6 +8,7 @@ from adapters.storage import audit as audit_log, operations, outbox, traffic_his
 from bot.app import GATE, SCHEDULER, create_app
 from bot.settings import load_settings
 from commands.change_kinds import CHANGE_KINDS
+from commands.context import Track
 from commands.gate import Gate
 from tests.conftest import Chat, Clock
 from tests.teams_client import ALICE, TeamsStandIn
@@ -27,7 +28,7 @@ async def events(store):
 
 async def test_the_acknowledgement_is_edited_with_the_outcome_whatever_comes_first(chat, store):
     ack = await chat("traffic fraud-api blue=60 green=40")
-    assert ack.track == "operation:1"
+    assert ack.track == Track("operation", 1)
     await chat.handler.delivered(ack, "conv-1", "ack-activity-1")      # the host sent the "⏳ ..." message
     [outcome] = await chat.settle()
     assert outcome.text.startswith("✅ Traffic on fraud-api is now")
