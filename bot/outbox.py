@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Protocol
 
-from adapters.storage import StorageError, conversations, outbox, rate_limits
+from adapters.storage import Storage, StorageError, conversations, outbox, rate_limits
 from adapters.storage.outbox import OutboxItem
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class Deliverer(Protocol):
 class SharedRateLimiter:
     """Teams' limits, counted in storage for every replica (adapters.storage.rate_limits)."""
 
-    def __init__(self, store: Any, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: Storage, clock: Callable[[], datetime]) -> None:
         self.store = store
         self.clock = clock
 
@@ -107,7 +107,7 @@ class SharedRateLimiter:
 
 @dataclass
 class OutboxWorker:
-    store: Any
+    store: Storage
     deliver: Deliverer
     owner: str
     on_sent: Callable[[OutboxItem, str], Awaitable[None]] | None = None

@@ -50,6 +50,7 @@ from commands.endpoints import health_headline
 from commands.policy import parse_duration
 from commands.registry import MAX_ID, Arg, Forbidden, UsageError, command, one_of, suggest, whole_number
 from commands.ui import MAX_ROWS, as_text, button, card, columns, limited, local_time, plain, reply, section, text, when
+from commands.context import Workspaces
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ async def payload_of(tx, alert: Alert, now: datetime, health: str = "") -> dict[
 HEALTH_SECONDS = 3.0          # an alert is not held back longer than this for the endpoint's health
 
 
-async def endpoint_health(workspaces: Any, event: Event, limits: Any) -> str:
+async def endpoint_health(workspaces: Workspaces, event: Event, limits: Any) -> str:
     """The event's endpoint's health now, in one line (the endpoint card's judgement), for its
     alert card; "" when the event names no endpoint of a configured workspace, or the workspace
     does not answer within HEALTH_SECONDS (the alert goes out without it)."""

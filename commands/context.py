@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal
 
 from adapters.nonblocking import NonBlockingService
 
-if TYPE_CHECKING:   # for the type checker only: commands.gate imports this module
+if TYPE_CHECKING:
+    from adapters.storage.approvals import Approval   # for the type checker only: commands.gate imports this module
     from adapters.storage import Storage
     from commands.gate import Gate, Pipeline
 
@@ -186,7 +187,7 @@ class Context:
     emergency: str = ""                # a change command's --emergency reason (run at once, reviewed after)
     export_links: Any = None           # commands.export_links.ExportLinks: signed `audit export` links
     pipeline: Pipeline | None = None   # when a CI/CD pipeline asks (the API)
-    approval: Any = None               # the approval request being carried out (None: a direct change)
+    approval: Approval | None = None   # the approval request being carried out (None: a direct change)
     health: HealthThresholds = field(default_factory=HealthThresholds)
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
 

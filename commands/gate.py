@@ -47,6 +47,8 @@ from commands.approval_card import approval_card, review_card
 from commands.registry import CommandError
 from commands.policy import APPROVAL, CONFIRM, DIRECT, REQUESTER_ONLY, Policy, Rule, duration_text
 from commands.ratelimit import ChangeLimits, TooManyRequests  # noqa: F401 (TooManyRequests: raised through the gate)
+from adapters.storage import Storage
+from commands.context import Workspaces
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +131,7 @@ class Gate:
     """The one place that decides and records. `store` is the bot's SqlStorage."""
 
     policy: Policy
-    store: Any
+    store: Storage
     kinds: Mapping[str, ChangeKind]                     # what each action does (commands/change_kinds.py)
     clock: Callable[[], datetime] = _utc_now
     roles: RoleBook = field(default_factory=RoleBook)   # the environment's assignments (grants are stored)
@@ -757,7 +759,7 @@ class Gate:
                              tenant_id=op.tenant_id, now=now)
         return True
 
-    async def recover_operations(self, workspaces: Any) -> int:
+    async def recover_operations(self, workspaces: Workspaces) -> int:
         """Settle what stopped processes left in flight: claim each unfinished operation (once
         across replicas), re-check its resource, record the outcome in the audit trail, move its
         request to succeeded or failed and edit its card (or the acknowledgement) through the
@@ -800,7 +802,7 @@ class Gate:
         return count
 
     async def _settle(self, op: "operations.PendingOperation", change: Change, recheck: Recheck | None,
-                      workspaces: Any) -> int:
+                      workspaces: Workspaces) -> int:
         """Re-check claimed operation `op` and report its outcome (1), or release it for a later pass (0)."""
         request = await self._get(op.approval_id) if op.approval_id else None
         ctx = Context(user=User(op.actor_id, op.actor_name, op.tenant_id), role=Role.ADMIN,
@@ -982,7 +984,7 @@ class Gate:
             outcome=outcome, activity_id=activity_id, detail=dict(detail or {}), reason=subject.reason)
 
 
-async def record_policy(store: Any, policy: Policy, now: datetime) -> None:
+async def record_policy(store: Storage, policy: Policy, now: datetime) -> None:
     """Audit the policy in force when it differs from the last one recorded (one record per change,
     not per start)."""
     digest = policy.digest()

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from adapters.service import EndpointMetrics, ServiceError
 from adapters.storage import outbox, watches
@@ -41,6 +41,11 @@ from commands.endpoints import health_problems, ms_text, unhealthy
 from commands.rollout import note_outside, plan_rollback
 from commands.splits import traffic_text
 from commands.ui import button, card, facts, plain, section, text
+from adapters.storage import Storage
+from commands.context import Workspaces
+
+if TYPE_CHECKING:
+    from commands.gate import Gate
 
 P99_RATIO, P99_MARGIN_MS = 1.5, 50.0
 ERROR_RATIO, ERROR_MARGIN = 2.0, 0.01
@@ -164,7 +169,7 @@ def verdict_card(watch: Watch, verdict: dict[str, Any], *, workspace: str) -> di
     return card(title, body, subtitle=workspace, actions=actions)
 
 
-async def conclude(watch: Watch, *, workspaces: Any, store: Any, gate: Any, window_minutes: int, owner: str,
+async def conclude(watch: Watch, *, workspaces: Workspaces, store: Storage, gate: Gate, window_minutes: int, owner: str,
                    clock: Callable[[], datetime], health: HealthThresholds = HealthThresholds()
                    ) -> dict[str, Any] | None:
     """Evaluate a claimed watch, roll back if the policy says so, post the verdict; return it
@@ -215,7 +220,7 @@ async def conclude(watch: Watch, *, workspaces: Any, store: Any, gate: Any, wind
     return verdict
 
 
-async def _roll_back(watch: Watch, *, workspaces: Any, store: Any, gate: Any,
+async def _roll_back(watch: Watch, *, workspaces: Workspaces, store: Storage, gate: Gate,
                      clock: Callable[[], datetime]) -> str:
     """Undo the watched change as the MLOps bot, directly (the policy asked for it); one line."""
     ctx = Context(user=BOT_USER, role=Role.ADMIN, workspaces=workspaces, conversation_id=watch.conversation_id,
