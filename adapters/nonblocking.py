@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Protocol
 
-from adapters.service import AzureScope, MLService, Operation, Unavailable
+from adapters.service import AzureScope, LocalOnly, MLService, Monitor, MonitorRun, Operation, SignalReport, Unavailable
 
 
 async def run_blocking(pool: Executor, timeout: float, what: str, fn: Callable[..., Any], *args: Any,
@@ -289,3 +289,31 @@ class NonBlockingService:
 
         call.__name__ = method
         return call
+
+    # ------------------------------------------------------------ the local workspace only (adapters.service.LocalOnly)
+
+    @property
+    def is_local(self) -> bool:
+        """The embedded local workspace (it has what adapters.service.LocalOnly lists)."""
+        return isinstance(self.service, LocalOnly)
+
+    async def demo_switch(self, what: str, endpoint: str, deployment: str) -> str | None:
+        """`demo degrade|heal` on the local workspace (None on Azure ML, which has no such switch).
+        The deployment's figures change behind the port, so the shared reads are dropped."""
+        if not isinstance(self.service, LocalOnly) or what not in ("degrade", "heal"):
+            return None
+        switch = self.service.degrade_deployment if what == "degrade" else self.service.heal_deployment
+        try:
+            return await run_blocking(self._pool, self._timeout, f"to {what} {deployment}", switch, endpoint,
+                                      deployment)
+        finally:
+            self.reads.invalidate()
+
+    async def local_breaches(self, since: datetime
+                             ) -> list[tuple[Monitor, MonitorRun, tuple[SignalReport, ...]]] | None:
+        """The local workspace's breaching monitor runs after `since` (None on Azure ML: Event Grid
+        brings those). Computing due runs can take a while: the wait pool, the operation timeout."""
+        if not isinstance(self.service, LocalOnly):
+            return None
+        return await run_blocking(self._wait_pool, self._operation_timeout, "to compute the monitors",
+                                  self.service.monitor_breaches, since)

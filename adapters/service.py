@@ -596,3 +596,23 @@ class DriftReport:
     figures_source: str = ""
     figures_note: str = ""
     studio_url: str = ""
+
+
+# ---------------------------------------------------------------- what only the embedded local workspace has
+
+
+@runtime_checkable
+class LocalOnly(Protocol):
+    """What only the embedded local workspace (adapters.local) can do, beside the port: the demo
+    switches behind `demo degrade|heal`, and its own monitors' breaches (Azure ML reports those
+    through Event Grid instead). Reached through the facade (`NonBlockingService.demo_switch`,
+    `.local_breaches`), in its thread pool and with its timeout, like any other call."""
+
+    def degrade_deployment(self, endpoint: str, deployment: str) -> str:
+        """Make a deployment slow and failing; one line that says how."""
+
+    def heal_deployment(self, endpoint: str, deployment: str) -> str:
+        """Give a deployment back its demo health; one line that says so."""
+
+    def monitor_breaches(self, since: datetime) -> list[tuple[Monitor, MonitorRun, tuple[SignalReport, ...]]]:
+        """The monitor runs after `since` that breached a threshold, oldest first."""

@@ -45,7 +45,8 @@ from bot.handler import ChatHandler, explain
 from commands.audit import EXPORT_ROLE, parse_since, story
 from commands.export_links import EXPORT_PATH, LinkRefused
 from commands.context import PIPELINE_PREFIX, Role, User
-from commands.gate import REDELIVERED, Change, Pipeline
+from commands.change import Change
+from commands.gate import REDELIVERED, Pipeline
 from commands.ratelimit import TooManyRequests
 from commands.policy import APPROVAL, Rule
 from commands.registry import CommandError
@@ -123,7 +124,7 @@ def approval_json(request: Approval) -> dict[str, Any]:
     deciders = [v["voter"] for v in votes if (v["decision"] == "reject") == (request.state == "rejected")]
     return {"id": request.id, "state": request.state, "action": request.action, "workspace": request.workspace,
             "environment": request.environment, "target": request.target,
-            "summary": request.parameters.get("_summary", request.target), "requester": request.requester_name,
+            "summary": request.summary or request.target, "requester": request.requester_name,
             "reason": request.reason, "quorum": request.quorum, "approvals": len(request.approvals),
             "votes": votes, "decided_by": deciders if request.state not in ("pending", "expired", "withdrawn") else [],
             "result": request.result, "execute": request.execute, "run_url": request.run_url,
@@ -233,7 +234,7 @@ class ApprovalsApi:
                 raise                            # 503 with Retry-After (bot/app.py), not the caller's fault
             except Exception as error:  # noqa: BLE001 - a workspace error is the caller's to read
                 raise _Unprocessable(explain(error).text, "parameters") from None
-            approval_id = int(reply.track.partition(":")[2]) if reply.track.startswith("approval:") else None
+            approval_id = reply.track.id if reply.track is not None and reply.track.kind == "approval" else None
             if approval_id is None and reply is REDELIVERED:
                 raise _Retried()
             if approval_id is None:
@@ -248,9 +249,9 @@ class ApprovalsApi:
         ctx = await handler.context_for(requester, conversation.conversation_id, role=Role.OPERATOR,
                                         pipeline=pipeline, activity_id=call)
         reply = await handler.gate.open_request(ctx, change, rule)
-        if reply is REDELIVERED:
+        if reply is REDELIVERED or reply.track is None:
             raise _Retried()
-        return await self._get(int(reply.track.partition(":")[2]))
+        return await self._get(reply.track.id)
 
     async def _get(self, approval_id: int) -> Approval:
         async def read(tx) -> Approval | None:

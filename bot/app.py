@@ -50,8 +50,9 @@ from bot.settings import Settings
 from bot.teams import TeamsBot, build_adapter, keep_signing_keys_fresh
 from commands.alerts import endpoint_health
 from commands.catalog import catalog
-from commands.context import Reply, Workspaces
+from commands.context import Reply, Track, Workspaces
 from commands.export_links import ExportLinks
+from commands.change_kinds import CHANGE_KINDS
 from commands.gate import Gate, record_policy
 
 log = logging.getLogger(__name__)
@@ -121,13 +122,15 @@ def build_workspaces(settings: Settings, pools: list[ThreadPoolExecutor], *, res
 
 
 def build_handler(settings: Settings, workspaces: Workspaces, storage: Storage, *, clock: Callable[[], datetime],
-                  spawn: Callable[[Awaitable[Any]], None]) -> tuple[ChatHandler, Gate]:
+                  spawn: Callable[[Awaitable[Any]], None], wake_outbox: Callable[[], None] = lambda: None,
+                  owner: str = "this-process") -> tuple[ChatHandler, Gate]:
     """The command handler and the gate every change passes, over the configured policy and roles
-    (the web app and the terminal chat share it). Hands the storage its audit chain key."""
+    (the web app and the terminal chat share it). Hands the storage its audit chain key.
+    `wake_outbox`: the outbox worker's wake-up; `owner`: who this process is to the operations it starts."""
     storage.audit_key = settings.audit_key_bytes()
     roles = settings.role_book()
-    gate = Gate(settings.policy(), storage, clock=clock, roles=roles, approval_channel=settings.approval_channel,
-                spawn=spawn, requests_per_minute=settings.change_requests_per_minute,
+    gate = Gate(settings.policy(), storage, CHANGE_KINDS, clock=clock, roles=roles, approval_channel=settings.approval_channel,
+                spawn=spawn, wake_outbox=wake_outbox, owner=owner, requests_per_minute=settings.change_requests_per_minute,
                 pipeline_requests_per_minute=settings.pipeline_requests_per_minute)
     base_url = settings.export_base_url()
     # Replicas share the audit key, so a link one of them signs is served by any; in development
@@ -144,33 +147,33 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
                reset_demo: bool = False, clock: Callable[[], datetime] | None = None,
                telemetry: Any = None) -> web.Application:
     """`telemetry`: a bot.telemetry.Telemetry (tests give one over in-memory exporters); by default one
-    is started when APPLICATIONINSIGHTS_CONNECTION_STRING is set, and nothing of it exists otherwise."""
+    is started when APPLICATIONINSIGHTS_CONNECTION_STRING is set, and nothing of it exists otherwise.
+    Workspaces given by the caller keep the observer they were built with.
+
+    Every part is built complete, in the order its collaborators need: nothing is patched after."""
     if telemetry is None and settings.applicationinsights_connection_string:
         from bot.telemetry import start_telemetry
         telemetry = start_telemetry(settings.applicationinsights_connection_string)
         log.info("telemetry: traces and metrics go to Application Insights")
     pools = thread_pools(settings)
-    if workspaces is not None and telemetry is not None:
-        for service in workspaces:
-            service.observer = telemetry
     workspaces = workspaces or build_workspaces(settings, pools, reset_demo=reset_demo, observer=telemetry)
     storage = storage or open_storage(settings.effective_storage_url)
     clock = clock or (lambda: datetime.now(timezone.utc))
     tasks = BackgroundTasks()
-    handler, gate = build_handler(settings, workspaces, storage, clock=clock, spawn=tasks.spawn)
+    # The instance id survives a restart, the boot part does not: a restarted bot knows which
+    # claims its earlier run held and takes them back at once (adapters.storage.instances).
+    owner = instances.owner_id(settings.effective_instance_id, uuid.uuid4().hex[:8])
+    outbox_wakeup = asyncio.Event()           # the gate wakes the outbox worker built after it
+    handler, gate = build_handler(settings, workspaces, storage, clock=clock, spawn=tasks.spawn,
+                                  wake_outbox=outbox_wakeup.set, owner=owner)
     adapter = build_adapter(settings.app_id, settings.app_password, settings.app_type, settings.app_tenant_id)
     bot = TeamsBot(handler, storage, adapter, settings.app_id,
                    service_url_hosts=() if settings.development else settings.service_url_hosts,
                    teams_only=not settings.development)
-    # The instance id survives a restart, the boot part does not: a restarted bot knows which
-    # claims its earlier run held and takes them back at once (adapters.storage.instances).
-    owner = instances.owner_id(settings.effective_instance_id, uuid.uuid4().hex[:8])
-    worker = OutboxWorker(storage, bot.deliver, owner=owner,
+    worker = OutboxWorker(storage, bot.deliver, owner=owner, wakeup=outbox_wakeup,
                           on_sent=lambda item, activity_id: _remember(handler, item, activity_id), clock=clock,
                           send_timeout=settings.outbox_send_timeout,
                           deadline=timedelta(hours=settings.outbox_deadline_hours))
-    gate.wake_outbox = worker.wake
-    gate.owner = worker.owner
     scheduler = Scheduler(storage, workspaces, gate, owner=worker.owner, window_minutes=settings.watch_minutes,
                           clock=clock, health=settings.health_thresholds())
     digests = DigestScheduler(storage, workspaces, clock=clock, health=settings.health_thresholds(),
@@ -238,8 +241,8 @@ async def log_audit_anchor(storage: Storage) -> None:
 
 async def _remember(handler: ChatHandler, item: OutboxItem, activity_id: str) -> None:
     """An outbox message that carries a request's card: remember where it landed."""
-    track = str(item.payload.get("track") or "")
-    if track:
+    track = Track.parse(item.payload.get("track"))
+    if track is not None:
         await handler.delivered(Reply("", track=track), item.conversation_id, activity_id)
 
 

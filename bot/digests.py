@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
-from adapters.storage import StorageError, digests
+from adapters.storage import Storage, StorageError, digests
 from commands.context import HealthThresholds, Workspaces
 from commands.digest import send_due
 from commands.studio import Studio
+from adapters.nonblocking import NonBlockingService
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +31,13 @@ MAX_SLEEP = 60.0
 MIN_SLEEP = 1.0
 
 
-def studio_of(ml: Any) -> Studio | None:
+def studio_of(ml: NonBlockingService) -> Studio | None:
     scope = getattr(ml, "azure", None)
     return Studio(scope) if scope is not None else None
 
 
 class DigestScheduler:
-    def __init__(self, storage: Any, workspaces: Workspaces, *, clock: Callable[[], datetime],
+    def __init__(self, storage: Storage, workspaces: Workspaces, *, clock: Callable[[], datetime],
                  health: HealthThresholds | None = None, wake: Callable[[], None] | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.storage = storage

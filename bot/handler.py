@@ -15,16 +15,20 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
 from adapters.nonblocking import fresh_reads, read_log
 from adapters.service import PermissionDenied, ServiceError, Unavailable
-from adapters.storage import StorageUnavailable, grants
+from adapters.storage import Storage, StorageUnavailable, grants
 from commands.context import Context, FollowUp, HealthThresholds, Reply, Role, RoleBook, User, Workspaces
 from commands.general import greet, is_greeting
 from commands.language import Interpreter
 from commands.registry import CommandError, Registry
 from commands.ui import read_stamp
+
+if TYPE_CHECKING:
+    from commands.gate import Pipeline
+    from commands.gate import Gate
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +48,12 @@ class Request:
 
 class ChatHandler:
     def __init__(self, registry: Registry, workspaces: Workspaces, roles: RoleBook, *,
-                 development: bool = False, allowed_tenants: Sequence[str] = (), store: Any = None,
-                 gate: Any = None, clock: Callable[[], datetime] | None = None,
+                 development: bool = False, allowed_tenants: Sequence[str] = (),
+                 # always given by the host (bot/app.py); None only in tests of read-only commands,
+                 # hence typed as present, as on Context
+                 store: Storage = None,  # type: ignore[assignment]
+                 gate: Gate = None,  # type: ignore[assignment]
+                 clock: Callable[[], datetime] | None = None,
                  health: HealthThresholds | None = None, plain_language: bool = True,
                  export_links: Any = None) -> None:
         self.registry = registry
@@ -84,7 +92,7 @@ class ChatHandler:
                        mentioned=tuple(request.mentioned), clock=self.clock, health=self.health,
                        export_links=self.export_links)
 
-    async def context_for(self, user: User, conversation_id: str, *, role: Role, pipeline: Any = None,
+    async def context_for(self, user: User, conversation_id: str, *, role: Role, pipeline: Pipeline | None = None,
                           activity_id: str = "") -> Context:
         """A context for a caller that is not a chat user (the pipeline API): a fixed role.
         `activity_id` identifies the call, so that a retried one is recognised (Idempotency-Key)."""
@@ -126,11 +134,13 @@ class ChatHandler:
 
     async def delivered(self, reply: Reply, conversation_id: str, activity_id: str) -> None:
         """The host sent `reply` as message `activity_id`: approval cards remember where they are."""
-        kind, _, key = reply.track.partition(":")
-        if kind == "approval" and key.isdigit() and self.gate is not None and activity_id:
-            await self.gate.card_sent(int(key), conversation_id, activity_id)
-        if kind == "operation" and key.isdigit() and self.gate is not None and activity_id:
-            await self.gate.ack_sent(int(key), activity_id)     # the outcome will edit this message
+        track = reply.track
+        if track is None or self.gate is None or not activity_id:
+            return
+        if track.kind == "approval":
+            await self.gate.card_sent(track.id, conversation_id, activity_id)
+        else:
+            await self.gate.ack_sent(track.id, activity_id)     # the outcome will edit this message
 
 
 def explain(error: Exception, request: Request | None = None) -> Reply:

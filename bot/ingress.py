@@ -45,7 +45,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from adapters.events import Event, Ignored, Malformed, loads, parse_common_alert, parse_event_grid
-from adapters.storage import StorageUnavailable, inbox
+from adapters.storage import Storage, StorageUnavailable, inbox
 from bot.bodies import BodyTimeout, read_body
 from commands.alerts import publish
 
@@ -58,7 +58,7 @@ AZURE_MONITOR_TYPES = ("application/json",)
 
 
 class Ingress:
-    def __init__(self, store: Any, key: str, *, clock: Callable, wake: Callable[[], None],
+    def __init__(self, store: Storage, key: str, *, clock: Callable, wake: Callable[[], None],
                  health: Callable[[Event], Awaitable[str]] | None = None) -> None:
         self.store = store
         self.key = key
@@ -172,7 +172,7 @@ class Ingress:
             self.wake()
         log.info("%s: %d accepted, %d duplicates, %d ignored, %d skipped, %d cards queued", source, accepted,
                  duplicates, ignored, len(skipped or ()), cards)
-        answer = {"accepted": accepted, "duplicates": duplicates, "ignored": ignored, "cards": cards}
+        answer: dict[str, Any] = {"accepted": accepted, "duplicates": duplicates, "ignored": ignored, "cards": cards}
         if skipped:
             answer["skipped"] = skipped
         return web.json_response(answer)
@@ -183,7 +183,7 @@ OUTBOX_DAYS = 30        # settled items; an alert card older than this is posted
 PRUNE_EVERY = 6 * 3600.0
 
 
-async def prune_forever(store: Any, clock: Callable, *, every: float = PRUNE_EVERY) -> None:
+async def prune_forever(store: Storage, clock: Callable, *, every: float = PRUNE_EVERY) -> None:
     """Forget old dedupe keys and settled outbox items, so neither table grows without end."""
     from datetime import timedelta
 

@@ -45,11 +45,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Protocol
 
-from adapters.storage import StorageError, conversations, outbox, rate_limits
+from adapters.storage import Storage, StorageError, conversations, outbox, rate_limits
 from adapters.storage.outbox import OutboxItem
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class Deliverer(Protocol):
 class SharedRateLimiter:
     """Teams' limits, counted in storage for every replica (adapters.storage.rate_limits)."""
 
-    def __init__(self, store: Any, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: Storage, clock: Callable[[], datetime]) -> None:
         self.store = store
         self.clock = clock
 
@@ -107,7 +107,7 @@ class SharedRateLimiter:
 
 @dataclass
 class OutboxWorker:
-    store: Any
+    store: Storage
     deliver: Deliverer
     owner: str
     on_sent: Callable[[OutboxItem, str], Awaitable[None]] | None = None
@@ -120,10 +120,13 @@ class OutboxWorker:
     send_timeout: float = DEFAULT_SEND_TIMEOUT
     deadline: timedelta = DEFAULT_DEADLINE
     concurrency: int = CONCURRENCY
+    # Set to deliver now rather than at the next poll. Created by whoever also hands its `set` to
+    # the producers built before this worker (the gate: bot/app.py), or by the worker itself.
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.limiter = SharedRateLimiter(self.store, lambda: self.clock())
-        self._wake = asyncio.Event()
+        self._wake = self.wakeup
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()

@@ -37,17 +37,21 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from adapters.events import local_breach_events
 from adapters.service import ServiceError
-from adapters.storage import StorageError, inbox, job_watches, outbox, subscriptions, watches
+from adapters.storage import Storage, StorageError, inbox, job_watches, outbox, subscriptions, watches
 from adapters.storage.job_watches import JobWatch
 from commands.alerts import endpoint_health, escalate, publish
 from commands.context import HealthThresholds, Reply, UnknownWorkspace
 from commands.job_watch import JOB_POLL_SECONDS, report
 from commands.posture import scan_due
 from commands.verdicts import conclude
+from commands.context import Workspaces
+
+if TYPE_CHECKING:
+    from commands.gate import Gate
 
 log = logging.getLogger(__name__)
 # `mlops-bot chat`'s conversation: the terminal reports the jobs started there (it may share the
@@ -60,9 +64,9 @@ MAX_REMEMBERED = 10_000        # dedupe keys a process keeps in memory to skip s
 
 @dataclass
 class Scheduler:
-    store: Any
-    workspaces: Any
-    gate: Any
+    store: Storage
+    workspaces: Workspaces
+    gate: Gate
     owner: str
     window_minutes: int = 15
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
@@ -150,7 +154,7 @@ class Scheduler:
         return posted
 
 
-async def follow_jobs(store: Any, workspaces: Any, *, owner: str, clock: Callable[[], datetime],
+async def follow_jobs(store: Storage, workspaces: Workspaces, *, owner: str, clock: Callable[[], datetime],
                       lease_seconds: float = 300.0, conversation_id: str | None = None,
                       except_conversation: str | None = None, deliver: Callable[[Reply], Any] | None = None,
                       wake: Callable[[], None] | None = None) -> int:
@@ -199,7 +203,7 @@ async def follow_jobs(store: Any, workspaces: Any, *, owner: str, clock: Callabl
     return reported
 
 
-async def alert_monitor_breaches(store: Any, workspaces: Any, *, clock: Callable[[], datetime],
+async def alert_monitor_breaches(store: Storage, workspaces: Workspaces, *, clock: Callable[[], datetime],
                                  wake: Callable[[], None] | None = None, published: set | None = None,
                                  health: HealthThresholds | None = None) -> int:
     """Publish, as drift alerts, the breaching runs of every workspace that has local monitors (the
@@ -210,9 +214,8 @@ async def alert_monitor_breaches(store: Any, workspaces: Any, *, clock: Callable
     now = clock()
     queued = 0
     for ws in workspaces:
-        breaches = getattr(getattr(ws, "service", None), "monitor_breaches", None)
-        if breaches is None:
-            continue
+        if not ws.is_local:
+            continue                                  # Azure ML's breaches come through Event Grid
 
         async def listeners(tx, name=ws.name) -> list[datetime]:
             return [s.created_at for s in await subscriptions.of_kind(tx, "drift")
@@ -221,7 +224,7 @@ async def alert_monitor_breaches(store: Any, workspaces: Any, *, clock: Callable
         if not since:
             continue                                  # nobody subscribes to drift here: nothing to compute
         try:
-            found = await asyncio.to_thread(breaches, max(min(since), now - timedelta(days=LOCAL_BREACH_DAYS)))
+            found = await ws.local_breaches(max(min(since), now - timedelta(days=LOCAL_BREACH_DAYS))) or []
         except Exception:  # noqa: BLE001 - one workspace must not stop the others; the next pass tries again
             log.exception("could not read the breaches of the local monitors of %s", ws.name)
             continue

@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
+from adapters.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class Telemetry:
 
     # ------------------------------------------------------------ the backlog gauges
 
-    async def sample(self, storage: Any, now: datetime | None = None) -> Backlog:
+    async def sample(self, storage: Storage, now: datetime | None = None) -> Backlog:
         """Read what waits from storage into the gauges; return it."""
         from adapters.storage import approvals, outbox
 
@@ -149,7 +150,7 @@ class Telemetry:
         self.backlog = await storage.run_transaction(read, write=False)
         return self.backlog
 
-    async def run_sampler(self, storage: Any, every: float = SAMPLE_SECONDS) -> None:
+    async def run_sampler(self, storage: Storage, every: float = SAMPLE_SECONDS) -> None:
         while True:
             try:
                 await self.sample(storage)

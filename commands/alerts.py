@@ -46,13 +46,15 @@ from adapters.storage.subscriptions import NewSubscription, Subscription
 from commands.admin import _known_as, _person
 from commands.alert_card import AlertState, Undo, alert_card, worst_first
 from commands.context import Context, Reply, Role, User
+from commands.endpoints import health_headline
 from commands.policy import parse_duration
 from commands.registry import MAX_ID, Arg, Forbidden, UsageError, command, one_of, suggest, whole_number
 from commands.ui import MAX_ROWS, as_text, button, card, columns, limited, local_time, plain, reply, section, text, when
+from commands.context import Workspaces
 
 log = logging.getLogger(__name__)
 
-ALERT_ID = whole_number(1, MAX_ID, "an alert id")
+alert_number = whole_number(1, MAX_ID, "an alert id")
 SUBSCRIPTION_ID = whole_number(1, MAX_ID, "a subscription number")
 SUBSCRIPTION_KINDS = KINDS
 MAX_SNOOZE = timedelta(days=7)
@@ -112,13 +114,12 @@ async def payload_of(tx, alert: Alert, now: datetime, health: str = "") -> dict[
 HEALTH_SECONDS = 3.0          # an alert is not held back longer than this for the endpoint's health
 
 
-async def endpoint_health(workspaces: Any, event: Event, limits: Any) -> str:
+async def endpoint_health(workspaces: Workspaces, event: Event, limits: Any) -> str:
     """The event's endpoint's health now, in one line (the endpoint card's judgement), for its
     alert card; "" when the event names no endpoint of a configured workspace, or the workspace
     does not answer within HEALTH_SECONDS (the alert goes out without it)."""
     if workspaces is None or not (event.endpoint and event.workspace) or event.kind not in ("drift", "alerts"):
         return ""
-    from commands.endpoints import health_headline
     try:
         ws = workspaces.get(event.workspace)
         if ws.name.lower() != event.workspace.lower():
@@ -549,7 +550,7 @@ async def subscriptions_(ctx: Context) -> Reply:
 
 # ---------------------------------------------------------------- acting on an alert
 
-@command("acknowledge", Arg("id", type=ALERT_ID, help="the alert number, as its card shows it"),
+@command("acknowledge", Arg("id", type=alert_number, help="the alert number, as its card shows it"),
          phrases=("acknowledge", "ack", "i'm on it", "on it", "take alert", "claim alert"),
          summary="Acknowledge an alert: every copy of its card shows who is on it.", role=Role.OPERATOR,
          example="acknowledge 7", uses_workspace=False, group="alerts", common=True)
@@ -566,7 +567,7 @@ async def acknowledge(ctx: Context, id: int) -> Reply:
                                refuse=taken)
 
 
-@command("snooze", Arg("id", type=ALERT_ID, help="the alert number"),
+@command("snooze", Arg("id", type=alert_number, help="the alert number"),
          Arg("duration", nargs="?", help="how long, like 4h or 2d (default 24h, at most 7d)"),
          phrases=("snooze", "silence", "quiet", "hush", "mute alert"),
          summary="Snooze an alert: its cards stay up to date but nothing new is posted.", role=Role.OPERATOR,
@@ -584,7 +585,7 @@ async def snooze(ctx: Context, id: int, duration: str | None) -> Reply:
                                {"until": until.isoformat()})
 
 
-@command("unsnooze", Arg("id", type=ALERT_ID, help="the alert number"),
+@command("unsnooze", Arg("id", type=alert_number, help="the alert number"),
          phrases=("unsnooze", "unmute", "end the snooze", "stop snoozing", "wake alert"),
          summary="End an alert's snooze: new firings are posted again.", role=Role.OPERATOR,
          example="unsnooze 7", uses_workspace=False, group="alerts")
@@ -594,7 +595,7 @@ async def unsnooze(ctx: Context, id: int) -> Reply:
     return await _change_alert(ctx, id, "unsnoozed", lambda tx, now: alerts.unsnooze(tx, id), refuse=awake)
 
 
-@command("resolve", Arg("id", type=ALERT_ID, help="the alert number"),
+@command("resolve", Arg("id", type=alert_number, help="the alert number"),
          phrases=("resolve", "close alert", "mark resolved", "it is fixed", "all clear on"),
          summary="Mark an alert resolved: every copy of its card says who resolved it and when.",
          role=Role.OPERATOR, example="resolve 7", uses_workspace=False, group="alerts", common=True)
@@ -610,7 +611,7 @@ async def resolve(ctx: Context, id: int) -> Reply:
                                refuse=done)
 
 
-@command("note", Arg("id", type=ALERT_ID, help="the alert number"),
+@command("note", Arg("id", type=alert_number, help="the alert number"),
          Arg("text", nargs="+", help="what you found or did"),
          phrases=("note", "add a note", "write a note", "leave a note", "comment on alert"),
          summary="Keep a note on an alert (who and when are recorded; its cards show the newest).",
@@ -625,7 +626,7 @@ async def note(ctx: Context, id: int, text: list[str]) -> Reply:
                                {"note": body})
 
 
-@command("assign", Arg("id", type=ALERT_ID, help="the alert number"),
+@command("assign", Arg("id", type=alert_number, help="the alert number"),
          Arg("person", help="an @mention (or an Entra object id)"),
          phrases=("assign", "put on alert", "hand alert", "give alert", "owner of alert"),
          summary="Put someone on an alert: `alerts` and its cards show who has it.", role=Role.OPERATOR,
@@ -657,7 +658,7 @@ async def _assignee(ctx: Context, person: str) -> User:
 STATE_ICONS = {"open": "🔴", "acknowledged": "🟡", "snoozed": "💤", "resolved": "✅"}
 
 
-@command("alerts", Arg("id", nargs="?", type=ALERT_ID, help="one alert, with all its notes"),
+@command("alerts", Arg("id", nargs="?", type=alert_number, help="one alert, with all its notes"),
          phrases=("alerts", "open alerts", "list alerts", "what is firing", "any alerts", "who is on", "incidents", "active alerts"),
          summary="List open, acknowledged, snoozed and resolved alerts, and who is on each.",
          example="alerts", uses_workspace=False, group="alerts", common=True)

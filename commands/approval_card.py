@@ -15,6 +15,7 @@ from adapters.storage.approvals import (
 )
 from commands.context import shown_name, workspace_line
 from commands.policy import REQUESTER_ONLY
+from commands.splits import traffic_change
 from commands.ui import button, card, columns, facts, limited, plain, section, text, when
 
 STATE_LABELS = {
@@ -40,10 +41,8 @@ def show_value(value: Any) -> str:
 
 def change_lines(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str, str]]:
     """One (what, "before → after") pair per changed key; a traffic split as everywhere else
-    (commands.endpoints.traffic_change: `blue=90 green=10 → blue=100 green=0`). Keys and values
+    (commands.splits.traffic_change: `blue=90 green=10 → blue=100 green=0`). Keys and values
     may come from the pipeline API's caller: shown as plain text."""
-    from commands.endpoints import traffic_change     # not at the top: it imports the gate, which imports this
-
     def pair(key: str) -> str:
         was, now = before.get(key), after.get(key)
         if key == "traffic" and isinstance(was, dict) and isinstance(now, dict):
@@ -76,7 +75,7 @@ def approval_card(request: Approval, now: datetime, *, approver_ids: Sequence[st
     confirm = _is_confirmation(request)
     label, color = state_label(request)
     kind = "Confirmation" if confirm else "Approval request"
-    summary = plain(request.parameters.get("_summary") or request.target)
+    summary = plain(request.summary or request.target)
     body = [
         text(f"**{label}**", color=color),
         text(summary, weight="Bolder", wrap=True),
@@ -166,7 +165,7 @@ def _expiry(moment: datetime, now: datetime) -> str:
 
 def approval_row(request: Approval) -> dict:
     label, color = state_label(request)
-    summary = plain(request.parameters.get("_summary") or request.target)
+    summary = plain(request.summary or request.target)
     detail = (f"{request.workspace} · asked by {plain(shown_name(request.requester_id, request.requester_name))} · "
               f"{when(request.created_at)}")
     if request.state == PENDING and not _is_confirmation(request):

@@ -13,13 +13,13 @@ from commands.context import Context, Reply, Role
 from commands.registry import MAX_ID, Arg, UsageError, command, whole_number
 from commands.ui import card, limited, reply
 
-_REQUEST_NUMBER = whole_number(1, MAX_ID, "request number")
+_WHOLE_REQUEST_NUMBER = whole_number(1, MAX_ID, "request number")
 
 
-def REQUEST_ID(value: str) -> int:
+def request_number(value: str) -> int:
     """An argument type: a request number as cards and `approvals` show it (#42 or 42)."""
     try:
-        return _REQUEST_NUMBER(value.removeprefix("#"))
+        return _WHOLE_REQUEST_NUMBER(value.removeprefix("#"))
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"'{value[:20]}' is not a request number; they look like 42 "
                                          "(type `approvals` to see them)") from None
@@ -40,7 +40,7 @@ def _gate(ctx: Context):
                   "anything to approve", "needs my approval"),
          summary="List approval requests: pending ones, yours, or all.", example="approvals pending",
          uses_workspace=False, group="approve", common=True)
-async def approvals_(ctx: Context, which: str | None) -> Reply:
+async def list_approvals(ctx: Context, which: str | None) -> Reply:
     which = which or "pending"
     gate = _gate(ctx)
     found = await gate.list_requests(ctx, which)
@@ -49,7 +49,7 @@ async def approvals_(ctx: Context, which: str | None) -> Reply:
     return reply(card(title, limited(found, approval_row, noun="request")))
 
 
-@command("approval", Arg("id", type=REQUEST_ID, help="the request number, as the card shows it"),
+@command("approval", Arg("id", type=request_number, help="the request number, as the card shows it"),
          phrases=("request details", "who approved request", "votes on", "status of request", "request number",
                   "show request {number}"),
          summary="Show one approval request with its votes and outcome.", example="approval 42",
@@ -58,7 +58,7 @@ async def approval(ctx: Context, id: int) -> Reply:
     return await _gate(ctx).show(ctx, id)
 
 
-@command("approve", Arg("id", type=REQUEST_ID, help="the request number"),
+@command("approve", Arg("id", type=request_number, help="the request number"),
          Arg("comment", nargs="*", help="an optional comment, kept in the audit trail"),
          phrases=("approve", "lgtm", "sign off", "accept request", "green light"),
          summary="Approve a change someone asked for.", role=Role.OPERATOR, example="approve 42 looks good",
@@ -67,7 +67,7 @@ async def approve(ctx: Context, id: int, comment: list[str]) -> Reply:
     return await _gate(ctx).vote(ctx, id, "approve", " ".join(comment))
 
 
-@command("reject", Arg("id", type=REQUEST_ID, help="the request number"),
+@command("reject", Arg("id", type=request_number, help="the request number"),
          Arg("reason", nargs="*", help="why, kept in the audit trail"),
          phrases=("reject", "deny", "decline", "refuse", "turn down request", "veto"),
          summary="Reject a change someone asked for.", role=Role.OPERATOR,
@@ -76,7 +76,7 @@ async def reject(ctx: Context, id: int, reason: list[str]) -> Reply:
     return await _gate(ctx).vote(ctx, id, "reject", " ".join(reason))
 
 
-@command("confirm", Arg("id", type=REQUEST_ID, help="the request number"),
+@command("confirm", Arg("id", type=request_number, help="the request number"),
          phrases=("confirm", "yes do it", "go ahead with"),
          summary="Confirm a change you asked for (when the policy asks for a confirmation).",
          role=Role.OPERATOR, example="confirm 42", uses_workspace=False, group="approve")
@@ -84,7 +84,7 @@ async def confirm(ctx: Context, id: int) -> Reply:
     return await _gate(ctx).vote(ctx, id, "approve", "")
 
 
-@command("withdraw", Arg("id", type=REQUEST_ID, help="the request number"),
+@command("withdraw", Arg("id", type=request_number, help="the request number"),
          phrases=("withdraw", "take back request", "retract", "cancel my request", "never mind request",
                   "withdraw my request"),
          summary="Withdraw a change you asked for that is still waiting.", role=Role.OPERATOR,

@@ -6,7 +6,6 @@
 from commands import (models, endpoints, rollout, jobs, compare, lifecycle, featurestore, monitoring, platform,
                       approvals, alerts, digest, audit, admin, outbox, general)
 from commands import posture
-from commands import evidence  # noqa: F401 - the approval cards' evidence (registers with the gate)
 from commands.registry import CATALOG, Registry
 
 # Declaring registers, in import order; another module may import one of these first (bot.api

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from adapters.nonblocking import PendingOperation
 from adapters.service import REQUESTED_BY, Job, ServiceError
+from commands.change import Accepted
 from commands.context import Context, Reply
 from commands.job_watch import watch_job
 
@@ -19,10 +20,10 @@ async def outcome(operation: PendingOperation, where: str) -> Reply:
     return Reply(f"✅ {summary} [{where}]", ok=True)
 
 
-def accepted(ctx: Context, operation: PendingOperation, what: str) -> Reply:
-    """Start waiting in the background and tell the user right away."""
-    ctx.follow_up(outcome(operation, ctx.where))
-    return Reply(f"⏳ {what} Azure ML is applying it; I'll post here when it's done. [{ctx.where}]")
+def accepted(ctx: Context, operation: PendingOperation, what: str) -> Accepted:
+    """Tell the user right away; the gate waits for the outcome and reports it."""
+    return Accepted(Reply(f"⏳ {what} Azure ML is applying it; I'll post here when it's done. [{ctx.where}]"),
+                    outcome(operation, ctx.where))
 
 
 def requested_tags(ctx: Context) -> dict[str, str]:

@@ -6,11 +6,12 @@ import difflib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal
 
 from adapters.nonblocking import NonBlockingService
 
-if TYPE_CHECKING:   # for the type checker only: commands.gate imports this module
+if TYPE_CHECKING:
+    from adapters.storage.approvals import Approval   # for the type checker only: commands.gate imports this module
     from adapters.storage import Storage
     from commands.gate import Gate, Pipeline
 
@@ -61,7 +62,29 @@ class Reply:
     text: str
     card: dict[str, Any] | None = None
     ok: bool | None = None       # for the outcome of a change: did it succeed?
-    track: str = ""              # e.g. "approval:42": the host tells the gate where this message landed
+    track: Track | None = None   # the host tells the gate where this message landed (commands.gate)
+
+
+@dataclass(frozen=True)
+class Track:
+    """A message whose Teams activity id the gate needs once the host has sent it: the card of
+    approval request `id` (later votes and the outcome edit it), or the acknowledgement of
+    operation `id` (its outcome edits it)."""
+
+    kind: Literal["approval", "operation"]
+    id: int
+
+    def key(self) -> str:
+        """As an outbox payload stores it (JSON): `approval:42`."""
+        return f"{self.kind}:{self.id}"
+
+    @classmethod
+    def parse(cls, key: object) -> Track | None:
+        """The Track an outbox payload stored (None for anything else)."""
+        kind, _, number = str(key or "").partition(":")
+        if kind in ("approval", "operation") and number.isdigit():
+            return cls("approval" if kind == "approval" else "operation", int(number))
+        return None
 
 
 @dataclass(frozen=True)
@@ -164,7 +187,7 @@ class Context:
     emergency: str = ""                # a change command's --emergency reason (run at once, reviewed after)
     export_links: Any = None           # commands.export_links.ExportLinks: signed `audit export` links
     pipeline: Pipeline | None = None   # when a CI/CD pipeline asks (the API)
-    approval: Any = None               # the approval request being carried out (None: a direct change)
+    approval: Approval | None = None   # the approval request being carried out (None: a direct change)
     health: HealthThresholds = field(default_factory=HealthThresholds)
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
 

@@ -52,6 +52,8 @@ from commands.posture import scan as scan_posture
 from commands.registry import Arg, Forbidden, UsageError, command, one_of
 from commands.studio import Studio
 from commands.ui import reply
+from adapters.storage import Storage
+from adapters.nonblocking import NonBlockingService
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -78,7 +80,7 @@ class Gathered:
     snapshot: dict[str, Any]          # what the next digest compares with
 
 
-async def gather(ml: Any, store: Any, *, conversation_id: str, now: datetime,
+async def gather(ml: NonBlockingService, store: Storage, *, conversation_id: str, now: datetime,
                  health: HealthThresholds = HealthThresholds(), studio: Studio | None = None,
                  concurrency: int = GATHER_CONCURRENCY, batch_size: int = METRICS_BATCH) -> Gathered:
     """Read everything a digest shows for workspace `ml` (a NonBlockingService) and this conversation."""
@@ -264,7 +266,7 @@ def _running(compute: list[Compute], running_jobs: list[Job]) -> list[RunningCom
 # ---------------------------------------------------------------- sending due digests
 
 
-async def send_due(store: Any, workspaces: Workspaces, now: datetime, *,
+async def send_due(store: Storage, workspaces: Workspaces, now: datetime, *,
                    health: HealthThresholds = HealthThresholds(),
                    studio_of: Callable[[Any], Studio | None] = lambda ml: None,
                    failed: list[str] | None = None) -> int:
@@ -282,7 +284,7 @@ async def send_due(store: Any, workspaces: Workspaces, now: datetime, *,
     return sent
 
 
-async def send_one(store: Any, workspaces: Workspaces, schedule: DigestSchedule, now: datetime, *,
+async def send_one(store: Storage, workspaces: Workspaces, schedule: DigestSchedule, now: datetime, *,
                    health: HealthThresholds = HealthThresholds(),
                    studio_of: Callable[[Any], Studio | None] = lambda ml: None) -> bool:
     """Gather and send one due digest, if this caller wins its claim."""

@@ -16,7 +16,8 @@ from typing import Callable
 
 from adapters.drift.definitions import DEFINITIONS, LEVEL_RULE
 from commands.context import workspace_line
-from commands.endpoints import ms_text, traffic_text
+from commands.endpoints import ms_text
+from commands.splits import traffic_text
 from commands.ui import MAX_CARD_BYTES, button, card, columns, excerpt, plain, section, text, when
 
 BLOCKS = "▁▂▃▄▅▆▇█"

@@ -7,7 +7,6 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterable
 
 from adapters.service import (
     MAX_INSTANCES, MIN_INSTANCES, TRAFFIC_TOTAL, BatchDeployment, BatchEndpoint, DeploymentMetrics, EndpointMetrics,
@@ -16,37 +15,14 @@ from adapters.service import (
 from commands.changes import accepted, requested_tags, started
 from commands.context import Context, HealthThresholds, Reply, Role
 from commands.job_rows import job_row
-from commands.gate import Change, Stale, executes, rechecks, settled
+from commands.splits import parse_split, traffic_change, traffic_text
+from commands.change import Accepted, Change, Stale, settled
 from commands.registry import Arg, UsageError, command, whole_number
 from commands.studio import open_in_studio, studio
 from commands.ui import MAX_CARD_BYTES, button, card, columns, facts, limited, plain, reply, section, text
 
 STATE_COLORS = {"Succeeded": "Good", "Failed": "Attention", "Updating": "Warning", "Creating": "Warning",
                 "Deleting": "Warning"}
-
-
-def traffic_text(traffic: dict[str, int], *, zero: Iterable[str] = ()) -> str:
-    """The one way a split is written: `blue=90 green=10`, largest share first (ties by name).
-    Deployments with 0% are left out, except those named in `zero` (shown as `green=0`)."""
-    shares = {**{name: 0 for name in zero}, **traffic}
-    shown = [f"{name}={pct}" for name, pct in sorted(shares.items(), key=lambda kv: (-kv[1], kv[0]))
-             if pct or name in zero]
-    return " ".join(shown) or "no traffic"
-
-
-def traffic_change(before: dict[str, int], after: dict[str, int]) -> str:
-    """A split before → after, both sides in the same order so they read across:
-    `blue=90 green=10 → blue=0 green=100`. The order is the before side's (largest first), then
-    deployments that are new. A deployment whose share went to or from 0 is shown as `=0` on that
-    side, so nobody wonders where it went."""
-    moved = {name for name in {*before, *after} if bool(before.get(name, 0)) != bool(after.get(name, 0))}
-    order = sorted({*before, *after}, key=lambda name: (-before.get(name, 0),
-                                                       0 if before.get(name, 0) else -after.get(name, 0), name))
-
-    def side(split: dict[str, int]) -> str:
-        shown = [f"{name}={split.get(name, 0)}" for name in order if split.get(name, 0) or name in moved]
-        return " ".join(shown) or "no traffic"
-    return f"{side(before)} → {side(after)}"
 
 
 def ms_text(value: float | None) -> str:
@@ -281,23 +257,6 @@ async def _metrics(ctx: Context, name: str) -> tuple[EndpointMetrics | None, str
         return None, error.message
 
 
-def parse_split(words: list[str]) -> dict[str, int]:
-    """`blue=90 green=10` -> {"blue": 90, "green": 10}; the workspace checks names and the sum.
-    Percentages are ASCII digits only: int() would take '²' or '٣' and choke on 5,000 digits."""
-    split: dict[str, int] = {}
-    for word in words:
-        name, sep, value = word.partition("=")
-        percent = value.strip().removesuffix("%")
-        if not sep or not name or not re.fullmatch(r"[0-9]{1,3}", percent):
-            shown = word if len(word) <= 40 else word[:40] + "…"
-            raise UsageError(f"'{shown}' is not deployment=percent. Usage: `traffic ‹endpoint› "
-                             "‹deployment=percent› ...`, e.g. `traffic fraud-api blue=90 green=10`.")
-        if name in split:
-            raise UsageError(f"Deployment '{name}' is given twice.")
-        split[name] = int(percent)
-    return split
-
-
 @command("traffic", Arg("endpoint", help="an online endpoint"),
          Arg("split", nargs="+", metavar="deployment=percent", help=f"the new split; it must add up to {TRAFFIC_TOTAL}"),
          phrases=("set traffic", "shift traffic", "move traffic", "split traffic", "send traffic", "route traffic",
@@ -327,8 +286,7 @@ async def traffic(ctx: Context, endpoint: str, split: list[str]) -> Reply:
         summary=f"Traffic on {endpoint}: {traffic_change(current.traffic, new)}"))
 
 
-@executes("traffic")
-async def apply_traffic(ctx: Context, change: Change) -> Reply:
+async def apply_traffic(ctx: Context, change: Change) -> Reply | Accepted:
     endpoint, new = change.parameters["endpoint"], change.parameters["traffic"]
     current = await ctx.ml.get_endpoint(endpoint)
     if current.traffic != change.before["traffic"]:
@@ -338,7 +296,6 @@ async def apply_traffic(ctx: Context, change: Change) -> Reply:
     return accepted(ctx, operation, f"Traffic on {endpoint} is moving to {traffic_text(new)}.")
 
 
-@rechecks("scale")
 async def scaled(ctx: Context, change: Change) -> Reply | None:
     """After a restart: how many instances does the deployment run (None while it is updating)?"""
     p = change.parameters
@@ -371,8 +328,7 @@ async def scale(ctx: Context, endpoint: str, deployment: str, instances: int) ->
         summary=f"Scale {endpoint}/{deployment}: {found.instance_count} → {_instances(instances)}"))
 
 
-@executes("scale")
-async def apply_scale(ctx: Context, change: Change) -> Reply:
+async def apply_scale(ctx: Context, change: Change) -> Reply | Accepted:
     endpoint, deployment, instances = (change.parameters[k] for k in ("endpoint", "deployment", "instances"))
     found = await _deployment(ctx, endpoint, deployment)
     if found.instance_count != change.before["instances"]:
@@ -460,7 +416,6 @@ async def batch(ctx: Context, endpoint: str, input: str, deployment: str | None)
         summary=f"Batch scoring on {endpoint} ({used}) of {input}"))
 
 
-@executes("batch")
 async def apply_batch(ctx: Context, change: Change) -> Reply:
     endpoint = change.parameters["endpoint"]
     job = await ctx.ml.invoke_batch_endpoint(endpoint, change.parameters["input"], change.parameters["deployment"],

@@ -6,7 +6,7 @@ be scaled) is flagged when it is over the health thresholds ("green: 5xx 8.00% i
 candidate's comparison headline against the champion (commands/compare.py); Endpoint, Compare and
 History buttons. For retrain: the schedule and its last run.
 
-The gate (`commands.gate`) gathers it, always read afresh (bypassing the few seconds of shared
+The gate (`commands.gate`) gathers it (the `gather` of the change kinds in commands/change_kinds.py), always read afresh (bypassing the few seconds of shared
 reads), when a request opens (stored with the request, so the cards
 it posts carry it) and again when a voter opens the card (`approval N`, Teams' refresh), so the
 figures a voter decides on are the current ones. Reading evidence never blocks a request: a
@@ -22,9 +22,7 @@ from adapters.service import ServiceError
 from commands.compare import compare_versions
 from commands.context import Context
 from commands.endpoints import _fmt, _metrics, _percent, health_problems, ms_text
-from commands.gate import Change, gathers
-
-ENDPOINT_ACTIONS = ("traffic", "canary", "rollback", "scale")
+from commands.change import Change
 
 
 def receiving(change: Change) -> list[str]:
@@ -37,7 +35,6 @@ def receiving(change: Change) -> list[str]:
     return [name for name, share in after.items() if share > before.get(name, 0)]
 
 
-@gathers(*ENDPOINT_ACTIONS)
 async def endpoint_evidence(ctx: Context, change: Change) -> dict[str, Any]:
     # evidence is what an approver decides on: read afresh, never a figure shared a few seconds ago
     # (adapters.nonblocking's shared reads), as a card's Refresh does
@@ -102,7 +99,6 @@ async def _headline(ctx: Context, candidate_ref: str) -> str:
             f"{'s' if len(judged) != 1 else ''}, worse on {losses}.")
 
 
-@gathers("retrain")
 async def retrain_evidence(ctx: Context, change: Change) -> dict[str, Any]:
     with fresh_reads():            # the schedule's last run as it is now, not as shared a moment ago
         return await _retrain_evidence(ctx, change)

@@ -8,9 +8,11 @@ after) and returns `await ctx.gate.submit(ctx, change)`. The gate asks the polic
     approval   a request that `quorum` eligible people approve (Approve / Reject card)
 
 An approved or confirmed request runs the stored `Change` through the same executor as the
-direct path: one code path for "do it", whatever allowed it. Executors are declared next to their
-command with `@executes("traffic")`; each re-reads its target first and raises `Stale` when it is
-no longer the "before" that was approved.
+direct path: one code path for "do it", whatever allowed it. What running a change means (its
+executor, what it prepares, records and re-checks, its evidence) is its `ChangeKind`
+(commands/change.py), all of them listed in commands/change_kinds.py and given to the gate:
+the gate holds no action's name. Each executor re-reads its target first and raises `Stale` when
+it is no longer the "before" that was approved.
 
 Every decision is a compare-and-set in storage written in the same transaction as its audit
 record and the outbox items that update the cards (one unit of work), so two clicks, two
@@ -31,40 +33,25 @@ import logging
 import uuid
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from adapters.service import ServiceError
 from adapters.storage import approvals, audit, conversations, grants, inbox, instances, operations, outbox, people
 from adapters.storage.approvals import (
     APPROVED, EXECUTING, FAILED, PENDING, REJECTED, SUCCEEDED, WITHDRAWN, Approval, NewApproval, Vote,
 )
-from commands.context import Context, Reply, Role, RoleBook, UnknownWorkspace, User
+from commands.change import Change, ChangeKind, Recheck, Stale
+from commands.context import Context, Reply, Role, RoleBook, Track, UnknownWorkspace, User
 from commands.alerts import approval_subscribers
 from commands.approval_card import approval_card, review_card
 from commands.registry import CommandError
 from commands.policy import APPROVAL, CONFIRM, DIRECT, REQUESTER_ONLY, Policy, Rule, duration_text
 from commands.ratelimit import ChangeLimits, TooManyRequests  # noqa: F401 (TooManyRequests: raised through the gate)
+from adapters.storage import Storage
+from commands.context import Workspaces
 
 log = logging.getLogger(__name__)
 
-Executor = Callable[[Context, "Change"], Awaitable[Reply]]
-EXECUTORS: dict[str, Executor] = {}
-# Observers of an action (commands/rollout.py: traffic history and the watch after a change).
-# A preparer runs just before the executor, outside any transaction, and may read the workspace;
-# what it returns ("notes") reaches the recorders. A recorder runs inside the transaction that
-# audits the change's success, so what it writes is committed with that record or not at all.
-Preparer = Callable[[Context, "Change"], Awaitable[dict[str, Any]]]
-Recorder = Callable[[Any, Context, "Change", "Approval | None", datetime, dict[str, Any]], Awaitable[None]]
-PREPARERS: dict[str, list[Preparer]] = {}
-RECORDERS: dict[str, list[Recorder]] = {}
-# After a restart, how to tell the outcome of a long operation from its resource: a Reply (ok True
-# or False) when it has finished, None while it is still in progress.
-Recheck = Callable[[Context, "Change"], Awaitable["Reply | None"]]
-RECHECKS: dict[str, Recheck] = {}
-# What an approver needs to decide a request of an action (commands/evidence.py): read when the
-# request opens (stored with it) and again when a voter opens its card.
-Gatherer = Callable[[Context, "Change"], Awaitable[dict[str, Any]]]
-GATHERERS: dict[str, Gatherer] = {}
 RECOVERY_GRACE = timedelta(minutes=1)     # an operation another process started this recently is its own
 # Without a recheck only the wait itself can tell, so another process gives up on it only after the
 # longest wait (NonBlockingService's operation timeout, 30 min) has surely passed.
@@ -72,54 +59,14 @@ UNCHECKED_GRACE = timedelta(minutes=35)
 CLAIM_SECONDS = 120.0                     # a claim to settle an operation; a process that stops mid-way loses it
 
 
-class Stale(Exception):
-    """The target changed since the request was made; the message says how."""
-
-
 class Refused(Exception):
     """A vote, confirmation or withdrawal that is not allowed; the message says why."""
 
 
-def executes(action: str) -> Callable[[Executor], Executor]:
-    """Declare the function that performs an approved (or direct) change of `action`."""
-    def register(fn: Executor) -> Executor:
-        if action in EXECUTORS:
-            raise ValueError(f"executor for {action!r} declared twice")
-        EXECUTORS[action] = fn
-        return fn
-    return register
-
-
-def prepares(*actions: str) -> Callable[[Preparer], Preparer]:
-    """Declare a function run before the executor of each of `actions` (its failure never blocks the change)."""
-    def register(fn: Preparer) -> Preparer:
-        for action in actions:
-            PREPARERS.setdefault(action, []).append(fn)
-        return fn
-    return register
-
-
-def records(*actions: str) -> Callable[[Recorder], Recorder]:
-    """Declare a function that writes, in the success record's transaction, what a change of `actions` did."""
-    def register(fn: Recorder) -> Recorder:
-        for action in actions:
-            RECORDERS.setdefault(action, []).append(fn)
-        return fn
-    return register
-
-
-def gathers(*actions: str) -> Callable[[Gatherer], Gatherer]:
-    """Declare the function that reads the evidence shown on the approval card of `actions`."""
-    def register(fn: Gatherer) -> Gatherer:
-        for action in actions:
-            GATHERERS[action] = fn
-        return fn
-    return register
-
-
-async def gather_evidence(ctx: Context, change: "Change", now: datetime) -> dict[str, Any] | None:
-    """The evidence for `change` (None when its action has none); a failure to read becomes a line."""
-    gather = GATHERERS.get(change.action)
+async def gather_evidence(kind: ChangeKind | None, ctx: Context, change: Change,
+                          now: datetime) -> dict[str, Any] | None:
+    """The evidence for `change` (None when its kind has none); a failure to read becomes a line."""
+    gather = kind.gather if kind is not None else None
     if gather is None:
         return None
     try:
@@ -132,34 +79,6 @@ async def gather_evidence(ctx: Context, change: "Change", now: datetime) -> dict
         log.exception("reading the evidence for %s failed", change.summary)
         found = {"error": "Could not read the evidence (an error on the bot's side, logged)."}
     return {**found, "as_of": now.isoformat()}
-
-
-def rechecks(*actions: str) -> Callable[[Recheck], Recheck]:
-    """Declare how to tell, from the resource, whether a long operation of `actions` finished."""
-    def register(fn: Recheck) -> Recheck:
-        for action in actions:
-            RECHECKS[action] = fn
-        return fn
-    return register
-
-
-@dataclass(frozen=True)
-class Change:
-    """One change, complete enough to be shown, approved, audited and executed later.
-
-    `parameters` is all the executor needs (JSON); `before`/`after` are what people see on the card
-    and what the executor re-checks; `summary` is one line ("traffic on fraud-api: ...").
-    """
-
-    action: str
-    workspace: str
-    environment: str
-    target: str
-    parameters: dict[str, Any]
-    before: dict[str, Any]
-    after: dict[str, Any]
-    summary: str
-    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -176,8 +95,7 @@ class Pipeline:
 def change_of(request: Approval) -> Change:
     return Change(request.action, request.workspace, request.environment, request.target,
                   {k: v for k, v in request.parameters.items() if k not in ("_evidence", "_untold")},
-                  dict(request.before), dict(request.after),
-                  str(request.parameters.get("_summary", request.target)), request.reason)
+                  dict(request.before), dict(request.after), request.summary or request.target, request.reason)
 
 
 def _utc_now() -> datetime:
@@ -195,33 +113,7 @@ async def first_delivery(tx, ctx: Context, now: datetime) -> bool:
     return not ctx.activity_id or await inbox.first_time(tx, f"activity:{ctx.activity_id}", now)
 
 
-def _starts_a_run(action: str, parameters: dict[str, Any]) -> bool:
-    """Changes that start a job (retraining, batch scoring, a schedule run) and leave their target as it was."""
-    return action in ("retrain", "batch") or (action == "schedule" and parameters.get("do") == "run")
-
-
-def _shown(state: dict[str, Any]) -> str:
-    return ", ".join(f"{key} {value}" for key, value in state.items()) or "nothing"
-
-
-def settled(ctx: Context, change: Change, current: dict[str, Any], *, busy: bool = False) -> Reply | None:
-    """How a change a stopped process left in flight ended, from what its target shows now
-    (`current`, in the shape of the change's before/after): done when it shows the after-state,
-    not done when it still shows the before-state, otherwise "could not tell". None while the
-    target is `busy` (Azure is still applying something: look again later)."""
-    if busy:
-        return None
-    where = f" [{ctx.where}]"
-    if all(current.get(key) == value for key, value in change.after.items()):
-        return Reply(f"✅ {change.summary}: done ({change.target} shows {_shown(change.after)}).{where}", ok=True)
-    if all(current.get(key) == value for key, value in change.before.items()):
-        return Reply(f"❌ Not done: {change.summary}. The bot stopped before it took effect: {change.target} still "
-                     f"shows {_shown(current)}. Ask again if it is still wanted.{where}", ok=False)
-    return Reply(f"⚠️ Could not tell whether {change.summary} took effect: {change.target} shows {_shown(current)}, "
-                 f"neither the before nor the after. Look at {change.target}.{where}", ok=False)
-
-
-async def _recheck(ctx: Context, change: Change, recheck: Any) -> Reply | None:
+async def _recheck(ctx: Context, change: Change, recheck: Recheck | None) -> Reply | None:
     """How an operation a stopped process left in flight ended (None: still running)."""
     try:
         ctx.ml
@@ -239,7 +131,8 @@ class Gate:
     """The one place that decides and records. `store` is the bot's SqlStorage."""
 
     policy: Policy
-    store: Any
+    store: Storage
+    kinds: Mapping[str, ChangeKind]                     # what each action does (commands/change_kinds.py)
     clock: Callable[[], datetime] = _utc_now
     roles: RoleBook = field(default_factory=RoleBook)   # the environment's assignments (grants are stored)
     approval_channel: str = ""                          # also ask here for requests from personal chats
@@ -260,7 +153,12 @@ class Gate:
         return self.policy.rule(action, environment)
 
     def executable_actions(self) -> list[str]:
-        return sorted(EXECUTORS)
+        return sorted(self.kinds)
+
+    def _starts_a_run(self, action: str, parameters: dict[str, Any]) -> bool:
+        """Changes that start a job (retraining, batch scoring, a schedule run) and leave their target as it was."""
+        kind = self.kinds.get(action)
+        return kind is not None and kind.starts_run(parameters)
 
     async def submit(self, ctx: Context, change: Change) -> Reply:
         if ctx.reason and not change.reason:
@@ -286,12 +184,11 @@ class Gate:
         confirm = rule.mode == CONFIRM
         conversation = ctx.conversation_id
         pipeline = ctx.pipeline
-        evidence = None if confirm else await gather_evidence(ctx, change, now)
+        evidence = None if confirm else await gather_evidence(self.kinds.get(change.action), ctx, change, now)
         new = NewApproval(
             action=change.action, workspace=change.workspace, environment=change.environment,
-            target=change.target, parameters={**change.parameters, "_summary": change.summary,
-                                              **({"_evidence": evidence} if evidence else {})},
-            before=change.before, after=change.after, reason=change.reason,
+            target=change.target, parameters={**change.parameters, **({"_evidence": evidence} if evidence else {})},
+            summary=change.summary, before=change.before, after=change.after, reason=change.reason,
             requester_id=ctx.user.id, requester_name=ctx.user.name, tenant_id=ctx.user.tenant_id,
             conversation_id=conversation, quorum=1 if confirm else rule.quorum,
             allow_self=True if confirm else rule.allow_self,
@@ -303,7 +200,7 @@ class Gate:
             if not await first_delivery(tx, ctx, now):
                 return None
             same = (await self._identical_pending(tx, new)
-                    if pipeline is None and not _starts_a_run(new.action, new.parameters) else None)
+                    if pipeline is None and not self._starts_a_run(new.action, new.parameters) else None)
             if same is not None:                          # the same change is already asked for: join it
                 await audit.append(tx, self._entry(ctx.user, "joined", same, activity_id=ctx.activity_id,
                                                    detail={"reason": change.reason} if change.reason else {}))
@@ -327,7 +224,7 @@ class Gate:
             payload = await self._card_payload(tx, request, now, in_channel=ctx.conversation_kind in ("channel",
                                                                                                      "groupChat"))
             if pipeline is not None:                      # no turn to answer in: post the card
-                await outbox.enqueue(tx, conversation, {**payload, "track": f"approval:{request.id}"},
+                await outbox.enqueue(tx, conversation, {**payload, "track": Track("approval", request.id).key()},
                                      dedupe_key=f"approval:{request.id}:card:{conversation}",
                                      tenant_id=pipeline.tenant_id, now=now)
             elif (not confirm and self.approval_channel and ctx.conversation_kind == "personal"
@@ -354,7 +251,7 @@ class Gate:
                          f"{request.requester_name}); you joined it instead of opening another: {change.summary}",
                          card=card)
         text = f"{'Confirmation' if confirm else 'Approval request'} #{request.id}: {change.summary}"
-        return Reply(text=text, card=card, track=f"approval:{request.id}")
+        return Reply(text=text, card=card, track=Track("approval", request.id))
 
     async def _identical_pending(self, tx, new: NewApproval) -> Approval | None:
         """A pending request for the same action, target and after-state in the same workspace and tenant."""
@@ -433,7 +330,7 @@ class Gate:
                 waited = duration_text(now - request.created_at)
                 payload = await self._card_payload(tx, request, now, in_channel=True)
                 payload = {**payload, "text": f"⏰ Request #{request.id} has waited {waited} without a decision: "
-                                              f"{request.parameters.get('_summary', request.target)}. "
+                                              f"{request.summary or request.target}. "
                                               "The admins are told too."}
                 reach = User(request.requester_id, request.requester_name, request.tenant_id)
                 ctx = Context(user=reach, role=Role.VIEWER, workspaces=(), conversation_id="")
@@ -598,7 +495,7 @@ class Gate:
         now = self.clock()
         evidence = None
         if request.state == PENDING and "_evidence" in request.parameters:     # a voter opens it: figures now
-            evidence = await gather_evidence(ctx, change_of(request), now)
+            evidence = await gather_evidence(self.kinds.get(request.action), ctx, change_of(request), now)
         return Reply(f"Request #{approval_id}: {request.state}", card=self.card(request, now, ctx, evidence=evidence))
 
     @staticmethod
@@ -762,9 +659,8 @@ class Gate:
     async def _prepare(self, ctx: Context, change: Change) -> dict[str, Any]:
         """What the preparers read before the change (figures for later: never blocks it)."""
         notes: dict[str, Any] = {}
-        if change.action not in EXECUTORS:
-            return notes
-        for prepare in PREPARERS.get(change.action, ()):
+        kind = self.kinds.get(change.action)
+        for prepare in kind.prepare if kind is not None else ():
             try:
                 notes.update(await prepare(ctx, change))
             except ServiceError as error:
@@ -783,14 +679,13 @@ class Gate:
 
     async def _perform(self, ctx: Context, change: Change, request: Approval | None, notes: dict[str, Any],
                        op_id: int, *, wait: bool = False) -> Reply:
-        executor = EXECUTORS.get(change.action)
-        if executor is None:
+        kind = self.kinds.get(change.action)
+        if kind is None:
             return await self._finish(ctx, change, request, Reply(f"❌ I don't know how to carry out {change.action}.",
                                                                   ok=False), operation_id=op_id)
-        pending: list[Awaitable[Reply]] = []
-        run_ctx = replace(ctx, later=pending.append, approval=request)
+        run_ctx = replace(ctx, approval=request)
         try:
-            reply = await executor(run_ctx, change)
+            answer = await kind.execute(run_ctx, change)
         except Stale as stale:
             return await self._finish(ctx, change, request, Reply(
                 f"❌ Not done: {stale} The request was for {change.summary}; ask again if it is still wanted.",
@@ -812,10 +707,10 @@ class Gate:
             return await self._finish(ctx, change, request, Reply(
                 f"⚠️ Could not tell whether {change.summary} took effect: something went wrong on my side "
                 f"(incident {incident}). Look at {change.target} to check.", ok=False), operation_id=op_id)
-        if not pending:                       # an immediate change: done
-            return await self._finish(ctx, change, request, replace(reply, ok=True if reply.ok is None else reply.ok),
+        if isinstance(answer, Reply):         # an immediate change: done
+            return await self._finish(ctx, change, request, replace(answer, ok=True if answer.ok is None else answer.ok),
                                       notes=notes, operation_id=op_id)
-        outcome = pending[0]
+        reply, outcome = answer.reply, answer.outcome     # Accepted: Azure applies it in the background
 
         async def finished() -> Reply:
             try:
@@ -834,7 +729,7 @@ class Gate:
         if request is not None:
             current = await self._get(request.id)
             return Reply(reply.text, card=self.card(current, self.clock(), ctx))
-        return replace(reply, track=f"operation:{op_id}")
+        return replace(reply, track=Track("operation", op_id))
 
     async def ack_sent(self, operation_id: int, activity_id: str) -> None:
         """The host sent the acknowledgement of operation `operation_id` as `activity_id`: its outcome
@@ -864,7 +759,7 @@ class Gate:
                              tenant_id=op.tenant_id, now=now)
         return True
 
-    async def recover_operations(self, workspaces: Any) -> int:
+    async def recover_operations(self, workspaces: Workspaces) -> int:
         """Settle what stopped processes left in flight: claim each unfinished operation (once
         across replicas), re-check its resource, record the outcome in the audit trail, move its
         request to succeeded or failed and edit its card (or the acknowledgement) through the
@@ -886,7 +781,8 @@ class Gate:
         count = 0
         for op in unfinished:
             change = Change(**op.change)
-            recheck = RECHECKS.get(change.action)
+            kind = self.kinds.get(change.action)
+            recheck = kind.recheck if kind is not None else None
             orphaned = bool(mine) and instances.instance_of(op.owner) == mine     # an earlier run of this instance
             if not orphaned and op.started_at > now - (RECOVERY_GRACE if recheck else UNCHECKED_GRACE):
                 continue                       # its process may still be waiting for it
@@ -905,7 +801,8 @@ class Gate:
             self.wake_outbox()
         return count
 
-    async def _settle(self, op: "operations.PendingOperation", change: Change, recheck: Any, workspaces: Any) -> int:
+    async def _settle(self, op: "operations.PendingOperation", change: Change, recheck: Recheck | None,
+                      workspaces: Workspaces) -> int:
         """Re-check claimed operation `op` and report its outcome (1), or release it for a later pass (0)."""
         request = await self._get(op.approval_id) if op.approval_id else None
         ctx = Context(user=User(op.actor_id, op.actor_name, op.tenant_id), role=Role.ADMIN,
@@ -962,8 +859,9 @@ class Gate:
                     tx, operation_id, outcome={"text": result.text, "ok": result.ok}, now=now):
                 return lost                    # another process reported it already
             subject = request or change
-            if result.ok:
-                for record in RECORDERS.get(change.action, ()):
+            kind = self.kinds.get(change.action)
+            if result.ok and kind is not None:
+                for record in kind.record:
                     await record(tx, ctx, change, request, now, notes or {})
             await audit.append(tx, self._entry(ctx.user, state, subject, activity_id=ctx.activity_id,
                                                outcome=summary, detail=detail))
@@ -998,13 +896,13 @@ class Gate:
         """A change on a target went through: other requests still waiting on that target were made
         against what it was before, and their executors will refuse them if it no longer applies.
         Say so on their cards now, rather than after someone approves."""
-        if _starts_a_run(change.action, change.parameters):
+        if self._starts_a_run(change.action, change.parameters):
             return                                     # a job started: the target itself is as it was
         by = f"request #{done.id}" if done is not None else f"{change.action} (no approval needed)"
         text = (f"{change.target} changed after this request was made ({by}: {change.summary}). Approving it "
                 f"will be refused if the change no longer applies; look again before voting.")
         for other in await approvals.pending_on(tx, change.workspace, change.target, besides=done.id if done else 0):
-            if _starts_a_run(other.action, other.parameters):
+            if self._starts_a_run(other.action, other.parameters):
                 continue
             if await approvals.note(tx, other.id, text, now=now):
                 await self._update_cards(tx, await approvals.get(tx, other.id), now)
@@ -1086,7 +984,7 @@ class Gate:
             outcome=outcome, activity_id=activity_id, detail=dict(detail or {}), reason=subject.reason)
 
 
-async def record_policy(store: Any, policy: Policy, now: datetime) -> None:
+async def record_policy(store: Storage, policy: Policy, now: datetime) -> None:
     """Audit the policy in force when it differs from the last one recorded (one record per change,
     not per start)."""
     digest = policy.digest()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from adapters.service import JOB_STATUSES, REQUESTED_BY, Job, NotFound
 from commands.changes import accepted
 from commands.context import Context, Reply, Role
-from commands.gate import Change, Stale, executes, rechecks, settled
+from commands.change import Accepted, Change, Stale, settled
 from commands.registry import Arg, command, one_of, whole_number
 from commands.job_rows import job_row, status_text
 from commands.studio import open_in_studio, studio
@@ -96,8 +96,7 @@ async def cancel(ctx: Context, job: str) -> Reply:
         summary=f"Cancel job {found.display_name or job} ({job}), now {found.status}"))
 
 
-@executes("cancel")
-async def apply_cancel(ctx: Context, change: Change) -> Reply:
+async def apply_cancel(ctx: Context, change: Change) -> Reply | Accepted:
     job = change.parameters["job"]
     found = await ctx.ml.get_job(job)
     if found.terminal:
@@ -106,7 +105,6 @@ async def apply_cancel(ctx: Context, change: Change) -> Reply:
     return accepted(ctx, operation, f"Job {job} is being canceled.")
 
 
-@rechecks("cancel")
 async def canceled(ctx: Context, change: Change) -> Reply | None:
     """After a restart: was the job canceled (None while it is being canceled)?"""
     found = await ctx.ml.get_job(change.parameters["job"])

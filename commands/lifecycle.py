@@ -19,7 +19,7 @@ from adapters.service import (STAGES, TRAINING_SCHEDULE_TAG, InvalidRequest, Mod
 from commands.changes import started
 from commands.compare import compare_versions
 from commands.context import Context, Reply, Role
-from commands.gate import Change, Stale, executes, rechecks, settled
+from commands.change import Change, Stale, settled
 from commands.models import HIDDEN, stage_label
 from commands.registry import Arg, UsageError, command, one_of, suggest
 
@@ -82,7 +82,6 @@ def _demoted(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
-@executes("promote")
 async def apply_promote(ctx: Context, change: Change) -> Reply:
     """Set the new stage, then archive every approved Production holder, each step a PUT that the
     backend repeats while Azure says it may (429/503...). If a step still fails, the steps already
@@ -150,7 +149,6 @@ async def _promotion_failed(ctx: Context, name: str, steps: list[tuple[str, str,
                  f"— {outcome}. {source}: {stages}. [{ctx.where}]", ok=False)
 
 
-@rechecks("promote")
 async def promoted(ctx: Context, change: Change) -> Reply | None:
     """After a restart: is the version in its new stage (and the old champion archived)?"""
     p = change.parameters
@@ -167,7 +165,6 @@ async def promoted(ctx: Context, change: Change) -> Reply | None:
                  f"{p['model']} (`models {p['model']}`). [{ctx.where}]", ok=False)
 
 
-@rechecks("archive")
 async def archived(ctx: Context, change: Change) -> Reply | None:
     """After a restart: is the version archived?"""
     model = await ctx.ml.get_model(change.parameters["model"], change.parameters["version"])
@@ -189,7 +186,6 @@ async def archive(ctx: Context, ref: str) -> Reply:
         summary=f"Archive {model.ref}: hide it from lists (its stage stays {stage_label(model.stage)})"))
 
 
-@executes("archive")
 async def apply_archive(ctx: Context, change: Change) -> Reply:
     p = change.parameters
     model = await ctx.ml.get_model(p["model"], p["version"])
@@ -238,7 +234,6 @@ async def _training_schedule(ctx: Context, model: str) -> str:
     return named
 
 
-@executes("retrain")
 async def apply_retrain(ctx: Context, change: Change) -> Reply:
     p = change.parameters
     # requests stored before the schedule was resolved at request time carry none: the model's tag decides

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from adapters.service import Compute, InvalidRequest, NotFound, Schedule
 from commands.changes import accepted, requested_tags, started
 from commands.context import Context, Reply, Role
-from commands.gate import Change, Stale, executes, rechecks, settled
+from commands.change import Accepted, Change, Stale, settled
 from commands.registry import Arg, command
 from commands.schedule_times import next_run_text
 from commands.ui import button, card, columns, limited, reply, text
@@ -81,8 +81,7 @@ async def schedule(ctx: Context, action: str, name: str) -> Reply:
         summary=f"Run schedule {name} once now" if action == "run" else f"{action.capitalize()} schedule {name}"))
 
 
-@executes("schedule")
-async def apply_schedule(ctx: Context, change: Change) -> Reply:
+async def apply_schedule(ctx: Context, change: Change) -> Reply | Accepted:
     name, action = change.parameters["schedule"], change.parameters["do"]
     if action == "run":
         job = await ctx.ml.trigger_schedule(name, tags=requested_tags(ctx))
@@ -117,7 +116,7 @@ async def _compute_change(ctx: Context, name: str, action: str, wanted: str) -> 
         after={"state": wanted}, summary=f"{action.capitalize()} compute {name}"))
 
 
-async def _apply_compute(ctx: Context, change: Change, wanted: str) -> Reply:
+async def _apply_compute(ctx: Context, change: Change, wanted: str) -> Reply | Accepted:
     name = change.parameters["compute"]
     found = await _compute(ctx, name)
     if found is not None and found.state == wanted:
@@ -136,8 +135,7 @@ async def start(ctx: Context, compute: str) -> Reply:
     return await _compute_change(ctx, compute, "start", "Running")
 
 
-@executes("start")
-async def apply_start(ctx: Context, change: Change) -> Reply:
+async def apply_start(ctx: Context, change: Change) -> Reply | Accepted:
     return await _apply_compute(ctx, change, "Running")
 
 
@@ -150,12 +148,10 @@ async def stop(ctx: Context, compute: str) -> Reply:
     return await _compute_change(ctx, compute, "stop", "Stopped")
 
 
-@executes("stop")
-async def apply_stop(ctx: Context, change: Change) -> Reply:
+async def apply_stop(ctx: Context, change: Change) -> Reply | Accepted:
     return await _apply_compute(ctx, change, "Stopped")
 
 
-@rechecks("start", "stop")
 async def compute_state(ctx: Context, change: Change) -> Reply | None:
     """After a restart: is the compute instance in the state asked for (None while it is changing)?"""
     found = await _compute(ctx, change.parameters["compute"])
@@ -166,7 +162,6 @@ async def compute_state(ctx: Context, change: Change) -> Reply | None:
                    busy=found.state in ("Starting", "Stopping", "Restarting", "Creating"))
 
 
-@rechecks("schedule")
 async def schedule_state(ctx: Context, change: Change) -> Reply | None:
     """After a restart: is the schedule enabled or disabled as asked? A run cannot be told from it."""
     name = change.parameters["schedule"]

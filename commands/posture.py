@@ -21,6 +21,7 @@ period (a compare-and-set in storage); each digest scans its workspace too (comm
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ from commands.alerts import publish
 from commands.context import Context, Reply, UnknownWorkspace, workspace_line
 from commands.registry import Arg, UsageError, command
 from commands.ui import MAX_CARD_BYTES, card, plain, reply, section, text, when
+from adapters.storage import Storage
+from commands.context import Workspaces
+from adapters.nonblocking import NonBlockingService
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +70,7 @@ class WorkspacePosture:
 # ---------------------------------------------------------------- scanning and remembering
 
 
-async def scan(ml: Any) -> list[PostureCheck]:
+async def scan(ml: NonBlockingService) -> list[PostureCheck]:
     """The checklist for one workspace (a NonBlockingService). ServiceError if it cannot be read at all."""
     return evaluate(await ml.security_posture())
 
@@ -88,7 +92,7 @@ def posture_event(workspace: str, check: PostureCheck, state: stored.CheckState,
                  summary="It passed before." if not recovered else "", facts=tuple(facts))
 
 
-async def remember(store: Any, workspace: str, checks: list[PostureCheck], now: datetime
+async def remember(store: Storage, workspace: str, checks: list[PostureCheck], now: datetime
                    ) -> tuple[dict[str, stored.CheckState], set[str], int]:
     """Record this scan and publish its news, in one transaction: (states by key, keys that turned
     to fail now, alert cards queued)."""
@@ -120,7 +124,7 @@ def _lines(checks: list[PostureCheck], states: dict[str, stored.CheckState], new
     return tuple(out)
 
 
-async def check_workspace(ml: Any, store: Any, now: datetime) -> tuple[WorkspacePosture, int]:
+async def check_workspace(ml: NonBlockingService, store: Storage, now: datetime) -> tuple[WorkspacePosture, int]:
     """Scan one workspace, remember it (when there is a store) and build its part of the card."""
     try:
         checks = await scan(ml)
@@ -132,19 +136,25 @@ async def check_workspace(ml: Any, store: Any, now: datetime) -> tuple[Workspace
     return WorkspacePosture(ml.name, ml.environment, _lines(checks, states, news)), cards
 
 
-async def scan_due(store: Any, workspaces: Any, *, owner: str, clock: Callable[[], datetime],
+async def _claim(tx, *, name: str, owner: str, now: datetime, every: timedelta) -> bool:
+    return await stored.claim_scan(tx, name, owner, now, every)
+
+
+async def scan_due(store: Storage, workspaces: Workspaces, *, owner: str, clock: Callable[[], datetime],
                    every: timedelta = SCAN_EVERY, wake: Callable[[], None] | None = None) -> int:
     """The scheduler's pass: scan each workspace whose scan is due, while a conversation subscribes
     to posture (for it, or for every workspace); one replica per period. Returns alert cards queued."""
     now = clock()
-    wanted = await store.run_transaction(lambda tx: subscriptions.of_kind(tx, "posture"), write=False)
+    async def subscribed(tx) -> list[subscriptions.Subscription]:
+        return await subscriptions.of_kind(tx, "posture")
+    wanted = await store.run_transaction(subscribed, write=False)
     if not wanted:
         return 0
     queued = 0
     for ml in workspaces:
         if not any(not s.workspace or s.workspace.lower() == ml.name.lower() for s in wanted):
             continue
-        if not await store.run_transaction(lambda tx, name=ml.name: stored.claim_scan(tx, name, owner, now, every)):
+        if not await store.run_transaction(functools.partial(_claim, name=ml.name, owner=owner, now=now, every=every)):
             continue
         try:
             checks = await scan(ml)

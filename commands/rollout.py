@@ -1,10 +1,11 @@
 """Rolling out and back: `history`, `rollback`, `canary`, and the local workspace's `demo degrade`.
 
 Every split the bot applies (traffic, canary, rollback) is written to the endpoint's traffic
-history in the transaction that audits its success (`record_split`, declared to the gate with
-`@records`), together with a watch: after the window (MLOPSBOT_WATCH_MINUTES) the bot compares the
-endpoint's p99 latency and 5xx rate with the figures read just before the change (`read_baseline`,
-`@prepares`) and posts one verdict card (bot/scheduler.py, commands/verdicts.py).
+history in the transaction that audits its success (`record_split`, the `record` of their change
+kinds in commands/change_kinds.py), together with a watch: after the window (MLOPSBOT_WATCH_MINUTES)
+the bot compares the endpoint's p99 latency and 5xx rate with the figures read just before the
+change (`commands.verdicts.read_baseline`, their `prepare`) and posts one verdict card (bot/scheduler.py,
+commands/verdicts.py).
 
 A split changed outside the bot (portal, CLI, a pipeline) is recorded as such the first time one of
 these commands reads the endpoint, and before the bot records its own next change of it.
@@ -16,7 +17,6 @@ so a second click finds the split already restored and changes nothing.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from adapters.service import NotFound, OnlineEndpoint
@@ -25,14 +25,11 @@ from adapters.storage.approvals import Approval
 from adapters.storage.traffic_history import Entry, live
 from commands.changes import accepted
 from commands.context import Context, Reply, Role
-from commands.endpoints import traffic_change, traffic_text
-from commands.gate import Change, Stale, executes, prepares, rechecks, records
+from commands.splits import traffic_change, traffic_text
+from commands.change import Accepted, Change, Stale
 from commands.registry import Arg, UsageError, command, one_of, whole_number
 from commands.ui import button, card, columns, limited, plain, reply, text
-from commands.verdicts import figures
 
-WATCHED_ACTIONS = ("traffic", "canary", "rollback")
-BASELINE_MINUTES = 60          # the figures a change is compared with: the hour before it
 
 
 # ---------------------------------------------------------------- canary arithmetic
@@ -250,17 +247,8 @@ async def canary(ctx: Context, endpoint: str, deployment: str, percent: int) -> 
 # ---------------------------------------------------------------- executing and recording
 
 
-@executes("rollback")
-async def apply_rollback(ctx: Context, change: Change) -> Reply:
-    return await _apply_split(ctx, change)
-
-
-@executes("canary")
-async def apply_canary(ctx: Context, change: Change) -> Reply:
-    return await _apply_split(ctx, change)
-
-
-async def _apply_split(ctx: Context, change: Change) -> Reply:
+async def apply_split(ctx: Context, change: Change) -> Reply | Accepted:
+    """Carry out a rollback or a canary: the split asked for, if the endpoint still has the one it replaces."""
     endpoint, new = change.parameters["endpoint"], change.parameters["traffic"]
     current = await ctx.ml.get_endpoint(endpoint)
     if live(current.traffic) != live(change.before["traffic"]):
@@ -270,7 +258,6 @@ async def _apply_split(ctx: Context, change: Change) -> Reply:
     return accepted(ctx, operation, f"Traffic on {endpoint} is moving to {traffic_text(new)}.")
 
 
-@rechecks(*WATCHED_ACTIONS)
 async def split_applied(ctx: Context, change: Change) -> Reply | None:
     """After a restart: has the endpoint taken the split (None while Azure ML is still updating it)?"""
     endpoint = await ctx.ml.get_endpoint(change.parameters["endpoint"])
@@ -283,14 +270,6 @@ async def split_applied(ctx: Context, change: Change) -> Reply | None:
                  f"(the endpoint is {endpoint.provisioning_state}). [{ctx.where}]", ok=False)
 
 
-@prepares(*WATCHED_ACTIONS)
-async def read_baseline(ctx: Context, change: Change) -> dict[str, Any]:
-    """The endpoint's figures just before the change: what the watch compares with."""
-    metrics = await ctx.ml.endpoint_metrics(change.parameters["endpoint"], BASELINE_MINUTES)
-    return {"baseline": figures(metrics)}
-
-
-@records(*WATCHED_ACTIONS)
 async def record_split(tx, ctx: Context, change: Change, request: Approval | None, now, notes: dict) -> None:
     """History entry and watch, in the transaction of the success record."""
     endpoint = change.parameters["endpoint"]
@@ -321,13 +300,10 @@ async def record_split(tx, ctx: Context, change: Change, request: Approval | Non
          summary="Local workspace only: make a deployment misbehave (or recover), to see a verdict.",
          role=Role.ADMIN, example="demo degrade fraud-api green")
 async def demo(ctx: Context, what: str, endpoint: str, deployment: str) -> Reply:
-    service = getattr(ctx.ml, "service", None)
-    switch = getattr(service, f"{what}_deployment", None)
-    if switch is None:
+    summary = await ctx.ml.demo_switch(what, endpoint, deployment)
+    if summary is None:
         return Reply(f"`demo {what}` works only on the local workspace; {ctx.ml.name} is a real Azure ML "
                      f"workspace. [{ctx.where}]")
-    summary = await asyncio.to_thread(switch, endpoint, deployment)
-    ctx.ml.reads.invalidate()            # changed behind the facade: its shared reads are out of date
     now = ctx.now()
 
     async def work(tx) -> None:

@@ -30,14 +30,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from adapters.service import EndpointMetrics, ServiceError
 from adapters.storage import outbox, watches
 from adapters.storage.watches import Watch
 from commands.context import Context, HealthThresholds, Reply, Role, User, workspace_line
-from commands.endpoints import health_problems, ms_text, traffic_text, unhealthy
+from commands.change import Change
+from commands.endpoints import health_problems, ms_text, unhealthy
+from commands.rollout import note_outside, plan_rollback
+from commands.splits import traffic_text
 from commands.ui import button, card, facts, plain, section, text
+from adapters.storage import Storage
+from commands.context import Workspaces
+
+if TYPE_CHECKING:
+    from commands.gate import Gate
 
 P99_RATIO, P99_MARGIN_MS = 1.5, 50.0
 ERROR_RATIO, ERROR_MARGIN = 2.0, 0.01
@@ -53,6 +61,15 @@ def figures(metrics: EndpointMetrics) -> dict[str, Any]:
             deployments[dep.deployment] = {"p99_ms": p99, "error_rate": errors}
     return {"p99_ms": metrics.latency_p99_ms, "error_rate": metrics.error_rate,
             "window_minutes": metrics.window_minutes, "deployments": deployments}
+
+
+BASELINE_MINUTES = 60          # the figures a change is compared with: the hour before it
+
+
+async def read_baseline(ctx: Context, change: Change) -> dict[str, Any]:
+    """The endpoint's figures just before the change: what the watch compares with."""
+    metrics = await ctx.ml.endpoint_metrics(change.parameters["endpoint"], BASELINE_MINUTES)
+    return {"baseline": figures(metrics)}
 
 
 @dataclass(frozen=True)
@@ -152,12 +169,11 @@ def verdict_card(watch: Watch, verdict: dict[str, Any], *, workspace: str) -> di
     return card(title, body, subtitle=workspace, actions=actions)
 
 
-async def conclude(watch: Watch, *, workspaces: Any, store: Any, gate: Any, window_minutes: int, owner: str,
+async def conclude(watch: Watch, *, workspaces: Workspaces, store: Storage, gate: Gate, window_minutes: int, owner: str,
                    clock: Callable[[], datetime], health: HealthThresholds = HealthThresholds()
                    ) -> dict[str, Any] | None:
     """Evaluate a claimed watch, roll back if the policy says so, post the verdict; return it
     (None when another replica took the watch over meanwhile)."""
-    from commands.rollout import note_outside    # not at the top: commands.rollout imports this module
     service = workspaces.get(watch.workspace)
     verdict: dict[str, Any] = {"window_minutes": window_minutes, "baseline": watch.baseline}
     live_split: dict[str, int] | None = None
@@ -204,11 +220,9 @@ async def conclude(watch: Watch, *, workspaces: Any, store: Any, gate: Any, wind
     return verdict
 
 
-async def _roll_back(watch: Watch, *, workspaces: Any, store: Any, gate: Any,
+async def _roll_back(watch: Watch, *, workspaces: Workspaces, store: Storage, gate: Gate,
                      clock: Callable[[], datetime]) -> str:
     """Undo the watched change as the MLOps bot, directly (the policy asked for it); one line."""
-    from commands.rollout import plan_rollback   # not at the top: commands.rollout imports this module
-
     ctx = Context(user=BOT_USER, role=Role.ADMIN, workspaces=workspaces, conversation_id=watch.conversation_id,
                   workspace=watch.workspace, gate=gate, store=store, clock=clock,
                   reason=f"automatic rollback: the {watch.action} of change #{watch.history_id} degraded "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -15,6 +16,7 @@ from bot.settings import Settings, load_settings
 from commands.catalog import catalog
 from adapters.storage import open_storage
 from commands.context import Reply, Role, RoleBook, User
+from commands.change_kinds import CHANGE_KINDS
 from commands.gate import Gate
 from commands.policy import Policy, parse_policy
 from tests.teams_client import TeamsStandIn
@@ -112,6 +114,11 @@ def clocked(tmp_path, pools, clock):
     local.close()
 
 
+def with_executor(monkeypatch, action: str, executor) -> None:
+    """For one test, carry out `action` with `executor` (the gate's table of change kinds, restored after)."""
+    monkeypatch.setitem(CHANGE_KINDS, action, dataclasses.replace(CHANGE_KINDS[action], execute=executor))
+
+
 # Everything runs at once: the tests of the commands themselves. Approval tests use the defaults.
 DIRECT_POLICY = parse_policy('[[rule]]\nmode = "direct"\n', source="tests: everything direct")
 
@@ -127,7 +134,7 @@ class Chat:
         self.clock = clock or Clock()
         self.background: list = []
         roles = roles or RoleBook(default=role)
-        self.gate = Gate(policy, store, clock=self.clock, roles=roles, spawn=self.background.append)
+        self.gate = Gate(policy, store, CHANGE_KINDS, clock=self.clock, roles=roles, spawn=self.background.append)
         self.handler = ChatHandler(catalog(), workspaces, roles, store=store,
                                    gate=self.gate, clock=self.clock)
         self.user = user

@@ -21,6 +21,7 @@ from adapters.storage import open_storage
 from bot.handler import ChatHandler, Request
 from commands.catalog import catalog
 from commands.context import Role, RoleBook, User, Workspaces
+from commands.change_kinds import CHANGE_KINDS
 from commands.gate import Gate
 from commands.language.understand import is_change
 from commands.policy import parse_policy
@@ -78,7 +79,7 @@ class World:
         self.store = open_storage(f"sqlite:///{directory / 'bot.db'}")
         self.spawned: list[Any] = []
         roles = RoleBook(default=Role.ADMIN)
-        self.gate = Gate(parse_policy('[[rule]]\nmode = "direct"\n', source="language set"), self.store,
+        self.gate = Gate(parse_policy('[[rule]]\nmode = "direct"\n', source="language set"), self.store, CHANGE_KINDS,
                          clock=lambda: NOW, roles=roles, spawn=self.spawned.append)
         self.handler = ChatHandler(catalog(), self.workspaces, roles, store=self.store, gate=self.gate,
                                    clock=lambda: NOW)

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from adapters.storage import approvals as approval_store, audit as audit_log, outbox
-from commands.context import Role, RoleBook, User
+from commands.context import Role, RoleBook, Track, User
 from commands.policy import Policy, parse_policy
 from tests.conftest import Chat, Clock
 
@@ -49,7 +49,7 @@ async def split_of(chat: Chat) -> str:
 
 async def test_a_production_traffic_change_becomes_an_approval_request(olga, store):
     reply = await olga("traffic fraud-api blue=0 green=100 --reason 'green passed the shadow test'")
-    assert reply.track == "approval:1"
+    assert reply.track == Track("approval", 1)
     assert reply.text == "Approval request #1: Traffic on fraud-api: blue=90 green=10 → blue=0 green=100"
     card = reply.card
     assert card["body"][0]["text"] == "Approval request #1"
@@ -352,10 +352,10 @@ async def test_help_for_a_change_says_what_it_needs_here(olga):
 ])
 async def test_every_change_command_passes_the_gate_in_production(olga, store, typed, mode, summary):
     reply = await olga(typed + " --reason 'maintenance window'")
-    assert reply.track == "approval:1", reply.text
+    assert reply.track == Track("approval", 1), reply.text
     request = await request_of(store, 1)
     assert (request.approver_role == "requester") == (mode == "confirm")
-    assert request.parameters["_summary"].startswith(summary), request.parameters["_summary"]
+    assert request.summary.startswith(summary), request.summary
     assert request.reason == "maintenance window"
     assert olga.follow_ups == []          # nothing started
 

@@ -22,9 +22,10 @@ from adapters.storage import approvals as approval_store, audit as audit_log
 from adapters.storage.audit import AuditRecord, Verification
 from adapters.storage.postgres import PostgresStorage
 from commands.context import Reply, Role, User, Workspaces
-from commands.gate import EXECUTORS, Change, Pipeline, record_policy
+from commands.change import Accepted, Change
+from commands.gate import Pipeline, record_policy
 from commands.policy import APPROVAL, CONFIRM, DIRECT, Policy, default_rule, parse_policy
-from tests.conftest import Chat, Clock
+from tests.conftest import Chat, Clock, with_executor
 from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema, storage  # noqa: F401 (fixtures)
 from tests.test_approvals import ARNE, BEA, OLGA, ROLES, events, olga, people_chat, request_of, split_of  # noqa: F401
 from tests.test_storage_audit import append_all, entry
@@ -63,7 +64,7 @@ async def test_a_vote_on_a_request_that_expired_but_was_not_yet_swept_is_not_cou
 async def test_a_service_error_raised_by_the_executor_at_once_fails_the_request(workspaces, store, monkeypatch):
     async def refuses(ctx, change):
         raise Conflict("the endpoint is being updated by another operation", code="OperationInProgress")
-    monkeypatch.setitem(EXECUTORS, "traffic", refuses)
+    with_executor(monkeypatch, "traffic", refuses)
     chat = people_chat(workspaces, store)
     await chat("traffic fraud-api blue=0 green=100")
 
@@ -82,9 +83,8 @@ async def test_a_service_error_in_the_long_operation_fails_the_request(workspace
     async def starts_then_fails(ctx, change):
         async def operation() -> Reply:
             raise Unavailable("Azure ML did not answer")
-        ctx.follow_up(operation())
-        return Reply("⏳ moving")
-    monkeypatch.setitem(EXECUTORS, "traffic", starts_then_fails)
+        return Accepted(Reply("⏳ moving"), operation())
+    with_executor(monkeypatch, "traffic", starts_then_fails)
     chat = people_chat(workspaces, store)
     await chat("traffic fraud-api blue=0 green=100")
 

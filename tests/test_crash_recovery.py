@@ -18,10 +18,10 @@ from adapters.storage import approvals as approval_store, audit as audit_log, in
     outbox
 from bot.app import GATE, build_workspaces, create_app
 from bot.settings import load_settings
-from commands import gate as gate_module
+from commands.change_kinds import CHANGE_KINDS
 from commands.gate import Gate
 from commands.policy import Policy
-from tests.conftest import Chat, Clock
+from tests.conftest import Chat, Clock, with_executor
 from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema  # noqa: F401 (fixtures)
 from tests.test_approvals import ARNE, OLGA, ROLES
 
@@ -68,7 +68,7 @@ async def first_run(crash_settings):
 async def crash_while_executing(chat: Chat, monkeypatch, when: str) -> None:
     asked = await chat("traffic fraud-api blue=0 green=100 --reason 'green is better'")
     await chat.handler.delivered(asked, "conv-1", CARD_ACTIVITY)          # the host posted the card
-    monkeypatch.setitem(gate_module.EXECUTORS, "traffic", crashing(when, gate_module.EXECUTORS["traffic"]))
+    with_executor(monkeypatch, "traffic", crashing(when, CHANGE_KINDS["traffic"].execute))
     with pytest.raises(Crash):
         await chat.as_(ARNE).click("approve", "1")
     monkeypatch.undo()
@@ -141,7 +141,7 @@ async def test_another_replica_leaves_a_fresh_operation_to_its_owner(first_run, 
     gives the owner the grace, then settles it."""
     await crash_while_executing(first_run, monkeypatch, "after")
     store, clock = first_run.handler.store, first_run.clock
-    other = Gate(first_run.gate.policy, store, clock=clock, roles=ROLES, owner=instances.owner_id("bot-2", "b"))
+    other = Gate(first_run.gate.policy, store, CHANGE_KINDS, clock=clock, roles=ROLES, owner=instances.owner_id("bot-2", "b"))
     clock.advance(seconds=5)
     assert await other.recover_operations(first_run.handler.workspaces) == 0
     assert (await stored(store))[0].state == "executing"
@@ -163,7 +163,7 @@ async def test_two_replicas_settle_an_operation_exactly_once(make_storage, works
     dead.gate.owner = instances.owner_id("bot-0", "dead")
     await crash_while_executing(dead, monkeypatch, "after")
     clock.advance(minutes=2)
-    replicas = [Gate(dead.gate.policy, store, clock=clock, roles=ROLES, owner=instances.owner_id(name, "x"))
+    replicas = [Gate(dead.gate.policy, store, CHANGE_KINDS, clock=clock, roles=ROLES, owner=instances.owner_id(name, "x"))
                 for name, store in (("bot-1", second), ("bot-2", third))]
     counts = await asyncio.gather(*(gate.recover_operations(workspaces) for gate in replicas))
     assert sorted(counts) == [0, 1]
@@ -191,7 +191,7 @@ async def test_a_request_an_older_version_left_executing_is_settled(workspaces, 
         await approval_store.transition(tx, 1, "pending", "executing", now=clock())
     await store.run_transaction(strand)
     clock.advance(minutes=2)
-    new = Gate(chat.gate.policy, store, clock=clock, roles=ROLES, owner=instances.owner_id("bot-1", "new"))
+    new = Gate(chat.gate.policy, store, CHANGE_KINDS, clock=clock, roles=ROLES, owner=instances.owner_id("bot-1", "new"))
     assert await new.recover_operations(workspaces) == 1
     request = await store.run_transaction(lambda tx: approval_store.get(tx, 1), write=False)
     assert request.state == "failed"
@@ -249,12 +249,12 @@ async def test_over_http_the_card_of_a_change_killed_mid_way_shows_its_outcome_a
                              approvers=BOB.aad_object_id, instance_id="bot-1")
     clock = Clock()
     first = await aiohttp_server(create_app(settings, reset_demo=True, clock=clock))
-    real = gate_module.EXECUTORS["traffic"]
+    real = CHANGE_KINDS["traffic"].execute
 
     async def dies_after_the_call(ctx, change):
         await real(ctx, change)
         raise asyncio.CancelledError()           # nothing after this runs in the dying process
-    monkeypatch.setitem(gate_module.EXECUTORS, "traffic", dies_after_the_call)
+    with_executor(monkeypatch, "traffic", dies_after_the_call)
     async with TeamsStandIn(str(first.make_url("/api/messages"))) as teams:
         [asked] = await teams.say("traffic fraud-api blue=0 green=100", mention=True, conversation=CHANNEL,
                                   kind="channel")
@@ -295,11 +295,11 @@ async def test_each_kind_of_change_is_told_from_its_resource(workspaces, store, 
     clock = Clock()
     old = Chat(workspaces, store, clock=clock)
     old.gate.owner = instances.owner_id("bot-1", "old")
-    monkeypatch.setitem(gate_module.EXECUTORS, action, crashing(when, gate_module.EXECUTORS[action]))
+    with_executor(monkeypatch, action, crashing(when, CHANGE_KINDS[action].execute))
     with pytest.raises(Crash):
         await old(command)
     monkeypatch.undo()
-    new = Gate(old.gate.policy, store, clock=clock, roles=old.gate.roles, owner=instances.owner_id("bot-1", "new"))
+    new = Gate(old.gate.policy, store, CHANGE_KINDS, clock=clock, roles=old.gate.roles, owner=instances.owner_id("bot-1", "new"))
     assert await new.recover_operations(workspaces) == 1
     op = await store.run_transaction(lambda tx: operations.get(tx, 1), write=False)
     assert op.outcome["ok"] is ok and op.outcome["text"].startswith(text), op.outcome["text"]

@@ -91,7 +91,7 @@ async def test_a_pipeline_named_like_an_approver_is_marked_as_a_pipeline_everywh
         pipeline_user, "conv-1", role=Role.OPERATOR,
         pipeline=Pipeline(run_url="https://github.com/contoso/fraud/actions/runs/7", conversation_id="conv-1",
                           tenant_id="t1", execute=False))
-    from commands.gate import Change
+    from commands.change import Change
     await chat.gate.submit(ctx, Change("release", "ml-prod", "prod", "fraud 2026.12", {}, {}, {},
                                        "release fraud 2026.12", reason="nightly"))
     await chat.as_(ARNE).click("approve", "1")

@@ -237,8 +237,9 @@ async def test_the_bot_leaves_the_terminal_chats_jobs_to_the_terminal(clocked, s
         tx, watch(job_name=job.name, conversation_id=CONVERSATION, model=""), first_check=START))
     clock.advance(hours=3)
 
+    from commands.change_kinds import CHANGE_KINDS
     from commands.gate import Gate
 
-    loop = Scheduler(store, clocked, Gate(Policy(), store, clock=clock), owner="bot-replica", clock=clock)
+    loop = Scheduler(store, clocked, Gate(Policy(), store, CHANGE_KINDS, clock=clock), owner="bot-replica", clock=clock)
     assert await loop.follow_jobs() == 0
     assert [w.conversation_id for w in await open_watches(store)] == [CONVERSATION]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from adapters.storage import approvals as approval_store, audit as audit_log
+from commands.context import Track
 from commands.policy import Policy
 from tests.conftest import Chat
 from tests.test_approvals import ARNE, OLGA, ROLES
@@ -37,7 +38,7 @@ async def test_promoting_to_production_archives_the_champion_in_one_audited_chan
 async def test_a_promotion_in_production_asks_for_approval_and_shows_the_comparison(workspaces, store):
     chat = Chat(workspaces, store, policy=Policy(), roles=ROLES, user=OLGA)
     reply = await chat("promote fraud-model:4 Production")
-    assert reply.track == "approval:1"
+    assert reply.track == Track("approval", 1)
     words = reply.card["fallbackText"]
     assert "Stage: fraud-model:4 Staging → fraud-model:4 Production" in words
     assert "Champion: fraud-model:3 (auc 0.941" in words and "→ fraud-model:4 (auc 0.953 (+0.012 better)" in words

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 from adapters.storage import audit as audit_log, outbox, people
 from adapters.storage.conversations import ConversationRecord
-from commands.context import Role, RoleBook, User
+from commands.context import Role, RoleBook, Track, User
 from commands.policy import Policy, parse_policy
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat, Clock
@@ -106,7 +106,7 @@ async def test_an_identical_pending_request_is_joined_not_opened_twice(workspace
     assert second.text == ("The same change is already waiting as request #1 (pending, asked by Olga Operator); you "
                            "joined it instead of opening another: Traffic on fraud-api: blue=90 green=10 → blue=0 "
                            "green=100")
-    assert first.track == "approval:1" and await request_of(store, 2) is None
+    assert first.track == Track("approval", 1) and await request_of(store, 2) is None
     assert [(r.event, r.actor_name, r.approval_id) for r in await audit_events(store)] == [
         ("requested", "Olga Operator", 1), ("joined", "Bea Approver", 1)]
     other = await olga("traffic fraud-api blue=50 green=50")        # a different after-state: its own request

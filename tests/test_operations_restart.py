@@ -7,6 +7,8 @@ import pytest
 from adapters.storage import audit as audit_log, operations, outbox, traffic_history
 from bot.app import GATE, SCHEDULER, create_app
 from bot.settings import load_settings
+from commands.change_kinds import CHANGE_KINDS
+from commands.context import Track
 from commands.gate import Gate
 from tests.conftest import Chat, Clock
 from tests.teams_client import ALICE, TeamsStandIn
@@ -26,7 +28,7 @@ async def events(store):
 
 async def test_the_acknowledgement_is_edited_with_the_outcome_whatever_comes_first(chat, store):
     ack = await chat("traffic fraud-api blue=60 green=40")
-    assert ack.track == "operation:1"
+    assert ack.track == Track("operation", 1)
     await chat.handler.delivered(ack, "conv-1", "ack-activity-1")      # the host sent the "⏳ ..." message
     [outcome] = await chat.settle()
     assert outcome.text.startswith("✅ Traffic on fraud-api is now")
@@ -54,7 +56,7 @@ async def test_an_operation_left_in_flight_is_reported_once_after_a_restart(work
     assert await events(store) == [("executed", "traffic")]
 
     clock.advance(minutes=5)
-    new = Gate(old.gate.policy, store, clock=clock, roles=old.gate.roles, owner="new-process")
+    new = Gate(old.gate.policy, store, CHANGE_KINDS, clock=clock, roles=old.gate.roles, owner="new-process")
     assert await new.recover_operations(workspaces) == 1
     assert await new.recover_operations(workspaces) == 0             # reported once
     assert await events(store) == [("executed", "traffic"), ("succeeded", "traffic")]
@@ -82,7 +84,7 @@ async def test_a_recheck_that_finds_the_change_missing_reports_a_failure(workspa
     old.background.clear()                                            # stopped; the coroutine is dropped
     workspaces.default.service.set_traffic("fraud-api", {"blue": 90, "green": 10}).wait(None)   # undone meanwhile
     clock.advance(minutes=5)
-    new = Gate(old.gate.policy, store, clock=clock, roles=old.gate.roles, owner="new-process")
+    new = Gate(old.gate.policy, store, CHANGE_KINDS, clock=clock, roles=old.gate.roles, owner="new-process")
     assert await new.recover_operations(workspaces) == 1          # reported; the ack never landed: nothing to edit
 
     async def ops(tx):
@@ -163,7 +165,7 @@ async def test_an_operation_nobody_can_recheck_is_given_up_only_after_the_longes
                           '"target": "endpoint fraud-api", "parameters": {}, "before": {}, "after": {}, '
                           '"summary": "Something slow", "reason": ""}',))
     await store.run_transaction(disguise)
-    new = Gate(old.gate.policy, store, clock=clock, roles=old.gate.roles, owner="new-process")
+    new = Gate(old.gate.policy, store, CHANGE_KINDS, clock=clock, roles=old.gate.roles, owner="new-process")
     clock.advance(minutes=30)
     assert await new.recover_operations(workspaces) == 0
     clock.advance(minutes=6)
@@ -175,7 +177,7 @@ async def test_an_operation_nobody_can_recheck_is_given_up_only_after_the_longes
 async def test_an_operation_on_a_workspace_no_longer_configured_does_not_stop_the_others(workspaces, store):
     from dataclasses import asdict
 
-    from commands.gate import Change
+    from commands.change import Change
 
     clock = Clock()
     old = Chat(workspaces, store, clock=clock)
@@ -197,7 +199,7 @@ async def test_an_operation_on_a_workspace_no_longer_configured_does_not_stop_th
     old.background.clear()
 
     clock.advance(minutes=5)
-    new = Gate(old.gate.policy, store, clock=clock, roles=old.gate.roles, owner="new-process")
+    new = Gate(old.gate.policy, store, CHANGE_KINDS, clock=clock, roles=old.gate.roles, owner="new-process")
     assert await new.recover_operations(workspaces) == 2
     clock.advance(minutes=2)                         # no acknowledgement to edit: posted on a later pass
     assert await new.recover_operations(workspaces) == 1

@@ -11,7 +11,7 @@ from adapters.storage import audit as audit_log, outbox, traffic_history, watche
 from bot.scheduler import Scheduler
 from commands.context import Role
 from commands.policy import Policy, parse_policy
-from commands.endpoints import traffic_change, traffic_text
+from commands.splits import traffic_change, traffic_text
 from commands.rollout import canary_split
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat

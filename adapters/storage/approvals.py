@@ -54,6 +54,7 @@ class NewApproval:
     execute: bool = True
     source: str = "chat"
     run_url: str = ""
+    summary: str = ""        # one line: "Traffic on fraud-api: blue=90 green=10 → blue=0 green=100"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "created_at", utc(self.created_at, "created_at"))

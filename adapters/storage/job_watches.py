@@ -14,13 +14,15 @@ transaction as the end report's outbox item. One job is watched at most once per
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Sequence
 
+from adapters.storage.leases import Lease
 from adapters.storage.base import (Transaction, decode_json, decode_optional_time, decode_time, encode_json,
-                                   encode_time, for_update, utc)
+                                   encode_time, utc)
 
 WATCHING, CHECKING, DONE = "watching", "checking", "done"
+LEASE = Lease("job_watches", free=WATCHING, held=CHECKING)   # adapters.storage.leases
 
 
 @dataclass(frozen=True)
@@ -87,35 +89,23 @@ async def claim_due(tx: Transaction, owner: str, *, now: datetime, lease_seconds
     """Claim the watches whose next check is due, and checks whose lease ran out; each by one owner
     only (compare-and-set). `conversation_id`: only that conversation's (the terminal chat);
     `except_conversation`: all but that one's (the bot leaves the terminal's to the terminal)."""
-    moment = encode_time(utc(now, "now"))
-    only, extra = "", []
+    where, params = "next_check <= ?", [encode_time(utc(now, "now"))]
     if conversation_id is not None:
-        only, extra = " AND conversation_id = ?", [conversation_id]
+        where += " AND conversation_id = ?"
+        params.append(conversation_id)
     elif except_conversation is not None:
-        only, extra = " AND conversation_id <> ?", [except_conversation]
-    rows = await tx.fetch(
-        f"SELECT id FROM job_watches WHERE next_check <= ? AND (state = ? OR (state = ? AND claimed_until < ?)){only} "
-        f"ORDER BY next_check, id LIMIT ?{for_update(tx, skip_locked=True)}",
-        (moment, WATCHING, CHECKING, moment, *extra, limit))
-    until = encode_time(utc(now, "now") + timedelta(seconds=lease_seconds))
-    claimed = []
-    for (watch_id,) in rows:
-        won = await tx.execute(
-            "UPDATE job_watches SET state = ?, claimed_by = ?, claimed_until = ? "
-            "WHERE id = ? AND (state = ? OR (state = ? AND claimed_until < ?))",
-            (CHECKING, owner, until, watch_id, WATCHING, CHECKING, moment))
-        if won == 1:
-            claimed.append(await get(tx, int(watch_id)))
+        where += " AND conversation_id <> ?"
+        params.append(except_conversation)
+    ids = await LEASE.claim_due(tx, owner, now=now, seconds=lease_seconds, where=where, params=tuple(params),
+                                order="next_check, id", limit=limit)
+    claimed = [await get(tx, watch_id) for watch_id in ids]
     return [w for w in claimed if w is not None]
 
 
 async def release(tx: Transaction, watch_id: int, owner: str, *, next_check: datetime) -> bool:
     """The job is still running: look again at `next_check`. False when `owner` lost the claim."""
-    changed = await tx.execute(
-        "UPDATE job_watches SET state = ?, next_check = ?, claimed_by = '', claimed_until = NULL "
-        "WHERE id = ? AND state = ? AND claimed_by = ?",
-        (WATCHING, encode_time(utc(next_check, "next_check")), watch_id, CHECKING, owner))
-    return changed == 1
+    return await LEASE.release(tx, watch_id, owner, state=WATCHING, also="next_check = ?",
+                               also_params=(encode_time(utc(next_check, "next_check")),))
 
 
 async def finish(tx: Transaction, watch_id: int, owner: str, *, outcome: dict[str, Any], now: datetime) -> bool:

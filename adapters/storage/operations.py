@@ -22,13 +22,15 @@ left `executing` without it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Sequence
 
+from adapters.storage.leases import Lease
 from adapters.storage.base import (Transaction, decode_json, decode_optional_time, decode_time, encode_json,
                                    encode_time, for_update, utc)
 
 PENDING, DONE = "pending", "done"
+LEASE = Lease("pending_operations", keep_state=PENDING)    # adapters.storage.leases
 
 
 @dataclass(frozen=True)
@@ -133,19 +135,12 @@ async def unfinished(tx: Transaction, *, not_owned_by: str) -> list[PendingOpera
 async def claim(tx: Transaction, op_id: int, owner: str, *, now: datetime, lease_seconds: float) -> bool:
     """Claim pending operation `op_id` for `owner` to settle it, unless another process holds an
     unexpired claim on it; True for the one caller that wins."""
-    moment = utc(now, "now")
-    changed = await tx.execute(
-        "UPDATE pending_operations SET claimed_by = ?, claimed_until = ? "
-        "WHERE id = ? AND state = ? AND (claimed_until IS NULL OR claimed_until < ? OR claimed_by = ?)",
-        (owner, encode_time(moment + timedelta(seconds=lease_seconds)), op_id, PENDING, encode_time(moment), owner))
-    return changed == 1
+    return await LEASE.take(tx, op_id, owner, now=now, seconds=lease_seconds)
 
 
 async def release(tx: Transaction, op_id: int, owner: str) -> bool:
     """Give up `owner`'s claim (the operation is still in progress: look again later)."""
-    changed = await tx.execute("UPDATE pending_operations SET claimed_by = '', claimed_until = NULL "
-                               "WHERE id = ? AND claimed_by = ?", (op_id, owner))
-    return changed == 1
+    return await LEASE.release(tx, op_id, owner)
 
 
 async def executing_without_operation(tx: Transaction, *, updated_before: datetime) -> list[int]:

@@ -12,13 +12,15 @@ it and marks it `done` with its verdict in the same transaction as the verdict c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Sequence
 
+from adapters.storage.leases import Lease
 from adapters.storage.base import (Transaction, decode_json, decode_optional_time, decode_time, encode_json,
-                                   encode_time, for_update, utc)
+                                   encode_time, utc)
 
 WATCHING, EVALUATING, DONE = "watching", "evaluating", "done"
+LEASE = Lease("watches", free=WATCHING, held=EVALUATING)   # adapters.storage.leases
 
 
 @dataclass(frozen=True)
@@ -84,20 +86,10 @@ async def claim_due(tx: Transaction, owner: str, *, started_before: datetime, no
                     lease_seconds: float = 120.0, limit: int = 10) -> list[Watch]:
     """Claim watches whose window has passed (started at or before `started_before`), and
     evaluations whose lease ran out. Each is claimed by one owner only (compare-and-set)."""
-    moment = encode_time(utc(now, "now"))
-    rows = await tx.fetch(
-        f"SELECT id FROM watches WHERE started_at <= ? AND (state = ? OR (state = ? AND claimed_until < ?)) "
-        f"ORDER BY started_at, id LIMIT ?{for_update(tx, skip_locked=True)}",
-        (encode_time(utc(started_before, "started_before")), WATCHING, EVALUATING, moment, limit))
-    until = encode_time(utc(now, "now") + timedelta(seconds=lease_seconds))
-    claimed = []
-    for (watch_id,) in rows:
-        won = await tx.execute(
-            "UPDATE watches SET state = ?, claimed_by = ?, claimed_until = ? "
-            "WHERE id = ? AND (state = ? OR (state = ? AND claimed_until < ?))",
-            (EVALUATING, owner, until, watch_id, WATCHING, EVALUATING, moment))
-        if won == 1:
-            claimed.append(await get(tx, int(watch_id)))
+    ids = await LEASE.claim_due(tx, owner, now=now, seconds=lease_seconds, where="started_at <= ?",
+                                params=(encode_time(utc(started_before, "started_before")),),
+                                order="started_at, id", limit=limit)
+    claimed = [await get(tx, watch_id) for watch_id in ids]
     return [w for w in claimed if w is not None]
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from adapters.service import ServiceError
 from adapters.storage import people as people_table
@@ -34,6 +34,9 @@ from commands.language.understand import Reading, Understander, decide, is_chang
 from commands.registry import (_APOSTROPHE, MAX_INPUT_BYTES, CommandError, Registry, UsageError, suggest_commands,
                                tokenize, typo_distance, without_filler)
 from commands.ui import as_text, button, card, facts, plain, reply as card_reply, text
+
+if TYPE_CHECKING:
+    from commands.gate import Gate
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +266,7 @@ class PreviewGate:
     command hands over and starts nothing. Anything else a handler asks the gate is answered
     by the real gate only when it is a pure question (`rule`, `policy`)."""
 
-    def __init__(self, gate: Any) -> None:
+    def __init__(self, gate: Gate) -> None:
         self._gate = gate
         self.change: Any = None
 

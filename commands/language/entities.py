@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 from adapters.service import TERMINAL_JOB_STATUSES
 from commands.language.words import stem, words_of
+from adapters.nonblocking import NonBlockingService
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ def _contiguous(stems: list[str], part: tuple[str, ...]) -> int:
     return -1
 
 
-async def build_index(ml: Any, people: Iterable[str] = ()) -> EntityIndex:
+async def build_index(ml: NonBlockingService, people: Iterable[str] = ()) -> EntityIndex:
     """Read the workspace once (in parallel) and index every name in it. A kind the backend cannot
     list (a feature store missing, a slow call) is left out rather than failing the question."""
     async def safe(call, *args, **kwargs):

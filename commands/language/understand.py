@@ -729,7 +729,7 @@ def _b_grant(f: Facts) -> Filled:
 
 # ---------------------------------------------------------------- slots read from a command's declaration
 # Commands without a builder of their own get one made from their `Arg`s: a number-typed positional
-# (`Arg("id", type=ALERT_ID)`) takes "alert 7", "#7", "item 7" (or a bare number when it is required),
+# (`Arg("id", type=alert_number)`) takes "alert 7", "#7", "item 7" (or a bare number when it is required),
 # free text (`text`, `comment`, `reason`) takes what follows a colon or the number, a person
 # (`person`, `user`) takes "me", an @mention, an object id or a name the bot has met, and a
 # positional whose metavar lists its values (`dead|retry`, `id|all`) takes the value the message
