@@ -6,6 +6,7 @@ import copy
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -27,15 +28,12 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.get_closest_marker("replay_audit") is not None)
 
 
-# The fast tier (`pytest -m unit`, README "Tests"): the tests of these modules that ask for none of
-# IMPURE_FIXTURES, i.e. pure logic (parsing, policy, cards, the drift engine, splits, settings, ...)
-# without a server, a database, a workspace or replayed Azure traffic. A module's new test that takes
-# one of those fixtures leaves the tier by itself; a new pure module joins by being listed here.
-UNIT_MODULES = frozenset({
-    "test_architecture", "test_policy", "test_drift_engine", "test_drift_bounded", "test_drift_cli",
-    "test_digest_times", "test_manifest", "test_settings_and_host", "test_readme", "test_dockerfile",
-    "test_security", "test_card_injection", "test_subscriptions", "test_digest", "test_docs",
-})
+# The fast tier is a folder: tests/unit holds the pure tests (parsing, policy, cards, the drift engine,
+# splits, language, settings, ...) without a server, a database, a workspace or replayed Azure traffic;
+# `pytest tests/unit` and `pytest -m unit` run the same tests. The integration and HTTP tests stay in
+# tests/. A test in tests/unit that asks for one of IMPURE_FIXTURES is refused at collection, so the
+# tier stays pure (and fast) as it grows.
+UNIT_DIR = Path(__file__).resolve().parent / "unit"
 IMPURE_FIXTURES = frozenset({
     "store", "storage", "chat", "viewer_chat", "teams", "bot_url", "app", "server", "workspaces", "clocked",
     "aiohttp_server", "aiohttp_client", "aiohttp_raw_server", "make_storage", "postgres_dsn", "postgres_schema",
@@ -45,9 +43,13 @@ IMPURE_FIXTURES = frozenset({
 
 def mark_unit_tier(items) -> None:
     for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1] if getattr(item, "module", None) else ""
-        if module in UNIT_MODULES and not IMPURE_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.unit)
+        if UNIT_DIR not in Path(item.path).resolve().parents:
+            continue
+        impure = IMPURE_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if impure:
+            raise pytest.UsageError(f"{item.nodeid} is in tests/unit (the fast tier) but asks for "
+                                    f"{', '.join(sorted(impure))}: move it to tests/, beside its module")
+        item.add_marker(pytest.mark.unit)
 
 
 DEV = User(id="dev-1", name="Dana Dev", tenant_id="t1")
