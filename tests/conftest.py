@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,7 +19,7 @@ from adapters.storage import open_storage
 from commands.context import Reply, Role, RoleBook, User
 from commands.gate import Gate
 from commands.policy import Policy, parse_policy
-from tests.teams_client import TeamsStandIn
+from tests.teams_client import ALICE, BOB, TeamsStandIn
 
 
 def pytest_collection_modifyitems(items):
@@ -192,4 +193,43 @@ async def bot_url(aiohttp_server, settings):
 @pytest.fixture
 async def teams(bot_url):
     async with TeamsStandIn(bot_url) as stand_in:
+        yield stand_in
+
+
+# A bot guarded as in production (issue 17): Alice operates, Bob approves, the pipeline API takes a
+# bearer token and the webhooks a function key, and one channel is stored. One set of fixtures for
+# every module that attacks it (tests/test_hardening.py, tests/test_security_bounds.py): the module
+# says which key, token and channel by overriding `guard`.
+
+
+@dataclass(frozen=True)
+class Guard:
+    key: str              # the webhooks' x-functions-key
+    token: str            # the pipeline API's bearer token
+    channel: str          # the channel stored before the test begins
+
+
+@pytest.fixture
+def guard() -> Guard:
+    raise pytest.UsageError("a module that uses the guarded bot's fixtures defines its own `guard` fixture")
+
+
+@pytest.fixture
+def guarded_settings(guard, tmp_path, monkeypatch) -> Settings:
+    for name in ("MicrosoftAppId", "MicrosoftAppPassword", "MLOPSBOT_BACKEND", "MLOPSBOT_STORAGE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return load_settings(data_dir=tmp_path / "data", host="127.0.0.1", operators=ALICE.aad_object_id,
+                         approvers=BOB.aad_object_id, api_token=guard.token, webhook_key=guard.key)
+
+
+@pytest.fixture
+async def guarded_server(aiohttp_server, guarded_settings):
+    return await aiohttp_server(create_app(guarded_settings, reset_demo=True))
+
+
+@pytest.fixture
+async def guarded_teams(guard, guarded_server):
+    async with TeamsStandIn(str(guarded_server.make_url("/api/messages"))) as stand_in:
+        await stand_in.say("help", mention=True, conversation=guard.channel, kind="channel")   # a stored channel
         yield stand_in
