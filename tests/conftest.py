@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import itertools
+import shutil
+import time
 from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -83,9 +85,54 @@ def pools():
         executor.shutdown(wait=True)
 
 
+class DemoTemplate:
+    """The demo workspace seeded once and copied for each test (a file copy instead of seeding the
+    demo's tables row by row, twice: on creating the file and again on reset).
+
+    The demo is seeded "as of now" (jobs running since 65 minutes, ...), and the tests read it with
+    the real clock, so a template is reused only while it is younger than MAX_AGE seconds, then
+    seeded again: a copied workspace is never older than a workspace seeded at the start of a
+    slow test."""
+
+    MAX_AGE = 30.0
+
+    def __init__(self, folder) -> None:
+        self.folder = folder
+        self.made: dict[int | None, tuple[object, float]] = {}       # demo size -> (file, when)
+        self.seeded = 0
+
+    def copy_to(self, path, demo_size: int | None = None) -> None:
+        made = self.made.get(demo_size)
+        if made is None or time.monotonic() - made[1] > self.MAX_AGE:
+            from adapters.local import LocalWorkspace
+            self.seeded += 1
+            file = self.folder / f"demo-{demo_size or 'story'}-{self.seeded}.db"
+            with LocalWorkspace(file, demo_size=demo_size) as local:     # as build_workspaces(reset_demo=True)
+                local.reset(demo=True)
+            made = self.made[demo_size] = (file, time.monotonic())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(made[0], path)
+
+
+@pytest.fixture(scope="session")
+def demo_template(tmp_path_factory) -> DemoTemplate:
+    return DemoTemplate(tmp_path_factory.mktemp("demo-template"))
+
+
+def demo_copied(settings: Settings, template: DemoTemplate) -> bool:
+    """Put a fresh copy of the demo where `settings` keep the local workspace. False if a workspace
+    file is there already (another fixture of the same test made it and may hold it open): the
+    caller then resets it in place, with reset_demo=True, as before."""
+    path = settings.data_dir / "workspace.db"
+    if path.exists():
+        return False
+    template.copy_to(path, settings.demo_size)
+    return True
+
+
 @pytest.fixture
-def workspaces(settings, pools):
-    return build_workspaces(settings, pools, reset_demo=True)
+def workspaces(settings, pools, demo_template):
+    return build_workspaces(settings, pools, reset_demo=not demo_copied(settings, demo_template))
 
 
 class Clock:
@@ -185,8 +232,8 @@ def viewer_chat(workspaces, store) -> Chat:
 
 
 @pytest.fixture
-async def bot_url(aiohttp_server, settings):
-    server = await aiohttp_server(create_app(settings, reset_demo=True))
+async def bot_url(aiohttp_server, settings, demo_template):
+    server = await aiohttp_server(create_app(settings, reset_demo=not demo_copied(settings, demo_template)))
     return str(server.make_url("/api/messages"))
 
 
@@ -224,8 +271,9 @@ def guarded_settings(guard, tmp_path, monkeypatch) -> Settings:
 
 
 @pytest.fixture
-async def guarded_server(aiohttp_server, guarded_settings):
-    return await aiohttp_server(create_app(guarded_settings, reset_demo=True))
+async def guarded_server(aiohttp_server, guarded_settings, demo_template):
+    return await aiohttp_server(create_app(guarded_settings,
+                                           reset_demo=not demo_copied(guarded_settings, demo_template)))
 
 
 @pytest.fixture
