@@ -24,7 +24,6 @@ def test_slots_come_from_any_commands_declared_arguments():
     """Not a list of phrasings: a command declared today gets its number, choice, free text, person
     and workspace read from its `Arg`s."""
     from datetime import datetime, timezone
-
     from commands.language.entities import EntityIndex
     from commands.language.understand import Understander
     from commands.registry import Arg, Registry, one_of, whole_number

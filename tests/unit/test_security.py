@@ -326,8 +326,8 @@ async def production(aiohttp_server, tmp_path, monkeypatch):
     ("not a url at all", False),
 ])
 def test_the_default_service_hosts(service_url, allowed):
-    from bot.activity import service_url_problem
     from bot.settings import DEFAULT_SERVICE_URL_HOSTS
+    from bot.activity import service_url_problem
     assert (service_url_problem(service_url, DEFAULT_SERVICE_URL_HOSTS) is None) == allowed
 
 

@@ -149,7 +149,6 @@ def test_azure_backend_builds_one_service_per_configured_workspace(tmp_path, mon
 def test_terminal_chat_passes_the_same_gate_and_audit(tmp_path):
     """`mlops-bot chat` is no back door: a production change becomes an approval request, audited."""
     import asyncio
-
     from bot.chat import run_chat
     stdin = io.StringIO("traffic fraud-api blue=50 green=50\nendpoint fraud-api\naudit\nquit\n")
     out = io.StringIO()
