@@ -7,11 +7,13 @@ behind the non-blocking facade, SQLite storage, the real handler and registry) a
 is typed into the handler in-process (no HTTP: this measures the commands and the workspace, not
 botbuilder). Each command runs once to warm up, then ROUNDS times; the median is reported, and
 the growth from one size to the next (10 times more endpoints should cost at most about 10 times
-more: linear).
+more: linear). Reads are not reused between turns (MLOPSBOT_READ_CACHE_SECONDS=0, `--read-cache`
+to change it): a kept read would answer the later turns and hide how the workspace's reads grow.
 
     .venv/bin/python bench/scaling.py                 # prints the figures, writes bench/results/scaling.json
     .venv/bin/python bench/scaling.py --sizes 10 100 --rounds 3
-    .venv/bin/python bench/scaling.py --profile 1000  # cProfile of `digest now` at that size, top 25
+    .venv/bin/python bench/scaling.py --profile 1000  # cProfile of `digest now` at that size, top 25,
+                                                      # the event loop's and the pool threads' CPU
 
 Target: `digest now` at 1,000 endpoints in under 1 s, and every command's cost linear in the size.
 """
@@ -25,6 +27,7 @@ import io
 import pstats
 import statistics
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -50,10 +53,11 @@ USER = User(id="bench-1", name="Bench Runner", tenant_id="t1")
 class Bot:
     """The bot's handler over a fresh local workspace of `size` endpoints, as `mlops-bot serve` builds it."""
 
-    def __init__(self, data: Path, size: int) -> None:
+    def __init__(self, data: Path, size: int, read_cache: float = 0.0) -> None:
         policy = data / "direct-policy.toml"
         policy.write_text('[[rule]]\nmode = "direct"\n')
-        self.settings = load_settings(data_dir=data, host="127.0.0.1", demo_size=size, policy_file=str(policy))
+        self.settings = load_settings(data_dir=data, host="127.0.0.1", demo_size=size, policy_file=str(policy),
+                                      read_cache_seconds=read_cache)
         self.pools = [ThreadPoolExecutor(max_workers=8), ThreadPoolExecutor(max_workers=2)]
         started = time.perf_counter()
         self.workspaces = build_workspaces(self.settings, self.pools)
@@ -84,9 +88,9 @@ class Bot:
         return reply
 
 
-async def measure(size: int, rounds: int) -> dict:
+async def measure(size: int, rounds: int, read_cache: float) -> dict:
     with tempfile.TemporaryDirectory() as data:
-        bot = Bot(Path(data), size)
+        bot = Bot(Path(data), size, read_cache)
         async with bot:
             local = next(iter(bot.workspaces)).service
             counts = {"endpoints": len(local.names("endpoint")), "models": len(local.names("model")),
@@ -110,16 +114,42 @@ async def measure(size: int, rounds: int) -> dict:
     return figures
 
 
-async def profile(size: int) -> str:
-    with tempfile.TemporaryDirectory() as data:
-        async with Bot(Path(data), size) as bot:
-            await bot.say("digest now")
-            profiler = cProfile.Profile(time.process_time)      # CPU, not wall: the machine may be busy
+async def profile(size: int, read_cache: float) -> str:
+    """CPU time of one `digest now` on every thread of the bot: cProfile sees one thread only, and
+    the workspace's reads and the storage's statements run on pool threads (the storage's worker is
+    a ThreadPoolExecutor too), so each call submitted to a pool is profiled on its own thread."""
+    profiles: list[cProfile.Profile] = []
+    lock = threading.Lock()
+    plain = ThreadPoolExecutor.submit
+
+    def submit(pool, fn, /, *args, **kwargs):
+        def profiled():
+            profiler = cProfile.Profile(time.thread_time)
             profiler.enable()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                profiler.disable()
+                with lock:
+                    profiles.append(profiler)
+        return plain(pool, profiled)
+
+    with tempfile.TemporaryDirectory() as data:
+        async with Bot(Path(data), size, read_cache) as bot:
             await bot.say("digest now")
-            profiler.disable()
+            profiler = cProfile.Profile(time.thread_time)      # CPU, not wall: the machine may be busy
+            ThreadPoolExecutor.submit = submit
+            try:
+                profiler.enable()
+                await bot.say("digest now")
+                profiler.disable()
+            finally:
+                ThreadPoolExecutor.submit = plain
     out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(25)
+    stats = pstats.Stats(profiler, stream=out)
+    for other in profiles:
+        stats.add(other)
+    stats.sort_stats("cumulative").print_stats(25)
     return out.getvalue()
 
 
@@ -143,15 +173,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--read-cache", type=float, default=0.0, metavar="SECONDS",
+                        help="reuse a read for this long (the bot's MLOPSBOT_READ_CACHE_SECONDS; default 0: "
+                             "every turn reads the workspace)")
     parser.add_argument("--profile", type=int, metavar="SIZE", help="profile `digest now` at SIZE instead")
     args = parser.parse_args()
     if args.profile:
-        print(asyncio.run(profile(args.profile)))
+        print(asyncio.run(profile(args.profile, args.read_cache)))
         return
     load_before = load_average()
-    results = [asyncio.run(measure(size, args.rounds)) for size in sorted(args.sizes)]
+    results = [asyncio.run(measure(size, args.rounds, args.read_cache)) for size in sorted(args.sizes)]
     steps = growth(results)
-    print(f"median of {args.rounds} turns each, in-process through the bot's handler (load before {load_before})")
+    print(f"median of {args.rounds} turns each, in-process through the bot's handler, reads reused for "
+          f"{args.read_cache:g} s (load before {load_before})")
     print(f"{'endpoints':>10} {'models':>7} {'jobs':>6} " + " ".join(f"{c:>12}" for c in COMMANDS) + "    load")
     for r in results:
         c = r["counts"]
@@ -168,7 +202,7 @@ def main() -> None:
     print(f"target: `digest now` at 1,000 endpoints under {TARGET_DIGEST_SECONDS:g} s: "
           f"{'met' if met else 'MISSED' if largest['size'] >= 1000 else 'not measured'} "
           f"({digest_seconds:.3f} s at {largest['size']})")
-    write_results("scaling", {"rounds": args.rounds, "sizes": results, "growth": steps,
+    write_results("scaling", {"rounds": args.rounds, "read_cache_seconds": args.read_cache, "sizes": results, "growth": steps,
                               "digest_now_within_target": met},
                   {"digest_now_at_1000_endpoints_seconds": TARGET_DIGEST_SECONDS,
                    "growth": "linear: time ratio about the size ratio"}, load_before=load_before)

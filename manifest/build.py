@@ -10,7 +10,7 @@ bot's Microsoft App ID and the commands to advertise, in priority order::
 Schema version: **1.25**. It is the first version whose bot command lists allow 12
 commands (v1.19 to v1.22 allow 10), and it validates from Python once the
 validator is taught the ECMA-262 class ``\\p{L}`` used by one pattern that a bot
-manifest never reaches (see ``tests/test_manifest.py``). v1.30 adds only
+manifest never reaches (see ``tests/unit/test_manifest.py``). v1.30 adds only
 features this bot does not use (targeted messages, agent skills and connectors).
 """
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import shutil
+import time
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +23,7 @@ from commands.context import Reply, Role, RoleBook, User
 from commands.change_kinds import CHANGE_KINDS
 from commands.gate import Gate
 from commands.policy import Policy, parse_policy
-from tests.teams_client import TeamsStandIn
+from tests.teams_client import ALICE, BOB, TeamsStandIn
 
 
 def pytest_collection_modifyitems(items):
@@ -29,15 +33,12 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.get_closest_marker("replay_audit") is not None)
 
 
-# The fast tier (`pytest -m unit`, docs/testing.md): the tests of these modules that ask for none of
-# IMPURE_FIXTURES, i.e. pure logic (parsing, policy, cards, the drift engine, splits, settings, ...)
-# without a server, a database, a workspace or replayed Azure traffic. A module's new test that takes
-# one of those fixtures leaves the tier by itself; a new pure module joins by being listed here.
-UNIT_MODULES = frozenset({
-    "test_architecture", "test_policy", "test_drift_engine", "test_drift_bounded", "test_drift_cli",
-    "test_digest_times", "test_manifest", "test_settings_and_host", "test_readme", "test_dockerfile",
-    "test_security", "test_card_injection", "test_subscriptions", "test_digest", "test_docs",
-})
+# The fast tier is a folder: tests/unit holds the pure tests (parsing, policy, cards, the drift engine,
+# splits, language, settings, ...) without a server, a database, a workspace or replayed Azure traffic;
+# `pytest tests/unit` and `pytest -m unit` run the same tests. The integration and HTTP tests stay in
+# tests/. A test in tests/unit that asks for one of IMPURE_FIXTURES is refused at collection, so the
+# tier stays pure (and fast) as it grows.
+UNIT_DIR = Path(__file__).resolve().parent / "unit"
 IMPURE_FIXTURES = frozenset({
     "store", "storage", "chat", "viewer_chat", "teams", "bot_url", "app", "server", "workspaces", "clocked",
     "aiohttp_server", "aiohttp_client", "aiohttp_raw_server", "make_storage", "postgres_dsn", "postgres_schema",
@@ -47,9 +48,13 @@ IMPURE_FIXTURES = frozenset({
 
 def mark_unit_tier(items) -> None:
     for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1] if getattr(item, "module", None) else ""
-        if module in UNIT_MODULES and not IMPURE_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.unit)
+        if UNIT_DIR not in Path(item.path).resolve().parents:
+            continue
+        impure = IMPURE_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if impure:
+            raise pytest.UsageError(f"{item.nodeid} is in tests/unit (the fast tier) but asks for "
+                                    f"{', '.join(sorted(impure))}: move it to tests/, beside its module")
+        item.add_marker(pytest.mark.unit)
 
 
 DEV = User(id="dev-1", name="Dana Dev", tenant_id="t1")
@@ -82,9 +87,54 @@ def pools():
         executor.shutdown(wait=True)
 
 
+class DemoTemplate:
+    """The demo workspace seeded once and copied for each test (a file copy instead of seeding the
+    demo's tables row by row, twice: on creating the file and again on reset).
+
+    The demo is seeded "as of now" (jobs running since 65 minutes, ...), and the tests read it with
+    the real clock, so a template is reused only while it is younger than MAX_AGE seconds, then
+    seeded again: a copied workspace is never older than a workspace seeded at the start of a
+    slow test."""
+
+    MAX_AGE = 30.0
+
+    def __init__(self, folder) -> None:
+        self.folder = folder
+        self.made: dict[int | None, tuple[object, float]] = {}       # demo size -> (file, when)
+        self.seeded = 0
+
+    def copy_to(self, path, demo_size: int | None = None) -> None:
+        made = self.made.get(demo_size)
+        if made is None or time.monotonic() - made[1] > self.MAX_AGE:
+            from adapters.local import LocalWorkspace
+            self.seeded += 1
+            file = self.folder / f"demo-{demo_size or 'story'}-{self.seeded}.db"
+            with LocalWorkspace(file, demo_size=demo_size) as local:     # as build_workspaces(reset_demo=True)
+                local.reset(demo=True)
+            made = self.made[demo_size] = (file, time.monotonic())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(made[0], path)
+
+
+@pytest.fixture(scope="session")
+def demo_template(tmp_path_factory) -> DemoTemplate:
+    return DemoTemplate(tmp_path_factory.mktemp("demo-template"))
+
+
+def demo_copied(settings: Settings, template: DemoTemplate) -> bool:
+    """Put a fresh copy of the demo where `settings` keep the local workspace. False if a workspace
+    file is there already (another fixture of the same test made it and may hold it open): the
+    caller then resets it in place, with reset_demo=True, as before."""
+    path = settings.data_dir / "workspace.db"
+    if path.exists():
+        return False
+    template.copy_to(path, settings.demo_size)
+    return True
+
+
 @pytest.fixture
-def workspaces(settings, pools):
-    return build_workspaces(settings, pools, reset_demo=True)
+def workspaces(settings, pools, demo_template):
+    return build_workspaces(settings, pools, reset_demo=not demo_copied(settings, demo_template))
 
 
 class Clock:
@@ -189,12 +239,52 @@ def viewer_chat(workspaces, store) -> Chat:
 
 
 @pytest.fixture
-async def bot_url(aiohttp_server, settings):
-    server = await aiohttp_server(create_app(settings, reset_demo=True))
+async def bot_url(aiohttp_server, settings, demo_template):
+    server = await aiohttp_server(create_app(settings, reset_demo=not demo_copied(settings, demo_template)))
     return str(server.make_url("/api/messages"))
 
 
 @pytest.fixture
 async def teams(bot_url):
     async with TeamsStandIn(bot_url) as stand_in:
+        yield stand_in
+
+
+# A bot guarded as in production (issue 17): Alice operates, Bob approves, the pipeline API takes a
+# bearer token and the webhooks a function key, and one channel is stored. One set of fixtures for
+# every module that attacks it (tests/test_hardening.py, tests/test_security_bounds.py): the module
+# says which key, token and channel by overriding `guard`.
+
+
+@dataclass(frozen=True)
+class Guard:
+    key: str              # the webhooks' x-functions-key
+    token: str            # the pipeline API's bearer token
+    channel: str          # the channel stored before the test begins
+
+
+@pytest.fixture
+def guard() -> Guard:
+    raise pytest.UsageError("a module that uses the guarded bot's fixtures defines its own `guard` fixture")
+
+
+@pytest.fixture
+def guarded_settings(guard, tmp_path, monkeypatch) -> Settings:
+    for name in ("MicrosoftAppId", "MicrosoftAppPassword", "MLOPSBOT_BACKEND", "MLOPSBOT_STORAGE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return load_settings(data_dir=tmp_path / "data", host="127.0.0.1", operators=ALICE.aad_object_id,
+                         approvers=BOB.aad_object_id, api_token=guard.token, webhook_key=guard.key)
+
+
+@pytest.fixture
+async def guarded_server(aiohttp_server, guarded_settings, demo_template):
+    return await aiohttp_server(create_app(guarded_settings,
+                                           reset_demo=not demo_copied(guarded_settings, demo_template)))
+
+
+@pytest.fixture
+async def guarded_teams(guard, guarded_server):
+    async with TeamsStandIn(str(guarded_server.make_url("/api/messages"))) as stand_in:
+        await stand_in.say("help", mention=True, conversation=guard.channel, kind="channel")   # a stored channel
         yield stand_in

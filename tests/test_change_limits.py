@@ -15,7 +15,7 @@ from tests.conftest import Chat, Clock
 from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema  # noqa: F401 (fixtures)
 from tests.teams_client import TeamsStandIn
 from tests.test_approvals import OLGA
-from tests.test_security_bounds import CHANNEL, Clock as SecondsClock, bounds_settings, call, gate_body  # noqa: F401
+from tests.test_security_bounds import CHANNEL, Clock as SecondsClock, bounds_settings, call, gate_body, guard  # noqa: F401
 from bot.app import create_app
 
 

@@ -2,7 +2,7 @@
 commands/policy.py, adapters/storage/audit.py or adapters/storage/approvals.py that survived the
 earlier suite and stood for a real defect. One test per defect, asserting values.
 
-Executors are replaced through the gate's own registration point (`EXECUTORS`, with monkeypatch),
+Executors are replaced through the gate's table of change kinds (`with_executor`, with monkeypatch),
 never by mocking the gate; everything else is the real handler, gate, policy and storage.
 """
 

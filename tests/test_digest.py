@@ -4,7 +4,6 @@ The local workspace and the chat share one hand-moved clock, so every figure is 
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -16,17 +15,15 @@ from adapters.nonblocking import NonBlockingService
 from adapters.storage import approvals, audit, digests, outbox
 from commands.context import Role, Workspaces
 from commands.digest import send_due
-from commands.digest_card import Digest, EndpointHealth, Figure, change_text, digest_card
+from commands.digest_card import Figure, change_text, digest_card
 from commands.digest_times import jitter
-from commands.ui import MAX_CARD_BYTES, as_text
+from commands.ui import as_text
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat, Clock
+from tests.unit.test_digest import START
 
 CHANNEL_THREAD = "19:team@thread.tacv2;messageid=1700000000000"
 CHANNEL = "19:team@thread.tacv2"
-START = datetime(2026, 11, 26, 7, 0, tzinfo=timezone.utc)      # Thursday, 08:00 in Berlin
-
-
 @pytest.fixture
 def clock() -> Clock:
     return Clock(START)
@@ -142,27 +139,6 @@ async def test_pending_approvals_and_those_about_to_expire(channel, store, clock
     assert "#2 traffic endpoint churn-api, asked by Alice Analyst; expires 2026-11-26 09:00 UTC ⚠ expires soon" in words
     assert "#1 traffic endpoint fraud-api, asked by Alice Analyst; expires 2026-11-27 03:00 UTC" in words
     assert "1 approval about to expire" in words.splitlines()[2]
-
-
-def test_a_digest_of_five_hundred_endpoints_stays_within_teams_limit():
-    now = START
-    sick = EndpointHealth("ep-000", {"blue": 100}, Figure(20.0), Figure(3000.0, 900.0, (800.0, 900.0)), Figure(10.0),
-                          Figure(5.0), ("p99 3000 ms > 1000 ms",))
-    fine = [EndpointHealth(f"ep-{i:03d}", {"blue": 50, "green": 50}, Figure(20.0, 19.0, (18.0, 19.0)),
-                           Figure(90.0, 95.0, (91.0, 95.0)), Figure(100.0, 90.0, (80.0, 90.0)), Figure(0.1, 0.1, (0.1,)))
-            for i in range(1, 500)]
-    built = digest_card(Digest("ml-prod", "prod", now, now - timedelta(days=1), endpoints=(sick, *fine)))
-    assert_valid_card(built)
-    assert len(json.dumps(built, ensure_ascii=False).encode()) <= MAX_CARD_BYTES
-    words = as_text(built)
-    assert words.index("ep-000") < words.index("ep-001")                  # the sick one first
-    assert "… and 492 more endpoints: `endpoints` lists them." in words
-
-
-def test_change_against_the_previous_digest():
-    assert [change_text(Figure(110.0, 100.0)), change_text(Figure(50.0, 100.0)), change_text(Figure(100.2, 100.0)),
-            change_text(Figure(1.0, None)), change_text(Figure(0.0, 0.0)), change_text(Figure(3.0, 0.0))] == \
-        ["+10%", "−50%", "±0%", "", "±0", "up from 0"]
 
 
 # ---------------------------------------------------------------- the commands
@@ -311,15 +287,6 @@ async def test_the_policys_subscriptions_role_decides_who_schedules(fixed_worksp
     strict = parse_policy('[subscriptions]\nrole = "admin"\n\n[[rule]]\nmode = "direct"\n', source="test")
     operator = Chat(fixed_workspaces, store, Role.OPERATOR, clock=clock, policy=strict)
     assert "Scheduling digests needs the Admin role; you have Operator." in (await say(operator, "digest off")).text
-
-
-def test_trend_blocks_scale_to_the_series_own_range():
-    from commands.digest_card import trend
-    assert trend([100.0, 200.0, 400.0]) == "▁▃█"         # a real swing fills the height
-    assert trend([100.0, 103.0, 106.0]) == "▄▄▅"         # a few percent stays near the middle
-    assert trend([5.0, None, 5.0]) == "▄·▄"
-    assert trend([0.0, 0.0]) == "▄▄"
-    assert trend([None, None]) == "··"
 
 
 async def test_what_could_not_be_read_keeps_the_last_digests_figures(fixed_workspaces, store, clock, local):

@@ -24,13 +24,12 @@ from adapters.nonblocking import NonBlockingService
 from adapters.service import Operation
 from adapters.storage import approvals as approval_store, outbox
 from bot.app import STORAGE, WORKER, create_app
-from bot.settings import load_settings
 from bot.teams import SavedConversations
 from commands.catalog import catalog
 from commands.context import Workspaces
 from commands.registry import CommandError, tokenize
-from tests.conftest import Clock
-from tests.teams_client import ALICE, BOB, TeamsStandIn
+from tests.conftest import Clock, Guard
+from tests.teams_client import BOB, TeamsStandIn
 from tests.waiting import wait_until
 
 INCIDENT = "something went wrong on my side"
@@ -137,24 +136,24 @@ async def test_any_card_action_gets_words_and_writes_nothing_for_a_viewer(viewer
 # ---------------------------------------------------------------- over HTTP
 
 @pytest.fixture
-def hard_settings(tmp_path, monkeypatch):
-    for name in ("MicrosoftAppId", "MicrosoftAppPassword", "MLOPSBOT_BACKEND", "MLOPSBOT_STORAGE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-    return load_settings(data_dir=tmp_path / "data", host="127.0.0.1", operators=ALICE.aad_object_id,
-                         approvers=BOB.aad_object_id, api_token=TOKEN, webhook_key=KEY)
+def guard() -> Guard:
+    return Guard(key=KEY, token=TOKEN, channel=CHANNEL)
+
+
+# the guarded bot of tests/conftest.py, under the names these tests use
+@pytest.fixture
+def hard_settings(guarded_settings):
+    return guarded_settings
 
 
 @pytest.fixture
-async def hard_server(aiohttp_server, hard_settings):
-    return await aiohttp_server(create_app(hard_settings, reset_demo=True))
+def hard_server(guarded_server):
+    return guarded_server
 
 
 @pytest.fixture
-async def hard_teams(hard_server):
-    async with TeamsStandIn(str(hard_server.make_url("/api/messages"))) as stand_in:
-        await stand_in.say("help", mention=True, conversation=CHANNEL, kind="channel")   # a stored channel
-        yield stand_in
+def hard_teams(guarded_teams):
+    return guarded_teams
 
 
 async def post(teams: TeamsStandIn, path: str, body: Any = None, *, raw: bytes | None = None,

@@ -14,8 +14,8 @@ import pytest
 
 from adapters.storage import open_storage
 from bot.app import STORAGE, create_app
-from bot.settings import load_settings
-from tests.teams_client import ALICE, BOB, TeamsStandIn
+from tests.conftest import Guard
+from tests.teams_client import TeamsStandIn
 
 CHANNEL = "19:ml-platform@thread.tacv2;messageid=1700000000000"
 TOKEN = "t" * 40
@@ -23,24 +23,24 @@ KEY = "k" * 32
 
 
 @pytest.fixture
-def bounds_settings(tmp_path, monkeypatch):
-    for name in ("MicrosoftAppId", "MicrosoftAppPassword", "MLOPSBOT_BACKEND", "MLOPSBOT_STORAGE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-    return load_settings(data_dir=tmp_path / "data", host="127.0.0.1", operators=ALICE.aad_object_id,
-                         approvers=BOB.aad_object_id, api_token=TOKEN, webhook_key=KEY)
+def guard() -> Guard:
+    return Guard(key=KEY, token=TOKEN, channel=CHANNEL)
+
+
+# the guarded bot of tests/conftest.py, under the names these tests use
+@pytest.fixture
+def bounds_settings(guarded_settings):
+    return guarded_settings
 
 
 @pytest.fixture
-async def server(aiohttp_server, bounds_settings):
-    return await aiohttp_server(create_app(bounds_settings, reset_demo=True))
+def server(guarded_server):
+    return guarded_server
 
 
 @pytest.fixture
-async def teams(server):
-    async with TeamsStandIn(str(server.make_url("/api/messages"))) as stand_in:
-        await stand_in.say("help", mention=True, conversation=CHANNEL, kind="channel")   # a stored channel
-        yield stand_in
+def teams(guarded_teams):
+    return guarded_teams
 
 
 async def call(teams: TeamsStandIn, method: str, path: str, *, raw: bytes | None = None, body=None,

@@ -9,6 +9,7 @@ import pytest
 from adapters.storage import approvals, audit, outbox
 from adapters.storage.approvals import APPROVED, PENDING, NewApproval
 from adapters.storage.audit import AuditEntry
+from adapters.storage.base import encode_time
 from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema, storage  # noqa: F401 (fixtures)
 
 NOON = datetime(2025, 3, 14, 12, 0, tzinfo=timezone.utc)
@@ -60,3 +61,28 @@ async def test_a_committed_unit_of_work_writes_all_its_parts(storage):
                 [i.dedupe_key for i in await outbox.find_items(tx)])
 
     assert await storage.run_transaction(state) == (APPROVED, [(1, "approved")], [f"approval-{created.id}"])
+
+
+async def test_a_batch_of_rows_counts_its_changes_and_belongs_to_the_unit_of_work(storage):
+    """Transaction.execute_many (one trip for many rows, e.g. a posture scan's lines): the rows changed
+    in all, nothing for no rows, and none of it kept when the transaction fails."""
+    at = encode_time(NOON)
+
+    async def write(tx, *, crash: bool) -> tuple[int, int, int]:
+        added = await tx.execute_many("INSERT INTO posture_scans (workspace, next_at) VALUES (?, ?)",
+                                      [("ws-a", at), ("ws-b", at), ("ws-c", at)])
+        claimed = await tx.execute_many("UPDATE posture_scans SET claimed_by = ? WHERE workspace = ?",
+                                        [("r1", "ws-a"), ("r1", "ws-c"), ("r1", "ws-gone")])
+        none = await tx.execute_many("DELETE FROM posture_scans WHERE workspace = ?", [])
+        if crash:
+            raise RuntimeError("crashed before commit")
+        return added, claimed, none
+
+    def rows(tx):
+        return tx.fetch("SELECT workspace, claimed_by FROM posture_scans ORDER BY workspace")
+
+    with pytest.raises(RuntimeError, match="before commit"):
+        await storage.run_transaction(lambda tx: write(tx, crash=True))
+    assert await storage.run_transaction(rows) == []
+    assert await storage.run_transaction(lambda tx: write(tx, crash=False)) == (3, 2, 0)
+    assert await storage.run_transaction(rows) == [("ws-a", "r1"), ("ws-b", ""), ("ws-c", "r1")]

@@ -45,6 +45,11 @@ class Transaction(Protocol):
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a query (or a statement with RETURNING); return all its rows as tuples."""
 
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Run one statement once per row of parameters, in one trip to the database; return the
+        number of rows changed in all. For writes whose count grows with the workspace (a posture
+        line per endpoint): one trip, not one per row."""
+
 
 def for_update(tx: Transaction, *, skip_locked: bool = False) -> str:
     """The row-lock clause for a SELECT: PostgreSQL locks rows; SQLite needs none because its write

@@ -208,6 +208,13 @@ class _PostgresTransaction:
         cursor = await self._run(sql, params)
         return await cursor.fetchall()
 
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        if not rows:
+            return 0
+        async with self._connection.cursor() as cursor:     # psycopg pipelines the rows: one round trip
+            await cursor.executemany(to_psycopg(sql), [tuple(row) for row in rows])
+            return cursor.rowcount
+
     async def _run(self, sql: str, params: Sequence[Any]) -> psycopg.AsyncCursor:
         if params:
             return await self._connection.execute(to_psycopg(sql), tuple(params))

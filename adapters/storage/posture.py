@@ -87,6 +87,12 @@ async def record(tx: Transaction, workspace: str, lines: Iterable[tuple[str, str
     before = {row[0]: _state(row) for row in rows}
     changes: list[Change] = []
     seen = set()
+    # a scan has a line or two per endpoint: its writes are gathered and sent as one batch per kind
+    # of statement (Transaction.execute_many), not one trip to the database per line
+    inserts: list[tuple[Any, ...]] = []
+    checked: list[tuple[Any, ...]] = []
+    turned_rows: list[tuple[Any, ...]] = []
+    moves: list[tuple[Any, ...]] = []
     for key, check, status, item, finding in lines:
         if status not in (PASS, FAIL, UNKNOWN):
             raise ValueError(f"unknown posture status {status!r}")
@@ -94,35 +100,37 @@ async def record(tx: Transaction, workspace: str, lines: Iterable[tuple[str, str
         old = before.get(key)
         if old is None:
             known = status if status != UNKNOWN else ""
-            await tx.execute(
-                "INSERT INTO posture_checks (workspace, check_key, check_id, status, since, known, known_since, "
-                "turned_failing_at, item, finding, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?) "
-                "ON CONFLICT (workspace, check_key) DO NOTHING",
-                (workspace, key, check, status, at, known, at if known else None, item, finding, at))
+            inserts.append((workspace, key, check, status, at, known, at if known else None, item, finding, at))
             continue
         if old.status == status:
-            await tx.execute("UPDATE posture_checks SET item = ?, finding = ?, checked_at = ? "
-                             "WHERE workspace = ? AND check_key = ?", (item, finding, at, workspace, key))
+            checked.append((item, finding, at, workspace, key))
             continue
         known, known_since = old.known, old.known_since
         turned = old.turned_failing_at
         if status != UNKNOWN and status != old.known:
             known, known_since = status, now
             turned = now if (status == FAIL and old.known == PASS) else None
-        await tx.execute(
-            "UPDATE posture_checks SET status = ?, since = ?, known = ?, known_since = ?, turned_failing_at = ?, "
-            "item = ?, finding = ?, checked_at = ? WHERE workspace = ? AND check_key = ?",
-            (status, at, known, encode_time(known_since) if known_since else None,
-             encode_time(turned) if turned else None, item, finding, at, workspace, key))
-        await tx.execute(
-            "INSERT INTO posture_transitions (workspace, check_key, before_status, after_status, at, finding) "
-            "VALUES (?, ?, ?, ?, ?, ?)", (workspace, key, old.status, status, at, finding))
+        turned_rows.append((status, at, known, encode_time(known_since) if known_since else None,
+                            encode_time(turned) if turned else None, item, finding, at, workspace, key))
+        moves.append((workspace, key, old.status, status, at, finding))
         changes.append(Change(key, check, old.status, status, old.known,
                               CheckState(key, check, status, now, known, known_since, turned, item, finding, now)))
+    await tx.execute_many(
+        "INSERT INTO posture_checks (workspace, check_key, check_id, status, since, known, known_since, "
+        "turned_failing_at, item, finding, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?) "
+        "ON CONFLICT (workspace, check_key) DO NOTHING", inserts)
+    await tx.execute_many("UPDATE posture_checks SET item = ?, finding = ?, checked_at = ? "
+                          "WHERE workspace = ? AND check_key = ?", checked)
+    await tx.execute_many(
+        "UPDATE posture_checks SET status = ?, since = ?, known = ?, known_since = ?, turned_failing_at = ?, "
+        "item = ?, finding = ?, checked_at = ? WHERE workspace = ? AND check_key = ?", turned_rows)
+    await tx.execute_many(
+        "INSERT INTO posture_transitions (workspace, check_key, before_status, after_status, at, finding) "
+        "VALUES (?, ?, ?, ?, ?, ?)", moves)
     kept = tuple(keep)
-    for key, old in before.items():
-        if key not in seen and not (kept and old.check.startswith(kept)):
-            await tx.execute("DELETE FROM posture_checks WHERE workspace = ? AND check_key = ?", (workspace, key))
+    await tx.execute_many("DELETE FROM posture_checks WHERE workspace = ? AND check_key = ?",
+                          [(workspace, key) for key, old in before.items()
+                           if key not in seen and not (kept and old.check.startswith(kept))])
     return changes
 
 

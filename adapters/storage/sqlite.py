@@ -166,6 +166,11 @@ class _SqliteTransaction:
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return await self._storage._call(self._first, _fetch, self._connection, sql, params)
 
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        if not rows:
+            return 0
+        return await self._storage._call(self._first, _execute_many, self._connection, sql, rows)
+
 
 def _end_read(connection: sqlite3.Connection) -> None:
     """End a read-only transaction (on the worker thread; nobody waits for it)."""
@@ -177,6 +182,10 @@ def _end_read(connection: sqlite3.Connection) -> None:
 
 def _execute(connection: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int:
     return connection.execute(sql, tuple(params)).rowcount
+
+
+def _execute_many(connection: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+    return connection.executemany(sql, [tuple(row) for row in rows]).rowcount
 
 
 def _fetch(connection: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:

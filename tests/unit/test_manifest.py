@@ -16,7 +16,7 @@ import pytest
 from manifest import MANIFEST_VERSION, build_manifest, write_package
 from manifest.build import MAX_COMMAND_DESCRIPTION, MAX_COMMAND_TITLE
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "tests" / "fixtures" / "schemas" / f"teams-manifest-v{MANIFEST_VERSION}.json"
 MANIFEST_DIR = REPO / "manifest"
 

@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from bot.cli import main
-from tests.test_drift_engine import TOLERANCE, expected_categorical, expected_numerical
+from tests.unit.test_drift_engine import TOLERANCE, expected_categorical, expected_numerical
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_csv(path: Path, columns: dict[str, list]) -> Path:

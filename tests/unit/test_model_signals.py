@@ -23,7 +23,7 @@ from adapters.drift.definitions import (
 )
 from adapters.drift.errors import DriftInputError
 from adapters.drift.performance import importance, ndcg
-from tests.test_drift_cli import run, write_csv
+from tests.unit.test_drift_cli import run, write_csv
 
 TOLERANCE = dict(rel=1e-9, abs=1e-12)
 

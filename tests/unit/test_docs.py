@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 NAMED = re.compile(r"`((?:bot|commands|adapters|manifest|tests)/[\w/]+\.py)(?::([\w.]+))?`")
 LINK = re.compile(r"\]\(([^)\s]+)\)")

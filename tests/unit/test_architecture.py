@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("bot", "commands", "adapters", "manifest")
 
 # Layer -> the top-level names it must never import (anywhere in the module, functions included).

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from commands.catalog import catalog, reference_table
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 COMMANDS_PAGE = (ROOT / "docs" / "commands.md").read_text()
 # An example may be shown on any page a reader is sent to: the README or a page under docs/.
