@@ -1,8 +1,8 @@
 """The port to an Azure ML workspace: the `MLService` Protocol, its value types and its errors.
 
 Everything the bot knows about a workspace passes through this module. Two real implementations
-exist: `adapters.local.LocalWorkspace` (embedded, SQLite-backed, the default) and
-`adapters.azureml.AzureMLService` (azure-ai-ml). Both are *synchronous*, like the Azure SDK;
+exist: `adapters.local.workspace.LocalWorkspace` (embedded, SQLite-backed, the default) and
+`adapters.azureml.workspace.AzureMLService` (azure-ai-ml). Both are *synchronous*, like the Azure SDK;
 `adapters.nonblocking.NonBlockingService` is the one place that moves calls off the event loop.
 
 Value types are our own frozen dataclasses; SDK objects never cross this boundary.
@@ -603,7 +603,7 @@ class DriftReport:
 
 @runtime_checkable
 class LocalOnly(Protocol):
-    """What only the embedded local workspace (adapters.local) can do, beside the port: the demo
+    """What only the embedded local workspace (adapters.local.workspace) can do, beside the port: the demo
     switches behind `demo degrade|heal`, and its own monitors' breaches (Azure ML reports those
     through Event Grid instead). Reached through the facade (`NonBlockingService.demo_switch`,
     `.local_breaches`), in its thread pool and with its timeout, like any other call."""

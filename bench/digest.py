@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 from adapters.nonblocking import NonBlockingService  # noqa: E402
 from adapters.service import (Compute, Deployment, EndpointMetrics, Job, ModelVersion, OnlineEndpoint)  # noqa: E402
 from adapters.storage import open_storage  # noqa: E402
-from commands.digest import gather  # noqa: E402
-from commands.digest_card import digest_card  # noqa: E402
+from commands.digests.digest import gather  # noqa: E402
+from commands.digests.digest_card import digest_card  # noqa: E402
 
 ENDPOINTS = 500
 METRIC_SECONDS = 0.2

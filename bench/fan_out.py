@@ -6,7 +6,7 @@ CloudAdapter.continue_conversation) to a connector stand-in that enforces Teams'
 limits, counted on arrival: per conversation 7 in 1 s, 8 in 2 s, 60 in 30 s; per tenant 30 in 1 s
 (an excess is answered 429 with Retry-After), and that also answers 429 at random (RANDOM_429 of
 the sends, Retry-After 1 s) as Teams does under load. One alert card per conversation is put in
-the outbox in one transaction, as commands.alerts.publish does; the clock starts when it commits.
+the outbox in one transaction, as commands.alerts.alerts.publish does; the clock starts when it commits.
 
 Figures: total time until the last message was accepted, against the minimum the tenant limit
 allows ((ceil(N / 30) - 1) seconds: 30 go at once, then 30 more each second); target at most 1.1

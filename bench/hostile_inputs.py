@@ -30,7 +30,7 @@ _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 def old_too_deep(text: str, limit: int = 32) -> bool:
-    """adapters/events.py before issue 17."""
+    """adapters/azureml/events.py before issue 17."""
     brackets = _OLD_BRACKETS.sub("", _OLD_STRING.sub("", text))
     return any(depth > limit for depth in itertools.accumulate(map(_STEP.__getitem__, brackets)))
 

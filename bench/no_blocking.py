@@ -49,11 +49,11 @@ import _common  # noqa: E402
 
 _common.ensure_importable()
 
-from adapters.local import LocalWorkspace  # noqa: E402
+from adapters.local.workspace import LocalWorkspace  # noqa: E402
 from adapters.nonblocking import NonBlockingService  # noqa: E402
 from bot.app import create_app, thread_pools  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
-from commands.context import Workspaces  # noqa: E402
+from commands.base.context import Workspaces  # noqa: E402
 from tests.teams_client import Person, TeamsStandIn  # noqa: E402
 
 BACKEND_SECONDS = 0.3

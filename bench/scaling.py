@@ -1,7 +1,7 @@
 """How do `endpoints`, `models`, `jobs` and `digest now` grow with the size of the local workspace?
 
 For each size (10, 100, 1,000 online endpoints; the demo then holds size + 1 models of three
-versions and one training job per generated model; adapters/demo.py), the bot is built as
+versions and one training job per generated model; adapters/local/demo.py), the bot is built as
 `mlops-bot serve` builds it (bot.app: settings with MLOPSBOT_DEMO_SIZE, the local workspace
 behind the non-blocking facade, SQLite storage, the real handler and registry) and each command
 is typed into the handler in-process (no HTTP: this measures the commands and the workspace, not
@@ -41,7 +41,7 @@ from adapters.storage import open_storage  # noqa: E402
 from bot.app import build_handler, build_workspaces  # noqa: E402
 from bot.handler import Request  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
-from commands.context import User  # noqa: E402
+from commands.base.context import User  # noqa: E402
 
 SIZES = (10, 100, 1000)
 ROUNDS = 5

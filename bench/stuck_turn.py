@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from adapters.nonblocking import NonBlockingService  # noqa: E402
 from bot.app import create_app  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
-from commands.context import Workspaces  # noqa: E402
+from commands.base.context import Workspaces  # noqa: E402
 from tests.replay import demo_azure  # noqa: E402
 from tests.teams_client import ALICE, BOB, TeamsStandIn  # noqa: E402
 

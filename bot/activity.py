@@ -24,8 +24,8 @@ import re
 from typing import Any, Sequence
 from urllib.parse import urlsplit
 
-from commands.context import Reply, User
-from commands.registry import MAX_INPUT_BYTES
+from commands.base.context import Reply, User
+from commands.base.registry import MAX_INPUT_BYTES
 
 
 # From each '<' to the next '<' or '>': every character is looked at once or twice, whatever the

@@ -9,7 +9,7 @@
 A requester opens at most MLOPSBOT_CHANGE_REQUESTS_PER_MINUTE requests in any minute (as in chat), and
 all requesters together at most MLOPSBOT_PIPELINE_REQUESTS_PER_MINUTE (a loop cannot escape by renaming
 its requester); beyond either POST /api/approvals answers 429 with Retry-After (seconds) and
-`retry_after` in the body. Both are counted in storage, shared by every replica (commands/ratelimit.py).
+`retry_after` in the body. Both are counted in storage, shared by every replica (commands/changes/ratelimit.py).
 
 Every call carries `Authorization: Bearer <MLOPSBOT_API_TOKEN>`, compared in constant time; without
 a configured token the API is off (503). Bad bodies get 400 (not JSON) or 422 naming the field;
@@ -42,14 +42,14 @@ from adapters.storage import StorageError, approvals as approval_store, audit as
 from adapters.storage.approvals import Approval
 from bot.bodies import BodyTimeout, read_body
 from bot.handler import ChatHandler, explain
-from commands.audit import EXPORT_ROLE, parse_since, story
-from commands.export_links import EXPORT_PATH, LinkRefused
-from commands.context import PIPELINE_PREFIX, Role, User
-from commands.change import Change
-from commands.gate import REDELIVERED, Pipeline
-from commands.ratelimit import TooManyRequests
-from commands.policy import APPROVAL, Rule
-from commands.registry import CommandError
+from commands.changes.audit import EXPORT_ROLE, parse_since, story
+from commands.changes.export_links import EXPORT_PATH, LinkRefused
+from commands.base.context import PIPELINE_PREFIX, Role, User
+from commands.changes.change import Change
+from commands.changes.gate import REDELIVERED, Pipeline
+from commands.changes.ratelimit import TooManyRequests
+from commands.changes.policy import APPROVAL, Rule
+from commands.base.registry import CommandError
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +295,7 @@ class ApprovalsApi:
         return _file([_record_dict(r) for r in records], fmt)
 
     async def download(self, request: web.Request) -> web.StreamResponse:
-        """`audit export` from Teams: a signed link (commands/export_links.py), served once, before it
+        """`audit export` from Teams: a signed link (commands/changes/export_links.py), served once, before it
         expires, to someone who still has the role, with their tenant's records only."""
         links = self.handler.export_links
         if links is None:

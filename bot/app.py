@@ -48,12 +48,12 @@ from bot.outbox import OutboxWorker
 from bot.scheduler import Scheduler
 from bot.settings import Settings
 from bot.teams import TeamsBot, build_adapter, keep_signing_keys_fresh
-from commands.alerts import endpoint_health
+from commands.alerts.alerts import endpoint_health
 from commands.catalog import catalog
-from commands.context import Reply, Track, Workspaces
-from commands.export_links import ExportLinks
-from commands.change_kinds import CHANGE_KINDS
-from commands.gate import Gate, record_policy
+from commands.base.context import Reply, Track, Workspaces
+from commands.changes.export_links import ExportLinks
+from commands.changes.kinds import CHANGE_KINDS
+from commands.changes.gate import Gate, record_policy
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def build_workspaces(settings: Settings, pools: list[ThreadPoolExecutor], *, res
                                   read_cache_seconds=settings.read_cache_seconds, observer=observer)
 
     if settings.backend == "local":
-        from adapters.local import LocalWorkspace
+        from adapters.local.workspace import LocalWorkspace
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         local = LocalWorkspace(settings.data_dir / "workspace.db", demo_size=settings.demo_size)
         if reset_demo:
@@ -110,7 +110,7 @@ def build_workspaces(settings: Settings, pools: list[ThreadPoolExecutor], *, res
         info = local.workspace()
         return Workspaces([wrap(local, info.name, info.environment)])
 
-    from adapters.azureml import build_azure_service
+    from adapters.azureml.workspace import build_azure_service
     return Workspaces([
         wrap(build_azure_service(ws.subscription_id, ws.resource_group, ws.name, environment=ws.environment,
                                  managed_identity_client_id=settings.managed_identity_client_id or None,

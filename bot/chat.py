@@ -16,8 +16,8 @@ from bot.app import build_handler, build_workspaces, thread_pools
 from bot.handler import ChatHandler, FollowUps, Request
 from bot.settings import Settings
 from bot.scheduler import TERMINAL_CONVERSATION, follow_jobs
-from commands.context import Reply, User
-from commands.ui import INVISIBLE
+from commands.base.context import Reply, User
+from commands.base.ui import INVISIBLE
 
 PROMPT = "you> "
 CONVERSATION = TERMINAL_CONVERSATION

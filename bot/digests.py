@@ -5,7 +5,7 @@
     await scheduler.tick()              # tests: send what is due at clock() now
 
 Each tick asks storage for the schedules whose next_run has come and sends each through
-`commands.digest.send_due`: gather, then claim by compare-and-set and enqueue in the outbox in one
+`commands.digests.digest.send_due`: gather, then claim by compare-and-set and enqueue in the outbox in one
 transaction, so replicas sharing the database send each digest once. Between ticks the loop
 sleeps until the earliest next_run, at most MAX_SLEEP seconds (a schedule added on another replica
 is seen within that time), and never spins: at least MIN_SLEEP, and MAX_SLEEP after a digest
@@ -20,9 +20,9 @@ from datetime import datetime
 from typing import Awaitable, Callable
 
 from adapters.storage import Storage, StorageError, digests
-from commands.context import HealthThresholds, Workspaces
-from commands.digest import send_due
-from commands.studio import Studio
+from commands.base.context import HealthThresholds, Workspaces
+from commands.digests.digest import send_due
+from commands.base.studio import Studio
 from adapters.nonblocking import NonBlockingService
 
 log = logging.getLogger(__name__)

@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 from adapters.nonblocking import fresh_reads, read_log
 from adapters.service import PermissionDenied, ServiceError, Unavailable
 from adapters.storage import Storage, StorageUnavailable, grants
-from commands.context import Context, FollowUp, HealthThresholds, Reply, Role, RoleBook, User, Workspaces
-from commands.general import greet, is_greeting
+from commands.base.context import Context, FollowUp, HealthThresholds, Reply, Role, RoleBook, User, Workspaces
+from commands.admin.general import greet, is_greeting
 from commands.language import Interpreter
-from commands.registry import CommandError, Registry
-from commands.ui import read_stamp
+from commands.base.registry import CommandError, Registry
+from commands.base.ui import read_stamp
 
 if TYPE_CHECKING:
-    from commands.gate import Pipeline
-    from commands.gate import Gate
+    from commands.changes.gate import Pipeline
+    from commands.changes.gate import Gate
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +59,13 @@ class ChatHandler:
         self.registry = registry
         # text that is not a command is understood (questions answered, changes only proposed)
         self.language = Interpreter(registry) if plain_language else None
-        self.export_links = export_links      # commands.export_links.ExportLinks (None: no `audit export`)
+        self.export_links = export_links      # commands.changes.export_links.ExportLinks (None: no `audit export`)
         self.workspaces = workspaces
         self.roles = roles
         self.development = development
         self.allowed_tenants = set(allowed_tenants)
         self.store = store              # the bot's storage: grants, approvals, audit
-        self.gate = gate                # commands.gate.Gate
+        self.gate = gate                # commands.changes.gate.Gate
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.health = health or HealthThresholds()
 

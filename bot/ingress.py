@@ -24,7 +24,7 @@ ignored and logged.
 
 Each event is deduplicated by its id in storage (`inbox`, so a redelivery after a restart is
 still a duplicate), and in the SAME transaction its alert is recorded and one card per subscribed
-conversation is put in the outbox (commands.alerts.publish). So the answer comes as soon as that
+conversation is put in the outbox (commands.alerts.alerts.publish). So the answer comes as soon as that
 one short transaction commits, and either all of an event is accepted or none of it is (Event
 Grid then redelivers). The outbox worker sends the cards.
 
@@ -44,10 +44,10 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from adapters.events import Event, Ignored, Malformed, loads, parse_common_alert, parse_event_grid
+from adapters.azureml.events import Event, Ignored, Malformed, loads, parse_common_alert, parse_event_grid
 from adapters.storage import Storage, StorageUnavailable, inbox
 from bot.bodies import BodyTimeout, read_body
-from commands.alerts import publish
+from commands.alerts.alerts import publish
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ the bot was removed from the conversation: the conversation is marked gone
 (adapters.storage.conversations), the item dead, and later items for that conversation are
 settled dead without a send, until the bot is added again. Given-up items stay in storage as
 `dead`: counted in `/readyz` and in the log, listed and sent again with the Admin commands
-`outbox dead` and `outbox retry` (commands/outbox.py). A dedupe key per item keeps a redelivered
+`outbox dead` and `outbox retry` (commands/admin/outbox.py). A dedupe key per item keeps a redelivered
 event from posting twice.
 
 Order and concurrency. A conversation's items go out in order: the claim skips an item while an

@@ -1,8 +1,8 @@
-"""The scheduler loop: watches after a traffic change (commands/verdicts.py decides), jobs started
-from chat until they end (commands/job_watch.py), long operations that a stopped process left
-in flight (commands.gate.Gate.recover_operations), and the local workspace's monitor runs that
+"""The scheduler loop: watches after a traffic change (commands/changes/verdicts.py decides), jobs started
+from chat until they end (commands/changes/job_watch.py), long operations that a stopped process left
+in flight (commands.changes.gate.Gate.recover_operations), and the local workspace's monitor runs that
 breach their thresholds, which become drift alerts (`alert_monitor_breaches`), and the security
-posture of the workspaces someone subscribes to (`scan_posture`, hourly; commands/posture.py).
+posture of the workspaces someone subscribes to (`scan_posture`, hourly; commands/alerts/posture.py).
 
 One loop: wake every `poll_seconds`, report the operations other processes left unreported (their
 resource is re-checked, each claimed by one replica; the first pass runs at start-up and settles
@@ -16,14 +16,14 @@ outbox). Watches are stored, so a restart only delays a verdict.
 Drift alerts of the local workspace: Azure ML's monitors announce a breach through Event Grid
 (bot/ingress.py); the local workspace's monitors have no one to announce theirs, so each pass
 reads their breaching runs and publishes each breached signal exactly as the webhook does (alert
-store, subscriptions, outbox; commands.alerts.publish), deduplicated in storage by run and signal
+store, subscriptions, outbox; commands.alerts.alerts.publish), deduplicated in storage by run and signal
 (`inbox`, so once across replicas and restarts). Only while a conversation subscribes to drift
 (computing monitor runs nobody hears about is wasted work), and only runs newer than the oldest
 such subscription and than LOCAL_BREACH_DAYS (younger than the inbox's memory): a new
 subscription is not flooded with the demo's history, a restart only delays an alert.
 
 Escalation: each pass also re-posts, through the outbox, the alerts nobody acknowledged within
-their subscriptions' `--escalate-after`, @mentioning the people they name (commands.alerts.escalate;
+their subscriptions' `--escalate-after`, @mentioning the people they name (commands.alerts.alerts.escalate;
 once per alert per period, across replicas).
 
     loop = Scheduler(storage, workspaces, gate, owner="replica-1", window_minutes=15)
@@ -39,19 +39,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
-from adapters.events import local_breach_events
+from adapters.azureml.events import local_breach_events
 from adapters.service import ServiceError
 from adapters.storage import Storage, StorageError, inbox, job_watches, outbox, subscriptions, watches
 from adapters.storage.job_watches import JobWatch
-from commands.alerts import endpoint_health, escalate, publish
-from commands.context import HealthThresholds, Reply, UnknownWorkspace
-from commands.job_watch import JOB_POLL_SECONDS, report
-from commands.posture import scan_due
-from commands.verdicts import conclude
-from commands.context import Workspaces
+from commands.alerts.alerts import endpoint_health, escalate, publish
+from commands.base.context import HealthThresholds, Reply, UnknownWorkspace
+from commands.changes.job_watch import JOB_POLL_SECONDS, report
+from commands.alerts.posture import scan_due
+from commands.changes.verdicts import conclude
+from commands.base.context import Workspaces
 
 if TYPE_CHECKING:
-    from commands.gate import Gate
+    from commands.changes.gate import Gate
 
 log = logging.getLogger(__name__)
 # `mlops-bot chat`'s conversation: the terminal reports the jobs started there (it may share the
@@ -98,7 +98,7 @@ class Scheduler:
 
     async def scan_posture(self) -> int:
         """Scan the security posture of the workspaces someone subscribes to, once per period across
-        replicas (commands.posture.scan_due); return how many alert cards it queued."""
+        replicas (commands.alerts.posture.scan_due); return how many alert cards it queued."""
         try:
             return await scan_due(self.store, self.workspaces, owner=self.owner, clock=self.clock,
                                   wake=self.gate.wake_outbox)
@@ -109,7 +109,7 @@ class Scheduler:
             return 0
 
     async def escalate_alerts(self) -> int:
-        """Re-notify the alerts nobody acknowledged in time (commands.alerts.escalate); messages queued."""
+        """Re-notify the alerts nobody acknowledged in time (commands.alerts.alerts.escalate); messages queued."""
         now = self.clock()
         try:
             queued = await self.store.run_transaction(lambda tx: escalate(tx, now))

@@ -23,8 +23,8 @@ from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
-from commands.context import HealthThresholds, Role, RoleBook
-from commands.policy import Policy, load_policy
+from commands.base.context import HealthThresholds, Role, RoleBook
+from commands.changes.policy import Policy, load_policy
 
 
 # The Teams and Bot Framework connector hosts of the public cloud and GCC (sovereign clouds:

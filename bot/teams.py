@@ -59,8 +59,8 @@ from bot.activity import (
 from bot.handler import ChatHandler, FollowUps, Request, apology
 from bot.outbox import DeliveryFailed
 from bot.signing_keys import SigningKeysUnavailable, _get_signing_key, _refresh_keys, refresh_periodically
-from commands.context import Reply, User
-from commands.ui import stamped
+from commands.base.context import Reply, User
+from commands.base.ui import stamped
 
 log = logging.getLogger(__name__)
 

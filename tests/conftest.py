@@ -19,10 +19,10 @@ from bot.handler import ChatHandler, Request
 from bot.settings import Settings, load_settings
 from commands.catalog import catalog
 from adapters.storage import open_storage
-from commands.context import Reply, Role, RoleBook, User
-from commands.change_kinds import CHANGE_KINDS
-from commands.gate import Gate
-from commands.policy import Policy, parse_policy
+from commands.base.context import Reply, Role, RoleBook, User
+from commands.changes.kinds import CHANGE_KINDS
+from commands.changes.gate import Gate
+from commands.changes.policy import Policy, parse_policy
 from tests.teams_client import ALICE, BOB, TeamsStandIn
 
 
@@ -106,7 +106,7 @@ class DemoTemplate:
     def copy_to(self, path, demo_size: int | None = None) -> None:
         made = self.made.get(demo_size)
         if made is None or time.monotonic() - made[1] > self.MAX_AGE:
-            from adapters.local import LocalWorkspace
+            from adapters.local.workspace import LocalWorkspace
             self.seeded += 1
             file = self.folder / f"demo-{demo_size or 'story'}-{self.seeded}.db"
             with LocalWorkspace(file, demo_size=demo_size) as local:     # as build_workspaces(reset_demo=True)
@@ -154,9 +154,9 @@ class Clock:
 def clocked(tmp_path, pools, clock):
     """The demo workspace on the test module's `clock` fixture (each module starts it where it needs):
     its jobs and monitor runs move only when that clock does."""
-    from adapters.local import LocalWorkspace
+    from adapters.local.workspace import LocalWorkspace
     from adapters.nonblocking import NonBlockingService
-    from commands.context import Workspaces
+    from commands.base.context import Workspaces
 
     local = LocalWorkspace(tmp_path / "clocked.db", clock=clock)
     yield Workspaces([NonBlockingService(local, name="ml-prod", environment="prod", pool=pools[0],

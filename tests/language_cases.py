@@ -15,16 +15,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from adapters.local import LocalWorkspace
+from adapters.local.workspace import LocalWorkspace
 from adapters.nonblocking import NonBlockingService
 from adapters.storage import open_storage
 from bot.handler import ChatHandler, Request
 from commands.catalog import catalog
-from commands.context import Role, RoleBook, User, Workspaces
-from commands.change_kinds import CHANGE_KINDS
-from commands.gate import Gate
+from commands.base.context import Role, RoleBook, User, Workspaces
+from commands.changes.kinds import CHANGE_KINDS
+from commands.changes.gate import Gate
 from commands.language.understand import is_change
-from commands.policy import parse_policy
+from commands.changes.policy import parse_policy
 
 # Tables that read commands write by design, whoever asks: the embedded workspace materialises the
 # monitor runs that fell due when a monitor is first read (Azure runs them on its own clock), and

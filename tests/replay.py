@@ -533,7 +533,7 @@ class FakeWorkspace:
         return ReplayResponse(404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"Run {run_id} not found."})
 
     def seed_from_demo(self, demo: Any) -> None:
-        """The same workspace the local backend serves (adapters.demo), as Azure would return it.
+        """The same workspace the local backend serves (adapters.local.demo), as Azure would return it.
 
         Used by the contract suite so both implementations answer about the same resources.
         Approximations: sweep/batch jobs are served as command jobs; recurrence schedules keep only
@@ -908,14 +908,14 @@ def ml_client(transport: ReplayTransport, **kwargs: Any) -> Any:
 
 
 def demo_azure(identity: str = "mlops-bot-test-identity") -> tuple[FakeWorkspace, Any]:
-    """The demo workspace (adapters.demo) served over replay, and an AzureMLService reading it."""
+    """The demo workspace (adapters.local.demo) served over replay, and an AzureMLService reading it."""
     from datetime import datetime, timezone
 
-    from adapters.azure_metrics import AzureMonitorMetrics
-    from adapters.azureml import AzureMLService
-    from adapters.demo import build_demo
+    from adapters.azureml.metrics import AzureMonitorMetrics
+    from adapters.azureml.workspace import AzureMLService
+    from adapters.local.demo import build_demo
 
-    from adapters.demo_feature_store import build_feature_stores
+    from adapters.local.demo_feature_store import build_feature_stores
     from tests.replay_feature_store import serve_feature_stores
 
     workspace = FakeWorkspace(seed=False)

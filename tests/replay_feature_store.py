@@ -1,4 +1,4 @@
-"""The demo feature store (adapters.demo_feature_store) served over a FakeWorkspace's replay transport.
+"""The demo feature store (adapters.local.demo_feature_store) served over a FakeWorkspace's replay transport.
 
 A feature store is a workspace of kind `FeatureStore` in the same resource group; its assets live
 under its own ARM id, which is what the second MLClient (bound to the store) asks for:
@@ -18,7 +18,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from adapters.demo_feature_store import DemoFeatureStore
+from adapters.local.demo_feature_store import DemoFeatureStore
 from adapters.service import FeatureSet
 from tests.replay import (RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE_ID, FakeWorkspace, RecordedRequest,
                           ReplayResponse, command_job, example, from_handwritten, load, page, system_data)

@@ -159,7 +159,7 @@ _AUTH_MODES = {"key": "Key", "aml_token": "AMLToken", "aad_token": "AADToken"}  
 
 
 def serve_demo_posture(workspace: FakeWorkspace, demo: Any, posture: Any) -> None:
-    """The embedded workspace's posture (adapters.demo: `build_demo`, `demo_posture`) as Azure would
+    """The embedded workspace's posture (adapters.local.demo: `build_demo`, `demo_posture`) as Azure would
     return it, on a FakeWorkspace already seeded with `seed_from_demo(demo)`: the workspace GET from
     the published example with the demo's settings, the demo endpoints' public access and auth mode,
     its computes' SSH, public IP and idle shutdown, and its datastores."""

@@ -10,14 +10,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from adapters.events import FIRED, RESOLVED, Event, Figure, parse_common_alert
+from adapters.azureml.events import FIRED, RESOLVED, Event, Figure, parse_common_alert
 from adapters.storage import ConversationRecord, alerts, audit, outbox
 from bot.app import SCHEDULER, create_app
 from bot.settings import load_settings
 from bot.scheduler import Scheduler
-from commands.alert_card import AlertState, Undo, alert_card, headline, level
-from commands.alerts import escalate, publish
-from commands.context import Role
+from commands.alerts.alert_card import AlertState, Undo, alert_card, headline, level
+from commands.alerts.alerts import escalate, publish
+from commands.base.context import Role
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat, Clock
 from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema, storage  # noqa: F401 - fixtures

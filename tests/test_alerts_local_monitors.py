@@ -10,13 +10,13 @@ import json
 
 import pytest
 
-from adapters.local import LocalWorkspace
+from adapters.local.workspace import LocalWorkspace
 from adapters.nonblocking import NonBlockingService
 from adapters.storage import ConversationRecord, alerts, outbox
 from bot.app import STORAGE, SCHEDULER, create_app
 from bot.settings import load_settings
 from bot.scheduler import Scheduler
-from commands.context import Workspaces
+from commands.base.context import Workspaces
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat, Clock
 from tests.teams_client import ALICE, BOB, TeamsStandIn

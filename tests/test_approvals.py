@@ -8,8 +8,8 @@ import asyncio
 import pytest
 
 from adapters.storage import approvals as approval_store, audit as audit_log, outbox
-from commands.context import Role, RoleBook, Track, User
-from commands.policy import Policy, parse_policy
+from commands.base.context import Role, RoleBook, Track, User
+from commands.changes.policy import Policy, parse_policy
 from tests.conftest import Chat, Clock
 
 OLGA = User(id="00000000-0000-0000-0000-0000000000a1", name="Olga Operator", tenant_id="t1")

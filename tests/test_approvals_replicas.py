@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 
 from adapters.storage import approvals as approval_store, audit as audit_log
-from commands.context import Role, RoleBook, User
-from commands.policy import Policy
+from commands.base.context import Role, RoleBook, User
+from commands.changes.policy import Policy
 from tests.conftest import Chat
 from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema  # noqa: F401 (fixtures)
 from tests.test_approvals import OLGA, ROLES

@@ -13,8 +13,8 @@ import pytest
 
 from adapters.storage import audit
 from adapters.storage.audit import GENESIS_HASH, PLAIN, AuditRecord, Verification
-from commands.audit import audit as audit_command
-from commands.context import Context, Role, User
+from commands.changes.audit import audit as audit_command
+from commands.base.context import Context, Role, User
 from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema, storage  # noqa: F401 (fixtures)
 from tests.test_storage_audit import NOON, append_all, entry
 
@@ -222,7 +222,7 @@ def test_production_refuses_to_start_without_an_audit_key_and_says_what_to_set(m
 
 def test_the_daily_digest_carries_the_audit_anchor():
     from datetime import datetime, timezone
-    from commands.digest_card import Digest, digest_card
+    from commands.digests.digest_card import Digest, digest_card
     now = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
     head = "3f" * 32
 
@@ -233,7 +233,7 @@ def test_the_daily_digest_carries_the_audit_anchor():
 
 
 async def test_audit_head_without_verify_or_not_a_hash_is_a_usage_error(keyed):
-    from commands.registry import UsageError
+    from commands.base.registry import UsageError
     storage, _ = keyed
     ctx = Context(user=User("aad-ann", "Ann", "t1"), role=Role.VIEWER, workspaces=None, store=storage)
     with pytest.raises(UsageError, match="--head goes with verify"):

@@ -1,6 +1,6 @@
 """The whole bot over Azure: commands run against AzureMLService on a replayed workspace.
 
-The replayed workspace is the demo (adapters.demo) served by tests/replay.py's FakeWorkspace to a
+The replayed workspace is the demo (adapters.local.demo) served by tests/replay.py's FakeWorkspace to a
 real MLClient, so the same questions get the same answers as on the local backend.
 """
 
@@ -13,11 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from adapters.local import LocalWorkspace
+from adapters.local.workspace import LocalWorkspace
 from adapters.nonblocking import NonBlockingService
 from bot.app import create_app
 from commands.catalog import catalog
-from commands.context import Workspaces
+from commands.base.context import Workspaces
 from adapters.storage import outbox
 from bot.scheduler import Scheduler
 from tests.card_schema import assert_valid_card

@@ -3,7 +3,7 @@ feature store's client cache, and no SDK warning per monitor listing.
 
 Azure's Jobs_List documents no order and takes no `$orderby`/`$top` (the parameters azure-ai-ml 1.35
 sends: `$skip`, jobType, tag, listViewType, properties, scheduled, scheduleId; see newest_first in
-adapters/azureml.py), so these tests answer the same runs newest first and oldest first, in ARM pages
+adapters/azureml/workspace.py), so these tests answer the same runs newest first and oldest first, in ARM pages
 linked by nextLink/$skipToken.
 """
 
@@ -14,8 +14,8 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from adapters.azureml import AzureMLService
-from adapters.demo_feature_store import build_feature_stores
+from adapters.azureml.workspace import AzureMLService
+from adapters.local.demo_feature_store import build_feature_stores
 from tests.replay import FakeWorkspace, RecordedRequest, ReplayResponse, command_job, ml_client, pipeline_job
 from tests.replay_feature_store import iso, serve_feature_stores, store_id
 

@@ -11,8 +11,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from adapters.azureml import AzureMLService
-from adapters.demo_feature_store import build_feature_stores
+from adapters.azureml.workspace import AzureMLService
+from adapters.local.demo_feature_store import build_feature_stores
 from adapters.service import InvalidRequest, NotFound, PermissionDenied
 from tests.replay import WORKSPACE_ID, FakeWorkspace, ReplayResponse, ml_client, model_version
 from tests.replay_feature_store import serve_feature_stores, store_id

@@ -20,10 +20,10 @@ from datetime import timedelta
 
 import pytest
 
-import adapters.azure_metrics as azure_metrics
-from adapters.azure_metrics import (DEPLOYMENT_NAMESPACE, ENDPOINT_NAMESPACE, MAX_SERIES, AzureMonitorMetrics,
+import adapters.azureml.metrics as azure_metrics
+from adapters.azureml.metrics import (DEPLOYMENT_NAMESPACE, ENDPOINT_NAMESPACE, MAX_SERIES, AzureMonitorMetrics,
                                     EndpointRef)
-from adapters.azureml import AzureMLService
+from adapters.azureml.workspace import AzureMLService
 from adapters.service import InvalidRequest, PermissionDenied
 from tests.replay import (FakeWorkspace, ReplayResponse, ReplayTransport, arm_id, load, metrics_client, ml_client,
                           monitor_answer, online_deployment, online_endpoint, request_series)

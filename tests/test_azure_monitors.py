@@ -6,10 +6,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from adapters.azureml import AzureMLService
+from adapters.azureml.workspace import AzureMLService
 from adapters.service import MetricThreshold, NotFound
-from commands.monitoring import drift_card, monitors_card
-from commands.ui import as_text
+from commands.alerts.monitoring import drift_card, monitors_card
+from commands.base.ui import as_text
 from tests.card_schema import assert_valid_card
 from tests.replay import FakeWorkspace, ml_client
 
@@ -120,7 +120,7 @@ async def azure_teams(aiohttp_server, settings):
 
     from adapters.nonblocking import NonBlockingService
     from bot.app import create_app
-    from commands.context import Workspaces
+    from commands.base.context import Workspaces
     from tests.replay import demo_azure
     from tests.teams_client import TeamsStandIn
 
@@ -222,7 +222,7 @@ def test_a_breached_signal_is_named_exactly_not_by_substring():
 
 
 def test_the_breach_tag_as_azures_own_unit_test_spells_it():
-    from adapters.azure_monitoring import BreachedSignal, BreachRow, parse_breach_tag
+    from adapters.azureml.monitoring import BreachedSignal, BreachRow, parse_breach_tag
     from tests.replay import azure_breach_message, load
 
     messages = load("monitoring/breach_tag_messages.json")
@@ -245,14 +245,14 @@ def test_the_breach_tag_as_azures_own_unit_test_spells_it():
 
 
 def test_azures_metric_names_and_which_way_they_breach():
-    from adapters.azure_monitoring import LOWER_IS_WORSE, breaches, metric_name
+    from adapters.azureml.monitoring import LOWER_IS_WORSE, breaches, metric_name
 
     assert [metric_name(n) for n in ("MeanAbsoluteError", "MAE", "RMSE", "TwoSampleKolmogorovSmirnovTest",
                                      "normalizedWassersteinDistance", "null_value_rate", "F1Score")] == [
         "mean_absolute_error", "mean_absolute_error", "root_mean_squared_error", "two_sample_kolmogorov_smirnov_test",
         "normalized_wasserstein_distance", "null_value_rate", "f1_score"]
     # Metric_Value_Should_Greater_Than_Threshold (Azure/azureml-assets evaluate_metrics_threshold.py) with
-    # Accuracy, Precision and Recall (in that list from #1919 until #2869; see adapters/azure_monitoring.py)
+    # Accuracy, Precision and Recall (in that list from #1919 until #2869; see adapters/azureml/monitoring.py)
     assert LOWER_IS_WORSE == {
         "two_sample_kolmogorov_smirnov_test", "pearsons_chi_squared_test", "normalized_discounted_cumulative_gain",
         "aggregated_coherence_pass_rate", "aggregated_groundedness_pass_rate", "aggregated_fluency_pass_rate",

@@ -12,11 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from adapters.azureml import STAGE_ATTEMPTS
+from adapters.azureml.workspace import STAGE_ATTEMPTS
 from adapters.nonblocking import NonBlockingService
 from adapters.storage import approvals as approval_store, audit as audit_log
-from commands.context import Workspaces
-from commands.policy import Policy
+from commands.base.context import Workspaces
+from commands.changes.policy import Policy
 from tests.conftest import Chat
 from tests.replay import ReplayResponse, demo_azure
 from tests.test_approvals import ARNE, OLGA, ROLES

@@ -13,12 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from adapters.azureml import JOB_VISIBLE_WAITS, AzureMLService
+from adapters.azureml.workspace import JOB_VISIBLE_WAITS, AzureMLService
 from adapters.nonblocking import NonBlockingService
 from adapters.service import Unavailable
 from adapters.storage import job_watches
-from commands.context import Workspaces
-from commands.policy import Policy
+from commands.base.context import Workspaces
+from commands.changes.policy import Policy
 from tests.conftest import Chat
 from tests.replay import WORKSPACE_ID, FakeWorkspace, demo_azure, ml_client
 from tests.test_approvals import ARNE, OLGA, ROLES

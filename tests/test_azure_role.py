@@ -31,9 +31,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.azure_metrics import AzureMonitorMetrics
-from adapters.azureml import AzureMLService
-from adapters.demo_feature_store import build_feature_stores
+from adapters.azureml.metrics import AzureMonitorMetrics
+from adapters.azureml.workspace import AzureMLService
+from adapters.local.demo_feature_store import build_feature_stores
 from adapters.service import MLService
 from tests.replay import (SENT, WORKSPACE, FakeWorkspace, RecordedRequest, metrics_client, ml_client, model_version,
                           monitor_answer)

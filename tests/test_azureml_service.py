@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from adapters.azure_metrics import regional_metrics_endpoint
-from adapters.azureml import DATA_SCIENTIST, AzureMLService, build_azure_service, model_ref
+from adapters.azureml.metrics import regional_metrics_endpoint
+from adapters.azureml.workspace import DATA_SCIENTIST, AzureMLService, build_azure_service, model_ref
 from adapters.service import (
     Conflict,
     InvalidRequest,

@@ -1,5 +1,5 @@
 """Untrusted text on cards stays text: what someone typed, a display name, or anything Azure or a
-webhook sent cannot add a link, an image, bold or a line of its own to a card (`commands.ui.plain`).
+webhook sent cannot add a link, an image, bold or a line of its own to a card (`commands.base.ui.plain`).
 
 The security probe's findings, replayed: a typed `--reason` with a link, a forged Submit whose
 reason fakes the card's status lines, a vote comment with an image, and a run tag (the drift
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.events import BREACH_TAG
+from adapters.azureml.events import BREACH_TAG
 from bot.app import create_app
 from bot.settings import load_settings
 from tests.card_schema import assert_valid_card

@@ -1,4 +1,4 @@
-"""The change limits are counted in storage (issue 17 item 13, commands/ratelimit.py): replicas on one
+"""The change limits are counted in storage (issue 17 item 13, commands/changes/ratelimit.py): replicas on one
 database together stay within them, changes run directly count too, a refused change writes nothing,
 and the pipeline API has a limit for all requesters together that renaming the requester cannot
 escape. Every clock here is a test clock."""
@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 
 from adapters.storage import approvals as approval_store, audit as audit_log, rate_limits
-from commands.context import User
-from commands.policy import Policy
-from commands.ratelimit import ChangeLimits
+from commands.base.context import User
+from commands.changes.policy import Policy
+from commands.changes.ratelimit import ChangeLimits
 from tests.conftest import Chat, Clock
 from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema  # noqa: F401 (fixtures)
 from tests.teams_client import TeamsStandIn

@@ -1,5 +1,5 @@
-"""Tests that protect the change path (issue #17): each kills a mutant of commands/gate.py,
-commands/policy.py, adapters/storage/audit.py or adapters/storage/approvals.py that survived the
+"""Tests that protect the change path (issue #17): each kills a mutant of commands/changes/gate.py,
+commands/changes/policy.py, adapters/storage/audit.py or adapters/storage/approvals.py that survived the
 earlier suite and stood for a real defect. One test per defect, asserting values.
 
 Executors are replaced through the gate's table of change kinds (`with_executor`, with monkeypatch),
@@ -15,16 +15,16 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from adapters.local import LocalWorkspace
+from adapters.local.workspace import LocalWorkspace
 from adapters.nonblocking import NonBlockingService
 from adapters.service import Conflict, Unavailable
 from adapters.storage import approvals as approval_store, audit as audit_log
 from adapters.storage.audit import AuditRecord, Verification
 from adapters.storage.postgres import PostgresStorage
-from commands.context import Reply, Role, User, Workspaces
-from commands.change import Accepted, Change
-from commands.gate import Pipeline, record_policy
-from commands.policy import APPROVAL, CONFIRM, DIRECT, Policy, default_rule, parse_policy
+from commands.base.context import Reply, Role, User, Workspaces
+from commands.changes.change import Accepted, Change
+from commands.changes.gate import Pipeline, record_policy
+from commands.changes.policy import APPROVAL, CONFIRM, DIRECT, Policy, default_rule, parse_policy
 from tests.conftest import Chat, Clock, with_executor
 from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema, storage  # noqa: F401 (fixtures)
 from tests.test_approvals import ARNE, BEA, OLGA, ROLES, events, olga, people_chat, request_of, split_of  # noqa: F401

@@ -114,7 +114,7 @@ async def test_card_button_cancel_over_http(teams):
 
 
 async def test_changes_are_logged_with_who_asked(chat, caplog):
-    caplog.set_level("INFO", logger="commands.registry")
+    caplog.set_level("INFO", logger="commands.base.registry")
     await chat("scale fraud-api green 2")
     assert [r.getMessage() for r in caplog.records] == [
         "change requested: Dana Dev (dev-1) ran scale fraud-api green 2 in ml-prod"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from commands.catalog import catalog
-from commands.context import Role
-from commands.ui import MAX_ROWS, card, limited, text
+from commands.base.context import Role
+from commands.base.ui import MAX_ROWS, card, limited, text
 from tests.card_schema import assert_valid_card
 
 

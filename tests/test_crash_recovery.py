@@ -18,9 +18,9 @@ from adapters.storage import approvals as approval_store, audit as audit_log, in
     outbox
 from bot.app import GATE, build_workspaces, create_app
 from bot.settings import load_settings
-from commands.change_kinds import CHANGE_KINDS
-from commands.gate import Gate
-from commands.policy import Policy
+from commands.changes.kinds import CHANGE_KINDS
+from commands.changes.gate import Gate
+from commands.changes.policy import Policy
 from tests.conftest import Chat, Clock, with_executor
 from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema  # noqa: F401 (fixtures)
 from tests.test_approvals import ARNE, OLGA, ROLES

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from adapters.storage import grants
-from commands.context import Role, RoleBook, User
+from commands.base.context import Role, RoleBook, User
 from tests.conftest import Chat
 
 DEV_BOOK = RoleBook(open_until_assigned=True)

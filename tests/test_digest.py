@@ -10,14 +10,14 @@ import pytest
 
 from adapters.drift.definitions import level_words
 
-from adapters.local import LocalWorkspace
+from adapters.local.workspace import LocalWorkspace
 from adapters.nonblocking import NonBlockingService
 from adapters.storage import approvals, audit, digests, outbox
-from commands.context import Role, Workspaces
-from commands.digest import send_due
-from commands.digest_card import Figure, change_text, digest_card
-from commands.digest_times import jitter
-from commands.ui import as_text
+from commands.base.context import Role, Workspaces
+from commands.digests.digest import send_due
+from commands.digests.digest_card import Figure, change_text, digest_card
+from commands.digests.digest_times import jitter
+from commands.base.ui import as_text
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat, Clock
 from tests.unit.test_digest import START
@@ -246,7 +246,7 @@ async def test_a_digest_that_lost_its_claim_sends_nothing(channel, store, clock,
     await schedule_in(channel)
     clock.moment = datetime(2026, 11, 26, 8, 5, tzinfo=timezone.utc)
     [schedule] = await store.run_transaction(lambda tx: digests.due(tx, clock()))
-    from commands.digest import send_one
+    from commands.digests.digest import send_one
     assert await send_one(store, fixed_workspaces, schedule, clock()) is True
     assert await send_one(store, fixed_workspaces, schedule, clock()) is False      # the stale next_run
     assert len(await digests_in_outbox(store)) == 1
@@ -280,7 +280,7 @@ async def test_a_schedule_whose_workspace_is_gone_says_so_in_the_chat(channel, s
 
 
 async def test_the_policys_subscriptions_role_decides_who_schedules(fixed_workspaces, store, clock):
-    from commands.policy import parse_policy
+    from commands.changes.policy import parse_policy
     open_policy = parse_policy('[subscriptions]\nrole = "viewer"\n\n[[rule]]\nmode = "direct"\n', source="test")
     viewer = Chat(fixed_workspaces, store, Role.VIEWER, clock=clock, policy=open_policy)
     assert (await say(viewer, 'digest schedule "0 9 * * *"')).text.startswith("Scheduled the model-health digest")
@@ -290,7 +290,7 @@ async def test_the_policys_subscriptions_role_decides_who_schedules(fixed_worksp
 
 
 async def test_what_could_not_be_read_keeps_the_last_digests_figures(fixed_workspaces, store, clock, local):
-    from commands.digest import gather
+    from commands.digests.digest import gather
     ml = fixed_workspaces.default
     first = await gather(ml, store, conversation_id=CHANNEL, now=clock())
     await store.run_transaction(lambda tx: digests.remember(tx, CHANNEL, "ml-prod", first.snapshot, clock()))

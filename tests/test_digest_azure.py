@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from adapters.azureml import METRICS_BATCH, build_azure_service
+from adapters.azureml.workspace import METRICS_BATCH, build_azure_service
 from adapters.service import Deployment, OnlineEndpoint
 from tests.replay import (RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE, WORKSPACE_ID, FakeCredential, FakeWorkspace,
                           monitor_answer, request_series)

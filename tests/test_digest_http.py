@@ -11,7 +11,7 @@ import pytest
 from adapters.storage import digests
 from bot.app import DIGESTS, STORAGE, create_app
 from bot.settings import load_settings
-from commands.digest_times import jitter
+from commands.digests.digest_times import jitter
 from tests.card_schema import assert_valid_card
 from tests.teams_client import ALICE, BOB, Person, TeamsStandIn
 from tests.conftest import Clock

@@ -14,7 +14,7 @@ from adapters.storage.digests import DigestSchedule
 from bot.digests import MAX_SLEEP, MIN_SLEEP, DigestScheduler
 from bot.outbox import OutboxWorker
 from bot.teams import TeamsBot, build_adapter
-from commands.digest_times import jitter, parse_zone, next_due
+from commands.digests.digest_times import jitter, parse_zone, next_due
 from tests.card_schema import assert_valid_card
 from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema  # noqa: F401 - fixtures
 from tests.teams_client import BOT_ID, TENANT, Connector

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from commands.catalog import catalog, reference_table
-from commands.context import Role, RoleBook
-from commands.policy import Policy, parse_policy
+from commands.base.context import Role, RoleBook
+from commands.changes.policy import Policy, parse_policy
 
 DEFAULTS = Policy()          # the built-in defaults: approvals in prod
-from commands.registry import GROUPS, Registry
+from commands.base.registry import GROUPS, Registry
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat
 from tests.teams_client import ALICE, TeamsStandIn

@@ -19,15 +19,15 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from adapters.local import LocalWorkspace
+from adapters.local.workspace import LocalWorkspace
 from adapters.nonblocking import NonBlockingService
 from adapters.service import Operation
 from adapters.storage import approvals as approval_store, outbox
 from bot.app import STORAGE, WORKER, create_app
 from bot.teams import SavedConversations
 from commands.catalog import catalog
-from commands.context import Workspaces
-from commands.registry import CommandError, tokenize
+from commands.base.context import Workspaces
+from commands.base.registry import CommandError, tokenize
 from tests.conftest import Clock, Guard
 from tests.teams_client import BOB, TeamsStandIn
 from tests.waiting import wait_until
@@ -490,7 +490,7 @@ async def test_killed_between_approval_and_outcome_the_change_is_not_done_twice(
 
 async def test_a_change_interrupted_by_a_crash_is_reported_after_a_restart(aiohttp_server, hard_settings, pools):
     """The restarted bot re-checks an operation another process left in flight once it is a minute
-    old (commands.gate.RECOVERY_GRACE): its clock here starts two minutes later."""
+    old (commands.changes.gate.RECOVERY_GRACE): its clock here starts two minutes later."""
     gated, workspaces = gated_workspace(hard_settings, pools)
     first = await aiohttp_server(create_app(hard_settings, workspaces=workspaces))
     async with TeamsStandIn(str(first.make_url("/api/messages"))) as teams:

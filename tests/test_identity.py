@@ -7,10 +7,10 @@ impersonation through the real CloudAdapter and the pipeline API.
 from __future__ import annotations
 
 from adapters.storage import approvals as approval_store, audit as audit_log
-from commands.audit import record_line
-from commands.context import Role, RoleBook, User
-from commands.gate import Pipeline
-from commands.policy import Policy
+from commands.changes.audit import record_line
+from commands.base.context import Role, RoleBook, User
+from commands.changes.gate import Pipeline
+from commands.changes.policy import Policy
 from tests.conftest import Chat
 from tests.test_approvals import ARNE, OLGA, ROLES
 
@@ -91,7 +91,7 @@ async def test_a_pipeline_named_like_an_approver_is_marked_as_a_pipeline_everywh
         pipeline_user, "conv-1", role=Role.OPERATOR,
         pipeline=Pipeline(run_url="https://github.com/contoso/fraud/actions/runs/7", conversation_id="conv-1",
                           tenant_id="t1", execute=False))
-    from commands.change import Change
+    from commands.changes.change import Change
     await chat.gate.submit(ctx, Change("release", "ml-prod", "prod", "fraud 2026.12", {}, {}, {},
                                        "release fraud 2026.12", reason="nightly"))
     await chat.as_(ARNE).click("approve", "1")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.events import BREACH_TAG, Malformed, parse_common_alert, parse_event_grid
+from adapters.azureml.events import BREACH_TAG, Malformed, parse_common_alert, parse_event_grid
 from bot.app import create_app
 from bot.settings import load_settings
 from tests.card_schema import assert_valid_card
@@ -552,7 +552,7 @@ async def test_pruning_forgets_old_dedupe_keys_and_settled_items_only(tmp_path):
 
 
 def test_an_azure_monitor_alert_on_an_online_endpoint_offers_rollback():
-    from commands.alert_card import AlertState, alert_card
+    from commands.alerts.alert_card import AlertState, alert_card
     body = fired_alert()
     body["data"]["essentials"]["alertTargetIDs"] = [WORKSPACE_TOPIC + "/onlineEndpoints/fraud-api"]
     event = parse_common_alert(body)
@@ -654,7 +654,7 @@ def test_model_deployed_and_run_completed_in_the_documented_shapes():
     ('["\\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["]', False),         # an escaped quote does not
 ])
 def test_nesting_depth_is_measured_outside_strings(text, deep):
-    from adapters.events import loads
+    from adapters.azureml.events import loads
     if deep:
         with pytest.raises(ValueError, match="nested deeper than 32"):
             loads(text.encode())
@@ -739,7 +739,7 @@ def test_the_breach_tag_azure_writes_gives_the_signal_and_its_figures():
         ("b-2:data-drift", "data-drift", "drift:jenns-canary:fraud-monitor:data-drift", 2),
         ("b-2:data-quality", "data-quality", "drift:jenns-canary:fraud-monitor:data-quality", 1)]
     # lower-is-worse figures are shown as breaching below their threshold
-    from commands.alert_card import breached
+    from commands.alerts.alert_card import breached
     ndcg = azure_breach_message("attribution", [("", "NormalizedDiscountedCumulativeGain", 0.62, 0.8)])
     [event] = parse_event_grid([captured_breach("b-3", ndcg)]).events
     assert [(f.feature, f.metric, breached(f)) for f in event.figures] == [
@@ -798,7 +798,7 @@ async def test_a_budget_alert_is_acknowledged_and_ignored(teams, caplog, name):
 
 
 def test_the_readme_example_is_the_tag_azure_writes():
-    from adapters.azure_monitoring import parse_breach_tag
+    from adapters.azureml.monitoring import parse_breach_tag
     demo = json.loads((Path(__file__).parent.parent / "docs" / "examples" / "drift-breach.eventgrid.json").read_text())
     [breached] = parse_breach_tag(demo[0]["data"]["runTags"][BREACH_TAG])
     assert breached.signal == "data-drift" and len(breached.rows) == 3

@@ -11,8 +11,8 @@ import pytest
 from adapters.storage import job_watches, outbox
 from adapters.storage.job_watches import NewJobWatch
 from bot.scheduler import follow_jobs
-from commands.job_watch import JOB_POLL_SECONDS, report
-from commands.policy import Policy
+from commands.changes.job_watch import JOB_POLL_SECONDS, report
+from commands.changes.policy import Policy
 from tests.conftest import Chat, Clock
 from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema, storage  # noqa: F401
 from tests.test_approvals import ARNE, OLGA, ROLES
@@ -237,8 +237,8 @@ async def test_the_bot_leaves_the_terminal_chats_jobs_to_the_terminal(clocked, s
         tx, watch(job_name=job.name, conversation_id=CONVERSATION, model=""), first_check=START))
     clock.advance(hours=3)
 
-    from commands.change_kinds import CHANGE_KINDS
-    from commands.gate import Gate
+    from commands.changes.kinds import CHANGE_KINDS
+    from commands.changes.gate import Gate
 
     loop = Scheduler(store, clocked, Gate(Policy(), store, CHANGE_KINDS, clock=clock), owner="bot-replica", clock=clock)
     assert await loop.follow_jobs() == 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from commands.context import Role, RoleBook, User
+from commands.base.context import Role, RoleBook, User
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat
 from tests.language_cases import World
@@ -140,7 +140,7 @@ async def test_a_viewer_sees_the_proposal_but_the_button_is_refused(workspaces, 
 
 
 async def test_the_proposal_gate_asks_for_approval_like_any_change(workspaces, store):
-    from commands.policy import parse_policy
+    from commands.changes.policy import parse_policy
     approving = Chat(workspaces, store, policy=parse_policy('[[rule]]\nmode = "approval"\nquorum = 1\n', source="t"),
                      roles=RoleBook(default=Role.ADMIN))
     reply = await approving("promote the fraud candidate to production")
@@ -217,7 +217,7 @@ async def test_an_alert_number_free_text_a_person_a_workspace_and_a_choice_are_f
 
 async def test_a_change_read_with_an_alert_number_runs_only_when_clicked(chat, store):
     from adapters.storage import alerts
-    from commands.alerts import publish
+    from commands.alerts.alerts import publish
     from tests.test_alert_lifecycle import NOW, drift_event
     await store.run_transaction(lambda tx: publish(tx, drift_event(), NOW))
     proposal = await chat("assign alert 1 to me")

@@ -14,9 +14,9 @@ from adapters.nonblocking import NonBlockingService
 from adapters.service import AzureScope, ModelVersion
 from bot.handler import ChatHandler, Request
 from commands.catalog import catalog
-from commands.compare import compare_versions, direction
-from commands.context import Role, RoleBook, User, Workspaces
-from commands.studio import Studio
+from commands.resources.compare import compare_versions, direction
+from commands.base.context import Role, RoleBook, User, Workspaces
+from commands.base.studio import Studio
 from tests.card_schema import assert_valid_card
 from tests.replay import RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE, demo_azure
 from tests.test_commands import buttons, fact, rows

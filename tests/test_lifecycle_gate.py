@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from adapters.storage import approvals as approval_store, audit as audit_log
-from commands.context import Track
-from commands.policy import Policy
+from commands.base.context import Track
+from commands.changes.policy import Policy
 from tests.conftest import Chat
 from tests.test_approvals import ARNE, OLGA, ROLES
 

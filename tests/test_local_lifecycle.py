@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from adapters import local as local_module
-from adapters.local import SCHEMA_VERSION, LocalWorkspace
+from adapters.local import workspace as local_module
+from adapters.local.workspace import SCHEMA_VERSION, LocalWorkspace
 from adapters.service import InvalidRequest, NotFound
 from tests.conftest import Clock
 

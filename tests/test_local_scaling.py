@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from adapters.demo import build_demo, generated_name
-from adapters.local import LocalWorkspace
+from adapters.local.demo import build_demo, generated_name
+from adapters.local.workspace import LocalWorkspace
 from adapters.service import NotFound
 from bot.app import build_workspaces
 from bot.cli import main

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from adapters.local import SCHEMA_VERSION, LocalWorkspace
+from adapters.local.workspace import SCHEMA_VERSION, LocalWorkspace
 from adapters.service import Conflict, InvalidRequest, NotFound, ServiceError
 from tests.conftest import Clock
 

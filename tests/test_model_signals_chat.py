@@ -9,16 +9,16 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from adapters import local_monitors
+from adapters.local import monitors as local_monitors
 from adapters.drift import attribution_drift, model_performance
 from adapters.drift.definitions import level_words
-from adapters.local import LocalWorkspace
+from adapters.local.workspace import LocalWorkspace
 from adapters.storage import ConversationRecord, outbox
 from bot.app import create_app
 from bot.settings import load_settings
 from bot.scheduler import Scheduler
-from commands.monitoring import drift_card, monitors_card
-from commands.ui import as_text
+from commands.alerts.monitoring import drift_card, monitors_card
+from commands.base.ui import as_text
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat, Clock
 from tests.teams_client import ALICE, TeamsStandIn
@@ -214,7 +214,7 @@ def test_a_demo_monitor_stored_before_labels_gains_the_two_signals_on_reopening(
 
 def test_the_digest_ranks_breached_figures_by_how_far_past_their_threshold_whichever_way():
     from adapters.service import DriftReport, FeatureFigure, Monitor, SignalReport
-    from commands.digest import _worst_features
+    from commands.digests.digest import _worst_features
 
     report = DriftReport(Monitor("m"), 7, None, signals=(
         SignalReport("data-drift", "data_drift", True, (
@@ -231,8 +231,8 @@ def test_the_digest_ranks_breached_figures_by_how_far_past_their_threshold_which
 
 
 async def test_an_azure_alert_firing_again_shows_each_figures_change_since_its_last_firing(store):
-    from adapters.events import FIRED, Event, Figure
-    from commands.alerts import publish
+    from adapters.azureml.events import FIRED, Event, Figure
+    from commands.alerts.alerts import publish
 
     def breach(accuracy: float, ndcg: float, event_id: str) -> Event:
         return Event(id=event_id, kind="drift", type="Microsoft.MachineLearningServices.RunStatusChanged",
@@ -259,7 +259,7 @@ async def test_an_azure_alert_firing_again_shows_each_figures_change_since_its_l
 
 
 def test_a_model_past_its_performance_thresholds_is_not_called_drifting():
-    from commands.digest_card import Digest, ModelHealth, attention, digest_card
+    from commands.digests.digest_card import Digest, ModelHealth, attention, digest_card
 
     performance = ModelHealth("churn-model", "2", "Production", "breached",
                               ("model recall 0.4 < 0.55 (far below threshold, -0.100 since the last run)",),
@@ -276,7 +276,7 @@ def test_a_model_past_its_performance_thresholds_is_not_called_drifting():
 def test_a_long_window_with_every_signal_still_fits_a_teams_card(ws, clock):
     import json
 
-    from commands.ui import MAX_CARD_BYTES
+    from commands.base.ui import MAX_CARD_BYTES
 
     for _ in range(6):                      # sixty days of runs
         clock.advance(days=10)

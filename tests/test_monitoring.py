@@ -7,12 +7,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from adapters import local_monitors
+from adapters.local import monitors as local_monitors
 from adapters.drift import compare
-from adapters.local import LocalWorkspace
+from adapters.local.workspace import LocalWorkspace
 from adapters.service import InvalidRequest, NotFound
-from commands.monitoring import drift_card, monitors_card, sparkline, window_days
-from commands.ui import MAX_CARD_BYTES
+from commands.alerts.monitoring import drift_card, monitors_card, sparkline, window_days
+from commands.base.ui import MAX_CARD_BYTES
 from tests.card_schema import assert_valid_card
 from tests.conftest import Clock
 

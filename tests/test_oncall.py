@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 
 from adapters.storage import audit as audit_log, outbox, people
 from adapters.storage.conversations import ConversationRecord
-from commands.context import Role, RoleBook, Track, User
-from commands.policy import Policy, parse_policy
+from commands.base.context import Role, RoleBook, Track, User
+from commands.changes.policy import Policy, parse_policy
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat, Clock
 from tests.test_approvals import ARNE, BEA, OLGA, ROLES, request_of, split_of
@@ -221,7 +221,7 @@ def test_an_export_link_is_refused_when_forged_altered_or_late():
 
     import pytest
 
-    from commands.export_links import ExportLinks, LinkRefused
+    from commands.changes.export_links import ExportLinks, LinkRefused
 
     now = datetime(2026, 11, 26, 3, 0, tzinfo=timezone.utc)
     links = ExportLinks(b"k" * 32, "https://bot.example.com/")

@@ -7,9 +7,9 @@ import pytest
 from adapters.storage import audit as audit_log, operations, outbox, traffic_history
 from bot.app import GATE, SCHEDULER, create_app
 from bot.settings import load_settings
-from commands.change_kinds import CHANGE_KINDS
-from commands.context import Track
-from commands.gate import Gate
+from commands.changes.kinds import CHANGE_KINDS
+from commands.base.context import Track
+from commands.changes.gate import Gate
 from tests.conftest import Chat, Clock
 from tests.teams_client import ALICE, TeamsStandIn
 from tests.test_approvals_http import wait_until
@@ -177,7 +177,7 @@ async def test_an_operation_nobody_can_recheck_is_given_up_only_after_the_longes
 async def test_an_operation_on_a_workspace_no_longer_configured_does_not_stop_the_others(workspaces, store):
     from dataclasses import asdict
 
-    from commands.change import Change
+    from commands.changes.change import Change
 
     clock = Clock()
     old = Chat(workspaces, store, clock=clock)

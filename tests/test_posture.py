@@ -9,14 +9,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from adapters.azureml import AzureMLService
+from adapters.azureml.workspace import AzureMLService
 from adapters.posture import CHECKLIST, FAIL, PASS, UNKNOWN, PostureFacts, WorkspaceSecurity, evaluate
 from adapters.storage import outbox
 from adapters.storage import posture as stored
-from commands.digest import gather
-from commands.digest_card import attention, digest_card
-from commands.posture import scan_due
-from commands.ui import as_text
+from commands.digests.digest import gather
+from commands.digests.digest_card import attention, digest_card
+from commands.alerts.posture import scan_due
+from commands.base.ui import as_text
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat, Clock
 from tests.replay import FakeWorkspace, ml_client, online_endpoint
@@ -172,7 +172,7 @@ async def test_posture_words_get_a_clear_answer(chat):
 
 
 def test_the_card_stays_valid_and_small_for_many_lines():
-    from commands.posture import Line, WorkspacePosture, posture_card
+    from commands.alerts.posture import Line, WorkspacePosture, posture_card
     facts = PostureFacts("ml-prod", WorkspaceSecurity(), tuple(), tuple(), tuple())
     checks = evaluate(facts)
     many = checks * 60
@@ -207,7 +207,7 @@ async def test_a_check_turning_to_fail_is_posted_shown_since_when_and_in_the_dig
     assert_valid_card(card)
     assert card["body"][0]["text"] == "🟠 Posture: Private endpoints now fails for endpoint fraud-api"
     assert "Failing since: 2026-12-07 10:01 UTC" in card["fallbackText"]
-    # the alert card shows facts as plain text (commands.ui.plain: backticks become look-alikes)
+    # the alert card shows facts as plain text (commands.base.ui.plain: backticks become look-alikes)
     assert "Fix: ˋaz ml online-endpoint update -n fraud-api -w ml-prod --set public_network_access=disabledˋ" in (
         card["fallbackText"])
 
@@ -294,7 +294,7 @@ def test_online_endpoint_fixture_still_parses():
 
 def test_text_from_azure_is_shown_plain_in_the_card():
     """A tag value is Azure's data, not the bot's words: no link, no emphasis on the card."""
-    from commands.posture import Line, WorkspacePosture, posture_card
+    from commands.alerts.posture import Line, WorkspacePosture, posture_card
     facts = PostureFacts("ml-prod", WorkspaceSecurity(tags={"[pay here](https://evil.example) **now**": "1"}))
     checks = evaluate(facts)
     built = posture_card([WorkspacePosture("ml-prod", "prod", tuple(Line(c) for c in checks))], NOW)
@@ -323,7 +323,7 @@ async def test_the_digest_scans_the_posture_itself_and_reports_what_turned_to_fa
 async def test_a_read_that_fails_for_a_while_keeps_its_lines_and_their_since(store):
     """The compute read is refused for one scan: its lines (all four kinds) are neither forgotten nor
     news when it answers again."""
-    from commands.posture import remember
+    from commands.alerts.posture import remember
     workspace, svc = replayed()
     first = evaluate(svc.security_posture())
     await remember(store, "ml-prod", first, NOW)

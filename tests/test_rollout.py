@@ -9,8 +9,8 @@ import pytest
 
 from adapters.storage import audit as audit_log, outbox, traffic_history, watches
 from bot.scheduler import Scheduler
-from commands.context import Role
-from commands.policy import Policy, parse_policy
+from commands.base.context import Role
+from commands.changes.policy import Policy, parse_policy
 from tests.card_schema import assert_valid_card
 from tests.conftest import Chat
 from tests.test_approvals import ARNE, OLGA, ROLES, VIC

@@ -11,9 +11,9 @@ import pytest
 
 from bot.app import create_app
 from bot.settings import load_settings
-from commands.context import HealthThresholds
-from commands.endpoints import log_card
-from commands.ui import MAX_CARD_BYTES
+from commands.base.context import HealthThresholds
+from commands.resources.endpoints import log_card
+from commands.base.ui import MAX_CARD_BYTES
 from tests.card_schema import assert_valid_card
 from tests.teams_client import TeamsStandIn
 
@@ -153,7 +153,8 @@ async def test_a_split_that_does_not_add_up_is_refused_before_any_call(chat):
 
 
 async def test_instance_bounds_are_declared_once(chat):
-    from adapters import azureml, local
+    from adapters.azureml import workspace as azureml
+    from adapters.local import workspace as local
     from adapters.service import MAX_INSTANCES
     assert local.MAX_INSTANCES is azureml.MAX_INSTANCES is MAX_INSTANCES == 20
     explained = await chat("help scale")
@@ -298,10 +299,10 @@ async def test_an_endpoint_that_is_neither_online_nor_batch_is_not_found(chat):
 
 async def test_a_job_started_from_chat_names_who_asked_and_reports_its_end(aiohttp_server, settings, pools,
                                                                            tmp_path):
-    from adapters.local import LocalWorkspace
+    from adapters.local.workspace import LocalWorkspace
     from adapters.nonblocking import NonBlockingService
     from bot.app import SCHEDULER
-    from commands.context import Workspaces
+    from commands.base.context import Workspaces
     from tests.conftest import Clock
 
     clock = Clock(datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc))
@@ -378,7 +379,7 @@ def test_next_run_follows_cron_in_the_schedules_own_time_zone():
     from datetime import datetime, timezone
 
     from adapters.service import Schedule
-    from commands.schedule_times import next_run_text
+    from commands.resources.schedule_times import next_run_text
     now = datetime(2026, 11, 26, 23, 0, tzinfo=timezone.utc)
     nightly = Schedule("n", True, "cron", "0 2 * * *", "UTC")
     weekly = Schedule("w", True, "recurrence", "every 1 week on Monday at 06:00", "W. Europe Standard Time")

@@ -379,7 +379,7 @@ async def test_change_requests_in_chat_are_limited_per_requester_with_a_clear_me
         [reply] = await limited.say(f"traffic fraud-api {split}", mention=True, conversation=CHANNEL, kind="channel")
         asked.append(reply.text or reply.card.get("fallbackText", ""))
     assert "Approval request" in asked[0] and "Approval request" in asked[1]
-    # A sliding window now, shared by replicas (commands/ratelimit.py), not a per-process token bucket that
+    # A sliding window now, shared by replicas (commands/changes/ratelimit.py), not a per-process token bucket that
     # refilled one request every 60/N s: two requests at 9:00 keep the third out until 9:01, and direct
     # changes count too.
     assert asked[2] == ("You have made 2 change requests in the last minute (changes run directly count too), "

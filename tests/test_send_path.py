@@ -11,8 +11,8 @@ from botframework.connector import models
 from msrest.serialization import Serializer
 
 from bot.teams import SerializedCard, _invoke_answer, reply_activity
-from commands.context import Reply
-from commands.ui import button, card, facts, text
+from commands.base.context import Reply
+from commands.base.ui import button, card, facts, text
 
 
 def sample_card() -> dict:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from adapters.local import LocalWorkspace
+from adapters.local.workspace import LocalWorkspace
 from adapters.nonblocking import NonBlockingService, fresh_reads, read_log
 from adapters.service import NotFound
 from bot.app import create_app

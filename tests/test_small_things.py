@@ -7,9 +7,9 @@ import re
 import pytest
 
 from commands.catalog import catalog
-from commands.context import Role
-from commands.digest_times import DigestTimeError, ZONE_WORDS, parse_when, parse_zone
-from commands.ui import excerpt
+from commands.base.context import Role
+from commands.digests.digest_times import DigestTimeError, ZONE_WORDS, parse_when, parse_zone
+from commands.base.ui import excerpt
 from tests.conftest import Chat
 from tests.teams_client import ALICE, TeamsStandIn
 

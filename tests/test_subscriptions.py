@@ -7,14 +7,14 @@ from datetime import timedelta
 
 import pytest
 
-from adapters.events import RESOLVED, Figure
+from adapters.azureml.events import RESOLVED, Figure
 from adapters.service import Unavailable
 from adapters.storage import ConversationRecord, alerts, conversations, outbox
 from adapters.storage import subscriptions as subscription_table
 from adapters.storage.subscriptions import NewSubscription
-from commands.alerts import publish
-from commands.context import Role, User
-from commands.policy import parse_policy
+from commands.alerts.alerts import publish
+from commands.base.context import Role, User
+from commands.changes.policy import parse_policy
 from tests.conftest import Chat
 from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema, storage  # noqa: F401 - fixtures
 from tests.unit.test_subscriptions import NOW, drift_event

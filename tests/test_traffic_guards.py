@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from adapters.azureml import AzureMLService
-from adapters.local import LocalWorkspace
+from adapters.azureml.workspace import AzureMLService
+from adapters.local.workspace import LocalWorkspace
 from adapters.service import Conflict, InvalidRequest
 from tests.replay import FakeWorkspace, ml_client
 

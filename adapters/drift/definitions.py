@@ -50,7 +50,7 @@ PRIMARY_METRIC: dict[str, str] = {"numerical": NORMALIZED_WASSERSTEIN, "categori
 # p-values breach when they fall below their threshold; every other figure when it rises above.
 P_VALUES = frozenset({KOLMOGOROV_SMIRNOV, CHI_SQUARED})
 # What breaches *below* its threshold: the p-values, and the figures where higher is better (NDCG and the
-# classification scores). The same rule as adapters.azure_monitoring.breaches (a test keeps them equal).
+# classification scores). The same rule as adapters.azureml.monitoring.breaches (a test keeps them equal).
 BREACH_BELOW = P_VALUES | frozenset({NDCG, ACCURACY, PRECISION, RECALL, F1, AUC})
 
 PSI_MODERATE = 0.1

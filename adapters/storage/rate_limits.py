@@ -10,7 +10,7 @@ the same moment cannot both take the last free slot.
     wait = await rate_limits.acquire(tx, [("conversation:19:a", ((1.0, 7), (30.0, 60))),
                                           ("tenant:t1", ((1.0, 30),))], now=time.time())
 
-The gate counts changes here too (commands/ratelimit.py: keys `change:<user>` and `pipeline:*`), in
+The gate counts changes here too (commands/changes/ratelimit.py: keys `change:<user>` and `pipeline:*`), in
 the transaction that opens the request. The outbox worker's `prune` forgets every key's old sends.
 
 A window (seconds, limit) is closed: a send at t counts until t + seconds inclusive, so any

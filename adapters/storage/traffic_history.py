@@ -5,7 +5,7 @@
                                       after={"green": 100}, actor_id=..., actor_name=..., approval_id=3))
     entries = await traffic_history.for_endpoint(tx, "ml-prod", "fraud-api")   # newest first
 
-The bot writes an entry in the transaction that audits the change's success (commands/rollout.py),
+The bot writes an entry in the transaction that audits the change's success (commands/resources/rollout.py),
 so the history and the audit trail never disagree. `source` is "bot" for what the bot applied and
 "outside" for a split found changed by someone else (the portal, the CLI, a pipeline) when the bot
 next read the endpoint. Splits keep only deployments with live traffic (0 % and absent are the

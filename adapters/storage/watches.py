@@ -30,7 +30,7 @@ class NewWatch:
     action: str                       # the change watched: traffic | canary | rollback
     history_id: int                   # its traffic history entry
     started_at: datetime
-    baseline: dict[str, Any]          # figures before the change (see commands.verdicts)
+    baseline: dict[str, Any]          # figures before the change (see commands.changes.verdicts)
     auto_rollback: bool = False
     approval_id: int | None = None
     conversation_id: str = ""

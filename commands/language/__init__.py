@@ -28,15 +28,15 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from adapters.service import ServiceError
 from adapters.storage import people as people_table
-from commands.context import Context, Reply
+from commands.base.context import Context, Reply
 from commands.language.entities import EntityIndex, build_index
 from commands.language.understand import Reading, Understander, decide, is_change
-from commands.registry import (_APOSTROPHE, MAX_INPUT_BYTES, CommandError, Registry, UsageError, suggest_commands,
+from commands.base.registry import (_APOSTROPHE, MAX_INPUT_BYTES, CommandError, Registry, UsageError, suggest_commands,
                                tokenize, typo_distance, without_filler)
-from commands.ui import as_text, button, card, facts, plain, reply as card_reply, text
+from commands.base.ui import as_text, button, card, facts, plain, reply as card_reply, text
 
 if TYPE_CHECKING:
-    from commands.gate import Gate
+    from commands.changes.gate import Gate
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
-from commands.context import Role
+from commands.base.context import Role
 from commands.language.entities import EntityIndex, Mention
 from commands.language.words import STOP, Message, read, stem, words_of
-from commands.registry import Command, Registry
+from commands.base.registry import Command, Registry
 
 # commands that list things: "endpoints" in their phrases means the word, not one endpoint's name
 LISTS = frozenset({"endpoints", "models", "jobs", "compute", "schedules", "monitors", "featuresets", "featurestores",

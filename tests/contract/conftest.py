@@ -12,7 +12,7 @@ from typing import Callable
 
 import pytest
 
-from adapters.local import LocalWorkspace
+from adapters.local.workspace import LocalWorkspace
 from adapters.service import MLService
 
 

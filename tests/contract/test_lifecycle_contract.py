@@ -1,7 +1,7 @@
 """The MLService contract for issue 9's port methods: archive/restore, retraining, the feature store.
 
 Parametrised over both implementations (tests/contract/conftest.py); both serve the demo workspace
-and the demo feature store (adapters.demo_feature_store), so the feature store values are compared
+and the demo feature store (adapters.local.demo_feature_store), so the feature store values are compared
 with the demo itself.
 """
 
@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from adapters.demo_feature_store import build_feature_stores
+from adapters.local.demo_feature_store import build_feature_stores
 from adapters.service import (TERMINAL_JOB_STATUSES, FeatureSet, FeatureStore, InvalidRequest, Job, NotFound,
                               TRAINING_SCHEDULE_TAG)
 

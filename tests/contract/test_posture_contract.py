@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from adapters.demo import build_demo, demo_posture
-from adapters.local import LocalWorkspace
+from adapters.local.demo import build_demo, demo_posture
+from adapters.local.workspace import LocalWorkspace
 from adapters.posture import PASS, evaluate
 from tests.replay import demo_azure
 from tests.replay_posture import serve_demo_posture

@@ -299,7 +299,7 @@ def test_an_approver_sees_the_unhealthy_receiver_and_rejects_with_a_reason(chat,
     """Issue #19's approver story. Green is failing; Alex asks for a canary onto it; the card says
     so; Megan opens the request, rejects it with a reason typed on the card, after being asked
     once; Alex's card shows her reason."""
-    from adapters.local import LocalWorkspace
+    from adapters.local.workspace import LocalWorkspace
 
     workspace = LocalWorkspace(bot_server.data_dir / "workspace.db")
     workspace.degrade_deployment("fraud-api", "green")        # the demo switch (`demo degrade`, Admin only)

@@ -41,18 +41,18 @@ LAZY = "lazy"        # no cycle: deferred so that an unused backend or tool is n
 # (importer, imported) -> (kind, why). Today's function-level imports of our own code.
 DEFERRED: dict[tuple[str, str], tuple[str, str]] = {
     # The change path: the gate imports the approval card, the card shows a traffic split the way
-    # commands.endpoints does, and commands.endpoints submits to the gate.
-    # The verdict / rollback pair: commands.rollout starts watches (commands.verdicts), and the watch's
-    # verdict rolls back with commands.rollout's plan.
-    ("commands.digest", "commands.studio"): (LAZY, "the studio link, only for `digest now`"),
+    # commands.resources.endpoints does, and commands.resources.endpoints submits to the gate.
+    # The verdict / rollback pair: commands.resources.rollout starts watches (commands.changes.verdicts), and the watch's
+    # verdict rolls back with commands.resources.rollout's plan.
+    ("commands.digests.digest", "commands.base.studio"): (LAZY, "the studio link, only for `digest now`"),
     # translate_error lives in the Azure ML adapter, which builds the metrics client: the Azure
     # Monitor adapter borrows it (better: move translate_error to a module both import).
-    ("adapters.azure_metrics", "adapters.azureml"): (CYCLE, "azureml -> azure_metrics"),
-    ("adapters.local_monitors", "adapters.drift"): (LAZY, "numpy/scipy/pyarrow load when a monitor runs"),
+    ("adapters.azureml.metrics", "adapters.azureml.workspace"): (CYCLE, "azureml -> azure_metrics"),
+    ("adapters.local.monitors", "adapters.drift"): (LAZY, "numpy/scipy/pyarrow load when a monitor runs"),
     ("adapters.storage", "adapters.storage.sqlite"): (CYCLE, "the backend modules import the package"),
     ("adapters.storage", "adapters.storage.postgres"): (CYCLE, "the backend modules import the package"),
-    ("bot.app", "adapters.local"): (LAZY, "only the configured backend is loaded"),
-    ("bot.app", "adapters.azureml"): (LAZY, "only the configured backend is loaded (azure-ai-ml is slow)"),
+    ("bot.app", "adapters.local.workspace"): (LAZY, "only the configured backend is loaded"),
+    ("bot.app", "adapters.azureml.workspace"): (LAZY, "only the configured backend is loaded (azure-ai-ml is slow)"),
     ("bot.ingress", "adapters.storage"): (LAZY, "only the pruning loop needs storage"),
     ("bot.ingress", "adapters.storage.outbox"): (LAZY, "only the pruning loop needs storage"),
     # The command line loads only what the chosen subcommand needs (start-up time of `mlops-bot`).
@@ -64,8 +64,8 @@ DEFERRED: dict[tuple[str, str], tuple[str, str]] = {
     ("bot.cli", "manifest.build"): (LAZY, "subcommand"),
     ("bot.cli", "adapters.drift"): (LAZY, "subcommand"),
     # An alert card shows its endpoint's health with the endpoint card's judgement, and
-    # commands.endpoints publishes through the gate, which imports the alerts (approval subscribers).
-    ("adapters.local_monitors", "adapters.drift.definitions"): (LAZY, "the drift package loads with the monitors"),
+    # commands.resources.endpoints publishes through the gate, which imports the alerts (approval subscribers).
+    ("adapters.local.monitors", "adapters.drift.definitions"): (LAZY, "the drift package loads with the monitors"),
     # Telemetry is off unless APPLICATIONINSIGHTS_CONNECTION_STRING is set: nothing of it loads at start.
     ("bot.app", "bot.telemetry"): (LAZY, "OpenTelemetry only when configured"),
     ("bot.telemetry", "adapters.storage.approvals"): (LAZY, "the gauges read storage only when observed"),
@@ -75,7 +75,7 @@ DEFERRED: dict[tuple[str, str], tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class Import:
-    importer: str        # module name, e.g. "commands.verdicts"
+    importer: str        # module name, e.g. "commands.changes.verdicts"
     imported: str        # the module it names, resolved to a module of ours when it is one
     line: int
     deferred: bool       # inside a function
@@ -198,11 +198,11 @@ IMPORTS = all_imports()
 
 def test_the_reader_sees_every_module_and_the_imports_inside_functions():
     modules = our_modules()
-    assert {"bot.teams", "commands.gate", "commands.context", "adapters.storage", "adapters.azureml"} <= set(modules)
+    assert {"bot.teams", "commands.changes.gate", "commands.base.context", "adapters.storage", "adapters.azureml.workspace"} <= set(modules)
     deferred = {(i.importer, i.imported) for i in IMPORTS if i.deferred}
     assert ("bot.cli", "bot.app") in deferred          # a lazy subcommand import, seen inside its function
     type_only = {(i.importer, i.imported) for i in IMPORTS if i.type_only}
-    assert ("commands.context", "commands.gate") in type_only
+    assert ("commands.base.context", "commands.changes.gate") in type_only
 
 
 @pytest.mark.parametrize("layer", sorted(FORBIDDEN))
@@ -254,9 +254,9 @@ def test_the_reader_resolves_names_to_modules(tmp_path):
     source = tmp_path / "m.py"
     source.write_text("from typing import TYPE_CHECKING\n"
                       "from adapters.storage import outbox, StorageError\n"
-                      "if TYPE_CHECKING:\n    from commands.gate import Gate\n"
+                      "if TYPE_CHECKING:\n    from commands.changes.gate import Gate\n"
                       "def f():\n    import bot.teams\n")
-    known = {"adapters.storage", "adapters.storage.outbox", "commands.gate", "bot.teams"}
+    known = {"adapters.storage", "adapters.storage.outbox", "commands.changes.gate", "bot.teams"}
     found = {(i.imported, i.deferred, i.type_only) for i in imports_of("m", source, known)}
     assert found == {("typing", False, False), ("adapters.storage.outbox", False, False),
-                     ("adapters.storage", False, False), ("commands.gate", False, True), ("bot.teams", True, False)}
+                     ("adapters.storage", False, False), ("commands.changes.gate", False, True), ("bot.teams", True, False)}

@@ -13,13 +13,13 @@ from adapters.service import Job, ModelVersion, OnlineEndpoint
 from adapters.storage.audit import AuditRecord
 from adapters.storage.traffic_history import Entry
 from bot.chat import TerminalChat
-from commands.audit import audit_card
-from commands.context import User
-from commands.job_rows import job_row
-from commands.jobs import job_card
-from commands.models import model_card
-from commands.rollout import history_card
-from commands.ui import INVISIBLE, as_text, card, facts, plain, reply, text
+from commands.changes.audit import audit_card
+from commands.base.context import User
+from commands.resources.job_rows import job_row
+from commands.resources.jobs import job_card
+from commands.resources.models import model_card
+from commands.resources.rollout import history_card
+from commands.base.ui import INVISIBLE, as_text, card, facts, plain, reply, text
 from tests.card_schema import assert_valid_card
 from tests.teams_client import Person
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
-from commands.digest_card import Digest, EndpointHealth, Figure, change_text, digest_card
-from commands.ui import MAX_CARD_BYTES, as_text
+from commands.digests.digest_card import Digest, EndpointHealth, Figure, change_text, digest_card
+from commands.base.ui import MAX_CARD_BYTES, as_text
 from tests.card_schema import assert_valid_card
 
 START = datetime(2026, 11, 26, 7, 0, tzinfo=timezone.utc)      # Thursday, 08:00 in Berlin
@@ -36,7 +36,7 @@ def test_change_against_the_previous_digest():
 
 
 def test_trend_blocks_scale_to_the_series_own_range():
-    from commands.digest_card import trend
+    from commands.digests.digest_card import trend
     assert trend([100.0, 200.0, 400.0]) == "▁▃█"         # a real swing fills the height
     assert trend([100.0, 103.0, 106.0]) == "▄▄▅"         # a few percent stays near the middle
     assert trend([5.0, None, 5.0]) == "▄·▄"

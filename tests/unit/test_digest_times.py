@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from commands.digest_times import DigestTimeError, check_gap, fires_after, next_due, jitter, parse_cron, parse_zone
+from commands.digests.digest_times import DigestTimeError, check_gap, fires_after, next_due, jitter, parse_cron, parse_zone
 
 BERLIN = parse_zone("Europe/Berlin")
 NEW_YORK = parse_zone("America/New_York")

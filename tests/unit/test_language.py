@@ -26,7 +26,7 @@ def test_slots_come_from_any_commands_declared_arguments():
     from datetime import datetime, timezone
     from commands.language.entities import EntityIndex
     from commands.language.understand import Understander
-    from commands.registry import Arg, Registry, one_of, whole_number
+    from commands.base.registry import Arg, Registry, one_of, whole_number
 
     registry = Registry()
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from adapters.azure_monitoring import breach_sign
+from adapters.azureml.monitoring import breach_sign
 from adapters.drift import attribution_drift, model_performance
 from adapters.drift.definitions import (
     ALL_METRICS, ATTRIBUTION_METRICS, BREACH_BELOW, DEFINITIONS, PERFORMANCE_METRICS, SHORT_NAMES, level_words,

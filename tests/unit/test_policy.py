@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 
 from bot.settings import SettingsError, load_settings
-from commands.context import Role
-from commands.policy import (
+from commands.base.context import Role
+from commands.changes.policy import (
     APPROVAL, CONFIRM, DIRECT, PolicyError, Rule, default_rule, load_policy, parse_duration, parse_policy,
 )
 
@@ -134,7 +134,7 @@ def test_a_rule_with_auto_rollback_says_so():
     (timedelta(hours=1), "1 h"), (timedelta(hours=24), "24 h"), (timedelta(hours=47), "47 h"),
     (timedelta(hours=48), "2 d"), (timedelta(hours=49), "49 h"), (timedelta(days=3), "3 d")])
 def test_durations_in_words(value, shown):
-    from commands.policy import duration_text
+    from commands.changes.policy import duration_text
     assert duration_text(value) == shown
 
 
@@ -193,7 +193,7 @@ def test_each_bad_rule_is_refused_with_its_own_message(text, message):
 
 
 def test_the_subscriptions_role_is_read_and_checked():
-    from commands.policy import Policy
+    from commands.changes.policy import Policy
     assert parse_policy('[subscriptions]\nrole = "viewer"\n').subscription_role == Role.VIEWER
     assert parse_policy('[subscriptions]\nrole = "ADMIN"\n').subscription_role == Role.ADMIN
     assert parse_policy('[[rule]]\nmode = "direct"\n').subscription_role == Role.OPERATOR

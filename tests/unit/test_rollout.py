@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from commands.splits import traffic_change, traffic_text
-from commands.rollout import canary_split
+from commands.resources.splits import traffic_change, traffic_text
+from commands.resources.rollout import canary_split
 from tests.card_schema import assert_valid_card
 
 
@@ -65,7 +65,7 @@ def test_an_unhealthy_verdict_that_was_healthy_before_says_it_is_not_degraded():
     from datetime import datetime, timezone
 
     from adapters.storage.watches import Watch
-    from commands.verdicts import verdict_card
+    from commands.changes.verdicts import verdict_card
 
     watch = Watch(workspace="ml-prod", endpoint="fraud-api", action="canary", history_id=4, started_at=datetime.now(
         timezone.utc), baseline={}, requester_name="Dana Dev")

@@ -238,7 +238,7 @@ def test_an_activity_botbuilder_cannot_read_is_refused_naming_the_reason():
 
 
 def test_a_whole_number_type_takes_its_whole_range_in_ascii_digits_only():
-    from commands.registry import whole_number
+    from commands.base.registry import whole_number
     entry = whole_number(1, 10**12, "history entry")
     assert [entry(v) for v in ("1", "+7", "0001", " 42 ", "1000000000000", "0" * 40 + "5")] == [
         1, 7, 1, 42, 10**12, 5]          # 10**12 has 13 digits: it used to be refused by a 12-digit cap
@@ -558,8 +558,8 @@ class StubWorkspace:
 def stub_registry():
     """A registry of three commands that report what reached them."""
     from adapters.service import NotFound
-    from commands.context import Reply, Role
-    from commands.registry import Arg, Registry
+    from commands.base.context import Reply, Role
+    from commands.base.registry import Arg, Registry
     registry = Registry()
 
     @registry.command("look", Arg("name"), summary="look", example="look x")
@@ -580,7 +580,7 @@ def stub_registry():
 
 
 def stub_context(role):
-    from commands.context import Context, User, Workspaces
+    from commands.base.context import Context, User, Workspaces
     return Context(user=User(id="aad-1", name="Ann"), role=role,
                    workspaces=Workspaces([StubWorkspace("ml-prod"), StubWorkspace("ml-dev")]))
 
@@ -591,8 +591,8 @@ def stub_context(role):
     ("APPROVER", "shift", True), ("APPROVER", "vote", True), ("ADMIN", "vote", True),
 ])
 async def test_invoke_runs_a_command_only_for_its_role_or_a_higher_one(role, command, allowed):
-    from commands.context import Role
-    from commands.registry import Forbidden
+    from commands.base.context import Role
+    from commands.base.registry import Forbidden
     registry, ctx = stub_registry(), stub_context(Role[role])
     cmd = registry.find(command)
     argv = [] if command == "vote" else ["fraud-api"]
@@ -606,8 +606,8 @@ async def test_invoke_runs_a_command_only_for_its_role_or_a_higher_one(role, com
 
 
 async def test_invoke_sets_the_workspace_and_the_reason_and_bounds_the_reason():
-    from commands.context import Role
-    from commands.registry import MAX_REASON_CHARS, UsageError
+    from commands.base.context import Role
+    from commands.base.registry import MAX_REASON_CHARS, UsageError
     registry, ctx = stub_registry(), stub_context(Role.OPERATOR)
     shift = registry.find("shift")
     reply = await registry.invoke(ctx, shift, ["fraud-api", "--workspace", "ml-dev", "--reason", "r" * MAX_REASON_CHARS])
@@ -625,8 +625,8 @@ async def test_invoke_sets_the_workspace_and_the_reason_and_bounds_the_reason():
 
 
 async def test_invoke_tells_a_batch_endpoint_from_an_unknown_name():
-    from commands.context import Role
-    from commands.registry import UnknownName, UsageError
+    from commands.base.context import Role
+    from commands.base.registry import UnknownName, UsageError
     registry = stub_registry()
     look = registry.find("look")
     with pytest.raises(UsageError) as batch:
@@ -640,13 +640,13 @@ async def test_invoke_tells_a_batch_endpoint_from_an_unknown_name():
 
 
 async def test_a_change_is_logged_with_who_ran_it_and_a_read_is_not(caplog):
-    from commands.context import Role
+    from commands.base.context import Role
     registry = stub_registry()
-    caplog.set_level(logging.INFO, logger="commands.registry")
+    caplog.set_level(logging.INFO, logger="commands.base.registry")
     await registry.invoke(stub_context(Role.VIEWER), registry.find("look"), ["fraud-api"])
     await registry.invoke(stub_context(Role.OPERATOR), registry.find("shift"), ["fraud-api", "--workspace", "ml-dev"])
     await registry.invoke(stub_context(Role.ADMIN), registry.find("vote"), [])
-    assert [r.getMessage() for r in caplog.records if r.name == "commands.registry"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "commands.base.registry"] == [
         "change requested: Ann (aad-1) ran shift fraud-api --workspace ml-dev in ml-dev",
         "change requested: Ann (aad-1) ran vote  in -"]
 
@@ -662,8 +662,8 @@ async def test_a_change_is_logged_with_who_ran_it_and_a_read_is_not(caplog):
     ("look", ["é" * 2047], None), ("look", ["é" * 2048], "TOO_MUCH"),                  # counted in UTF-8
 ])
 async def test_run_action_bounds_a_button_like_typed_text(verb, args, refusal):
-    from commands.context import Role
-    from commands.registry import UnknownName, UsageError
+    from commands.base.context import Role
+    from commands.base.registry import UnknownName, UsageError
     registry = stub_registry()
     try:
         reply = await registry.run_action(stub_context(Role.VIEWER), verb, args)

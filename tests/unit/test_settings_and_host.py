@@ -11,7 +11,7 @@ import pytest
 
 from bot.cli import main
 from bot.settings import SettingsError, load_settings
-from commands.context import Role, User
+from commands.base.context import Role, User
 
 
 def test_development_mode_needs_loopback_and_the_local_backend():
@@ -126,7 +126,7 @@ def test_manifest_command_builds_a_package_from_the_registry(tmp_path, capsys):
 
 
 def test_azure_backend_builds_one_service_per_configured_workspace(tmp_path, monkeypatch):
-    from adapters.azureml import AzureMLService
+    from adapters.azureml.workspace import AzureMLService
     from bot.app import HANDLER, POOLS, create_app
     monkeypatch.setenv("MLOPSBOT_AZURE_WORKSPACES", json.dumps([
         {"name": "ml-prod", "subscription_id": "00000000-0000-0000-0000-000000000001", "resource_group": "rg",
@@ -258,6 +258,6 @@ def test_a_field_deep_inside_a_setting_is_named_by_its_path():
 
 
 def test_health_thresholds_come_from_both_settings():
-    from commands.context import HealthThresholds
+    from commands.base.context import HealthThresholds
     assert load_settings(health_p99_ms=250, health_5xx_percent=2.5).health_thresholds() == HealthThresholds(
         p99_ms=250, error_percent=2.5)

@@ -8,11 +8,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from adapters.events import FIRED, INFO, RESOLVED, Event, Figure
+from adapters.azureml.events import FIRED, INFO, RESOLVED, Event, Figure
 from adapters.storage.subscriptions import Subscription
-from commands.alert_card import AlertState, alert_card, sparkline, worst_first
-from commands.alerts import matches
-from commands.policy import PolicyError, parse_policy
+from commands.alerts.alert_card import AlertState, alert_card, sparkline, worst_first
+from commands.alerts.alerts import matches
+from commands.changes.policy import PolicyError, parse_policy
 from tests.card_schema import assert_valid_card
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)

@@ -1,0 +1,1 @@
+"""The bot itself: help, greetings, whoami; roles and grants; the outbox."""

@@ -1,0 +1,1 @@
+"""Scheduled model-health digests: what they gather, their card, when they are due."""
