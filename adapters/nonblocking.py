@@ -46,9 +46,11 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
-from adapters.service import AzureScope, LocalOnly, MLService, Monitor, MonitorRun, Operation, SignalReport, Unavailable
+from adapters.service import (AzureScope, BatchEndpoint, Compute, DriftReport, EndpointMetrics, FeatureSet, FeatureStore, Job,
+                              LocalOnly, MLService, ModelVersion, Monitor, MonitorRun, OnlineEndpoint, Operation,
+                              Schedule, SignalReport, Unavailable, WorkspaceInfo)
 
 
 async def run_blocking(pool: Executor, timeout: float, what: str, fn: Callable[..., Any], *args: Any,
@@ -63,6 +65,9 @@ async def run_blocking(pool: Executor, timeout: float, what: str, fn: Callable[.
 
 
 # The MLService methods that only read; every other method is a change and invalidates the reads.
+if TYPE_CHECKING:
+    from adapters.posture import PostureFacts
+
 READS = frozenset({
     "workspace", "names", "list_models", "get_model", "list_endpoints", "get_endpoint", "deployment_logs",
     "endpoint_metrics", "list_batch_endpoints", "get_batch_endpoint", "list_batch_jobs", "list_jobs",
@@ -262,9 +267,10 @@ class NonBlockingService:
         self.reads = ReadCache(seconds=read_cache_seconds)
         self.observer = observer
 
-    def __getattr__(self, method: str) -> Callable[..., Any]:
-        if method.startswith("_") or method not in MLService.__dict__:
-            raise AttributeError(method)
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call `method` of the backend in the pool, within the timeout: a read (READS) is shared
+        with identical reads in flight and reused for a few seconds; a change drops the shared
+        reads before and after, and a long one comes back as a PendingOperation."""
         target = getattr(self.service, method)
 
         async def backend(*args: Any, **kwargs: Any) -> Any:
@@ -273,22 +279,129 @@ class NonBlockingService:
             with self.observer.backend_call(self.name, method):
                 return await run_blocking(self._pool, self._timeout, f"to {method}", target, *args, **kwargs)
 
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            if method in READS:
-                return await self.reads.read(_key(method, args, kwargs), functools.partial(backend, *args, **kwargs),
-                                             workspace=self.name, method=method, observer=self.observer)
+        if method in READS:
+            return await self.reads.read(_key(method, args, kwargs), functools.partial(backend, *args, **kwargs),
+                                         workspace=self.name, method=method, observer=self.observer)
+        self.reads.invalidate()
+        try:
+            result = await backend(*args, **kwargs)
+        finally:
             self.reads.invalidate()
-            try:
-                result = await backend(*args, **kwargs)
-            finally:
-                self.reads.invalidate()
-            if isinstance(result, Operation):
-                return PendingOperation(result.kind, result.target, result, self._wait_pool,
-                                        self._operation_timeout, self.reads.invalidate)
-            return result
+        if isinstance(result, Operation):
+            return PendingOperation(result.kind, result.target, result, self._wait_pool,
+                                    self._operation_timeout, self.reads.invalidate)
+        return result
 
-        call.__name__ = method
-        return call
+    # ------------------------------------------------------------ the port, awaitable (adapters.service.MLService)
+    # One method per MLService method, same names and parameters (tests/unit/test_nonblocking_facade.py
+    # checks they stay in step), so that a call such as `ctx.ml.set_traffic(...)` has a definition
+    # to jump to and a type to check. A change that Azure ML applies in the background returns a
+    # PendingOperation instead of the port's Operation.
+
+    async def workspace(self) -> WorkspaceInfo:
+        return await self._call("workspace")
+
+    async def names(self, kind: str) -> list[str]:
+        return await self._call("names", kind)
+
+    async def list_models(self, name: str | None = None, stage: str | None = None) -> list[ModelVersion]:
+        return await self._call("list_models", name, stage)
+
+    async def get_model(self, name: str, version: str | None = None) -> ModelVersion:
+        return await self._call("get_model", name, version)
+
+    async def set_model_stage(self, name: str, version: str, stage: str) -> ModelVersion:
+        return await self._call("set_model_stage", name, version, stage)
+
+    async def list_endpoints(self) -> list[OnlineEndpoint]:
+        return await self._call("list_endpoints")
+
+    async def get_endpoint(self, name: str) -> OnlineEndpoint:
+        return await self._call("get_endpoint", name)
+
+    async def set_traffic(self, endpoint: str, traffic: dict[str, int], expected: dict[str, int] | None = None) -> PendingOperation:
+        return await self._call("set_traffic", endpoint, traffic, expected)
+
+    async def scale_deployment(self, endpoint: str, deployment: str, instance_count: int) -> PendingOperation:
+        return await self._call("scale_deployment", endpoint, deployment, instance_count)
+
+    async def deployment_logs(self, endpoint: str, deployment: str, lines: int = 50) -> str:
+        return await self._call("deployment_logs", endpoint, deployment, lines)
+
+    async def endpoint_metrics(self, endpoint: str, window_minutes: int = 60) -> EndpointMetrics:
+        return await self._call("endpoint_metrics", endpoint, window_minutes)
+
+    async def list_batch_endpoints(self) -> list[BatchEndpoint]:
+        return await self._call("list_batch_endpoints")
+
+    async def get_batch_endpoint(self, name: str) -> BatchEndpoint:
+        return await self._call("get_batch_endpoint", name)
+
+    async def invoke_batch_endpoint(self, endpoint: str, input_uri: str, deployment: str | None = None, *, tags: dict[str, str] | None = None) -> Job:
+        return await self._call("invoke_batch_endpoint", endpoint, input_uri, deployment, tags=tags)
+
+    async def list_batch_jobs(self, endpoint: str) -> list[Job]:
+        return await self._call("list_batch_jobs", endpoint)
+
+    async def list_jobs(self, status: str | None = None, limit: int = 20) -> list[Job]:
+        return await self._call("list_jobs", status, limit)
+
+    async def get_job(self, name: str) -> Job:
+        return await self._call("get_job", name)
+
+    async def cancel_job(self, name: str) -> PendingOperation:
+        return await self._call("cancel_job", name)
+
+    async def list_schedules(self) -> list[Schedule]:
+        return await self._call("list_schedules")
+
+    async def enable_schedule(self, name: str) -> PendingOperation:
+        return await self._call("enable_schedule", name)
+
+    async def disable_schedule(self, name: str) -> PendingOperation:
+        return await self._call("disable_schedule", name)
+
+    async def trigger_schedule(self, name: str, *, tags: dict[str, str] | None = None) -> Job:
+        return await self._call("trigger_schedule", name, tags=tags)
+
+    async def list_compute(self) -> list[Compute]:
+        return await self._call("list_compute")
+
+    async def start_compute(self, name: str) -> PendingOperation:
+        return await self._call("start_compute", name)
+
+    async def stop_compute(self, name: str) -> PendingOperation:
+        return await self._call("stop_compute", name)
+
+    async def list_monitors(self) -> list[Monitor]:
+        return await self._call("list_monitors")
+
+    async def drift_report(self, target: str, window_days: int = 7) -> DriftReport:
+        return await self._call("drift_report", target, window_days)
+
+    async def archive_model(self, name: str, version: str) -> ModelVersion:
+        return await self._call("archive_model", name, version)
+
+    async def restore_model(self, name: str, version: str) -> ModelVersion:
+        return await self._call("restore_model", name, version)
+
+    async def trigger_retraining(self, model: str) -> Job:
+        return await self._call("trigger_retraining", model)
+
+    async def list_feature_stores(self) -> list[FeatureStore]:
+        return await self._call("list_feature_stores")
+
+    async def list_feature_sets(self, store: str) -> list[FeatureSet]:
+        return await self._call("list_feature_sets", store)
+
+    async def get_feature_set(self, store: str, name: str, version: str | None = None) -> FeatureSet:
+        return await self._call("get_feature_set", store, name, version)
+
+    async def endpoints_metrics(self, endpoints: Sequence[OnlineEndpoint], window_minutes: int = 60) -> dict[str, EndpointMetrics]:
+        return await self._call("endpoints_metrics", endpoints, window_minutes)
+
+    async def security_posture(self) -> PostureFacts:
+        return await self._call("security_posture")
 
     # ------------------------------------------------------------ the local workspace only (adapters.service.LocalOnly)
 

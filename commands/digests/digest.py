@@ -102,14 +102,17 @@ async def gather(ml: NonBlockingService, store: Storage, *, conversation_id: str
     # scheduler's posture scans, which run only while someone subscribes
     posture_scan = asyncio.ensure_future(read("security posture", lambda: scan_posture(ml), None))
 
-    endpoints, production, staging, monitors, failed, running_jobs, compute = await asyncio.gather(
-        read("endpoints", ml.list_endpoints, []),
-        read("models in Production", lambda: ml.list_models(stage="Production"), []),
-        read("models in Staging", lambda: ml.list_models(stage="Staging"), []),
-        read("monitors", ml.list_monitors, []),
-        read("failed jobs", lambda: ml.list_jobs(status="Failed", limit=100), []),
-        read("running jobs", lambda: ml.list_jobs(status="Running", limit=100), []),
-        read("compute", ml.list_compute, []))
+    no_models: list[ModelVersion] = []               # what a read that failed shows (its gap is noted)
+    no_jobs: list[Job] = []
+    read_all: list[Any] = await asyncio.gather(       # seven reads: beyond typeshed's typed overloads of gather
+        read("endpoints", ml.list_endpoints, list[OnlineEndpoint]()),
+        read("models in Production", lambda: ml.list_models(stage="Production"), no_models),
+        read("models in Staging", lambda: ml.list_models(stage="Staging"), no_models),
+        read("monitors", ml.list_monitors, list[Monitor]()),
+        read("failed jobs", lambda: ml.list_jobs(status="Failed", limit=100), no_jobs),
+        read("running jobs", lambda: ml.list_jobs(status="Running", limit=100), no_jobs),
+        read("compute", ml.list_compute, list[Compute]()))
+    endpoints, production, staging, monitors, failed, running_jobs, compute = read_all
 
     async def metrics(batch: list[OnlineEndpoint]) -> list[EndpointMetrics | ServiceError]:
         """One batched call for `batch`; an endpoint the answer lacks, or a failed call, is unreadable."""
