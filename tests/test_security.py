@@ -708,6 +708,20 @@ def test_the_default_service_hosts(service_url, allowed):
     assert (service_url_problem(service_url, DEFAULT_SERVICE_URL_HOSTS) is None) == allowed
 
 
+def test_a_remembered_service_url_verdict_is_the_same_as_a_fresh_one():
+    """checked_service_url remembers its last verdicts (issue 21): asked again, the same URL gets
+    the same answer, refused ones stay refused, and what is not a string is refused uncached."""
+    from bot.activity import _checked_service_url, checked_service_url
+    urls = ["https://smba.trafficmanager.net/amer/", "https://evil.example\\@smba.trafficmanager.net/",
+            "https://smba.trafficmanager.net:443/emea/", "http://127.0.0.1:3978/", "", "x" * 3000]
+    for url in urls * 2:
+        assert checked_service_url(url) == _checked_service_url(url)
+    assert checked_service_url("https://smba.trafficmanager.net:443/emea/") == ("https://smba.trafficmanager.net/emea/", None)
+    assert checked_service_url("https://evil.example\\@smba.trafficmanager.net/")[1] is not None
+    for value in (None, 42, ["https://smba.trafficmanager.net/"], {"url": 1}):
+        assert checked_service_url(value) == ("", "'serviceUrl' is not a URL")
+
+
 def test_sovereign_clouds_set_their_own_service_hosts(tmp_path, monkeypatch):
     from bot.activity import service_url_problem
     monkeypatch.chdir(tmp_path)
