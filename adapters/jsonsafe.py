@@ -29,6 +29,8 @@ _INSIDE = re.compile(r'["\\]')          # what matters inside one
 def too_deep(text: str, max_depth: int) -> bool:
     """True when lists and objects in `text` nest deeper than `max_depth` (strings and their
     escapes understood; text that is not JSON at all is left for the parser to refuse)."""
+    if text.count("[") + text.count("{") <= max_depth:
+        return False        # nesting needs an opening bracket per level: not deep (counted in C)
     depth, at = 0, 0
     outside, inside = _OUTSIDE.search, _INSIDE.search
     while True:
@@ -57,6 +59,15 @@ def _no_constants(name: str) -> Any:
     raise NotJsonNumber(f"{name} is not a JSON number")
 
 
+def _finite_float(literal: str) -> float:
+    """1e999 parses as float('inf'): refused like the literal Infinity (checked as each number is
+    read, rather than by a walk over the whole parsed value)."""
+    value = float(literal)
+    if not math.isfinite(value):
+        raise NotJsonNumber("a number too large for a double (it would be infinity) is not a JSON number")
+    return value
+
+
 def loads(text: str | bytes, max_depth: int) -> Any:
     """Parse JSON that is at most `max_depth` deep and holds only finite numbers; ValueError
     ("nested deeper than", "NaN is not a JSON number", "not JSON") otherwise."""
@@ -68,16 +79,13 @@ def loads(text: str | bytes, max_depth: int) -> Any:
     if too_deep(text, max_depth):
         raise TooDeep(f"the JSON is nested deeper than {max_depth} levels")
     try:
-        value = json.loads(text, parse_constant=_no_constants)
+        return json.loads(text, parse_constant=_no_constants, parse_float=_finite_float)
     except NotJsonNumber:
         raise
     except ValueError:
         raise ValueError("the body is not JSON") from None
     except RecursionError:
         raise TooDeep(f"the JSON is nested deeper than {max_depth} levels") from None
-    if _has_huge_float(value):
-        raise NotJsonNumber("a number too large for a double (it would be infinity) is not a JSON number")
-    return value
 
 
 class TooDeep(ValueError):

@@ -19,6 +19,7 @@ model. bot/teams.py is what such a move replaces.
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from typing import Any, Sequence
@@ -179,6 +180,15 @@ MAX_SERVICE_URL = 2048
 
 
 def checked_service_url(service_url: str) -> tuple[str, str | None]:
+    """(the URL rebuilt from its parts, None), or ("", why it is refused): `_checked_service_url`,
+    remembered for the last few URLs (a pure function of the string, and every turn asks it of
+    the same few Teams service URLs)."""
+    if not isinstance(service_url, str) or len(service_url) > MAX_SERVICE_URL:
+        return "", "'serviceUrl' is not a URL"
+    return _checked_service_url_cached(service_url)
+
+
+def _checked_service_url(service_url: str) -> tuple[str, str | None]:
     """(the URL rebuilt from its parts, None), or ("", why it is refused).
 
     The parts are read strictly, so that every HTTP client agrees on the host: the standard
@@ -230,6 +240,9 @@ def checked_service_url(service_url: str) -> tuple[str, str | None]:
     if host and _clients_read_host(rebuilt) != {host.strip("[]")}:
         return "", "'serviceUrl' is read differently by different HTTP clients"
     return rebuilt, None
+
+
+_checked_service_url_cached = functools.lru_cache(maxsize=256)(_checked_service_url)
 
 
 def _clients_read_host(url: str) -> set[str]:

@@ -395,7 +395,7 @@ async def _check_activity(request: web.Request) -> web.Response | None:
         return _problem(400, f"body is not JSON: {error}")
     except ValueError:
         return _problem(400, "body is not JSON")
-    problem = request.app[BOT].check_activity(body)
+    problem = request.app[BOT].check_activity(body, keep=request)
     return _problem(400, problem) if problem else None
 
 

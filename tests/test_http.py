@@ -124,6 +124,25 @@ async def test_action_submit_runs_the_same_command(teams):
     assert reply.card["body"][0]["text"] == "Endpoint churn-api"
 
 
+async def test_an_inbound_activity_is_deserialized_once(teams, monkeypatch):
+    """The bot's own check parses the activity and the turn runs on that Activity: botbuilder's
+    CloudAdapter.process would parse the body and deserialize it a second time (issue 21)."""
+    import bot.teams
+
+    original = bot.teams.Activity.deserialize.__func__
+    kinds: list[str] = []
+
+    def counting(cls, data, content_type=None):
+        if cls is bot.teams.Activity:
+            kinds.append(data.get("type"))
+        return original(cls, data, content_type)
+
+    monkeypatch.setattr(bot.teams.Activity, "deserialize", classmethod(counting))
+    [reply] = await teams.say("whoami")
+    assert "You are Alice Analyst" in words_of(reply)
+    assert kinds == ["message"]
+
+
 async def test_every_message_stores_the_conversation_reference(aiohttp_server, settings):
     app = create_app(settings, reset_demo=True)
     server = await aiohttp_server(app)

@@ -139,3 +139,24 @@ async def test_role_lookup_answers_the_role_and_whether_any_is_granted_in_one_st
     await storage.run_transaction(lambda tx: grants.put_grant(tx, grant()))
     assert await lookup("aad-bob") == ("approver", True)
     assert await lookup("aad-nobody") == (None, True)
+
+
+async def test_a_read_whose_only_statement_is_last_leaves_no_transaction_and_refuses_another(storage):
+    """`fetch(..., last=True)` as a read's only statement runs without BEGIN on SQLite (one trip to
+    the storage thread): no transaction is left open, writes still see and change the same rows,
+    and a statement sent after it is refused rather than run in another snapshot."""
+    await storage.run_transaction(lambda tx: grants.put_grant(tx, grant()))
+    assert await storage.run_transaction(lambda tx: grants.role_lookup(tx, "aad-bob"), write=False) == ("approver", True)
+    if storage.dialect == "sqlite":
+        async with storage._lock:
+            assert await storage._call(lambda: storage._connection.in_transaction) is False
+
+    async def twice(tx):
+        await tx.fetch("SELECT 1", last=True)
+        return await tx.fetch("SELECT 2")
+
+    if storage.dialect == "sqlite":
+        with pytest.raises(RuntimeError, match="last=True"):
+            await storage.run_transaction(twice, write=False)
+    await storage.run_transaction(lambda tx: grants.remove_grant(tx, "aad-bob"))
+    assert await storage.run_transaction(lambda tx: grants.role_lookup(tx, "aad-bob"), write=False) == (None, False)

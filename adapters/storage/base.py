@@ -42,8 +42,10 @@ class Transaction(Protocol):
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a statement; return the number of rows it changed."""
 
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run a query (or a statement with RETURNING); return all its rows as tuples."""
+    async def fetch(self, sql: str, params: Sequence[Any] = (), *, last: bool = False) -> list[tuple[Any, ...]]:
+        """Run a query (or a statement with RETURNING); return all its rows as tuples. `last`: the
+        work runs no statement after this one (a read-only transaction whose only statement it is
+        may then skip BEGIN and COMMIT; a statement sent after it is an error)."""
 
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         """Run one statement once per row of parameters, in one trip to the database; return the

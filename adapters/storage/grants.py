@@ -81,8 +81,9 @@ async def any_grant(tx: Transaction) -> bool:
 
 async def role_lookup(tx: Transaction, user_id: str) -> tuple[str | None, bool]:
     """The role granted to `user_id` (None: none) and whether any role is granted at all, in one
-    statement: every turn asks, and each statement is a trip to the storage thread (SQLite)."""
+    statement: every turn asks, and each statement is a trip to the storage thread (SQLite). It is
+    the last statement of its transaction (`last=True`: on SQLite a read needs no BEGIN/COMMIT then)."""
     rows = await tx.fetch("SELECT (SELECT role FROM role_grants WHERE user_id = ?), "
-                          "EXISTS (SELECT 1 FROM role_grants)", (user_id,))
+                          "EXISTS (SELECT 1 FROM role_grants)", (user_id,), last=True)
     role, granted = rows[0]
     return role, bool(granted)

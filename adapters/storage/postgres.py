@@ -204,7 +204,7 @@ class _PostgresTransaction:
         cursor = await self._run(sql, params)
         return cursor.rowcount
 
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def fetch(self, sql: str, params: Sequence[Any] = (), *, last: bool = False) -> list[tuple[Any, ...]]:
         cursor = await self._run(sql, params)
         return await cursor.fetchall()
 

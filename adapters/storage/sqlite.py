@@ -152,9 +152,12 @@ class _SqliteTransaction:
         self.audit_key = storage.audit_key
         self._begin = begin
         self.begun = False           # set on the worker thread once BEGIN has run
+        self._alone = False          # a read ran as the transaction's only statement, without BEGIN
 
     def _first(self, fn: Callable[..., T], *args: Any) -> T:
         """On the worker thread: BEGIN (if not yet), then `fn`."""
+        if self._alone:
+            raise RuntimeError("a statement after the one marked last=True: it would not see the same snapshot")
         if not self.begun:
             self._connection.execute(self._begin)
             self.begun = True
@@ -163,7 +166,12 @@ class _SqliteTransaction:
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return await self._storage._call(self._first, _execute, self._connection, sql, params)
 
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def fetch(self, sql: str, params: Sequence[Any] = (), *, last: bool = False) -> list[tuple[Any, ...]]:
+        if last and not self.begun and self._begin == "BEGIN":
+            # The first and last statement of a read: one statement is its own snapshot, so it runs
+            # without BEGIN and leaves no transaction to end (one trip to the worker, not two).
+            self._alone = True
+            return await self._storage._call(_fetch, self._connection, sql, params)
         return await self._storage._call(self._first, _fetch, self._connection, sql, params)
 
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:

@@ -755,3 +755,17 @@ async def test_each_conversation_is_remembered_under_its_own_id():
     for conversation in ("a:1", "a:2", "a:1", "a:2"):
         await turns.turn("message", conversation__id=conversation)
     assert turns.saved == ["a:1", "a:2"]
+
+
+def test_a_remembered_service_url_verdict_is_the_same_as_a_fresh_one():
+    """checked_service_url remembers its last verdicts (issue 21): asked again, the same URL gets
+    the same answer, refused ones stay refused, and what is not a string is refused uncached."""
+    from bot.activity import _checked_service_url, checked_service_url
+    urls = ["https://smba.trafficmanager.net/amer/", "https://evil.example\\@smba.trafficmanager.net/",
+            "https://smba.trafficmanager.net:443/emea/", "http://127.0.0.1:3978/", "", "x" * 3000]
+    for url in urls * 2:
+        assert checked_service_url(url) == _checked_service_url(url)
+    assert checked_service_url("https://smba.trafficmanager.net:443/emea/") == ("https://smba.trafficmanager.net/emea/", None)
+    assert checked_service_url("https://evil.example\\@smba.trafficmanager.net/")[1] is not None
+    for value in (None, 42, ["https://smba.trafficmanager.net/"], {"url": 1}):
+        assert checked_service_url(value) == ("", "'serviceUrl' is not a URL")
