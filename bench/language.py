@@ -84,7 +84,7 @@ async def main() -> None:
                 results.append((case, answered(reply, case.change)))
             after = world.snapshot()
             changed_tables = sorted(t for t in set(before) | set(after) if before.get(t) != after.get(t))
-            started = len(world.later) + len(world.spawned)
+            started = len(world.spawned)
 
             ctx = await world.context()
             interpreter = world.handler.language

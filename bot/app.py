@@ -199,7 +199,6 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
     app.cleanup_ctx.append(_background)
     if settings.app_id:
         app.cleanup_ctx.append(_signing_keys)
-    app.on_shutdown.append(_drain)
     app.on_cleanup.append(_close)
     log.info("configured: %s", settings.public_summary())
     if not settings.approval_channel:
@@ -302,10 +301,6 @@ async def _signing_keys(app: web.Application):
     task = asyncio.get_running_loop().create_task(keep_signing_keys_fresh())
     yield
     task.cancel()
-
-
-async def _drain(app: web.Application) -> None:
-    await app[BOT].drain()
 
 
 async def _close(app: web.Application) -> None:

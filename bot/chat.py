@@ -9,7 +9,7 @@ import asyncio
 import os
 import sys
 from datetime import datetime, timezone
-from typing import Awaitable, TextIO
+from typing import TextIO
 
 from adapters.storage import StorageError, open_storage
 from bot.app import build_handler, build_workspaces, thread_pools
@@ -28,27 +28,22 @@ class TerminalChat:
         self.handler = handler
         self.user = user
         self.out = out
-        self._follow_ups = FollowUps()
-
-    def _later(self, outcome: Awaitable[Reply]) -> None:
-        async def say(reply: Reply) -> None:
-            self.say(reply)
-        self._follow_ups.schedule(outcome, say)
 
     def say(self, reply: Reply) -> None:
-        """The reply's text: for a card, its whole plain-text rendering (without the zero-width
-        spaces that keep untrusted text inert in Teams: a terminal renders no markdown)."""
-        words = reply.text.replace(INVISIBLE, "")
-        print("\n".join(f"bot> {line}" if i == 0 else f"     {line}"
-                        for i, line in enumerate(words.splitlines() or [""])), file=self.out, flush=True)
+        print_reply(reply, self.out)
 
     async def ask(self, text: str) -> Reply:
-        reply = await self.handler.handle(Request(self.user, CONVERSATION, text=text), self._later)
+        reply = await self.handler.handle(Request(self.user, CONVERSATION, text=text))
         self.say(reply)
         return reply
 
-    async def finish(self) -> None:
-        await self._follow_ups.drain(timeout=30)
+
+def print_reply(reply: Reply, out: TextIO) -> None:
+    """The reply's text: for a card, its whole plain-text rendering (without the zero-width
+    spaces that keep untrusted text inert in Teams: a terminal renders no markdown)."""
+    words = reply.text.replace(INVISIBLE, "")
+    print("\n".join(f"bot> {line}" if i == 0 else f"     {line}"
+                    for i, line in enumerate(words.splitlines() or [""])), file=out, flush=True)
 
 
 async def run_chat(settings: Settings, *, user_name: str, reset_demo: bool = False,
@@ -57,9 +52,12 @@ async def run_chat(settings: Settings, *, user_name: str, reset_demo: bool = Fal
     workspaces = build_workspaces(settings, pools, reset_demo=reset_demo)
     storage = open_storage(settings.effective_storage_url)       # the same approvals and audit as the bot
     await storage.open()
-    background = FollowUps()
+    background = FollowUps()             # the outcomes of long changes, printed when Azure ML is done
+
+    async def print_outcome(reply: Reply) -> None:
+        print_reply(reply, out)
     handler, _ = build_handler(settings, workspaces, storage, clock=lambda: datetime.now(timezone.utc),
-                               spawn=lambda outcome: background.schedule(outcome, _ignore))
+                               spawn=lambda outcome: background.schedule(outcome, print_outcome))
     chat = TerminalChat(handler, User(id="local-developer", name=user_name), out)
     print(f"MLOps bot, workspace {workspaces.default.name} ({workspaces.default.environment}). "
           "Type `help`, or `quit` to leave.", file=out, flush=True)
@@ -77,7 +75,6 @@ async def run_chat(settings: Settings, *, user_name: str, reset_demo: bool = Fal
                 break
             if line:
                 await chat.ask(line)
-        await chat.finish()
         await background.drain(timeout=30)
     finally:
         jobs.cancel()
@@ -100,7 +97,3 @@ async def report_ended_jobs(storage, workspaces, chat: TerminalChat, *, every: f
                               conversation_id=CONVERSATION, deliver=say)
         except StorageError as error:
             print(f"(could not look at the jobs started here: {error})", file=chat.out, flush=True)
-
-
-async def _ignore(reply: Reply) -> None:
-    """Outcomes of approved requests edit their cards in Teams; the terminal shows nothing more."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 from adapters.nonblocking import fresh_reads, read_log
 from adapters.service import PermissionDenied, ServiceError, Unavailable
 from adapters.storage import Storage, StorageUnavailable, grants
-from commands.base.context import Context, FollowUp, HealthThresholds, Reply, Role, RoleBook, User, Workspaces
+from commands.base.context import Context, HealthThresholds, Reply, Role, RoleBook, User, Workspaces
 from commands.admin.general import greet, is_greeting
 from commands.language import Interpreter
 from commands.base.registry import CommandError, Registry
@@ -83,10 +83,10 @@ class ChatHandler:
         granted, any_grant = await self.store.run_transaction(read, write=False)
         return self.roles.placed(user, granted, any_grant=any_grant)
 
-    async def context(self, request: Request, later: FollowUp | None = None) -> Context:
+    async def context(self, request: Request) -> Context:
         role, source = await self.role_of(request.user)
         return Context(user=request.user, role=role, workspaces=self.workspaces,
-                       conversation_id=request.conversation_id, development=self.development, later=later,
+                       conversation_id=request.conversation_id, development=self.development,
                        activity_id=request.activity_id, conversation_kind=request.conversation_kind,
                        gate=self.gate, store=self.store, role_source=source, role_book=self.roles,
                        mentioned=tuple(request.mentioned), clock=self.clock, health=self.health,
@@ -104,13 +104,13 @@ class ChatHandler:
     def tenant_allowed(self, tenant_id: str) -> bool:
         return not self.allowed_tenants or tenant_id in self.allowed_tenants
 
-    async def handle(self, request: Request, later: FollowUp | None = None) -> Reply:
+    async def handle(self, request: Request) -> Reply:
         if not self.tenant_allowed(request.user.tenant_id):
             log.warning("refused a request from tenant %s", request.user.tenant_id or "(none)")
             return Reply("This bot is not enabled for your organization. Ask your Teams admin.")
         try:
             with read_log() as reads, (fresh_reads() if request.refresh else contextlib.nullcontext()):
-                ctx = await self.context(request, later)
+                ctx = await self.context(request)
                 if request.verb is not None:
                     reply = await self.registry.run_action(ctx, request.verb, request.args)
                 elif request.text and is_greeting(request.text):

@@ -56,7 +56,7 @@ from bot.activity import (
     TEAMS_CHANNEL, _other_mentions, _toast, _with_typed, activity_shape_problem, checked_service_url,
     command_text, service_url_problem, tenant_of, user_of,
 )
-from bot.handler import ChatHandler, FollowUps, Request, apology
+from bot.handler import ChatHandler, Request, apology
 from bot.outbox import DeliveryFailed
 from bot.signing_keys import SigningKeysUnavailable, _get_signing_key, _refresh_keys, refresh_periodically
 from commands.base.context import Reply, User
@@ -313,7 +313,6 @@ class TeamsBot(ActivityHandler):
         self.storage = storage
         self.adapter = adapter
         self.app_id = app_id
-        self._follow_ups = FollowUps()
         self._welcomed: set[str] = set()
         self._people_seen: set[tuple[str, str, str]] = set()
         self._saved = SavedConversations()
@@ -416,14 +415,10 @@ class TeamsBot(ActivityHandler):
         else:
             words, mentioned = await self._resolve_mentions(turn_context)
             request = self._request(activity, text=words, mentioned=mentioned)
-        acknowledged = asyncio.Event()
-        try:
-            reply = await self.handler.handle(request, self._later(activity, acknowledged))
-            activity_id = await send_with_retry(turn_context, reply_activity(reply))
-            if reply.track:
-                await self.handler.delivered(reply, request.conversation_id, activity_id)
-        finally:
-            acknowledged.set()            # follow-ups wait for this: an outcome never precedes its ack
+        reply = await self.handler.handle(request)
+        activity_id = await send_with_retry(turn_context, reply_activity(reply))
+        if reply.track:
+            await self.handler.delivered(reply, request.conversation_id, activity_id)
 
     async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse | None:
         """A card button (Action.Execute). The clicked card is never destroyed: a Refresh button
@@ -438,21 +433,17 @@ class TeamsBot(ActivityHandler):
         data = action.get("data") if isinstance(action.get("data"), dict) else {}
         request = self._request(turn_context.activity, verb=action.get("verb"), args=_with_typed(data),
                                 refresh=data.get("refresh") is True)
-        acknowledged = asyncio.Event()
-        try:
-            reply = await self.handler.handle(request, self._later(turn_context.activity, acknowledged))
-            # A refresh replaces the clicked card. Only our read-only and vote buttons ask for it, so a
-            # forged click asking a change to replace a card is answered as a new message instead; and the
-            # clicked message is never recorded as a request's card (where later edits go): the bot
-            # records the cards it sends itself.
-            if data.get("refresh") is True and reply.card is not None and not self.handler.is_change(request.verb):
-                return _invoke_answer(CARD_CONTENT_TYPE, stamped(reply.card, datetime.now(timezone.utc)))
-            activity_id = await send_with_retry(turn_context, reply_activity(reply))
-            if reply.track:
-                await self.handler.delivered(reply, request.conversation_id, activity_id)
-            return _invoke_answer(MESSAGE_CONTENT_TYPE, _toast(reply))
-        finally:
-            acknowledged.set()
+        reply = await self.handler.handle(request)
+        # A refresh replaces the clicked card. Only our read-only and vote buttons ask for it, so a
+        # forged click asking a change to replace a card is answered as a new message instead; and the
+        # clicked message is never recorded as a request's card (where later edits go): the bot
+        # records the cards it sends itself.
+        if data.get("refresh") is True and reply.card is not None and not self.handler.is_change(request.verb):
+            return _invoke_answer(CARD_CONTENT_TYPE, stamped(reply.card, datetime.now(timezone.utc)))
+        activity_id = await send_with_retry(turn_context, reply_activity(reply))
+        if reply.track:
+            await self.handler.delivered(reply, request.conversation_id, activity_id)
+        return _invoke_answer(MESSAGE_CONTENT_TYPE, _toast(reply))
 
     def _request(self, activity: Activity, *, text: str | None = None, verb: Any = None,
                  args: Any = (), mentioned: tuple[User, ...] = (), refresh: bool = False) -> Request:
@@ -515,34 +506,6 @@ class TeamsBot(ActivityHandler):
             return MessageFactory.text(WELCOME)
         return MessageFactory.attachment(CardFactory.adaptive_card(checklist.card), text=WELCOME)
 
-    # ------------------------------------------------------------ follow-ups
-
-    def _later(self, activity: Activity, acknowledged: asyncio.Event | None = None):
-        """Follow-ups for this turn; each is delivered only after `acknowledged` is set (the turn's
-        own answer was sent), so an outcome never arrives before its acknowledgement."""
-        if activity.conversation is None or not activity.service_url:
-            return None
-        reference = TurnContext.get_conversation_reference(activity)
-
-        def schedule(outcome: Awaitable[Reply]) -> None:
-            self._follow_ups.schedule(outcome, lambda reply: self.send(reference, reply), after=acknowledged)
-
-        return schedule
-
-    async def send(self, reference: ConversationReference | dict, reply: Reply) -> None:
-        """Send a Reply proactively into a stored conversation."""
-        if isinstance(reference, dict):
-            reference = ConversationReference().deserialize(reference)
-        problem = service_url_problem(reference.service_url or "", self.service_url_hosts)
-        if problem is not None:
-            log.warning("not sending to a conversation reference: %s", problem)
-            return
-
-        async def callback(turn_context: TurnContext) -> None:
-            await send_with_retry(turn_context, reply_activity(reply))
-
-        await self.adapter.continue_conversation(reference, callback, bot_app_id=self.app_id)
-
     async def deliver(self, conversation_id: str, payload: dict, update_activity_id: str | None) -> str:
         """Send (or edit) one outbox message in a stored conversation; return Teams' activity id.
         Failures become DeliveryFailed with Teams' status, so the outbox worker can decide."""
@@ -587,9 +550,6 @@ class TeamsBot(ActivityHandler):
                                  retry_after=_retry_after(response))
         raise DeliveryFailed(repr(error)[:200])
 
-    async def drain(self, timeout: float = 5.0) -> None:
-        """Let pending follow-ups finish (used at shutdown)."""
-        await self._follow_ups.drain(timeout)
 
 
 MESSAGE_CONTENT_TYPE = "application/vnd.microsoft.activity.message"

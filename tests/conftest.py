@@ -177,7 +177,7 @@ class Chat:
     """In-process conversation with the bot's handler: `await chat("models")` -> Reply.
 
     It has real storage (SQLite) and the real gate; `background` collects what the gate runs
-    after a turn (outcomes of approved changes), `follow_ups` what a command posts later."""
+    after a turn (the outcomes of long changes)."""
 
     def __init__(self, workspaces, store, role: Role = Role.ADMIN, *, policy: Policy = DIRECT_POLICY,
                  roles: RoleBook | None = None, clock: Clock | None = None, user: User = DEV) -> None:
@@ -188,7 +188,6 @@ class Chat:
         self.handler = ChatHandler(catalog(), workspaces, roles, store=store,
                                    gate=self.gate, clock=self.clock)
         self.user = user
-        self.follow_ups: list = []
         self._activities = itertools.count(1)
 
     def request(self, *, text: str | None = None, verb: str | None = None, args=(), activity_id: str | None = None,
@@ -197,10 +196,10 @@ class Chat:
                        activity_id=activity_id or f"activity-{next(self._activities)}", conversation_kind=kind)
 
     async def __call__(self, text: str, **kw) -> Reply:
-        return await self.handler.handle(self.request(text=text, **kw), self.follow_ups.append)
+        return await self.handler.handle(self.request(text=text, **kw))
 
     async def click(self, verb: str, *args: str, **kw) -> Reply:
-        return await self.handler.handle(self.request(verb=verb, args=args, **kw), self.follow_ups.append)
+        return await self.handler.handle(self.request(verb=verb, args=args, **kw))
 
     def as_(self, user: User) -> "Chat":
         """The same conversation, another person typing."""
@@ -209,10 +208,10 @@ class Chat:
         return other
 
     async def settle(self) -> list[Reply]:
-        """Await what the turns left running: follow-ups and the gate's background outcomes."""
+        """Await what the turns left running: the gate's background outcomes."""
         done = []
-        while self.follow_ups or self.background:
-            pending, self.follow_ups[:], self.background[:] = [*self.follow_ups, *self.background], [], []
+        while self.background:
+            pending, self.background[:] = [*self.background], []
             for awaitable in pending:
                 done.append(await awaitable)
         return done

@@ -83,7 +83,6 @@ class World:
                          clock=lambda: NOW, roles=roles, spawn=self.spawned.append)
         self.handler = ChatHandler(catalog(), self.workspaces, roles, store=self.store, gate=self.gate,
                                    clock=lambda: NOW)
-        self.later: list[Any] = []
         self._turns = 0
 
     async def __aenter__(self) -> "World":
@@ -91,7 +90,7 @@ class World:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        for awaitable in [*self.later, *self.spawned]:
+        for awaitable in self.spawned:
             await awaitable
         await self.store.close()
         self.local.close()
@@ -101,7 +100,7 @@ class World:
     async def say(self, text: str):
         self._turns += 1
         return await self.handler.handle(Request(USER, "conv-1", text=text, activity_id=f"turn-{self._turns}",
-                                                 conversation_kind="personal"), self.later.append)
+                                                 conversation_kind="personal"))
 
     async def context(self):
         return await self.handler.context(Request(USER, "conv-1", text=""))

@@ -37,7 +37,7 @@ async def test_traffic_change_acknowledges_then_reports(chat):
 async def test_invalid_changes_are_refused_and_nothing_changes(chat, typed, answer):
     reply = await chat(typed)
     assert reply.text.startswith(answer), reply.text
-    assert chat.follow_ups == []
+    assert chat.background == []
     assert "Traffic: blue=90 green=10" in (await chat("endpoint fraud-api")).text
 
 
@@ -67,7 +67,7 @@ async def test_cancel_a_finished_job_changes_nothing(chat):
     reply = await chat("cancel frosty_kettle_8k2x9q7m")
     assert reply.text == ("Job frosty_kettle_8k2x9q7m has already ended (Failed); nothing to cancel. "
                           "[Workspace ml-prod (prod)]")
-    assert chat.follow_ups == []
+    assert chat.background == []
 
 
 async def test_schedule_run_starts_a_job(chat):

@@ -51,7 +51,7 @@ async def test_ninety_percent_understood_and_no_phrasing_changes_anything(tmp_pa
             if got not in (case.expected, f"Read as `{case.expected}`"):
                 wrong.append((case.text, case.expected, got))
         after = world.snapshot()
-        assert not world.later and not world.spawned         # nothing was started in the background
+        assert not world.spawned         # nothing was started in the background
     reads = [c for c in CASES if not c.change]
     changes = [c for c in CASES if c.change]
     assert reads_ok / len(reads) >= 0.9, wrong
@@ -117,7 +117,7 @@ async def test_a_change_is_proposed_with_before_and_after_and_nothing_runs(chat)
     assert_valid_card(reply.card)
     endpoint = await chat.handler.workspaces.default.get_endpoint("fraud-api")
     assert endpoint.traffic == {"blue": 90, "green": 10}          # proposed, not done
-    assert chat.follow_ups == [] and chat.background == []
+    assert chat.background == []
 
 
 async def test_the_proposal_button_runs_the_change_through_the_gate(chat):
@@ -274,4 +274,4 @@ async def test_a_sentence_that_parses_as_words_is_proposed_not_run(chat):
     assert _proposed(reply) == "scale churn-api blue 4"
     endpoint = await chat.handler.workspaces.default.get_endpoint("churn-api")
     assert [d.instance_count for d in endpoint.deployments] == [2]
-    assert chat.follow_ups == [] and chat.background == []
+    assert chat.background == []

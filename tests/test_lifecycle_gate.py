@@ -84,7 +84,7 @@ async def test_a_promotion_refuses_if_the_champion_moved_since_the_request(works
 async def test_lifecycle_refusals(chat, typed, answer):
     reply = await chat(typed)
     assert reply.text.startswith(answer), reply.text
-    assert chat.follow_ups == []
+    assert chat.background == []
 
 
 async def test_a_retraining_that_cannot_run_is_refused_before_anyone_approves_it(workspaces, store):

@@ -149,7 +149,7 @@ async def test_a_split_that_does_not_add_up_is_refused_before_any_call(chat):
     # the endpoint does not exist: had the workspace been asked, the answer would be "No endpoint named"
     reply = await chat("traffic no-such-api blue=60 green=60")
     assert reply.text == "The split adds up to 120%; it must add up to exactly 100%. E.g. `traffic no-such-api blue=90 green=10`."
-    assert chat.follow_ups == []
+    assert chat.background == []
 
 
 async def test_instance_bounds_are_declared_once(chat):

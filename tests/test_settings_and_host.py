@@ -38,3 +38,24 @@ async def test_readyz_is_503_when_storage_is_gone(aiohttp_client, settings):
 # ---------------------------------------------------------------- the exact refusals and tenant decisions
 
 
+
+
+def test_terminal_chat_prints_the_outcome_of_a_long_change(tmp_path):
+    """A change Azure ML applies in the background is acknowledged at once, and its outcome is
+    printed when it is done: the terminal keeps the acknowledgement's promise ("I'll post here")."""
+    import asyncio
+    import io
+    from bot.chat import run_chat
+    from bot.settings import load_settings
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[[rule]]\nmode = "direct"\n')
+    stdin = io.StringIO("traffic fraud-api blue=50 green=50\nquit\n")
+    out = io.StringIO()
+    settings = load_settings(data_dir=tmp_path / "data", host="127.0.0.1", policy_file=str(policy))
+    assert asyncio.run(run_chat(settings, user_name="Terry", reset_demo=True, stdin=stdin, out=out)) == 0
+    said = [line for line in out.getvalue().splitlines() if line.startswith("bot> ")]
+    assert said == [
+        "bot> ⏳ Traffic on fraud-api is moving to blue=50 green=50. Azure ML is applying it; I'll post here when "
+        "it's done. [Workspace ml-prod (prod)]",
+        "bot> ✅ Traffic on fraud-api is now blue=50 green=50. [Workspace ml-prod (prod)]",
+    ]

@@ -6,7 +6,7 @@ import difflib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from adapters.nonblocking import NonBlockingService
 
@@ -151,7 +151,6 @@ class Workspaces:
         raise UnknownWorkspace(f"No workspace named '{name}'.{hint} Configured: {', '.join(self._by_name)}.")
 
 
-FollowUp = Callable[[Awaitable[Reply]], None]
 
 
 @dataclass(frozen=True)
@@ -172,7 +171,6 @@ class Context:
     workspaces: Workspaces
     conversation_id: str = ""
     development: bool = False          # no Microsoft App ID: identities are not authenticated
-    later: FollowUp | None = None      # deliver a Reply to this conversation when an awaitable finishes
     workspace: str | None = None       # the --workspace the command was given, if any
     activity_id: str = ""              # the Teams activity that asked (audit; redeliveries are ignored)
     conversation_kind: str = ""        # personal | groupChat | channel
@@ -215,7 +213,3 @@ class Context:
             return self.approval.conversation_id, self.approval.tenant_id
         return self.conversation_id, self.user.tenant_id
 
-    def follow_up(self, outcome: Awaitable[Reply]) -> None:
-        if self.later is None:
-            raise RuntimeError("this conversation cannot receive follow-up messages")
-        self.later(outcome)

@@ -203,7 +203,7 @@ class Interpreter:
         if not cmd.change or ctx.gate is None:
             return None, ""
         preview = PreviewGate(ctx.gate)
-        dry = dataclasses.replace(ctx, gate=preview, activity_id="", later=None)
+        dry = dataclasses.replace(ctx, gate=preview, activity_id="")
         try:
             kwargs = cmd.parse(argv)
             kwargs.pop("reason", None)
