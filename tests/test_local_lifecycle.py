@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from adapters.local import workspace as local_module
-from adapters.local.workspace import SCHEMA_VERSION, LocalWorkspace
+from adapters.local.schema import SCHEMA, SCHEMA_VERSION
+from adapters.local.workspace import LocalWorkspace
 from adapters.service import InvalidRequest, NotFound
 from tests.conftest import Clock
 
@@ -94,7 +94,7 @@ def test_archive_and_restore_keep_the_stage(ws):
 def test_a_schema_1_file_is_migrated_in_place(tmp_path, clock):
     path = tmp_path / "v1.db"
     with sqlite3.connect(path) as conn:
-        for statement in local_module._SCHEMA.split(";"):
+        for statement in SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
         conn.execute("INSERT INTO models (name, version, stage, description, tags, metrics, created_at, created_by, "

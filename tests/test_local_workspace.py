@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from adapters.local.workspace import SCHEMA_VERSION, LocalWorkspace
+from adapters.local.schema import SCHEMA_VERSION
+from adapters.local.workspace import LocalWorkspace
 from adapters.service import Conflict, InvalidRequest, NotFound, ServiceError
 from tests.conftest import Clock
 

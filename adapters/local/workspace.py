@@ -15,7 +15,7 @@ Design:
   from a thread pool; every public call is one `BEGIN IMMEDIATE ... COMMIT` transaction, so a
   rejected change writes nothing and an accepted one is never half-written;
 * the schema is versioned with `PRAGMA user_version` (SCHEMA_VERSION); a file of an older version
-  is migrated in place by `_MIGRATIONS` when opened;
+  is migrated in place by `MIGRATIONS` (adapters/local/schema.py) when opened;
 * changes are immediate: an `Operation` is returned only after the change is committed, and its
   `wait` just returns the one-line summary;
 * time comes from the injected `clock`; on every call, Queued/Running jobs with a plan progress to
@@ -33,7 +33,6 @@ deployment carries the same "endpoint/deployment" form as its name.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import sqlite3
@@ -48,9 +47,12 @@ from adapters.local import monitors as local_monitors
 from adapters.local import posture as local_posture
 from adapters.local import demo_feature_store
 from adapters.local.demo import Health, JobTemplate, Plan
+from adapters.local.times import from_iso, iso_text
+from adapters.local.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, TABLES
+from adapters.local.simulators import simulated_log, simulated_metrics
 from adapters.service import (
     JOB_STATUSES, MAX_INSTANCES, MIN_INSTANCES, RESOURCE_KINDS, STAGES, TERMINAL_JOB_STATUSES, BatchDeployment, BatchEndpoint, Compute, Conflict, Deployment,
-    DeploymentMetrics, EndpointMetrics, InvalidRequest, Job, ModelVersion, NotFound, OnlineEndpoint, Operation,
+    EndpointMetrics, InvalidRequest, Job, ModelVersion, NotFound, OnlineEndpoint, Operation,
     Schedule, ServiceError, WorkspaceInfo,
 )
 from adapters.service import DriftReport, Monitor, MonitorRun, SignalReport
@@ -59,71 +61,10 @@ from adapters.service import (  # issue 9: model archive, retraining, feature st
     TRAINING_SCHEDULE_TAG, Feature, FeatureEntity, FeatureSet, FeatureStore, Materialization, training_schedule,
 )
 
-SCHEMA_VERSION = 2                         # _SCHEMA is version 1; _MIGRATIONS lead from there
 BUSY_STATES = ("Creating", "Updating", "Deleting")   # provisioning states in which Azure refuses a change
 MAX_METRICS_WINDOW = 30 * 24 * 60          # minutes; Azure Monitor keeps 93 days, we allow 30
 MAX_LOG_LINES = 5000
-METRICS_BUCKET_SECONDS = 300
 BOT_IDENTITY = "mlops-bot"                 # created_by of jobs the bot submits
-
-_TABLES = ("models", "endpoints", "deployments", "batch_endpoints", "batch_deployments", "jobs", "schedules",
-           "compute", "feature_stores", "feature_entities", "feature_sets", "materializations")
-
-_SCHEMA = """
-CREATE TABLE models (
-    name TEXT NOT NULL, version TEXT NOT NULL, stage TEXT NOT NULL, description TEXT NOT NULL,
-    tags TEXT NOT NULL, metrics TEXT NOT NULL, created_at TEXT, created_by TEXT NOT NULL, path TEXT NOT NULL,
-    PRIMARY KEY (name, version));
-CREATE TABLE endpoints (
-    name TEXT PRIMARY KEY, provisioning_state TEXT NOT NULL, auth_mode TEXT NOT NULL,
-    scoring_uri TEXT NOT NULL, description TEXT NOT NULL, traffic TEXT NOT NULL,
-    mirror_traffic TEXT NOT NULL, tags TEXT NOT NULL, load_rpm REAL NOT NULL);
-CREATE TABLE deployments (
-    endpoint TEXT NOT NULL, name TEXT NOT NULL, model TEXT NOT NULL, instance_type TEXT NOT NULL,
-    instance_count INTEGER NOT NULL, provisioning_state TEXT NOT NULL, health TEXT NOT NULL,
-    PRIMARY KEY (endpoint, name));
-CREATE TABLE batch_endpoints (
-    name TEXT PRIMARY KEY, provisioning_state TEXT NOT NULL, default_deployment TEXT NOT NULL,
-    scoring_uri TEXT NOT NULL, description TEXT NOT NULL);
-CREATE TABLE batch_deployments (
-    endpoint TEXT NOT NULL, name TEXT NOT NULL, model TEXT NOT NULL, compute TEXT NOT NULL,
-    PRIMARY KEY (endpoint, name));
-CREATE TABLE jobs (
-    name TEXT PRIMARY KEY, status TEXT NOT NULL, type TEXT NOT NULL, display_name TEXT NOT NULL,
-    experiment TEXT NOT NULL, compute TEXT NOT NULL, created_at TEXT NOT NULL, started_at TEXT,
-    ended_at TEXT, created_by TEXT NOT NULL, error TEXT NOT NULL, parent TEXT NOT NULL, tags TEXT NOT NULL,
-    plan_start TEXT, plan_end TEXT, plan_outcome TEXT, plan_error TEXT);
-CREATE INDEX jobs_by_parent ON jobs (parent, created_at);
-CREATE TABLE schedules (
-    name TEXT PRIMARY KEY, enabled INTEGER NOT NULL, trigger TEXT NOT NULL, expression TEXT NOT NULL,
-    time_zone TEXT NOT NULL, action TEXT NOT NULL, provisioning_state TEXT NOT NULL,
-    description TEXT NOT NULL, template TEXT NOT NULL);
-CREATE TABLE compute (
-    name TEXT PRIMARY KEY, type TEXT NOT NULL, state TEXT NOT NULL, size TEXT NOT NULL,
-    min_nodes INTEGER, max_nodes INTEGER, current_nodes INTEGER);
-"""
-
-# Each entry takes a file from the version before to this one (ALTER/CREATE only, data kept).
-_MIGRATIONS = {
-    2: """
-ALTER TABLE models ADD COLUMN archived INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE models ADD COLUMN job TEXT NOT NULL DEFAULT '';
-CREATE TABLE feature_stores (
-    name TEXT PRIMARY KEY, location TEXT NOT NULL, description TEXT NOT NULL);
-CREATE TABLE feature_entities (
-    store TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, description TEXT NOT NULL,
-    join_keys TEXT NOT NULL, PRIMARY KEY (store, name, version));
-CREATE TABLE feature_sets (
-    store TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, description TEXT NOT NULL,
-    tags TEXT NOT NULL, stage TEXT NOT NULL, entities TEXT NOT NULL, features TEXT NOT NULL,
-    offline_enabled INTEGER NOT NULL, online_enabled INTEGER NOT NULL, schedule TEXT NOT NULL,
-    created_at TEXT NOT NULL, PRIMARY KEY (store, name, version));
-CREATE TABLE materializations (
-    store TEXT NOT NULL, feature_set TEXT NOT NULL, version TEXT NOT NULL, job TEXT NOT NULL,
-    status TEXT NOT NULL, type TEXT NOT NULL, window_start TEXT, window_end TEXT, created_at TEXT NOT NULL,
-    PRIMARY KEY (store, job));
-""",
-}
 
 _ADJECTIVES = ("amber", "brave", "calm", "eager", "frosty", "gentle", "happy", "jolly", "keen", "lucid",
                "mellow", "neat", "olive", "quiet", "silver", "sunny", "tidy", "witty", "zen", "bold")
@@ -135,18 +76,6 @@ _IN_CHUNK = 500                            # names per `IN (...)` query, well un
 
 def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
-
-
-def _dt(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
 
 
 def _version_key(version: str) -> tuple[int, int, str]:
@@ -199,11 +128,11 @@ class LocalWorkspace:
                 raise ServiceError(f"{self.path} was written by a newer version (schema {version}); "
                                    f"this one understands schema {SCHEMA_VERSION}.")
             if version == 0:
-                for statement in _SCHEMA.split(";"):
+                for statement in SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
             for target in range(max(version, 1) + 1, SCHEMA_VERSION + 1):     # v1 files are migrated in place
-                for statement in _MIGRATIONS[target].split(";"):
+                for statement in MIGRATIONS[target].split(";"):
                     if statement.strip():
                         conn.execute(statement)
             if version < SCHEMA_VERSION:
@@ -230,7 +159,7 @@ class LocalWorkspace:
     def reset(self, demo: bool = True) -> None:
         """Wipe the workspace in one transaction and, if `demo`, seed the demo as of now."""
         with self._tx() as conn:
-            for table in _TABLES:
+            for table in TABLES:
                 conn.execute(f"DELETE FROM {table}")
             local_monitors.wipe(conn)
             local_posture.wipe(conn)
@@ -452,7 +381,7 @@ class LocalWorkspace:
             job = self._job(conn, name)
             if job.terminal:
                 raise Conflict(f"Job {name} is already {job.status}.")
-            now = _iso(self._now())
+            now = iso_text(self._now())
             conn.execute("UPDATE jobs SET status = 'Canceled', ended_at = ? WHERE name = ? OR "
                          "(parent = ? AND status NOT IN (?, ?, ?))", (now, name, name, *TERMINAL_JOB_STATUSES))
             self._settle_pipelines(conn)
@@ -546,7 +475,7 @@ class LocalWorkspace:
         Settling scans every pipeline and every model version, so it runs only when a job changed
         state here (or on the first look since open or reset): every other change of a job's state
         settles in its own transaction (`cancel_job`), so with no change there is nothing to derive."""
-        moment = _iso(now)
+        moment = iso_text(now)
         due = conn.execute(
             "SELECT name, status, plan_end, plan_outcome, plan_error FROM jobs WHERE status NOT IN (?, ?, ?) "
             "AND plan_start IS NOT NULL AND plan_start <= ?", (*TERMINAL_JOB_STATUSES, moment)).fetchall()
@@ -598,7 +527,7 @@ class LocalWorkspace:
     def _seed(self, conn: sqlite3.Connection, now: datetime) -> None:
         demo = demo_data.build_demo(now, self.demo_size)
         for model in demo.models:
-            _insert(conn, "models", {**asdict(model), "created_at": _iso(model.created_at)})
+            _insert(conn, "models", {**asdict(model), "created_at": iso_text(model.created_at)})
         for ep in demo.endpoints:
             _insert(conn, "endpoints", {
                 "name": ep.name, "provisioning_state": ep.provisioning_state, "auth_mode": ep.auth_mode,
@@ -626,8 +555,8 @@ class LocalWorkspace:
     def _insert_job(conn: sqlite3.Connection, job: Job, plan: Plan | None = None) -> None:
         row = {key: value for key, value in asdict(job).items() if key != "children"}
         for key in ("created_at", "started_at", "ended_at"):
-            row[key] = _iso(row[key])
-        row.update(plan_start=_iso(plan.start_at) if plan else None, plan_end=_iso(plan.end_at) if plan else None,
+            row[key] = iso_text(row[key])
+        row.update(plan_start=iso_text(plan.start_at) if plan else None, plan_end=iso_text(plan.end_at) if plan else None,
                    plan_outcome=plan.outcome if plan else None, plan_error=plan.error if plan else None)
         _insert(conn, "jobs", row)
 
@@ -635,7 +564,7 @@ class LocalWorkspace:
     def _new_job_name(conn: sqlite3.Connection, now: datetime) -> str:
         """An Azure-style job name (adjective_noun_8chars), deterministic given the clock and the table."""
         count = conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
-        rng = random.Random(f"{_iso(now)}|{count}")
+        rng = random.Random(f"{iso_text(now)}|{count}")
         while True:
             suffix = "".join(rng.choice(_NAME_CHARS) for _ in range(8))
             name = f"{rng.choice(_ADJECTIVES)}_{rng.choice(_NOUNS)}_{suffix}"
@@ -647,7 +576,7 @@ class LocalWorkspace:
     @staticmethod
     def _model_from_row(row: sqlite3.Row) -> ModelVersion:
         return ModelVersion(row["name"], row["version"], row["stage"], row["description"], json.loads(row["tags"]),
-                            json.loads(row["metrics"]), _dt(row["created_at"]), row["created_by"], row["path"],
+                            json.loads(row["metrics"]), from_iso(row["created_at"]), row["created_by"], row["path"],
                             bool(row["archived"]), row["job"])
 
     def _model_versions(self, conn: sqlite3.Connection, name: str) -> list[ModelVersion]:
@@ -751,7 +680,7 @@ class LocalWorkspace:
     @staticmethod
     def _job_from_row(row: sqlite3.Row, children: tuple[Job, ...] = ()) -> Job:
         return Job(row["name"], row["status"], row["type"], row["display_name"], row["experiment"], row["compute"],
-                   _dt(row["created_at"]), _dt(row["started_at"]), _dt(row["ended_at"]), row["created_by"],
+                   from_iso(row["created_at"]), from_iso(row["started_at"]), from_iso(row["ended_at"]), row["created_by"],
                    row["error"], row["parent"], children, json.loads(row["tags"]))
 
     def _job(self, conn: sqlite3.Connection, name: str) -> Job:
@@ -859,9 +788,9 @@ class LocalWorkspace:
             metrics = {key: round(value * (1 + rng.uniform(-0.02, 0.02)), 4) for key, value in basis.metrics.items()}
             model = ModelVersion(run["model"], str(number), "None",
                                  f"Retrained by {run['display_name']} (job {run['name']}).", dict(basis.tags),
-                                 metrics, _dt(run["ended_at"]), run["created_by"],
+                                 metrics, from_iso(run["ended_at"]), run["created_by"],
                                  demo_data.model_path(run["model"], number), False, run["name"])
-            _insert(conn, "models", {**asdict(model), "created_at": _iso(model.created_at)})
+            _insert(conn, "models", {**asdict(model), "created_at": iso_text(model.created_at)})
 
     def list_feature_stores(self) -> list[FeatureStore]:
         with self._tx() as conn:
@@ -904,8 +833,8 @@ class LocalWorkspace:
             last = conn.execute("SELECT * FROM materializations WHERE store = ? AND feature_set = ? AND version = ? "
                                 "ORDER BY created_at DESC, job DESC LIMIT 1", (store, name, row["version"])).fetchone()
             materialization = None if last is None else Materialization(
-                last["job"], last["status"], last["type"], _dt(last["window_start"]), _dt(last["window_end"]),
-                _dt(last["created_at"]))
+                last["job"], last["status"], last["type"], from_iso(last["window_start"]), from_iso(last["window_end"]),
+                from_iso(last["created_at"]))
             return FeatureSet(name, row["version"], store, row["description"], json.loads(row["tags"]), row["stage"],
                               tuple(entities), tuple(Feature(*f) for f in json.loads(row["features"])),
                               bool(row["offline_enabled"]), bool(row["online_enabled"]), row["schedule"],
@@ -999,7 +928,7 @@ def _insert(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
         if isinstance(value, bool):
             return int(value)
         if isinstance(value, datetime):
-            return _iso(value)
+            return iso_text(value)
         return value
 
     columns = ", ".join(row)
@@ -1014,112 +943,3 @@ def _template_from_json(text: str) -> JobTemplate:
 
 
 # ---------------------------------------------------------------- simulation
-
-
-def _daily_factor(now: datetime) -> float:
-    """Traffic follows the working day: lowest around 03:00 UTC, highest around 15:00 UTC."""
-    hour = now.hour + now.minute / 60
-    return 0.8 + 0.2 * math.sin((hour - 9) / 24 * 2 * math.pi)
-
-
-def simulated_metrics(endpoint: OnlineEndpoint, load_rpm: float, health: dict[str, Health], now: datetime,
-                      window_minutes: int) -> EndpointMetrics:
-    """Azure Monitor-like endpoint metrics, deterministic for (endpoint, 5-minute bucket, window).
-
-    Live requests are split by the traffic percentages and by each deployment's error rates;
-    latency percentiles are traffic-weighted; CPU follows requests (live and mirrored) per instance.
-    Longer windows average out more of the noise.
-    """
-    bucket = int(now.timestamp() // METRICS_BUCKET_SECONDS)
-    rng = random.Random(f"{endpoint.name}|{bucket}|{window_minutes}")
-    spread = 0.12 / math.sqrt(max(window_minutes, 5) / 5)
-
-    def wobble() -> float:
-        return 1 + rng.uniform(-spread, spread)
-
-    total = load_rpm * _daily_factor(now) * wobble()
-    by_status = {"2xx": 0.0, "4xx": 0.0, "5xx": 0.0}
-    p50 = p99 = 0.0
-    per_deployment = []
-    for dep in endpoint.deployments:
-        h = health[dep.name]
-        share = endpoint.traffic.get(dep.name, 0) / 100
-        live = total * share
-        mirrored = total * endpoint.mirror_traffic.get(dep.name, 0) / 100
-        own: dict[str, float] = {}
-        dep_p50 = dep_p99 = None
-        if live:
-            client_errors = live * h.rate_4xx * wobble()
-            server_errors = live * h.rate_5xx * wobble()
-            own = {"2xx": live - client_errors - server_errors, "4xx": client_errors, "5xx": server_errors}
-            for key, value in own.items():
-                by_status[key] += value
-            dep_p50, dep_p99 = h.p50_ms * wobble(), h.p99_ms * wobble()
-            p50 += share * dep_p50
-            p99 += share * dep_p99
-        per_instance = (live + mirrored) / max(dep.instance_count, 1)
-        cpu = min(99.0, h.idle_cpu + h.cpu_per_rpm * per_instance * wobble())
-        per_deployment.append(DeploymentMetrics(
-            dep.name, cpu_utilization=round(cpu, 1), capacity=float(dep.instance_count),
-            latency_p50_ms=round(dep_p50, 1) if dep_p50 is not None else None,
-            latency_p99_ms=round(dep_p99, 1) if dep_p99 is not None else None,
-            requests_per_minute=round(sum(own.values()), 2),
-            requests_by_status={key: round(value, 2) for key, value in own.items()}))
-    served = sum(endpoint.traffic.values()) > 0
-    return EndpointMetrics(
-        endpoint.name, window_minutes,
-        latency_p50_ms=round(p50, 1) if served else None,
-        latency_p99_ms=round(p99, 1) if served else None,
-        requests_per_minute=round(sum(by_status.values()), 2),
-        requests_by_status={key: round(value, 2) for key, value in by_status.items()} if served else {},
-        deployments=tuple(per_deployment), read_at=now)
-
-
-def simulated_log(dep: Deployment, health: Health, now: datetime, lines: int) -> list[str]:
-    """The last `lines` lines of the deployment's inference-server log, deterministic per minute.
-
-    The log covers the current worker: its start-up banner (which names the model) followed by
-    the requests it served since, up to `now`; 5xx answers come with the exception that caused them.
-    """
-    model_name, _, model_version = dep.model.partition(":")
-    model_dir = f"/var/azureml-app/azureml-models/{model_name}/{model_version}"
-    rng = random.Random(f"{dep.endpoint}/{dep.name}|{_iso(now.replace(second=0, microsecond=0))}")
-
-    def stamp(moment: datetime) -> str:
-        return moment.strftime("%Y-%m-%d %H:%M:%S,") + f"{moment.microsecond // 1000:03d}"
-
-    requests: list[str] = []
-    moment = now
-    for _ in range(rng.randint(40, 60)):
-        moment -= timedelta(milliseconds=rng.randint(150, 2500))
-        roll = rng.random()
-        if roll < 0.04:
-            requests.append(f'{stamp(moment)} I [34] gunicorn.access - 10.0.0.4 - - "GET / HTTP/1.1" 200 7 '
-                            f'"-" "kube-probe/1.29"')
-        elif roll < 0.04 + health.rate_5xx * 4:
-            requests.append(f"{stamp(moment)} I [34] azmlinfsrv - POST /score 500 60012.417ms 0")
-            requests.append(f"{stamp(moment)} E [34] azmlinfsrv - Encountered Exception: TimeoutError: "
-                            f"scoring with {dep.model} exceeded 60000 ms")
-        elif roll < 0.04 + health.rate_5xx * 4 + health.rate_4xx:
-            requests.append(f"{stamp(moment)} W [34] azmlinfsrv - POST /score 422 {rng.uniform(1, 4):.3f}ms 98")
-        else:
-            latency = health.p50_ms * rng.lognormvariate(0, 0.35)
-            requests.append(f"{stamp(moment)} I [34] azmlinfsrv - POST /score 200 {latency:.3f}ms "
-                            f"{rng.randint(28, 64)}")
-    requests.reverse()
-    booted = moment - timedelta(seconds=6)
-    ready = moment - timedelta(seconds=2)
-    banner = [
-        "Azure ML Inferencing HTTP server v1.3.2", "", "Server Settings", "---------------",
-        "Entry Script Name: /var/azureml-app/onlinescoring/score.py", f"Model Directory: {model_dir}",
-        "Worker Count: 1", "Worker Timeout (seconds): 300", "Server Port: 31311",
-        "Application Insights Enabled: false", "", "Server Routes", "---------------",
-        "Liveness Probe: GET   127.0.0.1:31311/", "Score:          POST  127.0.0.1:31311/score", "",
-        f"{stamp(booted)} I [1] gunicorn.error - Starting gunicorn 22.0.0",
-        f"{stamp(booted)} I [1] gunicorn.error - Listening at: http://0.0.0.0:31311 (1)",
-        f"{stamp(booted)} I [34] gunicorn.error - Booting worker with pid: 34",
-        f"{stamp(booted)} I [34] azmlinfsrv - Loading model {dep.model} from {model_dir}",
-        f"{stamp(ready)} I [34] azmlinfsrv - Users's init has completed successfully",
-        f"{stamp(ready)} I [34] azmlinfsrv - Scoring timeout is set to 60000",
-    ]
-    return (banner + requests)[-lines:]
