@@ -298,12 +298,17 @@ class NonBlockingService:
     # to jump to and a type to check. A change that Azure ML applies in the background returns a
     # PendingOperation instead of the port's Operation.
 
+    # the workspace
     async def workspace(self) -> WorkspaceInfo:
         return await self._call("workspace")
 
     async def names(self, kind: str) -> list[str]:
         return await self._call("names", kind)
 
+    async def security_posture(self) -> PostureFacts:
+        return await self._call("security_posture")
+
+    # models
     async def list_models(self, name: str | None = None, stage: str | None = None) -> list[ModelVersion]:
         return await self._call("list_models", name, stage)
 
@@ -313,6 +318,16 @@ class NonBlockingService:
     async def set_model_stage(self, name: str, version: str, stage: str) -> ModelVersion:
         return await self._call("set_model_stage", name, version, stage)
 
+    async def archive_model(self, name: str, version: str) -> ModelVersion:
+        return await self._call("archive_model", name, version)
+
+    async def restore_model(self, name: str, version: str) -> ModelVersion:
+        return await self._call("restore_model", name, version)
+
+    async def trigger_retraining(self, model: str) -> Job:
+        return await self._call("trigger_retraining", model)
+
+    # online endpoints
     async def list_endpoints(self) -> list[OnlineEndpoint]:
         return await self._call("list_endpoints")
 
@@ -331,6 +346,10 @@ class NonBlockingService:
     async def endpoint_metrics(self, endpoint: str, window_minutes: int = 60) -> EndpointMetrics:
         return await self._call("endpoint_metrics", endpoint, window_minutes)
 
+    async def endpoints_metrics(self, endpoints: Sequence[OnlineEndpoint], window_minutes: int = 60) -> dict[str, EndpointMetrics]:
+        return await self._call("endpoints_metrics", endpoints, window_minutes)
+
+    # batch endpoints
     async def list_batch_endpoints(self) -> list[BatchEndpoint]:
         return await self._call("list_batch_endpoints")
 
@@ -343,6 +362,7 @@ class NonBlockingService:
     async def list_batch_jobs(self, endpoint: str) -> list[Job]:
         return await self._call("list_batch_jobs", endpoint)
 
+    # jobs
     async def list_jobs(self, status: str | None = None, limit: int = 20) -> list[Job]:
         return await self._call("list_jobs", status, limit)
 
@@ -352,6 +372,7 @@ class NonBlockingService:
     async def cancel_job(self, name: str) -> PendingOperation:
         return await self._call("cancel_job", name)
 
+    # schedules
     async def list_schedules(self) -> list[Schedule]:
         return await self._call("list_schedules")
 
@@ -364,6 +385,7 @@ class NonBlockingService:
     async def trigger_schedule(self, name: str, *, tags: dict[str, str] | None = None) -> Job:
         return await self._call("trigger_schedule", name, tags=tags)
 
+    # compute
     async def list_compute(self) -> list[Compute]:
         return await self._call("list_compute")
 
@@ -373,21 +395,14 @@ class NonBlockingService:
     async def stop_compute(self, name: str) -> PendingOperation:
         return await self._call("stop_compute", name)
 
+    # model monitoring
     async def list_monitors(self) -> list[Monitor]:
         return await self._call("list_monitors")
 
     async def drift_report(self, target: str, window_days: int = 7) -> DriftReport:
         return await self._call("drift_report", target, window_days)
 
-    async def archive_model(self, name: str, version: str) -> ModelVersion:
-        return await self._call("archive_model", name, version)
-
-    async def restore_model(self, name: str, version: str) -> ModelVersion:
-        return await self._call("restore_model", name, version)
-
-    async def trigger_retraining(self, model: str) -> Job:
-        return await self._call("trigger_retraining", model)
-
+    # the feature store
     async def list_feature_stores(self) -> list[FeatureStore]:
         return await self._call("list_feature_stores")
 
@@ -396,12 +411,6 @@ class NonBlockingService:
 
     async def get_feature_set(self, store: str, name: str, version: str | None = None) -> FeatureSet:
         return await self._call("get_feature_set", store, name, version)
-
-    async def endpoints_metrics(self, endpoints: Sequence[OnlineEndpoint], window_minutes: int = 60) -> dict[str, EndpointMetrics]:
-        return await self._call("endpoints_metrics", endpoints, window_minutes)
-
-    async def security_posture(self) -> PostureFacts:
-        return await self._call("security_posture")
 
     # ------------------------------------------------------------ the local workspace only (adapters.service.LocalOnly)
 

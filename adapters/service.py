@@ -361,10 +361,18 @@ def training_schedule(model: str, versions: list[ModelVersion]) -> str:
 class MLService(Protocol):
     """One Azure ML workspace. All methods are blocking; see adapters.nonblocking."""
 
+    # the workspace
     def workspace(self) -> WorkspaceInfo: ...
 
     def names(self, kind: str) -> list[str]:
         """Every name of that kind (one of RESOURCE_KINDS), for "did you mean" suggestions."""
+        ...
+
+    def security_posture(self) -> PostureFacts:
+        """What the production checklist is judged on (adapters.posture): the workspace's network,
+        encryption, identity and tags; its online endpoints, compute and datastores. A read that
+        fails is `Unreadable` with its reason (a 403 names the action the bot's identity lacks);
+        the call itself does not fail for one read."""
         ...
 
     # models
@@ -377,6 +385,19 @@ class MLService(Protocol):
         ...
 
     def set_model_stage(self, name: str, version: str, stage: str) -> ModelVersion: ...
+
+    def archive_model(self, name: str, version: str) -> ModelVersion:
+        """Azure's archive of one version (`is_archived`); its stage is kept. Archiving twice is a no-op."""
+        ...
+
+    def restore_model(self, name: str, version: str) -> ModelVersion:
+        """Undo `archive_model`; its stage is kept. Restoring a version that is not archived is a no-op."""
+        ...
+
+    def trigger_retraining(self, model: str) -> Job:
+        """Start the model's retraining: trigger the schedule named in its newest version's
+        `training_schedule` tag and return the job that starts. InvalidRequest if no version names one."""
+        ...
 
     # online endpoints
     def list_endpoints(self) -> list[OnlineEndpoint]: ...
@@ -401,6 +422,13 @@ class MLService(Protocol):
     def deployment_logs(self, endpoint: str, deployment: str, lines: int = 50) -> str: ...
 
     def endpoint_metrics(self, endpoint: str, window_minutes: int = 60) -> EndpointMetrics: ...
+
+    def endpoints_metrics(self, endpoints: Sequence[OnlineEndpoint], window_minutes: int = 60
+                          ) -> dict[str, EndpointMetrics]:
+        """`endpoint_metrics` for many endpoints at once (as `list_endpoints` gave them), keyed by name,
+        in as few backend calls as the backend allows (Azure Monitor: one `query_resources` per
+        metric group and batch of METRICS_BATCH resources)."""
+        ...
 
     # batch endpoints
     def list_batch_endpoints(self) -> list[BatchEndpoint]: ...
@@ -454,20 +482,7 @@ class MLService(Protocol):
         NotFound if no monitor watches `target`; InvalidRequest if several do (it names them)."""
         ...
 
-    # model archive, retraining and the feature store (issue 9); keep new port methods below this line
-    def archive_model(self, name: str, version: str) -> ModelVersion:
-        """Azure's archive of one version (`is_archived`); its stage is kept. Archiving twice is a no-op."""
-        ...
-
-    def restore_model(self, name: str, version: str) -> ModelVersion:
-        """Undo `archive_model`; its stage is kept. Restoring a version that is not archived is a no-op."""
-        ...
-
-    def trigger_retraining(self, model: str) -> Job:
-        """Start the model's retraining: trigger the schedule named in its newest version's
-        `training_schedule` tag and return the job that starts. InvalidRequest if no version names one."""
-        ...
-
+    # the feature store
     def list_feature_stores(self) -> list[FeatureStore]:
         """The feature stores beside this workspace (Azure: its resource group), by name."""
         ...
@@ -480,23 +495,6 @@ class MLService(Protocol):
         """One feature set version in full (latest when no version): entities with their join keys,
         features with types, materialization settings and the last materialization job."""
         ...
-
-    # model-health digests (issue 11)
-    def endpoints_metrics(self, endpoints: Sequence[OnlineEndpoint], window_minutes: int = 60
-                          ) -> dict[str, EndpointMetrics]:
-        """`endpoint_metrics` for many endpoints at once (as `list_endpoints` gave them), keyed by name,
-        in as few backend calls as the backend allows (Azure Monitor: one `query_resources` per
-        metric group and batch of METRICS_BATCH resources)."""
-        ...
-
-    # security posture (issue 22); keep new port methods below this line
-    def security_posture(self) -> PostureFacts:
-        """What the production checklist is judged on (adapters.posture): the workspace's network,
-        encryption, identity and tags; its online endpoints, compute and datastores. A read that
-        fails is `Unreadable` with its reason (a 403 names the action the bot's identity lacks);
-        the call itself does not fail for one read."""
-        ...
-
 
 # ---------------------------------------------------------------- model monitoring (value types)
 #
