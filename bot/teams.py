@@ -19,7 +19,7 @@ into activities:
   `CloudAdapter.process` serializes the invoke body itself, and `ActivityHandler`'s own handling
   hands it a dict, which fails with HTTP 500 on every click;
 - a conversation reference is stored on installationUpdate, conversationUpdate and every message,
-  so that follow-ups (and later alerts and digests) can be sent proactively;
+  so that the outcomes of long changes, alerts and digests can be sent proactively (bot/outbox.py);
 - a short welcome is posted when the bot is added to a conversation.
 """
 

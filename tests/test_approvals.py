@@ -357,7 +357,7 @@ async def test_every_change_command_passes_the_gate_in_production(olga, store, t
     assert (request.approver_role == "requester") == (mode == "confirm")
     assert request.summary.startswith(summary), request.summary
     assert request.reason == "maintenance window"
-    assert olga.follow_ups == []          # nothing started
+    assert olga.background == []          # nothing started
 
 
 async def test_a_confirmed_change_runs_and_is_audited(olga, store):

@@ -217,7 +217,7 @@ async def azure_chat():
     handler = ChatHandler(catalog(), Workspaces([ml]), RoleBook(default=Role.VIEWER))
 
     async def say(text: str):
-        return await handler.handle(Request(User("u-1", "Uma"), "conv-az", text=text), lambda outcome: None)
+        return await handler.handle(Request(User("u-1", "Uma"), "conv-az", text=text))
 
     yield say
     pool.shutdown(wait=True)
@@ -297,7 +297,7 @@ async def test_no_role_on_the_feature_store_tells_where_to_assign_one():
     try:
         ml = NonBlockingService(service, name=WORKSPACE, environment="prod", pool=pool)
         handler = ChatHandler(catalog(), Workspaces([ml]), RoleBook(default=Role.VIEWER))
-        reply = await handler.handle(Request(User("u-1", "Uma"), "c", text="featuresets"), lambda outcome: None)
+        reply = await handler.handle(Request(User("u-1", "Uma"), "c", text="featuresets"))
     finally:
         pool.shutdown(wait=True)
     assert reply.text == (
