@@ -62,7 +62,7 @@ class Bot:
         started = time.perf_counter()
         self.workspaces = build_workspaces(self.settings, self.pools)
         self.seed_seconds = time.perf_counter() - started
-        self.store = open_storage(self.settings.effective_storage_url)
+        self.store = open_storage(self.settings.effective_storage_url, audit_key=self.settings.audit_key_bytes())
         self.turns = 0
 
     async def __aenter__(self) -> "Bot":

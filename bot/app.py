@@ -125,9 +125,8 @@ def build_handler(settings: Settings, workspaces: Workspaces, storage: Storage, 
                   spawn: Callable[[Awaitable[Any]], None], wake_outbox: Callable[[], None] = lambda: None,
                   owner: str = "this-process") -> tuple[ChatHandler, Gate]:
     """The command handler and the gate every change passes, over the configured policy and roles
-    (the web app and the terminal chat share it). Hands the storage its audit chain key.
+    (the web app and the terminal chat share it).
     `wake_outbox`: the outbox worker's wake-up; `owner`: who this process is to the operations it starts."""
-    storage.audit_key = settings.audit_key_bytes()
     roles = settings.role_book()
     gate = Gate(settings.policy(), storage, CHANGE_KINDS, clock=clock, roles=roles, approval_channel=settings.approval_channel,
                 spawn=spawn, wake_outbox=wake_outbox, owner=owner, requests_per_minute=settings.change_requests_per_minute,
@@ -157,7 +156,7 @@ def create_app(settings: Settings, *, workspaces: Workspaces | None = None, stor
         log.info("telemetry: traces and metrics go to Application Insights")
     pools = thread_pools(settings)
     workspaces = workspaces or build_workspaces(settings, pools, reset_demo=reset_demo, observer=telemetry)
-    storage = storage or open_storage(settings.effective_storage_url)
+    storage = storage or open_storage(settings.effective_storage_url, audit_key=settings.audit_key_bytes())
     clock = clock or (lambda: datetime.now(timezone.utc))
     tasks = BackgroundTasks()
     # The instance id survives a restart, the boot part does not: a restarted bot knows which

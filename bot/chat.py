@@ -50,7 +50,7 @@ async def run_chat(settings: Settings, *, user_name: str, reset_demo: bool = Fal
                    stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
     pools = thread_pools(settings)
     workspaces = build_workspaces(settings, pools, reset_demo=reset_demo)
-    storage = open_storage(settings.effective_storage_url)       # the same approvals and audit as the bot
+    storage = open_storage(settings.effective_storage_url, audit_key=settings.audit_key_bytes())       # the same approvals and audit as the bot
     await storage.open()
     background = FollowUps()             # the outcomes of long changes, printed when Azure ML is done
 

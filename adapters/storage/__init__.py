@@ -208,8 +208,9 @@ _URL_HELP = ("Use sqlite:///absolute/path/bot.db (the default, one replica) or "
              "postgresql://user@host:5432/dbname (several replicas).")
 
 
-def open_storage(url: str) -> SqlStorage:
-    """The storage for `url` (not yet opened: `await storage.open()`).
+def open_storage(url: str, *, audit_key: bytes | None = None) -> SqlStorage:
+    """The storage for `url` (not yet opened: `await storage.open()`), keying new audit records
+    with `audit_key` (MLOPSBOT_AUDIT_KEY; None: the development key, adapters.storage.audit).
 
     "sqlite:///abs/path/bot.db" gives a SqliteStorage; "postgresql://..." (or "postgres://...",
     any libpq URI) a PostgresStorage. Anything else raises ValueError saying what to use.
@@ -225,10 +226,10 @@ def open_storage(url: str) -> SqlStorage:
         if not path.startswith("/") or path == "/":
             raise ValueError(f"A SQLite storage URL needs an absolute file path after 'sqlite://', as in "
                              f"sqlite:///var/lib/mlops-bot/bot.db (three slashes), not {url!r}.")
-        return SqliteStorage("/" + path.lstrip("/"))  # "sqlite:////abs" (SQLAlchemy style) also works
+        return SqliteStorage("/" + path.lstrip("/"), audit_key=audit_key)  # "sqlite:////abs" (SQLAlchemy style) also works
     if scheme in ("postgresql", "postgres"):
         from adapters.storage.postgres import PostgresStorage
 
-        return PostgresStorage(url)
+        return PostgresStorage(url, audit_key=audit_key)
     # Only the scheme is echoed: the rest may hold a password.
     raise ValueError(f"Unsupported storage URL scheme '{scheme}://'. {_URL_HELP}")

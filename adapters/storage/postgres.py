@@ -58,7 +58,9 @@ class PostgresStorage(SqlStorage):
 
     dialect = "postgres"
 
-    def __init__(self, dsn: str, *, schema: str | None = None, ping_timeout: float = 5.0) -> None:
+    def __init__(self, dsn: str, *, schema: str | None = None, ping_timeout: float = 5.0,
+                 audit_key: bytes | None = None) -> None:
+        self.audit_key = audit_key
         try:
             params = conninfo_to_dict(dsn)
         except psycopg.ProgrammingError as exc:

@@ -32,9 +32,10 @@ class SqliteStorage(SqlStorage):
 
     dialect = "sqlite"
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0, audit_key: bytes | None = None) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
+        self.audit_key = audit_key
         self._connection: sqlite3.Connection | None = None
         self._worker: ThreadPoolExecutor | None = None
         self._lock = asyncio.Lock()
