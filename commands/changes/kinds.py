@@ -21,10 +21,16 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from commands.changes import evidence, verdicts
+from commands.changes.change import ChangeKind, Executor, always, kinds
 from commands.resources import endpoints, jobs, lifecycle, platform, rollout
 
-from commands.changes import evidence, verdicts
-from commands.changes.change import ChangeKind, always, kinds
+
+def _split(action: str, execute: Executor) -> ChangeKind:
+    """A change of an online endpoint's traffic split: the baseline read before it, the history
+    entry and watch written with its success, a verdict after the watch window."""
+    return ChangeKind(action, execute=execute, prepare=[verdicts.read_baseline], record=[rollout.record_split],
+                      recheck=rollout.split_applied, gather=evidence.endpoint_evidence)
 
 
 def _schedule_run(parameters: Mapping[str, Any]) -> bool:
@@ -32,12 +38,9 @@ def _schedule_run(parameters: Mapping[str, Any]) -> bool:
 
 
 CHANGE_KINDS: Mapping[str, ChangeKind] = kinds(
-    ChangeKind("traffic", execute=endpoints.apply_traffic, prepare=[verdicts.read_baseline],
-               record=[rollout.record_split], recheck=rollout.split_applied, gather=evidence.endpoint_evidence),
-    ChangeKind("canary", execute=rollout.apply_split, prepare=[verdicts.read_baseline],
-               record=[rollout.record_split], recheck=rollout.split_applied, gather=evidence.endpoint_evidence),
-    ChangeKind("rollback", execute=rollout.apply_split, prepare=[verdicts.read_baseline],
-               record=[rollout.record_split], recheck=rollout.split_applied, gather=evidence.endpoint_evidence),
+    _split("traffic", endpoints.apply_traffic),
+    _split("canary", rollout.apply_split),
+    _split("rollback", rollout.apply_split),
     ChangeKind("scale", execute=endpoints.apply_scale, recheck=endpoints.scaled, gather=evidence.endpoint_evidence),
     ChangeKind("batch", execute=endpoints.apply_batch, starts_run=always),
     ChangeKind("retrain", execute=lifecycle.apply_retrain, gather=evidence.retrain_evidence, starts_run=always),
