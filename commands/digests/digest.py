@@ -102,15 +102,14 @@ async def gather(ml: NonBlockingService, store: Storage, *, conversation_id: str
     # scheduler's posture scans, which run only while someone subscribes
     posture_scan = asyncio.ensure_future(read("security posture", lambda: scan_posture(ml), None))
 
-    no_models: list[ModelVersion] = []               # what a read that failed shows (its gap is noted)
-    no_jobs: list[Job] = []
+    # each read's default (typed, empty) is what a read that failed shows; its gap is noted
     read_all: list[Any] = await asyncio.gather(       # seven reads: beyond typeshed's typed overloads of gather
         read("endpoints", ml.list_endpoints, list[OnlineEndpoint]()),
-        read("models in Production", lambda: ml.list_models(stage="Production"), no_models),
-        read("models in Staging", lambda: ml.list_models(stage="Staging"), no_models),
+        read("models in Production", lambda: ml.list_models(stage="Production"), list[ModelVersion]()),
+        read("models in Staging", lambda: ml.list_models(stage="Staging"), list[ModelVersion]()),
         read("monitors", ml.list_monitors, list[Monitor]()),
-        read("failed jobs", lambda: ml.list_jobs(status="Failed", limit=100), no_jobs),
-        read("running jobs", lambda: ml.list_jobs(status="Running", limit=100), no_jobs),
+        read("failed jobs", lambda: ml.list_jobs(status="Failed", limit=100), list[Job]()),
+        read("running jobs", lambda: ml.list_jobs(status="Running", limit=100), list[Job]()),
         read("compute", ml.list_compute, list[Compute]()))
     endpoints, production, staging, monitors, failed, running_jobs, compute = read_all
 
