@@ -44,11 +44,10 @@ from adapters.service import ServiceError
 from adapters.storage import Storage, StorageError, inbox, job_watches, outbox, subscriptions, watches
 from adapters.storage.job_watches import JobWatch
 from commands.alerts.alerts import endpoint_health, escalate, publish
-from commands.base.context import HealthThresholds, Reply, UnknownWorkspace
+from commands.base.context import HealthThresholds, Reply, UnknownWorkspace, Workspaces
 from commands.changes.job_watch import JOB_POLL_SECONDS, report
 from commands.alerts.posture import scan_due
 from commands.changes.verdicts import conclude
-from commands.base.context import Workspaces
 
 if TYPE_CHECKING:
     from commands.changes.gate import Gate

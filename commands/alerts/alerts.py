@@ -45,12 +45,11 @@ from adapters.storage.alerts import Alert
 from adapters.storage.subscriptions import NewSubscription, Subscription
 from commands.admin.admin import _known_as, _person
 from commands.alerts.alert_card import AlertState, Undo, alert_card, worst_first
-from commands.base.context import Context, Reply, Role, User
+from commands.base.context import Context, Reply, Role, User, Workspaces
 from commands.resources.endpoints import health_headline
 from commands.changes.policy import parse_duration
 from commands.base.registry import MAX_ID, Arg, Forbidden, UsageError, command, one_of, suggest, whole_number
 from commands.base.ui import MAX_ROWS, as_text, button, card, columns, limited, local_time, plain, reply, section, text, when
-from commands.base.context import Workspaces
 
 log = logging.getLogger(__name__)
 

@@ -32,13 +32,11 @@ from adapters.azureml.events import FIRED, RESOLVED, Event
 from adapters.posture import CHECKLIST, FAIL, PASS, STATUS_WORDS, UNKNOWN, PostureCheck, evaluate
 from adapters.service import ServiceError
 from adapters.storage import posture as stored
-from adapters.storage import subscriptions
+from adapters.storage import Storage, subscriptions
 from commands.alerts.alerts import publish
-from commands.base.context import Context, Reply, UnknownWorkspace, workspace_line
+from commands.base.context import Context, Reply, UnknownWorkspace, Workspaces, workspace_line
 from commands.base.registry import Arg, UsageError, command
 from commands.base.ui import MAX_CARD_BYTES, card, plain, reply, section, text, when
-from adapters.storage import Storage
-from commands.base.context import Workspaces
 from adapters.nonblocking import NonBlockingService
 
 log = logging.getLogger(__name__)

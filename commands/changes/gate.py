@@ -36,19 +36,18 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from adapters.service import ServiceError
-from adapters.storage import approvals, audit, conversations, grants, inbox, instances, operations, outbox, people
+from adapters.storage import (Storage, approvals, audit, conversations, grants, inbox, instances, operations, outbox,
+                              people)
 from adapters.storage.approvals import (
     APPROVED, EXECUTING, FAILED, PENDING, REJECTED, SUCCEEDED, WITHDRAWN, Approval, NewApproval, Vote,
 )
 from commands.changes.change import Change, ChangeKind, Recheck, Stale
-from commands.base.context import Context, Reply, Role, RoleBook, Track, UnknownWorkspace, User
+from commands.base.context import Context, Reply, Role, RoleBook, Track, UnknownWorkspace, User, Workspaces
 from commands.alerts.alerts import approval_subscribers
 from commands.changes.approval_card import approval_card, review_card
 from commands.base.registry import CommandError
 from commands.changes.policy import APPROVAL, CONFIRM, DIRECT, REQUESTER_ONLY, Policy, Rule, duration_text
 from commands.changes.ratelimit import ChangeLimits, TooManyRequests  # noqa: F401 (TooManyRequests: raised through the gate)
-from adapters.storage import Storage
-from commands.base.context import Workspaces
 
 log = logging.getLogger(__name__)
 

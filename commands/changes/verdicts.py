@@ -33,16 +33,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
 from adapters.service import EndpointMetrics, ServiceError
-from adapters.storage import outbox, watches
+from adapters.storage import Storage, outbox, watches
 from adapters.storage.watches import Watch
-from commands.base.context import Context, HealthThresholds, Reply, Role, User, workspace_line
+from commands.base.context import Context, HealthThresholds, Reply, Role, User, Workspaces, workspace_line
 from commands.changes.change import Change
 from commands.resources.endpoints import health_problems, ms_text, unhealthy
 from commands.resources.rollout import note_outside, plan_rollback
 from commands.resources.splits import traffic_text
 from commands.base.ui import button, card, facts, plain, section, text
-from adapters.storage import Storage
-from commands.base.context import Workspaces
 
 if TYPE_CHECKING:
     from commands.changes.gate import Gate

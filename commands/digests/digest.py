@@ -35,7 +35,7 @@ from adapters.service import Compute, DriftReport, EndpointMetrics, Job, Monitor
     ServiceError
 from adapters.azureml.monitoring import breach_sign
 from adapters.drift.definitions import level_words
-from adapters.storage import approvals, audit, conversations, digests, outbox
+from adapters.storage import Storage, approvals, audit, conversations, digests, outbox
 from adapters.storage import posture as posture_states
 from adapters.storage.digests import DigestSchedule
 from commands.alerts.alerts import _reach_channel, home
@@ -52,7 +52,6 @@ from commands.alerts.posture import scan as scan_posture
 from commands.base.registry import Arg, Forbidden, UsageError, command, one_of
 from commands.base.studio import Studio
 from commands.base.ui import reply
-from adapters.storage import Storage
 from adapters.nonblocking import NonBlockingService
 
 log = logging.getLogger(__name__)
