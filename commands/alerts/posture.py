@@ -134,10 +134,6 @@ async def check_workspace(ml: NonBlockingService, store: Storage, now: datetime)
     return WorkspacePosture(ml.name, ml.environment, _lines(checks, states, news)), cards
 
 
-async def _claim(tx, *, name: str, owner: str, now: datetime, every: timedelta) -> bool:
-    return await stored.claim_scan(tx, name, owner, now, every)
-
-
 async def scan_due(store: Storage, workspaces: Workspaces, *, owner: str, clock: Callable[[], datetime],
                    every: timedelta = SCAN_EVERY, wake: Callable[[], None] | None = None) -> int:
     """The scheduler's pass: scan each workspace whose scan is due, while a conversation subscribes
@@ -152,7 +148,8 @@ async def scan_due(store: Storage, workspaces: Workspaces, *, owner: str, clock:
     for ml in workspaces:
         if not any(not s.workspace or s.workspace.lower() == ml.name.lower() for s in wanted):
             continue
-        if not await store.run_transaction(functools.partial(_claim, name=ml.name, owner=owner, now=now, every=every)):
+        if not await store.run_transaction(functools.partial(stored.claim_scan, workspace=ml.name, owner=owner,
+                                                             now=now, every=every)):
             continue
         try:
             checks = await scan(ml)
