@@ -152,6 +152,11 @@ class Server:
         self.url = f"http://127.0.0.1:{line.split()[1]}/api/messages"
         return self
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
     def __exit__(self, *exc: object) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
@@ -230,9 +235,18 @@ def pick_click(card: dict[str, Any]) -> dict[str, Any]:
     raise RuntimeError("the endpoint card has no button to click")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (/proc/<pid>/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def phase(teams: Teams, url: str, kind: str, scenario: str, concurrency: int, seconds: float,
-                click: dict[str, Any], round_: int) -> dict[str, Any]:
-    """`concurrency` conversations, each posting its next activity when the last one was answered."""
+                click: dict[str, Any], round_: int, pid: int) -> dict[str, Any]:
+    """`concurrency` conversations, each posting its next activity when the last one was answered.
+
+    Besides throughput and latency, the server's own CPU time per turn (from /proc): a figure a busy
+    machine distorts far less than throughput, since it does not count the time spent waiting for a core."""
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     posted: Counter[str] = Counter()
@@ -254,13 +268,14 @@ async def phase(teams: Teams, url: str, kind: str, scenario: str, concurrency: i
             elif CARD_TYPE.encode() not in answer:
                 missing_cards.append(conversation_id)     # a click, in the invoke answer
 
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), cpu_seconds(pid)
     await asyncio.gather(*(conversation(i) for i in range(concurrency)))
     elapsed = time.perf_counter() - started
     await asyncio.sleep(0.2)                         # a straggling reply, if any, still counts
+    cpu = cpu_seconds(pid) - cpu_before
     missing = sum(max(0, posted[c] - (teams.connector.replies[c] - before[c])) for c in conversations)
     missing += len(missing_cards)
-    return {"turns": len(latencies), "seconds": elapsed, "latencies": latencies,
+    return {"turns": len(latencies), "seconds": elapsed, "latencies": latencies, "cpu_seconds": cpu,
             "statuses": dict(statuses), "replies_missing": missing}
 
 
@@ -272,6 +287,7 @@ def summarize(phases: list[dict[str, Any]]) -> dict[str, Any]:
     for p in phases:
         statuses.update(p["statuses"])
     return {"turns": turns, "throughput_per_s": round(turns / seconds, 1),
+            "server_cpu_ms_per_turn": round(sum(p["cpu_seconds"] for p in phases) * 1000 / max(turns, 1), 2),
             "p50_ms": round(_common.percentile(latencies, 50) * 1000, 1),
             "p99_ms": round(_common.percentile(latencies, 99) * 1000, 1),
             "statuses": {str(k): v for k, v in statuses.items()},
@@ -292,6 +308,7 @@ async def drive(args: argparse.Namespace, data: Path) -> dict[str, Any]:
         with Server("echo", data / "echo") as echo, Server("echo-fixed", data / "echo-fixed") as fixed, \
                 Server("bot", data / "bot") as bot:
             urls = {"echo": echo.url, "echo-fixed": fixed.url, "bot": bot.url}
+            pids = {"echo": echo.pid, "echo-fixed": fixed.pid, "bot": bot.pid}
             # warm up all three, and find the card button to click
             for kind in KINDS:
                 for _ in range(3):
@@ -308,26 +325,32 @@ async def drive(args: argparse.Namespace, data: Path) -> dict[str, Any]:
                         order = KINDS[round_ % 3:] + KINDS[:round_ % 3]       # each goes first in turn
                         for kind in order:
                             collected[kind].append(await phase(teams, urls[kind], kind, scenario, concurrency,
-                                                               args.seconds, click, round_))
+                                                               args.seconds, click, round_, pids[kind]))
                     echo_figures, bot_figures = summarize(collected["echo"]), summarize(collected["bot"])
                     fixed_figures = summarize(collected["echo-fixed"])
                     ratio = round(bot_figures["throughput_per_s"] / echo_figures["throughput_per_s"], 3)
                     ratio_fixed = round(bot_figures["throughput_per_s"] / fixed_figures["throughput_per_s"], 3)
+                    cpu_ratio_fixed = round(fixed_figures["server_cpu_ms_per_turn"]
+                                            / bot_figures["server_cpu_ms_per_turn"], 3)
                     key = f"{scenario}@{concurrency}"
                     results[key] = {"scenario": scenario, "concurrency": concurrency, "echo": echo_figures,
                                     "echo_fixed": fixed_figures, "bot": bot_figures, "ratio": ratio,
-                                    "ratio_to_fixed_echo": ratio_fixed, "load_1min": _common.load_average()}
+                                    "ratio_to_fixed_echo": ratio_fixed, "cpu_ratio_to_fixed_echo": cpu_ratio_fixed,
+                                    "load_1min": _common.load_average()}
                     print(f"{key:>14}: echo {echo_figures['throughput_per_s']:7.1f}/s "
                           f"p50 {echo_figures['p50_ms']:6.1f} p99 {echo_figures['p99_ms']:6.1f} ms | "
                           f"bot {bot_figures['throughput_per_s']:7.1f}/s p50 {bot_figures['p50_ms']:6.1f} "
                           f"p99 {bot_figures['p99_ms']:6.1f} ms | ratio {ratio:.2f} "
                           f"(to the fixed echo {fixed_figures['throughput_per_s']:.1f}/s: {ratio_fixed:.2f}) "
+                          f"| server CPU a turn: echo {echo_figures['server_cpu_ms_per_turn']:.2f}, fixed echo "
+                          f"{fixed_figures['server_cpu_ms_per_turn']:.2f}, bot {bot_figures['server_cpu_ms_per_turn']:.2f} ms "
+                          f"(fixed echo / bot {cpu_ratio_fixed:.2f}) "
                           f"(load {results[key]['load_1min']})", flush=True)
         if args.profile:
             profile_path = str(data / "bot.prof")
             with Server("bot", data / "bot", profile=profile_path) as bot:
                 for scenario in SCENARIOS:
-                    await phase(teams, bot.url, "bot", scenario, 8, args.seconds, click, 99)
+                    await phase(teams, bot.url, "bot", scenario, 8, args.seconds, click, 99, bot.pid)
             stats = pstats.Stats(profile_path)
             stats.sort_stats("cumulative").print_stats(r"(bot|commands|adapters)/|json|sqlite|serializ", 30)
             stats.sort_stats("tottime").print_stats(25)
