@@ -1,9 +1,10 @@
 """The Teams seam: the only module that imports botbuilder.
 
 It holds what speaks botbuilder-python 4.17.1: the `ActivityHandler` (`TeamsBot`), the
-`CloudAdapter` construction (`build_adapter`), the botbuilder/msrest patches (the retry-policy
-codes, `SerializedCard`, and `guard_signing_key_fetches`, which installs bot/signing_keys.py's
-fetching on botbuilder's `_OpenIdMetadata`), and the mapping of our `Reply` to botbuilder
+`CloudAdapter` construction (`build_adapter`, with `KeptAuthentication`: the connector clients
+and their token kept, the token fetched off the event loop), the botbuilder/msrest patches (the
+retry-policy codes, `SerializedCard`, and `guard_signing_key_fetches`, which installs
+bot/signing_keys.py's fetching on botbuilder's `_OpenIdMetadata`), and the mapping of our `Reply` to botbuilder
 activities and invoke answers. This module is what a move to the Microsoft 365 Agents SDK
 (botbuilder-python's successor) replaces. What needs no botbuilder lives beside it:
 bot/activity.py (pure checks of an inbound activity and its mapping to our `Request`) and
@@ -41,8 +42,15 @@ from botbuilder.core import (
     ActivityHandler, CardFactory, InvokeResponse, MessageFactory, TurnContext, serializer_helper,
 )
 from botbuilder.core.teams import TeamsInfo
-from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
-from botframework.connector.auth import AuthenticationConstants
+from botbuilder.integration.aiohttp import (
+    CloudAdapter, ConfigurationBotFrameworkAuthentication, ConfigurationServiceClientCredentialFactory,
+)
+from botframework.connector.aio import ConnectorClient
+from botframework.connector.auth import (
+    AppCredentials, AuthenticateRequestResult, AuthenticationConstants, ClaimsIdentity, ConnectorFactory, ServiceClientCredentialsFactory,
+    UserTokenClient,
+)
+from msrest.authentication import Authentication
 from msrest.exceptions import HttpOperationError
 from msrest.serialization import Serializer
 from msrest.universal_http.requests import ClientRetryPolicy
@@ -115,11 +123,183 @@ class _AdapterSettings:
         self.APP_TENANTID = tenant_id
 
 
+# ---------------------------------------------------------------- the connector's clients and token
+#
+# botbuilder 4.17.1's CloudAdapter builds, for every turn and every proactive send, new credentials
+# (each with a new MSAL application, so an empty token cache), a new ConnectorClient (a new
+# requests session, so a new TCP and TLS connection to the connector) and a new user-token client.
+# msrest then calls the credentials' `signed_session` on the event loop, and with an app id set
+# that fetches a token from Entra ID over HTTPS right there: every message blocked every
+# conversation of the replica for a round trip to login.microsoftonline.com. botbuilder's older
+# BotFrameworkAdapter kept its connector clients and credentials; so does this.
+
+
+class KeptToken(Authentication):
+    """The bot's credentials for the connector, whose token is asked for in a worker thread and kept.
+
+    MSAL's cache (one per credentials object, now kept for the process's life) answers without a
+    call while the token has more than five minutes left, and renews it otherwise. So a token is
+    asked for again (`fresh()`, in a thread, before every use: see `KeptClients`) once it has been
+    kept RENEW_SECONDS, and it may still be sent until VALID_SECONDS after MSAL gave it: a turn
+    that began just before the renewal still signs its replies without a fetch.
+
+    A failed fetch is not raised where the client is made (botbuilder does that before the turn
+    and would answer Teams 401, as if its token were wrong); the send that needs the token fails
+    instead, naming the reason, as a failed fetch made the send fail before (the outbox retries)."""
+
+    RENEW_SECONDS = 240.0
+    VALID_SECONDS = 290.0                        # under MSAL's five-minute margin
+    clock = staticmethod(time.monotonic)         # a class attribute: tests move time for every token
+
+    def __init__(self, inner: Authentication) -> None:
+        self.inner = inner
+        self._app = inner if isinstance(inner, AppCredentials) else None    # botbuilder's credentials
+        self._token: str | None = None
+        self._fetched = float("-inf")
+        self._failure: Exception | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def needs_token(self) -> bool:
+        """False for the empty credentials of development mode (no app id): nothing to sign."""
+        return self._app is not None and bool(self._app._should_set_token(None))  # noqa: SLF001
+
+    def _age(self) -> float:
+        return self.clock() - self._fetched
+
+    async def fresh(self) -> None:
+        if self._app is None or not self.needs_token or self._age() < self.RENEW_SECONDS:
+            return
+        async with self._lock:                       # one fetch, however many turns are waiting
+            if self._age() < self.RENEW_SECONDS:
+                return
+            try:                                     # MSAL, and Entra ID when due: never on the loop
+                token = await asyncio.to_thread(self._app.get_access_token)
+            except Exception as error:  # noqa: BLE001 - kept for the send that needs it (see the class doc)
+                log.warning("cannot get a token for the Bot Connector: %s", error)
+                self._failure = error
+                return
+            self._token, self._fetched, self._failure = token, self.clock(), None
+
+    def signed_session(self, session: requests.Session | None = None) -> requests.Session:
+        if self._app is None:                        # not botbuilder's: its own way, as before
+            return self.inner.signed_session(session)
+        session = session if session is not None else requests.Session()
+        if not self.needs_token:
+            session.headers.pop("Authorization", None)
+            return session
+        if self._token is None or self._age() >= self.VALID_SECONDS:
+            if self._failure is not None:
+                raise PermissionError(f"no token for the Bot Connector: {self._failure}")
+            # a client used without `fresh()`: still correct, though on the caller's thread
+            log.warning("fetching the Bot Connector token on the event loop (a client was used without fresh())")
+            self._token, self._fetched = self._app.get_access_token(), self.clock()
+        session.headers["Authorization"] = f"Bearer {self._token}"
+        return session
+
+    def refresh_session(self, session: requests.Session | None = None) -> requests.Session:
+        self._token = None
+        return self.signed_session(session)
+
+
+class KeptCredentials(ServiceClientCredentialsFactory):
+    """botbuilder's credentials factory, each credentials made once (per app id, scope and login
+    endpoint) and wrapped in a `KeptToken` that is fresh when handed out."""
+
+    def __init__(self, inner: ServiceClientCredentialsFactory) -> None:
+        self.inner = inner
+        self._made: dict[tuple, KeptToken] = {}
+
+    async def is_valid_app_id(self, app_id: str) -> bool:
+        return await self.inner.is_valid_app_id(app_id)
+
+    async def is_authentication_disabled(self) -> bool:
+        return await self.inner.is_authentication_disabled()
+
+    async def create_credentials(self, app_id: str, oauth_scope: str, login_endpoint: str,
+                                 validate_authority: bool) -> Authentication:
+        key = (app_id, oauth_scope, login_endpoint, validate_authority)
+        kept = self._made.get(key)
+        if kept is None:
+            kept = KeptToken(await self.inner.create_credentials(app_id, oauth_scope, login_endpoint,
+                                                                 validate_authority))
+            kept = self._made.setdefault(key, kept)
+        await kept.fresh()
+        return kept
+
+
+class KeptClients(ConnectorFactory):
+    """One ConnectorClient per app id, service URL and audience, kept (the least recently used
+    dropped beyond MAX_CLIENTS), its token made fresh before each use. A client is shared by
+    concurrent turns as BotFrameworkAdapter shared them: msrest sends through one requests
+    session, whose connection pool is thread-safe, and keeps its connections open."""
+
+    MAX_CLIENTS = 256
+
+    def __init__(self, inner: ConnectorFactory, app_id: str, default_audience: str,
+                 clients: collections.OrderedDict[tuple, ConnectorClient]) -> None:
+        self.inner, self.app_id, self.default_audience, self.clients = inner, app_id, default_audience, clients
+
+    async def create(self, service_url: str, audience: str | None = None) -> ConnectorClient:
+        # a turn names the audience, a proactive send leaves it to the factory's default: the same client
+        key = (self.app_id, service_url, audience or self.default_audience)
+        client = self.clients.get(key)
+        if client is None:
+            client = await self.inner.create(service_url, audience)
+            self.clients[key] = client
+            while len(self.clients) > self.MAX_CLIENTS:
+                self.clients.popitem(last=False)
+        else:
+            self.clients.move_to_end(key)
+            credentials = client.config.credentials
+            if isinstance(credentials, KeptToken):
+                await credentials.fresh()
+        return client
+
+
+class KeptAuthentication(ConfigurationBotFrameworkAuthentication):
+    """botbuilder's authentication (inbound JWT validation unchanged), with the connector clients,
+    the user-token clients and the credentials kept instead of built again for every activity."""
+
+    def __init__(self, configuration: Any) -> None:
+        super().__init__(configuration, credentials_factory=KeptCredentials(
+            ConfigurationServiceClientCredentialFactory(configuration)))
+        self._clients: collections.OrderedDict[tuple, ConnectorClient] = collections.OrderedDict()
+        self._token_clients: dict[str, UserTokenClient] = {}
+
+    async def authenticate_request(self, activity: Activity, auth_header: str) -> AuthenticateRequestResult:
+        result = await super().authenticate_request(activity, auth_header)     # the turn's replies
+        if result.connector_factory is not None:
+            result.connector_factory = KeptClients(result.connector_factory, _app_id_of(result.claims_identity),
+                                                   self.get_originating_audience(), self._clients)
+        return result
+
+    def create_connector_factory(self, claims_identity: ClaimsIdentity) -> ConnectorFactory:
+        # proactive sends (continue_conversation: the outbox) and new conversations
+        return KeptClients(super().create_connector_factory(claims_identity), _app_id_of(claims_identity),
+                           self.get_originating_audience(), self._clients)
+
+    async def create_user_token_client(self, claims_identity: ClaimsIdentity) -> UserTokenClient:
+        # the bot asks Teams for no user tokens (no OAuth prompts); botbuilder still builds one a turn
+        app_id = _app_id_of(claims_identity)
+        client = self._token_clients.get(app_id)
+        if client is None:
+            client = self._token_clients.setdefault(app_id, await super().create_user_token_client(claims_identity))
+        return client
+
+
+def _app_id_of(claims_identity: ClaimsIdentity) -> str:
+    """The bot's app id in a validated request's claims (botbuilder's own rule: the audience, or
+    the appid claim for the emulator; empty when authentication is off)."""
+    return (claims_identity.get_claim_value(AuthenticationConstants.AUDIENCE_CLAIM)
+            or claims_identity.get_claim_value(AuthenticationConstants.APP_ID_CLAIM) or "")
+
+
 def build_adapter(app_id: str, app_password: str, app_type: str, tenant_id: str) -> CloudAdapter:
-    """A CloudAdapter that validates every inbound JWT when an app id is set."""
+    """A CloudAdapter that validates every inbound JWT when an app id is set, and keeps its
+    connector clients and token (`KeptAuthentication`)."""
     guard_signing_key_fetches()
-    adapter = CloudAdapter(ConfigurationBotFrameworkAuthentication(
-        _AdapterSettings(app_id, app_password, app_type, tenant_id)))
+    adapter = CloudAdapter(KeptAuthentication(_AdapterSettings(app_id, app_password, app_type, tenant_id)))
 
     async def on_error(context: TurnContext, error: Exception) -> None:
         incident = uuid.uuid4().hex[:8]

@@ -40,6 +40,7 @@ class Sent:
     method: str
     path: str
     body: dict[str, Any]
+    authorization: str = ""          # the Authorization header the bot sent with it
 
     @property
     def conversation_id(self) -> str:
@@ -87,7 +88,8 @@ class Connector:
             self.refused.append(Sent(request.method, request.path, await request.json()))
             return web.json_response({"error": {"code": "Throttled", "message": "slow down"}}, status=status,
                                      headers=headers)
-        self.sent.append(Sent(request.method, request.path, await request.json()))
+        self.sent.append(Sent(request.method, request.path, await request.json(),
+                              request.headers.get("Authorization", "")))
         self.arrived.set()
         return web.json_response({"id": f"activity-{next(self._ids)}"})
 
