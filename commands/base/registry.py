@@ -463,11 +463,14 @@ class Registry:
                              "version of this bot; type `help` to see the commands.")
         return await self.invoke(ctx, cmd, words)
 
-    async def invoke(self, ctx: Context, cmd: Command, argv: Sequence[str]) -> Reply:
+    async def invoke(self, ctx: Context, cmd: Command, argv: Sequence[str],
+                     parsed: dict[str, Any] | None = None) -> Reply:
+        """Run `cmd` on its words `argv`; `parsed`: what `cmd.parse(argv)` gave, when the caller
+        parsed them already (plain language checks typed words that way first)."""
         if ctx.role < cmd.role:
             raise Forbidden(f"`{cmd.name}` needs the {cmd.role.label} role; you have {ctx.role.label}. "
                             "Ask a bot admin to grant it (`roles` lists them).")
-        kwargs = cmd.parse(argv)
+        kwargs = dict(parsed) if parsed is not None else cmd.parse(argv)
         if cmd.change:
             reason = kwargs.pop("reason") or ""
             if len(reason) > MAX_REASON_CHARS:

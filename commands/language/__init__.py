@@ -65,9 +65,11 @@ class Interpreter:
         words = text_.split()
         head = words[0].lower().rstrip("?!.,") if words else ""
         cmd = self.registry.find(head) if head else None
-        if len(text_.encode("utf-8")) > MAX_INPUT_BYTES or not words or (
-                cmd is not None and (len(words) == 1 or self._parses(cmd, text_))):
+        if len(text_.encode("utf-8")) > MAX_INPUT_BYTES or not words or (cmd is not None and len(words) == 1):
             return await self.registry.run(ctx, text_)          # typed: exactly as before
+        typed = self._typed(cmd, text_) if cmd is not None else None
+        if cmd is not None and typed is not None:
+            return await self.registry.invoke(ctx, cmd, *typed)   # typed: as `run` would, parsed once
         if cmd is not None and (any(w.startswith("--") for w in words) or _open_quote(text_)):
             return await self.registry.run(ctx, text_)          # typed syntax: its usage error, as before
         if cmd is not None:        # a command word whose words do not parse: plain language, or a slip
@@ -102,19 +104,22 @@ class Interpreter:
         close = suggest_commands(word, self.registry.allowed(ctx.role))
         return (alone and not close) or any(typo_distance(word.lower(), name) <= 2 for name in close)
 
-    def _parses(self, cmd: Any, text_: str) -> bool:
+    def _typed(self, cmd: Any, text_: str) -> tuple[list[str], dict[str, Any]] | None:
+        """The words after the command's name and their parse, when `text_` reads as `cmd` typed
+        (its first word is the name, found by `respond`; shlex reads a name as it is); else None."""
         try:
             tokens = tokenize(text_)
         except UsageError:
-            return False
+            return None
+        argv = without_filler(cmd, tokens[1:])
         try:
-            cmd.parse(without_filler(cmd, tokens[1:]))
+            parsed = cmd.parse(argv)
         except UsageError:
-            return False
+            return None
         # "scale churn-api to 4", "traffic history for credit-api": the words parse, but a name
         # is never "to" or "for"; unless the command takes free text (a comment, a reason)
         free_text = any(a.nargs == "*" or (a.nargs == "+" and a.name in FREE_TEXT_ARGS) for a in cmd.args)
-        return free_text or not any(t.lower() in LINKING for t in tokens[1:])
+        return (argv, parsed) if free_text or not any(t.lower() in LINKING for t in tokens[1:]) else None
 
     async def understand(self, ctx: Context, text_: str, *, prefer: str | None = None) -> tuple[str, list[Reading]]:
         """("one" | "choose" | "none", readings) for the message, against the caller's workspace."""
