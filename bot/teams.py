@@ -41,7 +41,6 @@ from aiohttp import web
 from botbuilder.core import (
     ActivityHandler, CardFactory, InvokeResponse, MessageFactory, TurnContext, serializer_helper,
 )
-from botbuilder.core.teams import TeamsInfo
 from botbuilder.integration.aiohttp import (
     CloudAdapter, ConfigurationBotFrameworkAuthentication, ConfigurationServiceClientCredentialFactory,
 )
@@ -642,6 +641,7 @@ class TeamsBot(ActivityHandler):
         mentions = _other_mentions(activity)
         if not mentions:
             return typed, ()
+        from botbuilder.core.teams import TeamsInfo    # Teams' member API, only for a message that @mentions someone
         found: list[User] = []
         for shown, member_id, name in mentions:
             try:

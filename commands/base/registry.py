@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import inspect
 import logging
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence
 
 from adapters.service import NotFound
@@ -214,14 +215,16 @@ class Command:
     group: str = ""                   # one of GROUPS; "" = "change" for a change (or a higher role), else "look"
     common: bool = False              # among the first `help` shows
     phrases: tuple[str, ...] = ()     # how people ask for it in their own words (commands.language)
-    parser: argparse.ArgumentParser = field(init=False, repr=False, compare=False)
 
     @property
     def task(self) -> str:
         """The group `help` and docs/commands.md list the command under."""
         return self.group or ("change" if self.change or self.role > Role.VIEWER else "look")
 
-    def __post_init__(self) -> None:
+    @functools.cached_property
+    def parser(self) -> argparse.ArgumentParser:
+        """argparse for the declared arguments, built on the command's first use (not at start: the
+        catalog's 58 parsers cost about 5 ms of every start, and most commands are rarely typed)."""
         parser = _Parser(prog=self.name, add_help=False, allow_abbrev=False)
         for arg in self.all_args:
             kwargs: dict[str, Any] = {"help": arg.help, "type": arg.type, "default": arg.default}
@@ -235,7 +238,7 @@ class Command:
         if self.change:       # break-glass: accepted by every change, described in docs/changes.md and `policies`
             parser.add_argument(EMERGENCY_ARG.name, dest=EMERGENCY_ARG.dest, help=EMERGENCY_ARG.help, default=None)
         parser.described = {name: a for a in self.all_args for name in {a.name, a.dest, a.shown}}
-        object.__setattr__(self, "parser", parser)
+        return parser
 
     @property
     def all_args(self) -> tuple[Arg, ...]:

@@ -8,7 +8,6 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
-from tzlocal.windows_tz import win_tz
 
 from adapters.service import Schedule
 
@@ -18,6 +17,7 @@ _DAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "satu
 
 def zone(name: str) -> ZoneInfo | None:
     """The IANA zone for an Azure (Windows) or IANA zone name; None when unknown."""
+    from tzlocal.windows_tz import win_tz        # a large table (2 ms at every start): only when a schedule is read
     for candidate in (name, win_tz.get(name, "")):
         if candidate:
             try:
