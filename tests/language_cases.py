@@ -23,7 +23,7 @@ from commands.catalog import catalog
 from commands.base.context import Role, RoleBook, User, Workspaces
 from commands.changes.kinds import CHANGE_KINDS
 from commands.changes.gate import Gate
-from commands.language.understand import is_change
+from commands.language.readings import is_change
 from commands.changes.policy import parse_policy
 
 # Tables that read commands write by design, whoever asks: the embedded workspace materialises the

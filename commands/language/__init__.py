@@ -22,6 +22,7 @@ like every other button.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Sequence
@@ -29,14 +30,15 @@ from typing import TYPE_CHECKING, Any, Sequence
 from adapters.service import ServiceError
 from adapters.storage import people as people_table
 from commands.base.context import Context, Reply
-from commands.language.entities import EntityIndex, build_index
-from commands.language.understand import Reading, Understander, decide, is_change
+from commands.language.readings import Reading, decide, is_change
 from commands.base.registry import (_APOSTROPHE, MAX_INPUT_BYTES, CommandError, Registry, UsageError, suggest_commands,
                                tokenize, typo_distance, without_filler)
 from commands.base.ui import as_text, button, card, facts, plain, reply as card_reply, text
 
 if TYPE_CHECKING:
     from commands.changes.gate import Gate
+    from commands.language.entities import EntityIndex
+    from commands.language.understand import Understander
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +57,15 @@ class Interpreter:
 
     def __init__(self, registry: Registry, *, clock: Any = time.monotonic) -> None:
         self.registry = registry
-        self.understander = Understander(registry)
         self._clock = clock
         self._indexes: dict[str, tuple[float, EntityIndex]] = {}
+
+    @functools.cached_property
+    def understander(self) -> Understander:
+        """The vocabulary and the readers, built on the first message that is not a typed command:
+        typed commands, most of what a busy channel sends, never load them (about 8 ms a start)."""
+        from commands.language.understand import Understander
+        return Understander(self.registry)
 
     # ------------------------------------------------------------ the entry point
 
@@ -156,6 +164,7 @@ class Interpreter:
                 people = await ctx.store.run_transaction(people_table.met, write=False)
             except Exception as error:  # noqa: BLE001 - names of people are a help, not a need
                 log.info("plain language: could not read the people met: %s", error)
+        from commands.language.entities import build_index     # with the understander: not at start
         index = await build_index(ctx.ml, [ctx.user.name, *people])
         self._indexes[key] = (self._clock(), index)
         return index

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
-from commands.base.context import Role
 from commands.language.entities import EntityIndex, Mention
 from commands.language.words import STOP, Message, read, stem, words_of
 from commands.base.registry import Command, Registry
+from commands.language.readings import Reading
 
 # commands that list things: "endpoints" in their phrases means the word, not one endpoint's name
 LISTS = frozenset({"endpoints", "models", "jobs", "compute", "schedules", "monitors", "featuresets", "featurestores",
@@ -32,37 +32,7 @@ KIND_NOUNS = {kind: frozenset(stem(w) for w in words) for kind, words in {
     "endpoint": ("endpoint", "api"), "batch_endpoint": ("endpoint", "batch"), "model": ("model",),
     "job": ("job", "pipeline", "run"), "schedule": ("schedule",), "compute": ("compute", "vm", "instance", "machine"),
     "featureset": ("feature", "featureset"), "monitor": ("monitor",)}.items()}
-THRESHOLD = 1.2        # below this nothing was understood
-MARGIN = 0.75          # the best must lead the next different reading by this much
-# commands anyone may run that still change something (a subscription, a schedule of digests)
-CHANGING_READS = {"subscribe", "unsubscribe"}
 
-
-def is_change(cmd: Command, argv: list[str]) -> bool:
-    """Whether running `cmd argv` changes anything (then it is only ever proposed)."""
-    if cmd.change or cmd.role > Role.VIEWER or cmd.name in CHANGING_READS:
-        return True
-    return cmd.name == "digest" and bool(argv) and argv[0] in ("schedule", "off")
-
-
-@dataclass(frozen=True)
-class Reading:
-    command: str
-    argv: tuple[str, ...]
-    score: float
-    missing: tuple[str, ...] = ()     # what it still needs, in the command's words
-
-    @property
-    def line(self) -> str:
-        return " ".join([self.command, *(_quoted(w) for w in self.argv)])
-
-    @property
-    def complete(self) -> bool:
-        return not self.missing
-
-
-def _quoted(word: str) -> str:
-    return f'"{word}"' if (not word or any(c.isspace() for c in word)) else word
 
 
 @dataclass
@@ -936,15 +906,3 @@ class Understander:
             if overlap:
                 ranked.append((-overlap, cmd.name))
         return [name for _, name in sorted(ranked)[:limit]]
-
-
-def decide(readings: list[Reading]) -> tuple[str, list[Reading]]:
-    """("one", [best]) | ("choose", top two or three) | ("none", [])."""
-    if not readings or readings[0].score < THRESHOLD:
-        return "none", []
-    best = readings[0]
-    rivals = [r for r in readings[1:] if r.score >= THRESHOLD]
-    if not rivals or best.score - rivals[0].score >= MARGIN:
-        return "one", [best]
-    return "choose", [best, *rivals[:2]]
-

@@ -66,6 +66,9 @@ DEFERRED: dict[tuple[str, str], tuple[str, str]] = {
     # An alert card shows its endpoint's health with the endpoint card's judgement, and
     # commands.resources.endpoints publishes through the gate, which imports the alerts (approval subscribers).
     ("adapters.local.monitors", "adapters.drift.definitions"): (LAZY, "the drift package loads with the monitors"),
+    # Plain language's vocabulary and readers load on the first message that is not a typed command.
+    ("commands.language", "commands.language.understand"): (LAZY, "the vocabulary: not for typed commands"),
+    ("commands.language", "commands.language.entities"): (LAZY, "the workspace's names: not for typed commands"),
     # Telemetry is off unless APPLICATIONINSIGHTS_CONNECTION_STRING is set: nothing of it loads at start.
     ("bot.app", "bot.telemetry"): (LAZY, "OpenTelemetry only when configured"),
     ("bot.telemetry", "adapters.storage.approvals"): (LAZY, "the gauges read storage only when observed"),
