@@ -628,6 +628,7 @@ _DOTENV_ENTRY = re.compile(r"""
 """, re.VERBOSE | re.DOTALL)
 _DOTENV_ESCAPES = {"double": re.compile(r"\\[\\'\"abfnrtv]"), "single": re.compile(r"\\[\\']")}
 _DOTENV_VARIABLE = re.compile(r"\$\{(?P<name>[^}:]*)(?::-(?P<default>[^}]*))?\}")
+_DOTENV_SKIP = {"space": re.compile(r"\s*"), "line": re.compile(r"[^\r\n]*")}
 
 
 def _dotenv(path: Path) -> dict[str, str]:
@@ -642,24 +643,25 @@ def _dotenv(path: Path) -> dict[str, str]:
     except (OSError, UnicodeDecodeError) as error:
         raise SettingsError(f"The bot's configuration is not usable: cannot read {path}: {error}") from None
     found: dict[str, str] = {}
-    position = 0
-    while True:
-        position = re.compile(r"\s*").match(text, position).end()  # type: ignore[union-attr]
-        if position >= len(text):
-            return found
-        if text[position] == "#":
-            position = re.compile(r"[^\r\n]*").match(text, position).end()  # type: ignore[union-attr]
-            continue
-        entry = _DOTENV_ENTRY.match(text, position)
+    position = _skip("space", text, 0)
+    while position < len(text):
+        entry = _DOTENV_ENTRY.match(text, position) if text[position] != "#" else None
         if entry is None:
-            line = text.count("\n", 0, position) + 1
-            log.warning("%s line %d is not NAME=value: skipped", path, line)
-            position = re.compile(r"[^\r\n]*").match(text, position).end()  # type: ignore[union-attr]
-            continue
-        position = entry.end()
-        if entry["equals"] is not None:
-            found[entry["quoted_name"] or entry["name"]] = _dotenv_value(entry, {**os.environ, **found})
+            if text[position] != "#":
+                log.warning("%s line %d is not NAME=value: skipped", path, text.count("\n", 0, position) + 1)
+            position = _skip("line", text, position)
+        else:
+            position = entry.end()
+            if entry["equals"] is not None:
+                found[entry["quoted_name"] or entry["name"]] = _dotenv_value(entry, {**os.environ, **found})
+        position = _skip("space", text, position)
     return found
+
+
+def _skip(what: str, text: str, position: int) -> int:
+    """Where the blanks (`space`) or the rest of the line (`line`) from `position` end."""
+    match = _DOTENV_SKIP[what].match(text, position)
+    return match.end() if match else position
 
 
 def _dotenv_value(entry: re.Match[str], known: dict[str, str]) -> str:
