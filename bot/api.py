@@ -30,12 +30,11 @@ import hmac
 import io
 import json
 import logging
-from dataclasses import fields
+from dataclasses import dataclass, field as declared, fields
 from datetime import datetime, timezone
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, Field, StrictBool, ValidationError, field_validator
 
 from adapters import jsonsafe
 from adapters.storage import StorageError, approvals as approval_store, audit as audit_log, inbox
@@ -69,37 +68,81 @@ MAX_IDEMPOTENCY_KEY = 200
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\0", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 
-class GateRequest(BaseModel):
-    """The body of POST /api/approvals."""
+def _text(least: int, most: int, *, required: bool = False, https: bool = False) -> Any:
+    """A string field of GateRequest, `least` to `most` characters; "" when absent unless required."""
+    rules = {"kind": "text", "least": least, "most": most, "required": required, "https": https}
+    return declared(metadata=rules) if required else declared(default="", metadata=rules)
 
-    model_config = {"extra": "forbid"}
 
-    action: str = Field(min_length=1, max_length=64)
-    workspace: str = Field("", max_length=128)
-    target: str = Field("", max_length=300)
-    parameters: dict[str, Any] = Field(default_factory=dict)
-    reason: str = Field("", max_length=1000)
-    requester: str = Field(min_length=1, max_length=200)
-    conversation: str = Field(min_length=1, max_length=400)
-    run_url: str = Field("", max_length=1000)
-    execute: StrictBool = False
-    before: dict[str, Any] = Field(default_factory=dict)
-    after: dict[str, Any] = Field(default_factory=dict)
+def _json_object() -> Any:
+    """An object field of GateRequest: stored in the audit chain forever, so bounded at the door."""
+    return declared(default_factory=dict, metadata={"kind": "object"})
 
-    @field_validator("run_url")
+
+@dataclass(frozen=True, kw_only=True)
+class GateRequest:
+    """The body of POST /api/approvals: these fields and no others, checked in this order (a 422
+    answer names the first problem)."""
+
+    action: str = _text(1, 64, required=True)
+    workspace: str = _text(0, 128)
+    target: str = _text(0, 300)
+    parameters: dict[str, Any] = _json_object()
+    reason: str = _text(0, 1000)
+    requester: str = _text(1, 200, required=True)
+    conversation: str = _text(1, 400, required=True)
+    run_url: str = _text(0, 1000, https=True)
+    execute: bool = declared(default=False, metadata={"kind": "boolean"})     # JSON true or false, not "yes" or 1
+    before: dict[str, Any] = _json_object()
+    after: dict[str, Any] = _json_object()
+
     @classmethod
-    def _url(cls, value: str) -> str:
-        if value and not value.startswith("https://"):
-            raise ValueError("must be an https:// URL")
-        return value
+    def from_json(cls, body: object) -> "GateRequest":
+        """The request a decoded JSON body makes; _Unprocessable naming the first bad field otherwise."""
+        if not isinstance(body, dict):
+            raise _Unprocessable("body: must be a JSON object", "body")
+        names = [each.name for each in fields(cls)]
+        for each in fields(cls):
+            if each.name in body:
+                problem = _field_problem(each.metadata, body[each.name])
+            else:
+                problem = "field required" if each.metadata.get("required") else None
+            if problem is not None:
+                raise _Unprocessable(f"{each.name}: {problem}", each.name)
+        for key in body:
+            if key not in names:
+                raise _Unprocessable(f"{key}: not a field of an approval request (those are {', '.join(names)})",
+                                     key)
+        return cls(**body)
 
-    @field_validator("parameters", "before", "after")
-    @classmethod
-    def _small(cls, value: dict[str, Any]) -> dict[str, Any]:
-        problem = jsonsafe.bounded(value, max_depth=MAX_STORED_DEPTH, max_bytes=MAX_STORED_BYTES)
-        if problem:
-            raise ValueError(problem)
-        return value
+
+def _field_problem(rules: Any, value: object) -> str | None:
+    """What is wrong with one GateRequest field's value, in words, or None."""
+    if rules["kind"] == "boolean":
+        return None if isinstance(value, bool) else "must be true or false"
+    if rules["kind"] == "object":
+        if not isinstance(value, dict):
+            return "must be a JSON object"
+        return jsonsafe.bounded(value, max_depth=MAX_STORED_DEPTH, max_bytes=MAX_STORED_BYTES)
+    if not isinstance(value, str):
+        return "must be a string"
+    if not _unicode(value):
+        return "must be Unicode text (it holds a lone surrogate escape)"
+    if len(value) < rules["least"]:
+        return "must not be empty"
+    if len(value) > rules["most"]:
+        return f"at most {rules['most']} characters"
+    if rules["https"] and value and not value.startswith("https://"):
+        return "must be an https:// URL"
+    return None
+
+
+def _unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _problem(status: int, reason: str, **extra: Any) -> web.Response:
@@ -162,11 +205,9 @@ class ApprovalsApi:
         except ValueError:
             return _problem(400, "body is not JSON")
         try:
-            gate_request = GateRequest.model_validate(body)
-        except ValidationError as error:
-            first = error.errors()[0]
-            field = ".".join(str(p) for p in first.get("loc", ())) or "body"
-            return _problem(422, f"{field}: {first.get('msg', 'invalid')}", field=field)
+            gate_request = GateRequest.from_json(body)
+        except _Unprocessable as error:
+            return _problem(422, str(error), field=error.field)
         key = request.headers.get(IDEMPOTENCY_HEADER)
         if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable() and key.isascii()):
             return _problem(400, f"{IDEMPOTENCY_HEADER} must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII "

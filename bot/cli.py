@@ -77,7 +77,7 @@ def _column_list(text: str) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "drift":
-        return _drift(args)          # reads no settings, so does not import them (pydantic: ~20 MB of memory)
+        return _drift(args)          # reads no settings, so does not import them
     from bot.settings import SettingsError
     try:
         if args.command == "serve":

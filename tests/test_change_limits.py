@@ -6,6 +6,7 @@ escape. Every clock here is a test clock."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from adapters.storage import approvals as approval_store, audit as audit_log, rate_limits
 from commands.base.context import User
@@ -84,7 +85,7 @@ async def test_a_direct_change_is_limited_and_a_refused_one_changes_nothing(chat
 
 async def test_the_pipeline_api_limits_all_requesters_together(aiohttp_server, bounds_settings):  # noqa: F811
     clock = SecondsClock()
-    settings = bounds_settings.model_copy(update={"pipeline_requests_per_minute": 3})
+    settings = replace(bounds_settings, pipeline_requests_per_minute=3)
     server = await aiohttp_server(create_app(settings, reset_demo=True, clock=clock))
     async with TeamsStandIn(str(server.make_url("/api/messages"))) as teams:
         await teams.say("help", mention=True, conversation=CHANNEL, kind="channel")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 
 import pytest
 
@@ -365,7 +366,7 @@ class Clock:
 @pytest.fixture
 async def limited(aiohttp_server, bounds_settings):
     clock = Clock()
-    settings = bounds_settings.model_copy(update={"change_requests_per_minute": 2})
+    settings = replace(bounds_settings, change_requests_per_minute=2)
     server = await aiohttp_server(create_app(settings, reset_demo=True, clock=clock))
     async with TeamsStandIn(str(server.make_url("/api/messages"))) as stand_in:
         await stand_in.say("help", mention=True, conversation=CHANNEL, kind="channel")

@@ -288,7 +288,7 @@ def test_storage_secrets_are_redacted_in_the_logged_summary(url, shown, tmp_path
 
 
 @pytest.mark.parametrize("overrides,message", [
-    ({"port": 0}, "port: Input should be greater than or equal to 1"),
+    ({"port": 0}, "port: must be a whole number from 1 to 65535, not 0"),
     ({"storage_url": "mysql://db"},
      "storage_url: MLOPSBOT_STORAGE_URL must be sqlite:///absolute/path.db or postgresql://user@host/db"),
     ({"default_role": "overlord"}, "default_role: "),

@@ -192,7 +192,7 @@ def test_every_bad_field_is_named_in_one_refusal():
     with pytest.raises(SettingsError) as refused:
         load_settings(port=0, storage_url="mysql://db")
     assert str(refused.value) == (
-        "The bot's configuration is not usable: port: Input should be greater than or equal to 1; storage_url: "
+        "The bot's configuration is not usable: port: must be a whole number from 1 to 65535, not 0; storage_url: "
         "MLOPSBOT_STORAGE_URL must be sqlite:///absolute/path.db or postgresql://user@host/db")
 
 
@@ -254,7 +254,7 @@ def test_a_field_deep_inside_a_setting_is_named_by_its_path():
         load_settings(**APP, allowed_tenants=["*"], backend="azure",
                       azure_workspaces=[{"name": "ml", "subscription_id": "s", "resource_group": "rg"},
                                         {"subscription_id": "s", "resource_group": "rg"}])
-    assert str(refused.value) == "The bot's configuration is not usable: azure_workspaces.1.name: Field required"
+    assert str(refused.value) == "The bot's configuration is not usable: azure_workspaces.1.name: field required"
 
 
 def test_health_thresholds_come_from_both_settings():
