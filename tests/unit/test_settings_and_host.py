@@ -99,6 +99,27 @@ def test_serve_refuses_to_start_without_an_app_id_on_a_public_address(capsys):
     assert "MicrosoftAppId is required" in capsys.readouterr().err
 
 
+def test_serve_builds_the_app_with_the_collector_paused_and_serves_with_it_running(settings, monkeypatch):
+    import gc
+
+    from aiohttp import web
+
+    import bot.app
+    seen: dict[str, bool] = {}
+    real_create_app = bot.app.create_app
+
+    def create_app(*args, **kwargs):
+        seen["building"] = gc.isenabled()
+        return real_create_app(*args, **kwargs)
+
+    monkeypatch.setattr(bot.app, "create_app", create_app)
+    monkeypatch.setattr(web, "run_app", lambda app, **kwargs: seen.setdefault("serving", gc.isenabled()))
+    assert gc.isenabled()
+    assert main(["serve", "--data-dir", str(settings.data_dir)]) == 0
+    assert seen == {"building": False, "serving": True}
+    assert gc.isenabled()
+
+
 def test_terminal_chat_runs_the_same_commands(settings):
     import asyncio
 
