@@ -66,6 +66,13 @@ DEFERRED: dict[tuple[str, str], tuple[str, str]] = {
     # An alert card shows its endpoint's health with the endpoint card's judgement, and
     # commands.resources.endpoints publishes through the gate, which imports the alerts (approval subscribers).
     ("adapters.local.monitors", "adapters.drift.definitions"): (LAZY, "the drift package loads with the monitors"),
+    # The drift package gives its engine's names on first use (PEP 562 __getattr__): cards need only
+    # its definitions at start.
+    ("adapters.drift", "adapters.drift.engine"): (LAZY, "the engine, when something is computed"),
+    ("adapters.drift", "adapters.drift.files"): (LAZY, "file reading, when something is computed"),
+    ("adapters.drift", "adapters.drift.performance"): (LAZY, "model performance, when computed"),
+    ("adapters.drift", "adapters.drift.render"): (LAZY, "the CLI's tables"),
+    ("adapters.drift", "adapters.drift.results"): (LAZY, "result types, with the engine"),
     # Plain language's vocabulary and readers load on the first message that is not a typed command.
     ("commands.language", "commands.language.understand"): (LAZY, "the vocabulary: not for typed commands"),
     ("commands.language", "commands.language.entities"): (LAZY, "the workspace's names: not for typed commands"),
