@@ -104,7 +104,8 @@ def build_workspaces(settings: Settings, pools: list[ThreadPoolExecutor], *, res
     if settings.backend == "local":
         from adapters.local.workspace import LocalWorkspace
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        local = LocalWorkspace(settings.data_dir / "workspace.db", demo_size=settings.demo_size)
+        # with --reset-demo the demo is seeded once, by the reset (not first by a new file, then again)
+        local = LocalWorkspace(settings.data_dir / "workspace.db", demo=not reset_demo, demo_size=settings.demo_size)
         if reset_demo:
             local.reset(demo=True)
         info = local.workspace()
