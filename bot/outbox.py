@@ -64,15 +64,24 @@ MAX_INLINE_WAIT = 2.0                # seconds a send may wait for the rate limi
 NOT_SENT_YET_SECONDS = 1.0           # an update waits this long for the message it edits
 CONCURRENCY = 8                      # conversations sent to at once
 PRUNE_EVERY = timedelta(minutes=1)   # how often the shared send log is pruned
+MIN_PAUSE = 0.05                     # seconds between passes at least, when a pass found nothing due
 
 # Teams' documented limits for one bot: per conversation (thread) and per tenant.
 CONVERSATION_WINDOWS = ((1.0, 7), (2.0, 8), (30.0, 60), (3600.0, 1800))
 TENANT_WINDOWS = ((1.0, 30),)
+# The limiter counts a send when it starts, Teams when it arrives, some tens of milliseconds later
+# and not always in the same order: each window is counted this much longer, so that sends
+# arriving unevenly still fit Teams' own (bench/fan_out.py: fewer self-provoked 429s).
+ARRIVAL_MARGIN = 0.02
 
 
 def transient(status: int | None) -> bool:
     """Whether a failure may go away by itself: network errors and timeouts (None), 408, 412, 429, 5xx."""
     return status is None or status in TRANSIENT_4XX or status >= 500 or status < 400
+
+
+def _with_margin(windows: tuple[tuple[float, int], ...]) -> tuple[tuple[float, int], ...]:
+    return tuple((seconds * (1 + ARRIVAL_MARGIN), count) for seconds, count in windows)
 
 
 class DeliveryFailed(Exception):
@@ -99,7 +108,8 @@ class SharedRateLimiter:
     async def acquire(self, conversation_id: str, tenant_id: str) -> float | None:
         """Record a send now and return None, or return when to ask again (seconds since the epoch,
         on `clock`: an absolute time, so that concurrent waiters agree on it)."""
-        limits = [(f"conversation:{conversation_id}", CONVERSATION_WINDOWS), (f"tenant:{tenant_id}", TENANT_WINDOWS)]
+        limits = [(f"conversation:{conversation_id}", _with_margin(CONVERSATION_WINDOWS)),
+                  (f"tenant:{tenant_id}", _with_margin(TENANT_WINDOWS))]
         now = self.clock().timestamp()
         wait = await self.store.run_transaction(lambda tx: rate_limits.acquire(tx, limits, now=now))
         return now + wait if wait > 0 else None
@@ -164,9 +174,22 @@ class OutboxWorker:
             if not done and not self._stopping:
                 self._wake.clear()
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                    await asyncio.wait_for(self._wake.wait(), await self.pause())
                 except asyncio.TimeoutError:
                     pass
+
+    async def pause(self) -> float:
+        """Seconds to wait before the next pass when this one found nothing due: until the earliest
+        pending item is due (a retry after Teams' Retry-After, say), at most `poll_seconds` (other
+        replicas may enqueue without waking this one), at least MIN_PAUSE (no busy loop on an item
+        that is due but held back behind an earlier one of its conversation)."""
+        try:
+            due = await self.store.run_transaction(outbox.next_due, write=False)
+        except StorageError:
+            return self.poll_seconds
+        if due is None:
+            return self.poll_seconds
+        return min(self.poll_seconds, max(MIN_PAUSE, (due - self.clock()).total_seconds()))
 
     async def run_once(self) -> int:
         """Claim due items and deliver them; returns how many were sent, retried, postponed or given up."""

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from adapters.storage import ConversationRecord, conversations, open_storage, outbox, rate_limits
-from bot.outbox import CONVERSATION_WINDOWS, OutboxWorker
+from bot.outbox import CONVERSATION_WINDOWS, MIN_PAUSE, OutboxWorker
 from bot.teams import TeamsBot, build_adapter
 from tests.storage_fixtures import make_storage, postgres_dsn, postgres_schema  # noqa: F401 - fixtures
 from tests.teams_client import BOT_ID, TENANT, Connector
@@ -297,4 +297,25 @@ async def test_the_delivery_loop_survives_an_unexpected_error(tmp_path, connecto
     finally:
         task.cancel()
     assert posted(connector) == [(ALPHA, "after the hiccup")]
+    await storage.close()
+
+
+async def test_an_idle_worker_sleeps_until_the_next_item_is_due_not_a_whole_poll(tmp_path, connector):
+    storage = open_storage(f"sqlite://{tmp_path}/bot.db")
+    await prepared(storage, connector, ALPHA, BETA)
+    time = TestTime()
+    worker = worker_for(storage, time, "replica-a")
+    worker.poll_seconds = 2.0
+    assert await worker.pause() == 2.0                        # nothing pending: the poll
+
+    first = await enqueue(storage, ALPHA, "throttled")
+    await storage.run_transaction(lambda tx: outbox.postpone(tx, first, "", START + timedelta(seconds=0.3)))
+    assert await worker.pause() == pytest.approx(0.3)         # Teams' Retry-After, not the 2 s poll
+
+    await storage.run_transaction(lambda tx: outbox.postpone(tx, first, "", START + timedelta(seconds=30)))
+    assert await worker.pause() == 2.0                        # far off: the poll still comes first
+
+    await enqueue(storage, BETA, "due now")
+    time.t = 1.0                                              # overdue (e.g. held behind an earlier item)
+    assert await worker.pause() == MIN_PAUSE                  # never a busy loop
     await storage.close()

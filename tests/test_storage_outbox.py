@@ -76,6 +76,18 @@ async def test_a_conversation_is_claimed_in_order_across_replicas(storage):
     assert [i.id for i in await claim(storage, "replica-b", now=NOON + timedelta(seconds=10))] == [first, second]
 
 
+async def test_next_due_is_the_earliest_time_a_pending_item_can_be_claimed(storage):
+    assert await storage.run_transaction(outbox.next_due, write=False) is None
+    await enqueue(storage, 1, conversation_id="19:a@thread.tacv2", not_before=NOON + timedelta(seconds=40))
+    leased = await enqueue(storage, 2, conversation_id="19:b@thread.tacv2", not_before=NOON)
+    assert await storage.run_transaction(outbox.next_due, write=False) == NOON
+    [held] = await claim(storage, "replica-a", lease=30)          # leased until NOON + 30 s
+    assert held.id == leased
+    assert await storage.run_transaction(outbox.next_due, write=False) == NOON + timedelta(seconds=30)
+    await storage.run_transaction(lambda tx: outbox.mark_sent(tx, leased, "replica-a", "activity-1", now=NOON))
+    assert await storage.run_transaction(outbox.next_due, write=False) == NOON + timedelta(seconds=40)
+
+
 async def test_renew_extends_only_the_holders_lease(storage):
     item_id = await enqueue(storage, 1)
     await claim(storage, "replica-a")

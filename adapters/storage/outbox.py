@@ -228,3 +228,12 @@ async def oldest_pending(tx: Transaction) -> datetime | None:
     """When the oldest item still waiting to be sent was enqueued (None: nothing waits)."""
     rows = await tx.fetch("SELECT MIN(created_at) FROM outbox WHERE state = ?", (PENDING,))
     return decode_optional_time(rows[0][0]) if rows and rows[0][0] is not None else None
+
+
+async def next_due(tx: Transaction) -> datetime | None:
+    """When the earliest pending item may be claimed (its `not_before`, or its lease's end when
+    that is later); None when nothing is pending. The worker sleeps until then, not a whole poll."""
+    rows = await tx.fetch(
+        "SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until > not_before THEN lease_until "
+        "ELSE not_before END) FROM outbox WHERE state = ?", (PENDING,))
+    return decode_optional_time(rows[0][0]) if rows and rows[0][0] is not None else None
