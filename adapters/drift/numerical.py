@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from adapters.drift.categorical import jensen_shannon_distance, population_stability_index
+from adapters.drift.pvalues import kstwo_sf
 
 if TYPE_CHECKING:
     import numpy as np
@@ -163,13 +164,15 @@ def _ks_pvalue(r: "np.ndarray", c: "np.ndarray", statistic: float) -> float:
 
     Up to KS_EXACT_MAX_N values per side scipy computes the exact distribution (cheap at that
     size, and subtle): call it. Above, scipy uses kstwo.sf(D, round(n_r·n_c/(n_r + n_c))), which
-    needs only the statistic already computed from the shared sort.
+    needs only the statistic already computed from the shared sort (`pvalues.kstwo_sf`: the same
+    figure without importing scipy.stats).
     """
     import numpy as np
-    from scipy import stats
 
     if max(r.size, c.size) <= KS_EXACT_MAX_N:
+        from scipy import stats
+
         return float(stats.ks_2samp(r, c).pvalue)
     m, n = sorted([float(r.size), float(c.size)], reverse=True)
     en = m * n / (m + n)
-    return float(np.clip(stats.kstwo.sf(statistic, np.round(en)), 0.0, 1.0))
+    return float(np.clip(kstwo_sf(statistic, np.round(en)), 0.0, 1.0))
