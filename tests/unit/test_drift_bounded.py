@@ -21,6 +21,7 @@ import pytest
 from adapters.drift import NoRows, UnreadableFile, compare, compare_files
 from adapters.drift import files as drift_files
 from adapters.drift.engine import PARALLEL_FROM_VALUES, compare_columns
+from adapters.drift import numerical
 from adapters.drift.numerical import numerical_figures
 
 
@@ -167,3 +168,70 @@ def test_the_spilled_columns_are_deleted(csv_files, tmp_path, monkeypatch):
     with pytest.raises(UnreadableFile, match="broken.csv is not a readable CSV file"):
         compare_files(ref, broken)
     assert os.listdir(tmp_path / "spill") == []
+
+
+# ---------------------------------------------------------------- the merge, block by block
+
+
+def whole_merge(r: np.ndarray, c: np.ndarray) -> tuple[float, float]:
+    """The Wasserstein distance and KS statistic as the engine computed them before it walked the
+    merge in blocks: the whole merged sequence, its gaps and counts in memory at once."""
+    n_r, n_c = r.size, c.size
+    n = n_r + n_c
+    position_c = np.searchsorted(r, c, side="right") + np.arange(n_c)
+    step = np.full(n, n_c, dtype=np.int64)
+    step[position_c] = -n_r
+    merged = np.empty(n, dtype=np.float64)
+    merged[position_c] = c
+    merged[step > 0] = r
+    gaps = np.diff(merged)
+    scaled_gap = np.abs(np.cumsum(step[:-1]))
+    scale = float(n_r) * float(n_c)
+    run_ends = gaps != 0
+    wasserstein = float(np.sum(scaled_gap * gaps)) / scale
+    ks_statistic = float(np.max(scaled_gap, where=run_ends, initial=0)) / scale if run_ends.any() else 0.0
+    return wasserstein, ks_statistic
+
+
+def samples(kind: int, n_r: int, n_c: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    if kind == 0:
+        r, c = rng.normal(0, 1, n_r), rng.normal(0.1, 1, n_c)
+    elif kind == 1:                                                 # integers: long runs of ties
+        r, c = rng.poisson(3, n_r).astype(float), rng.poisson(3.2, n_c).astype(float)
+    elif kind == 2:                                                 # zeros of both signs
+        r, c = np.round(rng.normal(0, 1, n_r), 2), np.round(rng.normal(0, 1.1, n_c), 2)
+        r[: n_r // 3] = 0.0
+        c[: n_c // 3] = -0.0
+    elif kind == 3:                                                 # one value everywhere: no run ends
+        r, c = np.full(n_r, 5.0), np.full(n_c, 5.0)
+    else:                                                           # sums that overflow to inf
+        r, c = rng.uniform(0, 1.7e308, n_r), rng.uniform(1e307, 1.79e308, n_c)
+    return np.sort(r), np.sort(c)
+
+
+@pytest.mark.parametrize("block", [128, 1000, 1 << 16])
+def test_the_merge_walked_in_blocks_gives_the_figures_of_the_whole_merge(block, monkeypatch):
+    monkeypatch.setattr(numerical, "MERGE_BLOCK", block)
+    rng = np.random.default_rng(6)
+    sizes = [(1, 1), (1, 9), (7, 2), (100, 130), (5000, 3001), (40_000, 65_537), (150_000, 90_001)]
+    for kind in range(5):
+        for n_r, n_c in sizes:
+            r, c = samples(kind, n_r, n_c, rng)
+            with np.errstate(over="ignore", invalid="ignore"):
+                expected = whole_merge(r, c)
+                for split in (False, True):
+                    got = numerical._cdf_distances(r, c, split=split)
+                    assert got == expected or (np.isnan(got[0]) and np.isnan(expected[0]) and got[1] == expected[1]), \
+                        (kind, n_r, n_c, split)
+
+
+def test_block_sums_added_up_the_pairwise_tree_are_np_sum():
+    """What the blocks rely on: np.sum of an array is the sum of its pieces, cut and added as numpy's
+    pairwise summation cuts and adds (if a numpy release changes that, this fails, not the figures)."""
+    rng = np.random.default_rng(7)
+    for n in [1, 7, 8, 127, 128, 129, 1000, 65_536, 65_537, 131_075, 1_000_003, int(rng.integers(2, 3_000_000))]:
+        values = rng.lognormal(0, 3, n) * rng.choice([-1.0, 1.0], n)
+        blocks = numerical._pairwise_blocks(0, n)
+        assert blocks[0][0] == 0 and blocks[-1][1] == n and all(b[1] == a[0] for b, a in zip(blocks, blocks[1:]))
+        sums = [np.sum(values[start:end]) for start, end in blocks]
+        assert numerical._pairwise_total(sums, blocks, 0, n) == np.sum(values), n
