@@ -113,8 +113,12 @@ def _normalise(name: str, column: Any) -> "np.ndarray | pa.ChunkedArray":
                                     "compare (numbers or categories only)") from error
     elif pa.types.is_large_string(kind):
         column = pc.cast(column, pa.string())
-    # An empty string is a missing value.
-    return pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
+    # An empty string is a missing value (a copy of the column only when it has one: a CSV column
+    # never does, its reader already reads an empty field as null).
+    empty = pc.equal(column, "")
+    if not pc.any(empty).as_py():
+        return column
+    return pc.if_else(empty, pa.scalar(None, pa.string()), column)
 
 
 def _arrow_from_python(values: Any) -> "pa.Array":
