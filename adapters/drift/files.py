@@ -7,12 +7,13 @@ vectorised cast per column. Missing in CSV: an empty field or one of pyarrow's n
 
 Memory stays bounded by the size of a column, not of a file (issue #21: 1M rows x 25 columns of
 Parquet peaked at 920 MB when both files were read whole): `compare_files` fetches each feature's
-two columns only when the engine computes that feature (`engine.compare_columns`, a few features
-at a time) and lets go of them after. Parquet is columnar, so a column is read on its own. CSV is
-not: it is parsed once, block by block, and the compared columns are written as they are parsed to
-an Arrow IPC file in a private temporary directory (about as large as the CSV; deleted at the end),
-from which each column is then read alone. The columns are the same text either way, so the
-figures are exactly those of reading the files whole (`read_columns` + `engine.compare`).
+two columns only when the engine computes that feature (`engine.compare_columns`: one feature per
+core at a time, each read and computed on its own thread) and lets go of them after. Parquet is
+columnar, so a column is read on its own. CSV is not: it is parsed once, block by block, and the
+compared columns are written as they are parsed to an Arrow IPC file in a private temporary
+directory (about as large as the CSV; deleted at the end), from which each column is then read
+alone. The columns are the same text either way, so the figures are exactly those of reading the
+files whole (`read_columns` + `engine.compare`).
 
 Every problem with a file is one `DriftInputError` with a one-line message naming the file.
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import difflib
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,14 +79,12 @@ def compare_files(reference: Path | str, current: Path | str, *, categorical: It
     with ExitStack() as stack:
         ref_source = _source(ref, names, stack)
         cur_source = _source(cur, names, stack)
-        helper = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="drift-read"))
 
         def load(name: str) -> tuple["pa.ChunkedArray", "pa.ChunkedArray"]:
-            current = helper.submit(cur_source.column, name)          # both files' columns read at once
-            return ref_source.column(name), current.result()
+            return ref_source.column(name), cur_source.column(name)
 
         return compare_columns(names, load, ref_source.rows, cur_source.rows, categorical=categorical,
-                               thresholds=thresholds, workers=workers, one_at_a_time=True)
+                               thresholds=thresholds, workers=workers)
 
 
 @dataclass(frozen=True)
@@ -166,7 +164,7 @@ def open_data(path: Path) -> DataFile:
 
 def read_columns(data: DataFile, names: list[str]) -> dict[str, "pa.ChunkedArray"]:
     """The named columns (CSV: as text, nulls marked; Parquet: as typed), at least one row, all
-    in memory at once (`compare_files` reads them one at a time instead)."""
+    in memory at once (`compare_files` reads each feature's as it computes it instead)."""
     with _unreadable(data):
         table = _read_parquet(data, names) if data.format == "parquet" else _read_csv(data, names)
     _some_rows(data, table.num_rows)

@@ -11,6 +11,8 @@ import csv
 import gzip
 import os
 import tempfile
+import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -114,8 +116,8 @@ def test_gzipped_csv_and_parquet_equal_their_whole_reads(csv_files, tmp_path):
 
 
 def test_large_enough_to_use_threads_the_figures_are_the_same(tmp_path):
-    """Above PARALLEL_FROM_VALUES the bounded path sorts both samples at once and reads both
-    files' columns at once; the in-memory path runs features side by side instead."""
+    """Above PARALLEL_FROM_VALUES both paths compute features side by side (the bounded one reading
+    each feature's columns as it starts it); a single feature is computed with threads inside it."""
     rng = np.random.default_rng(11)
     n = PARALLEL_FROM_VALUES // 4 + 1
     reference = {"a": np.round(rng.normal(5, 2, n), 3), "b": rng.poisson(4, n).astype(float),
@@ -124,25 +126,44 @@ def test_large_enough_to_use_threads_the_figures_are_the_same(tmp_path):
                "k": rng.choice(["x", "y", "w"], n)}
     pq.write_table(pa.table(reference), tmp_path / "r.parquet")
     pq.write_table(pa.table(current), tmp_path / "c.parquet")
-    bounded = compare_files(tmp_path / "r.parquet", tmp_path / "c.parquet", workers=2)
-    assert bounded.to_dict() == in_memory(tmp_path / "r.parquet", tmp_path / "c.parquet", workers=2).to_dict()
+    files = (tmp_path / "r.parquet", tmp_path / "c.parquet")
+    bounded = compare_files(*files, workers=2)
+    assert bounded.to_dict() == in_memory(*files, workers=2).to_dict()
     assert bounded.to_dict() == compare(reference, current, workers=1).to_dict()
+    for name in ("a", "k"):
+        alone = compare_files(*files, features=[name], workers=2)
+        assert alone.to_dict() == compare(reference, current, features=[name], workers=1).to_dict()
 
 
-def test_compare_columns_one_at_a_time_equals_compare():
+def test_compare_columns_loads_each_feature_when_it_starts_and_lets_go_of_it_after():
+    """At most `workers` features' columns are alive at once: the bound on memory."""
     rng = np.random.default_rng(2)
     n = PARALLEL_FROM_VALUES
-    reference = {"u": rng.uniform(0, 1, n), "g": rng.normal(0, 1, n)}
-    current = {"u": rng.uniform(0.05, 1.05, n), "g": rng.normal(0.1, 1, n)}
-    loaded: list[str] = []
+    names = ["u", "g", "e", "p", "w"]
+    reference = {"u": rng.uniform(0, 1, n), "g": rng.normal(0, 1, n), "e": rng.exponential(1, n),
+                 "p": rng.poisson(3, n).astype(float), "w": rng.weibull(2, n)}
+    current = {name: values[::-1] + 0.01 for name, values in reference.items()}
+    for workers in (1, 2, 3):
+        loaded: list[str] = []
+        alive: set[str] = set()
+        crowded: list[int] = []
+        lock = threading.Lock()
 
-    def load(name):
-        loaded.append(name)
-        return reference[name], current[name]
+        def load(name):
+            with lock:
+                loaded.append(name)
+                crowded.append(len(alive))
+                alive.add(name)
+            columns = reference[name].copy(), current[name].copy()
+            weakref.finalize(columns[0], alive.discard, name)
+            return columns
 
-    lazily = compare_columns(["u", "g"], load, n, n, workers=2, one_at_a_time=True)
-    assert loaded == ["u", "g"]                                     # in order, each once
-    assert lazily.to_dict() == compare(reference, current, workers=2).to_dict()
+        lazily = compare_columns(names, load, n, n, workers=workers)
+        assert sorted(loaded) == sorted(names)                      # each once
+        assert max(crowded) < workers and not alive                 # the others let go of before the next
+        if workers == 1:
+            assert loaded == names                                  # in order
+        assert lazily.to_dict() == compare(reference, current, workers=2).to_dict()
 
 
 @pytest.mark.parametrize("n_r, n_c", [(1, 1), (3, 2), (50_000, 40_001)])
