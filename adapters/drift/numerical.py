@@ -162,8 +162,10 @@ def _merged_blocks(r: "np.ndarray", c: "np.ndarray", lo: int, hi: int) -> tuple[
         j_lo, j_hi = int(before[index]), int(before[len(blocks) + index])
         i_lo, i_hi = start - j_lo, end + 1 - j_hi
         current = c[j_lo:j_hi]
-        position = np.searchsorted(r, current, side="right")
-        position += np.arange(j_lo - start, j_hi - start)
+        # how many reference values are <= each current value: between i_lo and i_hi, so searched
+        # for in that window of r only (the same counts, a window that fits in the cache)
+        position = np.searchsorted(r[i_lo:i_hi], current, side="right")
+        position += np.arange(i_lo + j_lo - start, i_lo + j_hi - start)
         # F_r − F_c, scaled by n_r·n_c to stay in exact integers: each reference value adds n_c,
         # each current value takes away n_r; the sums start from the values before the block.
         step = np.full(end + 1 - start, n_c, dtype=np.int64)
