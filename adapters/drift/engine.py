@@ -111,7 +111,9 @@ def _rows(table: Mapping[str, Any], names: list[str]) -> int:
 def _numerical(name: str, r: NumericalColumn, c: NumericalColumn, notes: tuple[str, ...],
                thresholds: Thresholds, *, sort_apart: bool = False) -> FeatureDrift:
     why = _why_undefined(r.values.size, c.values.size, c.rows)
-    figures = None if why else numerical_figures(r.values, c.values, sort_apart=sort_apart)
+    # prepare's arrays are the engine's own: sorted in place (the out-of-bounds count below does
+    # not depend on the order)
+    figures = None if why else numerical_figures(r.values, c.values, sort_apart=sort_apart, in_place=True)
     metrics = {metric: MetricResult.of(metric, getattr(figures, metric) if figures else None,
                                        thresholds, undefined_reason=why or figures.unbinnable)
                for metric in NUMERICAL_DRIFT_METRICS}

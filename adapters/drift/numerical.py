@@ -45,28 +45,37 @@ def bin_count(n_reference: int, n_current: int) -> int:
     return math.ceil(math.log2(min(n_reference, n_current)) + 1)
 
 
-def numerical_figures(reference: "np.ndarray", current: "np.ndarray", *, sort_apart: bool = False
-                      ) -> NumericalFigures:
+def numerical_figures(reference: "np.ndarray", current: "np.ndarray", *, sort_apart: bool = False,
+                      in_place: bool = False) -> NumericalFigures:
     """All four drift figures. Both arrays: float64, finite, at least one value each. With
     `sort_apart`, the two samples are sorted at the same time, on two threads (numpy's sort lets go
-    of the GIL): the same sorts, for a caller that computes one feature at a time."""
+    of the GIL): the same sorts, for a caller that computes one feature alone. With `in_place`,
+    the arrays are the caller's to reorder: sorted where they are instead of copied."""
     import numpy as np
+
+    with np.errstate(over="ignore", invalid="ignore"):  # huge values give inf, reported as undefined
+        reference_std = float(np.std(reference))        # first: its temporary is gone before the sorts
+
+    def ordered(values: "np.ndarray") -> "np.ndarray":
+        if not in_place:
+            return np.sort(values)
+        values.sort()
+        return values
 
     if sort_apart:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drift-sort") as helper:
-            sorted_current = helper.submit(np.sort, current)
-            r = np.sort(reference)
+            sorted_current = helper.submit(ordered, current)
+            r = ordered(reference)
             c = sorted_current.result()
     else:
-        r = np.sort(reference)
-        c = np.sort(current)
+        r = ordered(reference)
+        c = ordered(current)
     n_r, n_c = r.size, c.size
     k = bin_count(n_r, n_c)
     with np.errstate(over="ignore", invalid="ignore"):  # huge values give inf, reported as undefined
         wasserstein, ks_statistic = _cdf_distances(r, c, split=sort_apart)
-        reference_std = float(np.std(reference))
         histograms = _histograms(r, c, k)
     unbinnable = None
     if histograms is None:
