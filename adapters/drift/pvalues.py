@@ -58,22 +58,29 @@ def _kolmogn_sf(n: int, x: "np.ndarray") -> "np.floating | float | None":
     """scipy's `_kolmogn(n, x, cdf=False)` for 0.5/n < x < 1, where it needs scipy.special only;
     None where it would take another branch."""
     import numpy as np
-    import scipy.special
 
     t = n * x
     if t <= 1.0 or t >= n - 1 or n <= _SMALL_N:     # Ruben-Gambino, and the small-n branches
         return None
     if x >= 0.5:                                    # exact: 2·smirnov
-        return np.clip(2 * scipy.special.smirnov(n, x), 0.0, 1.0)
+        return _twice_smirnov(n, x)
     nxsquared = t * x
     if nxsquared >= 370.0:
         return 0.0
     if nxsquared >= 2.2:
-        return np.clip(2 * scipy.special.smirnov(n, x), 0.0, 1.0)
+        return _twice_smirnov(n, x)
     if n <= _PELZ_GOOD_FROM_N and n * x**1.5 <= 1.4:  # the Durbin matrix: left to scipy.stats
         return None
     cdfprob = _kolmogn_pelz_good(n, x)
     return np.clip(1.0 - cdfprob, 0.0, 1.0)
+
+
+def _twice_smirnov(n: int, x: "np.ndarray") -> "np.floating":
+    """2·smirnov(n, x), clipped to [0, 1]: linear in n (half a second at n = 500,000)."""
+    import numpy as np
+    import scipy.special
+
+    return np.clip(2 * scipy.special.smirnov(n, x), 0.0, 1.0)
 
 
 def _kolmogn_pelz_good(n: int, x: "np.ndarray") -> float:
