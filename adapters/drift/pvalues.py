@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-# _ksstats.py's constants, as it computes them
+# scipy/stats/_ksstats.py's thresholds: the Pelz-Good series gives up below exp(_MIN_LOG); up to
+# _SMALL_N `_kolmogn` uses exact formulas, and up to _PELZ_GOOD_FROM_N near the centre the Durbin
+# matrix (both left to scipy.stats)
 _MIN_LOG = -708
-# below this many (n·d² thresholds and sizes), `_kolmogn` uses branches not repeated here
-_PELZ_GOOD_FROM_N = 100_000
 _SMALL_N = 140
+_PELZ_GOOD_FROM_N = 100_000
 
 
 def kstwo_sf(d: float, n: float) -> float:
