@@ -188,6 +188,10 @@ def test_the_spilled_columns_are_deleted(csv_files, tmp_path, monkeypatch):
     broken.write_text(ref.read_text().splitlines()[0] + "\n1,2\n")
     with pytest.raises(UnreadableFile, match="broken.csv is not a readable CSV file"):
         compare_files(ref, broken)
+    also_broken = tmp_path / "also_broken.csv"
+    also_broken.write_text(ref.read_text().splitlines()[0] + "\n1,2,3\n")
+    with pytest.raises(UnreadableFile, match="also_broken.csv is not"):     # both parsed at once: the
+        compare_files(also_broken, broken)                                  # reference's problem first
     assert os.listdir(tmp_path / "spill") == []
 
 
