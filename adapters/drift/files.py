@@ -199,7 +199,12 @@ def _some_rows(data: DataFile, rows: int) -> None:
 
 
 class _ParquetSource:
-    """A Parquet file's columns, each read alone when asked for."""
+    """A Parquet file's columns, each read alone when asked for, on the asking thread.
+
+    The engine asks from one thread per core, so a column is decoded where it is asked for
+    (use_threads=False: Arrow's thread pool would only take the work from one busy thread to give
+    it to another) and its pages are read where they lie in the memory-mapped file, without being
+    buffered first (memory_map=True, pre_buffer=False)."""
 
     def __init__(self, data: DataFile) -> None:
         from pyarrow import parquet
@@ -213,7 +218,8 @@ class _ParquetSource:
         from pyarrow import parquet
 
         with _unreadable(self.data):      # one reader per call: features are read from several threads
-            return parquet.ParquetFile(self.data.path).read(columns=[name]).column(name)
+            reader = parquet.ParquetFile(self.data.path, memory_map=True, pre_buffer=False)
+            return reader.read(columns=[name], use_threads=False).column(name)
 
 
 class _CsvSource:
