@@ -4,8 +4,8 @@ Generates the reference and current tables of bench/drift_engine.py (20 numerica
 categorical ones) into a temporary directory as Parquet and as CSV, then runs, each as a new
 process whose peak RSS (ru_maxrss, from wait4) and CPU time are read when it ends:
 
-- bounded: `mlops-bot drift --reference R --current C --json`, as shipped (one feature's columns
-  in memory at a time; issue #21 item 4);
+- bounded: `mlops-bot drift --reference R --current C --json`, as shipped (a feature's columns in
+  memory only while it is computed, one feature per core at a time; issue #21 item 4);
 - whole: the path before, in the same code: both files read whole (`read_columns`), then
   `compare` with features side by side on the default allocator;
 

@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from adapters.drift.pvalues import chi2_contingency_pvalue
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -57,14 +59,12 @@ def population_stability_index(counts_r: "np.ndarray", counts_c: "np.ndarray") -
 
 
 def chi_squared_pvalue(counts_r: "np.ndarray", counts_c: "np.ndarray") -> float:
-    """The p-value of scipy.stats.chi2_contingency([counts_r, counts_c], correction=False).
+    """The p-value of scipy.stats.chi2_contingency([counts_r, counts_c], correction=False), computed
+    as scipy does without importing scipy.stats (`pvalues.chi2_contingency_pvalue`).
 
     With a single category the table has no degrees of freedom and scipy answers 1.0.
     """
-    import numpy as np
-    from scipy import stats
-
-    return float(stats.chi2_contingency(np.vstack([counts_r, counts_c]), correction=False).pvalue)
+    return chi2_contingency_pvalue(counts_r, counts_c)
 
 
 def categorical_figures(counts_r: "np.ndarray", counts_c: "np.ndarray") -> CategoricalFigures:

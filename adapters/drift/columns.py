@@ -32,7 +32,7 @@ NUMBER_PATTERN = (r"^[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 
 @dataclass(frozen=True)
 class NumericalColumn:
-    values: "np.ndarray"  # float64, finite, in row order
+    values: "np.ndarray"  # float64, finite, in row order until the engine sorts it in place (its own array)
     rows: int
     nulls: int  # null, empty, NaN or ±inf
     not_numbers: int = 0  # non-null values that are not numbers (only ever in a current column)
@@ -92,7 +92,7 @@ def _normalise(name: str, column: Any) -> "np.ndarray | pa.ChunkedArray":
     import pyarrow.compute as pc
 
     if isinstance(column, np.ndarray) and column.dtype.kind in "fiu":
-        return column.astype(np.float64, copy=False).ravel()
+        return column.astype(np.float64).ravel()          # a copy: the engine sorts its arrays in place
     if isinstance(column, pa.Array):
         column = pa.chunked_array([column])
     if not isinstance(column, pa.ChunkedArray):
@@ -113,8 +113,12 @@ def _normalise(name: str, column: Any) -> "np.ndarray | pa.ChunkedArray":
                                     "compare (numbers or categories only)") from error
     elif pa.types.is_large_string(kind):
         column = pc.cast(column, pa.string())
-    # An empty string is a missing value.
-    return pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
+    # An empty string is a missing value (a copy of the column only when it has one: a CSV column
+    # never does, its reader already reads an empty field as null).
+    empty = pc.equal(column, "")
+    if not pc.any(empty).as_py():
+        return column
+    return pc.if_else(empty, pa.scalar(None, pa.string()), column)
 
 
 def _arrow_from_python(values: Any) -> "pa.Array":
@@ -196,10 +200,17 @@ def _parse_one(value: str | None) -> tuple[float, bool]:
 
 
 def _numerical(numbers: "np.ndarray", not_numbers: int = 0) -> NumericalColumn:
+    """The finite values, in an array of the engine's own. `numbers` is either a copy made here (a
+    caller's numpy array is copied by `_normalise`; Arrow's to_numpy copies when it must, and its
+    copies are writeable) or a read-only view of Arrow's memory, copied now: the sort would copy it
+    anyway, and the view's buffer is let go of as soon as `prepare` returns."""
     import numpy as np
 
     finite = np.isfinite(numbers)
-    values = numbers[finite] if not finite.all() else numbers
+    if not finite.all():
+        values = numbers[finite]
+    else:
+        values = numbers if numbers.flags.writeable else numbers.copy()
     return NumericalColumn(values=values, rows=int(numbers.size),
                            nulls=int(numbers.size - values.size) - not_numbers, not_numbers=not_numbers)
 

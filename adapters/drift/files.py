@@ -7,12 +7,13 @@ vectorised cast per column. Missing in CSV: an empty field or one of pyarrow's n
 
 Memory stays bounded by the size of a column, not of a file (issue #21: 1M rows x 25 columns of
 Parquet peaked at 920 MB when both files were read whole): `compare_files` fetches each feature's
-two columns only when the engine computes that feature (`engine.compare_columns`, a few features
-at a time) and lets go of them after. Parquet is columnar, so a column is read on its own. CSV is
-not: it is parsed once, block by block, and the compared columns are written as they are parsed to
-an Arrow IPC file in a private temporary directory (about as large as the CSV; deleted at the end),
-from which each column is then read alone. The columns are the same text either way, so the
-figures are exactly those of reading the files whole (`read_columns` + `engine.compare`).
+two columns only when the engine computes that feature (`engine.compare_columns`: one feature per
+core at a time, each read and computed on its own thread) and lets go of them after. Parquet is
+columnar, so a column is read on its own. CSV is not: it is parsed once, block by block, and the
+compared columns are written as they are parsed to an Arrow IPC file in a private temporary
+directory (about as large as the CSV; deleted at the end), from which each column is then read
+alone. The columns are the same text either way, so the figures are exactly those of reading the
+files whole (`read_columns` + `engine.compare`).
 
 Every problem with a file is one `DriftInputError` with a one-line message naming the file.
 """
@@ -77,16 +78,13 @@ def compare_files(reference: Path | str, current: Path | str, *, categorical: It
             _require_column(ref, name)
             raise DriftInputError(f"--categorical names {name!r}, which is not among the compared features")
     with ExitStack() as stack:
-        ref_source = _source(ref, names, stack)
-        cur_source = _source(cur, names, stack)
-        helper = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="drift-read"))
+        ref_source, cur_source = _sources(ref, cur, names, stack)
 
         def load(name: str) -> tuple["pa.ChunkedArray", "pa.ChunkedArray"]:
-            current = helper.submit(cur_source.column, name)          # both files' columns read at once
-            return ref_source.column(name), current.result()
+            return ref_source.column(name), cur_source.column(name)
 
         return compare_columns(names, load, ref_source.rows, cur_source.rows, categorical=categorical,
-                               thresholds=thresholds, workers=workers, one_at_a_time=True)
+                               thresholds=thresholds, workers=workers)
 
 
 @dataclass(frozen=True)
@@ -166,7 +164,7 @@ def open_data(path: Path) -> DataFile:
 
 def read_columns(data: DataFile, names: list[str]) -> dict[str, "pa.ChunkedArray"]:
     """The named columns (CSV: as text, nulls marked; Parquet: as typed), at least one row, all
-    in memory at once (`compare_files` reads them one at a time instead)."""
+    in memory at once (`compare_files` reads each feature's as it computes it instead)."""
     with _unreadable(data):
         table = _read_parquet(data, names) if data.format == "parquet" else _read_csv(data, names)
     _some_rows(data, table.num_rows)
@@ -201,7 +199,12 @@ def _some_rows(data: DataFile, rows: int) -> None:
 
 
 class _ParquetSource:
-    """A Parquet file's columns, each read alone when asked for."""
+    """A Parquet file's columns, each read alone when asked for, on the asking thread.
+
+    The engine asks from one thread per core, so a column is decoded where it is asked for
+    (use_threads=False: Arrow's thread pool would only take the work from one busy thread to give
+    it to another) and its pages are read where they lie in the memory-mapped file, without being
+    buffered first (memory_map=True, pre_buffer=False)."""
 
     def __init__(self, data: DataFile) -> None:
         from pyarrow import parquet
@@ -215,14 +218,16 @@ class _ParquetSource:
         from pyarrow import parquet
 
         with _unreadable(self.data):      # one reader per call: features are read from several threads
-            return parquet.ParquetFile(self.data.path).read(columns=[name]).column(name)
+            reader = parquet.ParquetFile(self.data.path, memory_map=True, pre_buffer=False)
+            return reader.read(columns=[name], use_threads=False).column(name)
 
 
 class _CsvSource:
-    """A CSV file parsed once, block by block, each compared column (as text) spilled to an Arrow
-    IPC file of its own in `folder`; a column is then read alone from its file."""
+    """A CSV file parsed once, block by block on the calling thread, each compared column (as text)
+    spilled to an Arrow IPC file of its own in `folder`; a column is then read alone from its file.
+    The parsed blocks are allocated from `pool` (Arrow's default pool if None)."""
 
-    def __init__(self, data: DataFile, names: list[str], folder: Path) -> None:
+    def __init__(self, data: DataFile, names: list[str], folder: Path, pool: "pa.MemoryPool | None" = None) -> None:
         import pyarrow as pa
         from pyarrow import csv, ipc
 
@@ -230,8 +235,8 @@ class _CsvSource:
         self.rows = 0
         with _unreadable(data), ExitStack() as files:
             reader = files.enter_context(csv.open_csv(
-                data.path, read_options=csv.ReadOptions(block_size=SPILL_BLOCK_BYTES),
-                convert_options=_csv_convert(names)))
+                data.path, read_options=csv.ReadOptions(block_size=SPILL_BLOCK_BYTES, use_threads=False),
+                convert_options=_csv_convert(names), memory_pool=pool))
             self.paths = {name: folder / f"{index}.arrow" for index, name in enumerate(reader.schema.names)}
             writers = []
             for field in reader.schema:
@@ -252,11 +257,59 @@ class _CsvSource:
             return ipc.open_stream(source).read_all().column(0)
 
 
-def _source(data: DataFile, names: list[str], stack: ExitStack) -> "_ParquetSource | _CsvSource":
-    if data.format == "parquet":
-        return _ParquetSource(data)
-    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mlops-bot-drift-")))
-    return _CsvSource(data, names, folder)
+def _give_back_freed_memory() -> None:
+    """Return the C allocator's free memory to the system (glibc's malloc_trim; elsewhere nothing)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _sources(ref: DataFile, cur: DataFile, names: list[str], stack: ExitStack
+             ) -> tuple["_ParquetSource | _CsvSource", "_ParquetSource | _CsvSource"]:
+    """Both files' sources, opened at the same time. Parsing and spilling a CSV file keeps a core
+    busy (0.6 s per 170 MB), so two CSV files are parsed on two threads. A problem with the
+    reference file is the one reported when both have one, as when they were opened in turn.
+
+    The parsed blocks come from Arrow's jemalloc (or mimalloc) pool, given back when both are
+    spilled: the C allocator, where the features' arrays live, fragments under the parse's
+    thousands of buffers of all sizes (about 110 MB resident for 25 MB alive at once, against
+    50 MB in jemalloc), and the rest of what the parse freed is returned to the system."""
+    folders = {id(data): Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mlops-bot-drift-")))
+               for data in (ref, cur) if data.format == "csv"}
+    pool = _parse_pool() if folders else None
+
+    def source(data: DataFile) -> "_ParquetSource | _CsvSource":
+        if data.format == "parquet":
+            return _ParquetSource(data)
+        return _CsvSource(data, names, folders[id(data)], pool)
+
+    if len(folders) < 2:
+        sources = source(ref), source(cur)
+    else:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drift-spill") as helper:
+            current = helper.submit(source, cur)
+            reference = source(ref)
+            sources = reference, current.result()
+    if pool is not None:
+        pool.release_unused()
+    if folders:
+        _give_back_freed_memory()
+    return sources
+
+
+def _parse_pool() -> "pa.MemoryPool | None":
+    """A memory pool of Arrow's own for parsing CSV: jemalloc, or mimalloc, or None (the default)."""
+    import pyarrow as pa
+
+    for pool in (pa.jemalloc_memory_pool, pa.mimalloc_memory_pool):
+        try:
+            return pool()
+        except NotImplementedError:
+            continue
+    return None
 
 
 # ---------------------------------------------------------------- CSV
