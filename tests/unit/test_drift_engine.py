@@ -315,3 +315,15 @@ def test_the_engine_is_a_leaf_package():
             words = line.split()
             if words[:1] in (["import"], ["from"]) and len(words) > 1:
                 assert words[1].split(".")[0] not in ("bot", "commands", "botbuilder", "aiohttp"), (module.name, line)
+
+
+def test_every_name_the_drift_package_exports_resolves_to_its_module():
+    """The package loads its engine's names on first use (adapters/drift/__init__.py `__getattr__`):
+    each exported name must resolve, and to the object of the module that defines it."""
+    import importlib
+
+    import adapters.drift as drift
+    for name in drift.__all__:
+        value = getattr(drift, name)
+        home = importlib.import_module(getattr(value, "__module__", "adapters.drift.definitions"))
+        assert getattr(home, name, value) is value, name
