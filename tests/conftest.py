@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -23,6 +24,7 @@ from commands.base.context import Reply, Role, RoleBook, User
 from commands.changes.kinds import CHANGE_KINDS
 from commands.changes.gate import Gate
 from commands.changes.policy import Policy, parse_policy
+from tests.signing_keys import SigningKey, trust
 from tests.teams_client import ALICE, BOB, TeamsStandIn
 
 
@@ -77,6 +79,27 @@ def settings(tmp_path, monkeypatch) -> Settings:
     policy = tmp_path / "direct-policy.toml"        # the commands' own tests: no gate in the way
     policy.write_text('[[rule]]\nmode = "direct"\n')
     return load_settings(data_dir=tmp_path / "data", host="127.0.0.1", policy_file=str(policy))
+
+
+APP_ID = "11111111-2222-3333-4444-555555555555"      # the bot's Microsoft App ID in production-mode tests
+
+
+@pytest.fixture
+async def secured(aiohttp_server, tmp_path, monkeypatch):
+    """A bot with a Microsoft App ID, served over HTTP and trusting one channel signing key
+    (`secured.key`): `secured.app`, `secured.url` (its /api/messages) and an open `secured.storage`
+    on its database."""
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(data_dir=tmp_path / "data", host="0.0.0.0", app_id=APP_ID, allowed_tenants=["*"],
+                             app_password="not-a-real-secret", service_url_hosts=["http://127.0.0.1"])
+    key = SigningKey("channel-key-1")
+    trust(monkeypatch, key)
+    app = create_app(settings, reset_demo=True)
+    server = await aiohttp_server(app)
+    storage = open_storage(settings.effective_storage_url)
+    await storage.open()
+    yield SimpleNamespace(app=app, url=str(server.make_url("/api/messages")), key=key, storage=storage)
+    await storage.close()
 
 
 @pytest.fixture

@@ -18,13 +18,10 @@ from botframework.connector.aio import ConnectorClient
 from botframework.connector.auth import MicrosoftAppCredentials
 
 from bot.app import BOT, create_app
-from bot.settings import load_settings
 from bot.teams import KeptToken
-from tests.signing_keys import SigningKey, trust
+from tests.conftest import APP_ID
+from tests.signing_keys import SigningKey
 from tests.teams_client import TeamsStandIn
-
-APP_ID = "11111111-2222-3333-4444-555555555555"
-
 
 class Entra:
     """Stands in for the token endpoint: numbered tokens, and the threads that asked for them."""
@@ -64,25 +61,13 @@ def clients_built(monkeypatch) -> list[str]:
     return built
 
 
-@pytest.fixture
-async def secured(aiohttp_server, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    settings = load_settings(data_dir=tmp_path / "data", host="0.0.0.0", app_id=APP_ID, allowed_tenants=["*"],
-                             app_password="not-a-real-secret", service_url_hosts=["http://127.0.0.1"])
-    key = SigningKey("channel-key-1")
-    trust(monkeypatch, key)
-    app = create_app(settings, reset_demo=True)
-    server = await aiohttp_server(app)
-    return app, str(server.make_url("/api/messages")), key
-
-
 async def say_signed(teams: TeamsStandIn, key: SigningKey, text: str) -> None:
     teams.token = key.token(audience=APP_ID, service_url=teams.service_url)
     [_] = await teams.say(text)
 
 
 async def test_one_token_fetched_off_the_loop_and_one_client_serve_every_turn(secured, entra, clients_built):
-    app, url, key = secured
+    url, key = secured.url, secured.key
     loop_thread = threading.get_ident()
     async with TeamsStandIn(url) as teams:
         for text in ("whoami", "help", "endpoints"):
@@ -97,7 +82,7 @@ async def test_one_token_fetched_off_the_loop_and_one_client_serve_every_turn(se
 async def test_a_kept_token_is_asked_for_again_after_its_time_in_a_worker_thread(secured, entra, monkeypatch):
     now = [1000.0]
     monkeypatch.setattr(KeptToken, "clock", staticmethod(lambda: now[0]))
-    app, url, key = secured
+    url, key = secured.url, secured.key
     loop_thread = threading.get_ident()
     async with TeamsStandIn(url) as teams:
         for moved in (0.0, KeptToken.RENEW_SECONDS - 1, 2.0, KeptToken.RENEW_SECONDS + 1):
@@ -110,7 +95,7 @@ async def test_a_kept_token_is_asked_for_again_after_its_time_in_a_worker_thread
 
 
 async def test_a_failed_fetch_is_not_kept_and_the_next_turn_asks_again(secured, entra):
-    app, url, key = secured
+    url, key = secured.url, secured.key
     entra.failures = 2            # a turn asks twice: for its connector client and its user-token client
     async with TeamsStandIn(url) as teams:
         teams.token = key.token(audience=APP_ID, service_url=teams.service_url)
@@ -124,7 +109,7 @@ async def test_a_failed_fetch_is_not_kept_and_the_next_turn_asks_again(secured, 
 
 
 async def test_proactive_sends_share_the_turns_client_and_token(secured, entra, clients_built):
-    app, url, key = secured
+    app, url, key = secured.app, secured.url, secured.key
     async with TeamsStandIn(url) as teams:
         await say_signed(teams, key, "whoami")
         conversation_id = teams.connector.sent[0].conversation_id

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from adapters.storage import open_storage
 from bot.app import create_app
-from bot.settings import load_settings
 from commands.catalog import catalog
 from tests.card_schema import assert_valid_card
-from tests.signing_keys import SigningKey, trust
+from tests.conftest import APP_ID
+from tests.signing_keys import SigningKey
 from tests.teams_client import ALICE, BOB, TeamsStandIn
 
 SAMPLES = Path(__file__).parent / "fixtures" / "teams"
@@ -183,24 +182,6 @@ async def test_oversized_command_text_is_refused_politely(teams):
 
 
 # ---------------------------------------------------------------- authentication
-
-
-APP_ID = "11111111-2222-3333-4444-555555555555"
-
-
-@pytest.fixture
-async def secured(aiohttp_server, tmp_path, monkeypatch):
-    """A bot with a Microsoft App ID, trusting one channel signing key (`secured.key`)."""
-    monkeypatch.chdir(tmp_path)
-    settings = load_settings(data_dir=tmp_path / "data", host="0.0.0.0", app_id=APP_ID, allowed_tenants=["*"],
-                             app_password="not-a-real-secret", service_url_hosts=["http://127.0.0.1"])
-    key = SigningKey("channel-key-1")
-    trust(monkeypatch, key)
-    server = await aiohttp_server(create_app(settings, reset_demo=True))
-    storage = open_storage(settings.effective_storage_url)
-    await storage.open()
-    yield SimpleNamespace(url=str(server.make_url("/api/messages")), key=key, storage=storage)
-    await storage.close()
 
 
 ATTACKER = SigningKey("attacker-key")
