@@ -75,13 +75,18 @@ TENANT_WINDOWS = ((1.0, 30),)
 ARRIVAL_MARGIN = 0.02
 
 
+def _with_margin(windows: tuple[tuple[float, int], ...]) -> tuple[tuple[float, int], ...]:
+    return tuple((seconds * (1 + ARRIVAL_MARGIN), count) for seconds, count in windows)
+
+
+# what the limiter counts: Teams' windows with the margin
+COUNTED_CONVERSATION_WINDOWS = _with_margin(CONVERSATION_WINDOWS)
+COUNTED_TENANT_WINDOWS = _with_margin(TENANT_WINDOWS)
+
+
 def transient(status: int | None) -> bool:
     """Whether a failure may go away by itself: network errors and timeouts (None), 408, 412, 429, 5xx."""
     return status is None or status in TRANSIENT_4XX or status >= 500 or status < 400
-
-
-def _with_margin(windows: tuple[tuple[float, int], ...]) -> tuple[tuple[float, int], ...]:
-    return tuple((seconds * (1 + ARRIVAL_MARGIN), count) for seconds, count in windows)
 
 
 class DeliveryFailed(Exception):
@@ -108,8 +113,8 @@ class SharedRateLimiter:
     async def acquire(self, conversation_id: str, tenant_id: str) -> float | None:
         """Record a send now and return None, or return when to ask again (seconds since the epoch,
         on `clock`: an absolute time, so that concurrent waiters agree on it)."""
-        limits = [(f"conversation:{conversation_id}", _with_margin(CONVERSATION_WINDOWS)),
-                  (f"tenant:{tenant_id}", _with_margin(TENANT_WINDOWS))]
+        limits = [(f"conversation:{conversation_id}", COUNTED_CONVERSATION_WINDOWS),
+                  (f"tenant:{tenant_id}", COUNTED_TENANT_WINDOWS)]
         now = self.clock().timestamp()
         wait = await self.store.run_transaction(lambda tx: rate_limits.acquire(tx, limits, now=now))
         return now + wait if wait > 0 else None
